@@ -1,0 +1,267 @@
+//! A store in a local directory. Every object is written to a temporary file in
+//! its final directory, fsynced, renamed into place, and the directory fsynced, so
+//! a crash leaves either the whole object or none (plus, at worst, a temporary
+//! file whose name starts with `.tmp-`, which `list` never reports).
+
+use super::{Backend, BackendError, ObjectInfo, PutMode, Result};
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// Prefix of temporary files; never a valid key component.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root` (which need not exist yet: `put` creates directories).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn io(&self, op: &'static str, key: &str, source: std::io::Error) -> BackendError {
+        if source.kind() == std::io::ErrorKind::NotFound && matches!(op, "read" | "open") {
+            return BackendError::NotFound {
+                location: self.location(),
+                key: key.to_string(),
+            };
+        }
+        BackendError::Io {
+            location: self.location(),
+            op,
+            key: key.to_string(),
+            source,
+        }
+    }
+
+    fn create_dirs(&self, dir: &Path, key: &str) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let mut b = fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o700);
+        }
+        b.create(dir)
+            .map_err(|e| self.io("create directory for", key, e))
+    }
+
+    fn write_temp(&self, dir: &Path, key: &str, data: &[u8]) -> Result<tempfile::TempPath> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)
+            .map_err(|e| self.io("create temporary file for", key, e))?;
+        // tempfile creates files with mode 0600 on Unix: owner-only, as store files should be.
+        tmp.write_all(data).map_err(|e| self.io("write", key, e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| self.io("fsync", key, e))?;
+        Ok(tmp.into_temp_path())
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
+        let path = self.path(key);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        self.create_dirs(&dir, key)?;
+        let tmp = self.write_temp(&dir, key, data)?;
+        match mode {
+            PutMode::Overwrite => tmp
+                .persist(&path)
+                .map_err(|e| self.io("rename into", key, e.error))?,
+            PutMode::Create => {
+                // hard_link fails if the target exists: an atomic create-if-absent.
+                match fs::hard_link(&tmp, &path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Err(BackendError::AlreadyExists {
+                            location: self.location(),
+                            key: key.to_string(),
+                        })
+                    }
+                    Err(e) => return Err(self.io("link into", key, e)),
+                }
+                // `tmp` is removed when dropped.
+            }
+        }
+        sync_dir(&dir).map_err(|e| self.io("fsync directory of", key, e))
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        fs::read(self.path(key)).map_err(|e| self.io("read", key, e))
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let mut f = File::open(self.path(key)).map_err(|e| self.io("open", key, e))?;
+        let len = f.metadata().map_err(|e| self.io("stat", key, e))?.len();
+        if range.start > range.end || range.end > len {
+            return Err(BackendError::Range {
+                location: self.location(),
+                key: key.to_string(),
+                len,
+                start: range.start,
+                end: range.end,
+            });
+        }
+        f.seek(SeekFrom::Start(range.start))
+            .map_err(|e| self.io("seek", key, e))?;
+        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        f.read_exact(&mut buf)
+            .map_err(|e| self.io("read", key, e))?;
+        Ok(buf)
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        match fs::metadata(self.path(key)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("stat", key, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let start = self.path(prefix);
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io("list", prefix, e)),
+            };
+            for ent in rd {
+                let ent = ent.map_err(|e| self.io("list", prefix, e))?;
+                let name = ent.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(TEMP_PREFIX) {
+                    continue;
+                }
+                let ft = ent.file_type().map_err(|e| self.io("list", prefix, e))?;
+                if ft.is_dir() {
+                    stack.push(ent.path());
+                } else if ft.is_file() {
+                    let size = ent
+                        .metadata()
+                        .map_err(|e| self.io("list", prefix, e))?
+                        .len();
+                    let rel = ent.path();
+                    let rel = rel.strip_prefix(&self.root).unwrap_or(&rel);
+                    let key = rel
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    out.push(ObjectInfo { key, size });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        match fs::remove_file(self.path(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io("delete", key, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("store"));
+        b.put("packs/ab/abcd", b"hello", PutMode::Overwrite)
+            .unwrap();
+        b.put("snapshots/x", b"12", PutMode::Overwrite).unwrap();
+        assert_eq!(b.get("packs/ab/abcd").unwrap(), b"hello");
+        assert_eq!(b.get_range("packs/ab/abcd", 1..3).unwrap(), b"el");
+        assert!(b.get_range("packs/ab/abcd", 3..9).is_err());
+        let keys: Vec<_> = b
+            .list("packs/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, vec!["packs/ab/abcd".to_string()]);
+        assert_eq!(b.size("snapshots/x").unwrap(), Some(2));
+        b.delete("snapshots/x").unwrap();
+        assert_eq!(b.size("snapshots/x").unwrap(), None);
+        assert!(matches!(
+            b.get("snapshots/x"),
+            Err(BackendError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn create_mode_refuses_to_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.put("config", b"one", PutMode::Create).unwrap();
+        let err = b.put("config", b"two", PutMode::Create).unwrap_err();
+        assert!(matches!(err, BackendError::AlreadyExists { .. }), "{err}");
+        assert_eq!(b.get("config").unwrap(), b"one");
+        // No temporary file is left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn objects_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("s"));
+        b.put("packs/aa/x", b"1", PutMode::Overwrite).unwrap();
+        let mode = fs::metadata(dir.path().join("s/packs/aa/x"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mode = fs::metadata(dir.path().join("s/packs/aa"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn temp_files_are_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        fs::create_dir_all(dir.path().join("snapshots")).unwrap();
+        fs::write(dir.path().join("snapshots/.tmp-abc"), b"partial").unwrap();
+        assert!(b.list("snapshots/").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,81 @@
+//! Where store objects live. A backend stores whole immutable objects by key:
+//! put, get, get a byte range, list, delete. Nothing above this layer renames or
+//! appends, so the same code can run on object storage.
+
+mod local;
+
+pub use local::LocalBackend;
+use std::ops::Range;
+
+/// Errors of the backend layer; each names the object (key) and the store.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{location}: object {key} does not exist")]
+    NotFound { location: String, key: String },
+    #[error("{location}: object {key} already exists")]
+    AlreadyExists { location: String, key: String },
+    #[error("{location}: {op} {key}: {source}")]
+    Io {
+        location: String,
+        op: &'static str,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{location}: object {key} is {len} bytes; range {start}..{end} is outside it")]
+    Range {
+        location: String,
+        key: String,
+        len: u64,
+        start: u64,
+        end: u64,
+    },
+}
+
+impl BackendError {
+    /// True when the underlying error is a full disk (ENOSPC / quota).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            BackendError::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source.raw_os_error() == Some(28)
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// How `put` treats an existing object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace it (content-addressed objects: the bytes are the same anyway).
+    Overwrite,
+    /// Fail with [`BackendError::AlreadyExists`] (used for `config`).
+    Create,
+}
+
+/// An object found by `list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Storage of whole immutable objects.
+pub trait Backend: Send + Sync {
+    /// Human-readable location, used in every message (a path or a URL).
+    fn location(&self) -> String;
+    /// Stores `data` under `key` atomically: readers see all of it or nothing.
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()>;
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// Reads `range` of an object; the range must lie inside it.
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>>;
+    /// Size of an object, or `None` if it does not exist.
+    fn size(&self, key: &str) -> Result<Option<u64>>;
+    /// All objects whose key starts with `prefix` (a folder such as `snapshots/`).
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// Removes an object; removing a missing object is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+}

@@ -1,0 +1,274 @@
+//! Assembles the pages SQLite writes into aligned blocks, and hands each complete
+//! block to the chunk writer and the image hasher, so no copy of the whole image
+//! is ever held.
+//!
+//! Pages arrive nearly in order; a block stays in memory only until all of its
+//! pages have arrived (the block of page 1 waits until the end). The code does not
+//! rely on that order: a write to a block already handed over reopens it from its
+//! stored chunks (last write wins), a truncate drops or reopens blocks, and pages
+//! that never arrive (the pending-byte page of databases over 1 GiB) read as zeros.
+
+use super::tree_hash::{block_cv, root_from_blocks};
+use super::vfs::CaptureTarget;
+use crate::chunk_writer::ChunkWriter;
+use crate::types::ChunkRef;
+use crate::{Error, Result};
+use blake3::hazmat::ChainingValue;
+use std::collections::HashMap;
+
+/// Writes are tracked in sectors of the smallest SQLite page size.
+const SECTOR: u64 = 512;
+/// Blocks are at least this long, so a block is a whole blake3 subtree and the
+/// per-block bookkeeping stays small.
+const MIN_BLOCK: u64 = 64 * 1024;
+
+struct Partial {
+    data: Vec<u8>,
+    filled: Vec<bool>,
+    filled_count: usize,
+}
+
+struct Done {
+    cv: ChainingValue,
+    chunks: Vec<ChunkRef>,
+}
+
+pub(crate) struct CaptureImage {
+    writer: ChunkWriter,
+    chunk_len: u64,
+    block_len: u64,
+    size: u64,
+    partial: HashMap<u64, Partial>,
+    done: HashMap<u64, Done>,
+    /// The first store error, kept so the caller can report it rather than
+    /// SQLite's generic I/O error.
+    error: Option<Error>,
+}
+
+/// The captured image, described by its chunks.
+pub(crate) struct Captured {
+    pub chunks: Vec<ChunkRef>,
+    pub image_hash: [u8; 32],
+    pub image_len: u64,
+    pub writer: ChunkWriter,
+}
+
+impl CaptureImage {
+    pub(crate) fn new(writer: ChunkWriter, chunk_len: u64) -> Self {
+        CaptureImage {
+            writer,
+            chunk_len,
+            block_len: chunk_len.max(MIN_BLOCK),
+            size: 0,
+            partial: HashMap::new(),
+            done: HashMap::new(),
+            error: None,
+        }
+    }
+
+    pub(crate) fn take_error(&mut self) -> Option<Error> {
+        self.error.take()
+    }
+
+    fn sectors(&self) -> usize {
+        (self.block_len / SECTOR) as usize
+    }
+
+    /// Rebuilds a handed-over block's bytes from its chunks.
+    fn read_back(&self, done: &Done) -> Result<Vec<u8>> {
+        let mut data = Vec::with_capacity(self.block_len as usize);
+        for c in &done.chunks {
+            match c {
+                ChunkRef::Zero => data.resize(data.len() + self.chunk_len as usize, 0),
+                ChunkRef::Stored(id) => data.extend_from_slice(&self.writer.read(id)?),
+            }
+        }
+        data.resize(self.block_len as usize, 0);
+        Ok(data)
+    }
+
+    /// The partial block `b`, created empty or reopened from its chunks.
+    fn partial_mut(&mut self, b: u64) -> Result<&mut Partial> {
+        if !self.partial.contains_key(&b) {
+            let sectors = self.sectors();
+            let p = match self.done.remove(&b) {
+                Some(done) => {
+                    let data = self.read_back(&done)?;
+                    Partial {
+                        data,
+                        filled: vec![true; sectors],
+                        filled_count: sectors,
+                    }
+                }
+                None => Partial {
+                    data: vec![0; self.block_len as usize],
+                    filled: vec![false; sectors],
+                    filled_count: 0,
+                },
+            };
+            self.partial.insert(b, p);
+        }
+        Ok(self.partial.get_mut(&b).expect("inserted above"))
+    }
+
+    /// Hands a block's bytes (`len` of them) to the hasher and the chunk writer.
+    fn complete(&mut self, b: u64, data: &[u8]) -> Result<()> {
+        let cv = block_cv(b * self.block_len, data);
+        let chunks = data
+            .chunks(self.chunk_len as usize)
+            .map(|c| self.writer.add(c))
+            .collect::<Result<Vec<_>>>()?;
+        self.done.insert(b, Done { cv, chunks });
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let block_len = self.block_len;
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let abs = offset + pos as u64;
+            let b = abs / block_len;
+            let in_block = (abs % block_len) as usize;
+            let n = (data.len() - pos).min(block_len as usize - in_block);
+            let p = self.partial_mut(b)?;
+            p.data[in_block..in_block + n].copy_from_slice(&data[pos..pos + n]);
+            // Mark only sectors the write covers whole; a sector partly written stays
+            // "missing" and is completed (zero-filled) at the end.
+            let first = (in_block as u64).div_ceil(SECTOR) as usize;
+            let last = ((in_block + n) as u64 / SECTOR) as usize;
+            for s in first..last {
+                if !p.filled[s] {
+                    p.filled[s] = true;
+                    p.filled_count += 1;
+                }
+            }
+            if p.filled_count == p.filled.len() {
+                let p = self.partial.remove(&b).expect("present");
+                self.complete(b, &p.data)?;
+            }
+            pos += n;
+        }
+        self.size = self.size.max(offset + data.len() as u64);
+        Ok(())
+    }
+
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        buf.fill(0);
+        let block_len = self.block_len;
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let abs = offset + pos as u64;
+            let b = abs / block_len;
+            let in_block = (abs % block_len) as usize;
+            let n = (buf.len() - pos).min(block_len as usize - in_block);
+            if let Some(p) = self.partial.get(&b) {
+                buf[pos..pos + n].copy_from_slice(&p.data[in_block..in_block + n]);
+            } else if let Some(d) = self.done.get(&b) {
+                let data = self.read_back(d)?;
+                buf[pos..pos + n].copy_from_slice(&data[in_block..in_block + n]);
+            }
+            pos += n;
+        }
+        Ok(self.size.saturating_sub(offset).min(buf.len() as u64) as usize)
+    }
+
+    fn truncate(&mut self, size: u64) -> Result<()> {
+        let block_len = self.block_len;
+        self.partial.retain(|&b, _| b * block_len < size);
+        self.done.retain(|&b, _| b * block_len < size);
+        if size % block_len != 0 {
+            let b = size / block_len;
+            let cut = (size % block_len) as usize;
+            if self.partial.contains_key(&b) || self.done.contains_key(&b) {
+                let p = self.partial_mut(b)?;
+                p.data[cut..].fill(0);
+                let first_gone = (cut as u64).div_ceil(SECTOR) as usize;
+                for s in first_gone..p.filled.len() {
+                    if p.filled[s] {
+                        p.filled[s] = false;
+                        p.filled_count -= 1;
+                    }
+                }
+            }
+        }
+        self.size = size;
+        Ok(())
+    }
+
+    /// Completes every block (missing pages are zeros) and computes the image hash.
+    pub(crate) fn finish(mut self) -> Result<Captured> {
+        let size = self.size;
+        let block_len = self.block_len;
+        let blocks = size.div_ceil(block_len);
+        // A single-block image has no blake3 tree to assemble: hash its bytes directly.
+        let mut single: Option<Vec<u8>> = None;
+        for b in 0..blocks {
+            let len = (size - b * block_len).min(block_len) as usize;
+            let full_and_done = len as u64 == block_len && self.done.contains_key(&b);
+            if full_and_done && blocks > 1 {
+                continue;
+            }
+            let data = match (self.partial.remove(&b), self.done.remove(&b)) {
+                (Some(p), _) => p.data,
+                (None, Some(d)) => self.read_back(&d)?,
+                (None, None) => vec![0; block_len as usize],
+            };
+            if blocks == 1 {
+                single = Some(data[..len].to_vec());
+            }
+            self.complete(b, &data[..len])?;
+        }
+        let image_hash = match single {
+            Some(bytes) => blake3::hash(&bytes),
+            None if size == 0 => blake3::hash(&[]),
+            None => {
+                let cvs: Vec<ChainingValue> = (0..blocks).map(|b| self.done[&b].cv).collect();
+                root_from_blocks(&cvs, block_len, size)
+            }
+        };
+        let mut chunks = Vec::with_capacity(size.div_ceil(self.chunk_len) as usize);
+        for b in 0..blocks {
+            chunks.extend_from_slice(&self.done[&b].chunks);
+        }
+        Ok(Captured {
+            chunks,
+            image_hash: *image_hash.as_bytes(),
+            image_len: size,
+            writer: self.writer,
+        })
+    }
+
+    fn record<T>(&mut self, r: Result<T>) -> std::io::Result<T> {
+        r.map_err(|e| {
+            let io = match &e {
+                Error::Backend(b) if b.is_storage_full() => std::io::Error::from_raw_os_error(28),
+                other => std::io::Error::other(other.to_string()),
+            };
+            if self.error.is_none() {
+                self.error = Some(e);
+            }
+            io
+        })
+    }
+}
+
+impl CaptureTarget for CaptureImage {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let r = self.write(offset, data);
+        self.record(r)
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let r = self.read(offset, buf);
+        self.record(r)
+    }
+
+    fn truncate(&mut self, size: u64) -> std::io::Result<()> {
+        let r = CaptureImage::truncate(self, size);
+        self.record(r)
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+}

@@ -1,0 +1,169 @@
+//! Stores the chunks of one backup: names each by its hash, skips zero chunks and
+//! chunks the store already holds, compresses the rest into packs, and writes each
+//! pack as one object when it reaches the target size.
+
+use crate::backend::{Backend, PutMode};
+use crate::chunk_index::ChunkIndex;
+use crate::format::config::StoreConfig;
+use crate::format::index::IndexPack;
+use crate::format::pack::{decode_blob, Codec, PackBuilder, PackEntry};
+use crate::types::{is_all_zero, ChunkId, ChunkRef, Id};
+use crate::{layout, Error, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What a backup added to the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub new_chunks: u64,
+    pub new_raw_bytes: u64,
+    pub new_stored_bytes: u64,
+    pub reused_chunks: u64,
+    pub zero_chunks: u64,
+    pub packs_written: u64,
+    pub pack_bytes: u64,
+}
+
+/// Where a chunk written by this backup is until the backup ends.
+#[derive(Clone, Copy)]
+enum Pending {
+    /// In the pack being built, at this entry.
+    Current(usize),
+    /// In a pack already written: position in `written`, entry.
+    Written(usize, usize),
+}
+
+pub(crate) struct ChunkWriter {
+    backend: Arc<dyn Backend>,
+    index: ChunkIndex,
+    compressor: zstd::bulk::Compressor<'static>,
+    pack_target: usize,
+    current: PackBuilder,
+    pending: HashMap<ChunkId, Pending>,
+    written: Vec<IndexPack>,
+    stats: WriteStats,
+}
+
+impl ChunkWriter {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        index: ChunkIndex,
+        config: &StoreConfig,
+    ) -> Result<Self> {
+        let compressor = zstd::bulk::Compressor::new(config.zstd_level)
+            .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+        Ok(ChunkWriter {
+            backend,
+            index,
+            compressor,
+            pack_target: config.pack_target_size as usize,
+            current: PackBuilder::new(),
+            pending: HashMap::new(),
+            written: Vec::new(),
+            stats: WriteStats::default(),
+        })
+    }
+
+    /// Records one chunk; stores it unless it is all zeros or already stored.
+    pub(crate) fn add(&mut self, data: &[u8]) -> Result<ChunkRef> {
+        if is_all_zero(data) {
+            self.stats.zero_chunks += 1;
+            return Ok(ChunkRef::Zero);
+        }
+        let id = Id::of_chunk(data);
+        if self.index.contains(&id) || self.pending.contains_key(&id) {
+            self.stats.reused_chunks += 1;
+            return Ok(ChunkRef::Stored(id));
+        }
+        let compressed = self
+            .compressor
+            .compress(data)
+            .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+        let (stored, codec) = if compressed.len() < data.len() {
+            (&compressed[..], Codec::Zstd)
+        } else {
+            (data, Codec::Raw)
+        };
+        if !self.current.is_empty() && self.current.len() + stored.len() > self.pack_target {
+            self.flush()?;
+        }
+        let e = self.current.push(id, stored, data.len() as u32, codec);
+        let _ = e;
+        self.pending
+            .insert(id, Pending::Current(self.current.entries().len() - 1));
+        self.stats.new_chunks += 1;
+        self.stats.new_raw_bytes += data.len() as u64;
+        self.stats.new_stored_bytes += stored.len() as u64;
+        Ok(ChunkRef::Stored(id))
+    }
+
+    /// Reads back a chunk of this backup or of the store (needed only when SQLite
+    /// rewrites or reads a page it already handed over).
+    pub(crate) fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let (pack_id, entry): (Id, PackEntry) = match self.pending.get(id) {
+            Some(Pending::Current(i)) => {
+                let e = self.current.entries()[*i];
+                return decode_blob(&e, self.current.blob(&e)).map_err(|source| Error::Format {
+                    object: format!("chunk {} (being written)", id.short()),
+                    source,
+                });
+            }
+            Some(Pending::Written(p, i)) => (self.written[*p].pack, self.written[*p].entries[*i]),
+            None => match self.index.get(id) {
+                Some(loc) => (self.index.pack_id(loc.pack), loc.entry),
+                None => {
+                    return Err(Error::Internal(format!(
+                        "chunk {} read back but never stored",
+                        id.short()
+                    )))
+                }
+            },
+        };
+        let key = layout::pack(&pack_id);
+        let start = entry.offset as u64;
+        let stored = self
+            .backend
+            .get_range(&key, start..start + entry.stored_len as u64)?;
+        let raw = decode_blob(&entry, &stored).map_err(|source| Error::Format {
+            object: key.clone(),
+            source,
+        })?;
+        if Id::of_chunk(&raw) != *id {
+            return Err(Error::ChunkDamaged {
+                snapshot: None,
+                chunk: *id,
+                object: key,
+                detail: "content does not match its id".into(),
+            });
+        }
+        Ok(raw)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let builder = std::mem::take(&mut self.current);
+        let (id, bytes, entries) = builder.finish();
+        self.backend
+            .put(&layout::pack(&id), &bytes, PutMode::Overwrite)?;
+        let p = self.written.len();
+        for (i, e) in entries.iter().enumerate() {
+            self.pending.insert(e.id, Pending::Written(p, i));
+        }
+        self.stats.packs_written += 1;
+        self.stats.pack_bytes += bytes.len() as u64;
+        self.written.push(IndexPack {
+            pack: id,
+            pack_len: bytes.len() as u64,
+            entries,
+        });
+        Ok(())
+    }
+
+    /// Writes the last pack; returns the packs this backup wrote and its statistics.
+    pub(crate) fn finish(mut self) -> Result<(Vec<IndexPack>, WriteStats)> {
+        self.flush()?;
+        Ok((self.written, self.stats))
+    }
+}

@@ -1,0 +1,140 @@
+//! Snapshot manifests. A snapshot exists once its manifest object exists; the
+//! manifest's object id is the snapshot id.
+
+use super::envelope::{self, Kind};
+use super::pack::MAX_CHUNK_LEN;
+use super::pagemap::{Delta, MAX_CHUNKS};
+use super::{FormatError, Result};
+use crate::types::Id;
+use serde::{Deserialize, Serialize};
+
+/// Everything recorded about one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Snapshot time, Unix seconds (UTC) and nanoseconds.
+    pub time_unix: i64,
+    pub time_nanos: u32,
+    /// Database name (the file stem unless the user chose one).
+    pub name: String,
+    /// Absolute path of the source database, as given at backup time.
+    pub source_path: String,
+    pub host: String,
+    pub tags: Vec<String>,
+    pub page_size: u32,
+    pub page_count: u64,
+    pub image_len: u64,
+    /// blake3 of the captured image (plain, unkeyed).
+    pub image_hash: [u8; 32],
+    pub sqlite_version: String,
+    pub pagesnap_version: String,
+    /// Pages per chunk at capture time.
+    pub chunk_pages: u32,
+    pub chunk_count: u64,
+    /// The base page map this snapshot's chunk list is a delta against.
+    pub base: Id,
+    pub delta: Delta,
+    /// The snapshot this one was computed against, if any (informative).
+    pub parent: Option<Id>,
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        envelope::encode(Kind::Manifest, self)
+    }
+
+    /// Decodes and checks that the recorded sizes agree with each other.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let m: Manifest = envelope::decode(Kind::Manifest, bytes)?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Bytes of one chunk.
+    pub fn chunk_len(&self) -> u64 {
+        self.page_size as u64 * self.chunk_pages as u64
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(FormatError::Invalid(s));
+        if !(512..=65536).contains(&self.page_size) || !self.page_size.is_power_of_two() {
+            return bad(format!("page size {}", self.page_size));
+        }
+        if self.chunk_pages == 0
+            || !self.chunk_pages.is_power_of_two()
+            || self.chunk_len() > MAX_CHUNK_LEN as u64
+        {
+            return bad(format!("chunk pages {}", self.chunk_pages));
+        }
+        if self.page_count.checked_mul(self.page_size as u64) != Some(self.image_len) {
+            return bad(format!(
+                "{} pages of {} bytes do not make {} bytes",
+                self.page_count, self.page_size, self.image_len
+            ));
+        }
+        if self.chunk_count > MAX_CHUNKS
+            || self.chunk_count != self.image_len.div_ceil(self.chunk_len())
+        {
+            return bad(format!(
+                "chunk count {} does not cover {} bytes",
+                self.chunk_count, self.image_len
+            ));
+        }
+        if self.time_nanos >= 1_000_000_000 {
+            return bad(format!("nanoseconds {}", self.time_nanos));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pagemap::Change;
+    use crate::types::ChunkRef;
+
+    pub(crate) fn sample() -> Manifest {
+        Manifest {
+            time_unix: 1_767_225_600,
+            time_nanos: 5,
+            name: "app".into(),
+            source_path: "/srv/app.db".into(),
+            host: "h".into(),
+            tags: vec!["nightly".into()],
+            page_size: 4096,
+            page_count: 10,
+            image_len: 40960,
+            image_hash: [9; 32],
+            sqlite_version: "3.54.1".into(),
+            pagesnap_version: "0.1.0".into(),
+            chunk_pages: 4,
+            chunk_count: 3,
+            base: Id([1; 32]),
+            delta: Delta {
+                changes: vec![Change {
+                    skip: 2,
+                    chunk: ChunkRef::Zero,
+                }],
+            },
+            parent: Some(Id([2; 32])),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = sample();
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn inconsistent_sizes_are_rejected() {
+        let mut m = sample();
+        m.image_len += 1;
+        assert!(Manifest::decode(&m.encode()).is_err());
+        let mut m = sample();
+        m.chunk_count = 4;
+        assert!(Manifest::decode(&m.encode()).is_err());
+        let mut m = sample();
+        m.page_size = 1000;
+        assert!(Manifest::decode(&m.encode()).is_err());
+    }
+}

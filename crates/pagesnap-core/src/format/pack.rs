@@ -1,0 +1,378 @@
+//! Pack files: many compressed chunks in one immutable object.
+//!
+//! ```text
+//! header (32 bytes)
+//!   0  4  magic "PSNP"       4  4  tag "PACK"
+//!   8  2  format version    10  2  flags (0)
+//!  12 16  reserved (0)      28  4  header checksum: blake3(bytes 0..28)[..4], LE
+//! chunk blobs, back to back (each a zstd frame or raw bytes)
+//! trailer: one 48-byte entry per chunk
+//!   0 32  chunk id          32  4  offset of the blob from the pack start (u32 LE)
+//!  36  4  stored length     40  4  raw length
+//!  44  1  codec (0 raw, 1 zstd)   45 3 reserved (0)
+//! footer (32 bytes)
+//!   0  4  entry count        4  4  trailer length (= 48 × count)
+//!   8  8  trailer checksum: blake3(trailer)[..8]
+//!  16  2  format version    18  2  reserved (0)
+//!  20  4  footer checksum: blake3(footer bytes 0..20)[..4]
+//!  24  8  magic "PSNPPEND"
+//! ```
+//! The trailer makes every pack self-describing, so the index can always be
+//! rebuilt from the packs alone. The pack's object name is the blake3 of its bytes.
+
+use super::{
+    check_version, checksum32, checksum64, FormatError, LeReader, Result, FORMAT_VERSION, MAGIC,
+};
+use crate::types::{ChunkId, Id};
+use serde::{Deserialize, Serialize};
+
+pub const HEADER_LEN: usize = 32;
+pub const FOOTER_LEN: usize = 32;
+pub const ENTRY_LEN: usize = 48;
+const TAG: [u8; 4] = *b"PACK";
+const END_MAGIC: [u8; 8] = *b"PSNPPEND";
+/// A pack is at most 4 GiB: offsets are u32.
+pub const MAX_PACK_LEN: u64 = u32::MAX as u64;
+/// Largest raw chunk: 256 pages of 64 KiB.
+pub const MAX_CHUNK_LEN: u32 = 16 << 20;
+
+/// How a chunk's bytes are stored in a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Codec {
+    Raw = 0,
+    Zstd = 1,
+}
+
+impl Codec {
+    pub fn from_u8(v: u8) -> Result<Codec> {
+        match v {
+            0 => Ok(Codec::Raw),
+            1 => Ok(Codec::Zstd),
+            other => Err(FormatError::Invalid(format!("unknown codec {other}"))),
+        }
+    }
+}
+
+/// Where a chunk lives inside a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackEntry {
+    pub id: ChunkId,
+    pub offset: u32,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub codec: Codec,
+}
+
+/// Builds a pack in memory.
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl Default for PackBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackBuilder {
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(&MAGIC);
+        buf.extend_from_slice(&TAG);
+        buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        buf.extend_from_slice(&[0u8; 18]);
+        let hc = checksum32(&buf[..28]);
+        buf.extend_from_slice(&hc.to_le_bytes());
+        PackBuilder {
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Appends one stored blob; returns its entry.
+    pub fn push(&mut self, id: ChunkId, stored: &[u8], raw_len: u32, codec: Codec) -> PackEntry {
+        let entry = PackEntry {
+            id,
+            offset: self.buf.len() as u32,
+            stored_len: stored.len() as u32,
+            raw_len,
+            codec,
+        };
+        self.buf.extend_from_slice(stored);
+        self.entries.push(entry);
+        entry
+    }
+
+    /// Bytes of blobs so far (what the pack size target is measured against).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> &[PackEntry] {
+        &self.entries
+    }
+
+    /// The stored bytes of a blob already pushed (for read-back before the pack is written).
+    pub fn blob(&self, e: &PackEntry) -> &[u8] {
+        &self.buf[e.offset as usize..(e.offset + e.stored_len) as usize]
+    }
+
+    /// Finishes the pack: returns its id, bytes and entries.
+    pub fn finish(mut self) -> (Id, Vec<u8>, Vec<PackEntry>) {
+        let trailer_start = self.buf.len();
+        for e in &self.entries {
+            self.buf.extend_from_slice(&e.id.0);
+            self.buf.extend_from_slice(&e.offset.to_le_bytes());
+            self.buf.extend_from_slice(&e.stored_len.to_le_bytes());
+            self.buf.extend_from_slice(&e.raw_len.to_le_bytes());
+            self.buf.push(e.codec as u8);
+            self.buf.extend_from_slice(&[0u8; 3]);
+        }
+        let trailer_sum = checksum64(&self.buf[trailer_start..]);
+        let footer_start = self.buf.len();
+        self.buf
+            .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&((self.entries.len() * ENTRY_LEN) as u32).to_le_bytes());
+        self.buf.extend_from_slice(&trailer_sum.to_le_bytes());
+        self.buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        self.buf.extend_from_slice(&[0u8; 2]);
+        let fc = checksum32(&self.buf[footer_start..footer_start + 20]);
+        self.buf.extend_from_slice(&fc.to_le_bytes());
+        self.buf.extend_from_slice(&END_MAGIC);
+        let id = Id::of_object(&self.buf);
+        (id, self.buf, self.entries)
+    }
+}
+
+/// Checks a pack header (the first [`HEADER_LEN`] bytes).
+pub fn check_header(bytes: &[u8]) -> Result<()> {
+    let mut r = LeReader::new(bytes);
+    let magic: [u8; 4] = r.array()?;
+    let tag: [u8; 4] = r.array()?;
+    if magic != MAGIC || tag != TAG {
+        return Err(FormatError::BadMagic { expected: "pack" });
+    }
+    let version = r.u16()?;
+    r.bytes(18)?;
+    let hc = r.u32()?;
+    if checksum32(&bytes[..28]) != hc {
+        return Err(FormatError::HeaderChecksum);
+    }
+    check_version(version)
+}
+
+/// Decoded footer: how long the trailer before it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footer {
+    pub count: u32,
+    pub trailer_len: u32,
+    trailer_sum: u64,
+}
+
+/// Decodes the last [`FOOTER_LEN`] bytes of a pack of `pack_len` bytes.
+pub fn decode_footer(footer: &[u8], pack_len: u64) -> Result<Footer> {
+    let mut r = LeReader::new(footer);
+    let count = r.u32()?;
+    let trailer_len = r.u32()?;
+    let trailer_sum = r.u64()?;
+    let version = r.u16()?;
+    r.bytes(2)?;
+    let fc = r.u32()?;
+    let magic: [u8; 8] = r.array()?;
+    if magic != END_MAGIC {
+        return Err(FormatError::BadMagic {
+            expected: "pack footer",
+        });
+    }
+    if checksum32(&footer[..20]) != fc {
+        return Err(FormatError::HeaderChecksum);
+    }
+    check_version(version)?;
+    if count as u64 * ENTRY_LEN as u64 != trailer_len as u64 {
+        return Err(FormatError::Invalid(format!(
+            "pack footer: {count} entries do not fill a trailer of {trailer_len} bytes"
+        )));
+    }
+    let overhead = (HEADER_LEN + FOOTER_LEN) as u64 + trailer_len as u64;
+    if overhead > pack_len {
+        return Err(FormatError::Truncated {
+            needed: overhead,
+            have: pack_len,
+        });
+    }
+    Ok(Footer {
+        count,
+        trailer_len,
+        trailer_sum,
+    })
+}
+
+/// Decodes the trailer (the `footer.trailer_len` bytes before the footer).
+pub fn decode_trailer(trailer: &[u8], footer: &Footer, pack_len: u64) -> Result<Vec<PackEntry>> {
+    if trailer.len() != footer.trailer_len as usize {
+        return Err(FormatError::Truncated {
+            needed: footer.trailer_len as u64,
+            have: trailer.len() as u64,
+        });
+    }
+    if checksum64(trailer) != footer.trailer_sum {
+        return Err(FormatError::BodyChecksum);
+    }
+    let blobs_end = pack_len - FOOTER_LEN as u64 - footer.trailer_len as u64;
+    let mut r = LeReader::new(trailer);
+    let mut out = Vec::with_capacity(footer.count as usize);
+    for _ in 0..footer.count {
+        let id = Id(r.array()?);
+        let offset = r.u32()?;
+        let stored_len = r.u32()?;
+        let raw_len = r.u32()?;
+        let codec = Codec::from_u8(r.u8()?)?;
+        r.bytes(3)?;
+        let e = PackEntry {
+            id,
+            offset,
+            stored_len,
+            raw_len,
+            codec,
+        };
+        check_entry(&e, blobs_end)?;
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// Bounds an entry against the blob area of its pack (used for index entries too).
+pub fn check_entry(e: &PackEntry, blobs_end: u64) -> Result<()> {
+    let end = e.offset as u64 + e.stored_len as u64;
+    if (e.offset as u64) < HEADER_LEN as u64 || end > blobs_end {
+        return Err(FormatError::Invalid(format!(
+            "chunk {} at {}..{end} lies outside the blob area ..{blobs_end}",
+            e.id.short(),
+            e.offset
+        )));
+    }
+    if e.raw_len > MAX_CHUNK_LEN {
+        return Err(FormatError::TooLarge {
+            what: "chunk length",
+            value: e.raw_len as u64,
+            limit: MAX_CHUNK_LEN as u64,
+        });
+    }
+    if e.codec == Codec::Raw && e.raw_len != e.stored_len {
+        return Err(FormatError::Invalid(format!(
+            "raw chunk {} has stored length {} but raw length {}",
+            e.id.short(),
+            e.stored_len,
+            e.raw_len
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes a whole pack held in memory: header, footer and trailer.
+pub fn decode_pack(bytes: &[u8]) -> Result<Vec<PackEntry>> {
+    let len = bytes.len() as u64;
+    if bytes.len() < HEADER_LEN + FOOTER_LEN {
+        return Err(FormatError::Truncated {
+            needed: (HEADER_LEN + FOOTER_LEN) as u64,
+            have: len,
+        });
+    }
+    check_header(&bytes[..HEADER_LEN])?;
+    let footer = decode_footer(&bytes[bytes.len() - FOOTER_LEN..], len)?;
+    let t_end = bytes.len() - FOOTER_LEN;
+    let t_start = t_end - footer.trailer_len as usize;
+    decode_trailer(&bytes[t_start..t_end], &footer, len)
+}
+
+/// Turns a stored blob back into the chunk's bytes, bounded by the entry's raw length.
+pub fn decode_blob(e: &PackEntry, stored: &[u8]) -> Result<Vec<u8>> {
+    if stored.len() != e.stored_len as usize {
+        return Err(FormatError::Truncated {
+            needed: e.stored_len as u64,
+            have: stored.len() as u64,
+        });
+    }
+    if e.raw_len > MAX_CHUNK_LEN {
+        return Err(FormatError::TooLarge {
+            what: "chunk length",
+            value: e.raw_len as u64,
+            limit: MAX_CHUNK_LEN as u64,
+        });
+    }
+    let raw = match e.codec {
+        Codec::Raw => stored.to_vec(),
+        Codec::Zstd => {
+            zstd::bulk::decompress(stored, e.raw_len as usize).map_err(FormatError::Decompress)?
+        }
+    };
+    if raw.len() != e.raw_len as usize {
+        return Err(FormatError::Invalid(format!(
+            "chunk decoded to {} bytes, expected {}",
+            raw.len(),
+            e.raw_len
+        )));
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn build(chunks: &[Vec<u8>]) -> (Vec<u8>, Vec<PackEntry>) {
+        let mut b = PackBuilder::new();
+        for c in chunks {
+            let z = zstd::bulk::compress(c, 3).unwrap();
+            b.push(Id::of_chunk(c), &z, c.len() as u32, Codec::Zstd);
+        }
+        let (id, bytes, entries) = b.finish();
+        assert_eq!(id, Id::of_object(&bytes));
+        (bytes, entries)
+    }
+
+    proptest! {
+        #[test]
+        fn packs_round_trip(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..20)) {
+            let (bytes, entries) = build(&chunks);
+            let decoded = decode_pack(&bytes).unwrap();
+            prop_assert_eq!(&decoded, &entries);
+            for (e, c) in decoded.iter().zip(&chunks) {
+                let stored = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+                prop_assert_eq!(&decode_blob(e, stored).unwrap(), c);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_pack(&data);
+        }
+
+        #[test]
+        fn metadata_bit_flips_are_detected(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let chunks = vec![vec![1u8; 100], vec![2u8; 300]];
+            let (bytes, entries) = build(&chunks);
+            let blob_end = entries.last().map(|e| (e.offset + e.stored_len) as usize).unwrap();
+            // Flip a bit in the header, the trailer or the footer.
+            let meta: Vec<usize> = (0..HEADER_LEN).chain(blob_end..bytes.len()).collect();
+            let i = meta[pos.index(meta.len())];
+            let mut bad = bytes.clone();
+            bad[i] ^= 1 << bit;
+            prop_assert!(decode_pack(&bad).is_err());
+        }
+    }
+
+    #[test]
+    fn truncated_pack_is_rejected() {
+        let (bytes, _) = build(&[vec![5u8; 1000]]);
+        assert!(decode_pack(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! pagesnap-core: a deduplicating, page-level snapshot store for SQLite.
+//!
+//! Data flows one way: [`capture`] reads a consistent image of a live database
+//! through SQLite's online backup API; the chunk writer names each chunk of pages
+//! by its blake3 hash and stores new ones, zstd-compressed, in packs; a
+//! [`format::manifest::Manifest`] published last makes the snapshot exist.
+//!
+//! ```no_run
+//! use pagesnap_core::{Store, InitOptions, BackupOptions, SnapshotSelector};
+//! # fn main() -> pagesnap_core::Result<()> {
+//! let store = Store::init("/var/backups/pagesnap", &InitOptions::default())?;
+//! let report = store.backup_path("app.db".as_ref(), &BackupOptions::default())?;
+//! println!("snapshot {}", report.snapshot.short());
+//! let snap = store.select(&SnapshotSelector::Latest { name: None, at: None })?;
+//! store.restore_to_path(&snap, "restored.db".as_ref(), false)?;
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod capture;
+mod chunk_index;
+mod chunk_writer;
+pub mod format;
+pub mod layout;
+mod restore;
+pub mod select;
+mod store;
+pub mod types;
+
+pub use chunk_writer::WriteStats;
+pub use select::SnapshotSelector;
+pub use store::{
+    default_store_path, BackupOptions, BackupReport, DamagedSnapshot, InitOptions, RestoreReport,
+    Snapshot, Store,
+};
+pub use types::{ChunkId, ChunkRef, Id, SnapshotId};
+
+use std::path::PathBuf;
+
+/// Errors of the store layer; lower layers' errors are wrapped with the object they concern.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Backend(#[from] backend::BackendError),
+    #[error("{object}: {source}")]
+    Format {
+        object: String,
+        #[source]
+        source: format::FormatError,
+    },
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error("{0}: not a pagesnap store (no config object); create one with `pagesnap init`")]
+    NotAStore(String),
+    #[error("{0}: a pagesnap store already exists here")]
+    AlreadyExists(String),
+    #[error("{0}: store directory does not exist")]
+    StoreMissing(String),
+    #[error("no snapshot matches {0:?}")]
+    UnknownSnapshot(String),
+    #[error("snapshot id {prefix:?} is ambiguous: it matches {}", candidates.join(", "))]
+    AmbiguousSnapshot {
+        prefix: String,
+        candidates: Vec<String>,
+    },
+    #[error("the store holds snapshots of several databases ({}): choose one with --name", names.join(", "))]
+    AmbiguousName { names: Vec<String> },
+    #[error("no snapshot{} at or before {at}; the earliest is from {earliest}", name.as_ref().map(|n| format!(" of {n:?}")).unwrap_or_default())]
+    NoSnapshotAt {
+        name: Option<String>,
+        at: String,
+        earliest: String,
+    },
+    #[error("no snapshots{} in the store", name.as_ref().map(|n| format!(" of {n:?}")).unwrap_or_default())]
+    NoSnapshots { name: Option<String> },
+    #[error("{0}: already exists; pass --force to overwrite it")]
+    OutputExists(PathBuf),
+    #[error("snapshot {}: chunk {} is not in the index (missing from the store)", snapshot.short(), chunk.to_hex())]
+    ChunkMissing {
+        snapshot: SnapshotId,
+        chunk: ChunkId,
+    },
+    #[error("{}chunk {} in {object} is damaged: {detail}", snapshot.map(|s| format!("snapshot {}: ", s.short())).unwrap_or_default(), chunk.to_hex())]
+    ChunkDamaged {
+        snapshot: Option<SnapshotId>,
+        chunk: ChunkId,
+        object: String,
+        detail: String,
+    },
+    #[error("snapshot {}: restored image hash {actual} does not match the recorded {expected}", snapshot.short())]
+    ImageMismatch {
+        snapshot: SnapshotId,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid {what}: {detail}")]
+    Invalid { what: &'static str, detail: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

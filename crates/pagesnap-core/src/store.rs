@@ -1,0 +1,512 @@
+//! The store API: init/open a store, back up, list, select and restore snapshots.
+
+use crate::backend::{Backend, BackendError, LocalBackend, PutMode};
+use crate::capture::{self, open_source};
+use crate::chunk_index::ChunkIndex;
+use crate::chunk_writer::{ChunkWriter, WriteStats};
+use crate::format::config::{StoreConfig, MAX_CHUNK_PAGES};
+use crate::format::index::{IndexBody, IndexPack};
+use crate::format::manifest::Manifest;
+use crate::format::pagemap::{should_rebase, BaseMap, Delta};
+use crate::format::FormatError;
+use crate::select::{self, SnapshotSelector};
+use crate::types::{ChunkRef, Id, SnapshotId};
+use crate::{layout, restore, Error, Result};
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::Connection;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Parameters fixed when a store is created.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Pages per chunk (power of two, 1..=256). 1 dedups best for scattered changes.
+    pub chunk_pages: u32,
+    /// zstd level for chunks.
+    pub zstd_level: i32,
+    /// Target size of pack objects in bytes.
+    pub pack_target_size: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunk_pages: 1,
+            zstd_level: 3,
+            pack_target_size: 16 << 20,
+        }
+    }
+}
+
+/// How to record a backup.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Database name; defaults to the file stem of the source path.
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    /// Recorded time; defaults to now.
+    pub time: Option<DateTime<Utc>>,
+    /// How long to wait for a lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            name: None,
+            tags: Vec::new(),
+            time: None,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a backup did.
+#[derive(Clone, Debug)]
+pub struct BackupReport {
+    pub snapshot: SnapshotId,
+    pub name: String,
+    pub time: DateTime<Utc>,
+    pub page_size: u32,
+    pub page_count: u64,
+    pub image_len: u64,
+    pub image_hash: [u8; 32],
+    pub chunks: u64,
+    pub stats: WriteStats,
+    /// Bytes of every object this backup wrote (packs, index, page map, manifest).
+    pub bytes_added: u64,
+    /// Bytes of metadata this snapshot added (manifest, page map, index).
+    pub metadata_bytes: u64,
+    /// Positions recorded in the manifest's delta (0 when a new base was written).
+    pub delta_len: u64,
+    pub new_base: bool,
+    pub duration: Duration,
+}
+
+/// A snapshot: its id and manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: SnapshotId,
+    pub manifest: Manifest,
+}
+
+impl Snapshot {
+    pub fn time(&self) -> DateTime<Utc> {
+        Utc.timestamp_opt(self.manifest.time_unix, self.manifest.time_nanos)
+            .single()
+            .unwrap_or_default()
+    }
+}
+
+/// A manifest that could not be read, reported beside the readable ones.
+#[derive(Debug)]
+pub struct DamagedSnapshot {
+    pub key: String,
+    pub error: Error,
+}
+
+/// What a restore wrote.
+#[derive(Clone, Debug)]
+pub struct RestoreReport {
+    pub snapshot: SnapshotId,
+    pub image_len: u64,
+    pub image_hash: [u8; 32],
+    pub duration: Duration,
+}
+
+/// A pagesnap store.
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    config: StoreConfig,
+}
+
+/// Names and tags are printed and matched, never used as paths; still, refuse what
+/// would make output ambiguous or hide in logs.
+fn check_label(what: &'static str, s: &str) -> Result<()> {
+    let bad = if s.is_empty() {
+        Some("is empty")
+    } else if s.len() > 255 {
+        Some("is longer than 255 bytes")
+    } else if s.chars().any(|c| c.is_control()) {
+        Some("contains a control character (newline, NUL, ...)")
+    } else if s.contains("..") || s.contains('/') || s.contains('\\') {
+        Some("contains a path separator or `..`")
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => Err(Error::Invalid {
+            what,
+            detail: format!("{s:?} {why}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Store {
+    /// Creates a store in directory `path` (created if missing).
+    pub fn init(path: impl AsRef<Path>, opts: &InitOptions) -> Result<Store> {
+        Self::init_backend(Arc::new(LocalBackend::new(path.as_ref())), opts)
+    }
+
+    /// Creates a store on any backend.
+    pub fn init_backend(backend: Arc<dyn Backend>, opts: &InitOptions) -> Result<Store> {
+        let config = StoreConfig {
+            store_id: Id::of_object(&random_seed()),
+            chunk_pages: opts.chunk_pages,
+            zstd_level: opts.zstd_level,
+            pack_target_size: opts.pack_target_size,
+            created_unix: Utc::now().timestamp(),
+        };
+        config.validate().map_err(|e| Error::Invalid {
+            what: "store parameters",
+            detail: format!("{e} (chunk pages must be a power of two up to {MAX_CHUNK_PAGES})"),
+        })?;
+        match backend.put(layout::CONFIG, &config.encode(), PutMode::Create) {
+            Ok(()) => {}
+            Err(BackendError::AlreadyExists { location, .. }) => {
+                return Err(Error::AlreadyExists(location))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Store { backend, config })
+    }
+
+    /// Opens the store in directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref();
+        if !path.is_dir() {
+            return Err(Error::StoreMissing(path.display().to_string()));
+        }
+        Self::open_backend(Arc::new(LocalBackend::new(path)))
+    }
+
+    /// Opens a store on any backend.
+    pub fn open_backend(backend: Arc<dyn Backend>) -> Result<Store> {
+        let bytes = match backend.get(layout::CONFIG) {
+            Ok(b) => b,
+            Err(BackendError::NotFound { location, .. }) => return Err(Error::NotAStore(location)),
+            Err(e) => return Err(e.into()),
+        };
+        let config = StoreConfig::decode(&bytes).map_err(|source| Error::Format {
+            object: format!("{}/{}", backend.location(), layout::CONFIG),
+            source,
+        })?;
+        Ok(Store { backend, config })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn format_err(&self, key: &str) -> impl Fn(FormatError) -> Error + '_ {
+        let object = format!("{}/{key}", self.backend.location());
+        move |source| Error::Format {
+            object: object.clone(),
+            source,
+        }
+    }
+
+    /// Reads a content-addressed object and checks it against its name.
+    fn get_verified(&self, key: &str, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.backend.get(key)?;
+        if Id::of_object(&bytes) != *id {
+            return Err(self.format_err(key)(FormatError::Invalid(
+                "content does not match its name (object is damaged)".into(),
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Every readable snapshot, oldest first, and the manifests that could not be read.
+    pub fn snapshots_with_damage(&self) -> Result<(Vec<Snapshot>, Vec<DamagedSnapshot>)> {
+        let mut good = Vec::new();
+        let mut damaged = Vec::new();
+        for obj in self.backend.list(layout::SNAPSHOTS)? {
+            let Some(id) = layout::id_of(&obj.key) else {
+                continue; // not a manifest name: ignore foreign files
+            };
+            match self.load_snapshot(&id) {
+                Ok(s) => good.push(s),
+                Err(error) => damaged.push(DamagedSnapshot {
+                    key: obj.key,
+                    error,
+                }),
+            }
+        }
+        good.sort_by_key(|s| (s.time(), s.id));
+        Ok((good, damaged))
+    }
+
+    /// Every readable snapshot, oldest first (damaged manifests are skipped).
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        Ok(self.snapshots_with_damage()?.0)
+    }
+
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let key = layout::snapshot(id);
+        let bytes = self.get_verified(&key, id)?;
+        let manifest = Manifest::decode(&bytes).map_err(self.format_err(&key))?;
+        Ok(Snapshot { id: *id, manifest })
+    }
+
+    /// Chooses a snapshot. A damaged manifest whose id matches the selector is reported, not skipped.
+    pub fn select(&self, sel: &SnapshotSelector) -> Result<Snapshot> {
+        let (snaps, damaged) = self.snapshots_with_damage()?;
+        if let SnapshotSelector::Id(prefix) = sel {
+            let p = prefix.to_ascii_lowercase();
+            let bad: Vec<DamagedSnapshot> = damaged
+                .into_iter()
+                .filter(|d| layout::id_of(&d.key).is_some_and(|id| id.to_hex().starts_with(&p)))
+                .collect();
+            if !bad.is_empty() && !snaps.iter().any(|s| s.id.to_hex().starts_with(&p)) {
+                if let Some(d) = bad.into_iter().next() {
+                    return Err(d.error);
+                }
+            }
+        }
+        select::select(&snaps, sel).cloned()
+    }
+
+    /// The in-memory chunk index built from every `index/` object.
+    pub(crate) fn load_index(&self) -> Result<ChunkIndex> {
+        let mut index = ChunkIndex::default();
+        for obj in self.backend.list(layout::INDEX)? {
+            let Some(id) = layout::id_of(&obj.key) else {
+                continue;
+            };
+            let bytes = self.get_verified(&obj.key, &id)?;
+            let body = IndexBody::decode(&bytes).map_err(self.format_err(&obj.key))?;
+            index.add(&body);
+        }
+        Ok(index)
+    }
+
+    fn load_base(&self, id: &Id) -> Result<Vec<ChunkRef>> {
+        let key = layout::map(id);
+        let bytes = self.get_verified(&key, id)?;
+        Ok(BaseMap::decode(&bytes)
+            .map_err(self.format_err(&key))?
+            .chunks)
+    }
+
+    /// The full, ordered chunk list of a snapshot.
+    pub fn chunk_list(&self, snap: &Snapshot) -> Result<Vec<ChunkRef>> {
+        let base = self.load_base(&snap.manifest.base)?;
+        snap.manifest
+            .delta
+            .apply(&base, snap.manifest.chunk_count)
+            .map_err(self.format_err(&layout::snapshot(&snap.id)))
+    }
+
+    /// Backs up the database file at `path` (opened read-only).
+    pub fn backup_path(&self, path: &Path, opts: &BackupOptions) -> Result<BackupReport> {
+        let conn = open_source(path)?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        self.backup_connection(&conn, &abs, opts)
+    }
+
+    /// Backs up through an open connection (e.g. an application's own). `path` is
+    /// recorded as the source and names it in messages; the default name is its stem.
+    pub fn backup_connection(
+        &self,
+        conn: &Connection,
+        path: &Path,
+        opts: &BackupOptions,
+    ) -> Result<BackupReport> {
+        let started = Instant::now();
+        let name = match &opts.name {
+            Some(n) => n.clone(),
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "db".to_string()),
+        };
+        check_label("database name", &name)?;
+        for t in &opts.tags {
+            check_label("tag", t)?;
+        }
+        let time = opts.time.unwrap_or_else(Utc::now);
+
+        // The newest earlier snapshot of the same database is the delta's reference.
+        let parent = self
+            .snapshots()?
+            .into_iter()
+            .filter(|s| {
+                s.manifest.name == name && s.manifest.chunk_pages == self.config.chunk_pages
+            })
+            .max_by_key(|s| (s.time(), s.id));
+        let index = self.load_index()?;
+        let writer = ChunkWriter::new(self.backend.clone(), index, &self.config)?;
+        let cap = capture::capture(
+            conn,
+            path,
+            opts.busy_timeout,
+            self.config.chunk_pages,
+            writer,
+        )?;
+        let (packs, stats) = cap.writer.finish()?;
+        let mut bytes_added = stats.pack_bytes;
+        let mut metadata_bytes = 0u64;
+        if !packs.is_empty() {
+            metadata_bytes += self.put_index(packs)?;
+        }
+
+        let parent_base = match &parent {
+            Some(p) => Some((p.manifest.base, self.load_base(&p.manifest.base)?)),
+            None => None,
+        };
+        let (base, delta, new_base) = match parent_base {
+            Some((base_id, base)) => {
+                let delta = Delta::between(&base, &cap.chunks);
+                if should_rebase(delta.len(), cap.chunks.len()) {
+                    (
+                        self.put_base(&cap.chunks, &mut metadata_bytes)?,
+                        Delta::default(),
+                        true,
+                    )
+                } else {
+                    (base_id, delta, false)
+                }
+            }
+            None => (
+                self.put_base(&cap.chunks, &mut metadata_bytes)?,
+                Delta::default(),
+                true,
+            ),
+        };
+        let manifest = Manifest {
+            time_unix: time.timestamp(),
+            time_nanos: time.timestamp_subsec_nanos(),
+            name: name.clone(),
+            source_path: path.display().to_string(),
+            host: hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            tags: opts.tags.clone(),
+            page_size: cap.page_size,
+            page_count: cap.image_len / cap.page_size as u64,
+            image_len: cap.image_len,
+            image_hash: cap.image_hash,
+            sqlite_version: rusqlite::version().to_string(),
+            pagesnap_version: env!("CARGO_PKG_VERSION").to_string(),
+            chunk_pages: self.config.chunk_pages,
+            chunk_count: cap.chunks.len() as u64,
+            base,
+            delta,
+            parent: parent.as_ref().map(|p| p.id),
+        };
+        let delta_len = manifest.delta.len() as u64;
+        let encoded = manifest.encode();
+        let id = Id::of_object(&encoded);
+        // Published last: the snapshot exists from this moment on.
+        self.backend
+            .put(&layout::snapshot(&id), &encoded, PutMode::Overwrite)?;
+        metadata_bytes += encoded.len() as u64;
+        bytes_added += metadata_bytes;
+        Ok(BackupReport {
+            snapshot: id,
+            name,
+            time,
+            page_size: manifest.page_size,
+            page_count: manifest.page_count,
+            image_len: manifest.image_len,
+            image_hash: manifest.image_hash,
+            chunks: manifest.chunk_count,
+            stats,
+            bytes_added,
+            metadata_bytes,
+            delta_len,
+            new_base,
+            duration: started.elapsed(),
+        })
+    }
+
+    fn put_index(&self, packs: Vec<IndexPack>) -> Result<u64> {
+        let bytes = IndexBody { packs }.encode();
+        self.backend.put(
+            &layout::index(&Id::of_object(&bytes)),
+            &bytes,
+            PutMode::Overwrite,
+        )?;
+        Ok(bytes.len() as u64)
+    }
+
+    fn put_base(&self, chunks: &[ChunkRef], written: &mut u64) -> Result<Id> {
+        let bytes = BaseMap {
+            chunks: chunks.to_vec(),
+        }
+        .encode();
+        let id = Id::of_object(&bytes);
+        let key = layout::map(&id);
+        if self.backend.size(&key)? != Some(bytes.len() as u64) {
+            self.backend.put(&key, &bytes, PutMode::Overwrite)?;
+            *written += bytes.len() as u64;
+        }
+        Ok(id)
+    }
+
+    /// Writes the snapshot's image to `out`, checking every chunk and the image hash.
+    /// On a hash mismatch the bytes already written are wrong: callers writing to a
+    /// file should use [`Store::restore_to_path`], which never leaves such a file.
+    pub fn restore_to_writer(&self, snap: &Snapshot, out: &mut dyn Write) -> Result<RestoreReport> {
+        let started = Instant::now();
+        let chunks = self.chunk_list(snap)?;
+        let index = self.load_index()?;
+        let image_hash = restore::write_image(self.backend.as_ref(), &index, snap, &chunks, out)?;
+        Ok(RestoreReport {
+            snapshot: snap.id,
+            image_len: snap.manifest.image_len,
+            image_hash,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Restores to the file `out`: written to a temporary file beside it, checked,
+    /// fsynced and renamed into place. An existing file is replaced only with `force`.
+    pub fn restore_to_path(
+        &self,
+        snap: &Snapshot,
+        out: &Path,
+        force: bool,
+    ) -> Result<RestoreReport> {
+        restore::to_path(out, force, |w| self.restore_to_writer(snap, w))
+    }
+}
+
+fn random_seed() -> Vec<u8> {
+    // Unique enough for a store identity: time, process and a stack address.
+    let now = Utc::now();
+    let marker = 0u8;
+    format!(
+        "{}-{}-{}-{:p}",
+        now.timestamp_nanos_opt().unwrap_or_default(),
+        std::process::id(),
+        hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        &marker
+    )
+    .into_bytes()
+}
+
+/// Where a store is when neither `--store` nor `PAGESNAP_STORE` says:
+/// `$XDG_DATA_HOME/pagesnap/store`, else `~/.local/share/pagesnap/store`.
+pub fn default_store_path() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("pagesnap").join("store"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/share/pagesnap/store"))
+}

@@ -1,0 +1,141 @@
+//! Plain value types shared by every layer: object and chunk identifiers.
+//! Nothing here does I/O.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Length of every identifier (a blake3 digest).
+pub const ID_LEN: usize = 32;
+
+/// Domain-separation prefix hashed before a chunk's bytes, so a chunk id can never
+/// collide with the id of another kind of object holding the same bytes.
+pub const CHUNK_DOMAIN: &[u8] = b"pagesnap chunk v1\0";
+
+/// Content address of an object or chunk: 32 bytes of blake3.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Id(pub [u8; ID_LEN]);
+
+impl Id {
+    /// Id of a store object: blake3 of its exact encoded bytes.
+    pub fn of_object(bytes: &[u8]) -> Id {
+        Id(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// Id of a chunk of database pages (domain-separated).
+    pub fn of_chunk(data: &[u8]) -> Id {
+        let mut h = blake3::Hasher::new();
+        h.update(CHUNK_DOMAIN);
+        h.update(data);
+        Id(*h.finalize().as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        to_hex(&self.0)
+    }
+
+    /// The short form shown to people (like a git abbreviated hash).
+    pub fn short(&self) -> String {
+        self.to_hex()[..8].to_string()
+    }
+
+    pub fn from_hex(s: &str) -> Option<Id> {
+        let bytes = from_hex(s)?;
+        let arr: [u8; ID_LEN] = bytes.try_into().ok()?;
+        Some(Id(arr))
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.short())
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Identifier of a chunk (blake3 over [`CHUNK_DOMAIN`] and the chunk bytes).
+pub type ChunkId = Id;
+/// Identifier of a snapshot: the id of its manifest object.
+pub type SnapshotId = Id;
+
+/// What one position of a snapshot's chunk list holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChunkRef {
+    /// A chunk made only of zero bytes: recorded, never stored.
+    Zero,
+    /// A stored chunk.
+    Stored(ChunkId),
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+/// True when every byte is zero (eight bytes at a time; the compiler vectorises this).
+pub fn is_all_zero(data: &[u8]) -> bool {
+    let mut words = data.chunks_exact(8);
+    let body_zero = words
+        .by_ref()
+        .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0);
+    body_zero && words.remainder().iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn hex_round_trips(bytes in proptest::array::uniform32(any::<u8>())) {
+            let id = Id(bytes);
+            prop_assert_eq!(Id::from_hex(&id.to_hex()), Some(id));
+        }
+    }
+
+    #[test]
+    fn chunk_ids_are_domain_separated() {
+        assert_ne!(Id::of_chunk(b"abc"), Id::of_object(b"abc"));
+    }
+
+    #[test]
+    fn bad_hex_is_rejected() {
+        assert_eq!(Id::from_hex("zz"), None);
+        assert_eq!(Id::from_hex("abc"), None);
+        assert_eq!(Id::from_hex("abcd"), None);
+    }
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_all_zero(&[0u8; 4096]));
+        let mut v = vec![0u8; 4096];
+        v[4095] = 1;
+        assert!(!is_all_zero(&v));
+    }
+}

@@ -1,0 +1,122 @@
+//! Command-line syntax (clap derive).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pagesnap",
+    version,
+    about = "Deduplicating, page-level snapshots of live SQLite databases",
+    long_about = "pagesnap takes consistent snapshots of live SQLite databases through SQLite's online \
+backup API, stores each changed page once (blake3-addressed, zstd-compressed), and restores any \
+snapshot byte-exactly.",
+    after_help = "Examples:
+  pagesnap --store /var/backups/ps init
+  pagesnap --store /var/backups/ps backup /srv/app.db --tag hourly
+  pagesnap --store /var/backups/ps snapshots
+  pagesnap --store /var/backups/ps restore latest -o /tmp/app.db
+  pagesnap --store /var/backups/ps restore --at '2026-01-01 00:10:00' -o /tmp/app.db
+
+The store is --store, else $PAGESNAP_STORE, else $XDG_DATA_HOME/pagesnap/store
+(~/.local/share/pagesnap/store)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Store directory.
+    #[arg(long, global = true, env = "PAGESNAP_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new store.
+    #[command(after_help = "Examples:
+  pagesnap --store /var/backups/ps init
+  pagesnap --store /var/backups/ps init --chunk-pages 4 --compression-level 6")]
+    Init(InitArgs),
+    /// Take a snapshot of a database.
+    #[command(after_help = "Examples:
+  pagesnap backup /srv/app.db
+  pagesnap backup /srv/app.db --name app --tag nightly --tag pre-upgrade
+  pagesnap backup import.db --time '2026-01-01T00:10:00Z'")]
+    Backup(BackupArgs),
+    /// List snapshots.
+    #[command(after_help = "Examples:
+  pagesnap snapshots
+  pagesnap snapshots --name app --json")]
+    Snapshots(SnapshotsArgs),
+    /// Restore a snapshot to a file (or stdout), byte-exactly.
+    #[command(after_help = "Examples:
+  pagesnap restore latest -o app.db
+  pagesnap restore 1a2b3c4d -o app.db --force
+  pagesnap restore --name app --at '2026-01-01 00:10:00' -o app.db
+  pagesnap restore latest -o - | sqlite3 /dev/stdin .tables")]
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Pages per chunk (a power of two up to 256). 1 stores scattered changes most compactly.
+    #[arg(long, default_value_t = 1)]
+    pub chunk_pages: u32,
+    /// zstd compression level for chunks (1-22).
+    #[arg(long, default_value_t = 3)]
+    pub compression_level: i32,
+    /// Target pack size in MiB.
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub pack_size: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// The SQLite database file to snapshot.
+    pub database: PathBuf,
+    /// Database name recorded in the snapshot (default: the file name without extension).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Tag to record (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Time to record instead of now: RFC 3339 or "YYYY-MM-DD HH:MM:SS" (UTC).
+    #[arg(long, value_name = "TIME")]
+    pub time: Option<String>,
+    /// How long to wait for a lock held by another process (e.g. 5s, 500ms, 1m).
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub busy_timeout: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this database.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id (or unique prefix), or `latest` (the default).
+    pub snapshot: Option<String>,
+    /// Database name, to choose among several databases in one store.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Restore the newest snapshot at or before this time (RFC 3339 or "YYYY-MM-DD HH:MM:SS", UTC).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Output file, or `-` for stdout.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}

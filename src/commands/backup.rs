@@ -1,0 +1,59 @@
+use super::{open_store, print_json};
+use crate::cli::{BackupArgs, Global};
+use crate::output;
+use crate::timearg::{parse_duration, parse_time};
+use anyhow::Result;
+use pagesnap_core::types::to_hex;
+use pagesnap_core::BackupOptions;
+use serde_json::json;
+use std::process::ExitCode;
+
+pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
+    // Parse every argument before touching the store.
+    let time = a.time.as_deref().map(parse_time).transpose()?;
+    let busy_timeout = parse_duration(&a.busy_timeout)?;
+    let store = open_store(g)?;
+    let opts = BackupOptions {
+        name: a.name.clone(),
+        tags: a.tags.clone(),
+        time,
+        busy_timeout,
+    };
+    let r = store.backup_path(&a.database, &opts)?;
+    if g.json {
+        print_json(&json!({
+            "id": r.snapshot.to_hex(),
+            "short_id": r.snapshot.short(),
+            "name": r.name,
+            "time": output::time_json(&r.time),
+            "pages": r.page_count,
+            "page_size": r.page_size,
+            "image_size": r.image_len,
+            "image_hash": to_hex(&r.image_hash),
+            "chunks": r.chunks,
+            "new_chunks": r.stats.new_chunks,
+            "reused_chunks": r.stats.reused_chunks,
+            "zero_chunks": r.stats.zero_chunks,
+            "new_raw_bytes": r.stats.new_raw_bytes,
+            "bytes_added": r.bytes_added,
+            "metadata_bytes": r.metadata_bytes,
+            "packs_written": r.stats.packs_written,
+            "new_base": r.new_base,
+            "delta_entries": r.delta_len,
+            "duration_secs": r.duration.as_secs_f64(),
+        }))?;
+    } else {
+        println!(
+            "snapshot {} of {} saved at {}: {} pages ({}), {} new chunks, {} added in {:.2}s",
+            r.snapshot.short(),
+            r.name,
+            output::time(&r.time),
+            r.page_count,
+            output::bytes(r.image_len),
+            r.stats.new_chunks,
+            output::bytes(r.bytes_added),
+            r.duration.as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,40 @@
+use super::{print_json, store_path};
+use crate::cli::{Global, InitArgs};
+use anyhow::{anyhow, Result};
+use pagesnap_core::{InitOptions, Store};
+use serde_json::json;
+use std::process::ExitCode;
+
+pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode> {
+    let path = store_path(g)?;
+    let pack_target_size = a
+        .pack_size
+        .checked_mul(1 << 20)
+        .ok_or_else(|| anyhow!("--pack-size {} MiB is too large", a.pack_size))?;
+    let opts = InitOptions {
+        chunk_pages: a.chunk_pages,
+        zstd_level: a.compression_level,
+        pack_target_size,
+    };
+    let store = Store::init(&path, &opts)?;
+    let c = store.config();
+    if g.json {
+        print_json(&json!({
+            "store": path,
+            "store_id": c.store_id.to_hex(),
+            "format_version": pagesnap_core::format::FORMAT_VERSION,
+            "chunk_pages": c.chunk_pages,
+            "compression_level": c.zstd_level,
+            "pack_target_size": c.pack_target_size,
+        }))?;
+    } else {
+        println!(
+            "created pagesnap store {} at {} ({} page(s) per chunk, zstd level {})",
+            c.store_id.short(),
+            path.display(),
+            c.chunk_pages,
+            c.zstd_level
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,68 @@
+use super::{open_store, print_json};
+use crate::cli::{Global, RestoreArgs};
+use crate::timearg::parse_time;
+use anyhow::{bail, Result};
+use pagesnap_core::types::to_hex;
+use pagesnap_core::SnapshotSelector;
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
+    let at = a.at.as_deref().map(parse_time).transpose()?;
+    let selector = match a.snapshot.as_deref() {
+        None | Some("latest") => SnapshotSelector::Latest {
+            name: a.name.clone(),
+            at,
+        },
+        Some(id) => {
+            if at.is_some() {
+                bail!("--at picks the snapshot by time: give `latest` or no snapshot id with it");
+            }
+            SnapshotSelector::Id(id.to_string())
+        }
+    };
+    let to_stdout = a.output == Path::new("-");
+    if to_stdout && g.json {
+        bail!("--json cannot be combined with -o - (stdout carries the database image)");
+    }
+    let store = open_store(g)?;
+    let snap = store.select(&selector)?;
+    let report = if to_stdout {
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        let r = store.restore_to_writer(&snap, &mut lock)?;
+        lock.flush()?;
+        r
+    } else {
+        store.restore_to_path(&snap, &a.output, a.force)?
+    };
+    if g.json {
+        print_json(&json!({
+            "id": snap.id.to_hex(),
+            "short_id": snap.id.short(),
+            "name": snap.manifest.name,
+            "output": a.output,
+            "bytes": report.image_len,
+            "image_hash": to_hex(&report.image_hash),
+            "duration_secs": report.duration.as_secs_f64(),
+        }))?;
+    } else if !to_stdout {
+        println!(
+            "restored snapshot {} of {} ({} bytes, blake3 {}) to {}",
+            snap.id.short(),
+            snap.manifest.name,
+            report.image_len,
+            &to_hex(&report.image_hash)[..16],
+            a.output.display()
+        );
+    } else {
+        eprintln!(
+            "restored snapshot {} ({} bytes) to stdout",
+            snap.id.short(),
+            report.image_len
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,67 @@
+//! Parsing of times and durations given on the command line.
+
+use anyhow::{anyhow, Result};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use std::time::Duration;
+
+/// Accepts RFC 3339 (`2026-01-01T00:10:00Z`, `2026-01-01T02:10:00+02:00`) and
+/// `2026-01-01 00:10:00` / `2026-01-01T00:10:00` / `2026-01-01` taken as UTC.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+    let t = s.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(t, fmt) {
+            return Ok(n.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        if let Some(n) = d.and_hms_opt(0, 0, 0) {
+            return Ok(n.and_utc());
+        }
+    }
+    Err(anyhow!(
+        "invalid time {s:?}: use RFC 3339 (2026-01-01T00:10:00Z) or \"2026-01-01 00:10:00\" (UTC)"
+    ))
+}
+
+/// Accepts durations such as `5s`, `500ms`, `2m`, `1h 30m`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| anyhow!("invalid duration {s:?}: {e} (examples: 5s, 500ms, 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_forms_agree() {
+        let a = parse_time("2026-01-01T00:10:00Z").unwrap();
+        assert_eq!(parse_time("2026-01-01 00:10:00").unwrap(), a);
+        assert_eq!(parse_time("2026-01-01T00:10:00").unwrap(), a);
+        assert_eq!(parse_time("2026-01-01T02:10:00+02:00").unwrap(), a);
+        assert_eq!(parse_time("2026-01-01 00:10").unwrap(), a);
+        assert_eq!(
+            parse_time("2026-01-01").unwrap().timestamp() + 600,
+            a.timestamp()
+        );
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_the_accepted_forms() {
+        let e = parse_time("yesterday").unwrap_err().to_string();
+        assert!(e.contains("RFC 3339"), "{e}");
+        assert!(parse_time("2026-13-01 00:00:00").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+    }
+}
