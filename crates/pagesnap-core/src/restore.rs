@@ -163,6 +163,13 @@ pub(crate) fn to_path<T>(
     let mut w = BufWriter::with_capacity(1 << 20, tmp);
     let result = write(&mut w)?;
     let tmp = w.into_inner().map_err(|e| io(out, e.into_error()))?;
+    // A replaced file keeps its permissions; a new one stays owner-only (0600), as
+    // the temporary file was created: a database is private until its owner says otherwise.
+    if let Ok(meta) = std::fs::metadata(out) {
+        tmp.as_file()
+            .set_permissions(meta.permissions())
+            .map_err(|e| io(out, e))?;
+    }
     tmp.as_file().sync_all().map_err(|e| io(out, e))?;
     if force {
         tmp.persist(out).map_err(|e| io(out, e.error))?;

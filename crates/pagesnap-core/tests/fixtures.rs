@@ -1,0 +1,45 @@
+//! Stores written by every released format version must always restore.
+
+use pagesnap_core::{SnapshotSelector, Store};
+use std::path::PathBuf;
+
+fn fixture(version: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(version)
+}
+
+#[test]
+fn format_v1_store_restores_byte_exactly() -> anyhow::Result<()> {
+    let dir = fixture("v1");
+    let store = Store::open(dir.join("store"))?;
+    let expected = std::fs::read_to_string(dir.join("expected.txt"))?;
+    let rows: Vec<Vec<&str>> = expected
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(store.snapshots()?.len(), rows.len());
+    let tmp = tempfile::tempdir()?;
+    for row in rows {
+        let [id, time, hash] = row.as_slice() else {
+            anyhow::bail!("bad line in expected.txt: {row:?}");
+        };
+        let snap = store.select(&SnapshotSelector::Id(id.to_string()))?;
+        assert_eq!(
+            snap.time()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            *time
+        );
+        let out = tmp.path().join(format!("{id}.db"));
+        let report = store.restore_to_path(&snap, &out, false)?;
+        let bytes = std::fs::read(&out)?;
+        assert_eq!(blake3::hash(&bytes).to_hex().as_str(), *hash);
+        assert_eq!(report.image_len, bytes.len() as u64);
+        let conn = rusqlite::Connection::open(&out)?;
+        let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        assert_eq!(ok, "ok");
+    }
+    Ok(())
+}
