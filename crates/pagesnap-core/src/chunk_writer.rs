@@ -33,6 +33,11 @@ enum Pending {
     Written(usize, usize),
 }
 
+/// Room for a full pack plus its trailer and one oversized last chunk.
+fn pack_capacity(target: u32) -> usize {
+    target as usize + target as usize / 16 + (1 << 20)
+}
+
 pub(crate) struct ChunkWriter {
     backend: Arc<dyn Backend>,
     index: ChunkIndex,
@@ -57,7 +62,7 @@ impl ChunkWriter {
             index,
             compressor,
             pack_target: config.pack_target_size as usize,
-            current: PackBuilder::new(),
+            current: PackBuilder::with_capacity(pack_capacity(config.pack_target_size)),
             pending: HashMap::new(),
             written: Vec::new(),
             stats: WriteStats::default(),
@@ -87,8 +92,7 @@ impl ChunkWriter {
         if !self.current.is_empty() && self.current.len() + stored.len() > self.pack_target {
             self.flush()?;
         }
-        let e = self.current.push(id, stored, data.len() as u32, codec);
-        let _ = e;
+        self.current.push(id, stored, data.len() as u32, codec);
         self.pending
             .insert(id, Pending::Current(self.current.entries().len() - 1));
         self.stats.new_chunks += 1;
@@ -143,7 +147,8 @@ impl ChunkWriter {
         if self.current.is_empty() {
             return Ok(());
         }
-        let builder = std::mem::take(&mut self.current);
+        let fresh = PackBuilder::with_capacity(pack_capacity(self.pack_target as u32));
+        let builder = std::mem::replace(&mut self.current, fresh);
         let (id, bytes, entries) = builder.finish();
         self.backend
             .put(&layout::pack(&id), &bytes, PutMode::Overwrite)?;

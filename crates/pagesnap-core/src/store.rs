@@ -318,6 +318,12 @@ impl Store {
 
     /// Backs up through an open connection (e.g. an application's own). `path` is
     /// recorded as the source and names it in messages; the default name is its stem.
+    ///
+    /// Outside a transaction, the capture opens a read transaction for the copy and
+    /// ends it. Inside the caller's transaction it uses that transaction and leaves it
+    /// open; the snapshot is then the database as this connection sees it, including
+    /// its own uncommitted changes. The connection's busy timeout is set to
+    /// `opts.busy_timeout`.
     pub fn backup_connection(
         &self,
         conn: &Connection,

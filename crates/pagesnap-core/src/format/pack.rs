@@ -78,7 +78,13 @@ impl Default for PackBuilder {
 
 impl PackBuilder {
     pub fn new() -> Self {
-        let mut buf = Vec::with_capacity(1 << 20);
+        Self::with_capacity(1 << 20)
+    }
+
+    /// A builder whose buffer will not need to grow below `capacity` bytes (growth
+    /// doubles a buffer, which would double a pack's peak memory).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(&MAGIC);
         buf.extend_from_slice(&TAG);
         buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
