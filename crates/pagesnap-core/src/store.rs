@@ -4,7 +4,7 @@ use crate::backend::{Backend, BackendError, LocalBackend, PutMode};
 use crate::capture::{self, open_source};
 use crate::chunk_index::ChunkIndex;
 use crate::chunk_writer::{ChunkWriter, WriteStats};
-use crate::format::config::{StoreConfig, MAX_CHUNK_PAGES};
+use crate::format::config::StoreConfig;
 use crate::format::index::{IndexBody, IndexPack};
 use crate::format::manifest::Manifest;
 use crate::format::pagemap::{should_rebase, BaseMap, Delta};
@@ -162,7 +162,8 @@ impl Store {
         };
         config.validate().map_err(|e| Error::Invalid {
             what: "store parameters",
-            detail: format!("{e} (chunk pages must be a power of two up to {MAX_CHUNK_PAGES})"),
+            // validate() says which parameter is wrong and what is allowed.
+            detail: e.to_string(),
         })?;
         match backend.put(layout::CONFIG, &config.encode(), PutMode::Create) {
             Ok(()) => {}
