@@ -1,1 +1,11 @@
+//! CLI integration tests of `pagesnap`: every test runs the real binary against
+//! stores and SQLite databases in temporary directories.
 
+mod bad_source;
+mod bad_store;
+mod damage;
+mod restore_output;
+mod roundtrip;
+mod selection;
+mod shapes;
+mod util;

@@ -1,0 +1,146 @@
+//! Backups of sources that cannot be captured: each fails naming the file and
+//! the problem, and leaves the store exactly as it was.
+
+use crate::util::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A store that already holds one snapshot (so "unchanged" means something).
+fn store_with_one_snapshot() -> Fx {
+    let fx = Fx::new();
+    let db = small_db(&fx, "seed.db", 80);
+    fx.backup(&db, &[]);
+    fx
+}
+
+/// Runs a backup of `db` expected to fail; returns stderr after checking that
+/// it names the file and that the store is unchanged.
+fn backup_fails(fx: &Fx, db: &Path, extra: &[&str]) -> String {
+    let before = fx.state();
+    let err = fails(fx.cmd().arg("backup").arg(db).args(extra));
+    assert_has(&err, &[&db.display().to_string()]);
+    fx.assert_unchanged(&before);
+    err
+}
+
+/// A multi-page rollback-journal database (no -wal, no hot journal).
+fn multi_page_db(fx: &Fx, name: &str) -> std::path::PathBuf {
+    let db = fx.path(name);
+    drop(create_db(&db, Journal::Rollback, 1500, 81));
+    let len = std::fs::metadata(&db).unwrap().len();
+    assert!(len > 100 * 4096, "{len}");
+    assert!(!fx.path(&format!("{name}-journal")).exists());
+    db
+}
+
+#[test]
+fn missing_database_file() {
+    let fx = store_with_one_snapshot();
+    let db = fx.path("nope.db");
+    let err = backup_fails(&fx, &db, &[]);
+    assert_has(&err, &["no such database file"]);
+    assert!(!db.exists(), "the backup must not create the source");
+}
+
+#[test]
+fn directory_instead_of_database() {
+    let fx = store_with_one_snapshot();
+    let dir = fx.path("adir");
+    std::fs::create_dir(&dir).unwrap();
+    let err = backup_fails(&fx, &dir, &[]);
+    assert_has(&err, &["is a directory"]);
+}
+
+#[test]
+fn random_bytes_are_not_a_database() {
+    let fx = store_with_one_snapshot();
+    let db = fx.path("random.db");
+    std::fs::write(&db, Rng::new(82).bytes(64 * 1024)).unwrap();
+    let err = backup_fails(&fx, &db, &[]);
+    assert_has(&err, &["not an SQLite database"]);
+}
+
+#[test]
+fn text_file_is_not_a_database() {
+    let fx = store_with_one_snapshot();
+    let db = fx.path("notes.txt");
+    std::fs::write(&db, "just some notes\n".repeat(300)).unwrap();
+    let err = backup_fails(&fx, &db, &[]);
+    assert_has(&err, &["not an SQLite database"]);
+}
+
+#[test]
+fn truncated_database_is_reported_as_such() {
+    let fx = store_with_one_snapshot();
+    let db = multi_page_db(&fx, "cut.db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+    let err = backup_fails(&fx, &db, &[]);
+    assert_has(&err, &["database is corrupt or truncated"]);
+}
+
+#[test]
+fn corrupt_schema_page_is_reported_as_such() {
+    let fx = store_with_one_snapshot();
+    let db = multi_page_db(&fx, "bad.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    // Page 1 after the 100-byte file header: the sqlite_schema b-tree header,
+    // cell pointers and cells.
+    let garbage = Rng::new(83).bytes(4096 - 100);
+    bytes[100..4096].copy_from_slice(&garbage);
+    bytes[100] = 0x7f; // not a valid b-tree page type
+    std::fs::write(&db, &bytes).unwrap();
+    let err = backup_fails(&fx, &db, &[]);
+    assert!(
+        err.contains("corrupt") || err.contains("malformed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn database_locked_beyond_the_busy_timeout() {
+    let fx = store_with_one_snapshot();
+    let db = fx.path("busy.db");
+    let conn = create_db(&db, Journal::Rollback, 500, 84);
+    // An exclusive lock with a pending write: no reader can start.
+    conn.execute_batch("BEGIN EXCLUSIVE; UPDATE items SET n = n + 1 WHERE id < 50;")
+        .unwrap();
+    let started = Instant::now();
+    let err = backup_fails(&fx, &db, &["--busy-timeout", "200ms"]);
+    let took = started.elapsed();
+    assert_has(&err, &["locked", "200ms", "--busy-timeout"]);
+    // The backup waited, but not for the 5 s default.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    conn.execute_batch("ROLLBACK").unwrap();
+    // Once the lock is gone the same backup works.
+    let b = fx.backup(&db, &["--busy-timeout", "200ms"]);
+    let reference = reference_copy(&db, &fx.path("ref.db"));
+    assert_eq!(b["image_hash"], serde_json::Value::String(reference));
+}
+
+#[test]
+fn bad_names_and_tags_are_refused() {
+    let fx = store_with_one_snapshot();
+    let db = small_db(&fx, "app.db", 85);
+    for (flag, bad, why) in [
+        ("--name", "a\nb", "control character"),
+        ("--name", "../etc", "path separator or `..`"),
+        ("--name", "x..y", "path separator or `..`"),
+        ("--name", "a/b", "path separator"),
+        ("--name", "", "is empty"),
+        ("--tag", "night\nly", "control character"),
+        ("--tag", "..", "`..`"),
+    ] {
+        let before = fx.state();
+        let err = fails(fx.cmd().arg("backup").arg(&db).args([flag, bad]));
+        assert_has(&err, &[why, &format!("{bad:?}")]);
+        fx.assert_unchanged(&before);
+    }
+    // Restoring under such a name finds nothing and writes nothing.
+    let out = fx.path("out.db");
+    let err = fails(fx.cmd().args(["restore", "--name", "a\nb", "-o"]).arg(&out));
+    assert_has(&err, &["no snapshots of \"a\\nb\""]);
+    assert_no_output(&out);
+}

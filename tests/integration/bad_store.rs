@@ -1,0 +1,236 @@
+//! Stores that cannot be used: missing, not initialised, from a newer format,
+//! read-only, or initialised twice.
+
+use crate::util::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+#[test]
+fn store_path_missing() {
+    let fx = Fx::uninit();
+    let db = small_db(&fx, "app.db", 90);
+    let out = fx.path("out.db");
+    let cmds: [&[&str]; 3] = [&["backup"], &["snapshots"], &["restore", "-o"]];
+    for args in cmds {
+        let mut c = fx.cmd();
+        c.args(args);
+        match args[0] {
+            "backup" => c.arg(&db),
+            "restore" => c.arg(&out),
+            _ => &mut c,
+        };
+        let err = fails(&mut c);
+        assert_has(
+            &err,
+            &[
+                &fx.store.display().to_string(),
+                "store directory does not exist",
+            ],
+        );
+        assert!(!fx.store.exists(), "{args:?} created the store");
+        assert_no_output(&out);
+    }
+}
+
+#[test]
+fn store_directory_not_initialised() {
+    let fx = Fx::uninit();
+    std::fs::create_dir(&fx.store).unwrap();
+    let db = small_db(&fx, "app.db", 91);
+    let out = fx.path("out.db");
+    for args in [
+        vec!["backup", db.to_str().unwrap()],
+        vec!["snapshots"],
+        vec!["restore", "-o", out.to_str().unwrap()],
+    ] {
+        let err = fails(fx.cmd().args(&args));
+        assert_has(
+            &err,
+            &[
+                &fx.store.display().to_string(),
+                "not a pagesnap store",
+                "pagesnap init",
+            ],
+        );
+        assert!(
+            tree(&fx.store).is_empty(),
+            "{args:?} wrote into the directory"
+        );
+        assert_eq!(std::fs::read_dir(&fx.store).unwrap().count(), 0);
+        assert_no_output(&out);
+    }
+}
+
+#[test]
+fn config_from_a_newer_format_version_asks_for_an_upgrade() {
+    let fx = Fx::new();
+    let db = small_db(&fx, "app.db", 92);
+    fx.backup(&db, &[]);
+    let cfg = fx.store.join("config");
+    let mut bytes = std::fs::read(&cfg).unwrap();
+    assert_eq!(&bytes[0..8], b"PSNPCONF");
+    bytes[8..10].copy_from_slice(&99u16.to_le_bytes());
+    let h = blake3::hash(&bytes[..28]);
+    bytes[28..32].copy_from_slice(&h.as_bytes()[..4]);
+    std::fs::write(&cfg, &bytes).unwrap();
+    let files = tree(&fx.store);
+
+    let out = fx.path("out.db");
+    for args in [
+        vec!["backup", db.to_str().unwrap()],
+        vec!["snapshots"],
+        vec!["restore", "-o", out.to_str().unwrap()],
+    ] {
+        let err = fails(fx.cmd().args(&args));
+        assert_has(&err, &[&cfg.display().to_string(), "version 99", "upgrade"]);
+        assert_eq!(tree(&fx.store), files, "{args:?} changed the store");
+        assert_no_output(&out);
+    }
+    // init does not overwrite it either.
+    let err = fails(fx.cmd().arg("init"));
+    assert_has(&err, &["already exists"]);
+    assert_eq!(tree(&fx.store), files);
+}
+
+#[test]
+fn init_twice_is_refused_and_keeps_the_config() {
+    let fx = Fx::new();
+    let db = small_db(&fx, "app.db", 93);
+    fx.backup(&db, &[]);
+    let before = fx.state();
+    let config = std::fs::read(fx.store.join("config")).unwrap();
+    for args in [vec!["init"], vec!["init", "--chunk-pages", "4"]] {
+        let err = fails(fx.cmd().args(&args));
+        assert_has(
+            &err,
+            &[
+                &fx.store.display().to_string(),
+                "a pagesnap store already exists",
+            ],
+        );
+        assert_eq!(std::fs::read(fx.store.join("config")).unwrap(), config);
+        fx.assert_unchanged(&before);
+    }
+}
+
+#[test]
+fn invalid_init_parameters_create_nothing() {
+    let fx = Fx::uninit();
+    for (args, why) in [
+        (
+            vec!["init", "--chunk-pages", "3"],
+            "chunk_pages 3 is not a power of two",
+        ),
+        (vec!["init", "--chunk-pages", "512"], "chunk_pages 512"),
+        (vec!["init", "--compression-level", "40"], "zstd level 40"),
+        (vec!["init", "--pack-size", "0"], "pack target size 0"),
+    ] {
+        let err = fails(fx.cmd().args(&args));
+        assert_has(&err, &["invalid store parameters", why]);
+        // Only the parameter at fault is mentioned.
+        if args[1] != "--chunk-pages" {
+            assert!(!err.contains("chunk pages"), "misleading hint: {err}");
+        }
+        assert!(!fx.store.exists(), "{args:?} created the store");
+    }
+}
+
+fn euid() -> u32 {
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    probe.as_file().metadata().unwrap().uid()
+}
+
+fn chown_tree(root: &Path, uid: u32) {
+    std::os::unix::fs::chown(root, Some(uid), Some(uid)).unwrap();
+    if root.is_dir() {
+        for e in std::fs::read_dir(root).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+/// Sets the mode of every directory under `root` (files keep theirs).
+fn chmod_dirs(root: &Path, mode: u32) {
+    if root.is_dir() {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).unwrap();
+        for e in std::fs::read_dir(root).unwrap() {
+            chmod_dirs(&e.unwrap().path(), mode);
+        }
+    }
+}
+
+const NOBODY: u32 = 65534;
+
+/// The binary, run as an unprivileged user when the tests run as root: root
+/// ignores permission bits, so a read-only directory would not stop it.
+fn unprivileged(store: &Path, as_root: bool) -> assert_cmd::Command {
+    let exe = env!("CARGO_BIN_EXE_pagesnap");
+    let mut c = if !as_root {
+        std::process::Command::new(exe)
+    } else if Path::new("/usr/bin/setpriv").exists() || Path::new("/bin/setpriv").exists() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            exe,
+        ]);
+        c
+    } else {
+        // Without setpriv, std drops to the same uid/gid itself before exec (and
+        // clears supplementary groups when started as root): the same privileges.
+        use std::os::unix::process::CommandExt;
+        let mut c = std::process::Command::new(exe);
+        c.uid(NOBODY).gid(NOBODY);
+        c
+    };
+    c.env_remove("PAGESNAP_STORE").arg("--store").arg(store);
+    assert_cmd::Command::from_std(c)
+}
+
+#[test]
+fn read_only_store_refuses_backups_but_still_restores() {
+    let fx = Fx::new();
+    let db = fx.path("app.db");
+    let conn = create_db(&db, Journal::Rollback, 1000, 94);
+    let first = fx.backup(&db, &[]);
+    let reference = reference_copy(&db, &fx.path("ref.db"));
+    mutate(&conn, 1);
+    drop(conn);
+    let before = fx.state();
+
+    let as_root = euid() == 0;
+    let work = fx.path("work");
+    std::fs::create_dir(&work).unwrap();
+    let copy = work.join("app.db");
+    std::fs::copy(&db, &copy).unwrap();
+    if as_root {
+        // nobody must reach the files: the temp dir is root's 0700.
+        std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        chown_tree(&fx.store, NOBODY);
+        chown_tree(&work, NOBODY);
+    }
+    // Owner may read and list, nobody may write.
+    chmod_dirs(&fx.store, 0o500);
+
+    // Reads work for this user...
+    let listed = ok(unprivileged(&fx.store, as_root).args(["--json", "snapshots"]));
+    let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // ...writes do not.
+    let err = fails(unprivileged(&fx.store, as_root).arg("backup").arg(&copy));
+    assert_has(
+        &err,
+        &[&fx.store.display().to_string(), "Permission denied"],
+    );
+    // Restoring from a read-only store works.
+    let out = work.join("restored.db");
+    ok(unprivileged(&fx.store, as_root)
+        .args(["restore", first["id"].as_str().unwrap(), "-o"])
+        .arg(&out));
+    assert_restored(&out, &first["image_hash"], &reference);
+
+    chmod_dirs(&fx.store, 0o700);
+    fx.assert_unchanged(&before);
+}
