@@ -34,7 +34,7 @@ fn create(path: &str, mib: u64) -> anyhow::Result<()> {
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < ?1)
              INSERT INTO t(k, v) SELECT abs(random()) % 1000000, randomblob(500) || zeroblob(500) FROM n",
-            [n],
+            [n as i64],
         )?;
         done += n;
     }

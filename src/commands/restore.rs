@@ -28,7 +28,12 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
         bail!("--json cannot be combined with -o - (stdout carries the database image)");
     }
     let store = open_store(g)?;
-    let snap = store.select(&selector)?;
+    let snap = store.select_reporting(&selector, |d| {
+        eprintln!(
+            "pagesnap: warning: skipping unreadable snapshot: {}",
+            d.error
+        );
+    })?;
     let report = if to_stdout {
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();

@@ -80,6 +80,12 @@ pub enum Error {
         snapshot: SnapshotId,
         chunk: ChunkId,
     },
+    #[error("snapshot {}: chunk {} is in {pack}, which is missing from the store", snapshot.short(), chunk.to_hex())]
+    PackMissing {
+        snapshot: SnapshotId,
+        chunk: ChunkId,
+        pack: String,
+    },
     #[error("{}chunk {} in {object} is damaged: {detail}", snapshot.map(|s| format!("snapshot {}: ", s.short())).unwrap_or_default(), chunk.to_hex())]
     ChunkDamaged {
         snapshot: Option<SnapshotId>,

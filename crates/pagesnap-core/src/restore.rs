@@ -2,7 +2,7 @@
 //! trusted: every chunk is checked against its id and the whole image against the
 //! manifest's hash.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
 use crate::chunk_index::{ChunkIndex, Location};
 use crate::format::pack::decode_blob;
 use crate::store::Snapshot;
@@ -55,14 +55,21 @@ pub(crate) fn write_image(
             ChunkRef::Stored(_) => {
                 let run = plan_run(index, snap, chunks, i)?;
                 let key = layout::pack(&index.pack_id(run.pack));
-                let bytes = backend.get_range(&key, run.start..run.end).map_err(|e| {
-                    Error::ChunkDamaged {
-                        snapshot: Some(snap.id),
-                        chunk: run.items[0].1,
-                        object: key.clone(),
-                        detail: e.to_string(),
-                    }
-                })?;
+                let bytes = backend
+                    .get_range(&key, run.start..run.end)
+                    .map_err(|e| match e {
+                        BackendError::NotFound { .. } => Error::PackMissing {
+                            snapshot: snap.id,
+                            chunk: run.items[0].1,
+                            pack: key.clone(),
+                        },
+                        other => Error::ChunkDamaged {
+                            snapshot: Some(snap.id),
+                            chunk: run.items[0].1,
+                            object: key.clone(),
+                            detail: other.to_string(),
+                        },
+                    })?;
                 for (pos, id, loc) in &run.items {
                     let off = (loc.entry.offset as u64 - run.start) as usize;
                     let stored = &bytes[off..off + loc.entry.stored_len as usize];

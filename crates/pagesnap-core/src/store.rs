@@ -14,6 +14,7 @@ use crate::types::{ChunkRef, Id, SnapshotId};
 use crate::{layout, restore, Error, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -263,31 +264,62 @@ impl Store {
 
     /// Chooses a snapshot. A damaged manifest whose id matches the selector is reported, not skipped.
     pub fn select(&self, sel: &SnapshotSelector) -> Result<Snapshot> {
+        self.select_reporting(sel, |_| {})
+    }
+
+    /// Like [`Store::select`], and calls `warn` for every manifest that could not be
+    /// read when the choice is by time (`latest`, `--at`): such a manifest might have
+    /// been the one wanted, so the caller must be told.
+    pub fn select_reporting(
+        &self,
+        sel: &SnapshotSelector,
+        mut warn: impl FnMut(&DamagedSnapshot),
+    ) -> Result<Snapshot> {
         let (snaps, damaged) = self.snapshots_with_damage()?;
-        if let SnapshotSelector::Id(prefix) = sel {
-            let p = prefix.to_ascii_lowercase();
-            let bad: Vec<DamagedSnapshot> = damaged
-                .into_iter()
-                .filter(|d| layout::id_of(&d.key).is_some_and(|id| id.to_hex().starts_with(&p)))
-                .collect();
-            if !bad.is_empty() && !snaps.iter().any(|s| s.id.to_hex().starts_with(&p)) {
-                if let Some(d) = bad.into_iter().next() {
-                    return Err(d.error);
+        match sel {
+            SnapshotSelector::Id(prefix) => {
+                let p = prefix.to_ascii_lowercase();
+                let matches_damaged = |d: &DamagedSnapshot| {
+                    layout::id_of(&d.key).is_some_and(|id| id.to_hex().starts_with(&p))
+                };
+                if !snaps.iter().any(|s| s.id.to_hex().starts_with(&p)) {
+                    if let Some(d) = damaged.into_iter().find(matches_damaged) {
+                        return Err(d.error);
+                    }
                 }
             }
+            SnapshotSelector::Latest { .. } => damaged.iter().for_each(&mut warn),
         }
         select::select(&snaps, sel).cloned()
     }
 
     /// The in-memory chunk index built from every `index/` object.
     pub(crate) fn load_index(&self) -> Result<ChunkIndex> {
+        self.load_index_filtered(|_| true)
+    }
+
+    /// The chunk index, less the packs that are missing or of the wrong size. A
+    /// backup uses this so that it stores again any chunk whose pack was lost,
+    /// rather than publishing a snapshot that references it.
+    pub(crate) fn load_index_of_present_packs(&self) -> Result<ChunkIndex> {
+        let present: HashMap<Id, u64> = self
+            .backend
+            .list(layout::PACKS)?
+            .into_iter()
+            .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
+            .collect();
+        self.load_index_filtered(|p| present.get(&p.pack) == Some(&p.pack_len))
+    }
+
+    fn load_index_filtered(&self, keep: impl Fn(&IndexPack) -> bool) -> Result<ChunkIndex> {
         let mut index = ChunkIndex::default();
         for obj in self.backend.list(layout::INDEX)? {
             let Some(id) = layout::id_of(&obj.key) else {
                 continue;
             };
             let bytes = self.get_verified(&obj.key, &id)?;
-            let body = IndexBody::decode(&bytes).map_err(self.format_err(&obj.key))?;
+            let mut body = IndexBody::decode(&bytes).map_err(self.format_err(&obj.key))?;
+            body.packs.retain(&keep);
             index.add(&body);
         }
         Ok(index)
@@ -353,7 +385,7 @@ impl Store {
                 s.manifest.name == name && s.manifest.chunk_pages == self.config.chunk_pages
             })
             .max_by_key(|s| (s.time(), s.id));
-        let index = self.load_index()?;
+        let index = self.load_index_of_present_packs()?;
         let writer = ChunkWriter::new(self.backend.clone(), index, &self.config)?;
         let cap = capture::capture(
             conn,

@@ -34,6 +34,8 @@ pub enum CaptureError {
     NotADatabase(PathBuf),
     #[error("{path}: database is corrupt or truncated: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("{0}: the connection has uncommitted changes in an open transaction; SQLite cannot back up through it until that transaction commits or rolls back")]
+    UncommittedWrites(PathBuf),
     #[error("{path}: database is locked by another process (gave up after {timeout:?}; try a longer --busy-timeout)")]
     Locked { path: PathBuf, timeout: Duration },
     #[error("{path}: cannot open: {source}")]
@@ -122,6 +124,16 @@ pub(crate) fn capture(
     let owned = src.is_autocommit();
     if owned {
         src.execute_batch("BEGIN DEFERRED").map_err(err)?;
+    } else if src
+        .transaction_state(Some(rusqlite::MAIN_DB))
+        .map_err(err)?
+        == rusqlite::TransactionState::Write
+    {
+        // The backup API answers SQLITE_BUSY to every step while its source
+        // connection is writing; only the caller can end that, so waiting is futile.
+        return Err(Error::Capture(CaptureError::UncommittedWrites(
+            path.to_path_buf(),
+        )));
     }
     let _txn = ReadTxn { conn: src, owned };
     src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
