@@ -63,6 +63,12 @@ pub enum Command {
   pagesnap restore --name app --at '2026-01-01 00:10:00' -o app.db
   pagesnap restore latest -o - | sqlite3 /dev/stdin .tables")]
     Restore(RestoreArgs),
+    /// Show what the store holds and what snapshots cost.
+    #[command(after_help = "Examples:
+  pagesnap stats
+  pagesnap stats --name app --json
+  pagesnap stats --plot growth.svg")]
+    Stats(StatsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -119,4 +125,14 @@ pub struct RestoreArgs {
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Only snapshots of this database (stored bytes are always the whole store's).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Also draw cumulative stored and logical bytes per snapshot into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
 }

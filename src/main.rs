@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod output;
+mod svg_chart;
 mod timearg;
 
 use clap::Parser;

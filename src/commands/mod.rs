@@ -4,6 +4,7 @@ mod backup;
 mod init;
 mod restore;
 mod snapshots;
+mod stats;
 
 use crate::cli::{Cli, Command, Global};
 use anyhow::{anyhow, Result};
@@ -17,6 +18,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backup(a) => backup::run(&cli.global, a),
         Command::Snapshots(a) => snapshots::run(&cli.global, a),
         Command::Restore(a) => restore::run(&cli.global, a),
+        Command::Stats(a) => stats::run(&cli.global, a),
     }
 }
 

@@ -8,4 +8,5 @@ mod restore_output;
 mod roundtrip;
 mod selection;
 mod shapes;
+mod stats;
 mod util;

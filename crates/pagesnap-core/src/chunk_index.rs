@@ -54,4 +54,9 @@ impl ChunkIndex {
     pub fn pack_id(&self, pos: u32) -> Id {
         self.packs[pos as usize]
     }
+
+    /// Number of distinct chunks indexed.
+    pub fn entries(&self) -> usize {
+        self.chunks.len()
+    }
 }

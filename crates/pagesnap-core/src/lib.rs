@@ -24,6 +24,7 @@ pub mod format;
 pub mod layout;
 mod restore;
 pub mod select;
+pub mod stats;
 mod store;
 pub mod types;
 
