@@ -354,9 +354,11 @@ impl Store {
     ///
     /// Outside a transaction, the capture opens a read transaction for the copy and
     /// ends it. Inside the caller's transaction it uses that transaction and leaves it
-    /// open; the snapshot is then the database as this connection sees it, including
-    /// its own uncommitted changes. The connection's busy timeout is set to
-    /// `opts.busy_timeout`.
+    /// open; the snapshot is then the database as that transaction sees it. A
+    /// transaction that has written cannot be backed up through (SQLite's backup
+    /// API refuses while its source connection writes): that fails at once with
+    /// [`crate::capture::CaptureError::UncommittedWrites`]. The connection's busy
+    /// timeout is set to `opts.busy_timeout`.
     pub fn backup_connection(
         &self,
         conn: &Connection,

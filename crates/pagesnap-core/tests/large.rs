@@ -53,9 +53,10 @@ fn over_one_gib_with_pending_byte_page() {
     assert_eq!(report.image_len, db_len);
     assert_eq!(report.page_size as u64, PAGE);
     // Zero chunks: the pending-byte page, the last page of each zeroblob's
-    // overflow chain, and the securely deleted pages.
+    // overflow chain, and the 3 x 256 securely deleted pages (less one that
+    // became a freelist trunk).
     assert!(
-        report.stats.zero_chunks >= 1 + 62,
+        report.stats.zero_chunks > 700,
         "zero chunks: {}",
         report.stats.zero_chunks
     );
