@@ -1,16 +1,20 @@
-//! The in-memory chunk index: chunk id → where its bytes are. Built from all
-//! `index/` objects when a store operation needs it.
+//! The in-memory chunk index, built from every `index/` object: where each chunk
+//! is (only chunks in packs that exist), and the names page maps use for chunks
+//! (index object, ordinal → chunk id).
 
 use crate::format::index::IndexBody;
 use crate::format::pack::PackEntry;
 use crate::types::{ChunkId, Id};
 use std::collections::HashMap;
 
-/// Location of a chunk: which pack (by position in [`ChunkIndex::packs`]) and where in it.
+/// Location of a chunk: which pack (by position in the index's pack table) and where
+/// in it, and one name of it (index object by position in the list table, ordinal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
     pub pack: u32,
     pub entry: PackEntry,
+    pub list: u32,
+    pub ordinal: u64,
 }
 
 #[derive(Default, Debug)]
@@ -18,29 +22,50 @@ pub struct ChunkIndex {
     packs: Vec<Id>,
     pack_pos: HashMap<Id, u32>,
     chunks: HashMap<ChunkId, Location>,
+    lists: Vec<Id>,
+    list_ids: HashMap<Id, Vec<ChunkId>>,
+    /// Chunks whose packs are missing: the pack an index object put them in.
+    lost: HashMap<ChunkId, Id>,
 }
 
 impl ChunkIndex {
-    /// Adds every pack of a decoded index object. A chunk found in several packs
-    /// keeps its first location (any copy is as good as another).
-    pub fn add(&mut self, body: &IndexBody) {
+    /// Adds the index object `list`. Its names are always kept; its locations only
+    /// for packs `present` accepts (a lost pack's chunks are then unknown, so a
+    /// backup stores them again). A chunk found in several packs keeps its first
+    /// location: any copy is as good as another.
+    pub fn add(&mut self, list: Id, body: &IndexBody, present: impl Fn(&Id, u64) -> bool) {
+        let list_pos = self.lists.len() as u32;
+        self.lists.push(list);
+        let mut pack_pos = Vec::with_capacity(body.packs.len());
         for p in &body.packs {
-            let pos = match self.pack_pos.get(&p.pack) {
-                Some(&pos) => pos,
-                None => {
-                    let pos = self.packs.len() as u32;
-                    self.packs.push(p.pack);
-                    self.pack_pos.insert(p.pack, pos);
-                    pos
-                }
+            let pos = if present(&p.id, p.len) {
+                Some(*self.pack_pos.entry(p.id).or_insert_with(|| {
+                    self.packs.push(p.id);
+                    self.packs.len() as u32 - 1
+                }))
+            } else {
+                None
             };
-            for e in &p.entries {
-                self.chunks.entry(e.id).or_insert(Location {
-                    pack: pos,
-                    entry: *e,
-                });
+            pack_pos.push(pos);
+        }
+        let mut ids = Vec::with_capacity(body.entries.len());
+        for (ordinal, e) in body.entries.iter().enumerate() {
+            ids.push(e.entry.id);
+            match pack_pos[e.pack as usize] {
+                Some(pack) => {
+                    self.chunks.entry(e.entry.id).or_insert(Location {
+                        pack,
+                        entry: e.entry,
+                        list: list_pos,
+                        ordinal: ordinal as u64,
+                    });
+                }
+                None => {
+                    self.lost.insert(e.entry.id, body.packs[e.pack as usize].id);
+                }
             }
         }
+        self.list_ids.insert(list, ids);
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<&Location> {
@@ -55,8 +80,28 @@ impl ChunkIndex {
         self.packs[pos as usize]
     }
 
-    /// Number of distinct chunks indexed.
+    /// The chunk that entry `ordinal` of index object `list` names.
+    pub fn lookup(&self, list: &Id, ordinal: u64) -> Option<ChunkId> {
+        self.list_ids.get(list)?.get(ordinal as usize).copied()
+    }
+
+    /// A name (index object, ordinal) of a stored chunk.
+    pub fn name_of(&self, id: &ChunkId) -> Option<(Id, u64)> {
+        self.chunks
+            .get(id)
+            .map(|l| (self.lists[l.list as usize], l.ordinal))
+    }
+
+    /// Number of distinct chunks with a location.
     pub fn entries(&self) -> usize {
         self.chunks.len()
+    }
+
+    /// For a chunk with no location: the missing pack an index object put it in.
+    pub fn lost_pack(&self, id: &ChunkId) -> Option<Id> {
+        if self.chunks.contains_key(id) {
+            return None;
+        }
+        self.lost.get(id).copied()
     }
 }

@@ -5,7 +5,7 @@
 use crate::backend::{Backend, PutMode};
 use crate::chunk_index::ChunkIndex;
 use crate::format::config::StoreConfig;
-use crate::format::index::IndexPack;
+use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{decode_blob, Codec, PackBuilder, PackEntry};
 use crate::types::{is_all_zero, ChunkId, ChunkRef, Id};
 use crate::{layout, Error, Result};
@@ -45,8 +45,21 @@ pub(crate) struct ChunkWriter {
     pack_target: usize,
     current: PackBuilder,
     pending: HashMap<ChunkId, Pending>,
-    written: Vec<IndexPack>,
+    written: Vec<WrittenPack>,
     stats: WriteStats,
+}
+
+/// A pack this backup wrote, and the chunks in it.
+pub(crate) struct WrittenPack {
+    pub pack: PackRef,
+    pub entries: Vec<PackEntry>,
+}
+
+/// The chunks a backup stored: the packs, and each chunk's pack (by position) and entry.
+pub(crate) struct NewChunks {
+    pub packs: Vec<PackRef>,
+    /// In the order they were stored.
+    pub entries: Vec<IndexEntry>,
 }
 
 impl ChunkWriter {
@@ -112,7 +125,9 @@ impl ChunkWriter {
                     source,
                 });
             }
-            Some(Pending::Written(p, i)) => (self.written[*p].pack, self.written[*p].entries[*i]),
+            Some(Pending::Written(p, i)) => {
+                (self.written[*p].pack.id, self.written[*p].entries[*i])
+            }
             None => match self.index.get(id) {
                 Some(loc) => (self.index.pack_id(loc.pack), loc.entry),
                 None => {
@@ -158,17 +173,28 @@ impl ChunkWriter {
         }
         self.stats.packs_written += 1;
         self.stats.pack_bytes += bytes.len() as u64;
-        self.written.push(IndexPack {
-            pack: id,
-            pack_len: bytes.len() as u64,
+        self.written.push(WrittenPack {
+            pack: PackRef {
+                id,
+                len: bytes.len() as u64,
+            },
             entries,
         });
         Ok(())
     }
 
-    /// Writes the last pack; returns the packs this backup wrote and its statistics.
-    pub(crate) fn finish(mut self) -> Result<(Vec<IndexPack>, WriteStats)> {
+    /// Writes the last pack; returns the chunks this backup stored and its statistics.
+    pub(crate) fn finish(mut self) -> Result<(NewChunks, WriteStats, ChunkIndex)> {
         self.flush()?;
-        Ok((self.written, self.stats))
+        let mut entries = Vec::new();
+        let mut packs = Vec::with_capacity(self.written.len());
+        for (p, w) in self.written.into_iter().enumerate() {
+            packs.push(w.pack);
+            entries.extend(w.entries.into_iter().map(|entry| IndexEntry {
+                pack: p as u32,
+                entry,
+            }));
+        }
+        Ok((NewChunks { packs, entries }, self.stats, self.index))
     }
 }

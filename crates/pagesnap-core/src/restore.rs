@@ -111,9 +111,16 @@ pub(crate) fn write_image(
 /// The longest run of stored chunks from position `i` that lie back to back in one pack.
 fn plan_run(index: &ChunkIndex, snap: &Snapshot, chunks: &[ChunkRef], i: usize) -> Result<Run> {
     let locate = |id: &ChunkId| {
-        index.get(id).copied().ok_or(Error::ChunkMissing {
-            snapshot: snap.id,
-            chunk: *id,
+        index.get(id).copied().ok_or_else(|| match index.lost_pack(id) {
+            Some(pack) => Error::PackMissing {
+                snapshot: snap.id,
+                chunk: *id,
+                pack: layout::pack(&pack),
+            },
+            None => Error::ChunkMissing {
+                snapshot: snap.id,
+                chunk: *id,
+            },
         })
     };
     let ChunkRef::Stored(first) = chunks[i] else {

@@ -82,7 +82,6 @@ fn latest<'a>(
 mod tests {
     use super::*;
     use crate::format::manifest::Manifest;
-    use crate::format::pagemap::Delta;
     use crate::types::Id;
     use chrono::TimeZone;
 
@@ -106,8 +105,7 @@ mod tests {
                 pagesnap_version: String::new(),
                 chunk_pages: 1,
                 chunk_count: 0,
-                base: Id([0; 32]),
-                delta: Delta::default(),
+                map: Id([0; 32]),
                 parent: None,
             },
         }

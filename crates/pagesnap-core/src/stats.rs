@@ -3,7 +3,6 @@
 //!
 //! Reads manifests, page maps and the index; never chunk data.
 
-use crate::format::pagemap::BaseMap;
 use crate::store::{Snapshot, Store};
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
 use crate::{layout, Error, Result};
@@ -145,42 +144,24 @@ impl Store {
             .collect();
         let mut seen: HashSet<ChunkId> = HashSet::new();
         let mut seen_maps: HashSet<Id> = HashSet::new();
-        let mut bases: HashMap<Id, Vec<ChunkRef>> = HashMap::new();
+        // Consecutive snapshots share most of their map chains: keep recent lists.
+        let mut resolved: HashMap<Id, Vec<ChunkRef>> = HashMap::new();
         let mut per_snapshot = Vec::with_capacity(snaps.len());
         let (mut unique_raw, mut unique_stored, mut zero_refs, mut logical) =
             (0u64, 0u64, 0u64, 0u64);
         let mut cumulative_stored = 0u64;
         for s in &snaps {
             let m = &s.manifest;
-            if !bases.contains_key(&m.base) {
-                // Keep the few bases in use at a time, not every base of a long history.
-                if bases.len() >= 8 {
-                    bases.clear();
-                }
-                let key = layout::map(&m.base);
-                let bytes = self.backend().get(&key)?;
-                let base = BaseMap::decode(&bytes).map_err(|source| Error::Format {
-                    object: key.clone(),
-                    source,
-                })?;
-                bases.insert(m.base, base.chunks);
-            }
-            let chunks = m
-                .delta
-                .apply(&bases[&m.base], m.chunk_count)
-                .map_err(|source| Error::Format {
-                    object: layout::snapshot(&s.id),
-                    source,
-                })?;
+            let chunks = self.resolve_cached(&index, &m.map, &mut resolved)?;
             let (mut new_chunks, mut new_bytes) = (0u64, 0u64);
-            for c in &chunks {
+            for c in chunks.iter().copied() {
                 match c {
                     ChunkRef::Zero => zero_refs += 1,
                     ChunkRef::Stored(id) => {
-                        if seen.insert(*id) {
-                            let loc = index.get(id).ok_or(Error::ChunkMissing {
+                        if seen.insert(id) {
+                            let loc = index.get(&id).ok_or(Error::ChunkMissing {
                                 snapshot: s.id,
-                                chunk: *id,
+                                chunk: id,
                             })?;
                             new_chunks += 1;
                             new_bytes += loc.entry.stored_len as u64;
@@ -194,8 +175,8 @@ impl Store {
                 .get(&layout::snapshot(&s.id))
                 .copied()
                 .unwrap_or(0);
-            if seen_maps.insert(m.base) {
-                metadata += object_size.get(&layout::map(&m.base)).copied().unwrap_or(0);
+            if seen_maps.insert(m.map) {
+                metadata += object_size.get(&layout::map(&m.map)).copied().unwrap_or(0);
             }
             metadata += (new_chunks as f64 * index_per_chunk).round() as u64;
             let added = new_bytes + metadata;
@@ -244,6 +225,41 @@ impl Store {
             per_day: days.into_values().collect(),
             per_snapshot,
         })
+    }
+}
+
+impl Store {
+    /// The chunk list of map `id`, resolving only the maps of its chain that are not
+    /// in `cache` (which keeps at most a few dozen lists).
+    fn resolve_cached(
+        &self,
+        index: &crate::chunk_index::ChunkIndex,
+        id: &Id,
+        cache: &mut HashMap<Id, Vec<ChunkRef>>,
+    ) -> Result<Vec<ChunkRef>> {
+        if let Some(list) = cache.get(id) {
+            return Ok(list.clone());
+        }
+        let chain = self.map_chain(id)?;
+        // Start from the nearest cached ancestor.
+        let cut = chain.iter().position(|(mid, _)| cache.contains_key(mid));
+        let (todo, mut list) = match cut {
+            Some(i) => (&chain[..i], cache[&chain[i].0].clone()),
+            None => (&chain[..], Vec::new()),
+        };
+        if cache.len() > 32 {
+            cache.clear();
+        }
+        for (mid, m) in todo.iter().rev() {
+            list = m
+                .apply(&list, |l, o| index.lookup(l, o))
+                .map_err(|source| Error::Format {
+                    object: layout::map(mid),
+                    source,
+                })?;
+            cache.insert(*mid, list.clone());
+        }
+        Ok(list)
     }
 }
 

@@ -3,14 +3,17 @@
 use crate::backend::{Backend, BackendError, LocalBackend, PutMode};
 use crate::capture::{self, open_source};
 use crate::chunk_index::ChunkIndex;
+use crate::chunk_writer::NewChunks;
 use crate::chunk_writer::{ChunkWriter, WriteStats};
 use crate::format::config::StoreConfig;
-use crate::format::index::{IndexBody, IndexPack};
+use crate::format::index::IndexBody;
 use crate::format::manifest::Manifest;
-use crate::format::pagemap::{should_rebase, BaseMap, Delta};
+use crate::format::pagemap::{
+    diff, encode_changes, new_chunk_order, reference_seq, should_write_full, PageMap,
+};
 use crate::format::FormatError;
 use crate::select::{self, SnapshotSelector};
-use crate::types::{ChunkRef, Id, SnapshotId};
+use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
 use crate::{layout, restore, Error, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;
@@ -80,8 +83,9 @@ pub struct BackupReport {
     pub bytes_added: u64,
     /// Bytes of metadata this snapshot added (manifest, page map, index).
     pub metadata_bytes: u64,
-    /// Positions recorded in the manifest's delta (0 when a new base was written).
+    /// Positions recorded in the page map this backup wrote (0 if it reused its parent's).
     pub delta_len: u64,
+    /// Whether the backup wrote a full page map (rather than a skip-delta).
     pub new_base: bool,
     pub duration: Duration,
 }
@@ -115,6 +119,22 @@ pub struct RestoreReport {
     pub image_len: u64,
     pub image_hash: [u8; 32],
     pub duration: Duration,
+}
+
+/// What a backup continues from: its parent's map and list, and the skip-delta
+/// reference (map id and resolved list) its own map is a delta against.
+struct MapBase {
+    parent_map: Id,
+    parent_list: Vec<ChunkRef>,
+    seq: u64,
+    reference: (Id, Vec<ChunkRef>),
+}
+
+/// The page map a backup recorded.
+struct WrittenMap {
+    map: Id,
+    changes: u64,
+    full: bool,
 }
 
 /// A pagesnap store.
@@ -293,53 +313,95 @@ impl Store {
         select::select(&snaps, sel).cloned()
     }
 
-    /// The in-memory chunk index built from every `index/` object.
+    /// The in-memory chunk index built from every `index/` object. Locations are
+    /// kept only in packs that exist with their recorded length: a lost pack's
+    /// chunks are then unknown, so a backup stores them again rather than
+    /// publishing a snapshot that references them, and a restore names them missing.
     pub(crate) fn load_index(&self) -> Result<ChunkIndex> {
-        self.load_index_filtered(|_| true)
-    }
-
-    /// The chunk index, less the packs that are missing or of the wrong size. A
-    /// backup uses this so that it stores again any chunk whose pack was lost,
-    /// rather than publishing a snapshot that references it.
-    pub(crate) fn load_index_of_present_packs(&self) -> Result<ChunkIndex> {
         let present: HashMap<Id, u64> = self
             .backend
             .list(layout::PACKS)?
             .into_iter()
             .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
             .collect();
-        self.load_index_filtered(|p| present.get(&p.pack) == Some(&p.pack_len))
-    }
-
-    fn load_index_filtered(&self, keep: impl Fn(&IndexPack) -> bool) -> Result<ChunkIndex> {
         let mut index = ChunkIndex::default();
         for obj in self.backend.list(layout::INDEX)? {
             let Some(id) = layout::id_of(&obj.key) else {
                 continue;
             };
             let bytes = self.get_verified(&obj.key, &id)?;
-            let mut body = IndexBody::decode(&bytes).map_err(self.format_err(&obj.key))?;
-            body.packs.retain(&keep);
-            index.add(&body);
+            let body = IndexBody::decode(&bytes).map_err(self.format_err(&obj.key))?;
+            index.add(id, &body, |pack, len| present.get(pack) == Some(&len));
         }
         Ok(index)
     }
 
-    fn load_base(&self, id: &Id) -> Result<Vec<ChunkRef>> {
+    fn load_map(&self, id: &Id) -> Result<PageMap> {
         let key = layout::map(id);
         let bytes = self.get_verified(&key, id)?;
-        Ok(BaseMap::decode(&bytes)
-            .map_err(self.format_err(&key))?
-            .chunks)
+        PageMap::decode(&bytes).map_err(self.format_err(&key))
+    }
+
+    /// The maps from `id` down to its full map, each checked to follow the skip-delta rule.
+    pub fn map_chain(&self, id: &Id) -> Result<Vec<(Id, PageMap)>> {
+        let mut chain: Vec<(Id, PageMap)> = Vec::new();
+        let mut next = Some(*id);
+        while let Some(mid) = next {
+            let m = self.load_map(&mid)?;
+            if let Some((_, child)) = chain.last() {
+                if m.seq != reference_seq(child.seq) {
+                    return Err(self.format_err(&layout::map(&mid))(FormatError::Invalid(
+                        format!(
+                            "page map has sequence number {} where {} was expected",
+                            m.seq,
+                            reference_seq(child.seq)
+                        ),
+                    )));
+                }
+            }
+            next = m.reference;
+            chain.push((mid, m));
+        }
+        Ok(chain)
+    }
+
+    /// Resolves a chain (as [`Store::map_chain`] returns it) from its full map down,
+    /// calling `visit` with every map's resolved list; returns the last list.
+    pub(crate) fn resolve_chain(
+        &self,
+        index: &ChunkIndex,
+        chain: &[(Id, PageMap)],
+        mut visit: impl FnMut(&Id, &PageMap, &[ChunkRef]),
+    ) -> Result<Vec<ChunkRef>> {
+        let mut list: Vec<ChunkRef> = Vec::new();
+        for (mid, m) in chain.iter().rev() {
+            list = m
+                .apply(&list, |l, o| index.lookup(l, o))
+                .map_err(self.format_err(&layout::map(mid)))?;
+            visit(mid, m, &list);
+        }
+        Ok(list)
+    }
+
+    /// The full, ordered chunk list of a snapshot, using an index already loaded.
+    pub fn chunk_list_with(&self, index: &ChunkIndex, snap: &Snapshot) -> Result<Vec<ChunkRef>> {
+        let chain = self.map_chain(&snap.manifest.map)?;
+        let list = self.resolve_chain(index, &chain, |_, _, _| {})?;
+        if list.len() as u64 != snap.manifest.chunk_count {
+            return Err(self.format_err(&layout::snapshot(&snap.id))(
+                FormatError::Invalid(format!(
+                    "page map has {} chunks, the manifest says {}",
+                    list.len(),
+                    snap.manifest.chunk_count
+                )),
+            ));
+        }
+        Ok(list)
     }
 
     /// The full, ordered chunk list of a snapshot.
     pub fn chunk_list(&self, snap: &Snapshot) -> Result<Vec<ChunkRef>> {
-        let base = self.load_base(&snap.manifest.base)?;
-        snap.manifest
-            .delta
-            .apply(&base, snap.manifest.chunk_count)
-            .map_err(self.format_err(&layout::snapshot(&snap.id)))
+        self.chunk_list_with(&self.load_index()?, snap)
     }
 
     /// Backs up the database file at `path` (opened read-only).
@@ -387,7 +449,32 @@ impl Store {
                 s.manifest.name == name && s.manifest.chunk_pages == self.config.chunk_pages
             })
             .max_by_key(|s| (s.time(), s.id));
-        let index = self.load_index_of_present_packs()?;
+        let index = self.load_index()?;
+        // The parent's page-map chain gives the skip-delta reference of this backup's
+        // map (and the parent's own list, to notice an unchanged database).
+        let base = match &parent {
+            Some(p) => {
+                let chain = self.map_chain(&p.manifest.map)?;
+                let seq = chain[0].1.seq + 1;
+                let want = reference_seq(seq);
+                let mut reference: Option<(Id, Vec<ChunkRef>)> = None;
+                let parent_list = self.resolve_chain(&index, &chain, |mid, m, list| {
+                    if m.seq == want && reference.is_none() {
+                        reference = Some((*mid, list.to_vec()));
+                    }
+                })?;
+                let reference = reference.ok_or_else(|| {
+                    Error::Internal("skip-delta reference not in the parent's chain".into())
+                })?;
+                Some(MapBase {
+                    parent_map: p.manifest.map,
+                    parent_list,
+                    seq,
+                    reference,
+                })
+            }
+            None => None,
+        };
         let writer = ChunkWriter::new(self.backend.clone(), index, &self.config)?;
         let cap = capture::capture(
             conn,
@@ -396,36 +483,10 @@ impl Store {
             self.config.chunk_pages,
             writer,
         )?;
-        let (packs, stats) = cap.writer.finish()?;
+        let (new, stats, index) = cap.writer.finish()?;
         let mut bytes_added = stats.pack_bytes;
         let mut metadata_bytes = 0u64;
-        if !packs.is_empty() {
-            metadata_bytes += self.put_index(packs)?;
-        }
-
-        let parent_base = match &parent {
-            Some(p) => Some((p.manifest.base, self.load_base(&p.manifest.base)?)),
-            None => None,
-        };
-        let (base, delta, new_base) = match parent_base {
-            Some((base_id, base)) => {
-                let delta = Delta::between(&base, &cap.chunks);
-                if should_rebase(delta.len(), cap.chunks.len()) {
-                    (
-                        self.put_base(&cap.chunks, &mut metadata_bytes)?,
-                        Delta::default(),
-                        true,
-                    )
-                } else {
-                    (base_id, delta, false)
-                }
-            }
-            None => (
-                self.put_base(&cap.chunks, &mut metadata_bytes)?,
-                Delta::default(),
-                true,
-            ),
-        };
+        let written = self.put_map(&index, base, new, &cap.chunks, &mut metadata_bytes)?;
         let manifest = Manifest {
             time_unix: time.timestamp(),
             time_nanos: time.timestamp_subsec_nanos(),
@@ -443,11 +504,9 @@ impl Store {
             pagesnap_version: env!("CARGO_PKG_VERSION").to_string(),
             chunk_pages: self.config.chunk_pages,
             chunk_count: cap.chunks.len() as u64,
-            base,
-            delta,
+            map: written.map,
             parent: parent.as_ref().map(|p| p.id),
         };
-        let delta_len = manifest.delta.len() as u64;
         let encoded = manifest.encode();
         let id = Id::of_object(&encoded);
         // Published last: the snapshot exists from this moment on.
@@ -467,34 +526,105 @@ impl Store {
             stats,
             bytes_added,
             metadata_bytes,
-            delta_len,
-            new_base,
+            delta_len: written.changes,
+            new_base: written.full,
             duration: started.elapsed(),
         })
     }
 
-    fn put_index(&self, packs: Vec<IndexPack>) -> Result<u64> {
-        let bytes = IndexBody { packs }.encode();
-        self.backend.put(
-            &layout::index(&Id::of_object(&bytes)),
-            &bytes,
-            PutMode::Overwrite,
-        )?;
-        Ok(bytes.len() as u64)
-    }
-
-    fn put_base(&self, chunks: &[ChunkRef], written: &mut u64) -> Result<Id> {
-        let bytes = BaseMap {
-            chunks: chunks.to_vec(),
+    /// Writes this backup's index object (if it stored chunks) and page map (unless
+    /// the chunk list equals the parent's, whose map is then reused).
+    fn put_map(
+        &self,
+        index: &ChunkIndex,
+        base: Option<MapBase>,
+        new: NewChunks,
+        chunks: &[ChunkRef],
+        metadata_bytes: &mut u64,
+    ) -> Result<WrittenMap> {
+        if let Some(b) = &base {
+            if b.parent_list == chunks && new.entries.is_empty() {
+                return Ok(WrittenMap {
+                    map: b.parent_map,
+                    changes: 0,
+                    full: false,
+                });
+            }
         }
-        .encode();
+        let (seq, reference, changes) = match base {
+            Some(b) => {
+                let changes = diff(&b.reference.1, chunks);
+                if should_write_full(changes.len(), chunks.len(), b.seq) {
+                    (0, None, diff(&[], chunks))
+                } else {
+                    (b.seq, Some(b.reference.0), changes)
+                }
+            }
+            None => (0, None, diff(&[], chunks)),
+        };
+        // The index object lists new chunks in the order the map's `New` references take them.
+        let stored_at: HashMap<ChunkId, usize> = new
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.entry.id, i))
+            .collect();
+        let order = new_chunk_order(&changes, |id| stored_at.contains_key(id));
+        let mut taken = vec![false; new.entries.len()];
+        let mut entries = Vec::with_capacity(new.entries.len());
+        for id in &order {
+            let i = stored_at[id];
+            taken[i] = true;
+            entries.push(new.entries[i]);
+        }
+        entries.extend(
+            new.entries
+                .iter()
+                .zip(&taken)
+                .filter(|(_, t)| !**t)
+                .map(|(e, _)| *e),
+        );
+        let own_ordinals: HashMap<ChunkId, u64> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.entry.id, i as u64))
+            .collect();
+        let own = if entries.is_empty() {
+            None
+        } else {
+            let bytes = IndexBody {
+                packs: new.packs,
+                entries,
+            }
+            .encode();
+            let id = Id::of_object(&bytes);
+            self.backend
+                .put(&layout::index(&id), &bytes, PutMode::Overwrite)?;
+            *metadata_bytes += bytes.len() as u64;
+            Some(id)
+        };
+        let (encoded, lists) = encode_changes(&changes, own.map(|id| (id, &own_ordinals)), |id| {
+            index.name_of(id)
+        })
+        .map_err(|e| Error::Internal(format!("encoding the page map: {e}")))?;
+        let map = PageMap {
+            chunk_count: chunks.len() as u64,
+            seq,
+            reference,
+            new_list: own,
+            lists,
+            changes: encoded,
+        };
+        let bytes = map.encode();
         let id = Id::of_object(&bytes);
-        let key = layout::map(&id);
-        if self.backend.size(&key)? != Some(bytes.len() as u64) {
-            self.backend.put(&key, &bytes, PutMode::Overwrite)?;
-            *written += bytes.len() as u64;
-        }
-        Ok(id)
+        self.backend
+            .put(&layout::map(&id), &bytes, PutMode::Overwrite)?;
+        *metadata_bytes += bytes.len() as u64;
+        Ok(WrittenMap {
+            map: id,
+            changes: map.changes.len() as u64,
+            full: reference.is_none(),
+        })
     }
 
     /// Writes the snapshot's image to `out`, checking every chunk and the image hash.
@@ -502,8 +632,8 @@ impl Store {
     /// file should use [`Store::restore_to_path`], which never leaves such a file.
     pub fn restore_to_writer(&self, snap: &Snapshot, out: &mut dyn Write) -> Result<RestoreReport> {
         let started = Instant::now();
-        let chunks = self.chunk_list(snap)?;
         let index = self.load_index()?;
+        let chunks = self.chunk_list_with(&index, snap)?;
         let image_hash = restore::write_image(self.backend.as_ref(), &index, snap, &chunks, out)?;
         Ok(RestoreReport {
             snapshot: snap.id,

@@ -19,7 +19,7 @@ fn format_v1_store_restores_byte_exactly() -> anyhow::Result<()> {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
     assert_eq!(store.snapshots()?.len(), rows.len());
     let tmp = tempfile::tempdir()?;
     for row in rows {

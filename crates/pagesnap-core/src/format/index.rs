@@ -1,91 +1,195 @@
-//! Index objects: which chunks each pack holds, so backups and restores need not
-//! read pack trailers. Each backup that writes packs writes one index object
-//! listing them; an index is always rebuildable from the packs' own trailers.
+//! Index objects (`index/<id>`): where chunks are, and their names.
+//!
+//! Each backup that stores chunks writes one index object. Its entries, in order,
+//! are the chunks that backup stored; page maps name a chunk as (index object,
+//! ordinal), so the 32-byte chunk id is written once in the store. Offsets are
+//! written as the gap after the previous entry in the same pack (zero for chunks
+//! written back to back), which keeps an entry at about 38 bytes.
 
 use super::envelope::{self, Kind};
-use super::pack::{check_entry, PackEntry, FOOTER_LEN, MAX_PACK_LEN};
+use super::pack::{check_entry, Codec, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN, MAX_PACK_LEN};
 use super::{FormatError, Result};
-use crate::types::Id;
+use crate::types::{ChunkId, Id};
 use serde::{Deserialize, Serialize};
 
-/// One pack and the chunks in it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexPack {
-    pub pack: Id,
+/// A pack an index object points into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRef {
+    pub id: Id,
     /// Total length of the pack object in bytes.
-    pub pack_len: u64,
-    pub entries: Vec<PackEntry>,
+    pub len: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// One chunk: which of the object's packs holds it, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub pack: u32,
+    pub entry: PackEntry,
+}
+
+/// A decoded index object. `entries` order is the ordinal order page maps use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexBody {
-    pub packs: Vec<IndexPack>,
+    pub packs: Vec<PackRef>,
+    pub entries: Vec<IndexEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireEntry {
+    id: ChunkId,
+    pack: u32,
+    /// offset − end of the previous entry of the same pack (zigzag varint).
+    gap: i64,
+    stored_len: u32,
+    raw_len: u32,
+    codec: Codec,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireBody {
+    packs: Vec<PackRef>,
+    entries: Vec<WireEntry>,
 }
 
 impl IndexBody {
     pub fn encode(&self) -> Vec<u8> {
-        envelope::encode(Kind::Index, self)
+        let mut prev_end = vec![HEADER_LEN as i64; self.packs.len()];
+        let entries = self
+            .entries
+            .iter()
+            .map(|e| {
+                let p = e.pack as usize;
+                if p >= prev_end.len() {
+                    // Only a malformed body (as in tests) names a pack it lacks; decode rejects it.
+                    prev_end.resize(p + 1, HEADER_LEN as i64);
+                }
+                let gap = e.entry.offset as i64 - prev_end[p];
+                prev_end[p] = e.entry.offset as i64 + e.entry.stored_len as i64;
+                WireEntry {
+                    id: e.entry.id,
+                    pack: e.pack,
+                    gap,
+                    stored_len: e.entry.stored_len,
+                    raw_len: e.entry.raw_len,
+                    codec: e.entry.codec,
+                }
+            })
+            .collect();
+        envelope::encode(
+            Kind::Index,
+            &WireBody {
+                packs: self.packs.clone(),
+                entries,
+            },
+        )
     }
 
     /// Decodes and bounds every entry against its pack's length.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let body: IndexBody = envelope::decode(Kind::Index, bytes)?;
-        for p in &body.packs {
-            if p.pack_len > MAX_PACK_LEN {
-                return Err(FormatError::TooLarge {
-                    what: "pack length",
-                    value: p.pack_len,
-                    limit: MAX_PACK_LEN,
-                });
-            }
-            let trailer = (p.entries.len() * super::pack::ENTRY_LEN + FOOTER_LEN) as u64;
-            let blobs_end = p.pack_len.checked_sub(trailer).ok_or_else(|| {
-                FormatError::Invalid(format!(
-                    "pack {} is too short for its entries",
-                    p.pack.short()
-                ))
-            })?;
-            for e in &p.entries {
-                check_entry(e, blobs_end)?;
+        let wire: WireBody = envelope::decode(Kind::Index, bytes)?;
+        for p in &wire.packs {
+            if p.len > MAX_PACK_LEN || p.len < (HEADER_LEN + FOOTER_LEN) as u64 {
+                return Err(FormatError::Invalid(format!(
+                    "pack {} has impossible length {}",
+                    p.id.short(),
+                    p.len
+                )));
             }
         }
-        Ok(body)
+        let mut prev_end = vec![HEADER_LEN as i64; wire.packs.len()];
+        let mut entries = Vec::with_capacity(wire.entries.len());
+        for w in wire.entries {
+            let p = w.pack as usize;
+            let pack = wire.packs.get(p).ok_or_else(|| {
+                FormatError::Invalid(format!("entry names pack #{p} of {}", wire.packs.len()))
+            })?;
+            let offset = prev_end[p]
+                .checked_add(w.gap)
+                .filter(|o| (0..=u32::MAX as i64).contains(o))
+                .ok_or_else(|| {
+                    FormatError::Invalid(format!("chunk {} has an impossible offset", w.id.short()))
+                })?;
+            let entry = PackEntry {
+                id: w.id,
+                offset: offset as u32,
+                stored_len: w.stored_len,
+                raw_len: w.raw_len,
+                codec: w.codec,
+            };
+            // The trailer takes at least one entry; the blob area ends before it.
+            let blobs_end = pack.len - FOOTER_LEN as u64 - ENTRY_LEN as u64;
+            check_entry(&entry, blobs_end)?;
+            prev_end[p] = offset + w.stored_len as i64;
+            entries.push(IndexEntry {
+                pack: w.pack,
+                entry,
+            });
+        }
+        Ok(IndexBody {
+            packs: wire.packs,
+            entries,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::pack::{Codec, PackBuilder};
+    use crate::format::pack::PackBuilder;
     use proptest::prelude::*;
+
+    fn body_of(sizes: &[usize], shuffle: u64) -> IndexBody {
+        let mut b = PackBuilder::new();
+        for (i, s) in sizes.iter().enumerate() {
+            let data = vec![i as u8; *s];
+            b.push(Id::of_chunk(&data), &data, *s as u32, Codec::Raw);
+        }
+        let (id, bytes, entries) = b.finish();
+        let mut entries: Vec<IndexEntry> = entries
+            .into_iter()
+            .map(|entry| IndexEntry { pack: 0, entry })
+            .collect();
+        // Index order need not be pack order.
+        if !entries.is_empty() {
+            let k = (shuffle % entries.len() as u64) as usize;
+            entries.rotate_left(k);
+        }
+        IndexBody {
+            packs: vec![PackRef {
+                id,
+                len: bytes.len() as u64,
+            }],
+            entries,
+        }
+    }
 
     proptest! {
         #[test]
-        fn round_trips(sizes in proptest::collection::vec(1usize..500, 0..30)) {
-            let mut b = PackBuilder::new();
-            for (i, s) in sizes.iter().enumerate() {
-                let data = vec![i as u8; *s];
-                b.push(Id::of_chunk(&data), &data, *s as u32, Codec::Raw);
-            }
-            let (id, bytes, entries) = b.finish();
-            let body = IndexBody { packs: vec![IndexPack { pack: id, pack_len: bytes.len() as u64, entries }] };
+        fn round_trips(sizes in proptest::collection::vec(1usize..500, 0..30), shuffle in any::<u64>()) {
+            let body = body_of(&sizes, shuffle);
             prop_assert_eq!(IndexBody::decode(&body.encode()).unwrap(), body);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = IndexBody::decode(&data);
         }
     }
 
     #[test]
+    fn back_to_back_entries_cost_about_38_bytes() {
+        let body = body_of(&vec![300; 1000], 0);
+        let per = body.encode().len() as f64 / 1000.0;
+        assert!(per < 40.0, "{per} bytes per entry");
+    }
+
+    #[test]
     fn entries_outside_their_pack_are_rejected() {
-        let mut b = PackBuilder::new();
-        b.push(Id([1; 32]), &[1, 2, 3], 3, Codec::Raw);
-        let (id, bytes, mut entries) = b.finish();
-        entries[0].offset = bytes.len() as u32;
-        let body = IndexBody {
-            packs: vec![IndexPack {
-                pack: id,
-                pack_len: bytes.len() as u64,
-                entries,
-            }],
-        };
+        let mut body = body_of(&[3], 0);
+        body.entries[0].entry.offset = body.packs[0].len as u32;
+        assert!(IndexBody::decode(&body.encode()).is_err());
+        let mut body = body_of(&[3], 0);
+        body.entries[0].pack = 1;
         assert!(IndexBody::decode(&body.encode()).is_err());
     }
 }

@@ -3,7 +3,7 @@
 
 use super::envelope::{self, Kind};
 use super::pack::MAX_CHUNK_LEN;
-use super::pagemap::{Delta, MAX_CHUNKS};
+use super::pagemap::MAX_CHUNKS;
 use super::{FormatError, Result};
 use crate::types::Id;
 use serde::{Deserialize, Serialize};
@@ -30,10 +30,9 @@ pub struct Manifest {
     /// Pages per chunk at capture time.
     pub chunk_pages: u32,
     pub chunk_count: u64,
-    /// The base page map this snapshot's chunk list is a delta against.
-    pub base: Id,
-    pub delta: Delta,
-    /// The snapshot this one was computed against, if any (informative).
+    /// The page map holding this snapshot's chunk list.
+    pub map: Id,
+    /// The snapshot whose page map the backup continued from, if any (informative).
     pub parent: Option<Id>,
 }
 
@@ -89,8 +88,6 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::pagemap::Change;
-    use crate::types::ChunkRef;
 
     pub(crate) fn sample() -> Manifest {
         Manifest {
@@ -108,13 +105,7 @@ mod tests {
             pagesnap_version: "0.1.0".into(),
             chunk_pages: 4,
             chunk_count: 3,
-            base: Id([1; 32]),
-            delta: Delta {
-                changes: vec![Change {
-                    skip: 2,
-                    chunk: ChunkRef::Zero,
-                }],
-            },
+            map: Id([1; 32]),
             parent: Some(Id([2; 32])),
         }
     }

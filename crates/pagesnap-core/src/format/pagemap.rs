@@ -1,99 +1,142 @@
-//! Page maps: the ordered chunk list of a snapshot, stored as a shared base plus a
-//! per-snapshot delta.
+//! Page maps: the ordered chunk list of a snapshot, stored as skip-deltas.
 //!
-//! A full list costs 33 bytes per chunk per snapshot (8.6 MB for a 1 GiB database
-//! of 4 KiB pages). Instead a snapshot's manifest names a *base map* object that
-//! many snapshots share and lists only the positions where it differs from that
-//! base. Deltas are always against a base, never against another delta, so any
-//! snapshot resolves with two reads and O(image size) work. A new base is written
-//! when the delta would grow too large (see [`should_rebase`]).
+//! Writing the full list for every snapshot would cost 33 bytes per chunk per
+//! snapshot (8.6 MB for a 1 GiB database of 4 KiB pages). Instead each backup
+//! writes a page map that lists only the positions where its chunk list differs
+//! from a *reference* map, chosen like Subversion's skip-deltas: the k-th map since
+//! the last full map refers to map number `k − lowbit(k)` (1→0, 2→0, 3→2, 4→0,
+//! 5→4, 6→4, 7→6, 8→0, …). Resolving any map reads at most popcount(k) ≤ 17 maps
+//! (a full map is forced at k = 2¹⁶), each delta covers at most lowbit(k) backups,
+//! and on average a change is repeated in about log₂(k)/2 later maps.
+//!
+//! Positions name chunks compactly: `New` takes the next chunk of this backup's own
+//! index object (in the order the map mentions them), `At` names entry `ordinal` of
+//! an index object listed in the map's table. The 32-byte chunk id is written once
+//! in the whole store, in the index object of the backup that stored the chunk.
 
 use super::envelope::{self, Kind};
 use super::{FormatError, Result};
-use crate::types::ChunkRef;
+use crate::types::{ChunkId, ChunkRef, Id};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
-/// The full chunk list of one image, shared by the snapshots that delta against it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BaseMap {
-    pub chunks: Vec<ChunkRef>,
-}
-
-/// Hard bound on the number of chunks of one image (64 TiB of 512-byte chunks... bounded by
-/// the page map body limit in practice).
+/// Hard bound on the number of chunks of one image.
 pub const MAX_CHUNKS: u64 = 1 << 32;
+/// A full map is written at the latest after this many deltas, bounding chains.
+pub const MAX_SEQ: u64 = 1 << 16;
 
-impl BaseMap {
-    pub fn encode(&self) -> Vec<u8> {
-        envelope::encode(Kind::PageMap, self)
-    }
-    pub fn decode(bytes: &[u8]) -> Result<Self> {
-        envelope::decode(Kind::PageMap, bytes)
-    }
+/// How a position of a page map names its chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MapRef {
+    /// An all-zero chunk (never stored).
+    Zero,
+    /// The next not yet used entry of `new_list`, in map order.
+    New,
+    /// Entry `ordinal` of the index object `lists[list]`.
+    At { list: u32, ordinal: u64 },
 }
 
-/// One position where a snapshot differs from its base.
+/// One position where a map differs from its reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
-    /// Positions skipped since the previous change (index − previous index − 1);
-    /// small numbers keep the varint encoding at one or two bytes.
+    /// Positions skipped since the previous change (index − previous index − 1).
     pub skip: u64,
-    pub chunk: ChunkRef,
+    pub chunk: MapRef,
 }
 
-/// Differences of a chunk list against a base, in ascending position order.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delta {
+/// A page map object (`maps/<id>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageMap {
+    /// Positions in the chunk list it describes.
+    pub chunk_count: u64,
+    /// Maps since the last full map; 0 for a full map.
+    pub seq: u64,
+    /// The map this one is a delta against; `None` for a full map.
+    pub reference: Option<Id>,
+    /// The index object of the backup that wrote this map, whose entries `New` takes in order.
+    pub new_list: Option<Id>,
+    /// Index objects named by `At`.
+    pub lists: Vec<Id>,
     pub changes: Vec<Change>,
 }
 
-impl Delta {
-    /// The delta that turns `base` into `target`.
-    pub fn between(base: &[ChunkRef], target: &[ChunkRef]) -> Delta {
-        let mut changes = Vec::new();
-        let mut next = 0u64;
-        for (i, c) in target.iter().enumerate() {
-            if base.get(i) != Some(c) {
-                changes.push(Change {
-                    skip: i as u64 - next,
-                    chunk: *c,
-                });
-                next = i as u64 + 1;
-            }
-        }
-        Delta { changes }
+impl PageMap {
+    pub fn encode(&self) -> Vec<u8> {
+        envelope::encode(Kind::PageMap, self)
     }
 
-    pub fn len(&self) -> usize {
-        self.changes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
-    }
-
-    /// Applies the delta to `base`, giving a list of exactly `chunk_count` entries.
-    pub fn apply(&self, base: &[ChunkRef], chunk_count: u64) -> Result<Vec<ChunkRef>> {
-        if chunk_count > MAX_CHUNKS {
+    /// Decodes and checks the structure (bounds, a reference exactly when seq > 0).
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let m: PageMap = envelope::decode(Kind::PageMap, bytes)?;
+        let bad = |s: &str| Err(FormatError::Invalid(format!("page map: {s}")));
+        if m.chunk_count > MAX_CHUNKS {
             return Err(FormatError::TooLarge {
                 what: "chunk count",
-                value: chunk_count,
+                value: m.chunk_count,
                 limit: MAX_CHUNKS,
             });
         }
-        let n = chunk_count as usize;
+        if m.changes.len() as u64 > m.chunk_count {
+            return bad("more changes than positions");
+        }
+        if (m.seq == 0) != m.reference.is_none() || m.seq > MAX_SEQ {
+            return bad("sequence number and reference disagree");
+        }
+        for c in &m.changes {
+            match c.chunk {
+                MapRef::At { list, .. } if list as usize >= m.lists.len() => {
+                    return bad("names a list it does not have")
+                }
+                MapRef::New if m.new_list.is_none() => {
+                    return bad("takes new chunks but has no list of them")
+                }
+                _ => {}
+            }
+        }
+        Ok(m)
+    }
+
+    /// The chunk list: `reference` (the resolved list of `self.reference`, empty for
+    /// a full map) with the changes applied. `lookup(list, ordinal)` names index entries.
+    pub fn apply(
+        &self,
+        reference: &[ChunkRef],
+        lookup: impl Fn(&Id, u64) -> Option<ChunkId>,
+    ) -> Result<Vec<ChunkRef>> {
+        let n = self.chunk_count as usize;
         let mut out: Vec<Option<ChunkRef>> = Vec::with_capacity(n);
-        out.extend(base.iter().take(n).map(|c| Some(*c)));
+        out.extend(reference.iter().take(n).map(|c| Some(*c)));
         out.resize(n, None);
         let mut pos = 0u64;
+        let mut next_new = 0u64;
         for c in &self.changes {
             let i = pos
                 .checked_add(c.skip)
-                .filter(|&i| i < chunk_count)
+                .filter(|&i| i < self.chunk_count)
                 .ok_or_else(|| {
-                    FormatError::Invalid("delta position beyond the chunk count".into())
+                    FormatError::Invalid("page map change beyond the chunk count".into())
                 })?;
-            out[i as usize] = Some(c.chunk);
+            let (list, ordinal) = match c.chunk {
+                MapRef::Zero => {
+                    out[i as usize] = Some(ChunkRef::Zero);
+                    pos = i + 1;
+                    continue;
+                }
+                MapRef::New => {
+                    next_new += 1;
+                    (self.new_list.as_ref(), next_new - 1)
+                }
+                MapRef::At { list, ordinal } => (self.lists.get(list as usize), ordinal),
+            };
+            let list =
+                list.ok_or_else(|| FormatError::Invalid("page map names a missing list".into()))?;
+            let id = lookup(list, ordinal).ok_or_else(|| {
+                FormatError::Invalid(format!(
+                    "page map names entry {ordinal} of index {}, which has no such entry",
+                    list.short()
+                ))
+            })?;
+            out[i as usize] = Some(ChunkRef::Stored(id));
             pos = i + 1;
         }
         out.into_iter()
@@ -101,7 +144,7 @@ impl Delta {
             .map(|(i, c)| {
                 c.ok_or_else(|| {
                     FormatError::Invalid(format!(
-                        "position {i} is beyond the base and not in the delta"
+                        "position {i} is beyond the reference and not in the map"
                     ))
                 })
             })
@@ -109,61 +152,244 @@ impl Delta {
     }
 }
 
-/// Whether a snapshot should write a new base instead of a delta of `delta_len`
-/// positions against a base. A delta entry costs ~35 bytes, a base entry ~33; a
-/// new base is worth it once the delta is an eighth of the image, which keeps
-/// manifests of slowly changing databases small and bounds the worst case.
-pub fn should_rebase(delta_len: usize, chunk_count: usize) -> bool {
-    delta_len > 64 && delta_len * 8 > chunk_count
+/// The sequence number of the map a map number `k` (≥ 1) is a delta against.
+pub fn reference_seq(k: u64) -> u64 {
+    k & (k - 1)
+}
+
+/// Positions where `target` differs from `reference` (ascending).
+pub fn diff(reference: &[ChunkRef], target: &[ChunkRef]) -> Vec<(u64, ChunkRef)> {
+    target
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| reference.get(*i) != Some(c))
+        .map(|(i, c)| (i as u64, *c))
+        .collect()
+}
+
+/// Whether to write a full map rather than a delta of `delta_len` positions: when the
+/// delta would cover half the image a full map costs about as much and shortens chains.
+pub fn should_write_full(delta_len: usize, chunk_count: usize, next_seq: u64) -> bool {
+    next_seq >= MAX_SEQ || delta_len * 2 > chunk_count
+}
+
+/// The order in which a new map's `New` references take this backup's new chunks:
+/// each new chunk at its first changed position. The backup's index object must list
+/// its entries in this order (followed by any new chunk the map does not mention).
+pub fn new_chunk_order(
+    changes: &[(u64, ChunkRef)],
+    is_new: impl Fn(&ChunkId) -> bool,
+) -> Vec<ChunkId> {
+    let mut seen = std::collections::HashSet::new();
+    changes
+        .iter()
+        .filter_map(|(_, c)| match c {
+            ChunkRef::Stored(id) if is_new(id) && seen.insert(*id) => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Encodes changed positions as map references.
+///
+/// `own` is this backup's index object and the ordinal of each chunk it lists;
+/// `name_of` gives (index object, ordinal) for chunks stored earlier.
+pub fn encode_changes(
+    changes: &[(u64, ChunkRef)],
+    own: Option<(Id, &HashMap<ChunkId, u64>)>,
+    name_of: impl Fn(&ChunkId) -> Option<(Id, u64)>,
+) -> Result<(Vec<Change>, Vec<Id>)> {
+    let mut lists: Vec<Id> = Vec::new();
+    let mut list_pos: HashMap<Id, u32> = HashMap::new();
+    let mut table = |id: Id| -> u32 {
+        *list_pos.entry(id).or_insert_with(|| {
+            lists.push(id);
+            lists.len() as u32 - 1
+        })
+    };
+    let mut out = Vec::with_capacity(changes.len());
+    let mut next_new = 0u64;
+    let mut prev_end = 0u64;
+    for &(pos, c) in changes {
+        let chunk = match c {
+            ChunkRef::Zero => MapRef::Zero,
+            ChunkRef::Stored(id) => {
+                match own.and_then(|(list, ords)| Some((list, *ords.get(&id)?))) {
+                    Some((_, ordinal)) if ordinal == next_new => {
+                        next_new += 1;
+                        MapRef::New
+                    }
+                    Some((list, ordinal)) => MapRef::At {
+                        list: table(list),
+                        ordinal,
+                    },
+                    None => {
+                        let (list, ordinal) = name_of(&id).ok_or_else(|| {
+                            FormatError::Invalid(format!(
+                                "chunk {} is in no index object",
+                                id.short()
+                            ))
+                        })?;
+                        MapRef::At {
+                            list: table(list),
+                            ordinal,
+                        }
+                    }
+                }
+            }
+        };
+        out.push(Change {
+            skip: pos - prev_end,
+            chunk,
+        });
+        prev_end = pos + 1;
+    }
+    Ok((out, lists))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Id;
     use proptest::prelude::*;
 
     fn arb_ref() -> impl Strategy<Value = ChunkRef> {
         prop_oneof![
             Just(ChunkRef::Zero),
-            (0u8..6).prop_map(|b| ChunkRef::Stored(Id([b; 32])))
+            (0u8..12).prop_map(|b| ChunkRef::Stored(Id([b; 32])))
         ]
+    }
+
+    #[test]
+    fn skip_delta_references() {
+        let refs: Vec<u64> = (1..=8).map(reference_seq).collect();
+        assert_eq!(refs, vec![0, 0, 2, 0, 4, 4, 6, 0]);
+    }
+
+    /// A tiny store of index objects: list id → chunk ids.
+    struct Lists(HashMap<Id, Vec<ChunkId>>);
+
+    impl Lists {
+        fn lookup(&self, list: &Id, ordinal: u64) -> Option<ChunkId> {
+            self.0.get(list)?.get(ordinal as usize).copied()
+        }
+        fn name_of(&self, id: &ChunkId) -> Option<(Id, u64)> {
+            self.0
+                .iter()
+                .find_map(|(l, ids)| ids.iter().position(|x| x == id).map(|p| (*l, p as u64)))
+        }
+    }
+
+    /// Encodes `target` against `reference` the way a backup does, returning the map
+    /// (after an encode/decode round trip) and the lists it needs.
+    fn write_map(lists: &mut Lists, reference: &[ChunkRef], target: &[ChunkRef], n: u8) -> PageMap {
+        let changes = diff(reference, target);
+        let known: Vec<ChunkId> = lists.0.values().flatten().copied().collect();
+        let order = new_chunk_order(&changes, |id| !known.contains(id));
+        let own_id = Id([200 + n; 32]);
+        let ords: HashMap<ChunkId, u64> = order
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, i as u64))
+            .collect();
+        let own = (!order.is_empty()).then_some((own_id, &ords));
+        let (changes, table) = encode_changes(&changes, own, |id| lists.name_of(id)).unwrap();
+        if !order.is_empty() {
+            lists.0.insert(own_id, order);
+        }
+        let m = PageMap {
+            chunk_count: target.len() as u64,
+            seq: if reference.is_empty() { 0 } else { 1 },
+            reference: (!reference.is_empty()).then_some(Id([1; 32])),
+            new_list: own.map(|o| o.0),
+            lists: table,
+            changes,
+        };
+        PageMap::decode(&m.encode()).unwrap()
     }
 
     proptest! {
         #[test]
-        fn delta_applies_back(base in proptest::collection::vec(arb_ref(), 0..200), target in proptest::collection::vec(arb_ref(), 0..200)) {
-            let d = Delta::between(&base, &target);
-            prop_assert_eq!(d.apply(&base, target.len() as u64).unwrap(), target.clone());
-            let enc = envelope::encode(Kind::Manifest, &d);
-            let back: Delta = envelope::decode(Kind::Manifest, &enc).unwrap();
-            prop_assert_eq!(back, d);
-        }
-
-        #[test]
-        fn base_maps_round_trip(chunks in proptest::collection::vec(arb_ref(), 0..300)) {
-            let m = BaseMap { chunks };
-            prop_assert_eq!(BaseMap::decode(&m.encode()).unwrap(), m);
+        fn maps_resolve_to_their_target(steps in proptest::collection::vec(proptest::collection::vec(arb_ref(), 1..80), 1..6)) {
+            let mut lists = Lists(HashMap::new());
+            let mut reference: Vec<ChunkRef> = Vec::new();
+            for (n, target) in steps.iter().enumerate() {
+                let m = write_map(&mut lists, &reference, target, n as u8);
+                let got = m.apply(&reference, |l, o| lists.lookup(l, o)).unwrap();
+                prop_assert_eq!(&got, target);
+                reference = got;
+            }
         }
     }
 
     #[test]
-    fn out_of_range_delta_is_rejected() {
-        let d = Delta {
+    fn a_chunk_new_twice_is_new_once_then_named() {
+        let a = ChunkRef::Stored(Id([5; 32]));
+        let mut lists = Lists(HashMap::new());
+        let m = write_map(&mut lists, &[], &[a, ChunkRef::Zero, a], 0);
+        assert_eq!(m.changes[0].chunk, MapRef::New);
+        assert_eq!(
+            m.changes[2].chunk,
+            MapRef::At {
+                list: 0,
+                ordinal: 0
+            }
+        );
+    }
+
+    #[test]
+    fn broken_maps_are_rejected() {
+        let m = PageMap {
+            chunk_count: 4,
+            seq: 0,
+            reference: None,
+            new_list: None,
+            lists: vec![],
             changes: vec![Change {
-                skip: 10,
-                chunk: ChunkRef::Zero,
+                skip: 0,
+                chunk: MapRef::At {
+                    list: 3,
+                    ordinal: 0,
+                },
             }],
         };
-        assert!(d.apply(&[ChunkRef::Zero; 4], 4).is_err());
-        // Growing past the base without saying what the new positions hold.
-        assert!(Delta::default().apply(&[ChunkRef::Zero; 2], 3).is_err());
+        assert!(PageMap::decode(&m.encode()).is_err());
+        let m = PageMap {
+            changes: vec![Change {
+                skip: 9,
+                chunk: MapRef::Zero,
+            }],
+            ..m
+        };
+        let decoded = PageMap::decode(&m.encode()).unwrap();
+        assert!(
+            decoded.apply(&[], |_, _| None).is_err(),
+            "change beyond the chunk count"
+        );
+        let m = PageMap {
+            seq: 3,
+            changes: vec![],
+            ..decoded
+        };
+        assert!(
+            PageMap::decode(&m.encode()).is_err(),
+            "seq > 0 without a reference"
+        );
     }
 
     #[test]
-    fn identical_lists_give_an_empty_delta() {
-        let base = vec![ChunkRef::Stored(Id([1; 32])); 10];
-        assert!(Delta::between(&base, &base).is_empty());
-        assert_eq!(Delta::between(&base, &base[..5]).len(), 0);
+    fn growing_past_the_reference_needs_every_new_position() {
+        let m = PageMap {
+            chunk_count: 3,
+            seq: 1,
+            reference: Some(Id([1; 32])),
+            new_list: None,
+            lists: vec![],
+            changes: vec![],
+        };
+        assert!(m.apply(&[ChunkRef::Zero; 2], |_, _| None).is_err());
+        assert_eq!(
+            m.apply(&[ChunkRef::Zero; 5], |_, _| None).unwrap(),
+            vec![ChunkRef::Zero; 3]
+        );
     }
 }

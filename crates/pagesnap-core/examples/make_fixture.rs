@@ -1,0 +1,60 @@
+//! Writes the format fixture store of this version (`tests/fixtures/v<N>/`).
+//!
+//! ```sh
+//! cargo run -p pagesnap-core --example make_fixture -- tests/fixtures/v1
+//! ```
+//! Run once per released format version; a committed fixture is never rewritten.
+//! Prints the lines of `expected.txt`.
+
+use pagesnap_core::{BackupOptions, InitOptions, Store};
+use rusqlite::Connection;
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = PathBuf::from(std::env::args().nth(1).ok_or("usage: make_fixture DIR")?);
+    let work = tempfile::tempdir()?;
+    let db = work.path().join("notes.db");
+    let store = Store::init(
+        dir.join("store"),
+        &InitOptions {
+            pack_target_size: 1 << 20,
+            ..InitOptions::default()
+        },
+    )?;
+    let conn = Connection::open(&db)?;
+    conn.execute_batch(
+        "PRAGMA page_size=1024;
+         CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);
+         CREATE INDEX nb ON notes(body);",
+    )?;
+    for i in 0..200 {
+        conn.execute(
+            "INSERT INTO notes(body) VALUES (?1)",
+            [format!("note {i} {}", "lorem ipsum ".repeat(5))],
+        )?;
+    }
+    let steps = [
+        ("2026-01-01T00:00:00Z", ""),
+        (
+            "2026-01-01T00:10:00Z",
+            "UPDATE notes SET body = body || ' edited' WHERE id % 17 = 0; DELETE FROM notes WHERE id > 180;",
+        ),
+        ("2026-01-01T00:20:00Z", "UPDATE notes SET body = 'third' WHERE id = 3;"),
+    ];
+    println!("# snapshot id                                                    time                  blake3 of the restored image");
+    for (time, sql) in steps {
+        conn.execute_batch(sql)?;
+        let opts = BackupOptions {
+            time: Some(time.parse()?),
+            tags: vec!["fixture".into()],
+            ..BackupOptions::default()
+        };
+        let r = store.backup_path(&db, &opts)?;
+        println!(
+            "{} {time} {}",
+            r.snapshot,
+            blake3::Hash::from(r.image_hash).to_hex()
+        );
+    }
+    Ok(())
+}
