@@ -129,7 +129,7 @@ impl ChunkWriter {
                 (self.written[*p].pack.id, self.written[*p].entries[*i])
             }
             None => match self.index.get(id) {
-                Some(loc) => (self.index.pack_id(loc.pack), loc.entry),
+                Some(loc) => (self.index.pack_id(loc.pack), loc.pack_entry(*id)),
                 None => {
                     return Err(Error::Internal(format!(
                         "chunk {} read back but never stored",

@@ -79,8 +79,8 @@ pub(crate) fn write_image(
                         object: key.clone(),
                         detail,
                     };
-                    let raw =
-                        decode_blob(&loc.entry, stored).map_err(|e| damaged(e.to_string()))?;
+                    let raw = decode_blob(&loc.pack_entry(*id), stored)
+                        .map_err(|e| damaged(e.to_string()))?;
                     if raw.len() != len_of(*pos) {
                         return Err(damaged(format!(
                             "{} bytes where position {pos} needs {}",
@@ -111,17 +111,20 @@ pub(crate) fn write_image(
 /// The longest run of stored chunks from position `i` that lie back to back in one pack.
 fn plan_run(index: &ChunkIndex, snap: &Snapshot, chunks: &[ChunkRef], i: usize) -> Result<Run> {
     let locate = |id: &ChunkId| {
-        index.get(id).copied().ok_or_else(|| match index.lost_pack(id) {
-            Some(pack) => Error::PackMissing {
-                snapshot: snap.id,
-                chunk: *id,
-                pack: layout::pack(&pack),
-            },
-            None => Error::ChunkMissing {
-                snapshot: snap.id,
-                chunk: *id,
-            },
-        })
+        index
+            .get(id)
+            .copied()
+            .ok_or_else(|| match index.lost_pack(id) {
+                Some(pack) => Error::PackMissing {
+                    snapshot: snap.id,
+                    chunk: *id,
+                    pack: layout::pack(&pack),
+                },
+                None => Error::ChunkMissing {
+                    snapshot: snap.id,
+                    chunk: *id,
+                },
+            })
     };
     let ChunkRef::Stored(first) = chunks[i] else {
         return Err(Error::Internal("run must start at a stored chunk".into()));

@@ -9,11 +9,11 @@ use crate::format::config::StoreConfig;
 use crate::format::index::IndexBody;
 use crate::format::manifest::Manifest;
 use crate::format::pagemap::{
-    diff, encode_changes, new_chunk_order, reference_seq, should_write_full, PageMap,
+    diff, encode_changes, order_new_chunks, reference_seq, should_write_full, PageMap,
 };
 use crate::format::FormatError;
 use crate::select::{self, SnapshotSelector};
-use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
+use crate::types::{ChunkRef, Id, SnapshotId};
 use crate::{layout, restore, Error, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;
@@ -551,44 +551,26 @@ impl Store {
                 });
             }
         }
-        let (seq, reference, changes) = match base {
-            Some(b) => {
-                let changes = diff(&b.reference.1, chunks);
-                if should_write_full(changes.len(), chunks.len(), b.seq) {
-                    (0, None, diff(&[], chunks))
-                } else {
-                    (b.seq, Some(b.reference.0), changes)
-                }
+        let none: &[ChunkRef] = &[];
+        let (seq, reference, reference_list) = match &base {
+            Some(b)
+                if !should_write_full(
+                    diff(&b.reference.1, chunks).count(),
+                    chunks.len(),
+                    b.seq,
+                ) =>
+            {
+                (b.seq, Some(b.reference.0), &b.reference.1[..])
             }
-            None => (0, None, diff(&[], chunks)),
+            _ => (0, None, none),
         };
         // The index object lists new chunks in the order the map's `New` references take them.
-        let stored_at: HashMap<ChunkId, usize> = new
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.entry.id, i))
-            .collect();
-        let order = new_chunk_order(&changes, |id| stored_at.contains_key(id));
-        let mut taken = vec![false; new.entries.len()];
-        let mut entries = Vec::with_capacity(new.entries.len());
-        for id in &order {
-            let i = stored_at[id];
-            taken[i] = true;
-            entries.push(new.entries[i]);
-        }
-        entries.extend(
-            new.entries
-                .iter()
-                .zip(&taken)
-                .filter(|(_, t)| !**t)
-                .map(|(e, _)| *e),
+        let ordinals = order_new_chunks(
+            diff(reference_list, chunks),
+            new.entries.iter().map(|e| e.entry.id),
         );
-        let own_ordinals: HashMap<ChunkId, u64> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.entry.id, i as u64))
-            .collect();
+        let mut entries = new.entries;
+        entries.sort_unstable_by_key(|e| ordinals[&e.entry.id]);
         let own = if entries.is_empty() {
             None
         } else {
@@ -603,9 +585,11 @@ impl Store {
             *metadata_bytes += bytes.len() as u64;
             Some(id)
         };
-        let (encoded, lists) = encode_changes(&changes, own.map(|id| (id, &own_ordinals)), |id| {
-            index.name_of(id)
-        })
+        let (encoded, lists) = encode_changes(
+            diff(reference_list, chunks),
+            own.map(|id| (id, &ordinals)),
+            |id| index.name_of(id),
+        )
         .map_err(|e| Error::Internal(format!("encoding the page map: {e}")))?;
         let map = PageMap {
             chunk_count: chunks.len() as u64,

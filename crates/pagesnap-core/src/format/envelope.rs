@@ -64,28 +64,38 @@ impl Kind {
 }
 
 /// Serialises `value` with postcard and wraps it in an envelope of `kind`.
+///
+/// The body is written once, straight after a reserved header (index bodies run to
+/// megabytes; no intermediate copies). Index bodies are mostly random chunk ids, so
+/// compressing them is not even tried.
 pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
     // postcard into a Vec cannot fail for the plain data types stored here.
-    let raw = postcard::to_allocvec(value).unwrap_or_default();
-    let (flags, body) = if raw.len() >= COMPRESS_FROM {
-        match zstd::bulk::compress(&raw, 3) {
-            Ok(c) if c.len() < raw.len() => (FLAG_ZSTD, c),
-            _ => (0, raw.clone()),
+    let mut out =
+        postcard::to_extend(value, vec![0u8; HEADER_LEN]).unwrap_or_else(|_| vec![0u8; HEADER_LEN]);
+    let raw_len = out.len() - HEADER_LEN;
+    let mut flags = 0u16;
+    if raw_len >= COMPRESS_FROM && kind != Kind::Index {
+        if let Ok(c) = zstd::bulk::compress(&out[HEADER_LEN..], 3) {
+            if c.len() < raw_len {
+                out.truncate(HEADER_LEN);
+                out.extend_from_slice(&c);
+                flags = FLAG_ZSTD;
+            }
         }
-    } else {
-        (0, raw.clone())
-    };
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&kind.tag());
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-    out.extend_from_slice(&checksum64(&body).to_le_bytes());
-    let hc = checksum32(&out[..28]);
-    out.extend_from_slice(&hc.to_le_bytes());
-    out.extend_from_slice(&body);
+    }
+    let body_len = out.len() - HEADER_LEN;
+    let body_sum = checksum64(&out[HEADER_LEN..]);
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&MAGIC);
+    h[4..8].copy_from_slice(&kind.tag());
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[10..12].copy_from_slice(&flags.to_le_bytes());
+    h[12..16].copy_from_slice(&(body_len as u32).to_le_bytes());
+    h[16..20].copy_from_slice(&(raw_len as u32).to_le_bytes());
+    h[20..28].copy_from_slice(&body_sum.to_le_bytes());
+    let hc = checksum32(&h[..28]);
+    h[28..32].copy_from_slice(&hc.to_le_bytes());
+    out[..HEADER_LEN].copy_from_slice(&h);
     out
 }
 

@@ -45,43 +45,58 @@ struct WireEntry {
     codec: Codec,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct WireBody {
     packs: Vec<PackRef>,
     entries: Vec<WireEntry>,
 }
 
+/// Serialises an [`IndexBody`] as the wire body, computing gaps on the fly, so a
+/// large index is not copied into a second representation first.
+struct Wire<'a>(&'a IndexBody);
+
+struct WireEntries<'a>(&'a IndexBody);
+
+impl Serialize for Wire<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("WireBody", 2)?;
+        st.serialize_field("packs", &self.0.packs)?;
+        st.serialize_field("entries", &WireEntries(self.0))?;
+        st.end()
+    }
+}
+
+impl Serialize for WireEntries<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let body = self.0;
+        let mut prev_end: Vec<i64> = vec![HEADER_LEN as i64; body.packs.len()];
+        let mut seq = s.serialize_seq(Some(body.entries.len()))?;
+        for e in &body.entries {
+            let p = e.pack as usize;
+            if p >= prev_end.len() {
+                // Only a malformed body (as in tests) names a pack it lacks; decode rejects it.
+                prev_end.resize(p + 1, HEADER_LEN as i64);
+            }
+            let gap = e.entry.offset as i64 - prev_end[p];
+            prev_end[p] = e.entry.offset as i64 + e.entry.stored_len as i64;
+            seq.serialize_element(&WireEntry {
+                id: e.entry.id,
+                pack: e.pack,
+                gap,
+                stored_len: e.entry.stored_len,
+                raw_len: e.entry.raw_len,
+                codec: e.entry.codec,
+            })?;
+        }
+        seq.end()
+    }
+}
+
 impl IndexBody {
     pub fn encode(&self) -> Vec<u8> {
-        let mut prev_end = vec![HEADER_LEN as i64; self.packs.len()];
-        let entries = self
-            .entries
-            .iter()
-            .map(|e| {
-                let p = e.pack as usize;
-                if p >= prev_end.len() {
-                    // Only a malformed body (as in tests) names a pack it lacks; decode rejects it.
-                    prev_end.resize(p + 1, HEADER_LEN as i64);
-                }
-                let gap = e.entry.offset as i64 - prev_end[p];
-                prev_end[p] = e.entry.offset as i64 + e.entry.stored_len as i64;
-                WireEntry {
-                    id: e.entry.id,
-                    pack: e.pack,
-                    gap,
-                    stored_len: e.entry.stored_len,
-                    raw_len: e.entry.raw_len,
-                    codec: e.entry.codec,
-                }
-            })
-            .collect();
-        envelope::encode(
-            Kind::Index,
-            &WireBody {
-                packs: self.packs.clone(),
-                entries,
-            },
-        )
+        envelope::encode(Kind::Index, &Wire(self))
     }
 
     /// Decodes and bounds every entry against its pack's length.

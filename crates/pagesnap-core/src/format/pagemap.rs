@@ -157,14 +157,17 @@ pub fn reference_seq(k: u64) -> u64 {
     k & (k - 1)
 }
 
-/// Positions where `target` differs from `reference` (ascending).
-pub fn diff(reference: &[ChunkRef], target: &[ChunkRef]) -> Vec<(u64, ChunkRef)> {
+/// Positions where `target` differs from `reference` (ascending), lazily: a full
+/// map of a large image would otherwise hold a second copy of its chunk list.
+pub fn diff<'a>(
+    reference: &'a [ChunkRef],
+    target: &'a [ChunkRef],
+) -> impl Iterator<Item = (u64, ChunkRef)> + Clone + 'a {
     target
         .iter()
         .enumerate()
-        .filter(|(i, c)| reference.get(*i) != Some(c))
+        .filter(move |(i, c)| reference.get(*i) != Some(*c))
         .map(|(i, c)| (i as u64, *c))
-        .collect()
 }
 
 /// Whether to write a full map rather than a delta of `delta_len` positions: when the
@@ -173,30 +176,45 @@ pub fn should_write_full(delta_len: usize, chunk_count: usize, next_seq: u64) ->
     next_seq >= MAX_SEQ || delta_len * 2 > chunk_count
 }
 
-/// The order in which a new map's `New` references take this backup's new chunks:
-/// each new chunk at its first changed position. The backup's index object must list
-/// its entries in this order (followed by any new chunk the map does not mention).
-pub fn new_chunk_order(
-    changes: &[(u64, ChunkRef)],
-    is_new: impl Fn(&ChunkId) -> bool,
-) -> Vec<ChunkId> {
-    let mut seen = std::collections::HashSet::new();
-    changes
-        .iter()
-        .filter_map(|(_, c)| match c {
-            ChunkRef::Stored(id) if is_new(id) && seen.insert(*id) => Some(*id),
-            _ => None,
-        })
-        .collect()
+/// The ordinal of each chunk a backup stored, in its index object: first the chunks
+/// the map's changes mention, at their first position (the order `New` takes them),
+/// then the others in the order `new_ids` gives.
+pub fn order_new_chunks(
+    changes: impl Iterator<Item = (u64, ChunkRef)>,
+    new_ids: impl Iterator<Item = ChunkId> + Clone,
+) -> HashMap<ChunkId, u32> {
+    const UNSET: u32 = u32::MAX;
+    let mut ord: HashMap<ChunkId, u32> = new_ids.clone().map(|id| (id, UNSET)).collect();
+    let mut next = 0u32;
+    for (_, c) in changes {
+        if let ChunkRef::Stored(id) = c {
+            if let Some(o) = ord.get_mut(&id) {
+                if *o == UNSET {
+                    *o = next;
+                    next += 1;
+                }
+            }
+        }
+    }
+    for id in new_ids {
+        if let Some(o) = ord.get_mut(&id) {
+            if *o == UNSET {
+                *o = next;
+                next += 1;
+            }
+        }
+    }
+    ord
 }
 
 /// Encodes changed positions as map references.
 ///
-/// `own` is this backup's index object and the ordinal of each chunk it lists;
-/// `name_of` gives (index object, ordinal) for chunks stored earlier.
+/// `own` is this backup's index object and the ordinal of each chunk it lists (as
+/// [`order_new_chunks`] gave them); `name_of` gives (index object, ordinal) for
+/// chunks stored earlier.
 pub fn encode_changes(
-    changes: &[(u64, ChunkRef)],
-    own: Option<(Id, &HashMap<ChunkId, u64>)>,
+    changes: impl Iterator<Item = (u64, ChunkRef)>,
+    own: Option<(Id, &HashMap<ChunkId, u32>)>,
     name_of: impl Fn(&ChunkId) -> Option<(Id, u64)>,
 ) -> Result<(Vec<Change>, Vec<Id>)> {
     let mut lists: Vec<Id> = Vec::new();
@@ -207,36 +225,33 @@ pub fn encode_changes(
             lists.len() as u32 - 1
         })
     };
-    let mut out = Vec::with_capacity(changes.len());
+    let mut out = Vec::new();
     let mut next_new = 0u64;
     let mut prev_end = 0u64;
-    for &(pos, c) in changes {
+    for (pos, c) in changes {
         let chunk = match c {
             ChunkRef::Zero => MapRef::Zero,
-            ChunkRef::Stored(id) => {
-                match own.and_then(|(list, ords)| Some((list, *ords.get(&id)?))) {
-                    Some((_, ordinal)) if ordinal == next_new => {
-                        next_new += 1;
-                        MapRef::New
-                    }
-                    Some((list, ordinal)) => MapRef::At {
+            ChunkRef::Stored(id) => match own
+                .and_then(|(list, ords)| Some((list, *ords.get(&id)? as u64)))
+            {
+                Some((_, ordinal)) if ordinal == next_new => {
+                    next_new += 1;
+                    MapRef::New
+                }
+                Some((list, ordinal)) => MapRef::At {
+                    list: table(list),
+                    ordinal,
+                },
+                None => {
+                    let (list, ordinal) = name_of(&id).ok_or_else(|| {
+                        FormatError::Invalid(format!("chunk {} is in no index object", id.short()))
+                    })?;
+                    MapRef::At {
                         list: table(list),
                         ordinal,
-                    },
-                    None => {
-                        let (list, ordinal) = name_of(&id).ok_or_else(|| {
-                            FormatError::Invalid(format!(
-                                "chunk {} is in no index object",
-                                id.short()
-                            ))
-                        })?;
-                        MapRef::At {
-                            list: table(list),
-                            ordinal,
-                        }
                     }
                 }
-            }
+            },
         };
         out.push(Change {
             skip: pos - prev_end,
@@ -282,18 +297,23 @@ mod tests {
     /// Encodes `target` against `reference` the way a backup does, returning the map
     /// (after an encode/decode round trip) and the lists it needs.
     fn write_map(lists: &mut Lists, reference: &[ChunkRef], target: &[ChunkRef], n: u8) -> PageMap {
-        let changes = diff(reference, target);
         let known: Vec<ChunkId> = lists.0.values().flatten().copied().collect();
-        let order = new_chunk_order(&changes, |id| !known.contains(id));
+        let mut new_ids: Vec<ChunkId> = Vec::new();
+        for c in target {
+            if let ChunkRef::Stored(id) = c {
+                if !known.contains(id) && !new_ids.contains(id) {
+                    new_ids.push(*id);
+                }
+            }
+        }
+        let ords = order_new_chunks(diff(reference, target), new_ids.iter().copied());
         let own_id = Id([200 + n; 32]);
-        let ords: HashMap<ChunkId, u64> = order
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (*id, i as u64))
-            .collect();
-        let own = (!order.is_empty()).then_some((own_id, &ords));
-        let (changes, table) = encode_changes(&changes, own, |id| lists.name_of(id)).unwrap();
-        if !order.is_empty() {
+        let own = (!new_ids.is_empty()).then_some((own_id, &ords));
+        let (changes, table) =
+            encode_changes(diff(reference, target), own, |id| lists.name_of(id)).unwrap();
+        if !new_ids.is_empty() {
+            let mut order = new_ids.clone();
+            order.sort_by_key(|id| ords[id]);
             lists.0.insert(own_id, order);
         }
         let m = PageMap {
