@@ -82,6 +82,10 @@ pub struct InitArgs {
     /// Target pack size in MiB.
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     pub pack_size: u32,
+    /// Do not train zstd dictionaries on the databases' pages (they make per-page
+    /// compression nearly as good as compressing the whole file).
+    #[arg(long)]
+    pub no_dictionary: bool,
 }
 
 #[derive(Args, Debug)]

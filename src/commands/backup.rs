@@ -40,6 +40,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
             "packs_written": r.stats.packs_written,
             "new_base": r.new_base,
             "delta_entries": r.delta_len,
+            "dict_bytes": r.stats.dict_bytes,
             "duration_secs": r.duration.as_secs_f64(),
         }))?;
     } else {

@@ -15,6 +15,7 @@ pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode> {
         chunk_pages: a.chunk_pages,
         zstd_level: a.compression_level,
         pack_target_size,
+        dictionary: !a.no_dictionary,
     };
     let store = Store::init(&path, &opts)?;
     let c = store.config();
@@ -26,6 +27,7 @@ pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode> {
             "chunk_pages": c.chunk_pages,
             "compression_level": c.zstd_level,
             "pack_target_size": c.pack_target_size,
+            "dictionary": c.dictionary,
         }))?;
     } else {
         println!(

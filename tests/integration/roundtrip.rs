@@ -103,6 +103,7 @@ fn json_outputs_carry_the_documented_fields() {
             "chunk_pages",
             "compression_level",
             "pack_target_size",
+            "dictionary",
         ],
     );
     assert_eq!(init["store"], Value::String(fx.store.display().to_string()));
@@ -111,6 +112,7 @@ fn json_outputs_carry_the_documented_fields() {
     assert_eq!(init["chunk_pages"], 2);
     assert_eq!(init["compression_level"], 3);
     assert_eq!(init["pack_target_size"], 16 << 20);
+    assert_eq!(init["dictionary"], true);
 
     let db = fx.path("app.db");
     drop(create_db(&db, Journal::Wal, 2000, 2));
@@ -136,6 +138,7 @@ fn json_outputs_carry_the_documented_fields() {
             "packs_written",
             "new_base",
             "delta_entries",
+            "dict_bytes",
             "duration_secs",
         ],
     );

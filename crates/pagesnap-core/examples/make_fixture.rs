@@ -27,17 +27,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);
          CREATE INDEX nb ON notes(body);",
     )?;
-    for i in 0..200 {
+    // ~700 KiB of text: enough new data for the first backup to train a dictionary.
+    let words = [
+        "alpha", "beta", "gamma", "delta", "sqlite", "page", "snapshot", "store",
+    ];
+    for i in 0..2000usize {
+        let body: Vec<&str> = (0..40)
+            .map(|k| words[(i * 7 + k * k) % words.len()])
+            .collect();
         conn.execute(
             "INSERT INTO notes(body) VALUES (?1)",
-            [format!("note {i} {}", "lorem ipsum ".repeat(5))],
+            [format!("note {i} {}", body.join(" "))],
         )?;
     }
     let steps = [
         ("2026-01-01T00:00:00Z", ""),
         (
             "2026-01-01T00:10:00Z",
-            "UPDATE notes SET body = body || ' edited' WHERE id % 17 = 0; DELETE FROM notes WHERE id > 180;",
+            "UPDATE notes SET body = body || ' edited' WHERE id % 17 = 0; DELETE FROM notes WHERE id > 1800;",
         ),
         ("2026-01-01T00:20:00Z", "UPDATE notes SET body = 'third' WHERE id = 3;"),
     ];

@@ -43,6 +43,7 @@ impl Location {
 #[derive(Default, Debug)]
 pub struct ChunkIndex {
     packs: Vec<Id>,
+    pack_dicts: Vec<Option<Id>>,
     pack_pos: HashMap<Id, u32>,
     chunks: HashMap<ChunkId, Location>,
     lists: Vec<Id>,
@@ -64,6 +65,7 @@ impl ChunkIndex {
             let pos = if present(&p.id, p.len) {
                 Some(*self.pack_pos.entry(p.id).or_insert_with(|| {
                     self.packs.push(p.id);
+                    self.pack_dicts.push(p.dict);
                     self.packs.len() as u32 - 1
                 }))
             } else {
@@ -107,6 +109,11 @@ impl ChunkIndex {
 
     pub fn pack_id(&self, pos: u32) -> Id {
         self.packs[pos as usize]
+    }
+
+    /// The dictionary of the pack at `pos`, if its chunks use one.
+    pub fn pack_dict(&self, pos: u32) -> Option<Id> {
+        self.pack_dicts[pos as usize]
     }
 
     /// The chunk that entry `ordinal` of index object `list` names.

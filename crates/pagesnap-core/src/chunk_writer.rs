@@ -1,16 +1,31 @@
 //! Stores the chunks of one backup: names each by its hash, skips zero chunks and
 //! chunks the store already holds, compresses the rest into packs, and writes each
 //! pack as one object when it reaches the target size.
+//!
+//! With dictionaries on, a backup either compresses with the dictionary its
+//! database used before, or (first backup, or the old dictionary stopped fitting)
+//! first collects up to [`SAMPLE_TARGET`] bytes of new chunks, trains a dictionary
+//! on them, writes it, and then compresses everything with it.
 
 use crate::backend::{Backend, PutMode};
 use crate::chunk_index::ChunkIndex;
+use crate::codec::Decoders;
 use crate::format::config::StoreConfig;
+use crate::format::dict::DictBody;
 use crate::format::index::{IndexEntry, PackRef};
-use crate::format::pack::{decode_blob, Codec, PackBuilder, PackEntry};
+use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::types::{is_all_zero, ChunkId, ChunkRef, Id};
 use crate::{layout, Error, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Bytes of new chunks a dictionary is trained on (zstd suggests ~100× the
+/// dictionary size).
+pub(crate) const SAMPLE_TARGET: usize = 8 << 20;
+/// Below this many sample bytes no dictionary is trained: it would cost more than it saves.
+pub(crate) const MIN_SAMPLES: usize = 512 << 10;
+/// Dictionary size: zstd's default, or a tenth of the samples when they are few.
+const DICT_SIZE: usize = 110 << 10;
 
 /// What a backup added to the store.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,11 +37,25 @@ pub struct WriteStats {
     pub zero_chunks: u64,
     pub packs_written: u64,
     pub pack_bytes: u64,
+    /// Bytes of the dictionary this backup trained and wrote (0 if none).
+    pub dict_bytes: u64,
+}
+
+/// How a backup compresses its new chunks.
+pub(crate) enum DictPlan {
+    /// No dictionary.
+    None,
+    /// The dictionary `id` (with its bytes).
+    Use(Id, Vec<u8>),
+    /// Train one on this backup's first new chunks.
+    Train,
 }
 
 /// Where a chunk written by this backup is until the backup ends.
 #[derive(Clone, Copy)]
 enum Pending {
+    /// Held uncompressed as a training sample, at this position.
+    Sample(usize),
     /// In the pack being built, at this entry.
     Current(usize),
     /// In a pack already written: position in `written`, entry.
@@ -34,14 +63,21 @@ enum Pending {
 }
 
 /// Room for a full pack plus its trailer and one oversized last chunk.
-fn pack_capacity(target: u32) -> usize {
-    target as usize + target as usize / 16 + (1 << 20)
+fn pack_capacity(target: usize) -> usize {
+    target + target / 16 + (1 << 20)
 }
 
 pub(crate) struct ChunkWriter {
     backend: Arc<dyn Backend>,
     index: ChunkIndex,
+    level: i32,
     compressor: zstd::bulk::Compressor<'static>,
+    /// The dictionary new packs use, once chosen.
+    dict: Option<Id>,
+    /// Samples waiting for training (`Some` while the plan is to train).
+    samples: Option<Vec<(ChunkId, Vec<u8>)>>,
+    sample_bytes: usize,
+    decoders: Decoders,
     pack_target: usize,
     current: PackBuilder,
     pending: HashMap<ChunkId, Pending>,
@@ -60,6 +96,12 @@ pub(crate) struct NewChunks {
     pub packs: Vec<PackRef>,
     /// In the order they were stored.
     pub entries: Vec<IndexEntry>,
+    /// The dictionary the packs use.
+    pub dict: Option<Id>,
+}
+
+fn zstd_err(e: std::io::Error) -> Error {
+    Error::Internal(format!("zstd: {e}"))
 }
 
 impl ChunkWriter {
@@ -67,15 +109,39 @@ impl ChunkWriter {
         backend: Arc<dyn Backend>,
         index: ChunkIndex,
         config: &StoreConfig,
+        plan: DictPlan,
     ) -> Result<Self> {
-        let compressor = zstd::bulk::Compressor::new(config.zstd_level)
-            .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+        let mut decoders = Decoders::new()?;
+        let (compressor, dict, samples) = match plan {
+            DictPlan::None => (
+                zstd::bulk::Compressor::new(config.zstd_level).map_err(zstd_err)?,
+                None,
+                None,
+            ),
+            DictPlan::Use(id, bytes) => {
+                decoders.add_dict(id, &bytes)?;
+                let c = zstd::bulk::Compressor::with_dictionary(config.zstd_level, &bytes)
+                    .map_err(zstd_err)?;
+                (c, Some(id), None)
+            }
+            DictPlan::Train => (
+                zstd::bulk::Compressor::new(config.zstd_level).map_err(zstd_err)?,
+                None,
+                Some(Vec::new()),
+            ),
+        };
+        let pack_target = config.pack_target_size as usize;
         Ok(ChunkWriter {
             backend,
             index,
+            level: config.zstd_level,
             compressor,
-            pack_target: config.pack_target_size as usize,
-            current: PackBuilder::with_capacity(pack_capacity(config.pack_target_size)),
+            dict,
+            samples,
+            sample_bytes: 0,
+            decoders,
+            pack_target,
+            current: PackBuilder::with_capacity(pack_capacity(pack_target), dict),
             pending: HashMap::new(),
             written: Vec::new(),
             stats: WriteStats::default(),
@@ -93,12 +159,29 @@ impl ChunkWriter {
             self.stats.reused_chunks += 1;
             return Ok(ChunkRef::Stored(id));
         }
-        let compressed = self
-            .compressor
-            .compress(data)
-            .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+        if let Some(samples) = &mut self.samples {
+            self.pending.insert(id, Pending::Sample(samples.len()));
+            samples.push((id, data.to_vec()));
+            self.sample_bytes += data.len();
+            if self.sample_bytes >= SAMPLE_TARGET {
+                self.train()?;
+            }
+            return Ok(ChunkRef::Stored(id));
+        }
+        self.store(id, data)?;
+        Ok(ChunkRef::Stored(id))
+    }
+
+    /// Compresses one new chunk into the current pack.
+    fn store(&mut self, id: ChunkId, data: &[u8]) -> Result<()> {
+        let compressed = self.compressor.compress(data).map_err(zstd_err)?;
         let (stored, codec) = if compressed.len() < data.len() {
-            (&compressed[..], Codec::Zstd)
+            let codec = if self.dict.is_some() {
+                Codec::ZstdDict
+            } else {
+                Codec::Zstd
+            };
+            (&compressed[..], codec)
         } else {
             (data, Codec::Raw)
         };
@@ -111,25 +194,89 @@ impl ChunkWriter {
         self.stats.new_chunks += 1;
         self.stats.new_raw_bytes += data.len() as u64;
         self.stats.new_stored_bytes += stored.len() as u64;
-        Ok(ChunkRef::Stored(id))
+        Ok(())
+    }
+
+    /// Trains a dictionary on the samples (if there are enough), writes it, and
+    /// stores the samples with it. Training that fails (too uniform data) just
+    /// means no dictionary.
+    fn train(&mut self) -> Result<()> {
+        let Some(samples) = self.samples.take() else {
+            return Ok(());
+        };
+        if self.sample_bytes >= MIN_SAMPLES {
+            let refs: Vec<&[u8]> = samples.iter().map(|(_, d)| &d[..]).collect();
+            let size = DICT_SIZE.min(self.sample_bytes / 10);
+            if let Ok(dict) = zstd::dict::from_samples(&refs, size) {
+                let mut c =
+                    zstd::bulk::Compressor::with_dictionary(self.level, &dict).map_err(zstd_err)?;
+                let stored: usize = refs
+                    .iter()
+                    .map(|r| c.compress(r).map(|z| z.len().min(r.len())))
+                    .sum::<std::io::Result<usize>>()
+                    .map_err(zstd_err)?;
+                let body = DictBody {
+                    dict,
+                    trained_ratio: self.sample_bytes as f32 / stored.max(1) as f32,
+                    sample_bytes: self.sample_bytes as u64,
+                };
+                let bytes = body.encode();
+                let id = Id::of_object(&bytes);
+                // Written before any pack that needs it.
+                self.backend
+                    .put(&layout::dict(&id), &bytes, PutMode::Overwrite)?;
+                self.stats.dict_bytes = bytes.len() as u64;
+                self.decoders.add_dict(id, &body.dict)?;
+                self.compressor = c;
+                self.dict = Some(id);
+                self.current =
+                    PackBuilder::with_capacity(pack_capacity(self.pack_target), self.dict);
+            }
+        }
+        for (id, data) in samples {
+            self.store(id, &data)?;
+        }
+        Ok(())
     }
 
     /// Reads back a chunk of this backup or of the store (needed only when SQLite
     /// rewrites or reads a page it already handed over).
-    pub(crate) fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let (pack_id, entry): (Id, PackEntry) = match self.pending.get(id) {
+    pub(crate) fn read(&mut self, id: &ChunkId) -> Result<Vec<u8>> {
+        let damaged = |object: String, detail: String| Error::ChunkDamaged {
+            snapshot: None,
+            chunk: *id,
+            object,
+            detail,
+        };
+        let (pack_id, dict, entry): (Id, Option<Id>, PackEntry) = match self.pending.get(id) {
+            Some(Pending::Sample(i)) => {
+                return match &self.samples {
+                    Some(s) => Ok(s[*i].1.clone()),
+                    None => Err(Error::Internal(
+                        "training sample read after training".into(),
+                    )),
+                }
+            }
             Some(Pending::Current(i)) => {
                 let e = self.current.entries()[*i];
-                return decode_blob(&e, self.current.blob(&e)).map_err(|source| Error::Format {
-                    object: format!("chunk {} (being written)", id.short()),
-                    source,
-                });
+                let dict = self.dict;
+                return self
+                    .decoders
+                    .decode(&e, self.current.blob(&e), dict.as_ref())
+                    .map_err(|source| {
+                        damaged("the pack being written".into(), source.to_string())
+                    });
             }
             Some(Pending::Written(p, i)) => {
-                (self.written[*p].pack.id, self.written[*p].entries[*i])
+                let w = &self.written[*p];
+                (w.pack.id, w.pack.dict, w.entries[*i])
             }
             None => match self.index.get(id) {
-                Some(loc) => (self.index.pack_id(loc.pack), loc.pack_entry(*id)),
+                Some(loc) => (
+                    self.index.pack_id(loc.pack),
+                    self.index.pack_dict(loc.pack),
+                    loc.pack_entry(*id),
+                ),
                 None => {
                     return Err(Error::Internal(format!(
                         "chunk {} read back but never stored",
@@ -143,17 +290,15 @@ impl ChunkWriter {
         let stored = self
             .backend
             .get_range(&key, start..start + entry.stored_len as u64)?;
-        let raw = decode_blob(&entry, &stored).map_err(|source| Error::Format {
-            object: key.clone(),
-            source,
-        })?;
+        if let Some(d) = &dict {
+            self.decoders.ensure_dict(self.backend.as_ref(), d)?;
+        }
+        let raw = self
+            .decoders
+            .decode(&entry, &stored, dict.as_ref())
+            .map_err(|source| damaged(key.clone(), source.to_string()))?;
         if Id::of_chunk(&raw) != *id {
-            return Err(Error::ChunkDamaged {
-                snapshot: None,
-                chunk: *id,
-                object: key,
-                detail: "content does not match its id".into(),
-            });
+            return Err(damaged(key, "content does not match its id".into()));
         }
         Ok(raw)
     }
@@ -162,7 +307,7 @@ impl ChunkWriter {
         if self.current.is_empty() {
             return Ok(());
         }
-        let fresh = PackBuilder::with_capacity(pack_capacity(self.pack_target as u32));
+        let fresh = PackBuilder::with_capacity(pack_capacity(self.pack_target), self.dict);
         let builder = std::mem::replace(&mut self.current, fresh);
         let (id, bytes, entries) = builder.finish();
         self.backend
@@ -177,14 +322,17 @@ impl ChunkWriter {
             pack: PackRef {
                 id,
                 len: bytes.len() as u64,
+                dict: self.dict,
             },
             entries,
         });
         Ok(())
     }
 
-    /// Writes the last pack; returns the chunks this backup stored and its statistics.
+    /// Trains on what it collected (if still collecting), writes the last pack;
+    /// returns the chunks this backup stored, its statistics and the index it was given.
     pub(crate) fn finish(mut self) -> Result<(NewChunks, WriteStats, ChunkIndex)> {
+        self.train()?;
         self.flush()?;
         let mut entries = Vec::new();
         let mut packs = Vec::with_capacity(self.written.len());
@@ -195,6 +343,14 @@ impl ChunkWriter {
                 entry,
             }));
         }
-        Ok((NewChunks { packs, entries }, self.stats, self.index))
+        Ok((
+            NewChunks {
+                packs,
+                entries,
+                dict: self.dict,
+            },
+            self.stats,
+            self.index,
+        ))
     }
 }

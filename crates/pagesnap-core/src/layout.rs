@@ -7,6 +7,7 @@
 //! maps/<id>                   base page maps shared by manifests
 //! index/<id>                  which chunks each pack holds
 //! packs/<id[0..2]>/<id>       packs of compressed chunks (fan-out keeps folders small)
+//! dicts/<id>                  zstd dictionaries chunks are compressed with
 //! ```
 
 use crate::types::Id;
@@ -16,6 +17,7 @@ pub const SNAPSHOTS: &str = "snapshots/";
 pub const MAPS: &str = "maps/";
 pub const INDEX: &str = "index/";
 pub const PACKS: &str = "packs/";
+pub const DICTS: &str = "dicts/";
 
 pub fn snapshot(id: &Id) -> String {
     format!("{SNAPSHOTS}{}", id.to_hex())
@@ -23,6 +25,10 @@ pub fn snapshot(id: &Id) -> String {
 
 pub fn map(id: &Id) -> String {
     format!("{MAPS}{}", id.to_hex())
+}
+
+pub fn dict(id: &Id) -> String {
+    format!("{DICTS}{}", id.to_hex())
 }
 
 pub fn index(id: &Id) -> String {

@@ -20,6 +20,7 @@ pub mod backend;
 pub mod capture;
 mod chunk_index;
 mod chunk_writer;
+mod codec;
 pub mod format;
 pub mod layout;
 mod restore;

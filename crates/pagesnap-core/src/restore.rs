@@ -4,7 +4,7 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::chunk_index::{ChunkIndex, Location};
-use crate::format::pack::decode_blob;
+use crate::codec::Decoders;
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id};
 use crate::{layout, Error, Result};
@@ -39,6 +39,7 @@ pub(crate) fn write_image(
         source: e,
     };
     let mut hasher = blake3::Hasher::new();
+    let mut decoders = Decoders::new()?;
     let zeros = vec![0u8; chunk_len as usize];
     let mut emit = |data: &[u8], hasher: &mut blake3::Hasher| -> Result<()> {
         hasher.update(data);
@@ -55,6 +56,17 @@ pub(crate) fn write_image(
             ChunkRef::Stored(_) => {
                 let run = plan_run(index, snap, chunks, i)?;
                 let key = layout::pack(&index.pack_id(run.pack));
+                let dict = index.pack_dict(run.pack);
+                if let Some(d) = &dict {
+                    decoders
+                        .ensure_dict(backend, d)
+                        .map_err(|e| Error::ChunkDamaged {
+                            snapshot: Some(snap.id),
+                            chunk: run.items[0].1,
+                            object: layout::dict(d),
+                            detail: format!("its pack's dictionary cannot be read: {e}"),
+                        })?;
+                }
                 let bytes = backend
                     .get_range(&key, run.start..run.end)
                     .map_err(|e| match e {
@@ -79,7 +91,8 @@ pub(crate) fn write_image(
                         object: key.clone(),
                         detail,
                     };
-                    let raw = decode_blob(&loc.pack_entry(*id), stored)
+                    let raw = decoders
+                        .decode(&loc.pack_entry(*id), stored, dict.as_ref())
                         .map_err(|e| damaged(e.to_string()))?;
                     if raw.len() != len_of(*pos) {
                         return Err(damaged(format!(

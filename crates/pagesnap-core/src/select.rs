@@ -107,6 +107,8 @@ mod tests {
                 chunk_count: 0,
                 map: Id([0; 32]),
                 parent: None,
+                dict: None,
+                retrain_dict: false,
             },
         }
     }

@@ -4,7 +4,7 @@ use crate::backend::{Backend, BackendError, LocalBackend, PutMode};
 use crate::capture::{self, open_source};
 use crate::chunk_index::ChunkIndex;
 use crate::chunk_writer::NewChunks;
-use crate::chunk_writer::{ChunkWriter, WriteStats};
+use crate::chunk_writer::{ChunkWriter, DictPlan, WriteStats};
 use crate::format::config::StoreConfig;
 use crate::format::index::IndexBody;
 use crate::format::manifest::Manifest;
@@ -14,7 +14,7 @@ use crate::format::pagemap::{
 use crate::format::FormatError;
 use crate::select::{self, SnapshotSelector};
 use crate::types::{ChunkRef, Id, SnapshotId};
-use crate::{layout, restore, Error, Result};
+use crate::{codec, layout, restore, Error, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;
 use std::collections::HashMap;
@@ -32,6 +32,8 @@ pub struct InitOptions {
     pub zstd_level: i32,
     /// Target size of pack objects in bytes.
     pub pack_target_size: u32,
+    /// Compress with zstd dictionaries trained on each database's own pages.
+    pub dictionary: bool,
 }
 
 impl Default for InitOptions {
@@ -40,6 +42,7 @@ impl Default for InitOptions {
             chunk_pages: 1,
             zstd_level: 3,
             pack_target_size: 16 << 20,
+            dictionary: true,
         }
     }
 }
@@ -180,6 +183,7 @@ impl Store {
             zstd_level: opts.zstd_level,
             pack_target_size: opts.pack_target_size,
             created_unix: Utc::now().timestamp(),
+            dictionary: opts.dictionary,
         };
         config.validate().map_err(|e| Error::Invalid {
             what: "store parameters",
@@ -475,7 +479,8 @@ impl Store {
             }
             None => None,
         };
-        let writer = ChunkWriter::new(self.backend.clone(), index, &self.config)?;
+        let (plan, used_ratio) = self.dict_plan(parent.as_ref());
+        let writer = ChunkWriter::new(self.backend.clone(), index, &self.config, plan)?;
         let cap = capture::capture(
             conn,
             path,
@@ -486,6 +491,17 @@ impl Store {
         let (new, stats, index) = cap.writer.finish()?;
         let mut bytes_added = stats.pack_bytes;
         let mut metadata_bytes = 0u64;
+        let dict_used = new.dict;
+        // A dictionary that no longer fits the data (new chunks compress much worse
+        // than its training samples did) is replaced by the next backup.
+        let retrain_dict = match used_ratio {
+            Some(trained) if stats.new_raw_bytes >= 4 << 20 && stats.dict_bytes == 0 => {
+                let ratio = stats.new_raw_bytes as f32 / stats.new_stored_bytes.max(1) as f32;
+                ratio < 0.85 * trained
+            }
+            _ => false,
+        };
+        bytes_added += stats.dict_bytes;
         let written = self.put_map(&index, base, new, &cap.chunks, &mut metadata_bytes)?;
         let manifest = Manifest {
             time_unix: time.timestamp(),
@@ -506,6 +522,8 @@ impl Store {
             chunk_count: cap.chunks.len() as u64,
             map: written.map,
             parent: parent.as_ref().map(|p| p.id),
+            dict: dict_used,
+            retrain_dict,
         };
         let encoded = manifest.encode();
         let id = Id::of_object(&encoded);
@@ -530,6 +548,26 @@ impl Store {
             new_base: written.full,
             duration: started.elapsed(),
         })
+    }
+
+    /// How a backup compresses: with its database's dictionary, by training one
+    /// (first backup, a retrain request, or a dictionary that cannot be read), or
+    /// without. Also returns the ratio the dictionary reached on its samples.
+    fn dict_plan(&self, parent: Option<&Snapshot>) -> (DictPlan, Option<f32>) {
+        if !self.config.dictionary {
+            return (DictPlan::None, None);
+        }
+        match parent
+            .filter(|p| !p.manifest.retrain_dict)
+            .and_then(|p| p.manifest.dict)
+        {
+            Some(id) => match codec::load_dict(self.backend.as_ref(), &id) {
+                Ok(body) => (DictPlan::Use(id, body.dict), Some(body.trained_ratio)),
+                // A damaged or missing dictionary only costs a new one.
+                Err(_) => (DictPlan::Train, None),
+            },
+            None => (DictPlan::Train, None),
+        }
     }
 
     /// Writes this backup's index object (if it stored chunks) and page map (unless

@@ -21,6 +21,8 @@ fn format_v1_store_restores_byte_exactly() -> anyhow::Result<()> {
         .collect();
     assert_eq!(rows.len(), 3);
     assert_eq!(store.snapshots()?.len(), rows.len());
+    // The fixture covers dictionary-compressed chunks.
+    assert_eq!(std::fs::read_dir(dir.join("store/dicts"))?.count(), 1);
     let tmp = tempfile::tempdir()?;
     for row in rows {
         let [id, time, hash] = row.as_slice() else {

@@ -75,9 +75,9 @@ impl CaptureImage {
     }
 
     /// Rebuilds a handed-over block's bytes from its chunks.
-    fn read_back(&self, done: &Done) -> Result<Vec<u8>> {
+    fn read_back(&mut self, chunks: &[ChunkRef]) -> Result<Vec<u8>> {
         let mut data = Vec::with_capacity(self.block_len as usize);
-        for c in &done.chunks {
+        for c in chunks {
             match c {
                 ChunkRef::Zero => data.resize(data.len() + self.chunk_len as usize, 0),
                 ChunkRef::Stored(id) => data.extend_from_slice(&self.writer.read(id)?),
@@ -93,7 +93,7 @@ impl CaptureImage {
             let sectors = self.sectors();
             let p = match self.done.remove(&b) {
                 Some(done) => {
-                    let data = self.read_back(&done)?;
+                    let data = self.read_back(&done.chunks)?;
                     Partial {
                         data,
                         filled: vec![true; sectors],
@@ -163,8 +163,8 @@ impl CaptureImage {
             let n = (buf.len() - pos).min(block_len as usize - in_block);
             if let Some(p) = self.partial.get(&b) {
                 buf[pos..pos + n].copy_from_slice(&p.data[in_block..in_block + n]);
-            } else if let Some(d) = self.done.get(&b) {
-                let data = self.read_back(d)?;
+            } else if let Some(chunks) = self.done.get(&b).map(|d| d.chunks.clone()) {
+                let data = self.read_back(&chunks)?;
                 buf[pos..pos + n].copy_from_slice(&data[in_block..in_block + n]);
             }
             pos += n;
@@ -210,7 +210,7 @@ impl CaptureImage {
             }
             let data = match (self.partial.remove(&b), self.done.remove(&b)) {
                 (Some(p), _) => p.data,
-                (None, Some(d)) => self.read_back(&d)?,
+                (None, Some(d)) => self.read_back(&d.chunks)?,
                 (None, None) => vec![0; block_len as usize],
             };
             if blocks == 1 {

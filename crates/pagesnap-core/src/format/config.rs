@@ -20,6 +20,8 @@ pub struct StoreConfig {
     pub pack_target_size: u32,
     /// When the store was created (Unix seconds, UTC).
     pub created_unix: i64,
+    /// Compress chunks with zstd dictionaries trained on each database's pages.
+    pub dictionary: bool,
 }
 
 impl StoreConfig {
@@ -67,6 +69,7 @@ mod tests {
             zstd_level: 3,
             pack_target_size: 16 << 20,
             created_unix: 1_700_000_000,
+            dictionary: true,
         }
     }
 

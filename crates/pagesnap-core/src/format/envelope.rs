@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!  0      4   magic "PSNP"
-//!  4      4   kind tag ("CONF", "SNAP", "PMAP", "INDX")
+//!  4      4   kind tag ("CONF", "SNAP", "PMAP", "INDX", "DICT")
 //!  8      2   format version (u16 LE)
 //! 10      2   flags: bit 0 = body is zstd-compressed; other bits must be 0
 //! 12      4   stored body length (u32 LE)
@@ -30,6 +30,7 @@ pub enum Kind {
     Manifest,
     PageMap,
     Index,
+    Dict,
 }
 
 impl Kind {
@@ -39,6 +40,7 @@ impl Kind {
             Kind::Manifest => *b"SNAP",
             Kind::PageMap => *b"PMAP",
             Kind::Index => *b"INDX",
+            Kind::Dict => *b"DICT",
         }
     }
 
@@ -48,6 +50,7 @@ impl Kind {
             Kind::Manifest => "manifest",
             Kind::PageMap => "page map",
             Kind::Index => "index",
+            Kind::Dict => "dictionary",
         }
     }
 
@@ -59,6 +62,7 @@ impl Kind {
             Kind::Manifest => 256 << 20,
             Kind::PageMap => 1 << 30,
             Kind::Index => 1 << 30,
+            Kind::Dict => 2 << 20,
         }
     }
 }

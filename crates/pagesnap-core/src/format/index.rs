@@ -18,6 +18,8 @@ pub struct PackRef {
     pub id: Id,
     /// Total length of the pack object in bytes.
     pub len: u64,
+    /// The dictionary its codec-2 chunks were compressed with.
+    pub dict: Option<Id>,
 }
 
 /// One chunk: which of the object's packs holds it, and where.
@@ -134,6 +136,12 @@ impl IndexBody {
             // The trailer takes at least one entry; the blob area ends before it.
             let blobs_end = pack.len - FOOTER_LEN as u64 - ENTRY_LEN as u64;
             check_entry(&entry, blobs_end)?;
+            if entry.codec == Codec::ZstdDict && pack.dict.is_none() {
+                return Err(FormatError::Invalid(format!(
+                    "chunk {} needs a dictionary its pack does not name",
+                    w.id.short()
+                )));
+            }
             prev_end[p] = offset + w.stored_len as i64;
             entries.push(IndexEntry {
                 pack: w.pack,
@@ -173,6 +181,7 @@ mod tests {
             packs: vec![PackRef {
                 id,
                 len: bytes.len() as u64,
+                dict: None,
             }],
             entries,
         }

@@ -34,6 +34,12 @@ pub struct Manifest {
     pub map: Id,
     /// The snapshot whose page map the backup continued from, if any (informative).
     pub parent: Option<Id>,
+    /// The zstd dictionary this backup compressed new chunks with, if any; the next
+    /// backup of the same database uses it too.
+    pub dict: Option<Id>,
+    /// The new chunks compressed much worse than the dictionary did on its training
+    /// samples: the next backup trains a new one.
+    pub retrain_dict: bool,
 }
 
 impl Manifest {
@@ -107,6 +113,8 @@ mod tests {
             chunk_count: 3,
             map: Id([1; 32]),
             parent: Some(Id([2; 32])),
+            dict: None,
+            retrain_dict: false,
         }
     }
 

@@ -5,6 +5,7 @@
 //! before it is used. `docs/FORMAT.md` describes each layout and why it is so.
 
 pub mod config;
+pub mod dict;
 pub mod envelope;
 pub mod index;
 pub mod manifest;

@@ -3,13 +3,14 @@
 //! ```text
 //! header (32 bytes)
 //!   0  4  magic "PSNP"       4  4  tag "PACK"
-//!   8  2  format version    10  2  flags (0)
-//!  12 16  reserved (0)      28  4  header checksum: blake3(bytes 0..28)[..4], LE
+//!   8  2  format version    10  2  flags: bit 0 = the pack uses a dictionary
+//!  12 16  first 16 bytes of the dictionary's id (0 without one)
+//!  28  4  header checksum: blake3(bytes 0..28)[..4], LE
 //! chunk blobs, back to back (each a zstd frame or raw bytes)
 //! trailer: one 48-byte entry per chunk
 //!   0 32  chunk id          32  4  offset of the blob from the pack start (u32 LE)
 //!  36  4  stored length     40  4  raw length
-//!  44  1  codec (0 raw, 1 zstd)   45 3 reserved (0)
+//!  44  1  codec (0 raw, 1 zstd, 2 zstd with the pack's dictionary)   45 3 reserved (0)
 //! footer (32 bytes)
 //!   0  4  entry count        4  4  trailer length (= 48 × count)
 //!   8  8  trailer checksum: blake3(trailer)[..8]
@@ -42,6 +43,8 @@ pub const MAX_CHUNK_LEN: u32 = 16 << 20;
 pub enum Codec {
     Raw = 0,
     Zstd = 1,
+    /// zstd with the dictionary named in the pack header (and the index).
+    ZstdDict = 2,
 }
 
 impl Codec {
@@ -49,6 +52,7 @@ impl Codec {
         match v {
             0 => Ok(Codec::Raw),
             1 => Ok(Codec::Zstd),
+            2 => Ok(Codec::ZstdDict),
             other => Err(FormatError::Invalid(format!("unknown codec {other}"))),
         }
     }
@@ -78,17 +82,20 @@ impl Default for PackBuilder {
 
 impl PackBuilder {
     pub fn new() -> Self {
-        Self::with_capacity(1 << 20)
+        Self::with_capacity(1 << 20, None)
     }
 
     /// A builder whose buffer will not need to grow below `capacity` bytes (growth
-    /// doubles a buffer, which would double a pack's peak memory).
-    pub fn with_capacity(capacity: usize) -> Self {
+    /// doubles a buffer, which would double a pack's peak memory), for chunks
+    /// compressed with `dict` (if any).
+    pub fn with_capacity(capacity: usize, dict: Option<Id>) -> Self {
         let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(&MAGIC);
         buf.extend_from_slice(&TAG);
         buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        buf.extend_from_slice(&[0u8; 18]);
+        let flags: u16 = if dict.is_some() { 1 } else { 0 };
+        buf.extend_from_slice(&flags.to_le_bytes());
+        buf.extend_from_slice(&dict.map(|d| d.0).unwrap_or_default()[..16]);
         let hc = checksum32(&buf[..28]);
         buf.extend_from_slice(&hc.to_le_bytes());
         PackBuilder {
@@ -157,8 +164,9 @@ impl PackBuilder {
     }
 }
 
-/// Checks a pack header (the first [`HEADER_LEN`] bytes).
-pub fn check_header(bytes: &[u8]) -> Result<()> {
+/// Checks a pack header (the first [`HEADER_LEN`] bytes); returns the first 16
+/// bytes of its dictionary's id, if it has one.
+pub fn check_header(bytes: &[u8]) -> Result<Option<[u8; 16]>> {
     let mut r = LeReader::new(bytes);
     let magic: [u8; 4] = r.array()?;
     let tag: [u8; 4] = r.array()?;
@@ -166,12 +174,20 @@ pub fn check_header(bytes: &[u8]) -> Result<()> {
         return Err(FormatError::BadMagic { expected: "pack" });
     }
     let version = r.u16()?;
-    r.bytes(18)?;
+    let flags = r.u16()?;
+    let dict: [u8; 16] = r.array()?;
     let hc = r.u32()?;
     if checksum32(&bytes[..28]) != hc {
         return Err(FormatError::HeaderChecksum);
     }
-    check_version(version)
+    check_version(version)?;
+    match flags {
+        0 => Ok(None),
+        1 => Ok(Some(dict)),
+        other => Err(FormatError::Invalid(format!(
+            "unknown pack flags {other:#x}"
+        ))),
+    }
 }
 
 /// Decoded footer: how long the trailer before it is.
@@ -291,15 +307,26 @@ pub fn decode_pack(bytes: &[u8]) -> Result<Vec<PackEntry>> {
             have: len,
         });
     }
-    check_header(&bytes[..HEADER_LEN])?;
+    let dict = check_header(&bytes[..HEADER_LEN])?;
     let footer = decode_footer(&bytes[bytes.len() - FOOTER_LEN..], len)?;
     let t_end = bytes.len() - FOOTER_LEN;
     let t_start = t_end - footer.trailer_len as usize;
-    decode_trailer(&bytes[t_start..t_end], &footer, len)
+    let entries = decode_trailer(&bytes[t_start..t_end], &footer, len)?;
+    if dict.is_none() && entries.iter().any(|e| e.codec == Codec::ZstdDict) {
+        return Err(FormatError::Invalid(
+            "a chunk needs a dictionary the pack does not name".into(),
+        ));
+    }
+    Ok(entries)
 }
 
 /// Turns a stored blob back into the chunk's bytes, bounded by the entry's raw length.
-pub fn decode_blob(e: &PackEntry, stored: &[u8]) -> Result<Vec<u8>> {
+/// `zstd` decompresses (with the pack's dictionary loaded, for [`Codec::ZstdDict`]).
+pub fn decode_blob_with(
+    e: &PackEntry,
+    stored: &[u8],
+    zstd: impl FnOnce(Codec, &[u8], usize) -> std::io::Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
     if stored.len() != e.stored_len as usize {
         return Err(FormatError::Truncated {
             needed: e.stored_len as u64,
@@ -315,9 +342,7 @@ pub fn decode_blob(e: &PackEntry, stored: &[u8]) -> Result<Vec<u8>> {
     }
     let raw = match e.codec {
         Codec::Raw => stored.to_vec(),
-        Codec::Zstd => {
-            zstd::bulk::decompress(stored, e.raw_len as usize).map_err(FormatError::Decompress)?
-        }
+        c => zstd(c, stored, e.raw_len as usize).map_err(FormatError::Decompress)?,
     };
     if raw.len() != e.raw_len as usize {
         return Err(FormatError::Invalid(format!(
@@ -327,6 +352,16 @@ pub fn decode_blob(e: &PackEntry, stored: &[u8]) -> Result<Vec<u8>> {
         )));
     }
     Ok(raw)
+}
+
+/// [`decode_blob_with`] for packs without a dictionary.
+pub fn decode_blob(e: &PackEntry, stored: &[u8]) -> Result<Vec<u8>> {
+    decode_blob_with(e, stored, |codec, s, cap| match codec {
+        Codec::Zstd => zstd::bulk::decompress(s, cap),
+        _ => Err(std::io::Error::other(
+            "this chunk needs its pack's dictionary",
+        )),
+    })
 }
 
 #[cfg(test)]

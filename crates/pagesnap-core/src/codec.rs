@@ -1,0 +1,79 @@
+//! Decoding stored chunks: zstd decompression contexts, one per dictionary, with
+//! dictionaries loaded from the store on first use and checked against their ids.
+
+use crate::backend::Backend;
+use crate::format::dict::DictBody;
+use crate::format::pack::{decode_blob_with, Codec, PackEntry};
+use crate::format::FormatError;
+use crate::types::Id;
+use crate::{layout, Error, Result};
+use std::collections::HashMap;
+use zstd::bulk::Decompressor;
+
+/// Reads a dictionary object and checks it against its name.
+pub(crate) fn load_dict(backend: &dyn Backend, id: &Id) -> Result<DictBody> {
+    let key = layout::dict(id);
+    let bytes = backend.get(&key)?;
+    let format = |source| Error::Format {
+        object: format!("{}/{key}", backend.location()),
+        source,
+    };
+    if Id::of_object(&bytes) != *id {
+        return Err(format(FormatError::Invalid(
+            "content does not match its name (object is damaged)".into(),
+        )));
+    }
+    DictBody::decode(&bytes).map_err(format)
+}
+
+pub(crate) struct Decoders {
+    plain: Decompressor<'static>,
+    with_dict: HashMap<Id, Decompressor<'static>>,
+}
+
+impl Decoders {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Decoders {
+            plain: Decompressor::new().map_err(|e| Error::Internal(format!("zstd: {e}")))?,
+            with_dict: HashMap::new(),
+        })
+    }
+
+    /// Makes dictionary `id` (whose bytes are `dict`) available without a store read.
+    pub(crate) fn add_dict(&mut self, id: Id, dict: &[u8]) -> Result<()> {
+        let d = Decompressor::with_dictionary(dict)
+            .map_err(|e| Error::Internal(format!("zstd dictionary: {e}")))?;
+        self.with_dict.insert(id, d);
+        Ok(())
+    }
+
+    /// Loads dictionary `id` from the store unless it is loaded already.
+    pub(crate) fn ensure_dict(&mut self, backend: &dyn Backend, id: &Id) -> Result<()> {
+        if !self.with_dict.contains_key(id) {
+            let body = load_dict(backend, id)?;
+            self.add_dict(*id, &body.dict)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes one blob of a pack whose dictionary is `dict` (already ensured).
+    pub(crate) fn decode(
+        &mut self,
+        e: &PackEntry,
+        stored: &[u8],
+        dict: Option<&Id>,
+    ) -> Result<Vec<u8>, FormatError> {
+        let plain = &mut self.plain;
+        let with_dict = &mut self.with_dict;
+        decode_blob_with(e, stored, |codec, s, cap| match codec {
+            Codec::Zstd => plain.decompress(s, cap),
+            Codec::ZstdDict => match dict.and_then(|d| with_dict.get_mut(d)) {
+                Some(d) => d.decompress(s, cap),
+                None => Err(std::io::Error::other(
+                    "the chunk needs a dictionary its pack does not name",
+                )),
+            },
+            Codec::Raw => Ok(s.to_vec()),
+        })
+    }
+}
