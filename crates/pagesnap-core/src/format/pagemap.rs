@@ -341,6 +341,58 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// A history of backups as the store writes it: skip-delta references,
+        /// full maps when a delta would cover half the image; every map of the
+        /// history resolves through its chain (after an encode/decode round trip).
+        #[test]
+        fn skip_delta_histories_resolve(steps in proptest::collection::vec(
+            (proptest::collection::vec((0usize..60, arb_ref()), 0..40), 20usize..60), 1..24)) {
+            let mut lists = Lists(HashMap::new());
+            // (seq, resolved list, encoded map) of every map written, newest last.
+            let mut history: Vec<(u64, Vec<ChunkRef>, PageMap)> = Vec::new();
+            let mut current: Vec<ChunkRef> = Vec::new();
+            for (n, (edits, len)) in steps.iter().enumerate() {
+                current.resize(*len, ChunkRef::Zero);
+                for (pos, c) in edits {
+                    if *pos < current.len() {
+                        current[*pos] = *c;
+                    }
+                }
+                let (seq, reference) = match history.last() {
+                    None => (0, Vec::new()),
+                    Some((pseq, _, _)) => {
+                        let k = pseq + 1;
+                        let want = reference_seq(k);
+                        let r = history.iter().rev().find(|h| h.0 == want).map(|h| h.1.clone()).unwrap();
+                        if should_write_full(diff(&r, &current).count(), current.len(), k) {
+                            (0, Vec::new())
+                        } else {
+                            (k, r)
+                        }
+                    }
+                };
+                let mut m = write_map(&mut lists, &reference, &current, n as u8);
+                m.seq = seq;
+                m.reference = (seq > 0).then_some(Id([1; 32]));
+                let m = PageMap::decode(&m.encode()).unwrap();
+                let got = m.apply(&reference, |l, o| lists.lookup(l, o)).unwrap();
+                prop_assert_eq!(&got, &current);
+                history.push((seq, got, m));
+            }
+            // Chains stay within popcount(seq) + 1 maps.
+            for (seq, _, _) in &history {
+                let mut depth = 1;
+                let mut k = *seq;
+                while k > 0 {
+                    k = reference_seq(k);
+                    depth += 1;
+                }
+                prop_assert_eq!(depth, seq.count_ones() + 1);
+            }
+        }
+    }
+
     #[test]
     fn a_chunk_new_twice_is_new_once_then_named() {
         let a = ChunkRef::Stored(Id([5; 32]));
