@@ -69,6 +69,17 @@ pub enum Command {
   pagesnap stats --name app --json
   pagesnap stats --plot growth.svg")]
     Stats(StatsArgs),
+    /// Simulate a workload and report what its snapshots cost in several store configurations.
+    #[command(after_help = "Examples:
+  pagesnap bench --workload oltp --size 64MiB --steps 144
+  pagesnap bench --workload kv --size 16MiB --steps 24 --configs 1,4,1:3:nodict --json
+  pagesnap bench --db app.db --sql changes.sql --steps 48 --plot cost.svg --verify
+
+Every step is 10 minutes of work followed by one snapshot in every configuration.
+Configurations are CHUNK_PAGES[:ZSTD_LEVEL][:nodict] (zstd level 3 and dictionaries
+on, the store's defaults, unless given).
+Nothing is written outside a temporary directory unless --keep or --plot is given.")]
+    Bench(BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -139,4 +150,59 @@ pub struct StatsArgs {
     /// Also draw cumulative stored and logical bytes per snapshot into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<std::path::PathBuf>,
+}
+
+/// Built-in synthetic workloads of `pagesnap bench`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchWorkload {
+    /// Orders and order items with secondary indexes, updates skewed to a hot set.
+    Oltp,
+    /// A time-ordered log; the oldest rows are deleted every hour.
+    Append,
+    /// Random overwrites of blobs in a key/value table.
+    Kv,
+    /// oltp with a VACUUM every 24 steps (4 hours).
+    Vacuum,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Built-in workload to simulate.
+    #[arg(long, value_enum, default_value_t = BenchWorkload::Oltp)]
+    pub workload: BenchWorkload,
+    /// Size of the initial database: bytes, or with a unit (4MiB, 256MiB, 1GiB, 500MB).
+    #[arg(long, default_value = "256MiB")]
+    pub size: String,
+    /// Number of steps; each is 10 minutes of work and then one snapshot (144 = a day).
+    #[arg(long, default_value_t = 144)]
+    pub steps: u32,
+    /// Seed of the workload's pseudo-random data (same seed, same databases).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Replay instead: work on a copy of this database (it is never modified)...
+    #[arg(long, value_name = "FILE", requires = "sql", conflicts_with_all = ["workload", "size"])]
+    pub db: Option<std::path::PathBuf>,
+    /// ...executing this SQL script once per step.
+    #[arg(long, value_name = "FILE", requires = "db")]
+    pub sql: Option<std::path::PathBuf>,
+    /// Store configurations, comma-separated: CHUNK_PAGES[:ZSTD_LEVEL][:nodict].
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2,4,16,1:1,1:9,1:3:nodict",
+        value_name = "LIST"
+    )]
+    pub configs: Vec<String>,
+    /// Time of the first snapshot (RFC 3339 or "YYYY-MM-DD HH:MM:SS", UTC).
+    #[arg(long, default_value = "2026-01-01T00:00:00Z", value_name = "TIME")]
+    pub time: String,
+    /// Also draw cumulative stored bytes per step into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
+    /// At the end, restore every snapshot of every configuration and check its hash.
+    #[arg(long)]
+    pub verify: bool,
+    /// Keep the database and the stores in this new directory instead of deleting them.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<std::path::PathBuf>,
 }

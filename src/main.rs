@@ -1,5 +1,6 @@
 //! The `pagesnap` command line.
 
+mod bench;
 mod cli;
 mod commands;
 mod output;

@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns the process exit code.
 
 mod backup;
+mod bench;
 mod init;
 mod restore;
 mod snapshots;
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshots(a) => snapshots::run(&cli.global, a),
         Command::Restore(a) => restore::run(&cli.global, a),
         Command::Stats(a) => stats::run(&cli.global, a),
+        Command::Bench(a) => bench::run(&cli.global, a),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bad_source;
 mod bad_store;
+mod bench;
 mod damage;
 mod restore_output;
 mod roundtrip;
