@@ -24,6 +24,7 @@ mod codec;
 pub mod format;
 pub mod layout;
 mod restore;
+pub mod retention;
 pub mod select;
 pub mod stats;
 mod store;
