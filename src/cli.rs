@@ -80,6 +80,146 @@ Configurations are CHUNK_PAGES[:ZSTD_LEVEL][:nodict] (zstd level 3 and dictionar
 on, the store's defaults, unless given).
 Nothing is written outside a temporary directory unless --keep or --plot is given.")]
     Bench(BenchArgs),
+    /// Remove snapshots: those a retention policy does not keep, or the ones named.
+    #[command(after_help = "Examples:
+  pagesnap forget --keep-last 6 --keep-hourly 24 --keep-daily 7 --dry-run
+  pagesnap forget --keep-within 36h --keep-daily 30 --keep-monthly 12
+  pagesnap forget                      # apply the policy saved with `policy set`
+  pagesnap forget 1a2b3c4d             # one snapshot by id
+Forget removes snapshots; `prune` then frees the space only they used.")]
+    Forget(ForgetArgs),
+    /// Delete the data no remaining snapshot needs.
+    #[command(after_help = "Examples:
+  pagesnap prune --dry-run
+  pagesnap prune --max-unused 5%")]
+    Prune(PruneArgs),
+    /// forget + prune in one go, with the given or the saved policy.
+    #[command(after_help = "Examples:
+  pagesnap gc                          # saved policy
+  pagesnap gc --keep-last 144 --keep-daily 30 --dry-run")]
+    Gc(GcArgs),
+    /// Save or show the store's retention policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Remove stale locks (left by killed processes).
+    #[command(after_help = "Examples:
+  pagesnap unlock          # stale locks only
+  pagesnap unlock --all    # every lock: only when no pagesnap uses the store")]
+    Unlock(UnlockArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Save a retention policy in the store (used by `gc` and `forget` without flags).
+    #[command(after_help = "Examples:
+  pagesnap policy set --keep-last 6 --keep-hourly 24 --keep-daily 7 --keep-monthly 12")]
+    Set(Box<PolicyArgs>),
+    /// Show the saved retention policy.
+    Show,
+    /// Remove the saved retention policy.
+    Clear,
+}
+
+/// Retention rules (restic semantics; see the README for the exact meaning).
+#[derive(Args, Debug, Default, Clone)]
+pub struct PolicyArgs {
+    /// Keep the N newest snapshots (N or `unlimited`).
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<String>,
+    /// Keep every snapshot taken within DURATION before the newest (e.g. 36h, 7d, 1y6m).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep the newest snapshot of each of the last N minutes that have snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_minutely: Option<String>,
+    /// ... of each of the last N hours.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<String>,
+    /// ... of each of the last N days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<String>,
+    /// ... of each of the last N ISO weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<String>,
+    /// ... of each of the last N months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<String>,
+    /// ... of each of the last N years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<String>,
+    /// Keep the newest snapshot of every minute within DURATION before the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_minutely: Option<String>,
+    /// ... of every hour within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_hourly: Option<String>,
+    /// ... of every day within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_daily: Option<String>,
+    /// ... of every week within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_weekly: Option<String>,
+    /// ... of every month within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_monthly: Option<String>,
+    /// ... of every year within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_yearly: Option<String>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Cut hours, days, weeks... in the local time zone instead of UTC.
+    #[arg(long)]
+    pub local_time: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to forget (ids or unique prefixes); without them the policy decides.
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Only snapshots of this database.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Show what would be removed and why; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow removing the last snapshot of a database (only with snapshot ids).
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Show what would be deleted and freed; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rewrite packs in which more than this share of bytes is unused (e.g. 10%, 0, 100%).
+    #[arg(long, default_value = "10%", value_name = "PERCENT")]
+    pub max_unused: String,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Only snapshots of this database.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Show what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rewrite packs in which more than this share of bytes is unused.
+    #[arg(long, default_value = "10%", value_name = "PERCENT")]
+    pub max_unused: String,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones (only when nothing uses the store).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +255,9 @@ pub struct BackupArgs {
     /// How long to wait for a lock held by another process (e.g. 5s, 500ms, 1m).
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub busy_timeout: String,
+    /// How long to wait for a running `prune` or `gc` (which locks the store) to finish.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub lock_wait: String,
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +265,9 @@ pub struct SnapshotsArgs {
     /// Only snapshots of this database.
     #[arg(long)]
     pub name: Option<String>,
+    /// Also show, per snapshot, the stored bytes only it holds (what forgetting it would free).
+    #[arg(long)]
+    pub unique_bytes: bool,
 }
 
 #[derive(Args, Debug)]

@@ -12,12 +12,14 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
     // Parse every argument before touching the store.
     let time = a.time.as_deref().map(parse_time).transpose()?;
     let busy_timeout = parse_duration(&a.busy_timeout)?;
+    let lock_wait = parse_duration(&a.lock_wait)?;
     let store = open_store(g)?;
     let opts = BackupOptions {
         name: a.name.clone(),
         tags: a.tags.clone(),
         time,
         busy_timeout,
+        lock_wait,
     };
     let r = store.backup_path(&a.database, &opts)?;
     if g.json {

@@ -2,16 +2,23 @@
 
 mod backup;
 mod bench;
+mod forget;
+mod gc;
 mod init;
+mod policy;
+mod prune;
 mod restore;
 mod snapshots;
 mod stats;
+mod unlock;
 
 use crate::cli::{Cli, Command, Global};
 use anyhow::{anyhow, Result};
+use pagesnap_core::backend::{Backend, Fault, FaultyBackend, LocalBackend};
 use pagesnap_core::{default_store_path, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
@@ -21,6 +28,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(a) => restore::run(&cli.global, a),
         Command::Stats(a) => stats::run(&cli.global, a),
         Command::Bench(a) => bench::run(&cli.global, a),
+        Command::Forget(a) => forget::run(&cli.global, a),
+        Command::Prune(a) => prune::run(&cli.global, a),
+        Command::Gc(a) => gc::run(&cli.global, a),
+        Command::Policy(c) => policy::run(&cli.global, c),
+        Command::Unlock(a) => unlock::run(&cli.global, a),
     }
 }
 
@@ -41,7 +53,25 @@ pub fn store_path(g: &Global) -> Result<PathBuf> {
 }
 
 pub fn open_store(g: &Global) -> Result<Store> {
-    Ok(Store::open(store_path(g)?)?)
+    let path = store_path(g)?;
+    // Crash tests: abort (or fail like a full disk) after N object writes/deletes.
+    if let Some(n) = std::env::var("PAGESNAP_FAULT_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        if !path.is_dir() {
+            return Ok(Store::open(&path)?);
+        }
+        let fault = match std::env::var("PAGESNAP_FAULT_KIND").as_deref() {
+            Ok("enospc") => Fault::NoSpace,
+            _ => Fault::Abort,
+        };
+        let inner: Arc<dyn Backend> = Arc::new(LocalBackend::new(&path));
+        return Ok(Store::open_backend(Arc::new(FaultyBackend::new(
+            inner, n, fault,
+        )))?);
+    }
+    Ok(Store::open(path)?)
 }
 
 /// Prints a JSON document on stdout.

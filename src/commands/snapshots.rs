@@ -19,12 +19,18 @@ pub fn run(g: &Global, a: &SnapshotsArgs) -> Result<ExitCode> {
             d.error
         );
     }
+    let unique = if a.unique_bytes {
+        Some(store.exclusive_bytes()?)
+    } else {
+        None
+    };
+    let unique_of = |id| unique.as_ref().map(|u| u.get(id).copied().unwrap_or(0));
     if g.json {
         let list: Vec<_> = snaps
             .iter()
             .map(|s| {
                 let m = &s.manifest;
-                json!({
+                let mut v = json!({
                     "id": s.id.to_hex(),
                     "short_id": s.id.short(),
                     "time": output::time_json(&s.time()),
@@ -36,19 +42,31 @@ pub fn run(g: &Global, a: &SnapshotsArgs) -> Result<ExitCode> {
                     "image_size": m.image_len,
                     "image_hash": to_hex(&m.image_hash),
                     "tags": m.tags,
-                })
+                });
+                if let Some(b) = unique_of(&s.id) {
+                    v["unique_bytes"] = json!(b);
+                }
+                v
             })
             .collect();
         print_json(&serde_json::Value::Array(list))?;
     } else {
+        let unique_head = if unique.is_some() {
+            format!("{:>10}  ", "UNIQUE")
+        } else {
+            String::new()
+        };
         println!(
-            "{:<8}  {:<19}  {:<16}  {:>10}  {:>10}  TAGS",
+            "{:<8}  {:<19}  {:<16}  {:>10}  {:>10}  {unique_head}TAGS",
             "ID", "TIME (UTC)", "NAME", "PAGES", "SIZE"
         );
         for s in &snaps {
             let m = &s.manifest;
+            let unique_col = unique_of(&s.id)
+                .map(|b| format!("{:>10}  ", output::bytes(b)))
+                .unwrap_or_default();
             println!(
-                "{:<8}  {:<19}  {:<16}  {:>10}  {:>10}  {}",
+                "{:<8}  {:<19}  {:<16}  {:>10}  {:>10}  {unique_col}{}",
                 s.id.short(),
                 output::time(&s.time()),
                 m.name,

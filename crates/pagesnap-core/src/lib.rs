@@ -23,6 +23,8 @@ mod chunk_writer;
 mod codec;
 pub mod format;
 pub mod layout;
+pub mod lock;
+mod prune;
 mod restore;
 pub mod retention;
 pub mod select;
@@ -31,6 +33,7 @@ mod store;
 pub mod types;
 
 pub use chunk_writer::WriteStats;
+pub use prune::{PruneOptions, PruneReport};
 pub use select::SnapshotSelector;
 pub use store::{
     default_store_path, BackupOptions, BackupReport, DamagedSnapshot, InitOptions, RestoreReport,
@@ -110,6 +113,12 @@ pub enum Error {
     },
     #[error("invalid {what}: {detail}")]
     Invalid { what: &'static str, detail: String },
+    #[error("{location}: the store is locked by {holder}; {hint}")]
+    Locked {
+        location: String,
+        holder: String,
+        hint: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -12,6 +12,7 @@ use crate::format::pagemap::{
     diff, encode_changes, order_new_chunks, reference_seq, should_write_full, PageMap,
 };
 use crate::format::FormatError;
+use crate::lock::{self, LockGuard};
 use crate::select::{self, SnapshotSelector};
 use crate::types::{ChunkRef, Id, SnapshotId};
 use crate::{codec, layout, restore, Error, Result};
@@ -57,6 +58,8 @@ pub struct BackupOptions {
     pub time: Option<DateTime<Utc>>,
     /// How long to wait for a lock held by another process.
     pub busy_timeout: Duration,
+    /// How long to wait for a running `prune` (which locks the store) to finish.
+    pub lock_wait: Duration,
 }
 
 impl Default for BackupOptions {
@@ -66,6 +69,7 @@ impl Default for BackupOptions {
             tags: Vec::new(),
             time: None,
             busy_timeout: Duration::from_secs(5),
+            lock_wait: Duration::from_secs(600),
         }
     }
 }
@@ -223,6 +227,29 @@ impl Store {
         Ok(Store { backend, config })
     }
 
+    /// Takes a store lock (see [`crate::lock`]); released when the guard drops.
+    pub fn lock(&self, exclusive: bool, command: &str, wait: Duration) -> Result<LockGuard> {
+        lock::acquire(&self.backend, exclusive, command, wait)
+    }
+
+    /// A shared lock for a command that only reads. On a store this process
+    /// cannot write to (a read-only mount, another user's files), reading goes on
+    /// without one: nothing can prune such a store under us either.
+    pub fn read_lock(&self, command: &str) -> Result<Option<LockGuard>> {
+        match self.lock(false, command, Duration::from_secs(600)) {
+            Ok(g) => Ok(Some(g)),
+            Err(Error::Backend(BackendError::Io { source, .. }))
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn config(&self) -> &StoreConfig {
         &self.config
     }
@@ -235,7 +262,7 @@ impl Store {
         &self.backend
     }
 
-    fn format_err(&self, key: &str) -> impl Fn(FormatError) -> Error + '_ {
+    pub(crate) fn format_err(&self, key: &str) -> impl Fn(FormatError) -> Error + '_ {
         let object = format!("{}/{key}", self.backend.location());
         move |source| Error::Format {
             object: object.clone(),
@@ -244,7 +271,7 @@ impl Store {
     }
 
     /// Reads a content-addressed object and checks it against its name.
-    fn get_verified(&self, key: &str, id: &Id) -> Result<Vec<u8>> {
+    pub(crate) fn get_verified(&self, key: &str, id: &Id) -> Result<Vec<u8>> {
         let bytes = self.backend.get(key)?;
         if Id::of_object(&bytes) != *id {
             return Err(self.format_err(key)(FormatError::Invalid(
@@ -340,7 +367,7 @@ impl Store {
         Ok(index)
     }
 
-    fn load_map(&self, id: &Id) -> Result<PageMap> {
+    pub(crate) fn load_map(&self, id: &Id) -> Result<PageMap> {
         let key = layout::map(id);
         let bytes = self.get_verified(&key, id)?;
         PageMap::decode(&bytes).map_err(self.format_err(&key))
@@ -444,6 +471,8 @@ impl Store {
             check_label("tag", t)?;
         }
         let time = opts.time.unwrap_or_else(Utc::now);
+        // Shared: other backups may run too, but prune may not delete chunks under us.
+        let _lock = self.lock(false, "backup", opts.lock_wait)?;
 
         // The newest earlier snapshot of the same database is the delta's reference.
         let parent = self
@@ -654,6 +683,7 @@ impl Store {
     /// file should use [`Store::restore_to_path`], which never leaves such a file.
     pub fn restore_to_writer(&self, snap: &Snapshot, out: &mut dyn Write) -> Result<RestoreReport> {
         let started = Instant::now();
+        let _lock = self.read_lock("restore")?;
         let index = self.load_index()?;
         let chunks = self.chunk_list_with(&index, snap)?;
         let image_hash = restore::write_image(self.backend.as_ref(), &index, snap, &chunks, out)?;

@@ -2,8 +2,10 @@
 //! put, get, get a byte range, list, delete. Nothing above this layer renames or
 //! appends, so the same code can run on object storage.
 
+mod fault;
 mod local;
 
+pub use fault::{Fault, FaultyBackend};
 pub use local::LocalBackend;
 use std::ops::Range;
 

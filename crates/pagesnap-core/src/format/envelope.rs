@@ -31,6 +31,8 @@ pub enum Kind {
     PageMap,
     Index,
     Dict,
+    Lock,
+    Policy,
 }
 
 impl Kind {
@@ -41,6 +43,8 @@ impl Kind {
             Kind::PageMap => *b"PMAP",
             Kind::Index => *b"INDX",
             Kind::Dict => *b"DICT",
+            Kind::Lock => *b"LOCK",
+            Kind::Policy => *b"POLI",
         }
     }
 
@@ -51,6 +55,8 @@ impl Kind {
             Kind::PageMap => "page map",
             Kind::Index => "index",
             Kind::Dict => "dictionary",
+            Kind::Lock => "lock",
+            Kind::Policy => "policy",
         }
     }
 
@@ -63,6 +69,8 @@ impl Kind {
             Kind::PageMap => 1 << 30,
             Kind::Index => 1 << 30,
             Kind::Dict => 2 << 20,
+            Kind::Lock => 64 * 1024,
+            Kind::Policy => 64 * 1024,
         }
     }
 }

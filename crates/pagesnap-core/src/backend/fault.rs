@@ -1,0 +1,101 @@
+//! A fault-injection wrapper for crash tests: after a given number of object
+//! writes and deletes, the process aborts on the spot — as if killed with SIGKILL
+//! at exactly that point — or the operation fails like a full disk.
+//!
+//! The CLI wraps its store in it when `PAGESNAP_FAULT_AFTER=N` is set
+//! (`PAGESNAP_FAULT_KIND=abort|enospc`, default abort). Never set in production.
+
+use super::{Backend, BackendError, ObjectInfo, PutMode, Result};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What happens when the budget of mutating operations is spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// `std::process::abort()`: no destructor, no cleanup, like SIGKILL.
+    Abort,
+    /// The operation fails with ENOSPC (and every later one too).
+    NoSpace,
+}
+
+pub struct FaultyBackend {
+    inner: Arc<dyn Backend>,
+    remaining: AtomicU64,
+    fault: Fault,
+}
+
+impl FaultyBackend {
+    /// Lets `ops` puts/deletes through, then faults on the next one.
+    pub fn new(inner: Arc<dyn Backend>, ops: u64, fault: Fault) -> Self {
+        FaultyBackend {
+            inner,
+            remaining: AtomicU64::new(ops),
+            fault,
+        }
+    }
+
+    fn spend(&self, key: &str) -> Result<()> {
+        let left = self
+            .remaining
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if left > 0 {
+            return Ok(());
+        }
+        match self.fault {
+            Fault::Abort => std::process::abort(),
+            Fault::NoSpace => Err(BackendError::Io {
+                location: self.inner.location(),
+                op: "write",
+                key: key.to_string(),
+                source: std::io::Error::from_raw_os_error(28),
+            }),
+        }
+    }
+}
+
+impl Backend for FaultyBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
+        self.spend(key)?;
+        self.inner.put(key, data, mode)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        self.inner.get_range(key, range)
+    }
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.spend(key)?;
+        self.inner.delete(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+
+    #[test]
+    fn no_space_after_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FaultyBackend::new(Arc::new(LocalBackend::new(dir.path())), 2, Fault::NoSpace);
+        b.put("a", b"1", PutMode::Overwrite).unwrap();
+        b.delete("a").unwrap();
+        let e = b.put("b", b"2", PutMode::Overwrite).unwrap_err();
+        assert!(e.is_storage_full(), "{e}");
+        assert_eq!(b.get("b").ok(), None, "nothing written after the fault");
+    }
+}

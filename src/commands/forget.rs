@@ -1,0 +1,154 @@
+//! `pagesnap forget`: remove snapshots a retention policy does not keep, or the
+//! snapshots named.
+
+use super::{open_store, policy, print_json};
+use crate::cli::{ForgetArgs, Global, PolicyArgs};
+use crate::output;
+use anyhow::{bail, Result};
+use chrono::Utc;
+use pagesnap_core::retention::{self, Decision};
+use pagesnap_core::{SnapshotSelector, Store};
+use serde_json::{json, Value};
+use std::process::ExitCode;
+
+pub fn run(g: &Global, a: &ForgetArgs) -> Result<ExitCode> {
+    let store = open_store(g)?;
+    let flags = policy::from_args(&a.policy)?;
+    let out = if a.snapshots.is_empty() {
+        if a.allow_empty {
+            bail!(
+                "--allow-empty goes with snapshot ids: a policy always keeps the newest snapshot"
+            );
+        }
+        by_policy(&store, &a.policy, a.name.as_deref(), a.dry_run)?
+    } else {
+        if !flags.is_empty() {
+            bail!("give snapshot ids or --keep-* rules, not both");
+        }
+        by_id(&store, &a.snapshots, a.dry_run, a.allow_empty)?
+    };
+    report(g, &out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a forget decided and did.
+pub struct Outcome {
+    pub policy: Option<String>,
+    pub decisions: Vec<Decision>,
+    pub dry_run: bool,
+}
+
+impl Outcome {
+    fn removed(&self) -> usize {
+        self.decisions.iter().filter(|d| !d.keep).count()
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "dry_run": self.dry_run,
+            "policy": self.policy,
+            "kept": self.decisions.len() - self.removed(),
+            "removed": self.removed(),
+            "snapshots": self.decisions.iter().map(|d| json!({
+                "id": d.id.to_hex(),
+                "short_id": d.id.short(),
+                "name": d.name,
+                "time": output::time_json(&d.time),
+                "keep": d.keep,
+                "reasons": d.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Applies the flags' (or the saved) policy to the snapshots of `name` (or all).
+pub fn by_policy(
+    store: &Store,
+    a: &PolicyArgs,
+    name: Option<&str>,
+    dry_run: bool,
+) -> Result<Outcome> {
+    let p = policy::effective(store, a)?;
+    let snaps: Vec<_> = store
+        .snapshots()?
+        .into_iter()
+        .filter(|s| name.is_none_or(|n| s.manifest.name == n))
+        .collect();
+    if let (Some(n), true) = (name, snaps.is_empty()) {
+        bail!("{}: no snapshots of {n:?}", store.location());
+    }
+    let decisions = retention::apply(&p, &snaps, Utc::now());
+    if !dry_run {
+        let gone: Vec<_> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
+        // A policy always keeps each database's newest snapshot.
+        store.forget_snapshots(&gone, false)?;
+    }
+    Ok(Outcome {
+        policy: Some(p.to_string()),
+        decisions,
+        dry_run,
+    })
+}
+
+fn by_id(store: &Store, ids: &[String], dry_run: bool, allow_empty: bool) -> Result<Outcome> {
+    let mut chosen = Vec::new();
+    for id in ids {
+        chosen.push(store.select(&SnapshotSelector::Id(id.clone()))?);
+    }
+    chosen.sort_by_key(|s| s.id);
+    chosen.dedup_by_key(|s| s.id);
+    if !dry_run {
+        let gone: Vec<_> = chosen.iter().map(|s| s.id).collect();
+        store.forget_snapshots(&gone, allow_empty)?;
+    }
+    let decisions = chosen
+        .iter()
+        .map(|s| Decision {
+            id: s.id,
+            name: s.manifest.name.clone(),
+            time: s.time(),
+            keep: false,
+            reasons: vec![],
+        })
+        .collect();
+    Ok(Outcome {
+        policy: None,
+        decisions,
+        dry_run,
+    })
+}
+
+pub fn report(g: &Global, o: &Outcome) -> Result<()> {
+    if g.json {
+        return print_json(&o.json());
+    }
+    if let Some(p) = &o.policy {
+        println!("policy: {p}");
+    }
+    for d in &o.decisions {
+        let why: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
+        println!(
+            "{:<6}  {}  {}  {:<16}  {}",
+            if d.keep { "keep" } else { "remove" },
+            d.id.short(),
+            output::time(&d.time),
+            d.name,
+            if why.is_empty() {
+                "-".into()
+            } else {
+                why.join(", ")
+            }
+        );
+    }
+    println!(
+        "{} kept, {} {}",
+        o.decisions.len() - o.removed(),
+        o.removed(),
+        if o.dry_run {
+            "would be removed (dry run: nothing removed)"
+        } else {
+            "removed"
+        }
+    );
+    Ok(())
+}
