@@ -6,6 +6,7 @@ use crate::cli::{ForgetArgs, Global, PolicyArgs};
 use crate::output;
 use anyhow::{bail, Result};
 use chrono::Utc;
+use pagesnap_core::lock::LockGuard;
 use pagesnap_core::retention::{self, Decision};
 use pagesnap_core::{SnapshotSelector, Store};
 use serde_json::{json, Value};
@@ -68,6 +69,17 @@ pub fn by_policy(
     name: Option<&str>,
     dry_run: bool,
 ) -> Result<Outcome> {
+    by_policy_locked(store, a, name, dry_run, None)
+}
+
+/// [`by_policy`] under a lock the caller holds (`gc`), or taking its own.
+pub fn by_policy_locked(
+    store: &Store,
+    a: &PolicyArgs,
+    name: Option<&str>,
+    dry_run: bool,
+    lock: Option<&LockGuard>,
+) -> Result<Outcome> {
     let p = policy::effective(store, a)?;
     let snaps: Vec<_> = store
         .snapshots()?
@@ -81,7 +93,10 @@ pub fn by_policy(
     if !dry_run {
         let gone: Vec<_> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
         // A policy always keeps each database's newest snapshot.
-        store.forget_snapshots(&gone, false)?;
+        match lock {
+            Some(l) => store.forget_snapshots_locked(&gone, false, l)?,
+            None => store.forget_snapshots(&gone, false)?,
+        }
     }
     Ok(Outcome {
         policy: Some(p.to_string()),

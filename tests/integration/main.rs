@@ -6,6 +6,7 @@ mod bad_store;
 mod bench;
 mod damage;
 mod restore_output;
+mod retention;
 mod roundtrip;
 mod selection;
 mod shapes;

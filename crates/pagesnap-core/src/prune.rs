@@ -24,6 +24,7 @@ use crate::format::envelope::{self, Kind};
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{PackBuilder, FOOTER_LEN, HEADER_LEN};
 use crate::format::pagemap::PageMap;
+use crate::lock::LockGuard;
 use crate::retention::Policy;
 use crate::store::{Snapshot, Store};
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
@@ -219,7 +220,19 @@ impl Store {
     /// does); everything they alone used is left for `prune`. Refuses to remove the
     /// last snapshot of a database unless `allow_empty`.
     pub fn forget_snapshots(&self, ids: &[SnapshotId], allow_empty: bool) -> Result<()> {
-        let _lock = self.lock(false, "forget", Duration::from_secs(600))?;
+        let lock = self.lock(false, "forget", Duration::from_secs(600))?;
+        self.forget_snapshots_locked(ids, allow_empty, &lock)
+    }
+
+    /// [`Store::forget_snapshots`] under a lock the caller already holds (`gc`
+    /// holds its exclusive lock across forget and prune, so that a gc that cannot
+    /// prune forgets nothing either).
+    pub fn forget_snapshots_locked(
+        &self,
+        ids: &[SnapshotId],
+        allow_empty: bool,
+        _lock: &LockGuard,
+    ) -> Result<()> {
         if !allow_empty {
             let all = self.snapshots()?;
             let gone: HashSet<&SnapshotId> = ids.iter().collect();
@@ -304,7 +317,6 @@ impl Store {
 
     /// Deletes what no remaining snapshot needs (see the module documentation).
     pub fn prune(&self, opts: &PruneOptions) -> Result<PruneReport> {
-        let started = Instant::now();
         if !(0.0..=1.0).contains(&opts.max_unused) {
             return Err(Error::Invalid {
                 what: "--max-unused",
@@ -314,7 +326,23 @@ impl Store {
         if !opts.dry_run && !opts.assume_forgotten.is_empty() {
             return Err(Error::Internal("assume_forgotten is for dry runs".into()));
         }
-        let _lock = self.lock(!opts.dry_run, "prune", Duration::ZERO)?;
+        let lock = self.lock(!opts.dry_run, "prune", Duration::ZERO)?;
+        self.prune_locked(opts, &lock)
+    }
+
+    /// [`Store::prune`] under a lock the caller already holds (exclusive unless
+    /// `opts.dry_run`).
+    pub fn prune_locked(&self, opts: &PruneOptions, lock: &LockGuard) -> Result<PruneReport> {
+        let started = Instant::now();
+        if !(0.0..=1.0).contains(&opts.max_unused) {
+            return Err(Error::Internal("max_unused is not between 0 and 1".into()));
+        }
+        if !opts.dry_run && !lock.info.exclusive {
+            return Err(Error::Internal("prune needs an exclusive lock".into()));
+        }
+        if !opts.dry_run && !opts.assume_forgotten.is_empty() {
+            return Err(Error::Internal("assume_forgotten is for dry runs".into()));
+        }
         let plan = self.plan_prune(opts)?;
         let mut report = if opts.dry_run {
             plan.report.clone()
