@@ -309,6 +309,8 @@ pub enum BenchWorkload {
     Kv,
     /// oltp with a VACUUM every 24 steps (4 hours).
     Vacuum,
+    /// A content store keeping every revision of text documents (the hard case).
+    Cms,
 }
 
 #[derive(Args, Debug)]

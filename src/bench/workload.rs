@@ -44,6 +44,7 @@ pub fn build(kind: BenchWorkload, path: &Path, size: u64, seed: u64) -> Result<O
         BenchWorkload::Vacuum => Box::new(Oltp::build(&conn, size, scale, rng, Some(24))?),
         BenchWorkload::Append => Box::new(Append::build(&conn, size, &mut rng)?.with_rng(rng)),
         BenchWorkload::Kv => Box::new(Kv::build(&conn, size, &mut rng)?.with_rng(rng)),
+        BenchWorkload::Cms => Box::new(Cms::build(&conn, size, &mut rng)?.with_rng(rng)),
     };
     // Applications run busy databases in WAL mode; the build itself ran unjournaled.
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -595,6 +596,90 @@ impl Workload for Kv {
                 "UPDATE kv SET value = ?2, version = version + 1, updated_at = ?3 WHERE key = ?1",
             )?
             .execute(params![key(k), v, now(step, i)])?;
+        }
+        conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+}
+
+/// `cms`: a content store keeping every revision of its documents (text of
+/// 2–6 KiB). Each step saves new revisions of a few documents: the previous text
+/// with a few words changed. New pages then resemble older pages closely, which
+/// page-level dedup cannot exploit (the pages differ) and per-page compression
+/// only partly does: the hard case for pagesnap's storage cost.
+struct Cms {
+    rng: Rng,
+    docs: u64,
+    per_step: u64,
+}
+
+impl Cms {
+    fn build(conn: &Connection, size: u64, rng: &mut Rng) -> Result<Cms> {
+        conn.execute_batch(
+            "CREATE TABLE revisions(id INTEGER PRIMARY KEY, doc INTEGER NOT NULL, rev INTEGER NOT NULL,
+                 saved_at INTEGER NOT NULL, body TEXT NOT NULL);
+             CREATE UNIQUE INDEX revisions_doc ON revisions(doc, rev);",
+        )?;
+        let mut docs = 0u64;
+        fill_to(conn, size, |c| {
+            for _ in 0..50 {
+                docs += 1;
+                let words = rng.range(350, 1000);
+                c.prepare_cached(
+                    "INSERT INTO revisions(doc, rev, saved_at, body) VALUES (?1, 1, ?2, ?3)",
+                )?
+                .execute(params![
+                    docs as i64,
+                    T0 - 86_400,
+                    rng.text(words as usize)
+                ])?;
+            }
+            Ok(())
+        })?;
+        Ok(Cms {
+            rng: Rng::new(0),
+            docs,
+            // ~0.4% of the documents get a new revision per step: ~1% of the pages.
+            per_step: (docs / 250).max(2),
+        })
+    }
+
+    fn with_rng(mut self, rng: Rng) -> Cms {
+        self.rng = rng;
+        self
+    }
+}
+
+impl Workload for Cms {
+    fn name(&self) -> &'static str {
+        "cms"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} documents of 2-6 KiB text, every revision kept; per step {} new revisions, each the previous text with a few words changed",
+            self.docs, self.per_step
+        )
+    }
+
+    fn step(&mut self, conn: &Connection, step: u32) -> Result<()> {
+        conn.execute_batch("BEGIN")?;
+        for i in 0..self.per_step {
+            let doc = 1 + self.rng.below(self.docs) as i64;
+            let (rev, body): (i64, String) = conn
+                .prepare_cached(
+                    "SELECT rev, body FROM revisions WHERE doc = ?1 ORDER BY rev DESC LIMIT 1",
+                )?
+                .query_row([doc], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut words: Vec<String> = body.split(' ').map(String::from).collect();
+            for _ in 0..3 {
+                let at = self.rng.below(words.len() as u64) as usize;
+                words[at] = self.rng.text(1);
+            }
+            conn.prepare_cached(
+                "INSERT INTO revisions(doc, rev, saved_at, body) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![doc, rev + 1, now(step, i), words.join(" ")])?;
         }
         conn.execute_batch("COMMIT")?;
         Ok(())

@@ -144,6 +144,11 @@ fn kv() {
     builtin("kv");
 }
 
+#[test]
+fn cms() {
+    builtin("cms");
+}
+
 /// VACUUM runs every 24 steps: 25 steps on a small database include one, which
 /// rewrites most pages; every snapshot must still restore.
 #[test]
