@@ -5,6 +5,7 @@ mod bad_source;
 mod bad_store;
 mod bench;
 mod damage;
+mod gc_crash;
 mod restore_output;
 mod retention;
 mod roundtrip;

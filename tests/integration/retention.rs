@@ -43,7 +43,8 @@ pub fn assert_all_restore(fx: &Fx) -> usize {
     snaps.len()
 }
 
-/// Total bytes of the files under `dir`.
+/// Total bytes of the files under `dir`, except temporary files (`.tmp-*`, which a
+/// process killed while writing leaves behind).
 pub fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
@@ -56,7 +57,7 @@ pub fn dir_size(dir: &Path) -> u64 {
             let m = e.metadata().unwrap();
             if m.is_dir() {
                 stack.push(e.path());
-            } else {
+            } else if !e.file_name().to_string_lossy().starts_with(".tmp-") {
                 total += m.len();
             }
         }
@@ -64,10 +65,19 @@ pub fn dir_size(dir: &Path) -> u64 {
     total
 }
 
-/// Number of objects under `locks/`.
+/// Number of lock objects under `locks/` (not counting temporary files).
 pub fn lock_count(store: &Path) -> usize {
     std::fs::read_dir(store.join("locks"))
-        .map(|rd| rd.count())
+        .map(|rd| {
+            rd.filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".tmp-")
+            })
+            .count()
+        })
         .unwrap_or(0)
 }
 

@@ -606,20 +606,28 @@ impl Store {
             }
         }
         // 2. Their index, before anything is deleted.
+        let mut new_index = None;
+        let new_pack_ids: Vec<Id> = new_packs.iter().map(|p| p.id).collect();
         if !new_entries.is_empty() {
             let bytes = IndexBody {
                 packs: new_packs,
                 entries: new_entries,
             }
             .encode();
-            backend.put(
-                &layout::index(&Id::of_object(&bytes)),
-                &bytes,
-                PutMode::Overwrite,
-            )?;
+            let key = layout::index(&Id::of_object(&bytes));
+            backend.put(&key, &bytes, PutMode::Overwrite)?;
+            new_index = Some(key);
             written += bytes.len() as u64;
         }
-        // 3. Deletions, packs first.
+        // 3. Deletions, packs first. Never of an object just written: a pack or
+        //    index object that an interrupted prune left behind unreferenced is
+        //    planned for deletion, and writing the same chunks again produces the
+        //    same object (same content, same id).
+        let written_now: HashSet<String> = new_pack_ids
+            .iter()
+            .map(layout::pack)
+            .chain(new_index)
+            .collect();
         let mut deleted = 0u64;
         let sizes: HashMap<String, u64> = backend
             .list("")?
@@ -627,6 +635,9 @@ impl Store {
             .map(|o| (o.key, o.size))
             .collect();
         let mut delete = |key: String| -> Result<()> {
+            if written_now.contains(&key) {
+                return Ok(());
+            }
             deleted += sizes.get(&key).copied().unwrap_or(0);
             backend.delete(&key)?;
             Ok(())
