@@ -324,6 +324,14 @@ fn prune_and_forget_race_backups() {
             }
             n
         });
+        // Stops the writer however the main thread leaves (a failed assertion too).
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let guard = Stop(&stop);
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
             ok(fx.cmd().args(["forget", "--keep-last", "3"]));
@@ -337,7 +345,7 @@ fn prune_and_forget_race_backups() {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        stop.store(true, Ordering::SeqCst);
+        drop(guard);
         backups = writer.join().unwrap();
     });
     eprintln!("{backups} backups, {prunes} prunes, {refused} refused while a backup ran");
