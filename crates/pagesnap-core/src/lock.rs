@@ -170,6 +170,12 @@ pub fn acquire(
                 })
             }
             Some(o) if o.is_stale(now) => {
+                // Its owner may have released it and exited between our reading
+                // it and checking its pid: only a lock that outlives its process
+                // is stale.
+                if backend.size(&other_key)?.is_none() {
+                    continue;
+                }
                 return Err(Error::Locked {
                     location,
                     holder: format!(
@@ -179,7 +185,7 @@ pub fn acquire(
                             .trim_start_matches("an ")
                     ),
                     hint: "its process is gone: run `pagesnap unlock` to remove it".into(),
-                })
+                });
             }
             Some(o) => {
                 if exclusive || started.elapsed() >= wait {
