@@ -72,6 +72,8 @@ pub(crate) struct ChunkWriter {
     index: ChunkIndex,
     level: i32,
     compressor: zstd::bulk::Compressor<'static>,
+    /// Without the dictionary, to compare against it.
+    plain: zstd::bulk::Compressor<'static>,
     /// The dictionary new packs use, once chosen.
     dict: Option<Id>,
     /// Samples waiting for training (`Some` while the plan is to train).
@@ -136,6 +138,7 @@ impl ChunkWriter {
             index,
             level: config.zstd_level,
             compressor,
+            plain: zstd::bulk::Compressor::new(config.zstd_level).map_err(zstd_err)?,
             dict,
             samples,
             sample_bytes: 0,
@@ -175,16 +178,25 @@ impl ChunkWriter {
     /// Compresses one new chunk into the current pack.
     fn store(&mut self, id: ChunkId, data: &[u8]) -> Result<()> {
         let compressed = self.compressor.compress(data).map_err(zstd_err)?;
-        let (stored, codec) = if compressed.len() < data.len() {
-            let codec = if self.dict.is_some() {
-                Codec::ZstdDict
-            } else {
-                Codec::Zstd
-            };
-            (&compressed[..], codec)
-        } else {
-            (data, Codec::Raw)
+        // A dictionary trained on some pages can make others compress worse (its
+        // entropy tables replace ones fitted to the page): keep whichever is smaller.
+        let plain = match self.dict {
+            Some(_) => Some(self.plain.compress(data).map_err(zstd_err)?),
+            None => None,
         };
+        let (stored, codec) = match plain {
+            Some(p) if p.len() < compressed.len() && p.len() < data.len() => (p, Codec::Zstd),
+            _ if compressed.len() < data.len() => {
+                let codec = if self.dict.is_some() {
+                    Codec::ZstdDict
+                } else {
+                    Codec::Zstd
+                };
+                (compressed, codec)
+            }
+            _ => (data.to_vec(), Codec::Raw),
+        };
+        let stored = &stored[..];
         if !self.current.is_empty() && self.current.len() + stored.len() > self.pack_target {
             self.flush()?;
         }
