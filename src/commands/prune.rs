@@ -49,6 +49,7 @@ pub fn to_json(r: &PruneReport) -> Value {
         "bytes_repacked": r.bytes_repacked,
         "bytes_before": r.bytes_before,
         "bytes_freed": r.bytes_freed,
+        "temp_files_removed": r.temp_files_removed,
         "duration_secs": r.duration.as_secs_f64(),
     })
 }

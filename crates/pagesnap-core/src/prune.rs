@@ -77,6 +77,8 @@ pub struct PruneReport {
     pub bytes_before: u64,
     /// Bytes deleted minus bytes written.
     pub bytes_freed: u64,
+    /// Temporary files of interrupted writes removed.
+    pub temp_files_removed: u64,
     pub duration: Duration,
 }
 
@@ -534,6 +536,9 @@ impl Store {
 
     fn execute(&self, plan: Plan) -> Result<PruneReport> {
         let mut r = plan.report;
+        // Under the exclusive lock nobody else writes: temporary files are leftovers
+        // of killed processes.
+        r.temp_files_removed = self.backend().clean_temporary()?;
         let backend = self.backend().as_ref();
         let mut written = 0u64;
         // 1. Copy live chunks of rewritten packs into new packs (one dictionary per pack),

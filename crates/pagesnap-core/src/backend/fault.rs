@@ -81,6 +81,9 @@ impl Backend for FaultyBackend {
         self.spend(key)?;
         self.inner.delete(key)
     }
+    fn clean_temporary(&self) -> Result<u64> {
+        self.inner.clean_temporary()
+    }
 }
 
 #[cfg(test)]

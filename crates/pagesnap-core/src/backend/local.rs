@@ -182,6 +182,38 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    fn clean_temporary(&self) -> Result<u64> {
+        let mut removed = 0;
+        // Only the folders written under a shared lock: lock objects (and the root's
+        // `config` and `policy`) are written without one, by processes that may be
+        // trying to take a lock right now.
+        let mut stack: Vec<PathBuf> = ["packs", "index", "maps", "snapshots", "dicts"]
+            .iter()
+            .map(|d| self.root.join(d))
+            .collect();
+        while let Some(dir) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io("list", "", e)),
+            };
+            for ent in rd {
+                let ent = ent.map_err(|e| self.io("list", "", e))?;
+                let ft = ent.file_type().map_err(|e| self.io("list", "", e))?;
+                if ft.is_dir() {
+                    stack.push(ent.path());
+                } else if ent.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                    match fs::remove_file(ent.path()) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(self.io("delete temporary file", "", e)),
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         match fs::remove_file(self.path(key)) {
             Ok(()) => Ok(()),
@@ -254,6 +286,24 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn temporary_files_of_killed_writers_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.put("packs/ab/x", b"1", PutMode::Overwrite).unwrap();
+        fs::write(dir.path().join("packs/ab/.tmp-dead"), b"partial").unwrap();
+        fs::create_dir_all(dir.path().join("snapshots")).unwrap();
+        fs::write(dir.path().join("snapshots/.tmp-1"), b"").unwrap();
+        // A lock being taken right now is not touched.
+        fs::create_dir_all(dir.path().join("locks")).unwrap();
+        fs::write(dir.path().join("locks/.tmp-2"), b"").unwrap();
+        assert_eq!(b.clean_temporary().unwrap(), 2);
+        assert!(dir.path().join("locks/.tmp-2").exists());
+        assert!(!dir.path().join("packs/ab/.tmp-dead").exists());
+        assert_eq!(b.get("packs/ab/x").unwrap(), b"1", "objects are kept");
+        assert_eq!(b.clean_temporary().unwrap(), 0);
     }
 
     #[test]

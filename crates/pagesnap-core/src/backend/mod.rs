@@ -80,4 +80,9 @@ pub trait Backend: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     /// Removes an object; removing a missing object is not an error.
     fn delete(&self, key: &str) -> Result<()>;
+    /// Removes what interrupted writes left behind (temporary files); returns how
+    /// many. Only safe while no other process writes (under the exclusive lock).
+    fn clean_temporary(&self) -> Result<u64> {
+        Ok(0)
+    }
 }
