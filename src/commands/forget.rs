@@ -28,6 +28,30 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<ExitCode> {
         }
         by_id(&store, &a.snapshots, a.dry_run, a.allow_empty)?
     };
+    if out.dry_run && out.removed() > 0 {
+        // What the removals would let prune free, planned as if they were gone.
+        let p = store.prune(&pagesnap_core::PruneOptions {
+            dry_run: true,
+            assume_forgotten: out
+                .decisions
+                .iter()
+                .filter(|d| !d.keep)
+                .map(|d| d.id)
+                .collect(),
+            ..Default::default()
+        })?;
+        if g.json {
+            let mut v = out.json();
+            v["prune_would_free"] = serde_json::json!(p.bytes_freed);
+            return print_json(&v).map(|_| ExitCode::SUCCESS);
+        }
+        report(g, &out)?;
+        println!(
+            "a prune after this forget would free {}",
+            output::bytes(p.bytes_freed)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     report(g, &out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -147,6 +147,8 @@ fn forget_by_policy_dry_run_lists_then_the_real_run_removes_exactly_those() {
     );
     fx.assert_unchanged(&before);
     assert_eq!(plan["dry_run"], true, "{plan}");
+    // Forgetting 33 of 36 snapshots frees the chunks only they held.
+    assert!(plan["prune_would_free"].as_u64().unwrap() > 0, "{plan}");
     let decisions = plan["snapshots"].as_array().unwrap();
     assert_eq!(decisions.len(), 36, "only app's snapshots are judged");
     assert!(decisions.iter().all(|d| d["name"] == "app"));
