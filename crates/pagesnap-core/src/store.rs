@@ -291,6 +291,8 @@ impl Store {
             };
             match self.load_snapshot(&id) {
                 Ok(s) => good.push(s),
+                // Forgotten by another process since the listing: not damage.
+                Err(Error::Backend(BackendError::NotFound { .. })) => {}
                 Err(error) => damaged.push(DamagedSnapshot {
                     key: obj.key,
                     error,

@@ -159,14 +159,22 @@ impl Backend for LocalBackend {
                 if name.starts_with(TEMP_PREFIX) {
                     continue;
                 }
-                let ft = ent.file_type().map_err(|e| self.io("list", prefix, e))?;
+                // An object deleted by another process between the directory read
+                // and this look at it is simply not listed.
+                let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+                let ft = match ent.file_type() {
+                    Ok(ft) => ft,
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(self.io("list", prefix, e)),
+                };
                 if ft.is_dir() {
                     stack.push(ent.path());
                 } else if ft.is_file() {
-                    let size = ent
-                        .metadata()
-                        .map_err(|e| self.io("list", prefix, e))?
-                        .len();
+                    let size = match ent.metadata() {
+                        Ok(m) => m.len(),
+                        Err(e) if gone(&e) => continue,
+                        Err(e) => return Err(self.io("list", prefix, e)),
+                    };
                     let rel = ent.path();
                     let rel = rel.strip_prefix(&self.root).unwrap_or(&rel);
                     let key = rel
