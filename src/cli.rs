@@ -101,6 +101,20 @@ Forget removes snapshots; `prune` then frees the space only they used.")]
     /// Save or show the store's retention policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Check that the store is sound and its snapshots restore (exit 3 if damage is found).
+    #[command(after_help = "Examples:
+  pagesnap verify                          # structure: every object decodes, every chunk is located
+  pagesnap verify --read-data              # also decode every chunk and check every image hash
+  pagesnap verify --read-data-subset 2/7   # read one seventh of the packs (a different part each day)
+  pagesnap verify --read-data-subset 10%   # read a random tenth of the packs
+  pagesnap verify latest --restore-check   # restore the newest snapshot and run PRAGMA integrity_check
+
+Exit status: 0 the store is healthy, 3 damage was found (each problem names the
+object and the snapshots it affects), 1 the check could not run.")]
+    Verify(VerifyArgs),
+    /// Repair a damaged store: rebuild the index from the packs, forget broken snapshots.
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Remove stale locks (left by killed processes).
     #[command(after_help = "Examples:
   pagesnap unlock          # stale locks only
@@ -353,4 +367,62 @@ pub struct BenchArgs {
     /// Keep the database and the stores in this new directory instead of deleting them.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Snapshots to check (ids, unique prefixes or `latest`); default: all.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Only snapshots of this database.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Also read the packs: decode every referenced chunk, check its blake3 and every image hash.
+    #[arg(long)]
+    pub read_data: bool,
+    /// Like --read-data, for a subset of the packs: PERCENT% (random) or N/M (part N of M).
+    #[arg(long, value_name = "PERCENT%|N/M", conflicts_with = "read_data")]
+    pub read_data_subset: Option<String>,
+    /// Also restore snapshots (those named, else the newest of each database) into a
+    /// temporary directory and run PRAGMA integrity_check on them.
+    #[arg(long)]
+    pub restore_check: bool,
+    /// Where --restore-check writes its temporary copies (default: $TMPDIR).
+    #[arg(long, value_name = "DIR", requires = "restore_check")]
+    pub restore_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs' own trailers; move damaged index objects to damaged/.
+    #[command(after_help = "Examples:
+  pagesnap repair index --dry-run
+  pagesnap repair index")]
+    Index(RepairIndexArgs),
+    /// List the snapshots that cannot be restored; with --forget-broken, forget them.
+    #[command(after_help = "Examples:
+  pagesnap repair snapshots
+  pagesnap repair snapshots --read-data --forget-broken
+Exit status: 3 when broken snapshots were found and left in place.")]
+    Snapshots(RepairSnapshotsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepairIndexArgs {
+    /// Show what would be re-indexed and moved, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long to wait for other commands to release the store.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub lock_wait: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RepairSnapshotsArgs {
+    /// Forget (remove) the broken snapshots; without it nothing is changed.
+    #[arg(long)]
+    pub forget_broken: bool,
+    /// Also check chunk data (as `verify --read-data`) to find broken snapshots.
+    #[arg(long)]
+    pub read_data: bool,
 }

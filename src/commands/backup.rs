@@ -6,6 +6,7 @@ use anyhow::Result;
 use pagesnap_core::types::to_hex;
 use pagesnap_core::BackupOptions;
 use serde_json::json;
+use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
@@ -21,7 +22,12 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
         busy_timeout,
         lock_wait,
     };
-    let r = store.backup_path(&a.database, &opts)?;
+    let r = store
+        .backup_path(&a.database, &opts)
+        .map_err(|e| store_full(e, &store.location(), &a.database))?;
+    for w in &r.warnings {
+        eprintln!("pagesnap: warning: {w}");
+    }
     if g.json {
         print_json(&json!({
             "id": r.snapshot.to_hex(),
@@ -59,4 +65,20 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A full disk under the store is said as such, naming the store and what the
+/// failure left (the I/O error alone names an object key or a temporary file).
+fn store_full(e: pagesnap_core::Error, store: &str, db: &Path) -> anyhow::Error {
+    let full = matches!(&e, pagesnap_core::Error::Backend(b) if b.is_storage_full());
+    let e = anyhow::Error::new(e);
+    if !full {
+        return e;
+    }
+    e.context(format!(
+        "{store}: the disk holding the store is full (no space left on device): no snapshot \
+         of {} was saved and the earlier snapshots are intact; free space there and run the \
+         backup again",
+        db.display()
+    ))
 }

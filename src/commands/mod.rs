@@ -7,10 +7,12 @@ mod gc;
 mod init;
 mod policy;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
 mod unlock;
+mod verify;
 
 use crate::cli::{Cli, Command, Global};
 use anyhow::{anyhow, Result};
@@ -32,6 +34,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prune(a) => prune::run(&cli.global, a),
         Command::Gc(a) => gc::run(&cli.global, a),
         Command::Policy(c) => policy::run(&cli.global, c),
+        Command::Verify(a) => verify::run(&cli.global, a),
+        Command::Repair(c) => repair::run(&cli.global, c),
         Command::Unlock(a) => unlock::run(&cli.global, a),
     }
 }
@@ -73,6 +77,10 @@ pub fn open_store(g: &Global) -> Result<Store> {
     }
     Ok(Store::open(path)?)
 }
+
+/// Exit status of `verify` and `repair` when they find damage (1 means the
+/// command itself failed; clap uses 2 for usage errors).
+pub const EXIT_DAMAGE: u8 = 3;
 
 /// Prints a JSON document on stdout.
 pub fn print_json(v: &serde_json::Value) -> Result<()> {

@@ -50,6 +50,8 @@ pub struct ChunkIndex {
     list_ids: HashMap<Id, Vec<ChunkId>>,
     /// Chunks whose packs are missing: the pack an index object put them in.
     lost: HashMap<ChunkId, Id>,
+    /// Index objects that could not be read, and why: their names are unknown.
+    damaged: HashMap<Id, String>,
 }
 
 impl ChunkIndex {
@@ -97,6 +99,27 @@ impl ChunkIndex {
             }
         }
         self.list_ids.insert(list, ids);
+    }
+
+    /// Records an index object that could not be read. Its chunks are unknown (a
+    /// backup stores them again); page maps naming it cannot be resolved.
+    pub fn mark_damaged(&mut self, list: Id, why: String) {
+        self.damaged.insert(list, why);
+    }
+
+    /// Why index object `list` could not be read, if it could not.
+    pub fn damaged(&self, list: &Id) -> Option<&str> {
+        self.damaged.get(list).map(String::as_str)
+    }
+
+    /// Whether index object `list` was read.
+    pub fn has_list(&self, list: &Id) -> bool {
+        self.list_ids.contains_key(list)
+    }
+
+    /// Every located chunk.
+    pub fn iter(&self) -> impl Iterator<Item = (&ChunkId, &Location)> {
+        self.chunks.iter()
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<&Location> {

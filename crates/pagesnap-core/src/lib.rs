@@ -25,21 +25,25 @@ pub mod format;
 pub mod layout;
 pub mod lock;
 mod prune;
+pub mod repair;
 mod restore;
 pub mod retention;
 pub mod select;
 pub mod stats;
 mod store;
 pub mod types;
+pub mod verify;
 
 pub use chunk_writer::WriteStats;
 pub use prune::{PruneOptions, PruneReport};
+pub use repair::{BrokenSnapshot, RepairIndexReport};
 pub use select::SnapshotSelector;
 pub use store::{
     default_store_path, BackupOptions, BackupReport, DamagedSnapshot, InitOptions, RestoreReport,
     Snapshot, Store,
 };
 pub use types::{ChunkId, ChunkRef, Id, SnapshotId};
+pub use verify::{DataSubset, Problem, VerifyOptions, VerifyReport};
 
 use std::path::PathBuf;
 

@@ -94,6 +94,8 @@ pub struct BackupReport {
     pub delta_len: u64,
     /// Whether the backup wrote a full page map (rather than a skip-delta).
     pub new_base: bool,
+    /// Damage the backup worked around (it still succeeded), for the user to see.
+    pub warnings: Vec<String>,
     pub duration: Duration,
 }
 
@@ -362,9 +364,17 @@ impl Store {
             let Some(id) = layout::id_of(&obj.key) else {
                 continue;
             };
-            let bytes = self.get_verified(&obj.key, &id)?;
-            let body = IndexBody::decode(&bytes).map_err(self.format_err(&obj.key))?;
-            index.add(id, &body, |pack, len| present.get(pack) == Some(&len));
+            // A damaged index object costs its chunks (stored again by the next
+            // backup) and the snapshots whose maps name them, never the whole store.
+            let body = self
+                .get_verified(&obj.key, &id)
+                .and_then(|bytes| IndexBody::decode(&bytes).map_err(self.format_err(&obj.key)));
+            match body {
+                Ok(body) => index.add(id, &body, |pack, len| present.get(pack) == Some(&len)),
+                // Deleted by a prune since the listing: not damage.
+                Err(Error::Backend(BackendError::NotFound { .. })) => {}
+                Err(e) => index.mark_damaged(id, e.to_string()),
+            }
         }
         Ok(index)
     }
@@ -408,6 +418,7 @@ impl Store {
     ) -> Result<Vec<ChunkRef>> {
         let mut list: Vec<ChunkRef> = Vec::new();
         for (mid, m) in chain.iter().rev() {
+            check_lists_named(index, mid, m)?;
             list = m
                 .apply(&list, |l, o| index.lookup(l, o))
                 .map_err(self.format_err(&layout::map(mid)))?;
@@ -487,27 +498,20 @@ impl Store {
         let index = self.load_index()?;
         // The parent's page-map chain gives the skip-delta reference of this backup's
         // map (and the parent's own list, to notice an unchanged database).
+        let mut warnings = Vec::new();
         let base = match &parent {
-            Some(p) => {
-                let chain = self.map_chain(&p.manifest.map)?;
-                let seq = chain[0].1.seq + 1;
-                let want = reference_seq(seq);
-                let mut reference: Option<(Id, Vec<ChunkRef>)> = None;
-                let parent_list = self.resolve_chain(&index, &chain, |mid, m, list| {
-                    if m.seq == want && reference.is_none() {
-                        reference = Some((*mid, list.to_vec()));
-                    }
-                })?;
-                let reference = reference.ok_or_else(|| {
-                    Error::Internal("skip-delta reference not in the parent's chain".into())
-                })?;
-                Some(MapBase {
-                    parent_map: p.manifest.map,
-                    parent_list,
-                    seq,
-                    reference,
-                })
-            }
+            Some(p) => match self.map_base(&index, p) {
+                Ok(b) => Some(b),
+                // A damaged parent must not stop every later backup: this one then
+                // records a full page map, which depends on nothing damaged.
+                Err(e) => {
+                    warnings.push(format!(
+                        "the previous snapshot {} cannot be read ({e}); this backup records a full page map",
+                        p.id.short()
+                    ));
+                    None
+                }
+            },
             None => None,
         };
         let (plan, used_ratio) = self.dict_plan(parent.as_ref());
@@ -577,7 +581,31 @@ impl Store {
             metadata_bytes,
             delta_len: written.changes,
             new_base: written.full,
+            warnings,
             duration: started.elapsed(),
+        })
+    }
+
+    /// The parent's page-map chain gives the skip-delta reference of a backup's map
+    /// (and the parent's own list, to notice an unchanged database).
+    fn map_base(&self, index: &ChunkIndex, p: &Snapshot) -> Result<MapBase> {
+        let chain = self.map_chain(&p.manifest.map)?;
+        let seq = chain[0].1.seq + 1;
+        let want = reference_seq(seq);
+        let mut reference: Option<(Id, Vec<ChunkRef>)> = None;
+        let parent_list = self.resolve_chain(index, &chain, |mid, m, list| {
+            if m.seq == want && reference.is_none() {
+                reference = Some((*mid, list.to_vec()));
+            }
+        })?;
+        let reference = reference.ok_or_else(|| {
+            Error::Internal("skip-delta reference not in the parent's chain".into())
+        })?;
+        Ok(MapBase {
+            parent_map: p.manifest.map,
+            parent_list,
+            seq,
+            reference,
         })
     }
 
@@ -707,6 +735,28 @@ impl Store {
     ) -> Result<RestoreReport> {
         restore::to_path(out, force, |w| self.restore_to_writer(snap, w))
     }
+}
+
+/// Fails, naming the index object, when map `mid` names chunks through an index
+/// object that is damaged or missing (rather than "no such entry" later).
+pub(crate) fn check_lists_named(index: &ChunkIndex, mid: &Id, m: &PageMap) -> Result<()> {
+    for list in m.lists.iter().chain(m.new_list.iter()) {
+        if index.has_list(list) {
+            continue;
+        }
+        let why = match index.damaged(list) {
+            Some(d) => format!("it is damaged ({d})"),
+            None => "it is missing from the store".to_string(),
+        };
+        return Err(Error::Format {
+            object: layout::map(mid),
+            source: FormatError::Invalid(format!(
+                "names chunks through {}, but {why}; the snapshots using this map cannot be restored (see `pagesnap verify` and `pagesnap repair`)",
+                layout::index(list)
+            )),
+        });
+    }
+    Ok(())
 }
 
 fn random_seed() -> Vec<u8> {
