@@ -83,14 +83,18 @@ pub(crate) fn write_image(
                         },
                     })?;
                 for (pos, id, loc) in &run.items {
-                    let off = (loc.entry.offset as u64 - run.start) as usize;
-                    let stored = &bytes[off..off + loc.entry.stored_len as usize];
                     let damaged = |detail: String| Error::ChunkDamaged {
                         snapshot: Some(snap.id),
                         chunk: *id,
                         object: key.clone(),
                         detail,
                     };
+                    // The backend returns the range asked for; a short read is damage, not a panic.
+                    let off = (loc.entry.offset as u64 - run.start) as usize;
+                    let stored = off
+                        .checked_add(loc.entry.stored_len as usize)
+                        .and_then(|end| bytes.get(off..end))
+                        .ok_or_else(|| damaged("the pack ends before the chunk".into()))?;
                     let raw = decoders
                         .decode(&loc.pack_entry(*id), stored, dict.as_ref())
                         .map_err(|e| damaged(e.to_string()))?;

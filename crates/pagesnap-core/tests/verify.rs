@@ -1,0 +1,149 @@
+//! `Store::verify`: image hashes are checked on every shape of store (page sizes,
+//! chunk sizes with a partial last chunk, one-chunk images), and a snapshot whose
+//! chunks do not hash to its recorded image is caught even though every chunk and
+//! every object is sound on its own.
+
+mod common;
+
+use common::*;
+use pagesnap_core::backend::PutMode;
+use pagesnap_core::{layout, DataSubset, Id, InitOptions, Store, VerifyOptions};
+
+fn read_data() -> VerifyOptions {
+    VerifyOptions {
+        read_data: Some(DataSubset::All),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn image_hashes_are_checked_for_every_page_and_chunk_size() {
+    // (page size, pages per chunk, rows): 512-byte chunks are below blake3's 1 KiB
+    // chunk and take the reassembling path; 4 pages per chunk leave a partial last
+    // chunk in most databases; one tiny database is a single chunk.
+    for (page_size, chunk_pages, rows) in [
+        (512, 1, 200),
+        (4096, 4, 300),
+        (65536, 1, 40),
+        (4096, 256, 10),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let conn = create_db(&db, Journal::Wal, page_size);
+        let mut rng = Rng(page_size as u64 + chunk_pages as u64);
+        populate(&conn, &mut rng, page_size, rows);
+        let store = Store::init(
+            dir.path().join("store"),
+            &InitOptions {
+                chunk_pages,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        backup(&store, &db);
+        insert_rows(&conn, &mut rng, page_size, rows / 4 + 1);
+        backup(&store, &db);
+        let r = store.verify(&read_data()).unwrap();
+        assert!(
+            r.healthy(),
+            "page {page_size} x {chunk_pages}: {:?}",
+            r.problems
+        );
+        assert_eq!(r.images_checked, 2, "page {page_size} x {chunk_pages}");
+        assert_eq!(r.chunks_read, r.chunks_referenced);
+    }
+}
+
+#[test]
+fn a_manifest_whose_chunks_do_not_make_its_image_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, Journal::Rollback, 4096);
+    populate(&conn, &mut Rng(5), 4096, 300);
+    let store = Store::init(dir.path().join("store"), &InitOptions::default()).unwrap();
+    let good = snapshot_of(&store, &backup(&store, &db));
+
+    // A well-formed manifest (valid envelope, named by its own hash) that records
+    // another image hash: only reassembling the image can tell.
+    let mut forged = good.manifest.clone();
+    forged.image_hash[0] ^= 1;
+    forged.time_unix += 60;
+    let bytes = forged.encode();
+    let id = Id::of_object(&bytes);
+    store
+        .backend()
+        .put(&layout::snapshot(&id), &bytes, PutMode::Create)
+        .unwrap();
+
+    let structural = store.verify(&VerifyOptions::default()).unwrap();
+    assert!(
+        structural.healthy(),
+        "without --read-data the forgery is undetectable: {:?}",
+        structural.problems
+    );
+    let r = store.verify(&read_data()).unwrap();
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert_eq!(r.problems[0].object, layout::snapshot(&id));
+    assert!(
+        r.problems[0].detail.contains("image hash"),
+        "{:?}",
+        r.problems
+    );
+    assert_eq!(r.broken.iter().copied().collect::<Vec<_>>(), vec![id]);
+
+    // Restore refuses it too, and the genuine snapshot still restores.
+    let forged_snap = store
+        .select(&pagesnap_core::SnapshotSelector::Id(id.to_hex()))
+        .unwrap();
+    let out = dir.path().join("out.db");
+    let err = store
+        .restore_to_path(&forged_snap, &out, false)
+        .unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert!(!out.exists());
+    restore_and_check(&store, &good, &reference_hash(&db, dir.path()), dir.path());
+}
+
+#[test]
+fn subsets_partition_the_packs() {
+    let parts = [1u32, 2, 3].map(|n| DataSubset::Part { n, of: 3 });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, Journal::Wal, 4096);
+    let mut rng = Rng(11);
+    populate(&conn, &mut rng, 4096, 200);
+    let store = Store::init(
+        dir.path().join("store"),
+        &InitOptions {
+            pack_target_size: 1 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for _ in 0..4 {
+        insert_rows(&conn, &mut rng, 4096, 150);
+        backup(&store, &db);
+    }
+    let all = store.verify(&read_data()).unwrap();
+    assert!(all.packs >= 3, "{all:?}");
+    let mut read = 0;
+    for p in parts {
+        let r = store
+            .verify(&VerifyOptions {
+                read_data: Some(p),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(r.healthy());
+        read += r.packs_read;
+    }
+    assert_eq!(read, all.packs_read, "the three parts read each pack once");
+    for bad in ["0%", "101%", "x%", "2/1", "0/3", "1/0", "half"] {
+        assert!(DataSubset::parse(bad).is_err(), "{bad}");
+    }
+    assert_eq!(DataSubset::parse("25%").unwrap(), DataSubset::Percent(25.0));
+    assert_eq!(
+        DataSubset::parse("2/7").unwrap(),
+        DataSubset::Part { n: 2, of: 7 }
+    );
+}
