@@ -433,3 +433,66 @@ fn a_map_naming_a_missing_index_object_is_found() {
         "the missing index object is named: {v}"
     );
 }
+
+#[test]
+fn a_bit_flip_in_a_page_map_is_found_and_only_its_snapshots_break() {
+    let (fx, snaps) = store_with_history();
+    // Snapshot 2's own map (a delta no other snapshot builds on).
+    let snap: Value = fx
+        .snapshots()
+        .into_iter()
+        .find(|s| s["id"] == snaps[2].id.as_str())
+        .unwrap();
+    assert_eq!(snap["id"], snaps[2].id.as_str());
+    let maps: Vec<PathBuf> = std::fs::read_dir(fx.store.join("maps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // The newest map of the app database is the one its last backup wrote; the
+    // `other` database's map came after it.
+    let mut by_time = maps.clone();
+    by_time.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    let map = &by_time[by_time.len() - 2];
+    let len = std::fs::metadata(map).unwrap().len() as usize;
+    flip(map, len / 2);
+    let key = format!("maps/{}", map.file_name().unwrap().to_string_lossy());
+
+    let (code, v) = verify(&fx, &[]);
+    assert_eq!(code, DAMAGE, "{v}");
+    let ps = problems(&v);
+    let p = ps.iter().find(|p| p.0 == key).expect("map named");
+    assert_eq!(p.2, vec![snaps[2].id.clone()], "{v}");
+    let err = fails(
+        fx.cmd()
+            .args(["restore", &snaps[2].id, "-o"])
+            .arg(fx.path("o.db")),
+    );
+    assert_has(&err, &[&key, "damaged"]);
+    assert_restores(&fx, &snaps[0]);
+    assert_restores(&fx, &snaps[1]);
+    // The next backup of the database cannot build on the damaged map: it warns
+    // and records a full one, and restores.
+    let db = fx.path("app.db");
+    let o = fx
+        .cmd()
+        .args(["--json", "backup"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_has(
+        &String::from_utf8_lossy(&o.stderr),
+        &["warning", &snaps[2].id[..8]],
+    );
+    let b: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(b["new_base"], true, "{b}");
+    let reference = reference_copy(&db, &fx.path("ref-new.db"));
+    assert_restores(
+        &fx,
+        &Snap {
+            id: b["id"].as_str().unwrap().into(),
+            hash: b["image_hash"].clone(),
+            reference,
+        },
+    );
+}
