@@ -48,9 +48,16 @@ pub fn store_path(g: &Global) -> Result<PathBuf> {
             .ok_or_else(|| anyhow!("no store given: pass --store DIR or set PAGESNAP_STORE"))?,
     };
     let s = p.to_string_lossy();
-    if s.contains('\0') || s.contains('\n') {
+    if s.contains('\0') || s.contains('\n') || s.contains('\r') {
         return Err(anyhow!(
             "invalid store path {s:?}: contains a NUL or newline"
+        ));
+    }
+    // A store path is often assembled by scripts (`/backups/$APP`); a `..` in it
+    // is how such a path escapes where it was meant to be. Refuse rather than guess.
+    if p.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(anyhow!(
+            "invalid store path {s:?}: contains a `..` component; give the path without `..` (an absolute path, say)"
         ));
     }
     Ok(p)

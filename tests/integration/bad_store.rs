@@ -234,3 +234,44 @@ fn read_only_store_refuses_backups_but_still_restores() {
     chmod_dirs(&fx.store, 0o700);
     fx.assert_unchanged(&before);
 }
+
+#[test]
+fn store_paths_with_parent_components_or_newlines_are_refused() {
+    let fx = Fx::new();
+    let db = small_db(&fx, "app.db", 91);
+    // The same store reached through `..`, and paths with a newline.
+    let dotted = fx.path("sub").join("..").join("store");
+    std::fs::create_dir(fx.path("sub")).unwrap();
+    let newline = fx.path("store\nx");
+    for (store, why) in [(&dotted, "`..`"), (&newline, "newline")] {
+        for args in [&["snapshots"][..], &["verify"], &["init"]] {
+            let err = fails(ps(store).args(args));
+            assert_has(&err, &["invalid store path", why]);
+        }
+        let err = fails(ps(store).arg("backup").arg(&db));
+        assert_has(&err, &["invalid store path"]);
+        // The environment variable is checked the same way.
+        let err = fails(bin().env("PAGESNAP_STORE", store).arg("snapshots"));
+        assert_has(&err, &["invalid store path", why]);
+    }
+    assert!(!newline.exists());
+    assert!(fx.snapshots().is_empty(), "nothing was backed up");
+}
+
+#[test]
+fn snapshot_selectors_with_paths_or_control_characters_are_refused() {
+    let fx = Fx::new();
+    let db = small_db(&fx, "app.db", 92);
+    fx.backup(&db, &[]);
+    let out = fx.path("out.db");
+    for sel in ["../snapshots", "..", "ab\ncd", "a/b"] {
+        let err = fails(fx.cmd().args(["restore", sel, "-o"]).arg(&out));
+        assert_has(
+            &err,
+            &["invalid snapshot id", "not a hexadecimal snapshot id"],
+        );
+        assert_no_output(&out);
+        let err = fails(fx.cmd().args(["verify", sel]));
+        assert_has(&err, &["invalid snapshot id"]);
+    }
+}

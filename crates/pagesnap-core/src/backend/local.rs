@@ -26,8 +26,29 @@ impl LocalBackend {
         &self.root
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        self.check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    /// Keys are relative paths of plain names (`packs/ab/abcd…`): never absolute,
+    /// never `..` or `.`, never a temporary file's name, never NUL or a newline, so
+    /// no key can reach outside the store or collide with a write in progress.
+    fn check_key(&self, key: &str) -> Result<()> {
+        let bad = key.is_empty()
+            || key.starts_with('/')
+            || key.contains(['\0', '\n', '\r', '\\'])
+            || key
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with(TEMP_PREFIX));
+        if bad {
+            return Err(self.io(
+                "use",
+                key,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid object key"),
+            ));
+        }
+        Ok(())
     }
 
     fn io(&self, op: &'static str, key: &str, source: std::io::Error) -> BackendError {
@@ -84,7 +105,7 @@ impl Backend for LocalBackend {
     }
 
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
-        let path = self.path(key);
+        let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         self.create_dirs(&dir, key)?;
         let tmp = self.write_temp(&dir, key, data)?;
@@ -111,11 +132,11 @@ impl Backend for LocalBackend {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
-        fs::read(self.path(key)).map_err(|e| self.io("read", key, e))
+        fs::read(self.path(key)?).map_err(|e| self.io("read", key, e))
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
-        let mut f = File::open(self.path(key)).map_err(|e| self.io("open", key, e))?;
+        let mut f = File::open(self.path(key)?).map_err(|e| self.io("open", key, e))?;
         let len = f.metadata().map_err(|e| self.io("stat", key, e))?.len();
         if range.start > range.end || range.end > len {
             return Err(BackendError::Range {
@@ -135,7 +156,7 @@ impl Backend for LocalBackend {
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>> {
-        match fs::metadata(self.path(key)) {
+        match fs::metadata(self.path(key)?) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io("stat", key, e)),
@@ -144,7 +165,11 @@ impl Backend for LocalBackend {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
-        let start = self.path(prefix);
+        // A prefix is a folder (`snapshots/`) or empty: a key with a trailing slash.
+        if !prefix.is_empty() {
+            self.check_key(prefix.trim_end_matches('/'))?;
+        }
+        let start = self.root.join(prefix);
         let mut stack = vec![start];
         while let Some(dir) = stack.pop() {
             let rd = match fs::read_dir(&dir) {
@@ -223,7 +248,7 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        match fs::remove_file(self.path(key)) {
+        match fs::remove_file(self.path(key)?) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io("delete", key, e)),
@@ -234,6 +259,35 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_cannot_leave_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("store"));
+        for key in [
+            "../escape",
+            "packs/../../escape",
+            "/etc/passwd",
+            "a//b",
+            "snapshots/.tmp-x",
+            "a\nb",
+            "a\0b",
+            "",
+            ".",
+        ] {
+            let err = b.put(key, b"x", PutMode::Overwrite).unwrap_err();
+            assert!(
+                err.to_string().contains("invalid object key"),
+                "{key:?}: {err}"
+            );
+            assert!(b.get(key).is_err(), "{key:?}");
+            assert!(b.delete(key).is_err(), "{key:?}");
+        }
+        assert!(b.list("../").is_err());
+        assert!(!dir.path().join("escape").exists());
+        b.put("damaged/index/ab", b"x", PutMode::Overwrite).unwrap();
+        assert_eq!(b.get("damaged/index/ab").unwrap(), b"x");
+    }
 
     #[test]
     fn put_get_list_delete() {
