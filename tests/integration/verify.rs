@@ -117,6 +117,23 @@ fn assert_restores(fx: &Fx, s: &Snap) {
     assert_restored(&out, &s.hash, &s.reference);
 }
 
+/// `verify` names `object` as affecting only the newest app snapshot, whose
+/// restore fails naming it, while the two older ones restore.
+#[track_caller]
+fn only_newest_breaks(fx: &Fx, snaps: &[Snap], object: &str) {
+    let (code, v) = verify(fx, &[]);
+    assert_eq!(code, DAMAGE, "{v}");
+    let ps = problems(&v);
+    let p = ps.iter().find(|p| p.0 == object).expect("object named");
+    assert_eq!(p.2, vec![snaps[2].id.clone()], "{v}");
+    let out = fx.path("o.db");
+    let err = fails(fx.cmd().args(["restore", &snaps[2].id, "-o"]).arg(&out));
+    assert_has(&err, &[object, "damaged"]);
+    assert_no_output(&out);
+    assert_restores(fx, &snaps[0]);
+    assert_restores(fx, &snaps[1]);
+}
+
 #[test]
 fn a_healthy_store_passes_every_level_of_check() {
     let (fx, snaps) = store_with_history();
@@ -307,20 +324,8 @@ fn a_damaged_index_object_is_found_rebuilt_and_its_snapshots_listed() {
     flip(&app_index, len / 2);
     assert_ne!(key, app_key);
 
-    let (code, v) = verify(&fx, &[]);
-    assert_eq!(code, DAMAGE, "{v}");
-    let ps = problems(&v);
-    let p = ps.iter().find(|p| p.0 == app_key).expect("index named");
-    assert_eq!(p.2, vec![snaps[2].id.clone()], "{v}");
-    let err = fails(
-        fx.cmd()
-            .args(["restore", &snaps[2].id, "-o"])
-            .arg(fx.path("o.db")),
-    );
-    assert_has(&err, &[&app_key, "damaged"]);
-    // The rest of the store keeps working: older snapshots restore, backups run.
-    assert_restores(&fx, &snaps[0]);
-    assert_restores(&fx, &snaps[1]);
+    // Only the newest snapshot breaks; the rest of the store keeps working.
+    only_newest_breaks(&fx, &snaps, &app_key);
 
     // repair index: dry run changes nothing; the real one re-indexes the chunks
     // from the packs and moves the damaged object aside.
@@ -457,19 +462,7 @@ fn a_bit_flip_in_a_page_map_is_found_and_only_its_snapshots_break() {
     flip(map, len / 2);
     let key = format!("maps/{}", map.file_name().unwrap().to_string_lossy());
 
-    let (code, v) = verify(&fx, &[]);
-    assert_eq!(code, DAMAGE, "{v}");
-    let ps = problems(&v);
-    let p = ps.iter().find(|p| p.0 == key).expect("map named");
-    assert_eq!(p.2, vec![snaps[2].id.clone()], "{v}");
-    let err = fails(
-        fx.cmd()
-            .args(["restore", &snaps[2].id, "-o"])
-            .arg(fx.path("o.db")),
-    );
-    assert_has(&err, &[&key, "damaged"]);
-    assert_restores(&fx, &snaps[0]);
-    assert_restores(&fx, &snaps[1]);
+    only_newest_breaks(&fx, &snaps, &key);
     // The next backup of the database cannot build on the damaged map: it warns
     // and records a full one, and restores.
     let db = fx.path("app.db");
