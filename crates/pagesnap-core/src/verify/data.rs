@@ -1,0 +1,310 @@
+//! The data checks of `verify`: packs read whole, chunks decoded and hashed,
+//! image hashes merged from chunk chaining values, and restore checks.
+
+use super::{detail, DataSubset, Verifier, VerifyReport};
+use crate::capture::tree_hash::{block_cv, root_from_blocks};
+use crate::chunk_index::Location;
+use crate::codec::Decoders;
+use crate::store::Snapshot;
+use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
+use crate::{layout, restore, Error, Result, Store};
+use blake3::hazmat::ChainingValue;
+use rayon::prelude::*;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::time::Instant;
+
+/// What reading one pack found.
+#[derive(Default)]
+struct PackResult {
+    pack_problem: Option<String>,
+    bad_chunks: Vec<(ChunkId, String)>,
+    cvs: Vec<((ChunkId, u64), ChainingValue)>,
+    chunks_read: u64,
+    bytes_read: u64,
+}
+
+/// What `--read-data` found: damaged chunks (with their problem) and the chaining
+/// value of every (chunk, offset) pair the selected snapshots use.
+pub(super) struct DataRead {
+    pub(super) bad_chunks: HashMap<ChunkId, usize>,
+    pub(super) cvs: HashMap<(ChunkId, u64), ChainingValue>,
+}
+
+impl Verifier<'_> {
+    /// Reads the packs holding referenced chunks (those `subset` selects), in
+    /// parallel, one whole pack at a time.
+    pub(super) fn read_data(
+        &mut self,
+        subset: DataSubset,
+        referenced: &HashSet<ChunkId>,
+        offsets: &HashMap<ChunkId, Vec<u64>>,
+        report: &mut VerifyReport,
+    ) -> DataRead {
+        let mut by_pack: HashMap<u32, Vec<(ChunkId, Location)>> = HashMap::new();
+        for (id, loc) in self.index.iter() {
+            if referenced.contains(id) {
+                by_pack.entry(loc.pack).or_default().push((*id, *loc));
+            }
+        }
+        let seed = *blake3::hash(format!("{:?}", Instant::now()).as_bytes()).as_bytes();
+        let mut packs: Vec<(Id, Vec<(ChunkId, Location)>)> = by_pack
+            .into_iter()
+            .map(|(pos, items)| (self.index.pack_id(pos), items))
+            .filter(|(id, _)| subset.selects(id, &seed))
+            .collect();
+        packs.sort_by_key(|(id, _)| *id);
+        let index = &self.index;
+        let store = self.store;
+        let results: Vec<(Id, PackResult)> = packs
+            .par_iter()
+            .map(|(pack, items)| {
+                let dict = items.first().and_then(|(_, l)| index.pack_dict(l.pack));
+                (*pack, read_pack(store, pack, dict, items, offsets))
+            })
+            .collect();
+        let mut out = DataRead {
+            bad_chunks: HashMap::new(),
+            cvs: HashMap::new(),
+        };
+        for (pack, r) in results {
+            report.packs_read += 1;
+            report.chunks_read += r.chunks_read;
+            report.bytes_read += r.bytes_read;
+            let key = layout::pack(&pack);
+            if let Some(p) = r.pack_problem {
+                let i = self.problems.add(key.clone(), p);
+                self.bad_packs.insert(pack, i);
+            }
+            for (chunk, why) in r.bad_chunks {
+                let i = self
+                    .problems
+                    .add(format!("{key} chunk {}", chunk.to_hex()), why);
+                out.bad_chunks.insert(chunk, i);
+            }
+            out.cvs.extend(r.cvs);
+        }
+        out
+    }
+
+    /// Merges a snapshot's root hash from chunk chaining values; returns whether
+    /// the check could be made (every chunk's value is known).
+    pub(super) fn check_image_by_tree(
+        &mut self,
+        s: &Snapshot,
+        list: &[ChunkRef],
+        cvs: &HashMap<(ChunkId, u64), ChainingValue>,
+    ) -> bool {
+        let m = &s.manifest;
+        let len = m.chunk_len();
+        let mut blocks = Vec::with_capacity(list.len());
+        for (pos, c) in list.iter().enumerate() {
+            let off = pos as u64 * len;
+            match c {
+                ChunkRef::Zero => {
+                    let n = (m.image_len - off).min(len) as usize;
+                    blocks.push(block_cv(off, &vec![0u8; n]));
+                }
+                ChunkRef::Stored(id) => match cvs.get(&(*id, off)) {
+                    Some(cv) => blocks.push(*cv),
+                    None => return false, // its pack is outside the subset read
+                },
+            }
+        }
+        let root = root_from_blocks(&blocks, len, m.image_len);
+        if *root.as_bytes() != m.image_hash {
+            self.image_mismatch(s, root.as_bytes());
+        }
+        true
+    }
+
+    /// For images the tree cannot be split at chunk boundaries (chunks under 1 KiB,
+    /// one-chunk images): reassemble the image into a hasher, as a restore would.
+    pub(super) fn check_image_by_reading(&mut self, s: &Snapshot, list: &[ChunkRef]) -> bool {
+        let mut sink = std::io::sink();
+        match restore::write_image(
+            self.store.backend().as_ref(),
+            &self.index,
+            s,
+            list,
+            &mut sink,
+        ) {
+            Ok(_) => {}
+            Err(Error::ImageMismatch { actual, .. }) => {
+                let detail = format!(
+                    "reassembled image hash {actual} does not match the recorded {}",
+                    crate::types::to_hex(&s.manifest.image_hash)
+                );
+                let i = self.problems.add(layout::snapshot(&s.id), detail);
+                self.problems.affects(i, s.id);
+                self.broken.insert(s.id);
+            }
+            Err(e) => {
+                let i = self.problems.add(layout::snapshot(&s.id), detail(&e));
+                self.problems.affects(i, s.id);
+                self.broken.insert(s.id);
+            }
+        }
+        true
+    }
+
+    pub(super) fn image_mismatch(&mut self, s: &Snapshot, actual: &[u8; 32]) {
+        let detail = format!(
+            "its chunks hash to {}, not the recorded image hash {} (a page map or index object names the wrong chunks)",
+            crate::types::to_hex(actual),
+            crate::types::to_hex(&s.manifest.image_hash)
+        );
+        let i = self.problems.add(layout::snapshot(&s.id), detail);
+        self.problems.affects(i, s.id);
+        self.broken.insert(s.id);
+    }
+
+    pub(super) fn problems_snapshots(&self) -> BTreeSet<SnapshotId> {
+        self.problems
+            .list
+            .iter()
+            .flat_map(|p| p.snapshots.iter().copied())
+            .collect()
+    }
+
+    /// Restores `s` into a temporary directory and runs `PRAGMA integrity_check`.
+    /// Damage becomes a problem; failing to write the temporary file is an error.
+    pub(super) fn restore_check(&mut self, s: &Snapshot, dir: Option<&Path>) -> Result<()> {
+        let tmp = match dir {
+            Some(d) => tempfile::Builder::new()
+                .prefix("pagesnap-verify-")
+                .tempdir_in(d),
+            None => tempfile::Builder::new()
+                .prefix("pagesnap-verify-")
+                .tempdir(),
+        }
+        .map_err(|e| Error::Io {
+            path: dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(std::env::temp_dir),
+            source: e,
+        })?;
+        let out = tmp.path().join("restore.db");
+        let key = layout::snapshot(&s.id);
+        match self.store.restore_to_path(s, &out, false) {
+            Ok(_) => {}
+            Err(e @ Error::Io { .. }) => return Err(e),
+            Err(e) => {
+                let i = self.problems.add(key, format!("restore failed: {e}"));
+                self.problems.affects(i, s.id);
+                self.broken.insert(s.id);
+                return Ok(());
+            }
+        }
+        if let Err(detail) = integrity_check(&out) {
+            let i = self
+                .problems
+                .add(key, format!("restored image fails PRAGMA integrity_check: {detail} (the image matches its recorded hash: the database was already damaged when it was captured)"));
+            // Not broken: it is a faithful copy, possibly the best one there is.
+            self.problems.affects(i, s.id);
+        }
+        Ok(())
+    }
+}
+
+/// Reads one whole pack and checks it against its name and every listed chunk
+/// against its id; computes the chaining values at the offsets each chunk is used.
+fn read_pack(
+    store: &Store,
+    pack: &Id,
+    dict: Option<Id>,
+    items: &[(ChunkId, Location)],
+    offsets: &HashMap<ChunkId, Vec<u64>>,
+) -> PackResult {
+    let mut r = PackResult::default();
+    let key = layout::pack(pack);
+    let bytes = match store.backend().get(&key) {
+        Ok(b) => b,
+        Err(e) => {
+            r.pack_problem = Some(format!("cannot be read: {e}"));
+            return r;
+        }
+    };
+    r.bytes_read = bytes.len() as u64;
+    if Id::of_object(&bytes) != *pack {
+        r.pack_problem = Some("content does not match its name (the pack is damaged)".into());
+    }
+    let mut decoders = match Decoders::new() {
+        Ok(d) => d,
+        Err(e) => {
+            r.pack_problem = Some(e.to_string());
+            return r;
+        }
+    };
+    let dict_error = dict.and_then(|d| {
+        decoders
+            .ensure_dict(store.backend().as_ref(), &d)
+            .err()
+            .map(|e| format!("its pack's dictionary cannot be read: {e}"))
+    });
+    for (id, loc) in items {
+        r.chunks_read += 1;
+        let start = loc.entry.offset as usize;
+        let Some(stored) = start
+            .checked_add(loc.entry.stored_len as usize)
+            .and_then(|end| bytes.get(start..end))
+        else {
+            r.bad_chunks
+                .push((*id, "its location lies outside the pack".into()));
+            continue;
+        };
+        let raw = match (
+            &dict_error,
+            decoders.decode(&loc.pack_entry(*id), stored, dict.as_ref()),
+        ) {
+            (_, Ok(raw)) => raw,
+            (Some(d), Err(_)) => {
+                r.bad_chunks.push((*id, d.clone()));
+                continue;
+            }
+            (None, Err(e)) => {
+                r.bad_chunks.push((*id, format!("cannot be decoded: {e}")));
+                continue;
+            }
+        };
+        if Id::of_chunk(&raw) != *id {
+            r.bad_chunks
+                .push((*id, "content does not match its id (damaged)".into()));
+            continue;
+        }
+        for &off in offsets.get(id).map(Vec::as_slice).unwrap_or(&[]) {
+            r.cvs.push(((*id, off), block_cv(off, &raw)));
+        }
+    }
+    r
+}
+
+/// `PRAGMA integrity_check` of a database file, opened immutable (no journal,
+/// WAL or lock files are created beside it).
+pub(crate) fn integrity_check(path: &Path) -> std::result::Result<(), String> {
+    use rusqlite::{Connection, OpenFlags};
+    let escaped = path
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    let uri = format!("file:{escaped}?immutable=1");
+    let conn = Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check(20)")
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| e.to_string())?;
+    if rows == ["ok"] {
+        Ok(())
+    } else {
+        Err(rows.join("; "))
+    }
+}
