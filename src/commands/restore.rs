@@ -1,7 +1,8 @@
 use super::{open_store, print_json};
 use crate::cli::{Global, RestoreArgs};
+use crate::output;
 use crate::timearg::parse_time;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use pagesnap_core::types::to_hex;
 use pagesnap_core::SnapshotSelector;
 use serde_json::json;
@@ -41,7 +42,9 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
         lock.flush()?;
         r
     } else {
-        store.restore_to_path(&snap, &a.output, a.force)?
+        store
+            .restore_to_path(&snap, &a.output, a.force)
+            .map_err(|e| output_full(e, &a.output, snap.manifest.image_len))?
     };
     if g.json {
         print_json(&json!({
@@ -70,4 +73,20 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A full disk under the output is said as such, naming the output (the I/O error
+/// alone may name the temporary file beside it, which is gone by now).
+fn output_full(e: pagesnap_core::Error, out: &Path, bytes: u64) -> anyhow::Error {
+    let full = matches!(&e, pagesnap_core::Error::Io { source, .. }
+        if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28));
+    if !full {
+        return e.into();
+    }
+    anyhow!(
+        "{}: cannot restore: the disk is full (no space left on device): the database needs {} \
+         ({bytes} bytes); nothing was written",
+        out.display(),
+        output::bytes(bytes)
+    )
 }

@@ -6,6 +6,7 @@ mod bad_store;
 mod bench;
 mod damage;
 mod gc_crash;
+mod reliability;
 mod restore_output;
 mod retention;
 mod roundtrip;
