@@ -14,3 +14,4 @@ mod selection;
 mod shapes;
 mod stats;
 mod util;
+mod verify;

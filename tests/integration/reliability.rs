@@ -506,8 +506,6 @@ fn backup_and_restore_on_a_full_tmpfs() {
 /// A store on a full disk cannot take backups, but its snapshots must still
 /// restore (the disk filled up: now is when they are needed).
 #[test]
-#[ignore = "bug: restore from a store on a full disk fails writing its shared lock \
-            (Store::read_lock tolerates a read-only store, not a full one)"]
 fn restore_from_a_store_on_a_full_disk() {
     let mut fx = Fx::uninit();
     let store_fs = fx.path("store-fs");
@@ -656,8 +654,6 @@ fn backups_killed_at_random_moments_leave_a_sound_store() {
 /// After a prune that rewrote a pack, the store is sound (every snapshot restores)
 /// and verify must say so.
 #[test]
-#[ignore = "bug: verify reports the rewritten pack as missing, named by its old index \
-            object, which prune keeps on purpose (a live page map names its entries)"]
 fn verify_after_prune_rewrote_a_pack() {
     let fx = Fx::new();
     let db = fx.path("app.db");

@@ -236,14 +236,19 @@ impl Store {
 
     /// A shared lock for a command that only reads. On a store this process
     /// cannot write to (a read-only mount, another user's files), reading goes on
-    /// without one: nothing can prune such a store under us either.
+    /// without one: nothing can prune such a store under us either. On a full
+    /// disk too: that is when restores are needed most, and a prune (the only
+    /// thing a lock keeps out) would have to make room first.
     pub fn read_lock(&self, command: &str) -> Result<Option<LockGuard>> {
         match self.lock(false, command, Duration::from_secs(600)) {
             Ok(g) => Ok(Some(g)),
             Err(Error::Backend(BackendError::Io { source, .. }))
                 if matches!(
                     source.kind(),
-                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                    std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                        | std::io::ErrorKind::StorageFull
+                        | std::io::ErrorKind::QuotaExceeded
                 ) =>
             {
                 Ok(None)

@@ -99,6 +99,40 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// A temporary lock file older than this belongs to a process killed while taking
+/// a lock: writing one takes milliseconds.
+const LOCK_TEMP_STALE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl LocalBackend {
+    /// Removes `locks/.tmp-*` files older than [`LOCK_TEMP_STALE`]. Younger ones may
+    /// be a lock being taken right now, by a process that holds no lock yet.
+    fn clean_old_lock_temporaries(&self) -> Result<u64> {
+        let dir = self.root.join("locks");
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(self.io("list", "locks/", e)),
+        };
+        let mut removed = 0;
+        for ent in rd {
+            let ent = ent.map_err(|e| self.io("list", "locks/", e))?;
+            if !ent.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let old = ent
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > LOCK_TEMP_STALE);
+            if old && fs::remove_file(ent.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -216,7 +250,7 @@ impl Backend for LocalBackend {
     }
 
     fn clean_temporary(&self) -> Result<u64> {
-        let mut removed = 0;
+        let mut removed = self.clean_old_lock_temporaries()?;
         // Only the folders written under a shared lock: lock objects (and the root's
         // `config` and `policy`) are written without one, by processes that may be
         // trying to take a lock right now.
@@ -259,6 +293,27 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_lock_temporaries_are_cleaned_young_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        fs::create_dir_all(dir.path().join("locks")).unwrap();
+        let old = dir.path().join("locks/.tmp-old");
+        let young = dir.path().join("locks/.tmp-young");
+        fs::write(&old, b"").unwrap();
+        fs::write(&young, b"").unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        assert_eq!(b.clean_temporary().unwrap(), 1);
+        assert!(!old.exists());
+        assert!(young.exists());
+    }
 
     #[test]
     fn keys_cannot_leave_the_store() {
