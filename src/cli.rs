@@ -120,6 +120,110 @@ object and the snapshots it affects), 1 the check could not run.")]
   pagesnap unlock          # stale locks only
   pagesnap unlock --all    # every lock: only when no pagesnap uses the store")]
     Unlock(UnlockArgs),
+    /// Run as a daemon: snapshot databases on a schedule, apply retention, prune.
+    #[command(after_help = "Examples:
+  pagesnap watch --config /etc/pagesnap/watch.toml
+  pagesnap watch /srv/app.db /srv/jobs.db --every 10m --jitter 30s
+  pagesnap watch /srv/app.db --every 1m --on-failure 'mail -s \"pagesnap: $PAGESNAP_DB_NAME\" ops'
+
+Runs until SIGINT or SIGTERM (a snapshot in progress is finished first; exit 0).
+SIGHUP reloads the config file. Logs go to stderr; `pagesnap status` shows the
+state. Exit status: 0 after a signal, 1 when the config or the store cannot be
+used (nothing is started), 2 for command-line syntax errors.")]
+    Watch(WatchArgs),
+    /// Show what `pagesnap watch` did: per database the last snapshot, last error, next run.
+    #[command(after_help = "Examples:
+  pagesnap status
+  pagesnap status --config /etc/pagesnap/watch.toml
+  pagesnap status --status-file /var/lib/pagesnap/status.json --json
+
+Exit status: 0 the watcher runs and every database's last attempt succeeded,
+4 the watcher is not running or some database's last attempt failed, 1 no status
+could be read.")]
+    Status(StatusArgs),
+}
+
+/// Log output of `pagesnap watch`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// What `pagesnap watch` checks on the captured image of a database.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntegrityCheck {
+    /// No check.
+    #[default]
+    Off,
+    /// PRAGMA quick_check (no index cross-checks: faster).
+    Quick,
+    /// PRAGMA integrity_check.
+    Full,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Databases to watch (or give them in --config).
+    #[arg(value_name = "DB", required_unless_present = "config")]
+    pub databases: Vec<PathBuf>,
+    /// TOML config file naming the databases and their schedules and policies.
+    #[arg(long, value_name = "FILE", conflicts_with = "databases")]
+    pub config: Option<PathBuf>,
+    /// Interval between snapshots, aligned to wall-clock multiples (e.g. 10m, 1h, 30s).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10m",
+        conflicts_with = "config"
+    )]
+    pub every: String,
+    /// Delay each database's runs by a fixed offset in 0..DURATION chosen from its name.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "0s",
+        conflicts_with = "config"
+    )]
+    pub jitter: String,
+    /// Tag to record on every snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG", conflicts_with = "config")]
+    pub tags: Vec<String>,
+    /// Command run by `sh -c` when a database's run fails (env: PAGESNAP_DB_NAME,
+    /// PAGESNAP_DB_PATH, PAGESNAP_ERROR, PAGESNAP_EVENT, PAGESNAP_FAILURES).
+    #[arg(long, value_name = "CMD", conflicts_with = "config")]
+    pub on_failure: Option<String>,
+    /// When to prune: daily, hourly, weekly, never, or an interval (e.g. 12h).
+    #[arg(
+        long,
+        value_name = "SCHEDULE",
+        default_value = "daily",
+        conflicts_with = "config"
+    )]
+    pub prune: String,
+    /// Check the captured image of every snapshot.
+    #[arg(long, value_enum, default_value_t = IntegrityCheck::Off, conflicts_with = "config")]
+    pub integrity_check: IntegrityCheck,
+    /// Status file (JSON) to keep up to date (default: in $XDG_STATE_HOME/pagesnap).
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Log format on stderr (default: human, or json with --json).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The status file `pagesnap watch` writes.
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Find the status file (and store) through this `pagesnap watch` config file.
+    #[arg(long, value_name = "FILE", conflicts_with = "status_file")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

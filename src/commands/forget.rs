@@ -7,7 +7,7 @@ use crate::output;
 use anyhow::{bail, Result};
 use chrono::Utc;
 use pagesnap_core::lock::LockGuard;
-use pagesnap_core::retention::{self, Decision};
+use pagesnap_core::retention::{self, Decision, Policy};
 use pagesnap_core::{SnapshotSelector, Store};
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -64,7 +64,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn removed(&self) -> usize {
+    pub fn removed(&self) -> usize {
         self.decisions.iter().filter(|d| !d.keep).count()
     }
 
@@ -105,6 +105,19 @@ pub fn by_policy_locked(
     lock: Option<&LockGuard>,
 ) -> Result<Outcome> {
     let p = policy::effective(store, a)?;
+    apply_policy(store, &p, name, dry_run, lock)
+}
+
+/// Applies policy `p` to the snapshots of `name` (or all), under `lock` if the
+/// caller holds one (`gc`, `watch`), else taking its own. Shared by `forget`,
+/// `gc` and `watch`.
+pub fn apply_policy(
+    store: &Store,
+    p: &Policy,
+    name: Option<&str>,
+    dry_run: bool,
+    lock: Option<&LockGuard>,
+) -> Result<Outcome> {
     let snaps: Vec<_> = store
         .snapshots()?
         .into_iter()
@@ -113,7 +126,7 @@ pub fn by_policy_locked(
     if let (Some(n), true) = (name, snaps.is_empty()) {
         bail!("{}: no snapshots of {n:?}", store.location());
     }
-    let decisions = retention::apply(&p, &snaps, Utc::now());
+    let decisions = retention::apply(p, &snaps, Utc::now());
     if !dry_run {
         let gone: Vec<_> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
         // A policy always keeps each database's newest snapshot.

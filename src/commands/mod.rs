@@ -13,6 +13,7 @@ mod snapshots;
 mod stats;
 mod unlock;
 mod verify;
+mod watch;
 
 use crate::cli::{Cli, Command, Global};
 use anyhow::{anyhow, Result};
@@ -37,6 +38,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => verify::run(&cli.global, a),
         Command::Repair(c) => repair::run(&cli.global, c),
         Command::Unlock(a) => unlock::run(&cli.global, a),
+        Command::Watch(a) => watch::run(&cli.global, a),
+        Command::Status(a) => watch::status::run(&cli.global, a),
     }
 }
 

@@ -15,3 +15,4 @@ mod shapes;
 mod stats;
 mod util;
 mod verify;
+mod watch;

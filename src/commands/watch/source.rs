@@ -1,0 +1,265 @@
+//! A watched database: its open read-only connection, and whether it changed
+//! since its last snapshot.
+//!
+//! Unchanged means all of these are as they were when the last snapshot was
+//! taken: `PRAGMA data_version` on the watcher's own connection (it changes when
+//! any other connection commits), the file's identity (device and inode: a
+//! database replaced by a rename is a new file), and the size and modification
+//! time of the database file and of its `-wal`. The first run after the watcher
+//! starts (or after an error closed the connection) always takes a snapshot.
+
+use crate::cli::IntegrityCheck;
+use anyhow::{anyhow, Result};
+use pagesnap_core::capture::{open_source, CaptureError};
+use pagesnap_core::{BackupOptions, BackupReport, SnapshotId, Store};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What identifies the file's content cheaply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileState {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    /// Size and mtime of the `-wal` file, when there is one.
+    wal: Option<(u64, i128)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    data_version: i64,
+    file: FileState,
+}
+
+/// Whether a run has to take a snapshot, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Unchanged,
+    Changed(&'static str),
+}
+
+pub struct Source {
+    path: PathBuf,
+    /// The path recorded in manifests (absolute).
+    abs: PathBuf,
+    conn: Option<(Connection, (u64, u64))>,
+    last: Option<Seen>,
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
+}
+
+impl Source {
+    pub fn new(path: &Path) -> Source {
+        Source {
+            path: path.to_path_buf(),
+            abs: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+            conn: None,
+            last: None,
+        }
+    }
+
+    /// Closes the connection and forgets the last snapshot's state: the next run
+    /// opens the database afresh and takes a snapshot.
+    pub fn reset(&mut self) {
+        self.conn = None;
+        self.last = None;
+    }
+
+    fn stat(&self) -> Result<FileState> {
+        let m = std::fs::metadata(&self.path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow!("{}: no such database file", self.path.display())
+            } else {
+                anyhow!("{}: {e}", self.path.display())
+            }
+        })?;
+        if m.is_dir() {
+            return Err(anyhow!(
+                "{}: is a directory, not a database file",
+                self.path.display()
+            ));
+        }
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::fs::metadata(PathBuf::from(wal))
+            .ok()
+            .map(|w| (w.len(), mtime_ns(&w)));
+        Ok(FileState {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: mtime_ns(&m),
+            wal,
+        })
+    }
+
+    /// The open connection to the file `file` describes, (re)opened if needed.
+    /// Returns whether it was (re)opened.
+    fn connect(&mut self, file: &FileState, busy_timeout: Duration) -> Result<bool> {
+        let id = (file.dev, file.ino);
+        if self.conn.as_ref().is_some_and(|(_, open)| *open == id) {
+            return Ok(false);
+        }
+        self.reset();
+        let conn = open_source(&self.path)?;
+        conn.busy_timeout(busy_timeout)
+            .map_err(|e| sql_error(&self.path, busy_timeout, e))?;
+        self.conn = Some((conn, id));
+        Ok(true)
+    }
+
+    /// Whether the database changed since the last snapshot. Cheap: a stat of
+    /// two files and one `PRAGMA data_version` (a read transaction, which waits
+    /// up to `busy_timeout` for a writer's exclusive lock in rollback-journal mode).
+    pub fn check(&mut self, busy_timeout: Duration) -> Result<Change> {
+        let file = self.stat()?;
+        let had = self.conn.is_some();
+        let reopened = self.connect(&file, busy_timeout)?;
+        let Some((conn, _)) = &self.conn else {
+            return Err(anyhow!("{}: not open", self.path.display()));
+        };
+        let data_version = data_version(conn, &self.path, busy_timeout)?;
+        let now = Seen { data_version, file };
+        Ok(match self.last {
+            _ if reopened && had => Change::Changed("the file was replaced"),
+            None => Change::Changed("first run"),
+            Some(l) if l == now => Change::Unchanged,
+            Some(l) if l.data_version != data_version => Change::Changed("committed changes"),
+            Some(_) => Change::Changed("the file changed"),
+        })
+    }
+
+    /// Takes a snapshot through the open connection, inside a read transaction
+    /// that also reads `data_version`: what is recorded as "seen" is exactly what
+    /// was captured (the file state is taken before, so at worst a later run takes
+    /// one snapshot too many, never one too few).
+    pub fn snapshot(&mut self, store: &Store, opts: &BackupOptions) -> Result<BackupReport> {
+        let file = self.stat()?;
+        self.connect(&file, opts.busy_timeout)?;
+        let Some((conn, _)) = &self.conn else {
+            return Err(anyhow!("{}: not open", self.path.display()));
+        };
+        let err = |e| sql_error(&self.path, opts.busy_timeout, e);
+        conn.execute_batch("BEGIN DEFERRED").map_err(err)?;
+        struct Rollback<'c>(&'c Connection);
+        impl Drop for Rollback<'_> {
+            fn drop(&mut self) {
+                // Ends the read transaction; an error means it already ended.
+                let _ = self.0.execute_batch("ROLLBACK");
+            }
+        }
+        let _txn = Rollback(conn);
+        // Starts the read transaction: the capture and data_version see one state.
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(err)?;
+        let data_version = data_version(conn, &self.path, opts.busy_timeout)?;
+        let report = store.backup_connection(conn, &self.abs, opts)?;
+        self.last = Some(Seen { data_version, file });
+        Ok(report)
+    }
+}
+
+fn data_version(conn: &Connection, path: &Path, busy_timeout: Duration) -> Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+        .map_err(|e| sql_error(path, busy_timeout, e))
+}
+
+/// A database locked by another process for longer than the busy timeout.
+#[derive(Debug)]
+struct Busy(String);
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Busy {}
+
+/// Whether `e` only says the database was locked: the connection and what it
+/// last saw stay valid (other errors close it, and the next run starts afresh).
+pub fn is_busy(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Busy>().is_some()
+        || matches!(
+            e.downcast_ref::<pagesnap_core::Error>(),
+            Some(pagesnap_core::Error::Capture(CaptureError::Locked { .. }))
+        )
+}
+
+/// An SQLite error on a watched database, said so that the user can act.
+fn sql_error(path: &Path, busy_timeout: Duration, e: rusqlite::Error) -> anyhow::Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+            anyhow::Error::new(Busy(format!(
+                "{}: database is locked by another process (gave up after {}; raise busy_timeout)",
+                path.display(),
+                humantime::format_duration(busy_timeout)
+            )))
+        }
+        Some(ErrorCode::NotADatabase) => anyhow!(
+            "{}: not an SQLite database (file is not a database)",
+            path.display()
+        ),
+        _ => anyhow!("{}: {e}", path.display()),
+    }
+}
+
+/// Restores snapshot `id` into a temporary directory under `dir` (default: the
+/// system's) and runs `PRAGMA quick_check` or `integrity_check` on the copy: the
+/// captured image is checked, never the live database. `Ok(None)`: the check
+/// passed; `Ok(Some(detail))`: it found damage.
+pub fn check_image(
+    store: &Store,
+    id: &SnapshotId,
+    mode: IntegrityCheck,
+    dir: Option<&Path>,
+) -> Result<Option<String>> {
+    let pragma = match mode {
+        IntegrityCheck::Off => return Ok(None),
+        IntegrityCheck::Quick => "PRAGMA quick_check(20)",
+        IntegrityCheck::Full => "PRAGMA integrity_check(20)",
+    };
+    let snap = store.load_snapshot(id)?;
+    let base = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("pagesnap-watch-check-")
+        .tempdir_in(&base)
+        .map_err(|e| {
+            anyhow!(
+                "{}: cannot create a temporary directory: {e}",
+                base.display()
+            )
+        })?;
+    let out = tmp.path().join("image.db");
+    store.restore_to_path(&snap, &out, false)?;
+    // Immutable: nothing (journal, -wal, -shm) is created beside the copy.
+    let escaped = out
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    let conn = Connection::open_with_flags(
+        format!("file:{escaped}?immutable=1"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    let rows: Vec<String> = {
+        let mut stmt = conn.prepare(pragma)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    Ok(if rows == ["ok"] {
+        None
+    } else {
+        Some(rows.join("; "))
+    })
+}

@@ -1,0 +1,660 @@
+//! `pagesnap watch` and `pagesnap status`: the daemon runs as a child process
+//! with 1-second intervals while the tests change, lock and remove databases,
+//! then stops on SIGTERM (or SIGHUP reloads it).
+
+use crate::util::*;
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use serde_json::Value;
+use std::fs::File;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `pagesnap watch`, its stderr (JSON logs) in a file. Killed when dropped.
+struct Watch {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Watch {
+    fn start(fx: &Fx, args: &[&str], envs: &[(&str, &Path)]) -> Watch {
+        let log = fx.path("watch.log");
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pagesnap"));
+        c.env_remove("PAGESNAP_STORE")
+            .env_remove("NOTIFY_SOCKET")
+            .current_dir(fx.dir.path())
+            .arg("--store")
+            .arg(&fx.store)
+            .arg("watch")
+            .args(["--log-format", "json"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        Watch {
+            child: c.spawn().expect("start pagesnap watch"),
+            log,
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(r, 0, "kill {sig}");
+    }
+
+    /// Waits for the watcher to exit (at most `limit`).
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "pagesnap watch did not exit within {limit:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The JSON log events (one object per line).
+    fn events(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?}: {e}")))
+            .collect()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status file, once it exists.
+fn status(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn db_status<'a>(st: &'a Value, name: &str) -> &'a Value {
+    st["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no database {name} in {st}"))
+}
+
+/// Polls `cond` every 10 ms until it holds (panics after `limit`).
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn snapshot_count(st: &Value, name: &str) -> u64 {
+    db_status(st, name)["snapshots"].as_u64().unwrap_or(0)
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// The store is sound: `verify` healthy, no temporary files, no locks left.
+#[track_caller]
+fn assert_store_clean(fx: &Fx) {
+    let v = ok_json(fx.cmd().args(["--json", "verify"]));
+    assert_eq!(v["healthy"], true, "{v}");
+    assert_no_store_temps(&fx.store);
+    let locks: Vec<_> = tree(&fx.store.join("locks")).into_keys().collect();
+    assert!(locks.is_empty(), "locks left behind: {locks:?}");
+}
+
+#[test]
+fn snapshots_on_schedule_skip_unchanged_apply_retention_and_survive_failures() {
+    let fx = Fx::new();
+    let busy = fx.path("busy.db");
+    let writer = create_db(&busy, Journal::Rollback, 300, 1);
+    let locked = small_db(&fx, "locked.db", 2);
+    let hook_log = fx.path("hook.log");
+    std::fs::write(
+        fx.path("watch.toml"),
+        r#"
+status_file = "status.json"
+every = "1s"
+prune = "daily"
+on_failure = "printf '%s|%s|%s|%s\n' \"$PAGESNAP_DB_NAME\" \"$PAGESNAP_EVENT\" \"$PAGESNAP_FAILURES\" \"$PAGESNAP_ERROR\" >> hook.log"
+
+[[database]]
+path = "busy.db"
+keep_last = 3
+
+[[database]]
+path = "locked.db"
+busy_timeout = "200ms"
+
+[[database]]
+path = "gone.db"
+"#,
+    )
+    .unwrap();
+    let notify_path = fx.path("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut w = Watch::start(
+        &fx,
+        &["--config", "watch.toml"],
+        &[("NOTIFY_SOCKET", &notify_path)],
+    );
+    // systemd readiness (Type=notify) once the config is loaded.
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 on NOTIFY_SOCKET");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    let st_path = fx.path("status.json");
+    assert!(st_path.exists(), "the status file exists once ready");
+
+    // ~5 s of changes to busy.db; locked.db held under an exclusive lock for a
+    // while after its first snapshot, then changed; then ~4 s of quiet.
+    let started = Instant::now();
+    let lock_conn = Connection::open(&locked).unwrap();
+    let mut lock_state = 0; // 0 before, 1 held, 2 released
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        mutate(&writer, round);
+        round += 1;
+        if lock_state == 0 && snapshot_count(&status(&st_path), "locked") >= 1 {
+            lock_conn
+                .execute_batch("BEGIN EXCLUSIVE; UPDATE items SET n = n + 1 WHERE id < 50;")
+                .unwrap();
+            lock_state = 1;
+        } else if lock_state == 1
+            && db_status(&status(&st_path), "locked")["failures"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 2
+        {
+            lock_conn.execute_batch("COMMIT").unwrap();
+            lock_state = 2;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(lock_state, 2, "locked.db was locked and released");
+    drop(writer);
+    std::thread::sleep(Duration::from_millis(4000));
+    w.signal(libc::SIGTERM);
+    let code = w.wait(Duration::from_secs(30));
+    assert_eq!(code.code(), Some(0), "log:\n{}", w.log_text());
+
+    let events = w.events();
+    let of = |db: &str, ev: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["db"] == db && e["event"] == ev)
+            .collect()
+    };
+    // Snapshots at the interval, aligned to whole seconds, taken promptly.
+    let snaps = of("busy", "snapshot");
+    assert!(snaps.len() >= 4, "busy snapshots: {snaps:?}");
+    let mut runs: Vec<DateTime<Utc>> = of("busy", "snapshot")
+        .into_iter()
+        .chain(of("busy", "skip"))
+        .map(|e| time(&e["scheduled"]))
+        .collect();
+    runs.sort();
+    for r in &runs {
+        assert_eq!(r.timestamp_subsec_millis(), 0, "run not on a second: {r}");
+    }
+    for pair in runs.windows(2) {
+        let gap = (pair[1] - pair[0]).num_milliseconds();
+        assert!(gap >= 1000 && gap % 1000 == 0, "runs {pair:?}");
+    }
+    let span = (runs[runs.len() - 1] - runs[0]).num_seconds();
+    assert!(
+        runs.len() as i64 >= span - 1,
+        "at most one run missed: {} runs over {span} s",
+        runs.len()
+    );
+    for e in &snaps {
+        let lag = time(&e["timestamp"]) - time(&e["scheduled"]);
+        assert!(
+            lag < chrono::TimeDelta::seconds(3),
+            "snapshot logged {lag} after its slot: {e}"
+        );
+    }
+    // Unchanged periods are skipped: in the log and the status file.
+    let skips = of("busy", "skip");
+    assert!(skips.len() >= 2, "busy skips: {skips:?}");
+    let last_snap = snaps.iter().map(|e| time(&e["scheduled"])).max().unwrap();
+    assert!(
+        skips.iter().any(|e| time(&e["scheduled"]) > last_snap),
+        "the quiet period ends in skips"
+    );
+    let st = status(&st_path);
+    assert_eq!(st["state"], "stopped");
+    assert_eq!(st["in_progress"], Value::Null);
+    let b = db_status(&st, "busy");
+    assert_eq!(b["snapshots"].as_u64().unwrap(), snaps.len() as u64);
+    assert_eq!(b["skips"].as_u64().unwrap(), skips.len() as u64);
+    assert_eq!(b["last_result"], "skipped");
+    assert!(b["last_skip"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("unchanged"));
+    assert_eq!(b["failures"], 0);
+    // Retention (keep_last = 3) after every snapshot.
+    let in_store: Vec<Value> = fx
+        .snapshots()
+        .into_iter()
+        .filter(|s| s["name"] == "busy")
+        .collect();
+    assert_eq!(in_store.len(), 3, "keep_last = 3");
+    assert_eq!(
+        in_store[2]["id"], b["last_snapshot"]["id"],
+        "the newest snapshot is kept"
+    );
+    assert!(b["last_retention"]["removed"].as_u64().is_some());
+    assert!(b["retention"].as_str().unwrap().contains("--keep-last 3"));
+    assert!(!of("busy", "retention").is_empty());
+
+    // The missing database fails every run; the others went on.
+    let g = db_status(&st, "gone");
+    assert_eq!(g["last_result"], "failed");
+    assert!(g["failures"].as_u64().unwrap() >= 3, "{g}");
+    assert_eq!(g["snapshots"], 0);
+    assert_has(
+        g["last_error"]["message"].as_str().unwrap(),
+        &["gone.db", "no such database file"],
+    );
+    assert!(of("gone", "failure").len() >= 3);
+
+    // The locked database failed while locked, and its change after the lock
+    // was released was snapshotted although the previous attempts had failed.
+    let l = db_status(&st, "locked");
+    assert!(l["failures"].as_u64().unwrap() >= 2, "{l}");
+    assert_eq!(l["consecutive_failures"], 0, "{l}");
+    assert!(l["snapshots"].as_u64().unwrap() >= 2, "{l}");
+    let lock_failure = of("locked", "failure");
+    assert!(lock_failure
+        .iter()
+        .all(|e| e["message"].as_str().unwrap().contains("locked")));
+    let first_failure = time(&lock_failure[0]["timestamp"]);
+    let after: Vec<_> = of("locked", "snapshot")
+        .into_iter()
+        .filter(|e| time(&e["timestamp"]) > first_failure)
+        .collect();
+    assert!(!after.is_empty(), "a snapshot after the failures");
+    assert_eq!(after[0]["reason"], "committed changes");
+
+    // The hook ran for every failure with the database and error in its environment.
+    let hooks = std::fs::read_to_string(&hook_log).unwrap();
+    assert!(
+        hooks
+            .lines()
+            .any(|l| l.starts_with("gone|backup|") && l.contains("no such database file")),
+        "{hooks}"
+    );
+    assert!(
+        hooks
+            .lines()
+            .any(|l| l.starts_with("locked|backup|1|") && l.contains("locked")),
+        "{hooks}"
+    );
+
+    // Prune ran ("daily": once, after the first snapshot) and the store is sound.
+    assert!(st["prune"]["last"]["time"].is_string(), "{}", st["prune"]);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "prune" && e["bytes_freed"].is_u64())
+            .count(),
+        1
+    );
+    assert_store_clean(&fx);
+}
+
+/// A database big enough that its first snapshot takes a while (~30 MiB).
+fn big_db(path: &Path) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 8000)
+         INSERT INTO t SELECT x, randomblob(3000) FROM c;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn sigterm_during_a_snapshot_finishes_it_and_leaves_the_store_valid() {
+    let fx = Fx::new();
+    let db = fx.path("big.db");
+    big_db(&db);
+    let st_path = fx.path("status.json");
+    let args = ["big.db", "--every", "1s", "--status-file", "status.json"];
+
+    // One SIGTERM while the snapshot is being taken: it is finished, exit 0.
+    let mut w = Watch::start(&fx, &args, &[]);
+    wait_for(Duration::from_secs(20), "the snapshot to start", || {
+        st_path.exists() && status(&st_path)["in_progress"]["name"] == "big"
+    });
+    w.signal(libc::SIGTERM);
+    let code = w.wait(Duration::from_secs(60));
+    assert_eq!(code.code(), Some(0), "log:\n{}", w.log_text());
+    assert!(
+        w.log_text()
+            .contains("stop requested during the run of big: its snapshot was finished first"),
+        "{}",
+        w.log_text()
+    );
+    let snaps = fx.snapshots();
+    assert_eq!(snaps.len(), 1, "the snapshot in progress was finished");
+    let st = status(&st_path);
+    assert_eq!(st["state"], "stopped");
+    assert_eq!(db_status(&st, "big")["last_snapshot"]["id"], snaps[0]["id"]);
+    assert_store_clean(&fx);
+    let out = fx.path("restored.db");
+    let r = fx.restore(&["latest"], &out);
+    assert_eq!(r["id"], snaps[0]["id"]);
+    assert_eq!(integrity(&out), "ok");
+
+    // Two signals: the second exits at once (status 1) and the snapshot in
+    // progress is never published; the store stays valid.
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("UPDATE t SET b = randomblob(3000)")
+        .unwrap();
+    let mut w = Watch::start(&fx, &args, &[]);
+    wait_for(Duration::from_secs(20), "the snapshot to start", || {
+        status(&st_path)["in_progress"]["name"] == "big"
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    w.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(50));
+    w.signal(libc::SIGTERM);
+    let code = w.wait(Duration::from_secs(10));
+    assert_eq!(code.code(), Some(1), "log:\n{}", w.log_text());
+    assert_eq!(fx.snapshots().len(), 1, "no partial snapshot was published");
+    let v = ok_json(fx.cmd().args(["--json", "verify"]));
+    assert_eq!(v["healthy"], true, "{v}");
+    // What the killed backup left (its lock, temporary files, a pack) goes with
+    // `unlock` and `prune`.
+    ok(fx.cmd().arg("unlock"));
+    ok(fx.cmd().arg("prune"));
+    assert_store_clean(&fx);
+}
+
+#[test]
+fn config_errors_are_reported_with_their_line_before_anything_starts() {
+    let fx = Fx::new();
+    small_db(&fx, "app.db", 1);
+    let before = fx.state();
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "unknown.toml",
+            "every = \"1s\"\n\n[[database]]\npath = \"app.db\"\nkeep_lats = 3\n",
+            &["unknown.toml:5: unknown field `keep_lats`", "keep_last"],
+        ),
+        (
+            "duration.toml",
+            "status_file = \"s.json\"\n[[database]]\npath = \"app.db\"\nevery = \"ten minutes\"\n",
+            &["duration.toml:4: invalid duration \"ten minutes\""],
+        ),
+        (
+            "global.toml",
+            "jitter = \"1x\"\n[[database]]\npath = \"app.db\"\n",
+            &["global.toml:1: invalid duration \"1x\""],
+        ),
+        (
+            "count.toml",
+            "[[database]]\npath = \"app.db\"\n\nkeep_daily = 0\n",
+            &["count.toml:4: ", "at least 1"],
+        ),
+        (
+            "check.toml",
+            "[[database]]\npath = \"app.db\"\nintegrity_check = \"sometimes\"\n",
+            &["check.toml:3: ", "quick"],
+        ),
+        (
+            "jitter.toml",
+            "every = \"1s\"\n[[database]]\npath = \"app.db\"\njitter = \"2s\"\n",
+            &["jitter.toml:2: database \"app\": jitter 2s must be shorter than the interval 1s"],
+        ),
+        (
+            "twice.toml",
+            "[[database]]\npath = \"app.db\"\n[[database]]\npath = \"./app.db\"\n",
+            &["twice.toml:3: database name \"app\" is used twice (also at line 1)"],
+        ),
+        (
+            "syntax.toml",
+            "[[database]]\npath = \"app.db\nevery = \"1s\"\n",
+            &["syntax.toml:2: "],
+        ),
+        (
+            "empty.toml",
+            "every = \"1s\"\n",
+            &["empty.toml: no databases to watch"],
+        ),
+    ];
+    for (file, text, want) in cases {
+        std::fs::write(fx.path(file), text).unwrap();
+        let e = fails(fx.cmd().current_dir(fx.dir.path()).args([
+            "watch",
+            "--config",
+            file,
+            "--status-file",
+            "st.json",
+        ]));
+        assert_has(&e, want);
+        assert_eq!(e.lines().count(), 1, "one line: {e}");
+    }
+    let e = fails(fx.cmd().current_dir(fx.dir.path()).args([
+        "watch",
+        "--config",
+        "missing.toml",
+        "--status-file",
+        "st.json",
+    ]));
+    assert_has(
+        &e,
+        &["missing.toml: cannot read the config file", "No such file"],
+    );
+    let e = fails(fx.cmd().current_dir(fx.dir.path()).args([
+        "watch",
+        "app.db",
+        "--every",
+        "10 parsecs",
+        "--status-file",
+        "st.json",
+    ]));
+    assert_has(&e, &["invalid duration \"10 parsecs\""]);
+    // Nothing started: no snapshot, no status file.
+    fx.assert_unchanged(&before);
+    assert!(!fx.path("st.json").exists());
+    assert!(!fx.path("s.json").exists());
+}
+
+#[test]
+fn command_line_mode_status_command_and_one_watcher_per_status_file() {
+    let fx = Fx::new();
+    let db = small_db(&fx, "app.db", 3);
+    let state = fx.path("state");
+    let mut w = Watch::start(
+        &fx,
+        &[
+            "app.db",
+            "--every",
+            "1s",
+            "--tag",
+            "watched",
+            "--integrity-check",
+            "quick",
+            "--prune",
+            "never",
+        ],
+        &[("XDG_STATE_HOME", &state)],
+    );
+    // The default status file is per store, under $XDG_STATE_HOME/pagesnap.
+    let status_cmd = || {
+        let mut c = fx.cmd();
+        c.env("XDG_STATE_HOME", &state).arg("status");
+        c
+    };
+    wait_for(Duration::from_secs(20), "a snapshot in the status", || {
+        let out = status_cmd().arg("--json").output().unwrap();
+        serde_json::from_slice::<Value>(&out.stdout)
+            .is_ok_and(|v| v["databases"][0]["snapshots"].as_u64() >= Some(1))
+    });
+    let v = ok_json(status_cmd().arg("--json"));
+    assert_eq!(v["watcher"], "running");
+    assert_eq!(v["state"], "running");
+    let app = db_status(&v, "app");
+    assert_eq!(app["every_secs"], 1.0);
+    assert!(app["next_run"].is_string());
+    assert_eq!(app["last_check"]["ok"], true, "{app}");
+    assert_eq!(app["last_check"]["mode"], "quick");
+    let text = String::from_utf8(ok(&mut status_cmd())).unwrap();
+    assert_has(
+        &text,
+        &[
+            "watcher:  running",
+            "app  app.db  every 1s",
+            "last snapshot:",
+            "next run:",
+        ],
+    );
+    // A second watcher with the same status file is refused.
+    let e = fails(
+        fx.cmd()
+            .env("XDG_STATE_HOME", &state)
+            .current_dir(fx.dir.path())
+            .args(["watch", "app.db", "--every", "1s"]),
+    );
+    assert_has(
+        &e,
+        &["another pagesnap watch (pid ", "uses this status file"],
+    );
+    // SIGHUP without a config file changes nothing.
+    w.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    w.signal(libc::SIGINT);
+    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+    assert!(w.log_text().contains("nothing to reload"));
+    let snaps = fx.snapshots();
+    assert_eq!(snaps.len(), 1, "unchanged after the first snapshot");
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["watched"]));
+    assert_eq!(
+        snaps[0]["source"],
+        db.canonicalize().unwrap().display().to_string()
+    );
+    // Stopped: `status` says so and exits 4.
+    let out = status_cmd().output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert_has(
+        &String::from_utf8_lossy(&out.stdout),
+        &["watcher:  stopped"],
+    );
+    assert_store_clean(&fx);
+}
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
+    let fx = Fx::new();
+    let a = small_db(&fx, "a.db", 4);
+    small_db(&fx, "b.db", 5);
+    let cfg = fx.path("watch.toml");
+    std::fs::write(
+        &cfg,
+        "status_file = \"st.json\"\nevery = \"1s\"\nprune = \"never\"\n[[database]]\npath = \"a.db\"\n",
+    )
+    .unwrap();
+    let st_path = fx.path("st.json");
+    let mut w = Watch::start(&fx, &["--config", "watch.toml"], &[]);
+    wait_for(Duration::from_secs(20), "a's first snapshot", || {
+        st_path.exists() && snapshot_count(&status(&st_path), "a") >= 1
+    });
+    std::fs::write(
+        &cfg,
+        "status_file = \"st.json\"\nevery = \"1s\"\nprune = \"never\"\n\
+         [[database]]\npath = \"a.db\"\nkeep_last = 1\n\
+         [[database]]\npath = \"b.db\"\nintegrity_check = \"full\"\n",
+    )
+    .unwrap();
+    w.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(20), "b's first snapshot", || {
+        let st = status(&st_path);
+        st["databases"].as_array().unwrap().len() == 2 && snapshot_count(&st, "b") >= 1
+    });
+    // a kept its connection and what it last saw: unchanged, it was skipped in
+    // the round that took b's first snapshot, not snapshotted again.
+    assert_eq!(snapshot_count(&status(&st_path), "a"), 1);
+    assert!(db_status(&status(&st_path), "a")["skips"].as_u64().unwrap() >= 1);
+    mutate(&Connection::open(&a).unwrap(), 1);
+    wait_for(Duration::from_secs(20), "a's second snapshot", || {
+        snapshot_count(&status(&st_path), "a") >= 2
+    });
+    // A broken config is refused; the running one goes on.
+    std::fs::write(&cfg, "every = \"soon\"\n").unwrap();
+    w.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(10), "the reload error", || {
+        w.log_text().contains("the running configuration is kept")
+    });
+    let skips = db_status(&status(&st_path), "b")["skips"].as_u64().unwrap();
+    wait_for(Duration::from_secs(20), "b to keep running", || {
+        db_status(&status(&st_path), "b")["skips"].as_u64().unwrap() > skips
+    });
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+    let log = w.log_text();
+    assert_has(
+        &log,
+        &[
+            "watch.toml: 2 databases, added b",
+            "watch.toml:1: invalid duration \\\"soon\\\"",
+        ],
+    );
+    let st = status(&st_path);
+    assert_eq!(db_status(&st, "b")["last_check"]["mode"], "full");
+    assert_eq!(db_status(&st, "b")["last_check"]["ok"], true);
+    // keep_last = 1 from the reloaded config applied to a.
+    let a_snaps = fx
+        .snapshots()
+        .into_iter()
+        .filter(|s| s["name"] == "a")
+        .count();
+    assert_eq!(a_snaps, 1);
+    assert_store_clean(&fx);
+}
+
+#[test]
+fn help_has_examples() {
+    for sub in ["watch", "status"] {
+        let text = String::from_utf8(ok(bin().args([sub, "--help"]))).unwrap();
+        let examples = text
+            .split_once("Examples:")
+            .unwrap_or_else(|| panic!("no Examples in `{sub} --help`:\n{text}"))
+            .1;
+        assert!(examples.contains(&format!("pagesnap {sub}")), "{text}");
+        assert!(examples.contains("Exit status"), "{text}");
+    }
+}
