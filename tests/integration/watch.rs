@@ -538,7 +538,7 @@ fn command_line_mode_status_command_and_one_watcher_per_status_file() {
         &text,
         &[
             "watcher:  running",
-            "app  app.db  every 1s",
+            &format!("app  {}  every 1s", db.display()),
             "last snapshot:",
             "next run:",
         ],

@@ -628,6 +628,25 @@ on_failure = ""
         assert!(e.starts_with("/etc/w.toml:1: "), "{e}");
     }
 
+    /// The README's example config (three databases) is valid.
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let (_, rest) = readme
+            .split_once("Three databases with different intervals and policies:")
+            .unwrap();
+        let start = rest.find("```toml\n").unwrap() + "```toml\n".len();
+        let text = &rest[start..start + rest[start..].find("```").unwrap()];
+        let c = parse(Path::new("/etc/pagesnap/watch.toml"), text).unwrap();
+        let names: Vec<_> = c.databases.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["shop", "jobs", "events"]);
+        let every: Vec<_> = c.databases.iter().map(|d| d.every.as_secs()).collect();
+        assert_eq!(every, [600, 60, 3600]);
+        assert!(c.databases[0].policy.is_some() && c.databases[2].policy.is_none());
+        assert_eq!(c.databases[2].on_failure, None);
+        assert_eq!(c.prune_when_unused, Some(0.25));
+    }
+
     #[test]
     fn prune_schedules() {
         assert_eq!(parse_prune("never").unwrap(), PruneSchedule::Never);

@@ -213,16 +213,24 @@ impl Watched {
         let next_run = schedule::next_run(now, cfg.every, offset);
         let mut st = previous.unwrap_or_default();
         st.name = cfg.name.clone();
-        st.path = cfg.path.display().to_string();
+        st.path = abs(&cfg.path);
         st.every_secs = cfg.every.as_secs_f64();
         st.jitter_offset_secs = offset.as_secs_f64();
         st.next_run = Some(next_run);
         st.integrity_check = match cfg.integrity_check {
             IntegrityCheck::Off => "off".into(),
-            IntegrityCheck::Quick => {
-                format!("quick, every {} snapshots", cfg.integrity_check_every)
-            }
-            IntegrityCheck::Full => format!("full, every {} snapshots", cfg.integrity_check_every),
+            mode => format!(
+                "{}, {}",
+                if mode == IntegrityCheck::Full {
+                    "full"
+                } else {
+                    "quick"
+                },
+                match cfg.integrity_check_every {
+                    1 => "every snapshot".to_string(),
+                    n => format!("every {n} snapshots"),
+                }
+            ),
         };
         st.retention = cfg.policy.as_ref().map(|p| format!("{p} (config)"));
         Watched {
@@ -307,8 +315,8 @@ impl Watcher {
             host: host(),
             started: Some(now),
             updated: Some(now),
-            store: store_dir.display().to_string(),
-            config: cfg.file.as_ref().map(|f| f.display().to_string()),
+            store: abs(&store_dir),
+            config: cfg.file.as_deref().map(abs),
             in_progress: None,
             prune: previous.prune,
             databases: Vec::new(),
@@ -828,7 +836,7 @@ impl Watcher {
             info!(event = "reload", "store changed to {}", store_dir.display());
             self.store = s;
             self.store_dir = store_dir;
-            self.status.store = self.store_dir.display().to_string();
+            self.status.store = abs(&self.store_dir);
             // A new store: the watcher's connections know nothing of its snapshots.
             for d in &mut self.dbs {
                 d.source.reset();
@@ -912,6 +920,14 @@ impl Watcher {
         }
         info!(event = "stop", "stopped");
     }
+}
+
+/// `p` made absolute (for the status file, read from anywhere).
+fn abs(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// A shared store lock, waiting up to `wait` for another process's prune (an
