@@ -353,6 +353,16 @@ impl Watcher {
             }
             self.hooks.retain(|h| !h.is_finished());
             let now = Utc::now();
+            // The clock was set back: reschedule from the new time rather than
+            // wait for the old one to come round again.
+            for d in &mut self.dbs {
+                let every =
+                    chrono::TimeDelta::from_std(d.cfg.every).unwrap_or(chrono::TimeDelta::MAX);
+                if d.next_run - now > every {
+                    d.next_run = schedule::next_run(now, d.cfg.every, d.offset);
+                    d.st.next_run = Some(d.next_run);
+                }
+            }
             let mut due: Vec<usize> = (0..self.dbs.len())
                 .filter(|&i| self.dbs[i].next_run <= now)
                 .collect();
