@@ -4,8 +4,7 @@
 
 use crate::format::index::IndexBody;
 use crate::format::pack::{Codec, PackEntry};
-use crate::types::{ChunkId, Id};
-use std::collections::HashMap;
+use crate::types::{ChunkId, Id, IdMap};
 
 /// Where a chunk's blob is in its pack (the chunk id is the map key: not repeated).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,14 +43,14 @@ impl Location {
 pub struct ChunkIndex {
     packs: Vec<Id>,
     pack_dicts: Vec<Option<Id>>,
-    pack_pos: HashMap<Id, u32>,
-    chunks: HashMap<ChunkId, Location>,
+    pack_pos: IdMap<u32>,
+    chunks: IdMap<Location>,
     lists: Vec<Id>,
-    list_ids: HashMap<Id, Vec<ChunkId>>,
+    list_ids: IdMap<Vec<ChunkId>>,
     /// Chunks whose packs are missing: the pack an index object put them in.
-    lost: HashMap<ChunkId, Id>,
+    lost: IdMap<Id>,
     /// Index objects that could not be read, and why: their names are unknown.
-    damaged: HashMap<Id, String>,
+    damaged: IdMap<String>,
 }
 
 impl ChunkIndex {
@@ -61,6 +60,7 @@ impl ChunkIndex {
     /// location: any copy is as good as another.
     pub fn add(&mut self, list: Id, body: &IndexBody, present: impl Fn(&Id, u64) -> bool) {
         let list_pos = self.lists.len() as u32;
+        self.chunks.reserve(body.entries.len());
         self.lists.push(list);
         let mut pack_pos = Vec::with_capacity(body.packs.len());
         for p in &body.packs {

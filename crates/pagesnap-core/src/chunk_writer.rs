@@ -6,6 +6,11 @@
 //! database used before, or (first backup, or the old dictionary stopped fitting)
 //! first collects up to [`SAMPLE_TARGET`] bytes of new chunks, trains a dictionary
 //! on them, writes it, and then compresses everything with it.
+//!
+//! The work is split for the capture pipeline: [`ChunkWriter::encode`] (hash,
+//! index lookup, compression) takes `&self` and runs on many threads at once, each
+//! with its own zstd contexts; [`ChunkWriter::accept`] (dedup within the backup,
+//! pack assembly, writes) takes `&mut self` and runs on one.
 
 use crate::backend::{Backend, PutMode};
 use crate::chunk_index::ChunkIndex;
@@ -14,10 +19,10 @@ use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
 use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
-use crate::types::{is_all_zero, ChunkId, ChunkRef, Id};
+use crate::types::{is_all_zero, ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
-use std::collections::HashMap;
-use std::sync::Arc;
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
 
 /// Bytes of new chunks a dictionary is trained on (zstd suggests ~100× the
 /// dictionary size).
@@ -67,22 +72,49 @@ fn pack_capacity(target: usize) -> usize {
     target + target / 16 + (1 << 20)
 }
 
+/// A chunk after the parallel half of the work.
+pub(crate) enum Encoded {
+    Zero,
+    /// Already in the store (found in the index).
+    Known(ChunkId),
+    /// New, compressed (or kept raw when compression does not help).
+    New {
+        id: ChunkId,
+        raw_len: u32,
+        stored: Vec<u8>,
+        codec: Codec,
+    },
+    /// New, not compressed yet: a training sample (no dictionary chosen yet).
+    Raw {
+        id: ChunkId,
+        data: Vec<u8>,
+    },
+}
+
+/// One thread's zstd contexts, for the dictionary `dict` (if any).
+struct EncodeCtx {
+    dict: Option<Id>,
+    with_dict: Option<zstd::bulk::Compressor<'static>>,
+    plain: zstd::bulk::Compressor<'static>,
+}
+
 pub(crate) struct ChunkWriter {
     backend: Arc<dyn Backend>,
     index: ChunkIndex,
     level: i32,
-    compressor: zstd::bulk::Compressor<'static>,
-    /// Without the dictionary, to compare against it.
-    plain: zstd::bulk::Compressor<'static>,
-    /// The dictionary new packs use, once chosen.
+    /// The dictionary new packs use, once chosen, and its bytes.
     dict: Option<Id>,
+    dict_bytes: Option<Arc<Vec<u8>>>,
+    /// Compression contexts, one per worker thread (rayon's thread index; the
+    /// last slot for any other thread), built on first use.
+    ctxs: Vec<Mutex<Option<EncodeCtx>>>,
     /// Samples waiting for training (`Some` while the plan is to train).
     samples: Option<Vec<(ChunkId, Vec<u8>)>>,
     sample_bytes: usize,
     decoders: Decoders,
     pack_target: usize,
     current: PackBuilder,
-    pending: HashMap<ChunkId, Pending>,
+    pending: IdMap<Pending>,
     written: Vec<WrittenPack>,
     stats: WriteStats,
 }
@@ -114,97 +146,149 @@ impl ChunkWriter {
         plan: DictPlan,
     ) -> Result<Self> {
         let mut decoders = Decoders::new()?;
-        let (compressor, dict, samples) = match plan {
-            DictPlan::None => (
-                zstd::bulk::Compressor::new(config.zstd_level).map_err(zstd_err)?,
-                None,
-                None,
-            ),
+        let (dict, dict_bytes, samples) = match plan {
+            DictPlan::None => (None, None, None),
             DictPlan::Use(id, bytes) => {
                 decoders.add_dict(id, &bytes)?;
-                let c = zstd::bulk::Compressor::with_dictionary(config.zstd_level, &bytes)
-                    .map_err(zstd_err)?;
-                (c, Some(id), None)
+                (Some(id), Some(Arc::new(bytes)), None)
             }
-            DictPlan::Train => (
-                zstd::bulk::Compressor::new(config.zstd_level).map_err(zstd_err)?,
-                None,
-                Some(Vec::new()),
-            ),
+            DictPlan::Train => (None, None, Some(Vec::new())),
         };
         let pack_target = config.pack_target_size as usize;
+        let threads = rayon::current_num_threads() + 1;
         Ok(ChunkWriter {
             backend,
             index,
             level: config.zstd_level,
-            compressor,
-            plain: zstd::bulk::Compressor::new(config.zstd_level).map_err(zstd_err)?,
             dict,
+            dict_bytes,
+            ctxs: (0..threads).map(|_| Mutex::new(None)).collect(),
             samples,
             sample_bytes: 0,
             decoders,
             pack_target,
             current: PackBuilder::with_capacity(pack_capacity(pack_target), dict),
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             written: Vec::new(),
             stats: WriteStats::default(),
         })
     }
 
-    /// Records one chunk; stores it unless it is all zeros or already stored.
-    pub(crate) fn add(&mut self, data: &[u8]) -> Result<ChunkRef> {
+    /// The parallel half: names the chunk and, if the store does not hold it yet,
+    /// compresses it. May run on many threads at once.
+    pub(crate) fn encode(&self, data: &[u8]) -> Result<Encoded> {
         if is_all_zero(data) {
-            self.stats.zero_chunks += 1;
-            return Ok(ChunkRef::Zero);
+            return Ok(Encoded::Zero);
         }
         let id = Id::of_chunk(data);
-        if self.index.contains(&id) || self.pending.contains_key(&id) {
-            self.stats.reused_chunks += 1;
-            return Ok(ChunkRef::Stored(id));
+        if self.index.contains(&id) {
+            return Ok(Encoded::Known(id));
         }
+        if self.samples.is_some() {
+            return Ok(Encoded::Raw {
+                id,
+                data: data.to_vec(),
+            });
+        }
+        let (stored, codec) = self.compress(data)?;
+        Ok(Encoded::New {
+            id,
+            raw_len: data.len() as u32,
+            stored,
+            codec,
+        })
+    }
+
+    /// Compresses with this thread's contexts (built on first use, and again
+    /// when the dictionary changed).
+    fn compress(&self, data: &[u8]) -> Result<(Vec<u8>, Codec)> {
+        let slot = rayon::current_thread_index()
+            .filter(|&i| i + 1 < self.ctxs.len())
+            .unwrap_or(self.ctxs.len() - 1);
+        let mut guard = self.ctxs[slot]
+            .lock()
+            .map_err(|_| Error::Internal("compression context poisoned".into()))?;
+        if guard.as_ref().is_none_or(|c| c.dict != self.dict) {
+            *guard = Some(self.new_ctx()?);
+        }
+        let ctx = guard
+            .as_mut()
+            .ok_or_else(|| Error::Internal("compression context missing".into()))?;
+        compress(ctx, data)
+    }
+
+    fn new_ctx(&self) -> Result<EncodeCtx> {
+        let with_dict = match &self.dict_bytes {
+            Some(b) => {
+                Some(zstd::bulk::Compressor::with_dictionary(self.level, b).map_err(zstd_err)?)
+            }
+            None => None,
+        };
+        Ok(EncodeCtx {
+            dict: self.dict,
+            with_dict,
+            plain: zstd::bulk::Compressor::new(self.level).map_err(zstd_err)?,
+        })
+    }
+
+    /// The sequential half: records an encoded chunk, skipping one this backup
+    /// stored already, collecting training samples, appending to the pack.
+    pub(crate) fn accept(&mut self, e: Encoded) -> Result<ChunkRef> {
+        let (id, data) = match e {
+            Encoded::Zero => {
+                self.stats.zero_chunks += 1;
+                return Ok(ChunkRef::Zero);
+            }
+            Encoded::Known(id) => {
+                self.stats.reused_chunks += 1;
+                return Ok(ChunkRef::Stored(id));
+            }
+            Encoded::New { id, .. } | Encoded::Raw { id, .. } if self.pending.contains_key(&id) => {
+                self.stats.reused_chunks += 1;
+                return Ok(ChunkRef::Stored(id));
+            }
+            Encoded::New {
+                id,
+                raw_len,
+                stored,
+                codec,
+            } => {
+                self.push(id, &stored, raw_len, codec)?;
+                return Ok(ChunkRef::Stored(id));
+            }
+            Encoded::Raw { id, data } => (id, data),
+        };
         if let Some(samples) = &mut self.samples {
             self.pending.insert(id, Pending::Sample(samples.len()));
-            samples.push((id, data.to_vec()));
             self.sample_bytes += data.len();
+            samples.push((id, data));
             if self.sample_bytes >= SAMPLE_TARGET {
                 self.train()?;
             }
             return Ok(ChunkRef::Stored(id));
         }
-        self.store(id, data)?;
+        // Encoded while samples were still being collected; compressed here.
+        self.store(id, &data)?;
         Ok(ChunkRef::Stored(id))
     }
 
     /// Compresses one new chunk into the current pack.
     fn store(&mut self, id: ChunkId, data: &[u8]) -> Result<()> {
-        let compressed = self.compressor.compress(data).map_err(zstd_err)?;
-        // A dictionary trained on some pages can make others compress worse (its
-        // entropy tables replace ones fitted to the page): keep whichever is smaller.
-        let plain = match self.dict {
-            Some(_) => Some(self.plain.compress(data).map_err(zstd_err)?),
-            None => None,
-        };
-        let (stored, codec) = match plain {
-            Some(p) if p.len() < compressed.len() && p.len() < data.len() => (p, Codec::Zstd),
-            _ if compressed.len() < data.len() => {
-                let codec = if self.dict.is_some() {
-                    Codec::ZstdDict
-                } else {
-                    Codec::Zstd
-                };
-                (compressed, codec)
-            }
-            _ => (data.to_vec(), Codec::Raw),
-        };
-        let stored = &stored[..];
+        let (stored, codec) = self.compress(data)?;
+        self.push(id, &stored, data.len() as u32, codec)
+    }
+
+    /// Appends one stored blob to the current pack (writing the pack when full).
+    fn push(&mut self, id: ChunkId, stored: &[u8], raw_len: u32, codec: Codec) -> Result<()> {
         if !self.current.is_empty() && self.current.len() + stored.len() > self.pack_target {
             self.flush()?;
         }
-        self.current.push(id, stored, data.len() as u32, codec);
+        let data_len = raw_len as usize;
+        self.current.push(id, stored, raw_len, codec);
         self.pending
             .insert(id, Pending::Current(self.current.entries().len() - 1));
         self.stats.new_chunks += 1;
-        self.stats.new_raw_bytes += data.len() as u64;
+        self.stats.new_raw_bytes += data_len as u64;
         self.stats.new_stored_bytes += stored.len() as u64;
         Ok(())
     }
@@ -239,14 +323,21 @@ impl ChunkWriter {
                     .put(&layout::dict(&id), &bytes, PutMode::Overwrite)?;
                 self.stats.dict_bytes = bytes.len() as u64;
                 self.decoders.add_dict(id, &body.dict)?;
-                self.compressor = c;
+                drop(c);
                 self.dict = Some(id);
+                self.dict_bytes = Some(Arc::new(body.dict));
                 self.current =
                     PackBuilder::with_capacity(pack_capacity(self.pack_target), self.dict);
             }
         }
-        for (id, data) in samples {
-            self.store(id, &data)?;
+        // Compressed on every core: a first backup trains on 8 MiB of samples.
+        let this = &*self;
+        let stored: Vec<(Vec<u8>, Codec)> = samples
+            .par_iter()
+            .map(|(_, data)| this.compress(data))
+            .collect::<Result<_>>()?;
+        for ((id, data), (blob, codec)) in samples.iter().zip(stored) {
+            self.push(*id, &blob, data.len() as u32, codec)?;
         }
         Ok(())
     }
@@ -365,4 +456,21 @@ impl ChunkWriter {
             self.index,
         ))
     }
+}
+
+/// Compresses one chunk with the context's dictionary (if any), keeping whichever
+/// is smallest of the dictionary frame, the plain frame and the raw bytes.
+fn compress(ctx: &mut EncodeCtx, data: &[u8]) -> Result<(Vec<u8>, Codec)> {
+    // A dictionary trained on some pages can make others compress worse (its
+    // entropy tables replace ones fitted to the page): keep whichever is smaller.
+    let plain = ctx.plain.compress(data).map_err(zstd_err)?;
+    let with_dict = match &mut ctx.with_dict {
+        Some(c) => Some(c.compress(data).map_err(zstd_err)?),
+        None => None,
+    };
+    Ok(match with_dict {
+        Some(d) if d.len() <= plain.len() && d.len() < data.len() => (d, Codec::ZstdDict),
+        _ if plain.len() < data.len() => (plain, Codec::Zstd),
+        _ => (data.to_vec(), Codec::Raw),
+    })
 }

@@ -3,7 +3,7 @@
 
 use crate::backend::Backend;
 use crate::format::dict::DictBody;
-use crate::format::pack::{decode_blob_with, Codec, PackEntry};
+use crate::format::pack::{decode_blob_with, Codec, PackEntry, MAX_CHUNK_LEN};
 use crate::format::FormatError;
 use crate::types::Id;
 use crate::{layout, Error, Result};
@@ -75,5 +75,56 @@ impl Decoders {
             },
             Codec::Raw => Ok(s.to_vec()),
         })
+    }
+
+    /// Decodes one blob straight into `out`, which must be exactly the entry's raw
+    /// length (the caller's slot in the image), with the same checks as `decode`.
+    pub(crate) fn decode_into(
+        &mut self,
+        e: &PackEntry,
+        stored: &[u8],
+        dict: Option<&Id>,
+        out: &mut [u8],
+    ) -> Result<(), FormatError> {
+        if stored.len() != e.stored_len as usize {
+            return Err(FormatError::Truncated {
+                needed: e.stored_len as u64,
+                have: stored.len() as u64,
+            });
+        }
+        if e.raw_len > MAX_CHUNK_LEN || out.len() != e.raw_len as usize {
+            return Err(FormatError::Invalid(format!(
+                "chunk of {} bytes does not fit its {}-byte place",
+                e.raw_len,
+                out.len()
+            )));
+        }
+        let n = match e.codec {
+            Codec::Raw => {
+                out.copy_from_slice(stored);
+                stored.len()
+            }
+            Codec::Zstd => self
+                .plain
+                .decompress_to_buffer(stored, out)
+                .map_err(FormatError::Decompress)?,
+            Codec::ZstdDict => match dict.and_then(|d| self.with_dict.get_mut(d)) {
+                Some(d) => d
+                    .decompress_to_buffer(stored, out)
+                    .map_err(FormatError::Decompress)?,
+                None => {
+                    return Err(FormatError::Decompress(std::io::Error::other(
+                        "the chunk needs a dictionary its pack does not name",
+                    )))
+                }
+            },
+        };
+        if n != out.len() {
+            return Err(FormatError::Invalid(format!(
+                "chunk decoded to {n} bytes, expected {}",
+                out.len()
+            )));
+        }
+        Ok(())
     }
 }

@@ -2,7 +2,9 @@
 //! Nothing here does I/O.
 
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 /// Length of every identifier (a blake3 digest).
 pub const ID_LEN: usize = 32;
@@ -12,8 +14,41 @@ pub const ID_LEN: usize = 32;
 pub const CHUNK_DOMAIN: &[u8] = b"pagesnap chunk v1\0";
 
 /// Content address of an object or chunk: 32 bytes of blake3.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Id(pub [u8; ID_LEN]);
+
+/// An id is already a uniform hash: its first 8 bytes are as good a hash-table
+/// key as any hash of all 32 (and hashing them again dominated index lookups).
+impl Hash for Id {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// A hasher for keys that hash themselves as one uniform `u64` (ids): it passes
+/// that value through. Anything else written is mixed in, so it stays correct.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = self.0.rotate_left(5) ^ v;
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+}
+
+/// Hash maps and sets keyed by ids, without rehashing them.
+pub type IdMap<V> = HashMap<Id, V, BuildHasherDefault<IdHasher>>;
+pub type IdSet = HashSet<Id, BuildHasherDefault<IdHasher>>;
 
 impl Id {
     /// Id of a store object: blake3 of its exact encoded bytes.

@@ -189,6 +189,41 @@ impl Backend for LocalBackend {
         Ok(buf)
     }
 
+    fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
+        let mut f = File::open(self.path(key)?).map_err(|e| self.io("open", key, e))?;
+        let len = f.metadata().map_err(|e| self.io("stat", key, e))?.len();
+        if range.start > range.end || range.end > len {
+            return Err(BackendError::Range {
+                location: self.location(),
+                key: key.to_string(),
+                len,
+                start: range.start,
+                end: range.end,
+            });
+        }
+        f.seek(SeekFrom::Start(range.start))
+            .map_err(|e| self.io("seek", key, e))?;
+        let want = (range.end - range.start) as usize;
+        buf.clear();
+        buf.reserve(want);
+        // read_to_end fills spare capacity without zeroing it first.
+        let got = f
+            .take(want as u64)
+            .read_to_end(buf)
+            .map_err(|e| self.io("read", key, e))?;
+        if got != want {
+            return Err(self.io(
+                "read",
+                key,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "object shrank while read",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn size(&self, key: &str) -> Result<Option<u64>> {
         match fs::metadata(self.path(key)?) {
             Ok(m) => Ok(Some(m.len())),

@@ -74,6 +74,12 @@ pub trait Backend: Send + Sync {
     fn get(&self, key: &str) -> Result<Vec<u8>>;
     /// Reads `range` of an object; the range must lie inside it.
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>>;
+    /// Like `get_range`, into `buf` (replacing its content): lets a caller that
+    /// reads many ranges reuse one allocation.
+    fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
+        *buf = self.get_range(key, range)?;
+        Ok(())
+    }
     /// Size of an object, or `None` if it does not exist.
     fn size(&self, key: &str) -> Result<Option<u64>>;
     /// All objects whose key starts with `prefix` (a folder such as `snapshots/`).

@@ -1,6 +1,6 @@
 //! Assembles the pages SQLite writes into aligned blocks, and hands each complete
-//! block to the chunk writer and the image hasher, so no copy of the whole image
-//! is ever held.
+//! block to the capture pipeline (image hash, chunk ids, compression, packs), so
+//! no copy of the whole image is ever held.
 //!
 //! Pages arrive nearly in order; a block stays in memory only until all of its
 //! pages have arrived (the block of page 1 waits until the end). The code does not
@@ -8,13 +8,14 @@
 //! stored chunks (last write wins), a truncate drops or reopens blocks, and pages
 //! that never arrive (the pending-byte page of databases over 1 GiB) read as zeros.
 
-use super::tree_hash::{block_cv, root_from_blocks};
+use super::pipeline::Pipeline;
+use super::tree_hash::root_from_blocks;
 use super::vfs::CaptureTarget;
 use crate::chunk_writer::ChunkWriter;
-use crate::types::ChunkRef;
+use crate::types::{ChunkId, ChunkRef};
 use crate::{Error, Result};
 use blake3::hazmat::ChainingValue;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Writes are tracked in sectors of the smallest SQLite page size.
 const SECTOR: u64 = 512;
@@ -26,20 +27,38 @@ struct Partial {
     data: Vec<u8>,
     filled: Vec<bool>,
     filled_count: usize,
+    /// Sectors whose bytes mean something (written, or zeroed). Buffers are
+    /// recycled without zeroing (zeroing 64 KiB per block cost a fifth of the
+    /// capture thread); a sector is zeroed only when it would be read unwritten.
+    clean: Vec<bool>,
 }
 
-struct Done {
-    cv: ChainingValue,
-    chunks: Vec<ChunkRef>,
+impl Partial {
+    /// Zeroes sector `s` unless it already holds meaningful bytes.
+    fn clean_sector(&mut self, s: usize) {
+        if !self.clean[s] {
+            let start = s * SECTOR as usize;
+            self.data[start..start + SECTOR as usize].fill(0);
+            self.clean[s] = true;
+        }
+    }
+
+    /// Zeroes every sector never written: unwritten bytes read as zeros.
+    fn scrub(&mut self) {
+        for s in 0..self.clean.len() {
+            self.clean_sector(s);
+        }
+    }
 }
 
 pub(crate) struct CaptureImage {
-    writer: ChunkWriter,
+    pipeline: Pipeline,
     chunk_len: u64,
     block_len: u64,
     size: u64,
     partial: HashMap<u64, Partial>,
-    done: HashMap<u64, Done>,
+    /// Blocks handed to the pipeline (and not reopened since).
+    sent: HashSet<u64>,
     /// The first store error, kept so the caller can report it rather than
     /// SQLite's generic I/O error.
     error: Option<Error>,
@@ -54,16 +73,17 @@ pub(crate) struct Captured {
 }
 
 impl CaptureImage {
-    pub(crate) fn new(writer: ChunkWriter, chunk_len: u64) -> Self {
-        CaptureImage {
-            writer,
+    pub(crate) fn new(writer: ChunkWriter, chunk_len: u64) -> Result<Self> {
+        let block_len = chunk_len.max(MIN_BLOCK);
+        Ok(CaptureImage {
+            pipeline: Pipeline::new(writer, block_len, chunk_len)?,
             chunk_len,
-            block_len: chunk_len.max(MIN_BLOCK),
+            block_len,
             size: 0,
             partial: HashMap::new(),
-            done: HashMap::new(),
+            sent: HashSet::new(),
             error: None,
-        }
+        })
     }
 
     pub(crate) fn take_error(&mut self) -> Option<Error> {
@@ -74,13 +94,42 @@ impl CaptureImage {
         (self.block_len / SECTOR) as usize
     }
 
-    /// Rebuilds a handed-over block's bytes from its chunks.
-    fn read_back(&mut self, chunks: &[ChunkRef]) -> Result<Vec<u8>> {
+    /// Rebuilds a handed-over block's bytes from its chunks (the rare path:
+    /// SQLite rewrote or re-read a page it had already written).
+    fn read_back(&mut self, b: u64, remove: bool) -> Result<Vec<u8>> {
+        self.pipeline.sync()?;
+        let chunks = {
+            let mut done = self.pipeline.done()?;
+            let d = if remove {
+                done.remove(&b)
+            } else {
+                done.get(&b).map(|d| super::pipeline::BlockDone {
+                    cv: d.cv,
+                    chunks: d.chunks.clone(),
+                })
+            };
+            d.ok_or_else(|| Error::Internal(format!("captured block {b} was not recorded")))?
+                .chunks
+        };
+        if remove {
+            self.sent.remove(&b);
+        }
+        let ids: Vec<ChunkId> = chunks
+            .iter()
+            .filter_map(|c| match c {
+                ChunkRef::Stored(id) => Some(*id),
+                ChunkRef::Zero => None,
+            })
+            .collect();
+        let mut stored = self.pipeline.read(ids)?.into_iter();
         let mut data = Vec::with_capacity(self.block_len as usize);
-        for c in chunks {
+        for c in &chunks {
             match c {
                 ChunkRef::Zero => data.resize(data.len() + self.chunk_len as usize, 0),
-                ChunkRef::Stored(id) => data.extend_from_slice(&self.writer.read(id)?),
+                ChunkRef::Stored(_) => match stored.next() {
+                    Some(bytes) => data.extend_from_slice(&bytes),
+                    None => return Err(Error::Internal("chunk read-back came up short".into())),
+                },
             }
         }
         data.resize(self.block_len as usize, 0);
@@ -91,35 +140,38 @@ impl CaptureImage {
     fn partial_mut(&mut self, b: u64) -> Result<&mut Partial> {
         if !self.partial.contains_key(&b) {
             let sectors = self.sectors();
-            let p = match self.done.remove(&b) {
-                Some(done) => {
-                    let data = self.read_back(&done.chunks)?;
+            let p = match self.sent.contains(&b) {
+                true => {
+                    let data = self.read_back(b, true)?;
                     Partial {
                         data,
                         filled: vec![true; sectors],
                         filled_count: sectors,
+                        clean: vec![true; sectors],
                     }
                 }
-                None => Partial {
-                    data: vec![0; self.block_len as usize],
-                    filled: vec![false; sectors],
-                    filled_count: 0,
-                },
+                false => {
+                    let (data, clean) = match self.pipeline.recycled(self.block_len as usize) {
+                        Some(buf) => (buf, false),
+                        None => (vec![0; self.block_len as usize], true),
+                    };
+                    Partial {
+                        data,
+                        filled: vec![false; sectors],
+                        filled_count: 0,
+                        clean: vec![clean; sectors],
+                    }
+                }
             };
             self.partial.insert(b, p);
         }
         Ok(self.partial.get_mut(&b).expect("inserted above"))
     }
 
-    /// Hands a block's bytes (`len` of them) to the hasher and the chunk writer.
-    fn complete(&mut self, b: u64, data: &[u8]) -> Result<()> {
-        let cv = block_cv(b * self.block_len, data);
-        let chunks = data
-            .chunks(self.chunk_len as usize)
-            .map(|c| self.writer.add(c))
-            .collect::<Result<Vec<_>>>()?;
-        self.done.insert(b, Done { cv, chunks });
-        Ok(())
+    /// Hands a block's bytes to the pipeline (image hash, chunks).
+    fn complete(&mut self, b: u64, data: Vec<u8>) -> Result<()> {
+        self.sent.insert(b);
+        self.pipeline.submit(b, data)
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
@@ -131,7 +183,16 @@ impl CaptureImage {
             let in_block = (abs % block_len) as usize;
             let n = (data.len() - pos).min(block_len as usize - in_block);
             let p = self.partial_mut(b)?;
+            // A sector the write covers only partly keeps its other bytes: zero
+            // them first if they are stale bytes of a recycled buffer.
+            let first_touched = in_block / SECTOR as usize;
+            let last_touched = (in_block + n - 1) / SECTOR as usize;
+            p.clean_sector(first_touched);
+            p.clean_sector(last_touched);
             p.data[in_block..in_block + n].copy_from_slice(&data[pos..pos + n]);
+            for s in first_touched..=last_touched {
+                p.clean[s] = true;
+            }
             // Mark only sectors the write covers whole; a sector partly written stays
             // "missing" and is completed (zero-filled) at the end.
             let first = (in_block as u64).div_ceil(SECTOR) as usize;
@@ -144,7 +205,7 @@ impl CaptureImage {
             }
             if p.filled_count == p.filled.len() {
                 let p = self.partial.remove(&b).expect("present");
-                self.complete(b, &p.data)?;
+                self.complete(b, p.data)?;
             }
             pos += n;
         }
@@ -161,10 +222,11 @@ impl CaptureImage {
             let b = abs / block_len;
             let in_block = (abs % block_len) as usize;
             let n = (buf.len() - pos).min(block_len as usize - in_block);
-            if let Some(p) = self.partial.get(&b) {
+            if let Some(p) = self.partial.get_mut(&b) {
+                p.scrub();
                 buf[pos..pos + n].copy_from_slice(&p.data[in_block..in_block + n]);
-            } else if let Some(chunks) = self.done.get(&b).map(|d| d.chunks.clone()) {
-                let data = self.read_back(&chunks)?;
+            } else if self.sent.contains(&b) {
+                let data = self.read_back(b, false)?;
                 buf[pos..pos + n].copy_from_slice(&data[in_block..in_block + n]);
             }
             pos += n;
@@ -175,12 +237,17 @@ impl CaptureImage {
     fn truncate(&mut self, size: u64) -> Result<()> {
         let block_len = self.block_len;
         self.partial.retain(|&b, _| b * block_len < size);
-        self.done.retain(|&b, _| b * block_len < size);
+        if self.sent.iter().any(|&b| b * block_len >= size) {
+            self.pipeline.sync()?;
+            self.pipeline.done()?.retain(|&b, _| b * block_len < size);
+            self.sent.retain(|&b| b * block_len < size);
+        }
         if size % block_len != 0 {
             let b = size / block_len;
             let cut = (size % block_len) as usize;
-            if self.partial.contains_key(&b) || self.done.contains_key(&b) {
+            if self.partial.contains_key(&b) || self.sent.contains(&b) {
                 let p = self.partial_mut(b)?;
+                p.scrub();
                 p.data[cut..].fill(0);
                 let first_gone = (cut as u64).div_ceil(SECTOR) as usize;
                 for s in first_gone..p.filled.len() {
@@ -204,37 +271,48 @@ impl CaptureImage {
         let mut single: Option<Vec<u8>> = None;
         for b in 0..blocks {
             let len = (size - b * block_len).min(block_len) as usize;
-            let full_and_done = len as u64 == block_len && self.done.contains_key(&b);
-            if full_and_done && blocks > 1 {
+            let full_and_sent = len as u64 == block_len && self.sent.contains(&b);
+            if full_and_sent && blocks > 1 {
                 continue;
             }
-            let data = match (self.partial.remove(&b), self.done.remove(&b)) {
-                (Some(p), _) => p.data,
-                (None, Some(d)) => self.read_back(&d.chunks)?,
-                (None, None) => vec![0; block_len as usize],
+            let mut data = match self.partial.remove(&b) {
+                Some(mut p) => {
+                    p.scrub();
+                    p.data
+                }
+                None if self.sent.contains(&b) => self.read_back(b, true)?,
+                None => vec![0; block_len as usize],
             };
+            data.truncate(len);
             if blocks == 1 {
-                single = Some(data[..len].to_vec());
+                single = Some(data.clone());
             }
-            self.complete(b, &data[..len])?;
+            self.complete(b, data)?;
         }
+        let (writer, mut done) = self.pipeline.finish()?;
         let image_hash = match single {
             Some(bytes) => blake3::hash(&bytes),
             None if size == 0 => blake3::hash(&[]),
             None => {
-                let cvs: Vec<ChainingValue> = (0..blocks).map(|b| self.done[&b].cv).collect();
+                let cvs = (0..blocks)
+                    .map(|b| done.get(&b).map(|d| d.cv))
+                    .collect::<Option<Vec<ChainingValue>>>()
+                    .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;
                 root_from_blocks(&cvs, block_len, size)
             }
         };
         let mut chunks = Vec::with_capacity(size.div_ceil(self.chunk_len) as usize);
         for b in 0..blocks {
-            chunks.extend_from_slice(&self.done[&b].chunks);
+            let d = done
+                .remove(&b)
+                .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;
+            chunks.extend_from_slice(&d.chunks);
         }
         Ok(Captured {
             chunks,
             image_hash: *image_hash.as_bytes(),
             image_len: size,
-            writer: self.writer,
+            writer,
         })
     }
 

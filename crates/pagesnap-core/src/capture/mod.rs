@@ -7,6 +7,7 @@
 //! SHARED lock, so writers wait (or get SQLITE_BUSY) until the copy ends.
 
 mod image;
+mod pipeline;
 pub(crate) mod tree_hash;
 pub mod vfs;
 
@@ -145,7 +146,7 @@ pub(crate) fn capture(
         .map_err(err)?;
     let chunk_len = page_size as u64 * chunk_pages as u64;
 
-    let image = Arc::new(Mutex::new(CaptureImage::new(writer, chunk_len)));
+    let image = Arc::new(Mutex::new(CaptureImage::new(writer, chunk_len)?));
     let step_result = copy(src, path, busy_timeout, page_size, image.clone());
     let mut image = Arc::try_unwrap(image)
         .map_err(|_| Error::Internal("capture target still referenced after the copy".into()))?

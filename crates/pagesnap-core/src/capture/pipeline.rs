@@ -1,0 +1,222 @@
+//! The capture pipeline: complete blocks leave SQLite's thread in batches; a
+//! processing thread hashes and compresses each batch on every core (rayon), then
+//! records the chunks in order through the one chunk writer.
+//!
+//! ```text
+//! SQLite thread ──batches (bounded channel)──▶ processing thread
+//!   backup API, VFS writes,                     par: block CV, chunk ids, index
+//!   block assembly                                   lookup, zstd (new chunks only)
+//!                                               seq: dedup, packs, writes
+//! ```
+//!
+//! The channel holds at most [`IN_FLIGHT`] batches of about [`BATCH_BYTES`], so
+//! memory stays bounded whatever the database size: when the store is slower than
+//! SQLite, SQLite waits. The rare read-back of a block already handed over (SQLite
+//! rewriting or re-reading a page) first waits for the pipeline to drain.
+
+use super::tree_hash::block_cv;
+use crate::chunk_writer::{ChunkWriter, Encoded};
+use crate::types::{ChunkId, ChunkRef};
+use crate::{Error, Result};
+use blake3::hazmat::ChainingValue;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Bytes of blocks sent to the processing thread at once.
+const BATCH_BYTES: usize = 4 << 20;
+/// Batches queued between the threads (beyond the one being processed).
+const IN_FLIGHT: usize = 2;
+
+/// A block after processing: its blake3 chaining value and its chunks.
+pub(crate) struct BlockDone {
+    pub cv: ChainingValue,
+    pub chunks: Vec<ChunkRef>,
+}
+
+type DoneMap = Arc<Mutex<HashMap<u64, BlockDone>>>;
+/// Block buffers handed back after processing, for reuse (not zeroed).
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+/// Buffers kept for reuse at most.
+const POOL_MAX: usize = 128;
+type ReadReply = SyncSender<Result<Vec<Vec<u8>>>>;
+
+enum Msg {
+    /// Blocks (number, bytes) to process.
+    Blocks(Vec<(u64, Vec<u8>)>),
+    /// Read these chunks back, after everything sent before (an empty list is a barrier).
+    Read(Vec<ChunkId>, ReadReply),
+}
+
+pub(crate) struct Pipeline {
+    tx: Option<SyncSender<Msg>>,
+    thread: Option<JoinHandle<Result<ChunkWriter>>>,
+    done: DoneMap,
+    pool: Pool,
+    batch: Vec<(u64, Vec<u8>)>,
+    batch_bytes: usize,
+}
+
+impl Pipeline {
+    pub(crate) fn new(writer: ChunkWriter, block_len: u64, chunk_len: u64) -> Result<Self> {
+        let (tx, rx) = sync_channel(IN_FLIGHT);
+        let done: DoneMap = Arc::default();
+        let pool: Pool = Arc::default();
+        let (shared, returned) = (done.clone(), pool.clone());
+        let thread = std::thread::Builder::new()
+            .name("pagesnap-chunks".into())
+            .spawn(move || process(writer, rx, shared, returned, block_len, chunk_len))
+            .map_err(|e| Error::Internal(format!("cannot start the chunk thread: {e}")))?;
+        Ok(Pipeline {
+            tx: Some(tx),
+            thread: Some(thread),
+            done,
+            pool,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        })
+    }
+
+    /// A used block buffer of `len` bytes (its content is stale), if one is free.
+    pub(crate) fn recycled(&self, len: usize) -> Option<Vec<u8>> {
+        let buf = self.pool.lock().ok()?.pop()?;
+        (buf.len() == len).then_some(buf)
+    }
+
+    /// Queues a complete block.
+    pub(crate) fn submit(&mut self, b: u64, data: Vec<u8>) -> Result<()> {
+        self.batch_bytes += data.len();
+        self.batch.push((b, data));
+        if self.batch_bytes >= BATCH_BYTES {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.send(Msg::Blocks(batch))
+    }
+
+    fn send(&mut self, msg: Msg) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(msg).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.failure())
+        }
+    }
+
+    /// The processing thread stopped early: its error.
+    fn failure(&mut self) -> Error {
+        self.tx = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => Error::Internal("the chunk thread panicked".into()),
+            _ => Error::Internal("the chunk thread stopped".into()),
+        }
+    }
+
+    /// Reads chunks back once everything queued before is processed.
+    pub(crate) fn read(&mut self, ids: Vec<ChunkId>) -> Result<Vec<Vec<u8>>> {
+        self.send_batch()?;
+        let (reply, answer) = sync_channel(1);
+        self.send(Msg::Read(ids, reply))?;
+        match answer.recv() {
+            Ok(r) => r,
+            Err(_) => Err(self.failure()),
+        }
+    }
+
+    /// Waits until every block submitted so far is processed.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.read(Vec::new()).map(|_| ())
+    }
+
+    /// The processed blocks (call [`Pipeline::sync`] first for an up-to-date view).
+    pub(crate) fn done(&self) -> Result<std::sync::MutexGuard<'_, HashMap<u64, BlockDone>>> {
+        self.done
+            .lock()
+            .map_err(|_| Error::Internal("capture block table poisoned".into()))
+    }
+
+    /// Processes what is queued, stops the thread; returns the writer and every block.
+    pub(crate) fn finish(mut self) -> Result<(ChunkWriter, HashMap<u64, BlockDone>)> {
+        self.send_batch()?;
+        self.tx = None;
+        let writer = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r?,
+            _ => return Err(Error::Internal("the chunk thread panicked".into())),
+        };
+        let done = std::mem::take(&mut *self.done()?);
+        Ok((writer, done))
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Close the channel and let the thread end (on an error path, its result
+        // was already taken or no longer matters).
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The processing thread: each batch in parallel, then its chunks in order.
+fn process(
+    mut writer: ChunkWriter,
+    rx: Receiver<Msg>,
+    done: DoneMap,
+    pool: Pool,
+    block_len: u64,
+    chunk_len: u64,
+) -> Result<ChunkWriter> {
+    for msg in rx {
+        match msg {
+            Msg::Blocks(blocks) => {
+                let w = &writer;
+                let encoded: Vec<(u64, ChainingValue, Vec<Encoded>)> = blocks
+                    .par_iter()
+                    .map(|(b, data)| {
+                        let cv = block_cv(b * block_len, data);
+                        let chunks = data
+                            .par_chunks(chunk_len as usize)
+                            .map(|c| w.encode(c))
+                            .collect::<Result<Vec<_>>>()?;
+                        Ok((*b, cv, chunks))
+                    })
+                    .collect::<Result<_>>()?;
+                if let Ok(mut p) = pool.lock() {
+                    let room = POOL_MAX.saturating_sub(p.len());
+                    p.extend(blocks.into_iter().map(|(_, d)| d).take(room));
+                }
+                for (b, cv, chunks) in encoded {
+                    let chunks = chunks
+                        .into_iter()
+                        .map(|e| writer.accept(e))
+                        .collect::<Result<Vec<_>>>()?;
+                    done.lock()
+                        .map_err(|_| Error::Internal("capture block table poisoned".into()))?
+                        .insert(b, BlockDone { cv, chunks });
+                }
+            }
+            Msg::Read(ids, reply) => {
+                let r = ids.iter().map(|id| writer.read(id)).collect();
+                // The capture thread may have given up waiting; nothing to do then.
+                let _ = reply.send(r);
+            }
+        }
+    }
+    Ok(writer)
+}
