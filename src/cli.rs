@@ -36,6 +36,9 @@ pub struct Global {
     /// Print one JSON document on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Show progress bars (on stderr) even when stdout is not a terminal or with --json.
+    #[arg(long, global = true)]
+    pub progress: bool,
 }
 
 #[derive(Subcommand, Debug)]

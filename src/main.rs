@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod commands;
 mod output;
+mod progress;
 mod svg_chart;
 mod timearg;
 

@@ -14,7 +14,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
     let time = a.time.as_deref().map(parse_time).transpose()?;
     let busy_timeout = parse_duration(&a.busy_timeout)?;
     let lock_wait = parse_duration(&a.lock_wait)?;
-    let store = open_store(g)?;
+    let (store, bar) = crate::progress::attach(open_store(g)?, g, "backup");
     let opts = BackupOptions {
         name: a.name.clone(),
         tags: a.tags.clone(),
@@ -25,6 +25,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
     let r = store
         .backup_path(&a.database, &opts)
         .map_err(|e| store_full(e, &store.location(), &a.database))?;
+    bar.finish();
     for w in &r.warnings {
         eprintln!("pagesnap: warning: {w}");
     }

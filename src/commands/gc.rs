@@ -10,7 +10,7 @@ use std::time::Duration;
 
 pub fn run(g: &Global, a: &GcArgs) -> Result<ExitCode> {
     let max_unused = prune::parse_percent(&a.max_unused)?;
-    let store = open_store(g)?;
+    let (store, bar) = crate::progress::attach(open_store(g)?, g, "gc");
     // One exclusive lock across forget and prune: a gc that cannot prune (the
     // store is in use) fails before it forgets anything.
     let lock = if a.dry_run {
@@ -45,6 +45,7 @@ pub fn run(g: &Global, a: &GcArgs) -> Result<ExitCode> {
         None => store.prune(&opts)?,
     };
     drop(lock);
+    bar.finish();
     if g.json {
         print_json(&json!({ "forget": f.json(), "prune": prune::to_json(&p) }))?;
     } else {

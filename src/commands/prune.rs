@@ -14,8 +14,9 @@ pub fn run(g: &Global, a: &PruneArgs) -> Result<ExitCode> {
         dry_run: a.dry_run,
         assume_forgotten: Vec::new(),
     };
-    let store = open_store(g)?;
+    let (store, bar) = crate::progress::attach(open_store(g)?, g, "prune");
     let r = store.prune(&opts)?;
+    bar.finish();
     if g.json {
         print_json(&to_json(&r))?;
     } else {

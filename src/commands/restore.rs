@@ -28,7 +28,7 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
     if to_stdout && g.json {
         bail!("--json cannot be combined with -o - (stdout carries the database image)");
     }
-    let store = open_store(g)?;
+    let (store, bar) = crate::progress::attach(open_store(g)?, g, "restore");
     let snap = store.select_reporting(&selector, |d| {
         eprintln!(
             "pagesnap: warning: skipping unreadable snapshot: {}",
@@ -46,6 +46,7 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
             .restore_to_path(&snap, &a.output, a.force)
             .map_err(|e| output_full(e, &a.output, snap.manifest.image_len))?
     };
+    bar.finish();
     if g.json {
         print_json(&json!({
             "id": snap.id.to_hex(),

@@ -1,6 +1,7 @@
 //! Where a restore writes: never over an existing file unless told to.
 
 use crate::util::*;
+use serde_json::Value;
 
 #[test]
 fn existing_output_is_kept_without_force_and_replaced_with_it() {
@@ -53,4 +54,30 @@ fn output_in_a_missing_directory_is_refused() {
     let err = fails(fx.cmd().args(["restore", "-o"]).arg(&out));
     assert_has(&err, &[&fx.path("no/such/dir").display().to_string()]);
     assert!(!fx.path("no").exists());
+}
+
+/// Progress bars never reach stdout: with `--progress` the JSON documents and a
+/// restored image on stdout stay exactly what they are without it, and without a
+/// terminal nothing is drawn on stderr either.
+#[test]
+fn progress_bars_stay_off_stdout_and_off_pipes() {
+    let fx = Fx::new();
+    let db = fx.path("app.db");
+    drop(create_db(&db, Journal::Wal, 1500, 71));
+    let b = ok_json(fx.cmd().args(["--json", "--progress", "backup"]).arg(&db));
+    assert_eq!(b["name"], "app");
+    let o = fx
+        .cmd()
+        .args(["--progress", "restore", "latest", "-o", "-"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(Value::String(hash_bytes(&o.stdout)), b["image_hash"]);
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains('\u{1b}'),
+        "terminal escapes on a pipe: {:?}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let p = ok_json(fx.cmd().args(["--json", "--progress", "prune"]));
+    assert_eq!(p["dry_run"], false);
 }

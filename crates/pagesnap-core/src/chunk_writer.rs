@@ -108,6 +108,8 @@ pub(crate) struct ChunkWriter {
     /// Compression contexts, one per worker thread (rayon's thread index; the
     /// last slot for any other thread), built on first use.
     ctxs: Vec<Mutex<Option<EncodeCtx>>>,
+    /// How often compressing without the dictionary beat it (see [`PlainTrial`]).
+    trial: PlainTrial,
     /// Samples waiting for training (`Some` while the plan is to train).
     samples: Option<Vec<(ChunkId, Vec<u8>)>>,
     sample_bytes: usize,
@@ -163,6 +165,7 @@ impl ChunkWriter {
             dict,
             dict_bytes,
             ctxs: (0..threads).map(|_| Mutex::new(None)).collect(),
+            trial: PlainTrial::default(),
             samples,
             sample_bytes: 0,
             decoders,
@@ -214,7 +217,7 @@ impl ChunkWriter {
         let ctx = guard
             .as_mut()
             .ok_or_else(|| Error::Internal("compression context missing".into()))?;
-        compress(ctx, data)
+        compress(ctx, data, &self.trial)
     }
 
     fn new_ctx(&self) -> Result<EncodeCtx> {
@@ -460,17 +463,55 @@ impl ChunkWriter {
 
 /// Compresses one chunk with the context's dictionary (if any), keeping whichever
 /// is smallest of the dictionary frame, the plain frame and the raw bytes.
-fn compress(ctx: &mut EncodeCtx, data: &[u8]) -> Result<(Vec<u8>, Codec)> {
-    // A dictionary trained on some pages can make others compress worse (its
-    // entropy tables replace ones fitted to the page): keep whichever is smaller.
-    let plain = ctx.plain.compress(data).map_err(zstd_err)?;
+fn compress(ctx: &mut EncodeCtx, data: &[u8], trial: &PlainTrial) -> Result<(Vec<u8>, Codec)> {
     let with_dict = match &mut ctx.with_dict {
         Some(c) => Some(c.compress(data).map_err(zstd_err)?),
         None => None,
     };
-    Ok(match with_dict {
-        Some(d) if d.len() <= plain.len() && d.len() < data.len() => (d, Codec::ZstdDict),
-        _ if plain.len() < data.len() => (plain, Codec::Zstd),
+    // A dictionary trained on some pages can make others compress worse (its
+    // entropy tables replace ones fitted to the page): keep whichever is smaller,
+    // as long as trying pays (compressing twice doubles the cost of a backup).
+    let plain = match &with_dict {
+        Some(_) if !trial.worth_trying() => None,
+        _ => Some(ctx.plain.compress(data).map_err(zstd_err)?),
+    };
+    if let (Some(d), Some(p)) = (&with_dict, &plain) {
+        trial.record(p.len() < d.len());
+    }
+    Ok(match (with_dict, plain) {
+        (Some(d), Some(p)) if p.len() < d.len() && p.len() < data.len() => (p, Codec::Zstd),
+        (Some(d), _) if d.len() < data.len() => (d, Codec::ZstdDict),
+        (None, Some(p)) if p.len() < data.len() => (p, Codec::Zstd),
         _ => (data.to_vec(), Codec::Raw),
     })
+}
+
+/// Whether compressing without the dictionary is still worth trying in this
+/// backup: always for its first [`PlainTrial::SAMPLE`] chunks, then only if the
+/// plain frame won at least one time in [`PlainTrial::MIN_WIN_RATE`]. Pages of one
+/// database are alike, so a few hundred tell; where the dictionary fits (the usual
+/// case) this halves the compression work of a backup.
+#[derive(Default)]
+struct PlainTrial {
+    tried: std::sync::atomic::AtomicU64,
+    won: std::sync::atomic::AtomicU64,
+}
+
+impl PlainTrial {
+    const SAMPLE: u64 = 512;
+    const MIN_WIN_RATE: u64 = 20;
+
+    fn worth_trying(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let tried = self.tried.load(Relaxed);
+        tried < Self::SAMPLE || self.won.load(Relaxed) * Self::MIN_WIN_RATE >= tried
+    }
+
+    fn record(&self, plain_won: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.tried.fetch_add(1, Relaxed);
+        if plain_won {
+            self.won.fetch_add(1, Relaxed);
+        }
+    }
 }

@@ -24,6 +24,7 @@ mod codec;
 pub mod format;
 pub mod layout;
 pub mod lock;
+pub mod progress;
 mod prune;
 pub mod repair;
 mod restore;
@@ -35,6 +36,7 @@ pub mod types;
 pub mod verify;
 
 pub use chunk_writer::WriteStats;
+pub use progress::Progress;
 pub use prune::{PruneOptions, PruneReport};
 pub use repair::{BrokenSnapshot, RepairIndexReport};
 pub use select::SnapshotSelector;

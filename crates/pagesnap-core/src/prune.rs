@@ -555,6 +555,12 @@ impl Store {
         }
         let target = self.config().pack_target_size as usize;
         r.packs_written = 0;
+        let to_copy: u64 = by_dict
+            .values()
+            .flatten()
+            .map(|(_, e)| e.entry.stored_len as u64)
+            .sum();
+        let mut copied = 0u64;
         for (dict, items) in by_dict {
             if let Some(d) = &dict {
                 decoders.ensure_dict(backend, d)?;
@@ -565,6 +571,10 @@ impl Store {
                 if current_src.as_ref().map(|c| c.0) != Some(src) {
                     let key = layout::pack(&src);
                     current_src = Some((src, backend.get(&key)?));
+                }
+                copied += e.entry.stored_len as u64;
+                if copied % (1 << 20) < e.entry.stored_len as u64 {
+                    crate::progress::report(self.progress(), copied, to_copy);
                 }
                 let bytes = &current_src.as_ref().expect("set above").1;
                 let (start, end) = (

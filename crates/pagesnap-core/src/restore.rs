@@ -78,6 +78,16 @@ impl DecoderPool {
 /// A rebuilt window: its bytes and the chaining values of its blocks.
 type Window = (Vec<u8>, Vec<ChainingValue>);
 
+/// The image being restored and what it is rebuilt from.
+#[derive(Clone, Copy)]
+struct Image<'a> {
+    backend: &'a dyn Backend,
+    index: &'a ChunkIndex,
+    snap: &'a Snapshot,
+    chunks: &'a [ChunkRef],
+    pool: &'a DecoderPool,
+}
+
 /// What every window of one pass needs.
 #[derive(Clone, Copy)]
 struct Pass<'a> {
@@ -123,6 +133,7 @@ pub(crate) fn write_image(
     snap: &Snapshot,
     chunks: &[ChunkRef],
     out: &mut dyn Write,
+    progress: Option<&crate::Progress>,
 ) -> Result<[u8; 32]> {
     let m = &snap.manifest;
     let pool = DecoderPool {
@@ -131,18 +142,17 @@ pub(crate) fn write_image(
             .map(|_| Mutex::new(None))
             .collect(),
     };
-    let got = rebuild(backend, index, snap, chunks, &pool, false, out)?;
+    let image = Image {
+        backend,
+        index,
+        snap,
+        chunks,
+        pool: &pool,
+    };
+    let got = rebuild(&image, false, out, progress)?;
     if got != m.image_hash {
         // Name the culprit: a chunk whose bytes do not match its id, if any.
-        rebuild(
-            backend,
-            index,
-            snap,
-            chunks,
-            &pool,
-            true,
-            &mut std::io::sink(),
-        )?;
+        rebuild(&image, true, &mut std::io::sink(), None)?;
         return Err(Error::ImageMismatch {
             snapshot: snap.id,
             expected: crate::types::to_hex(&m.image_hash),
@@ -155,14 +165,18 @@ pub(crate) fn write_image(
 /// One pass over the image: rebuilds it window by window into `out` and returns
 /// its blake3 hash; with `check_ids`, also checks every chunk against its id.
 fn rebuild(
-    backend: &dyn Backend,
-    index: &ChunkIndex,
-    snap: &Snapshot,
-    chunks: &[ChunkRef],
-    pool: &DecoderPool,
+    image: &Image<'_>,
     check_ids: bool,
     out: &mut dyn Write,
+    progress: Option<&crate::Progress>,
 ) -> Result<[u8; 32]> {
+    let Image {
+        backend,
+        index,
+        snap,
+        chunks,
+        pool,
+    } = *image;
     let m = &snap.manifest;
     let chunk_len = m.chunk_len();
     let block_len = chunk_len.max(MIN_BLOCK);
@@ -177,6 +191,7 @@ fn rebuild(
     let (window_bufs, run_bufs) = (Buffers::new(IN_FLIGHT + 2), Buffers::new(16));
     let mut cvs = Vec::with_capacity(m.image_len.div_ceil(block_len) as usize);
     let mut single: Option<blake3::Hash> = None;
+    let mut written = 0u64;
     std::thread::scope(|s| -> Result<()> {
         let (tx, rx) = sync_channel::<Result<Window>>(IN_FLIGHT);
         let pass = Pass {
@@ -217,6 +232,8 @@ fn rebuild(
             }
             cvs.extend(window_cvs);
             out.write_all(&buf).map_err(io_err)?;
+            written += buf.len() as u64;
+            crate::progress::report(progress, written, m.image_len);
             window_bufs.give(buf);
         }
         Ok(())

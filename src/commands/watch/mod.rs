@@ -52,6 +52,7 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
     let store = open_store(&Global {
         store: Some(store_dir.clone()),
         json: g.json,
+        progress: false,
     })?;
     let status_path = match a.status_file.clone().or(cfg.status_file.clone()) {
         Some(p) => p,
@@ -121,6 +122,7 @@ pub(crate) fn resolve_store(g: &Global, from_config: Option<&Path>) -> Result<Pa
     super::store_path(&Global {
         store: chosen,
         json: g.json,
+        progress: false,
     })
 }
 
@@ -820,12 +822,14 @@ impl Watcher {
         let cli = Global {
             store: self.cli_store.clone(),
             json: self.json,
+            progress: false,
         };
         let store_dir = resolve_store(&cli, new.store.as_deref())?;
         let store = if store_dir != self.store_dir {
             Some(open_store(&Global {
                 store: Some(store_dir.clone()),
                 json: self.json,
+                progress: false,
             })?)
         } else {
             None

@@ -296,6 +296,7 @@ pub fn run(g: &Global, a: &StatusArgs) -> Result<ExitCode> {
                 None => default_path(&open_store(&Global {
                     store: Some(super::resolve_store(g, cfg.store.as_deref())?),
                     json: g.json,
+                    progress: false,
                 })?)?,
             }
         }

@@ -117,6 +117,7 @@ pub(crate) fn capture(
     busy_timeout: Duration,
     chunk_pages: u32,
     writer: ChunkWriter,
+    progress: Option<&crate::Progress>,
 ) -> Result<Capture> {
     let err = |e| Error::Capture(source_error(path, busy_timeout, e));
     src.busy_timeout(busy_timeout).map_err(err)?;
@@ -147,7 +148,7 @@ pub(crate) fn capture(
     let chunk_len = page_size as u64 * chunk_pages as u64;
 
     let image = Arc::new(Mutex::new(CaptureImage::new(writer, chunk_len)?));
-    let step_result = copy(src, path, busy_timeout, page_size, image.clone());
+    let step_result = copy(src, path, busy_timeout, page_size, image.clone(), progress);
     let mut image = Arc::try_unwrap(image)
         .map_err(|_| Error::Internal("capture target still referenced after the copy".into()))?
         .into_inner()
@@ -182,6 +183,7 @@ fn copy(
     busy_timeout: Duration,
     page_size: u32,
     image: Arc<Mutex<CaptureImage>>,
+    progress: Option<&crate::Progress>,
 ) -> Result<()> {
     let err = |e| Error::Capture(source_error(path, busy_timeout, e));
     let internal = |e: rusqlite::Error| Error::Internal(format!("capture connection: {e}"));
@@ -201,7 +203,16 @@ fn copy(
             src.busy_timeout(busy_timeout).map_err(err)?;
             match backup.step(STEP_PAGES) {
                 Ok(StepResult::Done) => break,
-                Ok(StepResult::More) => {}
+                Ok(StepResult::More) => {
+                    let p = backup.progress();
+                    let (total, left) = (p.pagecount.max(0) as u64, p.remaining.max(0) as u64);
+                    let page = page_size as u64;
+                    crate::progress::report(
+                        progress,
+                        (total - left.min(total)) * page,
+                        total * page,
+                    );
+                }
                 Ok(StepResult::Busy) | Ok(StepResult::Locked) => {
                     if Instant::now() > deadline {
                         return Err(Error::Capture(CaptureError::Locked {

@@ -128,6 +128,7 @@ impl Verifier<'_> {
             s,
             list,
             &mut sink,
+            None,
         ) {
             Ok(_) => {}
             Err(Error::ImageMismatch { actual, .. }) => {
