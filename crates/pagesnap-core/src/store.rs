@@ -15,7 +15,7 @@ use crate::format::FormatError;
 use crate::lock::{self, LockGuard};
 use crate::select::{self, SnapshotSelector};
 use crate::types::{ChunkRef, Id, SnapshotId};
-use crate::{codec, layout, restore, Error, Result};
+use crate::{codec, head_hint, layout, restore, Error, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;
 use std::collections::HashMap;
@@ -511,14 +511,22 @@ impl Store {
         // Shared: other backups may run too, but prune may not delete chunks under us.
         let _lock = self.lock(false, "backup", opts.lock_wait)?;
 
-        // The newest earlier snapshot of the same database is the delta's reference.
-        let parent = self
-            .snapshots()?
-            .into_iter()
-            .filter(|s| {
-                s.manifest.name == name && s.manifest.chunk_pages == self.config.chunk_pages
-            })
-            .max_by_key(|s| (s.time(), s.id));
+        // The newest earlier snapshot of the same database is the delta's reference:
+        // the one this machine recorded last, else found by reading every manifest.
+        let same_db = |s: &Snapshot| {
+            s.manifest.name == name && s.manifest.chunk_pages == self.config.chunk_pages
+        };
+        let hinted = head_hint::read(&self.config.store_id, &name)
+            .and_then(|id| self.load_snapshot(&id).ok())
+            .filter(same_db);
+        let parent = match hinted {
+            Some(p) => Some(p),
+            None => self
+                .snapshots()?
+                .into_iter()
+                .filter(same_db)
+                .max_by_key(|s| (s.time(), s.id)),
+        };
         let index = self.load_index()?;
         // The parent's page-map chain gives the skip-delta reference of this backup's
         // map (and the parent's own list, to notice an unchanged database).
@@ -590,6 +598,7 @@ impl Store {
         // Published last: the snapshot exists from this moment on.
         self.backend
             .put(&layout::snapshot(&id), &encoded, PutMode::Overwrite)?;
+        head_hint::write(&self.config.store_id, &name, &id);
         metadata_bytes += encoded.len() as u64;
         bytes_added += metadata_bytes;
         Ok(BackupReport {
