@@ -61,6 +61,29 @@ impl StoreConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn valid_configs_round_trip(
+            id in proptest::array::uniform32(any::<u8>()),
+            shift in 0u32..=8,
+            zstd_level in 1i32..=22,
+            pack_target_size in (64u32 * 1024)..=(1 << 30),
+            created_unix in any::<i64>(),
+            dictionary in any::<bool>(),
+        ) {
+            let c = StoreConfig {
+                store_id: Id(id),
+                chunk_pages: 1 << shift,
+                zstd_level,
+                pack_target_size,
+                created_unix,
+                dictionary,
+            };
+            prop_assert_eq!(StoreConfig::decode(&c.encode()).unwrap(), c);
+        }
+    }
 
     fn sample() -> StoreConfig {
         StoreConfig {

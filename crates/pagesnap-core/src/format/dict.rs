@@ -44,6 +44,24 @@ impl DictBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any dictionary bytes and any ratio bits (NaN included) survive; the ratio
+        /// is compared bit for bit.
+        #[test]
+        fn dictionaries_round_trip(
+            dict in proptest::collection::vec(any::<u8>(), 1..3000),
+            ratio_bits in any::<u32>(),
+            sample_bytes in any::<u64>(),
+        ) {
+            let d = DictBody { dict, trained_ratio: f32::from_bits(ratio_bits), sample_bytes };
+            let back = DictBody::decode(&d.encode()).unwrap();
+            prop_assert_eq!(&back.dict, &d.dict);
+            prop_assert_eq!(back.trained_ratio.to_bits(), ratio_bits);
+            prop_assert_eq!(back.sample_bytes, sample_bytes);
+        }
+    }
 
     #[test]
     fn round_trips_and_rejects_empty() {

@@ -133,8 +133,10 @@ impl IndexBody {
                 raw_len: w.raw_len,
                 codec: w.codec,
             };
-            // The trailer takes at least one entry; the blob area ends before it.
-            let blobs_end = pack.len - FOOTER_LEN as u64 - ENTRY_LEN as u64;
+            // The trailer takes at least one entry; the blob area ends before it. A pack
+            // too short for even one entry (64..80 bytes) has an empty blob area, so
+            // `check_entry` rejects the entry (subtracting would underflow).
+            let blobs_end = pack.len.saturating_sub((FOOTER_LEN + ENTRY_LEN) as u64);
             check_entry(&entry, blobs_end)?;
             if entry.codec == Codec::ZstdDict && pack.dict.is_none() {
                 return Err(FormatError::Invalid(format!(
@@ -205,6 +207,17 @@ mod tests {
         let body = body_of(&vec![300; 1000], 0);
         let per = body.encode().len() as f64 / 1000.0;
         assert!(per < 40.0, "{per} bytes per entry");
+    }
+
+    /// A pack length of 64..80 passed the length check and then underflowed
+    /// computing the blob area (a panic in debug builds; found in review, then by
+    /// the fuzzer: `tests/fixtures/fuzz-regressions/index/crash-*`).
+    #[test]
+    fn entry_in_a_pack_too_short_for_a_trailer_is_rejected() {
+        let mut body = body_of(&[3], 0);
+        body.packs[0].len = (HEADER_LEN + FOOTER_LEN) as u64 + 5;
+        body.entries[0].entry.offset = HEADER_LEN as u32;
+        assert!(IndexBody::decode(&body.encode()).is_err());
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     pub(crate) fn sample() -> Manifest {
         Manifest {
@@ -115,6 +116,50 @@ mod tests {
             parent: Some(Id([2; 32])),
             dict: None,
             retrain_dict: false,
+        }
+    }
+
+    fn opt_id() -> impl Strategy<Value = Option<Id>> {
+        proptest::option::of(proptest::array::uniform32(any::<u8>()).prop_map(Id))
+    }
+
+    proptest! {
+        /// Any manifest whose sizes agree round-trips, strings and tags included.
+        #[test]
+        fn consistent_manifests_round_trip(
+            time in (any::<i64>(), 0u32..1_000_000_000),
+            texts in proptest::collection::vec(".{0,40}", 5),
+            tags in proptest::collection::vec(".{0,20}", 0..5),
+            (page_shift, chunk_shift) in (9u32..=16, 0u32..=8),
+            page_count in 0u64..(1 << 30),
+            hash in proptest::array::uniform32(any::<u8>()),
+            (map, parent, dict) in (proptest::array::uniform32(any::<u8>()), opt_id(), opt_id()),
+            retrain_dict in any::<bool>(),
+        ) {
+            let page_size = 1u32 << page_shift;
+            let chunk_len = (page_size as u64) << chunk_shift;
+            let image_len = page_count * page_size as u64;
+            let m = Manifest {
+                time_unix: time.0,
+                time_nanos: time.1,
+                name: texts[0].clone(),
+                source_path: texts[1].clone(),
+                host: texts[2].clone(),
+                tags,
+                page_size,
+                page_count,
+                image_len,
+                image_hash: hash,
+                sqlite_version: texts[3].clone(),
+                pagesnap_version: texts[4].clone(),
+                chunk_pages: 1 << chunk_shift,
+                chunk_count: image_len.div_ceil(chunk_len),
+                map: Id(map),
+                parent,
+                dict,
+                retrain_dict,
+            };
+            prop_assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod dict;
 pub mod envelope;
+pub mod fuzz;
 pub mod index;
 pub mod manifest;
 pub mod pack;

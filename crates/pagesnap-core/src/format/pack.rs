@@ -247,7 +247,14 @@ pub fn decode_trailer(trailer: &[u8], footer: &Footer, pack_len: u64) -> Result<
     if checksum64(trailer) != footer.trailer_sum {
         return Err(FormatError::BodyChecksum);
     }
-    let blobs_end = pack_len - FOOTER_LEN as u64 - footer.trailer_len as u64;
+    // `footer` came from `decode_footer`, but maybe for another length: never underflow.
+    let overhead = FOOTER_LEN as u64 + footer.trailer_len as u64;
+    let blobs_end = pack_len
+        .checked_sub(overhead)
+        .ok_or(FormatError::Truncated {
+            needed: overhead,
+            have: pack_len,
+        })?;
     let mut r = LeReader::new(trailer);
     let mut out = Vec::with_capacity(footer.count as usize);
     for _ in 0..footer.count {
@@ -409,6 +416,17 @@ mod tests {
             bad[i] ^= 1 << bit;
             prop_assert!(decode_pack(&bad).is_err());
         }
+    }
+
+    /// `decode_trailer` is public: a pack length shorter than the footer says used to
+    /// underflow (a panic in debug builds) instead of returning an error.
+    #[test]
+    fn trailer_with_a_shorter_pack_length_is_rejected() {
+        let (bytes, _) = build(&[vec![5u8; 100]]);
+        let len = bytes.len();
+        let footer = decode_footer(&bytes[len - FOOTER_LEN..], len as u64).unwrap();
+        let trailer = &bytes[len - FOOTER_LEN - footer.trailer_len as usize..len - FOOTER_LEN];
+        assert!(decode_trailer(trailer, &footer, 10).is_err());
     }
 
     #[test]

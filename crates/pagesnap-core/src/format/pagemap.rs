@@ -103,6 +103,16 @@ impl PageMap {
         reference: &[ChunkRef],
         lookup: impl Fn(&Id, u64) -> Option<ChunkId>,
     ) -> Result<Vec<ChunkRef>> {
+        // Every position is either inherited from the reference or named by a
+        // change, so a count beyond both is damage; checking it first bounds the
+        // allocation below by data actually decoded (a hostile count cannot OOM).
+        if self.chunk_count > reference.len() as u64 + self.changes.len() as u64 {
+            return Err(FormatError::Invalid(format!(
+                "page map claims {} positions; its reference and changes cover at most {}",
+                self.chunk_count,
+                reference.len() + self.changes.len()
+            )));
+        }
         let n = self.chunk_count as usize;
         let mut out: Vec<Option<ChunkRef>> = Vec::with_capacity(n);
         out.extend(reference.iter().take(n).map(|c| Some(*c)));
@@ -393,6 +403,56 @@ mod tests {
         }
     }
 
+    fn arb_id() -> impl Strategy<Value = Id> {
+        proptest::array::uniform32(any::<u8>()).prop_map(Id)
+    }
+
+    /// Any structurally valid map: changes name only lists it has, `New` only with
+    /// a new list, a reference exactly when `seq > 0`.
+    fn arb_map() -> impl Strategy<Value = PageMap> {
+        let changes =
+            proptest::collection::vec((any::<u64>(), 0u8..3, any::<u32>(), any::<u64>()), 0..60);
+        (
+            0u64..=MAX_SEQ,
+            arb_id(),
+            proptest::option::of(arb_id()),
+            proptest::collection::vec(arb_id(), 0..4),
+            changes,
+            0u64..1000,
+        )
+            .prop_map(|(seq, r, new_list, lists, raw, extra)| {
+                let changes: Vec<Change> = raw
+                    .into_iter()
+                    .map(|(skip, kind, list, ordinal)| Change {
+                        skip,
+                        chunk: match kind {
+                            1 if new_list.is_some() => MapRef::New,
+                            2 if !lists.is_empty() => MapRef::At {
+                                list: list % lists.len() as u32,
+                                ordinal,
+                            },
+                            _ => MapRef::Zero,
+                        },
+                    })
+                    .collect();
+                PageMap {
+                    chunk_count: changes.len() as u64 + extra,
+                    seq,
+                    reference: (seq > 0).then_some(r),
+                    new_list,
+                    lists,
+                    changes,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn valid_maps_round_trip(m in arb_map()) {
+            prop_assert_eq!(PageMap::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
     #[test]
     fn a_chunk_new_twice_is_new_once_then_named() {
         let a = ChunkRef::Stored(Id([5; 32]));
@@ -446,6 +506,22 @@ mod tests {
             PageMap::decode(&m.encode()).is_err(),
             "seq > 0 without a reference"
         );
+    }
+
+    /// A count no reference and no changes can fill is rejected before anything is
+    /// allocated for it (it used to reserve `chunk_count` entries: 140 GB for 2³²).
+    #[test]
+    fn a_huge_count_without_changes_is_rejected_before_allocating() {
+        let m = PageMap {
+            chunk_count: MAX_CHUNKS,
+            seq: 0,
+            reference: None,
+            new_list: None,
+            lists: vec![],
+            changes: vec![],
+        };
+        let m = PageMap::decode(&m.encode()).unwrap();
+        assert!(m.apply(&[ChunkRef::Zero; 3], |_, _| None).is_err());
     }
 
     #[test]

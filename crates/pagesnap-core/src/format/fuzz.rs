@@ -1,0 +1,295 @@
+//! Entry points shared by the fuzz targets (`fuzz/fuzz_targets/`) and the
+//! regression test (`crates/pagesnap-core/tests/fuzz_regressions.rs`): one function
+//! per decoder, taking arbitrary bytes.
+//!
+//! A decoder must answer every input with `Ok` or `Err`: a panic, an allocation
+//! sized by an unchecked length or an endless loop is a bug. When decoding succeeds
+//! these functions also re-encode the value and check that it decodes to itself;
+//! a failed round trip panics on purpose, so the fuzzer reports it as a crash.
+//!
+//! Every header carries a blake3 checksum, which a random mutation practically never
+//! gets right, so a fuzzer would only ever test the checksum comparison.
+//! [`Target::run`] therefore decodes the input as given *and* with its checksums
+//! recomputed ([`seal_envelope`], [`seal_pack`]): the lengths, postcard bodies and
+//! validations behind the checksums are fuzzed too.
+
+use super::config::StoreConfig;
+use super::dict::DictBody;
+use super::envelope::{self, Kind};
+use super::index::IndexBody;
+use super::manifest::Manifest;
+use super::pack::{self, Codec, PackBuilder, PackEntry, FOOTER_LEN, HEADER_LEN};
+use super::pagemap::PageMap;
+use super::{checksum32, checksum64, Result};
+use crate::types::{ChunkRef, Id};
+
+/// One fuzz target: a decoder, or a group of decoders of one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Config,
+    Manifest,
+    PageMap,
+    Index,
+    Dict,
+    Envelope,
+    Pack,
+}
+
+impl Target {
+    pub const ALL: [Target; 7] = [
+        Target::Config,
+        Target::Manifest,
+        Target::PageMap,
+        Target::Index,
+        Target::Dict,
+        Target::Envelope,
+        Target::Pack,
+    ];
+
+    /// The name of its fuzz target, seed folder and regression folder.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Config => "config",
+            Target::Manifest => "manifest",
+            Target::PageMap => "pagemap",
+            Target::Index => "index",
+            Target::Dict => "dict",
+            Target::Envelope => "envelope",
+            Target::Pack => "pack",
+        }
+    }
+
+    /// Decodes `data` exactly as given (see the functions of this module).
+    pub fn decode(self, data: &[u8]) -> Result<()> {
+        match self {
+            Target::Config => config(data),
+            Target::Manifest => manifest(data),
+            Target::PageMap => pagemap(data),
+            Target::Index => index(data),
+            Target::Dict => dict(data),
+            Target::Envelope => envelope(data),
+            Target::Pack => pack(data),
+        }
+    }
+
+    /// `data` with its checksums made right for this target's object.
+    pub fn seal(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Target::Pack => seal_pack(data),
+            _ => seal_envelope(data),
+        }
+    }
+
+    /// What a fuzz target runs: `data` as given, then sealed. Returns the result of
+    /// the sealed one (equal to the first for inputs whose checksums are right).
+    pub fn run(self, data: &[u8]) -> Result<()> {
+        let _ = self.decode(data);
+        self.decode(&self.seal(data))
+    }
+}
+
+/// Copies `data` and recomputes the envelope's body checksum (when its stored length
+/// fits) and header checksum; leaves inputs shorter than a header alone.
+pub fn seal_envelope(data: &[u8]) -> Vec<u8> {
+    let mut out = data.to_vec();
+    if out.len() < envelope::HEADER_LEN {
+        return out;
+    }
+    let stored = u32::from_le_bytes([out[12], out[13], out[14], out[15]]) as usize;
+    let body = out[envelope::HEADER_LEN..].get(..stored);
+    if let Some(sum) = body.map(checksum64) {
+        out[20..28].copy_from_slice(&sum.to_le_bytes());
+    }
+    let hc = checksum32(&out[..28]);
+    out[28..32].copy_from_slice(&hc.to_le_bytes());
+    out
+}
+
+/// Copies `data` and recomputes a pack's header, trailer (when the footer's length
+/// fits) and footer checksums; leaves inputs shorter than a header alone.
+pub fn seal_pack(data: &[u8]) -> Vec<u8> {
+    let mut out = data.to_vec();
+    if out.len() < HEADER_LEN.max(FOOTER_LEN) {
+        return out;
+    }
+    let hc = checksum32(&out[..28]);
+    out[28..32].copy_from_slice(&hc.to_le_bytes());
+    let f = out.len() - FOOTER_LEN;
+    let trailer_len = u32::from_le_bytes([out[f + 4], out[f + 5], out[f + 6], out[f + 7]]);
+    if let Some(start) = f.checked_sub(trailer_len as usize) {
+        let sum = checksum64(&out[start..f]);
+        out[f + 8..f + 16].copy_from_slice(&sum.to_le_bytes());
+    }
+    let fc = checksum32(&out[f..f + 20]);
+    out[f + 20..f + 24].copy_from_slice(&fc.to_le_bytes());
+    out
+}
+
+/// [`StoreConfig::decode`], then the round trip.
+pub fn config(data: &[u8]) -> Result<()> {
+    let c = StoreConfig::decode(data)?;
+    assert_eq!(StoreConfig::decode(&c.encode()).ok(), Some(c), "config");
+    Ok(())
+}
+
+/// [`Manifest::decode`], then the round trip.
+pub fn manifest(data: &[u8]) -> Result<()> {
+    let m = Manifest::decode(data)?;
+    assert_eq!(Manifest::decode(&m.encode()).ok(), Some(m), "manifest");
+    Ok(())
+}
+
+/// Largest reference list [`pagemap`] resolves a delta map against: real maps of a
+/// few thousand chunks resolve, and a huge count costs the fuzzer no memory.
+const FAKE_REFERENCE: u64 = 4096;
+
+/// [`PageMap::decode`], the round trip, then [`PageMap::apply`] against a fake
+/// reference (none for a full map; all-zero chunks for a delta) and a lookup that
+/// knows the first 2²⁰ entries of every index object. Returns `apply`'s verdict.
+pub fn pagemap(data: &[u8]) -> Result<()> {
+    let m = PageMap::decode(data)?;
+    assert_eq!(PageMap::decode(&m.encode()).ok().as_ref(), Some(&m), "map");
+    let lookup = |list: &Id, ordinal: u64| {
+        (ordinal < 1 << 20).then(|| {
+            let mut id = list.0;
+            id[..8].copy_from_slice(&ordinal.to_le_bytes());
+            Id(id)
+        })
+    };
+    let reference = match m.seq {
+        0 => Vec::new(),
+        _ => vec![ChunkRef::Zero; m.chunk_count.min(FAKE_REFERENCE) as usize],
+    };
+    // A reference of another length exercises positions left over or missing.
+    let other = vec![ChunkRef::Zero; (FAKE_REFERENCE as usize) - reference.len()];
+    if let Ok(list) = m.apply(&other, lookup) {
+        assert_eq!(list.len() as u64, m.chunk_count, "resolved length");
+    }
+    let list = m.apply(&reference, lookup)?;
+    assert_eq!(list.len() as u64, m.chunk_count, "resolved length");
+    Ok(())
+}
+
+/// [`IndexBody::decode`], then the round trip.
+pub fn index(data: &[u8]) -> Result<()> {
+    let b = IndexBody::decode(data)?;
+    assert_eq!(
+        IndexBody::decode(&b.encode()).ok().as_ref(),
+        Some(&b),
+        "index"
+    );
+    Ok(())
+}
+
+/// [`DictBody::decode`], then the round trip (the ratio compared bit for bit: a
+/// NaN is not equal to itself).
+pub fn dict(data: &[u8]) -> Result<()> {
+    let d = DictBody::decode(data)?;
+    let again = DictBody::decode(&d.encode());
+    let same = again.as_ref().is_ok_and(|e| {
+        e.dict == d.dict
+            && e.sample_bytes == d.sample_bytes
+            && e.trained_ratio.to_bits() == d.trained_ratio.to_bits()
+    });
+    assert!(same, "dictionary round trip: {again:?}");
+    Ok(())
+}
+
+/// [`envelope::open`] for every kind; `Ok` when one opens it (bodies are postcard,
+/// with no encoder of raw bytes to round-trip through). Otherwise the error of the
+/// kind the tag names (or of `config`, for an unknown tag).
+pub fn envelope(data: &[u8]) -> Result<()> {
+    const KINDS: [Kind; 7] = [
+        Kind::Config,
+        Kind::Manifest,
+        Kind::PageMap,
+        Kind::Index,
+        Kind::Dict,
+        Kind::Lock,
+        Kind::Policy,
+    ];
+    let mut verdict = Ok(());
+    for kind in KINDS {
+        match envelope::open(kind, data) {
+            Ok(raw) => {
+                assert!(raw.len() <= kind.max_body() as usize, "{kind:?} body");
+                return Ok(());
+            }
+            Err(e) if verdict.is_ok() || data.get(4..8) == Some(&kind.tag()[..]) => {
+                verdict = Err(e)
+            }
+            Err(_) => {}
+        }
+    }
+    verdict
+}
+
+/// Raw bytes [`pack`] decompresses at most per input (four largest chunks), so a
+/// trailer of many entries naming one small zstd bomb cannot time the fuzzer out.
+const BLOB_BUDGET: u64 = 64 << 20;
+
+/// A pack's decoders one by one ([`pack::check_header`] on the first 32 bytes,
+/// [`pack::decode_footer`] on the last 32, [`pack::decode_trailer`]), then
+/// [`pack::decode_pack`], which must agree with them, and [`pack::decode_blob`] on
+/// every entry's slice. Returns `decode_pack`'s verdict.
+pub fn pack(data: &[u8]) -> Result<()> {
+    let len = data.len() as u64;
+    let header = pack::check_header(data.get(..HEADER_LEN).unwrap_or(data));
+    let tail = data
+        .get(data.len().saturating_sub(FOOTER_LEN)..)
+        .unwrap_or(data);
+    let mut trailer = None;
+    if let Ok(footer) = pack::decode_footer(tail, len) {
+        let end = data.len().saturating_sub(FOOTER_LEN);
+        let start = end.saturating_sub(footer.trailer_len as usize);
+        trailer = Some(pack::decode_trailer(&data[start..end], &footer, len));
+    }
+    let entries = pack::decode_pack(data)?;
+    assert!(header.is_ok(), "pack decoded with a bad header");
+    match &trailer {
+        Some(Ok(t)) => assert_eq!(t, &entries, "trailer and pack disagree"),
+        _ => panic!("pack decoded without its footer and trailer"),
+    }
+    let mut budget = BLOB_BUDGET;
+    for e in &entries {
+        let start = e.offset as usize;
+        let blob = data.get(start..start + e.stored_len as usize);
+        let blob = blob.unwrap_or_else(|| panic!("entry {e:?} outside the pack"));
+        if let Some(left) = budget.checked_sub(e.raw_len as u64) {
+            budget = left;
+            if let Ok(raw) = pack::decode_blob(e, blob) {
+                assert_eq!(raw.len() as u64, e.raw_len as u64, "blob length");
+            }
+        }
+    }
+    round_trip_pack(data, header.ok().flatten(), &entries);
+    Ok(())
+}
+
+/// Rebuilds a decoded pack from its blobs and checks it decodes to the same entries
+/// (offsets aside: a hostile pack may leave gaps). Skipped when entries overlap
+/// (their blobs add up to more than the pack), which would make the copy larger.
+fn round_trip_pack(data: &[u8], dict: Option<[u8; 16]>, entries: &[PackEntry]) {
+    let blobs: u64 = entries.iter().map(|e| e.stored_len as u64).sum();
+    if blobs > data.len() as u64 {
+        return;
+    }
+    let dict = dict.map(|d| {
+        let mut id = [0u8; 32];
+        id[..16].copy_from_slice(&d);
+        Id(id)
+    });
+    let mut b = PackBuilder::with_capacity(data.len(), dict);
+    for e in entries {
+        let start = e.offset as usize;
+        if let Some(blob) = data.get(start..start + e.stored_len as usize) {
+            b.push(e.id, blob, e.raw_len, e.codec);
+        }
+    }
+    let (_, bytes, _) = b.finish();
+    let again = pack::decode_pack(&bytes);
+    let key = |e: &PackEntry| (e.id, e.stored_len, e.raw_len, e.codec);
+    let want: Vec<(Id, u32, u32, Codec)> = entries.iter().map(key).collect();
+    let got: Option<Vec<_>> = again.ok().map(|v| v.iter().map(key).collect());
+    assert_eq!(got, Some(want), "pack round trip");
+}
