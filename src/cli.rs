@@ -407,6 +407,10 @@ pub struct RestoreArgs {
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
+    /// Do not wait for the restored file to reach the disk before renaming it into
+    /// place (faster; a crash just after the restore may leave it incomplete).
+    #[arg(long)]
+    pub no_fsync: bool,
 }
 
 #[derive(Args, Debug)]

@@ -43,7 +43,7 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
         r
     } else {
         store
-            .restore_to_path(&snap, &a.output, a.force)
+            .restore_to_path_with(&snap, &a.output, a.force, !a.no_fsync)
             .map_err(|e| output_full(e, &a.output, snap.manifest.image_len))?
     };
     bar.finish();

@@ -2,7 +2,7 @@
 //! is (only chunks in packs that exist), and the names page maps use for chunks
 //! (index object, ordinal → chunk id).
 
-use crate::format::index::IndexBody;
+use crate::format::index::{IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackEntry};
 use crate::types::{ChunkId, Id, IdMap};
 
@@ -39,12 +39,24 @@ impl Location {
     }
 }
 
+/// An index object being added.
+struct Adding {
+    list: Id,
+    list_pos: u32,
+    pack_pos: Vec<Option<u32>>,
+    ids: Vec<ChunkId>,
+}
+
 #[derive(Default, Debug)]
 pub struct ChunkIndex {
     packs: Vec<Id>,
     pack_dicts: Vec<Option<Id>>,
     pack_pos: IdMap<u32>,
-    chunks: IdMap<Location>,
+    /// Every located chunk, sorted by id once loading ends ([`ChunkIndex::seal`]);
+    /// searched by interpolation (ids are uniform). A hash table of 32-byte keys
+    /// took twice the memory: it grows by doubling, to a power of two.
+    chunks: Vec<(ChunkId, Location)>,
+    sealed: bool,
     lists: Vec<Id>,
     list_ids: IdMap<Vec<ChunkId>>,
     /// Chunks whose packs are missing: the pack an index object put them in.
@@ -59,11 +71,40 @@ impl ChunkIndex {
     /// backup stores them again). A chunk found in several packs keeps its first
     /// location: any copy is as good as another.
     pub fn add(&mut self, list: Id, body: &IndexBody, present: impl Fn(&Id, u64) -> bool) {
-        let list_pos = self.lists.len() as u32;
         self.chunks.reserve(body.entries.len());
+        self.sealed = false;
+        let mut adding = self.begin(list, &body.packs, present);
+        for e in &body.entries {
+            self.push(&mut adding, &body.packs, e);
+        }
+        self.end(adding);
+    }
+
+    /// Adds index object `list` from its encoded bytes, entry by entry (see
+    /// [`IndexBody::decode_each`]): never holds the decoded object whole.
+    pub fn add_encoded(
+        &mut self,
+        list: Id,
+        bytes: &[u8],
+        present: impl Fn(&Id, u64) -> bool,
+    ) -> Result<(), crate::format::FormatError> {
+        let mut adding: Option<Adding> = None;
+        IndexBody::decode_each(bytes, |packs, e| {
+            let a = adding.get_or_insert_with(|| self.begin(list, packs, &present));
+            self.push(a, packs, &e);
+        })
+        .map(|packs| {
+            // An object without entries still names its packs (and is a list of none).
+            let a = adding.unwrap_or_else(|| self.begin(list, &packs, &present));
+            self.end(a);
+        })
+    }
+
+    fn begin(&mut self, list: Id, packs: &[PackRef], present: impl Fn(&Id, u64) -> bool) -> Adding {
+        let list_pos = self.lists.len() as u32;
         self.lists.push(list);
-        let mut pack_pos = Vec::with_capacity(body.packs.len());
-        for p in &body.packs {
+        let mut pack_pos = Vec::with_capacity(packs.len());
+        for p in packs {
             let pos = if present(&p.id, p.len) {
                 Some(*self.pack_pos.entry(p.id).or_insert_with(|| {
                     self.packs.push(p.id);
@@ -75,12 +116,23 @@ impl ChunkIndex {
             };
             pack_pos.push(pos);
         }
-        let mut ids = Vec::with_capacity(body.entries.len());
-        for (ordinal, e) in body.entries.iter().enumerate() {
-            ids.push(e.entry.id);
-            match pack_pos[e.pack as usize] {
-                Some(pack) => {
-                    self.chunks.entry(e.entry.id).or_insert(Location {
+        Adding {
+            list,
+            list_pos,
+            pack_pos,
+            ids: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, a: &mut Adding, packs: &[PackRef], e: &IndexEntry) {
+        let ordinal = a.ids.len();
+        a.ids.push(e.entry.id);
+        match a.pack_pos[e.pack as usize] {
+            Some(pack) => {
+                self.sealed = false;
+                self.chunks.push((
+                    e.entry.id,
+                    Location {
                         pack,
                         entry: Slot {
                             offset: e.entry.offset,
@@ -88,17 +140,33 @@ impl ChunkIndex {
                             raw_len: e.entry.raw_len,
                             codec: e.entry.codec,
                         },
-                        list: list_pos,
+                        list: a.list_pos,
                         // Index bodies are bounded well below 2³² entries (1 GiB / 38 bytes).
                         ordinal: ordinal as u32,
-                    });
-                }
-                None => {
-                    self.lost.insert(e.entry.id, body.packs[e.pack as usize].id);
-                }
+                    },
+                ));
+            }
+            None => {
+                self.lost.insert(e.entry.id, packs[e.pack as usize].id);
             }
         }
-        self.list_ids.insert(list, ids);
+    }
+
+    fn end(&mut self, mut a: Adding) {
+        a.ids.shrink_to_fit();
+        self.list_ids.insert(a.list, a.ids);
+    }
+
+    /// Forgets the names (index object, ordinal → chunk id), keeping locations and
+    /// the names of located chunks (`name_of`): once a backup has resolved its
+    /// parent's page maps it needs no other, and they take 32 bytes a chunk.
+    pub fn drop_names(&mut self) {
+        self.list_ids = IdMap::default();
+    }
+
+    /// Makes room for `additional` more chunks without growing the table again.
+    pub fn reserve(&mut self, additional: usize) {
+        self.chunks.reserve(additional);
     }
 
     /// Records an index object that could not be read. Its chunks are unknown (a
@@ -119,15 +187,56 @@ impl ChunkIndex {
 
     /// Every located chunk.
     pub fn iter(&self) -> impl Iterator<Item = (&ChunkId, &Location)> {
-        self.chunks.iter()
+        self.chunks.iter().map(|(id, l)| (id, l))
+    }
+
+    /// Ends loading: sorts the chunks by id, keeping the first location added for a
+    /// chunk found in several packs. Lookups need it; adding more unseals.
+    pub fn seal(&mut self) {
+        if !self.sealed {
+            self.chunks.sort_by_key(|c| c.0);
+            self.chunks.dedup_by(|later, first| later.0 == first.0);
+            self.chunks.shrink_to_fit();
+            self.sealed = true;
+        }
+    }
+
+    fn find(&self, id: &ChunkId) -> Option<&Location> {
+        debug_assert!(
+            self.sealed || self.chunks.is_empty(),
+            "lookup in an unsealed index"
+        );
+        let t = &self.chunks;
+        let n = t.len();
+        if n == 0 {
+            return None;
+        }
+        // Ids are uniform: a chunk's rank is about its first 8 bytes' share of 2⁶⁴,
+        // off by a few √n at most; search a window around that guess.
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&id.0[..8]);
+        let guess = ((u64::from_be_bytes(first) as u128 * n as u128) >> 64) as usize;
+        let spread = 4 * (n as f64).sqrt() as usize + 64;
+        let mut lo = guess.saturating_sub(spread);
+        let mut hi = guess.saturating_add(spread).min(n);
+        if lo > 0 && t[lo].0 > *id {
+            lo = 0;
+        }
+        if hi < n && t[hi - 1].0 < *id {
+            hi = n;
+        }
+        t[lo..hi]
+            .binary_search_by(|(k, _)| k.cmp(id))
+            .ok()
+            .map(|i| &t[lo + i].1)
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<&Location> {
-        self.chunks.get(id)
+        self.find(id)
     }
 
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.chunks.contains_key(id)
+        self.find(id).is_some()
     }
 
     pub fn pack_id(&self, pos: u32) -> Id {
@@ -146,21 +255,67 @@ impl ChunkIndex {
 
     /// A name (index object, ordinal) of a stored chunk.
     pub fn name_of(&self, id: &ChunkId) -> Option<(Id, u64)> {
-        self.chunks
-            .get(id)
+        self.find(id)
             .map(|l| (self.lists[l.list as usize], l.ordinal as u64))
     }
 
-    /// Number of distinct chunks with a location.
+    /// Number of distinct chunks with a location (once sealed).
     pub fn entries(&self) -> usize {
         self.chunks.len()
     }
 
     /// For a chunk with no location: the missing pack an index object put it in.
     pub fn lost_pack(&self, id: &ChunkId) -> Option<Id> {
-        if self.chunks.contains_key(id) {
+        if self.find(id).is_some() {
             return None;
         }
         self.lost.get(id).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pack::Codec;
+
+    fn loc(n: u32) -> Location {
+        Location {
+            pack: n,
+            entry: Slot {
+                offset: n,
+                stored_len: 1,
+                raw_len: 1,
+                codec: Codec::Raw,
+            },
+            list: 0,
+            ordinal: n,
+        }
+    }
+
+    #[test]
+    fn interpolation_search_finds_every_chunk_and_no_other() {
+        for n in [0u32, 1, 2, 100, 50_000] {
+            let mut index = ChunkIndex::default();
+            for i in 0..n {
+                index.chunks.push((Id::of_object(&i.to_le_bytes()), loc(i)));
+            }
+            // A duplicate later in load order does not replace the first location.
+            if n > 0 {
+                index
+                    .chunks
+                    .push((Id::of_object(&0u32.to_le_bytes()), loc(u32::MAX)));
+            }
+            index.seal();
+            assert_eq!(index.entries(), n as usize);
+            for i in 0..n {
+                assert_eq!(index.get(&Id::of_object(&i.to_le_bytes())), Some(&loc(i)));
+            }
+            for i in n..n + 1000 {
+                assert!(!index.contains(&Id::of_object(&i.to_le_bytes())));
+            }
+            // Extremes of the id space.
+            assert!(!index.contains(&Id([0; 32])));
+            assert!(!index.contains(&Id([0xff; 32])));
+        }
     }
 }

@@ -19,6 +19,7 @@ use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
 use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
+use crate::pack_upload::Uploader;
 use crate::types::{is_all_zero, ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
 use rayon::prelude::*;
@@ -110,6 +111,8 @@ pub(crate) struct ChunkWriter {
     ctxs: Vec<Mutex<Option<EncodeCtx>>>,
     /// How often compressing without the dictionary beat it (see [`PlainTrial`]).
     trial: PlainTrial,
+    /// Writes finished packs while compression goes on.
+    uploads: Uploader,
     /// Samples waiting for training (`Some` while the plan is to train).
     samples: Option<Vec<(ChunkId, Vec<u8>)>>,
     sample_bytes: usize,
@@ -159,6 +162,7 @@ impl ChunkWriter {
         let pack_target = config.pack_target_size as usize;
         let threads = rayon::current_num_threads() + 1;
         Ok(ChunkWriter {
+            uploads: Uploader::new(backend.clone()),
             backend,
             index,
             level: config.zstd_level,
@@ -374,8 +378,11 @@ impl ChunkWriter {
                     });
             }
             Some(Pending::Written(p, i)) => {
-                let w = &self.written[*p];
-                (w.pack.id, w.pack.dict, w.entries[*i])
+                // It may still be on its way to the store.
+                let (p, i) = (*p, *i);
+                self.uploads.wait()?;
+                let w = &self.written[p];
+                (w.pack.id, w.pack.dict, w.entries[i])
             }
             None => match self.index.get(id) {
                 Some(loc) => (
@@ -416,18 +423,18 @@ impl ChunkWriter {
         let fresh = PackBuilder::with_capacity(pack_capacity(self.pack_target), self.dict);
         let builder = std::mem::replace(&mut self.current, fresh);
         let (id, bytes, entries) = builder.finish();
-        self.backend
-            .put(&layout::pack(&id), &bytes, PutMode::Overwrite)?;
+        let len = bytes.len() as u64;
+        self.uploads.put(layout::pack(&id), bytes)?;
         let p = self.written.len();
         for (i, e) in entries.iter().enumerate() {
             self.pending.insert(e.id, Pending::Written(p, i));
         }
         self.stats.packs_written += 1;
-        self.stats.pack_bytes += bytes.len() as u64;
+        self.stats.pack_bytes += len;
         self.written.push(WrittenPack {
             pack: PackRef {
                 id,
-                len: bytes.len() as u64,
+                len,
                 dict: self.dict,
             },
             entries,
@@ -440,6 +447,8 @@ impl ChunkWriter {
     pub(crate) fn finish(mut self) -> Result<(NewChunks, WriteStats, ChunkIndex)> {
         self.train()?;
         self.flush()?;
+        // Every pack is stored before the index and manifest that name them.
+        self.uploads.wait()?;
         let mut entries = Vec::new();
         let mut packs = Vec::with_capacity(self.written.len());
         for (p, w) in self.written.into_iter().enumerate() {

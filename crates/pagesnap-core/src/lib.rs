@@ -25,6 +25,7 @@ pub mod format;
 mod head_hint;
 pub mod layout;
 pub mod lock;
+mod pack_upload;
 pub mod progress;
 mod prune;
 pub mod repair;

@@ -446,6 +446,7 @@ fn plan_run(index: &ChunkIndex, snap: &Snapshot, chunks: &[ChunkRef], i: usize) 
 pub(crate) fn to_path<T>(
     out: &Path,
     force: bool,
+    fsync: bool,
     write: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
     let io = |path: &Path, source| Error::Io {
@@ -476,7 +477,9 @@ pub(crate) fn to_path<T>(
             .set_permissions(meta.permissions())
             .map_err(|e| io(out, e))?;
     }
-    tmp.as_file().sync_all().map_err(|e| io(out, e))?;
+    if fsync {
+        tmp.as_file().sync_all().map_err(|e| io(out, e))?;
+    }
     if force {
         tmp.persist(out).map_err(|e| io(out, e.error))?;
     } else {

@@ -134,7 +134,9 @@ pub struct RestoreReport {
 /// reference (map id and resolved list) its own map is a delta against.
 struct MapBase {
     parent_map: Id,
-    parent_list: Vec<ChunkRef>,
+    /// blake3 of the parent's chunk list (the list itself is not kept: at 33 bytes
+    /// a chunk, it is a sizeable part of a backup's memory).
+    parent_list: [u8; 32],
     seq: u64,
     reference: (Id, Vec<ChunkRef>),
 }
@@ -384,22 +386,29 @@ impl Store {
             .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
             .collect();
         let mut index = ChunkIndex::default();
-        for obj in self.backend.list(layout::INDEX)? {
+        let objects = self.backend.list(layout::INDEX)?;
+        // Sized once from the objects' sizes (an entry takes about 38 bytes): growing
+        // by doubling left the table up to half empty, the largest part of a backup's memory.
+        index.reserve((objects.iter().map(|o| o.size).sum::<u64>() / 38) as usize);
+        for obj in objects {
             let Some(id) = layout::id_of(&obj.key) else {
                 continue;
             };
             // A damaged index object costs its chunks (stored again by the next
             // backup) and the snapshots whose maps name them, never the whole store.
-            let body = self
-                .get_verified(&obj.key, &id)
-                .and_then(|bytes| IndexBody::decode(&bytes).map_err(self.format_err(&obj.key)));
-            match body {
-                Ok(body) => index.add(id, &body, |pack, len| present.get(pack) == Some(&len)),
+            let added = self.get_verified(&obj.key, &id).and_then(|bytes| {
+                index
+                    .add_encoded(id, &bytes, |pack, len| present.get(pack) == Some(&len))
+                    .map_err(self.format_err(&obj.key))
+            });
+            match added {
+                Ok(()) => {}
                 // Deleted by a prune since the listing: not damage.
                 Err(Error::Backend(BackendError::NotFound { .. })) => {}
                 Err(e) => index.mark_damaged(id, e.to_string()),
             }
         }
+        index.seal();
         Ok(index)
     }
 
@@ -546,6 +555,9 @@ impl Store {
             },
             None => None,
         };
+        // Names are needed only to resolve page maps, done above.
+        let mut index = index;
+        index.drop_names();
         let (plan, used_ratio) = self.dict_plan(parent.as_ref());
         let writer = ChunkWriter::new(self.backend.clone(), index, &self.config, plan)?;
         let cap = capture::capture(
@@ -637,7 +649,7 @@ impl Store {
         })?;
         Ok(MapBase {
             parent_map: p.manifest.map,
-            parent_list,
+            parent_list: list_hash(&parent_list),
             seq,
             reference,
         })
@@ -674,7 +686,7 @@ impl Store {
         metadata_bytes: &mut u64,
     ) -> Result<WrittenMap> {
         if let Some(b) = &base {
-            if b.parent_list == chunks && new.entries.is_empty() {
+            if b.parent_list == list_hash(chunks) && new.entries.is_empty() {
                 return Ok(WrittenMap {
                     map: b.parent_map,
                     changes: 0,
@@ -775,8 +787,33 @@ impl Store {
         out: &Path,
         force: bool,
     ) -> Result<RestoreReport> {
-        restore::to_path(out, force, |w| self.restore_to_writer(snap, w))
+        self.restore_to_path_with(snap, out, force, true)
     }
+
+    /// [`Store::restore_to_path`], choosing whether the file is flushed to disk
+    /// before it is renamed into place. Without `fsync` a restore does not wait for
+    /// the disk, but a crash just after it may leave the file incomplete.
+    pub fn restore_to_path_with(
+        &self,
+        snap: &Snapshot,
+        out: &Path,
+        force: bool,
+        fsync: bool,
+    ) -> Result<RestoreReport> {
+        restore::to_path(out, force, fsync, |w| self.restore_to_writer(snap, w))
+    }
+}
+
+/// A digest of a chunk list, to tell whether two lists are equal.
+fn list_hash(list: &[ChunkRef]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for c in list {
+        match c {
+            ChunkRef::Zero => h.update(&[0]),
+            ChunkRef::Stored(id) => h.update(&[1]).update(&id.0),
+        };
+    }
+    *h.finalize().as_bytes()
 }
 
 /// Fails, naming the index object, when map `mid` names chunks through an index

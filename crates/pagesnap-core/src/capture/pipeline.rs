@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Bytes of blocks sent to the processing thread at once.
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 2 << 20;
 /// Batches queued between the threads (beyond the one being processed).
 const IN_FLIGHT: usize = 2;
 
@@ -40,7 +40,7 @@ type DoneMap = Arc<Mutex<HashMap<u64, BlockDone>>>;
 /// Block buffers handed back after processing, for reuse (not zeroed).
 type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
 /// Buffers kept for reuse at most.
-const POOL_MAX: usize = 128;
+const POOL_MAX: usize = 64;
 type ReadReply = SyncSender<Result<Vec<Vec<u8>>>>;
 
 enum Msg {

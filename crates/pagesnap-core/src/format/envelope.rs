@@ -118,8 +118,9 @@ pub fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Result<T> {
     Ok(value)
 }
 
-/// Checks magic, version, header and body checksums and limits; returns the raw body.
-pub fn open(kind: Kind, bytes: &[u8]) -> Result<Vec<u8>> {
+/// Checks magic, version, header and body checksums and limits; returns the raw body
+/// (borrowed when it is stored uncompressed: index bodies run to tens of MB).
+pub fn open(kind: Kind, bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
     let mut r = LeReader::new(bytes);
     let magic: [u8; 4] = r.array()?;
     let tag: [u8; 4] = r.array()?;
@@ -167,14 +168,14 @@ pub fn open(kind: Kind, bytes: &[u8]) -> Result<Vec<u8>> {
                 raw.len()
             )));
         }
-        Ok(raw)
+        Ok(std::borrow::Cow::Owned(raw))
     } else {
         if stored_len != raw_len {
             return Err(FormatError::Invalid(
                 "stored and raw lengths differ on an uncompressed body".into(),
             ));
         }
-        Ok(body.to_vec())
+        Ok(std::borrow::Cow::Borrowed(body))
     }
 }
 

@@ -47,11 +47,8 @@ struct WireEntry {
     codec: Codec,
 }
 
-#[derive(Deserialize)]
-struct WireBody {
-    packs: Vec<PackRef>,
-    entries: Vec<WireEntry>,
-}
+// The wire body is postcard of the struct `{ packs: Vec<PackRef>, entries:
+// Vec<WireEntry> }`: written by `Wire` below, read entry by entry by `decode_each`.
 
 /// Serialises an [`IndexBody`] as the wire body, computing gaps on the fly, so a
 /// large index is not copied into a second representation first.
@@ -103,8 +100,22 @@ impl IndexBody {
 
     /// Decodes and bounds every entry against its pack's length.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let wire: WireBody = envelope::decode(Kind::Index, bytes)?;
-        for p in &wire.packs {
+        let mut entries = Vec::new();
+        let packs = Self::decode_each(bytes, |_, e| entries.push(e))?;
+        Ok(IndexBody { packs, entries })
+    }
+
+    /// Decodes like [`IndexBody::decode`], handing each entry to `each` (with the
+    /// object's packs) instead of collecting them: a store's first index object has
+    /// an entry per page of the database, and collecting them (twice, wire form and
+    /// decoded) tripled the memory a backup needed to load the index.
+    pub fn decode_each(
+        bytes: &[u8],
+        mut each: impl FnMut(&[PackRef], IndexEntry),
+    ) -> Result<Vec<PackRef>> {
+        let raw = envelope::open(Kind::Index, bytes)?;
+        let (packs, mut rest): (Vec<PackRef>, &[u8]) = postcard::take_from_bytes(&raw)?;
+        for p in &packs {
             if p.len > MAX_PACK_LEN || p.len < (HEADER_LEN + FOOTER_LEN) as u64 {
                 return Err(FormatError::Invalid(format!(
                     "pack {} has impossible length {}",
@@ -113,12 +124,17 @@ impl IndexBody {
                 )));
             }
         }
-        let mut prev_end = vec![HEADER_LEN as i64; wire.packs.len()];
-        let mut entries = Vec::with_capacity(wire.entries.len());
-        for w in wire.entries {
+        // The entry sequence: its length (a varint, as postcard writes sequences),
+        // then the entries; each is decoded and checked before the next is read.
+        let (count, after): (usize, &[u8]) = postcard::take_from_bytes(rest)?;
+        rest = after;
+        let mut prev_end = vec![HEADER_LEN as i64; packs.len()];
+        for _ in 0..count {
+            let (w, after): (WireEntry, &[u8]) = postcard::take_from_bytes(rest)?;
+            rest = after;
             let p = w.pack as usize;
-            let pack = wire.packs.get(p).ok_or_else(|| {
-                FormatError::Invalid(format!("entry names pack #{p} of {}", wire.packs.len()))
+            let pack = packs.get(p).ok_or_else(|| {
+                FormatError::Invalid(format!("entry names pack #{p} of {}", packs.len()))
             })?;
             let offset = prev_end[p]
                 .checked_add(w.gap)
@@ -145,15 +161,15 @@ impl IndexBody {
                 )));
             }
             prev_end[p] = offset + w.stored_len as i64;
-            entries.push(IndexEntry {
-                pack: w.pack,
-                entry,
-            });
+            each(
+                &packs,
+                IndexEntry {
+                    pack: w.pack,
+                    entry,
+                },
+            );
         }
-        Ok(IndexBody {
-            packs: wire.packs,
-            entries,
-        })
+        Ok(packs)
     }
 }
 

@@ -304,6 +304,7 @@ impl Store {
                 sizes.get(&layout::pack(p)) == Some(&len)
             });
         }
+        v.index.seal();
         report.unindexed_packs = pack_keys
             .iter()
             .filter(|(_, id)| !indexed_packs.contains(id))

@@ -1,0 +1,73 @@
+//! Writes finished packs on a thread of their own, so that compression goes on
+//! while a pack is written and fsynced (a first backup writes hundreds of MB of
+//! packs; waiting for each fsync left both cores idle). At most one pack waits
+//! while another is written, so memory stays bounded.
+
+use crate::backend::{Backend, PutMode};
+use crate::{Error, Result};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub(crate) struct Uploader {
+    backend: Arc<dyn Backend>,
+    tx: Option<SyncSender<(String, Vec<u8>)>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Uploader {
+    pub(crate) fn new(backend: Arc<dyn Backend>) -> Self {
+        Uploader {
+            backend,
+            tx: None,
+            thread: None,
+        }
+    }
+
+    /// Queues `bytes` to be stored under `key`; reports an earlier upload's failure.
+    pub(crate) fn put(&mut self, key: String, bytes: Vec<u8>) -> Result<()> {
+        if self.tx.is_none() {
+            let (tx, rx) = sync_channel::<(String, Vec<u8>)>(1);
+            let backend = self.backend.clone();
+            let thread = std::thread::Builder::new()
+                .name("pagesnap-packs".into())
+                .spawn(move || -> Result<()> {
+                    for (key, bytes) in rx {
+                        backend.put(&key, &bytes, PutMode::Overwrite)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e| Error::Internal(format!("cannot start the pack writer: {e}")))?;
+            self.tx = Some(tx);
+            self.thread = Some(thread);
+        }
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send((key, bytes)).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            // The writer stopped on an error: report it.
+            self.wait()?;
+            Err(Error::Internal("the pack writer stopped".into()))
+        }
+    }
+
+    /// Waits until every queued pack is stored; returns the first failure.
+    pub(crate) fn wait(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.thread.take().map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Error::Internal("the pack writer panicked".into())),
+        }
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        // On an error path the result no longer matters; never leave the thread behind.
+        let _ = self.wait();
+    }
+}
