@@ -10,7 +10,8 @@
 #   backup, 1% of pages changed   vs  sqlite3 DB ".backup copy.db"
 #   backup, unchanged             vs  the same
 #   first backup, empty store     vs  sqlite3 .backup && zstd -3
-#   restore to a file             vs  zstd -d -c copy.db.zst > out.db
+#   restore --no-fsync to a file  vs  zstd -d -c copy.db.zst > out.db
+#   restore (fsync, the default)  vs  the same followed by sync
 # then the peak RSS of backup and restore of a BIG_MIB (default 2048) database, and
 # the backup time of a 64 MiB database with 10 and with 1,000 snapshots in the store.
 # Needs sqlite3, zstd and GNU time (apt install sqlite3 zstd time).
@@ -45,7 +46,7 @@ warm() { cat "$1" >/dev/null; }
 warm db.db
 rm -rf store && "$PS" --store store init >/dev/null && "$PS" --store store backup db.db >/dev/null
 
-declare -a REF PCT UNCH FIRST FREF REST RREF
+declare -a REF PCT UNCH FIRST FREF REST RREF SREST SREF
 for i in $(seq "$RUNS"); do
     echo "# run $i of $RUNS" >&2
     rm -f copy.db; REF+=("$(secs sqlite3 db.db ".backup copy.db")")
@@ -56,12 +57,15 @@ for i in $(seq "$RUNS"); do
     FREF+=("$(secs sh -c 'sqlite3 db.db ".backup copy.db" && zstd -3 -q copy.db -o copy.db.zst')")
     rm -rf first && "$PS" --store first init >/dev/null
     FIRST+=("$(secs "$PS" --store first backup db.db)")
-    rm -f out.db; RREF+=("$(secs sh -c 'zstd -d -q -c copy.db.zst > out.db')")
-    rm -f out.db; REST+=("$(secs "$PS" --store store restore latest -o out.db)")
+    rm -f out.db; sync; RREF+=("$(secs sh -c 'zstd -d -q -c copy.db.zst > out.db')")
+    rm -f out.db; sync; REST+=("$(secs "$PS" --store store restore latest -o out.db --no-fsync)")
+    rm -f out.db; sync; SREF+=("$(secs sh -c 'zstd -d -q -c copy.db.zst > out.db && sync out.db')")
+    rm -f out.db; sync; SREST+=("$(secs "$PS" --store store restore latest -o out.db)")
 done
 m() { printf '%s\n' "$@" | median; }
 ref=$(m "${REF[@]}"); pct=$(m "${PCT[@]}"); unch=$(m "${UNCH[@]}")
 fref=$(m "${FREF[@]}"); first=$(m "${FIRST[@]}"); rref=$(m "${RREF[@]}"); rest=$(m "${REST[@]}")
+sref=$(m "${SREF[@]}"); srest=$(m "${SREST[@]}")
 
 echo
 echo "Database: $(du -m db.db | cut -f1) MiB, $RUNS runs, medians (seconds), $(nproc) cores, $(date -u +%Y-%m-%d)"
@@ -71,7 +75,8 @@ echo "|---|---|---|---|---|"
 echo "| backup, 1% of pages changed | $pct | $ref (\`sqlite3 .backup\`) | $(ratio "$pct" "$ref") | ≤ 0.7 |"
 echo "| backup, unchanged | $unch | $ref (\`sqlite3 .backup\`) | $(ratio "$unch" "$ref") | ≤ 0.6 |"
 echo "| first backup, empty store | $first | $fref (\`.backup\` + \`zstd -3\`) | $(ratio "$first" "$fref") | ≤ 0.8 |"
-echo "| restore to a file | $rest | $rref (\`zstd -d\`) | $(ratio "$rest" "$rref") | ≤ 1.0 |"
+echo "| restore to a file, \`--no-fsync\` | $rest | $rref (\`zstd -d\`) | $(ratio "$rest" "$rref") | ≤ 1.0 |"
+echo "| restore to a file (durable: fsync) | $srest | $sref (\`zstd -d\` + \`sync\`) | $(ratio "$srest" "$sref") | ≤ 1.0 |"
 
 if [ "$BIG_MIB" -gt 0 ]; then
     "$MK" big.db "$BIG_MIB" >&2

@@ -56,6 +56,9 @@ pub struct ChunkIndex {
     /// searched by interpolation (ids are uniform). A hash table of 32-byte keys
     /// took twice the memory: it grows by doubling, to a power of two.
     chunks: Vec<(ChunkId, Location)>,
+    /// The first 8 bytes of each id in `chunks`, as a big-endian number: a dense
+    /// array the interpolation search probes (8 per cache line, not one).
+    prefixes: Vec<u64>,
     sealed: bool,
     lists: Vec<Id>,
     list_ids: IdMap<Vec<ChunkId>>,
@@ -197,6 +200,7 @@ impl ChunkIndex {
             self.chunks.sort_by_key(|c| c.0);
             self.chunks.dedup_by(|later, first| later.0 == first.0);
             self.chunks.shrink_to_fit();
+            self.prefixes = self.chunks.iter().map(|(id, _)| prefix(id)).collect();
             self.sealed = true;
         }
     }
@@ -206,29 +210,43 @@ impl ChunkIndex {
             self.sealed || self.chunks.is_empty(),
             "lookup in an unsealed index"
         );
-        let t = &self.chunks;
-        let n = t.len();
-        if n == 0 {
+        let p = &self.prefixes;
+        if p.is_empty() {
             return None;
         }
-        // Ids are uniform: a chunk's rank is about its first 8 bytes' share of 2⁶⁴,
-        // off by a few √n at most; search a window around that guess.
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&id.0[..8]);
-        let guess = ((u64::from_be_bytes(first) as u128 * n as u128) >> 64) as usize;
-        let spread = 4 * (n as f64).sqrt() as usize + 64;
-        let mut lo = guess.saturating_sub(spread);
-        let mut hi = guess.saturating_add(spread).min(n);
-        if lo > 0 && t[lo].0 > *id {
-            lo = 0;
+        // Interpolation search on the prefixes: ids are uniform, so each probe lands
+        // near the target and a lookup takes a few probes, not log2(n).
+        let key = prefix(id);
+        let (mut lo, mut hi) = (0usize, p.len() - 1);
+        let at = loop {
+            if key < p[lo] || key > p[hi] {
+                return None;
+            }
+            let span = (p[hi] - p[lo]) as u128;
+            let pos = if span == 0 {
+                lo
+            } else {
+                lo + ((key - p[lo]) as u128 * (hi - lo) as u128 / span) as usize
+            };
+            match p[pos].cmp(&key) {
+                std::cmp::Ordering::Equal => break pos,
+                std::cmp::Ordering::Less => lo = pos + 1,
+                std::cmp::Ordering::Greater if pos == 0 => return None,
+                std::cmp::Ordering::Greater => hi = pos - 1,
+            }
+            if lo > hi {
+                return None;
+            }
+        };
+        // Ids sharing these 8 bytes (vanishingly rare) sit next to each other.
+        let mut first = at;
+        while first > 0 && p[first - 1] == key {
+            first -= 1;
         }
-        if hi < n && t[hi - 1].0 < *id {
-            hi = n;
-        }
-        t[lo..hi]
-            .binary_search_by(|(k, _)| k.cmp(id))
-            .ok()
-            .map(|i| &t[lo + i].1)
+        (first..p.len())
+            .take_while(|&i| p[i] == key)
+            .find(|&i| self.chunks[i].0 == *id)
+            .map(|i| &self.chunks[i].1)
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<&Location> {
@@ -271,6 +289,13 @@ impl ChunkIndex {
         }
         self.lost.get(id).copied()
     }
+}
+
+/// The first 8 bytes of an id as a number ordered like the id itself.
+fn prefix(id: &ChunkId) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&id.0[..8]);
+    u64::from_be_bytes(first)
 }
 
 #[cfg(test)]
@@ -317,5 +342,30 @@ mod tests {
             assert!(!index.contains(&Id([0; 32])));
             assert!(!index.contains(&Id([0xff; 32])));
         }
+    }
+
+    #[test]
+    fn ids_sharing_a_prefix_are_told_apart() {
+        let mut index = ChunkIndex::default();
+        let ids: Vec<Id> = (0..5u8)
+            .map(|i| {
+                let mut b = [7u8; 32];
+                b[31] = i * 2;
+                Id(b)
+            })
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            index.chunks.push((*id, loc(i as u32)));
+        }
+        index.chunks.push((Id([1; 32]), loc(9)));
+        index.chunks.push((Id([9; 32]), loc(10)));
+        index.seal();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(index.get(id), Some(&loc(i as u32)));
+            let mut miss = id.0;
+            miss[31] += 1;
+            assert!(!index.contains(&Id(miss)));
+        }
+        assert_eq!(index.get(&Id([9; 32])), Some(&loc(10)));
     }
 }
