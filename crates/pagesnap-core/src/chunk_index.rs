@@ -223,11 +223,9 @@ impl ChunkIndex {
                 return None;
             }
             let span = (p[hi] - p[lo]) as u128;
-            let pos = if span == 0 {
-                lo
-            } else {
-                lo + ((key - p[lo]) as u128 * (hi - lo) as u128 / span) as usize
-            };
+            let pos = ((key - p[lo]) as u128 * (hi - lo) as u128)
+                .checked_div(span)
+                .map_or(lo, |d| lo + d as usize);
             match p[pos].cmp(&key) {
                 std::cmp::Ordering::Equal => break pos,
                 std::cmp::Ordering::Less => lo = pos + 1,
