@@ -50,6 +50,8 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
             "new_base": r.new_base,
             "delta_entries": r.delta_len,
             "dict_bytes": r.stats.dict_bytes,
+            "index_chunks": r.index_chunks,
+            "index_load_secs": r.index_load.as_secs_f64(),
             "duration_secs": r.duration.as_secs_f64(),
         }))?;
     } else {

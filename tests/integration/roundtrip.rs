@@ -139,9 +139,14 @@ fn json_outputs_carry_the_documented_fields() {
             "new_base",
             "delta_entries",
             "dict_bytes",
+            "index_chunks",
+            "index_load_secs",
             "duration_secs",
         ],
     );
+    // The first backup loads an empty index.
+    assert_eq!(b["index_chunks"], 0);
+    assert!(b["index_load_secs"].as_f64().unwrap() >= 0.0);
     let id = b["id"].as_str().unwrap();
     assert_eq!(id.len(), 64);
     assert!(id.bytes().all(|c| c.is_ascii_hexdigit()));
@@ -240,6 +245,10 @@ fn unchanged_database_adds_no_chunks_and_no_packs() {
     assert_eq!(second["packs_written"], 0, "{second}");
     assert_eq!(second["image_hash"], first["image_hash"]);
     assert_eq!(second["reused_chunks"], first["new_chunks"]);
+    assert_eq!(
+        second["index_chunks"], first["new_chunks"],
+        "the index holds every chunk"
+    );
     assert_ne!(second["id"], first["id"]);
     assert!(
         second["bytes_added"].as_u64().unwrap() < 4096,

@@ -96,6 +96,10 @@ pub struct BackupReport {
     pub new_base: bool,
     /// Damage the backup worked around (it still succeeded), for the user to see.
     pub warnings: Vec<String>,
+    /// Chunks in the store's index and how long loading it took (the one part of
+    /// a backup whose cost grows with the store rather than with the change).
+    pub index_chunks: u64,
+    pub index_load: Duration,
     pub duration: Duration,
 }
 
@@ -536,7 +540,9 @@ impl Store {
                 .filter(same_db)
                 .max_by_key(|s| (s.time(), s.id)),
         };
+        let index_started = Instant::now();
         let index = self.load_index()?;
+        let (index_chunks, index_load) = (index.entries() as u64, index_started.elapsed());
         // The parent's page-map chain gives the skip-delta reference of this backup's
         // map (and the parent's own list, to notice an unchanged database).
         let mut warnings = Vec::new();
@@ -628,6 +634,8 @@ impl Store {
             delta_len: written.changes,
             new_base: written.full,
             warnings,
+            index_chunks,
+            index_load,
             duration: started.elapsed(),
         })
     }
