@@ -91,11 +91,7 @@ struct Image<'a> {
 /// What every window of one pass needs.
 #[derive(Clone, Copy)]
 struct Pass<'a> {
-    backend: &'a dyn Backend,
-    index: &'a ChunkIndex,
-    snap: &'a Snapshot,
-    chunks: &'a [ChunkRef],
-    pool: &'a DecoderPool,
+    image: Image<'a>,
     check_ids: bool,
     window_bufs: &'a Buffers,
     run_bufs: &'a Buffers,
@@ -170,13 +166,7 @@ fn rebuild(
     out: &mut dyn Write,
     progress: Option<&crate::Progress>,
 ) -> Result<[u8; 32]> {
-    let Image {
-        backend,
-        index,
-        snap,
-        chunks,
-        pool,
-    } = *image;
+    let (snap, chunks) = (image.snap, image.chunks);
     let m = &snap.manifest;
     let chunk_len = m.chunk_len();
     let block_len = chunk_len.max(MIN_BLOCK);
@@ -195,11 +185,7 @@ fn rebuild(
     std::thread::scope(|s| -> Result<()> {
         let (tx, rx) = sync_channel::<Result<Window>>(IN_FLIGHT);
         let pass = Pass {
-            backend,
-            index,
-            snap,
-            chunks,
-            pool,
+            image: *image,
             check_ids,
             window_bufs: &window_bufs,
             run_bufs: &run_bufs,
@@ -282,11 +268,14 @@ fn load_dicts(
 /// Rebuilds the image bytes of chunk positions `range`.
 fn build_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
     let Pass {
-        backend,
-        index,
-        snap,
-        chunks,
-        pool,
+        image:
+            Image {
+                backend,
+                index,
+                snap,
+                chunks,
+                pool,
+            },
         check_ids,
         window_bufs,
         run_bufs,

@@ -170,22 +170,8 @@ impl Backend for LocalBackend {
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
-        let mut f = File::open(self.path(key)?).map_err(|e| self.io("open", key, e))?;
-        let len = f.metadata().map_err(|e| self.io("stat", key, e))?.len();
-        if range.start > range.end || range.end > len {
-            return Err(BackendError::Range {
-                location: self.location(),
-                key: key.to_string(),
-                len,
-                start: range.start,
-                end: range.end,
-            });
-        }
-        f.seek(SeekFrom::Start(range.start))
-            .map_err(|e| self.io("seek", key, e))?;
-        let mut buf = vec![0u8; (range.end - range.start) as usize];
-        f.read_exact(&mut buf)
-            .map_err(|e| self.io("read", key, e))?;
+        let mut buf = Vec::new();
+        self.get_range_into(key, range, &mut buf)?;
         Ok(buf)
     }
 
