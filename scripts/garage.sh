@@ -78,16 +78,19 @@ s3_region = "garage"
 api_bind_addr = "127.0.0.1:$S3_PORT"
 root_domain = ".s3.garage.localhost"
 EOF
-  g server >"$GARAGE_DIR/server.log" 2>&1 &
+  garage -c "$CONF" server >"$GARAGE_DIR/server.log" 2>&1 &
   echo $! >"$PIDFILE"
-  # Wait for the RPC to answer.
-  local node=""
-  for _ in $(seq 100); do
-    if node="$(g node id -q 2>/dev/null)"; then break; fi
+  # Wait for the RPC to answer (`node id` reads the local key and answers at
+  # once; `status` needs the server).
+  local up=""
+  for _ in $(seq 150); do
+    if g status >/dev/null 2>&1; then up=1; break; fi
     running || { cat "$GARAGE_DIR/server.log" >&2; log "garage server exited"; exit 1; }
     sleep 0.2
   done
-  [ -n "$node" ] || { log "garage did not answer"; exit 1; }
+  [ -n "$up" ] || { cat "$GARAGE_DIR/server.log" >&2; log "garage did not answer"; exit 1; }
+  local node
+  node="$(g node id -q)"
   node="${node%%@*}"
   g layout assign -z dc1 -c 1G "$node" >/dev/null
   g layout apply --version 1 >/dev/null
