@@ -30,8 +30,10 @@ pub struct Cli {
 
 #[derive(Args, Debug)]
 pub struct Global {
-    /// Store directory.
-    #[arg(long, global = true, env = "PAGESNAP_STORE", value_name = "DIR")]
+    /// Store directory, or an S3 bucket and prefix: s3://BUCKET/PREFIX (credentials,
+    /// region and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT_URL).
+    #[arg(long, global = true, env = "PAGESNAP_STORE", value_name = "DIR|URL")]
     pub store: Option<PathBuf>,
     /// Print one JSON document on stdout instead of text.
     #[arg(long, global = true)]

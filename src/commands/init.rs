@@ -1,4 +1,4 @@
-use super::{print_json, store_path};
+use super::{print_json, s3_backend, store_path};
 use crate::cli::{Global, InitArgs};
 use anyhow::{anyhow, Result};
 use pagesnap_core::{InitOptions, Store};
@@ -6,7 +6,11 @@ use serde_json::json;
 use std::process::ExitCode;
 
 pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode> {
-    let path = store_path(g)?;
+    let s3 = s3_backend(g)?;
+    let path = match &s3 {
+        Some(b) => std::path::PathBuf::from(b.url().to_string()),
+        None => store_path(g)?,
+    };
     let pack_target_size = a
         .pack_size
         .checked_mul(1 << 20)
@@ -17,7 +21,10 @@ pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode> {
         pack_target_size,
         dictionary: !a.no_dictionary,
     };
-    let store = Store::init(&path, &opts)?;
+    let store = match s3 {
+        Some(b) => Store::init_backend(b, &opts)?,
+        None => Store::init(&path, &opts)?,
+    };
     let c = store.config();
     if g.json {
         print_json(&json!({

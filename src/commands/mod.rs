@@ -17,7 +17,7 @@ mod watch;
 
 use crate::cli::{Cli, Command, Global};
 use anyhow::{anyhow, Result};
-use pagesnap_core::backend::{Backend, Fault, FaultyBackend, LocalBackend};
+use pagesnap_core::backend::{Backend, Fault, FaultyBackend, LocalBackend, S3Backend, S3Url};
 use pagesnap_core::{default_store_path, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,7 +66,25 @@ pub fn store_path(g: &Global) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The S3 store named by `--store s3://BUCKET/PREFIX` (or `$PAGESNAP_STORE`), if
+/// that is what was given: the backend, with the bucket and credentials checked
+/// by one LIST request, so that a missing bucket or a refused key is said as such.
+pub fn s3_backend(g: &Global) -> Result<Option<Arc<S3Backend>>> {
+    let Some(s) = g.store.as_ref().and_then(|p| p.to_str()) else {
+        return Ok(None);
+    };
+    if !S3Url::is_s3(s) {
+        return Ok(None);
+    }
+    let backend = S3Backend::from_url(s)?;
+    backend.check_bucket()?;
+    Ok(Some(Arc::new(backend)))
+}
+
 pub fn open_store(g: &Global) -> Result<Store> {
+    if let Some(b) = s3_backend(g)? {
+        return Ok(Store::open_backend(b)?);
+    }
     let path = store_path(g)?;
     // Crash tests: abort (or fail like a full disk) after N object writes/deletes.
     if let Some(n) = std::env::var("PAGESNAP_FAULT_AFTER")

@@ -10,6 +10,7 @@ mod reliability;
 mod restore_output;
 mod retention;
 mod roundtrip;
+mod s3;
 mod selection;
 mod shapes;
 mod stats;

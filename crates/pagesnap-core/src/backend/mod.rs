@@ -4,9 +4,11 @@
 
 mod fault;
 mod local;
+mod s3;
 
 pub use fault::{Fault, FaultyBackend};
 pub use local::LocalBackend;
+pub use s3::{RequestCounts, S3Backend, S3Settings, S3Url};
 use std::ops::Range;
 
 /// Errors of the backend layer; each names the object (key) and the store.
