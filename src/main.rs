@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 
 /// The error and its causes, each stated once: the library's errors already
 /// include their source in their own message, so `{e:#}` would repeat it.
-fn message(e: &anyhow::Error) -> String {
+pub(crate) fn message(e: &anyhow::Error) -> String {
     let mut msg = e.to_string();
     for cause in e.chain().skip(1) {
         let c = cause.to_string();

@@ -333,19 +333,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
-}
-
 /// Adds `rows` rows of 3,500 random bytes each: pages that do not compress.
 fn add_bulk(conn: &Connection, rows: u32) {
     conn.execute_batch(&format!(

@@ -500,3 +500,17 @@ pub fn small_db(fx: &Fx, name: &str, seed: u64) -> PathBuf {
 pub fn t(minutes: u32) -> String {
     format!("2026-01-01T{:02}:{:02}:00Z", minutes / 60, minutes % 60)
 }
+
+/// Copies a directory tree (a store, to run a destructive test on a copy).
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}

@@ -209,10 +209,7 @@ impl ChunkWriter {
     /// Compresses with this thread's contexts (built on first use, and again
     /// when the dictionary changed).
     fn compress(&self, data: &[u8]) -> Result<(Vec<u8>, Codec)> {
-        let slot = rayon::current_thread_index()
-            .filter(|&i| i + 1 < self.ctxs.len())
-            .unwrap_or(self.ctxs.len() - 1);
-        let mut guard = self.ctxs[slot]
+        let mut guard = self.ctxs[crate::thread_slot(self.ctxs.len())]
             .lock()
             .map_err(|_| Error::Internal("compression context poisoned".into()))?;
         if guard.as_ref().is_none_or(|c| c.dict != self.dict) {

@@ -132,3 +132,11 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The slot of the calling thread among `slots` per-thread states: rayon's thread
+/// index, the last slot for any other thread (so `slots` is the pool size + 1).
+pub(crate) fn thread_slot(slots: usize) -> usize {
+    rayon::current_thread_index()
+        .filter(|&i| i + 1 < slots)
+        .unwrap_or(slots - 1)
+}

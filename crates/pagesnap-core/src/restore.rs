@@ -55,10 +55,7 @@ struct DecoderPool {
 
 impl DecoderPool {
     fn with<T>(&self, f: impl FnOnce(&mut Decoders) -> Result<T>) -> Result<T> {
-        let slot = rayon::current_thread_index()
-            .filter(|&i| i + 1 < self.slots.len())
-            .unwrap_or(self.slots.len() - 1);
-        let mut guard = self.slots[slot]
+        let mut guard = self.slots[crate::thread_slot(self.slots.len())]
             .lock()
             .map_err(|_| Error::Internal("decoder pool poisoned".into()))?;
         if guard.is_none() {

@@ -27,6 +27,7 @@ use self::status::{
 };
 use super::{forget, open_store};
 use crate::cli::{Global, IntegrityCheck, LogFormat, WatchArgs};
+use crate::message;
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
 use pagesnap_core::lock::LockGuard;
@@ -962,17 +963,4 @@ fn lock_store(store: &Store, wait: Duration, stop: &AtomicBool) -> Result<LockGu
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// An error and its causes, each said once (as `main` prints them).
-fn message(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
-        }
-    }
-    msg
 }
