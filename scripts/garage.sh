@@ -5,6 +5,8 @@
 #                               the one this script started before), create the
 #                               bucket and key, write the env file
 #   scripts/garage.sh stop      stop the server this script started
+#   scripts/garage.sh restart   start the server again on its existing data (after
+#                               it was killed: the crash test of tests/integration/s3.rs)
 #
 # The env file ($GARAGE_ENV, default $GARAGE_DIR/env) holds KEY=VALUE lines:
 # AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
@@ -122,8 +124,32 @@ EOF
   log "garage $(garage --version 2>/dev/null | head -n1) on 127.0.0.1:$S3_PORT (pid $(cat "$PIDFILE")); env in $GARAGE_ENV"
 }
 
+wait_up() {
+  for _ in $(seq 150); do
+    if g status >/dev/null 2>&1; then break; fi
+    running || { cat "$GARAGE_DIR/server.log" >&2; log "garage server exited"; exit 1; }
+    sleep 0.2
+  done
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null; then return; fi
+    sleep 0.2
+  done
+  log "garage does not answer on 127.0.0.1:$S3_PORT"
+  exit 1
+}
+
+restart() {
+  [ -f "$CONF" ] || { log "no server to restart in $GARAGE_DIR"; exit 1; }
+  if running; then return; fi
+  garage -c "$CONF" server >>"$GARAGE_DIR/server.log" 2>&1 &
+  echo $! >"$PIDFILE"
+  wait_up
+  log "garage restarted on its data (pid $(cat "$PIDFILE"))"
+}
+
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;
+  restart) restart ;;
+  *) echo "usage: $0 [start|stop|restart]" >&2; exit 2 ;;
 esac

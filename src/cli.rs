@@ -41,6 +41,10 @@ pub struct Global {
     /// Show progress bars (on stderr) even when stdout is not a terminal or with --json.
     #[arg(long, global = true)]
     pub progress: bool,
+    /// Do not use the local cache of a remote store's metadata (manifests, page
+    /// maps, index): read everything from the store.
+    #[arg(long, global = true, env = "PAGESNAP_NO_CACHE")]
+    pub no_cache: bool,
 }
 
 #[derive(Subcommand, Debug)]

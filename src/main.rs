@@ -13,7 +13,16 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    match commands::run(cli) {
+    // What a command cost on a remote store (users pay per request): one line on
+    // stderr, or the `requests` member of the `--json` document.
+    let report = !cli.global.json && !matches!(cli.command, cli::Command::Watch(_));
+    let result = commands::run(cli);
+    if report && result.is_ok() {
+        for line in commands::requests_text() {
+            eprintln!("pagesnap: {line}");
+        }
+    }
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pagesnap: error: {}", message(&e));

@@ -7,6 +7,11 @@ use std::process::ExitCode;
 
 pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode> {
     let s3 = s3_backend(g)?;
+    if let Some(b) = &s3 {
+        // A new store: say plainly when the bucket is missing or the key refused.
+        b.check_bucket()?;
+        super::remember(b.clone());
+    }
     let path = match &s3 {
         Some(b) => std::path::PathBuf::from(b.url().to_string()),
         None => store_path(g)?,

@@ -17,11 +17,13 @@ mod watch;
 
 use crate::cli::{Cli, Command, Global};
 use anyhow::{anyhow, Result};
-use pagesnap_core::backend::{Backend, Fault, FaultyBackend, LocalBackend, S3Backend, S3Url};
+use pagesnap_core::backend::{
+    Backend, CachedBackend, Fault, FaultyBackend, LocalBackend, S3Backend, S3Url,
+};
 use pagesnap_core::{default_store_path, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
@@ -67,8 +69,7 @@ pub fn store_path(g: &Global) -> Result<PathBuf> {
 }
 
 /// The S3 store named by `--store s3://BUCKET/PREFIX` (or `$PAGESNAP_STORE`), if
-/// that is what was given: the backend, with the bucket and credentials checked
-/// by one LIST request, so that a missing bucket or a refused key is said as such.
+/// that is what was given. Sends no request.
 pub fn s3_backend(g: &Global) -> Result<Option<Arc<S3Backend>>> {
     let Some(s) = g.store.as_ref().and_then(|p| p.to_str()) else {
         return Ok(None);
@@ -76,14 +77,39 @@ pub fn s3_backend(g: &Global) -> Result<Option<Arc<S3Backend>>> {
     if !S3Url::is_s3(s) {
         return Ok(None);
     }
-    let backend = S3Backend::from_url(s)?;
-    backend.check_bucket()?;
-    Ok(Some(Arc::new(backend)))
+    let backend = Arc::new(S3Backend::from_url(s)?);
+    Ok(Some(backend))
 }
 
+/// Opens the store of `--store`, with the local metadata cache for remote stores
+/// (unless `--no-cache`).
 pub fn open_store(g: &Global) -> Result<Store> {
-    if let Some(b) = s3_backend(g)? {
-        return Ok(Store::open_backend(b)?);
+    open(g, !g.no_cache)
+}
+
+/// Opens the store without the local cache: for commands that judge the store
+/// itself (`verify`, `repair`), which must read what the store holds.
+pub fn open_store_uncached(g: &Global) -> Result<Store> {
+    open(g, false)
+}
+
+fn open(g: &Global, cache: bool) -> Result<Store> {
+    if let Some(s3) = s3_backend(g)? {
+        let backend: Arc<dyn Backend> = match cache_dir(&s3) {
+            Some(dir) if cache => Arc::new(CachedBackend::new(s3.clone(), dir)),
+            _ => s3.clone(),
+        };
+        remember(backend.clone());
+        return match Store::open_backend(backend) {
+            Ok(store) => Ok(store),
+            // No request is spent on checking the bucket up front (a backup's
+            // requests are counted): only when opening fails is the bucket
+            // checked, to tell a missing bucket or a refused key from a missing store.
+            Err(e) => {
+                s3.check_bucket()?;
+                Err(e.into())
+            }
+        };
     }
     let path = store_path(g)?;
     // Crash tests: abort (or fail like a full disk) after N object writes/deletes.
@@ -106,12 +132,87 @@ pub fn open_store(g: &Global) -> Result<Store> {
     Ok(Store::open(path)?)
 }
 
+/// The cache folder of an S3 store: per bucket, prefix and endpoint.
+fn cache_dir(s3: &S3Backend) -> Option<PathBuf> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .unwrap_or_default();
+    CachedBackend::default_dir(&format!("{} {endpoint}", s3.url()))
+}
+
+/// Remote backends this process opened, for the request report (the last few
+/// only: `watch` opens stores for years).
+static REMOTES: Mutex<Vec<Arc<dyn Backend>>> = Mutex::new(Vec::new());
+
+/// Counts `b`'s requests for the report at the end of the command.
+pub fn remember(b: Arc<dyn Backend>) {
+    if let Ok(mut v) = REMOTES.lock() {
+        if v.len() >= 4 {
+            v.remove(0);
+        }
+        v.push(b);
+    }
+}
+
+/// Requests sent to each remote store so far, for `--json` output:
+/// `[{"store": URL, "get": …, "put": …, "pack_put": …, …, "total": …}]`.
+pub fn requests_json() -> Option<serde_json::Value> {
+    let v = REMOTES.lock().ok()?;
+    if v.is_empty() {
+        return None;
+    }
+    let list = v
+        .iter()
+        .map(|b| {
+            let r = b.requests().unwrap_or_default();
+            let mut o = serde_json::to_value(r).unwrap_or_default();
+            if let Some(m) = o.as_object_mut() {
+                m.insert("store".into(), b.location().into());
+                m.insert("total".into(), r.total().into());
+            }
+            o
+        })
+        .collect();
+    Some(serde_json::Value::Array(list))
+}
+
+/// One line per remote store: the requests this command sent (said once: the
+/// stores are forgotten).
+pub fn requests_text() -> Vec<String> {
+    let Ok(mut v) = REMOTES.lock() else {
+        return Vec::new();
+    };
+    std::mem::take(&mut *v)
+        .iter()
+        .map(|b| {
+            let r = b.requests().unwrap_or_default();
+            format!(
+                "{}: {} requests (get {}, put {}, list {}, head {}, delete {}) + {} for pack uploads; {} reads from the local cache",
+                b.location(),
+                r.metadata(),
+                r.get,
+                r.put,
+                r.list,
+                r.head,
+                r.delete,
+                r.pack_put,
+                r.cached
+            )
+        })
+        .collect()
+}
+
 /// Exit status of `verify` and `repair` when they find damage (1 means the
 /// command itself failed; clap uses 2 for usage errors).
 pub const EXIT_DAMAGE: u8 = 3;
 
-/// Prints a JSON document on stdout.
+/// Prints a JSON document on stdout. An object gets a `requests` member when the
+/// command talked to a remote store.
 pub fn print_json(v: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    let mut v = v.clone();
+    if let (Some(o), Some(r)) = (v.as_object_mut(), requests_json()) {
+        o.insert("requests".into(), r);
+    }
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `pagesnap repair index|snapshots`.
 
-use super::{open_store, print_json, EXIT_DAMAGE};
+use super::{open_store_uncached, print_json, EXIT_DAMAGE};
 use crate::cli::{Global, RepairCommand, RepairIndexArgs, RepairSnapshotsArgs};
 use crate::output;
 use crate::timearg::parse_duration;
@@ -17,7 +17,7 @@ pub fn run(g: &Global, c: &RepairCommand) -> Result<ExitCode> {
 
 fn index(g: &Global, a: &RepairIndexArgs) -> Result<ExitCode> {
     let wait = parse_duration(&a.lock_wait)?;
-    let store = open_store(g)?;
+    let store = open_store_uncached(g)?;
     let r = store.repair_index(a.dry_run, wait)?;
     if g.json {
         print_json(&json!({
@@ -58,7 +58,7 @@ fn index(g: &Global, a: &RepairIndexArgs) -> Result<ExitCode> {
 }
 
 fn snapshots(g: &Global, a: &RepairSnapshotsArgs) -> Result<ExitCode> {
-    let store = open_store(g)?;
+    let store = open_store_uncached(g)?;
     let broken = store.repair_snapshots(a.forget_broken, a.read_data)?;
     if g.json {
         print_json(&json!({

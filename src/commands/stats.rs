@@ -21,6 +21,10 @@ pub fn run(g: &Global, a: &StatsArgs) -> Result<ExitCode> {
         if let Some(path) = &a.plot {
             println!("plot written to {}", path.display());
         }
+        // On a remote store: what this report cost (here, not on stderr).
+        for line in super::requests_text() {
+            println!("requests to {line}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! `pagesnap verify`: check the store; exit 3 when damage is found.
 
-use super::{open_store, print_json, EXIT_DAMAGE};
+use super::{open_store_uncached, print_json, EXIT_DAMAGE};
 use crate::cli::{Global, VerifyArgs};
 use crate::output;
 use anyhow::Result;
@@ -14,7 +14,7 @@ pub fn run(g: &Global, a: &VerifyArgs) -> Result<ExitCode> {
         (None, true) => Some(DataSubset::All),
         (None, false) => None,
     };
-    let store = match open_store(g) {
+    let store = match open_store_uncached(g) {
         Ok(s) => s,
         // A config that cannot be decoded is damage, not a failure to run.
         Err(e) => match e.downcast_ref::<pagesnap_core::Error>() {

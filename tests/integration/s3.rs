@@ -24,6 +24,8 @@ const AWS_VARS: &[&str] = &[
 struct Garage {
     vars: BTreeMap<String, String>,
     bucket: String,
+    /// This test's metadata cache (`PAGESNAP_CACHE_DIR`), apart from the user's.
+    cache: tempfile::TempDir,
 }
 
 fn env_file() -> PathBuf {
@@ -79,7 +81,12 @@ fn garage() -> Option<Garage> {
         return skip_or_fail(&format!("nothing answers at {endpoint}"));
     }
     let bucket = vars["PAGESNAP_TEST_BUCKET"].clone();
-    Some(Garage { vars, bucket })
+    let cache = tempfile::tempdir().expect("a temporary cache folder");
+    Some(Garage {
+        vars,
+        bucket,
+        cache,
+    })
 }
 
 impl Garage {
@@ -95,6 +102,8 @@ impl Garage {
             c.env_remove(v);
         }
         c.envs(self.vars.iter().filter(|(k, _)| k.starts_with("AWS_")));
+        c.env("PAGESNAP_CACHE_DIR", self.cache.path());
+        c.env_remove("PAGESNAP_NO_CACHE");
         c.arg("--store").arg(url);
         c
     }
@@ -105,6 +114,7 @@ impl Garage {
             secret_access_key: Some(self.vars["AWS_SECRET_ACCESS_KEY"].clone()),
             region: Some(self.vars["AWS_REGION"].clone()),
             endpoint: Some(self.vars["AWS_ENDPOINT_URL"].clone()),
+            ..S3Settings::default()
         }
     }
 }
@@ -167,12 +177,17 @@ fn s3_backend_objects() {
         assert!(b.put(bad, b"x", PutMode::Overwrite).is_err(), "{bad:?}");
     }
     let n = b.requests();
-    // Three objects written; the refused create and the invalid keys sent no PUT.
+    // Three objects written (one a pack); the refused create and the invalid
+    // keys sent no PUT.
     assert!(
-        n.put == 3 && n.get >= 4 && n.list >= 3 && n.head >= 3 && n.delete == 2,
+        n.put == 2 && n.get >= 4 && n.list >= 3 && n.head >= 3 && n.delete == 2,
         "{n:?}"
     );
-    assert_eq!(n.total(), n.put + n.get + n.list + n.head + n.delete);
+    assert_eq!(n.pack_put, 1, "{n:?}");
+    assert_eq!(
+        n.total(),
+        n.put + n.pack_put + n.get + n.list + n.head + n.delete
+    );
     // Another store under another prefix sees none of it.
     let other = S3Backend::with_settings(
         S3Url::parse(&g.url("backend-other")).unwrap(),
@@ -299,4 +314,374 @@ fn s3_prefix_without_a_store() {
     let url = g.url("empty");
     let err = fails(g.ps(&url).arg("snapshots"));
     assert_has(&err, &[&url]);
+}
+
+/// The `requests` member of a `--json` document: the first (only) store's counts.
+fn requests(v: &serde_json::Value) -> (u64, u64, u64, u64) {
+    let r = &v["requests"][0];
+    let n = |k: &str| {
+        r[k].as_u64()
+            .unwrap_or_else(|| panic!("no requests.{k} in {v}"))
+    };
+    // (requests besides pack uploads, pack uploads, gets, reads from the cache)
+    (
+        n("total") - n("pack_put"),
+        n("pack_put"),
+        n("get"),
+        n("cached"),
+    )
+}
+
+#[test]
+fn s3_incremental_backup_request_budget_and_cache() {
+    let Some(g) = garage() else { return };
+    let url = g.url("budget");
+    let dir = tempfile::tempdir().unwrap();
+    ok(g.ps(&url).arg("init"));
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, Journal::Wal, 4000, 11);
+    ok(g.ps(&url).arg("backup").arg(&db).args(["--time", &t(0)]));
+    let mut last = serde_json::Value::Null;
+    for round in 1..=3 {
+        mutate(&conn, round);
+        let b = ok_json(
+            g.ps(&url)
+                .args(["--json", "backup"])
+                .arg(&db)
+                .args(["--time", &t(10 * round as u32)]),
+        );
+        let (meta, packs, _, cached) = requests(&b);
+        // Users pay per request: beyond its packs, an incremental backup costs
+        // config, lock (put, list, delete), the pack and index listings, and its
+        // index object, page map and manifest. Everything else is in the cache.
+        assert!(meta <= 10, "backup {round} sent {meta} requests: {b}");
+        assert!(packs >= 1, "{b}");
+        assert!(
+            cached >= 2,
+            "the parent's manifest and map come from the cache: {b}"
+        );
+        assert!(b["new_chunks"].as_u64().unwrap() > 0, "{b}");
+        last = b;
+    }
+
+    // Listing metadata comes from the cache after the first read, and deleting
+    // the cache changes no result, only the requests.
+    let strip = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("requests");
+        v
+    };
+    let first = ok_json(g.ps(&url).args(["--json", "stats"]));
+    let second = ok_json(g.ps(&url).args(["--json", "stats"]));
+    let (_, _, gets, cached) = requests(&second);
+    assert_eq!(gets, 1, "only `config` is read from the store: {second}");
+    assert!(cached >= 8, "{second}");
+    std::fs::remove_dir_all(g.cache.path()).unwrap();
+    let third = ok_json(g.ps(&url).args(["--json", "stats"]));
+    let (_, _, gets3, _) = requests(&third);
+    assert!(gets3 > 4, "{third}");
+    let fourth = ok_json(g.ps(&url).args(["--no-cache", "--json", "stats"]));
+    let (_, _, gets4, cached4) = requests(&fourth);
+    assert!(gets4 > 4 && cached4 == 0, "{fourth}");
+    let first = strip(first);
+    assert_eq!(first, strip(second));
+    assert_eq!(first, strip(third));
+    assert_eq!(first, strip(fourth));
+
+    // Text output names the requests on stderr; stats prints them itself.
+    let out = g.ps(&url).arg("snapshots").output().unwrap();
+    assert!(out.status.success());
+    assert_has(
+        &String::from_utf8_lossy(&out.stderr),
+        &[&url, "requests (get", "reads from the local cache"],
+    );
+    let stats = String::from_utf8(ok(g.ps(&url).arg("stats"))).unwrap();
+    assert_has(&stats, &["requests to", &url]);
+
+    // A cached copy that was damaged locally is fetched again, not trusted.
+    let cached_manifests: Vec<_> = walk(g.cache.path())
+        .into_iter()
+        .filter(|p| p.parent().is_some_and(|d| d.ends_with("snapshots")))
+        .collect();
+    assert_eq!(cached_manifests.len(), 4, "{cached_manifests:?}");
+    for p in &cached_manifests {
+        std::fs::write(p, b"damaged").unwrap();
+    }
+    let after = strip(ok_json(g.ps(&url).args(["--json", "stats"])));
+    assert_eq!(first, after);
+    let out = dir.path().join("latest.db");
+    let reference = reference_copy(&db, &dir.path().join("ref.db"));
+    ok(g.ps(&url).args(["restore", "latest", "-o"]).arg(&out));
+    assert_restored(&out, &last["image_hash"], &reference);
+    drop(conn);
+}
+
+fn walk(root: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn s3_large_objects_go_in_parts() {
+    let Some(g) = garage() else { return };
+    let url = S3Url::parse(&g.url("multipart")).unwrap();
+    let b = S3Backend::with_settings(url, &g.settings()).unwrap();
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let data: Vec<u8> = (0..(30usize << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    b.put("packs/ab/big", &data, PutMode::Overwrite).unwrap();
+    let n = b.requests();
+    // Create, four parts of 8 MiB (the last one 6 MiB), complete.
+    assert_eq!(n.pack_put, 6, "{n:?}");
+    assert_eq!(n.put, 0, "{n:?}");
+    assert_eq!(b.size("packs/ab/big").unwrap(), Some(data.len() as u64));
+    let back = b.get("packs/ab/big").unwrap();
+    assert!(back == data, "the object read back differs");
+    assert_eq!(
+        b.get_range("packs/ab/big", (9 << 20)..(9 << 20) + 5)
+            .unwrap(),
+        &data[9 << 20..(9 << 20) + 5]
+    );
+}
+
+/// A Garage server of this test's own (the shared one must not be killed under
+/// the other tests), in `dir`, on free ports.
+struct OwnGarage {
+    dir: PathBuf,
+    env_file: PathBuf,
+    s3_port: u16,
+    rpc_port: u16,
+}
+
+impl OwnGarage {
+    fn script(&self, action: &str) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/garage.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .env("GARAGE_DIR", &self.dir)
+            .env("GARAGE_ENV", &self.env_file)
+            .env("GARAGE_S3_PORT", self.s3_port.to_string())
+            .env("GARAGE_RPC_PORT", self.rpc_port.to_string())
+            .output()
+            .expect("run scripts/garage.sh");
+        assert!(
+            out.status.success(),
+            "garage.sh {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.dir.join("garage.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn kill(&self) {
+        let pid = self.pid();
+        let st = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        // Until the process is gone (the restart needs its ports).
+        for _ in 0..100 {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Bytes the server holds on disk (its data and metadata).
+    fn disk_bytes(&self) -> u64 {
+        walk(&self.dir)
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+impl Drop for OwnGarage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/garage.sh"))
+            .arg("stop")
+            .env("GARAGE_DIR", &self.dir)
+            .env("GARAGE_ENV", &self.env_file)
+            .output();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A database of `mib` MiB of incompressible rows: every backup of a new one
+/// uploads about that much.
+fn random_db(path: &std::path::Path, mib: usize, seed: u64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(b BLOB);")
+        .unwrap();
+    let mut x = seed | 1;
+    let tx = conn.unchecked_transaction().unwrap();
+    {
+        let mut ins = tx.prepare("INSERT INTO t VALUES (?1)").unwrap();
+        for _ in 0..mib * 1024 / 3 {
+            let row: Vec<u8> = (0..3000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            ins.execute([row]).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+#[test]
+fn s3_server_killed_mid_upload() {
+    // Needs garage (the shared server shows it is installed); runs its own.
+    let Some(shared) = garage() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let own = OwnGarage {
+        dir: dir.path().join("garage"),
+        env_file: dir.path().join("garage.env"),
+        s3_port: free_port(),
+        rpc_port: free_port(),
+    };
+    own.script("start");
+    let text = std::fs::read_to_string(&own.env_file).unwrap();
+    let vars: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let g = Garage {
+        bucket: vars["PAGESNAP_TEST_BUCKET"].clone(),
+        vars,
+        cache: tempfile::tempdir().unwrap(),
+    };
+    drop(shared);
+    let url = g.url("killed");
+    // Short retries: the server stays down until the command gives up.
+    let ps = |url: &str| {
+        let mut c = g.ps(url);
+        c.env("PAGESNAP_S3_RETRIES", "2")
+            .env("PAGESNAP_S3_RETRY_TIMEOUT", "2")
+            .env("PAGESNAP_S3_TIMEOUT", "20");
+        c
+    };
+    ok(ps(&url).arg("init"));
+    let small = dir.path().join("small.db");
+    let conn = create_db(&small, Journal::Wal, 1000, 5);
+    let ref1 = reference_copy(&small, &dir.path().join("ref1.db"));
+    let b1 = ok_json(ps(&url).args(["--json", "backup"]).arg(&small));
+    drop(conn);
+
+    // A backup that uploads ~96 MiB (6 packs); the server dies once the upload
+    // is under way.
+    let big = dir.path().join("big.db");
+    random_db(&big, 96, 42);
+    let before = own.disk_bytes();
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("pagesnap"));
+    for v in AWS_VARS {
+        cmd.env_remove(v);
+    }
+    let child = cmd
+        .envs(g.vars.iter().filter(|(k, _)| k.starts_with("AWS_")))
+        .env("PAGESNAP_CACHE_DIR", g.cache.path())
+        .env("PAGESNAP_S3_RETRIES", "2")
+        .env("PAGESNAP_S3_RETRY_TIMEOUT", "2")
+        .args(["--store", &url, "backup"])
+        .arg(&big)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while own.disk_bytes() < before + (4 << 20) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the backup uploaded nothing in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    own.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the backup failed: {stderr}");
+    assert_has(&stderr, &["pagesnap: error:", &url]);
+
+    own.script("restart");
+    // Only the published snapshot exists, and it restores byte-exactly.
+    let snaps = ok_json(ps(&url).args(["--json", "snapshots"]));
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["id"], b1["id"]);
+    let out1 = dir.path().join("out1.db");
+    ok(ps(&url).args(["restore", "latest", "-o"]).arg(&out1));
+    assert_restored(&out1, &b1["image_hash"], &ref1);
+    let verify = ps(&url).args(["verify", "--read-data"]).output().unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    // The next backup succeeds; prune removes what the failed one left.
+    let ref2 = reference_copy(&big, &dir.path().join("ref2.db"));
+    let b2 = ok_json(ps(&url).args(["--json", "backup"]).arg(&big));
+    let out2 = dir.path().join("out2.db");
+    ok(ps(&url)
+        .args(["restore", "latest", "--name", "big", "-o"])
+        .arg(&out2));
+    assert_restored(&out2, &b2["image_hash"], &ref2);
+    // The killed backup could not delete its lock: prune (exclusive) names it,
+    // `unlock` removes it (its process is gone), then prune removes the orphans.
+    let err = fails(ps(&url).args(["prune", "--max-unused", "0"]));
+    assert_has(&err, &[&url, "stale", "pagesnap unlock"]);
+    ok(ps(&url).arg("unlock"));
+    let pruned = ok_json(ps(&url).args(["--json", "prune", "--max-unused", "0"]));
+    // (Whether the killed upload left a pack depends on when it died: an
+    // unfinished PUT leaves nothing, a finished one an unindexed pack.)
+    assert_eq!(pruned["missing_chunks"], 0, "{pruned}");
+    assert_eq!(pruned["snapshots"], 2, "{pruned}");
+    let verify = ps(&url).args(["verify", "--read-data"]).output().unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    ok(ps(&url)
+        .args(["restore", b1["short_id"].as_str().unwrap(), "-o"])
+        .arg(dir.path().join("out3.db")));
 }

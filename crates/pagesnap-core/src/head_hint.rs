@@ -15,17 +15,9 @@
 use crate::types::{Id, SnapshotId};
 use std::path::PathBuf;
 
-fn cache_dir() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    var("PAGESNAP_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| var("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("pagesnap")))
-        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache/pagesnap")))
-}
-
 fn path(store: &Id, name: &str) -> Option<PathBuf> {
     Some(
-        cache_dir()?
+        crate::cache_root()?
             .join(store.to_hex())
             .join("heads")
             .join(Id::of_object(name.as_bytes()).to_hex()),

@@ -133,6 +133,17 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// This machine's cache folder for pagesnap (hints and remote stores' metadata):
+/// `$PAGESNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/pagesnap`, else `~/.cache/pagesnap`.
+pub fn cache_root() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    var("PAGESNAP_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| var("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("pagesnap")))
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache/pagesnap")))
+}
+
 /// The slot of the calling thread among `slots` per-thread states: rayon's thread
 /// index, the last slot for any other thread (so `slots` is the pool size + 1).
 pub(crate) fn thread_slot(slots: usize) -> usize {

@@ -108,8 +108,20 @@ impl Drop for LockGuard {
 /// Every readable lock in the store, with its key. Unreadable lock objects are
 /// reported as stale locks of an unknown owner.
 pub fn list(backend: &dyn Backend) -> Result<Vec<(String, Option<LockInfo>)>> {
+    list_except(backend, None)
+}
+
+/// Like [`list`], without reading the lock `own` (the caller's: one request less
+/// per command on object storage).
+fn list_except(
+    backend: &dyn Backend,
+    own: Option<&str>,
+) -> Result<Vec<(String, Option<LockInfo>)>> {
     let mut out = Vec::new();
     for o in backend.list(LOCKS)? {
+        if Some(o.key.as_str()) == own {
+            continue;
+        }
         let info = match backend.get(&o.key) {
             Ok(bytes) => envelope::decode::<LockInfo>(Kind::Lock, &bytes).ok(),
             // Removed between the listing and the read: its owner released it.
@@ -142,16 +154,17 @@ pub fn acquire(
         };
         let bytes = envelope::encode(Kind::Lock, &info);
         let key = format!("{LOCKS}{}", Id::of_object(&bytes).to_hex());
-        backend.put(&key, &bytes, PutMode::Create)?;
+        // The key is the hash of content that holds a nonce, the pid and the time:
+        // no other lock can have it, so a plain put (no existence check) will do.
+        backend.put(&key, &bytes, PutMode::Overwrite)?;
         let guard = LockGuard {
             backend: backend.clone(),
             key: key.clone(),
             info,
         };
         let now = Utc::now();
-        let conflict = list(backend.as_ref())?
+        let conflict = list_except(backend.as_ref(), Some(&key))?
             .into_iter()
-            .filter(|(k, _)| *k != key)
             .find(|(_, other)| match other {
                 Some(o) => exclusive || o.exclusive,
                 None => true,

@@ -54,6 +54,7 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
         store: Some(store_dir.clone()),
         json: g.json,
         progress: false,
+        no_cache: g.no_cache,
     })?;
     let status_path = match a.status_file.clone().or(cfg.status_file.clone()) {
         Some(p) => p,
@@ -124,6 +125,7 @@ pub(crate) fn resolve_store(g: &Global, from_config: Option<&Path>) -> Result<Pa
         store: chosen,
         json: g.json,
         progress: false,
+        no_cache: g.no_cache,
     })
 }
 
@@ -824,6 +826,7 @@ impl Watcher {
             store: self.cli_store.clone(),
             json: self.json,
             progress: false,
+            no_cache: false,
         };
         let store_dir = resolve_store(&cli, new.store.as_deref())?;
         let store = if store_dir != self.store_dir {
@@ -831,6 +834,7 @@ impl Watcher {
                 store: Some(store_dir.clone()),
                 json: self.json,
                 progress: false,
+                no_cache: false,
             })?)
         } else {
             None

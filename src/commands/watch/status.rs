@@ -297,6 +297,7 @@ pub fn run(g: &Global, a: &StatusArgs) -> Result<ExitCode> {
                     store: Some(super::resolve_store(g, cfg.store.as_deref())?),
                     json: g.json,
                     progress: false,
+                    no_cache: g.no_cache,
                 })?)?,
             }
         }

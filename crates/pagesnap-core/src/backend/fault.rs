@@ -84,6 +84,9 @@ impl Backend for FaultyBackend {
     fn clean_temporary(&self) -> Result<u64> {
         self.inner.clean_temporary()
     }
+    fn requests(&self) -> Option<super::RequestCounts> {
+        self.inner.requests()
+    }
 }
 
 #[cfg(test)]

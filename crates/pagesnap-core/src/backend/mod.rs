@@ -2,13 +2,15 @@
 //! put, get, get a byte range, list, delete. Nothing above this layer renames or
 //! appends, so the same code can run on object storage.
 
+mod cache;
 mod fault;
 mod local;
 mod s3;
 
+pub use cache::CachedBackend;
 pub use fault::{Fault, FaultyBackend};
 pub use local::LocalBackend;
-pub use s3::{RequestCounts, S3Backend, S3Settings, S3Url};
+pub use s3::{S3Backend, S3Settings, S3Url};
 use std::ops::Range;
 
 /// Errors of the backend layer; each names the object (key) and the store.
@@ -60,6 +62,35 @@ pub enum PutMode {
     Create,
 }
 
+/// Requests a remote backend sent, per kind (failed and retried ones included),
+/// and the reads a local cache answered instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestCounts {
+    /// PUTs of objects other than packs.
+    pub put: u64,
+    /// Requests that uploaded packs (one PUT, or the parts of a multipart upload
+    /// with its create and complete requests).
+    pub pack_put: u64,
+    pub get: u64,
+    pub list: u64,
+    pub head: u64,
+    pub delete: u64,
+    /// Reads answered by the local cache (no request sent).
+    pub cached: u64,
+}
+
+impl RequestCounts {
+    /// Every request sent.
+    pub fn total(&self) -> u64 {
+        self.put + self.pack_put + self.get + self.list + self.head + self.delete
+    }
+
+    /// Requests other than pack uploads: what a backup costs beyond its data.
+    pub fn metadata(&self) -> u64 {
+        self.total() - self.pack_put
+    }
+}
+
 /// An object found by `list`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -92,5 +123,10 @@ pub trait Backend: Send + Sync {
     /// many. Only safe while no other process writes (under the exclusive lock).
     fn clean_temporary(&self) -> Result<u64> {
         Ok(0)
+    }
+    /// Requests sent so far, for backends that pay per request (`None` for a
+    /// local directory).
+    fn requests(&self) -> Option<RequestCounts> {
+        None
     }
 }

@@ -8,33 +8,31 @@
 //! PUT (`If-None-Match: *`). The [`Backend`] trait is synchronous: each call runs
 //! its request on a current-thread tokio runtime owned by the backend.
 
-use super::{Backend, BackendError, ObjectInfo, PutMode, Result};
+use super::{Backend, BackendError, ObjectInfo, PutMode, RequestCounts, Result};
 use futures_util::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, RetryConfig,
+    WriteMultipart,
+};
+use std::time::Duration;
+
+/// Objects larger than this are uploaded in parts (a 16 MiB pack, the default
+/// size, is one PUT; larger packs, `init --pack-size`, go in parts).
+pub const MULTIPART_THRESHOLD: usize = 24 << 20;
+/// Size of one part of a multipart upload (S3's minimum is 5 MiB).
+pub const MULTIPART_PART: usize = 8 << 20;
+/// Parts uploaded at once.
+const MULTIPART_CONCURRENCY: usize = 2;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// How many requests of each kind a backend sent (including failed ones).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RequestCounts {
-    pub put: u64,
-    pub get: u64,
-    pub list: u64,
-    pub head: u64,
-    pub delete: u64,
-}
-
-impl RequestCounts {
-    pub fn total(&self) -> u64 {
-        self.put + self.get + self.list + self.head + self.delete
-    }
-}
 
 #[derive(Default)]
 struct Counters {
     put: AtomicU64,
+    pack_put: AtomicU64,
     get: AtomicU64,
     list: AtomicU64,
     head: AtomicU64,
@@ -102,25 +100,72 @@ impl std::fmt::Display for S3Url {
 
 /// Where and as whom to connect; [`S3Settings::from_env`] reads the standard
 /// variables.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct S3Settings {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub region: Option<String>,
     /// `http(s)://host:port` of an S3-compatible server; `None` for AWS.
     pub endpoint: Option<String>,
+    /// Retries of a request that failed with a 5xx answer, a timeout or a broken
+    /// connection, with exponential backoff (0.1 s doubling up to 15 s).
+    pub max_retries: usize,
+    /// No retry starts later than this after the first attempt.
+    pub retry_timeout: Duration,
+    /// Time limit of one request (an upload of a whole pack included).
+    pub request_timeout: Duration,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            access_key_id: None,
+            secret_access_key: None,
+            region: None,
+            endpoint: None,
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(180),
+            request_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 impl S3Settings {
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (else
-    /// `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (else `AWS_ENDPOINT`).
+    /// `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (else `AWS_ENDPOINT`); retries from
+    /// `PAGESNAP_S3_RETRIES` and `PAGESNAP_S3_RETRY_TIMEOUT` (seconds), the
+    /// request time limit from `PAGESNAP_S3_TIMEOUT` (seconds).
     pub fn from_env() -> S3Settings {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let secs = |k: &str| {
+            env(k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(Duration::from_secs_f64)
+        };
+        let d = S3Settings::default();
         S3Settings {
             access_key_id: env("AWS_ACCESS_KEY_ID"),
             secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
             region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
             endpoint: env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT")),
+            max_retries: env("PAGESNAP_S3_RETRIES")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d.max_retries),
+            retry_timeout: secs("PAGESNAP_S3_RETRY_TIMEOUT").unwrap_or(d.retry_timeout),
+            request_timeout: secs("PAGESNAP_S3_TIMEOUT").unwrap_or(d.request_timeout),
+        }
+    }
+
+    fn retry_config(&self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(15),
+                base: 2.0,
+            },
+            max_retries: self.max_retries,
+            retry_timeout: self.retry_timeout,
         }
     }
 }
@@ -169,6 +214,12 @@ impl S3Backend {
             ));
         };
         let mut builder = AmazonS3Builder::from_env()
+            .with_retry(settings.retry_config())
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_timeout(settings.request_timeout),
+            )
             .with_bucket_name(&url.bucket)
             .with_access_key_id(key_id)
             .with_secret_access_key(secret);
@@ -212,10 +263,12 @@ impl S3Backend {
         let c = &self.counters;
         RequestCounts {
             put: c.put.load(Ordering::Relaxed),
+            pack_put: c.pack_put.load(Ordering::Relaxed),
             get: c.get.load(Ordering::Relaxed),
             list: c.list.load(Ordering::Relaxed),
             head: c.head.load(Ordering::Relaxed),
             delete: c.delete.load(Ordering::Relaxed),
+            cached: 0,
         }
     }
 
@@ -333,6 +386,35 @@ impl S3Backend {
         }
     }
 
+    /// Uploads a large object in parts of [`MULTIPART_PART`], two at a time; the
+    /// object appears only when the upload completes. A failed upload is aborted,
+    /// so that no parts are left behind (and billed).
+    fn put_multipart(&self, key: &str, path: &ObjPath, data: &[u8]) -> Result<()> {
+        let counter = if key.starts_with(crate::layout::PACKS) {
+            &self.counters.pack_put
+        } else {
+            &self.counters.put
+        };
+        // Create, one request per part, complete.
+        let parts = data.len().div_ceil(MULTIPART_PART) as u64;
+        counter.fetch_add(parts + 2, Ordering::Relaxed);
+        self.rt
+            .block_on(async {
+                let upload = self.store.put_multipart(path).await?;
+                let mut w = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
+                for part in data.chunks(MULTIPART_PART) {
+                    if let Err(e) = w.wait_for_capacity(MULTIPART_CONCURRENCY).await {
+                        let _ = w.abort().await;
+                        return Err(e);
+                    }
+                    w.write(part);
+                }
+                w.finish().await
+            })
+            .map(|_| ())
+            .map_err(|e| self.err("put", key, e))
+    }
+
     fn head_len(&self, key: &str, path: &ObjPath) -> Result<u64> {
         self.counters.head.fetch_add(1, Ordering::Relaxed);
         self.rt
@@ -383,7 +465,15 @@ impl Backend for S3Backend {
                 });
             }
         }
-        self.counters.put.fetch_add(1, Ordering::Relaxed);
+        let is_pack = key.starts_with(crate::layout::PACKS);
+        if mode == PutMode::Overwrite && data.len() > MULTIPART_THRESHOLD {
+            return self.put_multipart(key, &path, data);
+        }
+        if is_pack {
+            self.counters.pack_put.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.put.fetch_add(1, Ordering::Relaxed);
+        }
         let payload = PutPayload::from(data.to_vec());
         self.rt
             .block_on(self.store.put_opts(&path, payload, opts))
@@ -502,6 +592,10 @@ impl Backend for S3Backend {
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err("delete", key, e)),
         }
+    }
+
+    fn requests(&self) -> Option<RequestCounts> {
+        Some(S3Backend::requests(self))
     }
 }
 

@@ -1,0 +1,285 @@
+//! A local cache of a remote store's metadata, so that listing snapshots and
+//! backing up do not download every manifest, page map and index object again
+//! (on S3 each is a billed request, and the index grows with the store).
+//!
+//! Only objects named by the blake3 of their bytes are cached: `snapshots/`,
+//! `maps/`, `index/` and `dicts/` (see [`crate::layout`]). Such an object never
+//! changes, so a cached copy is either the object or detectably not (every read
+//! from the cache is checked against its name, and a mismatch is dropped and
+//! fetched again). Packs (large, read by range), `config` and locks always go to
+//! the store.
+//!
+//! The cache is only an accelerator: whether an object exists is always decided
+//! by the store's listings (a `list` of a cached folder also deletes cached
+//! objects the store no longer has), and deleting the cache changes no result.
+//! Commands that judge the store itself (`verify`, `repair`) open it without the
+//! cache, so that a damaged remote object is never hidden by a good cached copy.
+//!
+//! Layout: `<dir>/<folder>/<id hex>`, written to a temporary file and renamed
+//! (not fsynced: a torn file fails its check and is fetched again).
+
+use super::{Backend, ObjectInfo, PutMode, RequestCounts, Result};
+use crate::layout;
+use crate::types::Id;
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Folders of content-addressed objects, the only ones cached.
+const CACHED: [&str; 4] = [
+    layout::SNAPSHOTS,
+    layout::MAPS,
+    layout::INDEX,
+    layout::DICTS,
+];
+
+/// A temporary file older than this was left by a process that died.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+pub struct CachedBackend {
+    inner: Arc<dyn Backend>,
+    dir: PathBuf,
+    hits: AtomicU64,
+}
+
+impl CachedBackend {
+    /// Caches `inner`'s metadata under `dir` (created when first needed).
+    pub fn new(inner: Arc<dyn Backend>, dir: impl Into<PathBuf>) -> CachedBackend {
+        CachedBackend {
+            inner,
+            dir: dir.into(),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// The default cache folder of the store identified by `identity` (its URL
+    /// and endpoint): `$PAGESNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/pagesnap`, else
+    /// `~/.cache/pagesnap`, then `stores/<blake3(identity)>`.
+    pub fn default_dir(identity: &str) -> Option<PathBuf> {
+        let hex = Id::of_object(identity.as_bytes()).to_hex();
+        Some(crate::cache_root()?.join("stores").join(&hex[..32]))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The cache file of `key` and the id it must hash to, if `key` is cached.
+    fn file(&self, key: &str) -> Option<(PathBuf, Id)> {
+        let folder = CACHED.iter().find(|f| key.starts_with(**f))?;
+        let name = &key[folder.len()..];
+        let id = Id::from_hex(name)?;
+        Some((self.dir.join(folder).join(name), id))
+    }
+
+    fn read_cached(&self, key: &str) -> Option<Vec<u8>> {
+        let (path, id) = self.file(key)?;
+        let bytes = std::fs::read(&path).ok()?;
+        if Id::of_object(&bytes) == id {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(bytes);
+        }
+        // Torn or damaged local copy: drop it, the store has the object.
+        let _ = std::fs::remove_file(&path);
+        None
+    }
+
+    /// Keeps a copy of `data` if it is the object `key` names (best effort: a
+    /// cache that cannot be written only costs requests).
+    fn keep(&self, key: &str, data: &[u8]) {
+        let Some((path, id)) = self.file(key) else {
+            return;
+        };
+        if Id::of_object(data) != id || path.exists() {
+            return;
+        }
+        let Some(dir) = path.parent() else { return };
+        if std::fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        if let Ok(mut tmp) = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir) {
+            use std::io::Write;
+            if tmp.write_all(data).is_ok() {
+                let _ = tmp.persist(&path);
+            }
+        }
+    }
+
+    /// Deletes cached objects of `folder` that the store's listing lacks
+    /// (forgotten or pruned, by this machine or another), and stale temporary files.
+    fn trim(&self, folder: &str, listed: &[ObjectInfo]) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join(folder)) else {
+            return;
+        };
+        let keep: HashSet<&str> = listed
+            .iter()
+            .filter_map(|o| o.key.strip_prefix(folder))
+            .collect();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let remove = if name.starts_with(".tmp-") {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_some_and(|age| age > STALE_TEMP)
+            } else {
+                !keep.contains(name)
+            };
+            if remove {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+impl Backend for CachedBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
+        self.inner.put(key, data, mode)?;
+        // Written through: the next backup finds its own index and map locally.
+        self.keep(key, data);
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        if let Some(bytes) = self.read_cached(key) {
+            return Ok(bytes);
+        }
+        let bytes = self.inner.get(key)?;
+        self.keep(key, &bytes);
+        Ok(bytes)
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        self.inner.get_range(key, range)
+    }
+
+    fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.get_range_into(key, range, buf)
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.size(key)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let listed = self.inner.list(prefix)?;
+        if let Some(folder) = CACHED.iter().find(|f| **f == prefix) {
+            self.trim(folder, &listed);
+        }
+        Ok(listed)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key)?;
+        if let Some((path, _)) = self.file(key) {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+
+    fn clean_temporary(&self) -> Result<u64> {
+        self.inner.clean_temporary()
+    }
+
+    fn requests(&self) -> Option<RequestCounts> {
+        let mut r = self.inner.requests().unwrap_or_default();
+        r.cached += self.hits.load(Ordering::Relaxed);
+        Some(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+
+    fn setup() -> (tempfile::TempDir, Arc<dyn Backend>, CachedBackend) {
+        let d = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Backend> = Arc::new(LocalBackend::new(d.path().join("store")));
+        let cached = CachedBackend::new(inner.clone(), d.path().join("cache"));
+        (d, inner, cached)
+    }
+
+    #[test]
+    fn second_read_comes_from_the_cache() {
+        let (_d, inner, c) = setup();
+        let data = b"manifest bytes".to_vec();
+        let key = layout::snapshot(&Id::of_object(&data));
+        inner.put(&key, &data, PutMode::Overwrite).unwrap();
+        assert_eq!(c.get(&key).unwrap(), data);
+        assert_eq!(c.requests().unwrap().cached, 0);
+        assert_eq!(c.get(&key).unwrap(), data);
+        assert_eq!(c.requests().unwrap().cached, 1);
+        // Served locally: the store's copy is not read again.
+        inner.delete(&key).unwrap();
+        assert_eq!(c.get(&key).unwrap(), data);
+    }
+
+    #[test]
+    fn puts_are_written_through_and_deletes_remove() {
+        let (_d, _inner, c) = setup();
+        let data = b"index bytes".to_vec();
+        let key = layout::index(&Id::of_object(&data));
+        c.put(&key, &data, PutMode::Overwrite).unwrap();
+        assert!(c.dir().join(&key).exists());
+        c.delete(&key).unwrap();
+        assert!(!c.dir().join(&key).exists());
+    }
+
+    #[test]
+    fn a_damaged_cached_copy_is_fetched_again() {
+        let (_d, inner, c) = setup();
+        let data = b"map bytes".to_vec();
+        let key = layout::map(&Id::of_object(&data));
+        inner.put(&key, &data, PutMode::Overwrite).unwrap();
+        c.get(&key).unwrap();
+        std::fs::write(c.dir().join(&key), b"flipped").unwrap();
+        assert_eq!(c.get(&key).unwrap(), data);
+        assert_eq!(c.requests().unwrap().cached, 0);
+        // And the repaired copy serves the next read.
+        assert_eq!(c.get(&key).unwrap(), data);
+        assert_eq!(c.requests().unwrap().cached, 1);
+    }
+
+    #[test]
+    fn misnamed_and_uncached_objects_are_not_kept() {
+        let (_d, inner, c) = setup();
+        // Content that does not hash to its name is not cached (nor hidden).
+        let key = layout::snapshot(&Id::of_object(b"something else"));
+        inner.put(&key, b"forged", PutMode::Overwrite).unwrap();
+        assert_eq!(c.get(&key).unwrap(), b"forged");
+        assert!(!c.dir().join(&key).exists());
+        // config and locks are never cached.
+        inner.put("config", b"cfg", PutMode::Create).unwrap();
+        c.get("config").unwrap();
+        assert!(!c.dir().join("config").exists());
+    }
+
+    #[test]
+    fn listing_drops_objects_the_store_no_longer_has() {
+        let (_d, inner, c) = setup();
+        let a = b"manifest a".to_vec();
+        let b = b"manifest b".to_vec();
+        let (ka, kb) = (
+            layout::snapshot(&Id::of_object(&a)),
+            layout::snapshot(&Id::of_object(&b)),
+        );
+        c.put(&ka, &a, PutMode::Overwrite).unwrap();
+        c.put(&kb, &b, PutMode::Overwrite).unwrap();
+        // Forgotten by another machine.
+        inner.delete(&ka).unwrap();
+        let listed = c.list(layout::SNAPSHOTS).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(!c.dir().join(&ka).exists());
+        assert!(c.dir().join(&kb).exists());
+    }
+}
