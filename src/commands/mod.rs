@@ -213,6 +213,13 @@ pub fn print_json(v: &serde_json::Value) -> Result<()> {
     if let (Some(o), Some(r)) = (v.as_object_mut(), requests_json()) {
         o.insert("requests".into(), r);
     }
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    // Not println!: a reader that went away (`| head`) is an error, not a panic.
+    use std::io::Write;
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string_pretty(&v)?
+    )
+    .map_err(|e| anyhow!("cannot write to standard output: {e}"))?;
     Ok(())
 }

@@ -685,3 +685,117 @@ fn s3_server_killed_mid_upload() {
         .args(["restore", b1["short_id"].as_str().unwrap(), "-o"])
         .arg(dir.path().join("out3.db")));
 }
+
+#[test]
+fn s3_local_store_uploaded_file_by_file_opens_as_is() {
+    // What `rclone copy STORE s3:bucket/prefix` does: every file becomes the
+    // object of the same relative key. The format is the same on both.
+    let Some(g) = garage() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("store");
+    ok(ps(&local).arg("init"));
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, Journal::Wal, 1500, 9);
+    let b1 = ok_json(ps(&local).args(["--json", "backup"]).arg(&db));
+    let ref1 = reference_copy(&db, &dir.path().join("ref1.db"));
+    mutate(&conn, 1);
+    let b2 = ok_json(ps(&local).args(["--json", "backup"]).arg(&db));
+    let ref2 = reference_copy(&db, &dir.path().join("ref2.db"));
+    drop(conn);
+
+    let url = g.url("rclone");
+    let b = S3Backend::with_settings(S3Url::parse(&url).unwrap(), &g.settings()).unwrap();
+    let files = walk(&local);
+    assert!(files.len() > 5, "{files:?}");
+    for f in files {
+        let key = f
+            .strip_prefix(&local)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        b.put(&key, &std::fs::read(&f).unwrap(), PutMode::Overwrite)
+            .unwrap();
+    }
+    let local_list = ok_json(ps(&local).args(["--json", "snapshots"]));
+    let s3_list = ok_json(g.ps(&url).args(["--json", "snapshots"]));
+    assert_eq!(local_list, s3_list);
+    for (snap, reference) in [(&b1, &ref1), (&b2, &ref2)] {
+        let out = dir
+            .path()
+            .join(format!("{}.db", snap["short_id"].as_str().unwrap()));
+        ok(g.ps(&url)
+            .args(["restore", snap["short_id"].as_str().unwrap(), "-o"])
+            .arg(&out));
+        assert_restored(&out, &snap["image_hash"], reference);
+    }
+    let v = ok_json(g.ps(&url).args(["--json", "verify", "--read-data"]));
+    assert_eq!(v["healthy"], true, "{v}");
+    // And it keeps working as an S3 store.
+    let db2 = dir.path().join("app.db");
+    ok(g.ps(&url).arg("backup").arg(&db2));
+}
+
+#[test]
+fn s3_watch_backs_up_to_an_s3_store() {
+    let Some(g) = garage() else { return };
+    let url = g.url("watch");
+    let dir = tempfile::tempdir().unwrap();
+    ok(g.ps(&url).arg("init"));
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, Journal::Wal, 500, 3);
+    let log = dir.path().join("watch.log");
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("pagesnap"));
+    for v in AWS_VARS {
+        cmd.env_remove(v);
+    }
+    let mut child = cmd
+        .envs(g.vars.iter().filter(|(k, _)| k.starts_with("AWS_")))
+        .env("PAGESNAP_CACHE_DIR", g.cache.path())
+        .env_remove("NOTIFY_SOCKET")
+        .args(["--store", &url, "watch", "--every", "1s", "--status-file"])
+        .arg(dir.path().join("status.json"))
+        .arg(&db)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let count = || {
+        ok_json(g.ps(&url).args(["--json", "snapshots"]))
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0)
+    };
+    let wait_for = |n: usize| {
+        let started = std::time::Instant::now();
+        while count() < n {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "watch made no snapshot {n}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    wait_for(1);
+    mutate(&conn, 1);
+    wait_for(2);
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let reference = reference_copy(&db, &dir.path().join("ref.db"));
+    let out = dir.path().join("out.db");
+    ok(g.ps(&url).args(["restore", "latest", "-o"]).arg(&out));
+    assert_eq!(hash_file(&out), reference);
+    assert_eq!(integrity(&out), "ok");
+    drop(conn);
+}

@@ -114,6 +114,10 @@ pub struct S3Settings {
     pub retry_timeout: Duration,
     /// Time limit of one request (an upload of a whole pack included).
     pub request_timeout: Duration,
+    /// Path-style requests (`endpoint/bucket/key`) rather than virtual-hosted
+    /// ones (`bucket.endpoint/key`). `None`: path-style with a custom endpoint
+    /// (self-hosted servers rarely have a DNS name per bucket), virtual-hosted on AWS.
+    pub path_style: Option<bool>,
 }
 
 impl Default for S3Settings {
@@ -126,13 +130,15 @@ impl Default for S3Settings {
             max_retries: 10,
             retry_timeout: Duration::from_secs(180),
             request_timeout: Duration::from_secs(300),
+            path_style: None,
         }
     }
 }
 
 impl S3Settings {
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (else
-    /// `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (else `AWS_ENDPOINT`); retries from
+    /// `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (else `AWS_ENDPOINT`),
+    /// `PAGESNAP_S3_ADDRESSING` (`path` or `virtual`); retries from
     /// `PAGESNAP_S3_RETRIES` and `PAGESNAP_S3_RETRY_TIMEOUT` (seconds), the
     /// request time limit from `PAGESNAP_S3_TIMEOUT` (seconds).
     pub fn from_env() -> S3Settings {
@@ -154,6 +160,11 @@ impl S3Settings {
                 .unwrap_or(d.max_retries),
             retry_timeout: secs("PAGESNAP_S3_RETRY_TIMEOUT").unwrap_or(d.retry_timeout),
             request_timeout: secs("PAGESNAP_S3_TIMEOUT").unwrap_or(d.request_timeout),
+            path_style: env("PAGESNAP_S3_ADDRESSING").and_then(|v| match v.as_str() {
+                "path" => Some(true),
+                "virtual" => Some(false),
+                _ => None,
+            }),
         }
     }
 
@@ -227,13 +238,14 @@ impl S3Backend {
             builder = builder.with_region(r);
         }
         if let Some(endpoint) = &settings.endpoint {
-            // A custom endpoint (Garage, MinIO, …): path-style requests
-            // (`endpoint/bucket/key`), which need no DNS name per bucket.
             builder = builder
                 .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false)
                 .with_allow_http(endpoint.starts_with("http://"));
         }
+        // A custom endpoint (Garage, MinIO, …) gets path-style requests
+        // (`endpoint/bucket/key`), which need no DNS name per bucket.
+        let path_style = settings.path_style.unwrap_or(settings.endpoint.is_some());
+        builder = builder.with_virtual_hosted_style_request(!path_style);
         let store = builder
             .build()
             .map_err(|e| config_err(format!("cannot configure S3 access: {e}")))?;
