@@ -412,6 +412,22 @@ fn s3_incremental_backup_request_budget_and_cache() {
     let reference = reference_copy(&db, &dir.path().join("ref.db"));
     ok(g.ps(&url).args(["restore", "latest", "-o"]).arg(&out));
     assert_restored(&out, &last["image_hash"], &reference);
+
+    // gc (forget + prune) on S3; the cache follows (forgotten manifests leave it).
+    let gc = ok_json(g.ps(&url).args(["--json", "gc", "--keep-last", "2"]));
+    assert_eq!(gc["forget"]["removed"], 2, "{gc}");
+    let v = ok_json(g.ps(&url).args(["--json", "verify", "--read-data"]));
+    assert_eq!(v["healthy"], true, "{v}");
+    let stats = strip(ok_json(g.ps(&url).args(["--json", "stats"])));
+    assert_eq!(stats["snapshots"], 2, "{stats}");
+    let manifests_cached = walk(g.cache.path())
+        .into_iter()
+        .filter(|p| p.parent().is_some_and(|d| d.ends_with("snapshots")))
+        .count();
+    assert_eq!(manifests_cached, 2);
+    let again = dir.path().join("again.db");
+    ok(g.ps(&url).args(["restore", "latest", "-o"]).arg(&again));
+    assert_restored(&again, &last["image_hash"], &reference);
     drop(conn);
 }
 
