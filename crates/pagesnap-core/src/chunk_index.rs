@@ -5,6 +5,7 @@
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackEntry};
 use crate::types::{ChunkId, Id, IdMap};
+use rayon::prelude::*;
 
 /// Where a chunk's blob is in its pack (the chunk id is the map key: not repeated).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,7 +198,9 @@ impl ChunkIndex {
     /// chunk found in several packs. Lookups need it; adding more unseals.
     pub fn seal(&mut self) {
         if !self.sealed {
-            self.chunks.sort_by_key(|c| c.0);
+            // The first-loaded copy of a chunk stored twice wins, as in load order.
+            self.chunks
+                .par_sort_unstable_by_key(|c| (c.0, c.1.list, c.1.ordinal));
             self.chunks.dedup_by(|later, first| later.0 == first.0);
             self.chunks.shrink_to_fit();
             self.prefixes = self.chunks.iter().map(|(id, _)| prefix(id)).collect();

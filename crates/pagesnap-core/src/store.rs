@@ -17,6 +17,7 @@ use crate::select::{self, SnapshotSelector};
 use crate::types::{ChunkRef, Id, SnapshotId};
 use crate::{codec, head_hint, layout, restore, Error, Result};
 use chrono::{DateTime, TimeZone, Utc};
+use rayon::prelude::*;
 use rusqlite::Connection;
 use std::collections::HashMap;
 use std::io::Write;
@@ -394,22 +395,31 @@ impl Store {
         // Sized once from the objects' sizes (an entry takes about 38 bytes): growing
         // by doubling left the table up to half empty, the largest part of a backup's memory.
         index.reserve((objects.iter().map(|o| o.size).sum::<u64>() / 38) as usize);
-        for obj in objects {
-            let Some(id) = layout::id_of(&obj.key) else {
-                continue;
-            };
-            // A damaged index object costs its chunks (stored again by the next
-            // backup) and the snapshots whose maps name them, never the whole store.
-            let added = self.get_verified(&obj.key, &id).and_then(|bytes| {
-                index
-                    .add_encoded(id, &bytes, |pack, len| present.get(pack) == Some(&len))
-                    .map_err(self.format_err(&obj.key))
-            });
-            match added {
-                Ok(()) => {}
-                // Deleted by a prune since the listing: not damage.
-                Err(Error::Backend(BackendError::NotFound { .. })) => {}
-                Err(e) => index.mark_damaged(id, e.to_string()),
+        let objects: Vec<(Id, &str)> = objects
+            .iter()
+            .filter_map(|o| Some((layout::id_of(&o.key)?, o.key.as_str())))
+            .collect();
+        // Objects are read and checked against their names on every core, a batch
+        // at a time (memory stays bounded), then decoded into the index in order.
+        for batch in objects.chunks(64) {
+            let fetched: Vec<Result<Vec<u8>>> = batch
+                .par_iter()
+                .map(|(id, key)| self.get_verified(key, id))
+                .collect();
+            for ((id, key), bytes) in batch.iter().zip(fetched) {
+                // A damaged index object costs its chunks (stored again by the next
+                // backup) and the snapshots whose maps name them, never the whole store.
+                let added = bytes.and_then(|bytes| {
+                    index
+                        .add_encoded(*id, &bytes, |pack, len| present.get(pack) == Some(&len))
+                        .map_err(self.format_err(key))
+                });
+                match added {
+                    Ok(()) => {}
+                    // Deleted by a prune since the listing: not damage.
+                    Err(Error::Backend(BackendError::NotFound { .. })) => {}
+                    Err(e) => index.mark_damaged(*id, e.to_string()),
+                }
             }
         }
         index.seal();
