@@ -2,6 +2,7 @@
 
 mod backup;
 mod bench;
+mod copy;
 mod forget;
 mod gc;
 mod init;
@@ -19,7 +20,7 @@ use crate::cli::{Cli, Command, Global};
 use anyhow::{anyhow, Result};
 use pagesnap_core::backend::{Backend, Fault, FaultyBackend, LocalBackend, S3Backend, S3Url};
 use pagesnap_core::{default_store_path, Store};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Forget(a) => forget::run(&cli.global, a),
         Command::Prune(a) => prune::run(&cli.global, a),
         Command::Gc(a) => gc::run(&cli.global, a),
+        Command::Copy(a) => copy::run(&cli.global, a),
         Command::Policy(c) => policy::run(&cli.global, c),
         Command::Verify(a) => verify::run(&cli.global, a),
         Command::Repair(c) => repair::run(&cli.global, c),
@@ -45,8 +47,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 /// The store directory: `--store`, `$PAGESNAP_STORE` (both via clap), or the default.
 pub fn store_path(g: &Global) -> Result<PathBuf> {
-    let p = match &g.store {
-        Some(p) => p.clone(),
+    store_path_at(g.store.as_deref())
+}
+
+/// A store directory given on the command line (`--store`, `copy --from/--to`),
+/// checked; `None`: the default store.
+fn store_path_at(spec: Option<&Path>) -> Result<PathBuf> {
+    let p = match spec {
+        Some(p) => p.to_path_buf(),
         None => default_store_path()
             .ok_or_else(|| anyhow!("no store given: pass --store DIR or set PAGESNAP_STORE"))?,
     };
@@ -70,7 +78,11 @@ pub fn store_path(g: &Global) -> Result<PathBuf> {
 /// that is what was given: the backend, with the bucket and credentials checked
 /// by one LIST request, so that a missing bucket or a refused key is said as such.
 pub fn s3_backend(g: &Global) -> Result<Option<Arc<S3Backend>>> {
-    let Some(s) = g.store.as_ref().and_then(|p| p.to_str()) else {
+    s3_backend_at(g.store.as_deref())
+}
+
+fn s3_backend_at(spec: Option<&Path>) -> Result<Option<Arc<S3Backend>>> {
+    let Some(s) = spec.and_then(|p| p.to_str()) else {
         return Ok(None);
     };
     if !S3Url::is_s3(s) {
@@ -81,15 +93,24 @@ pub fn s3_backend(g: &Global) -> Result<Option<Arc<S3Backend>>> {
     Ok(Some(Arc::new(backend)))
 }
 
+/// Opens the store of `--store` / `$PAGESNAP_STORE` / the default.
 pub fn open_store(g: &Global) -> Result<Store> {
-    if let Some(b) = s3_backend(g)? {
+    open_store_at(g.store.as_deref(), true)
+}
+
+/// Opens the store `spec` names: a directory or an `s3://BUCKET/PREFIX` URL
+/// (`None`: the default store). With `faults`, a local store honours the crash
+/// tests' `PAGESNAP_FAULT_AFTER` (copy passes it for its destination only).
+pub fn open_store_at(spec: Option<&Path>, faults: bool) -> Result<Store> {
+    if let Some(b) = s3_backend_at(spec)? {
         return Ok(Store::open_backend(b)?);
     }
-    let path = store_path(g)?;
+    let path = store_path_at(spec)?;
     // Crash tests: abort (or fail like a full disk) after N object writes/deletes.
     if let Some(n) = std::env::var("PAGESNAP_FAULT_AFTER")
         .ok()
         .and_then(|v| v.parse().ok())
+        .filter(|_| faults)
     {
         if !path.is_dir() {
             return Ok(Store::open(&path)?);
