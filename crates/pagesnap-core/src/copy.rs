@@ -470,6 +470,9 @@ impl Copier<'_> {
     }
 }
 
+/// Chunks to copy out of one source pack (by its position in the source index).
+type PackGroup = (u32, Vec<(ChunkId, Location)>);
+
 /// The stored chunks of `list` that `dest` lacks, each once, with their source
 /// locations, grouped by source pack in the order the list first uses each pack.
 fn missing_chunks(
@@ -477,9 +480,9 @@ fn missing_chunks(
     dest: &ChunkIndex,
     snap: &Snapshot,
     list: &[ChunkRef],
-) -> Result<Vec<(u32, Vec<(ChunkId, Location)>)>> {
+) -> Result<Vec<PackGroup>> {
     let mut seen: HashSet<ChunkId> = HashSet::new();
-    let mut groups: Vec<(u32, Vec<(ChunkId, Location)>)> = Vec::new();
+    let mut groups: Vec<PackGroup> = Vec::new();
     let mut group_of: IdMap<usize> = IdMap::default();
     for c in list {
         let ChunkRef::Stored(id) = c else { continue };
