@@ -107,6 +107,18 @@ Forget removes snapshots; `prune` then frees the space only they used.")]
   pagesnap gc                          # saved policy
   pagesnap gc --keep-last 144 --keep-daily 30 --dry-run")]
     Gc(GcArgs),
+    /// Copy snapshots to another store, storing only the chunks it lacks.
+    #[command(after_help = "Examples:
+  pagesnap --store /var/backups/ps copy --to s3://bucket/ps     # everything not copied yet
+  pagesnap copy --from /var/backups/ps --to s3://bucket/ps --name app
+  pagesnap --store s3://bucket/ps copy --from /var/backups/ps latest
+
+--from and --to each default to the store (--store, $PAGESNAP_STORE, or the default
+store); give at least one of them. A snapshot the destination already holds (same
+database name, time and image hash) is skipped, so an interrupted copy is resumed
+by running it again. Both stores must have the same --chunk-pages.
+Exit status: 0 every selected snapshot is in the destination, 1 otherwise.")]
+    Copy(CopyArgs),
     /// Save or show the store's retention policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -315,6 +327,26 @@ pub struct ForgetArgs {
     /// Allow removing the last snapshot of a database (only with snapshot ids).
     #[arg(long)]
     pub allow_empty: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("stores").args(["from", "to"]).multiple(true).required(true)))]
+pub struct CopyArgs {
+    /// Snapshots to copy (ids, unique prefixes or `latest`); default: all (of --name).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Store to copy from: a directory or s3://BUCKET/PREFIX (default: the store).
+    #[arg(long, value_name = "DIR|URL")]
+    pub from: Option<PathBuf>,
+    /// Store to copy to: a directory or s3://BUCKET/PREFIX (default: the store).
+    #[arg(long, value_name = "DIR|URL")]
+    pub to: Option<PathBuf>,
+    /// Only snapshots of this database.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How long to wait for a running `prune` or `gc` (which locks a store) to finish.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub lock_wait: String,
 }
 
 #[derive(Args, Debug)]

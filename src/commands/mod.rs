@@ -2,6 +2,7 @@
 
 mod backup;
 mod bench;
+mod copy;
 mod forget;
 mod gc;
 mod init;
@@ -21,7 +22,7 @@ use pagesnap_core::backend::{
     Backend, CachedBackend, Fault, FaultyBackend, LocalBackend, S3Backend, S3Url,
 };
 use pagesnap_core::{default_store_path, Store};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Forget(a) => forget::run(&cli.global, a),
         Command::Prune(a) => prune::run(&cli.global, a),
         Command::Gc(a) => gc::run(&cli.global, a),
+        Command::Copy(a) => copy::run(&cli.global, a),
         Command::Policy(c) => policy::run(&cli.global, c),
         Command::Verify(a) => verify::run(&cli.global, a),
         Command::Repair(c) => repair::run(&cli.global, c),
@@ -47,8 +49,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 /// The store directory: `--store`, `$PAGESNAP_STORE` (both via clap), or the default.
 pub fn store_path(g: &Global) -> Result<PathBuf> {
-    let p = match &g.store {
-        Some(p) => p.clone(),
+    store_path_at(g.store.as_deref())
+}
+
+/// A store directory given on the command line (`--store`, `copy --from/--to`),
+/// checked; `None`: the default store.
+fn store_path_at(spec: Option<&Path>) -> Result<PathBuf> {
+    let p = match spec {
+        Some(p) => p.to_path_buf(),
         None => default_store_path()
             .ok_or_else(|| anyhow!("no store given: pass --store DIR or set PAGESNAP_STORE"))?,
     };
@@ -71,7 +79,11 @@ pub fn store_path(g: &Global) -> Result<PathBuf> {
 /// The S3 store named by `--store s3://BUCKET/PREFIX` (or `$PAGESNAP_STORE`), if
 /// that is what was given. Sends no request.
 pub fn s3_backend(g: &Global) -> Result<Option<Arc<S3Backend>>> {
-    let Some(s) = g.store.as_ref().and_then(|p| p.to_str()) else {
+    s3_backend_at(g.store.as_deref())
+}
+
+fn s3_backend_at(spec: Option<&Path>) -> Result<Option<Arc<S3Backend>>> {
+    let Some(s) = spec.and_then(|p| p.to_str()) else {
         return Ok(None);
     };
     if !S3Url::is_s3(s) {
@@ -84,17 +96,21 @@ pub fn s3_backend(g: &Global) -> Result<Option<Arc<S3Backend>>> {
 /// Opens the store of `--store`, with the local metadata cache for remote stores
 /// (unless `--no-cache`).
 pub fn open_store(g: &Global) -> Result<Store> {
-    open(g, !g.no_cache)
+    open_store_at(g.store.as_deref(), true, !g.no_cache)
 }
 
 /// Opens the store without the local cache: for commands that judge the store
 /// itself (`verify`, `repair`), which must read what the store holds.
 pub fn open_store_uncached(g: &Global) -> Result<Store> {
-    open(g, false)
+    open_store_at(g.store.as_deref(), true, false)
 }
 
-fn open(g: &Global, cache: bool) -> Result<Store> {
-    if let Some(s3) = s3_backend(g)? {
+/// Opens the store `spec` names: a directory or an `s3://BUCKET/PREFIX` URL
+/// (`None`: the default store). With `faults`, a local store honours the crash
+/// tests' `PAGESNAP_FAULT_AFTER` (copy passes it for its destination only); with
+/// `cache`, a remote store's metadata goes through the local cache.
+pub fn open_store_at(spec: Option<&Path>, faults: bool, cache: bool) -> Result<Store> {
+    if let Some(s3) = s3_backend_at(spec)? {
         let backend: Arc<dyn Backend> = match cache_dir(&s3) {
             Some(dir) if cache => Arc::new(CachedBackend::new(s3.clone(), dir)),
             _ => s3.clone(),
@@ -111,11 +127,12 @@ fn open(g: &Global, cache: bool) -> Result<Store> {
             }
         };
     }
-    let path = store_path(g)?;
+    let path = store_path_at(spec)?;
     // Crash tests: abort (or fail like a full disk) after N object writes/deletes.
     if let Some(n) = std::env::var("PAGESNAP_FAULT_AFTER")
         .ok()
         .and_then(|v| v.parse().ok())
+        .filter(|_| faults)
     {
         if !path.is_dir() {
             return Ok(Store::open(&path)?);

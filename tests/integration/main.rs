@@ -4,6 +4,7 @@
 mod bad_source;
 mod bad_store;
 mod bench;
+mod copy;
 mod damage;
 mod gc_crash;
 mod reliability;

@@ -7,6 +7,7 @@
 use crate::util::*;
 use assert_cmd::Command;
 use pagesnap_core::backend::{Backend, BackendError, PutMode, S3Backend, S3Settings, S3Url};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -813,5 +814,88 @@ fn s3_watch_backs_up_to_an_s3_store() {
     ok(g.ps(&url).args(["restore", "latest", "-o"]).arg(&out));
     assert_eq!(hash_file(&out), reference);
     assert_eq!(integrity(&out), "ok");
+    drop(conn);
+}
+
+#[test]
+fn s3_copy_local_to_garage_and_restore() {
+    let Some(g) = garage() else { return };
+    let url = g.url("copy");
+    ok(g.ps(&url).arg("init"));
+    let local = Fx::new();
+    let db = local.path("app.db");
+    let conn = create_db(&db, Journal::Wal, 2000, 21);
+    let b1 = local.backup(&db, &["--time", &t(0)]);
+    let ref1 = reference_copy(&db, &local.path("ref1.db"));
+    mutate(&conn, 1);
+    let b2 = local.backup(&db, &["--time", &t(10)]);
+    let ref2 = reference_copy(&db, &local.path("ref2.db"));
+
+    // Local store as --store, the S3 store as --to.
+    let r = ok_json(
+        g.ps(&url)
+            .args(["--json", "copy", "--to", &url, "--from"])
+            .arg(&local.store),
+    );
+    assert_eq!(
+        (r["copied"].as_u64(), r["failed"].as_u64()),
+        (Some(2), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["to"], url.as_str());
+    let first = r["bytes_uploaded"].as_u64().unwrap();
+    assert!(first > 0);
+
+    // Restores from S3 are byte-exact.
+    let snaps = ok_json(g.ps(&url).args(["--json", "snapshots"]));
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 2);
+    for (s, b, reference) in [(&snaps[0], &b1, &ref1), (&snaps[1], &b2, &ref2)] {
+        assert_eq!(s["time"], b["time"]);
+        assert_eq!(s["image_hash"], b["image_hash"]);
+        let out = local.path(&format!("from-s3-{}.db", s["short_id"].as_str().unwrap()));
+        ok(g.ps(&url)
+            .args(["restore", s["id"].as_str().unwrap(), "-o"])
+            .arg(&out));
+        assert_restored(&out, &b["image_hash"], reference);
+    }
+
+    // An hour later: one new snapshot; only it is uploaded, and only its new chunks.
+    mutate(&conn, 2);
+    let b3 = local.backup(&db, &["--time", &t(60)]);
+    let r = ok_json(
+        g.ps(&url)
+            .args(["--json", "copy", "--from"])
+            .arg(&local.store),
+    );
+    assert_eq!(
+        (r["copied"].as_u64(), r["skipped"].as_u64()),
+        (Some(1), Some(2)),
+        "{r}"
+    );
+    assert!(r["bytes_uploaded"].as_u64().unwrap() * 2 < first, "{r}");
+    let out = local.path("latest-from-s3.db");
+    ok(g.ps(&url).args(["restore", "latest", "-o"]).arg(&out));
+    assert_eq!(Value::String(hash_file(&out)), b3["image_hash"]);
+    assert_eq!(integrity(&out), "ok");
+    let verify = g
+        .ps(&url)
+        .args(["--json", "verify", "--read-data"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    // And back: S3 to a fresh local store.
+    let back = Fx::new();
+    let r = ok_json(g.ps(&url).args(["--json", "copy", "--to"]).arg(&back.store));
+    assert_eq!(r["copied"], 3, "{r}");
+    let out = back.path("back.db");
+    back.restore(&["latest"], &out);
+    assert_eq!(Value::String(hash_file(&out)), b3["image_hash"]);
     drop(conn);
 }

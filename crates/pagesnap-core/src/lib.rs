@@ -21,10 +21,12 @@ pub mod capture;
 mod chunk_index;
 mod chunk_writer;
 mod codec;
+pub mod copy;
 pub mod format;
 mod head_hint;
 pub mod layout;
 pub mod lock;
+mod pack_sink;
 mod pack_upload;
 pub mod progress;
 mod prune;
@@ -38,6 +40,7 @@ pub mod types;
 pub mod verify;
 
 pub use chunk_writer::WriteStats;
+pub use copy::{CopyOptions, CopyOutcome, CopyReport};
 pub use progress::Progress;
 pub use prune::{PruneOptions, PruneReport};
 pub use repair::{BrokenSnapshot, RepairIndexReport};
@@ -126,6 +129,20 @@ pub enum Error {
         location: String,
         holder: String,
         hint: String,
+    },
+    #[error("cannot copy from {from} ({from_pages} page(s) per chunk) to {to} ({to_pages} page(s) per chunk): the stores must have the same chunk size (copying does not re-chunk); create the destination with `pagesnap init --chunk-pages {from_pages}`")]
+    ChunkSizeMismatch {
+        from: String,
+        from_pages: u32,
+        to: String,
+        to_pages: u32,
+    },
+    /// An error about a store that is one of several a command uses (copy's source).
+    #[error("{store}: {source}")]
+    InStore {
+        store: String,
+        #[source]
+        source: Box<Error>,
     },
     #[error("internal error: {0}")]
     Internal(String),

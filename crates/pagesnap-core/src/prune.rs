@@ -22,9 +22,10 @@ use crate::backend::{BackendError, PutMode};
 use crate::codec::Decoders;
 use crate::format::envelope::{self, Kind};
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
-use crate::format::pack::{PackBuilder, FOOTER_LEN, HEADER_LEN};
+use crate::format::pack::{FOOTER_LEN, HEADER_LEN};
 use crate::format::pagemap::PageMap;
 use crate::lock::LockGuard;
+use crate::pack_sink::PackSink;
 use crate::retention::Policy;
 use crate::store::{Snapshot, Store};
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
@@ -544,8 +545,6 @@ impl Store {
         // 1. Copy live chunks of rewritten packs into new packs (one dictionary per pack),
         //    checking each against its id on the way.
         let mut decoders = Decoders::new()?;
-        let mut new_packs: Vec<PackRef> = Vec::new();
-        let mut new_entries: Vec<IndexEntry> = Vec::new();
         let mut by_dict: BTreeMap<Option<Id>, Vec<(Id, IndexEntry)>> = BTreeMap::new();
         for (pack, (dict, entries)) in &plan.rewrite {
             by_dict
@@ -554,18 +553,17 @@ impl Store {
                 .extend(entries.iter().map(|e| (*pack, *e)));
         }
         let target = self.config().pack_target_size as usize;
-        r.packs_written = 0;
         let to_copy: u64 = by_dict
             .values()
             .flatten()
             .map(|(_, e)| e.entry.stored_len as u64)
             .sum();
         let mut copied = 0u64;
+        let mut sink = PackSink::new(self.backend().clone(), target);
         for (dict, items) in by_dict {
             if let Some(d) = &dict {
                 decoders.ensure_dict(backend, d)?;
             }
-            let mut builder = PackBuilder::with_capacity(target + (1 << 20), dict);
             let mut current_src: Option<(Id, Vec<u8>)> = None;
             for (src, e) in items {
                 if current_src.as_ref().map(|c| c.0) != Some(src) {
@@ -605,21 +603,15 @@ impl Store {
                                 .into(),
                     });
                 }
-                if !builder.is_empty() && builder.len() + stored.len() > target {
-                    let full = std::mem::replace(
-                        &mut builder,
-                        PackBuilder::with_capacity(target + (1 << 20), dict),
-                    );
-                    written += self.put_pack(full, dict, &mut new_packs, &mut new_entries)?;
-                    r.packs_written += 1;
-                }
-                builder.push(e.entry.id, stored, e.entry.raw_len, e.entry.codec);
+                sink.push(dict, e.entry.id, stored, e.entry.raw_len, e.entry.codec)?;
             }
-            if !builder.is_empty() {
-                written += self.put_pack(builder, dict, &mut new_packs, &mut new_entries)?;
-                r.packs_written += 1;
-            }
+            // One dictionary at a time: its last pack is written before the next begins.
+            sink.flush()?;
         }
+        let out = sink.finish()?;
+        r.packs_written = out.packs.len() as u64;
+        written += out.bytes_written;
+        let (new_packs, new_entries) = (out.packs, out.entries);
         // 2. Their index, before anything is deleted.
         let mut new_index = None;
         let new_pack_ids: Vec<Id> = new_packs.iter().map(|p| p.id).collect();
@@ -671,29 +663,5 @@ impl Store {
         }
         r.bytes_freed = deleted.saturating_sub(written);
         Ok(r)
-    }
-
-    fn put_pack(
-        &self,
-        builder: PackBuilder,
-        dict: Option<Id>,
-        packs: &mut Vec<PackRef>,
-        entries: &mut Vec<IndexEntry>,
-    ) -> Result<u64> {
-        let (id, bytes, pack_entries) = builder.finish();
-        self.backend()
-            .put(&layout::pack(&id), &bytes, PutMode::Overwrite)?;
-        let pos = packs.len() as u32;
-        packs.push(PackRef {
-            id,
-            len: bytes.len() as u64,
-            dict,
-        });
-        entries.extend(
-            pack_entries
-                .into_iter()
-                .map(|entry| IndexEntry { pack: pos, entry }),
-        );
-        Ok(bytes.len() as u64)
     }
 }

@@ -25,6 +25,49 @@ pub fn select<'a>(snapshots: &'a [Snapshot], sel: &SnapshotSelector) -> Result<&
     }
 }
 
+/// The snapshots `selectors` name (ids, unique prefixes, `latest`) among those of
+/// database `name`, each once, in the order named; all of `name`'s (or all) when
+/// `selectors` is empty. An id that matches nothing is an error unless `ignore`
+/// (given the prefix) says otherwise, e.g. because it names a damaged manifest.
+pub fn select_many(
+    snapshots: &[Snapshot],
+    name: Option<&str>,
+    selectors: &[String],
+    mut ignore: impl FnMut(&str) -> bool,
+) -> Result<Vec<Snapshot>> {
+    let of_name: Vec<Snapshot> = snapshots
+        .iter()
+        .filter(|s| name.is_none_or(|n| s.manifest.name == n))
+        .cloned()
+        .collect();
+    if selectors.is_empty() {
+        return Ok(of_name);
+    }
+    let mut out: Vec<Snapshot> = Vec::new();
+    for sel in selectors {
+        let sel = if sel == "latest" {
+            SnapshotSelector::Latest {
+                name: name.map(String::from),
+                at: None,
+            }
+        } else {
+            SnapshotSelector::Id(sel.clone())
+        };
+        match select(&of_name, &sel) {
+            Ok(s) => {
+                if !out.iter().any(|o| o.id == s.id) {
+                    out.push(s.clone());
+                }
+            }
+            Err(e) => match &sel {
+                SnapshotSelector::Id(p) if ignore(p) => {}
+                _ => return Err(e),
+            },
+        }
+    }
+    Ok(out)
+}
+
 fn by_prefix<'a>(snapshots: &'a [Snapshot], prefix: &str) -> Result<&'a Snapshot> {
     let p = prefix.to_ascii_lowercase();
     if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -167,6 +210,45 @@ mod tests {
         assert!(matches!(
             select(&s, &sel(Some("c"))),
             Err(Error::NoSnapshots { .. })
+        ));
+    }
+
+    #[test]
+    fn select_many_names_each_once_in_order() {
+        let s = vec![
+            snap(0xa1, "a", 100),
+            snap(0xb2, "b", 200),
+            snap(0xa3, "a", 300),
+        ];
+        let ids = |v: Vec<Snapshot>| v.iter().map(|x| x.id.0[0]).collect::<Vec<_>>();
+        let none = |_: &str| false;
+        assert_eq!(
+            ids(select_many(&s, None, &[], none).unwrap()),
+            [0xa1, 0xb2, 0xa3]
+        );
+        assert_eq!(
+            ids(select_many(&s, Some("a"), &[], none).unwrap()),
+            [0xa1, 0xa3]
+        );
+        let sel = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(select_many(&s, Some("a"), &sel(&["latest", "a1", "a3"]), none).unwrap()),
+            [0xa3, 0xa1]
+        );
+        // An id of another database than `name` is not found.
+        assert!(matches!(
+            select_many(&s, Some("a"), &sel(&["b2"]), none),
+            Err(Error::UnknownSnapshot(_))
+        ));
+        // ... unless the caller ignores it.
+        assert_eq!(
+            ids(select_many(&s, Some("a"), &sel(&["b2", "a1"]), |p| p == "b2").unwrap()),
+            [0xa1]
+        );
+        // `latest` over several databases needs a name, ignored or not.
+        assert!(matches!(
+            select_many(&s, None, &sel(&["latest"]), |_| true),
+            Err(Error::AmbiguousName { .. })
         ));
     }
 

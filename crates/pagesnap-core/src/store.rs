@@ -135,9 +135,9 @@ pub struct RestoreReport {
     pub duration: Duration,
 }
 
-/// What a backup continues from: its parent's map and list, and the skip-delta
-/// reference (map id and resolved list) its own map is a delta against.
-struct MapBase {
+/// What a backup (or a copied snapshot) continues from: its parent's map and list,
+/// and the skip-delta reference (map id and resolved list) its own map is a delta against.
+pub(crate) struct MapBase {
     parent_map: Id,
     /// blake3 of the parent's chunk list (the list itself is not kept: at 33 bytes
     /// a chunk, it is a sizeable part of a backup's memory).
@@ -146,11 +146,12 @@ struct MapBase {
     reference: (Id, Vec<ChunkRef>),
 }
 
-/// The page map a backup recorded.
-struct WrittenMap {
-    map: Id,
-    changes: u64,
-    full: bool,
+/// The page map a backup recorded, and the index object it wrote (if it stored chunks).
+pub(crate) struct WrittenMap {
+    pub(crate) map: Id,
+    pub(crate) changes: u64,
+    pub(crate) full: bool,
+    pub(crate) index: Option<(Id, IndexBody)>,
 }
 
 /// A pagesnap store.
@@ -621,13 +622,8 @@ impl Store {
             dict: dict_used,
             retrain_dict,
         };
-        let encoded = manifest.encode();
-        let id = Id::of_object(&encoded);
-        // Published last: the snapshot exists from this moment on.
-        self.backend
-            .put(&layout::snapshot(&id), &encoded, PutMode::Overwrite)?;
-        head_hint::write(&self.config.store_id, &name, &id);
-        metadata_bytes += encoded.len() as u64;
+        let (id, manifest_len) = self.publish(&manifest, true)?;
+        metadata_bytes += manifest_len;
         bytes_added += metadata_bytes;
         Ok(BackupReport {
             snapshot: id,
@@ -650,9 +646,23 @@ impl Store {
         })
     }
 
+    /// Writes a manifest: from this moment on the snapshot exists. With `newest`,
+    /// records it as this machine's hint of the newest snapshot of its database.
+    /// Returns its id and size.
+    pub(crate) fn publish(&self, manifest: &Manifest, newest: bool) -> Result<(SnapshotId, u64)> {
+        let encoded = manifest.encode();
+        let id = Id::of_object(&encoded);
+        self.backend
+            .put(&layout::snapshot(&id), &encoded, PutMode::Overwrite)?;
+        if newest {
+            head_hint::write(&self.config.store_id, &manifest.name, &id);
+        }
+        Ok((id, encoded.len() as u64))
+    }
+
     /// The parent's page-map chain gives the skip-delta reference of a backup's map
     /// (and the parent's own list, to notice an unchanged database).
-    fn map_base(&self, index: &ChunkIndex, p: &Snapshot) -> Result<MapBase> {
+    pub(crate) fn map_base(&self, index: &ChunkIndex, p: &Snapshot) -> Result<MapBase> {
         let chain = self.map_chain(&p.manifest.map)?;
         let seq = chain[0].1.seq + 1;
         let want = reference_seq(seq);
@@ -695,7 +705,7 @@ impl Store {
 
     /// Writes this backup's index object (if it stored chunks) and page map (unless
     /// the chunk list equals the parent's, whose map is then reused).
-    fn put_map(
+    pub(crate) fn put_map(
         &self,
         index: &ChunkIndex,
         base: Option<MapBase>,
@@ -709,6 +719,7 @@ impl Store {
                     map: b.parent_map,
                     changes: 0,
                     full: false,
+                    index: None,
                 });
             }
         }
@@ -733,20 +744,21 @@ impl Store {
         let mut entries = new.entries;
         // One lookup per entry, not one per comparison (a first backup sorts 10⁵–10⁶).
         entries.sort_by_cached_key(|e| ordinals.get(&e.entry.id).copied().unwrap_or(u32::MAX));
-        let own = if entries.is_empty() {
+        let index_object = if entries.is_empty() {
             None
         } else {
-            let bytes = IndexBody {
+            let body = IndexBody {
                 packs: new.packs,
                 entries,
-            }
-            .encode();
+            };
+            let bytes = body.encode();
             let id = Id::of_object(&bytes);
             self.backend
                 .put(&layout::index(&id), &bytes, PutMode::Overwrite)?;
             *metadata_bytes += bytes.len() as u64;
-            Some(id)
+            Some((id, body))
         };
+        let own = index_object.as_ref().map(|(id, _)| *id);
         let (encoded, lists) = encode_changes(
             diff(reference_list, chunks),
             own.map(|id| (id, &ordinals)),
@@ -770,6 +782,7 @@ impl Store {
             map: id,
             changes: map.changes.len() as u64,
             full: reference.is_none(),
+            index: index_object,
         })
     }
 

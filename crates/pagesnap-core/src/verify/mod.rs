@@ -24,7 +24,7 @@ use crate::codec;
 use crate::format::index::IndexBody;
 use crate::format::pack::PackEntry;
 use crate::format::pagemap::PageMap;
-use crate::select::{self, SnapshotSelector};
+use crate::select;
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
 use crate::{layout, Error, Result, Store};
@@ -391,45 +391,12 @@ fn select_snapshots(
     damaged: &[crate::DamagedSnapshot],
     opts: &VerifyOptions,
 ) -> Result<Vec<Snapshot>> {
-    let of_name: Vec<Snapshot> = snaps
-        .iter()
-        .filter(|s| opts.name.as_ref().is_none_or(|n| &s.manifest.name == n))
-        .cloned()
-        .collect();
-    if opts.snapshots.is_empty() {
-        return Ok(of_name);
-    }
-    let mut out: Vec<Snapshot> = Vec::new();
-    for sel in &opts.snapshots {
-        let sel = if sel == "latest" {
-            SnapshotSelector::Latest {
-                name: opts.name.clone(),
-                at: None,
-            }
-        } else {
-            SnapshotSelector::Id(sel.clone())
-        };
-        match select::select(&of_name, &sel) {
-            Ok(s) => {
-                if !out.iter().any(|o| o.id == s.id) {
-                    out.push(s.clone());
-                }
-            }
-            Err(e) => {
-                let SnapshotSelector::Id(p) = &sel else {
-                    return Err(e);
-                };
-                let p = p.to_ascii_lowercase();
-                let is_damaged = damaged
-                    .iter()
-                    .any(|d| layout::id_of(&d.key).is_some_and(|id| id.to_hex().starts_with(&p)));
-                if !is_damaged {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(out)
+    select::select_many(snaps, opts.name.as_deref(), &opts.snapshots, |p| {
+        let p = p.to_ascii_lowercase();
+        damaged
+            .iter()
+            .any(|d| layout::id_of(&d.key).is_some_and(|id| id.to_hex().starts_with(&p)))
+    })
 }
 
 /// Which snapshots `--restore-check` restores: the ones named, else the newest
