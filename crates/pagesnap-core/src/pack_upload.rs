@@ -1,18 +1,22 @@
 //! Writes finished packs on a thread of their own, so that compression goes on
 //! while a pack is written and fsynced (a first backup writes hundreds of MB of
-//! packs; waiting for each fsync left both cores idle). At most one pack waits
-//! while another is written, so memory stays bounded.
+//! packs; waiting for each fsync left both cores idle). A pack is handed over
+//! only when the writer is free (one pack is written while the next is built),
+//! and the writer gives each written pack's buffer back for the next one, so a
+//! backup holds two pack buffers at most.
 
 use crate::backend::{Backend, PutMode};
 use crate::{Error, Result};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub(crate) struct Uploader {
     backend: Arc<dyn Backend>,
     tx: Option<SyncSender<(String, Vec<u8>)>>,
     thread: Option<JoinHandle<Result<()>>>,
+    /// A written pack's buffer, for the next pack.
+    free: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl Uploader {
@@ -21,19 +25,29 @@ impl Uploader {
             backend,
             tx: None,
             thread: None,
+            free: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The buffer of a pack already stored, if one is free.
+    pub(crate) fn recycled(&self) -> Option<Vec<u8>> {
+        self.free.lock().ok()?.take()
     }
 
     /// Queues `bytes` to be stored under `key`; reports an earlier upload's failure.
     pub(crate) fn put(&mut self, key: String, bytes: Vec<u8>) -> Result<()> {
         if self.tx.is_none() {
-            let (tx, rx) = sync_channel::<(String, Vec<u8>)>(1);
+            let (tx, rx) = sync_channel::<(String, Vec<u8>)>(0);
             let backend = self.backend.clone();
+            let free = self.free.clone();
             let thread = std::thread::Builder::new()
                 .name("pagesnap-packs".into())
                 .spawn(move || -> Result<()> {
                     for (key, bytes) in rx {
                         backend.put(&key, &bytes, PutMode::Overwrite)?;
+                        if let Ok(mut f) = free.lock() {
+                            *f = Some(bytes);
+                        }
                     }
                     Ok(())
                 })

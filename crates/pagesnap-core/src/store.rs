@@ -576,7 +576,15 @@ impl Store {
         let mut index = index;
         index.drop_names();
         let (plan, used_ratio) = self.dict_plan(parent.as_ref());
-        let writer = ChunkWriter::new(self.backend.clone(), index, &self.config, plan)?;
+        let mut writer = ChunkWriter::new(self.backend.clone(), index, &self.config, plan)?;
+        if index_chunks == 0 {
+            // Every chunk of a first backup is new: size the writer's map once.
+            let pages: i64 = conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .unwrap_or(0);
+            let chunks = pages.max(0) as u64 / self.config.chunk_pages as u64;
+            writer.expect_new(chunks.min(1 << 28) as usize);
+        }
         let cap = capture::capture(
             conn,
             path,

@@ -89,7 +89,13 @@ impl PackBuilder {
     /// doubles a buffer, which would double a pack's peak memory), for chunks
     /// compressed with `dict` (if any).
     pub fn with_capacity(capacity: usize, dict: Option<Id>) -> Self {
-        let mut buf = Vec::with_capacity(capacity);
+        Self::with_buffer(Vec::with_capacity(capacity), dict)
+    }
+
+    /// A builder writing into `buf` (emptied first): lets a writer reuse the
+    /// allocation of a pack already stored.
+    pub fn with_buffer(mut buf: Vec<u8>, dict: Option<Id>) -> Self {
+        buf.clear();
         buf.extend_from_slice(&MAGIC);
         buf.extend_from_slice(&TAG);
         buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
