@@ -98,14 +98,21 @@ impl Garage {
 
     /// The binary with this server's environment, pointed at `url`.
     fn ps(&self, url: &str) -> Command {
-        let mut c = bin();
+        Command::from_std(self.std_cmd(url))
+    }
+
+    /// [`Garage::ps`] as a `std` command, for tests that spawn it.
+    fn std_cmd(&self, url: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin!("pagesnap"));
         for v in AWS_VARS {
             c.env_remove(v);
         }
-        c.envs(self.vars.iter().filter(|(k, _)| k.starts_with("AWS_")));
-        c.env("PAGESNAP_CACHE_DIR", self.cache.path());
-        c.env_remove("PAGESNAP_NO_CACHE");
-        c.arg("--store").arg(url);
+        c.env_remove("PAGESNAP_STORE")
+            .env_remove("PAGESNAP_NO_CACHE")
+            .envs(self.vars.iter().filter(|(k, _)| k.starts_with("AWS_")))
+            .env("PAGESNAP_CACHE_DIR", self.cache.path())
+            .arg("--store")
+            .arg(url);
         c
     }
 
@@ -487,15 +494,21 @@ struct OwnGarage {
 }
 
 impl OwnGarage {
-    fn script(&self, action: &str) {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/garage.sh");
-        let out = std::process::Command::new("bash")
-            .arg(script)
+    /// `scripts/garage.sh ACTION` for this server.
+    fn script_cmd(&self, action: &str) -> std::process::Command {
+        let mut c = std::process::Command::new("bash");
+        c.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/garage.sh"))
             .arg(action)
             .env("GARAGE_DIR", &self.dir)
             .env("GARAGE_ENV", &self.env_file)
             .env("GARAGE_S3_PORT", self.s3_port.to_string())
-            .env("GARAGE_RPC_PORT", self.rpc_port.to_string())
+            .env("GARAGE_RPC_PORT", self.rpc_port.to_string());
+        c
+    }
+
+    fn script(&self, action: &str) {
+        let out = self
+            .script_cmd(action)
             .output()
             .expect("run scripts/garage.sh");
         assert!(
@@ -541,12 +554,7 @@ impl OwnGarage {
 
 impl Drop for OwnGarage {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/garage.sh"))
-            .arg("stop")
-            .env("GARAGE_DIR", &self.dir)
-            .env("GARAGE_ENV", &self.env_file)
-            .output();
+        let _ = self.script_cmd("stop").output();
     }
 }
 
@@ -608,13 +616,14 @@ fn s3_server_killed_mid_upload() {
     drop(shared);
     let url = g.url("killed");
     // Short retries: the server stays down until the command gives up.
-    let ps = |url: &str| {
-        let mut c = g.ps(url);
+    let quick = |url: &str| {
+        let mut c = g.std_cmd(url);
         c.env("PAGESNAP_S3_RETRIES", "2")
             .env("PAGESNAP_S3_RETRY_TIMEOUT", "2")
             .env("PAGESNAP_S3_TIMEOUT", "20");
         c
     };
+    let ps = |url: &str| Command::from_std(quick(url));
     ok(ps(&url).arg("init"));
     let small = dir.path().join("small.db");
     let conn = create_db(&small, Journal::Wal, 1000, 5);
@@ -627,16 +636,8 @@ fn s3_server_killed_mid_upload() {
     let big = dir.path().join("big.db");
     random_db(&big, 96, 42);
     let before = own.disk_bytes();
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("pagesnap"));
-    for v in AWS_VARS {
-        cmd.env_remove(v);
-    }
-    let child = cmd
-        .envs(g.vars.iter().filter(|(k, _)| k.starts_with("AWS_")))
-        .env("PAGESNAP_CACHE_DIR", g.cache.path())
-        .env("PAGESNAP_S3_RETRIES", "2")
-        .env("PAGESNAP_S3_RETRY_TIMEOUT", "2")
-        .args(["--store", &url, "backup"])
+    let child = quick(&url)
+        .arg("backup")
         .arg(&big)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -762,15 +763,10 @@ fn s3_watch_backs_up_to_an_s3_store() {
     let db = dir.path().join("app.db");
     let conn = create_db(&db, Journal::Wal, 500, 3);
     let log = dir.path().join("watch.log");
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("pagesnap"));
-    for v in AWS_VARS {
-        cmd.env_remove(v);
-    }
-    let mut child = cmd
-        .envs(g.vars.iter().filter(|(k, _)| k.starts_with("AWS_")))
-        .env("PAGESNAP_CACHE_DIR", g.cache.path())
+    let mut child = g
+        .std_cmd(&url)
         .env_remove("NOTIFY_SOCKET")
-        .args(["--store", &url, "watch", "--every", "1s", "--status-file"])
+        .args(["watch", "--every", "1s", "--status-file"])
         .arg(dir.path().join("status.json"))
         .arg(&db)
         .stdin(std::process::Stdio::null())

@@ -4,7 +4,7 @@
 
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackEntry};
-use crate::types::{ChunkId, Id, IdMap};
+use crate::types::{ChunkId, Id, IdMap, SnapshotId};
 use rayon::prelude::*;
 
 /// Where a chunk's blob is in its pack (the chunk id is the map key: not repeated).
@@ -289,6 +289,22 @@ impl ChunkIndex {
             return None;
         }
         self.lost.get(id).copied()
+    }
+
+    /// The error for chunk `id` of `snapshot` when it has no location: its pack is
+    /// missing (if an index object names one), else the chunk is unknown.
+    pub(crate) fn unlocated(&self, snapshot: SnapshotId, id: &ChunkId) -> crate::Error {
+        match self.lost_pack(id) {
+            Some(pack) => crate::Error::PackMissing {
+                snapshot,
+                chunk: *id,
+                pack: crate::layout::pack(&pack),
+            },
+            None => crate::Error::ChunkMissing {
+                snapshot,
+                chunk: *id,
+            },
+        }
     }
 }
 

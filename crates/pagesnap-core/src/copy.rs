@@ -489,17 +489,7 @@ fn missing_chunks(
         if dest.contains(id) || !seen.insert(*id) {
             continue;
         }
-        let loc = *src.get(id).ok_or_else(|| match src.lost_pack(id) {
-            Some(pack) => Error::PackMissing {
-                snapshot: snap.id,
-                chunk: *id,
-                pack: layout::pack(&pack),
-            },
-            None => Error::ChunkMissing {
-                snapshot: snap.id,
-                chunk: *id,
-            },
-        })?;
+        let loc = *src.get(id).ok_or_else(|| src.unlocated(snap.id, id))?;
         let pack = src.pack_id(loc.pack);
         let g = *group_of.entry(pack).or_insert_with(|| {
             groups.push((loc.pack, Vec::new()));

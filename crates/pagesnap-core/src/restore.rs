@@ -412,19 +412,7 @@ fn fetch(
 /// The longest run of stored chunks from position `i` that lie back to back in one pack.
 fn plan_run(image: &Image<'_>, end: usize, i: usize) -> Result<Run> {
     let (index, snap, chunks, locs) = (image.index, image.snap, image.chunks, image.locs);
-    let locate = |id: &ChunkId, i: usize| {
-        locs[i].ok_or_else(|| match index.lost_pack(id) {
-            Some(pack) => Error::PackMissing {
-                snapshot: snap.id,
-                chunk: *id,
-                pack: layout::pack(&pack),
-            },
-            None => Error::ChunkMissing {
-                snapshot: snap.id,
-                chunk: *id,
-            },
-        })
-    };
+    let locate = |id: &ChunkId, i: usize| locs[i].ok_or_else(|| index.unlocated(snap.id, id));
     let ChunkRef::Stored(first) = chunks[i] else {
         return Err(Error::Internal("run must start at a stored chunk".into()));
     };

@@ -402,14 +402,10 @@ impl S3Backend {
     /// object appears only when the upload completes. A failed upload is aborted,
     /// so that no parts are left behind (and billed).
     fn put_multipart(&self, key: &str, path: &ObjPath, data: &[u8]) -> Result<()> {
-        let counter = if key.starts_with(crate::layout::PACKS) {
-            &self.counters.pack_put
-        } else {
-            &self.counters.put
-        };
         // Create, one request per part, complete.
         let parts = data.len().div_ceil(MULTIPART_PART) as u64;
-        counter.fetch_add(parts + 2, Ordering::Relaxed);
+        self.put_counter(key)
+            .fetch_add(parts + 2, Ordering::Relaxed);
         self.rt
             .block_on(async {
                 let upload = self.store.put_multipart(path).await?;
@@ -425,6 +421,15 @@ impl S3Backend {
             })
             .map(|_| ())
             .map_err(|e| self.err("put", key, e))
+    }
+
+    /// Where uploads of `key` are counted: pack uploads apart from other puts.
+    fn put_counter(&self, key: &str) -> &AtomicU64 {
+        if key.starts_with(crate::layout::PACKS) {
+            &self.counters.pack_put
+        } else {
+            &self.counters.put
+        }
     }
 
     fn head_len(&self, key: &str, path: &ObjPath) -> Result<u64> {
@@ -477,15 +482,10 @@ impl Backend for S3Backend {
                 });
             }
         }
-        let is_pack = key.starts_with(crate::layout::PACKS);
         if mode == PutMode::Overwrite && data.len() > MULTIPART_THRESHOLD {
             return self.put_multipart(key, &path, data);
         }
-        if is_pack {
-            self.counters.pack_put.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.counters.put.fetch_add(1, Ordering::Relaxed);
-        }
+        self.put_counter(key).fetch_add(1, Ordering::Relaxed);
         let payload = PutPayload::from(data.to_vec());
         self.rt
             .block_on(self.store.put_opts(&path, payload, opts))
