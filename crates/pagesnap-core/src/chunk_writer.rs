@@ -316,42 +316,45 @@ impl ChunkWriter {
         let Some(samples) = self.samples.take() else {
             return Ok(());
         };
-        if self.sample_bytes >= MIN_SAMPLES {
+        // The dictionary's bytes, if training gave one: until its object is named
+        // (its body records how well the samples compressed with it), contexts are
+        // keyed by the hash of its bytes.
+        let trained = if self.sample_bytes >= MIN_SAMPLES {
             let refs: Vec<&[u8]> = samples.iter().map(|(_, d)| &d[..]).collect();
             let size = DICT_SIZE.min(self.sample_bytes / 10);
-            if let Ok(dict) = zstd::dict::from_samples(&refs, size) {
-                let mut c =
-                    zstd::bulk::Compressor::with_dictionary(self.level, &dict).map_err(zstd_err)?;
-                let stored: usize = refs
-                    .iter()
-                    .map(|r| c.compress(r).map(|z| z.len().min(r.len())))
-                    .sum::<std::io::Result<usize>>()
-                    .map_err(zstd_err)?;
-                let body = DictBody {
-                    dict,
-                    trained_ratio: self.sample_bytes as f32 / stored.max(1) as f32,
-                    sample_bytes: self.sample_bytes as u64,
-                };
-                let bytes = body.encode();
-                let id = Id::of_object(&bytes);
-                // Written before any pack that needs it.
-                self.backend
-                    .put(&layout::dict(&id), &bytes, PutMode::Overwrite)?;
-                self.stats.dict_bytes = bytes.len() as u64;
-                self.decoders.add_dict(id, &body.dict)?;
-                drop(c);
-                self.dict = Some(id);
-                self.dict_bytes = Some(Arc::new(body.dict));
-                self.current =
-                    PackBuilder::with_capacity(pack_capacity(self.pack_target), self.dict);
-            }
+            zstd::dict::from_samples(&refs, size).ok()
+        } else {
+            None
+        };
+        if let Some(dict) = &trained {
+            self.dict = Some(Id::of_object(dict));
+            self.dict_bytes = Some(Arc::new(dict.clone()));
         }
-        // Compressed on every core: a first backup trains on 8 MiB of samples.
+        // Compressed on every core: a first backup trains on 8 MiB of samples. (The
+        // samples are compressed once: their sizes also give the trained ratio.)
         let this = &*self;
         let stored: Vec<(Vec<u8>, Codec)> = samples
             .par_iter()
             .map(|(_, data)| this.compress(data))
             .collect::<Result<_>>()?;
+        if let Some(dict) = trained {
+            let stored_bytes: usize = stored.iter().map(|(b, _)| b.len()).sum();
+            let body = DictBody {
+                dict,
+                trained_ratio: self.sample_bytes as f32 / stored_bytes.max(1) as f32,
+                sample_bytes: self.sample_bytes as u64,
+            };
+            let bytes = body.encode();
+            let id = Id::of_object(&bytes);
+            // Written before any pack that needs it.
+            self.backend
+                .put(&layout::dict(&id), &bytes, PutMode::Overwrite)?;
+            self.stats.dict_bytes = bytes.len() as u64;
+            self.decoders.add_dict(id, &body.dict)?;
+            self.dict = Some(id);
+            self.dict_bytes = Some(Arc::new(body.dict));
+            self.current = PackBuilder::with_capacity(pack_capacity(self.pack_target), self.dict);
+        }
         for ((id, data), (blob, codec)) in samples.iter().zip(stored) {
             self.push(*id, &blob, data.len() as u32, codec)?;
         }

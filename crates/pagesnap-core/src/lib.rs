@@ -22,6 +22,7 @@ mod chunk_index;
 mod chunk_writer;
 mod codec;
 pub mod copy;
+mod direct_write;
 pub mod format;
 mod head_hint;
 pub mod layout;

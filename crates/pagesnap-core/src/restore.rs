@@ -18,6 +18,7 @@ use crate::backend::{Backend, BackendError};
 use crate::capture::tree_hash::{block_cv, root_from_blocks};
 use crate::chunk_index::{ChunkIndex, Location};
 use crate::codec::{self, Decoders};
+use crate::direct_write::DirectWriter;
 use crate::format::pack::PackEntry;
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, IdMap};
@@ -465,9 +466,19 @@ pub(crate) fn to_path<T>(
         .prefix(".pagesnap-restore-")
         .tempfile_in(&dir)
         .map_err(|e| io(&dir, e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, tmp);
-    let result = write(&mut w)?;
-    let tmp = w.into_inner().map_err(|e| io(out, e.into_error()))?;
+    let result = if fsync {
+        // Going to disk anyway: past the page cache (see direct_write.rs).
+        let plain = tmp.as_file().try_clone().map_err(|e| io(out, e))?;
+        let mut w = DirectWriter::new(tmp.path(), plain);
+        let result = write(&mut w)?;
+        w.finish().map_err(|e| io(out, e))?;
+        result
+    } else {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let result = write(&mut w)?;
+        w.flush().map_err(|e| io(out, e))?;
+        result
+    };
     // A replaced file keeps its permissions; a new one stays owner-only (0600), as
     // the temporary file was created: a database is private until its owner says otherwise.
     if let Ok(meta) = std::fs::metadata(out) {

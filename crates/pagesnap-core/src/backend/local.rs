@@ -5,7 +5,7 @@
 
 use super::{Backend, BackendError, ObjectInfo, PutMode, Result};
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -82,12 +82,14 @@ impl LocalBackend {
     }
 
     fn write_temp(&self, dir: &Path, key: &str, data: &[u8]) -> Result<tempfile::TempPath> {
-        let mut tmp = tempfile::Builder::new()
+        let tmp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(dir)
             .map_err(|e| self.io("create temporary file for", key, e))?;
         // tempfile creates files with mode 0600 on Unix: owner-only, as store files should be.
-        tmp.write_all(data).map_err(|e| self.io("write", key, e))?;
+        // Large objects (packs) go past the page cache: they are fsynced anyway.
+        crate::direct_write::write_new_file(tmp.path(), tmp.as_file(), data)
+            .map_err(|e| self.io("write", key, e))?;
         tmp.as_file()
             .sync_all()
             .map_err(|e| self.io("fsync", key, e))?;
