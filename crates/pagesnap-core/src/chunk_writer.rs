@@ -19,6 +19,7 @@ use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
 use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
+use crate::id_table::IdTable;
 use crate::pack_upload::Uploader;
 use crate::types::{is_all_zero, ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
@@ -55,19 +56,6 @@ pub(crate) enum DictPlan {
     Use(Id, Vec<u8>),
     /// Train one on this backup's first new chunks.
     Train,
-}
-
-/// Where a chunk written by this backup is until the backup ends. (u32: one map
-/// entry per new chunk, 12 bytes instead of 24; a backup has fewer than 2³² chunks
-/// and packs.)
-#[derive(Clone, Copy)]
-enum Pending {
-    /// Held uncompressed as a training sample, at this position.
-    Sample(u32),
-    /// In the pack being built, at this entry.
-    Current(u32),
-    /// In a pack already written: position in `written`, entry.
-    Written(u32, u32),
 }
 
 /// Room for a full pack plus its trailer and one oversized last chunk.
@@ -121,15 +109,17 @@ pub(crate) struct ChunkWriter {
     decoders: Decoders,
     pack_target: usize,
     current: PackBuilder,
-    pending: IdMap<Pending>,
-    written: Vec<WrittenPack>,
+    /// Training samples held uncompressed: their positions in `samples`.
+    sample_pos: IdMap<u32>,
+    /// Every chunk this backup stored, in order, each once: its pack is a position
+    /// in `packs`, or `packs.len()` while that pack is still being built.
+    new: Vec<IndexEntry>,
+    /// Positions in `new` by id (dedup within the backup, and reading back). One
+    /// table of 4-byte slots instead of a map that repeated each id: see id_table.rs.
+    table: IdTable,
+    /// The packs this backup wrote.
+    packs: Vec<PackRef>,
     stats: WriteStats,
-}
-
-/// A pack this backup wrote, and the chunks in it.
-pub(crate) struct WrittenPack {
-    pub pack: PackRef,
-    pub entries: Vec<PackEntry>,
 }
 
 /// The chunks a backup stored: the packs, and each chunk's pack (by position) and entry.
@@ -177,17 +167,34 @@ impl ChunkWriter {
             decoders,
             pack_target,
             current: PackBuilder::with_capacity(pack_capacity(pack_target), dict),
-            pending: IdMap::default(),
-            written: Vec::new(),
+            sample_pos: IdMap::default(),
+            new: Vec::new(),
+            table: IdTable::default(),
+            packs: Vec::new(),
             stats: WriteStats::default(),
         })
     }
 
     /// Prepares for about `n` new chunks (a first backup: the database's size in
-    /// chunks). Sized once, the map of new chunks does not grow by doubling, whose
-    /// last step held the old and the new table at once: the peak of a first backup.
+    /// chunks). Sized once, the list and table of new chunks do not grow by
+    /// doubling, whose last step held the old and the new copy at once.
     pub(crate) fn expect_new(&mut self, n: usize) {
-        self.pending.reserve(n);
+        self.new.reserve(n);
+        if self.table.len() == 0 {
+            self.table = IdTable::with_capacity(n);
+        }
+    }
+
+    /// Whether this backup stored (or holds as a sample) the chunk `id` already.
+    fn has(&self, id: &ChunkId) -> bool {
+        self.sample_pos.contains_key(id) || self.find(id).is_some()
+    }
+
+    /// The entry of a chunk this backup stored.
+    fn find(&self, id: &ChunkId) -> Option<&IndexEntry> {
+        let new = &self.new;
+        let p = self.table.get(id, |p| new[p as usize].entry.id)?;
+        new.get(p as usize)
     }
 
     /// The parallel half: names the chunk and, if the store does not hold it yet,
@@ -256,7 +263,7 @@ impl ChunkWriter {
                 self.stats.reused_chunks += 1;
                 return Ok(ChunkRef::Stored(id));
             }
-            Encoded::New { id, .. } | Encoded::Raw { id, .. } if self.pending.contains_key(&id) => {
+            Encoded::New { id, .. } | Encoded::Raw { id, .. } if self.has(&id) => {
                 self.stats.reused_chunks += 1;
                 return Ok(ChunkRef::Stored(id));
             }
@@ -272,8 +279,7 @@ impl ChunkWriter {
             Encoded::Raw { id, data } => (id, data),
         };
         if let Some(samples) = &mut self.samples {
-            self.pending
-                .insert(id, Pending::Sample(samples.len() as u32));
+            self.sample_pos.insert(id, samples.len() as u32);
             self.sample_bytes += data.len();
             samples.push((id, data));
             if self.sample_bytes >= SAMPLE_TARGET {
@@ -298,11 +304,23 @@ impl ChunkWriter {
             self.flush()?;
         }
         let data_len = raw_len as usize;
-        self.current.push(id, stored, raw_len, codec);
-        self.pending.insert(
-            id,
-            Pending::Current(self.current.entries().len() as u32 - 1),
-        );
+        let entry = self.current.push(id, stored, raw_len, codec);
+        let pos = self.new.len() as u32;
+        let new = &self.new;
+        if self
+            .table
+            .insert(&id, pos, |p| new[p as usize].entry.id)
+            .is_some()
+        {
+            return Err(Error::Internal(format!(
+                "chunk {} stored twice in one backup",
+                id.short()
+            )));
+        }
+        self.new.push(IndexEntry {
+            pack: self.packs.len() as u32,
+            entry,
+        });
         self.stats.new_chunks += 1;
         self.stats.new_raw_bytes += data_len as u64;
         self.stats.new_stored_bytes += stored.len() as u64;
@@ -358,6 +376,7 @@ impl ChunkWriter {
         for ((id, data), (blob, codec)) in samples.iter().zip(stored) {
             self.push(*id, &blob, data.len() as u32, codec)?;
         }
+        self.sample_pos = IdMap::default();
         Ok(())
     }
 
@@ -370,31 +389,32 @@ impl ChunkWriter {
             object,
             detail,
         };
-        let (pack_id, dict, entry): (Id, Option<Id>, PackEntry) = match self.pending.get(id) {
-            Some(Pending::Sample(i)) => {
-                return match &self.samples {
-                    Some(s) => Ok(s[*i as usize].1.clone()),
-                    None => Err(Error::Internal(
-                        "training sample read after training".into(),
-                    )),
-                }
-            }
-            Some(Pending::Current(i)) => {
-                let e = self.current.entries()[*i as usize];
+        if let Some(&i) = self.sample_pos.get(id) {
+            return match &self.samples {
+                Some(s) => Ok(s[i as usize].1.clone()),
+                None => Err(Error::Internal(
+                    "training sample read after training".into(),
+                )),
+            };
+        }
+        let (pack_id, dict, entry): (Id, Option<Id>, PackEntry) = match self.find(id).copied() {
+            Some(e) if e.pack as usize == self.packs.len() => {
                 let dict = self.dict;
                 return self
                     .decoders
-                    .decode(&e, self.current.blob(&e), dict.as_ref())
+                    .decode(&e.entry, self.current.blob(&e.entry), dict.as_ref())
                     .map_err(|source| {
                         damaged("the pack being written".into(), source.to_string())
                     });
             }
-            Some(Pending::Written(p, i)) => {
+            Some(e) => {
                 // It may still be on its way to the store.
-                let (p, i) = (*p as usize, *i as usize);
                 self.uploads.wait()?;
-                let w = &self.written[p];
-                (w.pack.id, w.pack.dict, w.entries[i])
+                let pack = self
+                    .packs
+                    .get(e.pack as usize)
+                    .ok_or_else(|| Error::Internal("new chunk in an unknown pack".into()))?;
+                (pack.id, pack.dict, e.entry)
             }
             None => match self.index.get(id) {
                 Some(loc) => (
@@ -428,6 +448,7 @@ impl ChunkWriter {
         Ok(raw)
     }
 
+    /// Writes the current pack and starts the next.
     fn flush(&mut self) -> Result<()> {
         if self.current.is_empty() {
             return Ok(());
@@ -439,23 +460,38 @@ impl ChunkWriter {
             None => PackBuilder::with_capacity(pack_capacity(self.pack_target), self.dict),
         };
         let builder = std::mem::replace(&mut self.current, fresh);
-        let (id, bytes, entries) = builder.finish();
+        self.write_pack(builder)
+    }
+
+    /// Stores what is left (training first if still collecting), waits for the
+    /// pack writer and frees both pack buffers: no chunk may come after this. The
+    /// capture calls it before it takes its chunk list, so that the buffers and
+    /// the list are not alive at once.
+    pub(crate) fn close_packs(&mut self) -> Result<()> {
+        self.train()?;
+        if !self.current.is_empty() {
+            let builder =
+                std::mem::replace(&mut self.current, PackBuilder::with_capacity(0, self.dict));
+            self.write_pack(builder)?;
+        }
+        // Every pack is stored before the index and manifest that name them.
+        self.uploads.wait()?;
+        drop(self.uploads.recycled());
+        self.current = PackBuilder::with_capacity(0, self.dict);
+        Ok(())
+    }
+
+    fn write_pack(&mut self, builder: PackBuilder) -> Result<()> {
+        // Its entries are in `new` already (with this pack's position).
+        let (id, bytes, _entries) = builder.finish();
         let len = bytes.len() as u64;
         self.uploads.put(layout::pack(&id), bytes)?;
-        let p = self.written.len();
-        for (i, e) in entries.iter().enumerate() {
-            self.pending
-                .insert(e.id, Pending::Written(p as u32, i as u32));
-        }
         self.stats.packs_written += 1;
         self.stats.pack_bytes += len;
-        self.written.push(WrittenPack {
-            pack: PackRef {
-                id,
-                len,
-                dict: self.dict,
-            },
-            entries,
+        self.packs.push(PackRef {
+            id,
+            len,
+            dict: self.dict,
         });
         Ok(())
     }
@@ -463,27 +499,13 @@ impl ChunkWriter {
     /// Trains on what it collected (if still collecting), writes the last pack;
     /// returns the chunks this backup stored, its statistics and the index it was given.
     pub(crate) fn finish(mut self) -> Result<(NewChunks, WriteStats, ChunkIndex)> {
-        self.train()?;
-        self.flush()?;
-        // Every pack is stored before the index and manifest that name them.
-        self.uploads.wait()?;
-        // The map of new chunks is done with: freed before the entries are
-        // gathered (with both, the end of a first backup was its peak of memory).
-        self.pending = IdMap::default();
-        let mut entries =
-            Vec::with_capacity(self.written.iter().map(|w| w.entries.len()).sum::<usize>());
-        let mut packs = Vec::with_capacity(self.written.len());
-        for (p, w) in self.written.into_iter().enumerate() {
-            packs.push(w.pack);
-            entries.extend(w.entries.into_iter().map(|entry| IndexEntry {
-                pack: p as u32,
-                entry,
-            }));
-        }
+        self.close_packs()?;
+        // The table is done with: freed before the caller builds its own.
+        self.table = IdTable::default();
         Ok((
             NewChunks {
-                packs,
-                entries,
+                packs: self.packs,
+                entries: self.new,
                 dict: self.dict,
             },
             self.stats,

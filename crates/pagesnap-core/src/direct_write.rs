@@ -201,7 +201,17 @@ mod tests {
 
     #[test]
     fn odd_lengths_come_back_exactly() {
-        for len in [0, 1, 4095, 4096, 4097, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 12345] {
+        for len in [
+            0,
+            1,
+            4095,
+            4096,
+            4097,
+            BLOCK - 1,
+            BLOCK,
+            BLOCK + 1,
+            3 * BLOCK + 12345,
+        ] {
             let data = pattern(len, len as u8);
             for direct in [true, false] {
                 let (got, _) = roundtrip(&data, &[7000, 1 << 20, 1, 65536], direct);

@@ -25,6 +25,7 @@ pub mod copy;
 mod direct_write;
 pub mod format;
 mod head_hint;
+mod id_table;
 pub mod layout;
 pub mod lock;
 mod pack_sink;

@@ -14,7 +14,6 @@ use super::vfs::CaptureTarget;
 use crate::chunk_writer::ChunkWriter;
 use crate::types::{ChunkId, ChunkRef};
 use crate::{Error, Result};
-use blake3::hazmat::ChainingValue;
 use std::collections::{HashMap, HashSet};
 
 /// Writes are tracked in sectors of the smallest SQLite page size.
@@ -100,14 +99,7 @@ impl CaptureImage {
         self.pipeline.sync()?;
         let chunks = {
             let mut done = self.pipeline.done()?;
-            let d = if remove {
-                done.remove(&b)
-            } else {
-                done.get(&b).map(|d| super::pipeline::BlockDone {
-                    cv: d.cv,
-                    chunks: d.chunks.clone(),
-                })
-            };
+            let d = if remove { done.remove(b) } else { done.get(b) };
             d.ok_or_else(|| Error::Internal(format!("captured block {b} was not recorded")))?
                 .chunks
         };
@@ -239,7 +231,7 @@ impl CaptureImage {
         self.partial.retain(|&b, _| b * block_len < size);
         if self.sent.iter().any(|&b| b * block_len >= size) {
             self.pipeline.sync()?;
-            self.pipeline.done()?.retain(|&b, _| b * block_len < size);
+            self.pipeline.done()?.keep_first(size.div_ceil(block_len));
             self.sent.retain(|&b| b * block_len < size);
         }
         if size % block_len != 0 {
@@ -289,25 +281,23 @@ impl CaptureImage {
             }
             self.complete(b, data)?;
         }
-        let (writer, mut done) = self.pipeline.finish()?;
+        let (mut writer, done) = self.pipeline.finish()?;
+        // The last pack is written and the pack buffers freed before the chunk list
+        // is taken: at the end of a first backup they were its peak of memory.
+        writer.close_packs()?;
         let image_hash = match single {
             Some(bytes) => blake3::hash(&bytes),
             None if size == 0 => blake3::hash(&[]),
             None => {
-                let cvs = (0..blocks)
-                    .map(|b| done.get(&b).map(|d| d.cv))
-                    .collect::<Option<Vec<ChainingValue>>>()
+                let cvs = done
+                    .cvs(blocks)
                     .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;
                 root_from_blocks(&cvs, block_len, size)
             }
         };
-        let mut chunks = Vec::with_capacity(size.div_ceil(self.chunk_len) as usize);
-        for b in 0..blocks {
-            let d = done
-                .remove(&b)
-                .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;
-            chunks.extend_from_slice(&d.chunks);
-        }
+        let chunks = done
+            .into_chunks(blocks)
+            .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;
         Ok(Captured {
             chunks,
             image_hash: *image_hash.as_bytes(),

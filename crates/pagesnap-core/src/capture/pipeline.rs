@@ -20,7 +20,6 @@ use crate::types::{ChunkId, ChunkRef};
 use crate::{Error, Result};
 use blake3::hazmat::ChainingValue;
 use rayon::prelude::*;
-use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -36,7 +35,91 @@ pub(crate) struct BlockDone {
     pub chunks: Vec<ChunkRef>,
 }
 
-type DoneMap = Arc<Mutex<HashMap<u64, BlockDone>>>;
+/// The processed blocks, by number, in two flat vectors: each block's chaining
+/// value and chunk count, and every block's chunks at `b * per_block`. (A map of
+/// per-block vectors cost ~650 bytes per 64 KiB block, and the capture's final
+/// chunk list was a second copy of it; here the chunk vector is that list.)
+#[derive(Default)]
+pub(crate) struct DoneBlocks {
+    per_block: usize,
+    blocks: Vec<Option<(ChainingValue, u16)>>,
+    chunks: Vec<ChunkRef>,
+}
+
+impl DoneBlocks {
+    fn new(per_block: usize) -> Self {
+        DoneBlocks {
+            per_block,
+            ..Default::default()
+        }
+    }
+
+    fn insert(&mut self, b: u64, d: BlockDone) -> Result<()> {
+        let b = b as usize;
+        if d.chunks.len() > self.per_block {
+            return Err(Error::Internal("a block with too many chunks".into()));
+        }
+        if self.blocks.len() <= b {
+            self.blocks.resize(b + 1, None);
+            self.chunks.resize((b + 1) * self.per_block, ChunkRef::Zero);
+        }
+        let at = b * self.per_block;
+        self.chunks[at..at + d.chunks.len()].copy_from_slice(&d.chunks);
+        self.blocks[b] = Some((d.cv, d.chunks.len() as u16));
+        Ok(())
+    }
+
+    /// Block `b`, if processed.
+    pub(crate) fn get(&self, b: u64) -> Option<BlockDone> {
+        let (cv, n) = (*self.blocks.get(b as usize)?)?;
+        let at = b as usize * self.per_block;
+        Some(BlockDone {
+            cv,
+            chunks: self.chunks[at..at + n as usize].to_vec(),
+        })
+    }
+
+    /// Block `b`, if processed, forgetting it.
+    pub(crate) fn remove(&mut self, b: u64) -> Option<BlockDone> {
+        let d = self.get(b)?;
+        self.blocks[b as usize] = None;
+        Some(d)
+    }
+
+    /// Forgets the blocks from `n` on (the image was cut).
+    pub(crate) fn keep_first(&mut self, n: u64) {
+        let n = n as usize;
+        if n < self.blocks.len() {
+            self.blocks.truncate(n);
+            self.chunks.truncate(n * self.per_block);
+        }
+    }
+
+    /// The chaining values of blocks `0..n`, if all were processed.
+    pub(crate) fn cvs(&self, n: u64) -> Option<Vec<ChainingValue>> {
+        (0..n as usize)
+            .map(|b| self.blocks.get(b).copied().flatten().map(|(cv, _)| cv))
+            .collect()
+    }
+
+    /// The chunks of blocks `0..n` in order, if all were processed and all but the
+    /// last are full.
+    pub(crate) fn into_chunks(mut self, n: u64) -> Option<Vec<ChunkRef>> {
+        let n = n as usize;
+        let mut total = 0;
+        for b in 0..n {
+            let (_, count) = self.blocks.get(b).copied().flatten()?;
+            if b + 1 < n && count as usize != self.per_block {
+                return None;
+            }
+            total = b * self.per_block + count as usize;
+        }
+        self.chunks.truncate(total);
+        Some(self.chunks)
+    }
+}
+
+type DoneMap = Arc<Mutex<DoneBlocks>>;
 /// Block buffers handed back after processing, for reuse (not zeroed).
 type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
 /// Buffers kept for reuse at most.
@@ -62,7 +145,8 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     pub(crate) fn new(writer: ChunkWriter, block_len: u64, chunk_len: u64) -> Result<Self> {
         let (tx, rx) = sync_channel(IN_FLIGHT);
-        let done: DoneMap = Arc::default();
+        let per_block = (block_len / chunk_len).max(1) as usize;
+        let done: DoneMap = Arc::new(Mutex::new(DoneBlocks::new(per_block)));
         let pool: Pool = Arc::default();
         let (shared, returned) = (done.clone(), pool.clone());
         let thread = std::thread::Builder::new()
@@ -143,14 +227,14 @@ impl Pipeline {
     }
 
     /// The processed blocks (call [`Pipeline::sync`] first for an up-to-date view).
-    pub(crate) fn done(&self) -> Result<std::sync::MutexGuard<'_, HashMap<u64, BlockDone>>> {
+    pub(crate) fn done(&self) -> Result<std::sync::MutexGuard<'_, DoneBlocks>> {
         self.done
             .lock()
             .map_err(|_| Error::Internal("capture block table poisoned".into()))
     }
 
     /// Processes what is queued, stops the thread; returns the writer and every block.
-    pub(crate) fn finish(mut self) -> Result<(ChunkWriter, HashMap<u64, BlockDone>)> {
+    pub(crate) fn finish(mut self) -> Result<(ChunkWriter, DoneBlocks)> {
         self.send_batch()?;
         self.tx = None;
         let writer = match self.thread.take().map(JoinHandle::join) {
@@ -208,7 +292,7 @@ fn process(
                         .collect::<Result<Vec<_>>>()?;
                     done.lock()
                         .map_err(|_| Error::Internal("capture block table poisoned".into()))?
-                        .insert(b, BlockDone { cv, chunks });
+                        .insert(b, BlockDone { cv, chunks })?;
                 }
             }
             Msg::Read(ids, reply) => {

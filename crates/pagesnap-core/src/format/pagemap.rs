@@ -186,19 +186,24 @@ pub fn should_write_full(delta_len: usize, chunk_count: usize, next_seq: u64) ->
     next_seq >= MAX_SEQ || delta_len * 2 > chunk_count
 }
 
-/// The ordinal of each chunk a backup stored, in its index object: first the chunks
-/// the map's changes mention, at their first position (the order `New` takes them),
-/// then the others in the order `new_ids` gives.
-pub fn order_new_chunks(
+/// The ordinal of each chunk a backup stored, in its index object, by the chunk's
+/// position among the `count` new chunks: first the chunks the map's changes
+/// mention, at their first position (the order `New` takes them), then the others
+/// in position order. `position_of` gives a new chunk's position (`None`: not new).
+///
+/// (A vector of ordinals by position, not a map by id: a first backup of a 2 GiB
+/// database has half a million new chunks, and a map repeated every 32-byte id.)
+pub fn new_chunk_ordinals(
     changes: impl Iterator<Item = (u64, ChunkRef)>,
-    new_ids: impl Iterator<Item = ChunkId> + Clone,
-) -> HashMap<ChunkId, u32> {
+    count: usize,
+    position_of: impl Fn(&ChunkId) -> Option<u32>,
+) -> Vec<u32> {
     const UNSET: u32 = u32::MAX;
-    let mut ord: HashMap<ChunkId, u32> = new_ids.clone().map(|id| (id, UNSET)).collect();
+    let mut ord = vec![UNSET; count];
     let mut next = 0u32;
     for (_, c) in changes {
         if let ChunkRef::Stored(id) = c {
-            if let Some(o) = ord.get_mut(&id) {
+            if let Some(o) = position_of(&id).and_then(|p| ord.get_mut(p as usize)) {
                 if *o == UNSET {
                     *o = next;
                     next += 1;
@@ -206,13 +211,9 @@ pub fn order_new_chunks(
             }
         }
     }
-    for id in new_ids {
-        if let Some(o) = ord.get_mut(&id) {
-            if *o == UNSET {
-                *o = next;
-                next += 1;
-            }
-        }
+    for o in ord.iter_mut().filter(|o| **o == UNSET) {
+        *o = next;
+        next += 1;
     }
     ord
 }
@@ -220,11 +221,11 @@ pub fn order_new_chunks(
 /// Encodes changed positions as map references.
 ///
 /// `own` is this backup's index object and the ordinal of each chunk it lists (as
-/// [`order_new_chunks`] gave them); `name_of` gives (index object, ordinal) for
+/// [`new_chunk_ordinals`] gave them; `None` for chunks it does not list); `name_of` gives (index object, ordinal) for
 /// chunks stored earlier.
 pub fn encode_changes(
     changes: impl Iterator<Item = (u64, ChunkRef)>,
-    own: Option<(Id, &HashMap<ChunkId, u32>)>,
+    own: Option<(Id, &dyn Fn(&ChunkId) -> Option<u32>)>,
     name_of: impl Fn(&ChunkId) -> Option<(Id, u64)>,
 ) -> Result<(Vec<Change>, Vec<Id>)> {
     let mut lists: Vec<Id> = Vec::new();
@@ -242,7 +243,7 @@ pub fn encode_changes(
         let chunk = match c {
             ChunkRef::Zero => MapRef::Zero,
             ChunkRef::Stored(id) => match own
-                .and_then(|(list, ords)| Some((list, *ords.get(&id)? as u64)))
+                .and_then(|(list, ordinal_of)| Some((list, ordinal_of(&id)? as u64)))
             {
                 Some((_, ordinal)) if ordinal == next_new => {
                     next_new += 1;
@@ -316,14 +317,23 @@ mod tests {
                 }
             }
         }
-        let ords = order_new_chunks(diff(reference, target), new_ids.iter().copied());
+        let pos: HashMap<ChunkId, u32> = new_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, i as u32))
+            .collect();
+        let ords = new_chunk_ordinals(diff(reference, target), new_ids.len(), |id| {
+            pos.get(id).copied()
+        });
+        let ordinal_of = |id: &ChunkId| pos.get(id).map(|&p| ords[p as usize]);
         let own_id = Id([200 + n; 32]);
-        let own = (!new_ids.is_empty()).then_some((own_id, &ords));
+        let own = (!new_ids.is_empty())
+            .then_some((own_id, &ordinal_of as &dyn Fn(&ChunkId) -> Option<u32>));
         let (changes, table) =
             encode_changes(diff(reference, target), own, |id| lists.name_of(id)).unwrap();
         if !new_ids.is_empty() {
             let mut order = new_ids.clone();
-            order.sort_by_key(|id| ords[id]);
+            order.sort_by_key(|id| ords[pos[id] as usize]);
             lists.0.insert(own_id, order);
         }
         let m = PageMap {
