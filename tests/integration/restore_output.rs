@@ -81,3 +81,67 @@ fn progress_bars_stay_off_stdout_and_off_pipes() {
     let p = ok_json(fx.cmd().args(["--json", "--progress", "prune"]));
     assert_eq!(p["dry_run"], false);
 }
+
+/// Packs and durable restores are written past the page cache (`O_DIRECT`) where
+/// the file system allows it, and the ordinary way with `--no-fsync`, with
+/// `PAGESNAP_NO_DIRECT_IO=1`, or on a file system that refuses it (tmpfs): every
+/// way gives the exact image, and a store written either way verifies.
+#[test]
+fn direct_and_ordinary_writes_give_the_same_image() {
+    let fx = Fx::new();
+    let db = fx.path("big.db");
+    drop(create_db(&db, Journal::Wal, 8000, 73));
+    let b = fx.backup(&db, &[]);
+    let reference = reference_copy(&db, &fx.path("ref.db"));
+    // Large enough that a pack goes through the direct writer (over 1 MiB).
+    assert!(
+        pack_files(&fx.store)
+            .iter()
+            .any(|p| p.metadata().unwrap().len() > 1 << 20),
+        "no pack over 1 MiB: the test database is too small"
+    );
+    let ways: [(&str, &[&str], Option<&str>); 3] = [
+        ("direct.db", &[], None),
+        ("nofsync.db", &["--no-fsync"], None),
+        ("off.db", &[], Some("1")),
+    ];
+    for (name, extra, env) in ways {
+        let out = fx.path(name);
+        let mut cmd = fx.cmd();
+        cmd.args(["restore", "latest", "-o"]).arg(&out).args(extra);
+        if let Some(v) = env {
+            cmd.env("PAGESNAP_NO_DIRECT_IO", v);
+        }
+        ok(&mut cmd);
+        assert_restored(&out, &b["image_hash"], &reference);
+    }
+    assert_no_restore_temps(fx.dir.path());
+
+    // A second store written with direct writes off holds the same image.
+    let other = fx.path("store-plain");
+    ok(ps(&other).arg("init"));
+    ok(ps(&other)
+        .env("PAGESNAP_NO_DIRECT_IO", "1")
+        .arg("backup")
+        .arg(&db));
+    let out = fx.path("plain.db");
+    ok(ps(&other).args(["restore", "latest", "-o"]).arg(&out));
+    assert_restored(&out, &b["image_hash"], &reference);
+    for store in [&fx.store, &other] {
+        ok(ps(store).args(["verify", "--read-data"]));
+        assert_no_store_temps(store);
+    }
+
+    // tmpfs refuses O_DIRECT: the writer falls back, nothing is lost.
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        let store = dir.path().join("store");
+        ok(ps(&store).arg("init"));
+        ok(ps(&store).arg("backup").arg(&db));
+        let out = dir.path().join("out.db");
+        ok(ps(&store).args(["restore", "latest", "-o"]).arg(&out));
+        assert_restored(&out, &b["image_hash"], &reference);
+        ok(ps(&store).args(["verify", "--read-data"]));
+    }
+}

@@ -9,7 +9,7 @@ use crate::format::config::StoreConfig;
 use crate::format::index::IndexBody;
 use crate::format::manifest::Manifest;
 use crate::format::pagemap::{
-    diff, encode_changes, new_chunk_ordinals, reference_seq, should_write_full, PageMap,
+    diff, encode_changes, new_chunk_ordinals, reference_seq, should_write_full, OrdinalOf, PageMap,
 };
 use crate::format::FormatError;
 use crate::id_table::IdTable;
@@ -789,7 +789,7 @@ impl Store {
         };
         let (encoded, lists) = encode_changes(
             diff(reference_list, chunks),
-            own.map(|id| (id, &ordinal_of as &dyn Fn(&ChunkId) -> Option<u32>)),
+            own.map(|id| (id, &ordinal_of as OrdinalOf<'_>)),
             |id| index.name_of(id),
         )
         .map_err(|e| Error::Internal(format!("encoding the page map: {e}")))?;

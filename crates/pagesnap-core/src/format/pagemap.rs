@@ -218,6 +218,9 @@ pub fn new_chunk_ordinals(
     ord
 }
 
+/// The ordinal of a chunk in this backup's own index object (`None`: not in it).
+pub type OrdinalOf<'a> = &'a dyn Fn(&ChunkId) -> Option<u32>;
+
 /// Encodes changed positions as map references.
 ///
 /// `own` is this backup's index object and the ordinal of each chunk it lists (as
@@ -225,7 +228,7 @@ pub fn new_chunk_ordinals(
 /// chunks stored earlier.
 pub fn encode_changes(
     changes: impl Iterator<Item = (u64, ChunkRef)>,
-    own: Option<(Id, &dyn Fn(&ChunkId) -> Option<u32>)>,
+    own: Option<(Id, OrdinalOf<'_>)>,
     name_of: impl Fn(&ChunkId) -> Option<(Id, u64)>,
 ) -> Result<(Vec<Change>, Vec<Id>)> {
     let mut lists: Vec<Id> = Vec::new();
@@ -327,8 +330,7 @@ mod tests {
         });
         let ordinal_of = |id: &ChunkId| pos.get(id).map(|&p| ords[p as usize]);
         let own_id = Id([200 + n; 32]);
-        let own = (!new_ids.is_empty())
-            .then_some((own_id, &ordinal_of as &dyn Fn(&ChunkId) -> Option<u32>));
+        let own = (!new_ids.is_empty()).then_some((own_id, &ordinal_of as OrdinalOf<'_>));
         let (changes, table) =
             encode_changes(diff(reference, target), own, |id| lists.name_of(id)).unwrap();
         if !new_ids.is_empty() {
