@@ -469,15 +469,14 @@ impl ChunkWriter {
     /// the list are not alive at once.
     pub(crate) fn close_packs(&mut self) -> Result<()> {
         self.train()?;
-        if !self.current.is_empty() {
-            let builder =
-                std::mem::replace(&mut self.current, PackBuilder::with_capacity(0, self.dict));
-            self.write_pack(builder)?;
+        // The current buffer is freed whether or not it holds a last pack.
+        let last = std::mem::replace(&mut self.current, PackBuilder::with_capacity(0, self.dict));
+        if !last.is_empty() {
+            self.write_pack(last)?;
         }
         // Every pack is stored before the index and manifest that name them.
         self.uploads.wait()?;
         drop(self.uploads.recycled());
-        self.current = PackBuilder::with_capacity(0, self.dict);
         Ok(())
     }
 

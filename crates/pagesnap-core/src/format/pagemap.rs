@@ -224,8 +224,8 @@ pub type OrdinalOf<'a> = &'a dyn Fn(&ChunkId) -> Option<u32>;
 /// Encodes changed positions as map references.
 ///
 /// `own` is this backup's index object and the ordinal of each chunk it lists (as
-/// [`new_chunk_ordinals`] gave them; `None` for chunks it does not list); `name_of` gives (index object, ordinal) for
-/// chunks stored earlier.
+/// [`new_chunk_ordinals`] gave them; `None` for chunks it does not list); `name_of`
+/// gives (index object, ordinal) for chunks stored earlier.
 pub fn encode_changes(
     changes: impl Iterator<Item = (u64, ChunkRef)>,
     own: Option<(Id, OrdinalOf<'_>)>,
