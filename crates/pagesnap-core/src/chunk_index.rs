@@ -4,7 +4,7 @@
 
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackEntry};
-use crate::types::{ChunkId, Id, IdMap, SnapshotId};
+use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
 use rayon::prelude::*;
 
 /// Where a chunk's blob is in its pack (the chunk id is the map key: not repeated).
@@ -199,8 +199,14 @@ impl ChunkIndex {
     pub fn seal(&mut self) {
         if !self.sealed {
             // The first-loaded copy of a chunk stored twice wins, as in load order.
-            self.chunks
-                .par_sort_unstable_by_key(|c| (c.0, c.1.list, c.1.ordinal));
+            // Compared by the ids' first 8 bytes first: ids are uniform, so these
+            // almost always decide, where comparing whole ids was a memcmp call per
+            // comparison (half of the sort's time).
+            self.chunks.par_sort_unstable_by(|a, b| {
+                prefix(&a.0)
+                    .cmp(&prefix(&b.0))
+                    .then_with(|| (a.0, a.1.list, a.1.ordinal).cmp(&(b.0, b.1.list, b.1.ordinal)))
+            });
             self.chunks.dedup_by(|later, first| later.0 == first.0);
             self.chunks.shrink_to_fit();
             self.prefixes = self.chunks.iter().map(|(id, _)| prefix(id)).collect();
@@ -252,6 +258,63 @@ impl ChunkIndex {
 
     pub fn get(&self, id: &ChunkId) -> Option<&Location> {
         self.find(id)
+    }
+
+    /// The location of each stored chunk of `chunks` (`None` for a zero chunk or one
+    /// not in the index), as [`ChunkIndex::get`] gives it, found by one merge of the
+    /// sorted wanted ids with the index. A restore looks up a quarter of a million
+    /// chunks in page order, which is random in id order: searched one by one, each
+    /// probe was a cache miss (100 ms of CPU for 1 GiB); sorted, both arrays are
+    /// read front to back.
+    pub fn locate_all(&self, chunks: &[ChunkRef]) -> Vec<Option<Location>> {
+        debug_assert!(
+            self.sealed || self.chunks.is_empty(),
+            "lookup in an unsealed index"
+        );
+        let mut wanted: Vec<(u64, u32)> = chunks
+            .iter()
+            .enumerate()
+            .filter_map(|(pos, c)| match c {
+                ChunkRef::Stored(id) => Some((prefix(id), pos as u32)),
+                ChunkRef::Zero => None,
+            })
+            .collect();
+        wanted.par_sort_unstable();
+        let p = &self.prefixes;
+        // Parts of the sorted list merge on every core, each from where its first
+        // prefix is in the index.
+        let part = wanted
+            .len()
+            .div_ceil(4 * rayon::current_num_threads())
+            .max(1);
+        let hits: Vec<Vec<(u32, Location)>> = wanted
+            .par_chunks(part)
+            .map(|part| {
+                let mut j = p.partition_point(|&x| x < part[0].0);
+                let mut hits = Vec::with_capacity(part.len());
+                for &(key, pos) in part {
+                    while j < p.len() && p[j] < key {
+                        j += 1;
+                    }
+                    let ChunkRef::Stored(id) = &chunks[pos as usize] else {
+                        continue;
+                    };
+                    // Ids sharing these 8 bytes (vanishingly rare) sit next to each other.
+                    if let Some(k) = (j..p.len())
+                        .take_while(|&k| p[k] == key)
+                        .find(|&k| self.chunks[k].0 == *id)
+                    {
+                        hits.push((pos, self.chunks[k].1));
+                    }
+                }
+                hits
+            })
+            .collect();
+        let mut out = vec![None; chunks.len()];
+        for (pos, loc) in hits.into_iter().flatten() {
+            out[pos as usize] = Some(loc);
+        }
+        out
     }
 
     pub fn contains(&self, id: &ChunkId) -> bool {
@@ -358,6 +421,40 @@ mod tests {
             // Extremes of the id space.
             assert!(!index.contains(&Id([0; 32])));
             assert!(!index.contains(&Id([0xff; 32])));
+        }
+    }
+
+    proptest::proptest! {
+        /// `locate_all` gives what `get` gives, chunk by chunk: present, absent,
+        /// repeated, zero, and ids sharing a prefix with another.
+        #[test]
+        fn locate_all_agrees_with_get(
+            stored in proptest::collection::vec(0u32..400, 0..300),
+            asked in proptest::collection::vec((0u32..500, 0u8..4), 0..600),
+        ) {
+            let id = |n: u32| {
+                // Every third id shares its first 8 bytes with its neighbour.
+                let mut b = Id::of_object(&(n / 3 * 3).to_le_bytes()).0;
+                b[31] = n as u8;
+                Id(b)
+            };
+            let mut index = ChunkIndex::default();
+            for &n in &stored {
+                index.chunks.push((id(n), loc(n)));
+            }
+            index.seal();
+            let chunks: Vec<ChunkRef> = asked
+                .iter()
+                .map(|&(n, kind)| if kind == 0 { ChunkRef::Zero } else { ChunkRef::Stored(id(n)) })
+                .collect();
+            let want: Vec<Option<Location>> = chunks
+                .iter()
+                .map(|c| match c {
+                    ChunkRef::Stored(id) => index.get(id).copied(),
+                    ChunkRef::Zero => None,
+                })
+                .collect();
+            proptest::prop_assert_eq!(index.locate_all(&chunks), want);
         }
     }
 
