@@ -446,30 +446,39 @@ fn backup_and_restore_on_a_full_tmpfs() {
     assert_verify_clean(&fx);
 
     // Restores into a full tmpfs: a 4 MiB one, empty (the image is larger) and
-    // filled up, and over an existing file with --force.
+    // filled up, durable (written in order) and with --no-fsync (blocks written
+    // at their positions by the tasks that build them), and over an existing
+    // file with --force.
     let big = recorded.last().unwrap();
     let out = ofs.dir.join("out.db");
-    for filled in [false, true] {
-        if filled {
-            ofs.fill_to(0);
+    for no_fsync in [false, true] {
+        for filled in [false, true] {
+            if filled {
+                ofs.fill_to(0);
+            }
+            let free = ofs.free_blocks();
+            let mut cmd = fx.cmd();
+            cmd.args(["restore", &big.id, "-o"]).arg(&out);
+            if no_fsync {
+                cmd.arg("--no-fsync");
+            }
+            let stderr = fails(&mut cmd);
+            assert_has(
+                &stderr,
+                &[
+                    &format!("{}: cannot restore: the disk is full", out.display()),
+                    "nothing was written",
+                ],
+            );
+            assert_no_output(&out);
+            assert_eq!(
+                ofs.free_blocks(),
+                free,
+                "the failed restore freed what it used (no_fsync {no_fsync})"
+            );
         }
-        let free = ofs.free_blocks();
-        let stderr = fails(fx.cmd().args(["restore", &big.id, "-o"]).arg(&out));
-        assert_has(
-            &stderr,
-            &[
-                &format!("{}: cannot restore: the disk is full", out.display()),
-                "nothing was written",
-            ],
-        );
-        assert_no_output(&out);
-        assert_eq!(
-            ofs.free_blocks(),
-            free,
-            "the failed restore freed what it used"
-        );
+        ofs.unfill();
     }
-    ofs.unfill();
     let small = &recorded[0];
     fx.restore(&[&small.id], &out);
     assert_restored(&out, &small.image_hash, &small.reference);

@@ -25,13 +25,15 @@ use crate::types::{ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
 use blake3::hazmat::ChainingValue;
 use rayon::prelude::*;
-use std::io::{BufWriter, Write};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::sync::Mutex;
 
 /// Largest single read: nearby chunks of one pack are fetched together up to this size.
-const MAX_RUN: u64 = 8 << 20;
+const MAX_RUN: u64 = 1 << 20;
 /// Chunks of one pack at most this far apart are fetched in one read: reading the
 /// bytes between them costs less than another request (a syscall, or an S3 GET).
 const MAX_GAP: u64 = 64 << 10;
@@ -76,6 +78,17 @@ impl DecoderPool {
     }
 }
 
+/// Where a restore writes the image.
+pub(crate) enum Sink<'a> {
+    /// In order, window by window, from the calling thread (stdout, a direct writer).
+    Stream(&'a mut dyn Write),
+    /// A file written at positions: each block by the task that decoded and hashed
+    /// it, while its bytes are still in that core's cache. Copying 4 MiB windows
+    /// from one writer thread read them back from memory and was most of a
+    /// restore into the page cache.
+    At(&'a File),
+}
+
 /// A rebuilt window: its bytes and the chaining values of its blocks.
 type Window = (Vec<u8>, Vec<ChainingValue>);
 
@@ -101,6 +114,8 @@ struct Pass<'a> {
     block_len: u64,
     window_bufs: &'a Buffers,
     run_bufs: &'a Buffers,
+    /// Set when blocks are written where they belong as soon as they are built.
+    write_at: Option<&'a File>,
 }
 
 /// Buffers handed back for reuse. Fresh multi-megabyte buffers cost page faults
@@ -134,7 +149,7 @@ pub(crate) fn write_image(
     index: &ChunkIndex,
     snap: &Snapshot,
     chunks: &[ChunkRef],
-    out: &mut dyn Write,
+    out: Sink<'_>,
     progress: Option<&crate::Progress>,
 ) -> Result<[u8; 32]> {
     let m = &snap.manifest;
@@ -156,7 +171,7 @@ pub(crate) fn write_image(
     let got = rebuild(&image, false, out, progress)?;
     if got != m.image_hash {
         // Name the culprit: a chunk whose bytes do not match its id, if any.
-        rebuild(&image, true, &mut std::io::sink(), None)?;
+        rebuild(&image, true, Sink::Stream(&mut std::io::sink()), None)?;
         return Err(Error::ImageMismatch {
             snapshot: snap.id,
             expected: crate::types::to_hex(&m.image_hash),
@@ -171,7 +186,7 @@ pub(crate) fn write_image(
 fn rebuild(
     image: &Image<'_>,
     check_ids: bool,
-    out: &mut dyn Write,
+    mut out: Sink<'_>,
     progress: Option<&crate::Progress>,
 ) -> Result<[u8; 32]> {
     let (snap, chunks) = (image.snap, image.chunks);
@@ -198,6 +213,10 @@ fn rebuild(
             block_len,
             window_bufs: &window_bufs,
             run_bufs: &run_bufs,
+            write_at: match &out {
+                Sink::At(f) => Some(*f),
+                Sink::Stream(_) => None,
+            },
         };
         s.spawn(move || {
             for w in 0..windows {
@@ -217,7 +236,9 @@ fn rebuild(
                 single = Some(blake3::hash(&buf));
             }
             cvs.extend(window_cvs);
-            out.write_all(&buf).map_err(io_err)?;
+            if let Sink::Stream(w) = &mut out {
+                w.write_all(&buf).map_err(io_err)?;
+            }
             written += buf.len() as u64;
             crate::progress::report(progress, written, m.image_len);
             window_bufs.give(buf);
@@ -282,6 +303,7 @@ fn build_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Window>
         block_len,
         window_bufs,
         run_bufs,
+        write_at,
     } = pass;
     let Image {
         backend,
@@ -360,7 +382,15 @@ fn build_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Window>
             for (slot, place) in bytes.chunks_mut(chunk_len).zip(places) {
                 decode(slot, place)?;
             }
-            Ok(block_cv(start + (b * block) as u64, bytes))
+            let offset = start + (b * block) as u64;
+            let cv = block_cv(offset, bytes);
+            if let Some(f) = write_at {
+                f.write_all_at(bytes, offset).map_err(|e| Error::Io {
+                    path: "restore output".into(),
+                    source: e,
+                })?;
+            }
+            Ok(cv)
         })
         .collect::<Result<Vec<ChainingValue>>>();
     for f in fetched {
@@ -441,7 +471,7 @@ pub(crate) fn to_path<T>(
     out: &Path,
     force: bool,
     fsync: bool,
-    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+    write: impl FnOnce(Sink<'_>) -> Result<T>,
 ) -> Result<T> {
     let io = |path: &Path, source| Error::Io {
         path: path.to_path_buf(),
@@ -465,14 +495,13 @@ pub(crate) fn to_path<T>(
         // Going to disk anyway: past the page cache (see direct_write.rs).
         let plain = tmp.as_file().try_clone().map_err(|e| io(out, e))?;
         let mut w = DirectWriter::new(tmp.path(), plain);
-        let result = write(&mut w)?;
+        let result = write(Sink::Stream(&mut w))?;
         w.finish().map_err(|e| io(out, e))?;
         result
     } else {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        let result = write(&mut w)?;
-        w.flush().map_err(|e| io(out, e))?;
-        result
+        // Through the page cache, each block written where it belongs by the task
+        // that built it.
+        write(Sink::At(tmp.as_file()))?
     };
     // A replaced file keeps its permissions; a new one stays owner-only (0600), as
     // the temporary file was created: a database is private until its owner says otherwise.

@@ -818,6 +818,10 @@ impl Store {
     /// On a hash mismatch the bytes already written are wrong: callers writing to a
     /// file should use [`Store::restore_to_path`], which never leaves such a file.
     pub fn restore_to_writer(&self, snap: &Snapshot, out: &mut dyn Write) -> Result<RestoreReport> {
+        self.restore_to_sink(snap, restore::Sink::Stream(out))
+    }
+
+    fn restore_to_sink(&self, snap: &Snapshot, out: restore::Sink<'_>) -> Result<RestoreReport> {
         let started = Instant::now();
         let _lock = self.read_lock("restore")?;
         let index = self.load_index()?;
@@ -859,7 +863,7 @@ impl Store {
         force: bool,
         fsync: bool,
     ) -> Result<RestoreReport> {
-        restore::to_path(out, force, fsync, |w| self.restore_to_writer(snap, w))
+        restore::to_path(out, force, fsync, |sink| self.restore_to_sink(snap, sink))
     }
 }
 

@@ -127,7 +127,7 @@ impl Verifier<'_> {
             &self.index,
             s,
             list,
-            &mut sink,
+            restore::Sink::Stream(&mut sink),
             None,
         ) {
             Ok(_) => {}
