@@ -6,8 +6,9 @@
 //! each window's chunks (nearby chunks of one pack are read together),
 //! decompresses and checks them on every core straight into the window buffer,
 //! and hashes the window's blocks (blake3 chaining values, as capture does); the
-//! calling thread writes the windows in order. At most [`IN_FLIGHT`] windows wait,
-//! so memory stays bounded whatever the image size.
+//! calling thread writes the windows in order ([`Sink::Stream`]), or each block
+//! task writes its block at its offset in the file ([`Sink::At`]). At most
+//! [`IN_FLIGHT`] windows wait, so memory stays bounded whatever the image size.
 //!
 //! Chunk ids are not recomputed on the way: the image hash covers every byte, and
 //! hashing each chunk again cost as much as the rest of the restore. When the image
