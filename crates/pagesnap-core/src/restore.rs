@@ -196,10 +196,6 @@ fn rebuild(
     let block_len = chunk_len.max(MIN_BLOCK);
     let window = (WINDOW / block_len).max(1) * block_len;
     let per_window = (window / chunk_len) as usize;
-    let io_err = |e: std::io::Error| Error::Io {
-        path: "restore output".into(),
-        source: e,
-    };
     let windows = chunks.len().div_ceil(per_window);
     // Enough for the windows in flight, and a window's worth of runs.
     let (window_bufs, run_bufs) = (Buffers::new(IN_FLIGHT + 2), Buffers::new(16));
@@ -238,7 +234,7 @@ fn rebuild(
             }
             cvs.extend(window_cvs);
             if let Sink::Stream(w) = &mut out {
-                w.write_all(&buf).map_err(io_err)?;
+                w.write_all(&buf).map_err(output_err)?;
             }
             written += buf.len() as u64;
             crate::progress::report(progress, written, m.image_len);
@@ -386,10 +382,7 @@ fn build_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Window>
             let offset = start + (b * block) as u64;
             let cv = block_cv(offset, bytes);
             if let Some(f) = write_at {
-                f.write_all_at(bytes, offset).map_err(|e| Error::Io {
-                    path: "restore output".into(),
-                    source: e,
-                })?;
+                f.write_all_at(bytes, offset).map_err(output_err)?;
             }
             Ok(cv)
         })
@@ -398,6 +391,14 @@ fn build_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Window>
         run_bufs.give(f);
     }
     cvs.map(|cvs| (buf, cvs))
+}
+
+/// A failed write of the image, in order or at a position (the caller names the file).
+fn output_err(source: std::io::Error) -> Error {
+    Error::Io {
+        path: "restore output".into(),
+        source,
+    }
 }
 
 /// Reads a run's bytes from its pack.
