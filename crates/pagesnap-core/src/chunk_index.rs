@@ -48,11 +48,37 @@ struct Adding {
     ids: Vec<ChunkId>,
 }
 
+/// The packs locations point into, numbered as [`Location::pack`] numbers them.
+#[derive(Default, Debug)]
+pub struct PackTable {
+    ids: Vec<Id>,
+    dicts: Vec<Option<Id>>,
+    pos: IdMap<u32>,
+}
+
+impl PackTable {
+    /// The number of pack `p` (added now if new).
+    pub fn add(&mut self, p: &PackRef) -> u32 {
+        *self.pos.entry(p.id).or_insert_with(|| {
+            self.ids.push(p.id);
+            self.dicts.push(p.dict);
+            self.ids.len() as u32 - 1
+        })
+    }
+
+    pub fn id(&self, pos: u32) -> Id {
+        self.ids[pos as usize]
+    }
+
+    /// The dictionary of the pack at `pos`, if its chunks use one.
+    pub fn dict(&self, pos: u32) -> Option<Id> {
+        self.dicts[pos as usize]
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct ChunkIndex {
-    packs: Vec<Id>,
-    pack_dicts: Vec<Option<Id>>,
-    pack_pos: IdMap<u32>,
+    packs: PackTable,
     /// Every located chunk, sorted by id once loading ends ([`ChunkIndex::seal`]);
     /// searched by interpolation (ids are uniform). A hash table of 32-byte keys
     /// took twice the memory: it grows by doubling, to a power of two.
@@ -110,11 +136,7 @@ impl ChunkIndex {
         let mut pack_pos = Vec::with_capacity(packs.len());
         for p in packs {
             let pos = if present(&p.id, p.len) {
-                Some(*self.pack_pos.entry(p.id).or_insert_with(|| {
-                    self.packs.push(p.id);
-                    self.pack_dicts.push(p.dict);
-                    self.packs.len() as u32 - 1
-                }))
+                Some(self.packs.add(p))
             } else {
                 None
             };
@@ -321,13 +343,18 @@ impl ChunkIndex {
         self.find(id).is_some()
     }
 
+    /// The packs this index's locations point into.
+    pub fn packs(&self) -> &PackTable {
+        &self.packs
+    }
+
     pub fn pack_id(&self, pos: u32) -> Id {
-        self.packs[pos as usize]
+        self.packs.id(pos)
     }
 
     /// The dictionary of the pack at `pos`, if its chunks use one.
     pub fn pack_dict(&self, pos: u32) -> Option<Id> {
-        self.pack_dicts[pos as usize]
+        self.packs.dict(pos)
     }
 
     /// The chunk that entry `ordinal` of index object `list` names.

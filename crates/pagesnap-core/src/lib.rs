@@ -34,6 +34,7 @@ pub mod progress;
 mod prune;
 pub mod repair;
 mod restore;
+mod restore_plan;
 pub mod retention;
 pub mod select;
 pub mod stats;

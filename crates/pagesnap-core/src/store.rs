@@ -480,16 +480,22 @@ impl Store {
     pub fn chunk_list_with(&self, index: &ChunkIndex, snap: &Snapshot) -> Result<Vec<ChunkRef>> {
         let chain = self.map_chain(&snap.manifest.map)?;
         let list = self.resolve_chain(index, &chain, |_, _, _| {})?;
-        if list.len() as u64 != snap.manifest.chunk_count {
+        self.check_chunk_count(snap, list.len())?;
+        Ok(list)
+    }
+
+    /// Fails when a snapshot's resolved page map has `n` chunks where its manifest
+    /// says otherwise.
+    pub(crate) fn check_chunk_count(&self, snap: &Snapshot, n: usize) -> Result<()> {
+        if n as u64 != snap.manifest.chunk_count {
             return Err(self.format_err(&layout::snapshot(&snap.id))(
                 FormatError::Invalid(format!(
-                    "page map has {} chunks, the manifest says {}",
-                    list.len(),
+                    "page map has {n} chunks, the manifest says {}",
                     snap.manifest.chunk_count
                 )),
             ));
         }
-        Ok(list)
+        Ok(())
     }
 
     /// The full, ordered chunk list of a snapshot.
@@ -824,16 +830,24 @@ impl Store {
     fn restore_to_sink(&self, snap: &Snapshot, out: restore::Sink<'_>) -> Result<RestoreReport> {
         let started = Instant::now();
         let _lock = self.read_lock("restore")?;
-        let index = self.load_index()?;
-        let chunks = self.chunk_list_with(&index, snap)?;
-        let image_hash = restore::write_image(
-            self.backend.as_ref(),
-            &index,
-            snap,
-            &chunks,
-            out,
-            self.progress(),
-        )?;
+        let backend = self.backend.as_ref();
+        let image_hash = match self.restore_plan(snap)? {
+            Some(plan) => restore::write_located(
+                backend,
+                &plan.packs,
+                snap,
+                &plan.chunks,
+                &plan.locs,
+                out,
+                self.progress(),
+            )?,
+            // A chunk to look for by id, or a problem to name: the whole index.
+            None => {
+                let index = self.load_index()?;
+                let chunks = self.chunk_list_with(&index, snap)?;
+                restore::write_image(backend, &index, snap, &chunks, out, self.progress())?
+            }
+        };
         Ok(RestoreReport {
             snapshot: snap.id,
             image_len: snap.manifest.image_len,
@@ -863,7 +877,9 @@ impl Store {
         force: bool,
         fsync: bool,
     ) -> Result<RestoreReport> {
-        restore::to_path(out, force, fsync, |sink| self.restore_to_sink(snap, sink))
+        restore::to_path(out, snap.manifest.image_len, force, fsync, |sink| {
+            self.restore_to_sink(snap, sink)
+        })
     }
 }
 

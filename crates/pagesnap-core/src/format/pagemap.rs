@@ -103,6 +103,20 @@ impl PageMap {
         reference: &[ChunkRef],
         lookup: impl Fn(&Id, u64) -> Option<ChunkId>,
     ) -> Result<Vec<ChunkRef>> {
+        self.apply_with(reference, ChunkRef::Zero, |list, ordinal| {
+            lookup(list, ordinal).map(ChunkRef::Stored)
+        })
+    }
+
+    /// [`PageMap::apply`] for any name of a position: `zero` for a zero chunk, and
+    /// what `lookup` gives for an index entry. A restore resolves (index object,
+    /// ordinal) pairs packed in a `u64`, a quarter of the bytes of chunk ids.
+    pub fn apply_with<T: Copy>(
+        &self,
+        reference: &[T],
+        zero: T,
+        lookup: impl Fn(&Id, u64) -> Option<T>,
+    ) -> Result<Vec<T>> {
         // Every position is either inherited from the reference or named by a
         // change, so a count beyond both is damage; checking it first bounds the
         // allocation below by data actually decoded (a hostile count cannot OOM).
@@ -114,7 +128,7 @@ impl PageMap {
             )));
         }
         let n = self.chunk_count as usize;
-        let mut out: Vec<Option<ChunkRef>> = Vec::with_capacity(n);
+        let mut out: Vec<Option<T>> = Vec::with_capacity(n);
         out.extend(reference.iter().take(n).map(|c| Some(*c)));
         out.resize(n, None);
         let mut pos = 0u64;
@@ -128,7 +142,7 @@ impl PageMap {
                 })?;
             let (list, ordinal) = match c.chunk {
                 MapRef::Zero => {
-                    out[i as usize] = Some(ChunkRef::Zero);
+                    out[i as usize] = Some(zero);
                     pos = i + 1;
                     continue;
                 }
@@ -140,13 +154,13 @@ impl PageMap {
             };
             let list =
                 list.ok_or_else(|| FormatError::Invalid("page map names a missing list".into()))?;
-            let id = lookup(list, ordinal).ok_or_else(|| {
+            let named = lookup(list, ordinal).ok_or_else(|| {
                 FormatError::Invalid(format!(
                     "page map names entry {ordinal} of index {}, which has no such entry",
                     list.short()
                 ))
             })?;
-            out[i as usize] = Some(ChunkRef::Stored(id));
+            out[i as usize] = Some(named);
             pos = i + 1;
         }
         out.into_iter()
