@@ -125,7 +125,9 @@ impl Store {
     /// that fails for any reason (the long way reports it).
     fn entries(&self, id: &Id) -> Option<Entries> {
         let bytes = self.get_verified(&layout::index(id), id).ok()?;
-        let mut entries = Vec::new();
+        // Sized once: an entry takes about 38 bytes (grown by doubling, the table
+        // was copied and fresh pages faulted in several times).
+        let mut entries = Vec::with_capacity(bytes.len() / 36);
         let packs = IndexBody::decode_each(&bytes, |_, e| {
             let slot = Slot {
                 offset: e.entry.offset,
