@@ -80,7 +80,7 @@ echo "| backup, 1% of pages changed | $pct | $ref (\`sqlite3 .backup\`) | $(rati
 echo "| backup, unchanged | $unch | $ref (\`sqlite3 .backup\`) | $(ratio "$unch" "$ref") | ≤ 0.6 |"
 echo "| first backup, empty store | $first | $fref (\`.backup\` + \`zstd -3\`) | $(ratio "$first" "$fref") | ≤ 0.8 |"
 echo "| restore to a file, \`--no-fsync\` (through the page cache, as the reference) | $rest | $rref (\`zstd -d\`) | $(ratio "$rest" "$rref") | ≤ 1.0 |"
-echo "| restore to a file, the default (durable: direct writes, fsync) | $srest | $sref (\`zstd -d\` + \`sync\`) | $(ratio "$srest" "$sref") | — |"
+echo "| restore to a file, the default (durable: writeback as it goes, fsync) | $srest | $sref (\`zstd -d\` + \`sync\`) | $(ratio "$srest" "$sref") | — |"
 echo "| the default (durable) against the non-durable reference | $srest | $rref (\`zstd -d\`) | $(ratio "$srest" "$rref") | — |"
 
 if [ "$BIG_MIB" -gt 0 ]; then

@@ -446,9 +446,10 @@ fn backup_and_restore_on_a_full_tmpfs() {
     assert_verify_clean(&fx);
 
     // Restores into a full tmpfs: a 4 MiB one, empty (the image is larger) and
-    // filled up, durable (written in order) and with --no-fsync (blocks written
-    // at their positions by the tasks that build them), and over an existing
-    // file with --force.
+    // filled up, durable and with --no-fsync, and over an existing file with
+    // --force. The output's blocks are reserved before anything is written, so
+    // these fail there; a write failing later is covered by the unit tests of
+    // the write queue (restore.rs).
     let big = recorded.last().unwrap();
     let out = ofs.dir.join("out.db");
     for no_fsync in [false, true] {
