@@ -41,10 +41,23 @@ const ZERO: u64 = u64::MAX;
 
 impl Store {
     /// The plan of a restore of `snap`, or `None` when the whole index is needed
-    /// (see the module comment). Errors are those the long way would report too: a
-    /// page map that is missing, damaged or names entries its index objects lack.
+    /// (see the module comment, and a map naming an entry its index object lacks).
+    /// Errors are those the long way would report too: a page map that is missing
+    /// or damaged.
     pub(crate) fn restore_plan(&self, snap: &Snapshot) -> Result<Option<RestorePlan>> {
-        let chain = self.map_chain(&snap.manifest.map)?;
+        // The maps and the listing of packs, at once.
+        let (chain, present) = rayon::join(
+            || self.map_chain(&snap.manifest.map),
+            || -> Result<IdMap<u64>> {
+                Ok(self
+                    .backend()
+                    .list(layout::PACKS)?
+                    .into_iter()
+                    .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
+                    .collect())
+            },
+        );
+        let (chain, present) = (chain?, present?);
         // The index objects the chain names, each once, numbered.
         let mut number: IdMap<u32> = IdMap::default();
         let mut lists: Vec<Id> = Vec::new();
@@ -56,16 +69,30 @@ impl Store {
                 });
             }
         }
-        let present: IdMap<u64> = self
-            .backend()
-            .list(layout::PACKS)?
-            .into_iter()
-            .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
-            .collect();
-        let read: Option<Vec<Entries>> = lists.par_iter().map(|id| self.entries(id)).collect();
+        // The index objects are read and decoded while the chain is resolved, from
+        // its full map down, in names (their ordinals are checked against the
+        // objects below).
+        let (read, names) = rayon::join(
+            || -> Option<Vec<Entries>> { lists.par_iter().map(|id| self.entries(id)).collect() },
+            || -> Result<Vec<u64>> {
+                let mut names: Vec<u64> = Vec::new();
+                for (mid, m) in chain.iter().rev() {
+                    names = m
+                        .apply_with(&names, ZERO, |list, ordinal| {
+                            let n = *number.get(list)?;
+                            let ordinal = u32::try_from(ordinal).ok()?;
+                            Some((u64::from(n) << 32) | u64::from(ordinal))
+                        })
+                        .map_err(self.format_err(&layout::map(mid)))?;
+                }
+                Ok(names)
+            },
+        );
+        // An unreadable index object first: the long way names it before any map.
         let Some(read) = read else {
             return Ok(None);
         };
+        let names = names?;
         // Pack numbers, per index object; `None` for a pack that is missing or not
         // of its recorded length (as the whole index counts them).
         let mut packs = PackTable::default();
@@ -78,17 +105,6 @@ impl Store {
                     .collect()
             })
             .collect();
-        // The chain resolved from its full map down, in names.
-        let mut names: Vec<u64> = Vec::new();
-        for (mid, m) in chain.iter().rev() {
-            names = m
-                .apply_with(&names, ZERO, |list, ordinal| {
-                    let n = *number.get(list)?;
-                    (ordinal < read[n as usize].entries.len() as u64)
-                        .then_some((u64::from(n) << 32) | ordinal)
-                })
-                .map_err(self.format_err(&layout::map(mid)))?;
-        }
         self.check_chunk_count(snap, names.len())?;
         let unlocated = AtomicBool::new(false);
         let (chunks, locs): (Vec<ChunkRef>, Vec<Option<Location>>) = names
@@ -98,7 +114,11 @@ impl Store {
                     return (ChunkRef::Zero, None);
                 }
                 let (n, ordinal) = ((name >> 32) as usize, name as u32);
-                let (id, pack, entry) = read[n].entries[ordinal as usize];
+                // An entry the object lacks: the long way names the map.
+                let Some(&(id, pack, entry)) = read[n].entries.get(ordinal as usize) else {
+                    unlocated.store(true, Ordering::Relaxed);
+                    return (ChunkRef::Zero, None);
+                };
                 let loc = pack_numbers[n][pack as usize].map(|pack| Location {
                     pack,
                     entry,
