@@ -333,9 +333,6 @@ fn load_dicts(
     Ok(out)
 }
 
-/// Rebuilds the image bytes of chunk positions `range` (which starts on a block
-/// boundary) and the chaining values of their blocks. Each block is decoded and
-/// hashed by one task, while its bytes are still in the core's cache.
 /// A window's reads, done: each run and its bytes.
 struct Fetched {
     runs: Vec<Run>,
@@ -361,6 +358,11 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
     Ok(Fetched { runs, bytes })
 }
 
+/// Rebuilds the image bytes of chunk positions `range` (which starts on a block
+/// boundary) from their fetched reads, and the chaining values of their blocks.
+/// Each block is decoded and hashed by one task, while its bytes are still in the
+/// core's cache, and with [`Sink::At`] written at its offset by that task or by the
+/// one writing when it was done ([`Writes`]).
 fn build_window(pass: Pass<'_>, range: std::ops::Range<usize>, fetched: Fetched) -> Result<Window> {
     let Pass {
         image,
