@@ -82,6 +82,8 @@ echo "| first backup, empty store | $first | $fref (\`.backup\` + \`zstd -3\`) |
 echo "| restore to a file, \`--no-fsync\` (through the page cache, as the reference) | $rest | $rref (\`zstd -d\`) | $(ratio "$rest" "$rref") | ≤ 1.0 |"
 echo "| restore to a file, the default (durable: writeback as it goes, fsync) | $srest | $sref (\`zstd -d\` + \`sync\`) | $(ratio "$srest" "$sref") | — |"
 echo "| the default (durable) against the non-durable reference | $srest | $rref (\`zstd -d\`) | $(ratio "$srest" "$rref") | — |"
+echo
+echo "Each run (s), in order: restore --no-fsync ${REST[*]}; zstd -d ${RREF[*]}; durable restore ${SREST[*]}; zstd -d + sync ${SREF[*]}"
 
 if [ "$BIG_MIB" -gt 0 ]; then
     rm -f big.db big.db-wal big.db-shm
