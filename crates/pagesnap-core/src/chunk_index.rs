@@ -16,6 +16,17 @@ pub struct Slot {
     pub codec: Codec,
 }
 
+impl From<&PackEntry> for Slot {
+    fn from(e: &PackEntry) -> Slot {
+        Slot {
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            codec: e.codec,
+        }
+    }
+}
+
 /// Location of a chunk: which pack (by position in the index's pack table) and where
 /// in it, and one name of it (index object by position in the list table, ordinal).
 /// Kept small: a store of a 1 GiB database holds a quarter of a million of these.
@@ -160,12 +171,7 @@ impl ChunkIndex {
                     e.entry.id,
                     Location {
                         pack,
-                        entry: Slot {
-                            offset: e.entry.offset,
-                            stored_len: e.entry.stored_len,
-                            raw_len: e.entry.raw_len,
-                            codec: e.entry.codec,
-                        },
+                        entry: Slot::from(&e.entry),
                         list: a.list_pos,
                         // Index bodies are bounded well below 2³² entries (1 GiB / 38 bytes).
                         ordinal: ordinal as u32,

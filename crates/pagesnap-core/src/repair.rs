@@ -62,11 +62,7 @@ impl Store {
             dry_run,
             ..Default::default()
         };
-        let packs = backend.list(layout::PACKS)?;
-        let sizes: HashMap<Id, u64> = packs
-            .iter()
-            .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
-            .collect();
+        let sizes = self.pack_sizes()?;
         report.packs = sizes.len() as u64;
 
         // What the readable index objects locate (in packs present with their length).

@@ -46,17 +46,8 @@ impl Store {
     /// or damaged.
     pub(crate) fn restore_plan(&self, snap: &Snapshot) -> Result<Option<RestorePlan>> {
         // The maps and the listing of packs, at once.
-        let (chain, present) = rayon::join(
-            || self.map_chain(&snap.manifest.map),
-            || -> Result<IdMap<u64>> {
-                Ok(self
-                    .backend()
-                    .list(layout::PACKS)?
-                    .into_iter()
-                    .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
-                    .collect())
-            },
-        );
+        let (chain, present) =
+            rayon::join(|| self.map_chain(&snap.manifest.map), || self.pack_sizes());
         let (chain, present) = (chain?, present?);
         // The index objects the chain names, each once, numbered.
         let mut number: IdMap<u32> = IdMap::default();
@@ -149,13 +140,7 @@ impl Store {
         // was copied and fresh pages faulted in several times).
         let mut entries = Vec::with_capacity(bytes.len() / 36);
         let packs = IndexBody::decode_each(&bytes, |_, e| {
-            let slot = Slot {
-                offset: e.entry.offset,
-                stored_len: e.entry.stored_len,
-                raw_len: e.entry.raw_len,
-                codec: e.entry.codec,
-            };
-            entries.push((e.entry.id, e.pack, slot));
+            entries.push((e.entry.id, e.pack, Slot::from(&e.entry)));
         })
         .ok()?;
         Some(Entries { packs, entries })

@@ -15,12 +15,11 @@ use crate::format::FormatError;
 use crate::id_table::IdTable;
 use crate::lock::{self, LockGuard};
 use crate::select::{self, SnapshotSelector};
-use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
+use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
 use crate::{codec, head_hint, layout, restore, Error, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use rayon::prelude::*;
 use rusqlite::Connection;
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -381,17 +380,23 @@ impl Store {
         select::select(&snaps, sel).cloned()
     }
 
+    /// Every pack in the store, by id, with its length: a pack counts as present
+    /// only with the length its index objects recorded.
+    pub(crate) fn pack_sizes(&self) -> Result<IdMap<u64>> {
+        Ok(self
+            .backend
+            .list(layout::PACKS)?
+            .into_iter()
+            .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
+            .collect())
+    }
+
     /// The in-memory chunk index built from every `index/` object. Locations are
     /// kept only in packs that exist with their recorded length: a lost pack's
     /// chunks are then unknown, so a backup stores them again rather than
     /// publishing a snapshot that references them, and a restore names them missing.
     pub(crate) fn load_index(&self) -> Result<ChunkIndex> {
-        let present: HashMap<Id, u64> = self
-            .backend
-            .list(layout::PACKS)?
-            .into_iter()
-            .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
-            .collect();
+        let present = self.pack_sizes()?;
         let mut index = ChunkIndex::default();
         let objects = self.backend.list(layout::INDEX)?;
         // Sized once from the objects' sizes (an entry takes about 38 bytes): growing
