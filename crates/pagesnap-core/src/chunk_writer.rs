@@ -7,7 +7,7 @@
 //! first collects up to [`SAMPLE_TARGET`] bytes of new chunks, trains a dictionary
 //! on them, writes it, and then compresses everything with it.
 //!
-//! The work is split for the capture pipeline: [`ChunkWriter::encode`] (hash,
+//! The work is split for the capture pipeline: [`ChunkWriter::encode_block`] (hash,
 //! index lookup, compression) takes `&self` and runs on many threads at once, each
 //! with its own zstd contexts; [`ChunkWriter::accept`] (dedup within the backup,
 //! pack assembly, writes) takes `&mut self` and runs on one.
@@ -63,23 +63,32 @@ fn pack_capacity(target: usize) -> usize {
     target + target / 16 + (1 << 20)
 }
 
-/// A chunk after the parallel half of the work.
+/// A chunk after the parallel half of the work. The bytes of a new chunk are in
+/// its slot of the block's buffer (see [`ChunkWriter::encode_block`]).
 pub(crate) enum Encoded {
     Zero,
     /// Already in the store (found in the index).
     Known(ChunkId),
-    /// New, compressed (or kept raw when compression does not help).
+    /// New: its first `stored_len` slot bytes are stored as `codec` says
+    /// (compressed, or kept raw when compression does not help).
     New {
         id: ChunkId,
         raw_len: u32,
-        stored: Vec<u8>,
+        stored_len: u32,
         codec: Codec,
     },
-    /// New, not compressed yet: a training sample (no dictionary chosen yet).
+    /// New, not compressed yet: a training sample (no dictionary chosen yet),
+    /// its `len` raw bytes in the slot.
     Raw {
         id: ChunkId,
-        data: Vec<u8>,
+        len: u32,
     },
+}
+
+/// Bytes of a chunk's slot in a block's buffer: zstd's worst case for the chunk,
+/// which also holds the raw bytes.
+pub(crate) fn slot_len(chunk_len: usize) -> usize {
+    zstd::compress_bound(chunk_len)
 }
 
 /// One thread's zstd contexts, for the dictionary `dict` (if any).
@@ -87,6 +96,8 @@ struct EncodeCtx {
     dict: Option<Id>,
     with_dict: Option<zstd::bulk::Compressor<'static>>,
     plain: zstd::bulk::Compressor<'static>,
+    /// The plain frame, while it is compared with the dictionary's.
+    scratch: Vec<u8>,
 }
 
 pub(crate) struct ChunkWriter {
@@ -197,9 +208,33 @@ impl ChunkWriter {
         new.get(p as usize)
     }
 
-    /// The parallel half: names the chunk and, if the store does not hold it yet,
-    /// compresses it. May run on many threads at once.
-    pub(crate) fn encode(&self, data: &[u8]) -> Result<Encoded> {
+    /// The parallel half, for one block of `chunk_len`-byte chunks: names each
+    /// chunk and, if the store does not hold it yet, compresses it into its slot of
+    /// `out` ([`slot_len`] bytes per chunk, in order). May run on many threads at once.
+    ///
+    /// Why slots in one buffer per block, reused: a `Vec` per compressed chunk
+    /// (zstd's worst-case capacity, twice the usual frame) was allocated on a
+    /// worker thread and freed on the accepting one, two allocations per new
+    /// chunk of a first backup. Measured on 1 GiB: a little less time and RSS
+    /// (3.6–4.3 s against 4.0–4.4 s, 102 MB against 105 MB).
+    pub(crate) fn encode_block(
+        &self,
+        data: &[u8],
+        chunk_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Vec<Encoded>> {
+        let slot = slot_len(chunk_len);
+        // A reused buffer of the same length is not cleared: every slot's bytes
+        // that are read later are written first.
+        out.resize(data.len().div_ceil(chunk_len) * slot, 0);
+        out.par_chunks_mut(slot)
+            .zip(data.par_chunks(chunk_len))
+            .map(|(slot, chunk)| self.encode_into(chunk, slot))
+            .collect()
+    }
+
+    /// One chunk of [`ChunkWriter::encode_block`].
+    fn encode_into(&self, data: &[u8], slot: &mut [u8]) -> Result<Encoded> {
         if is_all_zero(data) {
             return Ok(Encoded::Zero);
         }
@@ -208,23 +243,33 @@ impl ChunkWriter {
             return Ok(Encoded::Known(id));
         }
         if self.samples.is_some() {
+            slot[..data.len()].copy_from_slice(data);
             return Ok(Encoded::Raw {
                 id,
-                data: data.to_vec(),
+                len: data.len() as u32,
             });
         }
-        let (stored, codec) = self.compress(data)?;
+        let (stored_len, codec) = self.with_ctx(|ctx| compress(ctx, data, slot, &self.trial))?;
         Ok(Encoded::New {
             id,
             raw_len: data.len() as u32,
-            stored,
+            stored_len: stored_len as u32,
             codec,
         })
     }
 
-    /// Compresses with this thread's contexts (built on first use, and again
-    /// when the dictionary changed).
+    /// Compresses one chunk into a new buffer (samples, and chunks that were
+    /// samples when encoded).
     fn compress(&self, data: &[u8]) -> Result<(Vec<u8>, Codec)> {
+        let mut out = vec![0; slot_len(data.len())];
+        let (len, codec) = self.with_ctx(|ctx| compress(ctx, data, &mut out, &self.trial))?;
+        out.truncate(len);
+        Ok((out, codec))
+    }
+
+    /// Runs `f` with this thread's contexts (built on first use, and again when
+    /// the dictionary changed).
+    fn with_ctx<T>(&self, f: impl FnOnce(&mut EncodeCtx) -> Result<T>) -> Result<T> {
         let mut guard = self.ctxs[crate::thread_slot(self.ctxs.len())]
             .lock()
             .map_err(|_| Error::Internal("compression context poisoned".into()))?;
@@ -234,7 +279,7 @@ impl ChunkWriter {
         let ctx = guard
             .as_mut()
             .ok_or_else(|| Error::Internal("compression context missing".into()))?;
-        compress(ctx, data, &self.trial)
+        f(ctx)
     }
 
     fn new_ctx(&self) -> Result<EncodeCtx> {
@@ -248,12 +293,14 @@ impl ChunkWriter {
             dict: self.dict,
             with_dict,
             plain: zstd::bulk::Compressor::new(self.level).map_err(zstd_err)?,
+            scratch: Vec::new(),
         })
     }
 
-    /// The sequential half: records an encoded chunk, skipping one this backup
-    /// stored already, collecting training samples, appending to the pack.
-    pub(crate) fn accept(&mut self, e: Encoded) -> Result<ChunkRef> {
+    /// The sequential half: records an encoded chunk (`slot`: its slot of the
+    /// block's buffer), skipping one this backup stored already, collecting
+    /// training samples, appending to the pack.
+    pub(crate) fn accept(&mut self, e: Encoded, slot: &[u8]) -> Result<ChunkRef> {
         let (id, data) = match e {
             Encoded::Zero => {
                 self.stats.zero_chunks += 1;
@@ -270,13 +317,21 @@ impl ChunkWriter {
             Encoded::New {
                 id,
                 raw_len,
-                stored,
+                stored_len,
                 codec,
             } => {
-                self.push(id, &stored, raw_len, codec)?;
+                let stored = slot
+                    .get(..stored_len as usize)
+                    .ok_or_else(|| Error::Internal("encoded chunk longer than its slot".into()))?;
+                self.push(id, stored, raw_len, codec)?;
                 return Ok(ChunkRef::Stored(id));
             }
-            Encoded::Raw { id, data } => (id, data),
+            Encoded::Raw { id, len } => {
+                let data = slot
+                    .get(..len as usize)
+                    .ok_or_else(|| Error::Internal("sample longer than its slot".into()))?;
+                (id, data.to_vec())
+            }
         };
         if let Some(samples) = &mut self.samples {
             self.sample_pos.insert(id, samples.len() as u32);
@@ -513,28 +568,50 @@ impl ChunkWriter {
     }
 }
 
-/// Compresses one chunk with the context's dictionary (if any), keeping whichever
-/// is smallest of the dictionary frame, the plain frame and the raw bytes.
-fn compress(ctx: &mut EncodeCtx, data: &[u8], trial: &PlainTrial) -> Result<(Vec<u8>, Codec)> {
+/// Compresses one chunk into `out` (at least [`slot_len`] bytes) with the
+/// context's dictionary (if any), keeping whichever is smallest of the dictionary
+/// frame, the plain frame and the raw bytes; returns its length and codec.
+fn compress(
+    ctx: &mut EncodeCtx,
+    data: &[u8],
+    out: &mut [u8],
+    trial: &PlainTrial,
+) -> Result<(usize, Codec)> {
     let with_dict = match &mut ctx.with_dict {
-        Some(c) => Some(c.compress(data).map_err(zstd_err)?),
+        Some(c) => Some(c.compress_to_buffer(data, out).map_err(zstd_err)?),
         None => None,
     };
     // A dictionary trained on some pages can make others compress worse (its
     // entropy tables replace ones fitted to the page): keep whichever is smaller,
     // as long as trying pays (compressing twice doubles the cost of a backup).
-    let plain = match &with_dict {
+    let plain = match with_dict {
+        None => Some(ctx.plain.compress_to_buffer(data, out).map_err(zstd_err)?),
         Some(_) if !trial.worth_trying() => None,
-        _ => Some(ctx.plain.compress(data).map_err(zstd_err)?),
+        Some(_) => {
+            // Beside the dictionary frame, which is in `out` already.
+            ctx.scratch.clear();
+            ctx.scratch.reserve(slot_len(data.len()));
+            Some(
+                ctx.plain
+                    .compress_to_buffer(data, &mut ctx.scratch)
+                    .map_err(zstd_err)?,
+            )
+        }
     };
-    if let (Some(d), Some(p)) = (&with_dict, &plain) {
-        trial.record(p.len() < d.len());
+    if let (Some(d), Some(p)) = (with_dict, plain) {
+        trial.record(p < d);
     }
     Ok(match (with_dict, plain) {
-        (Some(d), Some(p)) if p.len() < d.len() && p.len() < data.len() => (p, Codec::Zstd),
-        (Some(d), _) if d.len() < data.len() => (d, Codec::ZstdDict),
-        (None, Some(p)) if p.len() < data.len() => (p, Codec::Zstd),
-        _ => (data.to_vec(), Codec::Raw),
+        (Some(d), Some(p)) if p < d && p < data.len() => {
+            out[..p].copy_from_slice(&ctx.scratch[..p]);
+            (p, Codec::Zstd)
+        }
+        (Some(d), _) if d < data.len() => (d, Codec::ZstdDict),
+        (None, Some(p)) if p < data.len() => (p, Codec::Zstd),
+        _ => {
+            out[..data.len()].copy_from_slice(data);
+            (data.len(), Codec::Raw)
+        }
     })
 }
 
@@ -564,6 +641,94 @@ impl PlainTrial {
         self.tried.fetch_add(1, Relaxed);
         if plain_won {
             self.won.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Contexts whose dictionary is `dict` (raw content), at the levels given.
+    fn ctx(dict: Option<&[u8]>, dict_level: i32, plain_level: i32) -> EncodeCtx {
+        EncodeCtx {
+            dict: None,
+            with_dict: dict.map(|d| {
+                zstd::bulk::Compressor::with_dictionary(dict_level, d).expect("dictionary")
+            }),
+            plain: zstd::bulk::Compressor::new(plain_level).expect("context"),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// What `compress` left in the slot, decoded as its codec says.
+    fn decoded(slot: &[u8], len: usize, codec: Codec, dict: &[u8], raw_len: usize) -> Vec<u8> {
+        let stored = &slot[..len];
+        match codec {
+            Codec::Raw => stored.to_vec(),
+            Codec::Zstd => zstd::bulk::decompress(stored, raw_len).expect("plain frame"),
+            Codec::ZstdDict => zstd::bulk::Decompressor::with_dictionary(dict)
+                .and_then(|mut d| d.decompress(stored, raw_len))
+                .expect("dictionary frame"),
+        }
+    }
+
+    fn page(seed: u8) -> Vec<u8> {
+        (0..4096u32)
+            .map(|i| if i % 7 < 3 { seed } else { (i / 13) as u8 })
+            .collect()
+    }
+
+    /// Each of the three outcomes, with the bytes in the slot decoding to the chunk.
+    #[test]
+    fn compress_keeps_the_smallest_of_dictionary_plain_and_raw() {
+        let dict = page(9);
+        let trial = PlainTrial::default();
+        // A chunk like the dictionary: its frame wins.
+        let data = page(9);
+        let mut slot = vec![0xAA; slot_len(data.len())];
+        let (len, codec) =
+            compress(&mut ctx(Some(&dict), 3, 3), &data, &mut slot, &trial).expect("compresses");
+        assert_eq!(codec, Codec::ZstdDict);
+        assert_eq!(decoded(&slot, len, codec, &dict, data.len()), data);
+        // Unlike the dictionary and compressed much better without it (a far
+        // higher plain level): the plain frame, copied over the dictionary's.
+        let data: Vec<u8> = b"pagesnap ".iter().cycle().take(4096).copied().collect();
+        let mut slot = vec![0xAA; slot_len(data.len())];
+        let (len, codec) =
+            compress(&mut ctx(Some(&dict), -50, 19), &data, &mut slot, &trial).expect("compresses");
+        assert_eq!(codec, Codec::Zstd);
+        assert_eq!(decoded(&slot, len, codec, &dict, data.len()), data);
+        // Incompressible: the raw bytes.
+        let mut data = vec![0u8; 4096];
+        blake3::Hasher::new().finalize_xof().fill(&mut data);
+        let mut slot = vec![0xAA; slot_len(data.len())];
+        let (len, codec) =
+            compress(&mut ctx(None, 3, 3), &data, &mut slot, &trial).expect("compresses");
+        assert_eq!((len, codec), (data.len(), Codec::Raw));
+        assert_eq!(&slot[..len], &data[..]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the chunk and the contexts, the slot holds at most the chunk's
+        /// length, and it decodes back to the chunk.
+        #[test]
+        fn compress_round_trips_in_the_slot(
+            data in proptest::collection::vec(prop_oneof![Just(0u8), Just(7u8), any::<u8>()], 1..6000),
+            with_dict in any::<bool>(),
+            levels in (1i32..6, 1i32..6),
+        ) {
+            let dict = page(7);
+            let mut ctx = ctx(with_dict.then_some(&dict[..]), levels.0, levels.1);
+            let mut slot = vec![0x55; slot_len(data.len())];
+            let (len, codec) = compress(&mut ctx, &data, &mut slot, &PlainTrial::default())
+                .expect("compresses");
+            prop_assert!(len <= data.len());
+            prop_assert!(with_dict || codec != Codec::ZstdDict);
+            prop_assert_eq!(decoded(&slot, len, codec, &dict, data.len()), data);
         }
     }
 }

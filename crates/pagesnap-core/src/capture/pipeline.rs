@@ -15,7 +15,7 @@
 //! rewriting or re-reading a page) first waits for the pipeline to drain.
 
 use super::tree_hash::block_cv;
-use crate::chunk_writer::{ChunkWriter, Encoded};
+use crate::chunk_writer::{slot_len, ChunkWriter, Encoded};
 use crate::types::{ChunkId, ChunkRef};
 use crate::{Error, Result};
 use blake3::hazmat::ChainingValue;
@@ -266,18 +266,22 @@ fn process(
     block_len: u64,
     chunk_len: u64,
 ) -> Result<ChunkWriter> {
+    // Each block's compressed chunks, in slots of one buffer per block (see
+    // `ChunkWriter::encode_block`), reused from batch to batch.
+    let mut outs: Vec<Vec<u8>> = Vec::new();
     for msg in rx {
         match msg {
             Msg::Blocks(blocks) => {
                 let w = &writer;
+                if outs.len() < blocks.len() {
+                    outs.resize_with(blocks.len(), Vec::new);
+                }
                 let encoded: Vec<(u64, ChainingValue, Vec<Encoded>)> = blocks
                     .par_iter()
-                    .map(|(b, data)| {
+                    .zip(outs.par_iter_mut())
+                    .map(|((b, data), out)| {
                         let cv = block_cv(b * block_len, data);
-                        let chunks = data
-                            .par_chunks(chunk_len as usize)
-                            .map(|c| w.encode(c))
-                            .collect::<Result<Vec<_>>>()?;
+                        let chunks = w.encode_block(data, chunk_len as usize, out)?;
                         Ok((*b, cv, chunks))
                     })
                     .collect::<Result<_>>()?;
@@ -285,10 +289,12 @@ fn process(
                     let room = POOL_MAX.saturating_sub(p.len());
                     p.extend(blocks.into_iter().map(|(_, d)| d).take(room));
                 }
-                for (b, cv, chunks) in encoded {
+                let slot = slot_len(chunk_len as usize);
+                for ((b, cv, chunks), out) in encoded.into_iter().zip(&outs) {
                     let chunks = chunks
                         .into_iter()
-                        .map(|e| writer.accept(e))
+                        .zip(out.chunks(slot))
+                        .map(|(e, s)| writer.accept(e, s))
                         .collect::<Result<Vec<_>>>()?;
                     done.lock()
                         .map_err(|_| Error::Internal("capture block table poisoned".into()))?
