@@ -156,15 +156,25 @@ impl Write for DirectWriter {
     }
 }
 
-/// Writes `data` as the whole content of the new, empty file at `path` (open as
-/// `file`), directly if it is large enough. The caller fsyncs.
-pub(crate) fn write_new_file(path: &Path, file: &File, data: &[u8]) -> io::Result<()> {
-    if data.len() < MIN_DIRECT {
-        return file.write_all_at(data, 0);
+/// Writes the whole content of the new, empty file at `path` (open as `file`):
+/// about `len` bytes, which `write` produces in pieces; directly if `len` is large
+/// enough. Returns the file's length once written. The caller fsyncs.
+pub(crate) fn write_new_file_with(
+    path: &Path,
+    file: &File,
+    len: u64,
+    write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<u64> {
+    if len < MIN_DIRECT as u64 {
+        let mut w = io::BufWriter::with_capacity(64 << 10, file);
+        write(&mut w)?;
+        w.flush()?;
+    } else {
+        let mut w = DirectWriter::new(path, file.try_clone()?);
+        write(&mut w)?;
+        w.finish()?;
     }
-    let mut w = DirectWriter::new(path, file.try_clone()?);
-    w.write_all(data)?;
-    w.finish().map(drop)
+    Ok(file.metadata()?.len())
 }
 
 #[cfg(test)]
@@ -237,15 +247,26 @@ mod tests {
         assert_eq!(was_direct, supported && allowed());
     }
 
+    /// Small and large files, written whole or in pieces of every size around
+    /// the staging block's.
     #[test]
     fn whole_files_small_and_large() {
-        for len in [10, MIN_DIRECT + 4097] {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("f");
-            let file = File::create(&path).unwrap();
-            let data = pattern(len, 9);
-            write_new_file(&path, &file, &data).unwrap();
-            assert!(std::fs::read(&path).unwrap() == data, "len {len}");
+        for len in [0, 10, MIN_DIRECT + 4097, 3 * BLOCK] {
+            for piece in [len.max(1), 7, 64 << 10, BLOCK - 1, BLOCK + 1] {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("f");
+                let file = File::create(&path).unwrap();
+                let data = pattern(len, 9);
+                let got = write_new_file_with(&path, &file, len as u64, &mut |w| {
+                    data.chunks(piece).try_for_each(|c| w.write_all(c))
+                })
+                .unwrap();
+                assert_eq!(got, len as u64);
+                assert!(
+                    std::fs::read(&path).unwrap() == data,
+                    "len {len}, pieces of {piece}"
+                );
+            }
         }
     }
 

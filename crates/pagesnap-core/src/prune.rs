@@ -616,15 +616,13 @@ impl Store {
         let mut new_index = None;
         let new_pack_ids: Vec<Id> = new_packs.iter().map(|p| p.id).collect();
         if !new_entries.is_empty() {
-            let bytes = IndexBody {
+            let body = IndexBody {
                 packs: new_packs,
                 entries: new_entries,
-            }
-            .encode();
-            let key = layout::index(&Id::of_object(&bytes));
-            backend.put(&key, &bytes, PutMode::Overwrite)?;
-            new_index = Some(key);
-            written += bytes.len() as u64;
+            };
+            let (id, len) = crate::store::put_index(backend, &body)?;
+            new_index = Some(layout::index(&id));
+            written += len;
         }
         // 3. Deletions, packs first. Never of an object just written: a pack or
         //    index object that an interrupted prune left behind unreferenced is

@@ -149,9 +149,7 @@ impl Store {
             return Ok(report);
         }
         if !body.entries.is_empty() {
-            let bytes = body.encode();
-            let id = Id::of_object(&bytes);
-            backend.put(&layout::index(&id), &bytes, PutMode::Overwrite)?;
+            let (id, _) = crate::store::put_index(backend.as_ref(), &body)?;
             report.new_index = Some(id);
         }
         // Only after the replacement is durable: keep a copy, then take it out of use.

@@ -786,11 +786,8 @@ impl Store {
                 packs: new.packs,
                 entries,
             };
-            let bytes = body.encode();
-            let id = Id::of_object(&bytes);
-            self.backend
-                .put(&layout::index(&id), &bytes, PutMode::Overwrite)?;
-            *metadata_bytes += bytes.len() as u64;
+            let (id, len) = put_index(self.backend.as_ref(), &body)?;
+            *metadata_bytes += len;
             Some((id, body))
         };
         let own = index_object.as_ref().map(|(id, _)| *id);
@@ -886,6 +883,24 @@ impl Store {
             self.restore_to_sink(snap, sink)
         })
     }
+}
+
+/// Stores an index object; returns its id and length. Streamed (see
+/// [`crate::format::envelope::Streamed`]): into a local store it is written as it
+/// is encoded, never held whole in memory.
+pub(crate) fn put_index(backend: &dyn Backend, body: &IndexBody) -> Result<(Id, u64)> {
+    let plan = body.plan_streamed().map_err(|source| Error::Format {
+        object: format!("{}/{}", backend.location(), layout::INDEX),
+        source,
+    })?;
+    let id = Id(plan.hash);
+    backend.put_streamed(
+        &layout::index(&id),
+        plan.len,
+        PutMode::Overwrite,
+        &mut |w| body.write_streamed(&plan, w),
+    )?;
+    Ok((id, plan.len))
 }
 
 /// Moves each item `p` to position `dest[p]` (a permutation), in place, by

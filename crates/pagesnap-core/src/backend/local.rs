@@ -81,14 +81,22 @@ impl LocalBackend {
             .map_err(|e| self.io("create directory for", key, e))
     }
 
-    fn write_temp(&self, dir: &Path, key: &str, data: &[u8]) -> Result<tempfile::TempPath> {
+    /// A temporary file in `dir` holding the `len` bytes `write` produces, fsynced.
+    fn write_temp(
+        &self,
+        dir: &Path,
+        key: &str,
+        len: u64,
+        write: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<tempfile::TempPath> {
         let tmp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(dir)
             .map_err(|e| self.io("create temporary file for", key, e))?;
         // tempfile creates files with mode 0600 on Unix: owner-only, as store files should be.
         // Large objects (packs) go past the page cache: they are fsynced anyway.
-        crate::direct_write::write_new_file(tmp.path(), tmp.as_file(), data)
+        crate::direct_write::write_new_file_with(tmp.path(), tmp.as_file(), len, write)
+            .and_then(|got| super::check_streamed_len(got, len))
             .map_err(|e| self.io("write", key, e))?;
         tmp.as_file()
             .sync_all()
@@ -141,10 +149,20 @@ impl Backend for LocalBackend {
     }
 
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
+        self.put_streamed(key, data.len() as u64, mode, &mut |w| w.write_all(data))
+    }
+
+    fn put_streamed(
+        &self,
+        key: &str,
+        len: u64,
+        mode: PutMode,
+        write: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<()> {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         self.create_dirs(&dir, key)?;
-        let tmp = self.write_temp(&dir, key, data)?;
+        let tmp = self.write_temp(&dir, key, len, write)?;
         match mode {
             PutMode::Overwrite => tmp
                 .persist(&path)
@@ -336,6 +354,58 @@ mod tests {
         assert_eq!(b.clean_temporary().unwrap(), 1);
         assert!(!old.exists());
         assert!(young.exists());
+    }
+
+    /// A streamed object lands whole, small or past the direct-write size; one
+    /// whose pieces do not come to the announced length, or whose writer fails,
+    /// is not stored and leaves no temporary file. The default (buffering) put
+    /// of other backends checks the same.
+    #[test]
+    fn streamed_puts_store_exactly_what_was_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalBackend::new(dir.path());
+        // Every put allowed: only its default (buffering) `put_streamed` is tested.
+        let faulty = crate::backend::FaultyBackend::new(
+            std::sync::Arc::new(LocalBackend::new(dir.path())),
+            u64::MAX,
+            crate::backend::Fault::NoSpace,
+        );
+        let backends: [&dyn Backend; 2] = [&local, &faulty];
+        for (n, b) in backends.into_iter().enumerate() {
+            for len in [5usize, (3 << 20) + 7] {
+                let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                let key = format!("index/{n}-{len}");
+                b.put_streamed(&key, len as u64, PutMode::Overwrite, &mut |w| {
+                    data.chunks(100_000).try_for_each(|c| w.write_all(c))
+                })
+                .unwrap();
+                assert!(b.get(&key).unwrap() == data);
+                let short = format!("index/{n}-{len}-short");
+                let err = b
+                    .put_streamed(&short, len as u64 + 1, PutMode::Overwrite, &mut |w| {
+                        w.write_all(&data)
+                    })
+                    .expect_err("one byte short");
+                assert!(err.to_string().contains("announced"), "{err}");
+                let failing = format!("index/{n}-{len}-failing");
+                let err = b
+                    .put_streamed(&failing, len as u64, PutMode::Overwrite, &mut |w| {
+                        w.write_all(&data[..len / 2])?;
+                        Err(std::io::Error::other("encoder gave up"))
+                    })
+                    .expect_err("the writer failed");
+                assert!(err.to_string().contains("encoder gave up"), "{err}");
+                for k in [&short, &failing] {
+                    assert_eq!(b.size(k).unwrap(), None, "{k}");
+                }
+            }
+        }
+        let left: Vec<_> = fs::read_dir(dir.path().join("index"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(TEMP_PREFIX))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

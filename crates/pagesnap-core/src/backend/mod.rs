@@ -53,6 +53,17 @@ impl BackendError {
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
+/// The error of a streamed put whose pieces came to `got` bytes, not `want`.
+pub(crate) fn check_streamed_len(got: u64, want: u64) -> std::io::Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{got} bytes written of an object announced as {want}"
+        )))
+    }
+}
+
 /// How `put` treats an existing object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutMode {
@@ -104,6 +115,27 @@ pub trait Backend: Send + Sync {
     fn location(&self) -> String;
     /// Stores `data` under `key` atomically: readers see all of it or nothing.
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()>;
+    /// Like `put`, for an object of `len` bytes that `write` produces in pieces
+    /// (called once; a different length is an error and stores nothing). A local
+    /// store writes the pieces to the file as they come, so a large object is
+    /// never held whole in memory; the default collects them and calls `put`.
+    fn put_streamed(
+        &self,
+        key: &str,
+        len: u64,
+        mode: PutMode,
+        write: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        let wrote = write(&mut data).and_then(|()| check_streamed_len(data.len() as u64, len));
+        wrote.map_err(|source| BackendError::Io {
+            location: self.location(),
+            op: "write",
+            key: key.to_string(),
+            source,
+        })?;
+        self.put(key, &data, mode)
+    }
     fn get(&self, key: &str) -> Result<Vec<u8>>;
     /// Reads `range` of an object; the range must lie inside it.
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>>;

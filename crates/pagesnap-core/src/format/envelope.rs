@@ -97,18 +97,144 @@ pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
     }
     let body_len = out.len() - HEADER_LEN;
     let body_sum = checksum64(&out[HEADER_LEN..]);
+    let h = header(kind, flags, body_len as u32, raw_len as u32, body_sum);
+    out[..HEADER_LEN].copy_from_slice(&h);
+    out
+}
+
+fn header(kind: Kind, flags: u16, body_len: u32, raw_len: u32, body_sum: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..4].copy_from_slice(&MAGIC);
     h[4..8].copy_from_slice(&kind.tag());
     h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[10..12].copy_from_slice(&flags.to_le_bytes());
-    h[12..16].copy_from_slice(&(body_len as u32).to_le_bytes());
-    h[16..20].copy_from_slice(&(raw_len as u32).to_le_bytes());
+    h[12..16].copy_from_slice(&body_len.to_le_bytes());
+    h[16..20].copy_from_slice(&raw_len.to_le_bytes());
     h[20..28].copy_from_slice(&body_sum.to_le_bytes());
     let hc = checksum32(&h[..28]);
     h[28..32].copy_from_slice(&hc.to_le_bytes());
-    out[..HEADER_LEN].copy_from_slice(&h);
-    out
+    h
+}
+
+/// An uncompressed envelope planned without being built: its header, the blake3
+/// hash of the whole object (its name in the store) and its length. The body is
+/// serialised three times (for its checksum, for the object's hash, and when
+/// written: [`write_streamed`]), never held whole.
+///
+/// Why: a first backup's index object holds an entry per chunk, 20 MB for a
+/// 2 GiB database and ten times that for 20 GiB, and building it in memory was
+/// the peak of a first backup's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Streamed {
+    pub header: [u8; HEADER_LEN],
+    pub hash: [u8; 32],
+    pub len: u64,
+}
+
+/// Plans the envelope of `kind` around `value`'s postcard body, stored
+/// uncompressed; bytes identical to [`encode`]'s for kinds it does not compress.
+pub fn plan_streamed<T: Serialize>(kind: Kind, value: &T) -> Result<Streamed> {
+    let mut body = blake3::Hasher::new();
+    // Hashing cannot fail: an error here is postcard's.
+    let encode_err = |e: std::io::Error| FormatError::Invalid(e.to_string());
+    let body_len = serialize_into(value, &mut body).map_err(encode_err)?;
+    if body_len > u64::from(kind.max_body()) {
+        return Err(FormatError::TooLarge {
+            what: "body",
+            value: body_len,
+            limit: u64::from(kind.max_body()),
+        });
+    }
+    // As `checksum64`: the first 8 bytes of the body's blake3 hash.
+    let mut sum = [0u8; 8];
+    sum.copy_from_slice(&body.finalize().as_bytes()[..8]);
+    let h = header(
+        kind,
+        0,
+        body_len as u32,
+        body_len as u32,
+        u64::from_le_bytes(sum),
+    );
+    let mut whole = blake3::Hasher::new();
+    whole.update(&h);
+    serialize_into(value, &mut whole).map_err(encode_err)?;
+    Ok(Streamed {
+        header: h,
+        hash: *whole.finalize().as_bytes(),
+        len: HEADER_LEN as u64 + body_len,
+    })
+}
+
+/// Writes the object `plan` describes: its header, then `value`'s body (the value
+/// it was planned from).
+pub fn write_streamed<T: Serialize>(
+    plan: &Streamed,
+    value: &T,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    w.write_all(&plan.header)?;
+    let n = serialize_into(value, w)?;
+    if HEADER_LEN as u64 + n != plan.len {
+        return Err(std::io::Error::other(
+            "the body's length changed since its envelope was planned",
+        ));
+    }
+    Ok(())
+}
+
+/// Serialises `value` into `w` through a buffer (postcard writes a few bytes at a
+/// time); returns the body's length. A failed write is returned as it was (postcard
+/// would report any as "buffer full", and a full disk must be named as one).
+fn serialize_into<T: Serialize, W: std::io::Write + ?Sized>(
+    value: &T,
+    w: &mut W,
+) -> std::io::Result<u64> {
+    /// Counts what reaches `W`, and keeps the first error it gave.
+    struct Counted<'a, W: ?Sized> {
+        w: &'a mut W,
+        len: u64,
+        failed: Option<std::io::Error>,
+    }
+    impl<W: std::io::Write + ?Sized> Counted<'_, W> {
+        fn keep(&mut self, e: std::io::Error) -> std::io::Error {
+            let kind = e.kind();
+            self.failed.get_or_insert(e);
+            std::io::Error::from(kind)
+        }
+    }
+    impl<W: std::io::Write + ?Sized> std::io::Write for Counted<'_, W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            match self.w.write(buf) {
+                Ok(n) => {
+                    self.len += n as u64;
+                    Ok(n)
+                }
+                Err(e) => Err(self.keep(e)),
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.w.flush().map_err(|e| self.keep(e))
+        }
+    }
+    let mut counted = Counted {
+        w,
+        len: 0,
+        failed: None,
+    };
+    let done = {
+        let mut buffered = std::io::BufWriter::with_capacity(64 << 10, &mut counted);
+        match postcard::to_io(value, &mut buffered) {
+            Ok(_) => std::io::Write::flush(&mut buffered),
+            Err(e) => Err(std::io::Error::other(format!(
+                "cannot encode the body: {e}"
+            ))),
+        }
+    };
+    match (done, counted.failed) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(e),
+        (Ok(()), None) => Ok(counted.len),
+    }
 }
 
 /// Checks the envelope of `kind` and returns the decoded value.

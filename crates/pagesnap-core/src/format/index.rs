@@ -162,6 +162,22 @@ impl IndexBody {
         envelope::encode(Kind::Index, &Wire(self))
     }
 
+    /// Its envelope, planned without being built in memory (see
+    /// [`envelope::Streamed`]); [`IndexBody::write_streamed`] writes it. The bytes
+    /// are [`IndexBody::encode`]'s.
+    pub fn plan_streamed(&self) -> Result<envelope::Streamed> {
+        envelope::plan_streamed(Kind::Index, &Wire(self))
+    }
+
+    /// Writes the object `plan` (from [`IndexBody::plan_streamed`]) describes.
+    pub fn write_streamed(
+        &self,
+        plan: &envelope::Streamed,
+        w: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        envelope::write_streamed(plan, &Wire(self), w)
+    }
+
     /// Decodes and bounds every entry against its pack's length.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let mut entries = Vec::new();
@@ -269,11 +285,68 @@ mod tests {
         }
     }
 
+    /// A write that fails while an index object streams (a full disk) comes back
+    /// as that error, not as postcard's "buffer full".
+    #[test]
+    fn a_failed_write_is_returned_as_it_was() {
+        struct Fills(usize);
+        impl std::io::Write for Fills {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if self.0 < buf.len() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        "no space left on device",
+                    ));
+                }
+                self.0 -= buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let body = body_of(&vec![3; 5000], 17);
+        let plan = body.plan_streamed().unwrap();
+        for room in [0, 40, 70_000] {
+            let err = body
+                .write_streamed(&plan, &mut Fills(room))
+                .expect_err("the disk is full");
+            assert_eq!(err.kind(), std::io::ErrorKind::StorageFull, "{room}: {err}");
+            assert!(err.to_string().contains("no space left"), "{room}: {err}");
+        }
+    }
+
+    /// A body larger than the writer's buffer streams the same bytes too.
+    #[test]
+    fn a_large_index_streams_the_bytes_encode_builds() {
+        let body = body_of(&vec![3; 5000], 17);
+        let bytes = body.encode();
+        assert!(bytes.len() > 150_000);
+        let plan = body.plan_streamed().unwrap();
+        let mut written = Vec::new();
+        body.write_streamed(&plan, &mut written).unwrap();
+        assert!(written == bytes);
+        assert_eq!(plan.hash, *blake3::hash(&bytes).as_bytes());
+    }
+
     proptest! {
         #[test]
         fn round_trips(sizes in proptest::collection::vec(1usize..500, 0..30), shuffle in any::<u64>()) {
             let body = body_of(&sizes, shuffle);
             prop_assert_eq!(IndexBody::decode(&body.encode()).unwrap(), body);
+        }
+
+        /// Streamed, an index object is the bytes `encode` builds, under the same name.
+        #[test]
+        fn streamed_is_encoded(sizes in proptest::collection::vec(1usize..500, 0..300), shuffle in any::<u64>()) {
+            let body = body_of(&sizes, shuffle);
+            let bytes = body.encode();
+            let plan = body.plan_streamed().unwrap();
+            let mut written = Vec::new();
+            body.write_streamed(&plan, &mut written).unwrap();
+            prop_assert_eq!(&written, &bytes);
+            prop_assert_eq!(plan.len, bytes.len() as u64);
+            prop_assert_eq!(plan.hash, *blake3::hash(&bytes).as_bytes());
         }
 
         /// The hand-written entry reader takes what postcard takes, the same way, and
