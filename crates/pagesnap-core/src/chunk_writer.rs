@@ -213,7 +213,7 @@ impl ChunkWriter {
     /// `out` ([`slot_len`] bytes per chunk, in order). May run on many threads at once.
     ///
     /// Why slots in one buffer per block, reused: a `Vec` per compressed chunk
-    /// (zstd's worst-case capacity, twice the usual frame) was allocated on a
+    /// (each of zstd's worst-case capacity for the chunk) was allocated on a
     /// worker thread and freed on the accepting one, two allocations per new
     /// chunk of a first backup. Measured on 1 GiB: a little less time and RSS
     /// (3.6–4.3 s against 4.0–4.4 s, 102 MB against 105 MB).
