@@ -198,6 +198,10 @@ fn serialize_into<T: Serialize, W: std::io::Write + ?Sized>(
     impl<W: std::io::Write + ?Sized> Counted<'_, W> {
         fn keep(&mut self, e: std::io::Error) -> std::io::Error {
             let kind = e.kind();
+            // An interrupted write is tried again (by `write_all`), not a failure.
+            if kind == std::io::ErrorKind::Interrupted {
+                return e;
+            }
             self.failed.get_or_insert(e);
             std::io::Error::from(kind)
         }

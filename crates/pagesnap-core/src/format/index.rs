@@ -286,7 +286,7 @@ mod tests {
     }
 
     /// A write that fails while an index object streams (a full disk) comes back
-    /// as that error, not as postcard's "buffer full".
+    /// as that error, not as postcard's "buffer full"; an interrupted one is retried.
     #[test]
     fn a_failed_write_is_returned_as_it_was() {
         struct Fills(usize);
@@ -307,6 +307,25 @@ mod tests {
         }
         let body = body_of(&vec![3; 5000], 17);
         let plan = body.plan_streamed().unwrap();
+        // Interrupted writes (every other call) are tried again, not failures.
+        struct Interrupts(bool, Vec<u8>);
+        impl std::io::Write for Interrupts {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 = !self.0;
+                if self.0 {
+                    return Err(std::io::ErrorKind::Interrupted.into());
+                }
+                self.1.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = Interrupts(false, Vec::new());
+        body.write_streamed(&plan, &mut w)
+            .expect("interruptions are retried");
+        assert!(w.1 == body.encode());
         for room in [0, 40, 70_000] {
             let err = body
                 .write_streamed(&plan, &mut Fills(room))
