@@ -12,10 +12,14 @@
 #   first backup, empty store     vs  sqlite3 .backup && zstd -3
 #   restore --no-fsync to a file    vs zstd -d -c copy.db.zst > out.db (both through the page cache)
 #   restore (the default: durable)  vs the same + sync, and vs zstd -d alone
+#   restore --no-fsync              vs zstd -d + b3sum of its output (a reference
+#                                      that checks what it restored, as pagesnap does)
 # (the restores in alternating order: which tool goes first changes the other's time)
 # then the peak RSS of backup and restore of a BIG_MIB (default 2048) database, and
 # the backup time of a 64 MiB database with 10 and with 1,000 snapshots in the store.
-# Needs sqlite3, zstd and GNU time (apt install sqlite3 zstd time).
+# Needs sqlite3, zstd and GNU time (apt install sqlite3 zstd time); b3sum is taken
+# from PATH or installed into WORKDIR with `cargo install b3sum` (the row is left
+# out when neither works).
 set -euo pipefail
 
 SIZE=${1:-1024}
@@ -33,6 +37,10 @@ PS="$ROOT/target/release/pagesnap"
 MK="$ROOT/target/release/examples/makedb"
 mkdir -p "$WORK"
 cd "$WORK"
+B3=$(command -v b3sum || true)
+if [ -z "$B3" ] && cargo install --quiet --locked --root "$WORK/tools" b3sum >&2; then B3="$WORK/tools/bin/b3sum"; fi
+[ -n "$B3" ] || echo "# b3sum not found and not installable: the checking reference is left out" >&2
+export B3
 echo "# workdir $WORK; $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')" >&2
 
 # secs CMD...: wall seconds of one run (output discarded).
@@ -48,7 +56,7 @@ rm -f db.db db.db-wal db.db-shm   # a reused workdir: start from a new database
 warm db.db
 rm -rf store && "$PS" --store store init >/dev/null && "$PS" --store store backup db.db >/dev/null
 
-declare -a REF PCT UNCH FIRST FREF REST RREF SREST SREF
+declare -a REF PCT UNCH FIRST FREF REST RREF SREST SREF CREF
 for i in $(seq "$RUNS"); do
     echo "# run $i of $RUNS" >&2
     rm -f copy.db; REF+=("$(secs sqlite3 db.db ".backup copy.db")")
@@ -70,10 +78,12 @@ for i in $(seq "$RUNS"); do
     ps_nofsync() { rm -f out.db; sync; REST+=("$(secs "$PS" --store store restore latest -o out.db --no-fsync)"); }
     ref_sync() { rm -f out.db; sync; SREF+=("$(secs sh -c 'zstd -d -q -c copy.db.zst > out.db && sync out.db')"); }
     ps_sync() { rm -f out.db; sync; SREST+=("$(secs "$PS" --store store restore latest -o out.db)"); }
+    # zstd -d, then blake3 of what it wrote, as a restore checks the image it wrote.
+    ref_check() { [ -n "$B3" ] || return 0; rm -f out.db; sync; CREF+=("$(secs sh -c 'zstd -d -q -c copy.db.zst > out.db && "$B3" out.db')"); }
     if [ $((i % 2)) -eq 1 ]; then
-        ref_nofsync; ps_nofsync; ref_sync; ps_sync
+        ref_nofsync; ps_nofsync; ref_sync; ps_sync; ref_check
     else
-        ps_nofsync; ref_nofsync; ps_sync; ref_sync
+        ref_check; ps_nofsync; ref_nofsync; ps_sync; ref_sync
     fi
 done
 m() { printf '%s\n' "$@" | median; }
@@ -92,8 +102,12 @@ echo "| first backup, empty store | $first | $fref (\`.backup\` + \`zstd -3\`) |
 echo "| restore to a file, \`--no-fsync\` (through the page cache, as the reference) | $rest | $rref (\`zstd -d\`) | $(ratio "$rest" "$rref") | ≤ 1.0 |"
 echo "| restore to a file, the default (durable: writeback as it goes, fsync) | $srest | $sref (\`zstd -d\` + \`sync\`) | $(ratio "$srest" "$sref") | — |"
 echo "| the default (durable) against the non-durable reference | $srest | $rref (\`zstd -d\`) | $(ratio "$srest" "$rref") | — |"
+if [ -n "$B3" ]; then
+    cref=$(m "${CREF[@]}")
+    echo "| restore to a file, \`--no-fsync\`, against a reference that also checks what it restored | $rest | $cref (\`zstd -d\` + \`b3sum\` of the output) | $(ratio "$rest" "$cref") | — |"
+fi
 echo
-echo "Each run (s), in order: restore --no-fsync ${REST[*]}; zstd -d ${RREF[*]}; durable restore ${SREST[*]}; zstd -d + sync ${SREF[*]}"
+echo "Each run (s), in order: restore --no-fsync ${REST[*]}; zstd -d ${RREF[*]}; durable restore ${SREST[*]}; zstd -d + sync ${SREF[*]}${B3:+; zstd -d + b3sum ${CREF[*]}}"
 
 if [ "$BIG_MIB" -gt 0 ]; then
     rm -f big.db big.db-wal big.db-shm

@@ -482,6 +482,24 @@ fn s3_large_objects_go_in_parts() {
             .unwrap(),
         &data[9 << 20..(9 << 20) + 5]
     );
+    // A buffer given away is sent as it is (parts are slices of it) and kept:
+    // nothing comes back to reuse.
+    let back = b
+        .put_vec("packs/ab/given", data.clone(), PutMode::Overwrite)
+        .unwrap();
+    assert!(back.is_none());
+    assert_eq!(b.requests().pack_put, 12);
+    assert!(
+        b.get("packs/ab/given").unwrap() == data,
+        "the given object read back differs"
+    );
+    let small = data[..1000].to_vec();
+    assert!(b
+        .put_vec("maps/given", small.clone(), PutMode::Overwrite)
+        .unwrap()
+        .is_none());
+    assert_eq!(b.requests().put, 1);
+    assert_eq!(b.get("maps/given").unwrap(), small);
 }
 
 /// A Garage server of this test's own (the shared one must not be killed under

@@ -3,7 +3,8 @@
 //! packs; waiting for each fsync left both cores idle). A pack is handed over
 //! only when the writer is free (one pack is written while the next is built),
 //! and the writer gives each written pack's buffer back for the next one, so a
-//! backup holds two pack buffers at most.
+//! backup holds two pack buffers at most. (A backend that keeps the buffer, S3,
+//! gives nothing back: the next pack gets a new one.)
 
 use crate::backend::{Backend, PutMode};
 use crate::{Error, Result};
@@ -44,9 +45,11 @@ impl Uploader {
                 .name("pagesnap-packs".into())
                 .spawn(move || -> Result<()> {
                     for (key, bytes) in rx {
-                        backend.put(&key, &bytes, PutMode::Overwrite)?;
-                        if let Ok(mut f) = free.lock() {
-                            *f = Some(bytes);
+                        // Given away: S3 sends the buffer itself rather than a copy
+                        // (and keeps it), a local store hands it back.
+                        let back = backend.put_vec(&key, bytes, PutMode::Overwrite)?;
+                        if let (Some(b), Ok(mut f)) = (back, free.lock()) {
+                            *f = Some(b);
                         }
                     }
                     Ok(())

@@ -34,6 +34,14 @@ use std::sync::Mutex;
 
 /// Largest single read: nearby chunks of one pack are fetched together up to this size.
 const MAX_RUN: u64 = 1 << 20;
+/// Largest single read from a backend that serves several reads at once (S3):
+/// each request costs a round trip, so fewer, larger ones.
+const REMOTE_MAX_RUN: u64 = 2 << 20;
+/// Windows fetched at once from such a backend: with one window's reads in
+/// flight (two to four requests) a restore from S3 waited on round trips; 32 MiB
+/// of image at once keeps `Backend::parallel_reads` requests busy. Two such
+/// batches are held (one decoded while the next is fetched): at most ~64 MiB.
+const REMOTE_WINDOWS: usize = 6;
 /// Chunks of one pack at most this far apart are fetched in one read: reading the
 /// bytes between them costs less than another request (a syscall, or an S3 GET).
 const MAX_GAP: u64 = 64 << 10;
@@ -245,22 +253,62 @@ fn rebuild(
                 let first = w * per_window;
                 first..(first + per_window).min(chunks.len())
             };
-            // The next window's reads run while this one is decoded: done window
-            // by window, the core that finished its reads first waited for the
-            // other's, 256 times per GiB.
-            let mut next = (windows > 0).then(|| fetch_window(pass, range_of(0)));
-            for w in 0..windows {
+            // Windows are fetched in batches of `batch` (one window from a local
+            // store, several from a remote one) and built one by one.
+            let remote = image.backend.parallel_reads() > 1;
+            let batch = if remote { REMOTE_WINDOWS } else { 1 };
+            let batches = windows.div_ceil(batch);
+            let windows_of = |b: usize| b * batch..((b + 1) * batch).min(windows);
+            let span = |b: usize| {
+                let w = windows_of(b);
+                range_of(w.start).start..range_of(w.end - 1).end
+            };
+            // Builds batch `b` from its reads, sending each window to the writer;
+            // false when the writer gave up (its error is reported) or a window failed.
+            let build = |b: usize, fetched: Result<Fetched>| -> bool {
+                let fetched = match fetched {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return false;
+                    }
+                };
+                for w in windows_of(b) {
+                    let r = build_window(pass, range_of(w), &fetched);
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        return false;
+                    }
+                }
+                for f in fetched.bytes {
+                    pass.run_bufs.give(f);
+                }
+                true
+            };
+            // The next batch's reads run while this one is decoded: done window by
+            // window, the core that finished its reads first waited for the
+            // other's, 256 times per GiB. A remote batch is fetched by a thread of
+            // its own, whose requests wait on the network, not on the cores.
+            let mut next = (batches > 0).then(|| fetch_window(pass, span(0)));
+            for b in 0..batches {
                 let Some(fetched) = next.take() else {
                     return;
                 };
-                let (r, after) = rayon::join(
-                    || fetched.and_then(|f| build_window(pass, range_of(w), f)),
-                    || (w + 1 < windows).then(|| fetch_window(pass, range_of(w + 1))),
-                );
+                let fetch_next = || (b + 1 < batches).then(|| fetch_window(pass, span(b + 1)));
+                let (go_on, after) = if remote {
+                    std::thread::scope(|s| {
+                        let h = s.spawn(fetch_next);
+                        let go_on = build(b, fetched);
+                        let after = h
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        (go_on, after)
+                    })
+                } else {
+                    rayon::join(|| build(b, fetched), fetch_next)
+                };
                 next = after;
-                let failed = r.is_err();
-                // The writer gave up (its error is reported), or this window failed: stop.
-                if tx.send(r).is_err() || failed {
+                if !go_on {
                     return;
                 }
             }
@@ -348,14 +396,60 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
         ..
     } = pass.image;
     let runs = plan_reads(&pass.image, range)?;
-    let bytes = runs
-        .par_iter()
-        .map(|run| {
-            let mut buf = pass.run_bufs.take();
-            fetch(backend, packs, snap, run, &mut buf).map(|()| buf)
-        })
-        .collect::<Result<_>>()?;
+    let read = |run: &Run| {
+        let mut buf = pass.run_bufs.take();
+        fetch(backend, packs, snap, run, &mut buf).map(|()| buf)
+    };
+    let reads = backend.parallel_reads();
+    let bytes = if reads > 1 {
+        fetch_parallel(&runs, reads, read)?
+    } else {
+        runs.par_iter().map(read).collect::<Result<_>>()?
+    };
     Ok(Fetched { runs, bytes })
+}
+
+/// `read` of every run, at most `reads` at once, each on a thread of its own (they
+/// wait on the network; the cores decode meanwhile). In the runs' order.
+fn fetch_parallel(
+    runs: &[Run],
+    reads: usize,
+    read: impl Fn(&Run) -> Result<Vec<u8>> + Sync,
+) -> Result<Vec<Vec<u8>>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let mut got: Vec<(usize, Result<Vec<u8>>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..reads.min(runs.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let mut mine = Vec::new();
+                    // After a failure the rest is not fetched: the restore stops.
+                    while !failed.load(Relaxed) {
+                        let i = next.fetch_add(1, Relaxed);
+                        let Some(run) = runs.get(i) else { break };
+                        let r = read(run);
+                        failed.fetch_or(r.is_err(), Relaxed);
+                        mine.push((i, r));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    got.sort_unstable_by_key(|(i, _)| *i);
+    if got.len() != runs.len() {
+        // Stopped early: report the first failure.
+        for (_, r) in got {
+            r?;
+        }
+        return Err(Error::Internal("a read of the restore was skipped".into()));
+    }
+    got.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Rebuilds the image bytes of chunk positions `range` (which starts on a block
@@ -363,14 +457,18 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
 /// Each block is decoded and hashed by one task, while its bytes are still in the
 /// core's cache, and with [`Sink::At`] written at its offset by that task or by the
 /// one writing when it was done ([`Writes`]).
-fn build_window(pass: Pass<'_>, range: std::ops::Range<usize>, fetched: Fetched) -> Result<Window> {
+fn build_window(
+    pass: Pass<'_>,
+    range: std::ops::Range<usize>,
+    fetched: &Fetched,
+) -> Result<Window> {
     let Pass {
         image,
         check_ids,
         block_len,
         window_bufs,
-        run_bufs,
         write_at,
+        ..
     } = pass;
     let Image {
         packs, snap, pool, ..
@@ -383,11 +481,14 @@ fn build_window(pass: Pass<'_>, range: std::ops::Range<usize>, fetched: Fetched)
         runs,
         bytes: fetched,
     } = fetched;
-    // Where each stored position's bytes are: (run, item).
+    // Where each stored position's bytes are: (run, item). The reads may cover
+    // more windows than this one.
     let mut at: Vec<Option<(usize, usize)>> = vec![None; range.len()];
     for (r, run) in runs.iter().enumerate() {
         for (k, (pos, _, _)) in run.items.iter().enumerate() {
-            at[pos - range.start] = Some((r, k));
+            if range.contains(pos) {
+                at[pos - range.start] = Some((r, k));
+            }
         }
     }
     let decode = |slot: &mut [u8], place: &Option<(usize, usize)>| -> Result<()> {
@@ -455,9 +556,6 @@ fn build_window(pass: Pass<'_>, range: std::ops::Range<usize>, fetched: Fetched)
         }
         cvs
     };
-    for f in fetched {
-        run_bufs.give(f);
-    }
     cvs.map(|cvs| (buf, cvs))
 }
 
@@ -576,6 +674,11 @@ fn plan_reads(image: &Image<'_>, range: std::ops::Range<usize>) -> Result<Vec<Ru
         }
     }
     items.sort_unstable_by_key(|(_, _, loc)| (loc.pack, loc.entry.offset));
+    let max_run = if image.backend.parallel_reads() > 1 {
+        REMOTE_MAX_RUN
+    } else {
+        MAX_RUN
+    };
     let mut runs: Vec<Run> = Vec::new();
     for (i, id, loc) in items {
         let start = loc.entry.offset as u64;
@@ -585,7 +688,7 @@ fn plan_reads(image: &Image<'_>, range: std::ops::Range<usize>) -> Result<Vec<Ru
             Some(run)
                 if run.pack == loc.pack
                     && start <= run.end + MAX_GAP
-                    && end.max(run.end) - run.start <= MAX_RUN =>
+                    && end.max(run.end) - run.start <= max_run =>
             {
                 run.end = run.end.max(end);
                 run.items.push((i, id, loc));
@@ -718,8 +821,175 @@ pub(crate) fn to_path<T>(
 
 #[cfg(test)]
 mod tests {
-    use super::Writes;
+    use super::{fetch_parallel, Run, Writes};
+    use crate::backend::{Backend, LocalBackend, ObjectInfo, PutMode};
+    use crate::store::{BackupOptions, InitOptions};
+    use crate::{Error, Store};
     use rayon::prelude::*;
+    use std::ops::Range;
+    use std::sync::Arc;
+
+    /// Reads come back in the runs' order whichever thread did them; the first
+    /// failure (in run order) is the one reported.
+    #[test]
+    fn parallel_reads_keep_their_order_and_report_failures() {
+        let runs: Vec<Run> = (0..37u64)
+            .map(|i| Run {
+                pack: i as u32,
+                start: i * 10,
+                end: i * 10 + i,
+                items: Vec::new(),
+            })
+            .collect();
+        let read = |r: &Run| -> crate::Result<Vec<u8>> {
+            // Later runs answer sooner: completion order differs from run order.
+            std::thread::sleep(std::time::Duration::from_micros(40 * (37 - r.start / 10)));
+            Ok(vec![r.pack as u8; (r.end - r.start) as usize])
+        };
+        for reads in [1usize, 2, 8, 64] {
+            let got = fetch_parallel(&runs, reads, read).unwrap();
+            assert_eq!(got.len(), runs.len());
+            for (i, bytes) in got.iter().enumerate() {
+                assert_eq!(bytes, &vec![i as u8; i], "run {i} with {reads} reads");
+            }
+        }
+        let failing = |r: &Run| -> crate::Result<Vec<u8>> {
+            if r.pack % 10 == 7 {
+                return Err(Error::Internal(format!("read {} failed", r.pack)));
+            }
+            Ok(Vec::new())
+        };
+        let err = fetch_parallel(&runs, 4, failing).unwrap_err();
+        assert!(err.to_string().contains("failed"), "{err}");
+        assert!(fetch_parallel(&[], 8, failing).unwrap().is_empty());
+    }
+
+    /// A local directory that says it serves reads in parallel, as S3 does: the
+    /// restore takes its remote path (batches of windows, reads on threads of
+    /// their own).
+    struct AsRemote(LocalBackend, Option<String>);
+
+    impl Backend for AsRemote {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn put(&self, key: &str, data: &[u8], mode: PutMode) -> crate::backend::Result<()> {
+            self.0.put(key, data, mode)
+        }
+        fn get(&self, key: &str) -> crate::backend::Result<Vec<u8>> {
+            self.0.get(key)
+        }
+        fn get_range(&self, key: &str, range: Range<u64>) -> crate::backend::Result<Vec<u8>> {
+            if self.1.as_deref() == Some(key) {
+                // A read that fails on the way (a dropped connection).
+                return Err(crate::backend::BackendError::Io {
+                    location: self.location(),
+                    op: "get",
+                    key: key.to_string(),
+                    source: std::io::Error::other("connection reset"),
+                });
+            }
+            self.0.get_range(key, range)
+        }
+        fn size(&self, key: &str) -> crate::backend::Result<Option<u64>> {
+            self.0.size(key)
+        }
+        fn list(&self, prefix: &str) -> crate::backend::Result<Vec<ObjectInfo>> {
+            self.0.list(prefix)
+        }
+        fn delete(&self, key: &str) -> crate::backend::Result<()> {
+            self.0.delete(key)
+        }
+        fn parallel_reads(&self) -> usize {
+            8
+        }
+    }
+
+    /// Snapshots of a database several remote batches long (24 MiB each), whose
+    /// later snapshots take chunks from several packs, restore through the
+    /// remote path to the bytes the local path gives, hash-checked and sound; a
+    /// lost pack fails the restore and leaves no output.
+    #[test]
+    fn remote_batches_restore_what_local_reads_do() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("app.db");
+        let store_dir = dir.path().join("store");
+        let local = Store::init(&store_dir, &InitOptions::default())?;
+        let conn = rusqlite::Connection::open(&db)?;
+        conn.execute_batch(
+            "PRAGMA page_size=4096; CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB);
+             INSERT INTO t(v) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 15000)
+               SELECT randomblob(2000) || zeroblob(2000) FROM n;",
+        )?;
+        local.backup_path(&db, &BackupOptions::default())?;
+        for m in [7, 3] {
+            conn.execute(
+                &format!("UPDATE t SET v = randomblob(3000) WHERE k % {m} = 0"),
+                [],
+            )?;
+            local.backup_path(&db, &BackupOptions::default())?;
+        }
+        let remote = Store::open_backend(Arc::new(AsRemote(LocalBackend::new(&store_dir), None)))?;
+        let snaps = remote.snapshots()?;
+        assert_eq!(snaps.len(), 3);
+        assert!(
+            snaps[0].manifest.image_len > 50 << 20,
+            "more than two batches"
+        );
+        for (i, snap) in snaps.iter().enumerate() {
+            let (a, b) = (
+                dir.path().join(format!("l{i}.db")),
+                dir.path().join(format!("r{i}.db")),
+            );
+            local.restore_to_path(snap, &a, false)?;
+            let report = remote.restore_to_path(snap, &b, false)?;
+            assert_eq!(report.image_hash, snap.manifest.image_hash);
+            let bytes = std::fs::read(&b)?;
+            assert_eq!(blake3::hash(&bytes).as_bytes(), &snap.manifest.image_hash);
+            assert!(
+                std::fs::read(&a)? == bytes,
+                "snapshot {i}: remote and local restores differ"
+            );
+            let check: String =
+                rusqlite::Connection::open(&b)?
+                    .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+            assert_eq!(check, "ok");
+        }
+        // The first backup's pack (the largest), which every snapshot reads:
+        // a read of it failing, or its loss, fails the restore by name and leaves
+        // no output.
+        let mut packs = remote.backend().list("packs/")?;
+        packs.sort_by_key(|o| std::cmp::Reverse(o.size));
+        let key = packs[0].key.clone();
+        let open = |fail: Option<String>| {
+            Store::open_backend(Arc::new(AsRemote(LocalBackend::new(&store_dir), fail)))
+        };
+        let out = dir.path().join("failed.db");
+        let err = open(Some(key.clone()))?
+            .restore_to_path(&snaps[2], &out, false)
+            .expect_err("a read fails");
+        assert!(
+            err.to_string().contains(&key) && err.to_string().contains("connection reset"),
+            "{err}"
+        );
+        assert!(!out.exists());
+        remote.backend().delete(&key)?;
+        let err = open(None)?
+            .restore_to_path(&snaps[2], &out, false)
+            .expect_err("a pack is gone");
+        assert!(err.to_string().contains(&key), "{err}");
+        assert!(!out.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())?
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".pagesnap-restore")
+            })
+            .collect();
+        assert!(leftovers.is_empty());
+        Ok(())
+    }
 
     /// Blocks written from every core through the queue all land at their offsets,
     /// whichever task writes them.

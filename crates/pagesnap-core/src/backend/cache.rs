@@ -138,6 +138,9 @@ impl CachedBackend {
 }
 
 impl Backend for CachedBackend {
+    fn parallel_reads(&self) -> usize {
+        self.inner.parallel_reads()
+    }
     fn location(&self) -> String {
         self.inner.location()
     }
@@ -147,6 +150,23 @@ impl Backend for CachedBackend {
         // Written through: the next backup finds its own index and map locally.
         self.keep(key, data);
         Ok(())
+    }
+
+    fn put_vec(&self, key: &str, data: Vec<u8>, mode: PutMode) -> Result<Option<Vec<u8>>> {
+        if self.file(key).is_none() {
+            // Not cached (packs): straight through, without a copy.
+            return self.inner.put_vec(key, data, mode);
+        }
+        // The store may take the buffer, so the copy is kept first, and dropped
+        // again when the put fails. A copy left by a crash in between is
+        // harmless: it is the object its name says, and the store's listings,
+        // not the cache, decide what exists (`trim` drops it at the next listing).
+        self.keep(key, &data);
+        self.inner.put_vec(key, data, mode).inspect_err(|_| {
+            if let Some((path, _)) = self.file(key) {
+                let _ = std::fs::remove_file(path);
+            }
+        })
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -233,6 +253,44 @@ mod tests {
         assert!(c.dir().join(&key).exists());
         c.delete(&key).unwrap();
         assert!(!c.dir().join(&key).exists());
+    }
+
+    /// A buffer given away is stored, kept in the cache when it is metadata, and
+    /// handed back by a local store; a pack is not cached.
+    #[test]
+    fn given_buffers_are_stored_cached_and_handed_back() {
+        let (_d, inner, c) = setup();
+        let data = b"index bytes given away".to_vec();
+        let key = layout::index(&Id::of_object(&data));
+        let back = c.put_vec(&key, data.clone(), PutMode::Overwrite).unwrap();
+        assert_eq!(back.as_deref(), Some(&data[..]));
+        assert_eq!(inner.get(&key).unwrap(), data);
+        assert_eq!(std::fs::read(c.dir().join(&key)).unwrap(), data);
+        let pack = b"pack bytes".to_vec();
+        let pkey = layout::pack(&Id::of_object(&pack));
+        assert_eq!(
+            c.put_vec(&pkey, pack.clone(), PutMode::Overwrite).unwrap(),
+            Some(pack.clone())
+        );
+        assert_eq!(inner.get(&pkey).unwrap(), pack);
+        assert!(!c.dir().join(&pkey).exists());
+    }
+
+    /// The copy kept before the store took the buffer goes again when the store
+    /// refuses it: the cache never has an object a failed put did not store.
+    #[test]
+    fn a_failed_given_put_leaves_no_cached_copy() {
+        use crate::backend::{Fault, FaultyBackend};
+        let d = tempfile::tempdir().unwrap();
+        let local: Arc<dyn Backend> = Arc::new(LocalBackend::new(d.path().join("store")));
+        let full: Arc<dyn Backend> = Arc::new(FaultyBackend::new(local.clone(), 0, Fault::NoSpace));
+        let c = CachedBackend::new(full, d.path().join("cache"));
+        let data = b"map bytes that do not fit".to_vec();
+        let key = layout::map(&Id::of_object(&data));
+        let err = c.put_vec(&key, data, PutMode::Overwrite).unwrap_err();
+        assert!(err.is_storage_full(), "{err}");
+        assert!(!c.dir().join(&key).exists());
+        assert_eq!(local.size(&key).unwrap(), None);
     }
 
     #[test]

@@ -58,12 +58,19 @@ impl FaultyBackend {
 }
 
 impl Backend for FaultyBackend {
+    fn parallel_reads(&self) -> usize {
+        self.inner.parallel_reads()
+    }
     fn location(&self) -> String {
         self.inner.location()
     }
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
         self.spend(key)?;
         self.inner.put(key, data, mode)
+    }
+    fn put_vec(&self, key: &str, data: Vec<u8>, mode: PutMode) -> Result<Option<Vec<u8>>> {
+        self.spend(key)?;
+        self.inner.put_vec(key, data, mode)
     }
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         self.inner.get(key)
