@@ -9,6 +9,9 @@
 //! calling thread writes the windows in order ([`Sink::Stream`]), or each block
 //! task writes its block at its offset in the file ([`Sink::At`]). At most
 //! [`IN_FLIGHT`] windows wait, so memory stays bounded whatever the image size.
+//! From a remote store (S3) the reads of [`REMOTE_WINDOWS`] windows are fetched
+//! at once, [`Backend::parallel_reads`] of them in flight on threads of their
+//! own, while the previous batch is decoded.
 //!
 //! Chunk ids are not recomputed on the way: the image hash covers every byte, and
 //! hashing each chunk again cost as much as the rest of the restore. When the image

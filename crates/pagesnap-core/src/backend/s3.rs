@@ -26,8 +26,9 @@ pub const MULTIPART_THRESHOLD: usize = 24 << 20;
 pub const MULTIPART_PART: usize = 8 << 20;
 /// Parts uploaded at once.
 const MULTIPART_CONCURRENCY: usize = 2;
-/// Ranged GETs a restore keeps in flight. One at a time, a restore of 2 GiB
-/// from a local Garage took 23–31 s waiting on round trips; with 8, see S3.md.
+/// Ranged GETs a restore keeps in flight. Two to four at a time, a restore of
+/// 2 GiB from a local Garage took 31–63 s waiting on round trips; with 8, 5.3 s
+/// (docs/S3.md, "Restores from S3").
 const PARALLEL_READS: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 use std::ops::Range;
