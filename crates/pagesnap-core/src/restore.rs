@@ -132,6 +132,10 @@ struct Pass<'a> {
     run_bufs: &'a Buffers,
     /// Set when blocks are written where they belong as soon as they are built.
     write_at: Option<&'a File>,
+    /// Reads worth having in flight at once (`Backend::parallel_reads`): more
+    /// than one for a remote store, whose reads are batched and run on threads
+    /// of their own.
+    reads: usize,
 }
 
 /// Buffers handed back for reuse. Fresh multi-megabyte buffers cost page faults
@@ -251,6 +255,7 @@ fn rebuild(
                 Sink::At { file, .. } => Some(*file),
                 Sink::Stream(_) => None,
             },
+            reads: image.backend.parallel_reads(),
         };
         s.spawn(move || {
             let range_of = |w: usize| {
@@ -259,7 +264,7 @@ fn rebuild(
             };
             // Windows are fetched in batches of `batch` (one window from a local
             // store, several from a remote one) and built one by one.
-            let remote = image.backend.parallel_reads() > 1;
+            let remote = pass.reads > 1;
             let batch = if remote { REMOTE_WINDOWS } else { 1 };
             let batches = windows.div_ceil(batch);
             let windows_of = |b: usize| b * batch..((b + 1) * batch).min(windows);
@@ -399,14 +404,18 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
         snap,
         ..
     } = pass.image;
-    let runs = plan_reads(&pass.image, range)?;
+    let max_run = if pass.reads > 1 {
+        REMOTE_MAX_RUN
+    } else {
+        MAX_RUN
+    };
+    let runs = plan_reads(&pass.image, range, max_run)?;
     let read = |run: &Run| {
         let mut buf = pass.run_bufs.take();
         fetch(backend, packs, snap, run, &mut buf).map(|()| buf)
     };
-    let reads = backend.parallel_reads();
-    let bytes = if reads > 1 {
-        fetch_parallel(&runs, reads, read)?
+    let bytes = if pass.reads > 1 {
+        fetch_parallel(&runs, pass.reads, read)?
     } else {
         runs.par_iter().map(read).collect::<Result<_>>()?
     };
@@ -446,14 +455,12 @@ fn fetch_parallel(
             .collect()
     });
     got.sort_unstable_by_key(|(i, _)| *i);
-    if got.len() != runs.len() {
-        // Stopped early: report the first failure.
-        for (_, r) in got {
-            r?;
-        }
+    // The first failure in run order, if any (after one, the rest was not read).
+    let bytes: Vec<Vec<u8>> = got.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
+    if bytes.len() != runs.len() {
         return Err(Error::Internal("a read of the restore was skipped".into()));
     }
-    got.into_iter().map(|(_, r)| r).collect()
+    Ok(bytes)
 }
 
 /// Rebuilds the image bytes of chunk positions `range` (which starts on a block
@@ -660,11 +667,12 @@ fn fetch(
 }
 
 /// The reads that fetch every stored chunk of positions `range`: the chunks grouped
-/// by pack and sorted by offset, neighbours at most [`MAX_GAP`] apart read together.
+/// by pack and sorted by offset, neighbours at most [`MAX_GAP`] apart read together,
+/// in reads of at most `max_run` bytes.
 /// An image that changed since its first backup has its chunks interleaved from
 /// several packs; read run by run, a 1 GiB restore made 25,000 reads (each an open,
 /// a seek and a close) where by pack it makes one or a few per window.
-fn plan_reads(image: &Image<'_>, range: std::ops::Range<usize>) -> Result<Vec<Run>> {
+fn plan_reads(image: &Image<'_>, range: std::ops::Range<usize>, max_run: u64) -> Result<Vec<Run>> {
     let (snap, chunks, locs) = (image.snap, image.chunks, image.locs);
     let mut items = Vec::with_capacity(range.len());
     for i in range {
@@ -678,11 +686,6 @@ fn plan_reads(image: &Image<'_>, range: std::ops::Range<usize>) -> Result<Vec<Ru
         }
     }
     items.sort_unstable_by_key(|(_, _, loc)| (loc.pack, loc.entry.offset));
-    let max_run = if image.backend.parallel_reads() > 1 {
-        REMOTE_MAX_RUN
-    } else {
-        MAX_RUN
-    };
     let mut runs: Vec<Run> = Vec::new();
     for (i, id, loc) in items {
         let start = loc.entry.offset as u64;

@@ -153,19 +153,17 @@ impl Backend for CachedBackend {
     }
 
     fn put_vec(&self, key: &str, data: Vec<u8>, mode: PutMode) -> Result<Option<Vec<u8>>> {
-        if self.file(key).is_none() {
+        let Some((path, _)) = self.file(key) else {
             // Not cached (packs): straight through, without a copy.
             return self.inner.put_vec(key, data, mode);
-        }
+        };
         // The store may take the buffer, so the copy is kept first, and dropped
         // again when the put fails. A copy left by a crash in between is
         // harmless: it is the object its name says, and the store's listings,
         // not the cache, decide what exists (`trim` drops it at the next listing).
         self.keep(key, &data);
         self.inner.put_vec(key, data, mode).inspect_err(|_| {
-            if let Some((path, _)) = self.file(key) {
-                let _ = std::fs::remove_file(path);
-            }
+            let _ = std::fs::remove_file(&path);
         })
     }
 
