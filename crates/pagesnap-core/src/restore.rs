@@ -18,7 +18,7 @@
 //! hash does not match, a second pass checks each chunk against its id to name the
 //! damaged one (and its pack) in the error.
 
-use crate::backend::{Backend, BackendError, ObjectBytes};
+use crate::backend::{Backend, BackendError};
 use crate::capture::tree_hash::{block_cv, root_from_blocks};
 use crate::chunk_index::{ChunkIndex, Location, PackTable};
 use crate::codec::{self, Decoders};
@@ -290,9 +290,7 @@ fn rebuild(
                     }
                 }
                 for f in fetched.bytes {
-                    if let ObjectBytes::Owned(buf) = f {
-                        pass.run_bufs.give(buf);
-                    }
+                    pass.run_bufs.give(f);
                 }
                 true
             };
@@ -395,9 +393,7 @@ fn load_dicts(
 /// A window's reads, done: each run and its bytes.
 struct Fetched {
     runs: Vec<Run>,
-    /// Mapped from a local pack (read where the page cache holds them), or read
-    /// into buffers that are reused once the runs are decoded.
-    bytes: Vec<ObjectBytes>,
+    bytes: Vec<Vec<u8>>,
 }
 
 /// Plans the reads of positions `range` and does them, on every core.
@@ -414,7 +410,10 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
         MAX_RUN
     };
     let runs = plan_reads(&pass.image, range, max_run)?;
-    let read = |run: &Run| fetch(backend, packs, snap, run, pass.run_bufs);
+    let read = |run: &Run| {
+        let mut buf = pass.run_bufs.take();
+        fetch(backend, packs, snap, run, &mut buf).map(|()| buf)
+    };
     let bytes = if pass.reads > 1 {
         fetch_parallel(&runs, pass.reads, read)?
     } else {
@@ -428,11 +427,11 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
 fn fetch_parallel(
     runs: &[Run],
     reads: usize,
-    read: impl Fn(&Run) -> Result<ObjectBytes> + Sync,
-) -> Result<Vec<ObjectBytes>> {
+    read: impl Fn(&Run) -> Result<Vec<u8>> + Sync,
+) -> Result<Vec<Vec<u8>>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
-    let mut got: Vec<(usize, Result<ObjectBytes>)> = std::thread::scope(|s| {
+    let mut got: Vec<(usize, Result<Vec<u8>>)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..reads.min(runs.len()))
             .map(|_| {
                 s.spawn(|| {
@@ -457,7 +456,7 @@ fn fetch_parallel(
     });
     got.sort_unstable_by_key(|(i, _)| *i);
     // The first failure in run order, if any (after one, the rest was not read).
-    let bytes: Vec<ObjectBytes> = got.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
+    let bytes: Vec<Vec<u8>> = got.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
     if bytes.len() != runs.len() {
         return Err(Error::Internal("a read of the restore was skipped".into()));
     }
@@ -641,40 +640,30 @@ fn output_err(source: std::io::Error) -> Error {
     }
 }
 
-/// A run's bytes from its pack: mapped if the backend can, else read into a
-/// buffer from `bufs`.
+/// Reads a run's bytes from its pack.
 fn fetch(
     backend: &dyn Backend,
     packs: &PackTable,
     snap: &Snapshot,
     run: &Run,
-    bufs: &Buffers,
-) -> Result<ObjectBytes> {
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     let key = layout::pack(&packs.id(run.pack));
-    let range = run.start..run.end;
-    let got = match backend.get_range_mapped(&key, range.clone()) {
-        Ok(Some(map)) => Ok(ObjectBytes::Mapped(map)),
-        Ok(None) => {
-            let mut buf = bufs.take();
-            backend
-                .get_range_into(&key, range, &mut buf)
-                .map(|()| ObjectBytes::Owned(buf))
-        }
-        Err(e) => Err(e),
-    };
-    got.map_err(|e| match e {
-        BackendError::NotFound { .. } => Error::PackMissing {
-            snapshot: snap.id,
-            chunk: run.items[0].1,
-            pack: key.clone(),
-        },
-        other => Error::ChunkDamaged {
-            snapshot: Some(snap.id),
-            chunk: run.items[0].1,
-            object: key.clone(),
-            detail: other.to_string(),
-        },
-    })
+    backend
+        .get_range_into(&key, run.start..run.end, buf)
+        .map_err(|e| match e {
+            BackendError::NotFound { .. } => Error::PackMissing {
+                snapshot: snap.id,
+                chunk: run.items[0].1,
+                pack: key.clone(),
+            },
+            other => Error::ChunkDamaged {
+                snapshot: Some(snap.id),
+                chunk: run.items[0].1,
+                object: key.clone(),
+                detail: other.to_string(),
+            },
+        })
 }
 
 /// The reads that fetch every stored chunk of positions `range`: the chunks grouped
@@ -839,7 +828,7 @@ pub(crate) fn to_path<T>(
 
 #[cfg(test)]
 mod tests {
-    use super::{fetch_parallel, ObjectBytes, Run, Writes};
+    use super::{fetch_parallel, Run, Writes};
     use crate::backend::{Backend, LocalBackend, ObjectInfo, PutMode};
     use crate::store::{BackupOptions, InitOptions};
     use crate::{Error, Store};
@@ -859,37 +848,28 @@ mod tests {
                 items: Vec::new(),
             })
             .collect();
-        let read = |r: &Run| -> crate::Result<ObjectBytes> {
+        let read = |r: &Run| -> crate::Result<Vec<u8>> {
             // Later runs answer sooner: completion order differs from run order.
             std::thread::sleep(std::time::Duration::from_micros(40 * (37 - r.start / 10)));
-            Ok(ObjectBytes::Owned(vec![
-                r.pack as u8;
-                (r.end - r.start) as usize
-            ]))
+            Ok(vec![r.pack as u8; (r.end - r.start) as usize])
         };
         for reads in [1usize, 2, 8, 64] {
             let got = fetch_parallel(&runs, reads, read).unwrap();
             assert_eq!(got.len(), runs.len());
             for (i, bytes) in got.iter().enumerate() {
-                assert_eq!(
-                    &bytes[..],
-                    &vec![i as u8; i][..],
-                    "run {i} with {reads} reads"
-                );
+                assert_eq!(bytes, &vec![i as u8; i], "run {i} with {reads} reads");
             }
         }
-        let failing = |r: &Run| -> crate::Result<ObjectBytes> {
+        let failing = |r: &Run| -> crate::Result<Vec<u8>> {
             if r.pack % 10 == 7 {
                 return Err(Error::Internal(format!("read {} failed", r.pack)));
             }
-            Ok(ObjectBytes::Owned(Vec::new()))
+            Ok(Vec::new())
         };
         // Reads are taken in run order and each taken read finishes, so run 7's
         // failure is there whichever failed first.
         for reads in [1usize, 4, 64] {
-            let Err(err) = fetch_parallel(&runs, reads, failing) else {
-                panic!("run 7's read failed, yet fetch_parallel succeeded");
-            };
+            let err = fetch_parallel(&runs, reads, failing).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 Error::Internal("read 7 failed".into()).to_string()

@@ -1,6 +1,6 @@
 //! The store API: init/open a store, back up, list, select and restore snapshots.
 
-use crate::backend::{Backend, BackendError, LocalBackend, ObjectBytes, PutMode};
+use crate::backend::{Backend, BackendError, LocalBackend, PutMode};
 use crate::capture::{self, open_source};
 use crate::chunk_index::ChunkIndex;
 use crate::chunk_writer::NewChunks;
@@ -305,8 +305,8 @@ impl Store {
     }
 
     /// Reads a content-addressed object and checks it against its name.
-    pub(crate) fn get_verified(&self, key: &str, id: &Id) -> Result<ObjectBytes> {
-        let bytes = self.backend.get_bytes(key)?;
+    pub(crate) fn get_verified(&self, key: &str, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.backend.get(key)?;
         if Id::of_object(&bytes) != *id {
             return Err(self.format_err(key)(FormatError::Invalid(
                 "content does not match its name (object is damaged)".into(),
@@ -409,7 +409,7 @@ impl Store {
         // Objects are read and checked against their names on every core, a batch
         // at a time (memory stays bounded), then decoded into the index in order.
         for batch in objects.chunks(64) {
-            let fetched: Vec<Result<ObjectBytes>> = batch
+            let fetched: Vec<Result<Vec<u8>>> = batch
                 .par_iter()
                 .map(|(id, key)| self.get_verified(key, id))
                 .collect();

@@ -3,7 +3,7 @@
 //! a crash leaves either the whole object or none (plus, at worst, a temporary
 //! file whose name starts with `.tmp-`, which `list` never reports).
 
-use super::{Backend, BackendError, Mapped, ObjectInfo, PutMode, Result};
+use super::{Backend, BackendError, ObjectInfo, PutMode, Result};
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
@@ -11,11 +11,6 @@ use std::path::{Path, PathBuf};
 
 /// Prefix of temporary files; never a valid key component.
 pub const TEMP_PREFIX: &str = ".tmp-";
-
-/// Whole objects at least this large are mapped by `get_bytes` rather than read
-/// (index objects of large backups, 10 MB per GiB of database): below it, the
-/// `mmap` and `munmap` calls cost more than the copy they save.
-const MAP_AT_LEAST: u64 = 1 << 20;
 
 pub struct LocalBackend {
     root: PathBuf,
@@ -54,22 +49,6 @@ impl LocalBackend {
             ));
         }
         Ok(())
-    }
-
-    /// Opens object `key` to read `range` of it, which must lie inside it.
-    fn open_range(&self, key: &str, range: &Range<u64>) -> Result<File> {
-        let f = File::open(self.path(key)?).map_err(|e| self.io("open", key, e))?;
-        let len = f.metadata().map_err(|e| self.io("stat", key, e))?.len();
-        if range.start > range.end || range.end > len {
-            return Err(BackendError::Range {
-                location: self.location(),
-                key: key.to_string(),
-                len,
-                start: range.start,
-                end: range.end,
-            });
-        }
-        Ok(f)
     }
 
     fn io(&self, op: &'static str, key: &str, source: std::io::Error) -> BackendError {
@@ -217,7 +196,17 @@ impl Backend for LocalBackend {
     }
 
     fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
-        let mut f = self.open_range(key, &range)?;
+        let mut f = File::open(self.path(key)?).map_err(|e| self.io("open", key, e))?;
+        let len = f.metadata().map_err(|e| self.io("stat", key, e))?.len();
+        if range.start > range.end || range.end > len {
+            return Err(BackendError::Range {
+                location: self.location(),
+                key: key.to_string(),
+                len,
+                start: range.start,
+                end: range.end,
+            });
+        }
         f.seek(SeekFrom::Start(range.start))
             .map_err(|e| self.io("seek", key, e))?;
         let want = (range.end - range.start) as usize;
@@ -239,21 +228,6 @@ impl Backend for LocalBackend {
             ));
         }
         Ok(())
-    }
-
-    /// Objects of at least [`MAP_AT_LEAST`] bytes; smaller ones are cheaper read.
-    fn get_mapped(&self, key: &str) -> Result<Option<Mapped>> {
-        let f = File::open(self.path(key)?).map_err(|e| self.io("open", key, e))?;
-        let len = f.metadata().map_err(|e| self.io("stat", key, e))?.len();
-        if len < MAP_AT_LEAST {
-            return Ok(None);
-        }
-        Mapped::of(&f, 0..len).map_err(|e| self.io("read", key, e))
-    }
-
-    fn get_range_mapped(&self, key: &str, range: Range<u64>) -> Result<Option<Mapped>> {
-        let f = self.open_range(key, &range)?;
-        Mapped::of(&f, range).map_err(|e| self.io("read", key, e))
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>> {
@@ -360,80 +334,6 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::ObjectBytes;
-
-    /// A mapped range is the bytes `get_range` reads; a range the object does not
-    /// have and a missing object are the same errors as for a read.
-    #[test]
-    fn mapped_ranges_read_what_reads_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
-        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
-        b.put("packs/ab/x", &data, PutMode::Create).unwrap();
-        for range in [0..70_000, 4095..4096, 5000..65_537, 69_999..70_000] {
-            let m = b
-                .get_range_mapped("packs/ab/x", range.clone())
-                .unwrap()
-                .unwrap();
-            assert_eq!(
-                &m[..],
-                &b.get_range("packs/ab/x", range.clone()).unwrap()[..]
-            );
-            assert_eq!(&m[..], &data[range.start as usize..range.end as usize]);
-        }
-        let past = b
-            .get_range_mapped("packs/ab/x", 60_000..70_001)
-            .err()
-            .unwrap();
-        assert!(
-            matches!(
-                past,
-                BackendError::Range {
-                    len: 70_000,
-                    end: 70_001,
-                    ..
-                }
-            ),
-            "{past}"
-        );
-        let missing = b.get_range_mapped("packs/ab/y", 0..1).err().unwrap();
-        assert!(
-            matches!(missing, BackendError::NotFound { .. }),
-            "{missing}"
-        );
-        assert!(b.get_range_mapped("../x", 0..1).is_err());
-    }
-
-    /// `get_bytes` maps objects of at least `MAP_AT_LEAST` bytes and reads smaller
-    /// ones; both give the object's bytes.
-    #[test]
-    fn large_objects_are_mapped_small_ones_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
-        for len in [
-            0,
-            10,
-            MAP_AT_LEAST as usize - 1,
-            MAP_AT_LEAST as usize + 4097,
-        ] {
-            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
-            let key = format!("index/{len}");
-            b.put(&key, &data, PutMode::Create).unwrap();
-            let got = b.get_bytes(&key).unwrap();
-            assert_eq!(&got[..], &data[..], "{len} bytes");
-            let mapped = matches!(got, ObjectBytes::Mapped(_));
-            assert_eq!(
-                mapped,
-                len as u64 >= MAP_AT_LEAST,
-                "{len} bytes mapped: {mapped}"
-            );
-        }
-        let missing = b.get_bytes("index/none").err().unwrap();
-        assert!(
-            matches!(missing, BackendError::NotFound { .. }),
-            "{missing}"
-        );
-    }
 
     #[test]
     fn old_lock_temporaries_are_cleaned_young_ones_kept() {

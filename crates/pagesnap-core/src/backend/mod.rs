@@ -5,13 +5,11 @@
 mod cache;
 mod fault;
 mod local;
-mod mapped;
 mod s3;
 
 pub use cache::CachedBackend;
 pub use fault::{Fault, FaultyBackend};
 pub use local::LocalBackend;
-pub use mapped::{Mapped, ObjectBytes};
 pub use s3::{S3Backend, S3Settings, S3Url};
 use std::ops::Range;
 
@@ -155,26 +153,6 @@ pub trait Backend: Send + Sync {
     fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
         *buf = self.get_range(key, range)?;
         Ok(())
-    }
-    /// The whole object mapped into memory (see `get_range_mapped`); `None` (the
-    /// default) when the backend cannot map it.
-    fn get_mapped(&self, _key: &str) -> Result<Option<Mapped>> {
-        Ok(None)
-    }
-    /// The whole object, mapped where the backend can (no copy, and no fresh
-    /// memory to fault in: reading a 10 MB index object into a new buffer was
-    /// 10-15 ms of a restore's start), else read.
-    fn get_bytes(&self, key: &str) -> Result<ObjectBytes> {
-        match self.get_mapped(key)? {
-            Some(map) => Ok(ObjectBytes::Mapped(map)),
-            None => self.get(key).map(ObjectBytes::Owned),
-        }
-    }
-    /// `range` of an object mapped into memory, read where the system holds it
-    /// rather than copied into a buffer; the range must lie inside the object.
-    /// `None` (the default) when the backend cannot map it: use `get_range_into`.
-    fn get_range_mapped(&self, _key: &str, _range: Range<u64>) -> Result<Option<Mapped>> {
-        Ok(None)
     }
     /// Size of an object, or `None` if it does not exist.
     fn size(&self, key: &str) -> Result<Option<u64>>;
