@@ -36,6 +36,8 @@ pub mod repair;
 mod restore;
 mod restore_plan;
 pub mod retention;
+#[cfg(test)]
+mod scale_tests;
 pub mod select;
 pub mod stats;
 mod store;

@@ -1,0 +1,131 @@
+//! What the chunk index costs a backup as a store grows to millions of chunks
+//! (ignored by default: it writes ~40 bytes of index per chunk and takes a while).
+//!
+//! ```sh
+//! PAGESNAP_SCALE_CHUNKS=10000000 cargo test --release -p pagesnap-core --lib \
+//!     index_at_scale -- --ignored --nocapture
+//! ```
+//!
+//! The store is synthetic: index objects of 100,000 random chunk ids each, as a
+//! backup of ~400 MiB would write, pointing into sparse pack files of the recorded
+//! length (the index load only checks that each pack exists with that length).
+//! Then a 16 MiB database is backed up twice into it, the second time after a 1%
+//! change, and the figures printed are the second backup's.
+
+use crate::format::index::{IndexBody, IndexEntry, PackRef};
+use crate::format::pack::{Codec, PackEntry, FOOTER_LEN, HEADER_LEN};
+use crate::store::{put_index, BackupOptions, InitOptions};
+use crate::types::Id;
+use crate::{layout, Store};
+
+const PER_OBJECT: usize = 100_000;
+const PER_PACK: usize = 8_000;
+const STORED: u32 = 2_000;
+
+fn peak_rss_mb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field("VmHWM:") / 1024
+}
+
+/// Adds `n` synthetic chunks to `store`, `PER_OBJECT` per index object.
+fn add_chunks(store: &Store, dir: &std::path::Path, n: usize, seed: &mut u64) {
+    let mut next = || {
+        // xorshift64*: uniform ids, like blake3's, at a fraction of the cost.
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut left = n;
+    while left > 0 {
+        let count = left.min(PER_OBJECT);
+        left -= count;
+        let mut body = IndexBody::default();
+        for i in 0..count {
+            let in_pack = i % PER_PACK;
+            if in_pack == 0 {
+                let mut id = [0u8; 32];
+                for c in id.chunks_mut(8) {
+                    c.copy_from_slice(&next().to_le_bytes());
+                }
+                let chunks = PER_PACK.min(count - i);
+                let len = (HEADER_LEN + FOOTER_LEN) as u64 + chunks as u64 * (STORED as u64 + 48);
+                let path = dir.join(layout::pack(&Id(id)));
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::File::create(&path).unwrap().set_len(len).unwrap();
+                body.packs.push(PackRef {
+                    id: Id(id),
+                    len,
+                    dict: None,
+                });
+            }
+            let mut id = [0u8; 32];
+            for c in id.chunks_mut(8) {
+                c.copy_from_slice(&next().to_le_bytes());
+            }
+            body.entries.push(IndexEntry {
+                pack: body.packs.len() as u32 - 1,
+                entry: PackEntry {
+                    id: Id(id),
+                    offset: HEADER_LEN as u32 + in_pack as u32 * STORED,
+                    stored_len: STORED,
+                    raw_len: 4096,
+                    codec: Codec::Zstd,
+                },
+            });
+        }
+        put_index(store.backend().as_ref(), &body).unwrap();
+    }
+}
+
+#[test]
+#[ignore]
+fn index_at_scale() {
+    let total: usize = std::env::var("PAGESNAP_SCALE_CHUNKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let dir =
+        tempfile::tempdir_in(std::env::var("PAGESNAP_SCALE_DIR").unwrap_or("/var/tmp".into()))
+            .unwrap();
+    std::env::set_var("PAGESNAP_CACHE_DIR", dir.path().join("cache"));
+    let store_dir = dir.path().join("store");
+    let store = Store::init(&store_dir, &InitOptions::default()).unwrap();
+    let db = dir.path().join("app.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 4000)
+         INSERT INTO t SELECT i, randomblob(4000) FROM n;",
+    )
+    .unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut added = 0;
+    println!("chunks in store | index load | backup (1% changed) | peak RSS so far");
+    for step in [total / 10, total / 2, total] {
+        let t = std::time::Instant::now();
+        add_chunks(&store, &store_dir, step - added, &mut seed);
+        added = step;
+        let made = t.elapsed();
+        store.backup_path(&db, &BackupOptions::default()).unwrap();
+        conn.execute_batch("UPDATE t SET v = randomblob(4000) WHERE k % 100 = 0;")
+            .unwrap();
+        let r = store.backup_path(&db, &BackupOptions::default()).unwrap();
+        println!(
+            "{:>12} | {:>7.3} s | {:>7.3} s | {} MB (made in {:.1} s)",
+            r.index_chunks,
+            r.index_load.as_secs_f64(),
+            r.duration.as_secs_f64(),
+            peak_rss_mb(),
+            made.as_secs_f64()
+        );
+    }
+}
