@@ -13,7 +13,7 @@
 //! change, and the figures printed are the second backup's.
 
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
-use crate::format::pack::{Codec, PackEntry, FOOTER_LEN, HEADER_LEN};
+use crate::format::pack::{Codec, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN};
 use crate::store::{put_index, BackupOptions, InitOptions};
 use crate::types::Id;
 use crate::{layout, Store};
@@ -37,12 +37,16 @@ fn peak_rss_mb() -> u64 {
 
 /// Adds `n` synthetic chunks to `store`, `PER_OBJECT` per index object.
 fn add_chunks(store: &Store, dir: &std::path::Path, n: usize, seed: &mut u64) {
-    let mut next = || {
-        // xorshift64*: uniform ids, like blake3's, at a fraction of the cost.
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    // xorshift64*: uniform ids, like blake3's, at a fraction of the cost.
+    let mut random_id = || {
+        let mut id = [0u8; 32];
+        for c in id.chunks_mut(8) {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            c.copy_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        Id(id)
     };
     let mut left = n;
     while left > 0 {
@@ -52,29 +56,23 @@ fn add_chunks(store: &Store, dir: &std::path::Path, n: usize, seed: &mut u64) {
         for i in 0..count {
             let in_pack = i % PER_PACK;
             if in_pack == 0 {
-                let mut id = [0u8; 32];
-                for c in id.chunks_mut(8) {
-                    c.copy_from_slice(&next().to_le_bytes());
-                }
+                let id = random_id();
                 let chunks = PER_PACK.min(count - i);
-                let len = (HEADER_LEN + FOOTER_LEN) as u64 + chunks as u64 * (STORED as u64 + 48);
-                let path = dir.join(layout::pack(&Id(id)));
+                let len = (HEADER_LEN + FOOTER_LEN) as u64
+                    + chunks as u64 * (STORED as u64 + ENTRY_LEN as u64);
+                let path = dir.join(layout::pack(&id));
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::File::create(&path).unwrap().set_len(len).unwrap();
                 body.packs.push(PackRef {
-                    id: Id(id),
+                    id,
                     len,
                     dict: None,
                 });
             }
-            let mut id = [0u8; 32];
-            for c in id.chunks_mut(8) {
-                c.copy_from_slice(&next().to_le_bytes());
-            }
             body.entries.push(IndexEntry {
                 pack: body.packs.len() as u32 - 1,
                 entry: PackEntry {
-                    id: Id(id),
+                    id: random_id(),
                     offset: HEADER_LEN as u32 + in_pack as u32 * STORED,
                     stored_len: STORED,
                     raw_len: 4096,
@@ -119,6 +117,13 @@ fn index_at_scale() {
         conn.execute_batch("UPDATE t SET v = randomblob(4000) WHERE k % 100 = 0;")
             .unwrap();
         let r = store.backup_path(&db, &BackupOptions::default()).unwrap();
+        // Every synthetic chunk was loaded (none taken for a lost pack's), so the
+        // figures are those of an index of this size.
+        assert!(
+            r.index_chunks >= step as u64,
+            "the backup's index held {} chunks, the store {step} synthetic ones",
+            r.index_chunks
+        );
         println!(
             "{:>12} | {:>7.3} s | {:>7.3} s | {} MB (made in {:.1} s)",
             r.index_chunks,
