@@ -52,6 +52,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
             "dict_bytes": r.stats.dict_bytes,
             "index_chunks": r.index_chunks,
             "index_load_secs": r.index_load.as_secs_f64(),
+            "index_cached": r.index_cached,
             "duration_secs": r.duration.as_secs_f64(),
         }))?;
     } else {

@@ -141,11 +141,13 @@ fn json_outputs_carry_the_documented_fields() {
             "dict_bytes",
             "index_chunks",
             "index_load_secs",
+            "index_cached",
             "duration_secs",
         ],
     );
-    // The first backup loads an empty index.
+    // The first backup loads an empty index, the whole of it (nothing is cached).
     assert_eq!(b["index_chunks"], 0);
+    assert_eq!(b["index_cached"], false);
     assert!(b["index_load_secs"].as_f64().unwrap() >= 0.0);
     let id = b["id"].as_str().unwrap();
     assert_eq!(id.len(), 64);

@@ -64,6 +64,8 @@ struct Adding {
 pub struct PackTable {
     ids: Vec<Id>,
     dicts: Vec<Option<Id>>,
+    /// The length the index object recorded (a pack counts as present only with it).
+    lens: Vec<u64>,
     pos: IdMap<u32>,
 }
 
@@ -73,6 +75,7 @@ impl PackTable {
         *self.pos.entry(p.id).or_insert_with(|| {
             self.ids.push(p.id);
             self.dicts.push(p.dict);
+            self.lens.push(p.len);
             self.ids.len() as u32 - 1
         })
     }
@@ -84,6 +87,21 @@ impl PackTable {
     /// The dictionary of the pack at `pos`, if its chunks use one.
     pub fn dict(&self, pos: u32) -> Option<Id> {
         self.dicts[pos as usize]
+    }
+
+    /// The pack at `pos`, as its index object recorded it.
+    pub fn pack_ref(&self, pos: u32) -> PackRef {
+        let i = pos as usize;
+        PackRef {
+            id: self.ids[i],
+            len: self.lens[i],
+            dict: self.dicts[i],
+        }
+    }
+
+    /// How many packs are numbered.
+    pub fn count(&self) -> usize {
+        self.ids.len()
     }
 }
 
@@ -104,6 +122,8 @@ pub struct ChunkIndex {
     lost: IdMap<Id>,
     /// Index objects that could not be read, and why: their names are unknown.
     damaged: IdMap<String>,
+    /// Locations of chunks located more than once, other than the one kept.
+    dups: Vec<(ChunkId, Location)>,
 }
 
 impl ChunkIndex {
@@ -217,6 +237,22 @@ impl ChunkIndex {
         self.list_ids.contains_key(list)
     }
 
+    /// The index objects added, numbered as [`Location::list`] numbers them.
+    pub fn lists(&self) -> &[Id] {
+        &self.lists
+    }
+
+    /// The index objects that could not be read.
+    pub fn damaged_lists(&self) -> impl Iterator<Item = &Id> {
+        self.damaged.keys()
+    }
+
+    /// The locations [`ChunkIndex::seal`] set aside: other copies of chunks
+    /// located more than once.
+    pub fn duplicates(&self) -> &[(ChunkId, Location)] {
+        &self.dups
+    }
+
     /// Every located chunk.
     pub fn iter(&self) -> impl Iterator<Item = (&ChunkId, &Location)> {
         self.chunks.iter().map(|(id, l)| (id, l))
@@ -235,7 +271,18 @@ impl ChunkIndex {
                     .cmp(&prefix(&b.0))
                     .then_with(|| (a.0, a.1.list, a.1.ordinal).cmp(&(b.0, b.1.list, b.1.ordinal)))
             });
-            self.chunks.dedup_by(|later, first| later.0 == first.0);
+            // The other copies are kept aside (they are rare: chunks stored twice by
+            // concurrent backups or a copy): the local index cache keeps every copy,
+            // so that a prune deleting one leaves it the others.
+            let mut dups = std::mem::take(&mut self.dups);
+            self.chunks.dedup_by(|later, first| {
+                let same = later.0 == first.0;
+                if same {
+                    dups.push(*later);
+                }
+                same
+            });
+            self.dups = dups;
             self.chunks.shrink_to_fit();
             self.prefixes = self.chunks.iter().map(|(id, _)| prefix(id)).collect();
             self.sealed = true;

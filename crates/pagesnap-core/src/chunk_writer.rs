@@ -13,13 +13,13 @@
 //! pack assembly, writes) takes `&mut self` and runs on one.
 
 use crate::backend::{Backend, PutMode};
-use crate::chunk_index::ChunkIndex;
 use crate::codec::Decoders;
 use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
 use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::id_table::IdTable;
+use crate::index_cache::ChunkLookup;
 use crate::pack_upload::Uploader;
 use crate::types::{is_all_zero, ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
@@ -102,7 +102,7 @@ struct EncodeCtx {
 
 pub(crate) struct ChunkWriter {
     backend: Arc<dyn Backend>,
-    index: ChunkIndex,
+    index: ChunkLookup,
     level: i32,
     /// The dictionary new packs use, once chosen, and its bytes.
     dict: Option<Id>,
@@ -149,7 +149,7 @@ fn zstd_err(e: std::io::Error) -> Error {
 impl ChunkWriter {
     pub(crate) fn new(
         backend: Arc<dyn Backend>,
-        index: ChunkIndex,
+        index: ChunkLookup,
         config: &StoreConfig,
         plan: DictPlan,
     ) -> Result<Self> {
@@ -471,12 +471,8 @@ impl ChunkWriter {
                     .ok_or_else(|| Error::Internal("new chunk in an unknown pack".into()))?;
                 (pack.id, pack.dict, e.entry)
             }
-            None => match self.index.get(id) {
-                Some(loc) => (
-                    self.index.pack_id(loc.pack),
-                    self.index.pack_dict(loc.pack),
-                    loc.pack_entry(*id),
-                ),
+            None => match self.index.locate(id) {
+                Some(placed) => placed,
                 None => {
                     return Err(Error::Internal(format!(
                         "chunk {} read back but never stored",
@@ -552,7 +548,7 @@ impl ChunkWriter {
 
     /// Trains on what it collected (if still collecting), writes the last pack;
     /// returns the chunks this backup stored, its statistics and the index it was given.
-    pub(crate) fn finish(mut self) -> Result<(NewChunks, WriteStats, ChunkIndex)> {
+    pub(crate) fn finish(mut self) -> Result<(NewChunks, WriteStats, ChunkLookup)> {
         self.close_packs()?;
         // The table is done with: freed before the caller builds its own.
         self.table = IdTable::default();

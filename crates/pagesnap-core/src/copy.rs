@@ -414,7 +414,13 @@ impl Copier<'_> {
         };
         let mut metadata = 0u64;
         let written = to
-            .put_map(&self.dest_index, base, new, &list, &mut metadata)
+            .put_map(
+                |id| self.dest_index.name_of(id),
+                base,
+                new,
+                &list,
+                &mut metadata,
+            )
             .map_err(Failure::Destination)?;
         let manifest = Manifest {
             map: written.map,

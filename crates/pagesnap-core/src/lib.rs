@@ -17,6 +17,7 @@
 //! ```
 
 pub mod backend;
+mod backup_index;
 pub mod capture;
 mod chunk_index;
 mod chunk_writer;
@@ -26,6 +27,7 @@ mod direct_write;
 pub mod format;
 mod head_hint;
 mod id_table;
+mod index_cache;
 pub mod layout;
 pub mod lock;
 mod pack_sink;

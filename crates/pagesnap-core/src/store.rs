@@ -1,6 +1,6 @@
 //! The store API: init/open a store, back up, list, select and restore snapshots.
 
-use crate::backend::{Backend, BackendError, LocalBackend, PutMode};
+use crate::backend::{Backend, BackendError, LocalBackend, ObjectInfo, PutMode};
 use crate::capture::{self, open_source};
 use crate::chunk_index::ChunkIndex;
 use crate::chunk_writer::NewChunks;
@@ -13,6 +13,7 @@ use crate::format::pagemap::{
 };
 use crate::format::FormatError;
 use crate::id_table::IdTable;
+use crate::index_cache::ChunkLookup;
 use crate::lock::{self, LockGuard};
 use crate::select::{self, SnapshotSelector};
 use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
@@ -101,6 +102,9 @@ pub struct BackupReport {
     /// a backup whose cost grows with the store rather than with the change).
     pub index_chunks: u64,
     pub index_load: Duration,
+    /// Whether the index was this machine's derived copy (index_cache/), not
+    /// every index object read into memory.
+    pub index_cached: bool,
     pub duration: Duration,
 }
 
@@ -146,12 +150,33 @@ pub(crate) struct MapBase {
     reference: (Id, Vec<ChunkRef>),
 }
 
+impl MapBase {
+    /// The base of a backup whose parent has map `parent_map` and chunk list
+    /// `parent_list`; its own map will be number `seq`, a delta against `reference`.
+    pub(crate) fn new(
+        parent_map: Id,
+        parent_list: &[ChunkRef],
+        seq: u64,
+        reference: (Id, Vec<ChunkRef>),
+    ) -> MapBase {
+        MapBase {
+            parent_map,
+            parent_list: list_hash(parent_list),
+            seq,
+            reference,
+        }
+    }
+}
+
 /// The page map a backup recorded, and the index object it wrote (if it stored chunks).
 pub(crate) struct WrittenMap {
     pub(crate) map: Id,
     pub(crate) changes: u64,
     pub(crate) full: bool,
     pub(crate) index: Option<(Id, IndexBody)>,
+    /// A new map's sequence number and named chunk ids (see index_cache/resolved.rs);
+    /// `None` when the parent's map was reused.
+    pub(crate) resolved: Option<(u64, Vec<ChunkId>)>,
 }
 
 /// A pagesnap store.
@@ -397,8 +422,16 @@ impl Store {
     /// publishing a snapshot that references them, and a restore names them missing.
     pub(crate) fn load_index(&self) -> Result<ChunkIndex> {
         let present = self.pack_sizes()?;
-        let mut index = ChunkIndex::default();
         let objects = self.backend.list(layout::INDEX)?;
+        let mut index = self.index_of(&objects, &present);
+        index.seal();
+        Ok(index)
+    }
+
+    /// The index objects `objects` read into an index (not sealed), locations only
+    /// in the packs of `present` (by id, with their length).
+    pub(crate) fn index_of(&self, objects: &[ObjectInfo], present: &IdMap<u64>) -> ChunkIndex {
+        let mut index = ChunkIndex::default();
         // Sized once from the objects' sizes (an entry takes about 38 bytes): growing
         // by doubling left the table up to half empty, the largest part of a backup's memory.
         index.reserve((objects.iter().map(|o| o.size).sum::<u64>() / 38) as usize);
@@ -429,8 +462,7 @@ impl Store {
                 }
             }
         }
-        index.seal();
-        Ok(index)
+        index
     }
 
     pub(crate) fn load_map(&self, id: &Id) -> Result<PageMap> {
@@ -563,30 +595,13 @@ impl Store {
                 .filter(same_db)
                 .max_by_key(|s| (s.time(), s.id)),
         };
-        let index_started = Instant::now();
-        let index = self.load_index()?;
-        let (index_chunks, index_load) = (index.entries() as u64, index_started.elapsed());
-        // The parent's page-map chain gives the skip-delta reference of this backup's
-        // map (and the parent's own list, to notice an unchanged database).
-        let mut warnings = Vec::new();
-        let base = match &parent {
-            Some(p) => match self.map_base(&index, p) {
-                Ok(b) => Some(b),
-                // A damaged parent must not stop every later backup: this one then
-                // records a full page map, which depends on nothing damaged.
-                Err(e) => {
-                    warnings.push(format!(
-                        "the previous snapshot {} cannot be read ({e}); this backup records a full page map",
-                        p.id.short()
-                    ));
-                    None
-                }
-            },
-            None => None,
-        };
-        // Names are needed only to resolve page maps, done above.
-        let mut index = index;
-        index.drop_names();
+        // The index to deduplicate against, the short way when this machine's
+        // derived copy of it can be trusted (backup_index.rs).
+        let mut bi = self.backup_index(parent.as_ref(), time.timestamp().unsigned_abs() / 60)?;
+        let index = std::mem::replace(&mut bi.lookup, ChunkLookup::Whole(Box::default()));
+        let (index_chunks, index_load) = (index.entries(), bi.load);
+        let base = bi.base.take();
+        let mut warnings = std::mem::take(&mut bi.warnings);
         let (plan, used_ratio) = self.dict_plan(parent.as_ref());
         let mut writer = ChunkWriter::new(self.backend.clone(), index, &self.config, plan)?;
         if index_chunks == 0 {
@@ -619,7 +634,13 @@ impl Store {
             _ => false,
         };
         bytes_added += stats.dict_bytes;
-        let written = self.put_map(&index, base, new, &cap.chunks, &mut metadata_bytes)?;
+        let written = self.put_map(
+            |id| index.name_of(id),
+            base,
+            new,
+            &cap.chunks,
+            &mut metadata_bytes,
+        )?;
         let manifest = Manifest {
             time_unix: time.timestamp(),
             time_nanos: time.timestamp_subsec_nanos(),
@@ -645,6 +666,13 @@ impl Store {
         let (id, manifest_len) = self.publish(&manifest, true)?;
         metadata_bytes += manifest_len;
         bytes_added += metadata_bytes;
+        warnings.extend(self.index_upkeep(
+            &bi,
+            &written,
+            &index,
+            &cap.chunks,
+            parent.as_ref().map(|p| p.manifest.map),
+        ));
         Ok(BackupReport {
             snapshot: id,
             name,
@@ -662,6 +690,7 @@ impl Store {
             warnings,
             index_chunks,
             index_load,
+            index_cached: bi.short,
             duration: started.elapsed(),
         })
     }
@@ -683,11 +712,24 @@ impl Store {
     /// The parent's page-map chain gives the skip-delta reference of a backup's map
     /// (and the parent's own list, to notice an unchanged database).
     pub(crate) fn map_base(&self, index: &ChunkIndex, p: &Snapshot) -> Result<MapBase> {
+        self.map_base_visiting(index, p, |_, _, _| {}, &mut Vec::new())
+    }
+
+    /// [`Store::map_base`], calling `visit` with every map of the parent's chain
+    /// and its resolved list, and recording the chain (map id, sequence number).
+    pub(crate) fn map_base_visiting(
+        &self,
+        index: &ChunkIndex,
+        p: &Snapshot,
+        mut visit: impl FnMut(&Id, &PageMap, &[ChunkRef]),
+        chain_seqs: &mut Vec<(Id, u64)>,
+    ) -> Result<MapBase> {
         let chain = self.map_chain(&p.manifest.map)?;
         let seq = chain[0].1.seq + 1;
         let want = reference_seq(seq);
         let mut reference: Option<(Id, Vec<ChunkRef>)> = None;
         let parent_list = self.resolve_chain(index, &chain, |mid, m, list| {
+            visit(mid, m, list);
             if m.seq == want && reference.is_none() {
                 reference = Some((*mid, list.to_vec()));
             }
@@ -695,12 +737,8 @@ impl Store {
         let reference = reference.ok_or_else(|| {
             Error::Internal("skip-delta reference not in the parent's chain".into())
         })?;
-        Ok(MapBase {
-            parent_map: p.manifest.map,
-            parent_list: list_hash(&parent_list),
-            seq,
-            reference,
-        })
+        chain_seqs.extend(chain.iter().map(|(mid, m)| (*mid, m.seq)));
+        Ok(MapBase::new(p.manifest.map, &parent_list, seq, reference))
     }
 
     /// How a backup compresses: with its database's dictionary, by training one
@@ -727,7 +765,7 @@ impl Store {
     /// the chunk list equals the parent's, whose map is then reused).
     pub(crate) fn put_map(
         &self,
-        index: &ChunkIndex,
+        name_of: impl Fn(&ChunkId) -> Option<(Id, u64)>,
         base: Option<MapBase>,
         new: NewChunks,
         chunks: &[ChunkRef],
@@ -740,6 +778,7 @@ impl Store {
                     changes: 0,
                     full: false,
                     index: None,
+                    resolved: None,
                 });
             }
         }
@@ -798,7 +837,7 @@ impl Store {
         let (encoded, lists) = encode_changes(
             diff(reference_list, chunks),
             own.map(|id| (id, &ordinal_of as OrdinalOf<'_>)),
-            |id| index.name_of(id),
+            name_of,
         )
         .map_err(|e| Error::Internal(format!("encoding the page map: {e}")))?;
         let map = PageMap {
@@ -814,11 +853,13 @@ impl Store {
         self.backend
             .put(&layout::map(&id), &bytes, PutMode::Overwrite)?;
         *metadata_bytes += bytes.len() as u64;
+        let resolved = crate::index_cache::resolved::named_ids(&map, chunks).map(|ids| (seq, ids));
         Ok(WrittenMap {
             map: id,
             changes: map.changes.len() as u64,
             full: reference.is_none(),
             index: index_object,
+            resolved,
         })
     }
 

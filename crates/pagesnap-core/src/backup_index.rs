@@ -1,0 +1,431 @@
+//! The index a backup deduplicates and names chunks against: the short way
+//! through this machine's derived copy (index_cache/), or the long way, the whole
+//! index in memory, whenever the copy cannot be trusted. See index_cache/mod.rs
+//! for what is checked; this file does the checking and the upkeep.
+
+use crate::chunk_index::ChunkIndex;
+use crate::format::index::IndexBody;
+use crate::format::pagemap::{reference_seq, PageMap};
+use crate::index_cache::base::Base;
+use crate::index_cache::{resolved, ChunkLookup, IndexCache, Layered};
+use crate::store::{MapBase, Snapshot, WrittenMap};
+use crate::types::{ChunkId, ChunkRef, Id, IdMap, IdSet};
+use crate::{layout, Result, Store};
+use rayon::prelude::*;
+use std::time::{Duration, Instant};
+
+/// How many of the index objects the sorted chunk file covers each backup reads
+/// again and checks: a store of 10,000 objects is swept every 2,500 backups
+/// (17 days at one backup per 10 minutes), at the cost of 4 small reads.
+const RECHECK: usize = 4;
+
+/// What a backup got from [`Store::backup_index`].
+pub(crate) struct BackupIndex {
+    pub lookup: ChunkLookup,
+    /// The parent's map, list and skip-delta reference; `None` without a parent
+    /// or when it cannot be read.
+    pub base: Option<MapBase>,
+    pub warnings: Vec<String>,
+    pub load: Duration,
+    /// Whether the short way was taken.
+    pub short: bool,
+    upkeep: Upkeep,
+}
+
+/// What to do once the snapshot is published.
+struct Upkeep {
+    cache: Option<IndexCache>,
+    /// Each index object's size, from the listing.
+    sizes: IdMap<u64>,
+    /// Each pack's size, from the listing.
+    present: IdMap<u64>,
+    /// The long way: write the sorted chunk file from its index.
+    rebuild: bool,
+    /// The parent's chain (map id, sequence number), for forgetting resolved maps.
+    parent_chain: Vec<(Id, u64)>,
+}
+
+/// Why the short way was not taken, and whether the file is to be rebuilt.
+struct Declined {
+    rebuild: bool,
+    warning: Option<String>,
+}
+
+impl Declined {
+    fn keep() -> Declined {
+        Declined {
+            rebuild: false,
+            warning: None,
+        }
+    }
+    fn rebuild() -> Declined {
+        Declined {
+            rebuild: true,
+            warning: None,
+        }
+    }
+}
+
+impl Store {
+    /// The index of a backup whose parent is `parent`. `turn` picks which covered
+    /// index objects are checked again (see [`RECHECK`]).
+    pub(crate) fn backup_index(&self, parent: Option<&Snapshot>, turn: u64) -> Result<BackupIndex> {
+        let started = Instant::now();
+        let cache = IndexCache::for_store(&self.config().store_id);
+        let objects = self.backend().list(layout::INDEX)?;
+        let present = self.pack_sizes()?;
+        let sizes: IdMap<u64> = objects
+            .iter()
+            .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
+            .collect();
+        let mut warnings = Vec::new();
+        let mut rebuild = cache.is_some();
+        if let Some(c) = &cache {
+            match self.short_way(c, parent, turn, &objects, &sizes, &present)? {
+                Ok((lookup, base, parent_chain)) => {
+                    return Ok(BackupIndex {
+                        lookup,
+                        base,
+                        warnings,
+                        load: started.elapsed(),
+                        short: true,
+                        upkeep: Upkeep {
+                            cache: IndexCache::for_store(&self.config().store_id),
+                            sizes,
+                            present,
+                            rebuild: false,
+                            parent_chain,
+                        },
+                    })
+                }
+                Err(d) => {
+                    rebuild = d.rebuild;
+                    warnings.extend(d.warning);
+                }
+            }
+        }
+        // The long way.
+        let mut index = self.index_of(&objects, &present);
+        index.seal();
+        let mut parent_chain = Vec::new();
+        let base = match parent {
+            Some(p) => {
+                let seeded = |mid: &Id, m: &PageMap, list: &[ChunkRef]| {
+                    // The resolved maps the next backup's short way needs.
+                    if let Some(c) = &cache {
+                        if !c.has_resolved(mid) {
+                            if let Some(ids) = resolved::named_ids(m, list) {
+                                c.put_resolved(mid, &ids);
+                            }
+                        }
+                    }
+                };
+                match self.map_base_visiting(&index, p, seeded, &mut parent_chain) {
+                    Ok(b) => Some(b),
+                    // A damaged parent must not stop every later backup: this one then
+                    // records a full page map, which depends on nothing damaged.
+                    Err(e) => {
+                        warnings.push(format!(
+                            "the previous snapshot {} cannot be read ({e}); this backup records a full page map",
+                            p.id.short()
+                        ));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        // Names are needed only to resolve page maps, done above.
+        index.drop_names();
+        Ok(BackupIndex {
+            lookup: ChunkLookup::Whole(Box::new(index)),
+            base,
+            warnings,
+            load: started.elapsed(),
+            short: false,
+            upkeep: Upkeep {
+                cache,
+                sizes,
+                present,
+                rebuild,
+                parent_chain,
+            },
+        })
+    }
+
+    /// The short way, if every check passes. The outer error is the store's (a
+    /// listing that failed); the inner says why the long way is to be taken.
+    #[allow(clippy::type_complexity)]
+    fn short_way(
+        &self,
+        cache: &IndexCache,
+        parent: Option<&Snapshot>,
+        turn: u64,
+        objects: &[crate::backend::ObjectInfo],
+        sizes: &IdMap<u64>,
+        present: &IdMap<u64>,
+    ) -> Result<std::result::Result<(ChunkLookup, Option<MapBase>, Vec<(Id, u64)>), Declined>> {
+        let base = match cache.open_base() {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(Err(Declined::rebuild())),
+            Err(e) => {
+                cache.drop_base();
+                return Ok(Err(Declined {
+                    rebuild: true,
+                    warning: Some(format!(
+                        "the local index cache was unusable and is rebuilt: {e}"
+                    )),
+                }));
+            }
+        };
+        let stale = match self.check_base(&base, turn, sizes, present) {
+            Ok(stale) => stale,
+            Err(d) => return Ok(Err(d)),
+        };
+        // The parent's chain, resolved through this machine's resolved maps, and
+        // where its chunks were.
+        let mut parent_chain = Vec::new();
+        let (map_base, parent_list, placed) = match parent {
+            None => (None, Vec::new(), Default::default()),
+            Some(p) => match (
+                self.resolve_from_cache(cache, p, &mut parent_chain),
+                cache.placed(&p.manifest.map),
+            ) {
+                (Some((b, list)), Some(placed)) => (Some(b), list, placed),
+                _ => return Ok(Err(Declined::keep())),
+            },
+        };
+        // The index objects the file does not cover.
+        let covered: IdSet = base
+            .meta
+            .lists
+            .iter()
+            .chain(&base.meta.damaged)
+            .map(|(l, _)| *l)
+            .collect();
+        let newer: Vec<crate::backend::ObjectInfo> = objects
+            .iter()
+            .filter(|o| layout::id_of(&o.key).is_some_and(|id| !covered.contains(&id)))
+            .cloned()
+            .collect();
+        let mut delta = self.index_of(&newer, present);
+        if delta.damaged_lists().next().is_some() {
+            // Its chunks' names are unknown; the long way handles that.
+            return Ok(Err(Declined::keep()));
+        }
+        delta.seal();
+        // After a prune: the file is rewritten without what it deleted, with the
+        // objects it (and backups since) wrote, streaming the old file.
+        let (base, delta) = if stale {
+            let refreshed = cache
+                .write_merged(&base, &delta, sizes, present)
+                .and_then(|_| cache.open_base());
+            match refreshed {
+                Ok(Some(b)) => {
+                    let mut empty = ChunkIndex::default();
+                    empty.seal();
+                    (b, empty)
+                }
+                Ok(None) => return Ok(Err(Declined::rebuild())),
+                Err(e) => {
+                    return Ok(Err(Declined {
+                        rebuild: true,
+                        warning: Some(format!(
+                        "the local index cache could not be brought up to date and is rebuilt: {e}"
+                    )),
+                    }))
+                }
+            }
+        } else {
+            (base, delta)
+        };
+        let Some(own) = IndexCache::for_store(&self.config().store_id) else {
+            return Ok(Err(Declined::keep()));
+        };
+        let Some(layered) = Layered::new(&parent_list, placed, present, delta, base, own) else {
+            return Ok(Err(Declined::keep()));
+        };
+        Ok(Ok((
+            ChunkLookup::Layered(Box::new(layered)),
+            map_base,
+            parent_chain,
+        )))
+    }
+
+    /// Checks the sorted chunk file against the store. `Ok(true)`: objects it
+    /// covers were deleted or changed (a prune), so it is to be rewritten without
+    /// them; an error: the long way is to be taken. Also reads `RECHECK` of the
+    /// index objects it covers again: damage in the store is noticed in turn.
+    fn check_base(
+        &self,
+        base: &Base,
+        turn: u64,
+        sizes: &IdMap<u64>,
+        present: &IdMap<u64>,
+    ) -> std::result::Result<bool, Declined> {
+        let m = &base.meta;
+        if m.damaged.iter().any(|(l, n)| sizes.get(l) == Some(n)) {
+            // Chunks named only by a damaged object are unknown: the long way
+            // handles that (and reports the snapshots it costs).
+            return Err(Declined::keep());
+        }
+        let alive: Vec<Id> = m
+            .lists
+            .iter()
+            .filter(|(l, n)| sizes.get(l) == Some(n))
+            .map(|(l, _)| *l)
+            .collect();
+        let stale = alive.len() != m.lists.len()
+            || m.packs.iter().any(|p| present.get(&p.id) != Some(&p.len));
+        if alive.is_empty() {
+            return Ok(stale);
+        }
+        let start = (turn as usize).wrapping_mul(RECHECK) % alive.len();
+        let again: Vec<Id> = (0..RECHECK.min(alive.len()))
+            .map(|i| alive[(start + i) % alive.len()])
+            .collect();
+        let damaged = again.par_iter().find_any(|l| {
+            self.get_verified(&layout::index(l), l)
+                .ok()
+                .and_then(|b| IndexBody::decode_each(&b, |_, _| {}).ok())
+                .is_none()
+        });
+        match damaged {
+            Some(l) => Err(Declined {
+                rebuild: true,
+                warning: Some(format!(
+                    "index object {} failed its check; the local index cache is rebuilt",
+                    l.short()
+                )),
+            }),
+            None => Ok(stale),
+        }
+    }
+
+    /// The parent's map base and chunk list from this machine's resolved maps, or
+    /// `None` if one is missing or does not fit (then it is forgotten).
+    fn resolve_from_cache(
+        &self,
+        cache: &IndexCache,
+        p: &Snapshot,
+        parent_chain: &mut Vec<(Id, u64)>,
+    ) -> Option<(MapBase, Vec<ChunkRef>)> {
+        let chain = self.map_chain(&p.manifest.map).ok()?;
+        // Each is read (not only up to the first missing one): a damaged one is
+        // removed as it is read, and the long way writes every missing one.
+        let named: Vec<Option<Vec<ChunkId>>> =
+            chain.iter().map(|(mid, _)| cache.resolved(mid)).collect();
+        let named: Vec<Vec<ChunkId>> = named.into_iter().collect::<Option<_>>()?;
+        let want = reference_seq(chain[0].1.seq + 1);
+        let mut list: Vec<ChunkRef> = Vec::new();
+        let mut reference = None;
+        for ((mid, m), ids) in chain.iter().zip(&named).rev() {
+            let Some(next) = resolved::apply(m, &list, ids) else {
+                cache.drop_resolved(mid);
+                return None;
+            };
+            list = next;
+            if m.seq == want && reference.is_none() {
+                reference = Some((*mid, list.clone()));
+            }
+        }
+        if self.check_chunk_count(p, list.len()).is_err() {
+            return None;
+        }
+        parent_chain.extend(chain.iter().map(|(mid, m)| (*mid, m.seq)));
+        let base = MapBase::new(p.manifest.map, &list, chain[0].1.seq + 1, reference?);
+        Some((base, list))
+    }
+
+    /// After the snapshot is published: records its resolved map, forgets those
+    /// no later backup's chain holds, and rebuilds or merges the sorted chunk
+    /// file. Best effort: a failure costs a later backup the long way, and is
+    /// returned as a warning.
+    pub(crate) fn index_upkeep(
+        &self,
+        bi: &BackupIndex,
+        written: &WrittenMap,
+        lookup: &ChunkLookup,
+        chunks: &[ChunkRef],
+        parent_map: Option<Id>,
+    ) -> Option<String> {
+        let u = &bi.upkeep;
+        let cache = u.cache.as_ref()?;
+        match placement(written, lookup, chunks) {
+            Some(p) => cache.put_placed(&written.map, &p),
+            None => cache.drop_placed(&written.map),
+        }
+        if let Some(pm) = parent_map.filter(|pm| *pm != written.map) {
+            cache.drop_placed(&pm);
+        }
+        if let Some((seq, ids)) = &written.resolved {
+            cache.put_resolved(&written.map, ids);
+            // The next chains hold this map and its reference's chain: maps of the
+            // parent's chain above the reference are no one's reference any more.
+            let keep_below = if *seq == 0 {
+                0
+            } else {
+                reference_seq(*seq) + 1
+            };
+            for (mid, s) in &u.parent_chain {
+                if *s >= keep_below && *mid != written.map {
+                    cache.drop_resolved(mid);
+                }
+            }
+        }
+        let mut warning = lookup
+            .cache_error()
+            .map(|e| format!("the local index cache was damaged and is rebuilt: {e}"));
+        let result = match lookup {
+            ChunkLookup::Whole(index) if u.rebuild => cache.write_base(index, &u.sizes).map(|_| ()),
+            ChunkLookup::Layered(l) if warning.is_none() && merge_due(&l.delta, &l.base) => cache
+                .write_merged(&l.base, &l.delta, &u.sizes, &u.present)
+                .map(|_| ()),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            cache.drop_base();
+            warning.get_or_insert(format!("the local index cache could not be written: {e}"));
+        }
+        warning
+    }
+}
+
+/// Where each stored chunk of a new snapshot's list is: in this backup's own
+/// packs, else where the lookup found it. `None` if one has no place (then the
+/// next backup takes the long way).
+fn placement(
+    written: &WrittenMap,
+    lookup: &ChunkLookup,
+    chunks: &[ChunkRef],
+) -> Option<resolved::Placement> {
+    let mut own: IdMap<(Id, u64)> = IdMap::default();
+    if let Some((_, body)) = &written.index {
+        for e in &body.entries {
+            let p = body.packs.get(e.pack as usize)?;
+            own.insert(e.entry.id, (p.id, p.len));
+        }
+    }
+    let mut number: std::collections::HashMap<(Id, u64), u32> = Default::default();
+    let mut out = resolved::Placement::default();
+    for c in chunks {
+        let ChunkRef::Stored(id) = c else { continue };
+        let pack = match own.get(id) {
+            Some(p) => *p,
+            None => lookup.pack_of(id)?,
+        };
+        let n = *number.entry(pack).or_insert_with(|| {
+            out.packs.push(pack);
+            out.packs.len() as u32 - 1
+        });
+        out.at.push(n);
+    }
+    Some(out)
+}
+
+/// Whether the delta has grown enough to merge it into the file: past 1/16 of
+/// the file (at 20 million chunks, every 1.25 million: loading a delta that size
+/// takes ~0.2 s, rewriting the file ~2 s).
+fn merge_due(delta: &ChunkIndex, base: &Base) -> bool {
+    delta.entries() as u64 > (base.entries() / 16).max(100_000)
+}

@@ -1,0 +1,481 @@
+//! The sorted chunk file: every located chunk of the index objects it covers,
+//! sorted by id in checksummed blocks, searched with one positioned read per
+//! lookup. Only the block table (16 bytes per 64 chunks) and the object tables
+//! are held in memory: 5 MB for 20 million chunks, where the whole in-memory
+//! index took 2 GB.
+//!
+//! Layout (little-endian; docs/FORMAT.md, "Local index cache"):
+//!
+//! ```text
+//! entries  count × 60 bytes, sorted by id, in blocks of 64
+//! meta     postcard: covered index objects, packs, block table
+//! footer   64 bytes: magic, version, entries, meta offset and length, checksums
+//! ```
+
+use crate::chunk_index::Slot;
+use crate::format::pack::Codec;
+use crate::types::{ChunkId, Id};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub const MAGIC: [u8; 8] = *b"PSNPCIDX";
+pub const VERSION: u32 = 1;
+pub const ENTRY_LEN: usize = 60;
+pub const BLOCK_ENTRIES: usize = 64;
+pub const FOOTER_LEN: usize = 64;
+/// Bound on the decoded meta section: 1 GiB covers ~4·10⁹ chunks.
+const MAX_META: u64 = 1 << 30;
+
+/// Why the file cannot be used. Never fatal to a backup: it takes the long way
+/// and writes the file again.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {why}")]
+    Damaged { path: PathBuf, why: String },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn damaged(path: &Path, why: impl Into<String>) -> CacheError {
+    CacheError::Damaged {
+        path: path.to_path_buf(),
+        why: why.into(),
+    }
+}
+
+/// One chunk: which covered index object names it (and at which ordinal), which
+/// pack holds it and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub id: ChunkId,
+    pub list: u32,
+    pub ordinal: u32,
+    pub pack: u32,
+    pub slot: Slot,
+}
+
+impl Entry {
+    fn encode(&self, out: &mut [u8]) {
+        out[..32].copy_from_slice(&self.id.0);
+        let words = [
+            self.list,
+            self.ordinal,
+            self.pack,
+            self.slot.offset,
+            self.slot.stored_len,
+            self.slot.raw_len,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            out[32 + 4 * i..36 + 4 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        out[56] = self.slot.codec as u8;
+        out[57..60].fill(0);
+    }
+
+    fn decode(b: &[u8]) -> Option<Entry> {
+        let word = |i: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&b[32 + 4 * i..36 + 4 * i]);
+            u32::from_le_bytes(w)
+        };
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&b[..32]);
+        Some(Entry {
+            id: Id(id),
+            list: word(0),
+            ordinal: word(1),
+            pack: word(2),
+            slot: Slot {
+                offset: word(3),
+                stored_len: word(4),
+                raw_len: word(5),
+                codec: Codec::from_u8(b[56]).ok()?,
+            },
+        })
+    }
+}
+
+/// A pack the entries point into, with the length its index object recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackInfo {
+    pub id: Id,
+    pub len: u64,
+    pub dict: Option<Id>,
+}
+
+/// What the file covers: the index objects (with their sizes in the store), the
+/// packs, and per block its first id's first 8 bytes and a checksum.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub lists: Vec<(Id, u64)>,
+    pub packs: Vec<PackInfo>,
+    /// Index objects that could not be read when the file was built (their chunks
+    /// are unknown), with their sizes then.
+    pub damaged: Vec<(Id, u64)>,
+    pub blocks: Vec<(u64, u64)>,
+}
+
+/// The first 8 bytes of an id as a number ordered like the id.
+pub fn prefix(id: &ChunkId) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&id.0[..8]);
+    u64::from_be_bytes(first)
+}
+
+fn block_sum(bytes: &[u8]) -> u64 {
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&blake3::hash(bytes).as_bytes()[..8]);
+    u64::from_le_bytes(h)
+}
+
+/// Writes a file from entries in ascending id order (an id may repeat: other
+/// copies of a chunk). `meta.blocks`
+/// is filled in here. Written to a temporary name and renamed: a reader sees the
+/// old file or the whole new one. Not fsynced: it is derived data, and a file
+/// torn by a crash fails its checksums and is built again.
+pub fn write(
+    path: &Path,
+    mut meta: Meta,
+    entries: impl Iterator<Item = Entry>,
+) -> Result<u64, CacheError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| damaged(path, "no parent directory"))?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+    let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let mut block = Vec::with_capacity(BLOCK_ENTRIES * ENTRY_LEN);
+    let mut first = 0u64;
+    let mut count = 0u64;
+    let mut last: Option<ChunkId> = None;
+    meta.blocks.clear();
+    for e in entries {
+        if last.is_some_and(|l| l > e.id) {
+            return Err(damaged(path, "entries out of order (a bug)"));
+        }
+        last = Some(e.id);
+        if block.is_empty() {
+            first = prefix(&e.id);
+        }
+        let at = block.len();
+        block.resize(at + ENTRY_LEN, 0);
+        e.encode(&mut block[at..]);
+        count += 1;
+        if block.len() == BLOCK_ENTRIES * ENTRY_LEN {
+            meta.blocks.push((first, block_sum(&block)));
+            out.write_all(&block).map_err(io(path))?;
+            block.clear();
+        }
+    }
+    if !block.is_empty() {
+        meta.blocks.push((first, block_sum(&block)));
+        out.write_all(&block).map_err(io(path))?;
+    }
+    let meta_bytes =
+        postcard::to_allocvec(&meta).map_err(|e| damaged(path, format!("encoding: {e}")))?;
+    out.write_all(&meta_bytes).map_err(io(path))?;
+    out.write_all(&footer(count, meta_bytes.len() as u64, &meta_bytes))
+        .map_err(io(path))?;
+    out.flush().map_err(io(path))?;
+    drop(out);
+    tmp.persist(path).map_err(|e| io(path)(e.error))?;
+    Ok(count)
+}
+
+fn footer(count: u64, meta_len: u64, meta: &[u8]) -> [u8; FOOTER_LEN] {
+    let mut f = [0u8; FOOTER_LEN];
+    f[..8].copy_from_slice(&MAGIC);
+    f[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    f[12..16].copy_from_slice(&(BLOCK_ENTRIES as u32).to_le_bytes());
+    f[16..24].copy_from_slice(&count.to_le_bytes());
+    f[24..32].copy_from_slice(&(count * ENTRY_LEN as u64).to_le_bytes());
+    f[32..40].copy_from_slice(&meta_len.to_le_bytes());
+    f[40..56].copy_from_slice(&blake3::hash(meta).as_bytes()[..16]);
+    let sum = block_sum(&f[..56]);
+    f[56..64].copy_from_slice(&sum.to_le_bytes());
+    f
+}
+
+/// An open file: its tables in memory, entries read on demand.
+pub struct Base {
+    path: PathBuf,
+    file: File,
+    pub meta: Meta,
+    count: u64,
+}
+
+impl Base {
+    /// Opens and checks the footer and tables (not the entries: each block is
+    /// checked when read).
+    pub fn open(path: &Path) -> Result<Base, CacheError> {
+        let file = File::open(path).map_err(io(path))?;
+        let len = file.metadata().map_err(io(path))?.len();
+        if len < FOOTER_LEN as u64 {
+            return Err(damaged(path, "shorter than its footer"));
+        }
+        let mut f = [0u8; FOOTER_LEN];
+        file.read_exact_at(&mut f, len - FOOTER_LEN as u64)
+            .map_err(io(path))?;
+        if f[..8] != MAGIC {
+            return Err(damaged(path, "not a pagesnap index cache (bad magic)"));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([f[i], f[i + 1], f[i + 2], f[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&f[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        if block_sum(&f[..56]) != u64_at(56) {
+            return Err(damaged(path, "footer checksum mismatch"));
+        }
+        if u32_at(8) != VERSION || u32_at(12) != BLOCK_ENTRIES as u32 {
+            return Err(damaged(
+                path,
+                format!("version {} (this build reads {VERSION})", u32_at(8)),
+            ));
+        }
+        let (count, meta_at, meta_len) = (u64_at(16), u64_at(24), u64_at(32));
+        if count.checked_mul(ENTRY_LEN as u64) != Some(meta_at)
+            || meta_len > MAX_META
+            || meta_at
+                .checked_add(meta_len)
+                .and_then(|n| n.checked_add(FOOTER_LEN as u64))
+                != Some(len)
+        {
+            return Err(damaged(path, "section lengths disagree with the file's"));
+        }
+        let mut meta_bytes = vec![0u8; meta_len as usize];
+        file.read_exact_at(&mut meta_bytes, meta_at)
+            .map_err(io(path))?;
+        if blake3::hash(&meta_bytes).as_bytes()[..16] != f[40..56] {
+            return Err(damaged(path, "table checksum mismatch"));
+        }
+        let meta: Meta =
+            postcard::from_bytes(&meta_bytes).map_err(|e| damaged(path, format!("tables: {e}")))?;
+        if meta.blocks.len() as u64 != count.div_ceil(BLOCK_ENTRIES as u64) {
+            return Err(damaged(path, "block table disagrees with the entry count"));
+        }
+        Ok(Base {
+            path: path.to_path_buf(),
+            file,
+            meta,
+            count,
+        })
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.count
+    }
+
+    /// Reads and checks block `b`, appending its entries to `out`.
+    fn read_block(
+        &self,
+        b: usize,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), CacheError> {
+        let start = b as u64 * BLOCK_ENTRIES as u64;
+        let n = (self.count - start).min(BLOCK_ENTRIES as u64) as usize;
+        buf.resize(n * ENTRY_LEN, 0);
+        self.file
+            .read_exact_at(buf, start * ENTRY_LEN as u64)
+            .map_err(io(&self.path))?;
+        if block_sum(buf) != self.meta.blocks[b].1 {
+            return Err(damaged(&self.path, format!("block {b} checksum mismatch")));
+        }
+        for raw in buf.chunks_exact(ENTRY_LEN) {
+            let e = Entry::decode(raw)
+                .filter(|e| {
+                    (e.list as usize) < self.meta.lists.len()
+                        && (e.pack as usize) < self.meta.packs.len()
+                })
+                .ok_or_else(|| damaged(&self.path, format!("block {b}: bad entry")))?;
+            out.push(e);
+        }
+        Ok(())
+    }
+
+    /// An entry of chunk `id`, if the file has one.
+    pub fn find(&self, id: &ChunkId) -> Result<Option<Entry>, CacheError> {
+        let key = prefix(id);
+        let blocks = &self.meta.blocks;
+        // Blocks that can hold `key`: from the last starting below it (the key may
+        // continue it) through the last starting at it (ids sharing 8 bytes, very
+        // rare, may span a boundary).
+        let hi = blocks.partition_point(|b| b.0 <= key);
+        if hi == 0 {
+            return Ok(None);
+        }
+        let lo = blocks.partition_point(|b| b.0 < key).saturating_sub(1);
+        let mut buf = Vec::new();
+        let mut found = Vec::with_capacity(BLOCK_ENTRIES);
+        for b in lo..hi {
+            found.clear();
+            self.read_block(b, &mut buf, &mut found)?;
+            if let Ok(i) = found.binary_search_by(|e| e.id.cmp(id)) {
+                return Ok(Some(found[i]));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every entry in id order, block by block (each checked).
+    pub fn iter(&self) -> impl Iterator<Item = Result<Entry, CacheError>> + '_ {
+        let mut buf = Vec::new();
+        (0..self.meta.blocks.len()).flat_map(move |b| {
+            let mut out = Vec::with_capacity(BLOCK_ENTRIES);
+            match self.read_block(b, &mut buf, &mut out) {
+                Ok(()) => out.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
+        })
+    }
+}
+
+/// Reads a whole small file, bounded (used for the resolved-map files).
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, CacheError> {
+    let f = File::open(path).map_err(io(path))?;
+    let len = f.metadata().map_err(io(path))?.len();
+    if len > limit {
+        return Err(damaged(
+            path,
+            format!("{len} bytes, over the {limit}-byte bound"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.take(limit).read_to_end(&mut bytes).map_err(io(path))?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(id: Id, n: u32) -> Entry {
+        Entry {
+            id,
+            list: n % 3,
+            ordinal: n,
+            pack: n % 2,
+            slot: Slot {
+                offset: n.wrapping_mul(7),
+                stored_len: n / 2 + 1,
+                raw_len: 4096,
+                codec: Codec::from_u8((n % 3) as u8).unwrap(),
+            },
+        }
+    }
+
+    fn meta() -> Meta {
+        Meta {
+            lists: (0..3).map(|i| (Id([i; 32]), 100 + i as u64)).collect(),
+            packs: (0..2)
+                .map(|i| PackInfo {
+                    id: Id([10 + i; 32]),
+                    len: 5,
+                    dict: (i == 1).then_some(Id([9; 32])),
+                })
+                .collect(),
+            damaged: vec![(Id([4; 32]), 9)],
+            blocks: Vec::new(),
+        }
+    }
+
+    proptest! {
+        /// Every written entry is found as written; ids not written are not;
+        /// iteration gives them back in order. Ids are made to share their first
+        /// 8 bytes in runs, so runs span block boundaries.
+        #[test]
+        fn entries_round_trip_and_are_found(
+            seeds in proptest::collection::btree_set(any::<u32>(), 0..700),
+            absent in proptest::collection::vec(any::<u32>(), 0..50),
+        ) {
+            let id = |n: u32| {
+                let mut b = [0u8; 32];
+                b[..4].copy_from_slice(&(n / 100).to_be_bytes());
+                b[28..].copy_from_slice(&n.to_be_bytes());
+                Id(b)
+            };
+            let entries: Vec<Entry> = seeds.iter().map(|&n| entry(id(n), n)).collect();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("chunks");
+            prop_assert_eq!(write(&path, meta(), entries.iter().copied()).unwrap(), entries.len() as u64);
+            let base = Base::open(&path).unwrap();
+            prop_assert_eq!(base.entries(), entries.len() as u64);
+            prop_assert_eq!(&base.meta.lists, &meta().lists);
+            prop_assert_eq!(&base.meta.packs, &meta().packs);
+            prop_assert_eq!(&base.meta.damaged, &meta().damaged);
+            for e in &entries {
+                prop_assert_eq!(base.find(&e.id).unwrap(), Some(*e));
+            }
+            for n in absent.iter().filter(|n| !seeds.contains(n)) {
+                prop_assert_eq!(base.find(&id(*n)).unwrap(), None);
+            }
+            let back: Vec<Entry> = base.iter().collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(back, entries);
+        }
+    }
+
+    #[test]
+    fn damage_anywhere_is_reported_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunks");
+        let entries: Vec<Entry> = (0..200u32)
+            .map(|n| entry(Id::of_object(&n.to_le_bytes()), n))
+            .collect();
+        let mut sorted = entries.clone();
+        sorted.sort_by_key(|e| e.id);
+        write(&path, meta(), sorted.iter().copied()).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        // Each byte flipped in turn at a spread of places: the file either fails
+        // to open, or every lookup of a damaged block fails; never a wrong answer.
+        for at in (0..good.len()).step_by(37) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            let Ok(base) = Base::open(&path) else {
+                continue;
+            };
+            for e in &sorted {
+                match base.find(&e.id) {
+                    Ok(found) => assert_eq!(found, Some(*e), "byte {at} flipped"),
+                    Err(err) => assert!(err.to_string().contains("checksum"), "{err}"),
+                }
+            }
+        }
+        // Truncated and empty files fail to open.
+        for len in [0, 10, good.len() - 1] {
+            std::fs::write(&path, &good[..len]).unwrap();
+            assert!(Base::open(&path).is_err(), "truncated to {len}");
+        }
+    }
+
+    #[test]
+    fn out_of_order_entries_are_refused_and_leave_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunks");
+        let e = [
+            entry(Id([2; 32]), 1),
+            entry(Id([2; 32]), 3),
+            entry(Id([1; 32]), 2),
+        ];
+        assert!(write(&path, meta(), e.into_iter()).is_err());
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,287 @@
+//! Resolved page maps: for a page map, the chunk id of each of its changes that
+//! names an index entry, in the map's order. With them a backup resolves its
+//! parent's chain without reading the index objects the chain names (a long-lived
+//! database's full map names nearly every index object in the store).
+//!
+//! Layout (little-endian): magic `PSNPRMAP`, version u32, count u32, the map's id
+//! (32 bytes), `count` chunk ids, then blake3 of everything before it (32 bytes).
+
+use super::base::{read_bounded, CacheError};
+use crate::format::pagemap::{MapRef, PageMap, MAX_CHUNKS};
+use crate::types::{ChunkId, ChunkRef, Id};
+use std::path::Path;
+
+const MAGIC: [u8; 8] = *b"PSNPRMAP";
+const VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 4 + 32;
+
+/// The ids of a map's named changes, as a list resolved through it gives them:
+/// `list` is the map applied to its reference.
+pub fn named_ids(map: &PageMap, list: &[ChunkRef]) -> Option<Vec<ChunkId>> {
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    for c in &map.changes {
+        let i = pos.checked_add(c.skip)?;
+        pos = i + 1;
+        if c.chunk == MapRef::Zero {
+            continue;
+        }
+        match list.get(i as usize)? {
+            ChunkRef::Stored(id) => out.push(*id),
+            ChunkRef::Zero => return None,
+        }
+    }
+    Some(out)
+}
+
+pub fn encode(map: &Id, ids: &[ChunkId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + 32 * ids.len() + 32);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    out.extend_from_slice(&map.0);
+    for id in ids {
+        out.extend_from_slice(&id.0);
+    }
+    let sum = *blake3::hash(&out).as_bytes();
+    out.extend_from_slice(&sum);
+    out
+}
+
+/// Decodes the file of map `map`: `None` unless it is whole and for that map.
+pub fn decode(map: &Id, bytes: &[u8]) -> Option<Vec<ChunkId>> {
+    let body_len = bytes.len().checked_sub(32)?;
+    if body_len < HEADER || bytes[..8] != MAGIC {
+        return None;
+    }
+    if blake3::hash(&bytes[..body_len]).as_bytes() != &bytes[body_len..] {
+        return None;
+    }
+    let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    if word(8) != VERSION || bytes[16..48] != map.0 {
+        return None;
+    }
+    let count = word(12) as usize;
+    if HEADER + 32 * count != body_len {
+        return None;
+    }
+    Some(
+        bytes[HEADER..body_len]
+            .chunks_exact(32)
+            .map(|c| {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(c);
+                Id(id)
+            })
+            .collect(),
+    )
+}
+
+pub fn read(path: &Path, map: &Id) -> Result<Vec<ChunkId>, CacheError> {
+    let bytes = read_bounded(path, (HEADER as u64 + 64) + 32 * MAX_CHUNKS)?;
+    decode(map, &bytes).ok_or_else(|| CacheError::Damaged {
+        path: path.to_path_buf(),
+        why: "not a whole resolved page map of this map".into(),
+    })
+}
+
+/// Applies `map` to `reference`, naming its changes with `ids` in order; `None`
+/// when they do not fit the map (a stale or wrong file).
+pub fn apply(map: &PageMap, reference: &[ChunkRef], ids: &[ChunkId]) -> Option<Vec<ChunkRef>> {
+    let next = std::cell::Cell::new(0usize);
+    let list = map
+        .apply(reference, |_, _| {
+            let i = next.get();
+            next.set(i + 1);
+            ids.get(i).copied()
+        })
+        .ok()?;
+    (next.get() == ids.len()).then_some(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pagemap::Change;
+
+    fn map(changes: Vec<Change>, count: u64) -> PageMap {
+        PageMap {
+            chunk_count: count,
+            seq: 0,
+            reference: None,
+            new_list: Some(Id([1; 32])),
+            lists: vec![Id([2; 32])],
+            changes,
+        }
+    }
+
+    #[test]
+    fn named_ids_apply_back_to_the_list() {
+        let id = |n: u8| Id([n; 32]);
+        let m = map(
+            vec![
+                Change {
+                    skip: 0,
+                    chunk: MapRef::New,
+                },
+                Change {
+                    skip: 0,
+                    chunk: MapRef::Zero,
+                },
+                Change {
+                    skip: 2,
+                    chunk: MapRef::At {
+                        list: 0,
+                        ordinal: 5,
+                    },
+                },
+            ],
+            5,
+        );
+        let list = vec![
+            ChunkRef::Stored(id(7)),
+            ChunkRef::Zero,
+            ChunkRef::Stored(id(3)),
+            ChunkRef::Stored(id(3)),
+            ChunkRef::Stored(id(9)),
+        ];
+        let reference = vec![
+            ChunkRef::Zero,
+            ChunkRef::Zero,
+            ChunkRef::Stored(id(3)),
+            ChunkRef::Stored(id(3)),
+            ChunkRef::Zero,
+        ];
+        let ids = named_ids(&m, &list).unwrap();
+        assert_eq!(ids, vec![id(7), id(9)]);
+        assert_eq!(apply(&m, &reference, &ids), Some(list));
+        // Too few or too many ids do not fit.
+        assert_eq!(apply(&m, &reference, &ids[..1]), None);
+        assert_eq!(apply(&m, &reference, &[id(7), id(9), id(1)]), None);
+    }
+
+    #[test]
+    fn files_round_trip_and_damage_or_another_map_is_refused() {
+        let (m, other) = (Id([5; 32]), Id([6; 32]));
+        let ids: Vec<ChunkId> = (0..10u8).map(|n| Id([n; 32])).collect();
+        let bytes = encode(&m, &ids);
+        assert_eq!(decode(&m, &bytes), Some(ids.clone()));
+        assert_eq!(decode(&other, &bytes), None);
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 1;
+            assert_eq!(decode(&m, &bad), None, "byte {at} flipped");
+        }
+        for len in 0..bytes.len() {
+            assert_eq!(decode(&m, &bytes[..len]), None, "truncated to {len}");
+        }
+        assert_eq!(decode(&m, &encode(&m, &[])), Some(vec![]));
+    }
+}
+
+/// Where each stored chunk of a snapshot's list was when the snapshot was
+/// taken: a table of packs (id, length) and, per stored chunk in list order, the
+/// number of its pack. A backup takes a chunk of its parent as stored only while
+/// that pack is present with that length; so a pack lost since (damage, not a
+/// prune: prune moves live chunks first) makes it store the chunk again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub packs: Vec<(Id, u64)>,
+    pub at: Vec<u32>,
+}
+
+const PLACED_MAGIC: [u8; 8] = *b"PSNPPLCD";
+/// Magic, version, pack count, chunk count, map id.
+const PLACED_HEADER: usize = 8 + 4 + 4 + 4 + 32;
+
+pub fn encode_placement(map: &Id, p: &Placement) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PLACED_HEADER + 40 * p.packs.len() + 4 * p.at.len() + 32);
+    out.extend_from_slice(&PLACED_MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(p.packs.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(p.at.len() as u32).to_le_bytes());
+    out.extend_from_slice(&map.0);
+    for (id, len) in &p.packs {
+        out.extend_from_slice(&id.0);
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    for a in &p.at {
+        out.extend_from_slice(&a.to_le_bytes());
+    }
+    let sum = *blake3::hash(&out).as_bytes();
+    out.extend_from_slice(&sum);
+    out
+}
+
+/// Decodes the placement file of map `map`: `None` unless whole, for that map,
+/// and every pack number in the table.
+pub fn decode_placement(map: &Id, bytes: &[u8]) -> Option<Placement> {
+    let body_len = bytes.len().checked_sub(32)?;
+    if body_len < PLACED_HEADER || bytes[..8] != PLACED_MAGIC {
+        return None;
+    }
+    if blake3::hash(&bytes[..body_len]).as_bytes() != &bytes[body_len..] {
+        return None;
+    }
+    let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    if word(8) != VERSION || bytes[20..52] != map.0 {
+        return None;
+    }
+    let (packs, chunks) = (word(12) as usize, word(16) as usize);
+    if PLACED_HEADER + 40 * packs + 4 * chunks != body_len {
+        return None;
+    }
+    let table = &bytes[PLACED_HEADER..PLACED_HEADER + 40 * packs];
+    let packs: Vec<(Id, u64)> = table
+        .chunks_exact(40)
+        .map(|c| {
+            let (mut id, mut len) = ([0u8; 32], [0u8; 8]);
+            id.copy_from_slice(&c[..32]);
+            len.copy_from_slice(&c[32..]);
+            (Id(id), u64::from_le_bytes(len))
+        })
+        .collect();
+    let at: Vec<u32> = bytes[PLACED_HEADER + table.len()..body_len]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    at.iter()
+        .all(|&a| (a as usize) < packs.len())
+        .then_some(Placement { packs, at })
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    #[test]
+    fn placements_round_trip_and_damage_is_refused() {
+        let map = Id([3; 32]);
+        let p = Placement {
+            packs: vec![(Id([1; 32]), 100), (Id([2; 32]), 7)],
+            at: vec![0, 1, 1, 0, 1],
+        };
+        let bytes = encode_placement(&map, &p);
+        assert_eq!(decode_placement(&map, &bytes), Some(p.clone()));
+        assert_eq!(decode_placement(&Id([4; 32]), &bytes), None);
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 2;
+            assert_eq!(decode_placement(&map, &bad), None, "byte {at} flipped");
+        }
+        for len in 0..bytes.len() {
+            assert_eq!(decode_placement(&map, &bytes[..len]), None);
+        }
+        // A pack number beyond the table, even with a good checksum.
+        let bad = Placement {
+            packs: vec![(Id([1; 32]), 1)],
+            at: vec![0, 1],
+        };
+        assert_eq!(decode_placement(&map, &encode_placement(&map, &bad)), None);
+        let empty = Placement::default();
+        assert_eq!(
+            decode_placement(&map, &encode_placement(&map, &empty)),
+            Some(empty)
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! The local index cache (index_cache/): backups take the short way once it is
+//! built and give byte-exact snapshots either way; a prune or a lost pack makes
+//! a backup rewrite the file; a damaged index object, a damaged or missing
+//! cache file make it take the long way (and heal).
+
+mod common;
+
+use common::*;
+use pagesnap_core::{BackupReport, InitOptions, PruneOptions, Store};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// One cache directory for the whole test binary (the variable is process-wide;
+/// stores have their own ids under it).
+fn cache_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path();
+    std::env::set_var("PAGESNAP_CACHE_DIR", dir);
+    dir
+}
+
+fn index_dir(store: &Store) -> PathBuf {
+    cache_dir()
+        .join(store.config().store_id.to_hex())
+        .join("index")
+}
+
+fn db_with_rows(db: &Path, rows: i64) -> Connection {
+    let conn = create_db(db, Journal::Wal, 4096);
+    conn.execute_batch("CREATE TABLE pages(id INTEGER PRIMARY KEY, payload BLOB NOT NULL);")
+        .unwrap();
+    set_rows(&conn, 1, 1..=rows);
+    conn
+}
+
+fn set_rows(conn: &Connection, seed: u64, ids: impl Iterator<Item = i64>) {
+    let mut rng = Rng(seed);
+    let tx = conn.unchecked_transaction().unwrap();
+    for id in ids {
+        tx.execute(
+            "INSERT OR REPLACE INTO pages VALUES (?1, ?2)",
+            rusqlite::params![id, rng.bytes(3000, true)],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    conn: Connection,
+    store: Store,
+    taken: Vec<(BackupReport, Hash)>,
+    step: u64,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        cache_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let conn = db_with_rows(&db, 300);
+        let store = Store::init(dir.path().join("store"), &InitOptions::default()).unwrap();
+        Fixture {
+            dir,
+            db,
+            conn,
+            store,
+            taken: Vec::new(),
+            step: 0,
+        }
+    }
+
+    /// Changes a few rows and backs up; returns the report.
+    fn change_and_back_up(&mut self) -> &BackupReport {
+        self.step += 1;
+        let ids: Vec<i64> = (0..4)
+            .map(|i| 1 + ((self.step * 37 + i * 71) % 300) as i64)
+            .collect();
+        set_rows(&self.conn, 100 + self.step, ids.into_iter());
+        let r = backup(&self.store, &self.db);
+        let h = reference_hash(&self.db, self.dir.path());
+        self.taken.push((r, h));
+        &self.taken.last().unwrap().0
+    }
+
+    /// Drops the sorted chunk file and backs up: the long way writes it again,
+    /// now covering every index object so far (a first backup's file covers
+    /// none; later objects are a delta until they are worth merging).
+    fn rebuild_cache(&mut self) {
+        std::fs::remove_file(index_dir(&self.store).join("chunks")).unwrap();
+        assert!(!self.change_and_back_up().index_cached);
+        let r = self.change_and_back_up();
+        assert!(r.index_cached);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    /// Every snapshot still in the store restores byte for byte.
+    fn check_all(&self) {
+        let kept: Vec<_> = self
+            .store
+            .snapshots()
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        for (r, h) in self
+            .taken
+            .iter()
+            .filter(|(r, _)| kept.contains(&r.snapshot))
+        {
+            restore_and_check(
+                &self.store,
+                &snapshot_of(&self.store, r),
+                h,
+                self.dir.path(),
+            );
+        }
+    }
+}
+
+#[test]
+fn backups_take_the_short_way_once_the_cache_is_built_and_stay_exact() {
+    let mut f = Fixture::new();
+    let first = f.change_and_back_up();
+    assert!(
+        !first.index_cached,
+        "nothing is cached before the first backup"
+    );
+    assert!(index_dir(&f.store).join("chunks").exists());
+    for i in 0..12 {
+        let r = f.change_and_back_up();
+        assert!(
+            r.index_cached,
+            "backup {i} after the first took the long way"
+        );
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert!(
+            r.stats.new_chunks >= 1 && r.stats.new_chunks <= 8,
+            "{}",
+            r.stats.new_chunks
+        );
+        // The sorted file covers the first backup's chunks; the delta the rest.
+        assert!(r.index_chunks >= first_chunks(&f));
+    }
+    // An unchanged database reuses its parent's map, through the cache too.
+    let r = backup(&f.store, &f.db);
+    assert!(r.index_cached);
+    assert_eq!(r.stats.new_chunks, 0);
+    assert_eq!(r.delta_len, 0);
+    f.check_all();
+    // Only the maps of the newest chain keep a resolved copy here.
+    let maps = std::fs::read_dir(index_dir(&f.store).join("maps"))
+        .unwrap()
+        .count();
+    assert!(
+        maps <= 5,
+        "{maps} resolved maps kept for a chain of at most 5"
+    );
+}
+
+fn first_chunks(f: &Fixture) -> u64 {
+    f.taken[0].0.stats.new_chunks
+}
+
+#[test]
+fn a_second_database_deduplicates_against_the_cached_file() {
+    let mut f = Fixture::new();
+    f.change_and_back_up();
+    f.change_and_back_up();
+    // A copy of the database under another name: its first backup has no parent,
+    // so every chunk is searched for in the sorted file and the delta.
+    let copy = f.dir.path().join("copy.db");
+    reference_copy(&f.db, &copy);
+    let r = backup(&f.store, &copy);
+    assert!(r.index_cached);
+    assert!(
+        r.stats.new_chunks <= 1,
+        "{} new chunks for a copy",
+        r.stats.new_chunks
+    );
+    assert!(r.stats.reused_chunks > 50);
+    restore_and_check(
+        &f.store,
+        &snapshot_of(&f.store, &r),
+        &reference_hash(&copy, f.dir.path()),
+        f.dir.path(),
+    );
+}
+
+#[test]
+fn a_damaged_or_missing_cache_costs_one_long_backup() {
+    let mut f = Fixture::new();
+    f.change_and_back_up();
+    f.rebuild_cache();
+    let chunks = index_dir(&f.store).join("chunks");
+    // Damage in the entries: found when a block is read, the file is dropped, the
+    // chunk taken as new (stored again), and the snapshot is still exact.
+    let mut bytes = std::fs::read(&chunks).unwrap();
+    for b in bytes.iter_mut().take(60 * 64 * 2) {
+        *b ^= 0x55;
+    }
+    std::fs::write(&chunks, &bytes).unwrap();
+    let copy = f.dir.path().join("copy.db");
+    reference_copy(&f.db, &copy);
+    let r = backup(&f.store, &copy);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("local index cache")),
+        "{:?}",
+        r.warnings
+    );
+    restore_and_check(
+        &f.store,
+        &snapshot_of(&f.store, &r),
+        &reference_hash(&copy, f.dir.path()),
+        f.dir.path(),
+    );
+    // The next backup rebuilds it (the long way), the one after is short again.
+    assert!(!f.change_and_back_up().index_cached);
+    assert!(f.change_and_back_up().index_cached);
+    // A truncated file: refused at open, with a warning, and rebuilt.
+    let len = std::fs::metadata(&chunks).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&chunks)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let r = f.change_and_back_up();
+    assert!(!r.index_cached);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("unusable")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(f.change_and_back_up().index_cached);
+    // Resolved maps gone: the long way, which writes them again.
+    std::fs::remove_dir_all(index_dir(&f.store).join("maps")).unwrap();
+    let r = f.change_and_back_up();
+    assert!(!r.index_cached);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert!(f.change_and_back_up().index_cached);
+    // A resolved map that does not fit its map (same length, other ids): refused
+    // by its checksum, never used.
+    for e in std::fs::read_dir(index_dir(&f.store).join("maps")).unwrap() {
+        let p = e.unwrap().path();
+        let mut b = std::fs::read(&p).unwrap();
+        let n = b.len();
+        b[n / 2] ^= 1;
+        std::fs::write(&p, b).unwrap();
+    }
+    assert!(!f.change_and_back_up().index_cached);
+    assert!(f.change_and_back_up().index_cached);
+    f.check_all();
+}
+
+#[test]
+fn a_prune_makes_the_next_backup_rewrite_the_file_without_what_it_deleted() {
+    let mut f = Fixture::new();
+    for _ in 0..4 {
+        f.change_and_back_up();
+    }
+    f.rebuild_cache();
+    let old: Vec<_> = f.taken[..4].iter().map(|(r, _)| r.snapshot).collect();
+    f.store.forget_snapshots(&old, false).unwrap();
+    let report = f
+        .store
+        .prune(&PruneOptions {
+            max_unused: 0.0,
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert!(
+        report.index_deleted > 0 || report.packs_rewritten > 0,
+        "{report:?}"
+    );
+    // The file covers objects the prune deleted: the next backup rewrites it
+    // without them (streaming the old file, not loading the whole index), with
+    // what the prune wrote, and goes on the short way.
+    let before = std::fs::metadata(index_dir(&f.store).join("chunks"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let r = f.change_and_back_up();
+    assert!(r.index_cached);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let after = std::fs::metadata(index_dir(&f.store).join("chunks"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(after > before, "the file was not rewritten");
+    assert!(f.change_and_back_up().index_cached);
+    f.check_all();
+}
+
+#[test]
+fn a_lost_pack_is_stored_again_though_the_parent_held_it() {
+    let mut f = Fixture::new();
+    f.change_and_back_up();
+    f.change_and_back_up();
+    // Lose every pack: the parent's chunks are gone with them. The delta (index
+    // objects the sorted file does not cover) names them lost.
+    let packs = f.dir.path().join("store").join("packs");
+    std::fs::remove_dir_all(&packs).unwrap();
+    std::fs::create_dir_all(&packs).unwrap();
+    let r = f.change_and_back_up();
+    assert!(r.index_cached);
+    assert!(
+        r.stats.new_chunks > 50,
+        "only {} chunks stored again",
+        r.stats.new_chunks
+    );
+    let latest = f.taken.last().unwrap();
+    restore_and_check(
+        &f.store,
+        &snapshot_of(&f.store, &latest.0),
+        &latest.1,
+        f.dir.path(),
+    );
+    // Again, with the lost chunks covered by the sorted file: its packs are
+    // missing, so it is rewritten without them, and the chunks stored again.
+    f.rebuild_cache();
+    std::fs::remove_dir_all(&packs).unwrap();
+    std::fs::create_dir_all(&packs).unwrap();
+    let r = f.change_and_back_up();
+    assert!(r.index_cached);
+    assert!(
+        r.stats.new_chunks > 50,
+        "only {} chunks stored again",
+        r.stats.new_chunks
+    );
+    let latest = f.taken.last().unwrap();
+    restore_and_check(
+        &f.store,
+        &snapshot_of(&f.store, &latest.0),
+        &latest.1,
+        f.dir.path(),
+    );
+    // The rebuilt file records the lost chunks: the next backup, short again,
+    // does not take them as stored because an old snapshot lists them.
+    let r = f.change_and_back_up();
+    assert!(r.index_cached);
+    let latest = f.taken.last().unwrap();
+    restore_and_check(
+        &f.store,
+        &snapshot_of(&f.store, &latest.0),
+        &latest.1,
+        f.dir.path(),
+    );
+}
+
+#[test]
+fn an_index_object_damaged_in_the_store_is_noticed_by_the_recheck() {
+    let mut f = Fixture::new();
+    f.change_and_back_up();
+    f.rebuild_cache();
+    // The first backup's index object, damaged in place (same size): the file
+    // still lists it, so only reading it again notices. With fewer objects than
+    // a backup rechecks, every backup reads them all.
+    let index = f.dir.path().join("store").join("index");
+    let mut objects: Vec<PathBuf> = walk(&index);
+    objects.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let largest = objects.last().unwrap();
+    let mut b = std::fs::read(largest).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 0x10;
+    std::fs::write(largest, b).unwrap();
+    let r = f.change_and_back_up();
+    assert!(!r.index_cached);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("failed its check")),
+        "{:?}",
+        r.warnings
+    );
+    let latest = f.taken.last().unwrap();
+    restore_and_check(
+        &f.store,
+        &snapshot_of(&f.store, &latest.0),
+        &latest.1,
+        f.dir.path(),
+    );
+    // While the damaged object is in the store, backups take the long way.
+    assert!(!f.change_and_back_up().index_cached);
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else if !e.file_name().to_string_lossy().starts_with('.') {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn another_database_whose_parent_lost_its_packs_stores_them_again() {
+    let mut f = Fixture::new();
+    let other = f.dir.path().join("other.db");
+    let other_conn = db_with_rows(&other, 120);
+    set_rows(&other_conn, 555, 1..=120);
+    f.change_and_back_up();
+    backup(&f.store, &other);
+    f.rebuild_cache();
+    // Every pack lost. The first database's next backup rewrites the file
+    // without them and stores its chunks again: after it every pack the file
+    // names is present.
+    let packs = f.dir.path().join("store").join("packs");
+    std::fs::remove_dir_all(&packs).unwrap();
+    std::fs::create_dir_all(&packs).unwrap();
+    assert!(f.change_and_back_up().stats.new_chunks > 50);
+    // The other database's parent still lists the lost chunks. Its backup takes
+    // the short way, and the parent's placement (its packs, now missing) makes
+    // it store them again rather than take them as stored.
+    set_rows(&other_conn, 556, 1..=2);
+    let r = backup(&f.store, &other);
+    assert!(r.index_cached);
+    assert!(
+        r.stats.new_chunks > 30,
+        "only {} chunks stored again",
+        r.stats.new_chunks
+    );
+    restore_and_check(
+        &f.store,
+        &snapshot_of(&f.store, &r),
+        &reference_hash(&other, f.dir.path()),
+        f.dir.path(),
+    );
+}
