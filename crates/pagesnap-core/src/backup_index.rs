@@ -165,7 +165,7 @@ impl Store {
         sizes: &IdMap<u64>,
         present: &IdMap<u64>,
     ) -> Result<std::result::Result<(ChunkLookup, Option<MapBase>, Vec<(Id, u64)>), Declined>> {
-        let base = match cache.open_base() {
+        let mut base = match cache.open_base() {
             Ok(Some(b)) => b,
             Ok(None) => return Ok(Err(Declined::rebuild())),
             Err(e) => {
@@ -178,10 +178,14 @@ impl Store {
                 }));
             }
         };
-        let stale = match self.check_base(&base, turn, sizes, present) {
-            Ok(stale) => stale,
-            Err(d) => return Ok(Err(d)),
-        };
+        // What a prune deleted or rewrote (or a lost pack) is skipped from now on.
+        base.retain(
+            |l, n| sizes.get(l) == Some(&n),
+            |p| present.get(&p.id) == Some(&p.len),
+        );
+        if let Err(d) = self.check_base(&base, turn, sizes) {
+            return Ok(Err(d));
+        }
         // The parent's chain, resolved through this machine's resolved maps, and
         // where its chunks were.
         let mut parent_chain = Vec::new();
@@ -214,31 +218,6 @@ impl Store {
             return Ok(Err(Declined::keep()));
         }
         delta.seal();
-        // After a prune: the file is rewritten without what it deleted, with the
-        // objects it (and backups since) wrote, streaming the old file.
-        let (base, delta) = if stale {
-            let refreshed = cache
-                .write_merged(&base, &delta, sizes, present)
-                .and_then(|_| cache.open_base());
-            match refreshed {
-                Ok(Some(b)) => {
-                    let mut empty = ChunkIndex::default();
-                    empty.seal();
-                    (b, empty)
-                }
-                Ok(None) => return Ok(Err(Declined::rebuild())),
-                Err(e) => {
-                    return Ok(Err(Declined {
-                        rebuild: true,
-                        warning: Some(format!(
-                        "the local index cache could not be brought up to date and is rebuilt: {e}"
-                    )),
-                    }))
-                }
-            }
-        } else {
-            (base, delta)
-        };
         let Some(own) = IndexCache::for_store(&self.config().store_id) else {
             return Ok(Err(Declined::keep()));
         };
@@ -252,17 +231,16 @@ impl Store {
         )))
     }
 
-    /// Checks the sorted chunk file against the store. `Ok(true)`: objects it
-    /// covers were deleted or changed (a prune), so it is to be rewritten without
-    /// them; an error: the long way is to be taken. Also reads `RECHECK` of the
-    /// index objects it covers again: damage in the store is noticed in turn.
+    /// Checks the sorted chunk file against the store: no index object it knows
+    /// as damaged is listed, and `RECHECK` of the index objects it covers, read
+    /// again, are whole (damage in the store is noticed in turn). An error: the
+    /// long way is to be taken.
     fn check_base(
         &self,
         base: &Base,
         turn: u64,
         sizes: &IdMap<u64>,
-        present: &IdMap<u64>,
-    ) -> std::result::Result<bool, Declined> {
+    ) -> std::result::Result<(), Declined> {
         let m = &base.meta;
         if m.damaged.iter().any(|(l, n)| sizes.get(l) == Some(n)) {
             // Chunks named only by a damaged object are unknown: the long way
@@ -275,10 +253,8 @@ impl Store {
             .filter(|(l, n)| sizes.get(l) == Some(n))
             .map(|(l, _)| *l)
             .collect();
-        let stale = alive.len() != m.lists.len()
-            || m.packs.iter().any(|p| present.get(&p.id) != Some(&p.len));
         if alive.is_empty() {
-            return Ok(stale);
+            return Ok(());
         }
         let start = (turn as usize).wrapping_mul(RECHECK) % alive.len();
         let again: Vec<Id> = (0..RECHECK.min(alive.len()))
@@ -298,7 +274,7 @@ impl Store {
                     l.short()
                 )),
             }),
-            None => Ok(stale),
+            None => Ok(()),
         }
     }
 
@@ -423,9 +399,10 @@ fn placement(
     Some(out)
 }
 
-/// Whether the delta has grown enough to merge it into the file: past 1/16 of
-/// the file (at 20 million chunks, every 1.25 million: loading a delta that size
-/// takes ~0.2 s, rewriting the file ~2 s).
+/// Whether to rewrite the file with the delta merged in: when the delta holds
+/// more than 1/16 as many chunks (at 20 million chunks, every 1.25 million:
+/// loading a delta that size takes ~0.2 s per backup), or when more than 1/8 of
+/// the file is skipped (a prune deleted the objects naming it).
 fn merge_due(delta: &ChunkIndex, base: &Base) -> bool {
-    delta.entries() as u64 > (base.entries() / 16).max(100_000)
+    delta.entries() as u64 > (base.entries() / 16).max(100_000) || base.skipped_share() > 0.125
 }

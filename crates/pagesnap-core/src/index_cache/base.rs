@@ -216,6 +216,10 @@ pub struct Base {
     file: File,
     pub meta: Meta,
     count: u64,
+    /// Which index objects and packs of the tables still exist (all, until
+    /// [`Base::retain`]); entries naming others are skipped.
+    lists_ok: Vec<bool>,
+    packs_ok: Vec<bool>,
 }
 
 impl Base {
@@ -272,6 +276,8 @@ impl Base {
         Ok(Base {
             path: path.to_path_buf(),
             file,
+            lists_ok: vec![true; meta.lists.len()],
+            packs_ok: vec![true; meta.packs.len()],
             meta,
             count,
         })
@@ -309,7 +315,34 @@ impl Base {
         Ok(())
     }
 
-    /// An entry of chunk `id`, if the file has one.
+    /// Skips, from now on, the entries whose index object `lists` does not keep
+    /// or whose pack `packs` does not keep (a prune deleted or rewrote them, or a
+    /// pack is lost): the file is then as if rewritten without them.
+    pub fn retain(&mut self, lists: impl Fn(&Id, u64) -> bool, packs: impl Fn(&PackInfo) -> bool) {
+        self.lists_ok = self.meta.lists.iter().map(|(l, n)| lists(l, *n)).collect();
+        self.packs_ok = self.meta.packs.iter().map(packs).collect();
+    }
+
+    /// The share of the covered index objects' bytes that [`Base::retain`] left
+    /// out: about the share of entries skipped.
+    pub fn skipped_share(&self) -> f64 {
+        let total: u64 = self.meta.lists.iter().map(|(_, n)| *n).sum();
+        let gone: u64 = self
+            .meta
+            .lists
+            .iter()
+            .zip(&self.lists_ok)
+            .filter(|(_, ok)| !**ok)
+            .map(|((_, n), _)| *n)
+            .sum();
+        gone as f64 / total.max(1) as f64
+    }
+
+    fn kept(&self, e: &Entry) -> bool {
+        self.lists_ok[e.list as usize] && self.packs_ok[e.pack as usize]
+    }
+
+    /// An entry of chunk `id` (kept by [`Base::retain`]), if the file has one.
     pub fn find(&self, id: &ChunkId) -> Result<Option<Entry>, CacheError> {
         let key = prefix(id);
         let blocks = &self.meta.blocks;
@@ -322,15 +355,17 @@ impl Base {
         }
         let lo = blocks.partition_point(|b| b.0 < key).saturating_sub(1);
         let mut buf = Vec::new();
-        let mut found = Vec::with_capacity(BLOCK_ENTRIES);
+        let mut found = Vec::with_capacity(BLOCK_ENTRIES * (hi - lo));
         for b in lo..hi {
-            found.clear();
             self.read_block(b, &mut buf, &mut found)?;
-            if let Ok(i) = found.binary_search_by(|e| e.id.cmp(id)) {
-                return Ok(Some(found[i]));
-            }
         }
-        Ok(None)
+        // Every copy of the chunk (they sit together), the first one kept.
+        let first = found.partition_point(|e| e.id < *id);
+        Ok(found[first..]
+            .iter()
+            .take_while(|e| e.id == *id)
+            .find(|e| self.kept(e))
+            .copied())
     }
 
     /// Every entry in id order, block by block (each checked).
@@ -463,6 +498,43 @@ mod tests {
             std::fs::write(&path, &good[..len]).unwrap();
             assert!(Base::open(&path).is_err(), "truncated to {len}");
         }
+    }
+
+    #[test]
+    fn copies_of_a_chunk_are_all_kept_and_retain_skips_what_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunks");
+        // Chunk 7 in lists 0 and 1 (packs 0 and 1), chunk 8 in list 2 (pack 0),
+        // with enough others around them to span blocks.
+        let mut entries: Vec<Entry> = (0..300u32)
+            .map(|n| entry(Id::of_object(&n.to_le_bytes()), n))
+            .collect();
+        let (c7, c8) = (Id([7; 32]), Id([8; 32]));
+        let copy = |id, list, pack| Entry {
+            list,
+            pack,
+            ..entry(id, 5)
+        };
+        entries.extend([copy(c7, 0, 0), copy(c7, 1, 1), copy(c8, 2, 0)]);
+        entries.sort_by_key(|e| e.id);
+        assert_eq!(write(&path, meta(), entries.iter().copied()).unwrap(), 303);
+        let mut base = Base::open(&path).unwrap();
+        assert_eq!(base.find(&c7).unwrap().map(|e| e.list), Some(0));
+        assert_eq!(base.skipped_share(), 0.0);
+        // List 0 deleted (a prune): the other copy.
+        base.retain(|l, _| *l != Id([0; 32]), |_| true);
+        assert_eq!(
+            base.find(&c7).unwrap().map(|e| (e.list, e.pack)),
+            Some((1, 1))
+        );
+        assert_eq!(base.find(&c8).unwrap().map(|e| e.list), Some(2));
+        assert!((base.skipped_share() - 100.0 / 303.0).abs() < 1e-9);
+        // Pack 1 gone as well: no copy of 7 is left; 8 (pack 0) stays.
+        base.retain(|l, _| *l != Id([0; 32]), |p| p.id != Id([11; 32]));
+        assert_eq!(base.find(&c7).unwrap(), None);
+        assert_eq!(base.find(&c8).unwrap().map(|e| e.list), Some(2));
+        // Every entry is still read back in order.
+        assert_eq!(base.iter().count(), 303);
     }
 
     #[test]
