@@ -94,9 +94,14 @@ fn s3_backend_at(spec: Option<&Path>) -> Result<Option<Arc<S3Backend>>> {
 }
 
 /// Opens the store of `--store`, with the local metadata cache for remote stores
-/// (unless `--no-cache`).
+/// and the local index cache for backups (unless `--no-cache`).
 pub fn open_store(g: &Global) -> Result<Store> {
-    open_store_at(g.store.as_deref(), true, !g.no_cache)
+    let store = open_store_at(g.store.as_deref(), true, !g.no_cache)?;
+    Ok(if g.no_cache {
+        store.without_index_cache()
+    } else {
+        store
+    })
 }
 
 /// Opens the store without the local cache: for commands that judge the store

@@ -71,7 +71,7 @@ impl Store {
     /// index objects are checked again (see [`RECHECK`]).
     pub(crate) fn backup_index(&self, parent: Option<&Snapshot>, turn: u64) -> Result<BackupIndex> {
         let started = Instant::now();
-        let cache = IndexCache::for_store(&self.config().store_id);
+        let cache = self.index_cache();
         let objects = self.backend().list(layout::INDEX)?;
         let present = self.pack_sizes()?;
         let sizes: IdMap<u64> = objects
@@ -90,7 +90,7 @@ impl Store {
                         load: started.elapsed(),
                         short: true,
                         upkeep: Upkeep {
-                            cache: IndexCache::for_store(&self.config().store_id),
+                            cache: self.index_cache(),
                             sizes,
                             present,
                             rebuild: false,
@@ -218,7 +218,7 @@ impl Store {
             return Ok(Err(Declined::keep()));
         }
         delta.seal();
-        let Some(own) = IndexCache::for_store(&self.config().store_id) else {
+        let Some(own) = self.index_cache() else {
             return Ok(Err(Declined::keep()));
         };
         let Some(layered) = Layered::new(&parent_list, placed, present, delta, base, own) else {

@@ -184,6 +184,8 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     config: StoreConfig,
     progress: Option<crate::Progress>,
+    /// Whether backups may use this machine's local index cache (index_cache/).
+    index_cache: bool,
 }
 
 /// Names and tags are printed and matched, never used as paths; still, refuse what
@@ -241,6 +243,7 @@ impl Store {
             backend,
             config,
             progress: None,
+            index_cache: true,
         })
     }
 
@@ -268,6 +271,7 @@ impl Store {
             backend,
             config,
             progress: None,
+            index_cache: true,
         })
     }
 
@@ -303,6 +307,20 @@ impl Store {
     pub fn with_progress(mut self, p: crate::Progress) -> Self {
         self.progress = Some(p);
         self
+    }
+
+    /// Backups read every index object (the long way) instead of this machine's
+    /// local index cache, and leave the cache as it is. Changes no result.
+    pub fn without_index_cache(mut self) -> Self {
+        self.index_cache = false;
+        self
+    }
+
+    /// This machine's local index cache of the store, unless turned off.
+    pub(crate) fn index_cache(&self) -> Option<crate::index_cache::IndexCache> {
+        self.index_cache
+            .then(|| crate::index_cache::IndexCache::for_store(&self.config.store_id))
+            .flatten()
     }
 
     pub(crate) fn progress(&self) -> Option<&crate::Progress> {
