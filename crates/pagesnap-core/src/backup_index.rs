@@ -4,19 +4,21 @@
 //! for what is checked; this file does the checking and the upkeep.
 
 use crate::chunk_index::ChunkIndex;
-use crate::format::index::IndexBody;
+use crate::format::index::{IndexBody, IndexEntry};
 use crate::format::pagemap::{reference_seq, PageMap};
+use crate::id_table::IdTable;
 use crate::index_cache::base::Base;
 use crate::index_cache::{resolved, ChunkLookup, IndexCache, Layered};
 use crate::store::{MapBase, Snapshot, WrittenMap};
-use crate::types::{ChunkId, ChunkRef, Id, IdMap, IdSet};
+use crate::types::{ChunkRef, Id, IdMap, IdSet};
 use crate::{layout, Result, Store};
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
 
 /// How many of the index objects the sorted chunk file covers each backup reads
-/// again and checks: a store of 10,000 objects is swept every 2,500 backups
-/// (17 days at one backup per 10 minutes), at the cost of 4 small reads.
+/// again and checks, picked at random: in a store of 10,000 objects each is
+/// checked every 2,500 backups on average (17 days at one backup per 10
+/// minutes), at the cost of 4 small reads.
 const RECHECK: usize = 4;
 
 /// What a backup got from [`Store::backup_index`].
@@ -67,8 +69,9 @@ impl Declined {
 }
 
 impl Store {
-    /// The index of a backup whose parent is `parent`. `turn` picks which covered
-    /// index objects are checked again (see [`RECHECK`]).
+    /// The index of a backup whose parent is `parent`. `turn` (any number that
+    /// changes from one backup to the next) picks which covered index objects
+    /// are checked again (see [`RECHECK`]).
     pub(crate) fn backup_index(&self, parent: Option<&Snapshot>, turn: u64) -> Result<BackupIndex> {
         let started = Instant::now();
         let cache = self.index_cache();
@@ -115,7 +118,7 @@ impl Store {
                     if let Some(c) = &cache {
                         if !c.has_resolved(mid) {
                             if let Some(ids) = resolved::named_ids(m, list) {
-                                c.put_resolved(mid, &ids);
+                                c.put_resolved(mid, ids.iter().copied(), ids.len());
                             }
                         }
                     }
@@ -218,6 +221,8 @@ impl Store {
             return Ok(Err(Declined::keep()));
         }
         delta.seal();
+        // Names are resolved through the entries' own (index object, ordinal).
+        delta.drop_names();
         let Some(own) = self.index_cache() else {
             return Ok(Err(Declined::keep()));
         };
@@ -256,10 +261,20 @@ impl Store {
         if alive.is_empty() {
             return Ok(());
         }
-        let start = (turn as usize).wrapping_mul(RECHECK) % alive.len();
-        let again: Vec<Id> = (0..RECHECK.min(alive.len()))
-            .map(|i| alive[(start + i) % alive.len()])
-            .collect();
+        // All of them when there are few; else `RECHECK` picked at random from
+        // `turn` (a rotation by a fixed step could miss some for ever).
+        let again: Vec<Id> = if alive.len() <= RECHECK {
+            alive
+        } else {
+            (0..RECHECK as u64)
+                .map(|i| {
+                    let h = Id::of_object(&[turn.to_le_bytes(), i.to_le_bytes()].concat());
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(&h.0[..8]);
+                    alive[(u64::from_le_bytes(w) % alive.len() as u64) as usize]
+                })
+                .collect()
+        };
         let damaged = again.par_iter().find_any(|l| {
             self.get_verified(&layout::index(l), l)
                 .ok()
@@ -287,23 +302,41 @@ impl Store {
         parent_chain: &mut Vec<(Id, u64)>,
     ) -> Option<(MapBase, Vec<ChunkRef>)> {
         let chain = self.map_chain(&p.manifest.map).ok()?;
-        // Each is read (not only up to the first missing one): a damaged one is
-        // removed as it is read, and the long way writes every missing one.
-        let named: Vec<Option<Vec<ChunkId>>> =
-            chain.iter().map(|(mid, _)| cache.resolved(mid)).collect();
-        let named: Vec<Vec<ChunkId>> = named.into_iter().collect::<Option<_>>()?;
+        // Every file is there (checked first: a missing one costs no reading), then
+        // each is read as it is applied, root first, into one list.
+        let missing: Vec<&Id> = chain
+            .iter()
+            .map(|(mid, _)| mid)
+            .filter(|mid| !cache.has_resolved(mid))
+            .collect();
+        if !missing.is_empty() {
+            return None;
+        }
         let want = reference_seq(chain[0].1.seq + 1);
         let mut list: Vec<ChunkRef> = Vec::new();
         let mut reference = None;
-        for ((mid, m), ids) in chain.iter().zip(&named).rev() {
-            let Some(next) = resolved::apply(m, &list, ids) else {
+        let mut whole = true;
+        for (mid, m) in chain.iter().rev() {
+            // A damaged file is removed as it is read; the others are still
+            // checked, so that the long way writes every missing one at once.
+            if !whole {
+                let _ = cache.resolved(mid);
+                continue;
+            }
+            let fits = cache
+                .resolved(mid)
+                .and_then(|ids| resolved::apply_in_place(m, &mut list, &ids));
+            if fits.is_none() {
                 cache.drop_resolved(mid);
-                return None;
-            };
-            list = next;
+                whole = false;
+                continue;
+            }
             if m.seq == want && reference.is_none() {
                 reference = Some((*mid, list.clone()));
             }
+        }
+        if !whole {
+            return None;
         }
         if self.check_chunk_count(p, list.len()).is_err() {
             return None;
@@ -335,7 +368,19 @@ impl Store {
             cache.drop_placed(&pm);
         }
         if let Some((seq, ids)) = &written.resolved {
-            cache.put_resolved(&written.map, ids);
+            match ids {
+                Some(ids) => cache.put_resolved(&written.map, ids.iter().copied(), ids.len()),
+                // A full map names every stored chunk of its list, in order.
+                None => {
+                    let stored = || {
+                        chunks.iter().filter_map(|c| match c {
+                            ChunkRef::Stored(id) => Some(*id),
+                            ChunkRef::Zero => None,
+                        })
+                    };
+                    cache.put_resolved(&written.map, stored(), stored().count())
+                }
+            }
             // The next chains hold this map and its reference's chain: maps of the
             // parent's chain above the reference are no one's reference any more.
             let keep_below = if *seq == 0 {
@@ -353,7 +398,13 @@ impl Store {
             .cache_error()
             .map(|e| format!("the local index cache was damaged and is rebuilt: {e}"));
         let result = match lookup {
-            ChunkLookup::Whole(index) if u.rebuild => cache.write_base(index, &u.sizes).map(|_| ()),
+            ChunkLookup::Whole(index) if u.rebuild => {
+                let own = written
+                    .index
+                    .as_ref()
+                    .map(|(id, body)| (*id, written.index_len, body));
+                cache.write_base(index, own, &u.sizes).map(|_| ())
+            }
             ChunkLookup::Layered(l) if warning.is_none() && merge_due(&l.delta, &l.base) => cache
                 .write_merged(&l.base, &l.delta, &u.sizes, &u.present)
                 .map(|_| ()),
@@ -375,19 +426,26 @@ fn placement(
     lookup: &ChunkLookup,
     chunks: &[ChunkRef],
 ) -> Option<resolved::Placement> {
-    let mut own: IdMap<(Id, u64)> = IdMap::default();
-    if let Some((_, body)) = &written.index {
-        for e in &body.entries {
-            let p = body.packs.get(e.pack as usize)?;
-            own.insert(e.entry.id, (p.id, p.len));
-        }
+    // This backup's own chunks, found by id through a table of 4-byte slots (a
+    // first backup of 2 GiB stores half a million: a map by id took 60 MB).
+    let none: &[IndexEntry] = &[];
+    let (own, own_packs) = match &written.index {
+        Some((_, body)) => (&body.entries[..], &body.packs[..]),
+        None => (none, &[][..]),
+    };
+    let mut table = IdTable::with_capacity(own.len());
+    for (i, e) in own.iter().enumerate() {
+        table.insert(&e.entry.id, i as u32, |q| own[q as usize].entry.id);
     }
     let mut number: std::collections::HashMap<(Id, u64), u32> = Default::default();
     let mut out = resolved::Placement::default();
     for c in chunks {
         let ChunkRef::Stored(id) = c else { continue };
-        let pack = match own.get(id) {
-            Some(p) => *p,
+        let pack = match table.get(id, |q| own[q as usize].entry.id) {
+            Some(q) => {
+                let p = own_packs.get(own[q as usize].pack as usize)?;
+                (p.id, p.len)
+            }
             None => lookup.pack_of(id)?,
         };
         let n = *number.entry(pack).or_insert_with(|| {
@@ -400,9 +458,16 @@ fn placement(
 }
 
 /// Whether to rewrite the file with the delta merged in: when the delta holds
-/// more than 1/16 as many chunks (at 20 million chunks, every 1.25 million:
-/// loading a delta that size takes ~0.2 s per backup), or when more than 1/8 of
-/// the file is skipped (a prune deleted the objects naming it).
+/// more than 1/16 as many chunks as the file (loading it costs each backup about
+/// what the old whole load did for that many); when it is more index objects
+/// than `sqrt(file / 300)` (each read costs a backup ~0.15 ms, and k objects cost
+/// the backups since the last merge ~k²/2 reads, which this keeps near the cost
+/// of one merge, ~250 ns per chunk: 258 objects at 20 million chunks, the floor
+/// of 16 below 77,000); or when more than 1/8 of the file is skipped (a prune
+/// deleted the objects naming it).
 fn merge_due(delta: &ChunkIndex, base: &Base) -> bool {
-    delta.entries() as u64 > (base.entries() / 16).max(100_000) || base.skipped_share() > 0.125
+    let objects = (base.entries() as f64 / 300.0).sqrt().max(16.0);
+    delta.entries() as u64 > (base.entries() / 16).max(100_000)
+        || delta.lists().len() as f64 > objects
+        || base.skipped_share() > 0.125
 }

@@ -174,9 +174,12 @@ pub(crate) struct WrittenMap {
     pub(crate) changes: u64,
     pub(crate) full: bool,
     pub(crate) index: Option<(Id, IndexBody)>,
-    /// A new map's sequence number and named chunk ids (see index_cache/resolved.rs);
-    /// `None` when the parent's map was reused.
-    pub(crate) resolved: Option<(u64, Vec<ChunkId>)>,
+    /// The index object's size in the store (0 without one).
+    pub(crate) index_len: u64,
+    /// A new map's sequence number and named chunk ids (see index_cache/resolved.rs;
+    /// `None` for a full map: they are then the list's stored chunks, not held
+    /// twice); `None` when the parent's map was reused.
+    pub(crate) resolved: Option<(u64, Option<Vec<ChunkId>>)>,
 }
 
 /// A pagesnap store.
@@ -615,7 +618,8 @@ impl Store {
         };
         // The index to deduplicate against, the short way when this machine's
         // derived copy of it can be trusted (backup_index.rs).
-        let mut bi = self.backup_index(parent.as_ref(), time.timestamp().unsigned_abs() / 60)?;
+        let turn = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
+        let mut bi = self.backup_index(parent.as_ref(), turn)?;
         let index = std::mem::replace(&mut bi.lookup, ChunkLookup::Whole(Box::default()));
         let (index_chunks, index_load) = (index.entries(), bi.load);
         let base = bi.base.take();
@@ -796,6 +800,7 @@ impl Store {
                     changes: 0,
                     full: false,
                     index: None,
+                    index_len: 0,
                     resolved: None,
                 });
             }
@@ -836,6 +841,7 @@ impl Store {
         table.remap(|p| ordinals[p as usize]);
         move_to(&mut entries, &mut ordinals);
         drop(ordinals);
+        let mut index_len = 0;
         let index_object = if entries.is_empty() {
             None
         } else {
@@ -845,6 +851,7 @@ impl Store {
             };
             let (id, len) = put_index(self.backend.as_ref(), &body)?;
             *metadata_bytes += len;
+            index_len = len;
             Some((id, body))
         };
         let own = index_object.as_ref().map(|(id, _)| *id);
@@ -871,12 +878,17 @@ impl Store {
         self.backend
             .put(&layout::map(&id), &bytes, PutMode::Overwrite)?;
         *metadata_bytes += bytes.len() as u64;
-        let resolved = crate::index_cache::resolved::named_ids(&map, chunks).map(|ids| (seq, ids));
+        let resolved = if reference.is_none() {
+            Some((seq, None))
+        } else {
+            crate::index_cache::resolved::named_ids(&map, chunks).map(|ids| (seq, Some(ids)))
+        };
         Ok(WrittenMap {
             map: id,
             changes: map.changes.len() as u64,
             full: reference.is_none(),
             index: index_object,
+            index_len,
             resolved,
         })
     }

@@ -87,8 +87,8 @@ impl Fixture {
     }
 
     /// Drops the sorted chunk file and backs up: the long way writes it again,
-    /// now covering every index object so far (a first backup's file covers
-    /// none; later objects are a delta until they are worth merging).
+    /// covering every index object so far (otherwise objects written since the
+    /// first backup stay a delta until they are worth merging).
     fn rebuild_cache(&mut self) {
         std::fs::remove_file(index_dir(&self.store).join("chunks")).unwrap();
         assert!(!self.change_and_back_up().index_cached);
@@ -291,8 +291,8 @@ fn a_lost_pack_is_stored_again_though_the_parent_held_it() {
     let mut f = Fixture::new();
     f.change_and_back_up();
     f.change_and_back_up();
-    // Lose every pack: the parent's chunks are gone with them. The delta (index
-    // objects the sorted file does not cover) names them lost.
+    // Lose every pack: the parent's chunks are gone with them, and its
+    // placement names packs that are not there any more.
     let packs = f.dir.path().join("store").join("packs");
     std::fs::remove_dir_all(&packs).unwrap();
     std::fs::create_dir_all(&packs).unwrap();

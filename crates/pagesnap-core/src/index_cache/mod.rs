@@ -8,34 +8,41 @@
 //! * the **sorted chunk file** (`base.rs`), built once from the whole index and
 //!   searched on disk: one positioned read of a checked 64-entry block per lookup;
 //! * the index objects written since the file was built (the *delta*), loaded into
-//!   memory as before; merged into a new file once they hold more than 1/16 of it;
+//!   memory as before; merged into a new file when they grow (`merge_due` in
+//!   backup_index.rs);
 //! * the **resolved page maps** (`resolved.rs`) of its parent's chain, so the
-//!   parent's chunk list needs no index object at all.
+//!   parent's chunk list needs no index object at all, and the parent's
+//!   **placement** (where its chunks were).
 //!
 //! Chunks of the parent's image are known without a lookup; only the others (the
 //! changed pages, 1% of a database in the benchmark) are searched.
 //!
 //! Everything here is derived, never the truth, and the backup checks it against
-//! the store before trusting it: every index object the file covers must still be
-//! listed with the size it had, every pack it points into must be present with its
-//! recorded length, and a few covered index objects are read again and checked on
-//! each backup, in turn, so damage in the store is noticed within a sweep.
-//! Whenever a check fails (a prune deleted objects, a pack is lost, an index
-//! object is damaged, a cache file fails its checksum, or the parent's chain has
-//! no resolved maps here), the backup takes the long way, the whole index in
-//! memory, exactly as without the cache, and rebuilds what was stale.
+//! the store before trusting it. Entries of the file naming an index object no
+//! longer listed with the size it had, or a pack not present with its recorded
+//! length (a prune deleted or rewrote them, or a pack is lost), are skipped; a
+//! parent's chunk is taken as stored only while the pack it was in is present;
+//! and a few covered index objects, picked at random, are read again and checked
+//! on each backup, so damage in the store is noticed in time. The backup takes the
+//! long way, the whole index in memory, exactly as without the cache, when there
+//! is no file yet, a cache file fails its checksum, an index object is damaged,
+//! or the parent's chain has no resolved maps here; it then rebuilds what was
+//! missing or stale.
 //!
 //! Files live in the cache directory (see [`crate::cache_root`]) under the store's
-//! id: `<store id>/index/chunks` and `<store id>/index/maps/<map id>`.
+//! id: `<store id>/index/chunks`, `<store id>/index/maps/<map id>` and
+//! `<store id>/index/placed/<map id>` (docs/FORMAT.md, "Local index cache").
 
 pub(crate) mod base;
 pub(crate) mod resolved;
 
 use crate::chunk_index::{ChunkIndex, Slot};
+use crate::format::index::{IndexBody, IndexEntry};
 use crate::format::pack::PackEntry;
 use crate::id_table::IdTable;
 use crate::types::{ChunkId, ChunkRef, Id, IdMap};
 use base::{Base, CacheError, Entry, Meta, PackInfo};
+use rayon::prelude::*;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -95,8 +102,21 @@ impl IndexCache {
 
     /// Records the resolved page map `map` (best effort: failing costs a later
     /// backup the long way).
-    pub(crate) fn put_resolved(&self, map: &Id, ids: &[ChunkId]) {
-        write_small(&self.map_path(map), &resolved::encode(map, ids));
+    /// Records the resolved page map `map`: its `count` named ids (best effort:
+    /// failing costs a later backup the long way). Streamed: a full map of a
+    /// large image names half a million chunks.
+    pub(crate) fn put_resolved(&self, map: &Id, ids: impl Iterator<Item = ChunkId>, count: usize) {
+        let path = self.map_path(map);
+        let Some(dir) = path.parent() else { return };
+        if std::fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
+            let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+            if resolved::write(&mut out, map, ids, count).is_ok() && out.into_inner().is_ok() {
+                let _ = tmp.persist(&path);
+            }
+        }
     }
 
     /// Forgets the resolved page map `map` (no later backup's chain holds it).
@@ -128,14 +148,16 @@ impl IndexCache {
     }
 
     /// Writes the sorted chunk file from a whole, sealed index (every copy of
-    /// every located chunk); `sizes` gives each index object's size in the store.
-    /// Returns the number of entries written.
+    /// every located chunk) and, if given, the index object a backup just wrote
+    /// (id, size, body: its packs are present); `sizes` gives each index
+    /// object's size in the store. Returns the number of entries written.
     pub(crate) fn write_base(
         &self,
         index: &ChunkIndex,
+        own: Option<(Id, u64, &IndexBody)>,
         sizes: &IdMap<u64>,
     ) -> Result<u64, CacheError> {
-        self.write_with(None, &[], &[], index, sizes)
+        self.write_with(None, &[], &[], index, own, sizes)
     }
 
     /// Writes a new sorted chunk file from `old` and `delta` (a whole, sealed
@@ -163,7 +185,7 @@ impl IndexCache {
             .iter()
             .map(|p| present.get(&p.id) == Some(&p.len))
             .collect();
-        let result = self.write_with(Some(old), &lists, &packs, delta, sizes);
+        let result = self.write_with(Some(old), &lists, &packs, delta, None, sizes);
         if result.is_err() {
             // A damaged block of the old file: a new one would lack its chunks.
             self.drop_base();
@@ -172,13 +194,15 @@ impl IndexCache {
     }
 
     /// Writes the file: the entries of `old` whose index object and pack are
-    /// kept, renumbered, merged in id order with every location of `index`.
+    /// kept, renumbered, merged in id order with every location of `index` and
+    /// every entry of `own`.
     fn write_with(
         &self,
         old_file: Option<&Base>,
         keep_lists: &[bool],
         keep_packs: &[bool],
         index: &ChunkIndex,
+        own: Option<(Id, u64, &IndexBody)>,
         sizes: &IdMap<u64>,
     ) -> Result<u64, CacheError> {
         let renumber = |keep: &[bool]| -> Vec<Option<u32>> {
@@ -262,7 +286,38 @@ impl IndexCache {
             pack: packs0 + e.pack,
             ..e
         });
-        let n = base::write(&self.base_path(), meta, MergeAll::new(olds, located));
+        // The backup's own index object, in id order through a permutation (its
+        // body is held already; a first backup's lists half a million chunks).
+        let (own_list, own_packs) = (meta.lists.len() as u32, meta.packs.len() as u32);
+        let own_entries: &[IndexEntry] = match own {
+            Some((id, len, body)) => {
+                meta.lists.push((id, len));
+                meta.packs.extend(body.packs.iter().map(|p| PackInfo {
+                    id: p.id,
+                    len: p.len,
+                    dict: p.dict,
+                }));
+                &body.entries
+            }
+            None => &[],
+        };
+        let mut order: Vec<u32> = (0..own_entries.len() as u32).collect();
+        order.par_sort_unstable_by_key(|&i| own_entries[i as usize].entry.id);
+        let owned = order.into_iter().map(|i| {
+            let e = &own_entries[i as usize];
+            Entry {
+                id: e.entry.id,
+                list: own_list,
+                ordinal: i,
+                pack: own_packs + e.pack,
+                slot: Slot::from(&e.entry),
+            }
+        });
+        let n = base::write(
+            &self.base_path(),
+            meta,
+            MergeAll::new(olds, MergeAll::new(located, owned)),
+        );
         match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
             None => n,
@@ -635,7 +690,7 @@ mod tests {
                 i.seal();
                 i
             };
-            cache.write_base(&index_of(&[(la, &ba)]), &sizes).unwrap();
+            cache.write_base(&index_of(&[(la, &ba)]), None, &sizes).unwrap();
             let before = layered(cache.open_base().unwrap().unwrap(), index_of(&[(lb, &bb)]), dir.path());
             let n = cache
                 .write_merged(&cache.open_base().unwrap().unwrap(), &index_of(&[(lb, &bb)]), &sizes, &present)
@@ -658,6 +713,20 @@ mod tests {
                 }
             }
             prop_assert_eq!(&cache.open_base().unwrap().unwrap().meta.lists, &vec![(la, 5), (lb, 6)]);
+            // The same file, built by the long way from A's index and the index
+            // object B a backup just wrote.
+            let dir2 = tempfile::tempdir().unwrap();
+            let cache2 = IndexCache { dir: dir2.path().to_path_buf() };
+            let sizes_a: IdMap<u64> = [(la, 5)].into_iter().collect();
+            cache2.write_base(&index_of(&[(la, &ba)]), Some((lb, 6, &bb)), &sizes_a).unwrap();
+            let built = layered(cache2.open_base().unwrap().unwrap(), ChunkIndex::default(), dir2.path());
+            prop_assert_eq!(&built.base_meta().lists, &vec![(la, 5), (lb, 6)]);
+            for n in a.iter().chain(&b).chain(&absent) {
+                let id = Id::of_object(&n.to_le_bytes());
+                prop_assert_eq!(built.contains(&id), merged.contains(&id));
+                prop_assert_eq!(built.name_of(&id), merged.name_of(&id));
+                prop_assert_eq!(built.locate(&id), merged.locate(&id));
+            }
             // A prune deletes A's index object and packs.
             let sizes_b: IdMap<u64> = [(lb, 6)].into_iter().collect();
             let present_b: IdMap<u64> = bb.packs.iter().map(|p| (p.id, p.len)).collect();

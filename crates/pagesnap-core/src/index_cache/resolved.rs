@@ -6,9 +6,10 @@
 //! Layout (little-endian): magic `PSNPRMAP`, version u32, count u32, the map's id
 //! (32 bytes), `count` chunk ids, then blake3 of everything before it (32 bytes).
 
-use super::base::{read_bounded, CacheError};
+use super::base::CacheError;
 use crate::format::pagemap::{MapRef, PageMap, MAX_CHUNKS};
 use crate::types::{ChunkId, ChunkRef, Id};
+use std::io::{Read, Write};
 use std::path::Path;
 
 const MAGIC: [u8; 8] = *b"PSNPRMAP";
@@ -34,69 +35,117 @@ pub fn named_ids(map: &PageMap, list: &[ChunkRef]) -> Option<Vec<ChunkId>> {
     Some(out)
 }
 
+/// Writes the file of map `map` naming `count` ids (the iterator must give
+/// exactly that many), without holding it whole.
+pub fn write(
+    out: &mut impl Write,
+    map: &Id,
+    ids: impl Iterator<Item = ChunkId>,
+    count: usize,
+) -> std::io::Result<()> {
+    let mut h = blake3::Hasher::new();
+    let mut put = |b: &[u8]| -> std::io::Result<()> {
+        h.update(b);
+        out.write_all(b)
+    };
+    put(&MAGIC)?;
+    put(&VERSION.to_le_bytes())?;
+    put(&u32::try_from(count)
+        .map_err(std::io::Error::other)?
+        .to_le_bytes())?;
+    put(&map.0)?;
+    let mut n = 0usize;
+    for id in ids {
+        put(&id.0)?;
+        n += 1;
+    }
+    if n != count {
+        return Err(std::io::Error::other("resolved map: count mismatch"));
+    }
+    let sum = *h.finalize().as_bytes();
+    out.write_all(&sum)
+}
+
+#[cfg(test)]
 pub fn encode(map: &Id, ids: &[ChunkId]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + 32 * ids.len() + 32);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-    out.extend_from_slice(&map.0);
-    for id in ids {
-        out.extend_from_slice(&id.0);
-    }
-    let sum = *blake3::hash(&out).as_bytes();
-    out.extend_from_slice(&sum);
+    // Writing into a Vec cannot fail, and the count is the slice's.
+    let _ = write(&mut out, map, ids.iter().copied(), ids.len());
     out
 }
 
-/// Decodes the file of map `map`: `None` unless it is whole and for that map.
-pub fn decode(map: &Id, bytes: &[u8]) -> Option<Vec<ChunkId>> {
-    let body_len = bytes.len().checked_sub(32)?;
-    if body_len < HEADER || bytes[..8] != MAGIC {
-        return None;
-    }
-    if blake3::hash(&bytes[..body_len]).as_bytes() != &bytes[body_len..] {
-        return None;
-    }
-    let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-    if word(8) != VERSION || bytes[16..48] != map.0 {
-        return None;
-    }
-    let count = word(12) as usize;
-    if HEADER + 32 * count != body_len {
-        return None;
-    }
-    Some(
-        bytes[HEADER..body_len]
-            .chunks_exact(32)
-            .map(|c| {
-                let mut id = [0u8; 32];
-                id.copy_from_slice(c);
-                Id(id)
-            })
-            .collect(),
-    )
-}
-
+/// Reads the file of map `map`, straight into ids (the file is not held as
+/// well: a full map's is 32 bytes per chunk).
 pub fn read(path: &Path, map: &Id) -> Result<Vec<ChunkId>, CacheError> {
-    let bytes = read_bounded(path, (HEADER as u64 + 64) + 32 * MAX_CHUNKS)?;
-    decode(map, &bytes).ok_or_else(|| CacheError::Damaged {
+    let bad = || CacheError::Damaged {
         path: path.to_path_buf(),
         why: "not a whole resolved page map of this map".into(),
-    })
+    };
+    let io = |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut r = std::io::BufReader::new(file);
+    let mut head = [0u8; HEADER];
+    r.read_exact(&mut head).map_err(|_| bad())?;
+    let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+    let count = word(12) as u64;
+    if head[..8] != MAGIC
+        || word(8) != VERSION
+        || head[16..48] != map.0
+        || count > MAX_CHUNKS
+        || len != HEADER as u64 + 32 * count + 32
+    {
+        return Err(bad());
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(&head);
+    let mut ids = Vec::with_capacity(count as usize);
+    let mut id = [0u8; 32];
+    for _ in 0..count {
+        r.read_exact(&mut id).map_err(io)?;
+        h.update(&id);
+        ids.push(Id(id));
+    }
+    r.read_exact(&mut id).map_err(io)?;
+    if h.finalize().as_bytes() != &id {
+        return Err(bad());
+    }
+    Ok(ids)
 }
 
-/// Applies `map` to `reference`, naming its changes with `ids` in order; `None`
-/// when they do not fit the map (a stale or wrong file).
-pub fn apply(map: &PageMap, reference: &[ChunkRef], ids: &[ChunkId]) -> Option<Vec<ChunkRef>> {
-    let next = std::cell::Cell::new(0usize);
-    let list = map
-        .apply(reference, |_, _| {
-            let i = next.get();
-            next.set(i + 1);
-            ids.get(i).copied()
-        })
-        .ok()?;
-    (next.get() == ids.len()).then_some(list)
+/// Applies `map` to `list` (its reference's list), in place, naming its changes
+/// with `ids` in order; `None` when they do not fit the map (a stale or wrong
+/// file), as [`PageMap::apply`] would refuse it. In place: the list of a large
+/// image is 33 bytes per chunk, and `PageMap::apply` builds a second one.
+pub fn apply_in_place(map: &PageMap, list: &mut Vec<ChunkRef>, ids: &[ChunkId]) -> Option<()> {
+    let n = usize::try_from(map.chunk_count).ok()?;
+    if map.chunk_count > list.len() as u64 + map.changes.len() as u64 {
+        return None;
+    }
+    let inherited = list.len().min(n);
+    list.truncate(n);
+    list.resize(n, ChunkRef::Zero);
+    let (mut pos, mut next, mut beyond) = (0u64, 0usize, 0usize);
+    for c in &map.changes {
+        let i = pos.checked_add(c.skip).filter(|&i| i < map.chunk_count)?;
+        pos = i + 1;
+        if i as usize >= inherited {
+            beyond += 1;
+        }
+        list[i as usize] = match c.chunk {
+            MapRef::Zero => ChunkRef::Zero,
+            _ => {
+                next += 1;
+                ChunkRef::Stored(*ids.get(next - 1)?)
+            }
+        };
+    }
+    // Every position past the reference must be named by a change (they are
+    // distinct and ascending, so counting them is enough).
+    (next == ids.len() && beyond == n - inherited).then_some(())
 }
 
 #[cfg(test)]
@@ -154,10 +203,33 @@ mod tests {
         ];
         let ids = named_ids(&m, &list).unwrap();
         assert_eq!(ids, vec![id(7), id(9)]);
-        assert_eq!(apply(&m, &reference, &ids), Some(list));
+        let applied = |r: &[ChunkRef], ids: &[ChunkId]| {
+            let mut l = r.to_vec();
+            apply_in_place(&m, &mut l, ids).map(|()| l)
+        };
+        assert_eq!(applied(&reference, &ids), Some(list.clone()));
+        assert_eq!(
+            m.apply(&reference, |_, o| Some(if o == 0 { id(7) } else { id(9) }))
+                .unwrap(),
+            list
+        );
         // Too few or too many ids do not fit.
-        assert_eq!(apply(&m, &reference, &ids[..1]), None);
-        assert_eq!(apply(&m, &reference, &[id(7), id(9), id(1)]), None);
+        assert_eq!(applied(&reference, &ids[..1]), None);
+        assert_eq!(applied(&reference, &[id(7), id(9), id(1)]), None);
+        // A reference too short for the map's count (a position past it that no
+        // change names), and one longer than the count (truncated).
+        assert_eq!(applied(&reference[..3], &ids), None);
+        let mut longer = reference.clone();
+        longer.push(ChunkRef::Stored(id(4)));
+        assert_eq!(applied(&longer, &ids), Some(list));
+    }
+
+    /// [`read`] of these bytes, through a file.
+    fn decode(map: &Id, bytes: &[u8]) -> Option<Vec<ChunkId>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        std::fs::write(&path, bytes).unwrap();
+        read(&path, map).ok()
     }
 
     #[test]
