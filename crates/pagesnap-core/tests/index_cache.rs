@@ -26,27 +26,6 @@ fn index_dir(store: &Store) -> PathBuf {
         .join("index")
 }
 
-fn db_with_rows(db: &Path, rows: i64) -> Connection {
-    let conn = create_db(db, Journal::Wal, 4096);
-    conn.execute_batch("CREATE TABLE pages(id INTEGER PRIMARY KEY, payload BLOB NOT NULL);")
-        .unwrap();
-    set_rows(&conn, 1, 1..=rows);
-    conn
-}
-
-fn set_rows(conn: &Connection, seed: u64, ids: impl Iterator<Item = i64>) {
-    let mut rng = Rng(seed);
-    let tx = conn.unchecked_transaction().unwrap();
-    for id in ids {
-        tx.execute(
-            "INSERT OR REPLACE INTO pages VALUES (?1, ?2)",
-            rusqlite::params![id, rng.bytes(3000, true)],
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
-}
-
 struct Fixture {
     dir: tempfile::TempDir,
     db: PathBuf,
@@ -61,7 +40,7 @@ impl Fixture {
         cache_dir();
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("app.db");
-        let conn = db_with_rows(&db, 300);
+        let conn = one_row_per_page(&db, 300);
         let store = Store::init(dir.path().join("store"), &InitOptions::default()).unwrap();
         Fixture {
             dir,
@@ -95,6 +74,35 @@ impl Fixture {
         let r = self.change_and_back_up();
         assert!(r.index_cached);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    /// Deletes every pack of the store (damage: not a prune).
+    fn lose_every_pack(&self) {
+        let packs = self.dir.path().join("store").join("packs");
+        std::fs::remove_dir_all(&packs).unwrap();
+        std::fs::create_dir_all(&packs).unwrap();
+    }
+
+    /// Changes rows, backs up and checks that the snapshot stored at least
+    /// `min_new` chunks and restores byte for byte; returns whether the backup
+    /// took the short way.
+    fn back_up_and_check(&mut self, min_new: u64) -> bool {
+        let (new, cached) = {
+            let r = self.change_and_back_up();
+            (r.stats.new_chunks, r.index_cached)
+        };
+        assert!(
+            new >= min_new,
+            "only {new} chunks stored, {min_new} expected"
+        );
+        let (r, h) = self.taken.last().unwrap();
+        restore_and_check(
+            &self.store,
+            &snapshot_of(&self.store, r),
+            h,
+            self.dir.path(),
+        );
+        cached
     }
 
     /// Every snapshot still in the store restores byte for byte.
@@ -293,53 +301,15 @@ fn a_lost_pack_is_stored_again_though_the_parent_held_it() {
     f.change_and_back_up();
     // Lose every pack: the parent's chunks are gone with them, and its
     // placement names packs that are not there any more.
-    let packs = f.dir.path().join("store").join("packs");
-    std::fs::remove_dir_all(&packs).unwrap();
-    std::fs::create_dir_all(&packs).unwrap();
-    let r = f.change_and_back_up();
-    assert!(r.index_cached);
-    assert!(
-        r.stats.new_chunks > 50,
-        "only {} chunks stored again",
-        r.stats.new_chunks
-    );
-    let latest = f.taken.last().unwrap();
-    restore_and_check(
-        &f.store,
-        &snapshot_of(&f.store, &latest.0),
-        &latest.1,
-        f.dir.path(),
-    );
-    // Again, with the lost chunks covered by the sorted file: its packs are
-    // missing, so it is rewritten without them, and the chunks stored again.
+    f.lose_every_pack();
+    assert!(f.back_up_and_check(50));
+    // Again, with the lost chunks covered by the sorted file: its entries in the
+    // missing packs are skipped, and the chunks stored again.
     f.rebuild_cache();
-    std::fs::remove_dir_all(&packs).unwrap();
-    std::fs::create_dir_all(&packs).unwrap();
-    let r = f.change_and_back_up();
-    assert!(r.index_cached);
-    assert!(
-        r.stats.new_chunks > 50,
-        "only {} chunks stored again",
-        r.stats.new_chunks
-    );
-    let latest = f.taken.last().unwrap();
-    restore_and_check(
-        &f.store,
-        &snapshot_of(&f.store, &latest.0),
-        &latest.1,
-        f.dir.path(),
-    );
-    // The rebuilt file records the lost chunks: the next backup, short again,
-    // does not take them as stored because an old snapshot lists them.
-    let r = f.change_and_back_up();
-    assert!(r.index_cached);
-    let latest = f.taken.last().unwrap();
-    restore_and_check(
-        &f.store,
-        &snapshot_of(&f.store, &latest.0),
-        &latest.1,
-        f.dir.path(),
-    );
+    f.lose_every_pack();
+    assert!(f.back_up_and_check(50));
+    // The next backup is short again and exact.
+    assert!(f.back_up_and_check(1));
 }
 
 #[test]
@@ -393,18 +363,15 @@ fn walk(p: &Path) -> Vec<PathBuf> {
 fn another_database_whose_parent_lost_its_packs_stores_them_again() {
     let mut f = Fixture::new();
     let other = f.dir.path().join("other.db");
-    let other_conn = db_with_rows(&other, 120);
+    let other_conn = one_row_per_page(&other, 120);
     set_rows(&other_conn, 555, 1..=120);
     f.change_and_back_up();
     backup(&f.store, &other);
     f.rebuild_cache();
-    // Every pack lost. The first database's next backup rewrites the file
-    // without them and stores its chunks again: after it every pack the file
-    // names is present.
-    let packs = f.dir.path().join("store").join("packs");
-    std::fs::remove_dir_all(&packs).unwrap();
-    std::fs::create_dir_all(&packs).unwrap();
-    assert!(f.change_and_back_up().stats.new_chunks > 50);
+    // Every pack lost. The first database's next backup skips the file's
+    // entries in them and stores its chunks again.
+    f.lose_every_pack();
+    assert!(f.back_up_and_check(50));
     // The other database's parent still lists the lost chunks. Its backup takes
     // the short way, and the parent's placement (its packs, now missing) makes
     // it store them again rather than take them as stored.

@@ -7,32 +7,6 @@ mod common;
 use common::*;
 use pagesnap_core::format::pagemap::reference_seq;
 use pagesnap_core::{layout, InitOptions, Store};
-use rusqlite::Connection;
-use std::path::Path;
-
-/// A WAL database in which each row fills most of one 4 KiB page.
-fn one_row_per_page(db: &Path, rows: i64) -> Connection {
-    let conn = create_db(db, Journal::Wal, 4096);
-    conn.execute_batch("CREATE TABLE pages(id INTEGER PRIMARY KEY, payload BLOB NOT NULL);")
-        .unwrap();
-    set_rows(&conn, 1, 1..=rows);
-    conn
-}
-
-fn set_rows(conn: &Connection, seed: u64, ids: impl Iterator<Item = i64>) {
-    let mut rng = Rng(seed);
-    let tx = conn.unchecked_transaction().unwrap();
-    {
-        let mut up = tx
-            .prepare("INSERT OR REPLACE INTO pages VALUES (?1, ?2)")
-            .unwrap();
-        for id in ids {
-            up.execute(rusqlite::params![id, rng.bytes(3000, true)])
-                .unwrap();
-        }
-    }
-    tx.commit().unwrap();
-}
 
 #[test]
 fn skip_delta_chains_stay_short_and_metadata_follows_the_changes() {

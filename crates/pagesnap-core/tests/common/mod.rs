@@ -302,3 +302,28 @@ pub fn insert_rows(conn: &Connection, rng: &mut Rng, page_size: u32, rows: usize
     }
     tx.commit().unwrap();
 }
+
+/// A WAL database (table `pages`) in which each row fills most of one 4 KiB page.
+pub fn one_row_per_page(db: &Path, rows: i64) -> Connection {
+    let conn = create_db(db, Journal::Wal, 4096);
+    conn.execute_batch("CREATE TABLE pages(id INTEGER PRIMARY KEY, payload BLOB NOT NULL);")
+        .unwrap();
+    set_rows(&conn, 1, 1..=rows);
+    conn
+}
+
+/// Sets rows `ids` of `pages` to fresh random payloads (one page each).
+pub fn set_rows(conn: &Connection, seed: u64, ids: impl Iterator<Item = i64>) {
+    let mut rng = Rng(seed);
+    let tx = conn.unchecked_transaction().unwrap();
+    {
+        let mut up = tx
+            .prepare("INSERT OR REPLACE INTO pages VALUES (?1, ?2)")
+            .unwrap();
+        for id in ids {
+            up.execute(rusqlite::params![id, rng.bytes(3000, true)])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
