@@ -420,3 +420,60 @@ fn every_help_has_examples() {
     let top = String::from_utf8(ok(bin().arg("--help"))).unwrap();
     assert_has(&top, &["Examples", "PAGESNAP_STORE"]);
 }
+
+/// Backups use this machine's local index cache from the second on, and
+/// `--no-cache` makes one read every index object instead; either way the
+/// snapshots restore byte for byte, and the cache lives in `PAGESNAP_CACHE_DIR`.
+#[test]
+fn backups_use_the_local_index_cache_unless_no_cache() {
+    let fx = Fx::new();
+    let cache = fx.path("cache");
+    let db = fx.path("app.db");
+    let conn = create_db(&db, Journal::Wal, 1500, 7);
+    let backup = |args: &[&str]| {
+        ok_json(
+            fx.cmd()
+                .env("PAGESNAP_CACHE_DIR", &cache)
+                .args(args)
+                .arg("--json")
+                .arg("backup")
+                .arg(&db),
+        )
+    };
+    assert_eq!(backup(&[])["index_cached"], false);
+    mutate(&conn, 1);
+    let second = backup(&[]);
+    assert_eq!(second["index_cached"], true);
+    mutate(&conn, 2);
+    let third = backup(&["--no-cache"]);
+    assert_eq!(third["index_cached"], false);
+    // That backup left the cache alone, so this machine has no resolved map of
+    // the next one's parent: it takes the long way once, and writes them.
+    mutate(&conn, 3);
+    assert_eq!(backup(&[])["index_cached"], false);
+    mutate(&conn, 4);
+    let fifth = backup(&[]);
+    assert_eq!(fifth["index_cached"], true);
+    let reference = reference_copy(&db, &fx.path("ref.db"));
+    let out = fx.path("out.db");
+    fx.restore(&["latest"], &out);
+    assert_restored(&out, &fifth["image_hash"], &reference);
+    // The cache is where the variable says, under the store's id (the one
+    // folder there: 64 hex digits).
+    let stores: Vec<std::path::PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(stores.len(), 1, "{stores:?}");
+    let name = stores[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.len() == 64 && name.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{name}"
+    );
+    let chunks = stores[0].join("index").join("chunks");
+    assert!(chunks.is_file(), "{} missing", chunks.display());
+}
