@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use pagesnap_core::{BackupReport, InitOptions, PruneOptions, Store};
+use proptest::prelude::*;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -389,4 +390,116 @@ fn another_database_whose_parent_lost_its_packs_stores_them_again() {
         &reference_hash(&other, f.dir.path()),
         f.dir.path(),
     );
+}
+
+/// What a random sequence does between checks.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Changes `rows` rows (seeded) of the first database and backs it up.
+    BackUp { rows: u8, seed: u8 },
+    /// Changes and backs up the second database (the same store).
+    BackUpOther { rows: u8, seed: u8 },
+    /// Forgets the first database's oldest `n` snapshots (never its newest) and
+    /// prunes, packs with any dead chunk
+    /// rewritten (`rewrite`) or only empty ones deleted.
+    ForgetAndPrune { n: u8, rewrite: bool },
+    /// Deletes the sorted chunk file, or every resolved map and placement.
+    DropCache { file: bool },
+    /// A backup with `--no-cache` (the long way, leaving the cache alone).
+    BackUpWithoutCache,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (1u8..40, any::<u8>()).prop_map(|(rows, seed)| Step::BackUp { rows, seed }),
+        2 => (1u8..40, any::<u8>()).prop_map(|(rows, seed)| Step::BackUpOther { rows, seed }),
+        2 => (1u8..4, any::<bool>()).prop_map(|(n, rewrite)| Step::ForgetAndPrune { n, rewrite }),
+        1 => any::<bool>().prop_map(|file| Step::DropCache { file }),
+        1 => Just(Step::BackUpWithoutCache),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PAGESNAP_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(8),
+        ..ProptestConfig::default()
+    })]
+
+    /// For any sequence of backups of two databases, prunes, lost cache files and
+    /// backups without the cache: every backup's snapshot, and every snapshot
+    /// still kept at the end, restores byte for byte; and a backup right after
+    /// another of the same database, with the cache untouched, takes the short way.
+    #[test]
+    fn random_sequences_with_prunes_stay_exact(steps in proptest::collection::vec(step(), 1..14)) {
+        let mut f = Fixture::new();
+        let other = f.dir.path().join("other.db");
+        let other_conn = one_row_per_page(&other, 60);
+        let mut other_taken: Vec<(BackupReport, Hash)> = Vec::new();
+        let mut last_was_cached_backup_of_first = false;
+        for s in &steps {
+            let mut this_is_cached_backup_of_first = false;
+            match s {
+                Step::BackUp { rows, seed } => {
+                    let ids: Vec<i64> = (0..*rows as i64).map(|i| 1 + (i * 7 + *seed as i64) % 300).collect();
+                    set_rows(&f.conn, 1000 + *seed as u64, ids.into_iter());
+                    let r = backup(&f.store, &f.db);
+                    if last_was_cached_backup_of_first {
+                        prop_assert!(r.index_cached, "{steps:?}");
+                    }
+                    this_is_cached_backup_of_first = true;
+                    let h = reference_hash(&f.db, f.dir.path());
+                    restore_and_check(&f.store, &snapshot_of(&f.store, &r), &h, f.dir.path());
+                    f.taken.push((r, h));
+                }
+                Step::BackUpOther { rows, seed } => {
+                    let ids: Vec<i64> = (0..*rows as i64).map(|i| 1 + (i * 3 + *seed as i64) % 60).collect();
+                    set_rows(&other_conn, 2000 + *seed as u64, ids.into_iter());
+                    let r = backup(&f.store, &other);
+                    let h = reference_hash(&other, f.dir.path());
+                    restore_and_check(&f.store, &snapshot_of(&f.store, &r), &h, f.dir.path());
+                    other_taken.push((r, h));
+                    // Another database's backup may merge the file: the next one
+                    // of the first is still short, so keep the flag.
+                    this_is_cached_backup_of_first = last_was_cached_backup_of_first;
+                }
+                Step::ForgetAndPrune { n, rewrite } => {
+                    // The first database's oldest, keeping its newest.
+                    let mut snaps: Vec<_> = f.store.snapshots().unwrap().into_iter().filter(|s| s.manifest.name == "app").collect();
+                    snaps.sort_by_key(|s| (s.time(), s.id));
+                    let old: Vec<_> = snaps.iter().take((*n as usize).min(snaps.len().saturating_sub(1))).map(|s| s.id).collect();
+                    if !old.is_empty() {
+                        f.store.forget_snapshots(&old, false).unwrap();
+                    }
+                    f.store.prune(&PruneOptions {
+                        max_unused: if *rewrite { 0.0 } else { 1.0 },
+                        ..PruneOptions::default()
+                    }).unwrap();
+                    // A prune changes nothing a parent needs: still short, if the
+                    // parent was not forgotten.
+                    this_is_cached_backup_of_first = false;
+                }
+                Step::DropCache { file } => {
+                    let dir = index_dir(&f.store);
+                    if *file {
+                        let _ = std::fs::remove_file(dir.join("chunks"));
+                    } else {
+                        let _ = std::fs::remove_dir_all(dir.join("maps"));
+                        let _ = std::fs::remove_dir_all(dir.join("placed"));
+                    }
+                }
+                Step::BackUpWithoutCache => {
+                    set_rows(&f.conn, 77, 1..=3);
+                    let store = Store::open(f.dir.path().join("store")).unwrap().without_index_cache();
+                    let r = backup(&store, &f.db);
+                    prop_assert!(!r.index_cached);
+                    let h = reference_hash(&f.db, f.dir.path());
+                    restore_and_check(&f.store, &snapshot_of(&f.store, &r), &h, f.dir.path());
+                    f.taken.push((r, h));
+                }
+            }
+            last_was_cached_backup_of_first = this_is_cached_backup_of_first;
+        }
+        f.taken.extend(other_taken);
+        f.check_all();
+    }
 }
