@@ -537,6 +537,53 @@ mod tests {
         assert_eq!(base.iter().count(), 303);
     }
 
+    proptest! {
+        /// Hostile files whose footer checksum is right (random entries and
+        /// tables behind a footer computed for them): opening, looking up and
+        /// iterating never panic, and an entry read back names a list and a
+        /// pack of the tables.
+        #[test]
+        fn hostile_files_with_a_right_footer_never_panic(
+            entries in proptest::collection::vec(any::<u8>(), 0..600),
+            meta_bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            real_meta in any::<bool>(),
+            ids in proptest::collection::vec(any::<[u8; 32]>(), 0..8),
+        ) {
+            let count = (entries.len() / ENTRY_LEN) as u64;
+            let mut file = entries[..count as usize * ENTRY_LEN].to_vec();
+            // Either random table bytes, or real tables (so blocks are reached).
+            let meta_bytes = if real_meta {
+                let mut m = meta();
+                m.blocks = (0..count.div_ceil(BLOCK_ENTRIES as u64))
+                    .map(|b| {
+                        let at = b as usize * BLOCK_ENTRIES * ENTRY_LEN;
+                        let end = (at + BLOCK_ENTRIES * ENTRY_LEN).min(file.len());
+                        (0, block_sum(&file[at..end]))
+                    })
+                    .collect();
+                postcard::to_allocvec(&m).unwrap()
+            } else {
+                meta_bytes
+            };
+            file.extend_from_slice(&meta_bytes);
+            file.extend_from_slice(&footer(count, meta_bytes.len() as u64, &meta_bytes));
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("chunks");
+            std::fs::write(&path, &file).unwrap();
+            if let Ok(base) = Base::open(&path) {
+                for id in ids {
+                    if let Ok(Some(e)) = base.find(&Id(id)) {
+                        prop_assert!((e.list as usize) < base.meta.lists.len());
+                        prop_assert!((e.pack as usize) < base.meta.packs.len());
+                    }
+                }
+                for e in base.iter().flatten() {
+                    prop_assert!((e.list as usize) < base.meta.lists.len());
+                }
+            }
+        }
+    }
+
     #[test]
     fn out_of_order_entries_are_refused_and_leave_no_file() {
         let dir = tempfile::tempdir().unwrap();

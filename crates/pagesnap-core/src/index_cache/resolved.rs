@@ -325,6 +325,46 @@ pub fn decode_placement(map: &Id, bytes: &[u8]) -> Option<Placement> {
 #[cfg(test)]
 mod placement_tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// `bytes` with a right trailing checksum (a random file would only ever
+    /// test the checksum comparison).
+    fn sealed(mut bytes: Vec<u8>) -> Vec<u8> {
+        let sum = *blake3::hash(&bytes).as_bytes();
+        bytes.extend_from_slice(&sum);
+        bytes
+    }
+
+    proptest! {
+        /// Hostile resolved maps and placements with right checksums (random
+        /// bodies behind a valid magic and version, or wholly random): decoding
+        /// never panics, and what decodes is consistent.
+        #[test]
+        fn hostile_files_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..400),
+            with_header in any::<bool>(),
+        ) {
+            let map = Id([9; 32]);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            for magic in [MAGIC, PLACED_MAGIC] {
+                let mut bytes = Vec::new();
+                if with_header {
+                    bytes.extend_from_slice(&magic);
+                    bytes.extend_from_slice(&VERSION.to_le_bytes());
+                }
+                bytes.extend_from_slice(&body);
+                let bytes = sealed(bytes);
+                std::fs::write(&path, &bytes).unwrap();
+                if let Ok(ids) = read(&path, &map) {
+                    prop_assert_eq!(bytes.len(), HEADER + 32 * ids.len() + 32);
+                }
+                if let Some(p) = decode_placement(&map, &bytes) {
+                    prop_assert!(p.at.iter().all(|&a| (a as usize) < p.packs.len()));
+                }
+            }
+        }
+    }
 
     #[test]
     fn placements_round_trip_and_damage_is_refused() {
