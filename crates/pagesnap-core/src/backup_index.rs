@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 /// minutes), at the cost of 4 small reads.
 const RECHECK: usize = 4;
 
+/// Resolved maps and placements unused this long are deleted when the sorted
+/// file is rewritten (a database not backed up here for a month then takes the
+/// long way once).
+const SWEEP_UNUSED: Duration = Duration::from_secs(30 * 86_400);
+
 /// What a backup got from [`Store::backup_index`].
 pub(crate) struct BackupIndex {
     pub lookup: ChunkLookup,
@@ -397,6 +402,7 @@ impl Store {
         let mut warning = lookup
             .cache_error()
             .map(|e| format!("the local index cache was damaged and is rebuilt: {e}"));
+        let mut rewrote = true;
         let result = match lookup {
             ChunkLookup::Whole(index) if u.rebuild => {
                 let own = written
@@ -408,11 +414,22 @@ impl Store {
             ChunkLookup::Layered(l) if warning.is_none() && merge_due(&l.delta, &l.base) => cache
                 .write_merged(&l.base, &l.delta, &u.sizes, &u.present)
                 .map(|_| ()),
-            _ => Ok(()),
+            _ => {
+                rewrote = false;
+                Ok(())
+            }
         };
-        if let Err(e) = result {
-            cache.drop_base();
-            warning.get_or_insert(format!("the local index cache could not be written: {e}"));
+        match result {
+            // With the (rare) rewrite of the file, the resolved maps of databases
+            // no longer backed up here go too.
+            Ok(()) if rewrote => {
+                cache.sweep(SWEEP_UNUSED);
+            }
+            Ok(()) => {}
+            Err(e) => {
+                cache.drop_base();
+                warning.get_or_insert(format!("the local index cache could not be written: {e}"));
+            }
         }
         warning
     }

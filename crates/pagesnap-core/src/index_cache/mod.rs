@@ -87,7 +87,10 @@ impl IndexCache {
     /// one is removed, so the long way writes it again.
     pub(crate) fn resolved(&self, map: &Id) -> Option<Vec<ChunkId>> {
         match resolved::read(&self.map_path(map), map) {
-            Ok(ids) => Some(ids),
+            Ok(ids) => {
+                touch(&self.map_path(map));
+                Some(ids)
+            }
             Err(CacheError::Damaged { .. }) => {
                 self.drop_resolved(map);
                 None
@@ -133,10 +136,39 @@ impl IndexCache {
         let path = self.placed_path(map);
         let bytes = base::read_bounded(&path, 1 << 34).ok()?;
         let p = resolved::decode_placement(map, &bytes);
-        if p.is_none() {
-            let _ = std::fs::remove_file(&path);
+        match p {
+            Some(_) => touch(&path),
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
         }
         p
+    }
+
+    /// Deletes the resolved maps and placements not used for `unused` (those of
+    /// databases no longer backed up here, or of chains another machine took
+    /// over); returns how many. A database backed up again later takes the long
+    /// way once. Best effort.
+    pub(crate) fn sweep(&self, unused: std::time::Duration) -> usize {
+        let Some(before) = std::time::SystemTime::now().checked_sub(unused) else {
+            return 0;
+        };
+        let mut swept = 0;
+        for folder in ["maps", "placed"] {
+            let Ok(entries) = std::fs::read_dir(self.dir.join(folder)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < before);
+                if old && std::fs::remove_file(e.path()).is_ok() {
+                    swept += 1;
+                }
+            }
+        }
+        swept
     }
 
     pub(crate) fn put_placed(&self, map: &Id, p: &resolved::Placement) {
@@ -359,6 +391,13 @@ impl<A: Iterator<Item = Entry>, B: Iterator<Item = Entry>> Iterator for MergeAll
             (Some(_), _) => self.a.next(),
             (None, _) => self.b.next(),
         }
+    }
+}
+
+/// Marks a cache file as used now (its modification time), for [`IndexCache::sweep`].
+fn touch(path: &std::path::Path) {
+    if let Ok(f) = std::fs::File::options().write(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
     }
 }
 
@@ -740,6 +779,38 @@ mod tests {
                 prop_assert_eq!(pruned.contains(&id), only_b.contains(&id));
                 prop_assert_eq!(pruned.name_of(&id), only_b.name_of(&id));
             }
+        }
+    }
+
+    #[test]
+    fn sweeps_delete_only_files_unused_for_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = IndexCache {
+            dir: dir.path().to_path_buf(),
+        };
+        let (used, unused, fresh) = (Id([1; 32]), Id([2; 32]), Id([3; 32]));
+        let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
+        for m in [used, unused, fresh] {
+            cache.put_resolved(&m, [Id([9; 32])].into_iter(), 1);
+            cache.put_placed(&m, &resolved::Placement::default());
+        }
+        for m in [used, unused] {
+            for p in [cache.map_path(&m), cache.placed_path(&m)] {
+                std::fs::File::options()
+                    .write(true)
+                    .open(p)
+                    .unwrap()
+                    .set_modified(month_ago)
+                    .unwrap();
+            }
+        }
+        // Reading them marks them used.
+        assert!(cache.resolved(&used).is_some());
+        assert!(cache.placed(&used).is_some());
+        assert_eq!(cache.sweep(std::time::Duration::from_secs(30 * 86_400)), 2);
+        assert!(cache.resolved(&unused).is_none() && cache.placed(&unused).is_none());
+        for m in [used, fresh] {
+            assert!(cache.resolved(&m).is_some() && cache.placed(&m).is_some());
         }
     }
 
