@@ -98,7 +98,7 @@ impl Store {
                         load: started.elapsed(),
                         short: true,
                         upkeep: Upkeep {
-                            cache: self.index_cache(),
+                            cache,
                             sizes,
                             present,
                             rebuild: false,
@@ -228,10 +228,8 @@ impl Store {
         delta.seal();
         // Names are resolved through the entries' own (index object, ordinal).
         delta.drop_names();
-        let Some(own) = self.index_cache() else {
-            return Ok(Err(Declined::keep()));
-        };
-        let Some(layered) = Layered::new(&parent_list, placed, present, delta, base, own) else {
+        let Some(layered) = Layered::new(&parent_list, placed, present, delta, base, cache.clone())
+        else {
             return Ok(Err(Declined::keep()));
         };
         Ok(Ok((

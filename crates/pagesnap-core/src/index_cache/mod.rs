@@ -43,10 +43,12 @@ use crate::id_table::IdTable;
 use crate::types::{ChunkId, ChunkRef, Id, IdMap};
 use base::{Base, CacheError, Entry, Meta, PackInfo};
 use rayon::prelude::*;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// Where this machine keeps a store's derived index.
+#[derive(Clone)]
 pub(crate) struct IndexCache {
     dir: PathBuf,
 }
@@ -103,23 +105,13 @@ impl IndexCache {
         self.map_path(map).exists()
     }
 
-    /// Records the resolved page map `map` (best effort: failing costs a later
-    /// backup the long way).
     /// Records the resolved page map `map`: its `count` named ids (best effort:
     /// failing costs a later backup the long way). Streamed: a full map of a
     /// large image names half a million chunks.
     pub(crate) fn put_resolved(&self, map: &Id, ids: impl Iterator<Item = ChunkId>, count: usize) {
-        let path = self.map_path(map);
-        let Some(dir) = path.parent() else { return };
-        if std::fs::create_dir_all(dir).is_err() {
-            return;
-        }
-        if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
-            let mut out = std::io::BufWriter::new(tmp.as_file_mut());
-            if resolved::write(&mut out, map, ids, count).is_ok() && out.into_inner().is_ok() {
-                let _ = tmp.persist(&path);
-            }
-        }
+        write_whole(&self.map_path(map), |out| {
+            resolved::write(out, map, ids, count)
+        });
     }
 
     /// Forgets the resolved page map `map` (no later backup's chain holds it).
@@ -172,7 +164,9 @@ impl IndexCache {
     }
 
     pub(crate) fn put_placed(&self, map: &Id, p: &resolved::Placement) {
-        write_small(&self.placed_path(map), &resolved::encode_placement(map, p));
+        write_whole(&self.placed_path(map), |out| {
+            out.write_all(&resolved::encode_placement(map, p))
+        });
     }
 
     pub(crate) fn drop_placed(&self, map: &Id) {
@@ -401,15 +395,19 @@ fn touch(path: &std::path::Path) {
     }
 }
 
-/// Writes a cache file whole (temporary name, rename), best effort.
-fn write_small(path: &std::path::Path, bytes: &[u8]) {
+/// Writes a cache file whole, through `write`: to a temporary name, renamed
+/// once complete. Best effort (a cache file that is missing costs time only).
+fn write_whole(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) {
     let Some(dir) = path.parent() else { return };
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
     if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
-        use std::io::Write;
-        if tmp.write_all(bytes).is_ok() {
+        let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+        if write(&mut out).is_ok() && out.into_inner().is_ok() {
             let _ = tmp.persist(path);
         }
     }
