@@ -14,6 +14,7 @@
 
 use crate::chunk_index::Slot;
 use crate::format::pack::Codec;
+use crate::format::{checksum64, LeReader};
 use crate::types::{ChunkId, Id};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -87,23 +88,21 @@ impl Entry {
     }
 
     fn decode(b: &[u8]) -> Option<Entry> {
-        let word = |i: usize| {
-            let mut w = [0u8; 4];
-            w.copy_from_slice(&b[32 + 4 * i..36 + 4 * i]);
-            u32::from_le_bytes(w)
-        };
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&b[..32]);
+        let mut r = LeReader::new(b);
+        let id = Id(r.array().ok()?);
+        let mut word = || r.u32().ok();
+        let (list, ordinal, pack) = (word()?, word()?, word()?);
+        let (offset, stored_len, raw_len) = (word()?, word()?, word()?);
         Some(Entry {
-            id: Id(id),
-            list: word(0),
-            ordinal: word(1),
-            pack: word(2),
+            id,
+            list,
+            ordinal,
+            pack,
             slot: Slot {
-                offset: word(3),
-                stored_len: word(4),
-                raw_len: word(5),
-                codec: Codec::from_u8(b[56]).ok()?,
+                offset,
+                stored_len,
+                raw_len,
+                codec: Codec::from_u8(r.u8().ok()?).ok()?,
             },
         })
     }
@@ -134,12 +133,6 @@ pub fn prefix(id: &ChunkId) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&id.0[..8]);
     u64::from_be_bytes(first)
-}
-
-fn block_sum(bytes: &[u8]) -> u64 {
-    let mut h = [0u8; 8];
-    h.copy_from_slice(&blake3::hash(bytes).as_bytes()[..8]);
-    u64::from_le_bytes(h)
 }
 
 /// Writes a file from entries in ascending id order (an id may repeat: other
@@ -176,13 +169,13 @@ pub fn write(
         e.encode(&mut block[at..]);
         count += 1;
         if block.len() == BLOCK_ENTRIES * ENTRY_LEN {
-            meta.blocks.push((first, block_sum(&block)));
+            meta.blocks.push((first, checksum64(&block)));
             out.write_all(&block).map_err(io(path))?;
             block.clear();
         }
     }
     if !block.is_empty() {
-        meta.blocks.push((first, block_sum(&block)));
+        meta.blocks.push((first, checksum64(&block)));
         out.write_all(&block).map_err(io(path))?;
     }
     let meta_bytes =
@@ -205,7 +198,7 @@ fn footer(count: u64, meta_len: u64, meta: &[u8]) -> [u8; FOOTER_LEN] {
     f[24..32].copy_from_slice(&(count * ENTRY_LEN as u64).to_le_bytes());
     f[32..40].copy_from_slice(&meta_len.to_le_bytes());
     f[40..56].copy_from_slice(&blake3::hash(meta).as_bytes()[..16]);
-    let sum = block_sum(&f[..56]);
+    let sum = checksum64(&f[..56]);
     f[56..64].copy_from_slice(&sum.to_le_bytes());
     f
 }
@@ -234,25 +227,30 @@ impl Base {
         let mut f = [0u8; FOOTER_LEN];
         file.read_exact_at(&mut f, len - FOOTER_LEN as u64)
             .map_err(io(path))?;
-        if f[..8] != MAGIC {
+        // The footer is FOOTER_LEN bytes: none of these reads can run short.
+        let mut r = LeReader::new(&f);
+        let field = |e: crate::format::FormatError| damaged(path, e.to_string());
+        let magic: [u8; 8] = r.array().map_err(field)?;
+        let (version, per_block) = (r.u32().map_err(field)?, r.u32().map_err(field)?);
+        let (count, meta_at, meta_len) = (
+            r.u64().map_err(field)?,
+            r.u64().map_err(field)?,
+            r.u64().map_err(field)?,
+        );
+        let meta_sum: [u8; 16] = r.array().map_err(field)?;
+        let footer_sum = r.u64().map_err(field)?;
+        if magic != MAGIC {
             return Err(damaged(path, "not a pagesnap index cache (bad magic)"));
         }
-        let u32_at = |i: usize| u32::from_le_bytes([f[i], f[i + 1], f[i + 2], f[i + 3]]);
-        let u64_at = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&f[i..i + 8]);
-            u64::from_le_bytes(w)
-        };
-        if block_sum(&f[..56]) != u64_at(56) {
+        if checksum64(&f[..56]) != footer_sum {
             return Err(damaged(path, "footer checksum mismatch"));
         }
-        if u32_at(8) != VERSION || u32_at(12) != BLOCK_ENTRIES as u32 {
+        if version != VERSION || per_block != BLOCK_ENTRIES as u32 {
             return Err(damaged(
                 path,
-                format!("version {} (this build reads {VERSION})", u32_at(8)),
+                format!("version {version} (this build reads {VERSION})"),
             ));
         }
-        let (count, meta_at, meta_len) = (u64_at(16), u64_at(24), u64_at(32));
         if count.checked_mul(ENTRY_LEN as u64) != Some(meta_at)
             || meta_len > MAX_META
             || meta_at
@@ -265,7 +263,7 @@ impl Base {
         let mut meta_bytes = vec![0u8; meta_len as usize];
         file.read_exact_at(&mut meta_bytes, meta_at)
             .map_err(io(path))?;
-        if blake3::hash(&meta_bytes).as_bytes()[..16] != f[40..56] {
+        if blake3::hash(&meta_bytes).as_bytes()[..16] != meta_sum {
             return Err(damaged(path, "table checksum mismatch"));
         }
         let meta: Meta =
@@ -300,7 +298,7 @@ impl Base {
         self.file
             .read_exact_at(buf, start * ENTRY_LEN as u64)
             .map_err(io(&self.path))?;
-        if block_sum(buf) != self.meta.blocks[b].1 {
+        if checksum64(buf) != self.meta.blocks[b].1 {
             return Err(damaged(&self.path, format!("block {b} checksum mismatch")));
         }
         for raw in buf.chunks_exact(ENTRY_LEN) {
@@ -558,7 +556,7 @@ mod tests {
                     .map(|b| {
                         let at = b as usize * BLOCK_ENTRIES * ENTRY_LEN;
                         let end = (at + BLOCK_ENTRIES * ENTRY_LEN).min(file.len());
-                        (0, block_sum(&file[at..end]))
+                        (0, checksum64(&file[at..end]))
                     })
                     .collect();
                 postcard::to_allocvec(&m).unwrap()

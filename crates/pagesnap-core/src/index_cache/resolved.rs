@@ -8,6 +8,7 @@
 
 use super::base::CacheError;
 use crate::format::pagemap::{MapRef, PageMap, MAX_CHUNKS};
+use crate::format::LeReader;
 use crate::types::{ChunkId, ChunkRef, Id};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -90,11 +91,16 @@ pub fn read(path: &Path, map: &Id) -> Result<Vec<ChunkId>, CacheError> {
     let mut r = std::io::BufReader::new(file);
     let mut head = [0u8; HEADER];
     r.read_exact(&mut head).map_err(|_| bad())?;
-    let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-    let count = word(12) as u64;
-    if head[..8] != MAGIC
-        || word(8) != VERSION
-        || head[16..48] != map.0
+    let mut f = LeReader::new(&head);
+    let (magic, version, count, of) = (
+        f.array::<8>().map_err(|_| bad())?,
+        f.u32().map_err(|_| bad())?,
+        u64::from(f.u32().map_err(|_| bad())?),
+        f.array::<32>().map_err(|_| bad())?,
+    );
+    if magic != MAGIC
+        || version != VERSION
+        || of != map.0
         || count > MAX_CHUNKS
         || len != HEADER as u64 + 32 * count + 32
     {
@@ -295,28 +301,18 @@ pub fn decode_placement(map: &Id, bytes: &[u8]) -> Option<Placement> {
     if blake3::hash(&bytes[..body_len]).as_bytes() != &bytes[body_len..] {
         return None;
     }
-    let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-    if word(8) != VERSION || bytes[20..52] != map.0 {
+    let mut r = LeReader::new(&bytes[8..body_len]);
+    if r.u32().ok()? != VERSION {
         return None;
     }
-    let (packs, chunks) = (word(12) as usize, word(16) as usize);
-    if PLACED_HEADER + 40 * packs + 4 * chunks != body_len {
+    let (packs, chunks) = (r.u32().ok()? as usize, r.u32().ok()? as usize);
+    if r.array::<32>().ok()? != map.0 || PLACED_HEADER + 40 * packs + 4 * chunks != body_len {
         return None;
     }
-    let table = &bytes[PLACED_HEADER..PLACED_HEADER + 40 * packs];
-    let packs: Vec<(Id, u64)> = table
-        .chunks_exact(40)
-        .map(|c| {
-            let (mut id, mut len) = ([0u8; 32], [0u8; 8]);
-            id.copy_from_slice(&c[..32]);
-            len.copy_from_slice(&c[32..]);
-            (Id(id), u64::from_le_bytes(len))
-        })
-        .collect();
-    let at: Vec<u32> = bytes[PLACED_HEADER + table.len()..body_len]
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let packs: Vec<(Id, u64)> = (0..packs)
+        .map(|_| Some((Id(r.array().ok()?), r.u64().ok()?)))
+        .collect::<Option<_>>()?;
+    let at: Vec<u32> = (0..chunks).map(|_| r.u32().ok()).collect::<Option<_>>()?;
     at.iter()
         .all(|&a| (a as usize) < packs.len())
         .then_some(Placement { packs, at })
