@@ -6,7 +6,6 @@
 use crate::chunk_index::ChunkIndex;
 use crate::format::index::{IndexBody, IndexEntry};
 use crate::format::pagemap::{reference_seq, PageMap};
-use crate::id_table::IdTable;
 use crate::index_cache::base::Base;
 use crate::index_cache::{resolved, ChunkLookup, IndexCache, Layered};
 use crate::store::{MapBase, Snapshot, WrittenMap};
@@ -51,6 +50,10 @@ struct Upkeep {
     /// The parent's chain (map id, sequence number), for forgetting resolved maps.
     parent_chain: Vec<(Id, u64)>,
 }
+
+/// What the short way gives: the lookup, the parent's map base, and the
+/// parent's chain (map id, sequence number).
+type ShortWay = (ChunkLookup, Option<MapBase>, Vec<(Id, u64)>);
 
 /// Why the short way was not taken, and whether the file is to be rebuilt.
 struct Declined {
@@ -163,7 +166,6 @@ impl Store {
 
     /// The short way, if every check passes. The outer error is the store's (a
     /// listing that failed); the inner says why the long way is to be taken.
-    #[allow(clippy::type_complexity)]
     fn short_way(
         &self,
         cache: &IndexCache,
@@ -172,7 +174,7 @@ impl Store {
         objects: &[crate::backend::ObjectInfo],
         sizes: &IdMap<u64>,
         present: &IdMap<u64>,
-    ) -> Result<std::result::Result<(ChunkLookup, Option<MapBase>, Vec<(Id, u64)>), Declined>> {
+    ) -> Result<std::result::Result<ShortWay, Declined>> {
         let mut base = match cache.open_base() {
             Ok(Some(b)) => b,
             Ok(None) => return Ok(Err(Declined::rebuild())),
@@ -255,12 +257,7 @@ impl Store {
             // handles that (and reports the snapshots it costs).
             return Err(Declined::keep());
         }
-        let alive: Vec<Id> = m
-            .lists
-            .iter()
-            .filter(|(l, n)| sizes.get(l) == Some(n))
-            .map(|(l, _)| *l)
-            .collect();
+        let alive: Vec<Id> = base.kept_lists().copied().collect();
         if alive.is_empty() {
             return Ok(());
         }
@@ -441,22 +438,18 @@ fn placement(
     lookup: &ChunkLookup,
     chunks: &[ChunkRef],
 ) -> Option<resolved::Placement> {
-    // This backup's own chunks, found by id through a table of 4-byte slots (a
-    // first backup of 2 GiB stores half a million: a map by id took 60 MB).
+    // This backup's own chunks, found by id through the table the page map was
+    // written with (4-byte slots: a first backup of 2 GiB stores half a million).
     let none: &[IndexEntry] = &[];
     let (own, own_packs) = match &written.index {
         Some((_, body)) => (&body.entries[..], &body.packs[..]),
         None => (none, &[][..]),
     };
-    let mut table = IdTable::with_capacity(own.len());
-    for (i, e) in own.iter().enumerate() {
-        table.insert(&e.entry.id, i as u32, |q| own[q as usize].entry.id);
-    }
     let mut number: std::collections::HashMap<(Id, u64), u32> = Default::default();
     let mut out = resolved::Placement::default();
     for c in chunks {
         let ChunkRef::Stored(id) = c else { continue };
-        let pack = match table.get(id, |q| own[q as usize].entry.id) {
+        let pack = match written.index_table.get(id, |q| own[q as usize].entry.id) {
             Some(q) => {
                 let p = own_packs.get(own[q as usize].pack as usize)?;
                 (p.id, p.len)

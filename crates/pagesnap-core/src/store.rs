@@ -176,6 +176,8 @@ pub(crate) struct WrittenMap {
     pub(crate) index: Option<(Id, IndexBody)>,
     /// The index object's size in the store (0 without one).
     pub(crate) index_len: u64,
+    /// Positions of its entries by chunk id (see id_table.rs).
+    pub(crate) index_table: IdTable,
     /// A new map's sequence number and named chunk ids (see index_cache/resolved.rs;
     /// `None` for a full map: they are then the list's stored chunks, not held
     /// twice); `None` when the parent's map was reused.
@@ -801,6 +803,7 @@ impl Store {
                     full: false,
                     index: None,
                     index_len: 0,
+                    index_table: IdTable::default(),
                     resolved: None,
                 });
             }
@@ -889,6 +892,7 @@ impl Store {
             full: reference.is_none(),
             index: index_object,
             index_len,
+            index_table: table,
             resolved,
         })
     }

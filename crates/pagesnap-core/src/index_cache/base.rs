@@ -321,6 +321,16 @@ impl Base {
         self.packs_ok = self.meta.packs.iter().map(packs).collect();
     }
 
+    /// The index objects [`Base::retain`] kept.
+    pub fn kept_lists(&self) -> impl Iterator<Item = &Id> {
+        self.meta
+            .lists
+            .iter()
+            .zip(&self.lists_ok)
+            .filter(|(_, ok)| **ok)
+            .map(|((l, _), _)| l)
+    }
+
     /// The share of the covered index objects' bytes that [`Base::retain`] left
     /// out: about the share of entries skipped.
     pub fn skipped_share(&self) -> f64 {
