@@ -55,6 +55,9 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
             "output": a.output,
             "bytes": report.image_len,
             "image_hash": to_hex(&report.image_hash),
+            // What the written bytes were checked against (docs/FORMAT.md,
+            // "Image check"): snapshots from before the check have only the hash.
+            "checked_against": if snap.manifest.image_check.is_some() { "image_check" } else { "image_hash" },
             "duration_secs": report.duration.as_secs_f64(),
         }))?;
     } else if !to_stdout {

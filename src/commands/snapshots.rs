@@ -41,6 +41,7 @@ pub fn run(g: &Global, a: &SnapshotsArgs) -> Result<ExitCode> {
                     "page_size": m.page_size,
                     "image_size": m.image_len,
                     "image_hash": to_hex(&m.image_hash),
+                    "image_check": m.image_check.as_ref().map(|c| to_hex(c)),
                     "tags": m.tags,
                 });
                 if let Some(b) = unique_of(&s.id) {

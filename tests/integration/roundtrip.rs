@@ -69,6 +69,10 @@ fn changing_database_round_trips_byte_exactly_through_wal_and_rollback_modes() {
         assert_eq!(list[i]["id"], s.backup["id"]);
         assert_eq!(list[i]["image_hash"], s.backup["image_hash"]);
         assert_eq!(list[i]["pages"], s.backup["pages"]);
+        // Every backup records an image check: 16 bytes in hex.
+        let check = list[i]["image_check"].as_str().unwrap_or_default();
+        assert_eq!(check.len(), 32, "{}", list[i]);
+        assert!(check.bytes().all(|b| b.is_ascii_hexdigit()), "{check}");
 
         let out = fx.path(&format!("restored{i}.db"));
         let id = s.backup["id"].as_str().unwrap();
@@ -76,6 +80,7 @@ fn changing_database_round_trips_byte_exactly_through_wal_and_rollback_modes() {
         assert_eq!(r["id"], s.backup["id"]);
         assert_eq!(r["image_hash"], s.backup["image_hash"]);
         assert_eq!(r["bytes"], s.backup["image_size"]);
+        assert_eq!(r["checked_against"], "image_check");
         assert_restored(&out, &s.backup["image_hash"], &s.reference);
         assert_eq!(row_count(&out), s.rows, "snapshot {i} row count");
         assert_no_restore_temps(fx.dir.path());
@@ -190,6 +195,7 @@ fn json_outputs_carry_the_documented_fields() {
             "page_size",
             "image_size",
             "image_hash",
+            "image_check",
             "tags",
         ],
     );
@@ -220,6 +226,7 @@ fn json_outputs_carry_the_documented_fields() {
             "output",
             "bytes",
             "image_hash",
+            "checked_against",
             "duration_secs",
         ],
     );
@@ -476,4 +483,32 @@ fn backups_use_the_local_index_cache_unless_no_cache() {
     );
     let chunks = stores[0].join("index").join("chunks");
     assert!(chunks.is_file(), "{} missing", chunks.display());
+}
+
+/// The fixture stores of the format (one whose manifests predate the image check,
+/// one whose manifests carry it) restore through the CLI byte for byte, and the
+/// JSON says what the bytes were checked against.
+#[test]
+fn fixture_stores_restore_through_the_cli() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, checked) in [("v1", "image_hash"), ("v1-image-check", "image_check")] {
+        let expected = std::fs::read_to_string(root.join(fixture).join("expected.txt")).unwrap();
+        let newest = expected
+            .lines()
+            .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>();
+        let out = dir.path().join(format!("{fixture}.db"));
+        let r = ok_json(
+            ps(&root.join(fixture).join("store"))
+                .env("PAGESNAP_CACHE_DIR", dir.path())
+                .args(["--json", "restore", "latest", "-o", out.to_str().unwrap()]),
+        );
+        assert_eq!(r["id"], newest[0], "{fixture}");
+        assert_eq!(r["checked_against"], checked, "{fixture}");
+        assert_eq!(hash_file(&out), newest[2], "{fixture}");
+        assert_eq!(integrity(&out), "ok");
+    }
 }

@@ -271,5 +271,6 @@ fn manifest_with_overflowing_image() -> Manifest {
         parent: None,
         dict: None,
         retrain_dict: false,
+        image_check: None,
     }
 }

@@ -27,6 +27,7 @@ mod direct_write;
 pub mod format;
 mod head_hint;
 mod id_table;
+pub mod image_check;
 mod index_cache;
 pub mod layout;
 pub mod lock;
@@ -117,9 +118,11 @@ pub enum Error {
         object: String,
         detail: String,
     },
-    #[error("snapshot {}: restored image hash {actual} does not match the recorded {expected}", snapshot.short())]
+    #[error("snapshot {}: the restored image's {check} {actual} does not match the recorded {expected}", snapshot.short())]
     ImageMismatch {
         snapshot: SnapshotId,
+        /// Which check failed: "image check" or "blake3 hash".
+        check: &'static str,
         expected: String,
         actual: String,
     },

@@ -13,16 +13,19 @@
 //! at once, [`Backend::parallel_reads`] of them in flight on threads of their
 //! own, while the previous batch is decoded.
 //!
-//! Chunk ids are not recomputed on the way: the image hash covers every byte, and
-//! hashing each chunk again cost as much as the rest of the restore. When the image
-//! hash does not match, a second pass checks each chunk against its id to name the
-//! damaged one (and its pack) in the error.
+//! Chunk ids are not recomputed on the way: the image check covers every byte, and
+//! hashing each chunk again cost as much as the rest of the restore. The check is
+//! the manifest's image check (XXH3-128 over chunk digests, [`crate::image_check`]),
+//! or for manifests written before it the image's blake3 hash, which cost a third
+//! of a restore's CPU. When the check fails, a second pass checks each chunk
+//! against its id to name the damaged one (and its pack) in the error.
 
 use crate::backend::{Backend, BackendError};
 use crate::capture::tree_hash::{block_cv, root_from_blocks};
 use crate::chunk_index::{ChunkIndex, Location, PackTable};
 use crate::codec::{self, Decoders};
 use crate::format::pack::PackEntry;
+use crate::image_check::{self, Digest};
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
@@ -106,8 +109,30 @@ pub(crate) enum Sink<'a> {
     },
 }
 
-/// A rebuilt window: its bytes and the chaining values of its blocks.
-type Window = (Vec<u8>, Vec<ChainingValue>);
+/// What a pass computes for each block, and so what the image is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sums {
+    /// The blake3 chaining value (for the image's blake3 hash).
+    pub blake3: bool,
+    /// The image-check digest.
+    pub check: bool,
+}
+
+/// One block's sums (those the pass computes).
+#[derive(Clone, Copy)]
+struct BlockSums {
+    cv: Option<ChainingValue>,
+    check: Option<Digest>,
+}
+
+/// What a pass found: the image's blake3 hash and image check, those it computed.
+struct Rebuilt {
+    blake3: Option<[u8; 32]>,
+    check: Option<Digest>,
+}
+
+/// A rebuilt window: its bytes and the sums of its blocks.
+type Window = (Vec<u8>, Vec<BlockSums>);
 
 /// The image being restored and what it is rebuilt from.
 #[derive(Clone, Copy)]
@@ -126,6 +151,7 @@ struct Image<'a> {
 struct Pass<'a> {
     image: Image<'a>,
     check_ids: bool,
+    sums: Sums,
     /// Bytes per hashed block (a whole number of chunks).
     block_len: u64,
     window_bufs: &'a Buffers,
@@ -164,7 +190,9 @@ impl Buffers {
 }
 
 /// Writes the image of `snap` (chunk list `chunks`) to `out`, each chunk read from
-/// where `index` has it; returns its blake3 hash after checking it.
+/// where `index` has it; returns its blake3 hash (the manifest's) after checking
+/// the image: against its image check, or with `blake3` (and for manifests without
+/// a check) against its blake3 hash too.
 pub(crate) fn write_image(
     backend: &dyn Backend,
     index: &ChunkIndex,
@@ -172,6 +200,7 @@ pub(crate) fn write_image(
     chunks: &[ChunkRef],
     out: Sink<'_>,
     progress: Option<&crate::Progress>,
+    blake3: bool,
 ) -> Result<[u8; 32]> {
     // Located once, all together: three lookups per chunk were 14 % of a restore.
     let locs = index.locate_all(chunks);
@@ -181,11 +210,21 @@ pub(crate) fn write_image(
             return Err(index.unlocated(snap.id, id));
         }
     }
-    write_located(backend, index.packs(), snap, chunks, &locs, out, progress)
+    write_located(
+        backend,
+        index.packs(),
+        snap,
+        chunks,
+        &locs,
+        out,
+        progress,
+        blake3,
+    )
 }
 
 /// [`write_image`] with every stored chunk already located (`locs[i]` is where
 /// `chunks[i]` is, in one of `packs`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_located(
     backend: &dyn Backend,
     packs: &PackTable,
@@ -194,6 +233,7 @@ pub(crate) fn write_located(
     locs: &[Option<Location>],
     out: Sink<'_>,
     progress: Option<&crate::Progress>,
+    blake3: bool,
 ) -> Result<[u8; 32]> {
     let m = &snap.manifest;
     let pool = DecoderPool {
@@ -210,27 +250,40 @@ pub(crate) fn write_located(
         locs,
         pool: &pool,
     };
-    let got = rebuild(&image, false, out, progress)?;
-    if got != m.image_hash {
+    let sums = Sums {
+        blake3: blake3 || m.image_check.is_none(),
+        check: m.image_check.is_some(),
+    };
+    let got = rebuild(&image, false, sums, out, progress)?;
+    let mismatch = match (&got.check, &m.image_check, &got.blake3) {
+        (Some(got), Some(want), _) if got != want => Some(("image check", &want[..], &got[..])),
+        (_, _, Some(got)) if *got != m.image_hash => {
+            Some(("blake3 hash", &m.image_hash[..], &got[..]))
+        }
+        _ => None,
+    };
+    if let Some((check, expected, actual)) = mismatch {
         // Name the culprit: a chunk whose bytes do not match its id, if any.
-        rebuild(&image, true, Sink::Stream(&mut std::io::sink()), None)?;
+        rebuild(&image, true, sums, Sink::Stream(&mut std::io::sink()), None)?;
         return Err(Error::ImageMismatch {
             snapshot: snap.id,
-            expected: crate::types::to_hex(&m.image_hash),
-            actual: crate::types::to_hex(&got),
+            check,
+            expected: crate::types::to_hex(expected),
+            actual: crate::types::to_hex(actual),
         });
     }
-    Ok(got)
+    Ok(m.image_hash)
 }
 
 /// One pass over the image: rebuilds it window by window into `out` and returns
-/// its blake3 hash; with `check_ids`, also checks every chunk against its id.
+/// the `sums` asked for; with `check_ids`, also checks every chunk against its id.
 fn rebuild(
     image: &Image<'_>,
     check_ids: bool,
+    sums: Sums,
     mut out: Sink<'_>,
     progress: Option<&crate::Progress>,
-) -> Result<[u8; 32]> {
+) -> Result<Rebuilt> {
     let (snap, chunks) = (image.snap, image.chunks);
     let m = &snap.manifest;
     let chunk_len = m.chunk_len();
@@ -240,7 +293,9 @@ fn rebuild(
     let windows = chunks.len().div_ceil(per_window);
     // Enough for the windows in flight, and a window's worth of runs.
     let (window_bufs, run_bufs) = (Buffers::new(IN_FLIGHT + 2), Buffers::new(16));
-    let mut cvs = Vec::with_capacity(m.image_len.div_ceil(block_len) as usize);
+    let blocks = m.image_len.div_ceil(block_len) as usize;
+    let mut cvs = Vec::with_capacity(if sums.blake3 { blocks } else { 0 });
+    let mut checks = Vec::with_capacity(if sums.check { blocks } else { 0 });
     let mut single: Option<blake3::Hash> = None;
     let mut written = 0u64;
     std::thread::scope(|s| -> Result<()> {
@@ -248,6 +303,7 @@ fn rebuild(
         let pass = Pass {
             image: *image,
             check_ids,
+            sums,
             block_len,
             window_bufs: &window_bufs,
             run_bufs: &run_bufs,
@@ -323,11 +379,12 @@ fn rebuild(
             }
         });
         for r in rx {
-            let (buf, window_cvs) = r?;
-            if m.image_len <= block_len {
+            let (buf, window_sums) = r?;
+            if sums.blake3 && m.image_len <= block_len {
                 single = Some(blake3::hash(&buf));
             }
-            cvs.extend(window_cvs);
+            cvs.extend(window_sums.iter().filter_map(|s| s.cv));
+            checks.extend(window_sums.iter().filter_map(|s| s.check));
             match &mut out {
                 Sink::Stream(w) => w.write_all(&buf).map_err(output_err)?,
                 Sink::At {
@@ -342,17 +399,23 @@ fn rebuild(
         }
         Ok(())
     })?;
-    let got = match single {
-        Some(h) => h,
-        None if m.image_len == 0 => blake3::hash(&[]),
-        None if cvs.len() as u64 != m.image_len.div_ceil(block_len) => {
-            return Err(Error::Internal(
-                "restore produced fewer blocks than the image has".into(),
-            ))
-        }
-        None => root_from_blocks(&cvs, block_len, m.image_len),
+    let short = || Error::Internal("restore produced fewer blocks than the image has".into());
+    let blake3 = match single {
+        _ if !sums.blake3 => None,
+        Some(h) => Some(h),
+        None if m.image_len == 0 => Some(blake3::hash(&[])),
+        None if cvs.len() != blocks => return Err(short()),
+        None => Some(root_from_blocks(&cvs, block_len, m.image_len)),
     };
-    Ok(*got.as_bytes())
+    let check = match sums.check {
+        false => None,
+        true if checks.len() != blocks => return Err(short()),
+        true => Some(image_check::image_check(m.image_len, chunk_len, &checks)),
+    };
+    Ok(Rebuilt {
+        blake3: blake3.map(|h| *h.as_bytes()),
+        check,
+    })
 }
 
 /// The dictionaries of every pack the image's chunks are in, each checked.
@@ -464,7 +527,7 @@ fn fetch_parallel(
 }
 
 /// Rebuilds the image bytes of chunk positions `range` (which starts on a block
-/// boundary) from their fetched reads, and the chaining values of their blocks.
+/// boundary) from their fetched reads, and the sums of their blocks.
 /// Each block is decoded and hashed by one task, while its bytes are still in the
 /// core's cache, and with [`Sink::At`] written at its offset by that task or by the
 /// one writing when it was done ([`Writes`]).
@@ -476,6 +539,7 @@ fn build_window(
     let Pass {
         image,
         check_ids,
+        sums,
         block_len,
         window_bufs,
         write_at,
@@ -544,30 +608,37 @@ fn build_window(
     // A reused buffer: every byte is written below (zero chunks explicitly).
     let mut buf = window_bufs.take();
     buf.resize(len, 0);
-    let cvs = {
+    let block_sums = {
         let writes = Writes::default();
-        let cvs = buf
+        let block_sums = buf
             .par_chunks_mut(block)
             .zip(at.par_chunks(per_block))
             .enumerate()
             .map(|(b, (bytes, places))| {
+                // Each chunk's digest is taken right after it is decoded, while
+                // its bytes are in this core's cache.
+                let mut digest = sums.check.then(image_check::BlockDigest::default);
                 for (slot, place) in bytes.chunks_mut(chunk_len).zip(places) {
                     decode(slot, place)?;
+                    if let Some(d) = &mut digest {
+                        d.add_chunk(slot);
+                    }
                 }
                 let offset = start + (b * block) as u64;
-                let cv = block_cv(offset, bytes);
+                let check = digest.map(image_check::BlockDigest::finish);
+                let cv = sums.blake3.then(|| block_cv(offset, bytes));
                 if let Some(f) = write_at {
                     writes.add(f, offset, bytes)?;
                 }
-                Ok(cv)
+                Ok(BlockSums { cv, check })
             })
-            .collect::<Result<Vec<ChainingValue>>>();
-        if let (Ok(_), Some(f)) = (&cvs, write_at) {
+            .collect::<Result<Vec<BlockSums>>>();
+        if let (Ok(_), Some(f)) = (&block_sums, write_at) {
             writes.finish(f)?;
         }
-        cvs
+        block_sums
     };
-    cvs.map(|cvs| (buf, cvs))
+    block_sums.map(|s| (buf, s))
 }
 
 /// Blocks of a window waiting to be written at their offsets, and whether a task

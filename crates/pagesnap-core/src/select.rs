@@ -152,6 +152,7 @@ mod tests {
                 parent: None,
                 dict: None,
                 retrain_dict: false,
+                image_check: None,
             },
         }
     }

@@ -686,6 +686,7 @@ impl Store {
             parent: parent.as_ref().map(|p| p.id),
             dict: dict_used,
             retrain_dict,
+            image_check: Some(cap.image_check),
         };
         let (id, manifest_len) = self.publish(&manifest, true)?;
         metadata_bytes += manifest_len;
@@ -897,8 +898,9 @@ impl Store {
         })
     }
 
-    /// Writes the snapshot's image to `out`, checking every chunk and the image hash.
-    /// On a hash mismatch the bytes already written are wrong: callers writing to a
+    /// Writes the snapshot's image to `out`, checking it against the manifest's image
+    /// check (or, for snapshots from before the check, its blake3 hash).
+    /// On a mismatch the bytes already written are wrong: callers writing to a
     /// file should use [`Store::restore_to_path`], which never leaves such a file.
     pub fn restore_to_writer(&self, snap: &Snapshot, out: &mut dyn Write) -> Result<RestoreReport> {
         self.restore_to_sink(snap, restore::Sink::Stream(out))
@@ -917,12 +919,13 @@ impl Store {
                 &plan.locs,
                 out,
                 self.progress(),
+                false,
             )?,
             // A chunk to look for by id, or a problem to name: the whole index.
             None => {
                 let index = self.load_index()?;
                 let chunks = self.chunk_list_with(&index, snap)?;
-                restore::write_image(backend, &index, snap, &chunks, out, self.progress())?
+                restore::write_image(backend, &index, snap, &chunks, out, self.progress(), false)?
             }
         };
         Ok(RestoreReport {

@@ -1,6 +1,6 @@
 //! Stores written by every released format version must always restore.
 
-use pagesnap_core::{SnapshotSelector, Store};
+use pagesnap_core::{DataSubset, SnapshotSelector, Store, VerifyOptions};
 use std::path::PathBuf;
 
 fn fixture(version: &str) -> PathBuf {
@@ -11,7 +11,17 @@ fn fixture(version: &str) -> PathBuf {
 
 #[test]
 fn format_v1_store_restores_byte_exactly() -> anyhow::Result<()> {
-    let dir = fixture("v1");
+    // Manifests from before the image check: restores check the blake3 hash.
+    restores_byte_exactly("v1", false)
+}
+
+#[test]
+fn format_v1_store_with_image_checks_restores_byte_exactly() -> anyhow::Result<()> {
+    restores_byte_exactly("v1-image-check", true)
+}
+
+fn restores_byte_exactly(version: &str, image_checks: bool) -> anyhow::Result<()> {
+    let dir = fixture(version);
     let store = Store::open(dir.join("store"))?;
     let expected = std::fs::read_to_string(dir.join("expected.txt"))?;
     let rows: Vec<Vec<&str>> = expected
@@ -29,6 +39,7 @@ fn format_v1_store_restores_byte_exactly() -> anyhow::Result<()> {
             anyhow::bail!("bad line in expected.txt: {row:?}");
         };
         let snap = store.select(&SnapshotSelector::Id(id.to_string()))?;
+        assert_eq!(snap.manifest.image_check.is_some(), image_checks, "{id}");
         assert_eq!(
             snap.time()
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -38,10 +49,24 @@ fn format_v1_store_restores_byte_exactly() -> anyhow::Result<()> {
         let report = store.restore_to_path(&snap, &out, false)?;
         let bytes = std::fs::read(&out)?;
         assert_eq!(blake3::hash(&bytes).to_hex().as_str(), *hash);
+        if let Some(check) = snap.manifest.image_check {
+            let chunk_len = snap.manifest.chunk_len();
+            assert_eq!(
+                pagesnap_core::image_check::of_image(&bytes, chunk_len),
+                check
+            );
+        }
         assert_eq!(report.image_len, bytes.len() as u64);
         let conn = rusqlite::Connection::open(&out)?;
         let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         assert_eq!(ok, "ok");
     }
+    // Every chunk, the blake3 hashes and (where recorded) the image checks.
+    let report = store.verify(&VerifyOptions {
+        read_data: Some(DataSubset::All),
+        ..Default::default()
+    })?;
+    assert!(report.healthy(), "{:?}", report.problems);
+    assert_eq!(report.images_checked, 3);
     Ok(())
 }

@@ -64,9 +64,16 @@ fn a_manifest_whose_chunks_do_not_make_its_image_is_caught() {
     let good = snapshot_of(&store, &backup(&store, &db));
 
     // A well-formed manifest (valid envelope, named by its own hash) that records
-    // another image hash: only reassembling the image can tell.
+    // another image: only reassembling the image can tell.
+    assert!(
+        good.manifest.image_check.is_some(),
+        "backups record an image check"
+    );
     let mut forged = good.manifest.clone();
     forged.image_hash[0] ^= 1;
+    if let Some(c) = &mut forged.image_check {
+        c[0] ^= 1;
+    }
     forged.time_unix += 60;
     let bytes = forged.encode();
     let id = Id::of_object(&bytes);
@@ -85,7 +92,7 @@ fn a_manifest_whose_chunks_do_not_make_its_image_is_caught() {
     assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
     assert_eq!(r.problems[0].object, layout::snapshot(&id));
     assert!(
-        r.problems[0].detail.contains("image hash"),
+        r.problems[0].detail.contains("blake3 hash"),
         "{:?}",
         r.problems
     );
@@ -99,9 +106,84 @@ fn a_manifest_whose_chunks_do_not_make_its_image_is_caught() {
     let err = store
         .restore_to_path(&forged_snap, &out, false)
         .unwrap_err();
+    assert!(err.to_string().contains("image check"), "{err}");
     assert!(err.to_string().contains("does not match"), "{err}");
     assert!(!out.exists());
     restore_and_check(&store, &good, &reference_hash(&db, dir.path()), dir.path());
+}
+
+/// A manifest whose two records of its image disagree (a right image check, a
+/// wrong blake3 hash, or the other way round): `verify --read-data` checks both
+/// and names the one that is wrong. A restore checks the image check alone, so it
+/// refuses the second and gives back the captured bytes for the first. A manifest
+/// without an image check (written before it existed) is restored against its
+/// blake3 hash.
+#[test]
+fn verify_checks_both_the_blake3_hash_and_the_image_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, Journal::Wal, 4096);
+    populate(&conn, &mut Rng(6), 4096, 300);
+    let store = Store::init(dir.path().join("store"), &InitOptions::default()).unwrap();
+    let good = snapshot_of(&store, &backup(&store, &db));
+    let want = reference_hash(&db, dir.path());
+    for (k, which) in ["blake3 hash", "image check", "no check"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut forged = good.manifest.clone();
+        forged.time_unix += 60 * (k as i64 + 1);
+        match which {
+            "blake3 hash" => forged.image_hash[31] ^= 0x80,
+            "image check" => forged.image_check.as_mut().unwrap()[15] ^= 0x80,
+            _ => {
+                forged.image_check = None;
+                forged.image_hash[0] ^= 0x01;
+            }
+        }
+        // What verify and a restore name.
+        let named = if which == "no check" {
+            "blake3 hash"
+        } else {
+            which
+        };
+        let bytes = forged.encode();
+        let id = Id::of_object(&bytes);
+        store
+            .backend()
+            .put(&layout::snapshot(&id), &bytes, PutMode::Create)
+            .unwrap();
+        let r = store
+            .verify(&VerifyOptions {
+                snapshots: vec![id.to_hex()],
+                ..read_data()
+            })
+            .unwrap();
+        assert_eq!(r.problems.len(), 1, "{which}: {:?}", r.problems);
+        assert_eq!(r.problems[0].object, layout::snapshot(&id));
+        assert!(r.problems[0].detail.contains(named), "{:?}", r.problems);
+        assert_eq!(r.broken.iter().copied().collect::<Vec<_>>(), vec![id]);
+
+        let snap = store
+            .select(&pagesnap_core::SnapshotSelector::Id(id.to_hex()))
+            .unwrap();
+        let out = dir.path().join(format!("out{k}.db"));
+        let restored = store.restore_to_path(&snap, &out, false);
+        if which != "blake3 hash" {
+            let err = restored.unwrap_err().to_string();
+            assert!(
+                err.contains(named) && err.contains("does not match"),
+                "{err}"
+            );
+            assert!(!out.exists());
+        } else {
+            restored.unwrap();
+            assert_eq!(
+                *blake3::hash(&std::fs::read(&out).unwrap()).as_bytes(),
+                want
+            );
+        }
+    }
 }
 
 #[test]

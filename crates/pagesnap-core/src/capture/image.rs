@@ -67,6 +67,8 @@ pub(crate) struct CaptureImage {
 pub(crate) struct Captured {
     pub chunks: Vec<ChunkRef>,
     pub image_hash: [u8; 32],
+    /// The image check (see `image_check`).
+    pub image_check: [u8; 16],
     pub image_len: u64,
     pub writer: ChunkWriter,
 }
@@ -295,12 +297,17 @@ impl CaptureImage {
                 root_from_blocks(&cvs, block_len, size)
             }
         };
+        let checks = done
+            .checks(blocks)
+            .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;
+        let image_check = crate::image_check::image_check(size, self.chunk_len, &checks);
         let chunks = done
             .into_chunks(blocks)
             .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;
         Ok(Captured {
             chunks,
             image_hash: *image_hash.as_bytes(),
+            image_check,
             image_len: size,
             writer,
         })

@@ -91,6 +91,7 @@ pub(crate) struct Capture {
     pub page_size: u32,
     pub chunks: Vec<ChunkRef>,
     pub image_hash: [u8; 32],
+    pub image_check: [u8; 16],
     pub image_len: u64,
     pub writer: ChunkWriter,
 }
@@ -171,6 +172,7 @@ pub(crate) fn capture(
         page_size,
         chunks: captured.chunks,
         image_hash: captured.image_hash,
+        image_check: captured.image_check,
         image_len: captured.image_len,
         writer: captured.writer,
     })

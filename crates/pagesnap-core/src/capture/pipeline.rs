@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! SQLite thread ──batches (bounded channel)──▶ processing thread
-//!   backup API, VFS writes,                     par: block CV, chunk ids, index
+//!   backup API, VFS writes,                     par: block CV and check, chunk ids, index
 //!   block assembly                                   lookup, zstd (new chunks only)
 //!                                               seq: dedup, packs, writes
 //! ```
@@ -16,6 +16,7 @@
 
 use super::tree_hash::block_cv;
 use crate::chunk_writer::{slot_len, ChunkWriter, Encoded};
+use crate::image_check::{self, Digest};
 use crate::types::{ChunkId, ChunkRef};
 use crate::{Error, Result};
 use blake3::hazmat::ChainingValue;
@@ -29,20 +30,22 @@ const BATCH_BYTES: usize = 2 << 20;
 /// Batches queued between the threads (beyond the one being processed).
 const IN_FLIGHT: usize = 2;
 
-/// A block after processing: its blake3 chaining value and its chunks.
+/// A block after processing: its blake3 chaining value, its image-check digest
+/// and its chunks.
 pub(crate) struct BlockDone {
     pub cv: ChainingValue,
+    pub check: Digest,
     pub chunks: Vec<ChunkRef>,
 }
 
 /// The processed blocks, by number, in two flat vectors: each block's chaining
-/// value and chunk count, and every block's chunks at `b * per_block`. (A map of
+/// value, image-check digest and chunk count, and every block's chunks at `b * per_block`. (A map of
 /// per-block vectors cost ~650 bytes per 64 KiB block, and the capture's final
 /// chunk list was a second copy of it; here the chunk vector is that list.)
 #[derive(Default)]
 pub(crate) struct DoneBlocks {
     per_block: usize,
-    blocks: Vec<Option<(ChainingValue, u16)>>,
+    blocks: Vec<Option<(ChainingValue, Digest, u16)>>,
     chunks: Vec<ChunkRef>,
 }
 
@@ -65,16 +68,17 @@ impl DoneBlocks {
         }
         let at = b * self.per_block;
         self.chunks[at..at + d.chunks.len()].copy_from_slice(&d.chunks);
-        self.blocks[b] = Some((d.cv, d.chunks.len() as u16));
+        self.blocks[b] = Some((d.cv, d.check, d.chunks.len() as u16));
         Ok(())
     }
 
     /// Block `b`, if processed.
     pub(crate) fn get(&self, b: u64) -> Option<BlockDone> {
-        let (cv, n) = (*self.blocks.get(b as usize)?)?;
+        let (cv, check, n) = (*self.blocks.get(b as usize)?)?;
         let at = b as usize * self.per_block;
         Some(BlockDone {
             cv,
+            check,
             chunks: self.chunks[at..at + n as usize].to_vec(),
         })
     }
@@ -98,7 +102,14 @@ impl DoneBlocks {
     /// The chaining values of blocks `0..n`, if all were processed.
     pub(crate) fn cvs(&self, n: u64) -> Option<Vec<ChainingValue>> {
         (0..n as usize)
-            .map(|b| self.blocks.get(b).copied().flatten().map(|(cv, _)| cv))
+            .map(|b| self.blocks.get(b).copied().flatten().map(|(cv, _, _)| cv))
+            .collect()
+    }
+
+    /// The image-check digests of blocks `0..n`, if all were processed.
+    pub(crate) fn checks(&self, n: u64) -> Option<Vec<Digest>> {
+        (0..n as usize)
+            .map(|b| self.blocks.get(b).copied().flatten().map(|(_, d, _)| d))
             .collect()
     }
 
@@ -108,7 +119,7 @@ impl DoneBlocks {
         let n = n as usize;
         let mut total = 0;
         for b in 0..n {
-            let (_, count) = self.blocks.get(b).copied().flatten()?;
+            let (_, _, count) = self.blocks.get(b).copied().flatten()?;
             if b + 1 < n && count as usize != self.per_block {
                 return None;
             }
@@ -276,13 +287,14 @@ fn process(
                 if outs.len() < blocks.len() {
                     outs.resize_with(blocks.len(), Vec::new);
                 }
-                let encoded: Vec<(u64, ChainingValue, Vec<Encoded>)> = blocks
+                let encoded: Vec<(u64, ChainingValue, Digest, Vec<Encoded>)> = blocks
                     .par_iter()
                     .zip(outs.par_iter_mut())
                     .map(|((b, data), out)| {
                         let cv = block_cv(b * block_len, data);
+                        let check = image_check::block_digest(data, chunk_len as usize);
                         let chunks = w.encode_block(data, chunk_len as usize, out)?;
-                        Ok((*b, cv, chunks))
+                        Ok((*b, cv, check, chunks))
                     })
                     .collect::<Result<_>>()?;
                 if let Ok(mut p) = pool.lock() {
@@ -290,7 +302,7 @@ fn process(
                     p.extend(blocks.into_iter().map(|(_, d)| d).take(room));
                 }
                 let slot = slot_len(chunk_len as usize);
-                for ((b, cv, chunks), out) in encoded.into_iter().zip(&outs) {
+                for ((b, cv, check, chunks), out) in encoded.into_iter().zip(&outs) {
                     let chunks = chunks
                         .into_iter()
                         .zip(out.chunks(slot))
@@ -298,7 +310,7 @@ fn process(
                         .collect::<Result<Vec<_>>>()?;
                     done.lock()
                         .map_err(|_| Error::Internal("capture block table poisoned".into()))?
-                        .insert(b, BlockDone { cv, chunks })?;
+                        .insert(b, BlockDone { cv, check, chunks })?;
                 }
             }
             Msg::Read(ids, reply) => {

@@ -40,16 +40,47 @@ pub struct Manifest {
     /// The new chunks compressed much worse than the dictionary did on its training
     /// samples: the next backup trains a new one.
     pub retrain_dict: bool,
+    /// The image check (XXH3-128 over chunk digests, see `image_check`) that a
+    /// restore verifies instead of hashing the image with blake3 again. Stored as
+    /// the first extension after the fields above; manifests written before it
+    /// have none, and their restores check `image_hash`.
+    #[serde(skip)]
+    pub image_check: Option<[u8; 16]>,
 }
 
+/// Length of the image-check extension.
+const CHECK_LEN: usize = 16;
+
 impl Manifest {
+    /// The body is the fields above (postcard), then the extensions this build
+    /// knows: the image check, when there is one. Extensions are appended, never
+    /// reordered: a reader decodes those it knows and ignores the bytes after them
+    /// (pagesnap before the image check read such manifests unchanged, since
+    /// postcard ignores bytes after a value).
     pub fn encode(&self) -> Vec<u8> {
-        envelope::encode(Kind::Manifest, self)
+        match &self.image_check {
+            Some(check) => envelope::encode(Kind::Manifest, &(self, check)),
+            None => envelope::encode(Kind::Manifest, self),
+        }
     }
 
     /// Decodes and checks that the recorded sizes agree with each other.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let m: Manifest = envelope::decode(Kind::Manifest, bytes)?;
+        let raw = envelope::open(Kind::Manifest, bytes)?;
+        let (mut m, rest): (Manifest, &[u8]) = postcard::take_from_bytes(&raw)?;
+        m.image_check = match rest.len() {
+            0 => None,
+            n if n < CHECK_LEN => {
+                return Err(FormatError::Invalid(format!(
+                    "{n} bytes after the manifest's fields, too few for its image check"
+                )))
+            }
+            _ => {
+                let mut check = [0u8; CHECK_LEN];
+                check.copy_from_slice(&rest[..CHECK_LEN]);
+                Some(check)
+            }
+        };
         m.validate()?;
         Ok(m)
     }
@@ -116,6 +147,7 @@ mod tests {
             parent: Some(Id([2; 32])),
             dict: None,
             retrain_dict: false,
+            image_check: Some([7; 16]),
         }
     }
 
@@ -135,6 +167,7 @@ mod tests {
             hash in proptest::array::uniform32(any::<u8>()),
             (map, parent, dict) in (proptest::array::uniform32(any::<u8>()), opt_id(), opt_id()),
             retrain_dict in any::<bool>(),
+            image_check in proptest::option::of(proptest::array::uniform16(any::<u8>())),
         ) {
             let page_size = 1u32 << page_shift;
             let chunk_len = (page_size as u64) << chunk_shift;
@@ -158,6 +191,7 @@ mod tests {
                 parent,
                 dict,
                 retrain_dict,
+                image_check,
             };
             prop_assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
         }
@@ -167,6 +201,65 @@ mod tests {
     fn round_trips() {
         let m = sample();
         assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    }
+
+    /// The manifest as pagesnap wrote it before the image check: the same
+    /// fields, nothing after them.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Before {
+        time_unix: i64,
+        time_nanos: u32,
+        name: String,
+        source_path: String,
+        host: String,
+        tags: Vec<String>,
+        page_size: u32,
+        page_count: u64,
+        image_len: u64,
+        image_hash: [u8; 32],
+        sqlite_version: String,
+        pagesnap_version: String,
+        chunk_pages: u32,
+        chunk_count: u64,
+        map: Id,
+        parent: Option<Id>,
+        dict: Option<Id>,
+        retrain_dict: bool,
+    }
+
+    #[test]
+    fn manifests_without_a_check_decode_and_older_readers_ignore_it() {
+        let m = sample();
+        // Written before the image check existed: decodes with none.
+        let old = Manifest {
+            image_check: None,
+            ..m.clone()
+        };
+        let bytes = old.encode();
+        let plain: Before = envelope::decode(Kind::Manifest, &bytes).unwrap();
+        assert_eq!(plain.image_hash, m.image_hash);
+        assert_eq!(Manifest::decode(&bytes).unwrap(), old);
+        // Written now: the check is the 16 bytes after the fields, and a reader
+        // that knows only the fields (the decoder of earlier builds) reads them.
+        let bytes = m.encode();
+        let raw = envelope::open(Kind::Manifest, &bytes).unwrap();
+        assert_eq!(&raw[raw.len() - 16..], &[7u8; 16]);
+        let older: Before = envelope::decode(Kind::Manifest, &bytes).unwrap();
+        assert_eq!(older.name, m.name);
+        assert_eq!(older.image_hash, m.image_hash);
+        assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn later_extensions_are_ignored_and_a_cut_check_is_rejected() {
+        let m = sample();
+        // A later build may append more: this one keeps the check and ignores the rest.
+        let longer = envelope::encode(Kind::Manifest, &(&m, [7u8; 16], [1u8; 5]));
+        assert_eq!(Manifest::decode(&longer).unwrap(), m);
+        // Fewer than 16 bytes after the fields is damage, not a check.
+        let cut = envelope::encode(Kind::Manifest, &(&m, [7u8; 10]));
+        let err = Manifest::decode(&cut).unwrap_err().to_string();
+        assert!(err.contains("too few for its image check"), "{err}");
     }
 
     #[test]

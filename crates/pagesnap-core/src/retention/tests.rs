@@ -42,6 +42,7 @@ fn snap(id: Id, name: &str, time: DateTime<Utc>, tags: &[&str]) -> Snapshot {
             parent: None,
             dict: None,
             retrain_dict: false,
+            image_check: None,
         },
     }
 }

@@ -5,6 +5,7 @@ use super::{detail, DataSubset, Verifier, VerifyReport};
 use crate::capture::tree_hash::{block_cv, root_from_blocks};
 use crate::chunk_index::Location;
 use crate::codec::Decoders;
+use crate::image_check::{self, Digest};
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
 use crate::{layout, restore, Error, Result, Store};
@@ -20,15 +21,18 @@ struct PackResult {
     pack_problem: Option<String>,
     bad_chunks: Vec<(ChunkId, String)>,
     cvs: Vec<((ChunkId, u64), ChainingValue)>,
+    digests: Vec<(ChunkId, Digest)>,
     chunks_read: u64,
     bytes_read: u64,
 }
 
-/// What `--read-data` found: damaged chunks (with their problem) and the chaining
-/// value of every (chunk, offset) pair the selected snapshots use.
+/// What `--read-data` found: damaged chunks (with their problem), the chaining
+/// value of every (chunk, offset) pair the selected snapshots use, and the
+/// image-check digest of every chunk they use.
 pub(super) struct DataRead {
     pub(super) bad_chunks: HashMap<ChunkId, usize>,
     pub(super) cvs: HashMap<(ChunkId, u64), ChainingValue>,
+    pub(super) digests: HashMap<ChunkId, Digest>,
 }
 
 impl Verifier<'_> {
@@ -66,6 +70,7 @@ impl Verifier<'_> {
         let mut out = DataRead {
             bad_chunks: HashMap::new(),
             cvs: HashMap::new(),
+            digests: HashMap::new(),
         };
         for (pack, r) in results {
             report.packs_read += 1;
@@ -83,17 +88,20 @@ impl Verifier<'_> {
                 out.bad_chunks.insert(chunk, i);
             }
             out.cvs.extend(r.cvs);
+            out.digests.extend(r.digests);
         }
         out
     }
 
-    /// Merges a snapshot's root hash from chunk chaining values; returns whether
-    /// the check could be made (every chunk's value is known).
+    /// Merges a snapshot's root hash from chunk chaining values, and its image
+    /// check from chunk digests; returns whether the checks could be made (every
+    /// chunk's values are known).
     pub(super) fn check_image_by_tree(
         &mut self,
         s: &Snapshot,
         list: &[ChunkRef],
         cvs: &HashMap<(ChunkId, u64), ChainingValue>,
+        digests: &HashMap<ChunkId, Digest>,
     ) -> bool {
         let m = &s.manifest;
         let len = m.chunk_len();
@@ -113,7 +121,16 @@ impl Verifier<'_> {
         }
         let root = root_from_blocks(&blocks, len, m.image_len);
         if *root.as_bytes() != m.image_hash {
-            self.image_mismatch(s, root.as_bytes());
+            self.image_mismatch(s, "blake3 hash", root.as_bytes(), &m.image_hash);
+            return true;
+        }
+        if let Some(want) = m.image_check {
+            let Some(got) = check_from_digests(m.image_len, len, list, digests) else {
+                return false;
+            };
+            if got != want {
+                self.image_mismatch(s, "image check", &got, &want);
+            }
         }
         true
     }
@@ -129,12 +146,17 @@ impl Verifier<'_> {
             list,
             restore::Sink::Stream(&mut sink),
             None,
+            true,
         ) {
             Ok(_) => {}
-            Err(Error::ImageMismatch { actual, .. }) => {
+            Err(Error::ImageMismatch {
+                check,
+                expected,
+                actual,
+                ..
+            }) => {
                 let detail = format!(
-                    "reassembled image hash {actual} does not match the recorded {}",
-                    crate::types::to_hex(&s.manifest.image_hash)
+                    "reassembled image's {check} {actual} does not match the recorded {expected}"
                 );
                 let i = self.problems.add(layout::snapshot(&s.id), detail);
                 self.problems.affects(i, s.id);
@@ -149,11 +171,17 @@ impl Verifier<'_> {
         true
     }
 
-    pub(super) fn image_mismatch(&mut self, s: &Snapshot, actual: &[u8; 32]) {
+    pub(super) fn image_mismatch(
+        &mut self,
+        s: &Snapshot,
+        check: &str,
+        actual: &[u8],
+        expected: &[u8],
+    ) {
         let detail = format!(
-            "its chunks hash to {}, not the recorded image hash {} (a page map or index object names the wrong chunks)",
+            "its chunks give the {check} {}, not the recorded {} (a page map or index object names the wrong chunks)",
             crate::types::to_hex(actual),
-            crate::types::to_hex(&s.manifest.image_hash)
+            crate::types::to_hex(expected)
         );
         let i = self.problems.add(layout::snapshot(&s.id), detail);
         self.problems.affects(i, s.id);
@@ -276,8 +304,37 @@ fn read_pack(
         for &off in offsets.get(id).map(Vec::as_slice).unwrap_or(&[]) {
             r.cvs.push(((*id, off), block_cv(off, &raw)));
         }
+        r.digests.push((*id, image_check::chunk_digest(&raw)));
     }
     r
+}
+
+/// The image check of a snapshot of `image_len` bytes in chunks of `chunk_len`
+/// (chunk list `list`) from its chunks' digests; `None` when one is unknown (its
+/// pack was outside the subset read).
+fn check_from_digests(
+    image_len: u64,
+    chunk_len: u64,
+    list: &[ChunkRef],
+    digests: &HashMap<ChunkId, Digest>,
+) -> Option<Digest> {
+    let per_block = image_check::chunks_per_block(chunk_len);
+    let mut blocks = Vec::with_capacity(list.len().div_ceil(per_block));
+    for (b, chunks) in list.chunks(per_block).enumerate() {
+        let mut block = image_check::BlockDigest::default();
+        for (k, c) in chunks.iter().enumerate() {
+            match c {
+                ChunkRef::Stored(id) => block.add_digest(digests.get(id)?),
+                ChunkRef::Zero => {
+                    let off = (b * per_block + k) as u64 * chunk_len;
+                    let n = (image_len - off).min(chunk_len) as usize;
+                    block.add_chunk(&vec![0u8; n]);
+                }
+            }
+        }
+        blocks.push(block.finish());
+    }
+    Some(image_check::image_check(image_len, chunk_len, &blocks))
 }
 
 /// `PRAGMA integrity_check` of a database file, opened immutable (no journal,

@@ -339,7 +339,7 @@ impl Store {
 
         if let Some(subset) = opts.read_data {
             let read = v.read_data(subset, &referenced, &offsets, &mut report);
-            let cvs = read.cvs;
+            let (cvs, digests) = (read.cvs, read.digests);
             for s in &selected {
                 let Some(list) = v.resolve(s) else { continue };
                 let mut ok = true;
@@ -357,7 +357,7 @@ impl Store {
                     continue;
                 }
                 let checked = if by_tree(s) {
-                    v.check_image_by_tree(s, &list, &cvs)
+                    v.check_image_by_tree(s, &list, &cvs, &digests)
                 } else {
                     v.check_image_by_reading(s, &list)
                 };

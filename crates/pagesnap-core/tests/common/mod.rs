@@ -157,6 +157,17 @@ pub fn restore_and_check(store: &Store, snap: &Snapshot, expected: &Hash, dir: &
         "restored file vs reference backup-API copy"
     );
     assert_eq!(report.image_hash, on_disk);
+    // The image check the capture recorded (block by block, as SQLite's pages
+    // arrived) is the check of the image computed in one piece.
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(
+        snap.manifest.image_check,
+        Some(pagesnap_core::image_check::of_image(
+            &bytes,
+            snap.manifest.chunk_len()
+        )),
+        "recorded image check vs the restored image's"
+    );
     assert_eq!(
         std::fs::metadata(&out).unwrap().len(),
         snap.manifest.image_len
