@@ -4,8 +4,8 @@
 //! ```sh
 //! cargo run -p pagesnap-core --example fuzz_seeds
 //! ```
-//! Seeds are valid objects: copies of the format fixture store `tests/fixtures/v1`
-//! (read only; objects over 64 KiB are left out, the fuzzers cut inputs there) and
+//! Seeds are valid objects: copies of the format fixture stores `tests/fixtures/v1`
+//! and `tests/fixtures/v1-image-check` (read only; objects over 64 KiB are left out, the fuzzers cut inputs there) and
 //! a few small synthetic ones. A fuzzer mutating real objects reaches the deep
 //! paths of each decoder much sooner than one starting from nothing. The hostile
 //! inputs carry right checksums, so they reach the check they target; the
@@ -31,6 +31,8 @@ fn main() -> Res {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let seeds = root.join("fuzz/seeds");
     let hostile = root.join("tests/fixtures/fuzz-regressions");
+    // Manifests with the image-check extension (its config is overwritten by v1's).
+    copy_fixture(&root.join("tests/fixtures/v1-image-check/store"), &seeds)?;
     copy_fixture(&root.join("tests/fixtures/v1/store"), &seeds)?;
     synthetic(&seeds)?;
     hostile_inputs(&hostile)?;
