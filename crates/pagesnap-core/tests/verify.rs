@@ -1,19 +1,43 @@
-//! `Store::verify`: image hashes are checked on every shape of store (page sizes,
-//! chunk sizes with a partial last chunk, one-chunk images), and a snapshot whose
-//! chunks do not hash to its recorded image is caught even though every chunk and
-//! every object is sound on its own.
+//! `Store::verify`: image hashes and image checks are checked on every shape of
+//! store (page sizes, chunk sizes with a partial last chunk, one-chunk images),
+//! and a snapshot whose chunks do not make its recorded image is caught even
+//! though every chunk and every object is sound on its own.
 
 mod common;
 
 use common::*;
 use pagesnap_core::backend::PutMode;
-use pagesnap_core::{layout, DataSubset, Id, InitOptions, Store, VerifyOptions};
+use pagesnap_core::format::manifest::Manifest;
+use pagesnap_core::{layout, DataSubset, Id, InitOptions, Snapshot, Store, VerifyOptions};
 
 fn read_data() -> VerifyOptions {
     VerifyOptions {
         read_data: Some(DataSubset::All),
         ..Default::default()
     }
+}
+
+/// A store holding one snapshot of a 300-row database (in `journal` mode).
+fn one_snapshot(journal: Journal, seed: u64) -> (tempfile::TempDir, Store, Snapshot) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, journal, 4096);
+    populate(&conn, &mut Rng(seed), 4096, 300);
+    let store = Store::init(dir.path().join("store"), &InitOptions::default()).unwrap();
+    let snap = snapshot_of(&store, &backup(&store, &db));
+    (dir, store, snap)
+}
+
+/// Publishes `forged` as a snapshot of its own (a valid envelope, named by its
+/// own hash) and returns its id.
+fn publish(store: &Store, forged: &Manifest) -> Id {
+    let bytes = forged.encode();
+    let id = Id::of_object(&bytes);
+    store
+        .backend()
+        .put(&layout::snapshot(&id), &bytes, PutMode::Create)
+        .unwrap();
+    id
 }
 
 #[test]
@@ -56,12 +80,8 @@ fn image_hashes_are_checked_for_every_page_and_chunk_size() {
 
 #[test]
 fn a_manifest_whose_chunks_do_not_make_its_image_is_caught() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, store, good) = one_snapshot(Journal::Rollback, 5);
     let db = dir.path().join("app.db");
-    let conn = create_db(&db, Journal::Rollback, 4096);
-    populate(&conn, &mut Rng(5), 4096, 300);
-    let store = Store::init(dir.path().join("store"), &InitOptions::default()).unwrap();
-    let good = snapshot_of(&store, &backup(&store, &db));
 
     // A well-formed manifest (valid envelope, named by its own hash) that records
     // another image: only reassembling the image can tell.
@@ -75,12 +95,7 @@ fn a_manifest_whose_chunks_do_not_make_its_image_is_caught() {
         c[0] ^= 1;
     }
     forged.time_unix += 60;
-    let bytes = forged.encode();
-    let id = Id::of_object(&bytes);
-    store
-        .backend()
-        .put(&layout::snapshot(&id), &bytes, PutMode::Create)
-        .unwrap();
+    let id = publish(&store, &forged);
 
     let structural = store.verify(&VerifyOptions::default()).unwrap();
     assert!(
@@ -120,13 +135,8 @@ fn a_manifest_whose_chunks_do_not_make_its_image_is_caught() {
 /// blake3 hash.
 #[test]
 fn verify_checks_both_the_blake3_hash_and_the_image_check() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let conn = create_db(&db, Journal::Wal, 4096);
-    populate(&conn, &mut Rng(6), 4096, 300);
-    let store = Store::init(dir.path().join("store"), &InitOptions::default()).unwrap();
-    let good = snapshot_of(&store, &backup(&store, &db));
-    let want = reference_hash(&db, dir.path());
+    let (dir, store, good) = one_snapshot(Journal::Wal, 6);
+    let want = reference_hash(&dir.path().join("app.db"), dir.path());
     for (k, which) in ["blake3 hash", "image check", "no check"]
         .into_iter()
         .enumerate()
@@ -147,12 +157,7 @@ fn verify_checks_both_the_blake3_hash_and_the_image_check() {
         } else {
             which
         };
-        let bytes = forged.encode();
-        let id = Id::of_object(&bytes);
-        store
-            .backend()
-            .put(&layout::snapshot(&id), &bytes, PutMode::Create)
-            .unwrap();
+        let id = publish(&store, &forged);
         let r = store
             .verify(&VerifyOptions {
                 snapshots: vec![id.to_hex()],
