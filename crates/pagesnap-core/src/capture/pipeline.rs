@@ -39,9 +39,10 @@ pub(crate) struct BlockDone {
 }
 
 /// The processed blocks, by number, in two flat vectors: each block's chaining
-/// value, image-check digest and chunk count, and every block's chunks at `b * per_block`. (A map of
-/// per-block vectors cost ~650 bytes per 64 KiB block, and the capture's final
-/// chunk list was a second copy of it; here the chunk vector is that list.)
+/// value, image-check digest and chunk count, and every block's chunks at
+/// `b * per_block`. (A map of per-block vectors cost ~650 bytes per 64 KiB block,
+/// and the capture's final chunk list was a second copy of it; here the chunk
+/// vector is that list.)
 #[derive(Default)]
 pub(crate) struct DoneBlocks {
     per_block: usize,
