@@ -304,12 +304,7 @@ impl Store {
         let chain = self.map_chain(&p.manifest.map).ok()?;
         // Every file is there (checked first: a missing one costs no reading), then
         // each is read as it is applied, root first, into one list.
-        let missing: Vec<&Id> = chain
-            .iter()
-            .map(|(mid, _)| mid)
-            .filter(|mid| !cache.has_resolved(mid))
-            .collect();
-        if !missing.is_empty() {
+        if chain.iter().any(|(mid, _)| !cache.has_resolved(mid)) {
             return None;
         }
         let want = reference_seq(chain[0].1.seq + 1);

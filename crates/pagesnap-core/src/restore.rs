@@ -110,12 +110,12 @@ pub(crate) enum Sink<'a> {
 }
 
 /// What a pass computes for each block, and so what the image is checked against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Sums {
+#[derive(Clone, Copy)]
+struct Sums {
     /// The blake3 chaining value (for the image's blake3 hash).
-    pub blake3: bool,
+    blake3: bool,
     /// The image-check digest.
-    pub check: bool,
+    check: bool,
 }
 
 /// One block's sums (those the pass computes).

@@ -106,12 +106,14 @@ impl Verifier<'_> {
         let m = &s.manifest;
         let len = m.chunk_len();
         let mut blocks = Vec::with_capacity(list.len());
+        // One zero chunk for all zero positions (the last may use a prefix).
+        let zeros = vec![0u8; len as usize];
         for (pos, c) in list.iter().enumerate() {
             let off = pos as u64 * len;
             match c {
                 ChunkRef::Zero => {
                     let n = (m.image_len - off).min(len) as usize;
-                    blocks.push(block_cv(off, &vec![0u8; n]));
+                    blocks.push(block_cv(off, &zeros[..n]));
                 }
                 ChunkRef::Stored(id) => match cvs.get(&(*id, off)) {
                     Some(cv) => blocks.push(*cv),
@@ -320,6 +322,8 @@ fn check_from_digests(
 ) -> Option<Digest> {
     let per_block = image_check::chunks_per_block(chunk_len);
     let mut blocks = Vec::with_capacity(list.len().div_ceil(per_block));
+    // Every zero chunk but a short last one has the same digest: computed once.
+    let zero = image_check::chunk_digest(&vec![0u8; chunk_len as usize]);
     for (b, chunks) in list.chunks(per_block).enumerate() {
         let mut block = image_check::BlockDigest::default();
         for (k, c) in chunks.iter().enumerate() {
@@ -327,8 +331,10 @@ fn check_from_digests(
                 ChunkRef::Stored(id) => block.add_digest(digests.get(id)?),
                 ChunkRef::Zero => {
                     let off = (b * per_block + k) as u64 * chunk_len;
-                    let n = (image_len - off).min(chunk_len) as usize;
-                    block.add_chunk(&vec![0u8; n]);
+                    match (image_len - off).min(chunk_len) {
+                        n if n == chunk_len => block.add_digest(&zero),
+                        n => block.add_chunk(&vec![0u8; n as usize]),
+                    }
                 }
             }
         }
