@@ -89,6 +89,11 @@ impl PackTable {
         self.dicts[pos as usize]
     }
 
+    /// Whether any of the packs has a dictionary.
+    pub fn any_dict(&self) -> bool {
+        self.dicts.iter().any(Option::is_some)
+    }
+
     /// The pack at `pos`, as its index object recorded it.
     pub fn pack_ref(&self, pos: u32) -> PackRef {
         let i = pos as usize;

@@ -102,6 +102,22 @@ pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
     out
 }
 
+/// [`encode`], with the body compressed whatever its kind and size: objects as
+/// older builds wrote them (index objects were compressed once), for tests.
+#[cfg(test)]
+pub(crate) fn encode_compressed<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
+    let raw = postcard::to_stdvec(value).expect("serializable");
+    let body = zstd::bulk::compress(&raw, 3).expect("compressible");
+    let h = header(
+        kind,
+        FLAG_ZSTD,
+        body.len() as u32,
+        raw.len() as u32,
+        checksum64(&body),
+    );
+    [&h[..], &body].concat()
+}
+
 fn header(kind: Kind, flags: u16, body_len: u32, raw_len: u32, body_sum: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..4].copy_from_slice(&MAGIC);

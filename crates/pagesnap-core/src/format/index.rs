@@ -162,6 +162,12 @@ impl IndexBody {
         envelope::encode(Kind::Index, &Wire(self))
     }
 
+    /// The object with its body compressed, as older builds could write it.
+    #[cfg(test)]
+    pub(crate) fn encode_compressed(&self) -> Vec<u8> {
+        envelope::encode_compressed(Kind::Index, &Wire(self))
+    }
+
     /// Its envelope, planned without being built in memory (see
     /// [`envelope::Streamed`]); [`IndexBody::write_streamed`] writes it. The bytes
     /// are [`IndexBody::encode`]'s.
@@ -194,7 +200,17 @@ impl IndexBody {
         mut each: impl FnMut(&[PackRef], IndexEntry),
     ) -> Result<Vec<PackRef>> {
         let raw = envelope::open(Kind::Index, bytes)?;
-        let (packs, mut rest): (Vec<PackRef>, &[u8]) = postcard::take_from_bytes(&raw)?;
+        Self::decode_body_each(&raw, |packs, e, _| each(packs, e))
+    }
+
+    /// Decodes an index object's body (what [`envelope::open`] returns), handing
+    /// each entry to `each` with the offset of its chunk id in `body`, so that a
+    /// reader that keeps the body need not copy the ids.
+    pub fn decode_body_each(
+        body: &[u8],
+        mut each: impl FnMut(&[PackRef], IndexEntry, usize),
+    ) -> Result<Vec<PackRef>> {
+        let (packs, mut rest): (Vec<PackRef>, &[u8]) = postcard::take_from_bytes(body)?;
         for p in &packs {
             if p.len > MAX_PACK_LEN || p.len < (HEADER_LEN + FOOTER_LEN) as u64 {
                 return Err(FormatError::Invalid(format!(
@@ -210,6 +226,8 @@ impl IndexBody {
         rest = after;
         let mut prev_end = vec![HEADER_LEN as i64; packs.len()];
         for _ in 0..count {
+            // An entry starts with its chunk id.
+            let id_at = body.len() - rest.len();
             let (w, after) = take_entry(rest)?;
             rest = after;
             let p = w.pack as usize;
@@ -247,6 +265,7 @@ impl IndexBody {
                     pack: w.pack,
                     entry,
                 },
+                id_at,
             );
         }
         Ok(packs)
@@ -353,6 +372,22 @@ mod tests {
         fn round_trips(sizes in proptest::collection::vec(1usize..500, 0..30), shuffle in any::<u64>()) {
             let body = body_of(&sizes, shuffle);
             prop_assert_eq!(IndexBody::decode(&body.encode()).unwrap(), body);
+        }
+
+        /// Each entry's chunk id is in the body where `decode_body_each` says, and
+        /// the entries are those `decode` gives, in order.
+        #[test]
+        fn id_offsets_point_at_the_ids(sizes in proptest::collection::vec(1usize..500, 0..30), shuffle in any::<u64>()) {
+            let body = body_of(&sizes, shuffle);
+            let bytes = body.encode();
+            let raw = envelope::open(Kind::Index, &bytes).unwrap();
+            let mut seen = Vec::new();
+            IndexBody::decode_body_each(&raw, |_, e, at| {
+                assert_eq!(&raw[at..at + 32], &e.entry.id.0[..]);
+                seen.push(e);
+            })
+            .unwrap();
+            prop_assert_eq!(seen, body.entries);
         }
 
         /// Streamed, an index object is the bytes `encode` builds, under the same name.
