@@ -162,14 +162,17 @@ impl Store {
     /// Errors are those the long way would report too: a page map that is missing
     /// or damaged.
     pub(crate) fn restore_plan(&self, snap: &Snapshot) -> Result<Option<RestorePlan>> {
-        // The maps and the listing of packs, at once.
-        let (chain, present) =
-            rayon::join(|| self.map_chain(&snap.manifest.map), || self.pack_sizes());
+        // The maps (but for their changes) and the listing of packs, at once.
+        let (chain, present) = rayon::join(
+            || self.map_chain_heads(&snap.manifest.map),
+            || self.pack_sizes(),
+        );
         let (chain, present) = (chain?, present?);
         // The index objects the chain names, each once, numbered.
         let mut number: IdMap<u32> = IdMap::default();
         let mut lists: Vec<Id> = Vec::new();
-        for (_, m) in &chain {
+        for (_, head) in &chain {
+            let m = &head.map;
             for list in m.lists.iter().chain(m.new_list.iter()) {
                 number.entry(*list).or_insert_with(|| {
                     lists.push(*list);
@@ -177,21 +180,22 @@ impl Store {
                 });
             }
         }
-        // The index objects are read and decoded while the chain is resolved, from
-        // its full map down, in names (their ordinals are checked against the
-        // objects below).
+        // The index objects are read and decoded while the maps' changes are
+        // decoded and the chain resolved, from its full map down, in names (their
+        // ordinals are checked against the objects below).
         let (read, names) = rayon::join(
             || -> Option<Vec<Entries>> { lists.par_iter().map(|id| self.entries(id)).collect() },
             || -> Result<Vec<u64>> {
                 let mut names: Vec<u64> = Vec::new();
-                for (mid, m) in chain.iter().rev() {
+                for (mid, head) in chain.into_iter().rev() {
+                    let m = self.finish_map(&mid, head)?;
                     names = m
                         .apply_with(&names, ZERO, |list, ordinal| {
                             let n = *number.get(list)?;
                             let ordinal = u32::try_from(ordinal).ok()?;
                             Some((u64::from(n) << 32) | u64::from(ordinal))
                         })
-                        .map_err(self.format_err(&layout::map(mid)))?;
+                        .map_err(self.format_err(&layout::map(&mid)))?;
                 }
                 Ok(names)
             },

@@ -9,7 +9,8 @@ use crate::format::config::StoreConfig;
 use crate::format::index::IndexBody;
 use crate::format::manifest::Manifest;
 use crate::format::pagemap::{
-    diff, encode_changes, new_chunk_ordinals, reference_seq, should_write_full, OrdinalOf, PageMap,
+    diff, encode_changes, new_chunk_ordinals, reference_seq, should_write_full, MapHead, OrdinalOf,
+    PageMap,
 };
 use crate::format::FormatError;
 use crate::id_table::IdTable;
@@ -496,22 +497,49 @@ impl Store {
 
     /// The maps from `id` down to its full map, each checked to follow the skip-delta rule.
     pub fn map_chain(&self, id: &Id) -> Result<Vec<(Id, PageMap)>> {
-        let mut chain: Vec<(Id, PageMap)> = Vec::new();
+        self.walk_chain(id, |s, mid| s.load_map(mid), |m| m)
+    }
+
+    /// [`Store::map_chain`] with each map decoded but for its changes
+    /// ([`PageMap::decode_head`]); [`Store::finish_map`] decodes them.
+    pub(crate) fn map_chain_heads(&self, id: &Id) -> Result<Vec<(Id, MapHead)>> {
+        self.walk_chain(
+            id,
+            |s, mid| {
+                let key = layout::map(mid);
+                let bytes = s.get_verified(&key, mid)?;
+                PageMap::decode_head(&bytes).map_err(s.format_err(&key))
+            },
+            |h| &h.map,
+        )
+    }
+
+    /// Map `id`'s changes, decoded from its head.
+    pub(crate) fn finish_map(&self, id: &Id, head: MapHead) -> Result<PageMap> {
+        head.finish().map_err(self.format_err(&layout::map(id)))
+    }
+
+    /// The chain from `id` down: each map loaded, checked to follow the
+    /// skip-delta rule from the one before it, and followed to its reference.
+    fn walk_chain<M>(
+        &self,
+        id: &Id,
+        load: impl Fn(&Self, &Id) -> Result<M>,
+        map: impl Fn(&M) -> &PageMap,
+    ) -> Result<Vec<(Id, M)>> {
+        let mut chain: Vec<(Id, M)> = Vec::new();
         let mut next = Some(*id);
         while let Some(mid) = next {
-            let m = self.load_map(&mid)?;
+            let m = load(self, &mid)?;
             if let Some((_, child)) = chain.last() {
-                if m.seq != reference_seq(child.seq) {
+                let (seq, want) = (map(&m).seq, reference_seq(map(child).seq));
+                if seq != want {
                     return Err(self.format_err(&layout::map(&mid))(FormatError::Invalid(
-                        format!(
-                            "page map has sequence number {} where {} was expected",
-                            m.seq,
-                            reference_seq(child.seq)
-                        ),
+                        format!("page map has sequence number {seq} where {want} was expected"),
                     )));
                 }
             }
-            next = m.reference;
+            next = map(&m).reference;
             chain.push((mid, m));
         }
         Ok(chain)

@@ -8,6 +8,7 @@
 
 use super::envelope::{self, Kind};
 use super::pack::{check_entry, Codec, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN, MAX_PACK_LEN};
+use super::wire::{take_varint_u32, take_varint_u64};
 use super::{FormatError, Result};
 use crate::types::{ChunkId, Id};
 use serde::{Deserialize, Serialize};
@@ -125,36 +126,6 @@ fn take_entry(b: &[u8]) -> std::result::Result<(WireEntry, &[u8]), postcard::Err
         codec,
     };
     Ok((entry, b))
-}
-
-/// A postcard varint of a `u32`: at most 5 bytes, the last carrying at most 4 bits.
-fn take_varint_u32(b: &[u8]) -> std::result::Result<(u32, &[u8]), postcard::Error> {
-    let (v, rest) = take_varint(b, 5, 0x0f)?;
-    Ok((v as u32, rest))
-}
-
-/// A postcard varint of a `u64`: at most 10 bytes, the last carrying at most 1 bit.
-fn take_varint_u64(b: &[u8]) -> std::result::Result<(u64, &[u8]), postcard::Error> {
-    take_varint(b, 10, 0x01)
-}
-
-fn take_varint(
-    b: &[u8],
-    max_len: usize,
-    max_last: u8,
-) -> std::result::Result<(u64, &[u8]), postcard::Error> {
-    let mut out = 0u64;
-    for i in 0..max_len {
-        let byte = *b.get(i).ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
-        out |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            if i == max_len - 1 && byte > max_last {
-                return Err(postcard::Error::DeserializeBadVarint);
-            }
-            return Ok((out, &b[i + 1..]));
-        }
-    }
-    Err(postcard::Error::DeserializeBadVarint)
 }
 
 impl IndexBody {

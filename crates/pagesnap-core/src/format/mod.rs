@@ -12,6 +12,7 @@ pub mod index;
 pub mod manifest;
 pub mod pack;
 pub mod pagemap;
+mod wire;
 
 /// The store format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;

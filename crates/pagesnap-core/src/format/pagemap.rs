@@ -15,6 +15,7 @@
 //! in the whole store, in the index object of the backup that stored the chunk.
 
 use super::envelope::{self, Kind};
+use super::wire::{take_id, take_len, take_option_id, take_varint_u32, take_varint_u64};
 use super::{FormatError, Result};
 use crate::types::{ChunkId, ChunkRef, Id};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,25 @@ pub struct Change {
     pub chunk: MapRef,
 }
 
+/// A page map decoded but for its changes ([`PageMap::decode_head`]).
+pub struct MapHead {
+    /// The map, with no changes yet.
+    pub map: PageMap,
+    /// Its body, whose changes start at `changes_at`.
+    body: Vec<u8>,
+    changes_at: usize,
+}
+
+impl MapHead {
+    /// The whole map: its changes decoded, and checked.
+    pub fn finish(self) -> Result<PageMap> {
+        let mut map = self.map;
+        map.changes = take_changes(&self.body[self.changes_at..])?;
+        map.check_changes()?;
+        Ok(map)
+    }
+}
+
 /// A page map object (`maps/<id>`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageMap {
@@ -67,20 +87,42 @@ impl PageMap {
 
     /// Decodes and checks the structure (bounds, a reference exactly when seq > 0).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let m: PageMap = envelope::decode(Kind::PageMap, bytes)?;
-        let bad = |s: &str| Err(FormatError::Invalid(format!("page map: {s}")));
-        if m.chunk_count > MAX_CHUNKS {
+        Self::decode_head(bytes)?.finish()
+    }
+
+    /// Decodes and checks all but the changes, which [`MapHead::finish`] decodes
+    /// and checks: a restore learns which index objects to read from the heads of
+    /// its chain, and reads them while the changes are decoded (a full map of a
+    /// 1 GiB image has a quarter of a million, ~7 ms).
+    pub fn decode_head(bytes: &[u8]) -> Result<MapHead> {
+        let body = envelope::open(Kind::PageMap, bytes)?.into_owned();
+        let (head, rest) = take_head(&body)?;
+        let changes_at = body.len() - rest.len();
+        if head.chunk_count > MAX_CHUNKS {
             return Err(FormatError::TooLarge {
                 what: "chunk count",
-                value: m.chunk_count,
+                value: head.chunk_count,
                 limit: MAX_CHUNKS,
             });
         }
+        if (head.seq == 0) != head.reference.is_none() || head.seq > MAX_SEQ {
+            return Err(FormatError::Invalid(
+                "page map: sequence number and reference disagree".into(),
+            ));
+        }
+        Ok(MapHead {
+            map: head,
+            body,
+            changes_at,
+        })
+    }
+
+    /// Checks the changes against the rest of the map.
+    fn check_changes(&self) -> Result<()> {
+        let bad = |s: &str| Err(FormatError::Invalid(format!("page map: {s}")));
+        let m = self;
         if m.changes.len() as u64 > m.chunk_count {
             return bad("more changes than positions");
-        }
-        if (m.seq == 0) != m.reference.is_none() || m.seq > MAX_SEQ {
-            return bad("sequence number and reference disagree");
         }
         for c in &m.changes {
             match c.chunk {
@@ -93,7 +135,7 @@ impl PageMap {
                 _ => {}
             }
         }
-        Ok(m)
+        Ok(())
     }
 
     /// The chunk list: `reference` (the resolved list of `self.reference`, empty for
@@ -174,6 +216,77 @@ impl PageMap {
             })
             .collect()
     }
+}
+
+/// Reads a page map's body as `postcard::from_bytes` does, with the two readers
+/// [`PageMap::decode`] uses; the proptests hold it to postcard (the same bytes
+/// accepted and refused, trailing bytes ignored).
+#[cfg(test)]
+fn take_map(b: &[u8]) -> std::result::Result<PageMap, postcard::Error> {
+    let (mut map, b) = take_head(b)?;
+    map.changes = take_changes(b)?;
+    Ok(map)
+}
+
+/// A page map's fields before its changes (left empty), and the bytes after them.
+///
+/// Read by hand, not through serde: a full map of a 1 GiB image is a quarter of
+/// a million changes (133 bytes compressed), which serde visited element by
+/// element; its decode took ~10 ms before a restore could read the index objects
+/// the map names. Now 7 ms, most of it page faults on the list of changes.
+fn take_head(b: &[u8]) -> std::result::Result<(PageMap, &[u8]), postcard::Error> {
+    let (chunk_count, b) = take_varint_u64(b)?;
+    let (seq, b) = take_varint_u64(b)?;
+    let (reference, b) = take_option_id(b)?;
+    let (new_list, b) = take_option_id(b)?;
+    let (n, mut b) = take_len(b)?;
+    // A count the bytes cannot hold fails where postcard would, before allocating.
+    if n > b.len() / 32 {
+        return Err(postcard::Error::DeserializeUnexpectedEnd);
+    }
+    let mut lists = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (id, rest) = take_id(b)?;
+        lists.push(id);
+        b = rest;
+    }
+    let map = PageMap {
+        chunk_count,
+        seq,
+        reference,
+        new_list,
+        lists,
+        changes: Vec::new(),
+    };
+    Ok((map, b))
+}
+
+/// A page map's changes (the sequence that ends its body; what follows is ignored).
+fn take_changes(b: &[u8]) -> std::result::Result<Vec<Change>, postcard::Error> {
+    let (n, mut b) = take_len(b)?;
+    // A change takes at least two bytes (its skip and its variant).
+    if n > b.len() / 2 {
+        return Err(postcard::Error::DeserializeUnexpectedEnd);
+    }
+    let mut changes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (skip, rest) = take_varint_u64(b)?;
+        let (variant, rest) = take_varint_u32(rest)?;
+        let (chunk, rest) = match variant {
+            0 => (MapRef::Zero, rest),
+            1 => (MapRef::New, rest),
+            2 => {
+                let (list, rest) = take_varint_u32(rest)?;
+                let (ordinal, rest) = take_varint_u64(rest)?;
+                (MapRef::At { list, ordinal }, rest)
+            }
+            // serde's derived visitor refuses an unknown variant index.
+            _ => return Err(postcard::Error::SerdeDeCustom),
+        };
+        changes.push(Change { skip, chunk });
+        b = rest;
+    }
+    Ok(changes)
 }
 
 /// The sequence number of the map a map number `k` (≥ 1) is a delta against.
@@ -361,6 +474,115 @@ mod tests {
             changes,
         };
         PageMap::decode(&m.encode()).unwrap()
+    }
+
+    fn arb_map_ref() -> impl Strategy<Value = MapRef> {
+        prop_oneof![
+            Just(MapRef::Zero),
+            Just(MapRef::New),
+            (any::<u32>(), any::<u64>()).prop_map(|(list, ordinal)| MapRef::At { list, ordinal }),
+        ]
+    }
+
+    fn arb_page_map() -> impl Strategy<Value = PageMap> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            proptest::option::of(any::<[u8; 32]>()),
+            proptest::option::of(any::<[u8; 32]>()),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..4),
+            proptest::collection::vec((any::<u64>(), arb_map_ref()), 0..40),
+        )
+            .prop_map(
+                |(chunk_count, seq, reference, new_list, lists, changes)| PageMap {
+                    chunk_count,
+                    seq,
+                    reference: reference.map(Id),
+                    new_list: new_list.map(Id),
+                    lists: lists.into_iter().map(Id).collect(),
+                    changes: changes
+                        .into_iter()
+                        .map(|(skip, chunk)| Change { skip, chunk })
+                        .collect(),
+                },
+            )
+    }
+
+    /// A map's head decodes without its changes; damage in them (here a change
+    /// naming a list the map lacks, or more changes than positions) is found by
+    /// `finish`, as `decode` finds it.
+    #[test]
+    fn heads_leave_the_changes_to_finish() {
+        let good = PageMap {
+            chunk_count: 3,
+            seq: 0,
+            reference: None,
+            new_list: Some(Id([7; 32])),
+            lists: vec![Id([1; 32])],
+            changes: vec![
+                Change {
+                    skip: 0,
+                    chunk: MapRef::New,
+                },
+                Change {
+                    skip: 1,
+                    chunk: MapRef::At {
+                        list: 0,
+                        ordinal: 5,
+                    },
+                },
+            ],
+        };
+        let head = PageMap::decode_head(&good.encode()).unwrap();
+        assert_eq!(head.map.changes, vec![]);
+        assert_eq!(head.map.lists, good.lists);
+        assert_eq!(head.finish().unwrap(), good);
+        let mut bad_list = good.clone();
+        bad_list.changes[1].chunk = MapRef::At {
+            list: 1,
+            ordinal: 0,
+        };
+        let mut too_many = good.clone();
+        too_many.chunk_count = 1;
+        for bad in [bad_list, too_many] {
+            let bytes = bad.encode();
+            let head = PageMap::decode_head(&bytes).unwrap();
+            assert!(head.finish().is_err());
+            assert!(PageMap::decode(&bytes).is_err());
+        }
+        // A head that is itself wrong fails at once.
+        let mut no_reference = good.clone();
+        no_reference.seq = 3;
+        assert!(PageMap::decode_head(&no_reference.encode()).is_err());
+    }
+
+    proptest! {
+        /// The hand-written reader takes what postcard takes: any map postcard
+        /// writes, and the same bytes cut short, damaged or followed by more.
+        #[test]
+        fn take_map_agrees_with_postcard(
+            m in arb_page_map(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<(prop::sample::Index, u8)>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..4),
+        ) {
+            let bytes = postcard::to_stdvec(&m).unwrap();
+            prop_assert_eq!(take_map(&bytes).ok(), Some(m.clone()));
+            let longer = [&bytes[..], &tail].concat();
+            prop_assert_eq!(take_map(&longer).ok(), Some(m));
+            let short = &bytes[..cut.index(bytes.len())];
+            prop_assert_eq!(take_map(short).ok(), postcard::from_bytes::<PageMap>(short).ok());
+            let mut damaged = bytes.clone();
+            let at = flip.0.index(damaged.len());
+            damaged[at] ^= flip.1;
+            prop_assert_eq!(take_map(&damaged).ok(), postcard::from_bytes::<PageMap>(&damaged).ok());
+        }
+
+        /// And on any bytes at all.
+        #[test]
+        fn take_map_agrees_with_postcard_on_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..120)) {
+            prop_assert_eq!(take_map(&data).ok(), postcard::from_bytes::<PageMap>(&data).ok());
+        }
     }
 
     proptest! {
