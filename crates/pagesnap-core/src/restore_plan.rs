@@ -83,43 +83,64 @@ impl Body {
 }
 
 impl Entries {
-    /// Whether entry `ordinal` exists and its chunk id lies in the body.
-    fn has(&self, ordinal: u32) -> bool {
-        let body = self.body.bytes().len();
-        self.entries
-            .get(ordinal as usize)
-            .is_some_and(|e| (e.id_at as usize).checked_add(32) <= Some(body))
+    /// Entry `ordinal`, if it exists and its chunk id lies in the body.
+    fn entry(&self, ordinal: u32) -> Option<&Entry> {
+        let e = self.entries.get(ordinal as usize)?;
+        let end = (e.id_at as usize).checked_add(32)?;
+        (end <= self.body.bytes().len()).then_some(e)
     }
 
-    /// Entry `ordinal`: its chunk id, which of the object's packs, and where.
-    fn get(&self, ordinal: u32) -> Option<(ChunkId, u32, Slot)> {
-        let e = self.entries.get(ordinal as usize)?;
+    /// The chunk id of entry `e`, read where it lies in the body.
+    fn id(&self, e: &Entry) -> Option<ChunkId> {
         let at = e.id_at as usize;
-        let id: [u8; 32] = self.body.bytes().get(at..at + 32)?.try_into().ok()?;
-        Some((Id(id), e.pack, e.slot))
+        Some(Id(self.body.bytes().get(at..at + 32)?.try_into().ok()?))
     }
 }
 
+/// Where a position's name leads.
+enum Named<'a> {
+    Zero,
+    /// Entry `ordinal` of index object `n`, and its pack's number in the plan's
+    /// `packs` (`None`: the pack is missing).
+    Entry {
+        n: u32,
+        ordinal: u32,
+        read: &'a Entries,
+        entry: &'a Entry,
+        pack: Option<u32>,
+    },
+}
+
 impl RestorePlan {
+    /// Where position `i`'s name leads; `None` past the end, or for a name whose
+    /// index object lacks the entry.
+    fn named(&self, i: usize) -> Option<Named<'_>> {
+        let name = *self.names.get(i)?;
+        if name == ZERO {
+            return Some(Named::Zero);
+        }
+        let (n, ordinal) = ((name >> 32) as u32, name as u32);
+        let read = self.read.get(n as usize)?;
+        let entry = read.entry(ordinal)?;
+        let numbers = self.pack_numbers.get(n as usize)?;
+        let pack = numbers.get(entry.pack as usize).copied().flatten();
+        Some(Named::Entry {
+            n,
+            ordinal,
+            read,
+            entry,
+            pack,
+        })
+    }
+
     /// Whether position `i` is zeros, or a stored chunk whose entry exists and
     /// whose pack is present: what [`Positions::at`] answers with `Zero` or
     /// `Stored`, without copying the chunk id.
     fn locates(&self, i: usize) -> bool {
-        let Some(&name) = self.names.get(i) else {
-            return false;
-        };
-        if name == ZERO {
-            return true;
-        }
-        let (n, ordinal) = ((name >> 32) as usize, name as u32);
-        let (Some(read), Some(numbers)) = (self.read.get(n), self.pack_numbers.get(n)) else {
-            return false;
-        };
-        read.has(ordinal)
-            && read
-                .entries
-                .get(ordinal as usize)
-                .is_some_and(|e| numbers.get(e.pack as usize).is_some_and(Option::is_some))
+        matches!(
+            self.named(i),
+            Some(Named::Zero | Named::Entry { pack: Some(_), .. })
+        )
     }
 }
 
@@ -129,20 +150,24 @@ impl Positions for RestorePlan {
     }
 
     fn at(&self, i: usize) -> Option<Position> {
-        let name = *self.names.get(i)?;
-        if name == ZERO {
+        let Named::Entry {
+            n,
+            ordinal,
+            read,
+            entry,
+            pack,
+        } = self.named(i)?
+        else {
             return Some(Position::Zero);
-        }
-        let (n, ordinal) = ((name >> 32) as usize, name as u32);
-        let (id, pack, slot) = self.read.get(n)?.get(ordinal)?;
-        let number = self.pack_numbers.get(n)?.get(pack as usize).copied();
-        Some(match number.flatten() {
+        };
+        let id = read.id(entry)?;
+        Some(match pack {
             Some(pack) => Position::Stored(
                 id,
                 Location {
                     pack,
-                    entry: slot,
-                    list: n as u32,
+                    entry: entry.slot,
+                    list: n,
                     ordinal,
                 },
             ),
@@ -370,15 +395,14 @@ mod tests {
                 let read = store.entries(&name).expect("readable");
                 assert_eq!(read.entries.len(), body.entries.len(), "{body_kind}");
                 assert!(
-                    !read.has(body.entries.len() as u32),
+                    read.entry(body.entries.len() as u32).is_none(),
                     "{body_kind}: none past the end"
                 );
                 for (k, want) in body.entries.iter().enumerate() {
-                    let (chunk, pack, slot) = read.get(k as u32).expect("an entry");
-                    assert!(read.has(k as u32));
-                    assert_eq!(chunk, want.entry.id, "{body_kind} entry {k}");
-                    assert_eq!(pack, want.pack);
-                    assert_eq!(slot, Slot::from(&want.entry));
+                    let e = read.entry(k as u32).expect("an entry");
+                    assert_eq!(read.id(e), Some(want.entry.id), "{body_kind} entry {k}");
+                    assert_eq!(e.pack, want.pack);
+                    assert_eq!(e.slot, Slot::from(&want.entry));
                 }
             }
             // An object that is not what its name says is not read.

@@ -490,9 +490,14 @@ impl Store {
     }
 
     pub(crate) fn load_map(&self, id: &Id) -> Result<PageMap> {
+        self.finish_map(id, self.load_map_head(id)?)
+    }
+
+    /// Map `id`, read, checked against its name and decoded but for its changes.
+    fn load_map_head(&self, id: &Id) -> Result<MapHead> {
         let key = layout::map(id);
         let bytes = self.get_verified(&key, id)?;
-        PageMap::decode(&bytes).map_err(self.format_err(&key))
+        PageMap::decode_head(&bytes).map_err(self.format_err(&key))
     }
 
     /// The maps from `id` down to its full map, each checked to follow the skip-delta rule.
@@ -503,15 +508,7 @@ impl Store {
     /// [`Store::map_chain`] with each map decoded but for its changes
     /// ([`PageMap::decode_head`]); [`Store::finish_map`] decodes them.
     pub(crate) fn map_chain_heads(&self, id: &Id) -> Result<Vec<(Id, MapHead)>> {
-        self.walk_chain(
-            id,
-            |s, mid| {
-                let key = layout::map(mid);
-                let bytes = s.get_verified(&key, mid)?;
-                PageMap::decode_head(&bytes).map_err(s.format_err(&key))
-            },
-            |h| &h.map,
-        )
+        self.walk_chain(id, |s, mid| s.load_map_head(mid), |h| &h.map)
     }
 
     /// Map `id`'s changes, decoded from its head.

@@ -8,7 +8,7 @@
 
 use super::envelope::{self, Kind};
 use super::pack::{check_entry, Codec, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN, MAX_PACK_LEN};
-use super::wire::{take_varint_u32, take_varint_u64};
+use super::wire::{take_id, take_varint_u32, take_varint_u64};
 use super::{FormatError, Result};
 use crate::types::{ChunkId, Id};
 use serde::{Deserialize, Serialize};
@@ -102,9 +102,7 @@ impl Serialize for WireEntries<'_> {
 /// taken byte by byte, and decoding was most of the time before a restore's
 /// first byte.
 fn take_entry(b: &[u8]) -> std::result::Result<(WireEntry, &[u8]), postcard::Error> {
-    let (id, b) = b
-        .split_first_chunk::<32>()
-        .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+    let (id, b) = take_id(b)?;
     let (pack, b) = take_varint_u32(b)?;
     let (gap, b) = take_varint_u64(b)?;
     let (stored_len, b) = take_varint_u32(b)?;
@@ -117,7 +115,7 @@ fn take_entry(b: &[u8]) -> std::result::Result<(WireEntry, &[u8]), postcard::Err
         _ => return Err(postcard::Error::DeserializeBadEnum),
     };
     let entry = WireEntry {
-        id: Id(*id),
+        id,
         pack,
         // Zigzag, as postcard writes signed integers.
         gap: ((gap >> 1) as i64) ^ -((gap & 1) as i64),
