@@ -12,6 +12,8 @@
 //! `cargo bench --bench pipeline`; the 1 GiB table of the README comes from
 //! `benches/compare.sh`.
 
+#![forbid(unsafe_code)]
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pagesnap_core::format::pack::{decode_blob, decode_pack, Codec, PackBuilder};
 use pagesnap_core::{BackupOptions, Id, InitOptions, SnapshotSelector, Store};

@@ -7,6 +7,8 @@
 //! Rows hold 500 random bytes and 500 zero bytes, with an index on a random key,
 //! so pages compress about 2:1 like typical application data.
 
+#![forbid(unsafe_code)]
+
 use rusqlite::Connection;
 
 fn main() -> anyhow::Result<()> {

@@ -5,6 +5,8 @@
 //! cargo run --example sampledb -- check app.db    # prints integrity_check and row counts
 //! ```
 
+#![forbid(unsafe_code)]
+
 use rusqlite::Connection;
 
 fn main() -> anyhow::Result<()> {

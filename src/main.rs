@@ -1,5 +1,7 @@
 //! The `pagesnap` command line.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod cli;
 mod commands;

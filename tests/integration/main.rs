@@ -1,6 +1,8 @@
 //! CLI integration tests of `pagesnap`: every test runs the real binary against
 //! stores and SQLite databases in temporary directories.
 
+#![forbid(unsafe_code)]
+
 mod bad_source;
 mod bad_store;
 mod bench;

@@ -5,6 +5,7 @@
 use crate::util::*;
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
+use rustix::process::Signal;
 use serde_json::Value;
 use std::fs::File;
 use std::os::unix::net::UnixDatagram;
@@ -42,10 +43,9 @@ impl Watch {
         }
     }
 
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child's pid.
-        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(r, 0, "kill {sig}");
+    fn signal(&self, sig: Signal) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, sig).unwrap_or_else(|e| panic!("kill {sig:?}: {e}"));
     }
 
     /// Waits for the watcher to exit (at most `limit`).
@@ -203,7 +203,7 @@ path = "gone.db"
     assert_eq!(lock_state, 2, "locked.db was locked and released");
     drop(writer);
     std::thread::sleep(Duration::from_millis(4000));
-    w.signal(libc::SIGTERM);
+    w.signal(Signal::TERM);
     let code = w.wait(Duration::from_secs(30));
     assert_eq!(code.code(), Some(0), "log:\n{}", w.log_text());
 
@@ -358,7 +358,7 @@ fn sigterm_during_a_snapshot_finishes_it_and_leaves_the_store_valid() {
     wait_for(Duration::from_secs(20), "the snapshot to start", || {
         st_path.exists() && status(&st_path)["in_progress"]["name"] == "big"
     });
-    w.signal(libc::SIGTERM);
+    w.signal(Signal::TERM);
     let code = w.wait(Duration::from_secs(60));
     assert_eq!(code.code(), Some(0), "log:\n{}", w.log_text());
     assert!(
@@ -389,9 +389,9 @@ fn sigterm_during_a_snapshot_finishes_it_and_leaves_the_store_valid() {
         status(&st_path)["in_progress"]["name"] == "big"
     });
     std::thread::sleep(Duration::from_millis(100));
-    w.signal(libc::SIGTERM);
+    w.signal(Signal::TERM);
     std::thread::sleep(Duration::from_millis(50));
-    w.signal(libc::SIGTERM);
+    w.signal(Signal::TERM);
     let code = w.wait(Duration::from_secs(10));
     assert_eq!(code.code(), Some(1), "log:\n{}", w.log_text());
     assert_eq!(fx.snapshots().len(), 1, "no partial snapshot was published");
@@ -555,9 +555,9 @@ fn command_line_mode_status_command_and_one_watcher_per_status_file() {
         &["another pagesnap watch (pid ", "uses this status file"],
     );
     // SIGHUP without a config file changes nothing.
-    w.signal(libc::SIGHUP);
+    w.signal(Signal::HUP);
     std::thread::sleep(Duration::from_millis(300));
-    w.signal(libc::SIGINT);
+    w.signal(Signal::INT);
     assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
     assert!(w.log_text().contains("nothing to reload"));
     let snaps = fx.snapshots();
@@ -600,7 +600,7 @@ fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
          [[database]]\npath = \"b.db\"\nintegrity_check = \"full\"\n",
     )
     .unwrap();
-    w.signal(libc::SIGHUP);
+    w.signal(Signal::HUP);
     wait_for(Duration::from_secs(20), "b's first snapshot", || {
         let st = status(&st_path);
         st["databases"].as_array().unwrap().len() == 2 && snapshot_count(&st, "b") >= 1
@@ -615,7 +615,7 @@ fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
     });
     // A broken config is refused; the running one goes on.
     std::fs::write(&cfg, "every = \"soon\"\n").unwrap();
-    w.signal(libc::SIGHUP);
+    w.signal(Signal::HUP);
     wait_for(Duration::from_secs(10), "the reload error", || {
         w.log_text().contains("the running configuration is kept")
     });
@@ -623,7 +623,7 @@ fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
     wait_for(Duration::from_secs(20), "b to keep running", || {
         db_status(&status(&st_path), "b")["skips"].as_u64().unwrap() > skips
     });
-    w.signal(libc::SIGTERM);
+    w.signal(Signal::TERM);
     assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
     let log = w.log_text();
     assert_has(

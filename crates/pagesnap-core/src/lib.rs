@@ -16,6 +16,9 @@
 //! # Ok(()) }
 //! ```
 
+// `unsafe` is allowed only in the capture VFS, which must call SQLite's C API.
+#![deny(unsafe_code)]
+
 pub mod backend;
 mod backup_index;
 pub mod capture;

@@ -51,8 +51,9 @@ pub fn spawn(
                 }
                 Ok(None) if started.elapsed() >= timeout => {
                     // The whole group: `sh -c` may have started children.
-                    // SAFETY: kill(2) with a negated process-group id; no memory involved.
-                    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+                    let group = rustix::process::Pid::from_child(&child);
+                    let _ =
+                        rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
                     let _ = child.wait();
                     warn!(
                         event = "hook",
@@ -112,11 +113,75 @@ fn abstract_send(_: &UnixDatagram, _: &[u8], _: &[u8]) -> std::io::Result<usize>
 
 /// `CLOCK_MONOTONIC` in microseconds (for `RELOADING=1`'s `MONOTONIC_USEC`).
 pub fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process that exists and has not exited (a zombie has exited).
+    fn alive(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the command name in parentheses.
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn a_hook_past_its_timeout_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        // The hook starts a child of its own, then waits: both must die.
+        let cmd = format!("sleep 60 & echo $! > '{}'; wait", pidfile.display());
+        let started = Instant::now();
+        let handle = spawn(&cmd, Duration::from_millis(300), Vec::new()).unwrap();
+        handle.join().unwrap();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300),
+            "returned before its timeout: {took:?}"
+        );
+        assert!(took < Duration::from_secs(30), "not killed: {took:?}");
+        let child: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(child) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !alive(child),
+            "the hook's own child {child} outlived the kill"
+        );
+    }
+
+    #[test]
+    fn a_hook_that_ends_in_time_is_not_waited_for_longer() {
+        let started = Instant::now();
+        let handle = spawn("exit 3", Duration::from_secs(60), Vec::new()).unwrap();
+        handle.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn monotonic_microseconds_follow_the_monotonic_clock() {
+        let a = monotonic_usec();
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_millis(30));
+        let b = monotonic_usec();
+        let elapsed = t.elapsed().as_micros() as u64;
+        assert!(b >= a + 30_000, "{a} -> {b}");
+        // Both read CLOCK_MONOTONIC: they agree to within the calls' own time.
+        assert!(
+            b - a <= elapsed + 50_000,
+            "{a} -> {b}, Instant saw {elapsed} us"
+        );
+    }
 }

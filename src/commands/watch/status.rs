@@ -14,7 +14,6 @@ use pagesnap_core::Store;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -228,7 +227,7 @@ impl StatusLock {
             .write(true)
             .open(&path)
             .with_context(|| format!("{}: cannot open the status lock file", path.display()))?;
-        if !try_flock(&file, libc::LOCK_EX)? {
+        if !try_lock(&file, Lock::Exclusive)? {
             let who = Status::load(status)
                 .ok()
                 .flatten()
@@ -246,23 +245,28 @@ impl StatusLock {
 /// Whether a watcher holds the status file's lock now.
 pub fn watcher_running(status: &Path) -> bool {
     match File::open(lock_path(status)) {
-        Ok(f) => !try_flock(&f, libc::LOCK_SH).unwrap_or(true),
+        Ok(f) => !try_lock(&f, Lock::Shared).unwrap_or(true),
         Err(_) => false,
     }
 }
 
-/// `flock(op | LOCK_NB)`: true when taken, false when another process holds it.
-fn try_flock(f: &File, op: libc::c_int) -> Result<bool> {
-    // SAFETY: flock on a descriptor this File owns; no memory is involved.
-    let r = unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(anyhow!("flock: {e}"))
+enum Lock {
+    Exclusive,
+    Shared,
+}
+
+/// `flock(2)` without waiting: true when taken, false when another process
+/// holds it.
+fn try_lock(f: &File, how: Lock) -> Result<bool> {
+    use rustix::fs::FlockOperation;
+    let op = match how {
+        Lock::Exclusive => FlockOperation::NonBlockingLockExclusive,
+        Lock::Shared => FlockOperation::NonBlockingLockShared,
+    };
+    match rustix::fs::flock(f, op) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(anyhow!("flock: {e}")),
     }
 }
 
