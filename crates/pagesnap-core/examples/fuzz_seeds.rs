@@ -6,14 +6,14 @@
 //! ```
 //! Seeds are valid objects: copies of the format fixture stores `tests/fixtures/v1`
 //! and `tests/fixtures/v1-image-check` (read only; objects over 64 KiB are left out, the fuzzers cut inputs there) and
-//! a few small synthetic ones. A fuzzer mutating real objects reaches the deep
+//! a few small synthetic ones (the local cache's files are all synthetic). A fuzzer mutating real objects reaches the deep
 //! paths of each decoder much sooner than one starting from nothing. The hostile
 //! inputs carry right checksums, so they reach the check they target; the
 //! regression test asserts each one is rejected. Output is deterministic: rerunning
 //! rewrites the same files.
 
 use pagesnap_core::format::envelope::{self, Kind};
-use pagesnap_core::format::fuzz::{seal_envelope, seal_pack};
+use pagesnap_core::format::fuzz::{cache_hostile, cache_seeds, seal_envelope, seal_pack};
 use pagesnap_core::format::index::{IndexBody, IndexEntry, PackRef};
 use pagesnap_core::format::manifest::Manifest;
 use pagesnap_core::format::pack::{Codec, PackBuilder, PackEntry, FOOTER_LEN, HEADER_LEN};
@@ -36,6 +36,13 @@ fn main() -> Res {
     copy_fixture(&root.join("tests/fixtures/v1/store"), &seeds)?;
     synthetic(&seeds)?;
     hostile_inputs(&hostile)?;
+    // The local cache's files: synthetic, made by the library's own writers.
+    for (target, name, bytes) in cache_seeds()? {
+        write(&seeds, target, name, &bytes)?;
+    }
+    for (target, name, bytes) in cache_hostile()? {
+        write(&hostile, target, name, &bytes)?;
+    }
     Ok(())
 }
 

@@ -21,6 +21,7 @@ use super::manifest::Manifest;
 use super::pack::{self, Codec, PackBuilder, PackEntry, FOOTER_LEN, HEADER_LEN};
 use super::pagemap::PageMap;
 use super::{checksum32, checksum64, Result};
+use crate::index_cache::fuzz as cache;
 use crate::types::{ChunkRef, Id};
 
 /// One fuzz target: a decoder, or a group of decoders of one object.
@@ -33,10 +34,16 @@ pub enum Target {
     Dict,
     Envelope,
     Pack,
+    /// This machine's sorted chunk file (`index_cache/base.rs`).
+    CacheChunks,
+    /// A resolved page map of the local cache.
+    CacheMap,
+    /// A placement of the local cache.
+    CachePlaced,
 }
 
 impl Target {
-    pub const ALL: [Target; 7] = [
+    pub const ALL: [Target; 10] = [
         Target::Config,
         Target::Manifest,
         Target::PageMap,
@@ -44,6 +51,9 @@ impl Target {
         Target::Dict,
         Target::Envelope,
         Target::Pack,
+        Target::CacheChunks,
+        Target::CacheMap,
+        Target::CachePlaced,
     ];
 
     /// The name of its fuzz target, seed folder and regression folder.
@@ -56,6 +66,9 @@ impl Target {
             Target::Dict => "dict",
             Target::Envelope => "envelope",
             Target::Pack => "pack",
+            Target::CacheChunks => "cache-chunks",
+            Target::CacheMap => "cache-map",
+            Target::CachePlaced => "cache-placed",
         }
     }
 
@@ -69,6 +82,9 @@ impl Target {
             Target::Dict => dict(data),
             Target::Envelope => envelope(data),
             Target::Pack => pack(data),
+            Target::CacheChunks => cache::chunks(data),
+            Target::CacheMap => cache::resolved_map(data),
+            Target::CachePlaced => cache::placement(data),
         }
     }
 
@@ -76,6 +92,8 @@ impl Target {
     pub fn seal(self, data: &[u8]) -> Vec<u8> {
         match self {
             Target::Pack => seal_pack(data),
+            Target::CacheChunks => cache::seal_chunks(data),
+            Target::CacheMap | Target::CachePlaced => cache::seal_trailing_hash(data),
             _ => seal_envelope(data),
         }
     }
@@ -86,6 +104,19 @@ impl Target {
         let _ = self.decode(data);
         self.decode(&self.seal(data))
     }
+}
+
+/// Valid local cache files (seeds of the cache targets), as (target name, file
+/// name, bytes); written by the `fuzz_seeds` example. The store's seeds are
+/// copies of the fixture stores' objects.
+pub fn cache_seeds() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
+    cache::seeds()
+}
+
+/// Damaged local cache files with right checksums, which must be rejected, as
+/// (target name, file name, bytes); written by the `fuzz_seeds` example.
+pub fn cache_hostile() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
+    cache::hostile()
 }
 
 /// Copies `data` and recomputes the envelope's body checksum (when its stored length

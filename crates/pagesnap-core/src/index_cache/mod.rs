@@ -34,6 +34,7 @@
 //! `<store id>/index/placed/<map id>` (docs/FORMAT.md, "Local index cache").
 
 pub(crate) mod base;
+pub(crate) mod fuzz;
 pub(crate) mod resolved;
 
 use crate::chunk_index::{ChunkIndex, Slot};

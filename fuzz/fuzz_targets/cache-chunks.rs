@@ -1,0 +1,11 @@
+//! Fuzzes this machine's sorted chunk file: `Base::open`, iteration, lookups and the round trip.
+//! Each input runs as given and with its checksums made right (see
+//! `pagesnap_core::format::fuzz`, shared with the regression test).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pagesnap_core::format::fuzz::Target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = Target::CacheChunks.run(data);
+});

@@ -1,0 +1,11 @@
+//! Fuzzes the reader of this machine's resolved page maps (`resolved::read`) and the round trip.
+//! Each input runs as given and with its checksums made right (see
+//! `pagesnap_core::format::fuzz`, shared with the regression test).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pagesnap_core::format::fuzz::Target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = Target::CacheMap.run(data);
+});
