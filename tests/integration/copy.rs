@@ -428,3 +428,56 @@ fn damaged_source_chunks_are_not_copied() {
     assert_same_images(&src, &dst);
     assert_verifies(&dst);
 }
+
+/// An incompressible page with a byte changed decodes fine, so only the check
+/// against its id can catch it: the copy refuses it.
+#[test]
+fn a_raw_chunk_that_does_not_match_its_id_is_not_copied() {
+    let src = Fx::new();
+    let dst = Fx::new();
+    let db = src.path("random.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE t(b BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40)
+             INSERT INTO t SELECT randomblob(3500) FROM n;",
+        )
+        .unwrap();
+    }
+    src.backup(&db, &["--time", &t(0)]);
+    // The largest blob: a page of random bytes, whose bytes are stored as they
+    // are (raw, or as zstd literals), so a changed byte still decodes.
+    let (pack, raw) = pack_files(&src.store)
+        .iter()
+        .flat_map(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            pack_entries(&bytes)
+                .into_iter()
+                .map(move |e| (p.clone(), e))
+        })
+        .max_by_key(|(_, e)| e.stored_len)
+        .unwrap();
+    assert!(raw.stored_len > 3500, "{}", raw.stored_len);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[raw.offset + raw.stored_len / 2] ^= 0x01;
+    std::fs::write(&pack, bytes).unwrap();
+
+    let out = src
+        .cmd()
+        .arg("copy")
+        .arg("--to")
+        .arg(&dst.store)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_has(
+        &stderr,
+        &[&raw.id[..8], "content does not match its id", "not copied"],
+    );
+    assert!(
+        dst.snapshots().is_empty(),
+        "nothing of the snapshot is published"
+    );
+}

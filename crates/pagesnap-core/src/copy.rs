@@ -24,15 +24,17 @@
 
 use crate::chunk_index::{ChunkIndex, Location};
 use crate::chunk_writer::NewChunks;
-use crate::codec::Decoders;
+use crate::codec;
 use crate::format::dict::DictBody;
 use crate::format::manifest::Manifest;
+use crate::format::FormatError;
 use crate::pack_sink::PackSink;
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
 use crate::{layout, select, Error, Result, Store};
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeSet, HashSet};
+use rayon::prelude::*;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Largest single read from a source pack.
@@ -141,11 +143,16 @@ struct Copier<'a> {
     from: &'a Store,
     to: &'a Store,
     src_index: Option<ChunkIndex>,
-    decoders: Decoders,
-    /// Dictionaries known to be in the destination (and loaded in `decoders`).
-    dicts: HashSet<Id>,
+    /// Dictionaries known to be in the destination, with their bytes (for
+    /// decoding the chunks that use them).
+    dicts: IdMap<Vec<u8>>,
     dest_index: ChunkIndex,
     dest_snaps: Vec<Snapshot>,
+    /// Per database, the chunk list of the snapshot of it this copy copied last:
+    /// every chunk of it is in the destination now, so the next snapshot of that
+    /// database looks up only the positions that changed (a lookup per chunk was
+    /// a quarter of a copy's time).
+    last: HashMap<String, Vec<ChunkRef>>,
 }
 
 /// Copies the snapshots `opts` selects from `from` to `to`.
@@ -196,10 +203,10 @@ pub fn copy(from: &Store, to: &Store, opts: &CopyOptions) -> Result<CopyReport> 
         from,
         to,
         src_index: None,
-        decoders: Decoders::new()?,
-        dicts: HashSet::new(),
+        dicts: IdMap::default(),
         dest_index: to.load_index()?,
         dest_snaps: to.snapshots()?,
+        last: HashMap::new(),
     };
     let mut report = CopyReport {
         from: from.location(),
@@ -305,8 +312,9 @@ impl Copier<'_> {
             },
             None => None,
         };
-        let groups =
-            missing_chunks(src_index, &self.dest_index, snap, &list).map_err(Failure::Source)?;
+        let copied = self.last.get(&snap.manifest.name).map(Vec::as_slice);
+        let groups = missing_chunks(src_index, &self.dest_index, snap, &list, copied)
+            .map_err(Failure::Source)?;
         // Dictionaries first: nothing may name one the destination lacks.
         let needed: BTreeSet<Id> = groups
             .iter()
@@ -337,71 +345,31 @@ impl Copier<'_> {
             .sum();
         let mut moved = 0u64;
         let mut sink = PackSink::new(to.backend().clone(), to.config().pack_target_size as usize);
-        for (pack, mut items) in groups {
-            items.sort_by_key(|(_, l)| l.entry.offset);
-            let pack_dict = src_index.pack_dict(pack);
-            let key = layout::pack(&src_index.pack_id(pack));
-            let object = format!("{}/{key}", from.location());
-            let mut i = 0;
-            while i < items.len() {
-                let start = items[i].1.entry.offset as u64;
-                let mut end = start + items[i].1.entry.stored_len as u64;
-                let mut j = i + 1;
-                while let Some((_, l)) = items.get(j) {
-                    let (o, e) = (
-                        l.entry.offset as u64,
-                        l.entry.offset as u64 + l.entry.stored_len as u64,
-                    );
-                    if o > end + MAX_GAP || e - start > MAX_RUN {
-                        break;
-                    }
-                    end = end.max(e);
-                    j += 1;
-                }
-                let bytes = from.backend().get_range(&key, start..end).map_err(|e| {
-                    Failure::Source(match e {
-                        crate::backend::BackendError::NotFound { .. } => Error::PackMissing {
-                            snapshot: snap.id,
-                            chunk: items[i].0,
-                            pack: object.clone(),
-                        },
-                        other => Error::ChunkDamaged {
-                            snapshot: Some(snap.id),
-                            chunk: items[i].0,
-                            object: object.clone(),
-                            detail: other.to_string(),
-                        },
-                    })
-                })?;
-                for (id, loc) in &items[i..j] {
-                    let damaged = |detail: String| {
-                        Failure::Source(Error::ChunkDamaged {
-                            snapshot: Some(snap.id),
-                            chunk: *id,
-                            object: object.clone(),
-                            detail: format!("{detail}; the snapshot is not copied"),
-                        })
-                    };
-                    let off = (loc.entry.offset as u64 - start) as usize;
-                    let stored = bytes
-                        .get(off..off + loc.entry.stored_len as usize)
-                        .ok_or_else(|| damaged("the pack ends before the chunk".into()))?;
+        let runs = plan_runs(src_index, groups, &from.location());
+        // Reads in batches: from a remote store several are in flight at once
+        // (each waits a round trip); the batch's chunks are then checked on every
+        // core and stored in order.
+        let reads = from.backend().parallel_reads();
+        for batch in runs.chunks(if reads > 1 { 4 * reads } else { 1 }) {
+            let read = |run: &Run| -> Result<Vec<u8>> {
+                let range = run.start..run.end;
+                (from.backend().get_range(&run.key, range)).map_err(|e| run.read_error(snap.id, e))
+            };
+            let fetched = if reads > 1 {
+                crate::restore::fetch_parallel(batch, reads, read)
+            } else {
+                batch.iter().map(read).collect()
+            };
+            let fetched = fetched.map_err(Failure::Source)?;
+            for (run, bytes) in batch.iter().zip(&fetched) {
+                let blobs = self.decode_run(snap.id, run, bytes)?;
+                for ((id, loc), stored) in run.items.iter().zip(blobs) {
                     let entry = loc.pack_entry(*id);
-                    // The copy must never spread damage: every blob is decoded and
-                    // checked against its id before it is stored again.
-                    let raw = self
-                        .decoders
-                        .decode(&entry, stored, pack_dict.as_ref())
-                        .map_err(|e| damaged(e.to_string()))?;
-                    if Id::of_chunk(&raw) != *id {
-                        return Err(damaged("content does not match its id".into()));
-                    }
-                    sink.push(pack_dict, *id, stored, entry.raw_len, entry.codec)
+                    sink.push(run.dict, *id, stored, entry.raw_len, entry.codec)
                         .map_err(Failure::Destination)?;
                     moved += entry.stored_len as u64;
                 }
                 crate::progress::report(to.progress(), moved, total);
-                i = j;
             }
         }
         let out = sink.finish().map_err(Failure::Destination)?;
@@ -442,13 +410,69 @@ impl Copier<'_> {
             self.dest_index.seal();
         }
         self.dest_snaps.push(Snapshot { id, manifest });
+        self.last.insert(snap.manifest.name.clone(), list);
         Ok(id)
+    }
+
+    /// The stored blobs of `run`'s chunks, sliced out of the run's `bytes`, each
+    /// decoded and checked against its id first (on every core): a copy must never
+    /// spread damage.
+    fn decode_run<'b>(
+        &self,
+        snap: SnapshotId,
+        run: &Run,
+        bytes: &'b [u8],
+    ) -> Result<Vec<&'b [u8]>, Failure> {
+        let damaged = |id: ChunkId, detail: String| {
+            Failure::Source(Error::ChunkDamaged {
+                snapshot: Some(snap),
+                chunk: id,
+                object: run.object.clone(),
+                detail: format!("{detail}; the snapshot is not copied"),
+            })
+        };
+        let mut blobs = Vec::with_capacity(run.items.len());
+        for (id, loc) in &run.items {
+            let off = (loc.entry.offset as u64 - run.start) as usize;
+            let stored = bytes
+                .get(off..off + loc.entry.stored_len as usize)
+                .ok_or_else(|| damaged(*id, "the pack ends before the chunk".into()))?;
+            blobs.push(stored);
+        }
+        let check = |id: &ChunkId, raw: Result<Vec<u8>, FormatError>| match raw {
+            Err(e) => Some(e.to_string()),
+            Ok(raw) if Id::of_chunk(&raw) != *id => Some("content does not match its id".into()),
+            Ok(_) => None,
+        };
+        let dict = match &run.dict {
+            Some(d) => {
+                let bytes = self.dicts.get(d).ok_or_else(|| {
+                    Failure::Source(Error::Internal(format!(
+                        "dictionary {} not loaded",
+                        d.short()
+                    )))
+                })?;
+                Some((d, bytes.as_slice()))
+            }
+            None => None,
+        };
+        // Decoded and checked on every core, each with its own contexts.
+        let failed = run.items.par_iter().zip(&blobs).enumerate().find_map_first(
+            |(k, ((id, loc), stored))| {
+                let raw = codec::decode_on_thread(&loc.pack_entry(*id), stored, dict);
+                check(id, raw).map(|why| (k, why))
+            },
+        );
+        match failed {
+            Some((k, why)) => Err(damaged(run.items[k].0, why)),
+            None => Ok(blobs),
+        }
     }
 
     /// Makes dictionary `d` present in the destination (copied from the source,
     /// checked against its name) and loaded for decoding.
     fn ensure_dict(&mut self, d: &Id, done: &mut CopiedSnapshot) -> Result<(), Failure> {
-        if self.dicts.contains(d) {
+        if self.dicts.contains_key(d) {
             return Ok(());
         }
         let key = layout::dict(d);
@@ -468,16 +492,83 @@ impl Copier<'_> {
                 .map_err(|e| Failure::Destination(e.into()))?;
             done.bytes_uploaded += bytes.len() as u64;
         }
-        self.decoders
-            .add_dict(*d, &body.dict)
-            .map_err(Failure::Source)?;
-        self.dicts.insert(*d);
+        self.dicts.insert(*d, body.dict);
         Ok(())
     }
 }
 
 /// Chunks to copy out of one source pack (by its position in the source index).
 type PackGroup = (u32, Vec<(ChunkId, Location)>);
+
+/// One ranged read of a source pack: neighbouring blobs, read together.
+struct Run {
+    /// The pack's object key, and its name with the store's for messages.
+    key: String,
+    object: String,
+    dict: Option<Id>,
+    start: u64,
+    end: u64,
+    items: Vec<(ChunkId, Location)>,
+}
+
+impl Run {
+    /// The error of a failed read of this run: the pack is missing, or it could
+    /// not be read (named by its first chunk).
+    fn read_error(&self, snap: SnapshotId, e: crate::backend::BackendError) -> Error {
+        let chunk = self.items.first().map_or(Id([0; 32]), |(id, _)| *id);
+        match e {
+            crate::backend::BackendError::NotFound { .. } => Error::PackMissing {
+                snapshot: snap,
+                chunk,
+                pack: self.object.clone(),
+            },
+            other => Error::ChunkDamaged {
+                snapshot: Some(snap),
+                chunk,
+                object: self.object.clone(),
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The reads that fetch `groups`' chunks: per pack in offset order, blobs at
+/// most [`MAX_GAP`] apart in one read of at most [`MAX_RUN`] bytes.
+fn plan_runs(src: &ChunkIndex, groups: Vec<PackGroup>, location: &str) -> Vec<Run> {
+    let mut runs = Vec::new();
+    for (pack, mut items) in groups {
+        items.sort_by_key(|(_, l)| l.entry.offset);
+        let key = layout::pack(&src.pack_id(pack));
+        let object = format!("{location}/{key}");
+        let dict = src.pack_dict(pack);
+        let mut items = items.into_iter().peekable();
+        while let Some(first) = items.next() {
+            let start = first.1.entry.offset as u64;
+            let mut end = start + first.1.entry.stored_len as u64;
+            let mut run = vec![first];
+            while let Some((_, l)) = items.peek() {
+                let (o, e) = (
+                    l.entry.offset as u64,
+                    l.entry.offset as u64 + l.entry.stored_len as u64,
+                );
+                if o > end + MAX_GAP || e - start > MAX_RUN {
+                    break;
+                }
+                end = end.max(e);
+                run.extend(items.next());
+            }
+            runs.push(Run {
+                object: object.clone(),
+                key: key.clone(),
+                dict,
+                start,
+                end,
+                items: run,
+            });
+        }
+    }
+    runs
+}
 
 /// The stored chunks of `list` that `dest` lacks, each once, with their source
 /// locations, grouped by source pack in the order the list first uses each pack.
@@ -486,12 +577,18 @@ fn missing_chunks(
     dest: &ChunkIndex,
     snap: &Snapshot,
     list: &[ChunkRef],
+    copied: Option<&[ChunkRef]>,
 ) -> Result<Vec<PackGroup>> {
     let mut seen: HashSet<ChunkId> = HashSet::new();
     let mut groups: Vec<PackGroup> = Vec::new();
     let mut group_of: IdMap<usize> = IdMap::default();
-    for c in list {
+    let copied = copied.unwrap_or(&[]);
+    for (i, c) in list.iter().enumerate() {
         let ChunkRef::Stored(id) = c else { continue };
+        // The chunk the last copied snapshot had here is in the destination.
+        if copied.get(i) == Some(c) {
+            continue;
+        }
         if dest.contains(id) || !seen.insert(*id) {
             continue;
         }

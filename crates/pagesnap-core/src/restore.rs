@@ -551,10 +551,10 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
 
 /// `read` of every run, at most `reads` at once, each on a thread of its own (they
 /// wait on the network; the cores decode meanwhile). In the runs' order.
-fn fetch_parallel(
-    runs: &[Run],
+pub(crate) fn fetch_parallel<R: Sync>(
+    runs: &[R],
     reads: usize,
-    read: impl Fn(&Run) -> Result<Vec<u8>> + Sync,
+    read: impl Fn(&R) -> Result<Vec<u8>> + Sync,
 ) -> Result<Vec<Vec<u8>>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
@@ -585,7 +585,7 @@ fn fetch_parallel(
     // The first failure in run order, if any (after one, the rest was not read).
     let bytes: Vec<Vec<u8>> = got.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
     if bytes.len() != runs.len() {
-        return Err(Error::Internal("a read of the restore was skipped".into()));
+        return Err(Error::Internal("a read was skipped".into()));
     }
     Ok(bytes)
 }
