@@ -353,7 +353,9 @@ impl Copier<'_> {
         for batch in runs.chunks(if reads > 1 { 4 * reads } else { 1 }) {
             let read = |run: &Run| -> Result<Vec<u8>> {
                 let range = run.start..run.end;
-                (from.backend().get_range(&run.key, range)).map_err(|e| run.read_error(snap.id, e))
+                from.backend()
+                    .get_range(&run.key, range)
+                    .map_err(|e| run.read_error(snap.id, e))
             };
             let fetched = if reads > 1 {
                 crate::restore::fetch_parallel(batch, reads, read)
