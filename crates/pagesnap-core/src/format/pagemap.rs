@@ -15,7 +15,7 @@
 //! in the whole store, in the index object of the backup that stored the chunk.
 
 use super::envelope::{self, Kind};
-use super::wire::{take_id, take_len, take_option_id, take_varint_u32, take_varint_u64};
+use super::wire::{take_id, take_option_id, take_seq, take_varint_u32, take_varint_u64};
 use super::{FormatError, Result};
 use crate::types::{ChunkId, ChunkRef, Id};
 use serde::{Deserialize, Serialize};
@@ -239,17 +239,7 @@ fn take_head(b: &[u8]) -> std::result::Result<(PageMap, &[u8]), postcard::Error>
     let (seq, b) = take_varint_u64(b)?;
     let (reference, b) = take_option_id(b)?;
     let (new_list, b) = take_option_id(b)?;
-    let (n, mut b) = take_len(b)?;
-    // A count the bytes cannot hold fails where postcard would, before allocating.
-    if n > b.len() / 32 {
-        return Err(postcard::Error::DeserializeUnexpectedEnd);
-    }
-    let mut lists = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (id, rest) = take_id(b)?;
-        lists.push(id);
-        b = rest;
-    }
+    let (lists, b) = take_seq(b, 32, take_id)?;
     let map = PageMap {
         chunk_count,
         seq,
@@ -263,13 +253,8 @@ fn take_head(b: &[u8]) -> std::result::Result<(PageMap, &[u8]), postcard::Error>
 
 /// A page map's changes (the sequence that ends its body; what follows is ignored).
 fn take_changes(b: &[u8]) -> std::result::Result<Vec<Change>, postcard::Error> {
-    let (n, mut b) = take_len(b)?;
     // A change takes at least two bytes (its skip and its variant).
-    if n > b.len() / 2 {
-        return Err(postcard::Error::DeserializeUnexpectedEnd);
-    }
-    let mut changes = Vec::with_capacity(n);
-    for _ in 0..n {
+    let (changes, _) = take_seq(b, 2, |b| {
         let (skip, rest) = take_varint_u64(b)?;
         let (variant, rest) = take_varint_u32(rest)?;
         let (chunk, rest) = match variant {
@@ -283,9 +268,8 @@ fn take_changes(b: &[u8]) -> std::result::Result<Vec<Change>, postcard::Error> {
             // serde's derived visitor refuses an unknown variant index.
             _ => return Err(postcard::Error::SerdeDeCustom),
         };
-        changes.push(Change { skip, chunk });
-        b = rest;
-    }
+        Ok((Change { skip, chunk }, rest))
+    })?;
     Ok(changes)
 }
 

@@ -46,6 +46,27 @@ pub(crate) fn take_len(b: &[u8]) -> Taken<'_, usize> {
     Ok((v as usize, rest))
 }
 
+/// A sequence: its length, then that many elements read by `take`, each at least
+/// `min_len` bytes long. A length the bytes left cannot hold fails where postcard
+/// would, before anything is allocated for it.
+pub(crate) fn take_seq<'a, T>(
+    b: &'a [u8],
+    min_len: usize,
+    mut take: impl FnMut(&'a [u8]) -> Taken<'a, T>,
+) -> Taken<'a, Vec<T>> {
+    let (n, mut b) = take_len(b)?;
+    if n > b.len() / min_len {
+        return Err(postcard::Error::DeserializeUnexpectedEnd);
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (item, rest) = take(b)?;
+        out.push(item);
+        b = rest;
+    }
+    Ok((out, b))
+}
+
 /// A 32-byte id: its raw bytes.
 pub(crate) fn take_id(b: &[u8]) -> Taken<'_, Id> {
     let (id, rest) = b
