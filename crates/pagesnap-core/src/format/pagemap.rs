@@ -120,16 +120,15 @@ impl PageMap {
     /// Checks the changes against the rest of the map.
     fn check_changes(&self) -> Result<()> {
         let bad = |s: &str| Err(FormatError::Invalid(format!("page map: {s}")));
-        let m = self;
-        if m.changes.len() as u64 > m.chunk_count {
+        if self.changes.len() as u64 > self.chunk_count {
             return bad("more changes than positions");
         }
-        for c in &m.changes {
+        for c in &self.changes {
             match c.chunk {
-                MapRef::At { list, .. } if list as usize >= m.lists.len() => {
+                MapRef::At { list, .. } if list as usize >= self.lists.len() => {
                     return bad("names a list it does not have")
                 }
-                MapRef::New if m.new_list.is_none() => {
+                MapRef::New if self.new_list.is_none() => {
                     return bad("takes new chunks but has no list of them")
                 }
                 _ => {}

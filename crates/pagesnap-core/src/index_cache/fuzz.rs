@@ -5,8 +5,9 @@
 //! The files are this machine's own, never read from a store, but a disk or a
 //! crash can damage them and every backup reads them: a damaged file must be an
 //! error (the backup then takes the long way), never a panic or a huge
-//! allocation. Each function decodes the input from a temporary file (the
-//! decoders read files), checks what decodes for consistency, and re-encodes it.
+//! allocation. Each function decodes the input (from a temporary file, for the
+//! decoders that read files), checks what decodes for consistency, and
+//! re-encodes it.
 
 use super::base::{self, Base, Entry, Meta, PackInfo, BLOCK_ENTRIES, ENTRY_LEN, FOOTER_LEN};
 use super::resolved::{self, Placement};
@@ -109,9 +110,8 @@ pub(crate) fn resolved_map(data: &[u8]) -> Result<()> {
 /// names; what decodes must name packs of its table and encode to the same bytes.
 pub(crate) fn placement(data: &[u8]) -> Result<()> {
     let map = named_map(data, 20);
-    let file = temp_file(data)?;
-    let bytes = base::read_bounded(file.path(), 1 << 34).map_err(invalid)?;
-    let p = resolved::decode_placement(&map, &bytes)
+    // Bytes, not a file: the cache reads a placement whole, then decodes it.
+    let p = resolved::decode_placement(&map, data)
         .ok_or_else(|| invalid("not a whole placement of the map it names"))?;
     assert!(
         p.at.iter().all(|&a| (a as usize) < p.packs.len()),
