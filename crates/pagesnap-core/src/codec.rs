@@ -11,56 +11,34 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use zstd::bulk::Decompressor;
 
-/// A thread's own decompression contexts (see [`decode_on_thread`]).
-struct ThreadDecoders {
-    plain: Option<Decompressor<'static>>,
-    /// The context of the dictionary this thread used last.
-    dict: Option<(Id, Decompressor<'static>)>,
-}
-
 thread_local! {
-    static LOCAL: RefCell<ThreadDecoders> = const {
-        RefCell::new(ThreadDecoders {
-            plain: None,
-            dict: None,
-        })
-    };
+    /// This thread's own [`Decoders`] (see [`decode_on_thread`]).
+    static LOCAL: RefCell<Option<Decoders>> = const { RefCell::new(None) };
 }
 
-/// Decodes one blob with the same checks as [`Decoders::decode`], on this
-/// thread's own contexts, so that every core can decode (`copy`) without sharing
-/// a [`Decoders`]. `dict` is the pack's dictionary (id and bytes), if it has one.
+/// [`Decoders::decode`] on this thread's own contexts, so that every core can
+/// decode (`copy`) without sharing a [`Decoders`]. `dict` is the pack's
+/// dictionary (id and bytes), if it has one; a thread keeps the context of the
+/// last dictionary it used.
 pub(crate) fn decode_on_thread(
     e: &PackEntry,
     stored: &[u8],
     dict: Option<(&Id, &[u8])>,
 ) -> Result<Vec<u8>, FormatError> {
+    let context = |e: Error| FormatError::Decompress(std::io::Error::other(e.to_string()));
     LOCAL.with(|cell| {
-        let mut guard = cell.borrow_mut();
-        let t = &mut *guard;
-        decode_blob_with(e, stored, |codec, s, cap| match codec {
-            Codec::Zstd => {
-                let d = match &mut t.plain {
-                    Some(d) => d,
-                    slot => slot.insert(Decompressor::new()?),
-                };
-                d.decompress(s, cap)
+        let mut slot = cell.borrow_mut();
+        let d = match &mut *slot {
+            Some(d) => d,
+            empty => empty.insert(Decoders::new().map_err(context)?),
+        };
+        if let Some((id, bytes)) = dict {
+            if !d.with_dict.contains_key(id) {
+                d.with_dict.clear();
+                d.add_dict(*id, bytes).map_err(context)?;
             }
-            _ => {
-                let Some((id, bytes)) = dict else {
-                    return Err(std::io::Error::other(
-                        "the chunk needs a dictionary its pack does not name",
-                    ));
-                };
-                if !matches!(&t.dict, Some((have, _)) if have == id) {
-                    t.dict = Some((*id, Decompressor::with_dictionary(bytes)?));
-                }
-                match &mut t.dict {
-                    Some((_, d)) => d.decompress(s, cap),
-                    None => Err(std::io::Error::other("no dictionary context")),
-                }
-            }
-        })
+        }
+        d.decode(e, stored, dict.map(|(id, _)| id))
     })
 }
 
