@@ -163,14 +163,15 @@ pub(crate) fn seal_chunks(data: &[u8]) -> Vec<u8> {
         .is_some_and(|end| end == f as u64)
         && count.checked_mul(ENTRY_LEN as u64) == Some(meta_at);
     if fits {
-        let (meta_at, entries_len) = (meta_at as usize, meta_at as usize);
+        // The entries end where the tables start.
+        let meta_at = meta_at as usize;
         let mut meta_bytes = out[meta_at..f].to_vec();
         if let Ok(mut meta) = postcard::from_bytes::<Meta>(&meta_bytes) {
             let block_len = BLOCK_ENTRIES * ENTRY_LEN;
             for (b, (_, sum)) in meta.blocks.iter_mut().enumerate() {
                 let start = b.saturating_mul(block_len);
-                if start < entries_len {
-                    let end = (start + block_len).min(entries_len);
+                if start < meta_at {
+                    let end = (start + block_len).min(meta_at);
                     *sum = checksum64(&out[start..end]);
                 }
             }
