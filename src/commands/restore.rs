@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Result};
 use pagesnap_core::types::to_hex;
 use pagesnap_core::SnapshotSelector;
 use serde_json::json;
-use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -36,11 +36,13 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
         );
     })?;
     let report = if to_stdout {
+        // The image goes to stdout's file descriptor directly: `Stdout` is line
+        // buffered, and would search every window for its last newline and split
+        // the writes there. The lock keeps anything else off stdout meanwhile.
         let stdout = std::io::stdout();
-        let mut lock = stdout.lock();
-        let r = store.restore_to_writer(&snap, &mut lock)?;
-        lock.flush()?;
-        r
+        let lock = stdout.lock();
+        let mut out = std::fs::File::from(lock.as_fd().try_clone_to_owned()?);
+        store.restore_to_writer(&snap, &mut out)?
     } else {
         store
             .restore_to_path_with(&snap, &a.output, a.force, !a.no_fsync)

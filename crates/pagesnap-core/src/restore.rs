@@ -58,6 +58,30 @@ const WINDOW: u64 = 4 << 20;
 const IN_FLIGHT: usize = 2;
 /// Blocks are at least this long, as in capture: whole blake3 subtrees.
 const MIN_BLOCK: u64 = 64 * 1024;
+/// Largest single write of the image into the output (a file or stdout).
+///
+/// Why: Linux sizes a file's page-cache folios by the write that creates them
+/// (ext4 has large folios since 6.16), and on the project's machine (a Firecracker
+/// guest that hands free memory back to its host) folios over 32 KiB were often
+/// made of memory the host had taken back, so each page's first touch waited for
+/// the host. After another program's 1 GiB output was deleted, 1 GiB written in
+/// 64 KiB writes took 1.2–4.5 s in 9 of 12 runs, and in 4 MiB writes 9.9–12.7 s in
+/// every run, against 0.25–0.43 s in 24 of 24 runs of 32 KiB writes (32 KiB is
+/// order 3, the largest the kernel's per-CPU lists of just-freed pages serve; a
+/// likely reason, not proven). A restore of 1 GiB after a `zstd -d` output was
+/// deleted took 2.6–7.4 s before this and 0.47–0.80 s after (docs/PERFORMANCE.md,
+/// "Writing into fresh memory"). Elsewhere it costs a few more system calls:
+/// 32,768 per GiB.
+const WRITE_PIECE: usize = 32 << 10;
+
+/// `bytes` meant for `offset`, cut into writes of at most [`WRITE_PIECE`] bytes:
+/// (offset, piece) in order.
+fn pieces(offset: u64, bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    bytes
+        .chunks(WRITE_PIECE)
+        .enumerate()
+        .map(move |(i, piece)| (offset + (i * WRITE_PIECE) as u64, piece))
+}
 
 /// One read from a pack: the chunks of a window stored in `start..end`.
 struct Run {
@@ -434,7 +458,11 @@ fn rebuild(
             cvs.extend(window_sums.iter().filter_map(|s| s.cv));
             checks.extend(window_sums.iter().filter_map(|s| s.check));
             match &mut out {
-                Sink::Stream(w) => w.write_all(&buf).map_err(output_err)?,
+                Sink::Stream(w) => {
+                    for (_, piece) in pieces(written, &buf) {
+                        w.write_all(piece).map_err(output_err)?;
+                    }
+                }
                 Sink::At {
                     file,
                     durable: true,
@@ -750,7 +778,9 @@ impl<'a> Writes<'a> {
                 return Ok(());
             }
             for (offset, bytes) in batch {
-                f.write_all_at(bytes, offset).map_err(output_err)?;
+                for (at, piece) in pieces(offset, bytes) {
+                    f.write_all_at(piece, at).map_err(output_err)?;
+                }
             }
         }
     }
@@ -966,13 +996,87 @@ pub(crate) fn to_path<T>(
 
 #[cfg(test)]
 mod tests {
-    use super::{fetch_parallel, Run, Writes};
+    use super::{fetch_parallel, pieces, Run, Writes, WRITE_PIECE};
     use crate::backend::{Backend, LocalBackend, ObjectInfo, PutMode};
     use crate::store::{BackupOptions, InitOptions};
     use crate::{Error, Store};
     use rayon::prelude::*;
     use std::ops::Range;
     use std::sync::Arc;
+
+    /// The output is written in pieces of at most `WRITE_PIECE` bytes that cover a
+    /// block's bytes in order, at their offsets.
+    #[test]
+    fn pieces_cover_the_bytes_in_order_none_longer_than_a_piece() {
+        let p = WRITE_PIECE;
+        for len in [0, 1, p - 1, p, p + 1, 2 * p, 64 << 10, (4 << 20) + 5] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
+            let (offset, mut next, mut joined) = (12_345u64, 12_345u64, Vec::new());
+            for (at, piece) in pieces(offset, &bytes) {
+                assert_eq!(at, next, "len {len}: pieces are contiguous");
+                assert!(
+                    !piece.is_empty() && piece.len() <= p,
+                    "len {len}: piece of {}",
+                    piece.len()
+                );
+                next += piece.len() as u64;
+                joined.extend_from_slice(piece);
+            }
+            assert!(joined == bytes, "len {len}: the pieces are the bytes");
+        }
+    }
+
+    /// A restore to a stream (stdout) writes the image in pieces of at most
+    /// `WRITE_PIECE` bytes (a 4 MiB window in one write made large page-cache
+    /// folios when stdout is a file), and the pieces are the image.
+    #[test]
+    fn a_restore_to_a_stream_writes_no_piece_over_32_kib() -> anyhow::Result<()> {
+        struct Recorder {
+            bytes: Vec<u8>,
+            largest: usize,
+            writes: usize,
+        }
+        impl std::io::Write for Recorder {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.largest = self.largest.max(buf.len());
+                self.writes += 1;
+                self.bytes.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("app.db");
+        let store = Store::init(dir.path().join("store"), &InitOptions::default())?;
+        rusqlite::Connection::open(&db)?.execute_batch(
+            "PRAGMA page_size=4096; CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB);
+             INSERT INTO t(v) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+               SELECT randomblob(2000) || zeroblob(2000) FROM n;",
+        )?;
+        store.backup_path(&db, &BackupOptions::default())?;
+        let snap = store.snapshots()?.remove(0);
+        assert!(snap.manifest.image_len > 8 << 20, "several windows");
+        let mut out = Recorder {
+            bytes: Vec::new(),
+            largest: 0,
+            writes: 0,
+        };
+        let report = store.restore_to_writer(&snap, &mut out)?;
+        assert_eq!(out.bytes.len() as u64, snap.manifest.image_len);
+        assert_eq!(
+            blake3::hash(&out.bytes).as_bytes(),
+            &snap.manifest.image_hash
+        );
+        assert_eq!(report.image_hash, snap.manifest.image_hash);
+        assert_eq!(
+            out.largest, WRITE_PIECE,
+            "no write over {WRITE_PIECE} bytes"
+        );
+        assert!(out.writes as u64 >= snap.manifest.image_len / WRITE_PIECE as u64);
+        Ok(())
+    }
 
     /// Reads come back in the runs' order whichever thread did them; the first
     /// failure (in run order) is the one reported.
