@@ -261,8 +261,13 @@ impl ChunkWriter {
     /// Compresses one chunk into a new buffer (samples, and chunks that were
     /// samples when encoded).
     fn compress(&self, data: &[u8]) -> Result<(Vec<u8>, Codec)> {
+        self.compress_with(data, &self.trial)
+    }
+
+    /// [`ChunkWriter::compress`], recording what it tried in `trial`.
+    fn compress_with(&self, data: &[u8], trial: &PlainTrial) -> Result<(Vec<u8>, Codec)> {
         let mut out = vec![0; slot_len(data.len())];
-        let (len, codec) = self.with_ctx(|ctx| compress(ctx, data, &mut out, &self.trial))?;
+        let (len, codec) = self.with_ctx(|ctx| compress(ctx, data, &mut out, trial))?;
         out.truncate(len);
         Ok((out, codec))
     }
@@ -405,10 +410,13 @@ impl ChunkWriter {
         }
         // Compressed on every core: a first backup trains on 8 MiB of samples. (The
         // samples are compressed once: their sizes also give the trained ratio.)
+        // Each both ways, outside the backup's trial: a dictionary fits the pages
+        // it was trained on better than any other, so they would overstate what
+        // it saves on the rest.
         let this = &*self;
         let stored: Vec<(Vec<u8>, Codec)> = samples
             .par_iter()
-            .map(|(_, data)| this.compress(data))
+            .map(|(_, data)| this.compress_with(data, &PlainTrial::default()))
             .collect::<Result<_>>()?;
         if let Some(dict) = trained {
             let stored_bytes: usize = stored.iter().map(|(b, _)| b.len()).sum();
@@ -574,8 +582,8 @@ fn compress(
     trial: &PlainTrial,
 ) -> Result<(usize, Codec)> {
     let with_dict = match &mut ctx.with_dict {
-        Some(c) => Some(c.compress_to_buffer(data, out).map_err(zstd_err)?),
-        None => None,
+        Some(c) if trial.dict_pays() => Some(c.compress_to_buffer(data, out).map_err(zstd_err)?),
+        _ => None,
     };
     // A dictionary trained on some pages can make others compress worse (its
     // entropy tables replace ones fitted to the page): keep whichever is smaller,
@@ -595,7 +603,7 @@ fn compress(
         }
     };
     if let (Some(d), Some(p)) = (with_dict, plain) {
-        trial.record(p < d);
+        trial.record(d, p);
     }
     Ok(match (with_dict, plain) {
         (Some(d), Some(p)) if p < d && p < data.len() => {
@@ -611,20 +619,35 @@ fn compress(
     })
 }
 
-/// Whether compressing without the dictionary is still worth trying in this
-/// backup: always for its first [`PlainTrial::SAMPLE`] chunks, then only if the
-/// plain frame won at least one time in [`PlainTrial::MIN_WIN_RATE`]. Pages of one
-/// database are alike, so a few hundred tell; where the dictionary fits (the usual
-/// case) this halves the compression work of a backup.
+/// How the dictionary and the plain frame compare in this backup. The first
+/// [`PlainTrial::SAMPLE`] chunks are compressed both ways (keeping the smaller);
+/// pages of one database are alike, so a few hundred tell. After them:
+///
+/// * the plain frame is still tried only if it won at least one time in
+///   [`PlainTrial::MIN_WIN_RATE`]: where the dictionary fits (the usual case) this
+///   halves the compression work of a backup;
+/// * the dictionary is still used only if it saved at least
+///   [`PlainTrial::MIN_DICT_GAIN`] of the bytes the plain frames took. Compressing
+///   a 4 KiB page with a dictionary costs ~15 % more CPU than without (zstd's own
+///   benchmark at level 3: 262 against 308 MB/s per core, 2026-12-03), which a
+///   dictionary that saves next to nothing does not repay: pages of incompressible
+///   data (the benchmark's rows are half random bytes: 0.9 % saved), or data the
+///   dictionary was not trained on.
 #[derive(Default)]
 struct PlainTrial {
     tried: std::sync::atomic::AtomicU64,
     won: std::sync::atomic::AtomicU64,
+    /// Bytes of the tried chunks' dictionary frames and plain frames.
+    dict_bytes: std::sync::atomic::AtomicU64,
+    plain_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl PlainTrial {
     const SAMPLE: u64 = 512;
     const MIN_WIN_RATE: u64 = 20;
+    /// The least share of the plain frames' bytes a dictionary must save, in
+    /// hundredths.
+    const MIN_DICT_GAIN: u64 = 2;
 
     fn worth_trying(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
@@ -632,10 +655,25 @@ impl PlainTrial {
         tried < Self::SAMPLE || self.won.load(Relaxed) * Self::MIN_WIN_RATE >= tried
     }
 
-    fn record(&self, plain_won: bool) {
+    fn dict_pays(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
+        if self.tried.load(Relaxed) < Self::SAMPLE {
+            return true;
+        }
+        let (d, p) = (
+            self.dict_bytes.load(Relaxed),
+            self.plain_bytes.load(Relaxed),
+        );
+        d * 100 <= p * (100 - Self::MIN_DICT_GAIN)
+    }
+
+    /// Records one chunk compressed both ways: `dict` and `plain` bytes.
+    fn record(&self, dict: usize, plain: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.dict_bytes.fetch_add(dict as u64, Relaxed);
+        self.plain_bytes.fetch_add(plain as u64, Relaxed);
         self.tried.fetch_add(1, Relaxed);
-        if plain_won {
+        if plain < dict {
             self.won.fetch_add(1, Relaxed);
         }
     }
@@ -704,6 +742,73 @@ mod tests {
             compress(&mut ctx(None, 3, 3), &data, &mut slot, &trial).expect("compresses");
         assert_eq!((len, codec), (data.len(), Codec::Raw));
         assert_eq!(&slot[..len], &data[..]);
+    }
+
+    /// Until the trial's end the dictionary is used whatever it saved; after it,
+    /// only if it saved at least `MIN_DICT_GAIN` (2 %) of the plain frames' bytes.
+    #[test]
+    fn a_dictionary_that_saves_too_little_is_dropped_after_the_trial() {
+        // (dictionary frame, plain frame) bytes of every tried chunk, and whether
+        // the dictionary is still used after the trial.
+        let cases = [
+            (1000, 1000, false),
+            (1100, 1000, false),
+            (991, 1000, false),
+            (981, 1000, false),
+            (980, 1000, true),
+            (700, 1000, true),
+        ];
+        for (d, p, pays) in cases {
+            let trial = PlainTrial::default();
+            for _ in 1..PlainTrial::SAMPLE {
+                trial.record(d, p);
+            }
+            assert!(trial.dict_pays(), "{d} against {p}: still in the trial");
+            trial.record(d, p);
+            assert_eq!(trial.dict_pays(), pays, "{d} against {p} after the trial");
+        }
+    }
+
+    /// Pages the dictionary does not help (half random bytes, unlike it): after
+    /// the trial they are compressed without it, and still decode.
+    #[test]
+    fn compress_stops_using_a_dictionary_that_does_not_pay() {
+        let dict = page(9);
+        let mut c = ctx(Some(&dict), 3, 3);
+        let trial = PlainTrial::default();
+        let mut codecs = Vec::new();
+        for n in 0..PlainTrial::SAMPLE + 8 {
+            let mut data = vec![0u8; 4096];
+            let mut h = blake3::Hasher::new();
+            h.update(&n.to_le_bytes());
+            h.finalize_xof().fill(&mut data[..2048]);
+            let mut slot = vec![0xAA; slot_len(data.len())];
+            let (len, codec) = compress(&mut c, &data, &mut slot, &trial).expect("compresses");
+            assert_eq!(
+                decoded(&slot, len, codec, &dict, data.len()),
+                data,
+                "chunk {n}"
+            );
+            codecs.push(codec);
+        }
+        assert!(!trial.dict_pays());
+        assert!(
+            codecs[PlainTrial::SAMPLE as usize..]
+                .iter()
+                .all(|c| *c == Codec::Zstd),
+            "after the trial: {:?}",
+            &codecs[PlainTrial::SAMPLE as usize..]
+        );
+        // A dictionary that fits its pages is kept.
+        let trial = PlainTrial::default();
+        let mut c = ctx(Some(&dict), 3, 3);
+        for _ in 0..PlainTrial::SAMPLE + 8 {
+            let data = page(9);
+            let mut slot = vec![0xAA; slot_len(data.len())];
+            let (_, codec) = compress(&mut c, &data, &mut slot, &trial).expect("compresses");
+            assert_eq!(codec, Codec::ZstdDict);
+        }
+        assert!(trial.dict_pays());
     }
 
     proptest! {
