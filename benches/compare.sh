@@ -73,7 +73,9 @@ for i in $(seq "$RUNS"); do
     # Which tool goes first alternates: a write into the page cache is slower
     # right after deleting a file the other tool wrote (measured: pagesnap 0.47 s
     # after its own output, 0.61 s after zstd's; zstd 0.39 s after pagesnap's,
-    # 0.48 s after its own), so a fixed order favours one of them.
+    # 0.48 s after its own), so a fixed order favours one of them. (Most of that
+    # was the size of pagesnap's writes, since cut to 32 KiB: docs/PERFORMANCE.md,
+    # "The size of each write". The order still alternates.)
     ref_nofsync() { rm -f out.db; sync; RREF+=("$(secs sh -c 'zstd -d -q -c copy.db.zst > out.db')"); }
     ps_nofsync() { rm -f out.db; sync; REST+=("$(secs "$PS" --store store restore latest -o out.db --no-fsync)"); }
     ref_sync() { rm -f out.db; sync; SREF+=("$(secs sh -c 'zstd -d -q -c copy.db.zst > out.db && sync out.db')"); }
