@@ -811,6 +811,77 @@ mod tests {
         assert!(trial.dict_pays());
     }
 
+    /// The training samples are compressed outside the backup's trial (the
+    /// dictionary fits them best, so they would overstate what it saves), and the
+    /// trial then judges the chunks that follow: here, words the dictionary holds,
+    /// which it keeps compressing with it.
+    #[test]
+    fn training_samples_do_not_count_in_the_trial() -> anyhow::Result<()> {
+        use crate::backend::LocalBackend;
+        use crate::chunk_index::ChunkIndex;
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir()?;
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        let config = StoreConfig {
+            store_id: Id([7; 32]),
+            chunk_pages: 1,
+            zstd_level: 3,
+            pack_target_size: 1 << 20,
+            created_unix: 1_700_000_000,
+            dictionary: true,
+        };
+        let index = ChunkLookup::Whole(Box::<ChunkIndex>::default());
+        let mut w = ChunkWriter::new(backend, index, &config, DictPlan::Train)?;
+        // Pages of words from one vocabulary of 2,000, few repeated within a
+        // page: what a dictionary is for.
+        let word = |i: u32| -> Vec<u8> {
+            let h = blake3::hash(&i.to_le_bytes());
+            h.as_bytes()[..10]
+                .iter()
+                .map(|b| b'a' + b % 26)
+                .chain([b' '])
+                .collect()
+        };
+        let chunk = |n: u32| -> Vec<u8> {
+            (0u32..)
+                .flat_map(|i| {
+                    let h = blake3::hash(&[n.to_le_bytes(), i.to_le_bytes()].concat());
+                    word(u32::from_le_bytes([h.as_bytes()[0], h.as_bytes()[1], 0, 0]) % 2000)
+                })
+                .take(4096)
+                .collect()
+        };
+        let samples = (SAMPLE_TARGET / 4096) as u32;
+        let mut codecs = Vec::new();
+        for b in 0..(samples + 1024) / 16 {
+            let data: Vec<u8> = (b * 16..b * 16 + 16).flat_map(chunk).collect();
+            let mut out = Vec::new();
+            let encoded = w.encode_block(&data, 4096, &mut out)?;
+            for (e, slot) in encoded.into_iter().zip(out.chunks(slot_len(4096))) {
+                if let Encoded::New { codec, .. } = &e {
+                    codecs.push(*codec);
+                }
+                w.accept(e, slot)?;
+            }
+            if b + 1 == samples / 16 {
+                assert!(w.samples.is_none(), "trained");
+                assert_eq!(
+                    w.trial.tried.load(Relaxed),
+                    0,
+                    "samples are not in the trial"
+                );
+            }
+        }
+        assert_eq!(codecs.len(), 1024);
+        assert_eq!(w.trial.tried.load(Relaxed), PlainTrial::SAMPLE);
+        assert!(w.trial.dict_pays());
+        let with_dict = codecs.iter().filter(|c| **c == Codec::ZstdDict).count();
+        assert!(with_dict > 900, "{with_dict} of 1024 with the dictionary");
+        let (new, _, _) = w.finish()?;
+        assert!(new.dict.is_some());
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
