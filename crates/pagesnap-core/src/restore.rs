@@ -459,7 +459,7 @@ fn rebuild(
             checks.extend(window_sums.iter().filter_map(|s| s.check));
             match &mut out {
                 Sink::Stream(w) => {
-                    for (_, piece) in pieces(written, &buf) {
+                    for piece in buf.chunks(WRITE_PIECE) {
                         w.write_all(piece).map_err(output_err)?;
                     }
                 }
