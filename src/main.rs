@@ -28,10 +28,27 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pagesnap: error: {}", message(&e));
-            ExitCode::from(1)
+            // A value refused on the command line is a usage error, as clap's are.
+            match e.downcast_ref::<UsageError>() {
+                Some(_) => ExitCode::from(2),
+                None => ExitCode::from(1),
+            }
         }
     }
 }
+
+/// A value given on the command line that cannot be used (a time, a duration):
+/// exit status 2, like clap's own usage errors.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// The error and its causes, each stated once: the library's errors already
 /// include their source in their own message, so `{e:#}` would repeat it.

@@ -1,12 +1,26 @@
 //! Parsing of times and durations given on the command line.
 
-use anyhow::{anyhow, Result};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use crate::UsageError;
+use anyhow::Result;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike, Utc};
 use std::time::Duration;
 
 /// Accepts RFC 3339 (`2026-01-01T00:10:00Z`, `2026-01-01T02:10:00+02:00`) and
 /// `2026-01-01 00:10:00` / `2026-01-01T00:10:00` / `2026-01-01` taken as UTC.
+/// A leap second (`23:59:60`) is refused: a snapshot's time is Unix seconds and
+/// nanoseconds, which have no 61st second (chrono keeps it as nanoseconds ≥ 1e9).
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+    let t = parse_any_time(s)?;
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err(UsageError(format!(
+            "invalid time {s:?}: a leap second (:60) cannot be stored; give :59 or the next minute's :00"
+        ))
+        .into());
+    }
+    Ok(t)
+}
+
+fn parse_any_time(s: &str) -> Result<DateTime<Utc>> {
     let t = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.with_timezone(&Utc));
@@ -25,15 +39,20 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
             return Ok(n.and_utc());
         }
     }
-    Err(anyhow!(
+    Err(UsageError(format!(
         "invalid time {s:?}: use RFC 3339 (2026-01-01T00:10:00Z) or \"2026-01-01 00:10:00\" (UTC)"
     ))
+    .into())
 }
 
 /// Accepts durations such as `5s`, `500ms`, `2m`, `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| anyhow!("invalid duration {s:?}: {e} (examples: 5s, 500ms, 2m)"))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        UsageError(format!(
+            "invalid duration {s:?}: {e} (examples: 5s, 500ms, 2m)"
+        ))
+        .into()
+    })
 }
 
 #[cfg(test)]
@@ -51,6 +70,22 @@ mod tests {
             parse_time("2026-01-01").unwrap().timestamp() + 600,
             a.timestamp()
         );
+    }
+
+    #[test]
+    fn leap_seconds_are_refused_in_every_form() {
+        for s in [
+            "2026-01-01T00:00:60Z",
+            "2026-12-31T23:59:60.5Z",
+            "2026-12-31 23:59:60",
+            "2026-12-31T23:59:60",
+        ] {
+            let e = parse_time(s).unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{s}: {e}");
+            assert!(e.to_string().contains("leap second"), "{s}: {e}");
+        }
+        // The second before is a valid time.
+        assert!(parse_time("2026-12-31T23:59:59.999Z").is_ok());
     }
 
     #[test]

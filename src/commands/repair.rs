@@ -28,6 +28,8 @@ fn index(g: &Global, a: &RepairIndexArgs) -> Result<ExitCode> {
             "quarantined": r.quarantined,
             "unreadable_packs": r.unreadable_packs.iter()
                 .map(|(k, e)| json!({"object": k, "problem": e})).collect::<Vec<_>>(),
+            "unchecked": r.unchecked.iter()
+                .map(|(k, e)| json!({"object": k, "problem": e})).collect::<Vec<_>>(),
         }))?;
     } else {
         let verb = if r.dry_run { "would" } else { "did" };
@@ -46,20 +48,26 @@ fn index(g: &Global, a: &RepairIndexArgs) -> Result<ExitCode> {
         for (k, e) in &r.unreadable_packs {
             println!("damaged: {k}: {e} (its chunks cannot be indexed)");
         }
+        for (k, e) in &r.unchecked {
+            println!("could not check {k}: {e} (not damage: nothing done about it)");
+        }
         if !r.quarantined.is_empty() {
             println!("snapshots whose page maps named them cannot be restored: see `pagesnap repair snapshots`");
         }
     }
-    Ok(if r.unreadable_packs.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    Ok(if !r.unreadable_packs.is_empty() {
         ExitCode::from(EXIT_DAMAGE)
+    } else if !r.unchecked.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
 fn snapshots(g: &Global, a: &RepairSnapshotsArgs) -> Result<ExitCode> {
     let store = open_store_uncached(g)?;
-    let broken = store.repair_snapshots(a.forget_broken, a.read_data)?;
+    let r = store.repair_snapshots(a.forget_broken, a.read_data)?;
+    let broken = &r.broken;
     if g.json {
         print_json(&json!({
             "forgotten": a.forget_broken,
@@ -69,9 +77,16 @@ fn snapshots(g: &Global, a: &RepairSnapshotsArgs) -> Result<ExitCode> {
                 "time": b.time.as_ref().map(output::time_json),
                 "reasons": b.reasons,
             })).collect::<Vec<_>>(),
+            "could_not_check": r.unchecked.iter().map(|p| json!({
+                "object": p.object,
+                "problem": p.detail,
+                "snapshots": p.snapshots.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "kept": r.kept.iter().map(|(k, e)| json!({"object": k, "problem": e}))
+                .collect::<Vec<_>>(),
         }))?;
     } else {
-        for b in &broken {
+        for b in broken {
             let what = match (&b.name, &b.time) {
                 (Some(n), Some(t)) => format!("{} of {n} at {}", b.id.short(), output::time(t)),
                 _ => format!("{} (manifest unreadable)", b.id.short()),
@@ -81,17 +96,36 @@ fn snapshots(g: &Global, a: &RepairSnapshotsArgs) -> Result<ExitCode> {
                 println!("  {r}");
             }
         }
+        let forgotten = broken.len() - r.kept.len();
         match (broken.len(), a.forget_broken) {
             (0, _) => println!("no broken snapshots"),
-            (n, true) => println!(
-                "forgot {n} broken snapshot(s); `pagesnap prune` frees what only they used"
+            (_, true) => println!(
+                "forgot {forgotten} broken snapshot(s), their manifests kept in damaged/; `pagesnap prune` frees what only they used"
             ),
             (n, false) => println!("{n} broken snapshot(s); pass --forget-broken to forget them"),
         }
+        for (k, e) in &r.kept {
+            println!("kept {k}: it could not be copied to damaged/ first ({e})");
+        }
+        for p in &r.unchecked {
+            let ids: Vec<String> = p.snapshots.iter().map(|s| s.short()).collect();
+            println!(
+                "could not check: {}: {} (not damage; {} snapshot(s) not judged and kept: {})",
+                p.object,
+                p.detail,
+                ids.len(),
+                ids.join(" ")
+            );
+        }
     }
-    Ok(if broken.is_empty() || a.forget_broken {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_DAMAGE)
-    })
+    // Damage left in the store is 3; only what could not be read is 1.
+    Ok(
+        if !r.kept.is_empty() || (!broken.is_empty() && !a.forget_broken) {
+            ExitCode::from(EXIT_DAMAGE)
+        } else if !r.unchecked.is_empty() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }

@@ -1,10 +1,11 @@
-//! `pagesnap verify`: check the store; exit 3 when damage is found.
+//! `pagesnap verify`: check the store; exit 3 when damage is found, 1 when some
+//! object could not be read (what depends on it was not checked).
 
 use super::{open_store_uncached, print_json, EXIT_DAMAGE};
 use crate::cli::{Global, VerifyArgs};
 use crate::output;
 use anyhow::Result;
-use pagesnap_core::{DataSubset, Problem, VerifyOptions, VerifyReport};
+use pagesnap_core::{DataSubset, Problem, ProblemKind, VerifyOptions, VerifyReport};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -22,6 +23,7 @@ pub fn run(g: &Global, a: &VerifyArgs) -> Result<ExitCode> {
                 let p = Problem {
                     object: "config".into(),
                     detail: format!("{object}: {source}"),
+                    kind: ProblemKind::Damage,
                     snapshots: Default::default(),
                 };
                 print_problems(
@@ -48,8 +50,11 @@ pub fn run(g: &Global, a: &VerifyArgs) -> Result<ExitCode> {
     print_problems(g, &r, true)?;
     Ok(if r.healthy() {
         ExitCode::SUCCESS
-    } else {
+    } else if r.damaged() {
         ExitCode::from(EXIT_DAMAGE)
+    } else {
+        // Nothing found wrong, but not everything could be checked.
+        ExitCode::from(1)
     })
 }
 
@@ -74,6 +79,10 @@ fn print_problems(g: &Global, r: &VerifyReport, opened: bool) -> Result<()> {
             "problems": r.problems.iter().map(|p| json!({
                 "object": p.object,
                 "problem": p.detail,
+                "kind": match p.kind {
+                    ProblemKind::Damage => "damage",
+                    ProblemKind::Unreadable => "could not check",
+                },
                 "snapshots": p.snapshots.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "duration_secs": r.duration.as_secs_f64(),
@@ -111,23 +120,34 @@ fn print_problems(g: &Global, r: &VerifyReport, opened: bool) -> Result<()> {
         return Ok(());
     }
     for p in &r.problems {
-        let affects = if p.snapshots.is_empty() {
-            String::new()
-        } else {
-            let ids: Vec<String> = p.snapshots.iter().map(|s| s.short()).collect();
-            format!("\n  affects {} snapshot(s): {}", ids.len(), ids.join(" "))
+        let ids: Vec<String> = p.snapshots.iter().map(|s| s.short()).collect();
+        let (label, affects) = match p.kind {
+            ProblemKind::Damage => ("damaged", "affects"),
+            ProblemKind::Unreadable => ("could not check", "not checked"),
         };
-        println!("damaged: {}: {}{affects}", p.object, p.detail);
+        let affects = match ids.is_empty() {
+            true => String::new(),
+            false => format!("\n  {affects} {} snapshot(s): {}", ids.len(), ids.join(" ")),
+        };
+        println!("{label}: {}: {}{affects}", p.object, p.detail);
     }
-    println!(
-        "{} problem(s); {} snapshot(s) cannot be restored{}",
-        r.problems.len(),
-        r.broken.len(),
-        if r.broken.is_empty() {
-            ""
-        } else {
-            " (`pagesnap repair snapshots` lists them)"
-        }
-    );
+    let damage = r.problems.iter().filter(|p| p.is_damage()).count();
+    let unreadable = r.problems.len() - damage;
+    if damage > 0 {
+        println!(
+            "{damage} problem(s); {} snapshot(s) cannot be restored{}",
+            r.broken.len(),
+            if r.broken.is_empty() {
+                ""
+            } else {
+                " (`pagesnap repair snapshots` lists them)"
+            }
+        );
+    }
+    if unreadable > 0 {
+        println!(
+            "could not check {unreadable} object(s): they could not be read (not damage: fix access or the network and run verify again)"
+        );
+    }
     Ok(())
 }

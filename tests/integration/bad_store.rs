@@ -2,8 +2,7 @@
 //! read-only, or initialised twice.
 
 use crate::util::*;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
 
 #[test]
 fn store_path_missing() {
@@ -28,6 +27,29 @@ fn store_path_missing() {
             ],
         );
         assert!(!fx.store.exists(), "{args:?} created the store");
+        assert_no_output(&out);
+    }
+}
+
+#[test]
+fn store_path_naming_a_file_says_so() {
+    let fx = Fx::uninit();
+    let db = small_db(&fx, "app.db", 95);
+    std::fs::write(&fx.store, b"not a store").unwrap();
+    let out = fx.path("out.db");
+    for args in [
+        vec!["backup", db.to_str().unwrap()],
+        vec!["snapshots"],
+        vec!["verify"],
+        vec!["restore", "-o", out.to_str().unwrap()],
+    ] {
+        let err = fails(fx.cmd().args(&args));
+        assert_has(
+            &err,
+            &[&fx.store.display().to_string(), "is a file, not a store"],
+        );
+        assert!(!err.contains("does not exist"), "{err}");
+        assert_eq!(std::fs::read(&fx.store).unwrap(), b"not a store");
         assert_no_output(&out);
     }
 }
@@ -80,9 +102,20 @@ fn config_from_a_newer_format_version_asks_for_an_upgrade() {
         vec!["backup", db.to_str().unwrap()],
         vec!["snapshots"],
         vec!["restore", "-o", out.to_str().unwrap()],
+        // It could not run: not damage (exit 1, not 3).
+        vec!["verify"],
+        vec!["verify", "--read-data"],
+        vec!["repair", "snapshots", "--forget-broken"],
     ] {
         let err = fails(fx.cmd().args(&args));
-        assert_has(&err, &[&cfg.display().to_string(), "version 99", "upgrade"]);
+        assert_has(
+            &err,
+            &[
+                &cfg.display().to_string(),
+                "store format version 99 is newer than this pagesnap supports",
+                "upgrade",
+            ],
+        );
         assert_eq!(tree(&fx.store), files, "{args:?} changed the store");
         assert_no_output(&out);
     }
@@ -133,60 +166,6 @@ fn invalid_init_parameters_create_nothing() {
         }
         assert!(!fx.store.exists(), "{args:?} created the store");
     }
-}
-
-fn euid() -> u32 {
-    let probe = tempfile::NamedTempFile::new().unwrap();
-    probe.as_file().metadata().unwrap().uid()
-}
-
-fn chown_tree(root: &Path, uid: u32) {
-    std::os::unix::fs::chown(root, Some(uid), Some(uid)).unwrap();
-    if root.is_dir() {
-        for e in std::fs::read_dir(root).unwrap() {
-            chown_tree(&e.unwrap().path(), uid);
-        }
-    }
-}
-
-/// Sets the mode of every directory under `root` (files keep theirs).
-fn chmod_dirs(root: &Path, mode: u32) {
-    if root.is_dir() {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).unwrap();
-        for e in std::fs::read_dir(root).unwrap() {
-            chmod_dirs(&e.unwrap().path(), mode);
-        }
-    }
-}
-
-const NOBODY: u32 = 65534;
-
-/// The binary, run as an unprivileged user when the tests run as root: root
-/// ignores permission bits, so a read-only directory would not stop it.
-fn unprivileged(store: &Path, as_root: bool) -> assert_cmd::Command {
-    let exe = env!("CARGO_BIN_EXE_pagesnap");
-    let mut c = if !as_root {
-        std::process::Command::new(exe)
-    } else if Path::new("/usr/bin/setpriv").exists() || Path::new("/bin/setpriv").exists() {
-        let mut c = std::process::Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            exe,
-        ]);
-        c
-    } else {
-        // Without setpriv, std drops to the same uid/gid itself before exec (and
-        // clears supplementary groups when started as root): the same privileges.
-        use std::os::unix::process::CommandExt;
-        let mut c = std::process::Command::new(exe);
-        c.uid(NOBODY).gid(NOBODY);
-        c
-    };
-    c.env_remove("PAGESNAP_STORE").arg("--store").arg(store);
-    assert_cmd::Command::from_std(c)
 }
 
 #[test]

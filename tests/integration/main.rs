@@ -17,6 +17,7 @@ mod s3;
 mod selection;
 mod shapes;
 mod stats;
+mod unreadable;
 mod util;
 mod verify;
 mod watch;

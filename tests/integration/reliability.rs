@@ -728,3 +728,43 @@ fn stale_temporary_files_are_ignored_and_pruned() {
     assert_recorded_restore(&fx, &recorded);
     assert_verify_clean(&fx);
 }
+
+/// The local cache holds the store's metadata (index copies, hints): it is as
+/// private as the store, 0700 folders and 0600 files, whatever the umask.
+#[test]
+fn the_local_cache_is_private_under_umask_000() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fx::new();
+    let db = fx.path("app.db");
+    let conn = create_db(&db, Journal::Wal, 800, 73);
+    let cache = fx.path("cache");
+    let backup = |fx: &Fx| {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c")
+            .arg("umask 000 && exec \"$0\" --store \"$1\" backup \"$2\"")
+            .arg(env!("CARGO_BIN_EXE_pagesnap"))
+            .arg(&fx.store)
+            .arg(&db)
+            .env("PAGESNAP_CACHE_DIR", &cache)
+            .env_remove("PAGESNAP_STORE");
+        ok(&mut assert_cmd::Command::from_std(c));
+    };
+    backup(&fx);
+    mutate(&conn, 1);
+    backup(&fx);
+    let mut seen = 0;
+    let mut stack = vec![cache.clone()];
+    while let Some(p) = stack.pop() {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", p.display());
+        seen += 1;
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(
+        seen > 3,
+        "the backups wrote no cache under {}",
+        cache.display()
+    );
+}

@@ -204,6 +204,27 @@ fn at_before_every_snapshot_names_the_earliest() {
 }
 
 #[test]
+fn a_leap_second_is_refused_with_exit_2_before_anything_is_written() {
+    let fx = Fx::new();
+    let db = small_db(&fx, "app.db", 61);
+    fx.backup(&db, &["--time", &t(0)]);
+    let before = fx.state();
+    for bad in [
+        "2026-01-01T00:00:60Z",
+        "2026-12-31T23:59:60.5Z",
+        "2026-12-31 23:59:60",
+    ] {
+        // fails() holds "invalid time" errors to exit status 2.
+        let err = fails(fx.cmd().args(["backup", "--time", bad]).arg(&db));
+        assert_has(&err, &["invalid time", bad, "leap second"]);
+        fx.assert_unchanged(&before);
+    }
+    // The store is whole: every command still works on it.
+    ok(fx.cmd().arg("verify"));
+    ok(fx.cmd().args(["prune", "--dry-run"]));
+}
+
+#[test]
 fn invalid_time_syntax_is_refused_before_anything_is_written() {
     let fx = Fx::new();
     let db = small_db(&fx, "app.db", 60);

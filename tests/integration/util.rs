@@ -61,9 +61,13 @@ pub fn fails(cmd: &mut Command) -> String {
     );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     // README: errors are `pagesnap: error: …` with exit code 1, command-line
-    // syntax errors (clap) exit with 2.
+    // syntax errors (clap) and values refused (`invalid time …`) exit with 2.
     let code = out.status.code();
-    if stderr.starts_with("pagesnap: error: ") {
+    if stderr.starts_with("pagesnap: error: invalid time ")
+        || stderr.starts_with("pagesnap: error: invalid duration ")
+    {
+        assert_eq!(code, Some(2), "{stderr}");
+    } else if stderr.starts_with("pagesnap: error: ") {
         assert_eq!(code, Some(1), "{stderr}");
     } else {
         assert!(stderr.starts_with("error: "), "unexpected stderr: {stderr}");
@@ -513,4 +517,65 @@ pub fn copy_dir(src: &Path, dst: &Path) {
             std::fs::copy(e.path(), &to).unwrap();
         }
     }
+}
+
+/// The effective user id of the tests (root in CI).
+pub fn euid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    probe.as_file().metadata().unwrap().uid()
+}
+
+/// Gives `root` and everything under it to `uid`.
+pub fn chown_tree(root: &Path, uid: u32) {
+    std::os::unix::fs::chown(root, Some(uid), Some(uid)).unwrap();
+    if root.is_dir() {
+        for e in std::fs::read_dir(root).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+/// Sets the mode of every directory under `root` (files keep theirs).
+pub fn chmod_dirs(root: &Path, mode: u32) {
+    if root.is_dir() {
+        std::fs::set_permissions(
+            root,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode),
+        )
+        .unwrap();
+        for e in std::fs::read_dir(root).unwrap() {
+            chmod_dirs(&e.unwrap().path(), mode);
+        }
+    }
+}
+
+pub const NOBODY: u32 = 65534;
+
+/// The binary, run as an unprivileged user when the tests run as root: root
+/// ignores permission bits, so a read-only directory would not stop it.
+pub fn unprivileged(store: &Path, as_root: bool) -> assert_cmd::Command {
+    let exe = env!("CARGO_BIN_EXE_pagesnap");
+    let mut c = if !as_root {
+        std::process::Command::new(exe)
+    } else if Path::new("/usr/bin/setpriv").exists() || Path::new("/bin/setpriv").exists() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            exe,
+        ]);
+        c
+    } else {
+        // Without setpriv, std drops to the same uid/gid itself before exec (and
+        // clears supplementary groups when started as root): the same privileges.
+        use std::os::unix::process::CommandExt;
+        let mut c = std::process::Command::new(exe);
+        c.uid(NOBODY).gid(NOBODY);
+        c
+    };
+    c.env_remove("PAGESNAP_STORE").arg("--store").arg(store);
+    assert_cmd::Command::from_std(c)
 }

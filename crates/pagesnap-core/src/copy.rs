@@ -524,12 +524,14 @@ impl Run {
                 chunk,
                 pack: self.object.clone(),
             },
-            other => Error::ChunkDamaged {
+            other if other.is_damage() => Error::ChunkDamaged {
                 snapshot: Some(snap),
                 chunk,
                 object: self.object.clone(),
                 detail: other.to_string(),
             },
+            // Not damage: the bytes could not be read, so nothing is known of them.
+            other => Error::Backend(other),
         }
     }
 }

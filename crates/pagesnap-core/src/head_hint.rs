@@ -34,7 +34,7 @@ pub(crate) fn read(store: &Id, name: &str) -> Option<SnapshotId> {
 pub(crate) fn write(store: &Id, name: &str, id: &SnapshotId) {
     let Some(p) = path(store, name) else { return };
     let Some(dir) = p.parent() else { return };
-    if std::fs::create_dir_all(dir).is_err() {
+    if crate::create_private_dirs(dir).is_err() {
         return;
     }
     // Temp file and rename: a reader sees the old hint or the new one.

@@ -54,14 +54,14 @@ pub use chunk_writer::WriteStats;
 pub use copy::{CopyOptions, CopyOutcome, CopyReport};
 pub use progress::Progress;
 pub use prune::{PruneOptions, PruneReport};
-pub use repair::{BrokenSnapshot, RepairIndexReport};
+pub use repair::{BrokenSnapshot, RepairIndexReport, RepairSnapshotsReport};
 pub use select::SnapshotSelector;
 pub use store::{
     default_store_path, BackupOptions, BackupReport, DamagedSnapshot, InitOptions, RestoreReport,
     Snapshot, Store,
 };
 pub use types::{ChunkId, ChunkRef, Id, SnapshotId};
-pub use verify::{DataSubset, Problem, VerifyOptions, VerifyReport};
+pub use verify::{DataSubset, Problem, ProblemKind, VerifyOptions, VerifyReport};
 
 use std::path::PathBuf;
 
@@ -84,6 +84,15 @@ pub enum Error {
     AlreadyExists(String),
     #[error("{0}: store directory does not exist")]
     StoreMissing(String),
+    #[error("{0}: is a file, not a store (a store is a directory)")]
+    StoreNotADirectory(String),
+    #[error("{object}: store format version {found} is newer than this pagesnap supports (up to {supported}); upgrade pagesnap to use this store")]
+    NewerStore {
+        /// The store's `config` object.
+        object: String,
+        found: u16,
+        supported: u16,
+    },
     #[error("no snapshot matches {0:?}")]
     UnknownSnapshot(String),
     #[error("snapshot id {prefix:?} is ambiguous: it matches {}", candidates.join(", "))]
@@ -163,6 +172,27 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// True when the error is damage: bytes that were read and found wrong, or an
+    /// object that is gone. False when the bytes could not be judged (a permission,
+    /// I/O or network error, an object of a newer format): `verify` then reports
+    /// "could not check", and `repair` never deletes on its account.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Error::Backend(b) => b.is_damage(),
+            Error::Format { source, .. } => {
+                !matches!(source, format::FormatError::UnsupportedVersion { .. })
+            }
+            Error::ChunkMissing { .. }
+            | Error::PackMissing { .. }
+            | Error::ChunkDamaged { .. }
+            | Error::ImageMismatch { .. } => true,
+            Error::InStore { source, .. } => source.is_damage(),
+            _ => false,
+        }
+    }
+}
+
 /// This machine's cache folder for pagesnap (hints and remote stores' metadata):
 /// `$PAGESNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/pagesnap`, else `~/.cache/pagesnap`.
 pub fn cache_root() -> Option<std::path::PathBuf> {
@@ -172,6 +202,16 @@ pub fn cache_root() -> Option<std::path::PathBuf> {
         .map(PathBuf::from)
         .or_else(|| var("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("pagesnap")))
         .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache/pagesnap")))
+}
+
+/// Creates `dir` and its missing parents as owner-only folders (0700 whatever the
+/// umask): the cache holds the store's metadata, which is as private as the store.
+pub(crate) fn create_private_dirs(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// The slot of the calling thread among `slots` per-thread states: rayon's thread

@@ -8,10 +8,16 @@
 //! storage (which has read-after-write consistency). A shared lock waits (up to a
 //! limit) for an exclusive one to go; an exclusive lock never waits.
 //!
+//! A held lock is *refreshed* every [`REFRESH_EVERY`] by a thread of its holder
+//! (as restic does): a new lock object with the refresh time is written, then the
+//! old one is removed, so a first backup to S3 or a `verify --read-data` that runs
+//! for a day keeps a fresh lock throughout.
+//!
 //! A lock is *stale* when its process is gone (same host, no such pid) or when it
-//! is older than [`STALE_AFTER`] (a lock is refreshed by nothing, so long-running
-//! commands are expected to take less). Stale locks are never removed silently:
-//! `pagesnap unlock` removes them.
+//! was last refreshed more than [`STALE_AFTER`] ago. A lock written by a pagesnap
+//! that did not refresh (it carries no refresh time) is judged by its age against
+//! [`STALE_AFTER_UNREFRESHED`]. Stale locks are never removed silently: `pagesnap
+//! unlock` removes them.
 
 use crate::backend::{Backend, PutMode};
 use crate::format::envelope::{self, Kind};
@@ -19,12 +25,19 @@ use crate::types::Id;
 use crate::{Error, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const LOCKS: &str = "locks/";
-/// A lock older than this is stale whatever its owner.
-pub const STALE_AFTER: Duration = Duration::from_secs(6 * 3600);
+/// How often a held lock is refreshed.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+/// A lock not refreshed for this long is stale whatever its owner: six missed
+/// refreshes (a suspended laptop, a network outage) before another machine may
+/// remove it.
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// A lock without a refresh time (written by a pagesnap that did not refresh)
+/// older than this is stale whatever its owner.
+pub const STALE_AFTER_UNREFRESHED: Duration = Duration::from_secs(6 * 3600);
 
 /// Who holds a lock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +49,12 @@ pub struct LockInfo {
     pub time_unix: i64,
     /// Makes every lock object distinct.
     pub nonce: u64,
+    /// When the holder last refreshed the lock (Unix seconds); stored as an
+    /// extension after the fields above, so pagesnap before refreshes reads such
+    /// locks unchanged (postcard ignores bytes after a value). `None` in locks of
+    /// those versions.
+    #[serde(skip)]
+    pub refreshed_unix: Option<i64>,
 }
 
 impl LockInfo {
@@ -45,13 +64,37 @@ impl LockInfo {
             .unwrap_or_default()
     }
 
-    /// Whether the owner is certainly gone: a dead pid on this host, or too old.
+    /// Whether the owner is certainly gone: a dead pid on this host, or a lock
+    /// not refreshed for [`STALE_AFTER`] (unrefreshed locks: older than
+    /// [`STALE_AFTER_UNREFRESHED`]).
     pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
-        let age = now.timestamp() - self.time_unix;
-        if age > STALE_AFTER.as_secs() as i64 {
+        let (since, limit) = match self.refreshed_unix {
+            Some(r) => (r, STALE_AFTER),
+            None => (self.time_unix, STALE_AFTER_UNREFRESHED),
+        };
+        if now.timestamp() - since > limit.as_secs() as i64 {
             return true;
         }
         self.host == host() && !pid_alive(self.pid)
+    }
+
+    /// The lock object: the fields, then the refresh time (i64 LE) when there is one.
+    pub fn encode(&self) -> Vec<u8> {
+        match self.refreshed_unix {
+            Some(r) => envelope::encode(Kind::Lock, &(self, r)),
+            None => envelope::encode(Kind::Lock, self),
+        }
+    }
+
+    /// Decodes a lock object of any version.
+    pub fn decode(bytes: &[u8]) -> crate::format::Result<LockInfo> {
+        let raw = envelope::open(Kind::Lock, bytes)?;
+        let (mut info, rest): (LockInfo, &[u8]) = postcard::take_from_bytes(&raw)?;
+        if !rest.is_empty() {
+            let (r, _): (i64, &[u8]) = postcard::take_from_bytes(rest)?;
+            info.refreshed_unix = Some(r);
+        }
+        Ok(info)
     }
 
     pub fn describe(&self) -> String {
@@ -85,23 +128,71 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new("/proc").join(pid.to_string()).exists()
 }
 
-/// A lock this process holds; removed when dropped.
+/// A lock this process holds, refreshed while it is held; removed when dropped.
 pub struct LockGuard {
     backend: Arc<dyn Backend>,
-    key: String,
+    /// The current lock object's key (a refresh replaces it).
+    key: Arc<Mutex<String>>,
     pub info: LockInfo,
+    refresher: Option<Refresher>,
+}
+
+/// The thread that refreshes a held lock, and the channel that stops it.
+struct Refresher {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LockGuard({})", self.key)
+        write!(f, "LockGuard({})", self.key())
+    }
+}
+
+impl LockGuard {
+    /// The key of the lock object that stands for this lock now.
+    pub fn key(&self) -> String {
+        self.key.lock().map(|k| k.clone()).unwrap_or_default()
+    }
+
+    /// Starts refreshing the lock every `every`: a new object, then the old one
+    /// removed (never the other way round: the lock is never absent). A refresh
+    /// that fails is tried again at the next turn; the old object stays meanwhile.
+    fn refresh_every(&mut self, every: Duration) {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let (backend, key, mut info) = (self.backend.clone(), self.key.clone(), self.info.clone());
+        let thread = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                info.refreshed_unix = Some(Utc::now().timestamp());
+                let bytes = info.encode();
+                let new_key = format!("{LOCKS}{}", Id::of_object(&bytes).to_hex());
+                // Refreshed within the same second: the same object, nothing to do
+                // (and deleting the "old" key would remove the lock itself).
+                if key.lock().map_or(true, |k| *k == new_key) {
+                    continue;
+                }
+                if backend.put(&new_key, &bytes, PutMode::Overwrite).is_err() {
+                    continue;
+                }
+                let Ok(mut k) = key.lock() else { return };
+                let old = std::mem::replace(&mut *k, new_key);
+                drop(k);
+                let _ = backend.delete(&old);
+            }
+        });
+        self.refresher = Some(Refresher { stop, thread });
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        // Stop the refresher first, so that no refresh writes a lock after this.
+        if let Some(r) = self.refresher.take() {
+            drop(r.stop);
+            let _ = r.thread.join();
+        }
         // If this fails the lock stays behind as stale and `pagesnap unlock` removes it.
-        let _ = self.backend.delete(&self.key);
+        let _ = self.backend.delete(&self.key());
     }
 }
 
@@ -123,7 +214,7 @@ fn list_except(
             continue;
         }
         let info = match backend.get(&o.key) {
-            Ok(bytes) => envelope::decode::<LockInfo>(Kind::Lock, &bytes).ok(),
+            Ok(bytes) => LockInfo::decode(&bytes).ok(),
             // Removed between the listing and the read: its owner released it.
             Err(crate::backend::BackendError::NotFound { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -133,13 +224,24 @@ fn list_except(
     Ok(out)
 }
 
-/// Takes a lock. A shared lock waits up to `wait` for exclusive locks of live
-/// processes to go; a conflict with a stale lock fails at once (run `unlock`).
+/// Takes a lock, refreshed every [`REFRESH_EVERY`] while held. A shared lock
+/// waits up to `wait` for exclusive locks of live processes to go; a conflict
+/// with a stale lock fails at once (run `unlock`).
 pub fn acquire(
     backend: &Arc<dyn Backend>,
     exclusive: bool,
     command: &str,
     wait: Duration,
+) -> Result<LockGuard> {
+    acquire_refreshing(backend, exclusive, command, wait, REFRESH_EVERY)
+}
+
+fn acquire_refreshing(
+    backend: &Arc<dyn Backend>,
+    exclusive: bool,
+    command: &str,
+    wait: Duration,
+    refresh: Duration,
 ) -> Result<LockGuard> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(50);
@@ -151,16 +253,18 @@ pub fn acquire(
             command: command.to_string(),
             time_unix: Utc::now().timestamp(),
             nonce: Utc::now().timestamp_subsec_nanos() as u64 ^ ((std::process::id() as u64) << 32),
+            refreshed_unix: Some(Utc::now().timestamp()),
         };
-        let bytes = envelope::encode(Kind::Lock, &info);
+        let bytes = info.encode();
         let key = format!("{LOCKS}{}", Id::of_object(&bytes).to_hex());
         // The key is the hash of content that holds a nonce, the pid and the time:
         // no other lock can have it, so a plain put (no existence check) will do.
         backend.put(&key, &bytes, PutMode::Overwrite)?;
-        let guard = LockGuard {
+        let mut guard = LockGuard {
             backend: backend.clone(),
-            key: key.clone(),
+            key: Arc::new(Mutex::new(key.clone())),
             info,
+            refresher: None,
         };
         let now = Utc::now();
         let conflict = list_except(backend.as_ref(), Some(&key))?
@@ -170,6 +274,7 @@ pub fn acquire(
                 None => true,
             });
         let Some((other_key, other)) = conflict else {
+            guard.refresh_every(refresh);
             return Ok(guard);
         };
         drop(guard);
@@ -294,14 +399,11 @@ mod tests {
             command: "prune".into(),
             time_unix: Utc::now().timestamp(),
             nonce: 1,
+            refreshed_unix: None,
         };
         assert!(dead.is_stale(Utc::now()));
-        b.put(
-            "locks/dead",
-            &envelope::encode(Kind::Lock, &dead),
-            PutMode::Create,
-        )
-        .unwrap();
+        b.put("locks/dead", &dead.encode(), PutMode::Create)
+            .unwrap();
         let err = acquire(&b, false, "backup", Duration::from_secs(5))
             .unwrap_err()
             .to_string();
@@ -330,8 +432,9 @@ mod tests {
             host: "elsewhere".into(),
             pid: 1,
             command: "backup".into(),
-            time_unix: Utc::now().timestamp() - STALE_AFTER.as_secs() as i64 - 1,
+            time_unix: Utc::now().timestamp() - STALE_AFTER_UNREFRESHED.as_secs() as i64 - 1,
             nonce: 0,
+            refreshed_unix: None,
         };
         assert!(old.is_stale(Utc::now()));
         let fresh = LockInfo {
@@ -341,6 +444,70 @@ mod tests {
         assert!(
             !fresh.is_stale(Utc::now()),
             "another host's recent lock is not ours to judge"
+        );
+    }
+
+    #[test]
+    fn staleness_is_judged_by_the_last_refresh() {
+        let now = Utc::now().timestamp();
+        let long = LockInfo {
+            exclusive: false,
+            host: "elsewhere".into(),
+            pid: 1,
+            command: "verify".into(),
+            // Started a day ago: a long `verify --read-data` or a first upload.
+            time_unix: now - 24 * 3600,
+            nonce: 0,
+            refreshed_unix: Some(now - 60),
+        };
+        assert!(!long.is_stale(Utc::now()), "refreshed a minute ago");
+        let missed = LockInfo {
+            refreshed_unix: Some(now - STALE_AFTER.as_secs() as i64 - 1),
+            ..long.clone()
+        };
+        assert!(missed.is_stale(Utc::now()), "missed six refreshes");
+        // The refresh time survives encoding; a lock without one reads as before.
+        assert_eq!(LockInfo::decode(&long.encode()).unwrap(), long);
+        let old = LockInfo {
+            refreshed_unix: None,
+            ..long.clone()
+        };
+        assert_eq!(LockInfo::decode(&old.encode()).unwrap(), old);
+        // pagesnap before refreshes decoded locks with envelope::decode: it still can.
+        let as_before: LockInfo = envelope::decode(Kind::Lock, &long.encode()).unwrap();
+        assert_eq!(as_before, old);
+    }
+
+    #[test]
+    fn a_held_lock_is_refreshed_and_unlock_leaves_it() {
+        let (_d, b) = backend();
+        let g = acquire_refreshing(
+            &b,
+            false,
+            "verify",
+            Duration::ZERO,
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        let first = g.key();
+        // Refresh times are in seconds: past the next second, the object changed.
+        std::thread::sleep(Duration::from_millis(1300));
+        let locks = list(b.as_ref()).unwrap();
+        assert_eq!(locks.len(), 1, "the old object is removed: {locks:?}");
+        let (key, info) = &locks[0];
+        assert_ne!(*key, first, "a refresh writes a new object");
+        assert_eq!(*key, g.key());
+        let info = info.clone().unwrap();
+        assert_eq!(
+            (info.time_unix, info.nonce),
+            (g.info.time_unix, g.info.nonce)
+        );
+        assert!(info.refreshed_unix.unwrap() >= g.info.time_unix);
+        assert!(unlock(b.as_ref(), false).unwrap().is_empty());
+        drop(g);
+        assert!(
+            list(b.as_ref()).unwrap().is_empty(),
+            "released: no lock left"
         );
     }
 }

@@ -9,8 +9,13 @@
 //!   object that first stored them, so snapshots whose maps name a damaged index
 //!   object stay broken; `repair snapshots` lists them.
 //! * `repair snapshots` lists the snapshots that cannot be restored (and the
-//!   manifests that cannot be read); with `forget` it removes them, so that
+//!   manifests that cannot be decoded); with `forget` it removes them, so that
 //!   `prune` and retention see a consistent store. Nothing is removed without it.
+//!
+//! Repair acts only on damage: bytes it read and found wrong. An object it could
+//! not read (permission, I/O or network error) says nothing about its bytes: it
+//! is reported as "could not check" and never removed, nor is anything that
+//! depends on it. Nothing is removed before it is copied whole into `damaged/`.
 
 use crate::backend::PutMode;
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
@@ -18,7 +23,7 @@ use crate::format::pack::{self, PackEntry};
 use crate::types::{Id, SnapshotId};
 use crate::verify::{DataSubset, VerifyOptions};
 use crate::{layout, Result, Store};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// Prefix under which repair keeps the objects it takes out of use.
@@ -29,8 +34,11 @@ pub const DAMAGED: &str = "damaged/";
 pub struct RepairIndexReport {
     pub dry_run: bool,
     pub packs: u64,
-    /// Packs whose trailer cannot be read: their chunks cannot be indexed.
+    /// Packs whose trailer is damaged: their chunks cannot be indexed.
     pub unreadable_packs: Vec<(String, String)>,
+    /// Packs (and index objects) that could not be read at all (permission, I/O or
+    /// network error): not judged, nothing done about them.
+    pub unchecked: Vec<(String, String)>,
     /// Chunks found in packs that no readable index object located.
     pub chunks_reindexed: u64,
     /// The index object written, if any.
@@ -52,6 +60,19 @@ pub struct BrokenSnapshot {
     pub reasons: Vec<String>,
 }
 
+/// What `repair snapshots` found (and, with `forget`, did).
+#[derive(Clone, Debug, Default)]
+pub struct RepairSnapshotsReport {
+    /// Snapshots that cannot be restored: damage was read in what they need.
+    pub broken: Vec<BrokenSnapshot>,
+    /// Objects that could not be read: the snapshots they affect were not judged
+    /// and are never forgotten on their account.
+    pub unchecked: Vec<crate::Problem>,
+    /// Broken snapshots kept although `forget` was asked: their manifest could not
+    /// be copied into `damaged/` first (object key, why).
+    pub kept: Vec<(String, String)>,
+}
+
 impl Store {
     /// Rebuilds the index from the packs; see the module documentation. Holds the
     /// exclusive lock: no backup may write packs or index objects meanwhile.
@@ -66,15 +87,23 @@ impl Store {
         report.packs = sizes.len() as u64;
 
         // What the readable index objects locate (in packs present with their length).
+        // One that cannot be read stops the repair before it writes anything: what
+        // it locates is unknown, and only damage read is ever quarantined.
         let mut located: HashSet<Id> = HashSet::new();
-        let mut damaged: Vec<String> = Vec::new();
+        let mut damaged: Vec<(String, Vec<u8>)> = Vec::new();
         for obj in backend.list(layout::INDEX)? {
             let Some(id) = layout::id_of(&obj.key) else {
                 continue;
             };
-            let body = self
-                .get_verified(&obj.key, &id)
-                .and_then(|b| IndexBody::decode(&b).map_err(self.format_err(&obj.key)));
+            let bytes = match backend.get(&obj.key) {
+                Ok(b) => b,
+                Err(crate::backend::BackendError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let body = match Id::of_object(&bytes) == id {
+                true => IndexBody::decode(&bytes).map_err(|e| e.to_string()),
+                false => Err("content does not match its name".to_string()),
+            };
             match body {
                 Ok(body) => {
                     for e in &body.entries {
@@ -84,7 +113,7 @@ impl Store {
                         }
                     }
                 }
-                Err(_) => damaged.push(obj.key),
+                Err(_) => damaged.push((obj.key, bytes)),
             }
         }
 
@@ -105,8 +134,12 @@ impl Store {
             let key = layout::pack(pack_id);
             let (dict_prefix, entries) = match read_trailer(self, &key, len) {
                 Ok(x) => x,
+                Err(e) if e.damage => {
+                    report.unreadable_packs.push((key, e.detail));
+                    continue;
+                }
                 Err(e) => {
-                    report.unreadable_packs.push((key, e));
+                    report.unchecked.push((key, e.detail));
                     continue;
                 }
             };
@@ -144,7 +177,7 @@ impl Store {
             }
         }
         report.chunks_reindexed = body.entries.len() as u64;
-        report.quarantined = damaged;
+        report.quarantined = damaged.iter().map(|(k, _)| k.clone()).collect();
         if dry_run {
             return Ok(report);
         }
@@ -152,19 +185,20 @@ impl Store {
             let (id, _) = crate::store::put_index(backend.as_ref(), &body)?;
             report.new_index = Some(id);
         }
-        // Only after the replacement is durable: keep a copy, then take it out of use.
-        for key in &report.quarantined {
-            if let Ok(bytes) = backend.get(key) {
-                backend.put(&format!("{DAMAGED}{key}"), &bytes, PutMode::Overwrite)?;
-            }
+        // Only after the replacement is durable: keep a whole copy of the bytes
+        // found wrong, then take the object out of use.
+        for (key, bytes) in &damaged {
+            backend.put(&format!("{DAMAGED}{key}"), bytes, PutMode::Overwrite)?;
             backend.delete(key)?;
         }
         Ok(report)
     }
 
-    /// The snapshots that cannot be restored, and (with `forget`) removes them.
-    /// With `read_data`, chunk data is checked too (see [`Store::verify`]).
-    pub fn repair_snapshots(&self, forget: bool, read_data: bool) -> Result<Vec<BrokenSnapshot>> {
+    /// The snapshots that cannot be restored, and (with `forget`) removes them,
+    /// each manifest first copied whole into `damaged/`. With `read_data`, chunk
+    /// data is checked too (see [`Store::verify`]). Snapshots that depend on an
+    /// object that could not be read are not judged: see the report's `unchecked`.
+    pub fn repair_snapshots(&self, forget: bool, read_data: bool) -> Result<RepairSnapshotsReport> {
         let report = self.verify(&VerifyOptions {
             read_data: read_data.then_some(DataSubset::All),
             ..Default::default()
@@ -189,21 +223,53 @@ impl Store {
             });
         }
         out.sort_by_key(|b| (b.time, b.id));
+        let mut kept = Vec::new();
         if forget && !out.is_empty() {
             let _lock = self.lock(false, "repair snapshots", Duration::from_secs(600))?;
-            let readable: BTreeSet<SnapshotId> = snaps.keys().copied().collect();
+            let backend = self.backend();
             for b in &out {
-                // A manifest that cannot be read is removed as it is: it names nothing.
-                if !readable.contains(&b.id) {
-                    if let Ok(bytes) = self.backend().get(&b.key) {
-                        let key = format!("{DAMAGED}{}", b.key);
-                        self.backend().put(&key, &bytes, PutMode::Overwrite)?;
+                // Never removed unless its bytes are safe in `damaged/` first.
+                let bytes = match backend.get(&b.key) {
+                    Ok(bytes) => bytes,
+                    Err(crate::backend::BackendError::NotFound { .. }) => continue,
+                    Err(e) => {
+                        kept.push((b.key.clone(), e.to_string()));
+                        continue;
                     }
-                }
-                self.backend().delete(&b.key)?;
+                };
+                backend.put(&format!("{DAMAGED}{}", b.key), &bytes, PutMode::Overwrite)?;
+                backend.delete(&b.key)?;
             }
         }
-        Ok(out)
+        Ok(RepairSnapshotsReport {
+            broken: out,
+            unchecked: report.unreadable().cloned().collect(),
+            kept,
+        })
+    }
+}
+
+/// Why a pack's trailer could not be had: its bytes were read and found wrong
+/// (`damage`), or they could not be read at all.
+#[derive(Clone, Debug)]
+pub(crate) struct TrailerError {
+    pub detail: String,
+    pub damage: bool,
+}
+
+impl TrailerError {
+    fn damaged(detail: String) -> Self {
+        TrailerError {
+            detail,
+            damage: true,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> crate::verify::ProblemKind {
+        match self.damage {
+            true => crate::verify::ProblemKind::Damage,
+            false => crate::verify::ProblemKind::Unreadable,
+        }
     }
 }
 
@@ -213,20 +279,29 @@ pub(crate) fn read_trailer(
     store: &Store,
     key: &str,
     len: u64,
-) -> std::result::Result<(Option<[u8; 16]>, Vec<PackEntry>), String> {
+) -> std::result::Result<(Option<[u8; 16]>, Vec<PackEntry>), TrailerError> {
     let b = store.backend();
     let min = (pack::HEADER_LEN + pack::FOOTER_LEN) as u64;
     if len < min {
-        return Err(format!("truncated: {len} bytes, a pack has at least {min}"));
+        return Err(TrailerError::damaged(format!(
+            "truncated: {len} bytes, a pack has at least {min}"
+        )));
     }
-    let read = |r: std::ops::Range<u64>| b.get_range(key, r).map_err(|e| e.to_string());
+    let read = |r: std::ops::Range<u64>| {
+        b.get_range(key, r).map_err(|e| TrailerError {
+            detail: e.to_string(),
+            damage: e.is_damage(),
+        })
+    };
     let header = read(0..pack::HEADER_LEN as u64)?;
-    let dict = pack::check_header(&header).map_err(|e| format!("header: {e}"))?;
+    let dict =
+        pack::check_header(&header).map_err(|e| TrailerError::damaged(format!("header: {e}")))?;
     let footer_bytes = read(len - pack::FOOTER_LEN as u64..len)?;
-    let footer = pack::decode_footer(&footer_bytes, len).map_err(|e| format!("footer: {e}"))?;
+    let footer = pack::decode_footer(&footer_bytes, len)
+        .map_err(|e| TrailerError::damaged(format!("footer: {e}")))?;
     let t_end = len - pack::FOOTER_LEN as u64;
     let trailer = read(t_end - footer.trailer_len as u64..t_end)?;
-    let entries =
-        pack::decode_trailer(&trailer, &footer, len).map_err(|e| format!("trailer: {e}"))?;
+    let entries = pack::decode_trailer(&trailer, &footer, len)
+        .map_err(|e| TrailerError::damaged(format!("trailer: {e}")))?;
     Ok((dict, entries))
 }

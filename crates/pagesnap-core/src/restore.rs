@@ -534,11 +534,15 @@ fn load_dicts(
         })?;
     let mut out = IdMap::default();
     for (d, chunk) in need {
-        let body = codec::load_dict(backend, &d).map_err(|e| Error::ChunkDamaged {
-            snapshot: Some(snap.id),
-            chunk,
-            object: layout::dict(&d),
-            detail: format!("its pack's dictionary cannot be read: {e}"),
+        // Damage names the chunk it breaks; a failed read is passed on as it is.
+        let body = codec::load_dict(backend, &d).map_err(|e| match e.is_damage() {
+            true => Error::ChunkDamaged {
+                snapshot: Some(snap.id),
+                chunk,
+                object: layout::dict(&d),
+                detail: format!("its pack's dictionary cannot be read: {e}"),
+            },
+            false => e,
         })?;
         out.insert(d, body.dict);
     }
@@ -822,12 +826,14 @@ fn fetch(
                 chunk: run.items[0].1,
                 pack: key.clone(),
             },
-            other => Error::ChunkDamaged {
+            other if other.is_damage() => Error::ChunkDamaged {
                 snapshot: Some(snap.id),
                 chunk: run.items[0].1,
                 object: key.clone(),
                 detail: other.to_string(),
             },
+            // Not damage: the bytes could not be read, so nothing is known of them.
+            other => Error::Backend(other),
         })
 }
 

@@ -257,7 +257,11 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
         if !path.is_dir() {
-            return Err(Error::StoreMissing(path.display().to_string()));
+            let shown = path.display().to_string();
+            return Err(match std::fs::metadata(path) {
+                Ok(_) => Error::StoreNotADirectory(shown),
+                Err(_) => Error::StoreMissing(shown),
+            });
         }
         Self::open_backend(Arc::new(LocalBackend::new(path)))
     }
@@ -269,9 +273,17 @@ impl Store {
             Err(BackendError::NotFound { location, .. }) => return Err(Error::NotAStore(location)),
             Err(e) => return Err(e.into()),
         };
-        let config = StoreConfig::decode(&bytes).map_err(|source| Error::Format {
-            object: format!("{}/{}", backend.location(), layout::CONFIG),
-            source,
+        let config = StoreConfig::decode(&bytes).map_err(|source| match source {
+            // Not damage: this build cannot read it, a newer one can.
+            FormatError::UnsupportedVersion { found, supported } => Error::NewerStore {
+                object: format!("{}/{}", backend.location(), layout::CONFIG),
+                found,
+                supported,
+            },
+            source => Error::Format {
+                object: format!("{}/{}", backend.location(), layout::CONFIG),
+                source,
+            },
         })?;
         Ok(Store {
             backend,
@@ -624,6 +636,11 @@ impl Store {
             check_label("tag", t)?;
         }
         let time = opts.time.unwrap_or_else(Utc::now);
+        // Refused before anything is written, by the rule the manifest's decoder applies.
+        Manifest::check_time(time.timestamp_subsec_nanos()).map_err(|e| Error::Invalid {
+            what: "snapshot time",
+            detail: format!("{time:?}: {e}"),
+        })?;
         // Shared: other backups may run too, but prune may not delete chunks under us.
         let _lock = self.lock(false, "backup", opts.lock_wait)?;
 
@@ -751,6 +768,22 @@ impl Store {
     pub(crate) fn publish(&self, manifest: &Manifest, newest: bool) -> Result<(SnapshotId, u64)> {
         let encoded = manifest.encode();
         let id = Id::of_object(&encoded);
+        // A manifest its own decoder would refuse would publish a snapshot nothing
+        // can read: read it back first (a manifest is a few hundred bytes).
+        match Manifest::decode(&encoded) {
+            Ok(back) if back == *manifest => {}
+            Ok(_) => {
+                return Err(Error::Internal(
+                    "a manifest does not read back as it was written".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(Error::Invalid {
+                    what: "manifest",
+                    detail: format!("it would not read back ({e}); nothing was published"),
+                })
+            }
+        }
         self.backend
             .put(&layout::snapshot(&id), &encoded, PutMode::Overwrite)?;
         if newest {

@@ -563,3 +563,46 @@ fn tiny_databases_round_trip() {
         restore_and_check(&store, &snapshot_of(&store, &report), &expected, dir.path());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Values the decoder refuses are refused before anything is written
+// ---------------------------------------------------------------------------
+
+/// chrono keeps a leap second as nanoseconds ≥ 1e9, which the manifest's
+/// decoder refuses: such a time must be refused before a pack is written, not
+/// published as a snapshot nothing can read.
+#[test]
+fn a_leap_second_time_is_refused_before_anything_is_written() {
+    use chrono::{NaiveDate, Timelike};
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(dir.path(), 1);
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, Journal::Wal, 4096);
+    populate(&conn, &mut Rng(3), 4096, 200);
+    let leap = NaiveDate::from_ymd_opt(2026, 12, 31)
+        .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+        .unwrap()
+        .and_utc();
+    assert!(leap.nanosecond() >= 1_000_000_000);
+    let before = objects_under(&dir.path().join("store"), "");
+    let opts = BackupOptions {
+        time: Some(leap),
+        ..BackupOptions::default()
+    };
+    let e = store.backup_path(&db, &opts).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            pagesnap_core::Error::Invalid {
+                what: "snapshot time",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("leap second"), "{e}");
+    assert_eq!(objects_under(&dir.path().join("store"), ""), before);
+    assert!(store.snapshots().unwrap().is_empty());
+    let r = store.verify(&Default::default()).unwrap();
+    assert!(r.healthy(), "{:?}", r.problems);
+}

@@ -97,7 +97,7 @@ impl CachedBackend {
             return;
         }
         let Some(dir) = path.parent() else { return };
-        if std::fs::create_dir_all(dir).is_err() {
+        if crate::create_private_dirs(dir).is_err() {
             return;
         }
         if let Ok(mut tmp) = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir) {

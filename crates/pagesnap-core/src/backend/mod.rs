@@ -39,6 +39,17 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// True when the error says the object's bytes are gone or wrong: it does not
+    /// exist, or is shorter than its record says. An I/O, permission or network
+    /// error is not damage: it says nothing about the bytes, and the next try may
+    /// read them whole, so nothing is ever deleted on its account.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            BackendError::NotFound { .. } | BackendError::Range { .. }
+        )
+    }
+
     /// True when the underlying error is a full disk (ENOSPC / quota).
     pub fn is_storage_full(&self) -> bool {
         match self {

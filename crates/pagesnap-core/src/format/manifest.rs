@@ -115,8 +115,16 @@ impl Manifest {
                 self.chunk_count, self.image_len
             ));
         }
-        if self.time_nanos >= 1_000_000_000 {
-            return bad(format!("nanoseconds {}", self.time_nanos));
+        Self::check_time(self.time_nanos)
+    }
+
+    /// The snapshot time's nanoseconds must be below one second: a leap second
+    /// (which chrono holds as nanoseconds ≥ 1e9) has no Unix time.
+    pub fn check_time(nanos: u32) -> Result<()> {
+        if nanos >= 1_000_000_000 {
+            return Err(FormatError::Invalid(format!(
+                "nanoseconds {nanos} (a leap second has no Unix time)"
+            )));
         }
         Ok(())
     }

@@ -148,7 +148,7 @@ pub fn write(
     let dir = path
         .parent()
         .ok_or_else(|| damaged(path, "no parent directory"))?;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    crate::create_private_dirs(dir).map_err(io(dir))?;
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
     let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
     let mut block = Vec::with_capacity(BLOCK_ENTRIES * ENTRY_LEN);

@@ -1,7 +1,8 @@
 //! The data checks of `verify`: packs read whole, chunks decoded and hashed,
 //! image hashes merged from chunk chaining values, and restore checks.
 
-use super::{detail, DataSubset, Verifier, VerifyReport};
+use super::{DataSubset, ProblemKind, Verifier, VerifyReport};
+use crate::backend::BackendError;
 use crate::capture::tree_hash::{block_cv, root_from_blocks};
 use crate::chunk_index::Location;
 use crate::codec::Decoders;
@@ -18,7 +19,12 @@ use std::time::Instant;
 /// What reading one pack found.
 #[derive(Default)]
 struct PackResult {
-    pack_problem: Option<String>,
+    /// The pack could not be read, or is damaged (then its chunks are checked still).
+    pack_problem: Option<(ProblemKind, String)>,
+    /// Its chunks were not checked: the pack could not be read.
+    unread: bool,
+    /// Its dictionary could not be loaded: its chunks were not decoded.
+    dict_problem: Option<Error>,
     bad_chunks: Vec<(ChunkId, String)>,
     cvs: Vec<((ChunkId, u64), ChainingValue)>,
     digests: Vec<(ChunkId, Digest)>,
@@ -72,14 +78,38 @@ impl Verifier<'_> {
             cvs: HashMap::new(),
             digests: HashMap::new(),
         };
+        let items: HashMap<Id, &Vec<(ChunkId, Location)>> =
+            packs.iter().map(|(id, items)| (*id, items)).collect();
         for (pack, r) in results {
             report.packs_read += 1;
             report.chunks_read += r.chunks_read;
             report.bytes_read += r.bytes_read;
             let key = layout::pack(&pack);
-            if let Some(p) = r.pack_problem {
-                let i = self.problems.add(key.clone(), p);
+            // One problem for the object at fault, charged to every chunk it
+            // leaves unchecked or breaks (not one line per chunk).
+            let mut whole = None;
+            if let Some((kind, p)) = r.pack_problem {
+                let i = self.problems.add_kind(key.clone(), kind, p);
                 self.bad_packs.insert(pack, i);
+                whole = r.unread.then_some(i);
+            }
+            if let Some(e) = &r.dict_problem {
+                let dict = items[&pack]
+                    .first()
+                    .and_then(|(_, l)| index.pack_dict(l.pack));
+                if let Some(d) = dict {
+                    let i = match self.bad_dicts.get(&d) {
+                        Some(&i) => i,
+                        None => self.problems.add_error(layout::dict(&d), e),
+                    };
+                    self.bad_dicts.insert(d, i);
+                    whole = Some(i);
+                }
+            }
+            if let Some(i) = whole {
+                for (chunk, _) in items[&pack].iter() {
+                    out.bad_chunks.insert(*chunk, i);
+                }
             }
             for (chunk, why) in r.bad_chunks {
                 let i = self
@@ -161,13 +191,11 @@ impl Verifier<'_> {
                     "reassembled image's {check} {actual} does not match the recorded {expected}"
                 );
                 let i = self.problems.add(layout::snapshot(&s.id), detail);
-                self.problems.affects(i, s.id);
-                self.broken.insert(s.id);
+                self.breaks(i, s.id);
             }
             Err(e) => {
-                let i = self.problems.add(layout::snapshot(&s.id), detail(&e));
-                self.problems.affects(i, s.id);
-                self.broken.insert(s.id);
+                let i = self.problems.add_error(layout::snapshot(&s.id), &e);
+                self.breaks(i, s.id);
             }
         }
         true
@@ -186,8 +214,7 @@ impl Verifier<'_> {
             crate::types::to_hex(expected)
         );
         let i = self.problems.add(layout::snapshot(&s.id), detail);
-        self.problems.affects(i, s.id);
-        self.broken.insert(s.id);
+        self.breaks(i, s.id);
     }
 
     pub(super) fn problems_snapshots(&self) -> BTreeSet<SnapshotId> {
@@ -221,9 +248,14 @@ impl Verifier<'_> {
             Ok(_) => {}
             Err(e @ Error::Io { .. }) => return Err(e),
             Err(e) => {
-                let i = self.problems.add(key, format!("restore failed: {e}"));
-                self.problems.affects(i, s.id);
-                self.broken.insert(s.id);
+                let kind = match e.is_damage() {
+                    true => ProblemKind::Damage,
+                    false => ProblemKind::Unreadable,
+                };
+                let i = self
+                    .problems
+                    .add_kind(key, kind, format!("restore failed: {e}"));
+                self.breaks(i, s.id);
                 return Ok(());
             }
         }
@@ -252,27 +284,37 @@ fn read_pack(
     let bytes = match store.backend().get(&key) {
         Ok(b) => b,
         Err(e) => {
-            r.pack_problem = Some(format!("cannot be read: {e}"));
+            let (kind, detail) = match e {
+                BackendError::NotFound { .. } => {
+                    (ProblemKind::Damage, "missing from the store".to_string())
+                }
+                e if e.is_damage() => (ProblemKind::Damage, format!("cannot be read: {e}")),
+                e => (ProblemKind::Unreadable, format!("cannot be read: {e}")),
+            };
+            r.pack_problem = Some((kind, detail));
+            r.unread = true;
             return r;
         }
     };
     r.bytes_read = bytes.len() as u64;
     if Id::of_object(&bytes) != *pack {
-        r.pack_problem = Some("content does not match its name (the pack is damaged)".into());
+        let detail = "content does not match its name (the pack is damaged)".into();
+        r.pack_problem = Some((ProblemKind::Damage, detail));
     }
     let mut decoders = match Decoders::new() {
         Ok(d) => d,
         Err(e) => {
-            r.pack_problem = Some(e.to_string());
+            r.pack_problem = Some((ProblemKind::Unreadable, e.to_string()));
+            r.unread = true;
             return r;
         }
     };
-    let dict_error = dict.and_then(|d| {
-        decoders
-            .ensure_dict(store.backend().as_ref(), &d)
-            .err()
-            .map(|e| format!("its pack's dictionary cannot be read: {e}"))
-    });
+    if let Some(d) = dict {
+        if let Err(e) = decoders.ensure_dict(store.backend().as_ref(), &d) {
+            r.dict_problem = Some(e);
+            return r;
+        }
+    }
     for (id, loc) in items {
         r.chunks_read += 1;
         let start = loc.entry.offset as usize;
@@ -284,16 +326,9 @@ fn read_pack(
                 .push((*id, "its location lies outside the pack".into()));
             continue;
         };
-        let raw = match (
-            &dict_error,
-            decoders.decode(&loc.pack_entry(*id), stored, dict.as_ref()),
-        ) {
-            (_, Ok(raw)) => raw,
-            (Some(d), Err(_)) => {
-                r.bad_chunks.push((*id, d.clone()));
-                continue;
-            }
-            (None, Err(e)) => {
+        let raw = match decoders.decode(&loc.pack_entry(*id), stored, dict.as_ref()) {
+            Ok(raw) => raw,
+            Err(e) => {
                 r.bad_chunks.push((*id, format!("cannot be decoded: {e}")));
                 continue;
             }

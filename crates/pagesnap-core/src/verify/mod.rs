@@ -14,7 +14,11 @@
 //! snapshot's root is merged from those values. A store of many snapshots of one
 //! database therefore costs one read of its packs, not one restore per snapshot.
 //!
-//! Every problem names the object at fault and the snapshots it affects.
+//! Every problem names the object at fault and the snapshots it affects, and says
+//! what it is: damage (bytes read and found wrong, or an object that is gone), or
+//! an object that could not be read (a permission, I/O or network error, a newer
+//! format): nothing is known of its bytes, so the snapshots that need it are "not
+//! checked", never "broken", and `repair` never acts on it.
 
 mod data;
 mod structure;
@@ -107,14 +111,32 @@ pub struct VerifyOptions {
     pub snapshots: Vec<String>,
 }
 
-/// One thing wrong: the object at fault and the snapshots it breaks.
+/// What kind of problem an object has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// Bytes read and found wrong, or an object that is gone.
+    Damage,
+    /// The object could not be read (permission, I/O or network error, or a
+    /// format newer than this build): nothing is known of its bytes.
+    Unreadable,
+}
+
+/// One thing wrong: the object at fault and the snapshots it breaks (or, when it
+/// could not be read, the snapshots it leaves unchecked).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     /// The store object (`packs/ab/ab…`, `snapshots/…`), or `chunk <id>` for a
     /// chunk no index object locates.
     pub object: String,
     pub detail: String,
+    pub kind: ProblemKind,
     pub snapshots: BTreeSet<SnapshotId>,
+}
+
+impl Problem {
+    pub fn is_damage(&self) -> bool {
+        self.kind == ProblemKind::Damage
+    }
 }
 
 /// What `verify` checked and found.
@@ -151,6 +173,16 @@ impl VerifyReport {
         self.problems.is_empty()
     }
 
+    /// Damage was found (bytes read and found wrong, or objects gone).
+    pub fn damaged(&self) -> bool {
+        self.problems.iter().any(Problem::is_damage)
+    }
+
+    /// Objects that could not be read: what depends on them was not checked.
+    pub fn unreadable(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| !p.is_damage())
+    }
+
     /// Snapshots affected by at least one problem.
     pub fn damaged_snapshots(&self) -> BTreeSet<SnapshotId> {
         self.problems
@@ -168,13 +200,28 @@ struct Problems {
 }
 
 impl Problems {
+    /// Damage of `object` (the first problem of an object is the one kept).
     fn add(&mut self, object: String, detail: String) -> usize {
+        self.add_kind(object, ProblemKind::Damage, detail)
+    }
+
+    /// A problem of `object` from the error reading it: damage or unreadable.
+    fn add_error(&mut self, object: String, e: &Error) -> usize {
+        let kind = match e.is_damage() {
+            true => ProblemKind::Damage,
+            false => ProblemKind::Unreadable,
+        };
+        self.add_kind(object, kind, detail(e))
+    }
+
+    fn add_kind(&mut self, object: String, kind: ProblemKind, detail: String) -> usize {
         if let Some(&i) = self.by_object.get(&object) {
             return i;
         }
         self.list.push(Problem {
             object: object.clone(),
             detail,
+            kind,
             snapshots: BTreeSet::new(),
         });
         self.by_object.insert(object, self.list.len() - 1);
@@ -187,6 +234,10 @@ impl Problems {
 
     fn find(&self, object: &str) -> Option<usize> {
         self.by_object.get(object).copied()
+    }
+
+    fn is_damage(&self, problem: usize) -> bool {
+        self.list[problem].is_damage()
     }
 }
 
@@ -201,8 +252,13 @@ struct Verifier<'a> {
     store: &'a Store,
     problems: Problems,
     index: ChunkIndex,
-    /// Problem of each pack with one (missing, wrong length, damaged).
+    /// Problem of each pack with one (missing, wrong length, damaged, unreadable).
     bad_packs: HashMap<Id, usize>,
+    /// Problem of each dictionary with one (missing, damaged, unreadable).
+    bad_dicts: HashMap<Id, usize>,
+    /// The first index object that could not be read: a chunk located by no
+    /// readable one may be located by it.
+    unreadable_index: Option<usize>,
     broken: BTreeSet<SnapshotId>,
     maps: HashMap<Id, std::result::Result<PageMap, usize>>,
     /// Resolved lists of recently used maps (chains share their lower maps).
@@ -222,6 +278,8 @@ impl Store {
             problems: Problems::default(),
             index: ChunkIndex::default(),
             bad_packs: HashMap::new(),
+            bad_dicts: HashMap::new(),
+            unreadable_index: None,
             broken: BTreeSet::new(),
             maps: HashMap::new(),
             lists: HashMap::new(),
@@ -245,10 +303,9 @@ impl Store {
         // Manifests.
         let (snaps, damaged) = self.snapshots_with_damage()?;
         for d in &damaged {
-            let i = v.problems.add(d.key.clone(), detail(&d.error));
+            let i = v.problems.add_error(d.key.clone(), &d.error);
             if let Some(id) = layout::id_of(&d.key) {
-                v.problems.affects(i, id);
-                v.broken.insert(id);
+                v.breaks(i, id);
             }
         }
         report.snapshots = snaps.len() as u64;
@@ -258,14 +315,19 @@ impl Store {
         // Dictionaries, packs (header, footer, trailer) and index objects.
         let dict_keys = keys(layout::DICTS);
         report.dicts = dict_keys.len() as u64;
+        let dict_ids: HashSet<Id> = dict_keys.iter().map(|(_, id)| *id).collect();
         for (key, id) in &dict_keys {
             if let Err(e) = codec::load_dict(self.backend().as_ref(), id) {
-                v.problems.add(key.clone(), detail(&e));
+                let i = v.problems.add_error(key.clone(), &e);
+                v.bad_dicts.insert(*id, i);
             }
         }
         let pack_keys = keys(layout::PACKS);
         report.packs = pack_keys.len() as u64;
-        let metas: Vec<(Id, std::result::Result<PackMeta, String>)> = pack_keys
+        let metas: Vec<(
+            Id,
+            std::result::Result<PackMeta, crate::repair::TrailerError>,
+        )> = pack_keys
             .par_iter()
             .map(|(key, id)| (*id, read_pack_meta(self, key, sizes[key])))
             .collect();
@@ -276,7 +338,7 @@ impl Store {
                     pack_meta.insert(id, m);
                 }
                 Err(e) => {
-                    let i = v.problems.add(layout::pack(&id), e);
+                    let i = v.problems.add_kind(layout::pack(&id), e.kind(), e.detail);
                     v.bad_packs.insert(id, i);
                 }
             }
@@ -291,12 +353,16 @@ impl Store {
             let body = match body {
                 Ok(b) => b,
                 Err(e) => {
-                    v.problems.add(key.clone(), detail(&e));
+                    let i = v.problems.add_error(key.clone(), &e);
+                    if !e.is_damage() {
+                        v.unreadable_index.get_or_insert(i);
+                    }
                     v.index.mark_damaged(*id, detail(&e));
                     continue;
                 }
             };
             v.check_index_against_packs(key, &body, &sizes, &pack_meta);
+            v.check_dicts_present(&body, &dict_ids);
             indexed_packs.extend(body.packs.iter().map(|p| p.id));
             // Located as a restore locates them: in packs present with their length
             // (a pack with a damaged header or trailer still serves its chunks).
@@ -346,8 +412,7 @@ impl Store {
                 for c in &list {
                     if let ChunkRef::Stored(id) = c {
                         if let Some(&i) = read.bad_chunks.get(id) {
-                            v.problems.affects(i, s.id);
-                            v.broken.insert(s.id);
+                            v.breaks(i, s.id);
                             ok = false;
                         }
                         ok &= v.index.contains(id);
@@ -427,7 +492,11 @@ fn detail(e: &Error) -> String {
 }
 
 /// Reads and decodes a pack's header, footer and trailer.
-fn read_pack_meta(store: &Store, key: &str, len: u64) -> std::result::Result<PackMeta, String> {
+fn read_pack_meta(
+    store: &Store,
+    key: &str,
+    len: u64,
+) -> std::result::Result<PackMeta, crate::repair::TrailerError> {
     let (dict_prefix, entries) = crate::repair::read_trailer(store, key, len)?;
     Ok(PackMeta {
         dict_prefix,

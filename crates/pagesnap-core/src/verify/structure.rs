@@ -8,7 +8,7 @@ use crate::format::pagemap::{reference_seq, PageMap};
 use crate::store::{check_lists_named, Snapshot};
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
 use crate::{layout, Error};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 impl Verifier<'_> {
     /// An index object must agree with the packs it names: each exists, has the
@@ -78,18 +78,43 @@ impl Verifier<'_> {
         }
     }
 
+    /// Every dictionary an index object's packs need must be in the store (a
+    /// restore of their chunks needs it); one that is missing is damage.
+    pub(super) fn check_dicts_present(&mut self, body: &IndexBody, present: &HashSet<Id>) {
+        for p in &body.packs {
+            let Some(d) = p.dict else { continue };
+            if present.contains(&d) || self.bad_dicts.contains_key(&d) {
+                continue;
+            }
+            let detail = format!(
+                "missing from the store ({} needs it to decode its chunks)",
+                layout::pack(&p.id)
+            );
+            let i = self.problems.add(layout::dict(&d), detail);
+            self.bad_dicts.insert(d, i);
+        }
+    }
+
+    /// Charges `problem` with `snap`: the snapshot is broken when the problem is
+    /// damage, and only unchecked when its object could not be read.
+    pub(super) fn breaks(&mut self, problem: usize, snap: SnapshotId) {
+        self.problems.affects(problem, snap);
+        if self.problems.is_damage(problem) {
+            self.broken.insert(snap);
+        }
+    }
+
     /// A map, read once per run; a map that cannot be read becomes a problem.
     pub(super) fn map(&mut self, id: &Id) -> std::result::Result<&PageMap, usize> {
         if !self.maps.contains_key(id) {
             let m = self.store.load_map(id).map_err(|e| {
                 let key = layout::map(id);
-                let detail = match e {
+                match e {
                     Error::Backend(BackendError::NotFound { .. }) => {
-                        "missing from the store".to_string()
+                        self.problems.add(key, "missing from the store".to_string())
                     }
-                    e => detail(&e),
-                };
-                self.problems.add(key, detail)
+                    e => self.problems.add_error(key, &e),
+                }
             });
             self.maps.insert(*id, m);
         }
@@ -104,8 +129,7 @@ impl Verifier<'_> {
         match self.try_resolve(s) {
             Ok(l) => Some(l),
             Err(i) => {
-                self.problems.affects(i, s.id);
-                self.broken.insert(s.id);
+                self.breaks(i, s.id);
                 None
             }
         }
@@ -186,13 +210,18 @@ impl Verifier<'_> {
         Ok(list)
     }
 
-    /// A referenced chunk must be located in a pack that is present and sound.
+    /// A referenced chunk must be located in a pack that is present and sound,
+    /// with the dictionary the pack needs.
     pub(super) fn check_located(&mut self, snap: SnapshotId, id: &ChunkId) {
         match self.index.get(id) {
             Some(loc) => {
                 let pack = self.index.pack_id(loc.pack);
                 if let Some(&i) = self.bad_packs.get(&pack) {
                     self.problems.affects(i, snap);
+                }
+                let dict = self.index.pack_dict(loc.pack);
+                if let Some(&i) = dict.as_ref().and_then(|d| self.bad_dicts.get(d)) {
+                    self.breaks(i, snap);
                 }
             }
             None => {
@@ -203,13 +232,16 @@ impl Verifier<'_> {
                             .problems
                             .add(layout::pack(&pack), "missing from the store".into()),
                     },
-                    None => self.problems.add(
-                        format!("chunk {}", id.to_hex()),
-                        "no index object locates it (missing from the store)".into(),
-                    ),
+                    None => match self.unreadable_index {
+                        // It may be in the index object that could not be read.
+                        Some(i) => i,
+                        None => self.problems.add(
+                            format!("chunk {}", id.to_hex()),
+                            "no index object locates it (missing from the store)".into(),
+                        ),
+                    },
                 };
-                self.problems.affects(i, snap);
-                self.broken.insert(snap);
+                self.breaks(i, snap);
             }
         }
     }
