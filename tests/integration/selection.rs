@@ -214,8 +214,7 @@ fn a_leap_second_is_refused_with_exit_2_before_anything_is_written() {
         "2026-12-31T23:59:60.5Z",
         "2026-12-31 23:59:60",
     ] {
-        // fails() holds "invalid time" errors to exit status 2.
-        let err = fails(fx.cmd().args(["backup", "--time", bad]).arg(&db));
+        let err = fails_usage(fx.cmd().args(["backup", "--time", bad]).arg(&db));
         assert_has(&err, &["invalid time", bad, "leap second"]);
         fx.assert_unchanged(&before);
     }
@@ -236,14 +235,14 @@ fn invalid_time_syntax_is_refused_before_anything_is_written() {
         "2026-01-01 25:00:00",
         "",
     ] {
-        let err = fails(fx.cmd().args(["backup", "--time", bad]).arg(&db));
+        let err = fails_usage(fx.cmd().args(["backup", "--time", bad]).arg(&db));
         assert_has(&err, &["invalid time", "RFC 3339"]);
         let out = fx.path("out.db");
-        let err = fails(fx.cmd().args(["restore", "--at", bad, "-o"]).arg(&out));
+        let err = fails_usage(fx.cmd().args(["restore", "--at", bad, "-o"]).arg(&out));
         assert_has(&err, &["invalid time", &format!("{bad:?}")]);
         assert_no_output(&out);
     }
-    let err = fails(
+    let err = fails_usage(
         fx.cmd()
             .args(["backup", "--busy-timeout", "5 parsecs"])
             .arg(&db),

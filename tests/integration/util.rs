@@ -61,13 +61,9 @@ pub fn fails(cmd: &mut Command) -> String {
     );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     // README: errors are `pagesnap: error: …` with exit code 1, command-line
-    // syntax errors (clap) and values refused (`invalid time …`) exit with 2.
+    // syntax errors (clap) exit with 2.
     let code = out.status.code();
-    if stderr.starts_with("pagesnap: error: invalid time ")
-        || stderr.starts_with("pagesnap: error: invalid duration ")
-    {
-        assert_eq!(code, Some(2), "{stderr}");
-    } else if stderr.starts_with("pagesnap: error: ") {
+    if stderr.starts_with("pagesnap: error: ") {
         assert_eq!(code, Some(1), "{stderr}");
     } else {
         assert!(stderr.starts_with("error: "), "unexpected stderr: {stderr}");
@@ -77,6 +73,23 @@ pub fn fails(cmd: &mut Command) -> String {
     assert!(
         out.stdout.is_empty(),
         "a failed command printed on stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+/// Runs `cmd`, asserts it refused a value given on the command line (a time, a
+/// duration): `pagesnap: error: …`, exit status 2 like clap's usage errors,
+/// nothing on stdout. Returns stderr.
+pub fn fails_usage(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run pagesnap");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("pagesnap: error: "), "{stderr}");
+    assert_no_repeated_cause(&stderr);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
         String::from_utf8_lossy(&out.stdout)
     );
     stderr

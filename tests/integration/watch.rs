@@ -479,7 +479,7 @@ fn config_errors_are_reported_with_their_line_before_anything_starts() {
         &e,
         &["missing.toml: cannot read the config file", "No such file"],
     );
-    let e = fails(fx.cmd().current_dir(fx.dir.path()).args([
+    let e = fails_usage(fx.cmd().current_dir(fx.dir.path()).args([
         "watch",
         "app.db",
         "--every",
