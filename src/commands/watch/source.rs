@@ -13,7 +13,7 @@ use anyhow::{anyhow, Result};
 use pagesnap_core::capture::{
     is_hot_journal, open_source, retry_hot_journal, source_metadata, CaptureError,
 };
-use pagesnap_core::{BackupOptions, BackupReport, SnapshotId, Store};
+use pagesnap_core::{Abandon, BackupOptions, BackupReport, SnapshotId, Store};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,10 @@ impl Source {
             conn: None,
             last: None,
         }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Closes the connection and forgets the last snapshot's state: the next run
@@ -129,7 +133,15 @@ impl Source {
     /// that also reads `data_version`: what is recorded as "seen" is exactly what
     /// was captured (the file state is taken before, so at worst a later run takes
     /// one snapshot too many, never one too few).
-    pub fn snapshot(&mut self, store: &Store, opts: &BackupOptions) -> Result<BackupReport> {
+    ///
+    /// `abandon` lets the watcher abandon the snapshot until it commits (see
+    /// [`Store::backup_connection_abandonable`]); it holds the store lock.
+    pub fn snapshot(
+        &mut self,
+        store: &Store,
+        opts: &BackupOptions,
+        abandon: &Abandon,
+    ) -> Result<BackupReport> {
         let file = self.stat()?;
         self.connect(&file, opts.busy_timeout)?;
         let Some((conn, _)) = &self.conn else {
@@ -153,7 +165,7 @@ impl Source {
         })
         .map_err(err)?;
         let data_version = data_version(conn, &self.path, opts.busy_timeout)?;
-        let report = store.backup_connection(conn, &self.abs, opts)?;
+        let report = store.backup_connection_abandonable(conn, &self.abs, opts, abandon)?;
         self.last = Some(Seen { data_version, file });
         Ok(report)
     }
