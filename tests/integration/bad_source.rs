@@ -213,36 +213,6 @@ fn unix_socket_is_refused() {
     assert_has(&err, &["is a socket", "not a regular file"]);
 }
 
-/// A copy of a rollback-journal database and its `-journal` taken while a
-/// writer's transaction had spilled into the database file: what a writer
-/// killed mid-transaction leaves (a hot journal).
-fn hot_journal_copy(fx: &Fx, name: &str) -> std::path::PathBuf {
-    let live = fx.path("live.db");
-    let conn = create_db(&live, Journal::Rollback, 1500, 86);
-    // A tiny page cache: the update spills changed pages into the database file.
-    conn.execute_batch("PRAGMA cache_size = 5; BEGIN; UPDATE items SET data = randomblob(400);")
-        .unwrap();
-    let hot = fx.path(name);
-    std::fs::copy(&live, &hot).unwrap();
-    std::fs::copy(
-        fx.path("live.db-journal"),
-        fx.path(&format!("{name}-journal")),
-    )
-    .unwrap();
-    conn.execute_batch("ROLLBACK").unwrap();
-    // It is hot: a read-only connection cannot roll it back (extended code 776).
-    let ro =
-        rusqlite::Connection::open_with_flags(&hot, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    let e = ro
-        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .unwrap_err();
-    assert_eq!(e.sqlite_error().map(|e| e.extended_code), Some(776), "{e}");
-    hot
-}
-
 #[test]
 fn hot_journal_is_explained_and_left_alone() {
     let fx = store_with_one_snapshot();

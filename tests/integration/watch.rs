@@ -920,3 +920,26 @@ fn status_reports_a_database_whose_run_is_overdue() {
     assert_eq!(v["overdue"][0]["name"], "late", "{v}");
     assert_eq!(v["overdue"].as_array().unwrap().len(), 1, "{v}");
 }
+
+#[test]
+fn a_hot_journal_is_explained_in_the_status() {
+    let fx = Fx::new();
+    hot_journal_copy(&fx, "hot.db");
+    let mut w = Watch::start(
+        &fx,
+        &["hot.db", "--every", "1s", "--status-file", "st.json"],
+        &[],
+    );
+    let st_path = fx.path("st.json");
+    wait_for(Duration::from_secs(20), "hot's failure", || {
+        st_path.exists() && db_status(&status(&st_path), "hot")["failures"].as_u64() >= Some(1)
+    });
+    w.signal(Signal::TERM);
+    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+    let h = db_status(&status(&st_path), "hot").clone();
+    assert_has(
+        h["last_error"]["message"].as_str().unwrap(),
+        &["hot.db: has a hot journal (hot.db-journal)", "write access"],
+    );
+    assert!(fx.snapshots().is_empty());
+}
