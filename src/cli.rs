@@ -147,7 +147,8 @@ object and the snapshots it affects), 1 the check could not run.")]
   pagesnap watch /srv/app.db /srv/jobs.db --every 10m --jitter 30s
   pagesnap watch /srv/app.db --every 1m --on-failure 'mail -s \"pagesnap: $PAGESNAP_DB_NAME\" ops'
 
-Runs until SIGINT or SIGTERM (a snapshot in progress is finished first; exit 0).
+Runs until SIGINT or SIGTERM (a snapshot in progress gets stop_timeout, 60s by
+default, to finish; exit 0). A run not done after --capture-timeout is abandoned.
 SIGHUP reloads the config file. Logs go to stderr; `pagesnap status` shows the
 state. Exit status: 0 after a signal, 1 when the config or the store cannot be
 used (nothing is started), 2 for command-line syntax errors.")]
@@ -159,8 +160,8 @@ used (nothing is started), 2 for command-line syntax errors.")]
   pagesnap status --status-file /var/lib/pagesnap/status.json --json
 
 Exit status: 0 the watcher runs and every database's last attempt succeeded,
-4 the watcher is not running or some database's last attempt failed, 1 no status
-could be read.")]
+4 the watcher is not running, some database's last attempt failed, or a run is
+overdue (late by its interval, 1 min to 1 h) or stuck, 1 no status could be read.")]
     Status(StatusArgs),
 }
 
@@ -229,6 +230,15 @@ pub struct WatchArgs {
     /// Check the captured image of every snapshot.
     #[arg(long, value_enum, default_value_t = IntegrityCheck::Off, conflicts_with = "config")]
     pub integrity_check: IntegrityCheck,
+    /// Abandon a run (reported as failed) that has not committed its snapshot
+    /// after DURATION: a capture stuck on a hung mount stalls nothing else.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1h",
+        conflicts_with = "config"
+    )]
+    pub capture_timeout: String,
     /// Status file (JSON) to keep up to date (default: in $XDG_STATE_HOME/pagesnap).
     #[arg(long, value_name = "FILE")]
     pub status_file: Option<PathBuf>,

@@ -144,3 +144,99 @@ fn bad_names_and_tags_are_refused() {
     assert_has(&err, &["no snapshots of \"a\\nb\""]);
     assert_no_output(&out);
 }
+
+/// Runs a backup of `db` that must fail at once (a regression that blocks is
+/// killed after 20 s and fails the test instead of hanging it); returns stderr
+/// after checking that it names the file and that the store is unchanged.
+fn backup_fails_at_once(fx: &Fx, db: &Path) -> String {
+    let before = fx.state();
+    let started = Instant::now();
+    let out = fx
+        .cmd()
+        .arg("backup")
+        .arg(db)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        took < Duration::from_secs(5),
+        "backup of {} took {took:?}: it blocked ({:?}, stderr: {err})",
+        db.display(),
+        out.status
+    );
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(err.starts_with("pagesnap: error: "), "{err}");
+    assert_has(&err, &[&db.display().to_string()]);
+    fx.assert_unchanged(&before);
+    err
+}
+
+#[test]
+fn fifo_is_refused_without_blocking() {
+    let fx = store_with_one_snapshot();
+    let fifo = fx.path("pipe.db");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let err = backup_fails_at_once(&fx, &fifo);
+    assert_has(&err, &["is a FIFO", "not a regular file"]);
+    // Through a symlink too: the target's type counts.
+    let link = fx.path("link.db");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    let err = backup_fails_at_once(&fx, &link);
+    assert_has(&err, &["is a FIFO"]);
+}
+
+#[test]
+fn character_device_is_refused() {
+    let fx = store_with_one_snapshot();
+    let err = backup_fails_at_once(&fx, Path::new("/dev/zero"));
+    assert_has(&err, &["is a character device", "not a regular file"]);
+}
+
+#[test]
+fn unix_socket_is_refused() {
+    let fx = store_with_one_snapshot();
+    let sock = fx.path("app.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let err = backup_fails_at_once(&fx, &sock);
+    assert_has(&err, &["is a socket", "not a regular file"]);
+}
+
+#[test]
+fn hot_journal_is_explained_and_left_alone() {
+    let fx = store_with_one_snapshot();
+    let hot = hot_journal_copy(&fx, "hot.db");
+    let journal = fx.path("hot.db-journal");
+    let journal_hash = hash_file(&journal);
+    let err = backup_fails(&fx, &hot, &[]);
+    assert_has(
+        &err,
+        &[
+            "hot journal",
+            &journal.display().to_string(),
+            "write access",
+        ],
+    );
+    // A read-only backup never touches the journal.
+    assert_eq!(hash_file(&journal), journal_hash);
+    // Opened once with write access, SQLite rolls the journal back; then the
+    // backup works and holds the database as it was before the transaction.
+    let rw = rusqlite::Connection::open(&hot).unwrap();
+    assert_eq!(integrity(&hot), "ok");
+    drop(rw);
+    assert!(!journal.exists(), "the journal was rolled back");
+    let b = fx.backup(&hot, &[]);
+    let reference = reference_copy(&fx.path("live.db"), &fx.path("ref.db"));
+    assert_eq!(b["image_hash"], serde_json::Value::String(reference));
+}

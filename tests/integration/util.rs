@@ -592,3 +592,33 @@ pub fn unprivileged(store: &Path, as_root: bool) -> assert_cmd::Command {
     c.env_remove("PAGESNAP_STORE").arg("--store").arg(store);
     assert_cmd::Command::from_std(c)
 }
+
+/// A copy of a rollback-journal database and its `-journal` taken while a
+/// writer's transaction had spilled into the database file: what a writer
+/// killed mid-transaction leaves (a hot journal).
+pub fn hot_journal_copy(fx: &Fx, name: &str) -> PathBuf {
+    let live = fx.path("live.db");
+    let conn = create_db(&live, Journal::Rollback, 1500, 86);
+    // A tiny page cache: the update spills changed pages into the database file.
+    conn.execute_batch("PRAGMA cache_size = 5; BEGIN; UPDATE items SET data = randomblob(400);")
+        .unwrap();
+    let hot = fx.path(name);
+    std::fs::copy(&live, &hot).unwrap();
+    std::fs::copy(
+        fx.path("live.db-journal"),
+        fx.path(&format!("{name}-journal")),
+    )
+    .unwrap();
+    conn.execute_batch("ROLLBACK").unwrap();
+    // It is hot: a read-only connection cannot roll it back (extended code 776).
+    let ro =
+        rusqlite::Connection::open_with_flags(&hot, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let e = ro
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap_err();
+    assert_eq!(e.sqlite_error().map(|e| e.extended_code), Some(776), "{e}");
+    hot
+}

@@ -511,6 +511,8 @@ fn command_line_mode_status_command_and_one_watcher_per_status_file() {
             "quick",
             "--prune",
             "never",
+            "--capture-timeout",
+            "90s",
         ],
         &[("XDG_STATE_HOME", &state)],
     );
@@ -530,6 +532,7 @@ fn command_line_mode_status_command_and_one_watcher_per_status_file() {
     assert_eq!(v["state"], "running");
     let app = db_status(&v, "app");
     assert_eq!(app["every_secs"], 1.0);
+    assert_eq!(app["capture_timeout_secs"], 90.0);
     assert!(app["next_run"].is_string());
     assert_eq!(app["last_check"]["ok"], true, "{app}");
     assert_eq!(app["last_check"]["mode"], "quick");
@@ -657,4 +660,286 @@ fn help_has_examples() {
         assert!(examples.contains(&format!("pagesnap {sub}")), "{text}");
         assert!(examples.contains("Exit status"), "{text}");
     }
+}
+
+/// `pagesnap status --status-file FILE [--json]`: exit code and output.
+fn status_cmd(fx: &Fx, st_path: &Path, json: bool) -> (Option<i32>, String) {
+    let mut c = fx.cmd();
+    if json {
+        c.arg("--json");
+    }
+    let out = c
+        .arg("status")
+        .arg("--status-file")
+        .arg(st_path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// stuck.db under an exclusive lock of this test, which the watcher waits on
+/// for its `busy_timeout` of an hour: a run that does not return, as on a hung
+/// mount. Returns the connection holding the lock.
+fn lock_exclusively(db: &Path) -> Connection {
+    let c = Connection::open(db).unwrap();
+    c.execute_batch("BEGIN EXCLUSIVE; UPDATE items SET n = n + 1 WHERE id < 50;")
+        .unwrap();
+    c
+}
+
+#[test]
+fn a_stuck_database_is_abandoned_at_its_deadline_and_stalls_nothing_else() {
+    let fx = Fx::new();
+    let ok_db = fx.path("ok.db");
+    let writer = create_db(&ok_db, Journal::Rollback, 300, 31);
+    let stuck_db = small_db(&fx, "stuck.db", 32);
+    let holder = lock_exclusively(&stuck_db);
+    std::fs::write(
+        fx.path("watch.toml"),
+        r#"
+status_file = "status.json"
+every = "1s"
+prune = "never"
+
+[[database]]
+path = "ok.db"
+
+[[database]]
+path = "stuck.db"
+busy_timeout = "1h"
+capture_timeout = "2s"
+"#,
+    )
+    .unwrap();
+    let st_path = fx.path("status.json");
+    let mut w = Watch::start(&fx, &["--config", "watch.toml"], &[]);
+
+    // While stuck's first run hangs, `status` shows it under way with its deadline.
+    wait_for(Duration::from_secs(20), "stuck's run to start", || {
+        st_path.exists() && db_status(&status(&st_path), "stuck")["running_since"].is_string()
+    });
+    let s = db_status(&status(&st_path), "stuck").clone();
+    let deadline = time(&s["deadline"]) - time(&s["running_since"]);
+    assert_eq!(deadline.num_milliseconds(), 2000, "{s}");
+
+    // ok.db changes four times a second for 6 s: it is snapshotted on schedule
+    // all along, although stuck.db's runs never end.
+    let started = Instant::now();
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        mutate(&writer, round);
+        round += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let st = status(&st_path);
+    let s = db_status(&st, "stuck");
+    assert_eq!(s["last_result"], "failed", "{s}");
+    assert_eq!(s["snapshots"], 0, "{s}");
+    assert_has(
+        s["last_error"]["message"].as_str().unwrap(),
+        &["stuck.db", "capture_timeout"],
+    );
+    assert!(s["stuck_since"].is_string(), "{s}");
+    // One blocked thread for stuck.db: its later slots fail without a new run.
+    let failures: Vec<Value> = w
+        .events()
+        .into_iter()
+        .filter(|e| e["db"] == "stuck" && e["event"] == "failure")
+        .collect();
+    assert!(failures.len() >= 3, "{failures:?}");
+    assert_has(
+        failures[0]["message"].as_str().unwrap(),
+        &[
+            "did not finish within its capture_timeout of 2s",
+            "checking the database for changes",
+            "abandoned, no snapshot was published",
+        ],
+    );
+    assert!(failures[1..]
+        .iter()
+        .all(|e| e["message"].as_str().unwrap().contains("still blocked")));
+    let ok_snaps: Vec<Value> = w
+        .events()
+        .into_iter()
+        .filter(|e| e["db"] == "ok" && e["event"] == "snapshot")
+        .collect();
+    assert!(ok_snaps.len() >= 4, "ok snapshots: {ok_snaps:?}");
+    for e in &ok_snaps {
+        let lag = time(&e["timestamp"]) - time(&e["scheduled"]);
+        assert!(
+            lag < chrono::TimeDelta::milliseconds(1500),
+            "ok's snapshot came {lag} after its slot: {e}"
+        );
+    }
+
+    // `status` says so: exit 4, the stuck database named.
+    let (code, text) = status_cmd(&fx, &st_path, false);
+    assert_eq!(code, Some(4), "{text}");
+    assert_has(
+        &text,
+        &["stuck  ", "OVERDUE:        stuck: the run started at"],
+    );
+    let (code, json) = status_cmd(&fx, &st_path, true);
+    assert_eq!(code, Some(4));
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let overdue = v["overdue"].as_array().unwrap();
+    assert_eq!(overdue.len(), 1, "{v}");
+    assert_eq!(overdue[0]["name"], "stuck");
+
+    // The lock goes: the abandoned run wakes up, publishes nothing, and the next
+    // run takes stuck.db's snapshot.
+    holder.execute_batch("ROLLBACK").unwrap();
+    wait_for(Duration::from_secs(20), "stuck's first snapshot", || {
+        snapshot_count(&status(&st_path), "stuck") >= 1
+    });
+    assert!(w
+        .log_text()
+        .contains("returned at last (it published nothing)"));
+    let s = db_status(&status(&st_path), "stuck").clone();
+    assert_eq!(s["stuck_since"], Value::Null);
+    let in_store = fx
+        .snapshots()
+        .into_iter()
+        .filter(|x| x["name"] == "stuck")
+        .count() as u64;
+    assert_eq!(in_store, s["snapshots"].as_u64().unwrap(), "{s}");
+    wait_for(Duration::from_secs(10), "status to exit 0", || {
+        status_cmd(&fx, &st_path, false).0 == Some(0)
+    });
+
+    w.signal(Signal::TERM);
+    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+    assert_store_clean(&fx);
+}
+
+#[test]
+fn sigterm_ends_the_watcher_in_bounded_time_while_a_capture_is_stuck() {
+    let fx = Fx::new();
+    small_db(&fx, "ok.db", 33);
+    let stuck_db = small_db(&fx, "stuck.db", 34);
+    let holder = lock_exclusively(&stuck_db);
+    std::fs::write(
+        fx.path("watch.toml"),
+        r#"
+status_file = "status.json"
+every = "1s"
+stop_timeout = "1s"
+busy_timeout = "1h"
+
+[[database]]
+path = "ok.db"
+
+[[database]]
+path = "stuck.db"
+"#,
+    )
+    .unwrap();
+    let st_path = fx.path("status.json");
+    let mut w = Watch::start(&fx, &["--config", "watch.toml"], &[]);
+    wait_for(
+        Duration::from_secs(20),
+        "stuck's run and ok's snapshot",
+        || {
+            st_path.exists() && {
+                let st = status(&st_path);
+                db_status(&st, "stuck")["running_since"].is_string()
+                    && snapshot_count(&st, "ok") >= 1
+            }
+        },
+    );
+    // The run's deadline (the default capture_timeout) is an hour away.
+    let s = db_status(&status(&st_path), "stuck").clone();
+    assert_eq!(s["capture_timeout_secs"], 3600.0, "{s}");
+    let (code, _) = status_cmd(&fx, &st_path, false);
+    assert_eq!(code, Some(0), "a run under way before its deadline is fine");
+
+    let stopped = Instant::now();
+    w.signal(Signal::TERM);
+    let code = w.wait(Duration::from_secs(20));
+    let took = stopped.elapsed();
+    assert_eq!(code.code(), Some(0), "log:\n{}", w.log_text());
+    assert!(
+        took < Duration::from_secs(4),
+        "stop took {took:?} with stop_timeout = 1s"
+    );
+    let st = status(&st_path);
+    assert_eq!(st["state"], "stopped");
+    assert_eq!(st["in_progress"], Value::Null);
+    let s = db_status(&st, "stuck");
+    assert_eq!(s["last_result"], "failed");
+    assert_has(
+        s["last_error"]["message"].as_str().unwrap(),
+        &["stopping: the run was still checking the database for changes after stop_timeout (1s)"],
+    );
+    assert_eq!(s["running_since"], Value::Null);
+    drop(holder);
+    assert_store_clean(&fx);
+}
+
+#[test]
+fn status_reports_a_database_whose_run_is_overdue() {
+    // A watcher that holds its status lock but has stopped scheduling (stalled
+    // in a prune, a bug): its status file no longer moves.
+    let fx = Fx::new();
+    let st_path = fx.path("status.json");
+    let lock = File::create(fx.path("status.json.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let now = Utc::now();
+    let at = |s: i64| (now + chrono::TimeDelta::seconds(s)).to_rfc3339();
+    let write = |next_run: String| {
+        let st = serde_json::json!({
+            "version": 1, "state": "running", "pid": std::process::id(),
+            "databases": [
+                { "name": "fresh", "every_secs": 600.0, "next_run": at(300), "last_result": "snapshot" },
+                { "name": "late", "every_secs": 600.0, "next_run": next_run, "last_result": "snapshot" }
+            ]
+        });
+        std::fs::write(&st_path, st.to_string()).unwrap();
+    };
+    write(at(-300));
+    let (code, text) = status_cmd(&fx, &st_path, false);
+    assert_eq!(
+        code,
+        Some(0),
+        "5 minutes late, every 10 minutes: not overdue yet\n{text}"
+    );
+    write(at(-700));
+    let (code, text) = status_cmd(&fx, &st_path, false);
+    assert_eq!(code, Some(4), "{text}");
+    assert_has(
+        &text,
+        &["OVERDUE:        the run due at", "has not started (11m"],
+    );
+    assert!(!text.contains("fresh: OVERDUE"));
+    let (code, json) = status_cmd(&fx, &st_path, true);
+    assert_eq!(code, Some(4));
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["overdue"][0]["name"], "late", "{v}");
+    assert_eq!(v["overdue"].as_array().unwrap().len(), 1, "{v}");
+}
+
+#[test]
+fn a_hot_journal_is_explained_in_the_status() {
+    let fx = Fx::new();
+    hot_journal_copy(&fx, "hot.db");
+    let mut w = Watch::start(
+        &fx,
+        &["hot.db", "--every", "1s", "--status-file", "st.json"],
+        &[],
+    );
+    let st_path = fx.path("st.json");
+    wait_for(Duration::from_secs(20), "hot's failure", || {
+        st_path.exists() && db_status(&status(&st_path), "hot")["failures"].as_u64() >= Some(1)
+    });
+    w.signal(Signal::TERM);
+    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+    let h = db_status(&status(&st_path), "hot").clone();
+    assert_has(
+        h["last_error"]["message"].as_str().unwrap(),
+        &["hot.db: has a hot journal (hot.db-journal)", "write access"],
+    );
+    assert!(fx.snapshots().is_empty());
 }

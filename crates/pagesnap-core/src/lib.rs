@@ -19,6 +19,7 @@
 // `unsafe` is allowed only in the capture VFS, which must call SQLite's C API.
 #![deny(unsafe_code)]
 
+mod abandon;
 pub mod backend;
 mod backup_index;
 pub mod capture;
@@ -50,6 +51,7 @@ mod store;
 pub mod types;
 pub mod verify;
 
+pub use abandon::Abandon;
 pub use chunk_writer::WriteStats;
 pub use copy::{CopyOptions, CopyOutcome, CopyReport};
 pub use progress::Progress;

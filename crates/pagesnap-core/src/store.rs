@@ -1,7 +1,7 @@
 //! The store API: init/open a store, back up, list, select and restore snapshots.
 
 use crate::backend::{Backend, BackendError, LocalBackend, ObjectInfo, PutMode};
-use crate::capture::{self, open_source};
+use crate::capture::{self, open_source, CaptureError};
 use crate::chunk_index::ChunkIndex;
 use crate::chunk_writer::NewChunks;
 use crate::chunk_writer::{ChunkWriter, DictPlan, WriteStats};
@@ -623,6 +623,33 @@ impl Store {
         path: &Path,
         opts: &BackupOptions,
     ) -> Result<BackupReport> {
+        self.backup_inner(conn, path, opts, None)
+    }
+
+    /// [`Store::backup_connection`] that another thread may abandon with
+    /// `abandon` (see [`crate::Abandon`]): until it commits to publishing, an
+    /// abandoned backup stops at its next check with
+    /// [`crate::capture::CaptureError::Abandoned`] and never publishes. Its store
+    /// lock is the one `abandon` holds, if any (the caller's, taken beforehand),
+    /// else one it takes and hands to `abandon`; it stays held after the backup
+    /// returns, until [`crate::Abandon::release`].
+    pub fn backup_connection_abandonable(
+        &self,
+        conn: &Connection,
+        path: &Path,
+        opts: &BackupOptions,
+        abandon: &crate::Abandon,
+    ) -> Result<BackupReport> {
+        self.backup_inner(conn, path, opts, Some(abandon))
+    }
+
+    fn backup_inner(
+        &self,
+        conn: &Connection,
+        path: &Path,
+        opts: &BackupOptions,
+        abandon: Option<&crate::Abandon>,
+    ) -> Result<BackupReport> {
         let started = Instant::now();
         let name = match &opts.name {
             Some(n) => n.clone(),
@@ -641,8 +668,21 @@ impl Store {
             what: "snapshot time",
             detail: format!("{time:?}: {e}"),
         })?;
+        let abandoned = || Error::Capture(CaptureError::Abandoned(path.to_path_buf()));
         // Shared: other backups may run too, but prune may not delete chunks under us.
-        let _lock = self.lock(false, "backup", opts.lock_wait)?;
+        let _lock = match abandon {
+            None => Some(self.lock(false, "backup", opts.lock_wait)?),
+            Some(a) if a.holds_lock() => None,
+            Some(a) => {
+                if !a.hold(self.lock(false, "backup", opts.lock_wait)?) {
+                    return Err(abandoned());
+                }
+                None
+            }
+        };
+        if abandon.is_some_and(|a| a.is_abandoned()) {
+            return Err(abandoned());
+        }
 
         // The newest earlier snapshot of the same database is the delta's reference:
         // the one this machine recorded last, else found by reading every manifest.
@@ -685,8 +725,15 @@ impl Store {
             self.config.chunk_pages,
             writer,
             self.progress(),
+            abandon,
         )?;
         let (new, stats, index) = cap.writer.finish()?;
+        // The last moment to abandon: so far only packs (and a dictionary) were
+        // written, which nothing names; from here on the index, the page map and
+        // the manifest make them reachable.
+        if abandon.is_some_and(|a| !a.commit()) {
+            return Err(abandoned());
+        }
         let mut bytes_added = stats.pack_bytes;
         let mut metadata_bytes = 0u64;
         let dict_used = new.dict;

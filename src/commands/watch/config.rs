@@ -18,6 +18,12 @@ use toml::Spanned;
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(600);
 /// The shortest interval accepted.
 pub const MIN_EVERY: Duration = Duration::from_secs(1);
+/// Default time a run may take until its snapshot is committed, after which it
+/// is abandoned: generous, so that only a capture that is stuck (a hung network
+/// mount, a lock held for hours) reaches it, not a large database.
+pub const DEFAULT_CAPTURE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default time a stop waits for the runs in progress.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// When prune runs (besides `prune_when_unused`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +68,8 @@ pub struct WatchConfig {
     pub log_format: Option<LogFormat>,
     pub lock_wait: Duration,
     pub on_failure_timeout: Duration,
+    /// How long SIGINT/SIGTERM waits for the runs in progress before abandoning them.
+    pub stop_timeout: Duration,
     pub prune: PruneSchedule,
     /// Prune's `--max-unused` (a fraction of 1).
     pub prune_max_unused: f64,
@@ -83,6 +91,8 @@ pub struct DbConfig {
     pub jitter: Duration,
     pub tags: Vec<String>,
     pub busy_timeout: Duration,
+    /// A run not committed to publishing its snapshot by then is abandoned.
+    pub capture_timeout: Duration,
     /// The config's retention policy; `None`: the store's saved policy, if any.
     pub policy: Option<Policy>,
     pub integrity_check: IntegrityCheck,
@@ -102,6 +112,8 @@ struct RawConfig {
     every: Option<Dur>,
     jitter: Option<Dur>,
     busy_timeout: Option<Dur>,
+    capture_timeout: Option<Dur>,
+    stop_timeout: Option<Dur>,
     lock_wait: Option<Dur>,
     tags: Option<Vec<String>>,
     on_failure: Option<String>,
@@ -125,6 +137,7 @@ struct RawDatabase {
     jitter: Option<Dur>,
     tags: Option<Vec<String>>,
     busy_timeout: Option<Dur>,
+    capture_timeout: Option<Dur>,
     on_failure: Option<String>,
     integrity_check: Option<IntegrityCheck>,
     integrity_check_every: Option<u32>,
@@ -310,6 +323,20 @@ pub fn parse(file: &Path, text: &str) -> Result<WatchConfig> {
         .on_failure_timeout
         .map(|d| d.0)
         .unwrap_or(Duration::from_secs(30));
+    let capture_timeout = raw
+        .capture_timeout
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_CAPTURE_TIMEOUT);
+    let stop_timeout = raw
+        .stop_timeout
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_STOP_TIMEOUT);
+    for (key, d) in [
+        ("capture_timeout", capture_timeout),
+        ("stop_timeout", stop_timeout),
+    ] {
+        check_timeout(key, d).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    }
     let mut cfg = WatchConfig {
         file: Some(file.to_path_buf()),
         store: raw.store.map(rel),
@@ -320,6 +347,7 @@ pub fn parse(file: &Path, text: &str) -> Result<WatchConfig> {
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(600)),
         on_failure_timeout,
+        stop_timeout,
         prune: raw
             .prune
             .map(|p| p.0)
@@ -383,6 +411,9 @@ pub fn parse(file: &Path, text: &str) -> Result<WatchConfig> {
         if policy.is_empty() && policy.local_time {
             bail!("{here}: database {name:?}: local_time needs at least one keep_* rule");
         }
+        let capture_timeout = d.capture_timeout.map(|x| x.0).unwrap_or(capture_timeout);
+        check_timeout("capture_timeout", capture_timeout)
+            .map_err(|e| anyhow!("{here}: database {name:?}: {e}"))?;
         let tags = d.tags.or_else(|| raw.tags.clone()).unwrap_or_default();
         for t in &tags {
             check_label("tag", t).map_err(|e| anyhow!("{here}: database {name:?}: {e}"))?;
@@ -401,6 +432,7 @@ pub fn parse(file: &Path, text: &str) -> Result<WatchConfig> {
             jitter,
             tags,
             busy_timeout: d.busy_timeout.map(|x| x.0).unwrap_or(busy_timeout),
+            capture_timeout,
             policy: (!policy.is_empty()).then_some(policy),
             integrity_check: d
                 .integrity_check
@@ -422,6 +454,8 @@ pub fn from_args(a: &WatchArgs) -> Result<WatchConfig> {
     let jitter = parse_duration(&a.jitter)?;
     check_timing(every, jitter).map_err(|e| anyhow!("--every/--jitter: {e}"))?;
     let prune = parse_prune(&a.prune)?;
+    let capture_timeout = parse_duration(&a.capture_timeout)?;
+    check_timeout("--capture-timeout", capture_timeout)?;
     for t in &a.tags {
         check_label("tag", t)?;
     }
@@ -443,6 +477,7 @@ pub fn from_args(a: &WatchArgs) -> Result<WatchConfig> {
             jitter,
             tags: a.tags.clone(),
             busy_timeout: Duration::from_secs(5),
+            capture_timeout,
             policy: None,
             integrity_check: a.integrity_check,
             integrity_check_every: 1,
@@ -456,6 +491,7 @@ pub fn from_args(a: &WatchArgs) -> Result<WatchConfig> {
         log_format: None,
         lock_wait: Duration::from_secs(600),
         on_failure_timeout: Duration::from_secs(30),
+        stop_timeout: DEFAULT_STOP_TIMEOUT,
         prune,
         prune_max_unused: 0.10,
         prune_when_unused: None,
@@ -478,6 +514,13 @@ fn check_timing(every: Duration, jitter: Duration) -> std::result::Result<(), St
             humantime::format_duration(jitter),
             humantime::format_duration(every)
         ));
+    }
+    Ok(())
+}
+
+fn check_timeout(key: &str, d: Duration) -> Result<()> {
+    if d.is_zero() {
+        bail!("{key} must be longer than 0s");
     }
     Ok(())
 }
@@ -557,6 +600,7 @@ name = "jobs"
 every = "1h"
 jitter = "0s"
 on_failure = ""
+capture_timeout = "90s"
 "#,
         )
         .unwrap();
@@ -574,12 +618,15 @@ on_failure = ""
         assert_eq!(app.on_failure.as_deref(), Some("alert"));
         assert_eq!(app.integrity_check, IntegrityCheck::Quick);
         assert_eq!(app.integrity_check_every, 6);
+        assert_eq!(app.capture_timeout, DEFAULT_CAPTURE_TIMEOUT);
+        assert_eq!(c.stop_timeout, DEFAULT_STOP_TIMEOUT);
         let p = app.policy.as_ref().unwrap();
         assert_eq!(p.keep_last, Some(6));
         assert_eq!(p.keep_daily, Some(pagesnap_core::retention::UNLIMITED));
         let jobs = &c.databases[1];
         assert_eq!(jobs.path, PathBuf::from("/etc/pagesnap/jobs.db"));
         assert_eq!(jobs.every, Duration::from_secs(3600));
+        assert_eq!(jobs.capture_timeout, Duration::from_secs(90));
         assert_eq!(
             jobs.on_failure, None,
             "an empty hook disables the global one"
@@ -624,6 +671,11 @@ on_failure = ""
         assert!(e.contains("no databases to watch"), "{e}");
         let e = err("[[database]]\npath = \"a.db\"\nevery = \"500ms\"\n");
         assert!(e.contains("too short"), "{e}");
+        let e = err("[[database]]\npath = \"a.db\"\ncapture_timeout = \"0s\"\n");
+        assert!(
+            e.starts_with("/etc/w.toml:1: database \"a\": capture_timeout must be longer"),
+            "{e}"
+        );
         let e = err("[[database\n");
         assert!(e.starts_with("/etc/w.toml:1: "), "{e}");
     }

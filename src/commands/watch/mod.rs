@@ -1,42 +1,53 @@
 //! `pagesnap watch`: a daemon that snapshots databases on a schedule.
 //!
-//! One thread runs everything, in order: at each database's scheduled time (see
-//! [`schedule`]) it checks whether the database changed ([`source`]), takes a
-//! snapshot through its open connection if it did, applies the retention policy,
-//! checks the captured image when due, and after the snapshots of a round runs
-//! prune when its schedule says. One thread means two prunes (or a prune and a
-//! backup of this watcher) never overlap; the store's locks keep other processes
-//! out. Every run ends by rewriting the status file ([`status`]).
+//! The main thread keeps the schedule ([`schedule`]), the status file
+//! ([`status`]) and prune. Each run of a database (change check, snapshot,
+//! retention, image check: [`run`]) happens on a thread of its own, so that a
+//! database whose file does not answer (a hung network mount, a lock held for
+//! hours) stalls nothing else. A run has a deadline, the database's
+//! `capture_timeout`: a run that has not committed its snapshot by then is
+//! abandoned and reported as failed. It can publish nothing afterwards and holds
+//! no store lock ([`pagesnap_core::Abandon`]); its thread may stay blocked in a
+//! system call, and no new run of that database starts until it returns. Runs of
+//! different databases may overlap: at most one per database, and at most as
+//! many as the machine has cores (at least two) at once.
 //!
-//! SIGINT/SIGTERM: the snapshot in progress is finished (a snapshot is published
-//! by its manifest, written last, so none is ever partial), the status file says
-//! `stopped`, locks are released, exit 0. A second signal exits at once (status
-//! 1), abandoning the snapshot in progress unpublished. SIGHUP re-reads the config.
+//! Prune runs on the main thread while no run is under way, so a prune never
+//! overlaps with this watcher's backups (the store's locks keep other processes
+//! out). Only the main thread writes the status file: when a run starts and
+//! when it ends.
+//!
+//! SIGINT/SIGTERM: the runs in progress are waited for up to `stop_timeout` (a
+//! snapshot is published by its manifest, written last, so none is ever
+//! partial); those still running then are abandoned, except one already
+//! publishing its snapshot, which gets up to `stop_timeout` more. The status
+//! file says `stopped`, locks are released, exit 0. A second signal exits at
+//! once (status 1), abandoning the snapshot in progress unpublished. SIGHUP
+//! re-reads the config.
 
 pub mod config;
 mod hook;
+mod run;
 mod schedule;
 mod source;
 pub mod status;
 
 use self::config::{DbConfig, PruneSchedule, WatchConfig};
-use self::source::{Change, Source};
-use self::status::{
-    CheckRecord, DbStatus, ErrorRecord, InProgress, PruneRecord, RetentionRecord, SkipRecord,
-    SnapshotRecord, Status, StatusLock,
-};
-use super::{forget, open_store};
+use self::run::{Finished, Job, Phase, RunOutcome};
+use self::source::Source;
+use self::status::{DbStatus, ErrorRecord, InProgress, PruneRecord, Status, StatusLock};
+use super::open_store;
 use crate::cli::{Global, IntegrityCheck, LogFormat, WatchArgs};
 use crate::message;
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use pagesnap_core::lock::LockGuard;
-use pagesnap_core::{BackupOptions, PruneOptions, Store};
+use pagesnap_core::{Abandon, PruneOptions, Store};
 use std::io::{IsTerminal, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -149,11 +160,13 @@ fn init_logging(format: LogFormat) -> Result<()> {
 }
 
 /// SIGINT/SIGTERM set `stop`, SIGHUP sets `reload`; every signal also writes to
-/// a socket pair so that a sleeping watcher wakes at once.
+/// a socket pair so that a sleeping watcher wakes at once (as does every run
+/// that ends, through `waker`).
 struct Signals {
     stop: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
     wake: UnixStream,
+    waker: UnixStream,
 }
 
 impl Signals {
@@ -171,7 +184,20 @@ impl Signals {
         for sig in [SIGTERM, SIGINT, SIGHUP] {
             signal_hook::low_level::pipe::register(sig, waker.try_clone()?)?;
         }
-        Ok(Signals { stop, reload, wake })
+        // A run's thread must never wait to say it ended.
+        waker.set_nonblocking(true)?;
+        Ok(Signals {
+            stop,
+            reload,
+            wake,
+            waker,
+        })
+    }
+
+    /// The write end for a run's thread (`None` if it cannot be had: the
+    /// watcher then notices the run's end within a minute).
+    fn waker(&self) -> Option<UnixStream> {
+        self.waker.try_clone().ok()
     }
 
     fn stopping(&self) -> bool {
@@ -204,8 +230,10 @@ impl Signals {
 /// One watched database: its config, its source and its status.
 struct Watched {
     cfg: DbConfig,
-    source: Source,
+    /// `None` while a run has it.
+    source: Option<Source>,
     offset: Duration,
+    /// The next run; while a run is under way, that run's scheduled time.
     next_run: DateTime<Utc>,
     /// Snapshots since the last integrity check.
     since_check: u32,
@@ -221,6 +249,7 @@ impl Watched {
         st.path = abs(&cfg.path);
         st.every_secs = cfg.every.as_secs_f64();
         st.jitter_offset_secs = offset.as_secs_f64();
+        st.capture_timeout_secs = cfg.capture_timeout.as_secs_f64();
         st.next_run = Some(next_run);
         st.integrity_check = match cfg.integrity_check {
             IntegrityCheck::Off => "off".into(),
@@ -239,7 +268,7 @@ impl Watched {
         };
         st.retention = cfg.policy.as_ref().map(|p| format!("{p} (config)"));
         Watched {
-            source: Source::new(&cfg.path),
+            source: Some(Source::new(&cfg.path)),
             cfg,
             offset,
             next_run,
@@ -249,18 +278,39 @@ impl Watched {
     }
 }
 
-/// What one run did.
-#[derive(Default)]
-struct RunOutcome {
-    snapshot: bool,
-    removed: usize,
-    /// What failed (`backup`, `retention`, `check`) and why.
-    failure: Option<(&'static str, String)>,
-    interrupted: bool,
+/// A run under way on its thread.
+struct Running {
+    id: u64,
+    /// The database's name (indexes into `dbs` change on reload).
+    name: String,
+    path: PathBuf,
+    scheduled: DateTime<Utc>,
+    started: DateTime<Utc>,
+    timeout: Duration,
+    deadline: Instant,
+    deadline_at: DateTime<Utc>,
+    abandon: Arc<Abandon>,
+    phase: Arc<Phase>,
+    /// It reached its deadline while committing its snapshot: waited for.
+    committed: bool,
+}
+
+/// A run abandoned at its deadline whose thread has not returned.
+struct Stuck {
+    id: u64,
+    name: String,
+    started: DateTime<Utc>,
+}
+
+/// Why a run is abandoned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Abandoned {
+    Deadline,
+    Stop,
 }
 
 struct Watcher {
-    store: Store,
+    store: Arc<Store>,
     store_dir: PathBuf,
     /// `--store` or `$PAGESNAP_STORE` as clap saw them (a reload resolves again).
     cli_store: Option<PathBuf>,
@@ -277,6 +327,18 @@ struct Watcher {
     removed_since_look: bool,
     /// The last status write failed (logged once until it works again).
     status_failing: bool,
+    runs: Vec<Running>,
+    stuck: Vec<Stuck>,
+    /// Runs send their [`Finished`] here.
+    done_tx: Sender<Finished>,
+    done_rx: Receiver<Finished>,
+    next_id: u64,
+    /// Bumped when a reload changes the store.
+    generation: u64,
+    /// A snapshot was taken since prune last had its chance.
+    prune_pending: bool,
+    /// How many runs may be under way at once.
+    lanes: usize,
 }
 
 /// This machine's name (as `hostname` says it, on Linux).
@@ -284,6 +346,12 @@ fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// `now + d`, or far in the future if that overflows.
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 impl Watcher {
@@ -327,8 +395,13 @@ impl Watcher {
             databases: Vec::new(),
         };
         status.prune.last_error = None;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let lanes = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2);
         let mut w = Watcher {
-            store,
+            store: Arc::new(store),
             store_dir,
             cli_store,
             json,
@@ -341,10 +414,22 @@ impl Watcher {
             hooks: Vec::new(),
             removed_since_look: false,
             status_failing: false,
+            runs: Vec::new(),
+            stuck: Vec::new(),
+            done_tx,
+            done_rx,
+            next_id: 0,
+            generation: 0,
+            prune_pending: false,
+            lanes,
         };
         w.refresh_prune_status();
         w.sync_status();
         w
+    }
+
+    fn running(&self, name: &str) -> bool {
+        self.runs.iter().any(|r| r.name == name)
     }
 
     fn run(&mut self) {
@@ -357,6 +442,10 @@ impl Watcher {
                 continue;
             }
             self.hooks.retain(|h| !h.is_finished());
+            while let Ok(f) = self.done_rx.try_recv() {
+                self.finished(f);
+            }
+            self.enforce_deadlines();
             let now = Utc::now();
             // The clock was set back: reschedule from the new time rather than
             // wait for the old one to come round again.
@@ -368,311 +457,333 @@ impl Watcher {
                     d.st.next_run = Some(d.next_run);
                 }
             }
-            let mut due: Vec<usize> = (0..self.dbs.len())
-                .filter(|&i| self.dbs[i].next_run <= now)
-                .collect();
-            if due.is_empty() {
-                let next = self.dbs.iter().map(|d| d.next_run).min();
-                self.signals.sleep_until(next);
-                continue;
-            }
-            due.sort_by_key(|&i| (self.dbs[i].next_run, i));
-            let mut snapshots = 0;
-            for i in due {
-                if self.signals.stopping() {
-                    break;
-                }
-                let scheduled = self.dbs[i].next_run;
-                let out = self.run_one(i, scheduled);
-                if out.snapshot {
-                    snapshots += 1;
-                }
-                if out.removed > 0 {
-                    self.removed_since_look = true;
-                }
-                let d = &mut self.dbs[i];
-                let now = Utc::now();
-                let next = schedule::next_run(now.max(scheduled), d.cfg.every, d.offset);
-                let missed = schedule::missed(scheduled, next, d.cfg.every);
-                if missed > 0 {
-                    warn!(
-                        event = "late",
-                        db = %d.cfg.name,
-                        missed,
-                        "the run of {} scheduled at {} ended at {}: {missed} scheduled run(s) skipped",
-                        d.cfg.name,
-                        scheduled.format("%H:%M:%S%.3f"),
-                        now.format("%H:%M:%S%.3f")
-                    );
-                }
-                d.next_run = next;
-                d.st.next_run = Some(next);
-                self.write_status();
-            }
-            if snapshots > 0 && !self.signals.stopping() {
+            self.start_due(now);
+            if self.prune_pending && self.runs.is_empty() && !self.signals.stopping() {
+                self.prune_pending = false;
                 self.maybe_prune();
                 self.write_status();
+                continue;
+            }
+            // Until the next run is due or a run's deadline comes (a run that
+            // ends, or a signal, wakes the watcher before).
+            let idle = self
+                .dbs
+                .iter()
+                .filter(|d| d.next_run > now && !self.running(&d.cfg.name))
+                .map(|d| d.next_run);
+            let deadlines = self
+                .runs
+                .iter()
+                .filter(|r| !r.committed)
+                .map(|r| r.deadline_at);
+            self.signals.sleep_until(idle.chain(deadlines).min());
+        }
+    }
+
+    /// Starts the runs that are due, in order, as far as lanes are free.
+    fn start_due(&mut self, now: DateTime<Utc>) {
+        let mut due: Vec<usize> = (0..self.dbs.len())
+            .filter(|&i| self.dbs[i].next_run <= now && !self.running(&self.dbs[i].cfg.name))
+            .collect();
+        due.sort_by_key(|&i| (self.dbs[i].next_run, i));
+        for i in due {
+            if self.signals.stopping() {
+                return;
+            }
+            let scheduled = self.dbs[i].next_run;
+            let stuck = self.stuck.iter().find(|s| s.name == self.dbs[i].cfg.name);
+            if let Some(s) = stuck {
+                // One blocked thread per database at most: a hung mount must
+                // not collect a thread every interval.
+                let msg = format!(
+                    "{}: the run started at {} was abandoned at its capture_timeout and is still blocked reading the database; no new run starts until it returns",
+                    self.dbs[i].cfg.path.display(),
+                    crate::output::time(&s.started)
+                );
+                let out = RunOutcome {
+                    failure: Some(("backup", msg)),
+                    since_check: self.dbs[i].since_check,
+                    ..RunOutcome::default()
+                };
+                self.record(i, scheduled, Utc::now(), out, true);
+                continue;
+            }
+            if self.runs.len() < self.lanes {
+                self.start(i, scheduled);
             }
         }
     }
 
-    /// One scheduled run of database `i`: check, snapshot, retention, check image.
-    fn run_one(&mut self, i: usize, scheduled: DateTime<Utc>) -> RunOutcome {
+    /// Starts the run of database `i` scheduled at `scheduled` on its thread.
+    fn start(&mut self, i: usize, scheduled: DateTime<Utc>) {
+        let id = self.next_id;
+        self.next_id += 1;
         let started = Utc::now();
-        self.status.in_progress = Some(InProgress {
-            name: self.dbs[i].cfg.name.clone(),
-            since: Some(started),
+        let d = &mut self.dbs[i];
+        let source = d.source.take().unwrap_or_else(|| Source::new(&d.cfg.path));
+        let abandon = Arc::new(Abandon::new());
+        let phase = Arc::new(Phase::default());
+        let timeout = d.cfg.capture_timeout;
+        let job = Job {
+            id,
+            generation: self.generation,
+            cfg: d.cfg.clone(),
+            store: Arc::clone(&self.store),
+            lock_wait: self.cfg.lock_wait,
+            check_dir: self.cfg.check_dir.clone(),
+            stop: Arc::clone(&self.signals.stop),
+            abandon: Arc::clone(&abandon),
+            phase: Arc::clone(&phase),
+            since_check: d.since_check,
+            scheduled,
+        };
+        match run::spawn(job, source, self.done_tx.clone(), self.signals.waker()) {
+            Ok(()) => {
+                self.runs.push(Running {
+                    id,
+                    name: d.cfg.name.clone(),
+                    path: d.cfg.path.clone(),
+                    scheduled,
+                    started,
+                    timeout,
+                    deadline: after(Instant::now(), timeout),
+                    deadline_at: chrono::TimeDelta::from_std(timeout)
+                        .ok()
+                        .and_then(|t| started.checked_add_signed(t))
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                    abandon,
+                    phase,
+                    committed: false,
+                });
+                self.write_status();
+            }
+            Err(e) => {
+                d.source = Some(Source::new(&d.cfg.path));
+                let out = RunOutcome {
+                    failure: Some(("backup", format!("cannot start a thread for the run: {e}"))),
+                    since_check: d.since_check,
+                    ..RunOutcome::default()
+                };
+                self.record(i, scheduled, started, out, true);
+            }
+        }
+    }
+
+    /// A run's thread returned.
+    fn finished(&mut self, f: Finished) {
+        if let Some(k) = self.stuck.iter().position(|s| s.id == f.id) {
+            let s = self.stuck.remove(k);
+            info!(
+                event = "stuck",
+                db = %s.name,
+                "{}: the run abandoned at its deadline returned at last (it published nothing); the next run starts as scheduled",
+                s.name
+            );
+            self.write_status();
+            return;
+        }
+        let Some(k) = self.runs.iter().position(|r| r.id == f.id) else {
+            return;
+        };
+        let r = self.runs.remove(k);
+        // Its database was removed by a reload meanwhile.
+        let Some(i) = self.dbs.iter().position(|d| d.cfg.name == r.name) else {
+            self.write_status();
+            return;
+        };
+        let d = &mut self.dbs[i];
+        let mut source = f.source;
+        if source.path() != d.cfg.path {
+            source = Source::new(&d.cfg.path);
+        } else if f.generation != self.generation {
+            // The store changed: what the connection saw was snapshotted elsewhere.
+            source.reset();
+        }
+        d.source = Some(source);
+        self.record(i, r.scheduled, r.started, f.out, true);
+    }
+
+    /// Abandons the runs past their deadline.
+    fn enforce_deadlines(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .runs
+            .iter()
+            .filter(|r| !r.committed && r.deadline <= now)
+            .map(|r| r.id)
+            .collect();
+        for id in late {
+            self.abandon_run(id, Abandoned::Deadline);
+        }
+    }
+
+    /// Abandons run `id` (reported as a failed run) unless it is committing its
+    /// snapshot, which is then waited for.
+    fn abandon_run(&mut self, id: u64, why: Abandoned) {
+        let Some(k) = self.runs.iter().position(|r| r.id == id) else {
+            return;
+        };
+        if !self.runs[k].abandon.abandon() {
+            let r = &mut self.runs[k];
+            if !r.committed {
+                r.committed = true;
+                warn!(
+                    event = "late",
+                    db = %r.name,
+                    "{}: the run reached its deadline while publishing its snapshot: waiting for it",
+                    r.name
+                );
+            }
+            return;
+        }
+        let r = self.runs.remove(k);
+        self.stuck.push(Stuck {
+            id: r.id,
+            name: r.name.clone(),
+            started: r.started,
         });
-        self.write_status();
-        let out = self.attempt(i, scheduled);
-        self.status.in_progress = None;
+        let msg = match why {
+            Abandoned::Deadline => format!(
+                "{}: the run did not finish within its capture_timeout of {} (it was {}): abandoned, no snapshot was published",
+                r.path.display(),
+                humantime::format_duration(r.timeout),
+                r.phase.describe()
+            ),
+            Abandoned::Stop => format!(
+                "{}: stopping: the run was still {} after stop_timeout ({}): abandoned, no snapshot was published",
+                r.path.display(),
+                r.phase.describe(),
+                humantime::format_duration(self.cfg.stop_timeout)
+            ),
+        };
+        if let Some(i) = self.dbs.iter().position(|d| d.cfg.name == r.name) {
+            let d = &mut self.dbs[i];
+            d.source = Some(Source::new(&d.cfg.path));
+            let out = RunOutcome {
+                failure: Some(("backup", msg)),
+                since_check: d.since_check,
+                ..RunOutcome::default()
+            };
+            self.record(i, r.scheduled, r.started, out, why == Abandoned::Deadline);
+        } else {
+            error!(event = "failure", db = %r.name, what = "backup", "{msg}");
+        }
+    }
+
+    /// Records what the run of database `i` scheduled at `scheduled` did,
+    /// schedules its next run and writes the status. `hook`: run `on_failure`
+    /// if it failed.
+    fn record(
+        &mut self,
+        i: usize,
+        scheduled: DateTime<Utc>,
+        started: DateTime<Utc>,
+        out: RunOutcome,
+        hook: bool,
+    ) {
         let stop_during = self.signals.stopping();
+        if out.snapshot {
+            self.prune_pending = true;
+        }
+        if out.removed > 0 {
+            self.removed_since_look = true;
+        }
         let d = &mut self.dbs[i];
         if out.interrupted {
             info!(event = "stop", db = %d.cfg.name, "stop requested while waiting for the store: no snapshot of {} taken", d.cfg.name);
-            return out;
-        }
-        d.st.last_attempt = Some(started);
-        match &out.failure {
-            Some((what, message)) => {
-                d.st.last_result = Some("failed".into());
-                d.st.failures += 1;
-                d.st.consecutive_failures += 1;
-                d.st.last_error = Some(ErrorRecord {
-                    time: Some(Utc::now()),
-                    event: what.to_string(),
-                    message: message.clone(),
-                });
-                error!(
-                    event = "failure",
-                    db = %d.cfg.name,
-                    what = *what,
-                    consecutive_failures = d.st.consecutive_failures,
-                    "{} failed ({what}): {message}",
-                    d.cfg.name
-                );
-                if let Some(cmd) = d.cfg.on_failure.clone() {
-                    let env = vec![
-                        ("PAGESNAP_DB_NAME", d.cfg.name.clone()),
-                        ("PAGESNAP_DB_PATH", d.cfg.path.display().to_string()),
-                        ("PAGESNAP_ERROR", message.clone()),
-                        ("PAGESNAP_EVENT", what.to_string()),
-                        ("PAGESNAP_FAILURES", d.st.consecutive_failures.to_string()),
-                        ("PAGESNAP_STORE", self.store_dir.display().to_string()),
-                    ];
-                    if let Some(h) = hook::spawn(&cmd, self.cfg.on_failure_timeout, env) {
-                        self.hooks.push(h);
+        } else {
+            d.since_check = out.since_check;
+            if let Some(s) = out.skip {
+                d.st.skips += 1;
+                d.st.last_skip = Some(s);
+            }
+            if let Some(s) = out.last_snapshot {
+                d.st.snapshots += 1;
+                d.st.last_snapshot = Some(s);
+            }
+            if let Some(r) = out.retention {
+                d.st.retention = r;
+            }
+            if let Some(r) = out.last_retention {
+                d.st.last_retention = Some(r);
+            }
+            if let Some(c) = out.last_check {
+                d.st.last_check = Some(c);
+            }
+            d.st.last_attempt = Some(started);
+            match &out.failure {
+                Some((what, message)) => {
+                    d.st.last_result = Some("failed".into());
+                    d.st.failures += 1;
+                    d.st.consecutive_failures += 1;
+                    d.st.last_error = Some(ErrorRecord {
+                        time: Some(Utc::now()),
+                        event: what.to_string(),
+                        message: message.clone(),
+                    });
+                    error!(
+                        event = "failure",
+                        db = %d.cfg.name,
+                        what = *what,
+                        consecutive_failures = d.st.consecutive_failures,
+                        "{} failed ({what}): {message}",
+                        d.cfg.name
+                    );
+                    if let Some(cmd) = d.cfg.on_failure.clone().filter(|_| hook) {
+                        let env = vec![
+                            ("PAGESNAP_DB_NAME", d.cfg.name.clone()),
+                            ("PAGESNAP_DB_PATH", d.cfg.path.display().to_string()),
+                            ("PAGESNAP_ERROR", message.clone()),
+                            ("PAGESNAP_EVENT", what.to_string()),
+                            ("PAGESNAP_FAILURES", d.st.consecutive_failures.to_string()),
+                            ("PAGESNAP_STORE", self.store_dir.display().to_string()),
+                        ];
+                        if let Some(h) = hook::spawn(&cmd, self.cfg.on_failure_timeout, env) {
+                            self.hooks.push(h);
+                        }
                     }
                 }
+                None if out.snapshot => {
+                    d.st.last_result = Some("snapshot".into());
+                    d.st.consecutive_failures = 0;
+                }
+                None => {
+                    d.st.last_result = Some("skipped".into());
+                    d.st.consecutive_failures = 0;
+                }
             }
-            None if out.snapshot => {
-                d.st.last_result = Some("snapshot".into());
-                d.st.consecutive_failures = 0;
-            }
-            None => {
-                d.st.last_result = Some("skipped".into());
-                d.st.consecutive_failures = 0;
+            if stop_during && out.snapshot {
+                info!(event = "stop", db = %d.cfg.name, "stop requested during the run of {}: its snapshot was finished first", d.cfg.name);
             }
         }
-        if stop_during && out.snapshot {
-            info!(event = "stop", db = %d.cfg.name, "stop requested during the run of {}: its snapshot was finished first", d.cfg.name);
+        let now = Utc::now();
+        let next = schedule::next_run(now.max(scheduled), d.cfg.every, d.offset);
+        let missed = schedule::missed(scheduled, next, d.cfg.every);
+        if missed > 0 {
+            warn!(
+                event = "late",
+                db = %d.cfg.name,
+                missed,
+                "the run of {} scheduled at {} ended at {}: {missed} scheduled run(s) skipped",
+                d.cfg.name,
+                scheduled.format("%H:%M:%S%.3f"),
+                now.format("%H:%M:%S%.3f")
+            );
         }
-        out
+        d.next_run = next;
+        d.st.next_run = Some(next);
+        self.write_status();
     }
 
-    fn attempt(&mut self, i: usize, scheduled: DateTime<Utc>) -> RunOutcome {
-        let mut out = RunOutcome::default();
-        let lock_wait = self.cfg.lock_wait;
-        let d = &mut self.dbs[i];
-        let name = d.cfg.name.clone();
-        let change = match d.source.check(d.cfg.busy_timeout) {
-            Ok(c) => c,
-            Err(e) => {
-                if !source::is_busy(&e) {
-                    d.source.reset();
-                }
-                out.failure = Some(("backup", message(&e)));
-                return out;
-            }
-        };
-        let reason = match change {
-            Change::Unchanged => {
-                d.st.skips += 1;
-                d.st.last_skip = Some(SkipRecord {
-                    time: Some(Utc::now()),
-                    reason: "unchanged since the last snapshot".into(),
-                });
-                info!(
-                    event = "skip",
-                    db = %name,
-                    scheduled = %scheduled.to_rfc3339(),
-                    "{name}: unchanged since the last snapshot, skipped"
-                );
-                return out;
-            }
-            Change::Changed(why) => why,
-        };
-        // A shared lock for the backup and the retention after it; waiting for
-        // a prune of another process ends early when a stop is requested.
-        let lock = match lock_store(&self.store, lock_wait, &self.signals.stop) {
-            Ok(l) => l,
-            Err(_) if self.signals.stopping() => {
-                out.interrupted = true;
-                return out;
-            }
-            Err(e) => {
-                out.failure = Some(("backup", e.to_string()));
-                return out;
-            }
-        };
-        let opts = BackupOptions {
-            name: Some(name.clone()),
-            tags: d.cfg.tags.clone(),
-            time: None,
-            busy_timeout: d.cfg.busy_timeout,
-            lock_wait,
-        };
-        let report = match d.source.snapshot(&self.store, &opts) {
-            Ok(r) => r,
-            Err(e) => {
-                if !source::is_busy(&e) {
-                    d.source.reset();
-                }
-                out.failure = Some(("backup", message(&e)));
-                return out;
-            }
-        };
-        out.snapshot = true;
-        for w in &report.warnings {
-            warn!(event = "snapshot", db = %name, "{name}: {w}");
-        }
-        d.st.snapshots += 1;
-        d.st.last_snapshot = Some(SnapshotRecord {
-            id: report.snapshot.to_hex(),
-            short_id: report.snapshot.short(),
-            time: Some(report.time),
-            pages: report.page_count,
-            image_size: report.image_len,
-            bytes_added: report.bytes_added,
-            duration_secs: report.duration.as_secs_f64(),
-        });
-        info!(
-            event = "snapshot",
-            db = %name,
-            id = %report.snapshot.short(),
-            scheduled = %scheduled.to_rfc3339(),
-            reason,
-            pages = report.page_count,
-            bytes_added = report.bytes_added,
-            duration_secs = report.duration.as_secs_f64(),
-            "{name}: snapshot {} ({reason}): {} pages, {} added in {:.2}s",
-            report.snapshot.short(),
-            report.page_count,
-            crate::output::bytes(report.bytes_added),
-            report.duration.as_secs_f64()
-        );
-
-        // Retention: the config's policy, else the store's saved one (read each
-        // time, so that `pagesnap policy set` applies without a reload).
-        let policy = match &d.cfg.policy {
-            Some(p) => Ok(Some((p.clone(), "config"))),
-            None => self
-                .store
-                .saved_policy()
-                .map(|p| p.filter(|p| !p.is_empty()).map(|p| (p, "store"))),
-        };
-        match policy {
-            Ok(Some((p, from))) => {
-                d.st.retention = Some(format!("{p} ({from})"));
-                match forget::apply_policy(&self.store, &p, Some(&name), false, Some(&lock)) {
-                    Ok(f) => {
-                        out.removed = f.removed();
-                        let kept = f.decisions.len() - f.removed();
-                        d.st.last_retention = Some(RetentionRecord {
-                            time: Some(Utc::now()),
-                            kept: kept as u64,
-                            removed: out.removed as u64,
-                        });
-                        info!(
-                            event = "retention",
-                            db = %name,
-                            kept,
-                            removed = out.removed,
-                            "{name}: retention {p}: {kept} kept, {} removed",
-                            out.removed
-                        );
-                    }
-                    Err(e) => out.failure = Some(("retention", message(&e))),
-                }
-            }
-            Ok(None) => d.st.retention = None,
-            Err(e) => {
-                out.failure = Some((
-                    "retention",
-                    format!("cannot read the store's retention policy: {e}"),
-                ))
+    /// Waits for the runs under way to end, until `until`.
+    fn wait_runs(&mut self, until: Instant) {
+        while !self.runs.is_empty() {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.done_rx.recv_timeout(left) {
+                Ok(f) => self.finished(f),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return,
             }
         }
-        drop(lock);
-
-        // The integrity check of the captured image (skipped when stopping: it
-        // is then due on the next snapshot).
-        if d.cfg.integrity_check != IntegrityCheck::Off && !self.signals.stopping() {
-            d.since_check += 1;
-            if d.since_check >= d.cfg.integrity_check_every {
-                d.since_check = 0;
-                let mode = match d.cfg.integrity_check {
-                    IntegrityCheck::Full => "full",
-                    _ => "quick",
-                };
-                let started = Instant::now();
-                let r = source::check_image(
-                    &self.store,
-                    &report.snapshot,
-                    d.cfg.integrity_check,
-                    self.cfg.check_dir.as_deref(),
-                );
-                let (ok, detail) = match r {
-                    Ok(None) => (true, String::new()),
-                    Ok(Some(damage)) => (
-                        false,
-                        format!(
-                            "snapshot {} fails the {mode} integrity check: {damage} (the database itself was damaged when it was captured)",
-                            report.snapshot.short()
-                        ),
-                    ),
-                    Err(e) => (
-                        false,
-                        format!(
-                            "could not check snapshot {}: {}",
-                            report.snapshot.short(),
-                            message(&e)
-                        ),
-                    ),
-                };
-                d.st.last_check = Some(CheckRecord {
-                    time: Some(Utc::now()),
-                    snapshot: report.snapshot.short(),
-                    mode: mode.into(),
-                    ok,
-                    detail: detail.clone(),
-                });
-                if ok {
-                    info!(
-                        event = "check",
-                        db = %name,
-                        id = %report.snapshot.short(),
-                        mode,
-                        duration_secs = started.elapsed().as_secs_f64(),
-                        "{name}: snapshot {} passes the {mode} integrity check",
-                        report.snapshot.short()
-                    );
-                } else if out.failure.is_none() {
-                    out.failure = Some(("check", detail));
-                }
-            }
-        }
-        out
     }
 
     /// Runs prune when its schedule (or the unused share) says so.
@@ -853,12 +964,16 @@ impl Watcher {
         }
         if let Some(s) = store {
             info!(event = "reload", "store changed to {}", store_dir.display());
-            self.store = s;
+            self.store = Arc::new(s);
             self.store_dir = store_dir;
             self.status.store = abs(&self.store_dir);
-            // A new store: the watcher's connections know nothing of its snapshots.
+            // A new store: the watcher's connections know nothing of its snapshots
+            // (those of runs under way are reset when they return).
+            self.generation += 1;
             for d in &mut self.dbs {
-                d.source.reset();
+                if let Some(s) = &mut d.source {
+                    s.reset();
+                }
             }
         }
         let now = Utc::now();
@@ -870,11 +985,15 @@ impl Watcher {
                     let mut o = old.swap_remove(i);
                     let mut fresh = Watched::new(c.clone(), Some(o.st.clone()), now);
                     if o.cfg.path == c.path {
-                        fresh.source = std::mem::replace(&mut o.source, Source::new(&c.path));
+                        // None while a run has it: the run brings it back.
+                        fresh.source = o.source.take();
                         fresh.since_check = o.since_check;
                     }
-                    // Unchanged timing keeps the run already scheduled.
-                    if o.cfg.every == c.every && o.cfg.jitter == c.jitter {
+                    // Unchanged timing keeps the run already scheduled (as
+                    // does a run under way).
+                    if (o.cfg.every == c.every && o.cfg.jitter == c.jitter)
+                        || self.runs.iter().any(|r| r.name == c.name)
+                    {
                         fresh.next_run = o.next_run;
                         fresh.st.next_run = Some(o.next_run);
                     }
@@ -911,7 +1030,26 @@ impl Watcher {
 
     fn sync_status(&mut self) {
         self.status.updated = Some(Utc::now());
-        self.status.databases = self.dbs.iter().map(|d| d.st.clone()).collect();
+        let (runs, stuck) = (&self.runs, &self.stuck);
+        self.status.databases = self
+            .dbs
+            .iter()
+            .map(|d| {
+                let mut st = d.st.clone();
+                let run = runs.iter().find(|r| r.name == d.cfg.name);
+                st.running_since = run.map(|r| r.started);
+                st.deadline = run.map(|r| r.deadline_at);
+                st.stuck_since = stuck
+                    .iter()
+                    .find(|s| s.name == d.cfg.name)
+                    .map(|s| s.started);
+                st
+            })
+            .collect();
+        self.status.in_progress = runs.iter().min_by_key(|r| r.started).map(|r| InProgress {
+            name: r.name.clone(),
+            since: Some(r.started),
+        });
     }
 
     fn write_status(&mut self) {
@@ -930,8 +1068,28 @@ impl Watcher {
     fn shutdown(mut self) {
         hook::notify("STOPPING=1");
         info!(event = "stop", "stopping");
+        // The runs under way get stop_timeout to end; those still capturing
+        // then are abandoned (the process exit ends their threads), one
+        // committing its snapshot gets stop_timeout more.
+        let grace = self.cfg.stop_timeout;
+        self.wait_runs(after(Instant::now(), grace));
+        let ids: Vec<u64> = self.runs.iter().map(|r| r.id).collect();
+        for id in ids {
+            self.abandon_run(id, Abandoned::Stop);
+        }
+        self.wait_runs(after(Instant::now(), grace));
+        for r in &self.runs {
+            warn!(
+                event = "stop",
+                db = %r.name,
+                "{}: still publishing its snapshot after twice stop_timeout: exiting anyway; the snapshot may or may not be published, and its store lock stays behind (`pagesnap unlock` removes it)",
+                r.name
+            );
+        }
+        // Their threads end with the process.
+        self.runs.clear();
+        self.stuck.clear();
         self.status.state = "stopped".into();
-        self.status.in_progress = None;
         self.write_status();
         // Hooks end by themselves (each has its timeout).
         for h in std::mem::take(&mut self.hooks) {
@@ -947,24 +1105,4 @@ fn abs(p: &Path) -> String {
         .unwrap_or_else(|_| p.to_path_buf())
         .display()
         .to_string()
-}
-
-/// A shared store lock, waiting up to `wait` for another process's prune (an
-/// exclusive lock) to end, and giving up early when `stop` is set.
-fn lock_store(store: &Store, wait: Duration, stop: &AtomicBool) -> Result<LockGuard> {
-    let started = Instant::now();
-    loop {
-        match store.lock(false, "watch", Duration::ZERO) {
-            Ok(l) => return Ok(l),
-            Err(pagesnap_core::Error::Locked { holder, .. })
-                if !holder.starts_with("stale")
-                    && !holder.starts_with("an unreadable")
-                    && started.elapsed() < wait
-                    && !stop.load(Ordering::SeqCst) =>
-            {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }

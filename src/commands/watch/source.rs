@@ -10,8 +10,10 @@
 
 use crate::cli::IntegrityCheck;
 use anyhow::{anyhow, Result};
-use pagesnap_core::capture::{open_source, CaptureError};
-use pagesnap_core::{BackupOptions, BackupReport, SnapshotId, Store};
+use pagesnap_core::capture::{
+    is_hot_journal, open_source, retry_hot_journal, source_metadata, CaptureError,
+};
+use pagesnap_core::{Abandon, BackupOptions, BackupReport, SnapshotId, Store};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -63,6 +65,10 @@ impl Source {
         }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Closes the connection and forgets the last snapshot's state: the next run
     /// opens the database afresh and takes a snapshot.
     pub fn reset(&mut self) {
@@ -71,19 +77,8 @@ impl Source {
     }
 
     fn stat(&self) -> Result<FileState> {
-        let m = std::fs::metadata(&self.path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow!("{}: no such database file", self.path.display())
-            } else {
-                anyhow!("{}: {e}", self.path.display())
-            }
-        })?;
-        if m.is_dir() {
-            return Err(anyhow!(
-                "{}: is a directory, not a database file",
-                self.path.display()
-            ));
-        }
+        // Refuses a FIFO or a device before anything opens it (that could block).
+        let m = source_metadata(&self.path)?;
         let mut wal = self.path.as_os_str().to_owned();
         wal.push("-wal");
         let wal = std::fs::metadata(PathBuf::from(wal))
@@ -138,7 +133,15 @@ impl Source {
     /// that also reads `data_version`: what is recorded as "seen" is exactly what
     /// was captured (the file state is taken before, so at worst a later run takes
     /// one snapshot too many, never one too few).
-    pub fn snapshot(&mut self, store: &Store, opts: &BackupOptions) -> Result<BackupReport> {
+    ///
+    /// `abandon` lets the watcher abandon the snapshot until it commits (see
+    /// [`Store::backup_connection_abandonable`]); it holds the store lock.
+    pub fn snapshot(
+        &mut self,
+        store: &Store,
+        opts: &BackupOptions,
+        abandon: &Abandon,
+    ) -> Result<BackupReport> {
         let file = self.stat()?;
         self.connect(&file, opts.busy_timeout)?;
         let Some((conn, _)) = &self.conn else {
@@ -155,19 +158,21 @@ impl Source {
         }
         let _txn = Rollback(conn);
         // Starts the read transaction: the capture and data_version see one state.
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-            r.get::<_, i64>(0)
+        retry_hot_journal(|| {
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
         })
         .map_err(err)?;
         let data_version = data_version(conn, &self.path, opts.busy_timeout)?;
-        let report = store.backup_connection(conn, &self.abs, opts)?;
+        let report = store.backup_connection_abandonable(conn, &self.abs, opts, abandon)?;
         self.last = Some(Seen { data_version, file });
         Ok(report)
     }
 }
 
 fn data_version(conn: &Connection, path: &Path, busy_timeout: Duration) -> Result<i64> {
-    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+    retry_hot_journal(|| conn.query_row("PRAGMA data_version", [], |r| r.get(0)))
         .map_err(|e| sql_error(path, busy_timeout, e))
 }
 
@@ -195,6 +200,9 @@ pub fn is_busy(e: &anyhow::Error) -> bool {
 
 /// An SQLite error on a watched database, said so that the user can act.
 fn sql_error(path: &Path, busy_timeout: Duration, e: rusqlite::Error) -> anyhow::Error {
+    if is_hot_journal(&e) {
+        return CaptureError::HotJournal(path.to_path_buf()).into();
+    }
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
             anyhow::Error::new(Busy(format!(

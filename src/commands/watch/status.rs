@@ -16,12 +16,14 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Format version of the status file.
 pub const VERSION: u32 = 1;
 
 /// Exit status of `pagesnap status` when something needs attention: the watcher
-/// is not running, or a database's last attempt failed.
+/// is not running, a database's last attempt failed, or a database is overdue
+/// (its run is late by more than [`overdue_margin`], or stuck).
 pub const EXIT_ATTENTION: u8 = 4;
 
 /// The whole status file.
@@ -37,7 +39,8 @@ pub struct Status {
     pub updated: Option<DateTime<Utc>>,
     pub store: String,
     pub config: Option<String>,
-    /// The database being snapshotted right now, if any.
+    /// The database being snapshotted right now, if any (the one that started
+    /// first when runs of several databases overlap).
     pub in_progress: Option<InProgress>,
     pub prune: PruneStatus,
     pub databases: Vec<DbStatus>,
@@ -90,7 +93,18 @@ pub struct DbStatus {
     pub path: String,
     pub every_secs: f64,
     pub jitter_offset_secs: f64,
+    /// A run is abandoned when it has not committed its snapshot after this.
+    pub capture_timeout_secs: f64,
+    /// The next scheduled run (while a run is under way: the one under way).
     pub next_run: Option<DateTime<Utc>>,
+    /// A run of this database is under way since then.
+    pub running_since: Option<DateTime<Utc>>,
+    /// When the run under way is abandoned unless it committed its snapshot.
+    pub deadline: Option<DateTime<Utc>>,
+    /// A run was abandoned at its deadline but its thread has not returned
+    /// (blocked in a system call, e.g. on a hung mount); it had started then.
+    /// No new run of the database starts until it returns.
+    pub stuck_since: Option<DateTime<Utc>>,
     /// The retention policy applied after each snapshot, and where it comes from.
     pub retention: Option<String>,
     pub integrity_check: String,
@@ -324,26 +338,82 @@ pub fn run(g: &Global, a: &StatusArgs) -> Result<ExitCode> {
         .databases
         .iter()
         .any(|d| d.last_result.as_deref() == Some("failed"));
+    // Only a running watcher's schedule means anything.
+    let now = Utc::now();
+    let late: Vec<(&str, String)> = st
+        .databases
+        .iter()
+        .filter(|_| watcher == "running")
+        .filter_map(|d| overdue(d, now).map(|why| (d.name.as_str(), why)))
+        .collect();
     if g.json {
         let mut v = serde_json::to_value(&st)?;
         v["watcher"] = serde_json::json!(watcher);
         v["status_file"] = serde_json::json!(path.display().to_string());
+        v["overdue"] = late
+            .iter()
+            .map(|(name, why)| serde_json::json!({ "name": name, "reason": why }))
+            .collect();
         print_json(&v)?;
     } else {
-        print_human(&st, watcher, &path);
+        print_human(&st, watcher, &path, &late);
     }
-    Ok(if watcher == "running" && !failing {
+    Ok(if watcher == "running" && !failing && late.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_ATTENTION)
     })
 }
 
+/// How late a run may be before `status` calls it overdue: the database's
+/// interval, at least a minute and at most an hour (a prune or a busy moment
+/// of the watcher delays runs a little; a missed run is news).
+pub fn overdue_margin(every: Duration) -> Duration {
+    every.clamp(Duration::from_secs(60), Duration::from_secs(3600))
+}
+
+/// Why database `d` needs attention at `now` while its watcher runs: an
+/// abandoned run that is stuck, a run under way past its deadline, or a run
+/// that has not started long after it was due (the watcher itself is stalled).
+pub fn overdue(d: &DbStatus, now: DateTime<Utc>) -> Option<String> {
+    let margin = overdue_margin(Duration::from_secs_f64(d.every_secs.max(0.0)));
+    let late = |t: &DateTime<Utc>| {
+        (now - *t)
+            .to_std()
+            .ok()
+            .filter(|l| *l > margin)
+            .map(|l| humantime::format_duration(Duration::from_secs(l.as_secs())))
+    };
+    if let Some(t) = &d.stuck_since {
+        return Some(format!(
+            "stuck: the run started at {} was abandoned at its capture_timeout and has not returned (blocked reading the database); no new run starts until it does",
+            output::time(t)
+        ));
+    }
+    match (&d.running_since, &d.deadline) {
+        (Some(_), Some(dl)) => late(dl).map(|l| {
+            format!(
+                "the run under way should have been abandoned at {} ({l} ago)",
+                output::time(dl)
+            )
+        }),
+        (Some(_), None) => None,
+        (None, _) => d.next_run.as_ref().and_then(|n| {
+            late(n).map(|l| {
+                format!(
+                    "the run due at {} has not started ({l} late)",
+                    output::time(n)
+                )
+            })
+        }),
+    }
+}
+
 fn when(t: &Option<DateTime<Utc>>) -> String {
     t.as_ref().map(output::time).unwrap_or_else(|| "-".into())
 }
 
-fn print_human(st: &Status, watcher: &str, path: &Path) {
+fn print_human(st: &Status, watcher: &str, path: &Path, late: &[(&str, String)]) {
     let state = match watcher {
         "running" => format!("running (pid {} on {})", st.pid, st.host),
         "dead" => format!(
@@ -436,7 +506,18 @@ fn print_human(st: &Status, watcher: &str, path: &Path) {
                 .as_deref()
                 .unwrap_or("none (all snapshots kept)")
         );
-        println!("  next run:       {}", when(&d.next_run));
+        if let Some(t) = &d.running_since {
+            println!(
+                "  running:        since {}, abandoned at {} unless done",
+                output::time(t),
+                when(&d.deadline)
+            );
+        } else {
+            println!("  next run:       {}", when(&d.next_run));
+        }
+        for (_, why) in late.iter().filter(|(n, _)| *n == d.name) {
+            println!("  OVERDUE:        {why}");
+        }
         println!(
             "  counts:         {} snapshots, {} skipped, {} failed ({} in a row)",
             d.snapshots, d.skips, d.failures, d.consecutive_failures
@@ -474,6 +555,46 @@ mod tests {
         assert!(Status::load(&dir.path().join("none.json"))
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn late_stuck_and_overrunning_databases_are_overdue() {
+        let now = Utc::now();
+        let secs = |s: i64| chrono::TimeDelta::seconds(s);
+        let db = |every: f64| DbStatus {
+            name: "app".into(),
+            every_secs: every,
+            next_run: Some(now + secs(5)),
+            ..Default::default()
+        };
+        assert_eq!(overdue(&db(600.0), now), None);
+        // Due, not started: overdue once later than the interval (a minute at least).
+        let mut d = db(600.0);
+        d.next_run = Some(now - secs(599));
+        assert_eq!(overdue(&d, now), None);
+        d.next_run = Some(now - secs(601));
+        assert!(overdue(&d, now)
+            .unwrap()
+            .contains("has not started (10m 1s late)"));
+        let mut d = db(1.0);
+        d.next_run = Some(now - secs(59));
+        assert_eq!(overdue(&d, now), None);
+        d.next_run = Some(now - secs(61));
+        assert!(overdue(&d, now).is_some());
+        // A run under way: judged by its deadline, not by when it was due.
+        let mut d = db(60.0);
+        d.next_run = Some(now - secs(3000));
+        d.running_since = Some(now - secs(3000));
+        d.deadline = Some(now + secs(600));
+        assert_eq!(overdue(&d, now), None);
+        d.deadline = Some(now - secs(61));
+        assert!(overdue(&d, now)
+            .unwrap()
+            .contains("should have been abandoned"));
+        // A stuck abandoned run: at once.
+        let mut d = db(600.0);
+        d.stuck_since = Some(now - secs(1));
+        assert!(overdue(&d, now).unwrap().starts_with("stuck: "));
     }
 
     #[test]

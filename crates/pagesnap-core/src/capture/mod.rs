@@ -19,6 +19,8 @@ use crate::{Error, Result};
 use image::CaptureImage;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
+use std::fs::Metadata;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +35,16 @@ pub enum CaptureError {
     Missing(PathBuf),
     #[error("{0}: is a directory, not a database file")]
     IsDirectory(PathBuf),
+    /// A FIFO, a device or a socket: opening one can block forever (a FIFO waits
+    /// for a writer) or read endless bytes (`/dev/zero`), so it is never opened.
+    #[error("{path}: is a {kind}, not a regular file: only a database file can be backed up")]
+    NotARegularFile { path: PathBuf, kind: &'static str },
+    #[error("{path}: {source}")]
+    Inaccessible {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}: not an SQLite database (file is not a database)")]
     NotADatabase(PathBuf),
     #[error("{path}: database is corrupt or truncated: {detail}")]
@@ -41,6 +53,13 @@ pub enum CaptureError {
     UncommittedWrites(PathBuf),
     #[error("{path}: database is locked by another process (gave up after {timeout:?}; try a longer --busy-timeout)")]
     Locked { path: PathBuf, timeout: Duration },
+    /// SQLITE_READONLY_ROLLBACK (776): the journal of an interrupted write
+    /// transaction is waiting to be rolled back, which takes write access.
+    #[error("{0}: has a hot journal ({0}-journal): a write transaction was interrupted (its process crashed or was killed) and must be rolled back, which a read-only backup cannot do (SQLite error 776, \"attempt to write a readonly database\"); open the database once with write access (restart the application that writes it, or run `sqlite3 {0} 'PRAGMA quick_check'` as a user allowed to write it) so that SQLite rolls the journal back, then back up again")]
+    HotJournal(PathBuf),
+    /// The backup was abandoned (see [`crate::Abandon`]) before it published anything.
+    #[error("{0}: the backup was abandoned before its snapshot was published")]
+    Abandoned(PathBuf),
     #[error("{path}: cannot open: {source}")]
     Open {
         path: PathBuf,
@@ -55,13 +74,52 @@ pub enum CaptureError {
     },
 }
 
+/// The metadata of the source database file, refusing what is not a regular file.
+///
+/// `metadata` follows symlinks (a link to a database is fine) and never opens
+/// the file, so it cannot block on a FIFO the way `open(2)` would.
+pub fn source_metadata(path: &Path) -> Result<Metadata, CaptureError> {
+    let m = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CaptureError::Missing(path.to_path_buf()))
+        }
+        Err(source) => {
+            return Err(CaptureError::Inaccessible {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let t = m.file_type();
+    let kind = if t.is_file() {
+        return Ok(m);
+    } else if t.is_dir() {
+        return Err(CaptureError::IsDirectory(path.to_path_buf()));
+    } else if t.is_fifo() {
+        "FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    };
+    Err(CaptureError::NotARegularFile {
+        path: path.to_path_buf(),
+        kind,
+    })
+}
+
 /// Opens `path` read-only for capture, with clear errors for the usual mistakes.
+///
+/// Only a regular file is opened ([`source_metadata`]). The file could still be
+/// swapped for a FIFO between that check and SQLite's `open(2)`; that takes
+/// someone racing the backup on purpose and is not guarded against.
 pub fn open_source(path: &Path) -> Result<Connection, CaptureError> {
-    match std::fs::metadata(path) {
-        Err(_) => return Err(CaptureError::Missing(path.to_path_buf())),
-        Ok(m) if m.is_dir() => return Err(CaptureError::IsDirectory(path.to_path_buf())),
-        Ok(_) => {}
-    }
+    source_metadata(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     Connection::open_with_flags(path, flags).map_err(|source| CaptureError::Open {
         path: path.to_path_buf(),
@@ -69,8 +127,45 @@ pub fn open_source(path: &Path) -> Result<Connection, CaptureError> {
     })
 }
 
+/// SQLITE_READONLY_ROLLBACK: a read-only connection found a hot journal.
+const READONLY_ROLLBACK: std::ffi::c_int = 776;
+
+/// Pauses before each retry of a read refused for a hot journal (0.3 s in all).
+const HOT_JOURNAL_RETRIES: [Duration; 5] = [
+    Duration::from_millis(10),
+    Duration::from_millis(20),
+    Duration::from_millis(40),
+    Duration::from_millis(80),
+    Duration::from_millis(160),
+];
+
+/// Whether `e` is SQLITE_READONLY_ROLLBACK (776): the database has a hot journal
+/// that a read-only connection cannot roll back.
+pub fn is_hot_journal(e: &rusqlite::Error) -> bool {
+    e.sqlite_error()
+        .is_some_and(|e| e.extended_code == READONLY_ROLLBACK)
+}
+
+/// Runs `read` (the read that starts a read transaction), again after short
+/// pauses while it fails with a hot journal: in rollback-journal mode a reader
+/// that starts just as a writer commits (a `VACUUM` makes it likely) can see
+/// the journal before it is deleted and take it for a hot one. A journal left
+/// by a crashed writer is still there after the retries; the error is returned.
+pub fn retry_hot_journal<T>(mut read: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    for pause in HOT_JOURNAL_RETRIES {
+        match read() {
+            Err(e) if is_hot_journal(&e) => std::thread::sleep(pause),
+            r => return r,
+        }
+    }
+    read()
+}
+
 /// Maps an SQLite error on the source to a message a user can act on.
 fn source_error(path: &Path, timeout: Duration, e: rusqlite::Error) -> CaptureError {
+    if is_hot_journal(&e) {
+        return CaptureError::HotJournal(path.to_path_buf());
+    }
     match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => CaptureError::NotADatabase(path.to_path_buf()),
         Some(ErrorCode::DatabaseCorrupt) => CaptureError::Corrupt {
@@ -121,6 +216,7 @@ pub(crate) fn capture(
     chunk_pages: u32,
     writer: ChunkWriter,
     progress: Option<&crate::Progress>,
+    abandon: Option<&crate::Abandon>,
 ) -> Result<Capture> {
     let err = |e| Error::Capture(source_error(path, busy_timeout, e));
     src.busy_timeout(busy_timeout).map_err(err)?;
@@ -141,8 +237,10 @@ pub(crate) fn capture(
         )));
     }
     let _txn = ReadTxn { conn: src, owned };
-    src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-        r.get::<_, i64>(0)
+    retry_hot_journal(|| {
+        src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
     })
     .map_err(err)?;
     let page_size: u32 = src
@@ -151,7 +249,15 @@ pub(crate) fn capture(
     let chunk_len = page_size as u64 * chunk_pages as u64;
 
     let image = Arc::new(Mutex::new(CaptureImage::new(writer, chunk_len)?));
-    let step_result = copy(src, path, busy_timeout, page_size, image.clone(), progress);
+    let step_result = copy(
+        src,
+        path,
+        busy_timeout,
+        page_size,
+        image.clone(),
+        progress,
+        abandon,
+    );
     let mut image = Arc::try_unwrap(image)
         .map_err(|_| Error::Internal("capture target still referenced after the copy".into()))?
         .into_inner()
@@ -188,6 +294,7 @@ fn copy(
     page_size: u32,
     image: Arc<Mutex<CaptureImage>>,
     progress: Option<&crate::Progress>,
+    abandon: Option<&crate::Abandon>,
 ) -> Result<()> {
     let err = |e| Error::Capture(source_error(path, busy_timeout, e));
     let internal = |e: rusqlite::Error| Error::Internal(format!("capture connection: {e}"));
@@ -203,6 +310,10 @@ fn copy(
         let backup = Backup::new(src, dest.conn()).map_err(err)?;
         let deadline = Instant::now() + busy_timeout;
         loop {
+            // An abandoned capture that wakes up (its source stalled) stops copying.
+            if abandon.is_some_and(|a| a.is_abandoned()) {
+                return Err(Error::Capture(CaptureError::Abandoned(path.to_path_buf())));
+            }
             // sqlite3_backup_step does not reset the busy handler's counter: set it each time.
             src.busy_timeout(busy_timeout).map_err(err)?;
             match backup.step(STEP_PAGES) {
@@ -234,4 +345,100 @@ fn copy(
     }
     drop(dest);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_are_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x)")
+            .unwrap();
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&db, &link).unwrap();
+        assert!(source_metadata(&link).is_ok(), "a symlink to a database");
+        let sock = dir.path().join("s.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert!(matches!(
+            open_source(&sock),
+            Err(CaptureError::NotARegularFile { kind: "socket", .. })
+        ));
+        assert!(matches!(
+            open_source(Path::new("/dev/null")),
+            Err(CaptureError::NotARegularFile {
+                kind: "character device",
+                ..
+            })
+        ));
+        assert!(matches!(
+            open_source(dir.path()),
+            Err(CaptureError::IsDirectory(_))
+        ));
+        assert!(matches!(
+            open_source(&dir.path().join("none.db")),
+            Err(CaptureError::Missing(_))
+        ));
+    }
+
+    /// `hot.db` and its journal as a writer killed mid-transaction leaves them.
+    fn hot_copy(dir: &Path) -> PathBuf {
+        let live = dir.join("live.db");
+        let w = Connection::open(&live).unwrap();
+        w.execute_batch(
+            "PRAGMA journal_mode = DELETE;
+             CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 500)
+             INSERT INTO t SELECT x, randomblob(500) FROM c;
+             PRAGMA cache_size = 5;
+             BEGIN; UPDATE t SET b = randomblob(600);",
+        )
+        .unwrap();
+        let hot = dir.join("hot.db");
+        std::fs::copy(&live, &hot).unwrap();
+        std::fs::copy(dir.join("live.db-journal"), dir.join("hot.db-journal")).unwrap();
+        w.execute_batch("ROLLBACK").unwrap();
+        hot
+    }
+
+    fn first_read(c: &Connection) -> rusqlite::Result<i64> {
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+    }
+
+    #[test]
+    fn a_hot_journal_that_stays_is_reported_after_the_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let hot = hot_copy(dir.path());
+        let c = open_source(&hot).unwrap();
+        let started = Instant::now();
+        let e = retry_hot_journal(|| first_read(&c)).unwrap_err();
+        assert!(is_hot_journal(&e), "{e}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let msg = source_error(&hot, Duration::ZERO, e).to_string();
+        assert!(
+            msg.contains("hot journal") && msg.contains("hot.db-journal"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_hot_journal_rolled_back_meanwhile_is_retried_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let hot = hot_copy(dir.path());
+        let c = open_source(&hot).unwrap();
+        assert!(is_hot_journal(&first_read(&c).unwrap_err()));
+        // Another process with write access rolls it back shortly after (the
+        // writer of a racing commit deletes its journal the same way).
+        let h = hot.clone();
+        let rollback = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            first_read(&Connection::open(&h).unwrap()).unwrap()
+        });
+        assert_eq!(retry_hot_journal(|| first_read(&c)).unwrap(), 500);
+        assert_eq!(rollback.join().unwrap(), 500);
+    }
 }
