@@ -49,6 +49,7 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
             .map_err(|e| output_full(e, &a.output, snap.manifest.image_len))?
     };
     bar.finish();
+    removed_temporaries(&report.removed_temporaries);
     if g.json {
         print_json(&json!({
             "id": snap.id.to_hex(),
@@ -79,6 +80,16 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Temporary files of killed restores removed from the output's folder, said on stderr.
+fn removed_temporaries(paths: &[std::path::PathBuf]) {
+    for p in paths {
+        eprintln!(
+            "pagesnap: removed {}, left by a restore that was killed",
+            p.display()
+        );
+    }
 }
 
 /// A full disk under the output is said as such, naming the output (the I/O error

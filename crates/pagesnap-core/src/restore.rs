@@ -928,15 +928,116 @@ fn reserve(file: &File, len: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Name prefix of a restore's temporary file beside its output. The full name is
+/// `.pagesnap-restore-<pid>-<random>`; the restore holds an exclusive `flock` on
+/// it while it writes (see [`remove_stale_temporaries`]).
+pub const TEMP_PREFIX: &str = ".pagesnap-restore-";
+
+/// Whether `name` is the temporary file of a restore that names its process
+/// (`.pagesnap-restore-<pid>-…`, what [`to_path`] creates). Older builds named it
+/// `.pagesnap-restore-<random>` and held no lock: such files are left alone,
+/// since nothing tells a live one from a dead one.
+fn is_locked_temporary(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX)
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(pid, rest)| {
+            !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty()
+        })
+}
+
+/// Takes the exclusive `flock` of a file without waiting: `Ok(true)` when taken,
+/// `Ok(false)` when another open file holds it.
+fn try_flock(file: &File) -> std::io::Result<bool> {
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the temporary files that killed restores left in `dir`; returns them.
+///
+/// Why: a restore reserves its output's blocks up front, so a killed one leaves a
+/// file the size of the whole database beside the output. A restore holds an
+/// exclusive `flock` on its temporary file until it is renamed into place, and
+/// the kernel drops the lock when the process dies however it dies; so a file of
+/// ours whose lock can be taken belongs to no live restore. It is removed while
+/// the lock is held, and only if the name still leads to the file locked. Best
+/// effort: a file that cannot be opened, locked or removed is left (and a file
+/// system without `flock` keeps every file). Pid reuse cannot fool it, unlike a
+/// check of the pid in the name.
+pub(crate) fn remove_stale_temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        if !is_locked_temporary(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if !matches!(try_flock(&file), Ok(true)) {
+            continue; // a live restore is writing it (or locks are not supported here)
+        }
+        // The name must still lead to the file locked (not to a link, nor to a
+        // file made since under the same name).
+        let same = match (file.metadata(), path.symlink_metadata()) {
+            (Ok(a), Ok(b)) => b.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same && std::fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// A new temporary file for a restore into `dir`, named after this process and
+/// locked (see [`remove_stale_temporaries`]).
+fn locked_temporary(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
+    let mut attempts = 0;
+    loop {
+        let tmp = tempfile::Builder::new().prefix(&prefix).tempfile_in(dir)?;
+        // Between its creation and this lock another restore may have found the
+        // file unlocked and removed it: then the file has no name any more, and
+        // another one is made.
+        let locked = match try_flock(tmp.as_file()) {
+            Ok(taken) => taken,
+            // No `flock` on this file system: no restore removes anything here.
+            Err(_) => return Ok(tmp),
+        };
+        let named = tmp
+            .as_file()
+            .metadata()
+            .map(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 0)?;
+        if locked && named {
+            return Ok(tmp);
+        }
+        attempts += 1;
+        if attempts >= 8 {
+            return Err(std::io::Error::other(
+                "cannot create a temporary file that stays: other restores keep removing them",
+            ));
+        }
+    }
+}
+
 /// Runs `write` into a temporary file beside `out`, then fsyncs and renames it into
 /// place. On any error the temporary file is removed and `out` is untouched.
+/// Temporary files of killed restores in that folder are removed first; they are
+/// returned beside `write`'s result.
 pub(crate) fn to_path<T>(
     out: &Path,
     len: u64,
     force: bool,
     fsync: bool,
     write: impl FnOnce(Sink<'_>) -> Result<T>,
-) -> Result<T> {
+) -> Result<(T, Vec<std::path::PathBuf>)> {
     let io = |path: &Path, source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -951,10 +1052,9 @@ pub(crate) fn to_path<T>(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".pagesnap-restore-")
-        .tempfile_in(&dir)
-        .map_err(|e| io(&dir, e))?;
+    // Before this restore reserves its own blocks: a killed one's file holds as many.
+    let removed = remove_stale_temporaries(&dir);
+    let tmp = locked_temporary(&dir).map_err(|e| io(&dir, e))?;
     reserve(tmp.as_file(), len).map_err(|e| io(out, e))?;
     // Each block is written where it belongs by the task that built it, through
     // the page cache. A durable restore starts each window's writeback as soon as
@@ -991,7 +1091,7 @@ pub(crate) fn to_path<T>(
         // Make the rename durable; a failure here does not make the file wrong.
         let _ = d.sync_all();
     }
-    Ok(result)
+    Ok((result, removed))
 }
 
 #[cfg(test)]
@@ -1244,6 +1344,62 @@ mod tests {
             })
             .collect();
         assert!(leftovers.is_empty());
+        Ok(())
+    }
+
+    /// Temporary files of restores that no process holds locked are removed; a
+    /// locked one (a live restore's), a file of an older build (no pid in its
+    /// name), other files and a link to a file are left.
+    #[test]
+    fn stale_restore_temporaries_are_removed_and_live_ones_kept() -> anyhow::Result<()> {
+        use super::{remove_stale_temporaries, try_flock, TEMP_PREFIX};
+        let dir = tempfile::tempdir()?;
+        let path = |n: &str| dir.path().join(n);
+        let stale = path(&format!("{TEMP_PREFIX}4242-aBc123"));
+        let live = path(&format!("{TEMP_PREFIX}4243-dEf456"));
+        let old = path(&format!("{TEMP_PREFIX}Xyz789"));
+        let other = path("app.db");
+        let target = path("target.db");
+        let link = path(&format!("{TEMP_PREFIX}4244-link"));
+        for p in [&stale, &live, &old, &other, &target] {
+            std::fs::write(p, b"image bytes")?;
+        }
+        std::os::unix::fs::symlink(&target, &link)?;
+        let held = std::fs::File::open(&live)?;
+        assert!(try_flock(&held)?, "the test holds the live one's lock");
+
+        let removed = remove_stale_temporaries(dir.path());
+        assert_eq!(removed, vec![stale.clone()]);
+        assert!(!stale.exists());
+        for p in [&live, &old, &other, &target, &link] {
+            assert!(p.symlink_metadata().is_ok(), "{} was kept", p.display());
+        }
+        // Once its process lets go, the live one is stale too.
+        drop(held);
+        assert_eq!(remove_stale_temporaries(dir.path()), vec![live.clone()]);
+        Ok(())
+    }
+
+    /// A restore's temporary file names its process and is locked while it is
+    /// written: another restore into the folder meanwhile leaves it alone.
+    #[test]
+    fn a_restore_temporary_is_locked_while_it_is_written() -> anyhow::Result<()> {
+        use super::{is_locked_temporary, locked_temporary, remove_stale_temporaries};
+        let dir = tempfile::tempdir()?;
+        let tmp = locked_temporary(dir.path())?;
+        let name = tmp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with(&format!(".pagesnap-restore-{}-", std::process::id())),
+            "{name}"
+        );
+        assert!(is_locked_temporary(&name));
+        assert!(remove_stale_temporaries(dir.path()).is_empty());
+        assert!(tmp.path().exists());
         Ok(())
     }
 

@@ -138,6 +138,8 @@ pub struct RestoreReport {
     pub image_len: u64,
     pub image_hash: [u8; 32],
     pub duration: Duration,
+    /// Temporary files of killed restores removed from the output's folder.
+    pub removed_temporaries: Vec<PathBuf>,
 }
 
 /// What a backup (or a copied snapshot) continues from: its parent's map and list,
@@ -957,6 +959,7 @@ impl Store {
             image_len: snap.manifest.image_len,
             image_hash,
             duration: started.elapsed(),
+            removed_temporaries: Vec::new(),
         })
     }
 
@@ -981,9 +984,12 @@ impl Store {
         force: bool,
         fsync: bool,
     ) -> Result<RestoreReport> {
-        restore::to_path(out, snap.manifest.image_len, force, fsync, |sink| {
-            self.restore_to_sink(snap, sink)
-        })
+        let (mut report, removed) =
+            restore::to_path(out, snap.manifest.image_len, force, fsync, |sink| {
+                self.restore_to_sink(snap, sink)
+            })?;
+        report.removed_temporaries = removed;
+        Ok(report)
     }
 }
 
