@@ -70,7 +70,11 @@ pub enum Command {
   pagesnap restore latest -o app.db
   pagesnap restore 1a2b3c4d -o app.db --force
   pagesnap restore --name app --at '2026-01-01 00:10:00' -o app.db
-  pagesnap restore latest -o - | sqlite3 /dev/stdin .tables")]
+  pagesnap restore latest -o - | sqlite3 /dev/stdin .tables
+  pagesnap restore 1a2b3c4d --salvage -o damaged.db   # zeros for what cannot be read
+
+Exit status: 0 restored; 3 (--salvage only) restored with lost pages, listed;
+1 failed (no output file is left).")]
     Restore(RestoreArgs),
     /// Show what the store holds and what snapshots cost.
     #[command(after_help = "Examples:
@@ -449,6 +453,11 @@ pub struct RestoreArgs {
     /// place (faster; a crash just after the restore may leave it incomplete).
     #[arg(long)]
     pub no_fsync: bool,
+    /// Restore despite damaged or missing chunks: write them as zeros, keep the
+    /// file, list the lost pages and the tables and indexes they belonged to, and
+    /// exit with status 3 (0 when nothing was lost).
+    #[arg(long)]
+    pub salvage: bool,
 }
 
 #[derive(Args, Debug)]

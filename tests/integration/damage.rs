@@ -222,3 +222,145 @@ fn backup_after_a_lost_pack_stores_its_chunks_again() {
     fx.restore(&[first["id"].as_str().unwrap()], &again);
     assert_eq!(std::fs::read(&again).unwrap(), image);
 }
+
+/// What SQLite's `dbstat` says page `page` of the database file `db` belongs to:
+/// (kind, name) as `restore --salvage --json` reports owners.
+fn dbstat_owner(db: &Path, page: u64) -> (String, String) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let name: String = c
+        .query_row(
+            "SELECT name FROM dbstat WHERE pageno = ?1",
+            [page as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let kind: String = c
+        .query_row(
+            "SELECT type FROM sqlite_schema WHERE name = ?1",
+            [&name],
+            |r| r.get(0),
+        )
+        .unwrap();
+    (kind, name)
+}
+
+/// A chunk of `image` (4 KiB pages, one page per chunk) in `pack`, used by
+/// exactly one page of the image, that `dbstat` puts in `table`'s own b-tree:
+/// the entry and its page number.
+fn chunk_of_table<'a>(
+    image: &[u8],
+    reference: &Path,
+    entries: &'a [PackEntry],
+    table: &str,
+) -> (&'a PackEntry, u64) {
+    let ids: Vec<String> = image.chunks(4096).map(chunk_id).collect();
+    entries
+        .iter()
+        .filter(|e| e.stored_len >= 16)
+        .filter_map(|e| {
+            let mut at = ids.iter().enumerate().filter(|(_, id)| **id == e.id);
+            match (at.next(), at.next()) {
+                (Some((i, _)), None) if i > 0 => Some((e, i as u64 + 1)),
+                _ => None,
+            }
+        })
+        .find(|(_, page)| dbstat_owner(reference, *page) == ("table".into(), table.into()))
+        .expect("a chunk of the table used by one page")
+}
+
+/// One flipped byte in a chunk: a plain restore fails and leaves nothing;
+/// `restore --salvage` writes the file with zeros for that page only, exits 3,
+/// and names the page and the table it belonged to (text and JSON).
+#[test]
+fn salvage_restores_around_a_damaged_chunk_and_names_its_table() {
+    let (fx, _, image) = one_snapshot();
+    let pack = the_pack(&fx.store);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let entries = pack_entries(&bytes);
+    let (e, page) = chunk_of_table(&image, &fx.path("ref.db"), &entries, "items");
+    bytes[e.offset + e.stored_len / 2] ^= 0x55;
+    std::fs::write(&pack, &bytes).unwrap();
+    let before = fx.state();
+
+    // Without --salvage: as before, it fails and leaves no file.
+    let plain = fx.path("plain.db");
+    let err = fails(fx.cmd().args(["restore", "latest", "-o"]).arg(&plain));
+    assert_has(&err, &[&format!("chunk {}", e.id), "is damaged"]);
+    assert_no_output(&plain);
+
+    let check = |out: &Path| {
+        let got = std::fs::read(out).unwrap();
+        assert_eq!(got.len(), image.len());
+        for (i, (a, b)) in got.chunks(4096).zip(image.chunks(4096)).enumerate() {
+            if i as u64 + 1 == page {
+                assert!(a.iter().all(|&x| x == 0), "the lost page is zeros");
+            } else {
+                assert!(a == b, "page {} differs from the original", i + 1);
+            }
+        }
+        assert_no_restore_temps(out.parent().unwrap());
+    };
+
+    let out = fx.path("salvaged.db");
+    let o = fx
+        .cmd()
+        .args(["--json", "restore", "latest", "--salvage", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["salvaged"], true, "{v}");
+    assert_eq!(v["image_matches"], false, "{v}");
+    let lost = v["lost_chunks"].as_array().unwrap();
+    assert_eq!(lost.len(), 1, "{v}");
+    assert_eq!(lost[0]["chunk"], Value::String(e.id.clone()));
+    assert_eq!(lost[0]["first_page"], page);
+    assert_eq!(lost[0]["last_page"], page);
+    assert_eq!(
+        lost[0]["object"],
+        Value::String(format!("packs/{}", pack_key(&fx.store, &pack)))
+    );
+    let pages = v["lost_pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 1, "{v}");
+    assert_eq!(pages[0]["page"], page);
+    assert_eq!(pages[0]["owner"]["kind"], "table", "{v}");
+    assert_eq!(pages[0]["owner"]["name"], "items", "{v}");
+    check(&out);
+
+    // The text report says the same, and the file is kept.
+    let text_out = fx.path("salvaged-text.db");
+    let o = fx
+        .cmd()
+        .args(["restore", "latest", "--salvage", "-o"])
+        .arg(&text_out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_has(
+        &stdout,
+        &[
+            "1 chunk(s) could not be read",
+            &format!("page {page}: chunk {}", e.id),
+            &format!("page {page}: table items"),
+        ],
+    );
+    check(&text_out);
+    fx.assert_unchanged(&before);
+}
+
+/// A sound snapshot restores with `--salvage` as without: byte-exact, exit 0.
+#[test]
+fn salvage_of_a_sound_snapshot_is_an_ordinary_restore() {
+    let (fx, b, image) = one_snapshot();
+    let out = fx.path("out.db");
+    let v = ok_json(
+        fx.cmd()
+            .args(["--json", "restore", "latest", "--salvage", "-o"])
+            .arg(&out),
+    );
+    assert_eq!(v["salvaged"], false, "{v}");
+    assert_eq!(v["lost_pages"], Value::Array(vec![]));
+    assert_restored(&out, &b["image_hash"], &hash_bytes(&image));
+}

@@ -42,6 +42,7 @@ pub mod repair;
 mod restore;
 mod restore_plan;
 pub mod retention;
+pub mod salvage;
 #[cfg(test)]
 mod scale_tests;
 pub mod select;
@@ -55,6 +56,7 @@ pub use copy::{CopyOptions, CopyOutcome, CopyReport};
 pub use progress::Progress;
 pub use prune::{PruneOptions, PruneReport};
 pub use repair::{BrokenSnapshot, RepairIndexReport};
+pub use salvage::{LostChunk, LostPage, PageOwner, SalvageReport};
 pub use select::SnapshotSelector;
 pub use store::{
     default_store_path, BackupOptions, BackupReport, DamagedSnapshot, InitOptions, RestoreReport,

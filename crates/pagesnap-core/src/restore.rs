@@ -214,9 +214,67 @@ struct Image<'a> {
     backend: &'a dyn Backend,
     packs: &'a PackTable,
     snap: &'a Snapshot,
-    /// Each position's chunk and where it is (every stored chunk located).
+    /// Each position's chunk and where it is (every stored chunk located, unless
+    /// salvaging).
     positions: &'a dyn Positions,
     pool: &'a DecoderPool,
+    /// A salvage restore: chunks that cannot be read are written as zeros and
+    /// recorded here instead of failing the restore.
+    salvage: Option<&'a SalvageLog>,
+}
+
+/// A chunk a salvage restore could not rebuild.
+#[derive(Clone, Debug)]
+pub(crate) struct Lost {
+    pub chunk: ChunkId,
+    /// The pack it was to be read from, when there was one.
+    pub object: Option<String>,
+    pub detail: String,
+}
+
+/// What a salvage restore could not rebuild, by position. Every task that meets
+/// a problem records it; the first word on a position stands (the reason a read
+/// failed, rather than the decoding of the nothing it gave).
+#[derive(Default)]
+pub(crate) struct SalvageLog {
+    lost: Mutex<std::collections::BTreeMap<usize, Lost>>,
+    /// Dictionaries that could not be read, and why.
+    dicts: IdMap<String>,
+}
+
+impl SalvageLog {
+    pub(crate) fn record(
+        &self,
+        pos: usize,
+        chunk: ChunkId,
+        object: Option<String>,
+        detail: String,
+    ) {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        lost.entry(pos).or_insert(Lost {
+            chunk,
+            object,
+            detail,
+        });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    fn take(self) -> std::collections::BTreeMap<usize, Lost> {
+        self.lost.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a salvage restore wrote: the positions written as zeros, and whether the
+/// image still matches its recorded check.
+pub(crate) struct Salvaged {
+    pub lost: std::collections::BTreeMap<usize, Lost>,
+    pub image_matches: bool,
 }
 
 /// What every window of one pass needs.
@@ -310,7 +368,7 @@ pub(crate) fn write_located(
 ) -> Result<[u8; 32]> {
     let m = &snap.manifest;
     let pool = DecoderPool {
-        dicts: load_dicts(backend, packs, snap, positions)?,
+        dicts: load_dicts(backend, packs, snap, positions, None)?,
         slots: (0..rayon::current_num_threads() + 1)
             .map(|_| Mutex::new(None))
             .collect(),
@@ -321,20 +379,14 @@ pub(crate) fn write_located(
         snap,
         positions,
         pool: &pool,
+        salvage: None,
     };
     let sums = Sums {
         blake3: blake3 || m.image_check.is_none(),
         check: m.image_check.is_some(),
     };
     let got = rebuild(&image, false, sums, out, progress)?;
-    let mismatch = match (&got.check, &m.image_check, &got.blake3) {
-        (Some(got), Some(want), _) if got != want => Some(("image check", &want[..], &got[..])),
-        (_, _, Some(got)) if *got != m.image_hash => {
-            Some(("blake3 hash", &m.image_hash[..], &got[..]))
-        }
-        _ => None,
-    };
-    if let Some((check, expected, actual)) = mismatch {
+    if let Some((check, expected, actual)) = mismatch(snap, &got) {
         // Name the culprit: a chunk whose bytes do not match its id, if any.
         rebuild(&image, true, sums, Sink::Stream(&mut std::io::sink()), None)?;
         return Err(Error::ImageMismatch {
@@ -345,6 +397,75 @@ pub(crate) fn write_located(
         });
     }
     Ok(m.image_hash)
+}
+
+/// Which check a rebuilt image fails, with the recorded and the computed value.
+fn mismatch<'a>(
+    snap: &'a Snapshot,
+    got: &'a Rebuilt,
+) -> Option<(&'static str, &'a [u8], &'a [u8])> {
+    let m = &snap.manifest;
+    match (&got.check, &m.image_check, &got.blake3) {
+        (Some(got), Some(want), _) if got != want => Some(("image check", &want[..], &got[..])),
+        (_, _, Some(got)) if *got != m.image_hash => {
+            Some(("blake3 hash", &m.image_hash[..], &got[..]))
+        }
+        _ => None,
+    }
+}
+
+/// A salvage restore into `file`: like [`write_located`], but a chunk that is
+/// missing, cannot be read back from its pack, does not decode or does not match
+/// its id is written as zeros and recorded instead of failing the restore (a
+/// read that fails for any other reason, an I/O error, still fails it: that is
+/// not damage). `log` may already hold positions nothing locates.
+///
+/// The first pass is an ordinary restore that goes on past damage; only when it
+/// met some, or the image fails its check, a second pass checks every chunk
+/// against its id and writes the file again, zeros where a chunk fails. So a
+/// salvage of a sound snapshot costs what a restore does.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_salvaged(
+    backend: &dyn Backend,
+    packs: &PackTable,
+    snap: &Snapshot,
+    positions: &dyn Positions,
+    file: &File,
+    durable: bool,
+    progress: Option<&crate::Progress>,
+    mut log: SalvageLog,
+) -> Result<Salvaged> {
+    let m = &snap.manifest;
+    let dicts = load_dicts(backend, packs, snap, positions, Some(&mut log.dicts))?;
+    let pool = DecoderPool {
+        dicts,
+        slots: (0..rayon::current_num_threads() + 1)
+            .map(|_| Mutex::new(None))
+            .collect(),
+    };
+    let image = Image {
+        backend,
+        packs,
+        snap,
+        positions,
+        pool: &pool,
+        salvage: Some(&log),
+    };
+    let sums = Sums {
+        blake3: m.image_check.is_none(),
+        check: m.image_check.is_some(),
+    };
+    let first = rebuild(&image, false, sums, Sink::At { file, durable }, progress)?;
+    let image_matches = if mismatch(snap, &first).is_none() && log.is_empty() {
+        true
+    } else {
+        let second = rebuild(&image, true, sums, Sink::At { file, durable }, None)?;
+        mismatch(snap, &second).is_none()
+    };
+    Ok(Salvaged {
+        lost: log.take(),
+        image_matches,
+    })
 }
 
 /// One pass over the image: rebuilds it window by window into `out` and returns
@@ -495,11 +616,16 @@ fn rebuild(
 }
 
 /// The dictionaries of every pack the image's chunks are in, each checked.
+///
+/// With `failed` (a salvage restore), a dictionary that is missing or damaged is
+/// recorded there instead of failing the restore (its chunks are then lost); one
+/// that cannot be read for another reason (an I/O error) still fails it.
 fn load_dicts(
     backend: &dyn Backend,
     packs: &PackTable,
     snap: &Snapshot,
     positions: &dyn Positions,
+    mut failed: Option<&mut IdMap<String>>,
 ) -> Result<IdMap<Vec<u8>>> {
     // Most stores have no dictionaries: then no position need be looked at (a
     // quarter of a million of them for 1 GiB took ~8 ms before the first write).
@@ -513,6 +639,7 @@ fn load_dicts(
             || (IdMap::default(), u32::MAX),
             |(mut need, seen_pack): (IdMap<ChunkId>, u32), i| {
                 let at = positions.at(i).ok_or_else(|| no_position(i))?;
+                // (An unlocated chunk needs no dictionary: it is not read.)
                 let Position::Stored(id, l) = at else {
                     return Ok((need, seen_pack));
                 };
@@ -534,13 +661,27 @@ fn load_dicts(
         })?;
     let mut out = IdMap::default();
     for (d, chunk) in need {
-        let body = codec::load_dict(backend, &d).map_err(|e| Error::ChunkDamaged {
-            snapshot: Some(snap.id),
-            chunk,
-            object: layout::dict(&d),
-            detail: format!("its pack's dictionary cannot be read: {e}"),
-        })?;
-        out.insert(d, body.dict);
+        match codec::load_dict(backend, &d) {
+            Ok(body) => {
+                out.insert(d, body.dict);
+            }
+            Err(e) => {
+                let detail = format!("its pack's dictionary cannot be read: {e}");
+                match failed.as_deref_mut() {
+                    Some(f) if !matches!(e, Error::Backend(BackendError::Io { .. })) => {
+                        f.insert(d, detail);
+                    }
+                    _ => {
+                        return Err(Error::ChunkDamaged {
+                            snapshot: Some(snap.id),
+                            chunk,
+                            object: layout::dict(&d),
+                            detail,
+                        })
+                    }
+                }
+            }
+        }
     }
     Ok(out)
 }
@@ -567,7 +708,31 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
     let runs = plan_reads(&pass.image, range, max_run)?;
     let read = |run: &Run| {
         let mut buf = pass.run_bufs.take();
-        fetch(backend, packs, snap, run, &mut buf).map(|()| buf)
+        let key = || layout::pack(&packs.id(run.pack));
+        match backend.get_range_into(&key(), run.start..run.end, &mut buf) {
+            Ok(()) => Ok(buf),
+            // Salvaging: a pack gone or shorter than its index says loses the
+            // run's chunks (an empty read: each then fails to decode, and keeps
+            // this reason). Any other failure to read is not damage.
+            Err(e @ (BackendError::NotFound { .. } | BackendError::Range { .. }))
+                if pass.image.salvage.is_some() =>
+            {
+                if let Some(log) = pass.image.salvage {
+                    let detail = match e {
+                        BackendError::NotFound { .. } => {
+                            "its pack is missing from the store".into()
+                        }
+                        e => format!("its pack cannot hold it: {e}"),
+                    };
+                    for (pos, id, _) in &run.items {
+                        log.record(*pos, *id, Some(key()), detail.clone());
+                    }
+                }
+                buf.clear();
+                Ok(buf)
+            }
+            Err(e) => Err(fetch_error(snap, run, key(), e)),
+        }
     };
     let bytes = if pass.reads > 1 {
         fetch_parallel(&runs, pass.reads, read)?
@@ -638,7 +803,11 @@ fn build_window(
         ..
     } = pass;
     let Image {
-        packs, snap, pool, ..
+        packs,
+        snap,
+        pool,
+        salvage,
+        ..
     } = image;
     let m = &snap.manifest;
     let chunk_len = m.chunk_len() as usize;
@@ -694,6 +863,24 @@ fn build_window(
             return Err(damaged("content does not match its id".into()));
         }
         Ok(())
+    };
+    // Salvaging: a chunk found damaged is written as zeros and recorded.
+    let decode = |slot: &mut [u8], place: &Option<(usize, usize)>| -> Result<()> {
+        match (decode(slot, place), salvage, *place) {
+            (Err(Error::ChunkDamaged { object, detail, .. }), Some(log), Some((r, k))) => {
+                let (pos, id, _) = &runs[r].items[k];
+                // A chunk of a pack whose dictionary is lost: say that, not
+                // "needs a dictionary".
+                let detail = packs
+                    .dict(runs[r].pack)
+                    .and_then(|d| log.dicts.get(&d).cloned())
+                    .unwrap_or(detail);
+                log.record(*pos, *id, Some(object), detail);
+                slot.fill(0);
+                Ok(())
+            }
+            (r, _, _) => r,
+        }
     };
     let block = block_len as usize;
     let per_block = block / chunk_len;
@@ -805,30 +992,21 @@ fn output_err(source: std::io::Error) -> Error {
     }
 }
 
-/// Reads a run's bytes from its pack.
-fn fetch(
-    backend: &dyn Backend,
-    packs: &PackTable,
-    snap: &Snapshot,
-    run: &Run,
-    buf: &mut Vec<u8>,
-) -> Result<()> {
-    let key = layout::pack(&packs.id(run.pack));
-    backend
-        .get_range_into(&key, run.start..run.end, buf)
-        .map_err(|e| match e {
-            BackendError::NotFound { .. } => Error::PackMissing {
-                snapshot: snap.id,
-                chunk: run.items[0].1,
-                pack: key.clone(),
-            },
-            other => Error::ChunkDamaged {
-                snapshot: Some(snap.id),
-                chunk: run.items[0].1,
-                object: key.clone(),
-                detail: other.to_string(),
-            },
-        })
+/// The error of a failed read of a run's bytes from its pack `key`.
+fn fetch_error(snap: &Snapshot, run: &Run, key: String, e: BackendError) -> Error {
+    match e {
+        BackendError::NotFound { .. } => Error::PackMissing {
+            snapshot: snap.id,
+            chunk: run.items[0].1,
+            pack: key,
+        },
+        other => Error::ChunkDamaged {
+            snapshot: Some(snap.id),
+            chunk: run.items[0].1,
+            object: key,
+            detail: other.to_string(),
+        },
+    }
 }
 
 /// The reads that fetch every stored chunk of positions `range`: the chunks grouped
@@ -844,6 +1022,13 @@ fn plan_reads(image: &Image<'_>, range: std::ops::Range<usize>, max_run: u64) ->
         match positions.at(i).ok_or_else(|| no_position(i))? {
             Position::Zero => {}
             Position::Stored(id, loc) => items.push((i, id, loc)),
+            // Salvaging: written as zeros (the caller recorded why, if it knew).
+            Position::Unlocated(id) if image.salvage.is_some() => {
+                if let Some(log) = image.salvage {
+                    let why = "no index object locates it (missing from the store)";
+                    log.record(i, id, None, why.into());
+                }
+            }
             // The callers locate every stored chunk before the first write.
             Position::Unlocated(id) => {
                 return Err(Error::ChunkMissing {
