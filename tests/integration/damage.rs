@@ -364,3 +364,150 @@ fn salvage_of_a_sound_snapshot_is_an_ordinary_restore() {
     assert_eq!(v["lost_pages"], Value::Array(vec![]));
     assert_restored(&out, &b["image_hash"], &hash_bytes(&image));
 }
+
+/// One flipped byte in a chunk two snapshots share: both fail to restore.
+/// `repair index --read-data` finds it, keeps the pack whole under `damaged/`,
+/// copies its sound chunks into a new pack and takes the damaged one out of use
+/// (exit 3: it is lost until stored again). The next backup of the database,
+/// which still holds that page, stores it again, through this machine's index
+/// cache (the short way), which must not answer "stored" from before the
+/// repair; then both old snapshots restore byte-exactly and `verify --read-data`
+/// finds nothing wrong.
+#[test]
+fn repair_index_read_data_lets_a_backup_heal_a_damaged_chunk() {
+    let fx = Fx::new();
+    let cache = fx.path("cache");
+    let cmd = || {
+        let mut c = fx.cmd();
+        c.env("PAGESNAP_CACHE_DIR", &cache);
+        c
+    };
+    let backup = |db: &Path, args: &[&str]| -> Value {
+        ok_json(cmd().arg("--json").arg("backup").arg(db).args(args))
+    };
+    let db = fx.path("app.db");
+    let conn = create_db(&db, Journal::Wal, 1500, 103);
+    let first = backup(&db, &["--time", &t(0)]);
+    let ref1 = fx.path("ref1.db");
+    let h1 = reference_copy(&db, &ref1);
+    mutate(&conn, 1);
+    let second = backup(&db, &["--time", &t(10)]);
+    assert_eq!(second["index_cached"], true, "{second}");
+    let ref2 = fx.path("ref2.db");
+    let h2 = reference_copy(&db, &ref2);
+    let (image1, image2) = (std::fs::read(&ref1).unwrap(), std::fs::read(&ref2).unwrap());
+
+    // A chunk of table `items` both images hold, in the first backup's pack.
+    let packs = pack_files(&fx.store);
+    let pack = packs
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+        .clone();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let entries = pack_entries(&bytes);
+    let in_second = page_chunk_ids(&image2, 4096);
+    let shared: Vec<PackEntry> = entries
+        .into_iter()
+        .filter(|e| in_second.contains(&e.id))
+        .collect();
+    let (e, page) = chunk_of_table(&image1, &ref1, &shared, "items");
+    bytes[e.offset + e.stored_len / 2] ^= 0x55;
+    std::fs::write(&pack, &bytes).unwrap();
+    let damaged_pack = bytes;
+    for (s, name) in [(&first, "f1.db"), (&second, "f2.db")] {
+        let out = fx.path(name);
+        let err = fails(
+            cmd()
+                .args(["restore", s["id"].as_str().unwrap(), "-o"])
+                .arg(&out),
+        );
+        assert_has(&err, &[&e.id]);
+    }
+
+    // A dry run says what it would do and changes nothing.
+    let before = fx.state();
+    let o = cmd()
+        .args(["--json", "repair", "index", "--read-data", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        r["damaged_packs"][0]["dropped"][0]["chunk"],
+        e.id.as_str(),
+        "{r}"
+    );
+    fx.assert_unchanged(&before);
+
+    let o = cmd()
+        .args(["--json", "repair", "index", "--read-data"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let key = format!("packs/{}", pack_key(&fx.store, &pack));
+    let damaged = r["damaged_packs"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{r}");
+    assert_eq!(damaged[0]["object"], key.as_str());
+    assert_eq!(damaged[0]["moved_to"], format!("damaged/{key}").as_str());
+    let dropped = damaged[0]["dropped"].as_array().unwrap();
+    assert_eq!(dropped.len(), 1, "{r}");
+    assert_eq!(dropped[0]["chunk"], e.id.as_str());
+    assert_eq!(dropped[0]["copy_kept"], false);
+    assert_eq!(r["chunks_lost"], 1);
+    assert!(r["new_index"].is_string(), "{r}");
+    // The damaged pack is kept whole under damaged/, and out of use.
+    assert_eq!(
+        std::fs::read(fx.store.join("damaged").join(&key)).unwrap(),
+        damaged_pack
+    );
+    assert!(!pack.exists());
+    // Until a backup stores the chunk again, both snapshots lack it.
+    let out = fx.path("lacking.db");
+    let err = fails(
+        cmd()
+            .args(["restore", first["id"].as_str().unwrap(), "-o"])
+            .arg(&out),
+    );
+    assert_has(&err, &[&e.id]);
+    // ...and a salvage restore loses exactly that page.
+    let o = cmd()
+        .args([
+            "--json",
+            "restore",
+            first["id"].as_str().unwrap(),
+            "--salvage",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["lost_pages"][0]["page"], page, "{v}");
+    assert_eq!(v["lost_pages"].as_array().unwrap().len(), 1, "{v}");
+
+    // The database still holds that page: the next backup stores it again.
+    let third = backup(&db, &["--time", &t(20)]);
+    assert_eq!(third["index_cached"], true, "the short way: {third}");
+    // That chunk only: the sound ones are found where the repair copied them.
+    assert_eq!(third["new_chunks"], 1, "{third}");
+
+    for (s, h, name) in [(&first, &h1, "r1.db"), (&second, &h2, "r2.db")] {
+        let out = fx.path(name);
+        fx.restore(&[s["id"].as_str().unwrap()], &out);
+        assert_restored(&out, &s["image_hash"], h);
+    }
+    let o = cmd()
+        .args(["--json", "verify", "--read-data"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    assert_eq!(v["healthy"], true, "{v}");
+    // And a second repair finds nothing more to do.
+    let r = ok_json(cmd().args(["--json", "repair", "index", "--read-data"]));
+    assert_eq!(r["damaged_packs"], Value::Array(vec![]), "{r}");
+    drop(conn);
+}
