@@ -70,7 +70,11 @@ pub enum Command {
   pagesnap restore latest -o app.db
   pagesnap restore 1a2b3c4d -o app.db --force
   pagesnap restore --name app --at '2026-01-01 00:10:00' -o app.db
-  pagesnap restore latest -o - | sqlite3 /dev/stdin .tables")]
+  pagesnap restore latest -o - | sqlite3 /dev/stdin .tables
+  pagesnap restore 1a2b3c4d --salvage -o damaged.db   # zeros for what cannot be read
+
+Exit status: 0 restored; 3 (--salvage only) restored with lost pages, listed;
+1 failed (no output file is left).")]
     Restore(RestoreArgs),
     /// Show what the store holds and what snapshots cost.
     #[command(after_help = "Examples:
@@ -459,6 +463,11 @@ pub struct RestoreArgs {
     /// place (faster; a crash just after the restore may leave it incomplete).
     #[arg(long)]
     pub no_fsync: bool,
+    /// Restore despite damaged or missing chunks: write them as zeros, keep the
+    /// file, list the lost pages and the tables and indexes they belonged to, and
+    /// exit with status 3 (0 when nothing was lost).
+    #[arg(long)]
+    pub salvage: bool,
 }
 
 #[derive(Args, Debug)]
@@ -556,7 +565,17 @@ pub enum RepairCommand {
     /// Rebuild the index from the packs' own trailers; move damaged index objects to damaged/.
     #[command(after_help = "Examples:
   pagesnap repair index --dry-run
-  pagesnap repair index")]
+  pagesnap repair index
+  pagesnap repair index --read-data     # also take damaged chunks out of use
+
+With --read-data every pack is read and every chunk checked against its id. A
+damaged pack is copied whole to damaged/, its sound chunks into a new pack, and
+it is deleted; its damaged chunks are then stored again by the next backup of a
+database that still holds those pages, and the older snapshots that need them
+restore again.
+Exit status: 0 nothing is lost, 3 damage remains (chunks no pack holds any more,
+packs whose trailer cannot be read), 1 a pack could not be read (nothing was done
+to it).")]
     Index(RepairIndexArgs),
     /// List the snapshots that cannot be restored; with --forget-broken, forget them.
     #[command(after_help = "Examples:
@@ -571,6 +590,10 @@ pub struct RepairIndexArgs {
     /// Show what would be re-indexed and moved, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also read every pack and check every chunk; rewrite damaged packs without
+    /// their damaged chunks (which a later backup then stores again).
+    #[arg(long)]
+    pub read_data: bool,
     /// How long to wait for other commands to release the store.
     #[arg(long, value_name = "DURATION", default_value = "10m")]
     pub lock_wait: String,

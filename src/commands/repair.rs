@@ -5,6 +5,7 @@ use crate::cli::{Global, RepairCommand, RepairIndexArgs, RepairSnapshotsArgs};
 use crate::output;
 use crate::timearg::parse_duration;
 use anyhow::Result;
+use pagesnap_core::repair::RepairIndexOptions;
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -18,9 +19,16 @@ pub fn run(g: &Global, c: &RepairCommand) -> Result<ExitCode> {
 fn index(g: &Global, a: &RepairIndexArgs) -> Result<ExitCode> {
     let wait = parse_duration(&a.lock_wait)?;
     let store = open_store_uncached(g)?;
-    let r = store.repair_index(a.dry_run, wait)?;
+    let opts = RepairIndexOptions {
+        dry_run: a.dry_run,
+        read_data: a.read_data,
+    };
+    let r = store.repair_index_with(&opts, wait)?;
+    for (k, e) in &r.read_errors {
+        eprintln!("pagesnap: error: {k} cannot be read: {e} (not damage: it was left as it is)");
+    }
     if g.json {
-        print_json(&json!({
+        let mut v = json!({
             "dry_run": r.dry_run,
             "packs": r.packs,
             "chunks_reindexed": r.chunks_reindexed,
@@ -28,9 +36,41 @@ fn index(g: &Global, a: &RepairIndexArgs) -> Result<ExitCode> {
             "quarantined": r.quarantined,
             "unreadable_packs": r.unreadable_packs.iter()
                 .map(|(k, e)| json!({"object": k, "problem": e})).collect::<Vec<_>>(),
-            "unchecked": r.unchecked.iter()
-                .map(|(k, e)| json!({"object": k, "problem": e})).collect::<Vec<_>>(),
-        }))?;
+            "unchecked": problems(&r.unchecked),
+        });
+        if r.read_data {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("packs_read".into(), r.packs_read.into());
+                o.insert("chunks_checked".into(), r.chunks_checked.into());
+                o.insert("bytes_read".into(), r.bytes_read.into());
+                o.insert("packs_written".into(), r.packs_written.into());
+                o.insert("chunks_lost".into(), r.chunks_lost().into());
+                o.insert(
+                    "damaged_packs".into(),
+                    r.damaged_packs
+                        .iter()
+                        .map(|p| {
+                            json!({
+                                "object": p.key,
+                                "moved_to": p.moved_to,
+                                "name_matches": p.name_matches,
+                                "chunks_kept": p.chunks_kept,
+                                "whole_again": p.whole_again,
+                                "dropped": p.dropped.iter().map(|d| json!({
+                                    "chunk": d.chunk.to_hex(),
+                                    "problem": d.problem,
+                                    "copy_kept": d.copy_kept,
+                                })).collect::<Vec<_>>(),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                        .into(),
+                );
+                o.insert("unchecked_packs".into(), problems(&r.unchecked_packs));
+                o.insert("read_errors".into(), problems(&r.read_errors));
+            }
+        }
+        print_json(&v)?;
     } else {
         let verb = if r.dry_run { "would" } else { "did" };
         println!(
@@ -41,6 +81,47 @@ fn index(g: &Global, a: &RepairIndexArgs) -> Result<ExitCode> {
                 .map(|i| format!(" (index/{})", i.short()))
                 .unwrap_or_default()
         );
+        if r.read_data {
+            println!(
+                "read {} pack(s) whole ({}): {} chunk(s) checked against their ids",
+                r.packs_read,
+                output::bytes(r.bytes_read),
+                r.chunks_checked
+            );
+        }
+        for p in &r.damaged_packs {
+            let (moved, copied) = if r.dry_run {
+                ("would move", "would be copied")
+            } else {
+                ("moved", "copied")
+            };
+            let pack = if p.name_matches || !p.dropped.is_empty() {
+                String::new()
+            } else {
+                " (damaged outside its chunks: its bytes do not match its name)".to_string()
+            };
+            println!(
+                "damaged pack {}{pack}: {} sound chunk(s) {copied} into a new pack or kept in another, {} damaged; {moved} it to {}",
+                p.key,
+                p.chunks_kept,
+                p.dropped.len(),
+                p.moved_to
+            );
+            if p.whole_again {
+                println!(
+                    "  its sound chunks made it again byte for byte: {} is whole again",
+                    p.key
+                );
+            }
+            for d in &p.dropped {
+                let fate = if d.copy_kept {
+                    "another pack holds a sound copy"
+                } else {
+                    "taken out of use"
+                };
+                println!("  chunk {}: {}; {fate}", d.chunk.to_hex(), d.problem);
+            }
+        }
         for k in &r.quarantined {
             let to = if r.dry_run { "would move" } else { "moved" };
             println!("damaged index object {k}: {to} it to damaged/{k}");
@@ -51,17 +132,39 @@ fn index(g: &Global, a: &RepairIndexArgs) -> Result<ExitCode> {
         for (k, e) in &r.unchecked {
             println!("could not check {k}: {e} (not damage: nothing done about it)");
         }
+        for (k, e) in &r.unchecked_packs {
+            println!("not checked: {k}: {e}");
+        }
         if !r.quarantined.is_empty() {
             println!("snapshots whose page maps named them cannot be restored: see `pagesnap repair snapshots`");
         }
+        if r.chunks_lost() > 0 {
+            println!(
+                "{} chunk(s) no pack holds any more: the snapshots that need them cannot be restored \
+                 (`pagesnap verify` names them; `pagesnap restore --salvage` restores the rest) until a \
+                 backup of a database that still holds those pages stores them again",
+                r.chunks_lost()
+            );
+        }
     }
-    Ok(if !r.unreadable_packs.is_empty() {
+    // Damage found is 3; only what could not be read or checked is 1.
+    let damage = !r.unreadable_packs.is_empty() || r.chunks_lost() > 0;
+    let unchecked =
+        !r.read_errors.is_empty() || !r.unchecked.is_empty() || !r.unchecked_packs.is_empty();
+    Ok(if damage {
         ExitCode::from(EXIT_DAMAGE)
-    } else if !r.unchecked.is_empty() {
+    } else if unchecked {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn problems(list: &[(String, String)]) -> serde_json::Value {
+    list.iter()
+        .map(|(k, e)| json!({"object": k, "problem": e}))
+        .collect::<Vec<_>>()
+        .into()
 }
 
 fn snapshots(g: &Global, a: &RepairSnapshotsArgs) -> Result<ExitCode> {

@@ -145,3 +145,107 @@ fn direct_and_ordinary_writes_give_the_same_image() {
         ok(ps(&store).args(["verify", "--read-data"]));
     }
 }
+
+/// Restore temporary files in `dir`.
+fn restore_temps(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".pagesnap-restore-"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits (up to a minute) until `dir` holds a restore temporary file not in
+/// `known`, and returns it.
+fn new_temp(dir: &std::path::Path, known: &[std::path::PathBuf]) -> std::path::PathBuf {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(p) = restore_temps(dir).into_iter().find(|p| !known.contains(p)) {
+            return p;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no temporary file appeared in {}",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A restore killed (SIGKILL) after it made its temporary file, a full-size one
+/// (its blocks are reserved up front), leaves it behind; the next restore into
+/// that folder removes it and says so, but leaves the file of a restore that is
+/// still running. Restores are held at the start of their work by an exclusive
+/// store lock this test takes (they wait for it, their temporary file made).
+#[test]
+fn a_killed_restores_temporary_file_is_removed_by_the_next_restore() {
+    let fx = Fx::new();
+    let db = fx.path("app.db");
+    drop(create_db(&db, Journal::Rollback, 1500, 71));
+    let b = fx.backup(&db, &[]);
+    let reference = reference_copy(&db, &fx.path("ref.db"));
+    let out_dir = fx.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+
+    let store = pagesnap_core::Store::open(&fx.store).unwrap();
+    let lock = store.lock(true, "test", std::time::Duration::ZERO).unwrap();
+    let spawn = |name: &str| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("pagesnap"))
+            .env_remove("PAGESNAP_STORE")
+            .arg("--store")
+            .arg(&fx.store)
+            .args(["restore", "latest", "-o"])
+            .arg(out_dir.join(name))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    let mut killed = spawn("a.db");
+    let stale = new_temp(&out_dir, &[]);
+    let name = stale.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with(&format!(".pagesnap-restore-{}-", killed.id())),
+        "the name carries the pid: {name}"
+    );
+    killed.kill().unwrap(); // SIGKILL
+    killed.wait().unwrap();
+    assert!(stale.exists(), "a killed restore leaves its file");
+    assert_eq!(
+        std::fs::metadata(&stale).unwrap().len(),
+        std::fs::metadata(&db).unwrap().len(),
+        "full size: its blocks were reserved"
+    );
+
+    // A second restore removes it before it makes its own.
+    let second = spawn("b.db");
+    let live = new_temp(&out_dir, std::slice::from_ref(&stale));
+    assert!(!stale.exists(), "the stale file is removed");
+    // A third one leaves the second's alone: its process is alive.
+    let third = spawn("c.db");
+    let third_temp = new_temp(&out_dir, &[stale.clone(), live.clone()]);
+    assert!(live.exists(), "a live restore's file is kept");
+    assert!(third_temp.exists());
+
+    drop(lock);
+    let second = second.wait_with_output().unwrap();
+    let third = third.wait_with_output().unwrap();
+    assert!(second.status.success(), "{second:?}");
+    assert!(third.status.success(), "{third:?}");
+    assert_has(
+        &String::from_utf8_lossy(&second.stderr),
+        &[&format!("removed {}", stale.display()), "killed"],
+    );
+    assert!(!String::from_utf8_lossy(&third.stderr).contains("removed"));
+    for name in ["b.db", "c.db"] {
+        assert_restored(&out_dir.join(name), &b["image_hash"], &reference);
+    }
+    assert!(!out_dir.join("a.db").exists());
+    assert_no_restore_temps(&out_dir);
+}

@@ -43,6 +43,7 @@ pub mod repair;
 mod restore;
 mod restore_plan;
 pub mod retention;
+pub mod salvage;
 #[cfg(test)]
 mod scale_tests;
 pub mod select;
@@ -57,6 +58,7 @@ pub use copy::{CopyOptions, CopyOutcome, CopyReport};
 pub use progress::Progress;
 pub use prune::{PruneOptions, PruneReport};
 pub use repair::{BrokenSnapshot, RepairIndexReport, RepairSnapshotsReport};
+pub use salvage::{LostChunk, LostPage, PageOwner, SalvageReport};
 pub use select::SnapshotSelector;
 pub use store::{
     default_store_path, BackupOptions, BackupReport, DamagedSnapshot, InitOptions, RestoreReport,

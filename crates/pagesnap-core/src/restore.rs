@@ -214,9 +214,67 @@ struct Image<'a> {
     backend: &'a dyn Backend,
     packs: &'a PackTable,
     snap: &'a Snapshot,
-    /// Each position's chunk and where it is (every stored chunk located).
+    /// Each position's chunk and where it is (every stored chunk located, unless
+    /// salvaging).
     positions: &'a dyn Positions,
     pool: &'a DecoderPool,
+    /// A salvage restore: chunks that cannot be read are written as zeros and
+    /// recorded here instead of failing the restore.
+    salvage: Option<&'a SalvageLog>,
+}
+
+/// A chunk a salvage restore could not rebuild.
+#[derive(Clone, Debug)]
+pub(crate) struct Lost {
+    pub chunk: ChunkId,
+    /// The pack it was to be read from, when there was one.
+    pub object: Option<String>,
+    pub detail: String,
+}
+
+/// What a salvage restore could not rebuild, by position. Every task that meets
+/// a problem records it; the first word on a position stands (the reason a read
+/// failed, rather than the decoding of the nothing it gave).
+#[derive(Default)]
+pub(crate) struct SalvageLog {
+    lost: Mutex<std::collections::BTreeMap<usize, Lost>>,
+    /// Dictionaries that could not be read, and why.
+    dicts: IdMap<String>,
+}
+
+impl SalvageLog {
+    pub(crate) fn record(
+        &self,
+        pos: usize,
+        chunk: ChunkId,
+        object: Option<String>,
+        detail: String,
+    ) {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        lost.entry(pos).or_insert(Lost {
+            chunk,
+            object,
+            detail,
+        });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    fn take(self) -> std::collections::BTreeMap<usize, Lost> {
+        self.lost.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a salvage restore wrote: the positions written as zeros, and whether the
+/// image still matches its recorded check.
+pub(crate) struct Salvaged {
+    pub lost: std::collections::BTreeMap<usize, Lost>,
+    pub image_matches: bool,
 }
 
 /// What every window of one pass needs.
@@ -310,7 +368,7 @@ pub(crate) fn write_located(
 ) -> Result<[u8; 32]> {
     let m = &snap.manifest;
     let pool = DecoderPool {
-        dicts: load_dicts(backend, packs, snap, positions)?,
+        dicts: load_dicts(backend, packs, snap, positions, None)?,
         slots: (0..rayon::current_num_threads() + 1)
             .map(|_| Mutex::new(None))
             .collect(),
@@ -321,20 +379,14 @@ pub(crate) fn write_located(
         snap,
         positions,
         pool: &pool,
+        salvage: None,
     };
     let sums = Sums {
         blake3: blake3 || m.image_check.is_none(),
         check: m.image_check.is_some(),
     };
     let got = rebuild(&image, false, sums, out, progress)?;
-    let mismatch = match (&got.check, &m.image_check, &got.blake3) {
-        (Some(got), Some(want), _) if got != want => Some(("image check", &want[..], &got[..])),
-        (_, _, Some(got)) if *got != m.image_hash => {
-            Some(("blake3 hash", &m.image_hash[..], &got[..]))
-        }
-        _ => None,
-    };
-    if let Some((check, expected, actual)) = mismatch {
+    if let Some((check, expected, actual)) = mismatch(snap, &got) {
         // Name the culprit: a chunk whose bytes do not match its id, if any.
         rebuild(&image, true, sums, Sink::Stream(&mut std::io::sink()), None)?;
         return Err(Error::ImageMismatch {
@@ -345,6 +397,75 @@ pub(crate) fn write_located(
         });
     }
     Ok(m.image_hash)
+}
+
+/// Which check a rebuilt image fails, with the recorded and the computed value.
+fn mismatch<'a>(
+    snap: &'a Snapshot,
+    got: &'a Rebuilt,
+) -> Option<(&'static str, &'a [u8], &'a [u8])> {
+    let m = &snap.manifest;
+    match (&got.check, &m.image_check, &got.blake3) {
+        (Some(got), Some(want), _) if got != want => Some(("image check", &want[..], &got[..])),
+        (_, _, Some(got)) if *got != m.image_hash => {
+            Some(("blake3 hash", &m.image_hash[..], &got[..]))
+        }
+        _ => None,
+    }
+}
+
+/// A salvage restore into `file`: like [`write_located`], but a chunk that is
+/// missing, cannot be read back from its pack, does not decode or does not match
+/// its id is written as zeros and recorded instead of failing the restore (a
+/// read that fails for any other reason, an I/O error, still fails it: that is
+/// not damage). `log` may already hold positions nothing locates.
+///
+/// The first pass is an ordinary restore that goes on past damage; only when it
+/// met some, or the image fails its check, a second pass checks every chunk
+/// against its id and writes the file again, zeros where a chunk fails. So a
+/// salvage of a sound snapshot costs what a restore does.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_salvaged(
+    backend: &dyn Backend,
+    packs: &PackTable,
+    snap: &Snapshot,
+    positions: &dyn Positions,
+    file: &File,
+    durable: bool,
+    progress: Option<&crate::Progress>,
+    mut log: SalvageLog,
+) -> Result<Salvaged> {
+    let m = &snap.manifest;
+    let dicts = load_dicts(backend, packs, snap, positions, Some(&mut log.dicts))?;
+    let pool = DecoderPool {
+        dicts,
+        slots: (0..rayon::current_num_threads() + 1)
+            .map(|_| Mutex::new(None))
+            .collect(),
+    };
+    let image = Image {
+        backend,
+        packs,
+        snap,
+        positions,
+        pool: &pool,
+        salvage: Some(&log),
+    };
+    let sums = Sums {
+        blake3: m.image_check.is_none(),
+        check: m.image_check.is_some(),
+    };
+    let first = rebuild(&image, false, sums, Sink::At { file, durable }, progress)?;
+    let image_matches = if mismatch(snap, &first).is_none() && log.is_empty() {
+        true
+    } else {
+        let second = rebuild(&image, true, sums, Sink::At { file, durable }, None)?;
+        mismatch(snap, &second).is_none()
+    };
+    Ok(Salvaged {
+        lost: log.take(),
+        image_matches,
+    })
 }
 
 /// One pass over the image: rebuilds it window by window into `out` and returns
@@ -495,11 +616,16 @@ fn rebuild(
 }
 
 /// The dictionaries of every pack the image's chunks are in, each checked.
+///
+/// With `failed` (a salvage restore), a dictionary that is missing or damaged is
+/// recorded there instead of failing the restore (its chunks are then lost); one
+/// that cannot be read for another reason (an I/O error) still fails it.
 fn load_dicts(
     backend: &dyn Backend,
     packs: &PackTable,
     snap: &Snapshot,
     positions: &dyn Positions,
+    mut failed: Option<&mut IdMap<String>>,
 ) -> Result<IdMap<Vec<u8>>> {
     // Most stores have no dictionaries: then no position need be looked at (a
     // quarter of a million of them for 1 GiB took ~8 ms before the first write).
@@ -513,6 +639,7 @@ fn load_dicts(
             || (IdMap::default(), u32::MAX),
             |(mut need, seen_pack): (IdMap<ChunkId>, u32), i| {
                 let at = positions.at(i).ok_or_else(|| no_position(i))?;
+                // (An unlocated chunk needs no dictionary: it is not read.)
                 let Position::Stored(id, l) = at else {
                     return Ok((need, seen_pack));
                 };
@@ -534,17 +661,29 @@ fn load_dicts(
         })?;
     let mut out = IdMap::default();
     for (d, chunk) in need {
-        // Damage names the chunk it breaks; a failed read is passed on as it is.
-        let body = codec::load_dict(backend, &d).map_err(|e| match e.is_damage() {
-            true => Error::ChunkDamaged {
-                snapshot: Some(snap.id),
-                chunk,
-                object: layout::dict(&d),
-                detail: format!("its pack's dictionary cannot be read: {e}"),
-            },
-            false => e,
-        })?;
-        out.insert(d, body.dict);
+        match codec::load_dict(backend, &d) {
+            Ok(body) => {
+                out.insert(d, body.dict);
+            }
+            // A failed read is passed on as it is: it is not damage.
+            Err(e) if !e.is_damage() => return Err(e),
+            Err(e) => {
+                let detail = format!("its pack's dictionary cannot be read: {e}");
+                match failed.as_deref_mut() {
+                    Some(f) => {
+                        f.insert(d, detail);
+                    }
+                    None => {
+                        return Err(Error::ChunkDamaged {
+                            snapshot: Some(snap.id),
+                            chunk,
+                            object: layout::dict(&d),
+                            detail,
+                        })
+                    }
+                }
+            }
+        }
     }
     Ok(out)
 }
@@ -571,7 +710,31 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
     let runs = plan_reads(&pass.image, range, max_run)?;
     let read = |run: &Run| {
         let mut buf = pass.run_bufs.take();
-        fetch(backend, packs, snap, run, &mut buf).map(|()| buf)
+        let key = || layout::pack(&packs.id(run.pack));
+        match backend.get_range_into(&key(), run.start..run.end, &mut buf) {
+            Ok(()) => Ok(buf),
+            // Salvaging: a pack gone or shorter than its index says loses the
+            // run's chunks (an empty read: each then fails to decode, and keeps
+            // this reason). Any other failure to read is not damage.
+            Err(e @ (BackendError::NotFound { .. } | BackendError::Range { .. }))
+                if pass.image.salvage.is_some() =>
+            {
+                if let Some(log) = pass.image.salvage {
+                    let detail = match e {
+                        BackendError::NotFound { .. } => {
+                            "its pack is missing from the store".into()
+                        }
+                        e => format!("its pack cannot hold it: {e}"),
+                    };
+                    for (pos, id, _) in &run.items {
+                        log.record(*pos, *id, Some(key()), detail.clone());
+                    }
+                }
+                buf.clear();
+                Ok(buf)
+            }
+            Err(e) => Err(fetch_error(snap, run, key(), e)),
+        }
     };
     let bytes = if pass.reads > 1 {
         fetch_parallel(&runs, pass.reads, read)?
@@ -642,7 +805,11 @@ fn build_window(
         ..
     } = pass;
     let Image {
-        packs, snap, pool, ..
+        packs,
+        snap,
+        pool,
+        salvage,
+        ..
     } = image;
     let m = &snap.manifest;
     let chunk_len = m.chunk_len() as usize;
@@ -698,6 +865,24 @@ fn build_window(
             return Err(damaged("content does not match its id".into()));
         }
         Ok(())
+    };
+    // Salvaging: a chunk found damaged is written as zeros and recorded.
+    let decode = |slot: &mut [u8], place: &Option<(usize, usize)>| -> Result<()> {
+        match (decode(slot, place), salvage, *place) {
+            (Err(Error::ChunkDamaged { object, detail, .. }), Some(log), Some((r, k))) => {
+                let (pos, id, _) = &runs[r].items[k];
+                // A chunk of a pack whose dictionary is lost: say that, not
+                // "needs a dictionary".
+                let detail = packs
+                    .dict(runs[r].pack)
+                    .and_then(|d| log.dicts.get(&d).cloned())
+                    .unwrap_or(detail);
+                log.record(*pos, *id, Some(object), detail);
+                slot.fill(0);
+                Ok(())
+            }
+            (r, _, _) => r,
+        }
     };
     let block = block_len as usize;
     let per_block = block / chunk_len;
@@ -809,32 +994,23 @@ fn output_err(source: std::io::Error) -> Error {
     }
 }
 
-/// Reads a run's bytes from its pack.
-fn fetch(
-    backend: &dyn Backend,
-    packs: &PackTable,
-    snap: &Snapshot,
-    run: &Run,
-    buf: &mut Vec<u8>,
-) -> Result<()> {
-    let key = layout::pack(&packs.id(run.pack));
-    backend
-        .get_range_into(&key, run.start..run.end, buf)
-        .map_err(|e| match e {
-            BackendError::NotFound { .. } => Error::PackMissing {
-                snapshot: snap.id,
-                chunk: run.items[0].1,
-                pack: key.clone(),
-            },
-            other if other.is_damage() => Error::ChunkDamaged {
-                snapshot: Some(snap.id),
-                chunk: run.items[0].1,
-                object: key.clone(),
-                detail: other.to_string(),
-            },
-            // Not damage: the bytes could not be read, so nothing is known of them.
-            other => Error::Backend(other),
-        })
+/// The error of a failed read of a run's bytes from its pack `key`.
+fn fetch_error(snap: &Snapshot, run: &Run, key: String, e: BackendError) -> Error {
+    match e {
+        BackendError::NotFound { .. } => Error::PackMissing {
+            snapshot: snap.id,
+            chunk: run.items[0].1,
+            pack: key,
+        },
+        other if other.is_damage() => Error::ChunkDamaged {
+            snapshot: Some(snap.id),
+            chunk: run.items[0].1,
+            object: key,
+            detail: other.to_string(),
+        },
+        // Not damage: the bytes could not be read, so nothing is known of them.
+        other => Error::Backend(other),
+    }
 }
 
 /// The reads that fetch every stored chunk of positions `range`: the chunks grouped
@@ -850,6 +1026,13 @@ fn plan_reads(image: &Image<'_>, range: std::ops::Range<usize>, max_run: u64) ->
         match positions.at(i).ok_or_else(|| no_position(i))? {
             Position::Zero => {}
             Position::Stored(id, loc) => items.push((i, id, loc)),
+            // Salvaging: written as zeros (the caller recorded why, if it knew).
+            Position::Unlocated(id) if image.salvage.is_some() => {
+                if let Some(log) = image.salvage {
+                    let why = "no index object locates it (missing from the store)";
+                    log.record(i, id, None, why.into());
+                }
+            }
             // The callers locate every stored chunk before the first write.
             Position::Unlocated(id) => {
                 return Err(Error::ChunkMissing {
@@ -934,15 +1117,116 @@ fn reserve(file: &File, len: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Name prefix of a restore's temporary file beside its output. The full name is
+/// `.pagesnap-restore-<pid>-<random>`; the restore holds an exclusive `flock` on
+/// it while it writes (see [`remove_stale_temporaries`]).
+pub const TEMP_PREFIX: &str = ".pagesnap-restore-";
+
+/// Whether `name` is the temporary file of a restore that names its process
+/// (`.pagesnap-restore-<pid>-…`, what [`to_path`] creates). Older builds named it
+/// `.pagesnap-restore-<random>` and held no lock: such files are left alone,
+/// since nothing tells a live one from a dead one.
+fn is_locked_temporary(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX)
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(pid, rest)| {
+            !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty()
+        })
+}
+
+/// Takes the exclusive `flock` of a file without waiting: `Ok(true)` when taken,
+/// `Ok(false)` when another open file holds it.
+fn try_flock(file: &File) -> std::io::Result<bool> {
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the temporary files that killed restores left in `dir`; returns them.
+///
+/// Why: a restore reserves its output's blocks up front, so a killed one leaves a
+/// file the size of the whole database beside the output. A restore holds an
+/// exclusive `flock` on its temporary file until it is renamed into place, and
+/// the kernel drops the lock when the process dies however it dies; so a file of
+/// ours whose lock can be taken belongs to no live restore. It is removed while
+/// the lock is held, and only if the name still leads to the file locked. Best
+/// effort: a file that cannot be opened, locked or removed is left (and a file
+/// system without `flock` keeps every file). Pid reuse cannot fool it, unlike a
+/// check of the pid in the name.
+pub(crate) fn remove_stale_temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        if !is_locked_temporary(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if !matches!(try_flock(&file), Ok(true)) {
+            continue; // a live restore is writing it (or locks are not supported here)
+        }
+        // The name must still lead to the file locked (not to a link, nor to a
+        // file made since under the same name).
+        let same = match (file.metadata(), path.symlink_metadata()) {
+            (Ok(a), Ok(b)) => b.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same && std::fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// A new temporary file for a restore into `dir`, named after this process and
+/// locked (see [`remove_stale_temporaries`]).
+fn locked_temporary(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
+    let mut attempts = 0;
+    loop {
+        let tmp = tempfile::Builder::new().prefix(&prefix).tempfile_in(dir)?;
+        // Between its creation and this lock another restore may have found the
+        // file unlocked and removed it: then the file has no name any more, and
+        // another one is made.
+        let locked = match try_flock(tmp.as_file()) {
+            Ok(taken) => taken,
+            // No `flock` on this file system: no restore removes anything here.
+            Err(_) => return Ok(tmp),
+        };
+        let named = tmp
+            .as_file()
+            .metadata()
+            .map(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 0)?;
+        if locked && named {
+            return Ok(tmp);
+        }
+        attempts += 1;
+        if attempts >= 8 {
+            return Err(std::io::Error::other(
+                "cannot create a temporary file that stays: other restores keep removing them",
+            ));
+        }
+    }
+}
+
 /// Runs `write` into a temporary file beside `out`, then fsyncs and renames it into
 /// place. On any error the temporary file is removed and `out` is untouched.
+/// Temporary files of killed restores in that folder are removed first; they are
+/// returned beside `write`'s result.
 pub(crate) fn to_path<T>(
     out: &Path,
     len: u64,
     force: bool,
     fsync: bool,
     write: impl FnOnce(Sink<'_>) -> Result<T>,
-) -> Result<T> {
+) -> Result<(T, Vec<std::path::PathBuf>)> {
     let io = |path: &Path, source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -957,10 +1241,9 @@ pub(crate) fn to_path<T>(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".pagesnap-restore-")
-        .tempfile_in(&dir)
-        .map_err(|e| io(&dir, e))?;
+    // Before this restore reserves its own blocks: a killed one's file holds as many.
+    let removed = remove_stale_temporaries(&dir);
+    let tmp = locked_temporary(&dir).map_err(|e| io(&dir, e))?;
     reserve(tmp.as_file(), len).map_err(|e| io(out, e))?;
     // Each block is written where it belongs by the task that built it, through
     // the page cache. A durable restore starts each window's writeback as soon as
@@ -997,7 +1280,7 @@ pub(crate) fn to_path<T>(
         // Make the rename durable; a failure here does not make the file wrong.
         let _ = d.sync_all();
     }
-    Ok(result)
+    Ok((result, removed))
 }
 
 #[cfg(test)]
@@ -1250,6 +1533,62 @@ mod tests {
             })
             .collect();
         assert!(leftovers.is_empty());
+        Ok(())
+    }
+
+    /// Temporary files of restores that no process holds locked are removed; a
+    /// locked one (a live restore's), a file of an older build (no pid in its
+    /// name), other files and a link to a file are left.
+    #[test]
+    fn stale_restore_temporaries_are_removed_and_live_ones_kept() -> anyhow::Result<()> {
+        use super::{remove_stale_temporaries, try_flock, TEMP_PREFIX};
+        let dir = tempfile::tempdir()?;
+        let path = |n: &str| dir.path().join(n);
+        let stale = path(&format!("{TEMP_PREFIX}4242-aBc123"));
+        let live = path(&format!("{TEMP_PREFIX}4243-dEf456"));
+        let old = path(&format!("{TEMP_PREFIX}Xyz789"));
+        let other = path("app.db");
+        let target = path("target.db");
+        let link = path(&format!("{TEMP_PREFIX}4244-link"));
+        for p in [&stale, &live, &old, &other, &target] {
+            std::fs::write(p, b"image bytes")?;
+        }
+        std::os::unix::fs::symlink(&target, &link)?;
+        let held = std::fs::File::open(&live)?;
+        assert!(try_flock(&held)?, "the test holds the live one's lock");
+
+        let removed = remove_stale_temporaries(dir.path());
+        assert_eq!(removed, vec![stale.clone()]);
+        assert!(!stale.exists());
+        for p in [&live, &old, &other, &target, &link] {
+            assert!(p.symlink_metadata().is_ok(), "{} was kept", p.display());
+        }
+        // Once its process lets go, the live one is stale too.
+        drop(held);
+        assert_eq!(remove_stale_temporaries(dir.path()), vec![live.clone()]);
+        Ok(())
+    }
+
+    /// A restore's temporary file names its process and is locked while it is
+    /// written: another restore into the folder meanwhile leaves it alone.
+    #[test]
+    fn a_restore_temporary_is_locked_while_it_is_written() -> anyhow::Result<()> {
+        use super::{is_locked_temporary, locked_temporary, remove_stale_temporaries};
+        let dir = tempfile::tempdir()?;
+        let tmp = locked_temporary(dir.path())?;
+        let name = tmp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with(&format!(".pagesnap-restore-{}-", std::process::id())),
+            "{name}"
+        );
+        assert!(is_locked_temporary(&name));
+        assert!(remove_stale_temporaries(dir.path()).is_empty());
+        assert!(tmp.path().exists());
         Ok(())
     }
 

@@ -138,6 +138,8 @@ pub struct RestoreReport {
     pub image_len: u64,
     pub image_hash: [u8; 32],
     pub duration: Duration,
+    /// Temporary files of killed restores removed from the output's folder.
+    pub removed_temporaries: Vec<PathBuf>,
 }
 
 /// What a backup (or a copied snapshot) continues from: its parent's map and list,
@@ -1037,7 +1039,65 @@ impl Store {
             image_len: snap.manifest.image_len,
             image_hash,
             duration: started.elapsed(),
+            removed_temporaries: Vec::new(),
         })
+    }
+
+    /// The salvage restore of `snap` into `file` (see [`Store::salvage_to_path`]).
+    pub(crate) fn salvage_into(
+        &self,
+        snap: &Snapshot,
+        file: &std::fs::File,
+        durable: bool,
+    ) -> Result<restore::Salvaged> {
+        let _lock = self.read_lock("restore")?;
+        let backend = self.backend.as_ref();
+        if let Some(plan) = self.restore_plan(snap)? {
+            return restore::write_salvaged(
+                backend,
+                &plan.packs,
+                snap,
+                &plan,
+                file,
+                durable,
+                self.progress(),
+                restore::SalvageLog::default(),
+            );
+        }
+        // Something is not located by the names the maps use: the whole index
+        // finds what it can, and says why the rest is lost.
+        let index = self.load_index()?;
+        let chunks = self.chunk_list_with(&index, snap)?;
+        let locs = index.locate_all(&chunks);
+        let log = restore::SalvageLog::default();
+        for (pos, (c, loc)) in chunks.iter().zip(&locs).enumerate() {
+            if let (ChunkRef::Stored(id), None) = (c, loc) {
+                let (object, detail) = match index.unlocated(snap.id, id) {
+                    Error::PackMissing { pack, .. } => {
+                        (Some(pack), "its pack is missing from the store".to_string())
+                    }
+                    _ => (
+                        None,
+                        "no index object locates it (missing from the store)".to_string(),
+                    ),
+                };
+                log.record(pos, *id, object, detail);
+            }
+        }
+        let positions = restore::Listed {
+            chunks: &chunks,
+            locs: &locs,
+        };
+        restore::write_salvaged(
+            backend,
+            index.packs(),
+            snap,
+            &positions,
+            file,
+            durable,
+            self.progress(),
+            log,
+        )
     }
 
     /// Restores to the file `out`: written to a temporary file beside it, checked,
@@ -1061,9 +1121,12 @@ impl Store {
         force: bool,
         fsync: bool,
     ) -> Result<RestoreReport> {
-        restore::to_path(out, snap.manifest.image_len, force, fsync, |sink| {
-            self.restore_to_sink(snap, sink)
-        })
+        let (mut report, removed) =
+            restore::to_path(out, snap.manifest.image_len, force, fsync, |sink| {
+                self.restore_to_sink(snap, sink)
+            })?;
+        report.removed_temporaries = removed;
+        Ok(report)
     }
 }
 

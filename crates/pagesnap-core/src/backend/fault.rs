@@ -96,6 +96,57 @@ impl Backend for FaultyBackend {
     }
 }
 
+/// A local directory whose reads of objects under `prefix` fail with an I/O
+/// error (a disk that cannot be read, a permission), for the tests of commands
+/// that must not take such a failure for damage.
+#[cfg(test)]
+pub(crate) struct FailingReads {
+    pub inner: super::LocalBackend,
+    pub prefix: String,
+}
+
+#[cfg(test)]
+impl FailingReads {
+    fn check(&self, key: &str) -> Result<()> {
+        if key.starts_with(&self.prefix) {
+            return Err(BackendError::Io {
+                location: self.inner.location(),
+                op: "read",
+                key: key.to_string(),
+                source: std::io::Error::from_raw_os_error(5),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Backend for FailingReads {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
+        self.inner.put(key, data, mode)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.check(key)?;
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        self.check(key)?;
+        self.inner.get_range(key, range)
+    }
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,8 @@ mod local;
 mod s3;
 
 pub use cache::CachedBackend;
+#[cfg(test)]
+pub(crate) use fault::FailingReads;
 pub use fault::{Fault, FaultyBackend};
 pub use local::LocalBackend;
 pub use s3::{S3Backend, S3Settings, S3Url};
