@@ -9,23 +9,10 @@ fn stats(fx: &Fx, args: &[&str]) -> Value {
 }
 
 fn dir_bytes(root: &Path) -> u64 {
-    walk(root)
+    files_under(root)
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum()
-}
-
-fn walk(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(root).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -31,25 +31,12 @@ fn three_snapshots(fx: &Fx) -> (Vec<Value>, Vec<String>) {
 /// The one file directly under `store/DIR` written by the first backup (the
 /// oldest: its objects are what later snapshots build on).
 fn oldest_in(store: &Path, dir: &str) -> PathBuf {
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = walk(&store.join(dir))
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = files_under(&store.join(dir))
         .into_iter()
         .map(|p| (std::fs::metadata(&p).unwrap().modified().unwrap(), p))
         .collect();
     files.sort();
     files.into_iter().next().expect("an object").1
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Makes `object` unreadable to the user `as_user` runs pagesnap as.
@@ -243,7 +230,7 @@ fn missing_dictionaries_are_damage_seen_by_plain_verify_once_each() {
     let db = dict_db(&fx);
     let b = fx.backup(&db, &[]);
     assert!(b["dict_bytes"].as_u64().unwrap() > 0, "no dictionary: {b}");
-    let dicts = walk(&fx.store.join("dicts"));
+    let dicts = files_under(&fx.store.join("dicts"));
     assert_eq!(dicts.len(), 1, "{dicts:?}");
     let key = dicts[0].file_name().unwrap().to_string_lossy().into_owned();
     std::fs::remove_file(&dicts[0]).unwrap();

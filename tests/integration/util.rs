@@ -622,3 +622,17 @@ pub fn hot_journal_copy(fx: &Fx, name: &str) -> PathBuf {
     assert_eq!(e.sqlite_error().map(|e| e.extended_code), Some(776), "{e}");
     hot
 }
+
+/// Every file under `root`, at any depth.
+pub fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
