@@ -15,17 +15,17 @@
 //!
 //! Chunk ids are not recomputed on the way: the image check covers every byte, and
 //! hashing each chunk again cost as much as the rest of the restore. The check is
-//! the manifest's image check (XXH3-128 over chunk digests, [`crate::image_check`]),
+//! the manifest's image check (XXH3-128 over chunk digests, [`crate::digest::image_check`]),
 //! or for manifests written before it the image's blake3 hash, which cost a third
 //! of a restore's CPU. When the check fails, a second pass checks each chunk
 //! against its id to name the damaged one (and its pack) in the error.
 
 use crate::backend::{Backend, BackendError};
-use crate::capture::tree_hash::{block_cv, root_from_blocks};
 use crate::chunk_index::{ChunkIndex, Location, PackTable};
 use crate::codec::{self, Decoders};
+use crate::digest::image_check::{self, Digest};
+use crate::digest::tree_hash::{block_cv, root_from_blocks};
 use crate::format::pack::PackEntry;
-use crate::image_check::{self, Digest};
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};

@@ -9,9 +9,9 @@
 //! that never arrive (the pending-byte page of databases over 1 GiB) read as zeros.
 
 use super::pipeline::Pipeline;
-use super::tree_hash::root_from_blocks;
 use super::vfs::CaptureTarget;
 use crate::chunk_writer::ChunkWriter;
+use crate::digest::tree_hash::root_from_blocks;
 use crate::types::{ChunkId, ChunkRef};
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
@@ -300,7 +300,7 @@ impl CaptureImage {
         let checks = done
             .checks(blocks)
             .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;
-        let image_check = crate::image_check::image_check(size, self.chunk_len, &checks);
+        let image_check = crate::digest::image_check::image_check(size, self.chunk_len, &checks);
         let chunks = done
             .into_chunks(blocks)
             .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;

@@ -8,7 +8,6 @@
 
 mod image;
 mod pipeline;
-pub(crate) mod tree_hash;
 // The one place with `unsafe`: a VFS is a table of C callbacks SQLite calls.
 #[allow(unsafe_code)]
 pub mod vfs;

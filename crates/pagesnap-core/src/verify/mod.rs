@@ -9,7 +9,7 @@
 //! a subset), checks the pack against its name, decodes every referenced chunk and
 //! checks its blake3. Image hashes are checked without reassembling images: the
 //! image hash is plain blake3, a tree hash, so each chunk contributes the chaining
-//! value of its subtree at its offset ([`crate::capture::tree_hash`]). The value of
+//! value of its subtree at its offset ([`crate::digest::tree_hash`]). The value of
 //! a (chunk, offset) pair is computed once, while its pack is in memory, and every
 //! snapshot's root is merged from those values. A store of many snapshots of one
 //! database therefore costs one read of its packs, not one restore per snapshot.
