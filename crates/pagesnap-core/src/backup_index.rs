@@ -3,11 +3,11 @@
 //! index in memory, whenever the copy cannot be trusted. See index_cache/mod.rs
 //! for what is checked; this file does the checking and the upkeep.
 
-use crate::chunk_index::ChunkIndex;
 use crate::format::index::{IndexBody, IndexEntry};
 use crate::format::pagemap::{reference_seq, PageMap};
-use crate::index_cache::base::Base;
-use crate::index_cache::{resolved, ChunkLookup, IndexCache, Layered};
+use crate::index::cache::base::Base;
+use crate::index::cache::{resolved, ChunkLookup, IndexCache, Layered};
+use crate::index::chunk_index::ChunkIndex;
 use crate::store::{MapBase, Snapshot, WrittenMap};
 use crate::types::{ChunkRef, Id, IdMap, IdSet};
 use crate::{layout, Result, Store};

@@ -18,8 +18,8 @@ use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
 use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
-use crate::id_table::IdTable;
-use crate::index_cache::ChunkLookup;
+use crate::index::cache::ChunkLookup;
+use crate::index::id_table::IdTable;
 use crate::pack_upload::Uploader;
 use crate::types::{is_all_zero, ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
@@ -818,7 +818,7 @@ mod tests {
     #[test]
     fn training_samples_do_not_count_in_the_trial() -> anyhow::Result<()> {
         use crate::backend::LocalBackend;
-        use crate::chunk_index::ChunkIndex;
+        use crate::index::chunk_index::ChunkIndex;
         use std::sync::atomic::Ordering::Relaxed;
         let dir = tempfile::tempdir()?;
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));

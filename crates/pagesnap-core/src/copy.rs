@@ -22,12 +22,12 @@
 //! * Write order as in a backup: dictionaries, packs, index object, page map, and
 //!   the manifest last.
 
-use crate::chunk_index::{ChunkIndex, Location};
 use crate::chunk_writer::NewChunks;
 use crate::codec;
 use crate::format::dict::DictBody;
 use crate::format::manifest::Manifest;
 use crate::format::FormatError;
+use crate::index::chunk_index::{ChunkIndex, Location};
 use crate::pack_sink::PackSink;
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};

@@ -21,11 +21,11 @@
 //! against its id to name the damaged one (and its pack) in the error.
 
 use crate::backend::{Backend, BackendError};
-use crate::chunk_index::{ChunkIndex, Location, PackTable};
 use crate::codec::{self, Decoders};
 use crate::digest::image_check::{self, Digest};
 use crate::digest::tree_hash::{block_cv, root_from_blocks};
 use crate::format::pack::PackEntry;
+use crate::index::chunk_index::{ChunkIndex, Location, PackTable};
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};

@@ -18,9 +18,9 @@
 //! read from the object's bytes where it lies. Nothing per position is copied
 //! before the first write but the names.
 
-use crate::chunk_index::{Location, PackTable, Slot};
 use crate::format::envelope::{self, Kind};
 use crate::format::index::{IndexBody, PackRef};
+use crate::index::chunk_index::{Location, PackTable, Slot};
 use crate::restore::{Position, Positions};
 use crate::store::Snapshot;
 use crate::types::{ChunkId, Id, IdMap};
@@ -304,7 +304,7 @@ impl Store {
 mod tests {
     use super::IndexBody;
     use crate::backend::PutMode;
-    use crate::chunk_index::Slot;
+    use crate::index::chunk_index::Slot;
     use crate::restore::{Position, Positions};
     use crate::store::{BackupOptions, InitOptions};
     use crate::types::ChunkRef;

@@ -178,9 +178,9 @@ fn index_at_scale() {
     // What a merge costs at this size (done after a backup publishes, when the
     // delta reaches 1/16 of the file or 1/8 of it is skipped): the whole file
     // streamed, checked and written again.
-    let cache = crate::index_cache::IndexCache::for_store(&store.config().store_id).unwrap();
+    let cache = crate::index::cache::IndexCache::for_store(&store.config().store_id).unwrap();
     let base = cache.open_base().unwrap().unwrap();
-    let mut empty = crate::chunk_index::ChunkIndex::default();
+    let mut empty = crate::index::chunk_index::ChunkIndex::default();
     empty.seal();
     let sizes: crate::types::IdMap<u64> = store
         .backend()

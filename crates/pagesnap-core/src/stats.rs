@@ -233,7 +233,7 @@ impl Store {
     /// in `cache` (which keeps at most a few dozen lists).
     fn resolve_cached(
         &self,
-        index: &crate::chunk_index::ChunkIndex,
+        index: &crate::index::chunk_index::ChunkIndex,
         id: &Id,
         cache: &mut HashMap<Id, Vec<ChunkRef>>,
     ) -> Result<Vec<ChunkRef>> {

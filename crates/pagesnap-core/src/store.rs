@@ -2,7 +2,6 @@
 
 use crate::backend::{Backend, BackendError, LocalBackend, ObjectInfo, PutMode};
 use crate::capture::{self, open_source, CaptureError};
-use crate::chunk_index::ChunkIndex;
 use crate::chunk_writer::NewChunks;
 use crate::chunk_writer::{ChunkWriter, DictPlan, WriteStats};
 use crate::format::config::StoreConfig;
@@ -13,8 +12,9 @@ use crate::format::pagemap::{
     PageMap,
 };
 use crate::format::FormatError;
-use crate::id_table::IdTable;
-use crate::index_cache::ChunkLookup;
+use crate::index::cache::ChunkLookup;
+use crate::index::chunk_index::ChunkIndex;
+use crate::index::id_table::IdTable;
 use crate::lock::{self, LockGuard};
 use crate::select::{self, SnapshotSelector};
 use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
@@ -337,9 +337,9 @@ impl Store {
     }
 
     /// This machine's local index cache of the store, unless turned off.
-    pub(crate) fn index_cache(&self) -> Option<crate::index_cache::IndexCache> {
+    pub(crate) fn index_cache(&self) -> Option<crate::index::cache::IndexCache> {
         self.index_cache
-            .then(|| crate::index_cache::IndexCache::for_store(&self.config.store_id))
+            .then(|| crate::index::cache::IndexCache::for_store(&self.config.store_id))
             .flatten()
     }
 
@@ -992,7 +992,7 @@ impl Store {
         let resolved = if reference.is_none() {
             Some((seq, None))
         } else {
-            crate::index_cache::resolved::named_ids(&map, chunks).map(|ids| (seq, Some(ids)))
+            crate::index::cache::resolved::named_ids(&map, chunks).map(|ids| (seq, Some(ids)))
         };
         Ok(WrittenMap {
             map: id,

@@ -3,10 +3,10 @@
 
 use super::{DataSubset, ProblemKind, Verifier, VerifyReport};
 use crate::backend::BackendError;
-use crate::chunk_index::Location;
 use crate::codec::Decoders;
 use crate::digest::image_check::{self, Digest};
 use crate::digest::tree_hash::{block_cv, root_from_blocks};
+use crate::index::chunk_index::Location;
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
 use crate::{layout, restore, Error, Result, Store};

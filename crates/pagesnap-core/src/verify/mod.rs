@@ -23,11 +23,11 @@
 mod data;
 mod structure;
 
-use crate::chunk_index::ChunkIndex;
 use crate::codec;
 use crate::format::index::IndexBody;
 use crate::format::pack::PackEntry;
 use crate::format::pagemap::PageMap;
+use crate::index::chunk_index::ChunkIndex;
 use crate::select;
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};

@@ -37,10 +37,10 @@ pub(crate) mod base;
 pub(crate) mod fuzz;
 pub(crate) mod resolved;
 
-use crate::chunk_index::{ChunkIndex, Slot};
 use crate::format::index::{IndexBody, IndexEntry};
 use crate::format::pack::PackEntry;
-use crate::id_table::IdTable;
+use crate::index::chunk_index::{ChunkIndex, Slot};
+use crate::index::id_table::IdTable;
 use crate::types::{ChunkId, ChunkRef, Id, IdMap};
 use base::{Base, CacheError, Entry, Meta, PackInfo};
 use rayon::prelude::*;
@@ -352,7 +352,7 @@ impl IndexCache {
     }
 }
 
-fn entry_of(id: &ChunkId, l: &crate::chunk_index::Location) -> Entry {
+fn entry_of(id: &ChunkId, l: &crate::index::chunk_index::Location) -> Entry {
     Entry {
         id: *id,
         list: l.list,

@@ -12,9 +12,9 @@
 //! footer   64 bytes: magic, version, entries, meta offset and length, checksums
 //! ```
 
-use crate::chunk_index::Slot;
 use crate::format::pack::Codec;
 use crate::format::{checksum64, LeReader};
+use crate::index::chunk_index::Slot;
 use crate::types::{ChunkId, Id};
 use serde::{Deserialize, Serialize};
 use std::fs::File;

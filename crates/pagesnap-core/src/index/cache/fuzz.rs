@@ -11,9 +11,9 @@
 
 use super::base::{self, Base, Entry, Meta, PackInfo, BLOCK_ENTRIES, ENTRY_LEN, FOOTER_LEN};
 use super::resolved::{self, Placement};
-use crate::chunk_index::Slot;
 use crate::format::pack::Codec;
 use crate::format::{checksum64, FormatError, Result};
+use crate::index::chunk_index::Slot;
 use crate::types::Id;
 use std::io::Write;
 
