@@ -10,7 +10,7 @@
 //! when its system call returns is what a killed backup leaves, packs that no
 //! index names, which prune deletes. So a stuck backup keeps no prune waiting.
 
-use crate::lock::LockGuard;
+use crate::store::lock::LockGuard;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 

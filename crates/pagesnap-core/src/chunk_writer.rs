@@ -20,7 +20,7 @@ use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::index::cache::ChunkLookup;
 use crate::index::id_table::IdTable;
-use crate::pack_upload::Uploader;
+use crate::store::pack_upload::Uploader;
 use crate::types::{is_all_zero, ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
 use rayon::prelude::*;

@@ -29,12 +29,8 @@ pub mod copy;
 mod digest;
 mod direct_write;
 pub mod format;
-mod head_hint;
 mod index;
 pub mod layout;
-pub mod lock;
-mod pack_sink;
-mod pack_upload;
 pub mod progress;
 mod prune;
 pub mod repair;
@@ -44,7 +40,6 @@ pub mod retention;
 pub mod salvage;
 #[cfg(test)]
 mod scale_tests;
-pub mod select;
 pub mod stats;
 mod store;
 pub mod types;
@@ -62,11 +57,12 @@ pub use progress::Progress;
 pub use prune::{PruneOptions, PruneReport};
 pub use repair::{BrokenSnapshot, RepairIndexReport, RepairSnapshotsReport};
 pub use salvage::{LostChunk, LostPage, PageOwner, SalvageReport};
-pub use select::SnapshotSelector;
+pub use store::select::SnapshotSelector;
 pub use store::{
     default_store_path, BackupOptions, BackupReport, DamagedSnapshot, InitOptions, RestoreReport,
     Snapshot, Store,
 };
+pub use store::{lock, select};
 pub use types::{ChunkId, ChunkRef, Id, SnapshotId};
 pub use verify::{DataSubset, Problem, ProblemKind, VerifyOptions, VerifyReport};
 

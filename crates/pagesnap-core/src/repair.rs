@@ -34,7 +34,7 @@ use crate::backend::{BackendError, PutMode};
 use crate::codec::Decoders;
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{self, Codec, PackEntry};
-use crate::pack_sink::PackSink;
+use crate::store::pack_sink::PackSink;
 use crate::types::{ChunkId, Id, IdMap, IdSet, SnapshotId};
 use crate::verify::{DataSubset, VerifyOptions};
 use crate::{layout, Error, Result, Store};
@@ -506,7 +506,10 @@ impl Store {
     /// chunks in the same order as a damaged pack's original is that original,
     /// byte for byte, under the same name (a pack damaged only in its trailer
     /// comes back whole), and replaces it.
-    fn copy_sound_chunks(&self, rewrite: &[Rewrite]) -> Result<crate::pack_sink::SinkOutput> {
+    fn copy_sound_chunks(
+        &self,
+        rewrite: &[Rewrite],
+    ) -> Result<crate::store::pack_sink::SinkOutput> {
         let backend = self.backend();
         let same = |key: &str, bytes: &[u8], r: &Rewrite| -> Result<()> {
             if *blake3::hash(bytes).as_bytes() != r.digest {

@@ -28,7 +28,7 @@ use crate::format::index::IndexBody;
 use crate::format::pack::PackEntry;
 use crate::format::pagemap::PageMap;
 use crate::index::chunk_index::ChunkIndex;
-use crate::select;
+use crate::store::select;
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
 use crate::{layout, Error, Result, Store};

@@ -7,7 +7,7 @@
 use crate::backend::Backend;
 use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder};
-use crate::pack_upload::Uploader;
+use crate::store::pack_upload::Uploader;
 use crate::types::{ChunkId, Id};
 use crate::{layout, Result};
 use std::sync::Arc;

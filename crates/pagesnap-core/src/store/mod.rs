@@ -1,5 +1,11 @@
 //! The store API: init/open a store, back up, list, select and restore snapshots.
 
+mod head_hint;
+pub mod lock;
+pub(crate) mod pack_sink;
+pub(crate) mod pack_upload;
+pub mod select;
+
 use crate::backend::{Backend, BackendError, LocalBackend, ObjectInfo, PutMode};
 use crate::capture::{self, open_source, CaptureError};
 use crate::chunk_writer::NewChunks;
@@ -15,13 +21,13 @@ use crate::format::FormatError;
 use crate::index::cache::ChunkLookup;
 use crate::index::chunk_index::ChunkIndex;
 use crate::index::id_table::IdTable;
-use crate::lock::{self, LockGuard};
-use crate::select::{self, SnapshotSelector};
 use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
-use crate::{codec, head_hint, layout, restore, Error, Result};
+use crate::{codec, layout, restore, Error, Result};
 use chrono::{DateTime, TimeZone, Utc};
+use lock::LockGuard;
 use rayon::prelude::*;
 use rusqlite::Connection;
+use select::SnapshotSelector;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -295,7 +301,7 @@ impl Store {
         })
     }
 
-    /// Takes a store lock (see [`crate::lock`]); released when the guard drops.
+    /// Takes a store lock (see [`crate::store::lock`]); released when the guard drops.
     pub fn lock(&self, exclusive: bool, command: &str, wait: Duration) -> Result<LockGuard> {
         lock::acquire(&self.backend, exclusive, command, wait)
     }
