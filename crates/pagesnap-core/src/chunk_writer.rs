@@ -21,6 +21,7 @@ use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::index::cache::ChunkLookup;
 use crate::index::id_table::IdTable;
 use crate::store::pack_upload::Uploader;
+use crate::store::NewChunks;
 use crate::types::{is_all_zero, ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
 use rayon::prelude::*;
@@ -131,15 +132,6 @@ pub(crate) struct ChunkWriter {
     /// The packs this backup wrote.
     packs: Vec<PackRef>,
     stats: WriteStats,
-}
-
-/// The chunks a backup stored: the packs, and each chunk's pack (by position) and entry.
-pub(crate) struct NewChunks {
-    pub packs: Vec<PackRef>,
-    /// In the order they were stored.
-    pub entries: Vec<IndexEntry>,
-    /// The dictionary the packs use.
-    pub dict: Option<Id>,
 }
 
 fn zstd_err(e: std::io::Error) -> Error {

@@ -22,7 +22,6 @@
 //! * Write order as in a backup: dictionaries, packs, index object, page map, and
 //!   the manifest last.
 
-use crate::chunk_writer::NewChunks;
 use crate::codec;
 use crate::format::dict::DictBody;
 use crate::format::manifest::Manifest;
@@ -30,6 +29,7 @@ use crate::format::FormatError;
 use crate::index::chunk_index::{ChunkIndex, Location};
 use crate::store::pack_sink::PackSink;
 use crate::store::select;
+use crate::store::NewChunks;
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
 use crate::{layout, Error, Result, Store};

@@ -35,6 +35,7 @@ use crate::codec::Decoders;
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{self, Codec, PackEntry};
 use crate::store::pack_sink::PackSink;
+use crate::store::packs::read_trailer;
 use crate::types::{ChunkId, Id, IdMap, IdSet, SnapshotId};
 use crate::verify::{DataSubset, VerifyOptions};
 use crate::{layout, Error, Result, Store};
@@ -627,30 +628,6 @@ impl Store {
     }
 }
 
-/// Why a pack's trailer could not be had: its bytes were read and found wrong
-/// (`damage`), or they could not be read at all.
-#[derive(Clone, Debug)]
-pub(crate) struct TrailerError {
-    pub detail: String,
-    pub damage: bool,
-}
-
-impl TrailerError {
-    fn damaged(detail: String) -> Self {
-        TrailerError {
-            detail,
-            damage: true,
-        }
-    }
-
-    pub(crate) fn kind(&self) -> crate::verify::ProblemKind {
-        match self.damage {
-            true => crate::verify::ProblemKind::Damage,
-            false => crate::verify::ProblemKind::Unreadable,
-        }
-    }
-}
-
 /// Reads pack `id` (`len` bytes) whole and checks every chunk it holds: those of
 /// `listed` (the index objects' entries for it) and those of its own trailer.
 /// Returns what it found, the chunks checked and the bytes read.
@@ -792,39 +769,6 @@ fn blob<'a>(bytes: &'a [u8], e: &PackEntry) -> std::result::Result<&'a [u8], Str
         .checked_add(e.stored_len as usize)
         .and_then(|end| bytes.get(start..end))
         .ok_or_else(|| "its location lies outside the pack".to_string())
-}
-
-/// The header's dictionary prefix and the trailer's entries of one pack (three
-/// small reads: header, footer, trailer).
-pub(crate) fn read_trailer(
-    store: &Store,
-    key: &str,
-    len: u64,
-) -> std::result::Result<(Option<[u8; 16]>, Vec<PackEntry>), TrailerError> {
-    let b = store.backend();
-    let min = (pack::HEADER_LEN + pack::FOOTER_LEN) as u64;
-    if len < min {
-        return Err(TrailerError::damaged(format!(
-            "truncated: {len} bytes, a pack has at least {min}"
-        )));
-    }
-    let read = |r: std::ops::Range<u64>| {
-        b.get_range(key, r).map_err(|e| TrailerError {
-            detail: e.to_string(),
-            damage: e.is_damage(),
-        })
-    };
-    let header = read(0..pack::HEADER_LEN as u64)?;
-    let dict =
-        pack::check_header(&header).map_err(|e| TrailerError::damaged(format!("header: {e}")))?;
-    let footer_bytes = read(len - pack::FOOTER_LEN as u64..len)?;
-    let footer = pack::decode_footer(&footer_bytes, len)
-        .map_err(|e| TrailerError::damaged(format!("footer: {e}")))?;
-    let t_end = len - pack::FOOTER_LEN as u64;
-    let trailer = read(t_end - footer.trailer_len as u64..t_end)?;
-    let entries = pack::decode_trailer(&trailer, &footer, len)
-        .map_err(|e| TrailerError::damaged(format!("trailer: {e}")))?;
-    Ok((dict, entries))
 }
 
 #[cfg(test)]

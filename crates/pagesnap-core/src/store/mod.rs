@@ -1,33 +1,31 @@
 //! The store API: init/open a store, back up, list, select and restore snapshots.
 
 mod head_hint;
+mod index_objects;
 pub mod lock;
+mod maps;
 pub(crate) mod pack_sink;
 pub(crate) mod pack_upload;
+pub(crate) mod packs;
 pub mod select;
+mod snapshot;
 
-use crate::backend::{Backend, BackendError, LocalBackend, ObjectInfo, PutMode};
+pub(crate) use index_objects::put_index;
+pub(crate) use maps::{check_lists_named, MapBase, NewChunks, WrittenMap};
+pub use snapshot::{DamagedSnapshot, Snapshot};
+
+use crate::backend::{Backend, BackendError, LocalBackend, PutMode};
 use crate::capture::{self, open_source, CaptureError};
-use crate::chunk_writer::NewChunks;
 use crate::chunk_writer::{ChunkWriter, DictPlan, WriteStats};
 use crate::format::config::StoreConfig;
-use crate::format::index::IndexBody;
 use crate::format::manifest::Manifest;
-use crate::format::pagemap::{
-    diff, encode_changes, new_chunk_ordinals, reference_seq, should_write_full, MapHead, OrdinalOf,
-    PageMap,
-};
 use crate::format::FormatError;
 use crate::index::cache::ChunkLookup;
-use crate::index::chunk_index::ChunkIndex;
-use crate::index::id_table::IdTable;
-use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
+use crate::types::{ChunkRef, Id, SnapshotId};
 use crate::{codec, layout, restore, Error, Result};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use lock::LockGuard;
-use rayon::prelude::*;
 use rusqlite::Connection;
-use select::SnapshotSelector;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -115,28 +113,6 @@ pub struct BackupReport {
     pub duration: Duration,
 }
 
-/// A snapshot: its id and manifest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Snapshot {
-    pub id: SnapshotId,
-    pub manifest: Manifest,
-}
-
-impl Snapshot {
-    pub fn time(&self) -> DateTime<Utc> {
-        Utc.timestamp_opt(self.manifest.time_unix, self.manifest.time_nanos)
-            .single()
-            .unwrap_or_default()
-    }
-}
-
-/// A manifest that could not be read, reported beside the readable ones.
-#[derive(Debug)]
-pub struct DamagedSnapshot {
-    pub key: String,
-    pub error: Error,
-}
-
 /// What a restore wrote.
 #[derive(Clone, Debug)]
 pub struct RestoreReport {
@@ -146,51 +122,6 @@ pub struct RestoreReport {
     pub duration: Duration,
     /// Temporary files of killed restores removed from the output's folder.
     pub removed_temporaries: Vec<PathBuf>,
-}
-
-/// What a backup (or a copied snapshot) continues from: its parent's map and list,
-/// and the skip-delta reference (map id and resolved list) its own map is a delta against.
-pub(crate) struct MapBase {
-    parent_map: Id,
-    /// blake3 of the parent's chunk list (the list itself is not kept: at 33 bytes
-    /// a chunk, it is a sizeable part of a backup's memory).
-    parent_list: [u8; 32],
-    seq: u64,
-    reference: (Id, Vec<ChunkRef>),
-}
-
-impl MapBase {
-    /// The base of a backup whose parent has map `parent_map` and chunk list
-    /// `parent_list`; its own map will be number `seq`, a delta against `reference`.
-    pub(crate) fn new(
-        parent_map: Id,
-        parent_list: &[ChunkRef],
-        seq: u64,
-        reference: (Id, Vec<ChunkRef>),
-    ) -> MapBase {
-        MapBase {
-            parent_map,
-            parent_list: list_hash(parent_list),
-            seq,
-            reference,
-        }
-    }
-}
-
-/// The page map a backup recorded, and the index object it wrote (if it stored chunks).
-pub(crate) struct WrittenMap {
-    pub(crate) map: Id,
-    pub(crate) changes: u64,
-    pub(crate) full: bool,
-    pub(crate) index: Option<(Id, IndexBody)>,
-    /// The index object's size in the store (0 without one).
-    pub(crate) index_len: u64,
-    /// Positions of its entries by chunk id (see id_table.rs).
-    pub(crate) index_table: IdTable,
-    /// A new map's sequence number and named chunk ids (see index_cache/resolved.rs;
-    /// `None` for a full map: they are then the list's stored chunks, not held
-    /// twice); `None` when the parent's map was reused.
-    pub(crate) resolved: Option<(u64, Option<Vec<ChunkId>>)>,
 }
 
 /// A pagesnap store.
@@ -382,230 +313,6 @@ impl Store {
             )));
         }
         Ok(bytes)
-    }
-
-    /// Every readable snapshot, oldest first, and the manifests that could not be read.
-    pub fn snapshots_with_damage(&self) -> Result<(Vec<Snapshot>, Vec<DamagedSnapshot>)> {
-        let mut good = Vec::new();
-        let mut damaged = Vec::new();
-        for obj in self.backend.list(layout::SNAPSHOTS)? {
-            let Some(id) = layout::id_of(&obj.key) else {
-                continue; // not a manifest name: ignore foreign files
-            };
-            match self.load_snapshot(&id) {
-                Ok(s) => good.push(s),
-                // Forgotten by another process since the listing: not damage.
-                Err(Error::Backend(BackendError::NotFound { .. })) => {}
-                Err(error) => damaged.push(DamagedSnapshot {
-                    key: obj.key,
-                    error,
-                }),
-            }
-        }
-        good.sort_by_key(|s| (s.time(), s.id));
-        Ok((good, damaged))
-    }
-
-    /// Every readable snapshot, oldest first (damaged manifests are skipped).
-    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        Ok(self.snapshots_with_damage()?.0)
-    }
-
-    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let key = layout::snapshot(id);
-        let bytes = self.get_verified(&key, id)?;
-        let manifest = Manifest::decode(&bytes).map_err(self.format_err(&key))?;
-        Ok(Snapshot { id: *id, manifest })
-    }
-
-    /// Chooses a snapshot. A damaged manifest whose id matches the selector is reported, not skipped.
-    pub fn select(&self, sel: &SnapshotSelector) -> Result<Snapshot> {
-        self.select_reporting(sel, |_| {})
-    }
-
-    /// Like [`Store::select`], and calls `warn` for every manifest that could not be
-    /// read when the choice is by time (`latest`, `--at`): such a manifest might have
-    /// been the one wanted, so the caller must be told.
-    pub fn select_reporting(
-        &self,
-        sel: &SnapshotSelector,
-        mut warn: impl FnMut(&DamagedSnapshot),
-    ) -> Result<Snapshot> {
-        let (snaps, damaged) = self.snapshots_with_damage()?;
-        match sel {
-            SnapshotSelector::Id(prefix) => {
-                let p = prefix.to_ascii_lowercase();
-                let matches_damaged = |d: &DamagedSnapshot| {
-                    layout::id_of(&d.key).is_some_and(|id| id.to_hex().starts_with(&p))
-                };
-                if !snaps.iter().any(|s| s.id.to_hex().starts_with(&p)) {
-                    if let Some(d) = damaged.into_iter().find(matches_damaged) {
-                        return Err(d.error);
-                    }
-                }
-            }
-            SnapshotSelector::Latest { .. } => damaged.iter().for_each(&mut warn),
-        }
-        select::select(&snaps, sel).cloned()
-    }
-
-    /// Every pack in the store, by id, with its length: a pack counts as present
-    /// only with the length its index objects recorded.
-    pub(crate) fn pack_sizes(&self) -> Result<IdMap<u64>> {
-        Ok(self
-            .backend
-            .list(layout::PACKS)?
-            .into_iter()
-            .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
-            .collect())
-    }
-
-    /// The in-memory chunk index built from every `index/` object. Locations are
-    /// kept only in packs that exist with their recorded length: a lost pack's
-    /// chunks are then unknown, so a backup stores them again rather than
-    /// publishing a snapshot that references them, and a restore names them missing.
-    pub(crate) fn load_index(&self) -> Result<ChunkIndex> {
-        let present = self.pack_sizes()?;
-        let objects = self.backend.list(layout::INDEX)?;
-        let mut index = self.index_of(&objects, &present);
-        index.seal();
-        Ok(index)
-    }
-
-    /// The index objects `objects` read into an index (not sealed), locations only
-    /// in the packs of `present` (by id, with their length).
-    pub(crate) fn index_of(&self, objects: &[ObjectInfo], present: &IdMap<u64>) -> ChunkIndex {
-        let mut index = ChunkIndex::default();
-        // Sized once from the objects' sizes (an entry takes about 38 bytes): growing
-        // by doubling left the table up to half empty, the largest part of a backup's memory.
-        index.reserve((objects.iter().map(|o| o.size).sum::<u64>() / 38) as usize);
-        let objects: Vec<(Id, &str)> = objects
-            .iter()
-            .filter_map(|o| Some((layout::id_of(&o.key)?, o.key.as_str())))
-            .collect();
-        // Objects are read and checked against their names on every core, a batch
-        // at a time (memory stays bounded), then decoded into the index in order.
-        for batch in objects.chunks(64) {
-            let fetched: Vec<Result<Vec<u8>>> = batch
-                .par_iter()
-                .map(|(id, key)| self.get_verified(key, id))
-                .collect();
-            for ((id, key), bytes) in batch.iter().zip(fetched) {
-                // A damaged index object costs its chunks (stored again by the next
-                // backup) and the snapshots whose maps name them, never the whole store.
-                let added = bytes.and_then(|bytes| {
-                    index
-                        .add_encoded(*id, &bytes, |pack, len| present.get(pack) == Some(&len))
-                        .map_err(self.format_err(key))
-                });
-                match added {
-                    Ok(()) => {}
-                    // Deleted by a prune since the listing: not damage.
-                    Err(Error::Backend(BackendError::NotFound { .. })) => {}
-                    Err(e) => index.mark_damaged(*id, e.to_string()),
-                }
-            }
-        }
-        index
-    }
-
-    pub(crate) fn load_map(&self, id: &Id) -> Result<PageMap> {
-        self.finish_map(id, self.load_map_head(id)?)
-    }
-
-    /// Map `id`, read, checked against its name and decoded but for its changes.
-    fn load_map_head(&self, id: &Id) -> Result<MapHead> {
-        let key = layout::map(id);
-        let bytes = self.get_verified(&key, id)?;
-        PageMap::decode_head(&bytes).map_err(self.format_err(&key))
-    }
-
-    /// The maps from `id` down to its full map, each checked to follow the skip-delta rule.
-    pub fn map_chain(&self, id: &Id) -> Result<Vec<(Id, PageMap)>> {
-        self.walk_chain(id, |s, mid| s.load_map(mid), |m| m)
-    }
-
-    /// [`Store::map_chain`] with each map decoded but for its changes
-    /// ([`PageMap::decode_head`]); [`Store::finish_map`] decodes them.
-    pub(crate) fn map_chain_heads(&self, id: &Id) -> Result<Vec<(Id, MapHead)>> {
-        self.walk_chain(id, |s, mid| s.load_map_head(mid), |h| &h.map)
-    }
-
-    /// Map `id`'s changes, decoded from its head.
-    pub(crate) fn finish_map(&self, id: &Id, head: MapHead) -> Result<PageMap> {
-        head.finish().map_err(self.format_err(&layout::map(id)))
-    }
-
-    /// The chain from `id` down: each map loaded, checked to follow the
-    /// skip-delta rule from the one before it, and followed to its reference.
-    fn walk_chain<M>(
-        &self,
-        id: &Id,
-        load: impl Fn(&Self, &Id) -> Result<M>,
-        map: impl Fn(&M) -> &PageMap,
-    ) -> Result<Vec<(Id, M)>> {
-        let mut chain: Vec<(Id, M)> = Vec::new();
-        let mut next = Some(*id);
-        while let Some(mid) = next {
-            let m = load(self, &mid)?;
-            if let Some((_, child)) = chain.last() {
-                let (seq, want) = (map(&m).seq, reference_seq(map(child).seq));
-                if seq != want {
-                    return Err(self.format_err(&layout::map(&mid))(FormatError::Invalid(
-                        format!("page map has sequence number {seq} where {want} was expected"),
-                    )));
-                }
-            }
-            next = map(&m).reference;
-            chain.push((mid, m));
-        }
-        Ok(chain)
-    }
-
-    /// Resolves a chain (as [`Store::map_chain`] returns it) from its full map down,
-    /// calling `visit` with every map's resolved list; returns the last list.
-    pub(crate) fn resolve_chain(
-        &self,
-        index: &ChunkIndex,
-        chain: &[(Id, PageMap)],
-        mut visit: impl FnMut(&Id, &PageMap, &[ChunkRef]),
-    ) -> Result<Vec<ChunkRef>> {
-        let mut list: Vec<ChunkRef> = Vec::new();
-        for (mid, m) in chain.iter().rev() {
-            check_lists_named(index, mid, m)?;
-            list = m
-                .apply(&list, |l, o| index.lookup(l, o))
-                .map_err(self.format_err(&layout::map(mid)))?;
-            visit(mid, m, &list);
-        }
-        Ok(list)
-    }
-
-    /// The full, ordered chunk list of a snapshot, using an index already loaded.
-    pub fn chunk_list_with(&self, index: &ChunkIndex, snap: &Snapshot) -> Result<Vec<ChunkRef>> {
-        let chain = self.map_chain(&snap.manifest.map)?;
-        let list = self.resolve_chain(index, &chain, |_, _, _| {})?;
-        self.check_chunk_count(snap, list.len())?;
-        Ok(list)
-    }
-
-    /// Fails when a snapshot's resolved page map has `n` chunks where its manifest
-    /// says otherwise.
-    pub(crate) fn check_chunk_count(&self, snap: &Snapshot, n: usize) -> Result<()> {
-        if n as u64 != snap.manifest.chunk_count {
-            return Err(self.format_err(&layout::snapshot(&snap.id))(
-                FormatError::Invalid(format!(
-                    "page map has {n} chunks, the manifest says {}",
-                    snap.manifest.chunk_count
-                )),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The full, ordered chunk list of a snapshot.
-    pub fn chunk_list(&self, snap: &Snapshot) -> Result<Vec<ChunkRef>> {
-        self.chunk_list_with(&self.load_index()?, snap)
     }
 
     /// Backs up the database file at `path` (opened read-only).
@@ -817,68 +524,6 @@ impl Store {
         })
     }
 
-    /// Writes a manifest: from this moment on the snapshot exists. With `newest`,
-    /// records it as this machine's hint of the newest snapshot of its database.
-    /// Returns its id and size.
-    pub(crate) fn publish(&self, manifest: &Manifest, newest: bool) -> Result<(SnapshotId, u64)> {
-        let encoded = manifest.encode();
-        let id = Id::of_object(&encoded);
-        // A manifest its own decoder would refuse would publish a snapshot nothing
-        // can read: read it back first (a manifest is a few hundred bytes).
-        match Manifest::decode(&encoded) {
-            Ok(back) if back == *manifest => {}
-            Ok(_) => {
-                return Err(Error::Internal(
-                    "a manifest does not read back as it was written".into(),
-                ))
-            }
-            Err(e) => {
-                return Err(Error::Invalid {
-                    what: "manifest",
-                    detail: format!("it would not read back ({e}); nothing was published"),
-                })
-            }
-        }
-        self.backend
-            .put(&layout::snapshot(&id), &encoded, PutMode::Overwrite)?;
-        if newest {
-            head_hint::write(&self.config.store_id, &manifest.name, &id);
-        }
-        Ok((id, encoded.len() as u64))
-    }
-
-    /// The parent's page-map chain gives the skip-delta reference of a backup's map
-    /// (and the parent's own list, to notice an unchanged database).
-    pub(crate) fn map_base(&self, index: &ChunkIndex, p: &Snapshot) -> Result<MapBase> {
-        self.map_base_visiting(index, p, |_, _, _| {}, &mut Vec::new())
-    }
-
-    /// [`Store::map_base`], calling `visit` with every map of the parent's chain
-    /// and its resolved list, and recording the chain (map id, sequence number).
-    pub(crate) fn map_base_visiting(
-        &self,
-        index: &ChunkIndex,
-        p: &Snapshot,
-        mut visit: impl FnMut(&Id, &PageMap, &[ChunkRef]),
-        chain_seqs: &mut Vec<(Id, u64)>,
-    ) -> Result<MapBase> {
-        let chain = self.map_chain(&p.manifest.map)?;
-        let seq = chain[0].1.seq + 1;
-        let want = reference_seq(seq);
-        let mut reference: Option<(Id, Vec<ChunkRef>)> = None;
-        let parent_list = self.resolve_chain(index, &chain, |mid, m, list| {
-            visit(mid, m, list);
-            if m.seq == want && reference.is_none() {
-                reference = Some((*mid, list.to_vec()));
-            }
-        })?;
-        let reference = reference.ok_or_else(|| {
-            Error::Internal("skip-delta reference not in the parent's chain".into())
-        })?;
-        chain_seqs.extend(chain.iter().map(|(mid, m)| (*mid, m.seq)));
-        Ok(MapBase::new(p.manifest.map, &parent_list, seq, reference))
-    }
-
     /// How a backup compresses: with its database's dictionary, by training one
     /// (first backup, a retrain request, or a dictionary that cannot be read), or
     /// without. Also returns the ratio the dictionary reached on its samples.
@@ -897,118 +542,6 @@ impl Store {
             },
             None => (DictPlan::Train, None),
         }
-    }
-
-    /// Writes this backup's index object (if it stored chunks) and page map (unless
-    /// the chunk list equals the parent's, whose map is then reused).
-    pub(crate) fn put_map(
-        &self,
-        name_of: impl Fn(&ChunkId) -> Option<(Id, u64)>,
-        base: Option<MapBase>,
-        new: NewChunks,
-        chunks: &[ChunkRef],
-        metadata_bytes: &mut u64,
-    ) -> Result<WrittenMap> {
-        if let Some(b) = &base {
-            if b.parent_list == list_hash(chunks) && new.entries.is_empty() {
-                return Ok(WrittenMap {
-                    map: b.parent_map,
-                    changes: 0,
-                    full: false,
-                    index: None,
-                    index_len: 0,
-                    index_table: IdTable::default(),
-                    resolved: None,
-                });
-            }
-        }
-        let none: &[ChunkRef] = &[];
-        let (seq, reference, reference_list) = match &base {
-            Some(b)
-                if !should_write_full(
-                    diff(&b.reference.1, chunks).count(),
-                    chunks.len(),
-                    b.seq,
-                ) =>
-            {
-                (b.seq, Some(b.reference.0), &b.reference.1[..])
-            }
-            _ => (0, None, none),
-        };
-        // The index object lists new chunks in the order the map's `New` references
-        // take them. Found by position through a table of 4-byte slots (id_table.rs),
-        // and put in that order in place: a first backup has 10⁵–10⁶ of them.
-        let mut entries = new.entries;
-        let mut table = IdTable::with_capacity(entries.len());
-        for (p, e) in entries.iter().enumerate() {
-            let id = e.entry.id;
-            if table
-                .insert(&id, p as u32, |q| entries[q as usize].entry.id)
-                .is_some()
-            {
-                return Err(Error::Internal(format!(
-                    "chunk {} is listed twice among a backup's new chunks",
-                    id.short()
-                )));
-            }
-        }
-        let mut ordinals = new_chunk_ordinals(diff(reference_list, chunks), entries.len(), |id| {
-            table.get(id, |q| entries[q as usize].entry.id)
-        });
-        table.remap(|p| ordinals[p as usize]);
-        move_to(&mut entries, &mut ordinals);
-        drop(ordinals);
-        let mut index_len = 0;
-        let index_object = if entries.is_empty() {
-            None
-        } else {
-            let body = IndexBody {
-                packs: new.packs,
-                entries,
-            };
-            let (id, len) = put_index(self.backend.as_ref(), &body)?;
-            *metadata_bytes += len;
-            index_len = len;
-            Some((id, body))
-        };
-        let own = index_object.as_ref().map(|(id, _)| *id);
-        let ordinal_of = |id: &ChunkId| -> Option<u32> {
-            let listed = &index_object.as_ref()?.1.entries;
-            table.get(id, |q| listed[q as usize].entry.id)
-        };
-        let (encoded, lists) = encode_changes(
-            diff(reference_list, chunks),
-            own.map(|id| (id, &ordinal_of as OrdinalOf<'_>)),
-            name_of,
-        )
-        .map_err(|e| Error::Internal(format!("encoding the page map: {e}")))?;
-        let map = PageMap {
-            chunk_count: chunks.len() as u64,
-            seq,
-            reference,
-            new_list: own,
-            lists,
-            changes: encoded,
-        };
-        let bytes = map.encode();
-        let id = Id::of_object(&bytes);
-        self.backend
-            .put(&layout::map(&id), &bytes, PutMode::Overwrite)?;
-        *metadata_bytes += bytes.len() as u64;
-        let resolved = if reference.is_none() {
-            Some((seq, None))
-        } else {
-            crate::index::cache::resolved::named_ids(&map, chunks).map(|ids| (seq, Some(ids)))
-        };
-        Ok(WrittenMap {
-            map: id,
-            changes: map.changes.len() as u64,
-            full: reference.is_none(),
-            index: index_object,
-            index_len,
-            index_table: table,
-            resolved,
-        })
     }
 
     /// Writes the snapshot's image to `out`, checking it against the manifest's image
@@ -1136,70 +669,6 @@ impl Store {
     }
 }
 
-/// Stores an index object; returns its id and length. Streamed (see
-/// [`crate::format::envelope::Streamed`]): into a local store it is written as it
-/// is encoded, never held whole in memory.
-pub(crate) fn put_index(backend: &dyn Backend, body: &IndexBody) -> Result<(Id, u64)> {
-    let plan = body.plan_streamed().map_err(|source| Error::Format {
-        object: format!("{}/{}", backend.location(), layout::INDEX),
-        source,
-    })?;
-    let id = Id(plan.hash);
-    backend.put_streamed(
-        &layout::index(&id),
-        plan.len,
-        PutMode::Overwrite,
-        &mut |w| body.write_streamed(&plan, w),
-    )?;
-    Ok((id, plan.len))
-}
-
-/// Moves each item `p` to position `dest[p]` (a permutation), in place, by
-/// following its cycles; `dest` ends as the identity.
-fn move_to<T>(items: &mut [T], dest: &mut [u32]) {
-    for start in 0..items.len() {
-        while dest[start] as usize != start {
-            let d = dest[start] as usize;
-            items.swap(start, d);
-            dest.swap(start, d);
-        }
-    }
-}
-
-/// A digest of a chunk list, to tell whether two lists are equal.
-fn list_hash(list: &[ChunkRef]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    for c in list {
-        match c {
-            ChunkRef::Zero => h.update(&[0]),
-            ChunkRef::Stored(id) => h.update(&[1]).update(&id.0),
-        };
-    }
-    *h.finalize().as_bytes()
-}
-
-/// Fails, naming the index object, when map `mid` names chunks through an index
-/// object that is damaged or missing (rather than "no such entry" later).
-pub(crate) fn check_lists_named(index: &ChunkIndex, mid: &Id, m: &PageMap) -> Result<()> {
-    for list in m.lists.iter().chain(m.new_list.iter()) {
-        if index.has_list(list) {
-            continue;
-        }
-        let why = match index.damaged(list) {
-            Some(d) => format!("it is damaged ({d})"),
-            None => "it is missing from the store".to_string(),
-        };
-        return Err(Error::Format {
-            object: layout::map(mid),
-            source: FormatError::Invalid(format!(
-                "names chunks through {}, but {why}; the snapshots using this map cannot be restored (see `pagesnap verify` and `pagesnap repair`)",
-                layout::index(list)
-            )),
-        });
-    }
-    Ok(())
-}
-
 fn random_seed() -> Vec<u8> {
     // Unique enough for a store identity: time, process and a stack address.
     let now = Utc::now();
@@ -1225,24 +694,4 @@ pub fn default_store_path() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(|h| PathBuf::from(h).join(".local/share/pagesnap/store"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::move_to;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn move_to_puts_every_item_at_its_destination(dest in Just((0u32..300).collect::<Vec<u32>>()).prop_shuffle()) {
-            let items: Vec<u32> = (0..dest.len() as u32).collect();
-            let mut moved = items.clone();
-            let mut d = dest.clone();
-            move_to(&mut moved, &mut d);
-            for (p, &to) in dest.iter().enumerate() {
-                prop_assert_eq!(moved[to as usize], items[p]);
-            }
-            prop_assert!(d.iter().enumerate().all(|(i, &x)| x as usize == i));
-        }
-    }
 }

@@ -28,6 +28,7 @@ use crate::format::index::IndexBody;
 use crate::format::pack::PackEntry;
 use crate::format::pagemap::PageMap;
 use crate::index::chunk_index::ChunkIndex;
+use crate::store::packs::{read_trailer, TrailerError};
 use crate::store::select;
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
@@ -324,10 +325,7 @@ impl Store {
         }
         let pack_keys = keys(layout::PACKS);
         report.packs = pack_keys.len() as u64;
-        let metas: Vec<(
-            Id,
-            std::result::Result<PackMeta, crate::repair::TrailerError>,
-        )> = pack_keys
+        let metas: Vec<(Id, std::result::Result<PackMeta, TrailerError>)> = pack_keys
             .par_iter()
             .map(|(key, id)| (*id, read_pack_meta(self, key, sizes[key])))
             .collect();
@@ -496,10 +494,20 @@ fn read_pack_meta(
     store: &Store,
     key: &str,
     len: u64,
-) -> std::result::Result<PackMeta, crate::repair::TrailerError> {
-    let (dict_prefix, entries) = crate::repair::read_trailer(store, key, len)?;
+) -> std::result::Result<PackMeta, TrailerError> {
+    let (dict_prefix, entries) = read_trailer(store, key, len)?;
     Ok(PackMeta {
         dict_prefix,
         entries: entries.into_iter().map(|e| (e.id, e)).collect(),
     })
+}
+
+/// How a pack whose trailer could not be had is reported.
+impl TrailerError {
+    pub(crate) fn kind(&self) -> ProblemKind {
+        match self.damage {
+            true => ProblemKind::Damage,
+            false => ProblemKind::Unreadable,
+        }
+    }
 }
