@@ -19,11 +19,8 @@
 // `unsafe` is allowed only in the capture VFS, which must call SQLite's C API.
 #![deny(unsafe_code)]
 
-mod abandon;
 pub mod backend;
-mod backup_index;
-pub mod capture;
-mod chunk_writer;
+mod backup;
 mod codec;
 pub mod copy;
 mod digest;
@@ -38,8 +35,6 @@ mod restore;
 mod restore_plan;
 pub mod retention;
 pub mod salvage;
-#[cfg(test)]
-mod scale_tests;
 pub mod stats;
 mod store;
 pub mod types;
@@ -49,8 +44,7 @@ pub mod verify;
 // points by the cache's old path.
 use index::cache as index_cache;
 
-pub use abandon::Abandon;
-pub use chunk_writer::WriteStats;
+pub use backup::{capture, Abandon, BackupOptions, BackupReport, WriteStats};
 pub use copy::{CopyOptions, CopyOutcome, CopyReport};
 pub use digest::image_check;
 pub use progress::Progress;
@@ -59,10 +53,8 @@ pub use repair::{BrokenSnapshot, RepairIndexReport, RepairSnapshotsReport};
 pub use salvage::{LostChunk, LostPage, PageOwner, SalvageReport};
 pub use store::select::SnapshotSelector;
 pub use store::{
-    default_store_path, BackupOptions, BackupReport, DamagedSnapshot, InitOptions, RestoreReport,
-    Snapshot, Store,
+    default_store_path, lock, select, DamagedSnapshot, InitOptions, RestoreReport, Snapshot, Store,
 };
-pub use store::{lock, select};
 pub use types::{ChunkId, ChunkRef, Id, SnapshotId};
 pub use verify::{DataSubset, Problem, ProblemKind, VerifyOptions, VerifyReport};
 

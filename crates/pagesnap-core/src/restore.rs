@@ -1287,7 +1287,7 @@ pub(crate) fn to_path<T>(
 mod tests {
     use super::{fetch_parallel, pieces, Run, Writes, WRITE_PIECE};
     use crate::backend::{Backend, LocalBackend, ObjectInfo, PutMode};
-    use crate::store::{BackupOptions, InitOptions};
+    use crate::{BackupOptions, InitOptions};
     use crate::{Error, Store};
     use rayon::prelude::*;
     use std::ops::Range;

@@ -306,10 +306,10 @@ mod tests {
     use crate::backend::PutMode;
     use crate::index::chunk_index::Slot;
     use crate::restore::{Position, Positions};
-    use crate::store::{BackupOptions, InitOptions};
     use crate::types::ChunkRef;
     use crate::types::Id;
     use crate::{layout, Store};
+    use crate::{BackupOptions, InitOptions};
 
     /// A store with snapshots of a database that grows, changes, shrinks and
     /// grows again (maps that are deltas of deltas, new chunks, zero chunks).

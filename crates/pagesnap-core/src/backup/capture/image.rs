@@ -10,7 +10,7 @@
 
 use super::pipeline::Pipeline;
 use super::vfs::CaptureTarget;
-use crate::chunk_writer::ChunkWriter;
+use crate::backup::chunk_writer::ChunkWriter;
 use crate::digest::tree_hash::root_from_blocks;
 use crate::types::{ChunkId, ChunkRef};
 use crate::{Error, Result};

@@ -14,7 +14,7 @@
 //! SQLite, SQLite waits. The rare read-back of a block already handed over (SQLite
 //! rewriting or re-reading a page) first waits for the pipeline to drain.
 
-use crate::chunk_writer::{slot_len, ChunkWriter, Encoded};
+use crate::backup::chunk_writer::{slot_len, ChunkWriter, Encoded};
 use crate::digest::image_check::{self, Digest};
 use crate::digest::tree_hash::block_cv;
 use crate::types::{ChunkId, ChunkRef};

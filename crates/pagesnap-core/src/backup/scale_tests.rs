@@ -16,9 +16,10 @@
 
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN};
-use crate::store::{put_index, BackupOptions, InitOptions};
+use crate::store::put_index;
 use crate::types::Id;
 use crate::{layout, Store};
+use crate::{BackupOptions, InitOptions};
 
 const PER_OBJECT: usize = 100_000;
 const PER_PACK: usize = 8_000;

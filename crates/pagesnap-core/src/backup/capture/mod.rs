@@ -12,7 +12,7 @@ mod pipeline;
 #[allow(unsafe_code)]
 pub mod vfs;
 
-use crate::chunk_writer::ChunkWriter;
+use crate::backup::chunk_writer::ChunkWriter;
 use crate::types::ChunkRef;
 use crate::{Error, Result};
 use image::CaptureImage;
