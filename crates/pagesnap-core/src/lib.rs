@@ -32,9 +32,7 @@ pub mod progress;
 mod prune;
 pub mod repair;
 mod restore;
-mod restore_plan;
 pub mod retention;
-pub mod salvage;
 pub mod stats;
 mod store;
 pub mod types;
@@ -50,11 +48,10 @@ pub use digest::image_check;
 pub use progress::Progress;
 pub use prune::{PruneOptions, PruneReport};
 pub use repair::{BrokenSnapshot, RepairIndexReport, RepairSnapshotsReport};
-pub use salvage::{LostChunk, LostPage, PageOwner, SalvageReport};
+pub use restore::salvage::{self, LostChunk, LostPage, PageOwner, SalvageReport};
+pub use restore::RestoreReport;
 pub use store::select::SnapshotSelector;
-pub use store::{
-    default_store_path, lock, select, DamagedSnapshot, InitOptions, RestoreReport, Snapshot, Store,
-};
+pub use store::{default_store_path, lock, select, DamagedSnapshot, InitOptions, Snapshot, Store};
 pub use types::{ChunkId, ChunkRef, Id, SnapshotId};
 pub use verify::{DataSubset, Problem, ProblemKind, VerifyOptions, VerifyReport};
 

@@ -17,14 +17,13 @@ pub use snapshot::{DamagedSnapshot, Snapshot};
 use crate::backend::{Backend, BackendError, LocalBackend, PutMode};
 use crate::format::config::StoreConfig;
 use crate::format::FormatError;
-use crate::types::{ChunkRef, Id, SnapshotId};
-use crate::{layout, restore, Error, Result};
+use crate::types::Id;
+use crate::{layout, Error, Result};
 use chrono::Utc;
 use lock::LockGuard;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Parameters fixed when a store is created.
 #[derive(Clone, Debug)]
@@ -48,17 +47,6 @@ impl Default for InitOptions {
             dictionary: true,
         }
     }
-}
-
-/// What a restore wrote.
-#[derive(Clone, Debug)]
-pub struct RestoreReport {
-    pub snapshot: SnapshotId,
-    pub image_len: u64,
-    pub image_hash: [u8; 32],
-    pub duration: Duration,
-    /// Temporary files of killed restores removed from the output's folder.
-    pub removed_temporaries: Vec<PathBuf>,
 }
 
 /// A pagesnap store.
@@ -227,130 +215,6 @@ impl Store {
             )));
         }
         Ok(bytes)
-    }
-
-    /// Writes the snapshot's image to `out`, checking it against the manifest's image
-    /// check (or, for snapshots from before the check, its blake3 hash).
-    /// On a mismatch the bytes already written are wrong: callers writing to a
-    /// file should use [`Store::restore_to_path`], which never leaves such a file.
-    pub fn restore_to_writer(&self, snap: &Snapshot, out: &mut dyn Write) -> Result<RestoreReport> {
-        self.restore_to_sink(snap, restore::Sink::Stream(out))
-    }
-
-    fn restore_to_sink(&self, snap: &Snapshot, out: restore::Sink<'_>) -> Result<RestoreReport> {
-        let started = Instant::now();
-        let _lock = self.read_lock("restore")?;
-        let backend = self.backend.as_ref();
-        let image_hash = match self.restore_plan(snap)? {
-            Some(plan) => restore::write_located(
-                backend,
-                &plan.packs,
-                snap,
-                &plan,
-                out,
-                self.progress(),
-                false,
-            )?,
-            // A chunk to look for by id, or a problem to name: the whole index.
-            None => {
-                let index = self.load_index()?;
-                let chunks = self.chunk_list_with(&index, snap)?;
-                restore::write_image(backend, &index, snap, &chunks, out, self.progress(), false)?
-            }
-        };
-        Ok(RestoreReport {
-            snapshot: snap.id,
-            image_len: snap.manifest.image_len,
-            image_hash,
-            duration: started.elapsed(),
-            removed_temporaries: Vec::new(),
-        })
-    }
-
-    /// The salvage restore of `snap` into `file` (see [`Store::salvage_to_path`]).
-    pub(crate) fn salvage_into(
-        &self,
-        snap: &Snapshot,
-        file: &std::fs::File,
-        durable: bool,
-    ) -> Result<restore::Salvaged> {
-        let _lock = self.read_lock("restore")?;
-        let backend = self.backend.as_ref();
-        if let Some(plan) = self.restore_plan(snap)? {
-            return restore::write_salvaged(
-                backend,
-                &plan.packs,
-                snap,
-                &plan,
-                file,
-                durable,
-                self.progress(),
-                restore::SalvageLog::default(),
-            );
-        }
-        // Something is not located by the names the maps use: the whole index
-        // finds what it can, and says why the rest is lost.
-        let index = self.load_index()?;
-        let chunks = self.chunk_list_with(&index, snap)?;
-        let locs = index.locate_all(&chunks);
-        let log = restore::SalvageLog::default();
-        for (pos, (c, loc)) in chunks.iter().zip(&locs).enumerate() {
-            if let (ChunkRef::Stored(id), None) = (c, loc) {
-                let (object, detail) = match index.unlocated(snap.id, id) {
-                    Error::PackMissing { pack, .. } => {
-                        (Some(pack), "its pack is missing from the store".to_string())
-                    }
-                    _ => (
-                        None,
-                        "no index object locates it (missing from the store)".to_string(),
-                    ),
-                };
-                log.record(pos, *id, object, detail);
-            }
-        }
-        let positions = restore::Listed {
-            chunks: &chunks,
-            locs: &locs,
-        };
-        restore::write_salvaged(
-            backend,
-            index.packs(),
-            snap,
-            &positions,
-            file,
-            durable,
-            self.progress(),
-            log,
-        )
-    }
-
-    /// Restores to the file `out`: written to a temporary file beside it, checked,
-    /// fsynced and renamed into place. An existing file is replaced only with `force`.
-    pub fn restore_to_path(
-        &self,
-        snap: &Snapshot,
-        out: &Path,
-        force: bool,
-    ) -> Result<RestoreReport> {
-        self.restore_to_path_with(snap, out, force, true)
-    }
-
-    /// [`Store::restore_to_path`], choosing whether the file is flushed to disk
-    /// before it is renamed into place. Without `fsync` a restore does not wait for
-    /// the disk, but a crash just after it may leave the file incomplete.
-    pub fn restore_to_path_with(
-        &self,
-        snap: &Snapshot,
-        out: &Path,
-        force: bool,
-        fsync: bool,
-    ) -> Result<RestoreReport> {
-        let (mut report, removed) =
-            restore::to_path(out, snap.manifest.image_len, force, fsync, |sink| {
-                self.restore_to_sink(snap, sink)
-            })?;
-        report.removed_temporaries = removed;
-        Ok(report)
     }
 }
 

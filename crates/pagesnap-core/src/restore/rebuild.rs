@@ -105,7 +105,7 @@ pub(crate) enum Position {
 
 /// An image's positions, each with its chunk and where that chunk is.
 ///
-/// Why not two slices: the short way ([`crate::restore_plan`]) answers a position
+/// Why not two slices: the short way ([`super::plan`]) answers a position
 /// from the decoded index objects it already holds, instead of copying each
 /// position's chunk id and location into lists of its own first (17 MB for a 1 GiB
 /// image, built on both cores before the first write, a tenth of it in page faults).

@@ -18,10 +18,10 @@
 //! read from the object's bytes where it lies. Nothing per position is copied
 //! before the first write but the names.
 
+use super::rebuild::{Position, Positions};
 use crate::format::envelope::{self, Kind};
 use crate::format::index::{IndexBody, PackRef};
 use crate::index::chunk_index::{Location, PackTable, Slot};
-use crate::restore::{Position, Positions};
 use crate::store::Snapshot;
 use crate::types::{ChunkId, Id, IdMap};
 use crate::{layout, Result, Store};
@@ -305,7 +305,7 @@ mod tests {
     use super::IndexBody;
     use crate::backend::PutMode;
     use crate::index::chunk_index::Slot;
-    use crate::restore::{Position, Positions};
+    use crate::restore::rebuild::{Position, Positions};
     use crate::types::ChunkRef;
     use crate::types::Id;
     use crate::{layout, Store};

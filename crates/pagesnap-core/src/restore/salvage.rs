@@ -21,7 +21,7 @@
 //! page when page 1 (the header and the schema's root) is lost, or when the
 //! schema cannot be read.
 
-use crate::store::RestoreReport;
+use super::RestoreReport;
 use crate::types::ChunkId;
 use crate::{Result, Snapshot, Store};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -124,11 +124,11 @@ impl Store {
         let started = Instant::now();
         let m = &snap.manifest;
         let (salvaged, removed) =
-            crate::restore::to_path(out, m.image_len, force, fsync, |sink| match sink {
-                crate::restore::Sink::At { file, durable } => {
+            super::rebuild::to_path(out, m.image_len, force, fsync, |sink| match sink {
+                super::rebuild::Sink::At { file, durable } => {
                     self.salvage_into(snap, file, durable)
                 }
-                crate::restore::Sink::Stream(_) => Err(crate::Error::Internal(
+                super::rebuild::Sink::Stream(_) => Err(crate::Error::Internal(
                     "a salvage restore writes a file".into(),
                 )),
             })?;
@@ -506,7 +506,7 @@ mod tests {
             .filter(|e| {
                 e.file_name()
                     .to_string_lossy()
-                    .starts_with(crate::restore::TEMP_PREFIX)
+                    .starts_with(crate::restore::rebuild::TEMP_PREFIX)
             })
             .count();
         assert_eq!(temps, 0);
