@@ -3,11 +3,13 @@
 //! stream, the salvage restore (salvage.rs), and the entry points (`Store::restore_*`).
 //! It reads through store/ and index/ and must not reach into backup/ or maintenance/.
 
+mod output;
 mod plan;
 mod rebuild;
 pub mod salvage;
 
-pub(crate) use rebuild::{fetch_parallel, write_image, Sink};
+pub(crate) use output::Sink;
+pub(crate) use rebuild::{fetch_parallel, write_image};
 
 use crate::store::{Snapshot, Store};
 use crate::types::{ChunkRef, SnapshotId};
@@ -33,10 +35,10 @@ impl Store {
     /// On a mismatch the bytes already written are wrong: callers writing to a
     /// file should use [`Store::restore_to_path`], which never leaves such a file.
     pub fn restore_to_writer(&self, snap: &Snapshot, out: &mut dyn Write) -> Result<RestoreReport> {
-        self.restore_to_sink(snap, rebuild::Sink::Stream(out))
+        self.restore_to_sink(snap, output::Sink::Stream(out))
     }
 
-    fn restore_to_sink(&self, snap: &Snapshot, out: rebuild::Sink<'_>) -> Result<RestoreReport> {
+    fn restore_to_sink(&self, snap: &Snapshot, out: output::Sink<'_>) -> Result<RestoreReport> {
         let started = Instant::now();
         let _lock = self.read_lock("restore")?;
         let backend = self.backend().as_ref();
@@ -145,7 +147,7 @@ impl Store {
         fsync: bool,
     ) -> Result<RestoreReport> {
         let (mut report, removed) =
-            rebuild::to_path(out, snap.manifest.image_len, force, fsync, |sink| {
+            output::to_path(out, snap.manifest.image_len, force, fsync, |sink| {
                 self.restore_to_sink(snap, sink)
             })?;
         report.removed_temporaries = removed;

@@ -124,11 +124,9 @@ impl Store {
         let started = Instant::now();
         let m = &snap.manifest;
         let (salvaged, removed) =
-            super::rebuild::to_path(out, m.image_len, force, fsync, |sink| match sink {
-                super::rebuild::Sink::At { file, durable } => {
-                    self.salvage_into(snap, file, durable)
-                }
-                super::rebuild::Sink::Stream(_) => Err(crate::Error::Internal(
+            super::output::to_path(out, m.image_len, force, fsync, |sink| match sink {
+                super::output::Sink::At { file, durable } => self.salvage_into(snap, file, durable),
+                super::output::Sink::Stream(_) => Err(crate::Error::Internal(
                     "a salvage restore writes a file".into(),
                 )),
             })?;
@@ -506,7 +504,7 @@ mod tests {
             .filter(|e| {
                 e.file_name()
                     .to_string_lossy()
-                    .starts_with(crate::restore::rebuild::TEMP_PREFIX)
+                    .starts_with(crate::restore::output::TEMP_PREFIX)
             })
             .count();
         assert_eq!(temps, 0);
