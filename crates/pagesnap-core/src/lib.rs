@@ -22,38 +22,33 @@
 pub mod backend;
 mod backup;
 mod codec;
-pub mod copy;
 mod digest;
 mod direct_write;
 pub mod format;
 mod index;
 pub mod layout;
+mod maintenance;
 pub mod progress;
-mod prune;
-pub mod repair;
 mod restore;
-pub mod retention;
-pub mod stats;
 mod store;
 pub mod types;
-pub mod verify;
 
 // format/fuzz.rs (left as it is on this branch) reaches the cache's fuzz entry
 // points by the cache's old path.
 use index::cache as index_cache;
 
 pub use backup::{capture, Abandon, BackupOptions, BackupReport, WriteStats};
-pub use copy::{CopyOptions, CopyOutcome, CopyReport};
 pub use digest::image_check;
+pub use maintenance::copy::{CopyOptions, CopyOutcome, CopyReport};
+pub use maintenance::repair::{BrokenSnapshot, RepairIndexReport, RepairSnapshotsReport};
+pub use maintenance::verify::{DataSubset, Problem, ProblemKind, VerifyOptions, VerifyReport};
+pub use maintenance::{copy, repair, retention, stats, verify, PruneOptions, PruneReport};
 pub use progress::Progress;
-pub use prune::{PruneOptions, PruneReport};
-pub use repair::{BrokenSnapshot, RepairIndexReport, RepairSnapshotsReport};
 pub use restore::salvage::{self, LostChunk, LostPage, PageOwner, SalvageReport};
 pub use restore::RestoreReport;
 pub use store::select::SnapshotSelector;
 pub use store::{default_store_path, lock, select, DamagedSnapshot, InitOptions, Snapshot, Store};
 pub use types::{ChunkId, ChunkRef, Id, SnapshotId};
-pub use verify::{DataSubset, Problem, ProblemKind, VerifyOptions, VerifyReport};
 
 use std::path::PathBuf;
 

@@ -30,6 +30,7 @@
 //! is reported as "could not check" and never removed, nor is anything that
 //! depends on it. Nothing is removed before it is copied whole into `damaged/`.
 
+use super::verify::{DataSubset, VerifyOptions};
 use crate::backend::{BackendError, PutMode};
 use crate::codec::Decoders;
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
@@ -37,7 +38,6 @@ use crate::format::pack::{self, Codec, PackEntry};
 use crate::store::pack_sink::PackSink;
 use crate::store::packs::read_trailer;
 use crate::types::{ChunkId, Id, IdMap, IdSet, SnapshotId};
-use crate::verify::{DataSubset, VerifyOptions};
 use crate::{layout, Error, Result, Store};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};

@@ -18,13 +18,13 @@
 //! packs, index objects, maps and dictionaries — so a kill at any point leaves every
 //! remaining snapshot restorable, and the next prune finishes the job.
 
+use super::retention::Policy;
 use crate::backend::{BackendError, PutMode};
 use crate::codec::Decoders;
 use crate::format::envelope::{self, Kind};
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{FOOTER_LEN, HEADER_LEN};
 use crate::format::pagemap::PageMap;
-use crate::retention::Policy;
 use crate::store::lock::LockGuard;
 use crate::store::pack_sink::PackSink;
 use crate::store::{Snapshot, Store};
