@@ -1,7 +1,15 @@
-//! backup: taking a snapshot of a live database: the capture (SQLite's backup API,
-//! the VFS), chunking and compression into packs, the index a backup deduplicates
-//! against, and the entry points (`Store::backup_*`). It records what it wrote through
-//! store/ (packs, index object, page map, manifest) and must not reach into restore/ or maintenance/.
+//! backup: taking a snapshot of a live database, from the capture to the published
+//! manifest, and `Store::backup_*`. It records what it wrote through store/ (packs,
+//! index object, page map, manifest) and must not reach into restore/ or maintenance/.
+//!
+//! * `mod.rs`: the entry points (`backup_path`, `backup_connection`,
+//!   `backup_connection_abandonable`), their options and report, the dictionary plan.
+//! * `capture/`: a consistent image through SQLite's backup API (the VFS is the
+//!   crate's one `unsafe` module), streamed into the chunk writer.
+//! * `chunk_writer.rs`: names, dedups and compresses chunks into packs.
+//! * `index.rs`: the index a backup dedups against (the local cache, or the whole
+//!   index) and the cache's upkeep after publishing.
+//! * `abandon.rs`: abandoning a backup from another thread (`pagesnap watch`).
 
 mod abandon;
 pub mod capture;

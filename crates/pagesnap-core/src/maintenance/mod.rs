@@ -1,7 +1,12 @@
-//! maintenance: keeping a store in shape once snapshots exist: forget and prune
-//! (prune.rs, by retention.rs's policies), verify/, repair.rs, copy.rs between
-//! stores, and stats.rs. It works through store/, index/ and restore/'s rebuilding;
-//! nothing in backup/ or restore/ may depend on it.
+//! maintenance: the store once its snapshots are taken: forgetting and pruning,
+//! verifying, repairing, copying between stores, statistics. It builds on store/,
+//! index/ and restore/'s rebuilding; nothing in backup/, restore/ or store/ may use it.
+//!
+//! * `prune.rs`: forget and prune; `retention.rs` (+ `retention/tests.rs`): which
+//!   snapshots a policy keeps.
+//! * `verify/`: proves what the store holds restores (structure, then data).
+//! * `repair.rs`: `repair index` and `repair snapshots`.
+//! * `copy.rs`: copying snapshots to another store; `stats.rs`: what a store holds.
 
 pub mod copy;
 mod prune;

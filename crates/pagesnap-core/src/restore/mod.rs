@@ -1,7 +1,15 @@
-//! restore: giving a snapshot's image back: what a restore reads (plan.rs), rebuilding
-//! and checking the image from its chunks (rebuild.rs), writing it to a file or a
-//! stream, the salvage restore (salvage.rs), and the entry points (`Store::restore_*`).
-//! It reads through store/ and index/ and must not reach into backup/ or maintenance/.
+//! restore: giving a snapshot's image back, checked, and `Store::restore_*`. It reads
+//! through store/ and index/ and must not reach into backup/ or maintenance/ (verify
+//! and copy use its rebuilding and its parallel reads, never the other way round).
+//!
+//! * `mod.rs`: the entry points (`restore_to_writer`, `restore_to_path(_with)`, the
+//!   salvage restore's reading) and `RestoreReport`.
+//! * `plan.rs`: what a restore reads, found the short way through the index objects
+//!   the snapshot's maps name.
+//! * `rebuild.rs`: rebuilding the image window by window from its chunks, checking it.
+//! * `output.rs`: writing it to a stream or into a file at positions; the temporary
+//!   file renamed into place.
+//! * `salvage.rs`: `restore --salvage` and which tables the lost pages belonged to.
 
 mod output;
 mod plan;

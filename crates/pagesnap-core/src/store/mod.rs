@@ -1,4 +1,19 @@
-//! The store API: init/open a store, back up, list, select and restore snapshots.
+//! store: the handle on a store (open, init, config, locks) and the objects it reads
+//! and writes for every operation. Below the operations: it must not import backup/,
+//! restore/ or maintenance/, which build on it.
+//!
+//! * `mod.rs`: `Store`, `InitOptions`, opening and creating a store, its locks,
+//!   reading an object checked against its name.
+//! * `snapshot.rs`: `Snapshot`, listing, loading, selecting and publishing manifests;
+//!   `select.rs`: choosing a snapshot from a list (pure functions).
+//! * `maps.rs`: page-map chains resolved into chunk lists; writing a new snapshot's
+//!   map and index object (`put_map`).
+//! * `index_objects.rs`: index objects read into the chunk index, and written.
+//! * `packs.rs`: which packs are present; a pack's trailer read without its data.
+//!   `pack_sink.rs`, `pack_upload.rs`: writing packs of already compressed chunks,
+//!   and the upload thread every pack goes through.
+//! * `lock.rs`: store locks; `head_hint.rs`: this machine's hint of each database's
+//!   newest snapshot.
 
 pub(crate) mod head_hint;
 mod index_objects;
