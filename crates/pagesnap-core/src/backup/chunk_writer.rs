@@ -127,7 +127,7 @@ pub(crate) struct ChunkWriter {
     /// in `packs`, or `packs.len()` while that pack is still being built.
     new: Vec<IndexEntry>,
     /// Positions in `new` by id (dedup within the backup, and reading back). One
-    /// table of 4-byte slots instead of a map that repeated each id: see id_table.rs.
+    /// table of 4-byte slots instead of a map that repeated each id: see index/id_table.rs.
     table: IdTable,
     /// The packs this backup wrote.
     packs: Vec<PackRef>,

@@ -1,6 +1,6 @@
 //! The index a backup deduplicates and names chunks against: the short way
-//! through this machine's derived copy (index_cache/), or the long way, the whole
-//! index in memory, whenever the copy cannot be trusted. See index_cache/mod.rs
+//! through this machine's derived copy (index/cache/), or the long way, the whole
+//! index in memory, whenever the copy cannot be trusted. See index/cache/mod.rs
 //! for what is checked; this file does the checking and the upkeep.
 
 use crate::format::index::{IndexBody, IndexEntry};

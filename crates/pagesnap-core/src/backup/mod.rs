@@ -85,7 +85,7 @@ pub struct BackupReport {
     /// a backup whose cost grows with the store rather than with the change).
     pub index_chunks: u64,
     pub index_load: Duration,
-    /// Whether the index was this machine's derived copy (index_cache/), not
+    /// Whether the index was this machine's derived copy (index/cache/), not
     /// every index object read into memory.
     pub index_cached: bool,
     pub duration: Duration,
@@ -216,7 +216,7 @@ impl Store {
                 .max_by_key(|s| (s.time(), s.id)),
         };
         // The index to deduplicate against, the short way when this machine's
-        // derived copy of it can be trusted (backup_index.rs).
+        // derived copy of it can be trusted (backup/index.rs).
         let turn = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
         let mut bi = self.backup_index(parent.as_ref(), turn)?;
         let index = std::mem::replace(&mut bi.lookup, ChunkLookup::Whole(Box::default()));

@@ -51,9 +51,9 @@ pub(crate) struct WrittenMap {
     pub(crate) index: Option<(Id, IndexBody)>,
     /// The index object's size in the store (0 without one).
     pub(crate) index_len: u64,
-    /// Positions of its entries by chunk id (see id_table.rs).
+    /// Positions of its entries by chunk id (see index/id_table.rs).
     pub(crate) index_table: IdTable,
-    /// A new map's sequence number and named chunk ids (see index_cache/resolved.rs;
+    /// A new map's sequence number and named chunk ids (see index/cache/resolved.rs;
     /// `None` for a full map: they are then the list's stored chunks, not held
     /// twice); `None` when the parent's map was reused.
     pub(crate) resolved: Option<(u64, Option<Vec<ChunkId>>)>,
@@ -237,7 +237,7 @@ impl Store {
             _ => (0, None, none),
         };
         // The index object lists new chunks in the order the map's `New` references
-        // take them. Found by position through a table of 4-byte slots (id_table.rs),
+        // take them. Found by position through a table of 4-byte slots (index/id_table.rs),
         // and put in that order in place: a first backup has 10⁵–10⁶ of them.
         let mut entries = new.entries;
         let mut table = IdTable::with_capacity(entries.len());

@@ -69,7 +69,7 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     config: StoreConfig,
     progress: Option<crate::Progress>,
-    /// Whether backups may use this machine's local index cache (index_cache/).
+    /// Whether backups may use this machine's local index cache (index/cache/).
     index_cache: bool,
 }
 

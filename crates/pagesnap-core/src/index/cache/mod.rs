@@ -9,7 +9,7 @@
 //!   searched on disk: one positioned read of a checked 64-entry block per lookup;
 //! * the index objects written since the file was built (the *delta*), loaded into
 //!   memory as before; merged into a new file when they grow (`merge_due` in
-//!   backup_index.rs);
+//!   backup/index.rs);
 //! * the **resolved page maps** (`resolved.rs`) of its parent's chain, so the
 //!   parent's chunk list needs no index object at all, and the parent's
 //!   **placement** (where its chunks were).
