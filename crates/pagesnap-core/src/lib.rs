@@ -30,7 +30,7 @@
 //!   page maps, index objects, packs, locks).
 //! * `index/`: the chunk index as data, and this machine's derived copy of it.
 //! * `codec.rs` (decoding a stored chunk) and `digest/` (an image's hash and check).
-//! * [`format`] (how each object is encoded) and [`backend`] (where objects live),
+//! * [`format`](mod@format) (how each object is encoded) and [`backend`] (where objects live),
 //!   beside the shared [`types`], [`layout`], [`progress`] and `error.rs`.
 //!
 //! Public paths (`pagesnap_core::capture`, `::verify`, `::lock`, …) are re-exports
