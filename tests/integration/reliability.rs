@@ -449,7 +449,7 @@ fn backup_and_restore_on_a_full_tmpfs() {
     // filled up, durable and with --no-fsync, and over an existing file with
     // --force. The output's blocks are reserved before anything is written, so
     // these fail there; a write failing later is covered by the unit tests of
-    // the write queue (restore.rs).
+    // the write queue (pagesnap-core's restore/output.rs).
     let big = recorded.last().unwrap();
     let out = ofs.dir.join("out.db");
     for no_fsync in [false, true] {

@@ -1,5 +1,6 @@
-//! Decoding stored chunks: zstd decompression contexts, one per dictionary, with
+//! codec: decoding stored chunks: zstd decompression contexts, one per dictionary, with
 //! dictionaries loaded from the store on first use and checked against their ids.
+//! Below every wing that reads chunks; it knows backend/ and format/, nothing above.
 
 use crate::backend::Backend;
 use crate::format::dict::DictBody;

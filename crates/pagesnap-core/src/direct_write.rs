@@ -1,6 +1,6 @@
 //! Writing large files past the page cache (`O_DIRECT` on Linux), for files that
 //! are fsynced anyway: packs in a local store. (Durable restores used it too, until
-//! positioned writes with early writeback measured faster: see restore.rs.)
+//! positioned writes with early writeback measured faster: see restore/output.rs.)
 //!
 //! Why: such a file must reach the disk before pagesnap may go on, so copying it
 //! into the page cache first only costs CPU (the kernel's copy into fresh cache

@@ -1,4 +1,4 @@
-//! The local index cache (index_cache/): backups take the short way once it is
+//! The local index cache (src/index/cache/): backups take the short way once it is
 //! built and give byte-exact snapshots either way; after a prune or a lost pack
 //! they skip what is gone; a damaged index object, a damaged or missing cache
 //! file make a backup take the long way (and heal).

@@ -1,0 +1,325 @@
+//! The capture pipeline: complete blocks leave SQLite's thread in batches; a
+//! processing thread hashes and compresses each batch on every core (rayon), then
+//! records the chunks in order through the one chunk writer.
+//!
+//! ```text
+//! SQLite thread ──batches (bounded channel)──▶ processing thread
+//!   backup API, VFS writes,                     par: block CV and check, chunk ids, index
+//!   block assembly                                   lookup, zstd (new chunks only)
+//!                                               seq: dedup, packs, writes
+//! ```
+//!
+//! The channel holds at most [`IN_FLIGHT`] batches of about [`BATCH_BYTES`], so
+//! memory stays bounded whatever the database size: when the store is slower than
+//! SQLite, SQLite waits. The rare read-back of a block already handed over (SQLite
+//! rewriting or re-reading a page) first waits for the pipeline to drain.
+
+use crate::backup::chunk_writer::{slot_len, ChunkWriter, Encoded};
+use crate::digest::image_check::{self, Digest};
+use crate::digest::tree_hash::block_cv;
+use crate::types::{ChunkId, ChunkRef};
+use crate::{Error, Result};
+use blake3::hazmat::ChainingValue;
+use rayon::prelude::*;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Bytes of blocks sent to the processing thread at once.
+const BATCH_BYTES: usize = 2 << 20;
+/// Batches queued between the threads (beyond the one being processed).
+const IN_FLIGHT: usize = 2;
+
+/// A block after processing: its blake3 chaining value, its image-check digest
+/// and its chunks.
+pub(crate) struct BlockDone {
+    pub cv: ChainingValue,
+    pub check: Digest,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// The processed blocks, by number, in two flat vectors: each block's chaining
+/// value, image-check digest and chunk count, and every block's chunks at
+/// `b * per_block`. (A map of per-block vectors cost ~650 bytes per 64 KiB block,
+/// and the capture's final chunk list was a second copy of it; here the chunk
+/// vector is that list.)
+#[derive(Default)]
+pub(crate) struct DoneBlocks {
+    per_block: usize,
+    blocks: Vec<Option<(ChainingValue, Digest, u16)>>,
+    chunks: Vec<ChunkRef>,
+}
+
+impl DoneBlocks {
+    fn new(per_block: usize) -> Self {
+        DoneBlocks {
+            per_block,
+            ..Default::default()
+        }
+    }
+
+    fn insert(&mut self, b: u64, d: BlockDone) -> Result<()> {
+        let b = b as usize;
+        if d.chunks.len() > self.per_block {
+            return Err(Error::Internal("a block with too many chunks".into()));
+        }
+        if self.blocks.len() <= b {
+            self.blocks.resize(b + 1, None);
+            self.chunks.resize((b + 1) * self.per_block, ChunkRef::Zero);
+        }
+        let at = b * self.per_block;
+        self.chunks[at..at + d.chunks.len()].copy_from_slice(&d.chunks);
+        self.blocks[b] = Some((d.cv, d.check, d.chunks.len() as u16));
+        Ok(())
+    }
+
+    /// Block `b`, if processed.
+    pub(crate) fn get(&self, b: u64) -> Option<BlockDone> {
+        let (cv, check, n) = (*self.blocks.get(b as usize)?)?;
+        let at = b as usize * self.per_block;
+        Some(BlockDone {
+            cv,
+            check,
+            chunks: self.chunks[at..at + n as usize].to_vec(),
+        })
+    }
+
+    /// Block `b`, if processed, forgetting it.
+    pub(crate) fn remove(&mut self, b: u64) -> Option<BlockDone> {
+        let d = self.get(b)?;
+        self.blocks[b as usize] = None;
+        Some(d)
+    }
+
+    /// Forgets the blocks from `n` on (the image was cut).
+    pub(crate) fn keep_first(&mut self, n: u64) {
+        let n = n as usize;
+        if n < self.blocks.len() {
+            self.blocks.truncate(n);
+            self.chunks.truncate(n * self.per_block);
+        }
+    }
+
+    /// The chaining values of blocks `0..n`, if all were processed.
+    pub(crate) fn cvs(&self, n: u64) -> Option<Vec<ChainingValue>> {
+        (0..n as usize)
+            .map(|b| self.blocks.get(b).copied().flatten().map(|(cv, _, _)| cv))
+            .collect()
+    }
+
+    /// The image-check digests of blocks `0..n`, if all were processed.
+    pub(crate) fn checks(&self, n: u64) -> Option<Vec<Digest>> {
+        (0..n as usize)
+            .map(|b| self.blocks.get(b).copied().flatten().map(|(_, d, _)| d))
+            .collect()
+    }
+
+    /// The chunks of blocks `0..n` in order, if all were processed and all but the
+    /// last are full.
+    pub(crate) fn into_chunks(mut self, n: u64) -> Option<Vec<ChunkRef>> {
+        let n = n as usize;
+        let mut total = 0;
+        for b in 0..n {
+            let (_, _, count) = self.blocks.get(b).copied().flatten()?;
+            if b + 1 < n && count as usize != self.per_block {
+                return None;
+            }
+            total = b * self.per_block + count as usize;
+        }
+        self.chunks.truncate(total);
+        Some(self.chunks)
+    }
+}
+
+type DoneMap = Arc<Mutex<DoneBlocks>>;
+/// Block buffers handed back after processing, for reuse (not zeroed).
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+/// Buffers kept for reuse at most.
+const POOL_MAX: usize = 64;
+type ReadReply = SyncSender<Result<Vec<Vec<u8>>>>;
+
+enum Msg {
+    /// Blocks (number, bytes) to process.
+    Blocks(Vec<(u64, Vec<u8>)>),
+    /// Read these chunks back, after everything sent before (an empty list is a barrier).
+    Read(Vec<ChunkId>, ReadReply),
+}
+
+pub(crate) struct Pipeline {
+    tx: Option<SyncSender<Msg>>,
+    thread: Option<JoinHandle<Result<ChunkWriter>>>,
+    done: DoneMap,
+    pool: Pool,
+    batch: Vec<(u64, Vec<u8>)>,
+    batch_bytes: usize,
+}
+
+impl Pipeline {
+    pub(crate) fn new(writer: ChunkWriter, block_len: u64, chunk_len: u64) -> Result<Self> {
+        let (tx, rx) = sync_channel(IN_FLIGHT);
+        let per_block = (block_len / chunk_len).max(1) as usize;
+        let done: DoneMap = Arc::new(Mutex::new(DoneBlocks::new(per_block)));
+        let pool: Pool = Arc::default();
+        let (shared, returned) = (done.clone(), pool.clone());
+        let thread = std::thread::Builder::new()
+            .name("pagesnap-chunks".into())
+            .spawn(move || process(writer, rx, shared, returned, block_len, chunk_len))
+            .map_err(|e| Error::Internal(format!("cannot start the chunk thread: {e}")))?;
+        Ok(Pipeline {
+            tx: Some(tx),
+            thread: Some(thread),
+            done,
+            pool,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        })
+    }
+
+    /// A used block buffer of `len` bytes (its content is stale), if one is free.
+    pub(crate) fn recycled(&self, len: usize) -> Option<Vec<u8>> {
+        let buf = self.pool.lock().ok()?.pop()?;
+        (buf.len() == len).then_some(buf)
+    }
+
+    /// Queues a complete block.
+    pub(crate) fn submit(&mut self, b: u64, data: Vec<u8>) -> Result<()> {
+        self.batch_bytes += data.len();
+        self.batch.push((b, data));
+        if self.batch_bytes >= BATCH_BYTES {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.send(Msg::Blocks(batch))
+    }
+
+    fn send(&mut self, msg: Msg) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(msg).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.failure())
+        }
+    }
+
+    /// The processing thread stopped early: its error.
+    fn failure(&mut self) -> Error {
+        self.tx = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => Error::Internal("the chunk thread panicked".into()),
+            _ => Error::Internal("the chunk thread stopped".into()),
+        }
+    }
+
+    /// Reads chunks back once everything queued before is processed.
+    pub(crate) fn read(&mut self, ids: Vec<ChunkId>) -> Result<Vec<Vec<u8>>> {
+        self.send_batch()?;
+        let (reply, answer) = sync_channel(1);
+        self.send(Msg::Read(ids, reply))?;
+        match answer.recv() {
+            Ok(r) => r,
+            Err(_) => Err(self.failure()),
+        }
+    }
+
+    /// Waits until every block submitted so far is processed.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.read(Vec::new()).map(|_| ())
+    }
+
+    /// The processed blocks (call [`Pipeline::sync`] first for an up-to-date view).
+    pub(crate) fn done(&self) -> Result<std::sync::MutexGuard<'_, DoneBlocks>> {
+        self.done
+            .lock()
+            .map_err(|_| Error::Internal("capture block table poisoned".into()))
+    }
+
+    /// Processes what is queued, stops the thread; returns the writer and every block.
+    pub(crate) fn finish(mut self) -> Result<(ChunkWriter, DoneBlocks)> {
+        self.send_batch()?;
+        self.tx = None;
+        let writer = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r?,
+            _ => return Err(Error::Internal("the chunk thread panicked".into())),
+        };
+        let done = std::mem::take(&mut *self.done()?);
+        Ok((writer, done))
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Close the channel and let the thread end (on an error path, its result
+        // was already taken or no longer matters).
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The processing thread: each batch in parallel, then its chunks in order.
+fn process(
+    mut writer: ChunkWriter,
+    rx: Receiver<Msg>,
+    done: DoneMap,
+    pool: Pool,
+    block_len: u64,
+    chunk_len: u64,
+) -> Result<ChunkWriter> {
+    // Each block's compressed chunks, in slots of one buffer per block (see
+    // `ChunkWriter::encode_block`), reused from batch to batch.
+    let mut outs: Vec<Vec<u8>> = Vec::new();
+    for msg in rx {
+        match msg {
+            Msg::Blocks(blocks) => {
+                let w = &writer;
+                if outs.len() < blocks.len() {
+                    outs.resize_with(blocks.len(), Vec::new);
+                }
+                let encoded: Vec<(u64, ChainingValue, Digest, Vec<Encoded>)> = blocks
+                    .par_iter()
+                    .zip(outs.par_iter_mut())
+                    .map(|((b, data), out)| {
+                        let cv = block_cv(b * block_len, data);
+                        let check = image_check::block_digest(data, chunk_len as usize);
+                        let chunks = w.encode_block(data, chunk_len as usize, out)?;
+                        Ok((*b, cv, check, chunks))
+                    })
+                    .collect::<Result<_>>()?;
+                if let Ok(mut p) = pool.lock() {
+                    let room = POOL_MAX.saturating_sub(p.len());
+                    p.extend(blocks.into_iter().map(|(_, d)| d).take(room));
+                }
+                let slot = slot_len(chunk_len as usize);
+                for ((b, cv, check, chunks), out) in encoded.into_iter().zip(&outs) {
+                    let chunks = chunks
+                        .into_iter()
+                        .zip(out.chunks(slot))
+                        .map(|(e, s)| writer.accept(e, s))
+                        .collect::<Result<Vec<_>>>()?;
+                    done.lock()
+                        .map_err(|_| Error::Internal("capture block table poisoned".into()))?
+                        .insert(b, BlockDone { cv, check, chunks })?;
+                }
+            }
+            Msg::Read(ids, reply) => {
+                let r = ids.iter().map(|id| writer.read(id)).collect();
+                // The capture thread may have given up waiting; nothing to do then.
+                let _ = reply.send(r);
+            }
+        }
+    }
+    Ok(writer)
+}

@@ -1,0 +1,346 @@
+//! backup: taking a snapshot of a live database, from the capture to the published
+//! manifest, and `Store::backup_*`. It records what it wrote through store/ (packs,
+//! index object, page map, manifest) and must not reach into restore/ or maintenance/.
+//!
+//! * `mod.rs`: the entry points (`backup_path`, `backup_connection`,
+//!   `backup_connection_abandonable`), their options and report, the dictionary plan.
+//! * `capture/`: a consistent image through SQLite's backup API (the VFS is the
+//!   crate's one `unsafe` module), streamed into the chunk writer.
+//! * `chunk_writer.rs`: names, dedups and compresses chunks into packs.
+//! * `index.rs`: the index a backup dedups against (the local cache, or the whole
+//!   index) and the cache's upkeep after publishing.
+//! * `abandon.rs`: abandoning a backup from another thread (`pagesnap watch`).
+
+mod abandon;
+pub mod capture;
+pub(crate) mod chunk_writer;
+mod index;
+#[cfg(test)]
+mod scale_tests;
+
+pub use abandon::Abandon;
+pub use chunk_writer::WriteStats;
+
+use crate::format::manifest::Manifest;
+use crate::index::cache::ChunkLookup;
+use crate::store::{head_hint, Snapshot, Store};
+use crate::types::SnapshotId;
+use crate::{codec, Error, Result};
+use capture::{open_source, CaptureError};
+use chrono::{DateTime, Utc};
+use chunk_writer::{ChunkWriter, DictPlan};
+use rusqlite::Connection;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How to record a backup.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Database name; defaults to the file stem of the source path.
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    /// Recorded time; defaults to now.
+    pub time: Option<DateTime<Utc>>,
+    /// How long to wait for a lock held by another process.
+    pub busy_timeout: Duration,
+    /// How long to wait for a running `prune` (which locks the store) to finish.
+    pub lock_wait: Duration,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            name: None,
+            tags: Vec::new(),
+            time: None,
+            busy_timeout: Duration::from_secs(5),
+            lock_wait: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What a backup did.
+#[derive(Clone, Debug)]
+pub struct BackupReport {
+    pub snapshot: SnapshotId,
+    pub name: String,
+    pub time: DateTime<Utc>,
+    pub page_size: u32,
+    pub page_count: u64,
+    pub image_len: u64,
+    pub image_hash: [u8; 32],
+    pub chunks: u64,
+    pub stats: WriteStats,
+    /// Bytes of every object this backup wrote (packs, index, page map, manifest).
+    pub bytes_added: u64,
+    /// Bytes of metadata this snapshot added (manifest, page map, index).
+    pub metadata_bytes: u64,
+    /// Positions recorded in the page map this backup wrote (0 if it reused its parent's).
+    pub delta_len: u64,
+    /// Whether the backup wrote a full page map (rather than a skip-delta).
+    pub new_base: bool,
+    /// Damage the backup worked around (it still succeeded), for the user to see.
+    pub warnings: Vec<String>,
+    /// Chunks in the store's index and how long loading it took (the one part of
+    /// a backup whose cost grows with the store rather than with the change).
+    pub index_chunks: u64,
+    pub index_load: Duration,
+    /// Whether the index was this machine's derived copy (index/cache/), not
+    /// every index object read into memory.
+    pub index_cached: bool,
+    pub duration: Duration,
+}
+
+/// Names and tags are printed and matched, never used as paths; still, refuse what
+/// would make output ambiguous or hide in logs.
+fn check_label(what: &'static str, s: &str) -> Result<()> {
+    let bad = if s.is_empty() {
+        Some("is empty")
+    } else if s.len() > 255 {
+        Some("is longer than 255 bytes")
+    } else if s.chars().any(|c| c.is_control()) {
+        Some("contains a control character (newline, NUL, ...)")
+    } else if s.contains("..") || s.contains('/') || s.contains('\\') {
+        Some("contains a path separator or `..`")
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => Err(Error::Invalid {
+            what,
+            detail: format!("{s:?} {why}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Store {
+    /// Backs up the database file at `path` (opened read-only).
+    pub fn backup_path(&self, path: &Path, opts: &BackupOptions) -> Result<BackupReport> {
+        let conn = open_source(path)?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        self.backup_connection(&conn, &abs, opts)
+    }
+
+    /// Backs up through an open connection (e.g. an application's own). `path` is
+    /// recorded as the source and names it in messages; the default name is its stem.
+    ///
+    /// Outside a transaction, the capture opens a read transaction for the copy and
+    /// ends it. Inside the caller's transaction it uses that transaction and leaves it
+    /// open; the snapshot is then the database as that transaction sees it. A
+    /// transaction that has written cannot be backed up through (SQLite's backup
+    /// API refuses while its source connection writes): that fails at once with
+    /// [`capture::CaptureError::UncommittedWrites`]. The connection's busy
+    /// timeout is set to `opts.busy_timeout`.
+    pub fn backup_connection(
+        &self,
+        conn: &Connection,
+        path: &Path,
+        opts: &BackupOptions,
+    ) -> Result<BackupReport> {
+        self.backup_inner(conn, path, opts, None)
+    }
+
+    /// [`Store::backup_connection`] that another thread may abandon with
+    /// `abandon` (see [`crate::Abandon`]): until it commits to publishing, an
+    /// abandoned backup stops at its next check with
+    /// [`capture::CaptureError::Abandoned`] and never publishes. Its store
+    /// lock is the one `abandon` holds, if any (the caller's, taken beforehand),
+    /// else one it takes and hands to `abandon`; it stays held after the backup
+    /// returns, until [`crate::Abandon::release`].
+    pub fn backup_connection_abandonable(
+        &self,
+        conn: &Connection,
+        path: &Path,
+        opts: &BackupOptions,
+        abandon: &crate::Abandon,
+    ) -> Result<BackupReport> {
+        self.backup_inner(conn, path, opts, Some(abandon))
+    }
+
+    fn backup_inner(
+        &self,
+        conn: &Connection,
+        path: &Path,
+        opts: &BackupOptions,
+        abandon: Option<&crate::Abandon>,
+    ) -> Result<BackupReport> {
+        let started = Instant::now();
+        let name = match &opts.name {
+            Some(n) => n.clone(),
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "db".to_string()),
+        };
+        check_label("database name", &name)?;
+        for t in &opts.tags {
+            check_label("tag", t)?;
+        }
+        let time = opts.time.unwrap_or_else(Utc::now);
+        // Refused before anything is written, by the rule the manifest's decoder applies.
+        Manifest::check_time(time.timestamp_subsec_nanos()).map_err(|e| Error::Invalid {
+            what: "snapshot time",
+            detail: format!("{time:?}: {e}"),
+        })?;
+        let abandoned = || Error::Capture(CaptureError::Abandoned(path.to_path_buf()));
+        // Shared: other backups may run too, but prune may not delete chunks under us.
+        let _lock = match abandon {
+            None => Some(self.lock(false, "backup", opts.lock_wait)?),
+            Some(a) if a.holds_lock() => None,
+            Some(a) => {
+                if !a.hold(self.lock(false, "backup", opts.lock_wait)?) {
+                    return Err(abandoned());
+                }
+                None
+            }
+        };
+        if abandon.is_some_and(|a| a.is_abandoned()) {
+            return Err(abandoned());
+        }
+
+        // The newest earlier snapshot of the same database is the delta's reference:
+        // the one this machine recorded last, else found by reading every manifest.
+        let same_db = |s: &Snapshot| {
+            s.manifest.name == name && s.manifest.chunk_pages == self.config().chunk_pages
+        };
+        let hinted = head_hint::read(&self.config().store_id, &name)
+            .and_then(|id| self.load_snapshot(&id).ok())
+            .filter(same_db);
+        let parent = match hinted {
+            Some(p) => Some(p),
+            None => self
+                .snapshots()?
+                .into_iter()
+                .filter(same_db)
+                .max_by_key(|s| (s.time(), s.id)),
+        };
+        // The index to deduplicate against, the short way when this machine's
+        // derived copy of it can be trusted (backup/index.rs).
+        let turn = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
+        let mut bi = self.backup_index(parent.as_ref(), turn)?;
+        let index = std::mem::replace(&mut bi.lookup, ChunkLookup::Whole(Box::default()));
+        let (index_chunks, index_load) = (index.entries(), bi.load);
+        let base = bi.base.take();
+        let mut warnings = std::mem::take(&mut bi.warnings);
+        let (plan, used_ratio) = self.dict_plan(parent.as_ref());
+        let mut writer = ChunkWriter::new(self.backend().clone(), index, self.config(), plan)?;
+        if index_chunks == 0 {
+            // Every chunk of a first backup is new: size the writer's map once.
+            let pages: i64 = conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .unwrap_or(0);
+            let chunks = pages.max(0) as u64 / self.config().chunk_pages as u64;
+            writer.expect_new(chunks.min(1 << 28) as usize);
+        }
+        let cap = capture::capture(
+            conn,
+            path,
+            opts.busy_timeout,
+            self.config().chunk_pages,
+            writer,
+            self.progress(),
+            abandon,
+        )?;
+        let (new, stats, index) = cap.writer.finish()?;
+        // The last moment to abandon: so far only packs (and a dictionary) were
+        // written, which nothing names; from here on the index, the page map and
+        // the manifest make them reachable.
+        if abandon.is_some_and(|a| !a.commit()) {
+            return Err(abandoned());
+        }
+        let mut bytes_added = stats.pack_bytes;
+        let mut metadata_bytes = 0u64;
+        let dict_used = new.dict;
+        // A dictionary that no longer fits the data (new chunks compress much worse
+        // than its training samples did) is replaced by the next backup.
+        let retrain_dict = match used_ratio {
+            Some(trained) if stats.new_raw_bytes >= 4 << 20 && stats.dict_bytes == 0 => {
+                let ratio = stats.new_raw_bytes as f32 / stats.new_stored_bytes.max(1) as f32;
+                ratio < 0.85 * trained
+            }
+            _ => false,
+        };
+        bytes_added += stats.dict_bytes;
+        let written = self.put_map(
+            |id| index.name_of(id),
+            base,
+            new,
+            &cap.chunks,
+            &mut metadata_bytes,
+        )?;
+        let manifest = Manifest {
+            time_unix: time.timestamp(),
+            time_nanos: time.timestamp_subsec_nanos(),
+            name: name.clone(),
+            source_path: path.display().to_string(),
+            host: hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            tags: opts.tags.clone(),
+            page_size: cap.page_size,
+            page_count: cap.image_len / cap.page_size as u64,
+            image_len: cap.image_len,
+            image_hash: cap.image_hash,
+            sqlite_version: rusqlite::version().to_string(),
+            pagesnap_version: env!("CARGO_PKG_VERSION").to_string(),
+            chunk_pages: self.config().chunk_pages,
+            chunk_count: cap.chunks.len() as u64,
+            map: written.map,
+            parent: parent.as_ref().map(|p| p.id),
+            dict: dict_used,
+            retrain_dict,
+            image_check: Some(cap.image_check),
+        };
+        let (id, manifest_len) = self.publish(&manifest, true)?;
+        metadata_bytes += manifest_len;
+        bytes_added += metadata_bytes;
+        warnings.extend(self.index_upkeep(
+            &bi,
+            &written,
+            &index,
+            &cap.chunks,
+            parent.as_ref().map(|p| p.manifest.map),
+        ));
+        Ok(BackupReport {
+            snapshot: id,
+            name,
+            time,
+            page_size: manifest.page_size,
+            page_count: manifest.page_count,
+            image_len: manifest.image_len,
+            image_hash: manifest.image_hash,
+            chunks: manifest.chunk_count,
+            stats,
+            bytes_added,
+            metadata_bytes,
+            delta_len: written.changes,
+            new_base: written.full,
+            warnings,
+            index_chunks,
+            index_load,
+            index_cached: bi.short,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// How a backup compresses: with its database's dictionary, by training one
+    /// (first backup, a retrain request, or a dictionary that cannot be read), or
+    /// without. Also returns the ratio the dictionary reached on its samples.
+    fn dict_plan(&self, parent: Option<&Snapshot>) -> (DictPlan, Option<f32>) {
+        if !self.config().dictionary {
+            return (DictPlan::None, None);
+        }
+        match parent
+            .filter(|p| !p.manifest.retrain_dict)
+            .and_then(|p| p.manifest.dict)
+        {
+            Some(id) => match codec::load_dict(self.backend().as_ref(), &id) {
+                Ok(body) => (DictPlan::Use(id, body.dict), Some(body.trained_ratio)),
+                // A damaged or missing dictionary only costs a new one.
+                Err(_) => (DictPlan::Train, None),
+            },
+            None => (DictPlan::Train, None),
+        }
+    }
+}

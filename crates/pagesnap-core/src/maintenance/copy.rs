@@ -1,0 +1,609 @@
+//! Copying snapshots from one store to another (`pagesnap copy`), storing only
+//! the chunks the destination lacks.
+//!
+//! Chunk ids do not depend on the store, but page maps name chunks through index
+//! objects, and index objects through packs: a copied snapshot gets its own page
+//! map, index object and manifest in the destination (so its id there differs).
+//! Its metadata (time, name, host, source, tags, sizes, image hash, versions,
+//! chunk size) is the source's; `map` and `parent` are the destination's.
+//!
+//! * **Already copied** means the destination holds a snapshot with the same
+//!   name, time and image hash. Such snapshots are skipped, which also makes a
+//!   copy resumable: after an interruption, the snapshots published before it are
+//!   skipped and the interrupted one is copied again. (Packs it uploaded without
+//!   an index object are garbage that `prune` removes.)
+//! * Snapshots are copied oldest first, each page map a skip-delta against the
+//!   newest earlier snapshot of its database in the destination, as a backup's is.
+//! * Chunks are moved as stored (same codec, same dictionary; dictionaries are
+//!   copied first), read in runs of neighbouring blobs, one ranged read per run.
+//!   Every chunk copied is decoded and checked against its id on the way, so a copy
+//!   never spreads damage: a damaged source chunk fails that snapshot (nothing is
+//!   published for it) and the copy goes on with the others.
+//! * Write order as in a backup: dictionaries, packs, index object, page map, and
+//!   the manifest last.
+
+use crate::codec;
+use crate::format::dict::DictBody;
+use crate::format::manifest::Manifest;
+use crate::format::FormatError;
+use crate::index::chunk_index::{ChunkIndex, Location};
+use crate::store::pack_sink::PackSink;
+use crate::store::select;
+use crate::store::NewChunks;
+use crate::store::Snapshot;
+use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
+use crate::{layout, Error, Result, Store};
+use chrono::{DateTime, Utc};
+use rayon::prelude::*;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Largest single read from a source pack.
+const MAX_RUN: u64 = 8 << 20;
+/// Blobs closer than this in a source pack are read together (the gap is read and
+/// dropped): on object storage a request costs more than a few KiB of transfer.
+const MAX_GAP: u64 = 64 << 10;
+
+/// Which snapshots to copy.
+#[derive(Clone, Debug)]
+pub struct CopyOptions {
+    /// Only snapshots of this database.
+    pub name: Option<String>,
+    /// Ids, unique prefixes or `latest`; empty: every snapshot (of `name`).
+    pub snapshots: Vec<String>,
+    /// How long to wait for a `prune` holding either store.
+    pub lock_wait: Duration,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            name: None,
+            snapshots: Vec::new(),
+            lock_wait: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What became of one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CopyOutcome {
+    /// Copied: its id in the destination.
+    Copied(SnapshotId),
+    /// The destination already holds it (same name, time and image hash), with this id.
+    Skipped(SnapshotId),
+    /// Not copied (damage in the source): why. Nothing was published for it.
+    Failed(String),
+}
+
+/// One snapshot of a copy.
+#[derive(Clone, Debug)]
+pub struct CopiedSnapshot {
+    /// Its id in the source store.
+    pub source: SnapshotId,
+    pub name: String,
+    pub time: DateTime<Utc>,
+    pub image_len: u64,
+    pub outcome: CopyOutcome,
+    /// Chunks stored in the destination for it (those it lacked).
+    pub chunks_uploaded: u64,
+    /// Bytes written to the destination for it: packs, dictionaries, index object,
+    /// page map and manifest.
+    pub bytes_uploaded: u64,
+    /// Damage in the destination the copy worked around (it still succeeded).
+    pub warnings: Vec<String>,
+}
+
+/// What a copy did.
+#[derive(Clone, Debug)]
+pub struct CopyReport {
+    pub from: String,
+    pub to: String,
+    /// The selected snapshots, oldest first.
+    pub snapshots: Vec<CopiedSnapshot>,
+    /// Source manifests that could not be read (only when copying all snapshots):
+    /// snapshots that may exist but were not copied.
+    pub unreadable: Vec<String>,
+    pub duration: Duration,
+}
+
+impl CopyReport {
+    fn count(&self, f: impl Fn(&CopyOutcome) -> bool) -> usize {
+        self.snapshots.iter().filter(|s| f(&s.outcome)).count()
+    }
+    pub fn copied(&self) -> usize {
+        self.count(|o| matches!(o, CopyOutcome::Copied(_)))
+    }
+    pub fn skipped(&self) -> usize {
+        self.count(|o| matches!(o, CopyOutcome::Skipped(_)))
+    }
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, CopyOutcome::Failed(_)))
+    }
+    pub fn chunks_uploaded(&self) -> u64 {
+        self.snapshots.iter().map(|s| s.chunks_uploaded).sum()
+    }
+    pub fn bytes_uploaded(&self) -> u64 {
+        self.snapshots.iter().map(|s| s.bytes_uploaded).sum()
+    }
+    /// Every selected snapshot is in the destination and every source manifest was read.
+    pub fn complete(&self) -> bool {
+        self.failed() == 0 && self.unreadable.is_empty()
+    }
+}
+
+/// Why one snapshot's copy stopped: a problem of the source fails that snapshot
+/// only; one of the destination (a write failed) stops the whole copy.
+enum Failure {
+    Source(Error),
+    Destination(Error),
+}
+
+/// What stays loaded from one snapshot to the next.
+struct Copier<'a> {
+    from: &'a Store,
+    to: &'a Store,
+    src_index: Option<ChunkIndex>,
+    /// Dictionaries known to be in the destination, with their bytes (for
+    /// decoding the chunks that use them).
+    dicts: IdMap<Vec<u8>>,
+    dest_index: ChunkIndex,
+    dest_snaps: Vec<Snapshot>,
+    /// Per database, the chunk list of the snapshot of it this copy copied last:
+    /// every chunk of it is in the destination now, so the next snapshot of that
+    /// database looks up only the positions that changed (a lookup per chunk was
+    /// a quarter of a copy's time).
+    last: HashMap<String, Vec<ChunkRef>>,
+}
+
+/// Copies the snapshots `opts` selects from `from` to `to`.
+pub fn copy(from: &Store, to: &Store, opts: &CopyOptions) -> Result<CopyReport> {
+    let started = Instant::now();
+    let (src_pages, dst_pages) = (from.config().chunk_pages, to.config().chunk_pages);
+    if src_pages != dst_pages {
+        return Err(Error::ChunkSizeMismatch {
+            from: from.location(),
+            from_pages: src_pages,
+            to: to.location(),
+            to_pages: dst_pages,
+        });
+    }
+    if from.config().store_id == to.config().store_id {
+        return Err(Error::Invalid {
+            what: "copy",
+            detail: format!(
+                "the source {} and the destination {} are the same store",
+                from.location(),
+                to.location()
+            ),
+        });
+    }
+    let in_source = |e: Error| Error::InStore {
+        store: from.location(),
+        source: Box::new(e),
+    };
+    // Shared locks: prune may not delete what is being read or referenced.
+    let _src_lock = from.read_lock("copy")?;
+    let (snaps, damaged) = from.snapshots_with_damage()?;
+    let mut selected =
+        select::select_many(&snaps, opts.name.as_deref(), &opts.snapshots, |_| false)
+            .map_err(in_source)?;
+    if selected.is_empty() && opts.name.is_some() {
+        return Err(in_source(Error::NoSnapshots {
+            name: opts.name.clone(),
+        }));
+    }
+    selected.sort_by_key(|s| (s.time(), s.id));
+    let unreadable = if opts.snapshots.is_empty() {
+        damaged.iter().map(|d| d.error.to_string()).collect()
+    } else {
+        Vec::new()
+    };
+    let _dst_lock = to.lock(false, "copy", opts.lock_wait)?;
+    let mut c = Copier {
+        from,
+        to,
+        src_index: None,
+        dicts: IdMap::default(),
+        dest_index: to.load_index()?,
+        dest_snaps: to.snapshots()?,
+        last: HashMap::new(),
+    };
+    let mut report = CopyReport {
+        from: from.location(),
+        to: to.location(),
+        snapshots: Vec::with_capacity(selected.len()),
+        unreadable,
+        duration: Duration::ZERO,
+    };
+    for snap in &selected {
+        let mut done = CopiedSnapshot {
+            source: snap.id,
+            name: snap.manifest.name.clone(),
+            time: snap.time(),
+            image_len: snap.manifest.image_len,
+            outcome: CopyOutcome::Failed(String::new()),
+            chunks_uploaded: 0,
+            bytes_uploaded: 0,
+            warnings: Vec::new(),
+        };
+        done.outcome = match c.existing(&snap.manifest) {
+            Some(id) => CopyOutcome::Skipped(id),
+            None => match c.copy_one(snap, &mut done) {
+                Ok(id) => CopyOutcome::Copied(id),
+                Err(Failure::Source(e)) => CopyOutcome::Failed(e.to_string()),
+                Err(Failure::Destination(e)) => return Err(e),
+            },
+        };
+        report.snapshots.push(done);
+    }
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// Whether two manifests record the same snapshot (what `copy` skips).
+pub fn same_snapshot(a: &Manifest, b: &Manifest) -> bool {
+    a.name == b.name
+        && a.time_unix == b.time_unix
+        && a.time_nanos == b.time_nanos
+        && a.image_hash == b.image_hash
+}
+
+impl Copier<'_> {
+    /// The destination's copy of a snapshot, if it has one.
+    fn existing(&self, m: &Manifest) -> Option<SnapshotId> {
+        self.dest_snaps
+            .iter()
+            .find(|s| same_snapshot(&s.manifest, m))
+            .map(|s| s.id)
+    }
+
+    /// Copies one snapshot, loading the source index on first use.
+    fn copy_one(
+        &mut self,
+        snap: &Snapshot,
+        done: &mut CopiedSnapshot,
+    ) -> Result<SnapshotId, Failure> {
+        if self.src_index.is_none() {
+            self.src_index = Some(self.from.load_index().map_err(Failure::Source)?);
+        }
+        let src_index = match self.src_index.take() {
+            Some(i) => i,
+            None => return Err(Failure::Source(Error::Internal("index not loaded".into()))),
+        };
+        let r = self.copy_with(&src_index, snap, done);
+        self.src_index = Some(src_index);
+        r
+    }
+
+    fn copy_with(
+        &mut self,
+        src_index: &ChunkIndex,
+        snap: &Snapshot,
+        done: &mut CopiedSnapshot,
+    ) -> Result<SnapshotId, Failure> {
+        let (from, to) = (self.from, self.to);
+        let list = from
+            .chunk_list_with(src_index, snap)
+            .map_err(Failure::Source)?;
+        // The page map is a skip-delta against the newest earlier snapshot of the
+        // database in the destination, as a backup's would be.
+        let t = snap.time();
+        let parent = self
+            .dest_snaps
+            .iter()
+            .filter(|s| {
+                s.manifest.name == snap.manifest.name
+                    && s.manifest.chunk_pages == to.config().chunk_pages
+                    && s.time() <= t
+            })
+            .max_by_key(|s| (s.time(), s.id))
+            .cloned();
+        let base = match &parent {
+            Some(p) => match to.map_base(&self.dest_index, p) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    done.warnings.push(format!(
+                        "{}: the snapshot {} cannot be read ({e}); the copy records a full page map",
+                        to.location(),
+                        p.id.short()
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let copied = self.last.get(&snap.manifest.name).map(Vec::as_slice);
+        let groups = missing_chunks(src_index, &self.dest_index, snap, &list, copied)
+            .map_err(Failure::Source)?;
+        // Dictionaries first: nothing may name one the destination lacks.
+        let needed: BTreeSet<Id> = groups
+            .iter()
+            .filter_map(|(pack, _)| src_index.pack_dict(*pack))
+            .collect();
+        for d in &needed {
+            self.ensure_dict(d, done)?;
+        }
+        // The dictionary the next backup of this database continues with: copied
+        // too when readable; otherwise that backup trains a new one.
+        let mut dict = snap.manifest.dict;
+        if let Some(d) = dict.filter(|d| !needed.contains(d)) {
+            match self.ensure_dict(&d, done) {
+                Ok(()) => {}
+                Err(Failure::Source(e)) => {
+                    done.warnings.push(format!(
+                        "the snapshot's dictionary cannot be copied ({e}); the next backup of {} trains a new one",
+                        snap.manifest.name
+                    ));
+                    dict = None;
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        let total: u64 = groups
+            .iter()
+            .flat_map(|(_, items)| items.iter().map(|(_, l)| l.entry.stored_len as u64))
+            .sum();
+        let mut moved = 0u64;
+        let mut sink = PackSink::new(to.backend().clone(), to.config().pack_target_size as usize);
+        let runs = plan_runs(src_index, groups, &from.location());
+        // Reads in batches: from a remote store several are in flight at once
+        // (each waits a round trip); the batch's chunks are then checked on every
+        // core and stored in order.
+        let reads = from.backend().parallel_reads();
+        for batch in runs.chunks(if reads > 1 { 4 * reads } else { 1 }) {
+            let read = |run: &Run| -> Result<Vec<u8>> {
+                let range = run.start..run.end;
+                from.backend()
+                    .get_range(&run.key, range)
+                    .map_err(|e| run.read_error(snap.id, e))
+            };
+            let fetched = if reads > 1 {
+                crate::restore::fetch_parallel(batch, reads, read)
+            } else {
+                batch.iter().map(read).collect()
+            };
+            let fetched = fetched.map_err(Failure::Source)?;
+            for (run, bytes) in batch.iter().zip(&fetched) {
+                let blobs = self.decode_run(snap.id, run, bytes)?;
+                for ((id, loc), stored) in run.items.iter().zip(blobs) {
+                    let entry = loc.pack_entry(*id);
+                    sink.push(run.dict, *id, stored, entry.raw_len, entry.codec)
+                        .map_err(Failure::Destination)?;
+                    moved += entry.stored_len as u64;
+                }
+                crate::progress::report(to.progress(), moved, total);
+            }
+        }
+        let out = sink.finish().map_err(Failure::Destination)?;
+        done.chunks_uploaded = out.entries.len() as u64;
+        done.bytes_uploaded += out.bytes_written;
+        let new = NewChunks {
+            packs: out.packs,
+            entries: out.entries,
+            dict: None,
+        };
+        let mut metadata = 0u64;
+        let written = to
+            .put_map(
+                |id| self.dest_index.name_of(id),
+                base,
+                new,
+                &list,
+                &mut metadata,
+            )
+            .map_err(Failure::Destination)?;
+        let manifest = Manifest {
+            map: written.map,
+            parent: parent.as_ref().map(|p| p.id),
+            dict,
+            ..snap.manifest.clone()
+        };
+        let newest = !self
+            .dest_snaps
+            .iter()
+            .any(|s| s.manifest.name == manifest.name && s.time() > t);
+        let (id, len) = to
+            .publish(&manifest, newest)
+            .map_err(Failure::Destination)?;
+        done.bytes_uploaded += metadata + len;
+        // The next snapshot dedups against this one's chunks and names them.
+        if let Some((list_id, body)) = written.index {
+            self.dest_index.add(list_id, &body, |_, _| true);
+            self.dest_index.seal();
+        }
+        self.dest_snaps.push(Snapshot { id, manifest });
+        self.last.insert(snap.manifest.name.clone(), list);
+        Ok(id)
+    }
+
+    /// The stored blobs of `run`'s chunks, sliced out of the run's `bytes`, each
+    /// decoded and checked against its id first (on every core): a copy must never
+    /// spread damage.
+    fn decode_run<'b>(
+        &self,
+        snap: SnapshotId,
+        run: &Run,
+        bytes: &'b [u8],
+    ) -> Result<Vec<&'b [u8]>, Failure> {
+        let damaged = |id: ChunkId, detail: String| {
+            Failure::Source(Error::ChunkDamaged {
+                snapshot: Some(snap),
+                chunk: id,
+                object: run.object.clone(),
+                detail: format!("{detail}; the snapshot is not copied"),
+            })
+        };
+        let mut blobs = Vec::with_capacity(run.items.len());
+        for (id, loc) in &run.items {
+            let off = (loc.entry.offset as u64 - run.start) as usize;
+            let stored = bytes
+                .get(off..off + loc.entry.stored_len as usize)
+                .ok_or_else(|| damaged(*id, "the pack ends before the chunk".into()))?;
+            blobs.push(stored);
+        }
+        let check = |id: &ChunkId, raw: Result<Vec<u8>, FormatError>| match raw {
+            Err(e) => Some(e.to_string()),
+            Ok(raw) if Id::of_chunk(&raw) != *id => Some("content does not match its id".into()),
+            Ok(_) => None,
+        };
+        let dict = match &run.dict {
+            Some(d) => {
+                let bytes = self.dicts.get(d).ok_or_else(|| {
+                    Failure::Source(Error::Internal(format!(
+                        "dictionary {} not loaded",
+                        d.short()
+                    )))
+                })?;
+                Some((d, bytes.as_slice()))
+            }
+            None => None,
+        };
+        // Decoded and checked on every core, each with its own contexts.
+        let failed = run.items.par_iter().zip(&blobs).enumerate().find_map_first(
+            |(k, ((id, loc), stored))| {
+                let raw = codec::decode_on_thread(&loc.pack_entry(*id), stored, dict);
+                check(id, raw).map(|why| (k, why))
+            },
+        );
+        match failed {
+            Some((k, why)) => Err(damaged(run.items[k].0, why)),
+            None => Ok(blobs),
+        }
+    }
+
+    /// Makes dictionary `d` present in the destination (copied from the source,
+    /// checked against its name) and loaded for decoding.
+    fn ensure_dict(&mut self, d: &Id, done: &mut CopiedSnapshot) -> Result<(), Failure> {
+        if self.dicts.contains_key(d) {
+            return Ok(());
+        }
+        let key = layout::dict(d);
+        let present = self
+            .to
+            .backend()
+            .size(&key)
+            .map_err(|e| Failure::Destination(e.into()))?
+            .is_some();
+        let bytes = self.from.get_verified(&key, d).map_err(Failure::Source)?;
+        let body =
+            DictBody::decode(&bytes).map_err(|e| Failure::Source(self.from.format_err(&key)(e)))?;
+        if !present {
+            self.to
+                .backend()
+                .put(&key, &bytes, crate::backend::PutMode::Overwrite)
+                .map_err(|e| Failure::Destination(e.into()))?;
+            done.bytes_uploaded += bytes.len() as u64;
+        }
+        self.dicts.insert(*d, body.dict);
+        Ok(())
+    }
+}
+
+/// Chunks to copy out of one source pack (by its position in the source index).
+type PackGroup = (u32, Vec<(ChunkId, Location)>);
+
+/// One ranged read of a source pack: neighbouring blobs, read together.
+struct Run {
+    /// The pack's object key, and its name with the store's for messages.
+    key: String,
+    object: String,
+    dict: Option<Id>,
+    start: u64,
+    end: u64,
+    items: Vec<(ChunkId, Location)>,
+}
+
+impl Run {
+    /// The error of a failed read of this run: the pack is missing, or it could
+    /// not be read (named by its first chunk).
+    fn read_error(&self, snap: SnapshotId, e: crate::backend::BackendError) -> Error {
+        let chunk = self.items.first().map_or(Id([0; 32]), |(id, _)| *id);
+        match e {
+            crate::backend::BackendError::NotFound { .. } => Error::PackMissing {
+                snapshot: snap,
+                chunk,
+                pack: self.object.clone(),
+            },
+            other if other.is_damage() => Error::ChunkDamaged {
+                snapshot: Some(snap),
+                chunk,
+                object: self.object.clone(),
+                detail: other.to_string(),
+            },
+            // Not damage: the bytes could not be read, so nothing is known of them.
+            other => Error::Backend(other),
+        }
+    }
+}
+
+/// The reads that fetch `groups`' chunks: per pack in offset order, blobs at
+/// most [`MAX_GAP`] apart in one read of at most [`MAX_RUN`] bytes.
+fn plan_runs(src: &ChunkIndex, groups: Vec<PackGroup>, location: &str) -> Vec<Run> {
+    let mut runs = Vec::new();
+    for (pack, mut items) in groups {
+        items.sort_by_key(|(_, l)| l.entry.offset);
+        let key = layout::pack(&src.pack_id(pack));
+        let object = format!("{location}/{key}");
+        let dict = src.pack_dict(pack);
+        let mut items = items.into_iter().peekable();
+        while let Some(first) = items.next() {
+            let start = first.1.entry.offset as u64;
+            let mut end = start + first.1.entry.stored_len as u64;
+            let mut run = vec![first];
+            while let Some((_, l)) = items.peek() {
+                let (o, e) = (
+                    l.entry.offset as u64,
+                    l.entry.offset as u64 + l.entry.stored_len as u64,
+                );
+                if o > end + MAX_GAP || e - start > MAX_RUN {
+                    break;
+                }
+                end = end.max(e);
+                run.extend(items.next());
+            }
+            runs.push(Run {
+                object: object.clone(),
+                key: key.clone(),
+                dict,
+                start,
+                end,
+                items: run,
+            });
+        }
+    }
+    runs
+}
+
+/// The stored chunks of `list` that `dest` lacks, each once, with their source
+/// locations, grouped by source pack in the order the list first uses each pack.
+fn missing_chunks(
+    src: &ChunkIndex,
+    dest: &ChunkIndex,
+    snap: &Snapshot,
+    list: &[ChunkRef],
+    copied: Option<&[ChunkRef]>,
+) -> Result<Vec<PackGroup>> {
+    let mut seen: HashSet<ChunkId> = HashSet::new();
+    let mut groups: Vec<PackGroup> = Vec::new();
+    let mut group_of: IdMap<usize> = IdMap::default();
+    let copied = copied.unwrap_or(&[]);
+    for (i, c) in list.iter().enumerate() {
+        let ChunkRef::Stored(id) = c else { continue };
+        // The chunk the last copied snapshot had here is in the destination.
+        if copied.get(i) == Some(c) {
+            continue;
+        }
+        if dest.contains(id) || !seen.insert(*id) {
+            continue;
+        }
+        let loc = *src.get(id).ok_or_else(|| src.unlocated(snap.id, id))?;
+        let pack = src.pack_id(loc.pack);
+        let g = *group_of.entry(pack).or_insert_with(|| {
+            groups.push((loc.pack, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push((*id, loc));
+    }
+    Ok(groups)
+}

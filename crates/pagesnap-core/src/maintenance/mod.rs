@@ -1,0 +1,18 @@
+//! maintenance: the store once its snapshots are taken: forgetting and pruning,
+//! verifying, repairing, copying between stores, statistics. It builds on store/,
+//! index/ and restore/'s rebuilding; nothing in backup/, restore/ or store/ may use it.
+//!
+//! * `prune.rs`: forget and prune; `retention.rs` (+ `retention/tests.rs`): which
+//!   snapshots a policy keeps.
+//! * `verify/`: proves what the store holds restores (structure, then data).
+//! * `repair.rs`: `repair index` and `repair snapshots`.
+//! * `copy.rs`: copying snapshots to another store; `stats.rs`: what a store holds.
+
+pub mod copy;
+mod prune;
+pub mod repair;
+pub mod retention;
+pub mod stats;
+pub mod verify;
+
+pub use prune::{PruneOptions, PruneReport};

@@ -1,0 +1,164 @@
+//! restore: giving a snapshot's image back, checked, and `Store::restore_*`. It reads
+//! through store/ and index/ and must not reach into backup/ or maintenance/ (verify
+//! and copy use its rebuilding and its parallel reads, never the other way round).
+//!
+//! * `mod.rs`: the entry points (`restore_to_writer`, `restore_to_path(_with)`, the
+//!   salvage restore's reading) and `RestoreReport`.
+//! * `plan.rs`: what a restore reads, found the short way through the index objects
+//!   the snapshot's maps name.
+//! * `rebuild.rs`: rebuilding the image window by window from its chunks, checking it.
+//! * `output.rs`: writing it to a stream or into a file at positions; the temporary
+//!   file renamed into place.
+//! * `salvage.rs`: `restore --salvage` and which tables the lost pages belonged to.
+
+mod output;
+mod plan;
+mod rebuild;
+pub mod salvage;
+
+pub(crate) use output::Sink;
+pub(crate) use rebuild::{fetch_parallel, write_image};
+
+use crate::store::{Snapshot, Store};
+use crate::types::{ChunkRef, SnapshotId};
+use crate::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What a restore wrote.
+#[derive(Clone, Debug)]
+pub struct RestoreReport {
+    pub snapshot: SnapshotId,
+    pub image_len: u64,
+    pub image_hash: [u8; 32],
+    pub duration: Duration,
+    /// Temporary files of killed restores removed from the output's folder.
+    pub removed_temporaries: Vec<PathBuf>,
+}
+
+impl Store {
+    /// Writes the snapshot's image to `out`, checking it against the manifest's image
+    /// check (or, for snapshots from before the check, its blake3 hash).
+    /// On a mismatch the bytes already written are wrong: callers writing to a
+    /// file should use [`Store::restore_to_path`], which never leaves such a file.
+    pub fn restore_to_writer(&self, snap: &Snapshot, out: &mut dyn Write) -> Result<RestoreReport> {
+        self.restore_to_sink(snap, output::Sink::Stream(out))
+    }
+
+    fn restore_to_sink(&self, snap: &Snapshot, out: output::Sink<'_>) -> Result<RestoreReport> {
+        let started = Instant::now();
+        let _lock = self.read_lock("restore")?;
+        let backend = self.backend().as_ref();
+        let image_hash = match self.restore_plan(snap)? {
+            Some(plan) => rebuild::write_located(
+                backend,
+                &plan.packs,
+                snap,
+                &plan,
+                out,
+                self.progress(),
+                false,
+            )?,
+            // A chunk to look for by id, or a problem to name: the whole index.
+            None => {
+                let index = self.load_index()?;
+                let chunks = self.chunk_list_with(&index, snap)?;
+                rebuild::write_image(backend, &index, snap, &chunks, out, self.progress(), false)?
+            }
+        };
+        Ok(RestoreReport {
+            snapshot: snap.id,
+            image_len: snap.manifest.image_len,
+            image_hash,
+            duration: started.elapsed(),
+            removed_temporaries: Vec::new(),
+        })
+    }
+
+    /// The salvage restore of `snap` into `file` (see [`Store::salvage_to_path`]).
+    pub(crate) fn salvage_into(
+        &self,
+        snap: &Snapshot,
+        file: &std::fs::File,
+        durable: bool,
+    ) -> Result<rebuild::Salvaged> {
+        let _lock = self.read_lock("restore")?;
+        let backend = self.backend().as_ref();
+        if let Some(plan) = self.restore_plan(snap)? {
+            return rebuild::write_salvaged(
+                backend,
+                &plan.packs,
+                snap,
+                &plan,
+                file,
+                durable,
+                self.progress(),
+                rebuild::SalvageLog::default(),
+            );
+        }
+        // Something is not located by the names the maps use: the whole index
+        // finds what it can, and says why the rest is lost.
+        let index = self.load_index()?;
+        let chunks = self.chunk_list_with(&index, snap)?;
+        let locs = index.locate_all(&chunks);
+        let log = rebuild::SalvageLog::default();
+        for (pos, (c, loc)) in chunks.iter().zip(&locs).enumerate() {
+            if let (ChunkRef::Stored(id), None) = (c, loc) {
+                let (object, detail) = match index.unlocated(snap.id, id) {
+                    Error::PackMissing { pack, .. } => {
+                        (Some(pack), "its pack is missing from the store".to_string())
+                    }
+                    _ => (
+                        None,
+                        "no index object locates it (missing from the store)".to_string(),
+                    ),
+                };
+                log.record(pos, *id, object, detail);
+            }
+        }
+        let positions = rebuild::Listed {
+            chunks: &chunks,
+            locs: &locs,
+        };
+        rebuild::write_salvaged(
+            backend,
+            index.packs(),
+            snap,
+            &positions,
+            file,
+            durable,
+            self.progress(),
+            log,
+        )
+    }
+
+    /// Restores to the file `out`: written to a temporary file beside it, checked,
+    /// fsynced and renamed into place. An existing file is replaced only with `force`.
+    pub fn restore_to_path(
+        &self,
+        snap: &Snapshot,
+        out: &Path,
+        force: bool,
+    ) -> Result<RestoreReport> {
+        self.restore_to_path_with(snap, out, force, true)
+    }
+
+    /// [`Store::restore_to_path`], choosing whether the file is flushed to disk
+    /// before it is renamed into place. Without `fsync` a restore does not wait for
+    /// the disk, but a crash just after it may leave the file incomplete.
+    pub fn restore_to_path_with(
+        &self,
+        snap: &Snapshot,
+        out: &Path,
+        force: bool,
+        fsync: bool,
+    ) -> Result<RestoreReport> {
+        let (mut report, removed) =
+            output::to_path(out, snap.manifest.image_len, force, fsync, |sink| {
+                self.restore_to_sink(snap, sink)
+            })?;
+        report.removed_temporaries = removed;
+        Ok(report)
+    }
+}

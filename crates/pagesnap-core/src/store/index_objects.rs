@@ -1,0 +1,79 @@
+//! Index objects (`index/`): read, checked and decoded into the in-memory chunk
+//! index, and written.
+
+use super::Store;
+use crate::backend::{Backend, BackendError, ObjectInfo, PutMode};
+use crate::format::index::IndexBody;
+use crate::index::chunk_index::ChunkIndex;
+use crate::types::{Id, IdMap};
+use crate::{layout, Error, Result};
+use rayon::prelude::*;
+
+impl Store {
+    /// The in-memory chunk index built from every `index/` object. Locations are
+    /// kept only in packs that exist with their recorded length: a lost pack's
+    /// chunks are then unknown, so a backup stores them again rather than
+    /// publishing a snapshot that references them, and a restore names them missing.
+    pub(crate) fn load_index(&self) -> Result<ChunkIndex> {
+        let present = self.pack_sizes()?;
+        let objects = self.backend.list(layout::INDEX)?;
+        let mut index = self.index_of(&objects, &present);
+        index.seal();
+        Ok(index)
+    }
+
+    /// The index objects `objects` read into an index (not sealed), locations only
+    /// in the packs of `present` (by id, with their length).
+    pub(crate) fn index_of(&self, objects: &[ObjectInfo], present: &IdMap<u64>) -> ChunkIndex {
+        let mut index = ChunkIndex::default();
+        // Sized once from the objects' sizes (an entry takes about 38 bytes): growing
+        // by doubling left the table up to half empty, the largest part of a backup's memory.
+        index.reserve((objects.iter().map(|o| o.size).sum::<u64>() / 38) as usize);
+        let objects: Vec<(Id, &str)> = objects
+            .iter()
+            .filter_map(|o| Some((layout::id_of(&o.key)?, o.key.as_str())))
+            .collect();
+        // Objects are read and checked against their names on every core, a batch
+        // at a time (memory stays bounded), then decoded into the index in order.
+        for batch in objects.chunks(64) {
+            let fetched: Vec<Result<Vec<u8>>> = batch
+                .par_iter()
+                .map(|(id, key)| self.get_verified(key, id))
+                .collect();
+            for ((id, key), bytes) in batch.iter().zip(fetched) {
+                // A damaged index object costs its chunks (stored again by the next
+                // backup) and the snapshots whose maps name them, never the whole store.
+                let added = bytes.and_then(|bytes| {
+                    index
+                        .add_encoded(*id, &bytes, |pack, len| present.get(pack) == Some(&len))
+                        .map_err(self.format_err(key))
+                });
+                match added {
+                    Ok(()) => {}
+                    // Deleted by a prune since the listing: not damage.
+                    Err(Error::Backend(BackendError::NotFound { .. })) => {}
+                    Err(e) => index.mark_damaged(*id, e.to_string()),
+                }
+            }
+        }
+        index
+    }
+}
+
+/// Stores an index object; returns its id and length. Streamed (see
+/// [`crate::format::envelope::Streamed`]): into a local store it is written as it
+/// is encoded, never held whole in memory.
+pub(crate) fn put_index(backend: &dyn Backend, body: &IndexBody) -> Result<(Id, u64)> {
+    let plan = body.plan_streamed().map_err(|source| Error::Format {
+        object: format!("{}/{}", backend.location(), layout::INDEX),
+        source,
+    })?;
+    let id = Id(plan.hash);
+    backend.put_streamed(
+        &layout::index(&id),
+        plan.len,
+        PutMode::Overwrite,
+        &mut |w| body.write_streamed(&plan, w),
+    )?;
+    Ok((id, plan.len))
+}

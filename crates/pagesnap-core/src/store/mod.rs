@@ -1,0 +1,261 @@
+//! store: the handle on a store (open, init, config, locks) and the objects it reads
+//! and writes for every operation. Below the operations: it must not import backup/,
+//! restore/ or maintenance/, which build on it.
+//!
+//! * `mod.rs`: `Store`, `InitOptions`, opening and creating a store, its locks,
+//!   reading an object checked against its name.
+//! * `snapshot.rs`: `Snapshot`, listing, loading, selecting and publishing manifests;
+//!   `select.rs`: choosing a snapshot from a list (pure functions).
+//! * `maps.rs`: page-map chains resolved into chunk lists; writing a new snapshot's
+//!   map and index object (`put_map`).
+//! * `index_objects.rs`: index objects read into the chunk index, and written.
+//! * `packs.rs`: which packs are present; a pack's trailer read without its data.
+//!   `pack_sink.rs`, `pack_upload.rs`: writing packs of already compressed chunks,
+//!   and the upload thread every pack goes through.
+//! * `lock.rs`: store locks; `head_hint.rs`: this machine's hint of each database's
+//!   newest snapshot.
+
+pub(crate) mod head_hint;
+mod index_objects;
+pub mod lock;
+mod maps;
+pub(crate) mod pack_sink;
+pub(crate) mod pack_upload;
+pub(crate) mod packs;
+pub mod select;
+mod snapshot;
+
+pub(crate) use index_objects::put_index;
+pub(crate) use maps::{check_lists_named, MapBase, NewChunks, WrittenMap};
+pub use snapshot::{DamagedSnapshot, Snapshot};
+
+use crate::backend::{Backend, BackendError, LocalBackend, PutMode};
+use crate::format::config::StoreConfig;
+use crate::format::FormatError;
+use crate::types::Id;
+use crate::{layout, Error, Result};
+use chrono::Utc;
+use lock::LockGuard;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Parameters fixed when a store is created.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Pages per chunk (power of two, 1..=256). 1 dedups best for scattered changes.
+    pub chunk_pages: u32,
+    /// zstd level for chunks.
+    pub zstd_level: i32,
+    /// Target size of pack objects in bytes.
+    pub pack_target_size: u32,
+    /// Compress with zstd dictionaries trained on each database's own pages.
+    pub dictionary: bool,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunk_pages: 1,
+            zstd_level: 3,
+            pack_target_size: 16 << 20,
+            dictionary: true,
+        }
+    }
+}
+
+/// A pagesnap store.
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    config: StoreConfig,
+    progress: Option<crate::Progress>,
+    /// Whether backups may use this machine's local index cache (index/cache/).
+    index_cache: bool,
+}
+
+impl Store {
+    /// Creates a store in directory `path` (created if missing).
+    pub fn init(path: impl AsRef<Path>, opts: &InitOptions) -> Result<Store> {
+        Self::init_backend(Arc::new(LocalBackend::new(path.as_ref())), opts)
+    }
+
+    /// Creates a store on any backend.
+    pub fn init_backend(backend: Arc<dyn Backend>, opts: &InitOptions) -> Result<Store> {
+        let config = StoreConfig {
+            store_id: Id::of_object(&random_seed()),
+            chunk_pages: opts.chunk_pages,
+            zstd_level: opts.zstd_level,
+            pack_target_size: opts.pack_target_size,
+            created_unix: Utc::now().timestamp(),
+            dictionary: opts.dictionary,
+        };
+        config.validate().map_err(|e| Error::Invalid {
+            what: "store parameters",
+            // validate() says which parameter is wrong and what is allowed.
+            detail: e.to_string(),
+        })?;
+        match backend.put(layout::CONFIG, &config.encode(), PutMode::Create) {
+            Ok(()) => {}
+            Err(BackendError::AlreadyExists { location, .. }) => {
+                return Err(Error::AlreadyExists(location))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Store {
+            backend,
+            config,
+            progress: None,
+            index_cache: true,
+        })
+    }
+
+    /// Opens the store in directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref();
+        if !path.is_dir() {
+            let shown = path.display().to_string();
+            return Err(match std::fs::metadata(path) {
+                Ok(_) => Error::StoreNotADirectory(shown),
+                Err(_) => Error::StoreMissing(shown),
+            });
+        }
+        Self::open_backend(Arc::new(LocalBackend::new(path)))
+    }
+
+    /// Opens a store on any backend.
+    pub fn open_backend(backend: Arc<dyn Backend>) -> Result<Store> {
+        let bytes = match backend.get(layout::CONFIG) {
+            Ok(b) => b,
+            Err(BackendError::NotFound { location, .. }) => return Err(Error::NotAStore(location)),
+            Err(e) => return Err(e.into()),
+        };
+        let config = StoreConfig::decode(&bytes).map_err(|source| match source {
+            // Not damage: this build cannot read it, a newer one can.
+            FormatError::UnsupportedVersion { found, supported } => Error::NewerStore {
+                object: format!("{}/{}", backend.location(), layout::CONFIG),
+                found,
+                supported,
+            },
+            source => Error::Format {
+                object: format!("{}/{}", backend.location(), layout::CONFIG),
+                source,
+            },
+        })?;
+        Ok(Store {
+            backend,
+            config,
+            progress: None,
+            index_cache: true,
+        })
+    }
+
+    /// Takes a store lock (see [`crate::store::lock`]); released when the guard drops.
+    pub fn lock(&self, exclusive: bool, command: &str, wait: Duration) -> Result<LockGuard> {
+        lock::acquire(&self.backend, exclusive, command, wait)
+    }
+
+    /// A shared lock for a command that only reads. On a store this process
+    /// cannot write to (a read-only mount, another user's files), reading goes on
+    /// without one: nothing can prune such a store under us either. On a full
+    /// disk too: that is when restores are needed most, and a prune (the only
+    /// thing a lock keeps out) would have to make room first.
+    pub fn read_lock(&self, command: &str) -> Result<Option<LockGuard>> {
+        match self.lock(false, command, Duration::from_secs(600)) {
+            Ok(g) => Ok(Some(g)),
+            Err(Error::Backend(BackendError::Io { source, .. }))
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                        | std::io::ErrorKind::StorageFull
+                        | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reports the progress of backups, restores and prunes to `p`.
+    pub fn with_progress(mut self, p: crate::Progress) -> Self {
+        self.progress = Some(p);
+        self
+    }
+
+    /// Backups read every index object (the long way) instead of this machine's
+    /// local index cache, and leave the cache as it is. Changes no result.
+    pub fn without_index_cache(mut self) -> Self {
+        self.index_cache = false;
+        self
+    }
+
+    /// This machine's local index cache of the store, unless turned off.
+    pub(crate) fn index_cache(&self) -> Option<crate::index::cache::IndexCache> {
+        self.index_cache
+            .then(|| crate::index::cache::IndexCache::for_store(&self.config.store_id))
+            .flatten()
+    }
+
+    pub(crate) fn progress(&self) -> Option<&crate::Progress> {
+        self.progress.as_ref()
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub(crate) fn format_err(&self, key: &str) -> impl Fn(FormatError) -> Error + '_ {
+        let object = format!("{}/{key}", self.backend.location());
+        move |source| Error::Format {
+            object: object.clone(),
+            source,
+        }
+    }
+
+    /// Reads a content-addressed object and checks it against its name.
+    pub(crate) fn get_verified(&self, key: &str, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.backend.get(key)?;
+        if Id::of_object(&bytes) != *id {
+            return Err(self.format_err(key)(FormatError::Invalid(
+                "content does not match its name (object is damaged)".into(),
+            )));
+        }
+        Ok(bytes)
+    }
+}
+
+fn random_seed() -> Vec<u8> {
+    // Unique enough for a store identity: time, process and a stack address.
+    let now = Utc::now();
+    let marker = 0u8;
+    format!(
+        "{}-{}-{}-{:p}",
+        now.timestamp_nanos_opt().unwrap_or_default(),
+        std::process::id(),
+        hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        &marker
+    )
+    .into_bytes()
+}
+
+/// Where a store is when neither `--store` nor `PAGESNAP_STORE` says:
+/// `$XDG_DATA_HOME/pagesnap/store`, else `~/.local/share/pagesnap/store`.
+pub fn default_store_path() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("pagesnap").join("store"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/share/pagesnap/store"))
+}
