@@ -382,7 +382,7 @@ fn check_from_digests(
 /// WAL or lock files are created beside it).
 pub(crate) fn integrity_check(path: &Path) -> std::result::Result<(), String> {
     use rusqlite::{Connection, OpenFlags};
-    let uri = crate::salvage::immutable_uri(path);
+    let uri = crate::restore::salvage::immutable_uri(path);
     let conn = Connection::open_with_flags(
         uri,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
