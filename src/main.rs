@@ -6,7 +6,6 @@ mod cli;
 mod commands;
 mod output;
 mod progress;
-mod svg_chart;
 mod timearg;
 
 use clap::Parser;
