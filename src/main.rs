@@ -2,12 +2,10 @@
 
 #![forbid(unsafe_code)]
 
-mod bench;
 mod cli;
 mod commands;
 mod output;
 mod progress;
-mod svg_chart;
 mod timearg;
 
 use clap::Parser;

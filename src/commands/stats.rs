@@ -1,10 +1,10 @@
 use super::{open_store, print_json};
 use crate::cli::{Global, StatsArgs};
 use crate::output;
-use crate::svg_chart::{Chart, Series};
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use chrono::{TimeZone, Utc};
-use pagesnap_core::stats::StoreStats;
+use pagesnap_core::stats::{SnapshotCost, StoreStats};
+use plotters::prelude::*;
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -116,41 +116,98 @@ fn print_human(st: &StoreStats) {
 }
 
 fn write_plot(st: &StoreStats, path: &std::path::Path) -> Result<()> {
-    let t = |c: &pagesnap_core::stats::SnapshotCost| c.time.timestamp() as f64;
-    let series = vec![
-        Series {
-            name: "logical (sum of images)".into(),
-            points: st
-                .per_snapshot
-                .iter()
-                .map(|c| (t(c), c.cumulative_logical as f64))
-                .collect(),
-        },
-        Series {
-            name: "stored (cumulative)".into(),
-            points: st
-                .per_snapshot
-                .iter()
-                .map(|c| (t(c), c.cumulative_stored as f64))
-                .collect(),
-        },
+    let svg = chart(st).map_err(|e| anyhow!("drawing the plot: {e}"))?;
+    write_atomically(path, svg.as_bytes())
+}
+
+/// `--plot`: cumulative logical and stored bytes over snapshot time, one line each,
+/// on linear axes from the first to the last snapshot and from 0 to the largest
+/// value, each with six evenly spaced ticks.
+fn chart(st: &StoreStats) -> Result<String, Box<dyn std::error::Error>> {
+    type Amount = fn(&SnapshotCost) -> u64;
+    let series: [(&str, RGBColor, Amount); 2] = [
+        ("logical (sum of images)", RGBColor(0x1f, 0x77, 0xb4), |c| {
+            c.cumulative_logical
+        }),
+        ("stored (cumulative)", RGBColor(0xd6, 0x27, 0x28), |c| {
+            c.cumulative_stored
+        }),
     ];
-    let x_fmt = |x: f64| {
-        Utc.timestamp_opt(x as i64, 0)
+    let t = |c: &SnapshotCost| c.time.timestamp();
+    let x0 = st.per_snapshot.iter().map(t).min().unwrap_or(0);
+    let x1 = st.per_snapshot.iter().map(t).max().unwrap_or(0).max(x0 + 1);
+    let y1 = st
+        .per_snapshot
+        .iter()
+        .flat_map(|c| series.iter().map(move |(_, _, amount)| amount(c)))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    // Six evenly spaced ticks from the low end to the high end of each axis (fewer
+    // on a span of a few seconds or bytes, rather than one drawn over another).
+    let mut x_ticks: Vec<i64> = (0..=5).map(|i| x0 + (x1 - x0) * i / 5).collect();
+    let mut y_ticks: Vec<u64> = (0..=5).map(|i| (y1 as u128 * i / 5) as u64).collect();
+    x_ticks.dedup();
+    y_ticks.dedup();
+    let x_fmt = |x: &i64| {
+        Utc.timestamp_opt(*x, 0)
             .single()
             .map(|d| d.format("%m-%d %H:%M").to_string())
             .unwrap_or_default()
     };
-    let y_fmt = |y: f64| output::bytes(y as u64);
-    let chart = Chart {
-        title: "pagesnap store: logical vs stored bytes",
-        x_label: "snapshot time (UTC)",
-        y_label: "bytes",
-        series,
-        x_fmt: &x_fmt,
-        y_fmt: &y_fmt,
-    };
-    write_atomically(path, chart.render().as_bytes())
+    let y_fmt = |y: &u64| output::bytes(*y);
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "pagesnap store: logical vs stored bytes",
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            // Room for half of the last time label, centred on the right edge.
+            .margin_right(40)
+            .x_label_area_size(50)
+            .y_label_area_size(80)
+            .build_cartesian_2d(
+                (x0..x1).with_key_points(x_ticks),
+                (0..y1).with_key_points(y_ticks),
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc("snapshot time (UTC)")
+            .y_desc("bytes")
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 15))
+            // No axis lines or tick marks (the SVG's only polylines are the two
+            // series): the frame below and the grid show the scale.
+            .axis_style(TRANSPARENT)
+            .draw()?;
+        chart.draw_series([Rectangle::new([(x0, y1), (x1, 0)], BLACK)])?;
+        for (name, color, amount) in series {
+            let points = st.per_snapshot.iter().map(|c| (t(c), amount(c)));
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(name)
+                // A filled bar, not a line: the SVG's only polylines are the series.
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 2), (x + 12, y + 2)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
 }
 
 /// Writes a whole file or nothing (temporary file beside it, then rename).

@@ -103,6 +103,27 @@ fn plot_is_an_svg_and_human_output_names_the_ratios() {
 }
 
 #[test]
+fn plot_of_an_empty_store_and_of_one_snapshot() {
+    // Degenerate axes (no time span, no bytes) still make a whole SVG.
+    let fx = Fx::new();
+    let svg = fx.path("empty.svg");
+    ok(fx.cmd().args(["stats", "--plot"]).arg(&svg));
+    let body = std::fs::read_to_string(&svg).unwrap();
+    assert!(body.starts_with("<svg"), "{}", &body[..body.len().min(80)]);
+    assert!(body.trim_end().ends_with("</svg>"));
+
+    let a = small_db(&fx, "a.db", 3);
+    fx.backup(&a, &["--time", &t(0)]);
+    ok(fx.cmd().args(["stats", "--plot"]).arg(&svg));
+    let body = std::fs::read_to_string(&svg).unwrap();
+    assert_has(
+        &body,
+        &["logical (sum of images)", "stored (cumulative)", "</svg>"],
+    );
+    assert_eq!(body.matches("<polyline").count(), 2);
+}
+
+#[test]
 fn stats_of_a_missing_store_fails_cleanly() {
     let fx = Fx::uninit();
     let err = fails(fx.cmd().arg("stats"));

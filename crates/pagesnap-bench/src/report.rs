@@ -2,7 +2,7 @@
 
 use super::baseline::Observation;
 use super::stores::{step_time, Config, Record, Stored};
-use crate::output;
+use crate::format;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::fmt::Write;
@@ -131,10 +131,10 @@ pub fn table(r: &Results) -> String {
     let _ = writeln!(
         s,
         "database: {} initial ({} pages of {} B), {} final; {} steps of 10 minutes, {} snapshots; seed {}",
-        output::bytes(first.image_len),
+        format::bytes(first.image_len),
         first.pages,
         first.page_size,
-        output::bytes(last.image_len),
+        format::bytes(last.image_len),
         r.steps,
         r.observations.len(),
         r.seed
@@ -161,11 +161,11 @@ pub fn table(r: &Results) -> String {
         let stored = c.stored.total();
         rows.push([
             c.config.label(),
-            output::bytes(stored),
+            format::bytes(stored),
             format!("{:.4}", ratio(stored, full)),
             format!("{:.3}", ratio(stored, ideal)),
-            output::bytes(c.bytes_per_snapshot() as u64),
-            output::bytes(c.metadata_per_snapshot() as u64),
+            format::bytes(c.bytes_per_snapshot() as u64),
+            format::bytes(c.metadata_per_snapshot() as u64),
             format!("{:.0} ms", c.median_backup().as_secs_f64() * 1000.0),
         ]);
     }
@@ -198,14 +198,14 @@ pub fn table(r: &Results) -> String {
     let _ = writeln!(
         s,
         "full copies (backup API + zstd -3 every snapshot): {} ({} per snapshot)",
-        output::bytes(full),
-        output::bytes(mean(r.observations.iter().map(|o| o.full_bytes)) as u64)
+        format::bytes(full),
+        format::bytes(mean(r.observations.iter().map(|o| o.full_bytes)) as u64)
     );
     let _ = writeln!(
         s,
         "ideal page-level bound (zstd -3 of each page never seen before): {} ({} per snapshot)",
-        output::bytes(ideal),
-        output::bytes(mean(incremental(&r.observations).iter().map(|o| o.ideal_bytes)) as u64)
+        format::bytes(ideal),
+        format::bytes(mean(incremental(&r.observations).iter().map(|o| o.ideal_bytes)) as u64)
     );
     let _ = writeln!(
         s,
@@ -260,7 +260,7 @@ pub fn json(r: &Results) -> Value {
                 .collect();
             json!({
                 "step": i,
-                "time": output::time_json(&step_time(r.t0, i as u32)),
+                "time": format::time_json(&step_time(r.t0, i as u32)),
                 "image_size": o.image_len,
                 "pages": o.pages,
                 "pages_changed": o.pages_changed,
@@ -292,7 +292,7 @@ pub fn json(r: &Results) -> Value {
             "size": r.size,
             "steps": r.steps,
             "seed": r.seed,
-            "time": output::time_json(&r.t0),
+            "time": format::time_json(&r.t0),
             "db": r.db,
             "sql": r.sql,
             "configs": r.configs.iter().map(|c| c.config.key()).collect::<Vec<_>>(),

@@ -1,24 +1,32 @@
-//! `pagesnap bench`: simulate a workload, snapshot it into several store
-//! configurations at once, and compare what they store with two baselines.
+//! The harness behind `pagesnap bench`: it simulates a workload, snapshots it into several
+//! store configurations at once, and compares what they store with two baselines.
 //!
 //! * [`workload`] builds the database and applies one 10-minute slice of work per step;
 //! * [`baseline`] copies each step's image through the backup API and accounts the
 //!   full-copy and ideal page-level baselines on it;
 //! * [`stores`] holds the temporary stores, one per configuration;
-//! * [`report`] and [`plot`] turn the collected numbers into a table, JSON and SVG.
+//! * [`run()`] drives them step by step and collects [`report::Results`];
+//! * [`report`] and [`plot`] turn the collected numbers into a table, JSON and SVG;
+//! * [`format`](mod@format) writes sizes and times as the `pagesnap` command line does.
+
+#![forbid(unsafe_code)]
 
 pub mod baseline;
+pub mod format;
 pub mod plot;
 pub mod report;
+mod run;
 pub mod stores;
 pub mod workload;
+
+pub use run::{run, Plan, Source};
 
 use anyhow::{anyhow, Result};
 
 /// Deterministic pseudo-random numbers (SplitMix64): the workloads must produce the
 /// same databases for the same `--seed` on every machine and release, which rules
 /// out SQLite's `random()` and any generator whose algorithm may change.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
@@ -92,7 +100,7 @@ impl Rng {
     }
 }
 
-pub const WORDS: &[&str] = &[
+pub(crate) const WORDS: &[&str] = &[
     "order",
     "item",
     "shipping",

@@ -1,13 +1,12 @@
 //! Workloads: each builds its database (WAL mode, 4 KiB pages, about `--size`
 //! bytes), then applies one 10-minute slice of work per step.
 //!
-//! Every value comes from the seeded [`Rng`] and every time from a synthetic clock,
+//! Every value comes from the seeded `Rng` and every time from a synthetic clock,
 //! so a seed gives the same databases page for page on every run. Per-step amounts
 //! are set for a 256 MiB database to change roughly 0.5–2% of its pages per step,
 //! and scale with `--size` so small test databases see proportionate work.
 
 use super::Rng;
-use crate::cli::BenchWorkload;
 use anyhow::{anyhow, bail, Context, Result};
 use rusqlite::{params, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -28,6 +27,21 @@ pub trait Workload {
     fn step(&mut self, conn: &Connection, step: u32) -> Result<()>;
 }
 
+/// The built-in workloads, as `pagesnap bench --workload` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Orders and their items; updates skewed to a hot set.
+    Oltp,
+    /// A time-ordered log, trimmed at its oldest end.
+    Append,
+    /// Blobs overwritten at random keys.
+    Kv,
+    /// `Oltp` with a VACUUM every 24 steps.
+    Vacuum,
+    /// Every revision of text documents kept.
+    Cms,
+}
+
 /// A database being worked on, with the workload that changes it.
 pub struct Opened {
     pub conn: Connection,
@@ -35,16 +49,16 @@ pub struct Opened {
 }
 
 /// Builds the database of a built-in workload at `path`.
-pub fn build(kind: BenchWorkload, path: &Path, size: u64, seed: u64) -> Result<Opened> {
+pub fn build(kind: Kind, path: &Path, size: u64, seed: u64) -> Result<Opened> {
     let conn = create(path)?;
     let mut rng = Rng::new(seed);
     let scale = size as f64 / REFERENCE_SIZE;
     let workload: Box<dyn Workload> = match kind {
-        BenchWorkload::Oltp => Box::new(Oltp::build(&conn, size, scale, rng, None)?),
-        BenchWorkload::Vacuum => Box::new(Oltp::build(&conn, size, scale, rng, Some(24))?),
-        BenchWorkload::Append => Box::new(Append::build(&conn, size, &mut rng)?.with_rng(rng)),
-        BenchWorkload::Kv => Box::new(Kv::build(&conn, size, &mut rng)?.with_rng(rng)),
-        BenchWorkload::Cms => Box::new(Cms::build(&conn, size, &mut rng)?.with_rng(rng)),
+        Kind::Oltp => Box::new(Oltp::build(&conn, size, scale, rng, None)?),
+        Kind::Vacuum => Box::new(Oltp::build(&conn, size, scale, rng, Some(24))?),
+        Kind::Append => Box::new(Append::build(&conn, size, &mut rng)?.with_rng(rng)),
+        Kind::Kv => Box::new(Kv::build(&conn, size, &mut rng)?.with_rng(rng)),
+        Kind::Cms => Box::new(Cms::build(&conn, size, &mut rng)?.with_rng(rng)),
     };
     // Applications run busy databases in WAL mode; the build itself ran unjournaled.
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
