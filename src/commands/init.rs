@@ -1,35 +1,41 @@
-use super::{print_json, s3_backend, store_path};
+use super::{print_json, store_path};
 use crate::cli::{Global, InitArgs};
 use anyhow::{anyhow, Result};
 use pagesnap_core::{InitOptions, Store};
 use serde_json::json;
+use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode> {
-    let s3 = s3_backend(g)?;
-    if let Some(b) = &s3 {
+    #[cfg(feature = "s3")]
+    if let Some(b) = super::s3_backend(g)? {
         // A new store: say plainly when the bucket is missing or the key refused.
         b.check_bucket()?;
         super::remember(b.clone());
+        let path = std::path::PathBuf::from(b.url().to_string());
+        let store = Store::init_backend(b, &options(a)?)?;
+        return report(g, &path, &store);
     }
-    let path = match &s3 {
-        Some(b) => std::path::PathBuf::from(b.url().to_string()),
-        None => store_path(g)?,
-    };
+    // (Built without S3, `store_path` refuses an `s3://` store.)
+    let path = store_path(g)?;
+    let store = Store::init(&path, &options(a)?)?;
+    report(g, &path, &store)
+}
+
+fn options(a: &InitArgs) -> Result<InitOptions> {
     let pack_target_size = a
         .pack_size
         .checked_mul(1 << 20)
         .ok_or_else(|| anyhow!("--pack-size {} MiB is too large", a.pack_size))?;
-    let opts = InitOptions {
+    Ok(InitOptions {
         chunk_pages: a.chunk_pages,
         zstd_level: a.compression_level,
         pack_target_size,
         dictionary: !a.no_dictionary,
-    };
-    let store = match s3 {
-        Some(b) => Store::init_backend(b, &opts)?,
-        None => Store::init(&path, &opts)?,
-    };
+    })
+}
+
+fn report(g: &Global, path: &Path, store: &Store) -> Result<ExitCode> {
     let c = store.config();
     if g.json {
         print_json(&json!({

@@ -18,9 +18,9 @@ mod watch;
 
 use crate::cli::{Cli, Command, Global};
 use anyhow::{anyhow, Result};
-use pagesnap_core::backend::{
-    Backend, CachedBackend, Fault, FaultyBackend, LocalBackend, S3Backend, S3Url,
-};
+use pagesnap_core::backend::{Backend, LocalBackend};
+#[cfg(feature = "s3")]
+use pagesnap_core::backend::{CachedBackend, S3Backend, S3Url};
 use pagesnap_core::{default_store_path, Store};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +61,12 @@ fn store_path_at(spec: Option<&Path>) -> Result<PathBuf> {
             .ok_or_else(|| anyhow!("no store given: pass --store DIR or set PAGESNAP_STORE"))?,
     };
     let s = p.to_string_lossy();
+    // Built without S3 an `s3://` URL would be taken for a folder named `s3:`.
+    if !cfg!(feature = "s3") && s.starts_with("s3://") {
+        return Err(anyhow!(
+            "{s}: this pagesnap was built without S3 support; rebuild with --features s3"
+        ));
+    }
     if s.contains('\0') || s.contains('\n') || s.contains('\r') {
         return Err(anyhow!(
             "invalid store path {s:?}: contains a NUL or newline"
@@ -78,10 +84,12 @@ fn store_path_at(spec: Option<&Path>) -> Result<PathBuf> {
 
 /// The S3 store named by `--store s3://BUCKET/PREFIX` (or `$PAGESNAP_STORE`), if
 /// that is what was given. Sends no request.
+#[cfg(feature = "s3")]
 pub fn s3_backend(g: &Global) -> Result<Option<Arc<S3Backend>>> {
     s3_backend_at(g.store.as_deref())
 }
 
+#[cfg(feature = "s3")]
 fn s3_backend_at(spec: Option<&Path>) -> Result<Option<Arc<S3Backend>>> {
     let Some(s) = spec.and_then(|p| p.to_str()) else {
         return Ok(None);
@@ -111,10 +119,15 @@ pub fn open_store_uncached(g: &Global) -> Result<Store> {
 }
 
 /// Opens the store `spec` names: a directory or an `s3://BUCKET/PREFIX` URL
-/// (`None`: the default store). With `faults`, a local store honours the crash
+/// (`None`: the default store). With `faults`, a local store goes through
+/// [`pagesnap_core::backend::wrap_for_tests`], where a test build honours the crash
 /// tests' `PAGESNAP_FAULT_AFTER` (copy passes it for its destination only); with
 /// `cache`, a remote store's metadata goes through the local cache.
 pub fn open_store_at(spec: Option<&Path>, faults: bool, cache: bool) -> Result<Store> {
+    // Only remote stores have a metadata cache.
+    #[cfg(not(feature = "s3"))]
+    let _ = cache;
+    #[cfg(feature = "s3")]
     if let Some(s3) = s3_backend_at(spec)? {
         let backend: Arc<dyn Backend> = match cache_dir(&s3) {
             Some(dir) if cache => Arc::new(CachedBackend::new(s3.clone(), dir)),
@@ -134,27 +147,18 @@ pub fn open_store_at(spec: Option<&Path>, faults: bool, cache: bool) -> Result<S
     }
     let path = store_path_at(spec)?;
     // Crash tests: abort (or fail like a full disk) after N object writes/deletes.
-    if let Some(n) = std::env::var("PAGESNAP_FAULT_AFTER")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|_| faults)
-    {
-        if !path.is_dir() {
-            return Ok(Store::open(&path)?);
-        }
-        let fault = match std::env::var("PAGESNAP_FAULT_KIND").as_deref() {
-            Ok("enospc") => Fault::NoSpace,
-            _ => Fault::Abort,
-        };
-        let inner: Arc<dyn Backend> = Arc::new(LocalBackend::new(&path));
-        return Ok(Store::open_backend(Arc::new(FaultyBackend::new(
-            inner, n, fault,
-        )))?);
+    // (A path that is no directory is left to `Store::open`, which says what it is.)
+    if faults && path.is_dir() {
+        let local: Arc<dyn Backend> = Arc::new(LocalBackend::new(&path));
+        return Ok(Store::open_backend(
+            pagesnap_core::backend::wrap_for_tests(local),
+        )?);
     }
     Ok(Store::open(path)?)
 }
 
 /// The cache folder of an S3 store: per bucket, prefix and endpoint.
+#[cfg(feature = "s3")]
 fn cache_dir(s3: &S3Backend) -> Option<PathBuf> {
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .or_else(|_| std::env::var("AWS_ENDPOINT"))
@@ -167,6 +171,7 @@ fn cache_dir(s3: &S3Backend) -> Option<PathBuf> {
 static REMOTES: Mutex<Vec<Arc<dyn Backend>>> = Mutex::new(Vec::new());
 
 /// Counts `b`'s requests for the report at the end of the command.
+#[cfg(feature = "s3")]
 pub fn remember(b: Arc<dyn Backend>) {
     if let Ok(mut v) = REMOTES.lock() {
         if v.len() >= 4 {

@@ -54,10 +54,6 @@ mod restore;
 mod store;
 pub mod types;
 
-// format/fuzz.rs (left as it is on this branch) reaches the cache's fuzz entry
-// points by the cache's old path.
-use index::cache as index_cache;
-
 pub use backup::{capture, Abandon, BackupOptions, BackupReport, WriteStats};
 pub use digest::image_check;
 pub use error::{Error, Result};

@@ -2,8 +2,11 @@
 //! writes and deletes, the process aborts on the spot — as if killed with SIGKILL
 //! at exactly that point — or the operation fails like a full disk.
 //!
-//! The CLI wraps its store in it when `PAGESNAP_FAULT_AFTER=N` is set
-//! (`PAGESNAP_FAULT_KIND=abort|enospc`, default abort). Never set in production.
+//! Compiled for the crate's own tests and with the `testing` feature only. The
+//! CLI's store goes through [`super::wrap_for_tests`], which with that feature
+//! wraps it in a [`FaultyBackend`] when `PAGESNAP_FAULT_AFTER=N` is set
+//! (`PAGESNAP_FAULT_KIND=abort|enospc`, default abort); `cargo test` builds the
+//! binary with the feature, a release build does not (docs/FEATURES.md).
 
 use super::{Backend, BackendError, ObjectInfo, PutMode, Result};
 use std::ops::Range;
@@ -55,6 +58,19 @@ impl FaultyBackend {
             }),
         }
     }
+}
+
+/// `inner` in a [`FaultyBackend`] if `PAGESNAP_FAULT_AFTER` holds a number.
+#[cfg(feature = "testing")]
+pub(super) fn from_env(inner: &Arc<dyn Backend>) -> Option<Arc<dyn Backend>> {
+    let n = std::env::var("PAGESNAP_FAULT_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok())?;
+    let fault = match std::env::var("PAGESNAP_FAULT_KIND").as_deref() {
+        Ok("enospc") => Fault::NoSpace,
+        _ => Fault::Abort,
+    };
+    Some(Arc::new(FaultyBackend::new(inner.clone(), n, fault)))
 }
 
 impl Backend for FaultyBackend {

@@ -3,17 +3,35 @@
 //! appends, so the same code can run on object storage.
 
 mod cache;
+#[cfg(any(test, feature = "testing"))]
 mod fault;
 mod local;
+#[cfg(feature = "s3")]
 mod s3;
 
 pub use cache::CachedBackend;
 #[cfg(test)]
 pub(crate) use fault::FailingReads;
+#[cfg(any(test, feature = "testing"))]
 pub use fault::{Fault, FaultyBackend};
 pub use local::LocalBackend;
+#[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Settings, S3Url};
 use std::ops::Range;
+use std::sync::Arc;
+
+/// The backend the CLI's crash tests run on. With the `testing` feature and
+/// `PAGESNAP_FAULT_AFTER=N` set: `inner` in a `FaultyBackend`, which lets N
+/// object writes and deletes through, then aborts the process (or, with
+/// `PAGESNAP_FAULT_KIND=enospc`, fails like a full disk). Otherwise `inner`
+/// itself; without the feature (a release build) the variables are not even read.
+pub fn wrap_for_tests(inner: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    #[cfg(feature = "testing")]
+    if let Some(faulty) = fault::from_env(&inner) {
+        return faulty;
+    }
+    inner
+}
 
 /// Errors of the backend layer; each names the object (key) and the store.
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,7 @@ use super::manifest::Manifest;
 use super::pack::{self, Codec, PackBuilder, PackEntry, FOOTER_LEN, HEADER_LEN};
 use super::pagemap::PageMap;
 use super::{checksum32, checksum64, Result};
-use crate::index_cache::fuzz as cache;
+use crate::index::cache::fuzz as cache;
 use crate::types::{ChunkRef, Id};
 
 /// One fuzz target: a decoder, or a group of decoders of one object.
@@ -34,7 +34,7 @@ pub enum Target {
     Dict,
     Envelope,
     Pack,
-    /// This machine's sorted chunk file (`index_cache/base.rs`).
+    /// This machine's sorted chunk file (`index/cache/base.rs`).
     CacheChunks,
     /// A resolved page map of the local cache.
     CacheMap,

@@ -7,6 +7,8 @@
 pub mod config;
 pub mod dict;
 pub mod envelope;
+/// Fuzz entry points: with the `fuzzing` feature (and in the crate's own tests).
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod index;
 pub mod manifest;

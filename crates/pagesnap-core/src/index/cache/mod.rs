@@ -34,6 +34,7 @@
 //! `<store id>/index/placed/<map id>` (docs/FORMAT.md, "Local index cache").
 
 pub(crate) mod base;
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
 pub(crate) mod resolved;
 
