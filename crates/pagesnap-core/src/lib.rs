@@ -43,7 +43,6 @@ pub mod backend;
 mod backup;
 mod codec;
 mod digest;
-mod direct_write;
 mod error;
 pub mod format;
 mod index;

@@ -99,7 +99,7 @@ impl LocalBackend {
             .map_err(|e| self.io("create temporary file for", key, e))?;
         // tempfile creates files with mode 0600 on Unix: owner-only, as store files should be.
         // Large objects (packs) go past the page cache: they are fsynced anyway.
-        crate::direct_write::write_new_file_with(tmp.path(), tmp.as_file(), len, write)
+        super::direct_write::write_new_file_with(tmp.path(), tmp.as_file(), len, write)
             .and_then(|got| super::check_streamed_len(got, len))
             .map_err(|e| self.io("write", key, e))?;
         tmp.as_file()

@@ -3,6 +3,7 @@
 //! appends, so the same code can run on object storage.
 
 mod cache;
+mod direct_write;
 #[cfg(any(test, feature = "testing"))]
 mod fault;
 mod local;
