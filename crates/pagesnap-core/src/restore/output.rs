@@ -12,18 +12,12 @@ use std::sync::Mutex;
 
 /// Largest single write of the image into the output (a file or stdout).
 ///
-/// Why: Linux sizes a file's page-cache folios by the write that creates them
-/// (ext4 has large folios since 6.16), and on the project's machine (a Firecracker
-/// guest that hands free memory back to its host) folios over 32 KiB were often
-/// made of memory the host had taken back, so each page's first touch waited for
-/// the host. After another program's 1 GiB output was deleted, 1 GiB written in
-/// 64 KiB writes took 1.2–4.5 s in 9 of 12 runs, and in 4 MiB writes 9.9–12.7 s in
-/// every run, against 0.25–0.43 s in 24 of 24 runs of 32 KiB writes (32 KiB is
-/// order 3, the largest the kernel's per-CPU lists of just-freed pages serve; a
-/// likely reason, not proven). A restore of 1 GiB after a `zstd -d` output was
-/// deleted took 2.6–7.4 s before this and 0.47–0.80 s after (docs/PERFORMANCE.md,
-/// "Writing into fresh memory"). Elsewhere it costs a few more system calls:
-/// 32,768 per GiB.
+/// Why: Linux sizes a file's page-cache folios by the write that creates them, and
+/// on a VM that hands free memory back to its host, large folios were often made
+/// of memory the host had taken back: each first touch waited for the host, and a
+/// 1 GiB restore took seconds instead of half of one. 32 KiB writes avoided it in
+/// every run measured, at the cost of a few more system calls (docs/PERFORMANCE.md,
+/// "Writing into fresh memory").
 pub(super) const WRITE_PIECE: usize = 32 << 10;
 
 /// `bytes` meant for `offset`, cut into writes of at most [`WRITE_PIECE`] bytes:
