@@ -24,29 +24,36 @@
 //! file says `stopped`, locks are released, exit 0. A second signal exits at
 //! once (status 1), abandoning the snapshot in progress unpublished. SIGHUP
 //! re-reads the config.
+//!
+//! Files by job: this one the schedule loop and the runs' bookkeeping;
+//! [`run`] one run; [`prune`] prune; [`reload`] SIGHUP; [`signals`] the signals;
+//! [`config`], [`schedule`], [`source`] (change detection), [`hook`], [`status`].
 
 pub mod config;
 mod hook;
+mod prune;
+mod reload;
 mod run;
 mod schedule;
+mod signals;
 mod source;
 pub mod status;
 
-use self::config::{DbConfig, PruneSchedule, WatchConfig};
+use self::config::{DbConfig, WatchConfig};
 use self::run::{Finished, Job, Phase, RunOutcome};
+use self::signals::Signals;
 use self::source::Source;
-use self::status::{DbStatus, ErrorRecord, InProgress, PruneRecord, Status, StatusLock};
+use self::status::{DbStatus, ErrorRecord, InProgress, Status, StatusLock};
 use super::open_store;
 use crate::cli::{Global, IntegrityCheck, LogFormat, WatchArgs};
 use crate::message;
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use pagesnap_core::{Abandon, PruneOptions, Store};
-use std::io::{IsTerminal, Read};
-use std::os::unix::net::UnixStream;
+use pagesnap_core::{Abandon, Store};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -157,74 +164,6 @@ fn init_logging(format: LogFormat) -> Result<()> {
             .try_init(),
     };
     r.map_err(|e| anyhow!("cannot set up logging: {e}"))
-}
-
-/// SIGINT/SIGTERM set `stop`, SIGHUP sets `reload`; every signal also writes to
-/// a socket pair so that a sleeping watcher wakes at once (as does every run
-/// that ends, through `waker`).
-struct Signals {
-    stop: Arc<AtomicBool>,
-    reload: Arc<AtomicBool>,
-    wake: UnixStream,
-    waker: UnixStream,
-}
-
-impl Signals {
-    fn install() -> Result<Signals> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let stop = Arc::new(AtomicBool::new(false));
-        let reload = Arc::new(AtomicBool::new(false));
-        for sig in [SIGTERM, SIGINT] {
-            // A second signal while stopping exits at once (status 1).
-            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))?;
-            signal_hook::flag::register(sig, Arc::clone(&stop))?;
-        }
-        signal_hook::flag::register(SIGHUP, Arc::clone(&reload))?;
-        let (wake, waker) = UnixStream::pair()?;
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
-            signal_hook::low_level::pipe::register(sig, waker.try_clone()?)?;
-        }
-        // A run's thread must never wait to say it ended.
-        waker.set_nonblocking(true)?;
-        Ok(Signals {
-            stop,
-            reload,
-            wake,
-            waker,
-        })
-    }
-
-    /// The write end for a run's thread (`None` if it cannot be had: the
-    /// watcher then notices the run's end within a minute).
-    fn waker(&self) -> Option<UnixStream> {
-        self.waker.try_clone().ok()
-    }
-
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// Sleeps until `until`, a signal, or a minute (to follow changes of the
-    /// wall clock), whichever comes first.
-    fn sleep_until(&self, until: Option<DateTime<Utc>>) {
-        if self.stopping() || self.reload.load(Ordering::SeqCst) {
-            return;
-        }
-        let minute = Duration::from_secs(60);
-        let wait = until
-            .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-            .unwrap_or(minute)
-            .min(minute);
-        if wait < Duration::from_millis(1) {
-            return;
-        }
-        if self.wake.set_read_timeout(Some(wait)).is_ok() {
-            let mut buf = [0u8; 64];
-            let _ = (&self.wake).read(&mut buf);
-        } else {
-            std::thread::sleep(wait);
-        }
-    }
 }
 
 /// One watched database: its config, its source and its status.
@@ -784,248 +723,6 @@ impl Watcher {
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return,
             }
         }
-    }
-
-    /// Runs prune when its schedule (or the unused share) says so.
-    fn maybe_prune(&mut self) {
-        let now = Utc::now();
-        let last = self.status.prune.last.as_ref().and_then(|l| l.time);
-        let by_time = match self.cfg.prune {
-            PruneSchedule::Never => false,
-            PruneSchedule::Every(d) => {
-                last.is_none_or(|l| (now - l).to_std().unwrap_or(Duration::ZERO) >= d)
-            }
-        };
-        let mut why = String::from("scheduled");
-        let mut due = by_time;
-        if !due && self.removed_since_look {
-            if let Some(threshold) = self.cfg.prune_when_unused {
-                self.removed_since_look = false;
-                let plan = self.store.prune(&PruneOptions {
-                    max_unused: self.cfg.prune_max_unused,
-                    dry_run: true,
-                    assume_forgotten: Vec::new(),
-                });
-                match plan {
-                    Ok(r) => {
-                        let share = r.bytes_freed as f64 / r.bytes_before.max(1) as f64;
-                        if share >= threshold {
-                            due = true;
-                            why = format!(
-                                "{:.1}% of the store is unused (threshold {:.1}%)",
-                                share * 100.0,
-                                threshold * 100.0
-                            );
-                        }
-                    }
-                    Err(e) => warn!(event = "prune", "could not measure unused space: {e}"),
-                }
-            }
-        }
-        if !due {
-            return;
-        }
-        info!(event = "prune", reason = %why, "pruning ({why})");
-        let r = self.store.prune(&PruneOptions {
-            max_unused: self.cfg.prune_max_unused,
-            dry_run: false,
-            assume_forgotten: Vec::new(),
-        });
-        match r {
-            Ok(r) => {
-                info!(
-                    event = "prune",
-                    bytes_freed = r.bytes_freed,
-                    packs_deleted = r.packs_deleted,
-                    packs_rewritten = r.packs_rewritten,
-                    duration_secs = r.duration.as_secs_f64(),
-                    "pruned: freed {} ({} packs deleted, {} rewritten) in {:.2}s",
-                    crate::output::bytes(r.bytes_freed),
-                    r.packs_deleted,
-                    r.packs_rewritten,
-                    r.duration.as_secs_f64()
-                );
-                self.status.prune.last = Some(PruneRecord {
-                    time: Some(Utc::now()),
-                    bytes_freed: r.bytes_freed,
-                    packs_deleted: r.packs_deleted,
-                    packs_rewritten: r.packs_rewritten,
-                    duration_secs: r.duration.as_secs_f64(),
-                });
-                self.status.prune.last_error = None;
-                self.removed_since_look = false;
-            }
-            // Another process uses the store (a backup from cron, a restore):
-            // not a failure; the prune is retried after the next snapshot.
-            Err(pagesnap_core::Error::Locked { holder, .. }) if !holder.starts_with("stale") => {
-                info!(
-                    event = "prune",
-                    "prune postponed: the store is in use by {holder}"
-                );
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                error!(event = "failure", what = "prune", "prune failed: {msg}");
-                self.status.prune.last_error = Some(ErrorRecord {
-                    time: Some(Utc::now()),
-                    event: "prune".into(),
-                    message: msg.clone(),
-                });
-                if let Some(cmd) = self.cfg.on_failure.clone() {
-                    let env = vec![
-                        ("PAGESNAP_DB_NAME", String::new()),
-                        ("PAGESNAP_DB_PATH", String::new()),
-                        ("PAGESNAP_ERROR", msg),
-                        ("PAGESNAP_EVENT", "prune".to_string()),
-                        ("PAGESNAP_FAILURES", "1".to_string()),
-                        ("PAGESNAP_STORE", self.store_dir.display().to_string()),
-                    ];
-                    if let Some(h) = hook::spawn(&cmd, self.cfg.on_failure_timeout, env) {
-                        self.hooks.push(h);
-                    }
-                }
-            }
-        }
-        self.refresh_prune_status();
-    }
-
-    fn refresh_prune_status(&mut self) {
-        let p = &mut self.status.prune;
-        p.schedule = self.cfg.prune.to_string();
-        p.when_unused_percent = self.cfg.prune_when_unused.map(|f| f * 100.0);
-        p.next_due = match self.cfg.prune {
-            PruneSchedule::Never => None,
-            PruneSchedule::Every(d) => p
-                .last
-                .as_ref()
-                .and_then(|l| l.time)
-                .and_then(|t| chrono::TimeDelta::from_std(d).ok().map(|d| t + d)),
-        };
-    }
-
-    /// SIGHUP: re-reads the config file. A config with errors is logged and the
-    /// running one kept. Databases that keep their name and path keep their
-    /// connection and their "last seen" state.
-    fn reload(&mut self) {
-        let Some(file) = self.cfg.file.clone() else {
-            warn!(
-                event = "reload",
-                "SIGHUP: nothing to reload (the databases were given on the command line)"
-            );
-            return;
-        };
-        hook::notify(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={}",
-            hook::monotonic_usec()
-        ));
-        match self.try_reload(&file) {
-            Ok(msg) => info!(event = "reload", "reloaded {}: {msg}", file.display()),
-            Err(e) => error!(
-                event = "reload",
-                "reloading {} failed, the running configuration is kept: {}",
-                file.display(),
-                message(&e)
-            ),
-        }
-        self.write_status();
-        hook::notify("READY=1");
-    }
-
-    fn try_reload(&mut self, file: &Path) -> Result<String> {
-        let new = config::load(file)?;
-        let cli = Global {
-            store: self.cli_store.clone(),
-            json: self.json,
-            progress: false,
-            no_cache: false,
-        };
-        let store_dir = resolve_store(&cli, new.store.as_deref())?;
-        let store = if store_dir != self.store_dir {
-            Some(open_store(&Global {
-                store: Some(store_dir.clone()),
-                json: self.json,
-                progress: false,
-                no_cache: false,
-            })?)
-        } else {
-            None
-        };
-        if !self.status_from_cli && new.status_file != self.cfg.status_file {
-            warn!(
-                event = "reload",
-                "status_file changes take effect when the watcher restarts"
-            );
-        }
-        if new.log_format != self.cfg.log_format {
-            warn!(
-                event = "reload",
-                "log_format changes take effect when the watcher restarts"
-            );
-        }
-        if let Some(s) = store {
-            info!(event = "reload", "store changed to {}", store_dir.display());
-            self.store = Arc::new(s);
-            self.store_dir = store_dir;
-            self.status.store = abs(&self.store_dir);
-            // A new store: the watcher's connections know nothing of its snapshots
-            // (those of runs under way are reset when they return).
-            self.generation += 1;
-            for d in &mut self.dbs {
-                if let Some(s) = &mut d.source {
-                    s.reset();
-                }
-            }
-        }
-        let now = Utc::now();
-        let mut old: Vec<Watched> = std::mem::take(&mut self.dbs);
-        let mut added = Vec::new();
-        for c in &new.databases {
-            match old.iter().position(|o| o.cfg.name == c.name) {
-                Some(i) => {
-                    let mut o = old.swap_remove(i);
-                    let mut fresh = Watched::new(c.clone(), Some(o.st.clone()), now);
-                    if o.cfg.path == c.path {
-                        // None while a run has it: the run brings it back.
-                        fresh.source = o.source.take();
-                        fresh.since_check = o.since_check;
-                    }
-                    // Unchanged timing keeps the run already scheduled (as
-                    // does a run under way).
-                    if (o.cfg.every == c.every && o.cfg.jitter == c.jitter)
-                        || self.runs.iter().any(|r| r.name == c.name)
-                    {
-                        fresh.next_run = o.next_run;
-                        fresh.st.next_run = Some(o.next_run);
-                    }
-                    self.dbs.push(fresh);
-                }
-                None => {
-                    added.push(c.name.clone());
-                    self.dbs.push(Watched::new(c.clone(), None, now));
-                }
-            }
-        }
-        let removed: Vec<String> = old.iter().map(|o| o.cfg.name.clone()).collect();
-        let status_file = self.cfg.status_file.clone();
-        let log_format = self.cfg.log_format;
-        self.cfg = new;
-        self.cfg.status_file = status_file;
-        self.cfg.log_format = log_format;
-        self.refresh_prune_status();
-        Ok(format!(
-            "{} databases{}{}",
-            self.dbs.len(),
-            if added.is_empty() {
-                String::new()
-            } else {
-                format!(", added {}", added.join(", "))
-            },
-            if removed.is_empty() {
-                String::new()
-            } else {
-                format!(", removed {}", removed.join(", "))
-            }
-        ))
     }
 
     fn sync_status(&mut self) {
