@@ -38,10 +38,10 @@ use self::source::Source;
 use self::status::{DbStatus, ErrorRecord, InProgress, PruneRecord, Status, StatusLock};
 use super::open_store;
 use crate::cli::{Global, IntegrityCheck, LogFormat, WatchArgs};
-use crate::message;
+use crate::{hints, message};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use pagesnap_core::{Abandon, PruneOptions, Store};
+use pagesnap_core::{Abandon, LockConflict, PruneOptions, Store};
 use std::io::{IsTerminal, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -818,7 +818,11 @@ impl Watcher {
                             );
                         }
                     }
-                    Err(e) => warn!(event = "prune", "could not measure unused space: {e}"),
+                    Err(e) => warn!(
+                        event = "prune",
+                        "could not measure unused space: {}",
+                        hints::render(&e)
+                    ),
                 }
             }
         }
@@ -857,14 +861,16 @@ impl Watcher {
             }
             // Another process uses the store (a backup from cron, a restore):
             // not a failure; the prune is retried after the next snapshot.
-            Err(pagesnap_core::Error::Locked { holder, .. }) if !holder.starts_with("stale") => {
+            Err(pagesnap_core::Error::Locked {
+                holder, conflict, ..
+            }) if conflict != LockConflict::Stale => {
                 info!(
                     event = "prune",
                     "prune postponed: the store is in use by {holder}"
                 );
             }
             Err(e) => {
-                let msg = e.to_string();
+                let msg = hints::render(&e);
                 error!(event = "failure", what = "prune", "prune failed: {msg}");
                 self.status.prune.last_error = Some(ErrorRecord {
                     time: Some(Utc::now()),
