@@ -38,8 +38,10 @@ pub(crate) fn render_dyn(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The text of an error, without its causes: see [`crate::message`] for those.
 pub(crate) fn render_any(e: &anyhow::Error) -> String {
-    match e.downcast_ref::<Error>() {
-        Some(e) => render(e),
+    // Not `anyhow::Error::downcast_ref`, which sees through a context to the
+    // error it wraps: only the outermost error's own text is wanted here.
+    match e.chain().next() {
+        Some(outer) => render_dyn(outer),
         None => e.to_string(),
     }
 }
@@ -112,5 +114,20 @@ mod tests {
             conflict: LockConflict::Waited(Duration::from_secs(1)),
         };
         assert_eq!(render(&waited), waited.to_string());
+    }
+
+    #[test]
+    fn a_context_is_said_before_the_error_it_wraps() {
+        let e = anyhow::Error::new(Error::OutputExists(PathBuf::from("/o"))).context("restoring");
+        assert_eq!(render_any(&e), "restoring");
+        assert_eq!(
+            crate::message(&e),
+            "restoring: /o: already exists; pass --force to overwrite it"
+        );
+        let e = anyhow::Error::new(Error::OutputExists(PathBuf::from("/o")));
+        assert_eq!(
+            crate::message(&e),
+            "/o: already exists; pass --force to overwrite it"
+        );
     }
 }
