@@ -1,6 +1,7 @@
 //! The crate's error type: every wing's failures, each with the object it concerns.
 
-use crate::{backend, capture, format, ChunkId, SnapshotId};
+use crate::{backend, capture, format, retention, ChunkId, SnapshotId};
+use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,6 +42,22 @@ pub enum Error {
     },
     #[error("no snapshot matches {0:?}")]
     UnknownSnapshot(String),
+    /// A selector that is neither `latest` nor a hexadecimal id prefix.
+    #[error("invalid snapshot id: {0:?} is not a hexadecimal snapshot id (or `latest`)")]
+    BadSnapshotId(String),
+    /// A snapshot time no manifest can hold (a leap second).
+    #[error("invalid snapshot time: {time:?}: {source}")]
+    BadSnapshotTime {
+        time: DateTime<Utc>,
+        #[source]
+        source: format::FormatError,
+    },
+    /// Store parameters (`InitOptions`) outside what the format allows; the
+    /// source says which one and what is allowed.
+    #[error("invalid store parameters: {0}")]
+    BadStoreParameters(#[source] format::FormatError),
+    #[error("invalid retention policy: {0}")]
+    BadPolicy(#[from] retention::PolicyError),
     #[error("snapshot id {prefix:?} is ambiguous: it matches {}", candidates.join(", "))]
     AmbiguousSnapshot {
         prefix: String,
