@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod hints;
 mod output;
 mod progress;
 mod timearg;
@@ -50,14 +51,22 @@ impl std::error::Error for UsageError {}
 
 /// The error and its causes, each stated once: the library's errors already
 /// include their source in their own message, so `{e:#}` would repeat it.
+/// Library errors get their command-line remedy (see [`hints`]).
 pub(crate) fn message(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
+    let mut msg = hints::render_any(e);
     for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
+        let c = hints::render_dyn(cause);
+        if msg.contains(&c) {
+            continue;
         }
+        // Already stated without its remedy (a context that quotes it).
+        let plain = cause.to_string();
+        if plain != c && msg.contains(&plain) {
+            msg = msg.replacen(&plain, &c, 1);
+            continue;
+        }
+        msg.push_str(": ");
+        msg.push_str(&c);
     }
     msg
 }

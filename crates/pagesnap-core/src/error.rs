@@ -1,10 +1,18 @@
 //! The crate's error type: every wing's failures, each with the object it concerns.
 
-use crate::{backend, capture, format, ChunkId, SnapshotId};
+use crate::{backend, capture, format, retention, ChunkId, SnapshotId};
+use chrono::{DateTime, Utc};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Errors of the store layer; lower layers' errors are wrapped with the object they concern.
+///
+/// Messages say what is wrong in the library's terms; the data needed to act is in
+/// the variants' fields. A program using the library (the `pagesnap` binary) adds
+/// its own remedies ("pass --force …") from those fields. New variants may be added
+/// in any release, hence `#[non_exhaustive]`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error(transparent)]
     Backend(#[from] backend::BackendError),
@@ -16,7 +24,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Capture(#[from] capture::CaptureError),
-    #[error("{0}: not a pagesnap store (no config object); create one with `pagesnap init`")]
+    /// The location has no `config` object.
+    #[error("{0}: not a pagesnap store (no config object)")]
     NotAStore(String),
     #[error("{0}: a pagesnap store already exists here")]
     AlreadyExists(String),
@@ -33,12 +42,29 @@ pub enum Error {
     },
     #[error("no snapshot matches {0:?}")]
     UnknownSnapshot(String),
+    /// A selector that is neither `latest` nor a hexadecimal id prefix.
+    #[error("invalid snapshot id: {0:?} is not a hexadecimal snapshot id (or `latest`)")]
+    BadSnapshotId(String),
+    /// A snapshot time no manifest can hold (a leap second).
+    #[error("invalid snapshot time: {time:?}: {source}")]
+    BadSnapshotTime {
+        time: DateTime<Utc>,
+        #[source]
+        source: format::FormatError,
+    },
+    /// Store parameters (`InitOptions`) outside what the format allows; the
+    /// source says which one and what is allowed.
+    #[error("invalid store parameters: {0}")]
+    BadStoreParameters(#[source] format::FormatError),
+    #[error("invalid retention policy: {0}")]
+    BadPolicy(#[from] retention::PolicyError),
     #[error("snapshot id {prefix:?} is ambiguous: it matches {}", candidates.join(", "))]
     AmbiguousSnapshot {
         prefix: String,
         candidates: Vec<String>,
     },
-    #[error("the store holds snapshots of several databases ({}): choose one with --name", names.join(", "))]
+    /// A selection without a database name, in a store that holds several.
+    #[error("the store holds snapshots of several databases ({})", names.join(", "))]
     AmbiguousName { names: Vec<String> },
     #[error("no snapshot{} at or before {at}; the earliest is from {earliest}", name.as_ref().map(|n| format!(" of {n:?}")).unwrap_or_default())]
     NoSnapshotAt {
@@ -48,7 +74,8 @@ pub enum Error {
     },
     #[error("no snapshots{} in the store", name.as_ref().map(|n| format!(" of {n:?}")).unwrap_or_default())]
     NoSnapshots { name: Option<String> },
-    #[error("{0}: already exists; pass --force to overwrite it")]
+    /// A restore's output exists and overwriting it was not asked for.
+    #[error("{0}: already exists")]
     OutputExists(PathBuf),
     #[error("snapshot {}: chunk {} is not in the index (missing from the store)", snapshot.short(), chunk.to_hex())]
     ChunkMissing {
@@ -84,13 +111,17 @@ pub enum Error {
     },
     #[error("invalid {what}: {detail}")]
     Invalid { what: &'static str, detail: String },
-    #[error("{location}: the store is locked by {holder}; {hint}")]
+    /// Another lock stands in the way of the one asked for.
+    #[error("{location}: the store is locked by {holder}{conflict}")]
     Locked {
         location: String,
+        /// The other lock, described ("a shared lock of `backup` …").
         holder: String,
-        hint: String,
+        /// Why the lock was not granted; [`LockConflict::Stale`] and
+        /// [`LockConflict::Unreadable`] locks stay until removed (`store::unlock`).
+        conflict: LockConflict,
     },
-    #[error("cannot copy from {from} ({from_pages} page(s) per chunk) to {to} ({to_pages} page(s) per chunk): the stores must have the same chunk size (copying does not re-chunk); create the destination with `pagesnap init --chunk-pages {from_pages}`")]
+    #[error("cannot copy from {from} ({from_pages} page(s) per chunk) to {to} ({to_pages} page(s) per chunk): the stores must have the same chunk size (copying does not re-chunk)")]
     ChunkSizeMismatch {
         from: String,
         from_pages: u32,
@@ -106,6 +137,41 @@ pub enum Error {
     },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a store lock was not granted (see [`Error::Locked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockConflict {
+    /// The other lock object cannot be decoded; it never goes away by itself.
+    Unreadable,
+    /// The other lock's process is gone; it never goes away by itself.
+    Stale,
+    /// An exclusive lock was asked for and another lock is held: exclusive
+    /// requests do not wait.
+    Exclusive,
+    /// A live exclusive lock was still held after waiting this long.
+    Waited(Duration),
+}
+
+impl LockConflict {
+    /// True when the other lock outlived its owner (or cannot be read): waiting
+    /// does not help, only removing it does.
+    pub fn is_stale(self) -> bool {
+        matches!(self, LockConflict::Unreadable | LockConflict::Stale)
+    }
+}
+
+/// Written after the holder in [`Error::Locked`]'s message.
+impl std::fmt::Display for LockConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockConflict::Unreadable => Ok(()),
+            LockConflict::Stale => f.write_str("; its process is gone"),
+            LockConflict::Exclusive => f.write_str("; wait until it ends, then try again"),
+            LockConflict::Waited(d) => write!(f, "; gave up after waiting {d:?}"),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

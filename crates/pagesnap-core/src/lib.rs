@@ -55,7 +55,7 @@ pub mod types;
 
 pub use backup::{capture, Abandon, BackupOptions, BackupReport, WriteStats};
 pub use digest::image_check;
-pub use error::{Error, Result};
+pub use error::{Error, LockConflict, Result};
 pub use maintenance::copy::{CopyOptions, CopyOutcome, CopyReport};
 pub use maintenance::repair::{BrokenSnapshot, RepairIndexReport, RepairSnapshotsReport};
 pub use maintenance::verify::{DataSubset, Problem, ProblemKind, VerifyOptions, VerifyReport};

@@ -591,13 +591,7 @@ fn a_leap_second_time_is_refused_before_anything_is_written() {
     };
     let e = store.backup_path(&db, &opts).unwrap_err();
     assert!(
-        matches!(
-            e,
-            pagesnap_core::Error::Invalid {
-                what: "snapshot time",
-                ..
-            }
-        ),
+        matches!(e, pagesnap_core::Error::BadSnapshotTime { .. }),
         "{e}"
     );
     assert!(e.to_string().contains("leap second"), "{e}");

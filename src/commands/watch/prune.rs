@@ -4,8 +4,9 @@
 use super::config::PruneSchedule;
 use super::status::{ErrorRecord, PruneRecord};
 use super::{hook, Watcher};
+use crate::hints;
 use chrono::Utc;
-use pagesnap_core::PruneOptions;
+use pagesnap_core::{LockConflict, PruneOptions};
 use std::time::Duration;
 use tracing::{error, info, warn};
 
@@ -42,7 +43,11 @@ impl Watcher {
                             );
                         }
                     }
-                    Err(e) => warn!(event = "prune", "could not measure unused space: {e}"),
+                    Err(e) => warn!(
+                        event = "prune",
+                        "could not measure unused space: {}",
+                        hints::render(&e)
+                    ),
                 }
             }
         }
@@ -81,14 +86,16 @@ impl Watcher {
             }
             // Another process uses the store (a backup from cron, a restore):
             // not a failure; the prune is retried after the next snapshot.
-            Err(pagesnap_core::Error::Locked { holder, .. }) if !holder.starts_with("stale") => {
+            Err(pagesnap_core::Error::Locked {
+                holder, conflict, ..
+            }) if conflict != LockConflict::Stale => {
                 info!(
                     event = "prune",
                     "prune postponed: the store is in use by {holder}"
                 );
             }
             Err(e) => {
-                let msg = e.to_string();
+                let msg = hints::render(&e);
                 error!(event = "failure", what = "prune", "prune failed: {msg}");
                 self.status.prune.last_error = Some(ErrorRecord {
                     time: Some(Utc::now()),

@@ -14,7 +14,7 @@ use super::source::{self, Change, Source};
 use super::status::{CheckRecord, RetentionRecord, SkipRecord, SnapshotRecord};
 use crate::cli::IntegrityCheck;
 use crate::commands::forget;
-use crate::message;
+use crate::{hints, message};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use pagesnap_core::lock::LockGuard;
@@ -180,7 +180,7 @@ fn attempt(job: &Job, source: &mut Source) -> RunOutcome {
             return out;
         }
         Err(e) => {
-            out.failure = Some(("backup", e.to_string()));
+            out.failure = Some(("backup", hints::render_any(&e)));
             return out;
         }
     };
@@ -276,7 +276,10 @@ fn attempt(job: &Job, source: &mut Source) -> RunOutcome {
         Err(e) => {
             out.failure = Some((
                 "retention",
-                format!("cannot read the store's retention policy: {e}"),
+                format!(
+                    "cannot read the store's retention policy: {}",
+                    hints::render(&e)
+                ),
             ))
         }
     }
@@ -349,9 +352,8 @@ fn lock_store(store: &Store, wait: Duration, stop: &AtomicBool) -> Result<LockGu
     loop {
         match store.lock(false, "watch", Duration::ZERO) {
             Ok(l) => return Ok(l),
-            Err(pagesnap_core::Error::Locked { holder, .. })
-                if !holder.starts_with("stale")
-                    && !holder.starts_with("an unreadable")
+            Err(pagesnap_core::Error::Locked { conflict, .. })
+                if !conflict.is_stale()
                     && started.elapsed() < wait
                     && !stop.load(Ordering::SeqCst) =>
             {

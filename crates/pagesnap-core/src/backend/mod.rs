@@ -36,6 +36,7 @@ pub fn wrap_for_tests(inner: Arc<dyn Backend>) -> Arc<dyn Backend> {
 
 /// Errors of the backend layer; each names the object (key) and the store.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackendError {
     #[error("{location}: object {key} does not exist")]
     NotFound { location: String, key: String },

@@ -179,10 +179,8 @@ impl Store {
         }
         let time = opts.time.unwrap_or_else(Utc::now);
         // Refused before anything is written, by the rule the manifest's decoder applies.
-        Manifest::check_time(time.timestamp_subsec_nanos()).map_err(|e| Error::Invalid {
-            what: "snapshot time",
-            detail: format!("{time:?}: {e}"),
-        })?;
+        Manifest::check_time(time.timestamp_subsec_nanos())
+            .map_err(|source| Error::BadSnapshotTime { time, source })?;
         let abandoned = || Error::Capture(CaptureError::Abandoned(path.to_path_buf()));
         // Shared: other backups may run too, but prune may not delete chunks under us.
         let _lock = match abandon {

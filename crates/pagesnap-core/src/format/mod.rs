@@ -38,6 +38,7 @@ pub(crate) fn checksum64(bytes: &[u8]) -> u64 {
 
 /// Why an object could not be decoded. The caller adds which object it was.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FormatError {
     #[error("not a pagesnap {expected} object (bad magic bytes)")]
     BadMagic { expected: &'static str },

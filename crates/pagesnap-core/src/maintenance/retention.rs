@@ -392,15 +392,6 @@ pub enum PolicyError {
     EmptyTag,
 }
 
-impl From<PolicyError> for crate::Error {
-    fn from(e: PolicyError) -> crate::Error {
-        crate::Error::Invalid {
-            what: "retention policy",
-            detail: e.to_string(),
-        }
-    }
-}
-
 /// Parses a duration such as `36h`, `7d`, `2w`, `1y6m` or `1d12h30min`: one or
 /// more numbers, each followed by a unit — `y` years, `m` months, `w` weeks,
 /// `d` days, `h` hours, `min` minutes — each unit at most once, in any order.

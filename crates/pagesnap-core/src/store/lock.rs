@@ -22,7 +22,7 @@
 use crate::backend::{Backend, PutMode};
 use crate::format::envelope::{self, Kind};
 use crate::types::Id;
-use crate::{Error, Result};
+use crate::{Error, LockConflict, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::{mpsc, Arc, Mutex};
@@ -284,7 +284,7 @@ fn acquire_refreshing(
                 return Err(Error::Locked {
                     location,
                     holder: format!("an unreadable lock object {other_key}"),
-                    hint: "run `pagesnap unlock` to remove stale locks".into(),
+                    conflict: LockConflict::Unreadable,
                 })
             }
             Some(o) if o.is_stale(now) => {
@@ -302,7 +302,7 @@ fn acquire_refreshing(
                             .trim_start_matches("a ")
                             .trim_start_matches("an ")
                     ),
-                    hint: "its process is gone: run `pagesnap unlock` to remove it".into(),
+                    conflict: LockConflict::Stale,
                 });
             }
             Some(o) => {
@@ -310,10 +310,10 @@ fn acquire_refreshing(
                     return Err(Error::Locked {
                         location,
                         holder: o.describe(),
-                        hint: if exclusive {
-                            "wait until it ends, then try again".into()
+                        conflict: if exclusive {
+                            LockConflict::Exclusive
                         } else {
-                            format!("gave up after waiting {:?}", wait)
+                            LockConflict::Waited(wait)
                         },
                     });
                 }
@@ -404,13 +404,15 @@ mod tests {
         assert!(dead.is_stale(Utc::now()));
         b.put("locks/dead", &dead.encode(), PutMode::Create)
             .unwrap();
-        let err = acquire(&b, false, "backup", Duration::from_secs(5))
-            .unwrap_err()
-            .to_string();
+        let err = acquire(&b, false, "backup", Duration::from_secs(5)).unwrap_err();
         assert!(
-            err.contains("stale") && err.contains("pagesnap unlock"),
+            matches!(
+                &err,
+                Error::Locked { holder, conflict: LockConflict::Stale, .. } if holder.starts_with("stale")
+            ),
             "{err}"
         );
+        assert!(err.to_string().ends_with("; its process is gone"), "{err}");
         // A live lock is not removed by a plain unlock.
         let live = acquire(&b, false, "restore", Duration::ZERO);
         assert!(live.is_err(), "still blocked by the stale exclusive lock");

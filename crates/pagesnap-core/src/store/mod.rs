@@ -89,11 +89,8 @@ impl Store {
             created_unix: Utc::now().timestamp(),
             dictionary: opts.dictionary,
         };
-        config.validate().map_err(|e| Error::Invalid {
-            what: "store parameters",
-            // validate() says which parameter is wrong and what is allowed.
-            detail: e.to_string(),
-        })?;
+        // validate() says which parameter is wrong and what is allowed.
+        config.validate().map_err(Error::BadStoreParameters)?;
         match backend.put(layout::CONFIG, &config.encode(), PutMode::Create) {
             Ok(()) => {}
             Err(BackendError::AlreadyExists { location, .. }) => {

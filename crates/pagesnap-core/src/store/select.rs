@@ -71,10 +71,7 @@ pub fn select_many(
 fn by_prefix<'a>(snapshots: &'a [Snapshot], prefix: &str) -> Result<&'a Snapshot> {
     let p = prefix.to_ascii_lowercase();
     if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::Invalid {
-            what: "snapshot id",
-            detail: format!("{prefix:?} is not a hexadecimal snapshot id (or `latest`)"),
-        });
+        return Err(Error::BadSnapshotId(prefix.to_string()));
     }
     let found: Vec<&Snapshot> = snapshots
         .iter()
@@ -182,7 +179,7 @@ mod tests {
         ));
         assert!(matches!(
             select(&s, &SnapshotSelector::Id("xyz".into())),
-            Err(Error::Invalid { .. })
+            Err(Error::BadSnapshotId(_))
         ));
     }
 

@@ -29,6 +29,7 @@ const STEP_PAGES: i32 = 1024;
 
 /// Why a source database could not be captured.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CaptureError {
     #[error("{0}: no such database file")]
     Missing(PathBuf),
@@ -50,7 +51,8 @@ pub enum CaptureError {
     Corrupt { path: PathBuf, detail: String },
     #[error("{0}: the connection has uncommitted changes in an open transaction; SQLite cannot back up through it until that transaction commits or rolls back")]
     UncommittedWrites(PathBuf),
-    #[error("{path}: database is locked by another process (gave up after {timeout:?}; try a longer --busy-timeout)")]
+    /// SQLite's busy timeout (`timeout`, from [`crate::BackupOptions`]) ran out.
+    #[error("{path}: database is locked by another process (gave up after {timeout:?})")]
     Locked { path: PathBuf, timeout: Duration },
     /// SQLITE_READONLY_ROLLBACK (776): the journal of an interrupted write
     /// transaction is waiting to be rolled back, which takes write access.
