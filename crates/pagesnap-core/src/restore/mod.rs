@@ -13,6 +13,7 @@
 
 mod output;
 mod plan;
+mod reader;
 mod rebuild;
 pub mod salvage;
 
@@ -50,23 +51,21 @@ impl Store {
         let started = Instant::now();
         let _lock = self.read_lock("restore")?;
         let backend = self.backend().as_ref();
-        let image_hash = match self.restore_plan(snap)? {
-            Some(plan) => rebuild::write_located(
-                backend,
-                &plan.packs,
-                snap,
-                &plan,
-                out,
-                self.progress(),
-                false,
-            )?,
-            // A chunk to look for by id, or a problem to name: the whole index.
-            None => {
-                let index = self.load_index()?;
-                let chunks = self.chunk_list_with(&index, snap)?;
-                rebuild::write_image(backend, &index, snap, &chunks, out, self.progress(), false)?
-            }
-        };
+        let resolved = reader::resolve(self, snap)?;
+        // The long way (a chunk to look for by id, or a problem to name): a chunk
+        // nothing locates fails the restore before anything is written.
+        if let reader::Resolved::Whole(w) = &resolved {
+            w.check_located(snap)?;
+        }
+        let image_hash = rebuild::write_located(
+            backend,
+            resolved.packs(),
+            snap,
+            resolved.positions(),
+            out,
+            self.progress(),
+            false,
+        )?;
         Ok(RestoreReport {
             snapshot: snap.id,
             image_len: snap.manifest.image_len,
@@ -85,25 +84,26 @@ impl Store {
     ) -> Result<rebuild::Salvaged> {
         let _lock = self.read_lock("restore")?;
         let backend = self.backend().as_ref();
-        if let Some(plan) = self.restore_plan(snap)? {
-            return rebuild::write_salvaged(
-                backend,
-                &plan.packs,
-                snap,
-                &plan,
-                file,
-                durable,
-                self.progress(),
-                rebuild::SalvageLog::default(),
-            );
-        }
+        let w = match reader::resolve(self, snap)? {
+            reader::Resolved::Plan(plan) => {
+                return rebuild::write_salvaged(
+                    backend,
+                    &plan.packs,
+                    snap,
+                    &plan,
+                    file,
+                    durable,
+                    self.progress(),
+                    rebuild::SalvageLog::default(),
+                )
+            }
+            reader::Resolved::Whole(w) => w,
+        };
         // Something is not located by the names the maps use: the whole index
         // finds what it can, and says why the rest is lost.
-        let index = self.load_index()?;
-        let chunks = self.chunk_list_with(&index, snap)?;
-        let locs = index.locate_all(&chunks);
+        let (index, chunks, locs) = (&w.index, &w.chunks, &w.locs);
         let log = rebuild::SalvageLog::default();
-        for (pos, (c, loc)) in chunks.iter().zip(&locs).enumerate() {
+        for (pos, (c, loc)) in chunks.iter().zip(locs).enumerate() {
             if let (ChunkRef::Stored(id), None) = (c, loc) {
                 let (object, detail) = match index.unlocated(snap.id, id) {
                     Error::PackMissing { pack, .. } => {
@@ -117,15 +117,11 @@ impl Store {
                 log.record(pos, *id, object, detail);
             }
         }
-        let positions = rebuild::Listed {
-            chunks: &chunks,
-            locs: &locs,
-        };
         rebuild::write_salvaged(
             backend,
             index.packs(),
             snap,
-            &positions,
+            &w,
             file,
             durable,
             self.progress(),

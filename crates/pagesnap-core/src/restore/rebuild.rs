@@ -656,7 +656,7 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
                 buf.clear();
                 Ok(buf)
             }
-            Err(e) => Err(fetch_error(snap, run, key(), e)),
+            Err(e) => Err(fetch_error(snap, run.items[0].1, key(), e)),
         }
     };
     let bytes = if pass.reads > 1 {
@@ -845,17 +845,17 @@ fn build_window(
     block_sums.map(|s| (buf, s))
 }
 
-/// The error of a failed read of a run's bytes from its pack `key`.
-fn fetch_error(snap: &Snapshot, run: &Run, key: String, e: BackendError) -> Error {
+/// The error of a failed read from pack `key` of bytes holding `chunk` (a run's first).
+pub(super) fn fetch_error(snap: &Snapshot, chunk: ChunkId, key: String, e: BackendError) -> Error {
     match e {
         BackendError::NotFound { .. } => Error::PackMissing {
             snapshot: snap.id,
-            chunk: run.items[0].1,
+            chunk,
             pack: key,
         },
         other if other.is_damage() => Error::ChunkDamaged {
             snapshot: Some(snap.id),
-            chunk: run.items[0].1,
+            chunk,
             object: key,
             detail: other.to_string(),
         },
