@@ -1,8 +1,9 @@
-//! codec: what a stored chunk is, and the one way in and out of that form.
+//! codec: what a stored chunk is, and the one way in and out of that form: one of
+//! the two seams (DESIGN.md, "Modules"; the other is restore/reader.rs).
 //!
 //! A chunk is stored in a pack as a blob whose pack entry names its codec
-//! ([`Codec`](crate::format::pack::Codec), `format/pack.rs`; FORMAT.md "Packs"): the raw bytes, a zstd frame,
-//! or a zstd frame made with the pack's dictionary. Everything that turns stored
+//! ([`Codec`](crate::format::pack::Codec), `format/pack.rs`; FORMAT.md "Packs"):
+//! the raw bytes, a zstd frame, or a zstd frame made with the pack's dictionary. Everything that turns stored
 //! bytes back into a chunk goes through [`Decoder`] (restore's rebuild and
 //! salvage, verify's data pass, copy, prune's rewrite, repair, the chunk writer's
 //! read-back), and everything that stores a chunk goes through [`Encoder`] (the

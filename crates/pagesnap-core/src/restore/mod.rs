@@ -6,6 +6,10 @@
 //!   salvage restore's reading) and `RestoreReport`.
 //! * `plan.rs`: what a restore reads, found the short way through the index objects
 //!   the snapshot's maps name.
+//! * `reader.rs`: the snapshot reader, one of the two seams (DESIGN.md, "Modules"):
+//!   `resolve`, the one way a snapshot's positions are resolved (the plan, else the
+//!   whole index), which restore and salvage use; and `SnapshotReader`, pages
+//!   a..b of a snapshot at random, each chunk checked against its id.
 //! * `rebuild.rs`: rebuilding the image window by window from its chunks, checking it.
 //! * `output.rs`: writing it to a stream or into a file at positions; the temporary
 //!   file renamed into place.
