@@ -29,7 +29,8 @@
 //! * `store/`: the [`Store`] handle and the objects it reads and writes (manifests,
 //!   page maps, index objects, packs, locks).
 //! * `index/`: the chunk index as data, and this machine's derived copy of it.
-//! * `codec.rs` (decoding a stored chunk) and `digest/` (an image's hash and check).
+//! * `codec/` (a stored chunk: the one way to encode one, and to decode one and
+//!   check it against its id) and `digest/` (an image's hash and check).
 //! * [`format`](mod@format) (how each object is encoded) and [`backend`] (where objects live),
 //!   beside the shared [`types`], [`layout`], [`progress`] and `error.rs`.
 //!

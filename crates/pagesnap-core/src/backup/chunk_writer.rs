@@ -13,7 +13,7 @@
 //! pack assembly, writes) takes `&mut self` and runs on one.
 
 use crate::backend::{Backend, PutMode};
-use crate::codec::Decoders;
+use crate::codec::{Attempt, Decoder, Encoder};
 use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
 use crate::format::index::{IndexEntry, PackRef};
@@ -26,6 +26,8 @@ use crate::types::{is_all_zero, ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
+
+pub(crate) use crate::codec::slot_len;
 
 /// Bytes of new chunks a dictionary is trained on (zstd suggests ~100× the
 /// dictionary size).
@@ -86,21 +88,6 @@ pub(crate) enum Encoded {
     },
 }
 
-/// Bytes of a chunk's slot in a block's buffer: zstd's worst case for the chunk,
-/// which also holds the raw bytes.
-pub(crate) fn slot_len(chunk_len: usize) -> usize {
-    zstd::compress_bound(chunk_len)
-}
-
-/// One thread's zstd contexts, for the dictionary `dict` (if any).
-struct EncodeCtx {
-    dict: Option<Id>,
-    with_dict: Option<zstd::bulk::Compressor<'static>>,
-    plain: zstd::bulk::Compressor<'static>,
-    /// The plain frame, while it is compared with the dictionary's.
-    scratch: Vec<u8>,
-}
-
 pub(crate) struct ChunkWriter {
     backend: Arc<dyn Backend>,
     index: ChunkLookup,
@@ -110,7 +97,7 @@ pub(crate) struct ChunkWriter {
     dict_bytes: Option<Arc<Vec<u8>>>,
     /// Compression contexts, one per worker thread (rayon's thread index; the
     /// last slot for any other thread), built on first use.
-    ctxs: Vec<Mutex<Option<EncodeCtx>>>,
+    ctxs: Vec<Mutex<Option<Encoder>>>,
     /// How often compressing without the dictionary beat it (see [`PlainTrial`]).
     trial: PlainTrial,
     /// Writes finished packs while compression goes on.
@@ -118,7 +105,7 @@ pub(crate) struct ChunkWriter {
     /// Samples waiting for training (`Some` while the plan is to train).
     samples: Option<Vec<(ChunkId, Vec<u8>)>>,
     sample_bytes: usize,
-    decoders: Decoders,
+    decoders: Decoder,
     pack_target: usize,
     current: PackBuilder,
     /// Training samples held uncompressed: their positions in `samples`.
@@ -134,10 +121,6 @@ pub(crate) struct ChunkWriter {
     stats: WriteStats,
 }
 
-fn zstd_err(e: std::io::Error) -> Error {
-    Error::Internal(format!("zstd: {e}"))
-}
-
 impl ChunkWriter {
     pub(crate) fn new(
         backend: Arc<dyn Backend>,
@@ -145,7 +128,7 @@ impl ChunkWriter {
         config: &StoreConfig,
         plan: DictPlan,
     ) -> Result<Self> {
-        let mut decoders = Decoders::new()?;
+        let mut decoders = Decoder::new()?;
         let (dict, dict_bytes, samples) = match plan {
             DictPlan::None => (None, None, None),
             DictPlan::Use(id, bytes) => {
@@ -266,11 +249,11 @@ impl ChunkWriter {
 
     /// Runs `f` with this thread's contexts (built on first use, and again when
     /// the dictionary changed).
-    fn with_ctx<T>(&self, f: impl FnOnce(&mut EncodeCtx) -> Result<T>) -> Result<T> {
+    fn with_ctx<T>(&self, f: impl FnOnce(&mut Encoder) -> Result<T>) -> Result<T> {
         let mut guard = self.ctxs[crate::thread_slot(self.ctxs.len())]
             .lock()
             .map_err(|_| Error::Internal("compression context poisoned".into()))?;
-        if guard.as_ref().is_none_or(|c| c.dict != self.dict) {
+        if guard.as_ref().is_none_or(|c| c.dict() != self.dict) {
             *guard = Some(self.new_ctx()?);
         }
         let ctx = guard
@@ -279,19 +262,12 @@ impl ChunkWriter {
         f(ctx)
     }
 
-    fn new_ctx(&self) -> Result<EncodeCtx> {
-        let with_dict = match &self.dict_bytes {
-            Some(b) => {
-                Some(zstd::bulk::Compressor::with_dictionary(self.level, b).map_err(zstd_err)?)
-            }
-            None => None,
+    fn new_ctx(&self) -> Result<Encoder> {
+        let dict = match (self.dict, &self.dict_bytes) {
+            (Some(id), Some(bytes)) => Some((id, bytes.as_slice())),
+            _ => None,
         };
-        Ok(EncodeCtx {
-            dict: self.dict,
-            with_dict,
-            plain: zstd::bulk::Compressor::new(self.level).map_err(zstd_err)?,
-            scratch: Vec::new(),
-        })
+        Encoder::new(self.level, dict)
     }
 
     /// The sequential half: records an encoded chunk (`slot`: its slot of the
@@ -457,7 +433,7 @@ impl ChunkWriter {
                 let dict = self.dict;
                 return self
                     .decoders
-                    .decode(&e.entry, self.current.blob(&e.entry), dict.as_ref())
+                    .decode_checked(&e.entry, self.current.blob(&e.entry), dict.as_ref())
                     .map_err(|source| {
                         damaged("the pack being written".into(), source.to_string())
                     });
@@ -489,14 +465,11 @@ impl ChunkWriter {
         if let Some(d) = &dict {
             self.decoders.ensure_dict(self.backend.as_ref(), d)?;
         }
-        let raw = self
-            .decoders
-            .decode(&entry, &stored, dict.as_ref())
-            .map_err(|source| damaged(key.clone(), source.to_string()))?;
-        if Id::of_chunk(&raw) != *id {
-            return Err(damaged(key, "content does not match its id".into()));
-        }
-        Ok(raw)
+        // Checked against the id asked for (the entry's is that id).
+        let entry = PackEntry { id: *id, ..entry };
+        self.decoders
+            .decode_checked(&entry, &stored, dict.as_ref())
+            .map_err(|source| damaged(key, source.to_string()))
     }
 
     /// Writes the current pack and starts the next.
@@ -565,50 +538,31 @@ impl ChunkWriter {
 }
 
 /// Compresses one chunk into `out` (at least [`slot_len`] bytes) with the
-/// context's dictionary (if any), keeping whichever is smallest of the dictionary
-/// frame, the plain frame and the raw bytes; returns its length and codec.
+/// encoder's dictionary (if any), keeping whichever is smallest of the dictionary
+/// frame, the plain frame and the raw bytes ([`Encoder::encode`]); which frames
+/// are made is the backup's `trial`, which records how they compared. Returns the
+/// stored length and codec.
 fn compress(
-    ctx: &mut EncodeCtx,
+    enc: &mut Encoder,
     data: &[u8],
     out: &mut [u8],
     trial: &PlainTrial,
 ) -> Result<(usize, Codec)> {
-    let with_dict = match &mut ctx.with_dict {
-        Some(c) if trial.dict_pays() => Some(c.compress_to_buffer(data, out).map_err(zstd_err)?),
-        _ => None,
-    };
     // A dictionary trained on some pages can make others compress worse (its
     // entropy tables replace ones fitted to the page): keep whichever is smaller,
     // as long as trying pays (compressing twice doubles the cost of a backup).
-    let plain = match with_dict {
-        None => Some(ctx.plain.compress_to_buffer(data, out).map_err(zstd_err)?),
-        Some(_) if !trial.worth_trying() => None,
-        Some(_) => {
-            // Beside the dictionary frame, which is in `out` already.
-            ctx.scratch.clear();
-            ctx.scratch.reserve(slot_len(data.len()));
-            Some(
-                ctx.plain
-                    .compress_to_buffer(data, &mut ctx.scratch)
-                    .map_err(zstd_err)?,
-            )
-        }
+    let attempt = if !trial.dict_pays() {
+        Attempt::Plain
+    } else if trial.worth_trying() {
+        Attempt::Both
+    } else {
+        Attempt::Dict
     };
-    if let (Some(d), Some(p)) = (with_dict, plain) {
+    let stored = enc.encode(data, out, attempt)?;
+    if let Some((d, p)) = stored.both {
         trial.record(d, p);
     }
-    Ok(match (with_dict, plain) {
-        (Some(d), Some(p)) if p < d && p < data.len() => {
-            out[..p].copy_from_slice(&ctx.scratch[..p]);
-            (p, Codec::Zstd)
-        }
-        (Some(d), _) if d < data.len() => (d, Codec::ZstdDict),
-        (None, Some(p)) if p < data.len() => (p, Codec::Zstd),
-        _ => {
-            out[..data.len()].copy_from_slice(data);
-            (data.len(), Codec::Raw)
-        }
-    })
+    Ok((stored.len, stored.codec))
 }
 
 /// How the dictionary and the plain frame compare in this backup. The first
@@ -677,15 +631,9 @@ mod tests {
     use proptest::prelude::*;
 
     /// Contexts whose dictionary is `dict` (raw content), at the levels given.
-    fn ctx(dict: Option<&[u8]>, dict_level: i32, plain_level: i32) -> EncodeCtx {
-        EncodeCtx {
-            dict: None,
-            with_dict: dict.map(|d| {
-                zstd::bulk::Compressor::with_dictionary(dict_level, d).expect("dictionary")
-            }),
-            plain: zstd::bulk::Compressor::new(plain_level).expect("context"),
-            scratch: Vec::new(),
-        }
+    fn ctx(dict: Option<&[u8]>, dict_level: i32, plain_level: i32) -> Encoder {
+        let dict = dict.map(|d| (Id::of_object(d), d));
+        Encoder::with_levels(dict_level, plain_level, dict).expect("contexts")
     }
 
     /// What `compress` left in the slot, decoded as its codec says.

@@ -6,7 +6,9 @@
 //!   `backup_connection_abandonable`), their options and report, the dictionary plan.
 //! * `capture/`: a consistent image through SQLite's backup API (the VFS is the
 //!   crate's one `unsafe` module), streamed into the chunk writer.
-//! * `chunk_writer.rs`: names, dedups and compresses chunks into packs.
+//! * `chunk_writer.rs`: names, dedups and compresses chunks into packs: which forms
+//!   to try and the dictionary's training are its policy; compressing one chunk is
+//!   the codec's `Encoder` (codec/, the chunk codec seam).
 //! * `index.rs`: the index a backup dedups against (the local cache, or the whole
 //!   index) and the cache's upkeep after publishing.
 //! * `abandon.rs`: abandoning a backup from another thread (`pagesnap watch`).

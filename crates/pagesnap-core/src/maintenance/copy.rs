@@ -25,7 +25,6 @@
 use crate::codec;
 use crate::format::dict::DictBody;
 use crate::format::manifest::Manifest;
-use crate::format::FormatError;
 use crate::index::chunk_index::{ChunkIndex, Location};
 use crate::store::pack_sink::PackSink;
 use crate::store::select;
@@ -442,11 +441,6 @@ impl Copier<'_> {
                 .ok_or_else(|| damaged(*id, "the pack ends before the chunk".into()))?;
             blobs.push(stored);
         }
-        let check = |id: &ChunkId, raw: Result<Vec<u8>, FormatError>| match raw {
-            Err(e) => Some(e.to_string()),
-            Ok(raw) if Id::of_chunk(&raw) != *id => Some("content does not match its id".into()),
-            Ok(_) => None,
-        };
         let dict = match &run.dict {
             Some(d) => {
                 let bytes = self.dicts.get(d).ok_or_else(|| {
@@ -462,8 +456,9 @@ impl Copier<'_> {
         // Decoded and checked on every core, each with its own contexts.
         let failed = run.items.par_iter().zip(&blobs).enumerate().find_map_first(
             |(k, ((id, loc), stored))| {
-                let raw = codec::decode_on_thread(&loc.pack_entry(*id), stored, dict);
-                check(id, raw).map(|why| (k, why))
+                codec::decode_checked_on_thread(&loc.pack_entry(*id), stored, dict)
+                    .err()
+                    .map(|why| (k, why.to_string()))
             },
         );
         match failed {

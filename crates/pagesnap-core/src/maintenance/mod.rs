@@ -1,6 +1,8 @@
 //! maintenance: the store once its snapshots are taken: forgetting and pruning,
 //! verifying, repairing, copying between stores, statistics. It builds on store/,
 //! index/ and restore/'s rebuilding; nothing in backup/, restore/ or store/ may use it.
+//! Every chunk it reads back (verify, copy, prune's rewrite, repair) is decoded and
+//! checked against its id by the codec (`codec::Decoder::decode_checked`).
 //!
 //! * `prune.rs`: forget and prune; `retention.rs` (+ `retention/tests.rs`): which
 //!   snapshots a policy keeps.

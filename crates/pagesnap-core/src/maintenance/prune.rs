@@ -20,7 +20,7 @@
 
 use super::retention::Policy;
 use crate::backend::{BackendError, PutMode};
-use crate::codec::Decoders;
+use crate::codec::{ChunkError, Decoder};
 use crate::format::envelope::{self, Kind};
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{FOOTER_LEN, HEADER_LEN};
@@ -544,7 +544,7 @@ impl Store {
         let mut written = 0u64;
         // 1. Copy live chunks of rewritten packs into new packs (one dictionary per pack),
         //    checking each against its id on the way.
-        let mut decoders = Decoders::new()?;
+        let mut decoders = Decoder::new()?;
         let mut by_dict: BTreeMap<Option<Id>, Vec<(Id, IndexEntry)>> = BTreeMap::new();
         for (pack, (dict, entries)) in &plan.rewrite {
             by_dict
@@ -585,22 +585,19 @@ impl Store {
                     object: layout::pack(&src),
                     detail: "the pack is shorter than its index says".into(),
                 })?;
-                let raw = decoders
-                    .decode(&e.entry, stored, dict.as_ref())
-                    .map_err(|err| Error::ChunkDamaged {
-                        snapshot: None,
-                        chunk: e.entry.id,
-                        object: layout::pack(&src),
-                        detail: err.to_string(),
-                    })?;
-                if Id::of_chunk(&raw) != e.entry.id {
+                if let Err(err) = decoders.decode_checked(&e.entry, stored, dict.as_ref()) {
+                    let detail = match err {
+                        ChunkError::Decode(err) => err.to_string(),
+                        ChunkError::Mismatch { .. } => {
+                            "content does not match its id; prune stops before deleting anything"
+                                .into()
+                        }
+                    };
                     return Err(Error::ChunkDamaged {
                         snapshot: None,
                         chunk: e.entry.id,
                         object: layout::pack(&src),
-                        detail:
-                            "content does not match its id; prune stops before deleting anything"
-                                .into(),
+                        detail,
                     });
                 }
                 sink.push(dict, e.entry.id, stored, e.entry.raw_len, e.entry.codec)?;

@@ -32,7 +32,7 @@
 
 use super::verify::{DataSubset, VerifyOptions};
 use crate::backend::{BackendError, PutMode};
-use crate::codec::Decoders;
+use crate::codec::{ChunkError, Decoder};
 use crate::format::index::{IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{self, Codec, PackEntry};
 use crate::store::pack_sink::PackSink;
@@ -536,7 +536,7 @@ impl Store {
             }
         }
         let mut sink = PackSink::new(backend.clone(), self.config().pack_target_size as usize);
-        let mut decoders = Decoders::new()?;
+        let mut decoders = Decoder::new()?;
         for r in rewrite {
             let key = layout::pack(&r.pack);
             // From the copy: the name may hold a rewritten pack by now.
@@ -546,16 +546,10 @@ impl Store {
                 decoders.ensure_dict(backend.as_ref(), d)?;
             }
             for e in &r.copy {
-                let raw = blob(&bytes, e)
-                    .and_then(|stored| {
-                        decoders
-                            .decode(e, stored, r.dict.as_ref())
-                            .map_err(|err| err.to_string())
-                            .map(|raw| (stored, raw))
-                    })
+                let sound = blob(&bytes, e)
                     .ok()
-                    .filter(|(_, raw)| Id::of_chunk(raw) == e.id);
-                let Some((stored, _)) = raw else {
+                    .filter(|stored| decoders.decode_checked(e, stored, r.dict.as_ref()).is_ok());
+                let Some(stored) = sound else {
                     return Err(Error::Internal(format!(
                         "chunk {} of {key} checked sound, then not; nothing was deleted",
                         e.id.to_hex()
@@ -666,7 +660,7 @@ fn check_pack(
     }
     // The dictionary: the index's, else the one the header names.
     let dict = dict.or_else(|| header_dict.and_then(|p| dicts.get(&p).copied()));
-    let mut decoders = match Decoders::new() {
+    let mut decoders = match Decoder::new() {
         Ok(d) => d,
         Err(e) => return (PackCheck::Unchecked(e.to_string()), 0, read),
     };
@@ -722,14 +716,17 @@ fn check_pack(
             raw_len,
             codec,
         };
+        // Checked against the blob's first id; on a mismatch, the id it decoded
+        // to may be another of its entries'.
         let decoded = blob(&bytes, &probe).and_then(|stored| {
-            decoders
-                .decode(&probe, stored, dict.as_ref())
-                .map_err(|e| format!("cannot be decoded: {e}"))
+            match decoders.decode_checked(&probe, stored, dict.as_ref()) {
+                Ok(_) => Ok(probe.id),
+                Err(ChunkError::Mismatch { actual }) => Ok(actual),
+                Err(ChunkError::Decode(e)) => Err(format!("cannot be decoded: {e}")),
+            }
         });
         match decoded {
-            Ok(raw) => {
-                let actual = Id::of_chunk(&raw);
+            Ok(actual) => {
                 if ids.contains(&actual) {
                     good.entry(actual).or_insert(PackEntry {
                         id: actual,

@@ -6,6 +6,10 @@
 //!   salvage restore's reading) and `RestoreReport`.
 //! * `plan.rs`: what a restore reads, found the short way through the index objects
 //!   the snapshot's maps name.
+//! * `reader.rs`: the snapshot reader, one of the two seams (DESIGN.md, "Modules"):
+//!   `resolve`, the one way a snapshot's positions are resolved (the plan, else the
+//!   whole index), which restore and salvage use; and `SnapshotReader`, pages
+//!   a..b of a snapshot at random, each chunk checked against its id.
 //! * `rebuild.rs`: rebuilding the image window by window from its chunks, checking it.
 //! * `output.rs`: writing it to a stream or into a file at positions; the temporary
 //!   file renamed into place.
@@ -13,6 +17,7 @@
 
 mod output;
 mod plan;
+mod reader;
 mod rebuild;
 pub mod salvage;
 
@@ -50,23 +55,21 @@ impl Store {
         let started = Instant::now();
         let _lock = self.read_lock("restore")?;
         let backend = self.backend().as_ref();
-        let image_hash = match self.restore_plan(snap)? {
-            Some(plan) => rebuild::write_located(
-                backend,
-                &plan.packs,
-                snap,
-                &plan,
-                out,
-                self.progress(),
-                false,
-            )?,
-            // A chunk to look for by id, or a problem to name: the whole index.
-            None => {
-                let index = self.load_index()?;
-                let chunks = self.chunk_list_with(&index, snap)?;
-                rebuild::write_image(backend, &index, snap, &chunks, out, self.progress(), false)?
-            }
-        };
+        let resolved = reader::resolve(self, snap)?;
+        // The long way (a chunk to look for by id, or a problem to name): a chunk
+        // nothing locates fails the restore before anything is written.
+        if let reader::Resolved::Whole(w) = &resolved {
+            w.check_located(snap)?;
+        }
+        let image_hash = rebuild::write_located(
+            backend,
+            resolved.packs(),
+            snap,
+            resolved.positions(),
+            out,
+            self.progress(),
+            false,
+        )?;
         Ok(RestoreReport {
             snapshot: snap.id,
             image_len: snap.manifest.image_len,
@@ -85,25 +88,26 @@ impl Store {
     ) -> Result<rebuild::Salvaged> {
         let _lock = self.read_lock("restore")?;
         let backend = self.backend().as_ref();
-        if let Some(plan) = self.restore_plan(snap)? {
-            return rebuild::write_salvaged(
-                backend,
-                &plan.packs,
-                snap,
-                &plan,
-                file,
-                durable,
-                self.progress(),
-                rebuild::SalvageLog::default(),
-            );
-        }
+        let w = match reader::resolve(self, snap)? {
+            reader::Resolved::Plan(plan) => {
+                return rebuild::write_salvaged(
+                    backend,
+                    &plan.packs,
+                    snap,
+                    &plan,
+                    file,
+                    durable,
+                    self.progress(),
+                    rebuild::SalvageLog::default(),
+                )
+            }
+            reader::Resolved::Whole(w) => w,
+        };
         // Something is not located by the names the maps use: the whole index
         // finds what it can, and says why the rest is lost.
-        let index = self.load_index()?;
-        let chunks = self.chunk_list_with(&index, snap)?;
-        let locs = index.locate_all(&chunks);
+        let (index, chunks, locs) = (&w.index, &w.chunks, &w.locs);
         let log = rebuild::SalvageLog::default();
-        for (pos, (c, loc)) in chunks.iter().zip(&locs).enumerate() {
+        for (pos, (c, loc)) in chunks.iter().zip(locs).enumerate() {
             if let (ChunkRef::Stored(id), None) = (c, loc) {
                 let (object, detail) = match index.unlocated(snap.id, id) {
                     Error::PackMissing { pack, .. } => {
@@ -117,15 +121,11 @@ impl Store {
                 log.record(pos, *id, object, detail);
             }
         }
-        let positions = rebuild::Listed {
-            chunks: &chunks,
-            locs: &locs,
-        };
         rebuild::write_salvaged(
             backend,
             index.packs(),
             snap,
-            &positions,
+            &w,
             file,
             durable,
             self.progress(),

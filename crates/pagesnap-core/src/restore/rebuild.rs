@@ -22,13 +22,13 @@
 
 use super::output::{output_err, write_behind, Sink, Writes, WRITE_PIECE};
 use crate::backend::{Backend, BackendError};
-use crate::codec::{self, Decoders};
+use crate::codec::{self, DecoderPool};
 use crate::digest::image_check::{self, Digest};
 use crate::digest::tree_hash::{block_cv, root_from_blocks};
 use crate::format::pack::PackEntry;
 use crate::index::chunk_index::{ChunkIndex, Location, PackTable};
 use crate::store::Snapshot;
-use crate::types::{ChunkId, ChunkRef, Id, IdMap};
+use crate::types::{ChunkId, ChunkRef, IdMap};
 use crate::{layout, Error, Result};
 use blake3::hazmat::ChainingValue;
 use rayon::prelude::*;
@@ -114,31 +114,6 @@ impl Positions for Listed<'_> {
 /// The error for positions that contradict themselves.
 fn no_position(i: usize) -> Error {
     Error::Internal(format!("restore position {i} has no chunk"))
-}
-
-/// Per-thread decompression contexts, with every dictionary the image needs.
-struct DecoderPool {
-    dicts: IdMap<Vec<u8>>,
-    slots: Vec<Mutex<Option<Decoders>>>,
-}
-
-impl DecoderPool {
-    fn with<T>(&self, f: impl FnOnce(&mut Decoders) -> Result<T>) -> Result<T> {
-        let mut guard = self.slots[crate::thread_slot(self.slots.len())]
-            .lock()
-            .map_err(|_| Error::Internal("decoder pool poisoned".into()))?;
-        if guard.is_none() {
-            let mut d = Decoders::new()?;
-            for (id, bytes) in &self.dicts {
-                d.add_dict(*id, bytes)?;
-            }
-            *guard = Some(d);
-        }
-        match guard.as_mut() {
-            Some(d) => f(d),
-            None => Err(Error::Internal("decoder missing".into())),
-        }
-    }
 }
 
 /// What a pass computes for each block, and so what the image is checked against.
@@ -325,12 +300,7 @@ pub(crate) fn write_located(
     blake3: bool,
 ) -> Result<[u8; 32]> {
     let m = &snap.manifest;
-    let pool = DecoderPool {
-        dicts: load_dicts(backend, packs, snap, positions, None)?,
-        slots: (0..rayon::current_num_threads() + 1)
-            .map(|_| Mutex::new(None))
-            .collect(),
-    };
+    let pool = DecoderPool::new(load_dicts(backend, packs, snap, positions, None)?);
     let image = Image {
         backend,
         packs,
@@ -395,12 +365,7 @@ pub(crate) fn write_salvaged(
 ) -> Result<Salvaged> {
     let m = &snap.manifest;
     let dicts = load_dicts(backend, packs, snap, positions, Some(&mut log.dicts))?;
-    let pool = DecoderPool {
-        dicts,
-        slots: (0..rayon::current_num_threads() + 1)
-            .map(|_| Mutex::new(None))
-            .collect(),
-    };
+    let pool = DecoderPool::new(dicts);
     let image = Image {
         backend,
         packs,
@@ -691,7 +656,7 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
                 buf.clear();
                 Ok(buf)
             }
-            Err(e) => Err(fetch_error(snap, run, key(), e)),
+            Err(e) => Err(fetch_error(snap, run.items[0].1, key(), e)),
         }
     };
     let bytes = if pass.reads > 1 {
@@ -815,14 +780,14 @@ fn build_window(
             )));
         }
         let dict = packs.dict(run.pack);
+        // Unchecked on the first pass: the image check covers every byte.
         pool.with(|d| {
-            d.decode_into(&entry, stored, dict.as_ref(), slot)
-                .map_err(|e| damaged(e.to_string()))
-        })?;
-        if check_ids && Id::of_chunk(slot) != *id {
-            return Err(damaged("content does not match its id".into()));
-        }
-        Ok(())
+            match check_ids {
+                true => d.decode_into_checked(&entry, stored, dict.as_ref(), slot),
+                false => d.decode_into(&entry, stored, dict.as_ref(), slot),
+            }
+            .map_err(|e| damaged(e.to_string()))
+        })
     };
     // Salvaging: a chunk found damaged is written as zeros and recorded.
     let decode = |slot: &mut [u8], place: &Option<(usize, usize)>| -> Result<()> {
@@ -880,17 +845,17 @@ fn build_window(
     block_sums.map(|s| (buf, s))
 }
 
-/// The error of a failed read of a run's bytes from its pack `key`.
-fn fetch_error(snap: &Snapshot, run: &Run, key: String, e: BackendError) -> Error {
+/// The error of a failed read from pack `key` of bytes holding `chunk` (a run's first).
+pub(super) fn fetch_error(snap: &Snapshot, chunk: ChunkId, key: String, e: BackendError) -> Error {
     match e {
         BackendError::NotFound { .. } => Error::PackMissing {
             snapshot: snap.id,
-            chunk: run.items[0].1,
+            chunk,
             pack: key,
         },
         other if other.is_damage() => Error::ChunkDamaged {
             snapshot: Some(snap.id),
-            chunk: run.items[0].1,
+            chunk,
             object: key,
             detail: other.to_string(),
         },

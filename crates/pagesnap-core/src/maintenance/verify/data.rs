@@ -3,7 +3,7 @@
 
 use super::{DataSubset, ProblemKind, Verifier, VerifyReport};
 use crate::backend::BackendError;
-use crate::codec::Decoders;
+use crate::codec::{ChunkError, Decoder};
 use crate::digest::image_check::{self, Digest};
 use crate::digest::tree_hash::{block_cv, root_from_blocks};
 use crate::index::chunk_index::Location;
@@ -301,7 +301,7 @@ fn read_pack(
         let detail = "content does not match its name (the pack is damaged)".into();
         r.pack_problem = Some((ProblemKind::Damage, detail));
     }
-    let mut decoders = match Decoders::new() {
+    let mut decoders = match Decoder::new() {
         Ok(d) => d,
         Err(e) => {
             r.pack_problem = Some((ProblemKind::Unreadable, e.to_string()));
@@ -326,18 +326,18 @@ fn read_pack(
                 .push((*id, "its location lies outside the pack".into()));
             continue;
         };
-        let raw = match decoders.decode(&loc.pack_entry(*id), stored, dict.as_ref()) {
+        let raw = match decoders.decode_checked(&loc.pack_entry(*id), stored, dict.as_ref()) {
             Ok(raw) => raw,
-            Err(e) => {
+            Err(ChunkError::Decode(e)) => {
                 r.bad_chunks.push((*id, format!("cannot be decoded: {e}")));
                 continue;
             }
+            Err(ChunkError::Mismatch { .. }) => {
+                r.bad_chunks
+                    .push((*id, "content does not match its id (damaged)".into()));
+                continue;
+            }
         };
-        if Id::of_chunk(&raw) != *id {
-            r.bad_chunks
-                .push((*id, "content does not match its id (damaged)".into()));
-            continue;
-        }
         for &off in offsets.get(id).map(Vec::as_slice).unwrap_or(&[]) {
             r.cvs.push(((*id, off), block_cv(off, &raw)));
         }

@@ -1,0 +1,273 @@
+//! Decoding stored chunks: zstd decompression contexts, one per dictionary, with
+//! dictionaries loaded from the store on first use and checked against their ids;
+//! the per-thread decoders that decode on every core (restore's pool, copy's
+//! thread-local ones).
+
+use super::ChunkError;
+use crate::backend::Backend;
+use crate::format::dict::DictBody;
+use crate::format::pack::{Codec, PackEntry, MAX_CHUNK_LEN};
+use crate::format::FormatError;
+use crate::types::{Id, IdMap};
+use crate::{layout, Error, Result};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use zstd::bulk::Decompressor;
+
+thread_local! {
+    /// This thread's own [`Decoder`] (see [`decode_checked_on_thread`]).
+    static LOCAL: RefCell<Option<Decoder>> = const { RefCell::new(None) };
+}
+
+/// [`Decoder::decode_checked`] on this thread's own contexts, so that every core
+/// can decode (`copy`) without sharing a [`Decoder`]. `dict` is the pack's
+/// dictionary (id and bytes), if it has one; a thread keeps the context of the
+/// last dictionary it used.
+pub(crate) fn decode_checked_on_thread(
+    e: &PackEntry,
+    stored: &[u8],
+    dict: Option<(&Id, &[u8])>,
+) -> Result<Vec<u8>, ChunkError> {
+    let context = |e: Error| {
+        ChunkError::Decode(FormatError::Decompress(std::io::Error::other(
+            e.to_string(),
+        )))
+    };
+    LOCAL.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = match &mut *slot {
+            Some(d) => d,
+            empty => empty.insert(Decoder::new().map_err(context)?),
+        };
+        if let Some((id, bytes)) = dict {
+            if !d.with_dict.contains_key(id) {
+                d.with_dict.clear();
+                d.add_dict(*id, bytes).map_err(context)?;
+            }
+        }
+        d.decode_checked(e, stored, dict.map(|(id, _)| id))
+    })
+}
+
+/// Reads a dictionary object and checks it against its name.
+pub(crate) fn load_dict(backend: &dyn Backend, id: &Id) -> Result<DictBody> {
+    let key = layout::dict(id);
+    let bytes = backend.get(&key)?;
+    let format = |source| Error::Format {
+        object: format!("{}/{key}", backend.location()),
+        source,
+    };
+    if Id::of_object(&bytes) != *id {
+        return Err(format(FormatError::Invalid(
+            "content does not match its name (object is damaged)".into(),
+        )));
+    }
+    DictBody::decode(&bytes).map_err(format)
+}
+
+/// Decompression contexts: one without a dictionary, one per dictionary loaded.
+pub(crate) struct Decoder {
+    plain: Decompressor<'static>,
+    with_dict: HashMap<Id, Decompressor<'static>>,
+}
+
+impl Decoder {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Decoder {
+            plain: Decompressor::new().map_err(|e| Error::Internal(format!("zstd: {e}")))?,
+            with_dict: HashMap::new(),
+        })
+    }
+
+    /// Makes dictionary `id` (whose bytes are `dict`) available without a store read.
+    pub(crate) fn add_dict(&mut self, id: Id, dict: &[u8]) -> Result<()> {
+        let d = Decompressor::with_dictionary(dict)
+            .map_err(|e| Error::Internal(format!("zstd dictionary: {e}")))?;
+        self.with_dict.insert(id, d);
+        Ok(())
+    }
+
+    /// Loads dictionary `id` from the store unless it is loaded already.
+    pub(crate) fn ensure_dict(&mut self, backend: &dyn Backend, id: &Id) -> Result<()> {
+        if !self.with_dict.contains_key(id) {
+            let body = load_dict(backend, id)?;
+            self.add_dict(*id, &body.dict)?;
+        }
+        Ok(())
+    }
+
+    /// The context for a chunk stored as `codec` in a pack whose dictionary is
+    /// `dict` (already loaded); `None` for a chunk stored raw. The one place that
+    /// says how each codec decodes.
+    fn context(
+        &mut self,
+        codec: Codec,
+        dict: Option<&Id>,
+    ) -> Result<Option<&mut Decompressor<'static>>, FormatError> {
+        match codec {
+            Codec::Raw => Ok(None),
+            Codec::Zstd => Ok(Some(&mut self.plain)),
+            Codec::ZstdDict => match dict.and_then(|d| self.with_dict.get_mut(d)) {
+                Some(d) => Ok(Some(d)),
+                None => Err(FormatError::Decompress(std::io::Error::other(
+                    "the chunk needs a dictionary its pack does not name",
+                ))),
+            },
+        }
+    }
+
+    /// Decodes one blob of a pack whose dictionary is `dict` (already ensured) and
+    /// checks the chunk against the id its entry names.
+    pub(crate) fn decode_checked(
+        &mut self,
+        e: &PackEntry,
+        stored: &[u8],
+        dict: Option<&Id>,
+    ) -> Result<Vec<u8>, ChunkError> {
+        let raw = self.decode(e, stored, dict).map_err(ChunkError::Decode)?;
+        check_id(e, &raw)?;
+        Ok(raw)
+    }
+
+    /// Decodes one blob, bounded by the entry's raw length (not checked against its id).
+    fn decode(
+        &mut self,
+        e: &PackEntry,
+        stored: &[u8],
+        dict: Option<&Id>,
+    ) -> Result<Vec<u8>, FormatError> {
+        if stored.len() != e.stored_len as usize {
+            return Err(FormatError::Truncated {
+                needed: e.stored_len as u64,
+                have: stored.len() as u64,
+            });
+        }
+        if e.raw_len > MAX_CHUNK_LEN {
+            return Err(FormatError::TooLarge {
+                what: "chunk length",
+                value: e.raw_len as u64,
+                limit: MAX_CHUNK_LEN as u64,
+            });
+        }
+        let raw = match self.context(e.codec, dict)? {
+            None => stored.to_vec(),
+            Some(z) => {
+                let mut raw = Vec::with_capacity(e.raw_len as usize);
+                z.decompress_to_buffer(stored, &mut raw)
+                    .map_err(FormatError::Decompress)?;
+                raw
+            }
+        };
+        if raw.len() != e.raw_len as usize {
+            return Err(FormatError::Invalid(format!(
+                "chunk decoded to {} bytes, expected {}",
+                raw.len(),
+                e.raw_len
+            )));
+        }
+        Ok(raw)
+    }
+
+    /// Decodes one blob straight into `out`, which must be exactly the entry's raw
+    /// length (the caller's slot in the image), with the same checks as
+    /// [`Decoder::decode_checked`] but the id's: restore's hot path, which checks
+    /// the whole image instead.
+    pub(crate) fn decode_into(
+        &mut self,
+        e: &PackEntry,
+        stored: &[u8],
+        dict: Option<&Id>,
+        out: &mut [u8],
+    ) -> Result<(), ChunkError> {
+        if stored.len() != e.stored_len as usize {
+            return Err(ChunkError::Decode(FormatError::Truncated {
+                needed: e.stored_len as u64,
+                have: stored.len() as u64,
+            }));
+        }
+        if e.raw_len > MAX_CHUNK_LEN || out.len() != e.raw_len as usize {
+            return Err(ChunkError::Decode(FormatError::Invalid(format!(
+                "chunk of {} bytes does not fit its {}-byte place",
+                e.raw_len,
+                out.len()
+            ))));
+        }
+        let n = match self.context(e.codec, dict).map_err(ChunkError::Decode)? {
+            None if stored.len() == out.len() => {
+                out.copy_from_slice(stored);
+                stored.len()
+            }
+            None => stored.len(),
+            Some(z) => z
+                .decompress_to_buffer(stored, out)
+                .map_err(|e| ChunkError::Decode(FormatError::Decompress(e)))?,
+        };
+        if n != out.len() {
+            return Err(ChunkError::Decode(FormatError::Invalid(format!(
+                "chunk decoded to {n} bytes, expected {}",
+                out.len()
+            ))));
+        }
+        Ok(())
+    }
+
+    /// [`Decoder::decode_into`], then the chunk checked against its id.
+    pub(crate) fn decode_into_checked(
+        &mut self,
+        e: &PackEntry,
+        stored: &[u8],
+        dict: Option<&Id>,
+        out: &mut [u8],
+    ) -> Result<(), ChunkError> {
+        self.decode_into(e, stored, dict, out)?;
+        check_id(e, out)
+    }
+}
+
+/// Whether `raw` is the chunk `e` names.
+fn check_id(e: &PackEntry, raw: &[u8]) -> Result<(), ChunkError> {
+    let actual = Id::of_chunk(raw);
+    if actual != e.id {
+        return Err(ChunkError::Mismatch { actual });
+    }
+    Ok(())
+}
+
+/// One [`Decoder`] per thread (rayon's thread index; the last slot for any other
+/// thread), each with every dictionary in `dicts`, built on first use: restore
+/// decodes on every core with it. A slot's lock is only ever taken by its own
+/// thread, so it is never waited on.
+pub(crate) struct DecoderPool {
+    dicts: IdMap<Vec<u8>>,
+    slots: Vec<Mutex<Option<Decoder>>>,
+}
+
+impl DecoderPool {
+    pub(crate) fn new(dicts: IdMap<Vec<u8>>) -> Self {
+        DecoderPool {
+            dicts,
+            slots: (0..rayon::current_num_threads() + 1)
+                .map(|_| Mutex::new(None))
+                .collect(),
+        }
+    }
+
+    /// Runs `f` with this thread's decoder.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Decoder) -> Result<T>) -> Result<T> {
+        let mut guard = self.slots[crate::thread_slot(self.slots.len())]
+            .lock()
+            .map_err(|_| Error::Internal("decoder pool poisoned".into()))?;
+        if guard.is_none() {
+            let mut d = Decoder::new()?;
+            for (id, bytes) in &self.dicts {
+                d.add_dict(*id, bytes)?;
+            }
+            *guard = Some(d);
+        }
+        match guard.as_mut() {
+            Some(d) => f(d),
+            None => Err(Error::Internal("decoder missing".into())),
+        }
+    }
+}

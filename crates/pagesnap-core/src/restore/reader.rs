@@ -1,0 +1,501 @@
+//! One snapshot reader: "give me pages a..b of snapshot S".
+//!
+//! [`resolve`] is the one way a snapshot's positions are resolved to (chunk id,
+//! location): the short way through the index objects its page maps name
+//! ([`super::plan`]), else the whole index. Restore and salvage take their
+//! positions from it and rebuild the image sequentially, window by window (their
+//! fast path, checked against the image check); [`SnapshotReader`] takes them from
+//! it too, to read any pages at random. A random read cannot lean on the whole
+//! image's check, so it checks every chunk it decodes against its id (through
+//! the codec's [`Decoder::decode_checked`]). Its cost for a single page is one
+//! ranged read of a pack (and, once, the pack's dictionary), no plan.
+//!
+//! The caller holds the store's read lock ([`Store::read_lock`]) while it reads.
+//!
+//! Only the tests read through [`SnapshotReader`] yet: the read-only SQLite VFS
+//! will sit on it next (until then it is allowed to be unused).
+#![cfg_attr(not(test), allow(dead_code))]
+
+use super::plan::RestorePlan;
+use super::rebuild::{fetch_error, Listed, Position, Positions};
+use crate::codec::Decoder;
+use crate::index::chunk_index::{ChunkIndex, Location, PackTable};
+use crate::store::{Snapshot, Store};
+use crate::types::{ChunkId, ChunkRef};
+use crate::{layout, Error, Result};
+use std::sync::Mutex;
+
+/// Chunks of one pack at most this far apart are fetched in one read.
+const MAX_GAP: u64 = 64 << 10;
+/// Largest single read.
+const MAX_RUN: u64 = 1 << 20;
+
+/// A snapshot's positions resolved: each one's chunk and where it is.
+pub(crate) enum Resolved {
+    /// The short way: every stored chunk located through the index objects the
+    /// maps name.
+    Plan(RestorePlan),
+    /// The long way, when the short one cannot answer: the whole index.
+    Whole(Whole),
+}
+
+/// Positions resolved through the whole index: the chunk list and each stored
+/// chunk's location (`None`: nothing locates it).
+pub(crate) struct Whole {
+    pub index: ChunkIndex,
+    pub chunks: Vec<ChunkRef>,
+    pub locs: Vec<Option<Location>>,
+}
+
+impl Whole {
+    /// The error of the first stored chunk nothing locates, if any.
+    pub(crate) fn check_located(&self, snap: &Snapshot) -> Result<()> {
+        for (c, loc) in self.chunks.iter().zip(&self.locs) {
+            if let (ChunkRef::Stored(id), None) = (c, loc) {
+                return Err(self.index.unlocated(snap.id, id));
+            }
+        }
+        Ok(())
+    }
+
+    fn listed(&self) -> Listed<'_> {
+        Listed {
+            chunks: &self.chunks,
+            locs: &self.locs,
+        }
+    }
+}
+
+impl Positions for Whole {
+    fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    fn at(&self, i: usize) -> Option<Position> {
+        self.listed().at(i)
+    }
+}
+
+impl Resolved {
+    /// The packs the positions' locations number.
+    pub(crate) fn packs(&self) -> &PackTable {
+        match self {
+            Resolved::Plan(p) => &p.packs,
+            Resolved::Whole(w) => w.index.packs(),
+        }
+    }
+
+    pub(crate) fn positions(&self) -> &dyn Positions {
+        match self {
+            Resolved::Plan(p) => p,
+            Resolved::Whole(w) => w,
+        }
+    }
+}
+
+/// Resolves the positions of `snap`: the short way if it can answer, else the
+/// whole index (see `plan.rs`). Errors are a page map that is missing or damaged,
+/// or an index that cannot be read.
+pub(crate) fn resolve(store: &Store, snap: &Snapshot) -> Result<Resolved> {
+    if let Some(plan) = store.restore_plan(snap)? {
+        return Ok(Resolved::Plan(plan));
+    }
+    let index = store.load_index()?;
+    let chunks = store.chunk_list_with(&index, snap)?;
+    let locs = index.locate_all(&chunks);
+    Ok(Resolved::Whole(Whole {
+        index,
+        chunks,
+        locs,
+    }))
+}
+
+/// Reads any pages of one snapshot, each chunk checked against its id.
+pub(crate) struct SnapshotReader<'s> {
+    store: &'s Store,
+    snap: Snapshot,
+    resolved: Resolved,
+    /// Decompression contexts, with the dictionaries loaded so far.
+    decoder: Mutex<Decoder>,
+}
+
+/// A read of one pack: the chunks of positions stored in `start..end`.
+struct Run {
+    pack: u32,
+    start: u64,
+    end: u64,
+    /// (position, chunk id, location)
+    items: Vec<(usize, ChunkId, Location)>,
+}
+
+impl<'s> SnapshotReader<'s> {
+    /// Resolves `snap`'s positions (see [`resolve`]).
+    pub(crate) fn open(store: &'s Store, snap: &Snapshot) -> Result<Self> {
+        Ok(SnapshotReader {
+            store,
+            snap: snap.clone(),
+            resolved: resolve(store, snap)?,
+            decoder: Mutex::new(Decoder::new()?),
+        })
+    }
+
+    pub(crate) fn snapshot(&self) -> &Snapshot {
+        &self.snap
+    }
+
+    /// Pages of the snapshot's image.
+    pub(crate) fn page_count(&self) -> u64 {
+        let m = &self.snap.manifest;
+        m.image_len / m.page_size as u64
+    }
+
+    /// Chunk positions of the image.
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.resolved.positions().len()
+    }
+
+    /// Pages `first_page..first_page + count` of the image.
+    pub(crate) fn read_pages(&self, first_page: u64, count: u64) -> Result<Vec<u8>> {
+        let m = &self.snap.manifest;
+        let end_page = first_page
+            .checked_add(count)
+            .filter(|&e| e <= self.page_count());
+        let Some(end_page) = end_page else {
+            return Err(Error::Invalid {
+                what: "page range",
+                detail: format!(
+                    "pages {first_page}..{first_page}+{count} lie past the snapshot's {} pages",
+                    self.page_count()
+                ),
+            });
+        };
+        let ps = m.page_size as u64;
+        let (start, end) = (first_page * ps, end_page * ps);
+        if start == end {
+            return Ok(Vec::new());
+        }
+        let chunk_len = m.chunk_len();
+        let first = (start / chunk_len) as usize;
+        let last = end.div_ceil(chunk_len) as usize;
+        let bytes = self.read_positions(first..last)?;
+        let from = (start - first as u64 * chunk_len) as usize;
+        Ok(bytes[from..from + (end - start) as usize].to_vec())
+    }
+
+    /// The bytes of chunk position `pos` (zeros for a zero chunk; the last may be short).
+    pub(crate) fn read_chunk(&self, pos: usize) -> Result<Vec<u8>> {
+        self.read_positions(pos..pos + 1)
+    }
+
+    /// The image bytes of positions `range` (within the image).
+    fn read_positions(&self, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
+        let m = &self.snap.manifest;
+        let positions = self.resolved.positions();
+        let packs = self.resolved.packs();
+        if range.end > positions.len() {
+            return Err(Error::Internal(format!(
+                "chunk position {} of {}",
+                range.end - 1,
+                positions.len()
+            )));
+        }
+        let chunk_len = m.chunk_len();
+        let start = range.start as u64 * chunk_len;
+        let end = (range.end as u64 * chunk_len).min(m.image_len);
+        let mut out = vec![0u8; (end - start) as usize];
+        // The stored chunks, by pack and offset, neighbours read together.
+        let mut items = Vec::new();
+        for i in range.clone() {
+            match positions.at(i) {
+                Some(Position::Zero) => {}
+                Some(Position::Stored(id, loc)) => items.push((i, id, loc)),
+                Some(Position::Unlocated(id)) => {
+                    return Err(match &self.resolved {
+                        Resolved::Whole(w) => w.index.unlocated(self.snap.id, &id),
+                        Resolved::Plan(_) => Error::ChunkMissing {
+                            snapshot: self.snap.id,
+                            chunk: id,
+                        },
+                    })
+                }
+                None => return Err(Error::Internal(format!("read position {i} has no chunk"))),
+            }
+        }
+        items.sort_unstable_by_key(|(_, _, l)| (l.pack, l.entry.offset));
+        let mut runs: Vec<Run> = Vec::new();
+        for (i, id, loc) in items {
+            let s = loc.entry.offset as u64;
+            let e = s + loc.entry.stored_len as u64;
+            match runs.last_mut() {
+                Some(r)
+                    if r.pack == loc.pack
+                        && s <= r.end + MAX_GAP
+                        && e.max(r.end) - r.start <= MAX_RUN =>
+                {
+                    r.end = r.end.max(e);
+                    r.items.push((i, id, loc));
+                }
+                _ => runs.push(Run {
+                    pack: loc.pack,
+                    start: s,
+                    end: e,
+                    items: vec![(i, id, loc)],
+                }),
+            }
+        }
+        let backend = self.store.backend().as_ref();
+        let mut decoder = self
+            .decoder
+            .lock()
+            .map_err(|_| Error::Internal("snapshot reader poisoned".into()))?;
+        for run in &runs {
+            let key = layout::pack(&packs.id(run.pack));
+            let first = run.items[0].1;
+            let bytes = backend
+                .get_range(&key, run.start..run.end)
+                .map_err(|e| fetch_error(&self.snap, first, key.clone(), e))?;
+            let dict = packs.dict(run.pack);
+            if let Some(d) = &dict {
+                decoder
+                    .ensure_dict(backend, d)
+                    .map_err(|e| match e.is_damage() {
+                        true => Error::ChunkDamaged {
+                            snapshot: Some(self.snap.id),
+                            chunk: first,
+                            object: layout::dict(d),
+                            detail: format!("its pack's dictionary cannot be read: {e}"),
+                        },
+                        false => e,
+                    })?;
+            }
+            for (pos, id, loc) in &run.items {
+                let damaged = |detail: String| Error::ChunkDamaged {
+                    snapshot: Some(self.snap.id),
+                    chunk: *id,
+                    object: key.clone(),
+                    detail,
+                };
+                let off = (loc.entry.offset as u64 - run.start) as usize;
+                let stored = off
+                    .checked_add(loc.entry.stored_len as usize)
+                    .and_then(|e| bytes.get(off..e))
+                    .ok_or_else(|| damaged("the pack ends before the chunk".into()))?;
+                let at = (*pos as u64 * chunk_len - start) as usize;
+                let slot_len = (chunk_len as usize).min(out.len() - at);
+                if loc.entry.raw_len as usize != slot_len {
+                    return Err(damaged(format!(
+                        "{} bytes where position {pos} needs {slot_len}",
+                        loc.entry.raw_len
+                    )));
+                }
+                decoder
+                    .decode_into_checked(
+                        &loc.pack_entry(*id),
+                        stored,
+                        dict.as_ref(),
+                        &mut out[at..at + slot_len],
+                    )
+                    .map_err(|e| damaged(e.to_string()))?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SnapshotReader;
+    use crate::backend::{Backend, LocalBackend, ObjectInfo, PutMode};
+    use crate::restore::rebuild::Position;
+    use crate::{layout, BackupOptions, Error, InitOptions, Store};
+    use std::ops::Range;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+
+    /// A local store that counts the objects read (whole or ranged).
+    struct Counting(LocalBackend, Arc<AtomicUsize>);
+
+    impl Backend for Counting {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn put(&self, key: &str, data: &[u8], mode: PutMode) -> crate::backend::Result<()> {
+            self.0.put(key, data, mode)
+        }
+        fn get(&self, key: &str) -> crate::backend::Result<Vec<u8>> {
+            self.1.fetch_add(1, Relaxed);
+            self.0.get(key)
+        }
+        fn get_range(&self, key: &str, range: Range<u64>) -> crate::backend::Result<Vec<u8>> {
+            self.1.fetch_add(1, Relaxed);
+            self.0.get_range(key, range)
+        }
+        fn size(&self, key: &str) -> crate::backend::Result<Option<u64>> {
+            self.0.size(key)
+        }
+        fn list(&self, prefix: &str) -> crate::backend::Result<Vec<ObjectInfo>> {
+            self.0.list(prefix)
+        }
+        fn delete(&self, key: &str) -> crate::backend::Result<()> {
+            self.0.delete(key)
+        }
+    }
+
+    /// A small deterministic generator (the tests must not depend on a seed file).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    /// A store (`chunk_pages`, dictionaries or not) with snapshots of a database
+    /// changed at random between backups: new rows, rewritten rows, zeroed rows,
+    /// deletions and a vacuum (maps that are deltas of deltas, zero chunks, chunks
+    /// from several packs).
+    fn random_store(
+        seed: u64,
+        chunk_pages: u32,
+        dictionary: bool,
+    ) -> anyhow::Result<(tempfile::TempDir, Arc<AtomicUsize>, Store)> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("app.db");
+        let options = InitOptions {
+            chunk_pages,
+            dictionary,
+            ..InitOptions::default()
+        };
+        Store::init(dir.path().join("store"), &options)?;
+        let gets = Arc::new(AtomicUsize::new(0));
+        let backend = Counting(LocalBackend::new(dir.path().join("store")), gets.clone());
+        let store = Store::open_backend(Arc::new(backend))?;
+        let conn = rusqlite::Connection::open(&db)?;
+        conn.execute_batch(
+            "PRAGMA page_size=4096; CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB);",
+        )?;
+        let mut rng = Rng(seed | 1);
+        for step in 0..5 {
+            let n = 50 + rng.below(300);
+            let sql = match (step, rng.below(4)) {
+                (0, _) | (_, 0) => format!(
+                    "INSERT INTO t(v) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) SELECT randomblob({}) || zeroblob({}) FROM n",
+                    500 + rng.below(3000),
+                    rng.below(2000)
+                ),
+                (_, 1) => format!("UPDATE t SET v = randomblob({}) WHERE k % {} = 0", 100 + rng.below(3000), 2 + rng.below(9)),
+                (_, 2) => format!("UPDATE t SET v = zeroblob({}) WHERE k % {} = 1", 3000 + rng.below(2000), 2 + rng.below(5)),
+                _ => format!("DELETE FROM t WHERE k % {} = 0; VACUUM", 3 + rng.below(5)),
+            };
+            conn.execute_batch(&sql)?;
+            store.backup_path(&db, &BackupOptions::default())?;
+        }
+        Ok((dir, gets, store))
+    }
+
+    /// For snapshots of random histories, every page read through the reader (one
+    /// by one, in random ranges, chunk by chunk) is the restored image's, byte for
+    /// byte; a single page costs at most one read of a pack and, once, its
+    /// dictionary; a range past the end is refused.
+    #[test]
+    fn pages_read_are_the_restored_images() -> anyhow::Result<()> {
+        for (seed, chunk_pages, dictionary) in [(7, 1, false), (11, 4, true), (23, 2, false)] {
+            let (_dir, gets, store) = random_store(seed, chunk_pages, dictionary)?;
+            let mut rng = Rng(seed * 31 + 1);
+            for snap in store.snapshots()? {
+                let mut image = Vec::new();
+                store.restore_to_writer(&snap, &mut image)?;
+                let reader = SnapshotReader::open(&store, &snap)?;
+                let ps = snap.manifest.page_size as usize;
+                assert_eq!(reader.page_count() as usize * ps, image.len());
+                assert!(matches!(reader.resolved, super::Resolved::Plan(_)));
+                assert_eq!(
+                    reader.resolved.packs().any_dict(),
+                    dictionary,
+                    "seed {seed}"
+                );
+                let mut dict_loads = 0;
+                for p in 0..reader.page_count() {
+                    let before = gets.load(Relaxed);
+                    let page = reader.read_pages(p, 1)?;
+                    let read = gets.load(Relaxed) - before;
+                    assert!(read <= 2, "page {p}: {read} objects read");
+                    dict_loads += read.saturating_sub(1);
+                    let at = p as usize * ps;
+                    assert!(page == image[at..at + ps], "seed {seed}, page {p}");
+                }
+                assert!(dict_loads <= 1, "a dictionary is loaded once");
+                for _ in 0..20 {
+                    let first = rng.below(reader.page_count());
+                    let count = rng.below(reader.page_count() - first + 1);
+                    let got = reader.read_pages(first, count)?;
+                    let at = first as usize * ps;
+                    assert!(
+                        got == image[at..at + count as usize * ps],
+                        "pages {first}+{count}"
+                    );
+                }
+                let chunk_len = snap.manifest.chunk_len() as usize;
+                for pos in 0..reader.chunk_count() {
+                    let at = pos * chunk_len;
+                    let end = (at + chunk_len).min(image.len());
+                    assert!(reader.read_chunk(pos)? == image[at..end], "position {pos}");
+                }
+                let past = reader.read_pages(reader.page_count(), 1).unwrap_err();
+                assert!(matches!(past, Error::Invalid { .. }), "{past}");
+            }
+        }
+        Ok(())
+    }
+
+    /// A damaged chunk fails the read of its page with an error naming the chunk
+    /// and the snapshot (the reader checks every chunk's id; a random read cannot
+    /// lean on the image check), while other pages still read.
+    #[test]
+    fn a_damaged_chunk_is_named() -> anyhow::Result<()> {
+        let (_dir, _gets, store) = random_store(5, 1, false)?;
+        let snap = store.snapshots()?.pop().expect("snapshots");
+        let mut image = Vec::new();
+        store.restore_to_writer(&snap, &mut image)?;
+        let reader = SnapshotReader::open(&store, &snap)?;
+        assert_eq!(reader.snapshot().id, snap.id);
+        let positions = reader.resolved.positions();
+        // A bit flipped in a stored chunk's blob: it no longer decodes, or (kept
+        // raw) no longer matches its id.
+        let (pos, id, loc) = (0..positions.len())
+            .find_map(|i| match positions.at(i) {
+                Some(Position::Stored(id, loc)) => Some((i, id, loc)),
+                _ => None,
+            })
+            .expect("a stored chunk");
+        let key = layout::pack(&reader.resolved.packs().id(loc.pack));
+        let backend = store.backend();
+        let mut pack = backend.get(&key)?;
+        pack[loc.entry.offset as usize + loc.entry.stored_len as usize / 2] ^= 0x10;
+        backend.put(&key, &pack, PutMode::Overwrite)?;
+        let err = reader.read_chunk(pos).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::ChunkDamaged { .. }), "{text}");
+        assert!(text.contains(&id.to_hex()), "{text}");
+        assert!(text.contains(&snap.id.short()), "{text}");
+        assert!(text.contains(&key), "{text}");
+        // A page of another chunk (a zero one, or of another pack) still reads.
+        let chunk_len = snap.manifest.chunk_len() as usize;
+        let other = (0..positions.len()).find(|&i| match positions.at(i) {
+            Some(Position::Zero) => true,
+            Some(Position::Stored(_, l)) => l.pack != loc.pack,
+            _ => false,
+        });
+        if let Some(i) = other {
+            let at = i * chunk_len;
+            let end = (at + chunk_len).min(image.len());
+            assert!(reader.read_chunk(i)? == image[at..end]);
+        }
+        Ok(())
+    }
+}
