@@ -11,7 +11,7 @@
 #
 # Any crash, out-of-memory or timeout input is copied to
 # tests/fixtures/fuzz-regressions/<target>/, where the regression test
-# (crates/pagesnap-core/tests/fuzz_regressions.rs) replays it on every
+# (crates/pagesnap-core/tests/library/fuzz_regressions.rs) replays it on every
 # `cargo test`; the script then exits 1. Reproduce one with
 #   cargo +nightly fuzz run -a --fuzz-dir fuzz TARGET FILE
 set -euo pipefail

@@ -55,7 +55,7 @@ fn directory_instead_of_database() {
 fn random_bytes_are_not_a_database() {
     let fx = store_with_one_snapshot();
     let db = fx.path("random.db");
-    std::fs::write(&db, Rng::new(82).bytes(64 * 1024)).unwrap();
+    std::fs::write(&db, Rng(82).bytes(64 * 1024, false)).unwrap();
     let err = backup_fails(&fx, &db, &[]);
     assert_has(&err, &["not an SQLite database"]);
 }
@@ -88,7 +88,7 @@ fn corrupt_schema_page_is_reported_as_such() {
     let mut bytes = std::fs::read(&db).unwrap();
     // Page 1 after the 100-byte file header: the sqlite_schema b-tree header,
     // cell pointers and cells.
-    let garbage = Rng::new(83).bytes(4096 - 100);
+    let garbage = Rng(83).bytes(4096 - 100, false);
     bytes[100..4096].copy_from_slice(&garbage);
     bytes[100] = 0x7f; // not a valid b-tree page type
     std::fs::write(&db, &bytes).unwrap();

@@ -242,7 +242,7 @@ fn gc_killed_at_random_moments_recovers() {
     let want = dir_size(&reference.store);
     let want_snaps = reference.snapshots();
 
-    let mut rng = Rng::new(42);
+    let mut rng = Rng(42);
     let mut interrupted = 0;
     let mut left_temps = 0;
     for i in 0..20 {
@@ -376,7 +376,7 @@ fn scale_gc_of_5000_snapshots() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
     let started = Instant::now();
-    let mut rng = Rng::new(5);
+    let mut rng = Rng(5);
     for i in 0..count {
         for _ in 0..4 {
             conn.execute(

@@ -12,6 +12,9 @@ mod gc_crash;
 mod reliability;
 mod restore_output;
 mod retention;
+// The library tests' generator of test data: one copy for both test trees.
+#[path = "../../crates/pagesnap-core/tests/library/common/rng.rs"]
+mod rng;
 mod roundtrip;
 mod s3;
 mod selection;

@@ -563,7 +563,7 @@ fn backups_killed_at_random_moments_leave_a_sound_store() {
     mutate(&conn, 1);
     let mut run_time = complete(&mut recorded);
 
-    let mut rng = Rng::new(5);
+    let mut rng = Rng(5);
     let (mut kills, mut finished_first, mut round) = (0, 0, 2);
     while kills < KILLS {
         assert!(round < 400, "only {kills} kills in {round} attempts");

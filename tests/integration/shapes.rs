@@ -84,7 +84,7 @@ fn zero_pages_and_a_shrinking_database_round_trip() {
         .unwrap();
     let b1 = backup_and_check(&fx, &db, "vacuum", &["--time", &t(1)]);
     assert!(b1["pages"].as_u64() < b0["pages"].as_u64(), "{b1}");
-    insert_rows(&conn, 400, &mut Rng::new(211));
+    insert_rows(&conn, 400, &mut Rng(211));
     let b2 = backup_and_check(&fx, &db, "grown", &["--time", &t(2)]);
     conn.execute_batch(
         "DELETE FROM items WHERE id IN (SELECT id FROM items ORDER BY id DESC LIMIT 40);

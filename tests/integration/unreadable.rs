@@ -206,7 +206,7 @@ fn dict_db(fx: &Fx) -> PathBuf {
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch("CREATE TABLE u(id INTEGER PRIMARY KEY, name TEXT, email TEXT, n INT);")
         .unwrap();
-    let mut rng = Rng::new(7);
+    let mut rng = Rng(7);
     let tx = conn.unchecked_transaction().unwrap();
     for _ in 0..40_000 {
         let (a, b, n) = (

@@ -7,6 +7,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The library tests' generator (splitmix64), the one generator of test data.
+pub use crate::rng::Rng;
+
 /// Domain prefix of chunk ids (`types::CHUNK_DOMAIN`, documented in docs/FORMAT.md).
 pub const CHUNK_DOMAIN: &[u8] = b"pagesnap chunk v1\0";
 
@@ -168,39 +171,6 @@ pub fn row_count(db: &Path) -> i64 {
         .unwrap()
 }
 
-/// Deterministic pseudo-random numbers (xorshift64*).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-    pub fn text(&mut self, words: usize) -> String {
-        const W: [&str; 12] = [
-            "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
-            "juliet", "kilo", "lima",
-        ];
-        (0..words)
-            .map(|_| W[self.below(W.len() as u64) as usize])
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Journal {
     Wal,
@@ -232,7 +202,7 @@ pub fn create_db_paged(
          CREATE TABLE tags(item INTEGER, tag TEXT, PRIMARY KEY(item, tag)) WITHOUT ROWID;",
     )
     .unwrap();
-    insert_rows(&conn, rows, &mut Rng::new(seed));
+    insert_rows(&conn, rows, &mut Rng(seed));
     conn
 }
 
@@ -257,15 +227,15 @@ pub fn insert_rows(conn: &Connection, rows: usize, rng: &mut Rng) {
             .prepare("INSERT OR IGNORE INTO tags(item, tag) VALUES (?1, ?2)")
             .unwrap();
         for _ in 0..rows {
-            let name = rng.text(2);
+            let name = rng.words(2);
             let words = 8 + rng.below(20) as usize;
-            let body = rng.text(words);
+            let body = rng.words(words);
             let len = 64 + rng.below(400) as usize;
-            let data = rng.bytes(len);
+            let data = rng.bytes(len, false);
             let n = rng.below(1_000_000) as i64;
             ins.execute(params![name, body, data, n]).unwrap();
             let id = conn.last_insert_rowid();
-            tag.execute(params![id, rng.text(1)]).unwrap();
+            tag.execute(params![id, rng.words(1)]).unwrap();
         }
     }
     conn.execute_batch("COMMIT").unwrap();
@@ -273,7 +243,7 @@ pub fn insert_rows(conn: &Connection, rows: usize, rng: &mut Rng) {
 
 /// Changes a database a little: updates, inserts and deletes some rows.
 pub fn mutate(conn: &Connection, round: u64) {
-    let mut rng = Rng::new(1000 + round);
+    let mut rng = Rng(1000 + round);
     conn.execute_batch("BEGIN").unwrap();
     {
         let max: i64 = conn
@@ -284,7 +254,7 @@ pub fn mutate(conn: &Connection, round: u64) {
             .unwrap();
         for _ in 0..60 {
             let id = 1 + rng.below(max as u64) as i64;
-            upd.execute(params![rng.text(12), rng.below(1_000_000) as i64, id])
+            upd.execute(params![rng.words(12), rng.below(1_000_000) as i64, id])
                 .unwrap();
         }
         conn.execute(

@@ -54,7 +54,7 @@ mod restore;
 mod store;
 pub mod types;
 
-pub use backup::{capture, Abandon, BackupOptions, BackupReport, WriteStats};
+pub use backup::{capture, check_label, Abandon, BackupOptions, BackupReport, WriteStats};
 pub use digest::image_check;
 pub use error::{Error, LockConflict, Result};
 pub use maintenance::copy::{CopyOptions, CopyOutcome, CopyReport};

@@ -542,24 +542,11 @@ fn check_name(name: &str) -> Result<()> {
     check_label("database name", name)
 }
 
-/// The store's rules for names and tags (checked here so that a bad name is a
-/// config error at start, not a failure of every run).
-fn check_label(what: &str, s: &str) -> Result<()> {
-    let bad = if s.is_empty() {
-        Some("is empty")
-    } else if s.len() > 255 {
-        Some("is longer than 255 bytes")
-    } else if s.chars().any(|c| c.is_control()) {
-        Some("contains a control character")
-    } else if s.contains("..") || s.contains('/') || s.contains('\\') {
-        Some("contains a path separator or `..`")
-    } else {
-        None
-    };
-    match bad {
-        Some(why) => bail!("invalid {what} {s:?}: it {why}"),
-        None => Ok(()),
-    }
+/// The store's rule for names and tags (`pagesnap_core::check_label`, the one a
+/// backup enforces), checked here so that a bad name is a config error at start,
+/// not a failure of every run.
+fn check_label(what: &'static str, s: &str) -> Result<()> {
+    Ok(pagesnap_core::check_label(what, s)?)
 }
 
 #[cfg(test)]
@@ -571,6 +558,27 @@ mod tests {
             .map(|_| ())
             .unwrap_err()
             .to_string()
+    }
+
+    /// Names and tags follow the store's rule in its words (`pagesnap_core::check_label`),
+    /// after the file and line of their [[database]] table.
+    #[test]
+    fn bad_names_and_tags_are_refused_in_the_stores_words() {
+        let core = |what, s| pagesnap_core::check_label(what, s).unwrap_err().to_string();
+        let e = err("[[database]]\npath = \"a.db\"\nname = \"a/b\"\n");
+        assert_eq!(
+            e,
+            format!("/etc/w.toml:1: {}", core("database name", "a/b"))
+        );
+        let e = err("\n[[database]]\npath = \"a.db\"\ntags = [\"night\\nly\"]\n");
+        assert_eq!(
+            e,
+            format!(
+                "/etc/w.toml:2: database \"a\": {}",
+                core("tag", "night\nly")
+            )
+        );
+        assert!(e.contains("control character (newline, NUL, ...)"), "{e}");
     }
 
     #[test]

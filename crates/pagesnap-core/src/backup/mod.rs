@@ -93,9 +93,11 @@ pub struct BackupReport {
     pub duration: Duration,
 }
 
-/// Names and tags are printed and matched, never used as paths; still, refuse what
-/// would make output ambiguous or hide in logs.
-fn check_label(what: &'static str, s: &str) -> Result<()> {
+/// The rule for database names and tags (`what` says which, e.g. `"tag"`), which
+/// backups enforce and `pagesnap watch` checks its configuration with. Names and
+/// tags are printed and matched, never used as paths; still, refuse what would
+/// make output ambiguous or hide in logs.
+pub fn check_label(what: &'static str, s: &str) -> Result<()> {
     let bad = if s.is_empty() {
         Some("is empty")
     } else if s.len() > 255 {

@@ -1,6 +1,6 @@
 //! Entry points shared by the fuzz targets (`fuzz/fuzz_targets/`) and the
-//! regression test (`crates/pagesnap-core/tests/fuzz_regressions.rs`): one function
-//! per decoder, taking arbitrary bytes.
+//! regression test (`crates/pagesnap-core/tests/library/fuzz_regressions.rs`):
+//! one function per decoder, taking arbitrary bytes.
 //!
 //! A decoder must answer every input with `Ok` or `Err`: a panic, an allocation
 //! sized by an unchecked length or an endless loop is a bug. When decoding succeeds

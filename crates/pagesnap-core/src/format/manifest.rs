@@ -131,10 +131,10 @@ impl Manifest {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
+impl Manifest {
+    /// A consistent manifest (10 pages of 4 KiB in chunks of 4 pages, an image
+    /// check) for the crate's unit tests: they set the fields they are about,
+    /// `Manifest { name, ..Manifest::sample() }`, rather than all of them.
     pub(crate) fn sample() -> Manifest {
         Manifest {
             time_unix: 1_767_225_600,
@@ -158,6 +158,12 @@ mod tests {
             image_check: Some([7; 16]),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
 
     fn opt_id() -> impl Strategy<Value = Option<Id>> {
         proptest::option::of(proptest::array::uniform32(any::<u8>()).prop_map(Id))
@@ -207,7 +213,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let m = sample();
+        let m = Manifest::sample();
         assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
     }
 
@@ -237,7 +243,7 @@ mod tests {
 
     #[test]
     fn manifests_without_a_check_decode_and_older_readers_ignore_it() {
-        let m = sample();
+        let m = Manifest::sample();
         // Written before the image check existed: decodes with none.
         let old = Manifest {
             image_check: None,
@@ -260,7 +266,7 @@ mod tests {
 
     #[test]
     fn later_extensions_are_ignored_and_a_cut_check_is_rejected() {
-        let m = sample();
+        let m = Manifest::sample();
         // A later build may append more: this one keeps the check and ignores the rest.
         let longer = envelope::encode(Kind::Manifest, &(&m, [7u8; 16], [1u8; 5]));
         assert_eq!(Manifest::decode(&longer).unwrap(), m);
@@ -272,13 +278,13 @@ mod tests {
 
     #[test]
     fn inconsistent_sizes_are_rejected() {
-        let mut m = sample();
+        let mut m = Manifest::sample();
         m.image_len += 1;
         assert!(Manifest::decode(&m.encode()).is_err());
-        let mut m = sample();
+        let mut m = Manifest::sample();
         m.chunk_count = 4;
         assert!(Manifest::decode(&m.encode()).is_err());
-        let mut m = sample();
+        let mut m = Manifest::sample();
         m.page_size = 1000;
         assert!(Manifest::decode(&m.encode()).is_err());
     }

@@ -134,22 +134,8 @@ mod tests {
                 time_unix: t,
                 time_nanos: 0,
                 name: name.into(),
-                source_path: String::new(),
-                host: String::new(),
                 tags: vec![],
-                page_size: 4096,
-                page_count: 0,
-                image_len: 0,
-                image_hash: [0; 32],
-                sqlite_version: String::new(),
-                pagesnap_version: String::new(),
-                chunk_pages: 1,
-                chunk_count: 0,
-                map: Id([0; 32]),
-                parent: None,
-                dict: None,
-                retrain_dict: false,
-                image_check: None,
+                ..Manifest::sample()
             },
         }
     }

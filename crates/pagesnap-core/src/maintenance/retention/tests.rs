@@ -27,22 +27,8 @@ fn snap(id: Id, name: &str, time: DateTime<Utc>, tags: &[&str]) -> Snapshot {
             time_unix: time.timestamp(),
             time_nanos: time.timestamp_subsec_nanos(),
             name: name.into(),
-            source_path: String::new(),
-            host: String::new(),
             tags: tags.iter().map(|s| s.to_string()).collect(),
-            page_size: 4096,
-            page_count: 0,
-            image_len: 0,
-            image_hash: [0; 32],
-            sqlite_version: String::new(),
-            pagesnap_version: String::new(),
-            chunk_pages: 1,
-            chunk_count: 0,
-            map: Id([0; 32]),
-            parent: None,
-            dict: None,
-            retrain_dict: false,
-            image_check: None,
+            ..Manifest::sample()
         },
     }
 }

@@ -3,22 +3,24 @@
 //! they skip what is gone; a damaged index object, a damaged or missing cache
 //! file make a backup take the long way (and heal).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pagesnap_core::{BackupReport, InitOptions, PruneOptions, Store};
 use proptest::prelude::*;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// One cache directory for the whole test binary (the variable is process-wide;
-/// stores have their own ids under it).
+/// One cache directory for the whole test binary: the variable is process-wide,
+/// so it is set once, and the other tests of the binary may find it set (stores
+/// have their own ids under it).
 fn cache_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path();
-    std::env::set_var("PAGESNAP_CACHE_DIR", dir);
-    dir
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_var("PAGESNAP_CACHE_DIR", dir.path());
+        dir
+    })
+    .path()
 }
 
 fn index_dir(store: &Store) -> PathBuf {

@@ -3,9 +3,7 @@
 //! and a snapshot whose chunks do not make its recorded image is caught even
 //! though every chunk and every object is sound on its own.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pagesnap_core::backend::PutMode;
 use pagesnap_core::format::manifest::Manifest;
 use pagesnap_core::{layout, DataSubset, Id, InitOptions, Snapshot, Store, VerifyOptions};

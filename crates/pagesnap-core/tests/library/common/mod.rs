@@ -2,6 +2,10 @@
 //! made with SQLite's own backup API, and byte-exact restore checks.
 #![allow(dead_code)] // every test file uses a different subset
 
+mod rng;
+
+pub use rng::Rng;
+
 use pagesnap_core::{BackupOptions, BackupReport, Snapshot, SnapshotSelector, Store};
 use rusqlite::{Connection, OpenFlags};
 use std::io::Read;
@@ -211,50 +215,6 @@ pub fn objects_under(store_dir: &Path, folder: &str) -> usize {
         }
     }
     walk(&store_dir.join(folder))
-}
-
-/// Small deterministic generator (splitmix64) so data is reproducible from a seed.
-#[derive(Clone, Debug)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// `len` bytes: random, or (every other 1 KiB stretch when `mixed`) repetitive,
-    /// so chunks range from incompressible to highly compressible.
-    pub fn bytes(&mut self, len: usize, mixed: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len);
-        while out.len() < len {
-            let v = self.next_u64().to_le_bytes();
-            let k = (len - out.len()).min(8);
-            out.extend_from_slice(&v[..k]);
-        }
-        if mixed {
-            for (i, b) in out.iter_mut().enumerate() {
-                if (i / 1024) % 2 == 1 {
-                    *b = (i % 7) as u8;
-                }
-            }
-        }
-        out
-    }
-
-    pub fn text(&mut self, len: usize) -> String {
-        const ALPHA: &[u8] = b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        (0..len)
-            .map(|_| ALPHA[self.below(ALPHA.len() as u64) as usize] as char)
-            .collect()
-    }
 }
 
 /// Fills a database with a table of text and blobs (every 7th blob overflows onto

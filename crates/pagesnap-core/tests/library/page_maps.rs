@@ -2,9 +2,7 @@
 //! across backups, and snapshots that stay restorable when the manifests of the
 //! snapshots whose maps they build on are deleted.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pagesnap_core::format::pagemap::reference_seq;
 use pagesnap_core::{layout, InitOptions, Store};
 

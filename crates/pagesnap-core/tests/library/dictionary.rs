@@ -1,9 +1,7 @@
 //! zstd dictionaries trained on a database's own pages: trained once, reused,
 //! retrained when the data changes character, optional, and checked on restore.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pagesnap_core::{layout, BackupOptions, InitOptions, Store};
 use rusqlite::Connection;
 use std::path::Path;

@@ -2,9 +2,7 @@
 //! databases, backups through an application's own connection (outside, inside
 //! and inside a writing transaction), and delta manifests.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pagesnap_core::{BackupOptions, InitOptions, Store};
 use rusqlite::Connection;
 use std::path::Path;

@@ -7,10 +7,8 @@
 //!
 //! `PAGESNAP_PROPTEST_CASES` overrides the number of cases per configuration.
 
-mod common;
-
-use common::Rng;
-use common::*;
+use crate::common::Rng;
+use crate::common::*;
 use pagesnap_core::{BackupReport, InitOptions, Store};
 use proptest::prelude::*;
 use rusqlite::{params, Connection};

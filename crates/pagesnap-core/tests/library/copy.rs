@@ -1,10 +1,8 @@
 //! Copying snapshots between stores through the library: metadata kept, page maps
 //! rebuilt against the destination's own history, only missing chunks stored.
 
-mod common;
-
+use crate::common::*;
 use chrono::{TimeZone, Utc};
-use common::*;
 use pagesnap_core::copy::{copy, same_snapshot, CopyOptions, CopyOutcome};
 use pagesnap_core::{
     BackupOptions, ChunkRef, DataSubset, InitOptions, Snapshot, Store, VerifyOptions,

@@ -1,7 +1,7 @@
 //! Backups of a database that another *process* keeps writing to.
 //!
-//! The writer is this test binary itself, re-run with `--exact writer_process
-//! --ignored` and `PAGESNAP_TEST_WRITER_DB` set: the ignored test `writer_process`
+//! The writer is this test binary itself, re-run with `--exact
+//! concurrent_writer::writer_process --ignored` and `PAGESNAP_TEST_WRITER_DB` set: the ignored test `writer_process`
 //! then commits small transactions for a few seconds and prints how many
 //! transactions it committed and how many SQLITE_BUSY errors it saw.
 //!
@@ -9,9 +9,7 @@
 //! counters in `meta`, so every consistent snapshot satisfies
 //! `count(*) = meta.rows = seed rows + 3 * meta.txns`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pagesnap_core::{BackupReport, InitOptions, Store};
 use rusqlite::{params, Connection, ErrorCode};
 use std::io::Read;
@@ -25,6 +23,8 @@ const SECS_ENV: &str = "PAGESNAP_TEST_WRITER_SECS";
 const REPORT: &str = "PAGESNAP_WRITER";
 const SEED_ROWS: i64 = 300;
 const WRITER_SECS: f64 = 3.5;
+/// [`writer_process`]'s name in the test binary (tests/library/main.rs).
+const WRITER_TEST: &str = "concurrent_writer::writer_process";
 
 /// The writer process body. Does nothing unless started by `backup_while_writing`.
 #[test]
@@ -143,7 +143,7 @@ fn backup_while_writing(journal: Journal) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "writer_process",
+            WRITER_TEST,
             "--nocapture",
             "--ignored",
             "--test-threads=1",

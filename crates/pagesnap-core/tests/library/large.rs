@@ -1,9 +1,7 @@
 //! A database larger than 1 GiB, so SQLite's pending-byte page (the page holding
 //! byte offset 0x40000000, which SQLite never writes) lies inside the image.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pagesnap_core::{InitOptions, Store};
 use std::time::Instant;
 

@@ -1,0 +1,26 @@
+//! Tests of the library through its public API, in one test binary (each binary
+//! links the whole crate; one builds much faster than a dozen). `common` holds the
+//! helpers they share.
+//!
+//! Everything here runs in one process: a test that sets an environment variable
+//! sets it for all of them (`index_cache` sets `PAGESNAP_CACHE_DIR` once, to a
+//! folder of its own; stores keep their caches under their own ids there).
+
+#![forbid(unsafe_code)]
+
+mod common;
+
+mod abandon;
+mod concurrent_writer;
+mod copy;
+mod dictionary;
+mod fixtures;
+// `cargo test` builds it: the crate is its own dev-dependency with `fuzzing`.
+#[cfg(feature = "fuzzing")]
+mod fuzz_regressions;
+mod index_cache;
+mod large;
+mod page_maps;
+mod proptest_sequences;
+mod roundtrip;
+mod verify;
