@@ -17,18 +17,13 @@
 #![cfg_attr(not(test), allow(dead_code))]
 
 use super::plan::RestorePlan;
-use super::rebuild::{fetch_error, Listed, Position, Positions};
+use super::rebuild::{fetch_error, group_runs, Listed, Position, Positions, MAX_RUN};
 use crate::codec::Decoder;
 use crate::index::chunk_index::{ChunkIndex, Location, PackTable};
 use crate::store::{Snapshot, Store};
-use crate::types::{ChunkId, ChunkRef};
+use crate::types::ChunkRef;
 use crate::{layout, Error, Result};
 use std::sync::Mutex;
-
-/// Chunks of one pack at most this far apart are fetched in one read.
-const MAX_GAP: u64 = 64 << 10;
-/// Largest single read.
-const MAX_RUN: u64 = 1 << 20;
 
 /// A snapshot's positions resolved: each one's chunk and where it is.
 pub(crate) enum Resolved {
@@ -117,15 +112,6 @@ pub(crate) struct SnapshotReader<'s> {
     resolved: Resolved,
     /// Decompression contexts, with the dictionaries loaded so far.
     decoder: Mutex<Decoder>,
-}
-
-/// A read of one pack: the chunks of positions stored in `start..end`.
-struct Run {
-    pack: u32,
-    start: u64,
-    end: u64,
-    /// (position, chunk id, location)
-    items: Vec<(usize, ChunkId, Location)>,
 }
 
 impl<'s> SnapshotReader<'s> {
@@ -221,28 +207,8 @@ impl<'s> SnapshotReader<'s> {
                 None => return Err(Error::Internal(format!("read position {i} has no chunk"))),
             }
         }
-        items.sort_unstable_by_key(|(_, _, l)| (l.pack, l.entry.offset));
-        let mut runs: Vec<Run> = Vec::new();
-        for (i, id, loc) in items {
-            let s = loc.entry.offset as u64;
-            let e = s + loc.entry.stored_len as u64;
-            match runs.last_mut() {
-                Some(r)
-                    if r.pack == loc.pack
-                        && s <= r.end + MAX_GAP
-                        && e.max(r.end) - r.start <= MAX_RUN =>
-                {
-                    r.end = r.end.max(e);
-                    r.items.push((i, id, loc));
-                }
-                _ => runs.push(Run {
-                    pack: loc.pack,
-                    start: s,
-                    end: e,
-                    items: vec![(i, id, loc)],
-                }),
-            }
-        }
+        // By pack and offset, neighbours read together, as a restore reads them.
+        let runs = group_runs(items, MAX_RUN);
         let backend = self.store.backend().as_ref();
         let mut decoder = self
             .decoder

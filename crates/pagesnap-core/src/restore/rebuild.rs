@@ -38,7 +38,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Mutex;
 
 /// Largest single read: nearby chunks of one pack are fetched together up to this size.
-const MAX_RUN: u64 = 1 << 20;
+pub(super) const MAX_RUN: u64 = 1 << 20;
 /// Largest single read from a backend that serves several reads at once (S3):
 /// each request costs a round trip, so fewer, larger ones.
 const REMOTE_MAX_RUN: u64 = 2 << 20;
@@ -58,12 +58,12 @@ const IN_FLIGHT: usize = 2;
 /// Blocks are at least this long, as in capture: whole blake3 subtrees.
 const MIN_BLOCK: u64 = 64 * 1024;
 /// One read from a pack: the chunks of a window stored in `start..end`.
-struct Run {
-    pack: u32,
-    start: u64,
-    end: u64,
+pub(super) struct Run {
+    pub(super) pack: u32,
+    pub(super) start: u64,
+    pub(super) end: u64,
     /// (position in the image, chunk id, location)
-    items: Vec<(usize, ChunkId, Location)>,
+    pub(super) items: Vec<(usize, ChunkId, Location)>,
 }
 
 /// What is at one position of an image.
@@ -893,6 +893,13 @@ fn plan_reads(image: &Image<'_>, range: std::ops::Range<usize>, max_run: u64) ->
             }
         }
     }
+    Ok(group_runs(items, max_run))
+}
+
+/// Stored chunks (position, id, location) grouped into reads: by pack, sorted by
+/// offset, neighbours at most [`MAX_GAP`] apart and at most `max_run` long read
+/// together.
+pub(super) fn group_runs(mut items: Vec<(usize, ChunkId, Location)>, max_run: u64) -> Vec<Run> {
     items.sort_unstable_by_key(|(_, _, loc)| (loc.pack, loc.entry.offset));
     let mut runs: Vec<Run> = Vec::new();
     for (i, id, loc) in items {
@@ -916,7 +923,7 @@ fn plan_reads(image: &Image<'_>, range: std::ops::Range<usize>, max_run: u64) ->
             }),
         }
     }
-    Ok(runs)
+    runs
 }
 
 #[cfg(test)]
