@@ -190,8 +190,7 @@ impl ChunkWriter {
     /// Why slots in one buffer per block, reused: a `Vec` per compressed chunk
     /// (each of zstd's worst-case capacity for the chunk) was allocated on a
     /// worker thread and freed on the accepting one, two allocations per new
-    /// chunk of a first backup. Measured on 1 GiB: a little less time and RSS
-    /// (3.6–4.3 s against 4.0–4.4 s, 102 MB against 105 MB).
+    /// chunk of a first backup; slots cost a little less time and memory.
     pub(crate) fn encode_block(
         &self,
         data: &[u8],
@@ -574,11 +573,9 @@ fn compress(
 ///   halves the compression work of a backup;
 /// * the dictionary is still used only if it saved at least
 ///   [`PlainTrial::MIN_DICT_GAIN`] of the bytes the plain frames took. Compressing
-///   a 4 KiB page with a dictionary costs ~15 % more CPU than without (zstd's own
-///   benchmark at level 3: 262 against 308 MB/s per core, 2026-12-03), which a
+///   a small page with a dictionary costs more CPU than without, which a
 ///   dictionary that saves next to nothing does not repay: pages of incompressible
-///   data (the benchmark's rows are half random bytes: 0.9 % saved), or data the
-///   dictionary was not trained on.
+///   data, or data the dictionary was not trained on (docs/PERFORMANCE.md).
 #[derive(Default)]
 struct PlainTrial {
     tried: std::sync::atomic::AtomicU64,
