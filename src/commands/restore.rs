@@ -4,7 +4,7 @@ use crate::output;
 use crate::timearg::parse_time;
 use anyhow::{anyhow, bail, Result};
 use pagesnap_core::types::to_hex;
-use pagesnap_core::{PageOwner, SalvageReport, Snapshot, SnapshotSelector};
+use pagesnap_core::{PageOwner, RestoreReport, SalvageReport, Snapshot, SnapshotSelector};
 use serde_json::json;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -61,18 +61,7 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
     bar.finish();
     removed_temporaries(&report.removed_temporaries);
     if g.json {
-        print_json(&json!({
-            "id": snap.id.to_hex(),
-            "short_id": snap.id.short(),
-            "name": snap.manifest.name,
-            "output": a.output,
-            "bytes": report.image_len,
-            "image_hash": to_hex(&report.image_hash),
-            // What the written bytes were checked against (docs/FORMAT.md,
-            // "Image check"): snapshots from before the check have only the hash.
-            "checked_against": if snap.manifest.image_check.is_some() { "image_check" } else { "image_hash" },
-            "duration_secs": report.duration.as_secs_f64(),
-        }))?;
+        print_json(&restored_json(a, &snap, &report))?;
     } else if !to_stdout {
         println!(
             "restored snapshot {} of {} ({} bytes, blake3 {}) to {}",
@@ -92,6 +81,22 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `--json` document of a restore (`restore --salvage` adds its members).
+fn restored_json(a: &RestoreArgs, snap: &Snapshot, report: &RestoreReport) -> serde_json::Value {
+    json!({
+        "id": snap.id.to_hex(),
+        "short_id": snap.id.short(),
+        "name": snap.manifest.name,
+        "output": a.output,
+        "bytes": report.image_len,
+        "image_hash": to_hex(&report.image_hash),
+        // What the written bytes were checked against (docs/FORMAT.md,
+        // "Image check"): snapshots from before the check have only the hash.
+        "checked_against": if snap.manifest.image_check.is_some() { "image_check" } else { "image_hash" },
+        "duration_secs": report.duration.as_secs_f64(),
+    })
+}
+
 /// Temporary files of killed restores removed from the output's folder, said on stderr.
 fn removed_temporaries(paths: &[std::path::PathBuf]) {
     for p in paths {
@@ -108,15 +113,8 @@ fn salvaged(g: &Global, a: &RestoreArgs, snap: &Snapshot, r: &SalvageReport) -> 
     removed_temporaries(&r.restore.removed_temporaries);
     let exact = r.is_exact();
     if g.json {
-        print_json(&json!({
-            "id": snap.id.to_hex(),
-            "short_id": snap.id.short(),
-            "name": snap.manifest.name,
-            "output": a.output,
-            "bytes": r.restore.image_len,
-            "image_hash": to_hex(&r.restore.image_hash),
-            "checked_against": if snap.manifest.image_check.is_some() { "image_check" } else { "image_hash" },
-            "duration_secs": r.restore.duration.as_secs_f64(),
+        let mut v = restored_json(a, snap, &r.restore);
+        let salvage = json!({
             "salvaged": !exact,
             "image_matches": r.image_matches,
             "lost_chunks": r.lost.iter().map(|l| json!({
@@ -132,7 +130,11 @@ fn salvaged(g: &Global, a: &RestoreArgs, snap: &Snapshot, r: &SalvageReport) -> 
                 "chunk": p.chunk.to_hex(),
                 "owner": owner_json(&p.owner),
             })).collect::<Vec<_>>(),
-        }))?;
+        });
+        if let (Some(all), serde_json::Value::Object(salvage)) = (v.as_object_mut(), salvage) {
+            all.extend(salvage);
+        }
+        print_json(&v)?;
     } else if exact {
         println!(
             "restored snapshot {} of {} ({} bytes, blake3 {}) to {}: nothing to salvage, every chunk was read",
