@@ -187,6 +187,22 @@ fn an_unreadable_pack_is_not_checked_and_not_damage() {
     let (code, out, err) = run(u.cmd(&fx).args(["repair", "index"]));
     assert_eq!(code, 1, "repair index: {out}{err}");
     assert_has(&out, &["could not check", &key]);
+    // With --read-data it is one read error, said once.
+    let v = ok_json_code(
+        u.cmd(&fx)
+            .args(["--json", "repair", "index", "--read-data"]),
+        1,
+    );
+    let named = |list: &str| {
+        v[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["object"].as_str().unwrap().contains(&key))
+            .count()
+    };
+    assert_eq!((named("read_errors"), named("unchecked")), (1, 0), "{v:#}");
+    assert_eq!(v["damaged_packs"], Value::Array(vec![]), "{v:#}");
     // A restore that cannot read a pack says so, and is not told it is damaged.
     let out_db = fx.path("work.db");
     let (code, _, err) = run(u.cmd(&fx).args(["restore", "latest", "-o"]).arg(&out_db));

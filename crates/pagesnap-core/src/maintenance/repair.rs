@@ -374,6 +374,8 @@ impl Store {
                     report.unreadable_packs.push((key, e.detail));
                     continue;
                 }
+                // Said once: `--read-data` already reported it as a read error.
+                Err(_) if report.read_errors.iter().any(|(k, _)| *k == key) => continue,
                 Err(e) => {
                     report.unchecked.push((key, e.detail));
                     continue;
