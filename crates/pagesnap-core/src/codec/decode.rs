@@ -6,7 +6,7 @@
 use super::ChunkError;
 use crate::backend::Backend;
 use crate::format::dict::DictBody;
-use crate::format::pack::{Codec, PackEntry, MAX_CHUNK_LEN};
+use crate::format::pack::{self, Codec, PackEntry, MAX_CHUNK_LEN};
 use crate::format::FormatError;
 use crate::types::{Id, IdMap};
 use crate::{layout, Error, Result};
@@ -130,43 +130,28 @@ impl Decoder {
         Ok(raw)
     }
 
-    /// Decodes one blob, bounded by the entry's raw length (not checked against its id).
+    /// Decodes one blob, bounded by the entry's raw length (not checked against its
+    /// id): the format's checks ([`pack::decode_blob_with`]) with this decoder's
+    /// contexts.
     fn decode(
         &mut self,
         e: &PackEntry,
         stored: &[u8],
         dict: Option<&Id>,
     ) -> Result<Vec<u8>, FormatError> {
-        if stored.len() != e.stored_len as usize {
-            return Err(FormatError::Truncated {
-                needed: e.stored_len as u64,
-                have: stored.len() as u64,
-            });
-        }
-        if e.raw_len > MAX_CHUNK_LEN {
-            return Err(FormatError::TooLarge {
-                what: "chunk length",
-                value: e.raw_len as u64,
-                limit: MAX_CHUNK_LEN as u64,
-            });
-        }
-        let raw = match self.context(e.codec, dict)? {
-            None => stored.to_vec(),
-            Some(z) => {
-                let mut raw = Vec::with_capacity(e.raw_len as usize);
-                z.decompress_to_buffer(stored, &mut raw)
-                    .map_err(FormatError::Decompress)?;
-                raw
-            }
-        };
-        if raw.len() != e.raw_len as usize {
-            return Err(FormatError::Invalid(format!(
-                "chunk decoded to {} bytes, expected {}",
-                raw.len(),
-                e.raw_len
-            )));
-        }
-        Ok(raw)
+        pack::decode_blob_with(e, stored, |codec, s, cap| {
+            // Only a missing dictionary fails here, as a decompression error.
+            let z = self.context(codec, dict).map_err(|e| match e {
+                FormatError::Decompress(io) => io,
+                other => std::io::Error::other(other.to_string()),
+            })?;
+            let Some(z) = z else {
+                return Ok(s.to_vec()); // stored raw (decode_blob_with copies those itself)
+            };
+            let mut raw = Vec::with_capacity(cap);
+            z.decompress_to_buffer(s, &mut raw)?;
+            Ok(raw)
+        })
     }
 
     /// Decodes one blob straight into `out`, which must be exactly the entry's raw
