@@ -52,6 +52,7 @@ fn hint(e: &Error) -> Option<String> {
         Error::NotAStore(_) => "; create one with `pagesnap init`".into(),
         Error::AmbiguousName { .. } => ": choose one with --name".into(),
         Error::OutputExists(_) => "; pass --force to overwrite it".into(),
+        Error::WouldForgetAll { .. } => "; pass --allow-empty to really do that".into(),
         Error::Locked { conflict, .. } => match conflict {
             LockConflict::Unreadable => "; run `pagesnap unlock` to remove stale locks".into(),
             LockConflict::Stale => ": run `pagesnap unlock` to remove it".into(),
@@ -72,6 +73,10 @@ mod tests {
 
     #[test]
     fn hints_follow_the_library_message() {
+        assert_eq!(
+            render(&Error::WouldForgetAll { name: "app".into() }),
+            "invalid forget: this would remove every snapshot of \"app\"; pass --allow-empty to really do that"
+        );
         assert_eq!(
             render(&Error::OutputExists(PathBuf::from("/tmp/x.db"))),
             "/tmp/x.db: already exists; pass --force to overwrite it"

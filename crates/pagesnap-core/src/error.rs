@@ -45,6 +45,10 @@ pub enum Error {
     /// A selector that is neither `latest` nor a hexadecimal id prefix.
     #[error("invalid snapshot id: {0:?} is not a hexadecimal snapshot id (or `latest`)")]
     BadSnapshotId(String),
+    /// Forgetting these snapshots would leave a database with none (the caller
+    /// did not allow it).
+    #[error("invalid forget: this would remove every snapshot of {name:?}")]
+    WouldForgetAll { name: String },
     /// A snapshot time no manifest can hold (a leap second).
     #[error("invalid snapshot time: {time:?}: {source}")]
     BadSnapshotTime {

@@ -245,11 +245,8 @@ impl Store {
             for name in names {
                 let of_name = all.iter().filter(|s| s.manifest.name == name);
                 if of_name.clone().count() > 0 && of_name.clone().all(|s| gone.contains(&s.id)) {
-                    return Err(Error::Invalid {
-                        what: "forget",
-                        detail: format!(
-                            "this would remove every snapshot of {name:?}; pass --allow-empty to really do that"
-                        ),
+                    return Err(Error::WouldForgetAll {
+                        name: name.to_string(),
                     });
                 }
             }
