@@ -58,6 +58,7 @@ fn hint(e: &Error) -> Option<String> {
             LockConflict::Stale => ": run `pagesnap unlock` to remove it".into(),
             _ => return None,
         },
+        Error::IndexUnusable { .. } => " (see `pagesnap verify` and `pagesnap repair`)".into(),
         Error::ChunkSizeMismatch { from_pages, .. } => {
             format!("; create the destination with `pagesnap init --chunk-pages {from_pages}`")
         }
@@ -99,6 +100,15 @@ mod tests {
         assert_eq!(
             render(&stale),
             "/s: the store is locked by stale lock; its process is gone: run `pagesnap unlock` to remove it"
+        );
+        let unusable = Error::IndexUnusable {
+            map: "maps/ab".into(),
+            index: "index/cd".into(),
+            why: "it is missing from the store".into(),
+        };
+        assert_eq!(
+            render(&unusable),
+            "maps/ab: names chunks through index/cd, but it is missing from the store; the snapshots using this map cannot be restored (see `pagesnap verify` and `pagesnap repair`)"
         );
         let in_store = Error::InStore {
             store: "/from".into(),

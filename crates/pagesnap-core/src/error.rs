@@ -107,6 +107,15 @@ pub enum Error {
         expected: String,
         actual: String,
     },
+    /// A page map names chunks through an index object that is damaged or
+    /// missing: the snapshots using the map cannot be restored.
+    #[error("{map}: names chunks through {index}, but {why}; the snapshots using this map cannot be restored")]
+    IndexUnusable {
+        map: String,
+        index: String,
+        /// "it is damaged (…)" or "it is missing from the store".
+        why: String,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -194,6 +203,7 @@ impl Error {
             Error::ChunkMissing { .. }
             | Error::PackMissing { .. }
             | Error::ChunkDamaged { .. }
+            | Error::IndexUnusable { .. }
             | Error::ImageMismatch { .. } => true,
             Error::InStore { source, .. } => source.is_damage(),
             _ => false,

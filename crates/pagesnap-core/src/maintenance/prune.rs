@@ -319,7 +319,7 @@ impl Store {
     pub fn prune(&self, opts: &PruneOptions) -> Result<PruneReport> {
         if !(0.0..=1.0).contains(&opts.max_unused) {
             return Err(Error::Invalid {
-                what: "--max-unused",
+                what: "unused-space limit",
                 detail: format!("{}% is not between 0 and 100", opts.max_unused * 100.0),
             });
         }

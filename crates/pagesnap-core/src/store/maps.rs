@@ -348,12 +348,10 @@ pub(crate) fn check_lists_named(index: &ChunkIndex, mid: &Id, m: &PageMap) -> Re
             Some(d) => format!("it is damaged ({d})"),
             None => "it is missing from the store".to_string(),
         };
-        return Err(Error::Format {
-            object: layout::map(mid),
-            source: FormatError::Invalid(format!(
-                "names chunks through {}, but {why}; the snapshots using this map cannot be restored (see `pagesnap verify` and `pagesnap repair`)",
-                layout::index(list)
-            )),
+        return Err(Error::IndexUnusable {
+            map: layout::map(mid),
+            index: layout::index(list),
+            why,
         });
     }
     Ok(())

@@ -485,6 +485,9 @@ fn restore_targets<'s>(selected: &'s [Snapshot], opts: &VerifyOptions) -> Vec<&'
 fn detail(e: &Error) -> String {
     match e {
         Error::Format { source, .. } => source.to_string(),
+        Error::IndexUnusable { index, why, .. } => format!(
+            "names chunks through {index}, but {why}; the snapshots using this map cannot be restored"
+        ),
         e => e.to_string(),
     }
 }
