@@ -163,9 +163,13 @@ used (nothing is started), 2 for command-line syntax errors.")]
   pagesnap status --config /etc/pagesnap/watch.toml
   pagesnap status --status-file /var/lib/pagesnap/status.json --json
 
+  pagesnap status --max-age 2h     # also exit 4 when a database is not current for 2 hours
+
 Exit status: 0 the watcher runs and every database's last attempt succeeded,
-4 the watcher is not running, some database's last attempt failed, or a run is
-overdue (late by its interval, 1 min to 1 h) or stuck, 1 no status could be read.")]
+4 the watcher is not running, some database's last attempt failed, a run is
+overdue (late by its interval, 1 min to 1 h) or stuck, or (--max-age) a
+database's last snapshot or unchanged check is older than the limit, 1 no
+status could be read.")]
     Status(StatusArgs),
 }
 
@@ -259,6 +263,10 @@ pub struct StatusArgs {
     /// Find the status file (and store) through this `pagesnap watch` config file.
     #[arg(long, value_name = "FILE", conflicts_with = "status_file")]
     pub config: Option<PathBuf>,
+    /// Also exit 4 when a database has not been snapshotted (or found unchanged)
+    /// for longer than DURATION (e.g. 30min, 2h, 1d), whatever its last result.
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -20,6 +20,7 @@ mod s3;
 mod selection;
 mod shapes;
 mod stats;
+mod status;
 mod unreadable;
 mod util;
 mod verify;

@@ -321,7 +321,12 @@ pub fn run(g: &Global, a: &StatusArgs) -> Result<ExitCode> {
         }
         (None, None) => default_path(&open_store(g)?)?,
     };
-    let Some(st) = Status::load(&path)? else {
+    let max_age = a
+        .max_age
+        .as_deref()
+        .map(crate::timearg::parse_duration)
+        .transpose()?;
+    let Some(mut st) = Status::load(&path)? else {
         bail!(
             "{}: no status file: no `pagesnap watch` has run with this store and status file (give --status-file or --config)",
             path.display()
@@ -334,11 +339,18 @@ pub fn run(g: &Global, a: &StatusArgs) -> Result<ExitCode> {
     } else {
         "stopped"
     };
+    // Only a running watcher's schedule means anything: a stopped one runs
+    // nothing next (the file keeps the times it had when it stopped).
+    if watcher != "running" {
+        st.prune.next_due = None;
+        for d in &mut st.databases {
+            d.next_run = None;
+        }
+    }
     let failing = st
         .databases
         .iter()
         .any(|d| d.last_result.as_deref() == Some("failed"));
-    // Only a running watcher's schedule means anything.
     let now = Utc::now();
     let late: Vec<(&str, String)> = st
         .databases
@@ -346,6 +358,14 @@ pub fn run(g: &Global, a: &StatusArgs) -> Result<ExitCode> {
         .filter(|_| watcher == "running")
         .filter_map(|d| overdue(d, now).map(|why| (d.name.as_str(), why)))
         .collect();
+    let stale: Vec<Stale> = match max_age {
+        Some(max) => st
+            .databases
+            .iter()
+            .filter_map(|d| stale(d, st.started, max, now))
+            .collect(),
+        None => Vec::new(),
+    };
     if g.json {
         let mut v = serde_json::to_value(&st)?;
         v["watcher"] = serde_json::json!(watcher);
@@ -354,14 +374,68 @@ pub fn run(g: &Global, a: &StatusArgs) -> Result<ExitCode> {
             .iter()
             .map(|(name, why)| serde_json::json!({ "name": name, "reason": why }))
             .collect();
+        v["max_age_secs"] = serde_json::json!(max_age.map(|m| m.as_secs_f64()));
+        v["stale"] = stale
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "current_at": s.current_at,
+                    "age_secs": s.age.as_secs(),
+                })
+            })
+            .collect();
         print_json(&v)?;
     } else {
-        print_human(&st, watcher, &path, &late);
+        print_human(&st, watcher, &path, &late, &stale);
     }
-    Ok(if watcher == "running" && !failing && late.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_ATTENTION)
+    Ok(
+        if watcher == "running" && !failing && late.is_empty() && stale.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_ATTENTION)
+        },
+    )
+}
+
+/// A database not current for longer than `status --max-age`.
+pub struct Stale {
+    pub name: String,
+    /// When it was last known current (none: never since the watcher started).
+    pub current_at: Option<DateTime<Utc>>,
+    pub age: Duration,
+}
+
+/// When the store last held database `d`'s content as it was then: its last
+/// snapshot, or a later run that found it unchanged since that snapshot (a
+/// quiet database is current, not stale).
+pub fn current_at(d: &DbStatus) -> Option<DateTime<Utc>> {
+    let snap = d.last_snapshot.as_ref().and_then(|s| s.time);
+    let skip = d.last_skip.as_ref().and_then(|s| s.time);
+    snap.max(skip)
+}
+
+/// Whether `d` is stale at `now` under `max_age`: not current for longer than
+/// that. A database never current is measured from the watcher's start
+/// (`started`), so a new watcher gets `max_age` for its first snapshot. Only the
+/// status file is read, not the store: it is what the watcher did (a stuck
+/// watcher leaves it unchanged), it knows about unchanged runs, and it costs
+/// no request on a remote store.
+pub fn stale(
+    d: &DbStatus,
+    started: Option<DateTime<Utc>>,
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> Option<Stale> {
+    let current = current_at(d);
+    let age = match current.or(started) {
+        Some(t) => (now - t).to_std().unwrap_or_default(),
+        None => Duration::MAX,
+    };
+    (age > max_age).then(|| Stale {
+        name: d.name.clone(),
+        current_at: current,
+        age,
     })
 }
 
@@ -413,7 +487,7 @@ fn when(t: &Option<DateTime<Utc>>) -> String {
     t.as_ref().map(output::time).unwrap_or_else(|| "-".into())
 }
 
-fn print_human(st: &Status, watcher: &str, path: &Path, late: &[(&str, String)]) {
+fn print_human(st: &Status, watcher: &str, path: &Path, late: &[(&str, String)], stale: &[Stale]) {
     let state = match watcher {
         "running" => format!("running (pid {} on {})", st.pid, st.host),
         "dead" => format!(
@@ -442,6 +516,7 @@ fn print_human(st: &Status, watcher: &str, path: &Path, late: &[(&str, String)])
     };
     let next = match (&st.prune.schedule[..], &st.prune.next_due) {
         ("never", _) => String::new(),
+        _ if watcher != "running" => String::new(),
         (_, Some(t)) => format!(", next after {}", output::time(t)),
         (_, None) => ", next after the next snapshot".to_string(),
     };
@@ -512,11 +587,26 @@ fn print_human(st: &Status, watcher: &str, path: &Path, late: &[(&str, String)])
                 output::time(t),
                 when(&d.deadline)
             );
-        } else {
+        } else if watcher == "running" {
             println!("  next run:       {}", when(&d.next_run));
+        } else {
+            println!("  next run:       none (the watcher is not running)");
         }
         for (_, why) in late.iter().filter(|(n, _)| *n == d.name) {
             println!("  OVERDUE:        {why}");
+        }
+        for s in stale.iter().filter(|s| s.name == d.name) {
+            let age = humantime::format_duration(Duration::from_secs(s.age.as_secs()));
+            match &s.current_at {
+                Some(t) => println!(
+                    "  STALE:          last snapshot or unchanged check {} ({age} ago): older than --max-age",
+                    output::time(t)
+                ),
+                None if s.age < Duration::MAX => println!(
+                    "  STALE:          no snapshot since the watcher started ({age} ago): longer than --max-age"
+                ),
+                None => println!("  STALE:          never snapshotted"),
+            }
         }
         println!(
             "  counts:         {} snapshots, {} skipped, {} failed ({} in a row)",
