@@ -253,6 +253,10 @@ pub struct WatchArgs {
     /// Log format on stderr (default: human, or json with --json).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9478;
+    /// port 0: a free port, logged at start).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -9,6 +9,7 @@ mod bench;
 mod copy;
 mod damage;
 mod gc_crash;
+mod metrics;
 mod reliability;
 mod restore_output;
 mod retention;

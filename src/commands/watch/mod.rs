@@ -31,6 +31,7 @@
 
 pub mod config;
 mod hook;
+pub mod metrics;
 mod prune;
 mod reload;
 mod run;
@@ -79,6 +80,12 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
         None => status::default_path(&store)?,
     };
     let status_lock = StatusLock::acquire(&status_path)?;
+    // Listening is checked before anything starts, like the config.
+    let metrics = metrics::Metrics::new();
+    let metrics_server = match &a.metrics_listen {
+        Some(addr) => Some(metrics.serve(addr)?),
+        None => None,
+    };
     // A previous run's status carries over (last snapshots, errors, last prune);
     // an unreadable one is replaced.
     let previous = Status::load(&status_path).ok().flatten();
@@ -100,6 +107,13 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
         signals,
         a.status_file.is_some(),
     );
+    if let Some(s) = &metrics_server {
+        for d in &w.dbs {
+            metrics.register(&d.cfg.name);
+        }
+        w.metrics = Some(metrics);
+        info!(event = "metrics", address = %s.addr(), "metrics on http://{}/metrics", s.addr());
+    }
     // The status file must be writable before the watcher says it is ready.
     w.status.save(&w.status_path)?;
     info!(
@@ -125,6 +139,7 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
     ));
     w.run();
     w.shutdown();
+    drop(metrics_server);
     drop(status_lock);
     Ok(ExitCode::SUCCESS)
 }
@@ -278,6 +293,8 @@ struct Watcher {
     prune_pending: bool,
     /// How many runs may be under way at once.
     lanes: usize,
+    /// `--metrics-listen`: where runs and prunes are counted.
+    metrics: Option<Arc<metrics::Metrics>>,
 }
 
 /// This machine's name (as `hostname` says it, on Linux).
@@ -361,6 +378,7 @@ impl Watcher {
             generation: 0,
             prune_pending: false,
             lanes,
+            metrics: None,
         };
         w.refresh_prune_status();
         w.sync_status();
@@ -628,6 +646,19 @@ impl Watcher {
             self.removed_since_look = true;
         }
         let d = &mut self.dbs[i];
+        if let Some(m) = self.metrics.as_ref().filter(|_| !out.interrupted) {
+            let now = Utc::now();
+            m.record_run(
+                &d.cfg.name,
+                &metrics::RunRecord {
+                    bytes_added: out.last_snapshot.as_ref().map(|s| s.bytes_added),
+                    unchanged: out.skip.is_some(),
+                    failed: out.failure.is_some(),
+                    duration: (now - started).to_std().unwrap_or_default(),
+                    at: now,
+                },
+            );
+        }
         if out.interrupted {
             info!(event = "stop", db = %d.cfg.name, "stop requested while waiting for the store: no snapshot of {} taken", d.cfg.name);
         } else {

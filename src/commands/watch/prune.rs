@@ -83,6 +83,9 @@ impl Watcher {
                 });
                 self.status.prune.last_error = None;
                 self.removed_since_look = false;
+                if let Some(m) = &self.metrics {
+                    m.record_prune(Some(r.bytes_freed), Utc::now());
+                }
             }
             // Another process uses the store (a backup from cron, a restore):
             // not a failure; the prune is retried after the next snapshot.
@@ -97,6 +100,9 @@ impl Watcher {
             Err(e) => {
                 let msg = hints::render(&e);
                 error!(event = "failure", what = "prune", "prune failed: {msg}");
+                if let Some(m) = &self.metrics {
+                    m.record_prune(None, Utc::now());
+                }
                 self.status.prune.last_error = Some(ErrorRecord {
                     time: Some(Utc::now()),
                     event: "prune".into(),
