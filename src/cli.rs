@@ -171,6 +171,38 @@ overdue (late by its interval, 1 min to 1 h) or stuck, or (--max-age) a
 database's last snapshot or unchanged check is older than the limit, 1 no
 status could be read.")]
     Status(StatusArgs),
+    /// Change the tags of snapshots (each gets a new id: its manifest is replaced).
+    #[command(after_help = "Examples:
+  pagesnap tag 1a2b3c4d --add keep --add pre-upgrade
+  pagesnap tag 1a2b3c4d 5e6f7a8b --remove hourly
+  pagesnap tag latest --name app --set release-1.4
+  pagesnap tag 1a2b3c4d --set ''        # remove every tag
+
+A snapshot's id is the hash of its manifest, so a snapshot whose tags change
+gets a new id (printed); its contents, time and restores are unchanged.
+Exit status: 0 done, 1 failed (an unknown snapshot: nothing was changed),
+2 for command-line syntax errors (e.g. --set with --add).")]
+    Tag(TagArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("change").args(["set", "add", "remove"]).multiple(true).required(true)))]
+pub struct TagArgs {
+    /// Snapshots to retag (ids, unique prefixes or `latest`).
+    #[arg(value_name = "SNAPSHOT", required = true)]
+    pub snapshots: Vec<String>,
+    /// Only snapshots of this database (`latest`: its newest).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replace the tags with these (repeatable; `--set ''` removes them all).
+    #[arg(long, value_name = "TAG", conflicts_with_all = ["add", "remove"])]
+    pub set: Vec<String>,
+    /// Add this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub add: Vec<String>,
+    /// Remove this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub remove: Vec<String>,
 }
 
 /// Log output of `pagesnap watch`.
@@ -450,6 +482,16 @@ pub struct SnapshotsArgs {
     /// Only snapshots of this database.
     #[arg(long)]
     pub name: Option<String>,
+    /// Only snapshots with these tags: `--tag a,b` those with both a and b;
+    /// repeated, those matching any one `--tag`.
+    #[arg(long = "tag", value_name = "TAG[,TAG...]")]
+    pub tags: Vec<String>,
+    /// Only snapshots taken on this host (repeatable: any of them).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only the newest N snapshots of each database (after the other filters).
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
     /// Also show, per snapshot, the stored bytes only it holds (what forgetting it would free).
     #[arg(long)]
     pub unique_bytes: bool,

@@ -12,6 +12,7 @@ mod repair;
 mod restore;
 mod snapshots;
 mod stats;
+mod tag;
 mod unlock;
 mod verify;
 mod watch;
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Unlock(a) => unlock::run(&cli.global, a),
         Command::Watch(a) => watch::run(&cli.global, a),
         Command::Status(a) => watch::status::run(&cli.global, a),
+        Command::Tag(a) => tag::run(&cli.global, a),
     }
 }
 

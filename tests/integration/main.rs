@@ -22,6 +22,7 @@ mod selection;
 mod shapes;
 mod stats;
 mod status;
+mod tag;
 mod unreadable;
 mod util;
 mod verify;

@@ -49,6 +49,15 @@ pub enum Error {
     /// did not allow it).
     #[error("invalid forget: this would remove every snapshot of {name:?}")]
     WouldForgetAll { name: String },
+    /// A retag of several snapshots failed part way: the snapshots in `done`
+    /// (old id, new id) were retagged before `source` stopped it; the others
+    /// were not touched (the one being retagged may exist under both ids).
+    #[error("retagging stopped after {} snapshot(s) ({}): {source}", done.len(), done.iter().map(|(o, n)| format!("{} is now {}", o.short(), n.short())).collect::<Vec<_>>().join(", "))]
+    RetagIncomplete {
+        done: Vec<(SnapshotId, SnapshotId)>,
+        #[source]
+        source: Box<Error>,
+    },
     /// A snapshot time no manifest can hold (a leap second).
     #[error("invalid snapshot time: {time:?}: {source}")]
     BadSnapshotTime {

@@ -9,10 +9,12 @@
 //! * `verify/`: proves what the store holds restores (structure, then data).
 //! * `repair.rs`: `repair index` and `repair snapshots`.
 //! * `copy.rs`: copying snapshots to another store; `stats.rs`: what a store holds.
+//! * `retag.rs`: changing a snapshot's tags (a new manifest replaces the old one).
 
 pub mod copy;
 mod prune;
 pub mod repair;
+pub mod retag;
 pub mod retention;
 pub mod stats;
 pub mod verify;
