@@ -22,5 +22,6 @@ mod index_cache;
 mod large;
 mod page_maps;
 mod proptest_sequences;
+mod retag;
 mod roundtrip;
 mod verify;
