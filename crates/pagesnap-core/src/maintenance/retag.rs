@@ -16,6 +16,11 @@
 //! content, one with the old tags, one with the new. Running the same retag
 //! again (on the old id) computes the same new manifest, hence the same id,
 //! rewrites it with the same bytes and deletes the old one: it converges.
+//!
+//! The lock is forget's shared one: backups go on meanwhile, a prune (which
+//! must see every manifest) waits. Two retags of the same snapshot at the same
+//! moment are not kept apart by it; each publishes its own manifest, so the
+//! snapshot may then be listed twice with different tags (forget one by id).
 
 use crate::format::manifest::Manifest;
 use crate::store::head_hint;
