@@ -50,7 +50,7 @@ fn watch_serves_prometheus_metrics_of_its_runs() {
             "--every",
             "1s",
             "--prune",
-            "never",
+            "1s",
             "--status-file",
             "st.json",
             "--metrics-listen",
@@ -67,13 +67,15 @@ fn watch_serves_prometheus_metrics_of_its_runs() {
         },
     );
     let addr = addr.unwrap();
-    // Wait for the first snapshot, then for a run that found it unchanged.
+    // Wait for the first snapshot, the prune after it, and a run that found
+    // the database unchanged.
     wait_for(
         Duration::from_secs(30),
         "a snapshot and an unchanged run",
         || {
             let s = scrape(&addr);
             sample(&s, "pagesnap_watch_unchanged_total", Some("app")).unwrap_or(0.0) >= 1.0
+                && sample(&s, "pagesnap_watch_prunes_total", None).unwrap_or(0.0) >= 1.0
         },
     );
     let s = scrape(&addr);
@@ -106,7 +108,18 @@ fn watch_serves_prometheus_metrics_of_its_runs() {
         Some(added)
     );
     assert!(sample(&s, "pagesnap_watch_last_run_duration_seconds", Some("app")).unwrap() >= 0.0);
-    assert_eq!(sample(&s, "pagesnap_watch_prunes_total", None), Some(0.0));
+    // The prune after the first snapshot (the store had nothing to free).
+    assert_eq!(
+        sample(&s, "pagesnap_watch_prune_freed_bytes_total", None),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&s, "pagesnap_watch_prune_failures_total", None),
+        Some(0.0)
+    );
+    assert!(
+        sample(&s, "pagesnap_watch_last_prune_timestamp_seconds", None).unwrap() >= before - 1.0
+    );
     // Types are declared, as Prometheus expects.
     let doc = |name: &str| s.docs.get(name).cloned().unwrap_or_default();
     assert!(doc("pagesnap_watch_snapshots_total").contains("Snapshots"));
