@@ -27,28 +27,27 @@
 //!
 //! Files by job: this one the schedule loop and the runs' bookkeeping;
 //! [`run`] one run; [`prune`] prune; [`reload`] SIGHUP; [`signals`] the signals;
-//! [`config`], [`schedule`], [`source`] (change detection), [`hook`], [`status`].
+//! [`config`], [`hook`], [`status`]; the schedule, the change detection and
+//! one run are the library's (`pagesnap_core::watch`).
 
 pub mod config;
 mod hook;
 mod prune;
 mod reload;
 mod run;
-mod schedule;
 mod signals;
-mod source;
 pub mod status;
 
 use self::config::{DbConfig, WatchConfig};
-use self::run::{Finished, Job, Phase, RunOutcome};
+use self::run::{Finished, Job, RunOutcome};
 use self::signals::Signals;
-use self::source::Source;
 use self::status::{DbStatus, ErrorRecord, InProgress, Status, StatusLock};
 use super::open_store;
 use crate::cli::{Global, IntegrityCheck, LogFormat, WatchArgs};
 use crate::message;
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
+use pagesnap_core::watch::{schedule, Phase, Source};
 use pagesnap_core::{Abandon, Store};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

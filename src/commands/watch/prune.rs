@@ -1,67 +1,46 @@
 //! The watcher's prune: on its schedule (or when the unused share says so), on the
-//! main thread while no run is under way, so it never overlaps this watcher's backups.
+//! main thread while no run is under way, so it never overlaps this watcher's
+//! backups. When it is due and how it runs are the library's
+//! ([`PruneSettings`]); the log, the status and the hook are here.
 
 use super::config::PruneSchedule;
 use super::status::{ErrorRecord, PruneRecord};
-use super::{hook, Watcher};
-use crate::hints;
+use super::{hook, run, Watcher};
 use chrono::Utc;
-use pagesnap_core::{LockConflict, PruneOptions};
-use std::time::Duration;
+use pagesnap_core::watch::{PruneOutcome, PruneSchedule as CorePrune, PruneSettings};
 use tracing::{error, info, warn};
 
 impl Watcher {
+    /// The library's prune settings of this config.
+    pub(super) fn prune_settings(&self) -> PruneSettings {
+        PruneSettings {
+            schedule: match self.cfg.prune {
+                PruneSchedule::Never => CorePrune::Never,
+                PruneSchedule::Every(d) => CorePrune::Every(d),
+            },
+            max_unused: self.cfg.prune_max_unused,
+            when_unused: self.cfg.prune_when_unused,
+        }
+    }
+
     /// Runs prune when its schedule (or the unused share) says so.
     pub(super) fn maybe_prune(&mut self) {
-        let now = Utc::now();
+        let settings = self.prune_settings();
         let last = self.status.prune.last.as_ref().and_then(|l| l.time);
-        let by_time = match self.cfg.prune {
-            PruneSchedule::Never => false,
-            PruneSchedule::Every(d) => {
-                last.is_none_or(|l| (now - l).to_std().unwrap_or(Duration::ZERO) >= d)
-            }
-        };
-        let mut why = String::from("scheduled");
-        let mut due = by_time;
-        if !due && self.removed_since_look {
-            if let Some(threshold) = self.cfg.prune_when_unused {
-                self.removed_since_look = false;
-                let plan = self.store.prune(&PruneOptions {
-                    max_unused: self.cfg.prune_max_unused,
-                    dry_run: true,
-                    assume_forgotten: Vec::new(),
-                });
-                match plan {
-                    Ok(r) => {
-                        let share = r.bytes_freed as f64 / r.bytes_before.max(1) as f64;
-                        if share >= threshold {
-                            due = true;
-                            why = format!(
-                                "{:.1}% of the store is unused (threshold {:.1}%)",
-                                share * 100.0,
-                                threshold * 100.0
-                            );
-                        }
-                    }
-                    Err(e) => warn!(
-                        event = "prune",
-                        "could not measure unused space: {}",
-                        hints::render(&e)
-                    ),
-                }
-            }
+        let (why, err) = settings.due(&self.store, Utc::now(), last, &mut self.removed_since_look);
+        if let Some(e) = err {
+            warn!(
+                event = "prune",
+                "could not measure unused space: {}",
+                run::render(&e)
+            );
         }
-        if !due {
+        let Some(why) = why else {
             return;
-        }
+        };
         info!(event = "prune", reason = %why, "pruning ({why})");
-        let r = self.store.prune(&PruneOptions {
-            max_unused: self.cfg.prune_max_unused,
-            dry_run: false,
-            assume_forgotten: Vec::new(),
-        });
-        match r {
-            Ok(r) => {
+        match settings.prune(&self.store, false) {
+            PruneOutcome::Pruned(r) => {
                 info!(
                     event = "prune",
                     bytes_freed = r.bytes_freed,
@@ -86,16 +65,14 @@ impl Watcher {
             }
             // Another process uses the store (a backup from cron, a restore):
             // not a failure; the prune is retried after the next snapshot.
-            Err(pagesnap_core::Error::Locked {
-                holder, conflict, ..
-            }) if conflict != LockConflict::Stale => {
+            PruneOutcome::Postponed { holder } => {
                 info!(
                     event = "prune",
                     "prune postponed: the store is in use by {holder}"
                 );
             }
-            Err(e) => {
-                let msg = hints::render(&e);
+            PruneOutcome::Failed(e) => {
+                let msg = run::render(&e);
                 error!(event = "failure", what = "prune", "prune failed: {msg}");
                 self.status.prune.last_error = Some(ErrorRecord {
                     time: Some(Utc::now()),
@@ -121,16 +98,10 @@ impl Watcher {
     }
 
     pub(super) fn refresh_prune_status(&mut self) {
+        let settings = self.prune_settings();
         let p = &mut self.status.prune;
         p.schedule = self.cfg.prune.to_string();
         p.when_unused_percent = self.cfg.prune_when_unused.map(|f| f * 100.0);
-        p.next_due = match self.cfg.prune {
-            PruneSchedule::Never => None,
-            PruneSchedule::Every(d) => p
-                .last
-                .as_ref()
-                .and_then(|l| l.time)
-                .and_then(|t| chrono::TimeDelta::from_std(d).ok().map(|d| t + d)),
-        };
+        p.next_due = settings.next_due(p.last.as_ref().and_then(|l| l.time));
     }
 }

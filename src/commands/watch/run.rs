@@ -1,5 +1,6 @@
 //! One run of one database on a thread of its own: the change check, the
-//! snapshot, the retention and the integrity check.
+//! snapshot, the retention and the integrity check (the library's
+//! [`run_once`]), logged and recorded for the status file.
 //!
 //! Everything that touches the database file runs here, so a read that never
 //! returns (a hung network mount, a lock held for hours under a long
@@ -10,47 +11,22 @@
 //! the watcher writes the status file.
 
 use super::config::DbConfig;
-use super::source::{self, Change, Source};
 use super::status::{CheckRecord, RetentionRecord, SkipRecord, SnapshotRecord};
 use crate::cli::IntegrityCheck;
-use crate::commands::forget;
-use crate::{hints, message};
-use anyhow::Result;
+use crate::hints;
 use chrono::{DateTime, Utc};
-use pagesnap_core::lock::LockGuard;
-use pagesnap_core::{Abandon, BackupOptions, Store};
+use pagesnap_core::watch::{
+    run_once, Change, ImageCheck, Phase, RunControl, RunSpec, Source, WatchError,
+};
+use pagesnap_core::{Abandon, Store};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{info, warn};
-
-/// What a run is doing, for the message when it is abandoned.
-#[derive(Debug, Default)]
-pub struct Phase(AtomicU8);
-
-impl Phase {
-    const CHECKING: u8 = 0;
-    const LOCKING: u8 = 1;
-    const CAPTURING: u8 = 2;
-    const AFTER: u8 = 3;
-
-    fn set(&self, p: u8) {
-        self.0.store(p, Ordering::SeqCst);
-    }
-
-    pub fn describe(&self) -> &'static str {
-        match self.0.load(Ordering::SeqCst) {
-            Phase::CHECKING => "checking the database for changes",
-            Phase::LOCKING => "waiting for the store's lock",
-            Phase::CAPTURING => "capturing the database",
-            _ => "applying retention or checking the snapshot",
-        }
-    }
-}
 
 /// Everything a run needs, moved to its thread.
 pub struct Job {
@@ -122,92 +98,90 @@ pub fn spawn(
         .map(drop)
 }
 
-/// Releases the run's store lock on every way out.
-struct Release<'a>(&'a Abandon);
-
-impl Drop for Release<'_> {
-    fn drop(&mut self) {
-        self.0.release();
+/// The text of a run's error, with the command line's remedies.
+pub fn render(e: &WatchError) -> String {
+    match e {
+        WatchError::Store(e) => hints::render(e),
+        // The config key that raises it, inside the library's parenthesis.
+        WatchError::Busy { .. } => {
+            let msg = e.to_string();
+            match msg.strip_suffix(')') {
+                Some(head) => format!("{head}; raise busy_timeout)"),
+                None => msg,
+            }
+        }
+        WatchError::ReadPolicy(inner) => format!(
+            "cannot read the store's retention policy: {}",
+            hints::render(inner)
+        ),
+        _ => {
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                let c_msg = hints::render_dyn(c);
+                if !msg.contains(&c_msg) {
+                    msg.push_str(": ");
+                    msg.push_str(&c_msg);
+                }
+                cause = c.source();
+            }
+            msg
+        }
     }
 }
 
-/// One scheduled run of a database: check, snapshot, retention, check image.
+/// One scheduled run of a database (the library's [`run_once`]), logged and
+/// turned into the status file's records.
 fn attempt(job: &Job, source: &mut Source) -> RunOutcome {
-    let mut out = RunOutcome {
-        since_check: job.since_check,
-        ..RunOutcome::default()
-    };
     let d = &job.cfg;
     let name = d.name.clone();
     let store = &*job.store;
-    let change = match source.check(d.busy_timeout) {
-        Ok(c) => c,
-        Err(e) => {
-            if !source::is_busy(&e) {
-                source.reset();
-            }
-            out.failure = Some(("backup", message(&e)));
-            return out;
-        }
-    };
-    // Abandoned while the check was stuck: the watcher has reported it.
-    if job.abandon.is_abandoned() {
-        return out;
-    }
-    let reason = match change {
-        Change::Unchanged => {
-            out.skip = Some(SkipRecord {
-                time: Some(Utc::now()),
-                reason: "unchanged since the last snapshot".into(),
-            });
-            info!(
-                event = "skip",
-                db = %name,
-                scheduled = %job.scheduled.to_rfc3339(),
-                "{name}: unchanged since the last snapshot, skipped"
-            );
-            return out;
-        }
-        Change::Changed(why) => why,
-    };
-    // A shared lock for the backup and the retention after it; waiting for
-    // a prune of another process ends early when a stop is requested.
-    job.phase.set(Phase::LOCKING);
-    let lock = match lock_store(store, job.lock_wait, &job.stop) {
-        Ok(l) => l,
-        Err(_) if job.stop.load(Ordering::SeqCst) => {
-            out.interrupted = true;
-            return out;
-        }
-        Err(e) => {
-            out.failure = Some(("backup", hints::render_any(&e)));
-            return out;
-        }
-    };
-    // Held by `abandon`, which releases it if the run is abandoned.
-    if !job.abandon.hold(lock) {
-        return out;
-    }
-    let _release = Release(&job.abandon);
-    job.phase.set(Phase::CAPTURING);
-    let opts = BackupOptions {
-        name: Some(name.clone()),
-        tags: d.tags.clone(),
-        time: None,
+    let spec = RunSpec {
+        name: &d.name,
+        tags: &d.tags,
         busy_timeout: d.busy_timeout,
         lock_wait: job.lock_wait,
+        policy: d.policy.as_ref(),
+        image_check: image_check(d.integrity_check),
+        image_check_every: d.integrity_check_every,
+        check_dir: job.check_dir.as_deref(),
+        since_check: job.since_check,
     };
-    let report = match source.snapshot(store, &opts, &job.abandon) {
-        Ok(r) => r,
-        Err(e) => {
-            if !source::is_busy(&e) {
-                source.reset();
-            }
-            out.failure = Some(("backup", message(&e)));
-            return out;
-        }
+    let ctl = RunControl {
+        abandon: &job.abandon,
+        phase: &job.phase,
+        stop: &job.stop,
     };
-    job.phase.set(Phase::AFTER);
+    let r = run_once(store, source, &spec, ctl);
+    let mut out = RunOutcome {
+        since_check: r.since_check,
+        interrupted: r.interrupted,
+        failure: r
+            .failure
+            .as_ref()
+            .map(|(stage, e)| (stage.as_str(), render(e))),
+        ..RunOutcome::default()
+    };
+    if r.change == Some(Change::Unchanged) {
+        out.skip = Some(SkipRecord {
+            time: Some(Utc::now()),
+            reason: "unchanged since the last snapshot".into(),
+        });
+        info!(
+            event = "skip",
+            db = %name,
+            scheduled = %job.scheduled.to_rfc3339(),
+            "{name}: unchanged since the last snapshot, skipped"
+        );
+        return out;
+    }
+    let Some(report) = &r.snapshot else {
+        return out;
+    };
+    let reason = match &r.change {
+        Some(Change::Changed(why)) => *why,
+        _ => "",
+    };
     out.snapshot = true;
     for w in &report.warnings {
         warn!(event = "snapshot", db = %name, "{name}: {w}");
@@ -236,130 +210,57 @@ fn attempt(job: &Job, source: &mut Source) -> RunOutcome {
         crate::output::bytes(report.bytes_added),
         report.duration.as_secs_f64()
     );
-
-    // Retention: the config's policy, else the store's saved one (read each
-    // time, so that `pagesnap policy set` applies without a reload).
-    let policy = match &d.policy {
-        Some(p) => Ok(Some((p.clone(), "config"))),
-        None => store
-            .saved_policy()
-            .map(|p| p.filter(|p| !p.is_empty()).map(|p| (p, "store"))),
-    };
-    match policy {
-        Ok(Some((p, from))) => {
-            out.retention = Some(Some(format!("{p} ({from})")));
-            let applied = job
-                .abandon
-                .with_lock(|lock| forget::apply_policy(store, &p, Some(&name), false, lock));
-            match applied {
-                Ok(f) => {
-                    out.removed = f.removed();
-                    let kept = f.decisions.len() - f.removed();
-                    out.last_retention = Some(RetentionRecord {
-                        time: Some(Utc::now()),
-                        kept: kept as u64,
-                        removed: out.removed as u64,
-                    });
-                    info!(
-                        event = "retention",
-                        db = %name,
-                        kept,
-                        removed = out.removed,
-                        "{name}: retention {p}: {kept} kept, {} removed",
-                        out.removed
-                    );
-                }
-                Err(e) => out.failure = Some(("retention", message(&e))),
-            }
-        }
-        Ok(None) => out.retention = Some(None),
-        Err(e) => {
-            out.failure = Some((
-                "retention",
-                format!(
-                    "cannot read the store's retention policy: {}",
-                    hints::render(&e)
-                ),
-            ))
-        }
+    out.retention = r.policy.as_ref().map(|p| {
+        p.as_ref()
+            .map(|(p, from)| format!("{p} ({})", from.as_str()))
+    });
+    if let Some(ret) = &r.retention {
+        out.removed = ret.removed;
+        out.last_retention = Some(RetentionRecord {
+            time: Some(ret.time),
+            kept: ret.kept as u64,
+            removed: ret.removed as u64,
+        });
+        info!(
+            event = "retention",
+            db = %name,
+            kept = ret.kept,
+            removed = ret.removed,
+            "{name}: retention {}: {} kept, {} removed",
+            ret.policy,
+            ret.kept,
+            ret.removed
+        );
     }
-    drop(_release);
-
-    // The integrity check of the captured image (skipped when stopping: it
-    // is then due on the next snapshot).
-    if d.integrity_check != IntegrityCheck::Off && !job.stop.load(Ordering::SeqCst) {
-        out.since_check += 1;
-        if out.since_check >= d.integrity_check_every {
-            out.since_check = 0;
-            let mode = match d.integrity_check {
-                IntegrityCheck::Full => "full",
-                _ => "quick",
-            };
-            let started = Instant::now();
-            let r = source::check_image(
-                store,
-                &report.snapshot,
-                d.integrity_check,
-                job.check_dir.as_deref(),
+    if let Some(c) = &r.check {
+        out.last_check = Some(CheckRecord {
+            time: Some(c.time),
+            snapshot: c.snapshot.clone(),
+            mode: c.mode.into(),
+            ok: c.ok,
+            detail: c.detail.clone(),
+        });
+        if c.ok {
+            info!(
+                event = "check",
+                db = %name,
+                id = %c.snapshot,
+                mode = c.mode,
+                duration_secs = c.duration.as_secs_f64(),
+                "{name}: snapshot {} passes the {} integrity check",
+                c.snapshot,
+                c.mode
             );
-            let (ok, detail) = match r {
-                Ok(None) => (true, String::new()),
-                Ok(Some(damage)) => (
-                    false,
-                    format!(
-                        "snapshot {} fails the {mode} integrity check: {damage} (the database itself was damaged when it was captured)",
-                        report.snapshot.short()
-                    ),
-                ),
-                Err(e) => (
-                    false,
-                    format!(
-                        "could not check snapshot {}: {}",
-                        report.snapshot.short(),
-                        message(&e)
-                    ),
-                ),
-            };
-            out.last_check = Some(CheckRecord {
-                time: Some(Utc::now()),
-                snapshot: report.snapshot.short(),
-                mode: mode.into(),
-                ok,
-                detail: detail.clone(),
-            });
-            if ok {
-                info!(
-                    event = "check",
-                    db = %name,
-                    id = %report.snapshot.short(),
-                    mode,
-                    duration_secs = started.elapsed().as_secs_f64(),
-                    "{name}: snapshot {} passes the {mode} integrity check",
-                    report.snapshot.short()
-                );
-            } else if out.failure.is_none() {
-                out.failure = Some(("check", detail));
-            }
         }
     }
     out
 }
 
-/// A shared store lock, waiting up to `wait` for another process's prune (an
-/// exclusive lock) to end, and giving up early when `stop` is set.
-fn lock_store(store: &Store, wait: Duration, stop: &AtomicBool) -> Result<LockGuard> {
-    let started = Instant::now();
-    loop {
-        match store.lock(false, "watch", Duration::ZERO) {
-            Ok(l) => return Ok(l),
-            Err(pagesnap_core::Error::Locked { conflict, .. })
-                if !conflict.is_stale()
-                    && started.elapsed() < wait
-                    && !stop.load(Ordering::SeqCst) =>
-            {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => return Err(e.into()),
-        }
+/// The library's name for an integrity check mode.
+pub fn image_check(c: IntegrityCheck) -> ImageCheck {
+    match c {
+        IntegrityCheck::Off => ImageCheck::Off,
+        IntegrityCheck::Quick => ImageCheck::Quick,
+        IntegrityCheck::Full => ImageCheck::Full,
     }
 }

@@ -24,3 +24,4 @@ mod page_maps;
 mod proptest_sequences;
 mod roundtrip;
 mod verify;
+mod watcher;
