@@ -249,6 +249,20 @@ pub struct WatchArgs {
     /// Log format on stderr (default: human, or json with --json).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Command run by `sh -c` after a run that took a snapshot without failing
+    /// (the same environment as --on-failure).
+    #[arg(long, value_name = "CMD", conflicts_with = "config")]
+    pub on_success: Option<String>,
+    /// Say what one round would do (snapshot, retention, prune) and change nothing.
+    #[arg(long, conflicts_with_all = ["once", "check_config"])]
+    pub dry_run: bool,
+    /// Run every database once (and prune if due), then exit: 0 if all succeeded, 1 if not.
+    #[arg(long, conflicts_with = "check_config")]
+    pub once: bool,
+    /// Check the configuration (and that its store and databases exist), print a
+    /// summary and exit: 0 when it is good, 2 when not.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Args, Debug)]

@@ -32,6 +32,7 @@
 
 pub mod config;
 mod hook;
+mod plan;
 mod prune;
 mod reload;
 mod run;
@@ -60,6 +61,9 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
+    if a.check_config {
+        return plan::check_config(g, a);
+    }
     // Everything is checked before anything starts: a config error exits 1 with
     // nothing snapshotted and no status file written.
     let cfg = match &a.config {
@@ -77,6 +81,9 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
         Some(p) => p,
         None => status::default_path(&store)?,
     };
+    if a.dry_run {
+        return plan::dry_run(&cfg, &store, &status_path);
+    }
     let status_lock = StatusLock::acquire(&status_path)?;
     // A previous run's status carries over (last snapshots, errors, last prune);
     // an unreadable one is replaced.
@@ -118,14 +125,29 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    w.log_plan();
+    if a.once {
+        // One round: every database is due now; the loop ends when each has run.
+        w.once = true;
+        let now = Utc::now();
+        for d in &mut w.dbs {
+            d.next_run = now;
+            d.st.next_run = Some(now);
+        }
+    }
     hook::notify(&format!(
         "READY=1\nSTATUS=watching {} databases",
         w.dbs.len()
     ));
     w.run();
+    let failed = w.once && w.any_failed;
     w.shutdown();
     drop(status_lock);
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The store of a watcher: `--store`, else the config's `store`, else
@@ -277,6 +299,12 @@ struct Watcher {
     prune_pending: bool,
     /// How many runs may be under way at once.
     lanes: usize,
+    /// `--once`: one run of every database, then stop.
+    once: bool,
+    /// The databases that have had their run (with `once`).
+    ran: std::collections::HashSet<String>,
+    /// A run or a prune failed (the exit status of `--once`).
+    any_failed: bool,
 }
 
 /// This machine's name (as `hostname` says it, on Linux).
@@ -360,6 +388,9 @@ impl Watcher {
             generation: 0,
             prune_pending: false,
             lanes,
+            once: false,
+            ran: std::collections::HashSet::new(),
+            any_failed: false,
         };
         w.refresh_prune_status();
         w.sync_status();
@@ -373,6 +404,13 @@ impl Watcher {
     fn run(&mut self) {
         loop {
             if self.signals.stopping() {
+                return;
+            }
+            if self.once
+                && self.runs.is_empty()
+                && !self.prune_pending
+                && self.dbs.iter().all(|d| self.ran.contains(&d.cfg.name))
+            {
                 return;
             }
             if self.signals.reload.swap(false, Ordering::SeqCst) {
@@ -627,6 +665,10 @@ impl Watcher {
             self.removed_since_look = true;
         }
         let d = &mut self.dbs[i];
+        self.ran.insert(d.cfg.name.clone());
+        if out.failure.is_some() {
+            self.any_failed = true;
+        }
         if out.interrupted {
             info!(event = "stop", db = %d.cfg.name, "stop requested while waiting for the store: no snapshot of {} taken", d.cfg.name);
         } else {
@@ -635,9 +677,9 @@ impl Watcher {
                 d.st.skips += 1;
                 d.st.last_skip = Some(s);
             }
-            if let Some(s) = out.last_snapshot {
+            if let Some(s) = &out.last_snapshot {
                 d.st.snapshots += 1;
-                d.st.last_snapshot = Some(s);
+                d.st.last_snapshot = Some(s.clone());
             }
             if let Some(r) = out.retention {
                 d.st.retention = r;
@@ -668,15 +710,16 @@ impl Watcher {
                         d.cfg.name
                     );
                     if let Some(cmd) = d.cfg.on_failure.clone().filter(|_| hook) {
-                        let env = vec![
-                            ("PAGESNAP_DB_NAME", d.cfg.name.clone()),
-                            ("PAGESNAP_DB_PATH", d.cfg.path.display().to_string()),
-                            ("PAGESNAP_ERROR", message.clone()),
-                            ("PAGESNAP_EVENT", what.to_string()),
-                            ("PAGESNAP_FAILURES", d.st.consecutive_failures.to_string()),
-                            ("PAGESNAP_STORE", self.store_dir.display().to_string()),
-                        ];
-                        if let Some(h) = hook::spawn(&cmd, self.cfg.on_failure_timeout, env) {
+                        let env = hook_env(
+                            d,
+                            &self.store_dir,
+                            what,
+                            message,
+                            out.last_snapshot.as_ref(),
+                        );
+                        if let Some(h) =
+                            hook::spawn("on_failure", &cmd, self.cfg.on_failure_timeout, env)
+                        {
                             self.hooks.push(h);
                         }
                     }
@@ -684,6 +727,20 @@ impl Watcher {
                 None if out.snapshot => {
                     d.st.last_result = Some("snapshot".into());
                     d.st.consecutive_failures = 0;
+                    if let Some(cmd) = d.cfg.on_success.clone().filter(|_| hook) {
+                        let env = hook_env(
+                            d,
+                            &self.store_dir,
+                            "snapshot",
+                            "",
+                            out.last_snapshot.as_ref(),
+                        );
+                        if let Some(h) =
+                            hook::spawn("on_success", &cmd, self.cfg.on_failure_timeout, env)
+                        {
+                            self.hooks.push(h);
+                        }
+                    }
                 }
                 None => {
                     d.st.last_result = Some("skipped".into());
@@ -793,6 +850,35 @@ impl Watcher {
         }
         info!(event = "stop", "stopped");
     }
+}
+
+/// The environment of a database's `on_failure` and `on_success` hooks (the
+/// same variables for both; docs/WATCH.md lists them).
+fn hook_env(
+    d: &Watched,
+    store_dir: &Path,
+    event: &str,
+    error: &str,
+    snapshot: Option<&status::SnapshotRecord>,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("PAGESNAP_DB_NAME", d.cfg.name.clone()),
+        ("PAGESNAP_DB_PATH", d.cfg.path.display().to_string()),
+        ("PAGESNAP_ERROR", error.to_string()),
+        ("PAGESNAP_EVENT", event.to_string()),
+        ("PAGESNAP_FAILURES", d.st.consecutive_failures.to_string()),
+        ("PAGESNAP_STORE", store_dir.display().to_string()),
+        (
+            "PAGESNAP_SNAPSHOT",
+            snapshot.map(|s| s.id.clone()).unwrap_or_default(),
+        ),
+        (
+            "PAGESNAP_BYTES_ADDED",
+            snapshot
+                .map(|s| s.bytes_added.to_string())
+                .unwrap_or_default(),
+        ),
+    ]
 }
 
 /// `p` made absolute (for the status file, read from anywhere).

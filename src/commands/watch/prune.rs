@@ -73,6 +73,7 @@ impl Watcher {
             }
             PruneOutcome::Failed(e) => {
                 let msg = run::render(&e);
+                self.any_failed = true;
                 error!(event = "failure", what = "prune", "prune failed: {msg}");
                 self.status.prune.last_error = Some(ErrorRecord {
                     time: Some(Utc::now()),
@@ -87,8 +88,10 @@ impl Watcher {
                         ("PAGESNAP_EVENT", "prune".to_string()),
                         ("PAGESNAP_FAILURES", "1".to_string()),
                         ("PAGESNAP_STORE", self.store_dir.display().to_string()),
+                        ("PAGESNAP_SNAPSHOT", String::new()),
+                        ("PAGESNAP_BYTES_ADDED", String::new()),
                     ];
-                    if let Some(h) = hook::spawn(&cmd, self.cfg.on_failure_timeout, env) {
+                    if let Some(h) = hook::spawn("on_failure", &cmd, self.cfg.on_failure_timeout, env) {
                         self.hooks.push(h);
                     }
                 }

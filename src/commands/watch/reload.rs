@@ -27,7 +27,10 @@ impl Watcher {
             hook::monotonic_usec()
         ));
         match self.try_reload(&file) {
-            Ok(msg) => info!(event = "reload", "reloaded {}: {msg}", file.display()),
+            Ok(msg) => {
+                info!(event = "reload", "reloaded {}: {msg}", file.display());
+                self.log_plan();
+            }
             Err(e) => error!(
                 event = "reload",
                 "reloading {} failed, the running configuration is kept: {}",
