@@ -29,10 +29,7 @@ pub fn spawn(
     let mut child = match c.spawn() {
         Ok(ch) => ch,
         Err(e) => {
-            warn!(
-                event = "hook",
-                "{which} command could not be started: {e}"
-            );
+            warn!(event = "hook", "{which} command could not be started: {e}");
             return None;
         }
     };
@@ -46,10 +43,7 @@ pub fn spawn(
                     return;
                 }
                 Ok(Some(status)) => {
-                    warn!(
-                        event = "hook",
-                        "{which} command {cmd:?} failed: {status}"
-                    );
+                    warn!(event = "hook", "{which} command {cmd:?} failed: {status}");
                     return;
                 }
                 Ok(None) if started.elapsed() >= timeout => {

@@ -171,9 +171,9 @@ pub fn dry_run(cfg: &WatchConfig, store: &Store, status_path: &Path) -> Result<E
     };
     let due = match cfg.prune {
         PruneSchedule::Never => false,
-        PruneSchedule::Every(d) => last.is_none_or(|l| {
-            (Utc::now() - l).to_std().unwrap_or_default() >= d
-        }),
+        PruneSchedule::Every(d) => {
+            last.is_none_or(|l| (Utc::now() - l).to_std().unwrap_or_default() >= d)
+        }
     };
     let what = match settings.prune(store, true) {
         PruneOutcome::Pruned(r) => format!(

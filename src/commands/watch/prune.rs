@@ -91,7 +91,9 @@ impl Watcher {
                         ("PAGESNAP_SNAPSHOT", String::new()),
                         ("PAGESNAP_BYTES_ADDED", String::new()),
                     ];
-                    if let Some(h) = hook::spawn("on_failure", &cmd, self.cfg.on_failure_timeout, env) {
+                    if let Some(h) =
+                        hook::spawn("on_failure", &cmd, self.cfg.on_failure_timeout, env)
+                    {
                         self.hooks.push(h);
                     }
                 }
