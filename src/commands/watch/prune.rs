@@ -1,13 +1,13 @@
-//! The watcher's prune: on its schedule (or when the unused share says so), on the
-//! main thread while no run is under way, so it never overlaps this watcher's
-//! backups. When it is due and how it runs are the library's
-//! ([`PruneSettings`]); the log, the status and the hook are here.
+//! The watcher's prune: on its schedule (or when the unused share says so),
+//! while no run is under way, so it never overlaps this watcher's backups.
+//! The library's watcher decides and runs it ([`PruneSettings`]); its log
+//! lines, the status file's record and the `on_failure` hook are here.
 
 use super::config::PruneSchedule;
 use super::status::{ErrorRecord, PruneRecord};
 use super::{hook, run, Watcher};
 use chrono::Utc;
-use pagesnap_core::watch::{PruneOutcome, PruneSchedule as CorePrune, PruneSettings};
+use pagesnap_core::watch::{PruneSchedule as CorePrune, PruneSettings, WatchEvent};
 use tracing::{error, info, warn};
 
 impl Watcher {
@@ -23,55 +23,62 @@ impl Watcher {
         }
     }
 
-    /// Runs prune when its schedule (or the unused share) says so.
-    pub(super) fn maybe_prune(&mut self) {
-        let settings = self.prune_settings();
-        let last = self.status.prune.last.as_ref().and_then(|l| l.time);
-        let (why, err) = settings.due(&self.store, Utc::now(), last, &mut self.removed_since_look);
-        if let Some(e) = err {
-            warn!(
-                event = "prune",
-                "could not measure unused space: {}",
-                run::render(&e)
-            );
-        }
-        let Some(why) = why else {
-            return;
-        };
-        info!(event = "prune", reason = %why, "pruning ({why})");
-        match settings.prune(&self.store, false) {
-            PruneOutcome::Pruned(r) => {
+    /// Logs and records what the library's watcher says of prune.
+    pub(super) fn prune_event(&mut self, e: WatchEvent) {
+        match e {
+            WatchEvent::PruneStarted { reason } => {
+                info!(event = "prune", reason = %reason, "pruning ({reason})");
+                return;
+            }
+            WatchEvent::PruneFinished {
+                bytes_freed,
+                packs_deleted,
+                packs_rewritten,
+                duration,
+            } => {
                 info!(
                     event = "prune",
-                    bytes_freed = r.bytes_freed,
-                    packs_deleted = r.packs_deleted,
-                    packs_rewritten = r.packs_rewritten,
-                    duration_secs = r.duration.as_secs_f64(),
-                    "pruned: freed {} ({} packs deleted, {} rewritten) in {:.2}s",
-                    crate::output::bytes(r.bytes_freed),
-                    r.packs_deleted,
-                    r.packs_rewritten,
-                    r.duration.as_secs_f64()
+                    bytes_freed,
+                    packs_deleted,
+                    packs_rewritten,
+                    duration_secs = duration.as_secs_f64(),
+                    "pruned: freed {} ({packs_deleted} packs deleted, {packs_rewritten} rewritten) in {:.2}s",
+                    crate::output::bytes(bytes_freed),
+                    duration.as_secs_f64()
                 );
                 self.status.prune.last = Some(PruneRecord {
                     time: Some(Utc::now()),
-                    bytes_freed: r.bytes_freed,
-                    packs_deleted: r.packs_deleted,
-                    packs_rewritten: r.packs_rewritten,
-                    duration_secs: r.duration.as_secs_f64(),
+                    bytes_freed,
+                    packs_deleted,
+                    packs_rewritten,
+                    duration_secs: duration.as_secs_f64(),
                 });
                 self.status.prune.last_error = None;
-                self.removed_since_look = false;
             }
             // Another process uses the store (a backup from cron, a restore):
             // not a failure; the prune is retried after the next snapshot.
-            PruneOutcome::Postponed { holder } => {
+            WatchEvent::PrunePostponed { holder } => {
                 info!(
                     event = "prune",
                     "prune postponed: the store is in use by {holder}"
                 );
+                return;
             }
-            PruneOutcome::Failed(e) => {
+            WatchEvent::PruneFailed {
+                error: e,
+                measuring: true,
+            } => {
+                warn!(
+                    event = "prune",
+                    "could not measure unused space: {}",
+                    run::render(&e)
+                );
+                return;
+            }
+            WatchEvent::PruneFailed {
+                error: e,
+                measuring: false,
+            } => {
                 let msg = run::render(&e);
                 self.any_failed = true;
                 error!(event = "failure", what = "prune", "prune failed: {msg}");
@@ -98,8 +105,10 @@ impl Watcher {
                     }
                 }
             }
+            _ => return,
         }
         self.refresh_prune_status();
+        self.write_status();
     }
 
     pub(super) fn refresh_prune_status(&mut self) {

@@ -141,6 +141,9 @@ pub struct WatcherOptions {
     /// Runs under way at once, at most (0: the machine's cores, at least 2).
     pub max_parallel: usize,
     pub observers: Vec<Observer>,
+    /// When the store was last pruned (by an earlier watcher): the prune
+    /// schedule counts from it. `None`: prune is due after the first snapshot.
+    pub prune_last: Option<DateTime<Utc>>,
 }
 
 impl Default for WatcherOptions {
@@ -152,6 +155,7 @@ impl Default for WatcherOptions {
             prune: PruneSettings::default(),
             max_parallel: 0,
             observers: Vec::new(),
+            prune_last: None,
         }
     }
 }
@@ -222,8 +226,10 @@ pub enum RunOutcome {
         snapshot: Option<SnapshotInfo>,
     },
     /// Abandoned before it committed a snapshot: it published nothing.
+    /// `phase`: what it was doing ("capturing the database" …).
     Abandoned {
         why: AbandonReason,
+        phase: &'static str,
         error: Arc<WatchError>,
     },
     /// A stop came while it waited for the store: it did nothing.
@@ -236,6 +242,14 @@ impl RunOutcome {
             self,
             RunOutcome::Failed { .. } | RunOutcome::Abandoned { .. }
         )
+    }
+
+    /// Why it failed, if it did.
+    pub fn error(&self) -> Option<&WatchError> {
+        match self {
+            RunOutcome::Failed { error, .. } | RunOutcome::Abandoned { error, .. } => Some(error),
+            _ => None,
+        }
     }
 
     /// The snapshot the run took, if any.
@@ -258,6 +272,9 @@ pub struct RunFinished {
     pub ended: DateTime<Utc>,
     pub duration: Duration,
     pub outcome: RunOutcome,
+    /// The retention policy in force, if the run read it (`Some(None)`: none),
+    /// said as `"POLICY (config)"` or `"POLICY (store)"`.
+    pub policy: Option<Option<String>>,
     pub retention: Option<RetentionApplied>,
     pub check: Option<CheckDone>,
     /// Damage the snapshot worked around (it still succeeded).
@@ -279,6 +296,15 @@ pub enum WatchEvent {
     },
     /// Boxed: by far the largest event.
     RunFinished(Box<RunFinished>),
+    /// A run reached its deadline while publishing its snapshot: it is waited for.
+    RunLate {
+        name: String,
+    },
+    /// The thread of a run abandoned at its deadline returned at last (it
+    /// published nothing): the database's runs start again as scheduled.
+    StuckReturned {
+        name: String,
+    },
     PruneStarted {
         reason: String,
     },
@@ -292,8 +318,10 @@ pub enum WatchEvent {
     PrunePostponed {
         holder: String,
     },
+    /// `measuring`: only measuring the unused share failed (no prune was due).
     PruneFailed {
         error: Arc<WatchError>,
+        measuring: bool,
     },
     /// The watcher's thread ended.
     Stopped,
@@ -349,6 +377,8 @@ pub struct StopReport {
     pub finished: bool,
     /// Runs abandoned because they had not ended in time.
     pub abandoned: Vec<String>,
+    /// Runs still publishing their snapshot when `stop` returned.
+    pub publishing: Vec<String>,
 }
 
 struct Running {
@@ -389,11 +419,16 @@ struct State {
     stopping: bool,
     stop_at: Option<Instant>,
     abandoned_at_stop: Vec<String>,
+    /// How long runs publishing their snapshot are waited for after `stop_at`.
+    publish_grace: Duration,
     ended: bool,
+    /// A prune is under way (the watcher's thread is in it).
+    pruning: bool,
     next_id: u64,
     prune_pending: bool,
     removed_since_look: bool,
     prune: PruneStatus,
+    common: Common,
 }
 
 struct Shared {
@@ -401,11 +436,26 @@ struct Shared {
     wake: Condvar,
     stop: Arc<AtomicBool>,
     store: Arc<Store>,
+    observers: Vec<Observer>,
+}
+
+/// The settings that apply to every database (changed by `set_options`).
+#[derive(Clone)]
+struct Common {
     lock_wait: Duration,
     check_dir: Option<PathBuf>,
     prune: PruneSettings,
     lanes: usize,
-    observers: Vec<Observer>,
+}
+
+fn lanes(max_parallel: usize) -> usize {
+    match max_parallel {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2),
+        n => n,
+    }
 }
 
 impl Shared {
@@ -439,15 +489,10 @@ impl Watcher {
             }
         }
         let now = Utc::now();
-        let lanes = match opts.max_parallel {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-                .max(2),
-            n => n,
-        };
         let prune = PruneStatus {
             schedule: opts.prune.schedule.to_string(),
+            last: opts.prune_last,
+            next_due: opts.prune.next_due(opts.prune_last),
             ..PruneStatus::default()
         };
         let shared = Arc::new(Shared {
@@ -457,19 +502,23 @@ impl Watcher {
                 stopping: false,
                 stop_at: None,
                 abandoned_at_stop: Vec::new(),
+                publish_grace: Duration::ZERO,
                 ended: false,
+                pruning: false,
                 next_id: 0,
                 prune_pending: false,
                 removed_since_look: false,
                 prune,
+                common: Common {
+                    lock_wait: opts.lock_wait,
+                    check_dir: opts.check_dir,
+                    prune: opts.prune,
+                    lanes: lanes(opts.max_parallel),
+                },
             }),
             wake: Condvar::new(),
             stop: Arc::new(AtomicBool::new(false)),
             store,
-            lock_wait: opts.lock_wait,
-            check_dir: opts.check_dir,
-            prune: opts.prune,
-            lanes,
             observers: opts.observers,
         });
         let s = Arc::clone(&shared);
@@ -547,6 +596,29 @@ impl WatcherHandle {
         self.shared.lock().prune.clone()
     }
 
+    /// Applies `opts`' lock wait, check folder, prune settings and parallelism
+    /// from the next run (or prune) on; its databases and observers are ignored
+    /// (see [`WatcherHandle::configure`]).
+    pub fn set_options(&self, opts: &WatcherOptions) {
+        let mut st = self.shared.lock();
+        st.common = Common {
+            lock_wait: opts.lock_wait,
+            check_dir: opts.check_dir.clone(),
+            prune: opts.prune.clone(),
+            lanes: lanes(opts.max_parallel),
+        };
+        st.prune.schedule = opts.prune.schedule.to_string();
+        st.prune.next_due = opts.prune.next_due(st.prune.last);
+        self.shared.wake.notify_all();
+    }
+
+    /// No run is under way and no prune is due or running: what a caller that
+    /// runs one round (`run_now` for each database) waits for before it stops.
+    pub fn is_idle(&self) -> bool {
+        let st = self.shared.lock();
+        !st.prune_pending && !st.pruning && st.dbs.iter().all(|d| d.run.is_none())
+    }
+
     /// Makes the database `name` due now (a run under way is not doubled:
     /// the next one starts when it ends).
     pub fn run_now(&self, name: &str) -> Result<()> {
@@ -612,9 +684,18 @@ impl WatcherHandle {
     /// nothing). Returns within `timeout` (plus a few milliseconds) unless an
     /// observer or a prune keeps the watcher's thread busy longer; a run
     /// already publishing its snapshot finishes on its own thread.
-    pub fn stop(mut self, timeout: Duration) -> StopReport {
+    pub fn stop(self, timeout: Duration) -> StopReport {
+        self.stop_with(timeout, Duration::ZERO)
+    }
+
+    /// [`WatcherHandle::stop`], and then waits up to `publish_grace` more for
+    /// runs that were publishing their snapshot at `timeout` (a process about
+    /// to exit wants them published, not cut off).
+    pub fn stop_with(mut self, timeout: Duration, publish_grace: Duration) -> StopReport {
         self.request_stop(timeout);
-        let until = Instant::now() + timeout + Duration::from_millis(50);
+        self.shared.lock().publish_grace = publish_grace;
+        let until = after(Instant::now(), timeout.saturating_add(publish_grace))
+            + Duration::from_millis(50);
         let mut st = self.shared.lock();
         while !st.ended {
             let left = until.saturating_duration_since(Instant::now());
@@ -631,6 +712,12 @@ impl WatcherHandle {
         let report = StopReport {
             finished: st.ended,
             abandoned: st.abandoned_at_stop.clone(),
+            publishing: st
+                .dbs
+                .iter()
+                .filter(|d| d.run.is_some())
+                .map(|d| d.opts.name.clone())
+                .collect(),
         };
         drop(st);
         if report.finished {
@@ -681,7 +768,7 @@ fn main_loop(sh: &Arc<Shared>) {
                 abandon_all(&mut st, &mut events);
             }
             let running = st.dbs.iter().any(|d| d.run.is_some());
-            if !running || now >= stop_at {
+            if !running || now >= after(stop_at, st.publish_grace) {
                 drop(st);
                 sh.emit(events);
                 sh.emit(vec![WatchEvent::Stopped]);
@@ -695,10 +782,12 @@ fn main_loop(sh: &Arc<Shared>) {
             let idle = st.dbs.iter().all(|d| d.run.is_none());
             if st.prune_pending && idle {
                 st.prune_pending = false;
+                st.pruning = true;
                 drop(st);
                 sh.emit(std::mem::take(&mut events));
                 maybe_prune(sh);
                 st = sh.lock();
+                st.pruning = false;
                 continue;
             }
         }
@@ -715,13 +804,21 @@ fn main_loop(sh: &Arc<Shared>) {
         // stop wake it before).
         let wall = Utc::now();
         let mono = Instant::now();
-        let mut wake: Option<Instant> = st.stop_at.filter(|_| st.stopping);
+        let mut wake: Option<Instant> =
+            st.stop_at
+                .filter(|_| st.stopping)
+                .map(|t| match Instant::now() >= t {
+                    true => after(t, st.publish_grace),
+                    false => t,
+                });
         let mut earlier = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
         for d in &st.dbs {
             match &d.run {
                 Some(r) if !r.committed => earlier(r.deadline),
                 Some(_) => {}
-                None if !st.stopping => {
+                // A database due but not started waits for a lane: the end
+                // of a run wakes the watcher.
+                None if !st.stopping && d.next_run > wall => {
                     let wait = (d.next_run - wall).to_std().unwrap_or(Duration::ZERO);
                     earlier(after(mono, wait));
                 }
@@ -746,6 +843,14 @@ fn main_loop(sh: &Arc<Shared>) {
 
 fn start_due(sh: &Arc<Shared>, st: &mut State, events: &mut Vec<WatchEvent>) {
     let now = Utc::now();
+    // The clock was set back: reschedule from the new time rather than wait
+    // for the old one to come round again.
+    for d in &mut st.dbs {
+        let every = chrono::TimeDelta::from_std(d.opts.every).unwrap_or(chrono::TimeDelta::MAX);
+        if d.run.is_none() && d.next_run - now > every {
+            d.next_run = schedule::next_run(now, d.opts.every, d.offset);
+        }
+    }
     let mut due: Vec<usize> = (0..st.dbs.len())
         .filter(|&i| st.dbs[i].next_run <= now && st.dbs[i].run.is_none())
         .collect();
@@ -759,7 +864,7 @@ fn start_due(sh: &Arc<Shared>, st: &mut State, events: &mut Vec<WatchEvent>) {
             let msg = format!(
                 "{}: the run started at {} was abandoned at its capture_timeout and is still blocked reading the database; no new run starts until it returns",
                 st.dbs[i].opts.path.display(),
-                since.format("%Y-%m-%d %H:%M:%S UTC")
+                since.format("%Y-%m-%d %H:%M:%S")
             );
             let outcome = RunOutcome::Failed {
                 stage: Stage::Backup,
@@ -770,7 +875,7 @@ fn start_due(sh: &Arc<Shared>, st: &mut State, events: &mut Vec<WatchEvent>) {
             events.push(WatchEvent::RunFinished(Box::new(ev)));
             continue;
         }
-        if running >= sh.lanes {
+        if running >= st.common.lanes {
             return;
         }
         let id = st.next_id;
@@ -782,6 +887,8 @@ fn start_due(sh: &Arc<Shared>, st: &mut State, events: &mut Vec<WatchEvent>) {
         let phase = Arc::new(Phase::default());
         let opts = d.opts.clone();
         let since_check = d.since_check;
+        let (lock_wait, check_dir) = (st.common.lock_wait, st.common.check_dir.clone());
+        let d = &mut st.dbs[i];
         let (sh2, ab, ph) = (Arc::clone(sh), Arc::clone(&abandon), Arc::clone(&phase));
         let spawned = std::thread::Builder::new()
             .name(format!("run-{}", opts.name))
@@ -790,11 +897,11 @@ fn start_due(sh: &Arc<Shared>, st: &mut State, events: &mut Vec<WatchEvent>) {
                     name: &opts.name,
                     tags: &opts.tags,
                     busy_timeout: opts.busy_timeout,
-                    lock_wait: sh2.lock_wait,
+                    lock_wait,
                     policy: opts.policy.as_ref(),
                     image_check: opts.image_check,
                     image_check_every: opts.image_check_every,
-                    check_dir: sh2.check_dir.as_deref(),
+                    check_dir: check_dir.as_deref(),
                     since_check,
                 };
                 let ctl = RunControl {
@@ -857,6 +964,9 @@ fn finished(st: &mut State, f: Done, events: &mut Vec<WatchEvent>) {
     if d.stuck.is_some_and(|(id, _)| id == f.id) {
         // The abandoned run returned at last (it published nothing).
         d.stuck = None;
+        events.push(WatchEvent::StuckReturned {
+            name: f.name.clone(),
+        });
         return;
     }
     let Some(run) = d.run.take_if(|r| r.id == f.id) else {
@@ -956,6 +1066,12 @@ fn record(
         ended: now,
         duration: (now - started).to_std().unwrap_or_default(),
         outcome,
+        policy: report.and_then(|r| {
+            r.policy.as_ref().map(|p| {
+                p.as_ref()
+                    .map(|(p, from)| format!("{p} ({})", from.as_str()))
+            })
+        }),
         retention: report.and_then(|r| r.retention.clone()),
         check: report.and_then(|r| r.check.clone()),
         warnings: report
@@ -978,7 +1094,7 @@ fn enforce_deadlines(st: &mut State, events: &mut Vec<WatchEvent>) {
         })
         .collect();
     for i in late {
-        if let Some(ev) = abandon(st, i, AbandonReason::Deadline) {
+        if let Some(ev) = abandon(st, i, AbandonReason::Deadline, events) {
             events.push(WatchEvent::RunFinished(Box::new(ev)));
         }
     }
@@ -988,7 +1104,7 @@ fn abandon_all(st: &mut State, events: &mut Vec<WatchEvent>) {
     for i in 0..st.dbs.len() {
         if st.dbs[i].run.is_some() {
             let name = st.dbs[i].opts.name.clone();
-            if let Some(ev) = abandon(st, i, AbandonReason::Stop) {
+            if let Some(ev) = abandon(st, i, AbandonReason::Stop, events) {
                 st.abandoned_at_stop.push(name);
                 events.push(WatchEvent::RunFinished(Box::new(ev)));
             }
@@ -998,11 +1114,21 @@ fn abandon_all(st: &mut State, events: &mut Vec<WatchEvent>) {
 
 /// Abandons the run of database `i` unless it is publishing its snapshot
 /// (then it is waited for: `None`).
-fn abandon(st: &mut State, i: usize, why: AbandonReason) -> Option<RunFinished> {
+fn abandon(
+    st: &mut State,
+    i: usize,
+    why: AbandonReason,
+    late: &mut Vec<WatchEvent>,
+) -> Option<RunFinished> {
     let d = &mut st.dbs[i];
     let r = d.run.as_mut()?;
     if !r.abandon.abandon() {
-        r.committed = true;
+        if !r.committed {
+            r.committed = true;
+            late.push(WatchEvent::RunLate {
+                name: d.opts.name.clone(),
+            });
+        }
         return None;
     }
     let r = d.run.take()?;
@@ -1023,6 +1149,7 @@ fn abandon(st: &mut State, i: usize, why: AbandonReason) -> Option<RunFinished> 
     };
     let outcome = RunOutcome::Abandoned {
         why,
+        phase: r.phase.describe(),
         error: Arc::new(WatchError::Abandoned(msg)),
     };
     let mut ev = record(st, i, r.scheduled, r.started, outcome, None);
@@ -1031,14 +1158,21 @@ fn abandon(st: &mut State, i: usize, why: AbandonReason) -> Option<RunFinished> 
 }
 
 fn maybe_prune(sh: &Arc<Shared>) {
-    let (last, mut removed) = {
+    let (last, mut removed, settings) = {
         let st = sh.lock();
-        (st.prune.last, st.removed_since_look)
+        (
+            st.prune.last,
+            st.removed_since_look,
+            st.common.prune.clone(),
+        )
     };
-    let (why, err) = sh.prune.due(&sh.store, Utc::now(), last, &mut removed);
+    let (why, err) = settings.due(&sh.store, Utc::now(), last, &mut removed);
     let mut events = Vec::new();
     if let Some(e) = err {
-        events.push(WatchEvent::PruneFailed { error: Arc::new(e) });
+        events.push(WatchEvent::PruneFailed {
+            error: Arc::new(e),
+            measuring: true,
+        });
     }
     {
         let mut st = sh.lock();
@@ -1050,7 +1184,7 @@ fn maybe_prune(sh: &Arc<Shared>) {
     };
     events.push(WatchEvent::PruneStarted { reason: why });
     sh.emit(std::mem::take(&mut events));
-    let outcome = sh.prune.prune(&sh.store, false);
+    let outcome = settings.prune(&sh.store, false);
     let mut st = sh.lock();
     match outcome {
         PruneOutcome::Pruned(r) => {
@@ -1069,10 +1203,13 @@ fn maybe_prune(sh: &Arc<Shared>) {
         PruneOutcome::Postponed { holder } => events.push(WatchEvent::PrunePostponed { holder }),
         PruneOutcome::Failed(e) => {
             st.prune.last_error = Some(e.to_string());
-            events.push(WatchEvent::PruneFailed { error: Arc::new(e) });
+            events.push(WatchEvent::PruneFailed {
+                error: Arc::new(e),
+                measuring: false,
+            });
         }
     }
-    st.prune.next_due = sh.prune.next_due(st.prune.last);
+    st.prune.next_due = settings.next_due(st.prune.last);
     drop(st);
     sh.emit(events);
 }

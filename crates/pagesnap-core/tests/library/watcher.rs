@@ -177,8 +177,9 @@ fn a_stuck_run_is_abandoned_at_its_deadline_and_stop_returns_within_its_timeout(
 
     let r = run(&h, &events, "app");
     match &r.outcome {
-        RunOutcome::Abandoned { why, error } => {
+        RunOutcome::Abandoned { why, phase, error } => {
             assert_eq!(*why, AbandonReason::Deadline);
+            assert_eq!(*phase, "checking the database for changes");
             let msg = error.to_string();
             assert!(msg.contains("capture_timeout of 500ms"), "{msg}");
             assert!(msg.contains("checking the database for changes"), "{msg}");
@@ -251,4 +252,56 @@ fn bad_options_start_nothing() {
     let zero = WatcherOptions::default().database(DatabaseOptions::new(&db).every(Duration::ZERO));
     let e = Watcher::start(store, zero).err().unwrap();
     assert!(e.to_string().contains("interval"), "{e}");
+}
+
+#[test]
+fn a_database_due_while_every_lane_is_busy_runs_when_one_frees() {
+    let (_dir, store, db, events) = setup();
+    let seen = Arc::clone(&events);
+    let other = db.with_file_name("other.db");
+    Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(v); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let mut opts = WatcherOptions::default()
+        .database(
+            DatabaseOptions::new(&db)
+                .every(Duration::from_secs(3600))
+                .busy_timeout(Duration::from_secs(30))
+                .capture_timeout(Duration::from_millis(300)),
+        )
+        .database(DatabaseOptions::new(&other).every(Duration::from_secs(3600)))
+        .on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    // One run at a time: `other` waits for `app`'s lane.
+    opts.max_parallel = 1;
+    let h = Watcher::start(Arc::clone(&store), opts).unwrap();
+    let w = Connection::open(&db).unwrap();
+    w.execute_batch("BEGIN EXCLUSIVE; INSERT INTO t(v) VALUES ('x');")
+        .unwrap();
+    h.run_now("app").unwrap();
+    h.run_now("other").unwrap();
+    let first = nth_run(&events, 1);
+    assert_eq!(first.name, "app");
+    assert!(matches!(first.outcome, RunOutcome::Abandoned { .. }));
+    let second = nth_run(&events, 2);
+    assert_eq!(second.name, "other");
+    assert!(
+        matches!(second.outcome, RunOutcome::Snapshot(_)),
+        "{:?}",
+        second.outcome
+    );
+    // The abandoned run's thread returns once the writer lets go.
+    w.execute_batch("COMMIT").unwrap();
+    let t = Instant::now();
+    while !events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, WatchEvent::StuckReturned { name } if name == "app"))
+    {
+        assert!(t.elapsed() < Duration::from_secs(60), "never returned");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(h.status()[0].stuck_since.is_none());
+    assert!(h.stop(Duration::from_secs(5)).finished);
 }
