@@ -1247,3 +1247,46 @@ fn start_logs_per_database_the_retention_it_will_apply_and_the_prune_schedule() 
         ],
     );
 }
+
+#[test]
+fn a_reload_logs_the_retention_and_prune_schedule_it_will_apply() {
+    let fx = Fx::new();
+    small_db(&fx, "a.db", 1);
+    let cfg = fx.path("watch.toml");
+    std::fs::write(
+        &cfg,
+        "status_file = \"st.json\"\nevery = \"1h\"\nprune = \"never\"\n[[database]]\npath = \"a.db\"\n",
+    )
+    .unwrap();
+    let mut w = Watch::start(&fx, &["--config", "watch.toml"], &[]);
+    let plans = |w: &Watch| -> Vec<Value> {
+        w.events()
+            .into_iter()
+            .filter(|e| e["event"] == "plan")
+            .collect()
+    };
+    wait_for(Duration::from_secs(20), "the plan at start", || {
+        plans(&w).len() >= 2
+    });
+    let start = plans(&w);
+    assert_eq!(start[0]["db"], "a");
+    assert_eq!(start[0]["retention_source"], "none");
+    assert_eq!(start[1]["prune"], "never");
+    std::fs::write(
+        &cfg,
+        "status_file = \"st.json\"\nevery = \"1h\"\nprune = \"weekly\"\n\
+         [[database]]\npath = \"a.db\"\nkeep_last = 2\n",
+    )
+    .unwrap();
+    w.signal(Signal::HUP);
+    wait_for(Duration::from_secs(20), "the plan after the reload", || {
+        plans(&w).len() >= 4
+    });
+    let after = plans(&w);
+    assert_eq!(after[2]["db"], "a");
+    assert_eq!(after[2]["retention"], "--keep-last 2");
+    assert_eq!(after[2]["retention_source"], "config");
+    assert_eq!(after[3]["prune"], "every 7days");
+    w.signal(Signal::TERM);
+    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+}
