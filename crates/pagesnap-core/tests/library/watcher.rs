@@ -305,3 +305,13 @@ fn a_database_due_while_every_lane_is_busy_runs_when_one_frees() {
     assert!(h.status()[0].stuck_since.is_none());
     assert!(h.stop(Duration::from_secs(5)).finished);
 }
+
+/// The handle can be shared between threads (an `Arc`), and the events sent
+/// to another thread (a channel), as docs/EMBEDDING.md says.
+#[test]
+fn the_handle_and_the_events_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<WatcherHandle>();
+    send_sync::<WatchEvent>();
+    send_sync::<pagesnap_core::watch::DatabaseStatus>();
+}
