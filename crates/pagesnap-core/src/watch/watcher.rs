@@ -468,7 +468,9 @@ impl Shared {
     fn emit(&self, events: Vec<WatchEvent>) {
         for e in &events {
             for o in &self.observers {
-                o(e);
+                // An observer that panics loses that event, not the watcher
+                // (the panic message still goes to stderr).
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| o(e)));
             }
         }
     }
