@@ -150,12 +150,16 @@ object and the snapshots it affects), 1 the check could not run.")]
   pagesnap watch --config /etc/pagesnap/watch.toml
   pagesnap watch /srv/app.db /srv/jobs.db --every 10m --jitter 30s
   pagesnap watch /srv/app.db --every 1m --on-failure 'mail -s \"pagesnap: $PAGESNAP_DB_NAME\" ops'
+  pagesnap watch --config /etc/pagesnap/watch.toml --check-config   # validate, print a summary
+  pagesnap watch --config /etc/pagesnap/watch.toml --dry-run        # say what one round would do
+  pagesnap watch --config /etc/pagesnap/watch.toml --once           # one round, for cron
 
 Runs until SIGINT or SIGTERM (a snapshot in progress gets stop_timeout, 60s by
 default, to finish; exit 0). A run not done after --capture-timeout is abandoned.
 SIGHUP reloads the config file. Logs go to stderr; `pagesnap status` shows the
 state. Exit status: 0 after a signal, 1 when the config or the store cannot be
-used (nothing is started), 2 for command-line syntax errors.")]
+used (nothing is started), 2 for command-line syntax errors. With --once: 0 when
+every run succeeded, 1 when one failed. With --check-config: 0 good, 2 bad.")]
     Watch(WatchArgs),
     /// Show what `pagesnap watch` did: per database the last snapshot, last error, next run.
     #[command(after_help = "Examples:
@@ -289,6 +293,20 @@ pub struct WatchArgs {
     /// port 0: a free port, logged at start).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_listen: Option<String>,
+    /// Command run by `sh -c` after a run that took a snapshot without failing
+    /// (the same environment as --on-failure).
+    #[arg(long, value_name = "CMD", conflicts_with = "config")]
+    pub on_success: Option<String>,
+    /// Say what one round would do (snapshot, retention, prune) and change nothing.
+    #[arg(long, conflicts_with_all = ["once", "check_config"])]
+    pub dry_run: bool,
+    /// Run every database once (and prune if due), then exit: 0 if all succeeded, 1 if not.
+    #[arg(long, conflicts_with = "check_config")]
+    pub once: bool,
+    /// Check the configuration (and that its store and databases exist), print a
+    /// summary and exit: 0 when it is good, 2 when not.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Args, Debug)]

@@ -943,3 +943,350 @@ fn a_hot_journal_is_explained_in_the_status() {
     );
     assert!(fx.snapshots().is_empty());
 }
+
+/// `pagesnap watch ARGS` in the fixture's folder, its output once it exits.
+fn watch_cmd(fx: &Fx, args: &[&str]) -> std::process::Output {
+    fx.cmd()
+        .current_dir(fx.dir.path())
+        .env_remove("NOTIFY_SOCKET")
+        .arg("watch")
+        .args(args)
+        .output()
+        .expect("run pagesnap watch")
+}
+
+/// `KEY=value` lines (as `env` prints them) of a file a hook wrote.
+fn env_file(path: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn on_success_runs_after_a_snapshot_and_on_failure_after_a_failure_with_the_same_variables() {
+    let fx = Fx::new();
+    small_db(&fx, "good.db", 1);
+    std::fs::write(fx.path("bad.db"), vec![7u8; 4096]).unwrap();
+    let hook = |kind: &str| {
+        format!(
+            "env | grep '^PAGESNAP_' > \\\"{}/$PAGESNAP_DB_NAME.{kind}\\\"",
+            fx.dir.path().display()
+        )
+    };
+    std::fs::write(
+        fx.path("watch.toml"),
+        format!(
+            "status_file = \"st.json\"\nprune = \"never\"\non_success = \"{}\"\non_failure = \"{}\"\n\
+             [[database]]\npath = \"good.db\"\n[[database]]\npath = \"bad.db\"\n",
+            hook("success"),
+            hook("failure")
+        ),
+    )
+    .unwrap();
+    let out = watch_cmd(&fx, &["--config", "watch.toml", "--once"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "bad.db failed: {log}");
+    // Hooks are waited for before the watcher exits.
+    let good = env_file(&fx.path("good.success"));
+    let snaps = fx.snapshots();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(good["PAGESNAP_EVENT"], "snapshot");
+    assert_eq!(good["PAGESNAP_DB_NAME"], "good");
+    // As the config gives it (relative to the config's folder).
+    assert_eq!(good["PAGESNAP_DB_PATH"], "good.db");
+    assert_eq!(good["PAGESNAP_ERROR"], "");
+    assert_eq!(good["PAGESNAP_FAILURES"], "0");
+    assert_eq!(good["PAGESNAP_SNAPSHOT"], snaps[0]["id"].as_str().unwrap());
+    assert!(good["PAGESNAP_BYTES_ADDED"].parse::<u64>().unwrap() > 0);
+    assert_eq!(good["PAGESNAP_STORE"], fx.store.display().to_string());
+    assert!(
+        !fx.path("good.failure").exists(),
+        "no on_failure after a success"
+    );
+
+    let bad = env_file(&fx.path("bad.failure"));
+    assert_eq!(bad["PAGESNAP_EVENT"], "backup");
+    assert_eq!(bad["PAGESNAP_DB_NAME"], "bad");
+    assert!(
+        bad["PAGESNAP_ERROR"].contains("not an SQLite database"),
+        "{bad:?}"
+    );
+    assert_eq!(bad["PAGESNAP_FAILURES"], "1");
+    assert_eq!(bad["PAGESNAP_SNAPSHOT"], "");
+    // The same variables for both hooks.
+    assert_eq!(
+        good.keys().collect::<Vec<_>>(),
+        bad.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        !fx.path("bad.success").exists(),
+        "no on_success after a failure"
+    );
+    assert!(log.contains("on_success command"), "{log}");
+}
+
+#[test]
+fn once_runs_every_database_once_then_exits_with_their_result() {
+    let fx = Fx::new();
+    let a = small_db(&fx, "a.db", 1);
+    small_db(&fx, "b.db", 2);
+    std::fs::write(
+        fx.path("watch.toml"),
+        "status_file = \"st.json\"\nevery = \"1h\"\nprune = \"never\"\n\
+         [[database]]\npath = \"a.db\"\n[[database]]\npath = \"b.db\"\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = watch_cmd(&fx, &["--config", "watch.toml", "--once"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not an hour: the round runs at once and the watcher exits after it.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let st = status(&fx.path("st.json"));
+    assert_eq!(st["state"], "stopped");
+    assert_eq!(snapshot_count(&st, "a"), 1);
+    assert_eq!(snapshot_count(&st, "b"), 1);
+    assert_eq!(fx.snapshots().len(), 2);
+    // A second round takes a snapshot of each again (a new watcher's first run
+    // always does), and only of the changed one in the same process.
+    mutate(&Connection::open(&a).unwrap(), 1);
+    let out = watch_cmd(&fx, &["--config", "watch.toml", "--once"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(snapshot_count(&status(&fx.path("st.json")), "a"), 2);
+    // With the databases on the command line, too; a missing one fails the round.
+    let out = watch_cmd(
+        &fx,
+        &["--status-file", "st2.json", "--once", "a.db", "missing.db"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let st = status(&fx.path("st2.json"));
+    assert_eq!(db_status(&st, "missing")["last_result"], "failed");
+    assert_eq!(db_status(&st, "a")["last_result"], "snapshot");
+    assert_store_clean(&fx);
+}
+
+#[test]
+fn dry_run_says_what_a_round_would_do_and_changes_nothing() {
+    let fx = Fx::new();
+    let a = small_db(&fx, "a.db", 1);
+    for i in 0..3 {
+        mutate(&Connection::open(&a).unwrap(), i);
+        fx.backup(&a, &["--name", "a"]);
+    }
+    std::fs::write(
+        fx.path("watch.toml"),
+        "status_file = \"st.json\"\nprune = \"daily\"\n\
+         [[database]]\npath = \"a.db\"\nkeep_last = 1\n",
+    )
+    .unwrap();
+    let before = fx.state();
+    let out = watch_cmd(&fx, &["--config", "watch.toml", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_has(
+        &stdout,
+        &[
+            "dry run: nothing is snapshotted, forgotten or pruned",
+            "a: would snapshot a.db",
+            "a: retention --keep-last 1 (config): of its 3 snapshots now, would forget 2",
+            "prune: every 1day: due, runs after the first snapshot; on the first round: would free",
+        ],
+    );
+    fx.assert_unchanged(&before);
+    assert_eq!(fx.snapshots().len(), 3);
+    assert!(!fx.path("st.json").exists(), "no status file written");
+    // A database that cannot be read is said to fail.
+    std::fs::remove_file(&a).unwrap();
+    let out = watch_cmd(&fx, &["--config", "watch.toml", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("a: would fail: "),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    fx.assert_unchanged(&before);
+}
+
+#[test]
+fn check_config_validates_the_config_and_its_paths_and_prints_a_summary() {
+    let fx = Fx::new();
+    small_db(&fx, "a.db", 1);
+    let cfg = fx.path("watch.toml");
+    std::fs::write(
+        &cfg,
+        "status_file = \"st.json\"\nprune = \"weekly\"\n\
+         [[database]]\npath = \"a.db\"\nkeep_daily = 7\non_success = \"true\"\n",
+    )
+    .unwrap();
+    let out = watch_cmd(&fx, &["--config", "watch.toml", "--check-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_has(
+        &stdout,
+        &[
+            "watch.toml: ok",
+            "prune: every 7days",
+            "a: a.db, every 10m, retention --keep-daily 7 (config), capture_timeout 1h, hooks: on_success",
+        ],
+    );
+    assert!(!fx.path("st.json").exists(), "nothing written");
+    assert!(fx.snapshots().is_empty());
+
+    // A database that is not there: the file, the database and the key.
+    std::fs::write(&cfg, "[[database]]\npath = \"gone.db\"\n").unwrap();
+    let err = fails_usage(fx.cmd().current_dir(fx.dir.path()).args([
+        "watch",
+        "--config",
+        "watch.toml",
+        "--check-config",
+    ]));
+    assert!(
+        err.contains("watch.toml: database \"gone\": path gone.db: no such file"),
+        "{err}"
+    );
+    // A key that does not exist: the file and its line.
+    std::fs::write(&cfg, "[[database]]\npath = \"a.db\"\nevry = \"1m\"\n").unwrap();
+    let err = fails_usage(fx.cmd().current_dir(fx.dir.path()).args([
+        "watch",
+        "--config",
+        "watch.toml",
+        "--check-config",
+    ]));
+    assert!(err.contains("watch.toml:3: unknown field `evry`"), "{err}");
+    // A store that is not one.
+    std::fs::write(&cfg, "store = \"nostore\"\n[[database]]\npath = \"a.db\"\n").unwrap();
+    let err = fails_usage(bin().current_dir(fx.dir.path()).args([
+        "watch",
+        "--config",
+        "watch.toml",
+        "--check-config",
+    ]));
+    assert!(err.contains("watch.toml: store: "), "{err}");
+}
+
+#[test]
+fn start_logs_per_database_the_retention_it_will_apply_and_the_prune_schedule() {
+    let fx = Fx::new();
+    small_db(&fx, "a.db", 1);
+    small_db(&fx, "b.db", 2);
+    small_db(&fx, "c.db", 3);
+    std::fs::write(
+        fx.path("watch.toml"),
+        "status_file = \"st.json\"\nprune = \"daily\"\n\
+         [[database]]\npath = \"a.db\"\nkeep_last = 3\n[[database]]\npath = \"b.db\"\n",
+    )
+    .unwrap();
+    // b has no policy of its own: the store's saved one applies.
+    ok(fx.cmd().args(["policy", "set", "--keep-hourly", "5"]));
+    let out = watch_cmd(
+        &fx,
+        &["--config", "watch.toml", "--once", "--log-format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let plan: Vec<&Value> = events.iter().filter(|e| e["event"] == "plan").collect();
+    assert_eq!(plan.len(), 3, "{plan:?}");
+    assert_eq!(plan[0]["db"], "a");
+    assert_eq!(plan[0]["retention"], "--keep-last 3");
+    assert_eq!(plan[0]["retention_source"], "config");
+    assert_eq!(plan[1]["db"], "b");
+    assert_eq!(plan[1]["retention"], "--keep-hourly 5");
+    assert_eq!(plan[1]["retention_source"], "store");
+    assert_eq!(plan[2]["prune"], "every 1day");
+    // Logged before the first run.
+    let first_plan = events.iter().position(|e| e["event"] == "plan").unwrap();
+    let first_snap = events
+        .iter()
+        .position(|e| e["event"] == "snapshot")
+        .unwrap();
+    assert!(first_plan < first_snap);
+
+    // The human format, one line each; a database without any policy says so.
+    ok(fx.cmd().args(["policy", "clear"]));
+    let out = watch_cmd(
+        &fx,
+        &[
+            "--status-file",
+            "st2.json",
+            "--once",
+            "--prune",
+            "never",
+            "--log-format",
+            "human",
+            "c.db",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_has(
+        &log,
+        &[
+            "c: no retention policy (none in the config, none saved in the store): every snapshot is kept",
+            "prune: never on a schedule",
+        ],
+    );
+}
+
+#[test]
+fn a_reload_logs_the_retention_and_prune_schedule_it_will_apply() {
+    let fx = Fx::new();
+    small_db(&fx, "a.db", 1);
+    let cfg = fx.path("watch.toml");
+    std::fs::write(
+        &cfg,
+        "status_file = \"st.json\"\nevery = \"1h\"\nprune = \"never\"\n[[database]]\npath = \"a.db\"\n",
+    )
+    .unwrap();
+    let mut w = Watch::start(&fx, &["--config", "watch.toml"], &[]);
+    let plans = |w: &Watch| -> Vec<Value> {
+        w.events()
+            .into_iter()
+            .filter(|e| e["event"] == "plan")
+            .collect()
+    };
+    wait_for(Duration::from_secs(20), "the plan at start", || {
+        plans(&w).len() >= 2
+    });
+    let start = plans(&w);
+    assert_eq!(start[0]["db"], "a");
+    assert_eq!(start[0]["retention_source"], "none");
+    assert_eq!(start[1]["prune"], "never");
+    std::fs::write(
+        &cfg,
+        "status_file = \"st.json\"\nevery = \"1h\"\nprune = \"weekly\"\n\
+         [[database]]\npath = \"a.db\"\nkeep_last = 2\n",
+    )
+    .unwrap();
+    w.signal(Signal::HUP);
+    wait_for(Duration::from_secs(20), "the plan after the reload", || {
+        plans(&w).len() >= 4
+    });
+    let after = plans(&w);
+    assert_eq!(after[2]["db"], "a");
+    assert_eq!(after[2]["retention"], "--keep-last 2");
+    assert_eq!(after[2]["retention_source"], "config");
+    assert_eq!(after[3]["prune"], "every 7days");
+    w.signal(Signal::TERM);
+    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+}

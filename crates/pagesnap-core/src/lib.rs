@@ -21,6 +21,9 @@
 //! The source is grouped into wings, each owning one part of the work. A wing uses
 //! only wings listed below it, never one above:
 //!
+//! * [`watch`](mod@watch): watching databases on a schedule (change detection,
+//!   runs with a deadline, retention, prune, status, events): what
+//!   `pagesnap watch` is built on, for embedding in an application.
 //! * `maintenance/`: forget and prune, retention, verify, repair, copy, stats.
 //! * `backup/`: capture, the chunk writer, the index a backup dedups against,
 //!   `Store::backup_*`.
@@ -53,6 +56,11 @@ pub mod progress;
 mod restore;
 mod store;
 pub mod types;
+pub mod watch;
+
+/// The SQLite binding the library speaks (its `Connection`s, its errors): use
+/// it rather than a `rusqlite` of your own, whose version could differ.
+pub use rusqlite;
 
 pub use backup::{capture, check_label, Abandon, BackupOptions, BackupReport, WriteStats};
 pub use digest::image_check;

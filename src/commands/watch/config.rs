@@ -99,6 +99,8 @@ pub struct DbConfig {
     pub integrity_check_every: u32,
     /// Command run on failure (`sh -c`); `None` or empty: none.
     pub on_failure: Option<String>,
+    /// Command run after a run that took a snapshot and did not fail.
+    pub on_success: Option<String>,
 }
 
 // ---- TOML form ---------------------------------------------------------------
@@ -117,6 +119,7 @@ struct RawConfig {
     lock_wait: Option<Dur>,
     tags: Option<Vec<String>>,
     on_failure: Option<String>,
+    on_success: Option<String>,
     on_failure_timeout: Option<Dur>,
     prune: Option<Prune>,
     prune_max_unused: Option<Percent>,
@@ -139,6 +142,7 @@ struct RawDatabase {
     busy_timeout: Option<Dur>,
     capture_timeout: Option<Dur>,
     on_failure: Option<String>,
+    on_success: Option<String>,
     integrity_check: Option<IntegrityCheck>,
     integrity_check_every: Option<u32>,
     keep_last: Option<Count>,
@@ -443,6 +447,10 @@ pub fn parse(file: &Path, text: &str) -> Result<WatchConfig> {
                 .on_failure
                 .or_else(|| raw.on_failure.clone())
                 .filter(|c| !c.trim().is_empty()),
+            on_success: d
+                .on_success
+                .or_else(|| raw.on_success.clone())
+                .filter(|c| !c.trim().is_empty()),
         });
     }
     Ok(cfg)
@@ -482,6 +490,7 @@ pub fn from_args(a: &WatchArgs) -> Result<WatchConfig> {
             integrity_check: a.integrity_check,
             integrity_check_every: 1,
             on_failure: a.on_failure.clone().filter(|c| !c.trim().is_empty()),
+            on_success: a.on_success.clone().filter(|c| !c.trim().is_empty()),
         });
     }
     Ok(WatchConfig {

@@ -1,4 +1,5 @@
-//! The `on_failure` command hook and systemd's readiness notification.
+//! The `on_failure` and `on_success` command hooks and systemd's readiness
+//! notification.
 
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
@@ -10,7 +11,9 @@ use tracing::{info, warn};
 /// Runs `sh -c cmd` with `env` added, in its own process group, in a thread:
 /// the watcher does not wait for it. After `timeout` the whole group is killed.
 /// Its output goes to the watcher's stderr; its failure is logged, never fatal.
+/// `which` names the hook in the log (`on_failure`, `on_success`).
 pub fn spawn(
+    which: &'static str,
     cmd: &str,
     timeout: Duration,
     env: Vec<(&'static str, String)>,
@@ -26,10 +29,7 @@ pub fn spawn(
     let mut child = match c.spawn() {
         Ok(ch) => ch,
         Err(e) => {
-            warn!(
-                event = "hook",
-                "on_failure command could not be started: {e}"
-            );
+            warn!(event = "hook", "{which} command could not be started: {e}");
             return None;
         }
     };
@@ -39,14 +39,11 @@ pub fn spawn(
         loop {
             match child.try_wait() {
                 Ok(Some(status)) if status.success() => {
-                    info!(event = "hook", "on_failure command {cmd:?} ran");
+                    info!(event = "hook", "{which} command {cmd:?} ran");
                     return;
                 }
                 Ok(Some(status)) => {
-                    warn!(
-                        event = "hook",
-                        "on_failure command {cmd:?} failed: {status}"
-                    );
+                    warn!(event = "hook", "{which} command {cmd:?} failed: {status}");
                     return;
                 }
                 Ok(None) if started.elapsed() >= timeout => {
@@ -57,14 +54,14 @@ pub fn spawn(
                     let _ = child.wait();
                     warn!(
                         event = "hook",
-                        "on_failure command {cmd:?} killed after {}",
+                        "{which} command {cmd:?} killed after {}",
                         humantime::format_duration(timeout)
                     );
                     return;
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(50)),
                 Err(e) => {
-                    warn!(event = "hook", "on_failure command {cmd:?}: {e}");
+                    warn!(event = "hook", "{which} command {cmd:?}: {e}");
                     return;
                 }
             }
@@ -139,7 +136,7 @@ mod tests {
         // The hook starts a child of its own, then waits: both must die.
         let cmd = format!("sleep 60 & echo $! > '{}'; wait", pidfile.display());
         let started = Instant::now();
-        let handle = spawn(&cmd, Duration::from_millis(300), Vec::new()).unwrap();
+        let handle = spawn("on_failure", &cmd, Duration::from_millis(300), Vec::new()).unwrap();
         handle.join().unwrap();
         let took = started.elapsed();
         assert!(
@@ -165,7 +162,7 @@ mod tests {
     #[test]
     fn a_hook_that_ends_in_time_is_not_waited_for_longer() {
         let started = Instant::now();
-        let handle = spawn("exit 3", Duration::from_secs(60), Vec::new()).unwrap();
+        let handle = spawn("on_failure", "exit 3", Duration::from_secs(60), Vec::new()).unwrap();
         handle.join().unwrap();
         assert!(started.elapsed() < Duration::from_secs(30));
     }

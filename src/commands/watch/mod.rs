@@ -1,21 +1,18 @@
 //! `pagesnap watch`: a daemon that snapshots databases on a schedule.
 //!
-//! The main thread keeps the schedule ([`schedule`]), the status file
-//! ([`status`]) and prune. Each run of a database (change check, snapshot,
-//! retention, image check: [`run`]) happens on a thread of its own, so that a
-//! database whose file does not answer (a hung network mount, a lock held for
-//! hours) stalls nothing else. A run has a deadline, the database's
-//! `capture_timeout`: a run that has not committed its snapshot by then is
-//! abandoned and reported as failed. It can publish nothing afterwards and holds
-//! no store lock ([`pagesnap_core::Abandon`]); its thread may stay blocked in a
-//! system call, and no new run of that database starts until it returns. Runs of
-//! different databases may overlap: at most one per database, and at most as
-//! many as the machine has cores (at least two) at once.
+//! Built on the library's watcher ([`pagesnap_core::watch::Watcher`]), which
+//! keeps the schedule, runs each database on a thread of its own (change
+//! check, snapshot, retention, image check), abandons a run that has not
+//! committed its snapshot by its `capture_timeout` (it publishes nothing and
+//! holds no store lock; no new run of that database starts until its thread
+//! returns), and prunes while none of its runs is under way. Runs of different
+//! databases may overlap: at most one per database, and at most as many as the
+//! machine has cores (at least two) at once.
 //!
-//! Prune runs on the main thread while no run is under way, so a prune never
-//! overlaps with this watcher's backups (the store's locks keep other processes
-//! out). Only the main thread writes the status file: when a run starts and
-//! when it ends.
+//! What is the command line's is here: the config, signals, SIGHUP reload, the
+//! log lines, the hooks and the status file. The main thread turns the
+//! library's events into those; only it writes the status file (when a run
+//! starts and when it ends).
 //!
 //! SIGINT/SIGTERM: the runs in progress are waited for up to `stop_timeout` (a
 //! snapshot is published by its manifest, written last, so none is ever
@@ -25,43 +22,44 @@
 //! once (status 1), abandoning the snapshot in progress unpublished. SIGHUP
 //! re-reads the config.
 //!
-//! Files by job: this one the schedule loop and the runs' bookkeeping;
-//! [`run`] one run; [`prune`] prune; [`reload`] SIGHUP; [`signals`] the signals;
-//! [`config`], [`schedule`], [`source`] (change detection), [`hook`], [`status`].
+//! Files by job: this one the events' bookkeeping; [`run`] a run's log lines
+//! and records; [`prune`] prune's; [`reload`] SIGHUP; [`signals`] the signals;
+//! [`plan`] what it will do (`--dry-run`, `--check-config`); [`config`],
+//! [`hook`], [`status`].
 
 pub mod config;
 mod hook;
 pub mod metrics;
+mod plan;
 mod prune;
 mod reload;
 mod run;
-mod schedule;
 mod signals;
-mod source;
 pub mod status;
 
 use self::config::{DbConfig, WatchConfig};
-use self::run::{Finished, Job, Phase, RunOutcome};
 use self::signals::Signals;
-use self::source::Source;
 use self::status::{DbStatus, ErrorRecord, InProgress, Status, StatusLock};
 use super::open_store;
 use crate::cli::{Global, IntegrityCheck, LogFormat, WatchArgs};
 use crate::message;
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use pagesnap_core::{Abandon, Store};
-use std::io::IsTerminal;
+use pagesnap_core::watch::{self as lib, schedule};
+use pagesnap_core::Store;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
+    if a.check_config {
+        return plan::check_config(g, a);
+    }
     // Everything is checked before anything starts: a config error exits 1 with
     // nothing snapshotted and no status file written.
     let cfg = match &a.config {
@@ -79,6 +77,9 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
         Some(p) => p,
         None => status::default_path(&store)?,
     };
+    if a.dry_run {
+        return plan::dry_run(&cfg, &store, &status_path);
+    }
     let status_lock = StatusLock::acquire(&status_path)?;
     // Listening is checked before anything starts, like the config.
     let metrics = metrics::Metrics::new();
@@ -133,15 +134,31 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    w.log_plan();
+    w.start()?;
+    if a.once {
+        // One round: every database is due now; the loop ends when each has run.
+        w.once = true;
+        if let Some(h) = &w.handle {
+            for d in &w.dbs {
+                h.run_now(&d.cfg.name)?;
+            }
+        }
+    }
     hook::notify(&format!(
         "READY=1\nSTATUS=watching {} databases",
         w.dbs.len()
     ));
     w.run();
+    let failed = w.once && w.any_failed;
     w.shutdown();
     drop(metrics_server);
     drop(status_lock);
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The store of a watcher: `--store`, else the config's `store`, else
@@ -181,16 +198,9 @@ fn init_logging(format: LogFormat) -> Result<()> {
     r.map_err(|e| anyhow!("cannot set up logging: {e}"))
 }
 
-/// One watched database: its config, its source and its status.
+/// One watched database: its config and its status.
 struct Watched {
     cfg: DbConfig,
-    /// `None` while a run has it.
-    source: Option<Source>,
-    offset: Duration,
-    /// The next run; while a run is under way, that run's scheduled time.
-    next_run: DateTime<Utc>,
-    /// Snapshots since the last integrity check.
-    since_check: u32,
     st: DbStatus,
 }
 
@@ -205,6 +215,9 @@ impl Watched {
         st.jitter_offset_secs = offset.as_secs_f64();
         st.capture_timeout_secs = cfg.capture_timeout.as_secs_f64();
         st.next_run = Some(next_run);
+        st.running_since = None;
+        st.deadline = None;
+        st.stuck_since = None;
         st.integrity_check = match cfg.integrity_check {
             IntegrityCheck::Off => "off".into(),
             mode => format!(
@@ -221,48 +234,29 @@ impl Watched {
             ),
         };
         st.retention = cfg.policy.as_ref().map(|p| format!("{p} (config)"));
-        Watched {
-            source: Some(Source::new(&cfg.path)),
-            cfg,
-            offset,
-            next_run,
-            since_check: 0,
-            st,
-        }
+        Watched { cfg, st }
     }
 }
 
-/// A run under way on its thread.
-struct Running {
-    id: u64,
-    /// The database's name (indexes into `dbs` change on reload).
-    name: String,
-    path: PathBuf,
-    scheduled: DateTime<Utc>,
-    started: DateTime<Utc>,
-    timeout: Duration,
-    deadline: Instant,
-    deadline_at: DateTime<Utc>,
-    abandon: Arc<Abandon>,
-    phase: Arc<Phase>,
-    /// It reached its deadline while committing its snapshot: waited for.
-    committed: bool,
+/// The library's settings of database `c`.
+fn db_options(c: &DbConfig) -> lib::DatabaseOptions {
+    lib::DatabaseOptions {
+        name: c.name.clone(),
+        path: c.path.clone(),
+        every: c.every,
+        jitter: c.jitter,
+        tags: c.tags.clone(),
+        busy_timeout: c.busy_timeout,
+        capture_timeout: c.capture_timeout,
+        policy: c.policy.clone(),
+        image_check: run::image_check(c.integrity_check),
+        image_check_every: c.integrity_check_every,
+    }
 }
 
-/// A run abandoned at its deadline whose thread has not returned.
-struct Stuck {
-    id: u64,
-    name: String,
-    started: DateTime<Utc>,
-}
-
-/// Why a run is abandoned.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Abandoned {
-    Deadline,
-    Stop,
-}
-
+/// `pagesnap watch`: the library's watcher ([`lib::Watcher`]) does the runs
+/// and prune on its threads; this main thread turns its events into logs, the
+/// status file and hooks, and handles signals and reloads.
 struct Watcher {
     store: Arc<Store>,
     store_dir: PathBuf,
@@ -277,22 +271,21 @@ struct Watcher {
     status: Status,
     signals: Signals,
     hooks: Vec<JoinHandle<()>>,
-    /// A forget removed snapshots since `prune_when_unused` last looked.
-    removed_since_look: bool,
     /// The last status write failed (logged once until it works again).
     status_failing: bool,
-    runs: Vec<Running>,
-    stuck: Vec<Stuck>,
-    /// Runs send their [`Finished`] here.
-    done_tx: Sender<Finished>,
-    done_rx: Receiver<Finished>,
-    next_id: u64,
-    /// Bumped when a reload changes the store.
+    /// The library's watcher (`None` before start and after stop).
+    handle: Option<lib::WatcherHandle>,
+    /// Its events, tagged with the store generation they come from.
+    events_tx: Sender<(u64, lib::WatchEvent)>,
+    events_rx: Receiver<(u64, lib::WatchEvent)>,
+    /// Bumped when a reload changes the store (a new library watcher).
     generation: u64,
-    /// A snapshot was taken since prune last had its chance.
-    prune_pending: bool,
-    /// How many runs may be under way at once.
-    lanes: usize,
+    /// `--once`: one run of every database, then stop.
+    once: bool,
+    /// The databases that have had their run (with `once`).
+    ran: std::collections::HashSet<String>,
+    /// A run or a prune failed (the exit status of `--once`).
+    any_failed: bool,
     /// `--metrics-listen`: where runs and prunes are counted.
     metrics: Option<Arc<metrics::Metrics>>,
 }
@@ -302,12 +295,6 @@ fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
-}
-
-/// `now + d`, or far in the future if that overflows.
-fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 impl Watcher {
@@ -351,11 +338,7 @@ impl Watcher {
             databases: Vec::new(),
         };
         status.prune.last_error = None;
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let lanes = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .max(2);
+        let (events_tx, events_rx) = std::sync::mpsc::channel();
         let mut w = Watcher {
             store: Arc::new(store),
             store_dir,
@@ -368,16 +351,14 @@ impl Watcher {
             status,
             signals,
             hooks: Vec::new(),
-            removed_since_look: false,
             status_failing: false,
-            runs: Vec::new(),
-            stuck: Vec::new(),
-            done_tx,
-            done_rx,
-            next_id: 0,
+            handle: None,
+            events_tx,
+            events_rx,
             generation: 0,
-            prune_pending: false,
-            lanes,
+            once: false,
+            ran: std::collections::HashSet::new(),
+            any_failed: false,
             metrics: None,
         };
         w.refresh_prune_status();
@@ -385,8 +366,34 @@ impl Watcher {
         w
     }
 
-    fn running(&self, name: &str) -> bool {
-        self.runs.iter().any(|r| r.name == name)
+    /// The library's options of this config (its databases included).
+    fn lib_options(&self) -> lib::WatcherOptions {
+        lib::WatcherOptions {
+            databases: self.cfg.databases.iter().map(db_options).collect(),
+            lock_wait: self.cfg.lock_wait,
+            check_dir: self.cfg.check_dir.clone(),
+            prune: self.prune_settings(),
+            max_parallel: 0,
+            observers: Vec::new(),
+            prune_last: self.status.prune.last.as_ref().and_then(|l| l.time),
+        }
+    }
+
+    /// Starts the library's watcher on the current store; its events come to
+    /// this thread through the channel, and wake it.
+    fn start(&mut self) -> Result<()> {
+        let tx = self.events_tx.clone();
+        let generation = self.generation;
+        let waker = self.signals.waker();
+        let opts = self.lib_options().on_event(move |e| {
+            let _ = tx.send((generation, e.clone()));
+            // Only wakes the main thread: a full socket buffer means it is awake.
+            if let Some(w) = &waker {
+                let _ = (&*w).write(&[1]);
+            }
+        });
+        self.handle = Some(lib::Watcher::start(Arc::clone(&self.store), opts)?);
+        Ok(())
     }
 
     fn run(&mut self) {
@@ -399,277 +406,119 @@ impl Watcher {
                 continue;
             }
             self.hooks.retain(|h| !h.is_finished());
-            while let Ok(f) = self.done_rx.try_recv() {
-                self.finished(f);
-            }
-            self.enforce_deadlines();
-            let now = Utc::now();
-            // The clock was set back: reschedule from the new time rather than
-            // wait for the old one to come round again.
-            for d in &mut self.dbs {
-                let every =
-                    chrono::TimeDelta::from_std(d.cfg.every).unwrap_or(chrono::TimeDelta::MAX);
-                if d.next_run - now > every {
-                    d.next_run = schedule::next_run(now, d.cfg.every, d.offset);
-                    d.st.next_run = Some(d.next_run);
+            self.drain();
+            let mut wake = None;
+            if self.once && self.dbs.iter().all(|d| self.ran.contains(&d.cfg.name)) {
+                if self.handle.as_ref().is_none_or(|h| h.is_idle()) {
+                    self.drain();
+                    return;
                 }
+                // A prune may follow the last run: look again shortly.
+                wake = Some(Utc::now() + chrono::TimeDelta::milliseconds(50));
             }
-            self.start_due(now);
-            if self.prune_pending && self.runs.is_empty() && !self.signals.stopping() {
-                self.prune_pending = false;
-                self.maybe_prune();
-                self.write_status();
-                continue;
-            }
-            // Until the next run is due or a run's deadline comes (a run that
-            // ends, or a signal, wakes the watcher before).
-            let idle = self
-                .dbs
-                .iter()
-                .filter(|d| d.next_run > now && !self.running(&d.cfg.name))
-                .map(|d| d.next_run);
-            let deadlines = self
-                .runs
-                .iter()
-                .filter(|r| !r.committed)
-                .map(|r| r.deadline_at);
-            self.signals.sleep_until(idle.chain(deadlines).min());
+            // Events and signals wake it before.
+            self.signals.sleep_until(wake);
         }
     }
 
-    /// Starts the runs that are due, in order, as far as lanes are free.
-    fn start_due(&mut self, now: DateTime<Utc>) {
-        let mut due: Vec<usize> = (0..self.dbs.len())
-            .filter(|&i| self.dbs[i].next_run <= now && !self.running(&self.dbs[i].cfg.name))
-            .collect();
-        due.sort_by_key(|&i| (self.dbs[i].next_run, i));
-        for i in due {
-            if self.signals.stopping() {
-                return;
-            }
-            let scheduled = self.dbs[i].next_run;
-            let stuck = self.stuck.iter().find(|s| s.name == self.dbs[i].cfg.name);
-            if let Some(s) = stuck {
-                // One blocked thread per database at most: a hung mount must
-                // not collect a thread every interval.
-                let msg = format!(
-                    "{}: the run started at {} was abandoned at its capture_timeout and is still blocked reading the database; no new run starts until it returns",
-                    self.dbs[i].cfg.path.display(),
-                    crate::output::time(&s.started)
+    /// Handles the events that have come.
+    fn drain(&mut self) {
+        while let Ok((generation, e)) = self.events_rx.try_recv() {
+            self.event(generation, e);
+        }
+    }
+
+    fn event(&mut self, generation: u64, e: lib::WatchEvent) {
+        use lib::WatchEvent as E;
+        match e {
+            // A run of a watcher replaced by a reload started before it stopped.
+            E::RunStarted { .. } if generation != self.generation => {}
+            E::RunStarted { .. } => self.write_status(),
+            E::RunFinished(f) => self.record(*f),
+            E::RunLate { name } => warn!(
+                event = "late",
+                db = %name,
+                "{name}: the run reached its deadline while publishing its snapshot: waiting for it"
+            ),
+            E::StuckReturned { name } => {
+                info!(
+                    event = "stuck",
+                    db = %name,
+                    "{name}: the run abandoned at its deadline returned at last (it published nothing); the next run starts as scheduled"
                 );
-                let out = RunOutcome {
-                    failure: Some(("backup", msg)),
-                    since_check: self.dbs[i].since_check,
-                    ..RunOutcome::default()
-                };
-                self.record(i, scheduled, Utc::now(), out, true);
-                continue;
-            }
-            if self.runs.len() < self.lanes {
-                self.start(i, scheduled);
-            }
-        }
-    }
-
-    /// Starts the run of database `i` scheduled at `scheduled` on its thread.
-    fn start(&mut self, i: usize, scheduled: DateTime<Utc>) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let started = Utc::now();
-        let d = &mut self.dbs[i];
-        let source = d.source.take().unwrap_or_else(|| Source::new(&d.cfg.path));
-        let abandon = Arc::new(Abandon::new());
-        let phase = Arc::new(Phase::default());
-        let timeout = d.cfg.capture_timeout;
-        let job = Job {
-            id,
-            generation: self.generation,
-            cfg: d.cfg.clone(),
-            store: Arc::clone(&self.store),
-            lock_wait: self.cfg.lock_wait,
-            check_dir: self.cfg.check_dir.clone(),
-            stop: Arc::clone(&self.signals.stop),
-            abandon: Arc::clone(&abandon),
-            phase: Arc::clone(&phase),
-            since_check: d.since_check,
-            scheduled,
-        };
-        match run::spawn(job, source, self.done_tx.clone(), self.signals.waker()) {
-            Ok(()) => {
-                self.runs.push(Running {
-                    id,
-                    name: d.cfg.name.clone(),
-                    path: d.cfg.path.clone(),
-                    scheduled,
-                    started,
-                    timeout,
-                    deadline: after(Instant::now(), timeout),
-                    deadline_at: chrono::TimeDelta::from_std(timeout)
-                        .ok()
-                        .and_then(|t| started.checked_add_signed(t))
-                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
-                    abandon,
-                    phase,
-                    committed: false,
-                });
                 self.write_status();
             }
-            Err(e) => {
-                d.source = Some(Source::new(&d.cfg.path));
-                let out = RunOutcome {
-                    failure: Some(("backup", format!("cannot start a thread for the run: {e}"))),
-                    since_check: d.since_check,
-                    ..RunOutcome::default()
-                };
-                self.record(i, scheduled, started, out, true);
-            }
+            other => self.prune_event(other),
         }
     }
 
-    /// A run's thread returned.
-    fn finished(&mut self, f: Finished) {
-        if let Some(k) = self.stuck.iter().position(|s| s.id == f.id) {
-            let s = self.stuck.remove(k);
-            info!(
-                event = "stuck",
-                db = %s.name,
-                "{}: the run abandoned at its deadline returned at last (it published nothing); the next run starts as scheduled",
-                s.name
-            );
-            self.write_status();
-            return;
-        }
-        let Some(k) = self.runs.iter().position(|r| r.id == f.id) else {
-            return;
-        };
-        let r = self.runs.remove(k);
-        // Its database was removed by a reload meanwhile.
-        let Some(i) = self.dbs.iter().position(|d| d.cfg.name == r.name) else {
-            self.write_status();
-            return;
-        };
-        let d = &mut self.dbs[i];
-        let mut source = f.source;
-        if source.path() != d.cfg.path {
-            source = Source::new(&d.cfg.path);
-        } else if f.generation != self.generation {
-            // The store changed: what the connection saw was snapshotted elsewhere.
-            source.reset();
-        }
-        d.source = Some(source);
-        self.record(i, r.scheduled, r.started, f.out, true);
-    }
-
-    /// Abandons the runs past their deadline.
-    fn enforce_deadlines(&mut self) {
-        let now = Instant::now();
-        let late: Vec<u64> = self
-            .runs
-            .iter()
-            .filter(|r| !r.committed && r.deadline <= now)
-            .map(|r| r.id)
-            .collect();
-        for id in late {
-            self.abandon_run(id, Abandoned::Deadline);
-        }
-    }
-
-    /// Abandons run `id` (reported as a failed run) unless it is committing its
-    /// snapshot, which is then waited for.
-    fn abandon_run(&mut self, id: u64, why: Abandoned) {
-        let Some(k) = self.runs.iter().position(|r| r.id == id) else {
-            return;
-        };
-        if !self.runs[k].abandon.abandon() {
-            let r = &mut self.runs[k];
-            if !r.committed {
-                r.committed = true;
-                warn!(
-                    event = "late",
-                    db = %r.name,
-                    "{}: the run reached its deadline while publishing its snapshot: waiting for it",
-                    r.name
-                );
-            }
-            return;
-        }
-        let r = self.runs.remove(k);
-        self.stuck.push(Stuck {
-            id: r.id,
-            name: r.name.clone(),
-            started: r.started,
-        });
-        let msg = match why {
-            Abandoned::Deadline => format!(
-                "{}: the run did not finish within its capture_timeout of {} (it was {}): abandoned, no snapshot was published",
-                r.path.display(),
-                humantime::format_duration(r.timeout),
-                r.phase.describe()
-            ),
-            Abandoned::Stop => format!(
-                "{}: stopping: the run was still {} after stop_timeout ({}): abandoned, no snapshot was published",
-                r.path.display(),
-                r.phase.describe(),
-                humantime::format_duration(self.cfg.stop_timeout)
-            ),
-        };
-        if let Some(i) = self.dbs.iter().position(|d| d.cfg.name == r.name) {
-            let d = &mut self.dbs[i];
-            d.source = Some(Source::new(&d.cfg.path));
-            let out = RunOutcome {
-                failure: Some(("backup", msg)),
-                since_check: d.since_check,
-                ..RunOutcome::default()
-            };
-            self.record(i, r.scheduled, r.started, out, why == Abandoned::Deadline);
-        } else {
-            error!(event = "failure", db = %r.name, what = "backup", "{msg}");
-        }
-    }
-
-    /// Records what the run of database `i` scheduled at `scheduled` did,
-    /// schedules its next run and writes the status. `hook`: run `on_failure`
-    /// if it failed.
-    fn record(
-        &mut self,
-        i: usize,
-        scheduled: DateTime<Utc>,
-        started: DateTime<Utc>,
-        out: RunOutcome,
-        hook: bool,
-    ) {
+    /// Records what a run did, logs it, runs its hook and writes the status.
+    fn record(&mut self, f: lib::RunFinished) {
         let stop_during = self.signals.stopping();
-        if out.snapshot {
-            self.prune_pending = true;
+        let Some(i) = self.dbs.iter().position(|d| d.cfg.name == f.name) else {
+            // Its database was removed by a reload meanwhile.
+            if let Some(e) = f.outcome.error() {
+                error!(event = "failure", db = %f.name, what = "backup", "{}", run::render(e));
+            }
+            self.write_status();
+            return;
+        };
+        self.ran.insert(f.name.clone());
+        let d = &self.dbs[i];
+        // Abandoned runs are said as the command line's config names things.
+        let abandoned = match &f.outcome {
+            lib::RunOutcome::Abandoned { why, phase, .. } => Some(match why {
+                lib::AbandonReason::Deadline => format!(
+                    "{}: the run did not finish within its capture_timeout of {} (it was {phase}): abandoned, no snapshot was published",
+                    d.cfg.path.display(),
+                    humantime::format_duration(d.cfg.capture_timeout),
+                ),
+                lib::AbandonReason::Stop => format!(
+                    "{}: stopping: the run was still {phase} after stop_timeout ({}): abandoned, no snapshot was published",
+                    d.cfg.path.display(),
+                    humantime::format_duration(self.cfg.stop_timeout)
+                ),
+            }),
+            _ => None,
+        };
+        // No hook for a run abandoned because the watcher stops.
+        let hook = !matches!(
+            f.outcome,
+            lib::RunOutcome::Abandoned {
+                why: lib::AbandonReason::Stop,
+                ..
+            }
+        );
+        let mut out = run::outcome(&f);
+        if let Some(msg) = abandoned {
+            out.failure = Some(("backup", msg));
         }
-        if out.removed > 0 {
-            self.removed_since_look = true;
+        if out.failure.is_some() {
+            self.any_failed = true;
         }
         let d = &mut self.dbs[i];
         if let Some(m) = self.metrics.as_ref().filter(|_| !out.interrupted) {
-            let now = Utc::now();
             m.record_run(
                 &d.cfg.name,
                 &metrics::RunRecord {
                     bytes_added: out.last_snapshot.as_ref().map(|s| s.bytes_added),
                     unchanged: out.skip.is_some(),
                     failed: out.failure.is_some(),
-                    duration: (now - started).to_std().unwrap_or_default(),
-                    at: now,
+                    duration: f.duration,
+                    at: f.ended,
                 },
             );
         }
         if out.interrupted {
             info!(event = "stop", db = %d.cfg.name, "stop requested while waiting for the store: no snapshot of {} taken", d.cfg.name);
         } else {
-            d.since_check = out.since_check;
             if let Some(s) = out.skip {
                 d.st.skips += 1;
                 d.st.last_skip = Some(s);
             }
-            if let Some(s) = out.last_snapshot {
+            if let Some(s) = &out.last_snapshot {
                 d.st.snapshots += 1;
-                d.st.last_snapshot = Some(s);
+                d.st.last_snapshot = Some(s.clone());
             }
             if let Some(r) = out.retention {
                 d.st.retention = r;
@@ -680,7 +529,7 @@ impl Watcher {
             if let Some(c) = out.last_check {
                 d.st.last_check = Some(c);
             }
-            d.st.last_attempt = Some(started);
+            d.st.last_attempt = Some(f.started);
             match &out.failure {
                 Some((what, message)) => {
                     d.st.last_result = Some("failed".into());
@@ -700,15 +549,16 @@ impl Watcher {
                         d.cfg.name
                     );
                     if let Some(cmd) = d.cfg.on_failure.clone().filter(|_| hook) {
-                        let env = vec![
-                            ("PAGESNAP_DB_NAME", d.cfg.name.clone()),
-                            ("PAGESNAP_DB_PATH", d.cfg.path.display().to_string()),
-                            ("PAGESNAP_ERROR", message.clone()),
-                            ("PAGESNAP_EVENT", what.to_string()),
-                            ("PAGESNAP_FAILURES", d.st.consecutive_failures.to_string()),
-                            ("PAGESNAP_STORE", self.store_dir.display().to_string()),
-                        ];
-                        if let Some(h) = hook::spawn(&cmd, self.cfg.on_failure_timeout, env) {
+                        let env = hook_env(
+                            d,
+                            &self.store_dir,
+                            what,
+                            message,
+                            out.last_snapshot.as_ref(),
+                        );
+                        if let Some(h) =
+                            hook::spawn("on_failure", &cmd, self.cfg.on_failure_timeout, env)
+                        {
                             self.hooks.push(h);
                         }
                     }
@@ -716,6 +566,20 @@ impl Watcher {
                 None if out.snapshot => {
                     d.st.last_result = Some("snapshot".into());
                     d.st.consecutive_failures = 0;
+                    if let Some(cmd) = d.cfg.on_success.clone().filter(|_| hook) {
+                        let env = hook_env(
+                            d,
+                            &self.store_dir,
+                            "snapshot",
+                            "",
+                            out.last_snapshot.as_ref(),
+                        );
+                        if let Some(h) =
+                            hook::spawn("on_success", &cmd, self.cfg.on_failure_timeout, env)
+                        {
+                            self.hooks.push(h);
+                        }
+                    }
                 }
                 None => {
                     d.st.last_result = Some("skipped".into());
@@ -726,9 +590,7 @@ impl Watcher {
                 info!(event = "stop", db = %d.cfg.name, "stop requested during the run of {}: its snapshot was finished first", d.cfg.name);
             }
         }
-        let now = Utc::now();
-        let next = schedule::next_run(now.max(scheduled), d.cfg.every, d.offset);
-        let missed = schedule::missed(scheduled, next, d.cfg.every);
+        let missed = schedule::missed(f.scheduled, f.next_run, d.cfg.every);
         if missed > 0 {
             warn!(
                 event = "late",
@@ -736,48 +598,46 @@ impl Watcher {
                 missed,
                 "the run of {} scheduled at {} ended at {}: {missed} scheduled run(s) skipped",
                 d.cfg.name,
-                scheduled.format("%H:%M:%S%.3f"),
-                now.format("%H:%M:%S%.3f")
+                f.scheduled.format("%H:%M:%S%.3f"),
+                f.ended.format("%H:%M:%S%.3f")
             );
         }
-        d.next_run = next;
-        d.st.next_run = Some(next);
+        d.st.next_run = Some(f.next_run);
         self.write_status();
-    }
-
-    /// Waits for the runs under way to end, until `until`.
-    fn wait_runs(&mut self, until: Instant) {
-        while !self.runs.is_empty() {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.done_rx.recv_timeout(left) {
-                Ok(f) => self.finished(f),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return,
-            }
-        }
     }
 
     fn sync_status(&mut self) {
         self.status.updated = Some(Utc::now());
-        let (runs, stuck) = (&self.runs, &self.stuck);
+        let live = self.handle.as_ref().map(|h| h.status()).unwrap_or_default();
         self.status.databases = self
             .dbs
             .iter()
             .map(|d| {
                 let mut st = d.st.clone();
-                let run = runs.iter().find(|r| r.name == d.cfg.name);
-                st.running_since = run.map(|r| r.started);
-                st.deadline = run.map(|r| r.deadline_at);
-                st.stuck_since = stuck
-                    .iter()
-                    .find(|s| s.name == d.cfg.name)
-                    .map(|s| s.started);
+                if let Some(l) = live.iter().find(|l| l.name == d.cfg.name) {
+                    st.next_run = Some(l.next_run);
+                    st.running_since = l.running_since;
+                    st.deadline = l.running_since.map(|t| {
+                        chrono::TimeDelta::from_std(d.cfg.capture_timeout)
+                            .ok()
+                            .and_then(|c| t.checked_add_signed(c))
+                            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+                    });
+                    st.stuck_since = l.stuck_since;
+                }
                 st
             })
             .collect();
-        self.status.in_progress = runs.iter().min_by_key(|r| r.started).map(|r| InProgress {
-            name: r.name.clone(),
-            since: Some(r.started),
-        });
+        self.status.in_progress = self
+            .status
+            .databases
+            .iter()
+            .filter_map(|d| d.running_since.map(|t| (t, d.name.clone())))
+            .min()
+            .map(|(since, name)| InProgress {
+                name,
+                since: Some(since),
+            });
     }
 
     fn write_status(&mut self) {
@@ -800,23 +660,15 @@ impl Watcher {
         // then are abandoned (the process exit ends their threads), one
         // committing its snapshot gets stop_timeout more.
         let grace = self.cfg.stop_timeout;
-        self.wait_runs(after(Instant::now(), grace));
-        let ids: Vec<u64> = self.runs.iter().map(|r| r.id).collect();
-        for id in ids {
-            self.abandon_run(id, Abandoned::Stop);
-        }
-        self.wait_runs(after(Instant::now(), grace));
-        for r in &self.runs {
+        let report = self.handle.take().map(|h| h.stop_with(grace, grace));
+        self.drain();
+        for name in report.map(|r| r.publishing).unwrap_or_default() {
             warn!(
                 event = "stop",
-                db = %r.name,
-                "{}: still publishing its snapshot after twice stop_timeout: exiting anyway; the snapshot may or may not be published, and its store lock stays behind (`pagesnap unlock` removes it)",
-                r.name
+                db = %name,
+                "{name}: still publishing its snapshot after twice stop_timeout: exiting anyway; the snapshot may or may not be published, and its store lock stays behind (`pagesnap unlock` removes it)"
             );
         }
-        // Their threads end with the process.
-        self.runs.clear();
-        self.stuck.clear();
         self.status.state = "stopped".into();
         self.write_status();
         // Hooks end by themselves (each has its timeout).
@@ -825,6 +677,35 @@ impl Watcher {
         }
         info!(event = "stop", "stopped");
     }
+}
+
+/// The environment of a database's `on_failure` and `on_success` hooks (the
+/// same variables for both; docs/WATCH.md lists them).
+fn hook_env(
+    d: &Watched,
+    store_dir: &Path,
+    event: &str,
+    error: &str,
+    snapshot: Option<&status::SnapshotRecord>,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("PAGESNAP_DB_NAME", d.cfg.name.clone()),
+        ("PAGESNAP_DB_PATH", d.cfg.path.display().to_string()),
+        ("PAGESNAP_ERROR", error.to_string()),
+        ("PAGESNAP_EVENT", event.to_string()),
+        ("PAGESNAP_FAILURES", d.st.consecutive_failures.to_string()),
+        ("PAGESNAP_STORE", store_dir.display().to_string()),
+        (
+            "PAGESNAP_SNAPSHOT",
+            snapshot.map(|s| s.id.clone()).unwrap_or_default(),
+        ),
+        (
+            "PAGESNAP_BYTES_ADDED",
+            snapshot
+                .map(|s| s.bytes_added.to_string())
+                .unwrap_or_default(),
+        ),
+    ]
 }
 
 /// `p` made absolute (for the status file, read from anywhere).

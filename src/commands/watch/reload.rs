@@ -27,7 +27,10 @@ impl Watcher {
             hook::monotonic_usec()
         ));
         match self.try_reload(&file) {
-            Ok(msg) => info!(event = "reload", "reloaded {}: {msg}", file.display()),
+            Ok(msg) => {
+                info!(event = "reload", "reloaded {}: {msg}", file.display());
+                self.log_plan();
+            }
             Err(e) => error!(
                 event = "reload",
                 "reloading {} failed, the running configuration is kept: {}",
@@ -70,18 +73,19 @@ impl Watcher {
                 "log_format changes take effect when the watcher restarts"
             );
         }
+        let store_changed = store.is_some();
         if let Some(s) = store {
             info!(event = "reload", "store changed to {}", store_dir.display());
             self.store = Arc::new(s);
             self.store_dir = store_dir;
             self.status.store = abs(&self.store_dir);
-            // A new store: the watcher's connections know nothing of its snapshots
-            // (those of runs under way are reset when they return).
+            // A new store: a new library watcher, whose connections know
+            // nothing of the old store's snapshots. The old one's runs under
+            // way finish on their own (their results still come here).
             self.generation += 1;
-            for d in &mut self.dbs {
-                if let Some(s) = &mut d.source {
-                    s.reset();
-                }
+            if let Some(old) = self.handle.take() {
+                let grace = self.cfg.stop_timeout;
+                std::thread::spawn(move || old.stop_with(grace, grace));
             }
         }
         let now = Utc::now();
@@ -90,21 +94,11 @@ impl Watcher {
         for c in &new.databases {
             match old.iter().position(|o| o.cfg.name == c.name) {
                 Some(i) => {
-                    let mut o = old.swap_remove(i);
+                    let o = old.swap_remove(i);
                     let mut fresh = Watched::new(c.clone(), Some(o.st.clone()), now);
-                    if o.cfg.path == c.path {
-                        // None while a run has it: the run brings it back.
-                        fresh.source = o.source.take();
-                        fresh.since_check = o.since_check;
-                    }
-                    // Unchanged timing keeps the run already scheduled (as
-                    // does a run under way).
-                    if (o.cfg.every == c.every && o.cfg.jitter == c.jitter)
-                        || self.runs.iter().any(|r| r.name == c.name)
-                    {
-                        fresh.next_run = o.next_run;
-                        fresh.st.next_run = Some(o.next_run);
-                    }
+                    // The library keeps the run already scheduled when the
+                    // timing is unchanged (or a run is under way).
+                    fresh.st.next_run = o.st.next_run;
                     self.dbs.push(fresh);
                 }
                 None => {
@@ -120,6 +114,19 @@ impl Watcher {
         self.cfg.status_file = status_file;
         self.cfg.log_format = log_format;
         self.refresh_prune_status();
+        if store_changed || self.handle.is_none() {
+            self.start()?;
+        } else if let Some(h) = &self.handle {
+            // Databases that keep their name and path keep their connection
+            // and what they last saw (no extra snapshot).
+            h.set_options(&self.lib_options());
+            for name in &removed {
+                h.remove(name)?;
+            }
+            for c in &self.cfg.databases {
+                h.configure(super::db_options(c))?;
+            }
+        }
         Ok(format!(
             "{} databases{}{}",
             self.dbs.len(),

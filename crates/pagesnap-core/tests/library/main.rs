@@ -25,3 +25,4 @@ mod proptest_sequences;
 mod retag;
 mod roundtrip;
 mod verify;
+mod watcher;

@@ -8,20 +8,21 @@
 //! time of the database file and of its `-wal`. The first run after the watcher
 //! starts (or after an error closed the connection) always takes a snapshot.
 
-use crate::cli::IntegrityCheck;
-use anyhow::{anyhow, Result};
-use pagesnap_core::capture::{
+use super::error::WatchError;
+use crate::capture::{
     is_hot_journal, open_source, retry_hot_journal, source_metadata, CaptureError,
 };
-use pagesnap_core::{Abandon, BackupOptions, BackupReport, SnapshotId, Store};
+use crate::{Abandon, BackupOptions, BackupReport, SnapshotId, Store};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+type Result<T> = std::result::Result<T, WatchError>;
+
 /// What identifies the file's content cheaply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileState {
+struct FileState {
     dev: u64,
     ino: u64,
     size: u64,
@@ -43,6 +44,28 @@ pub enum Change {
     Changed(&'static str),
 }
 
+/// What the integrity check of a captured image runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImageCheck {
+    #[default]
+    Off,
+    /// `PRAGMA quick_check`.
+    Quick,
+    /// `PRAGMA integrity_check`.
+    Full,
+}
+
+impl ImageCheck {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ImageCheck::Off => "off",
+            ImageCheck::Quick => "quick",
+            ImageCheck::Full => "full",
+        }
+    }
+}
+
+/// A watched database file and the connection the watcher keeps open to it.
 pub struct Source {
     path: PathBuf,
     /// The path recorded in manifests (absolute).
@@ -116,7 +139,10 @@ impl Source {
         let had = self.conn.is_some();
         let reopened = self.connect(&file, busy_timeout)?;
         let Some((conn, _)) = &self.conn else {
-            return Err(anyhow!("{}: not open", self.path.display()));
+            return Err(WatchError::Invalid(format!(
+                "{}: not open",
+                self.path.display()
+            )));
         };
         let data_version = data_version(conn, &self.path, busy_timeout)?;
         let now = Seen { data_version, file };
@@ -145,7 +171,10 @@ impl Source {
         let file = self.stat()?;
         self.connect(&file, opts.busy_timeout)?;
         let Some((conn, _)) = &self.conn else {
-            return Err(anyhow!("{}: not open", self.path.display()));
+            return Err(WatchError::Invalid(format!(
+                "{}: not open",
+                self.path.display()
+            )));
         };
         let err = |e| sql_error(&self.path, opts.busy_timeout, e);
         conn.execute_batch("BEGIN DEFERRED").map_err(err)?;
@@ -176,46 +205,23 @@ fn data_version(conn: &Connection, path: &Path, busy_timeout: Duration) -> Resul
         .map_err(|e| sql_error(path, busy_timeout, e))
 }
 
-/// A database locked by another process for longer than the busy timeout.
-#[derive(Debug)]
-struct Busy(String);
-
-impl std::fmt::Display for Busy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Busy {}
-
-/// Whether `e` only says the database was locked: the connection and what it
-/// last saw stay valid (other errors close it, and the next run starts afresh).
-pub fn is_busy(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<Busy>().is_some()
-        || matches!(
-            e.downcast_ref::<pagesnap_core::Error>(),
-            Some(pagesnap_core::Error::Capture(CaptureError::Locked { .. }))
-        )
-}
-
-/// An SQLite error on a watched database, said so that the user can act.
-fn sql_error(path: &Path, busy_timeout: Duration, e: rusqlite::Error) -> anyhow::Error {
+/// An SQLite error on a watched database, typed so that the caller can act.
+fn sql_error(path: &Path, busy_timeout: Duration, e: rusqlite::Error) -> WatchError {
     if is_hot_journal(&e) {
-        return CaptureError::HotJournal(path.to_path_buf()).into();
+        return crate::Error::from(CaptureError::HotJournal(path.to_path_buf())).into();
     }
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
-            anyhow::Error::new(Busy(format!(
-                "{}: database is locked by another process (gave up after {}; raise busy_timeout)",
-                path.display(),
-                humantime::format_duration(busy_timeout)
-            )))
-        }
-        Some(ErrorCode::NotADatabase) => anyhow!(
-            "{}: not an SQLite database (file is not a database)",
-            path.display()
-        ),
-        _ => anyhow!("{}: {e}", path.display()),
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => WatchError::Busy {
+            path: path.to_path_buf(),
+            busy_timeout,
+        },
+        Some(ErrorCode::NotADatabase) => WatchError::NotADatabase {
+            path: path.to_path_buf(),
+        },
+        _ => WatchError::Sql {
+            path: path.to_path_buf(),
+            source: e,
+        },
     }
 }
 
@@ -226,13 +232,13 @@ fn sql_error(path: &Path, busy_timeout: Duration, e: rusqlite::Error) -> anyhow:
 pub fn check_image(
     store: &Store,
     id: &SnapshotId,
-    mode: IntegrityCheck,
+    mode: ImageCheck,
     dir: Option<&Path>,
 ) -> Result<Option<String>> {
     let pragma = match mode {
-        IntegrityCheck::Off => return Ok(None),
-        IntegrityCheck::Quick => "PRAGMA quick_check(20)",
-        IntegrityCheck::Full => "PRAGMA integrity_check(20)",
+        ImageCheck::Off => return Ok(None),
+        ImageCheck::Quick => "PRAGMA quick_check(20)",
+        ImageCheck::Full => "PRAGMA integrity_check(20)",
     };
     let snap = store.load_snapshot(id)?;
     let base = dir
@@ -241,11 +247,10 @@ pub fn check_image(
     let tmp = tempfile::Builder::new()
         .prefix("pagesnap-watch-check-")
         .tempdir_in(&base)
-        .map_err(|e| {
-            anyhow!(
-                "{}: cannot create a temporary directory: {e}",
-                base.display()
-            )
+        .map_err(|e| WatchError::Io {
+            path: base.clone(),
+            what: "cannot create a temporary directory",
+            source: e,
         })?;
     let out = tmp.path().join("image.db");
     store.restore_to_path(&snap, &out, false)?;
@@ -256,14 +261,19 @@ pub fn check_image(
         .replace('%', "%25")
         .replace('?', "%3f")
         .replace('#', "%23");
+    let sql = |e| WatchError::Sql {
+        path: out.clone(),
+        source: e,
+    };
     let conn = Connection::open_with_flags(
         format!("file:{escaped}?immutable=1"),
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
-    )?;
+    )
+    .map_err(sql)?;
     let rows: Vec<String> = {
-        let mut stmt = conn.prepare(pragma)?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
+        let mut stmt = conn.prepare(pragma).map_err(sql)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sql)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql)?
     };
     Ok(if rows == ["ok"] {
         None
