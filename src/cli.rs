@@ -167,6 +167,53 @@ Exit status: 0 the watcher runs and every database's last attempt succeeded,
 4 the watcher is not running, some database's last attempt failed, or a run is
 overdue (late by its interval, 1 min to 1 h) or stuck, 1 no status could be read.")]
     Status(StatusArgs),
+    /// Print a shell completion script on stdout.
+    #[command(after_help = "Examples:
+  pagesnap completions bash > ~/.local/share/bash-completion/completions/pagesnap
+  pagesnap completions zsh > ~/.zfunc/_pagesnap      # a folder on $fpath
+  pagesnap completions fish > ~/.config/fish/completions/pagesnap.fish")]
+    Completions(CompletionsArgs),
+    /// Write man pages (pagesnap.1 and one per subcommand) into a directory.
+    #[command(after_help = "Examples:
+  pagesnap man /usr/local/share/man/man1
+  pagesnap man ./man && man ./man/pagesnap-backup.1")]
+    Man(ManArgs),
+    /// List this machine's cache folders, or remove those of stores that are gone.
+    #[command(after_help = "Examples:
+  pagesnap cache                 # each folder: size, store, last use
+  pagesnap cache --cleanup       # remove the caches of deleted stores
+  pagesnap cache --cleanup --dry-run --json
+
+The cache is $PAGESNAP_CACHE_DIR, else $XDG_CACHE_HOME/pagesnap, else ~/.cache/pagesnap.
+--cleanup removes the cache of a local store whose directory (or config) is gone or
+now holds another store, and any cache not used for 30 days (S3 stores' caches are
+only removed that way: telling whether a bucket still holds the store would need the
+network).")]
+    Cache(CacheArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Directory to write the pages into (must exist).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    /// Remove the caches of stores that no longer exist and caches unused for 30 days.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// With --cleanup: say what would be removed, remove nothing.
+    #[arg(long, requires = "cleanup")]
+    pub dry_run: bool,
 }
 
 /// Log output of `pagesnap watch`.

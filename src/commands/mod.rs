@@ -2,10 +2,13 @@
 
 mod backup;
 mod bench;
+mod cache;
+mod completions;
 mod copy;
 mod forget;
 mod gc;
 mod init;
+mod man;
 mod policy;
 mod prune;
 mod repair;
@@ -44,6 +47,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Unlock(a) => unlock::run(&cli.global, a),
         Command::Watch(a) => watch::run(&cli.global, a),
         Command::Status(a) => watch::status::run(&cli.global, a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
+        Command::Cache(a) => cache::run(&cli.global, a),
     }
 }
 

@@ -64,6 +64,7 @@ pub use maintenance::{copy, repair, retention, stats, verify, PruneOptions, Prun
 pub use progress::Progress;
 pub use restore::salvage::{self, LostChunk, LostPage, PageOwner, SalvageReport};
 pub use restore::RestoreReport;
+pub use store::cache_dirs;
 pub use store::select::SnapshotSelector;
 pub use store::{default_store_path, lock, select, DamagedSnapshot, InitOptions, Snapshot, Store};
 pub use types::{ChunkId, ChunkRef, Id, SnapshotId};
