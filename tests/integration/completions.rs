@@ -80,14 +80,17 @@ fn man_into_a_missing_or_unusable_directory_fails_naming_it() {
     assert!(err.contains(&file.display().to_string()), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 
-    // A directory that cannot be written to (as root: through a non-root user).
+    // A directory that cannot be written to. Root ignores permission bits: as
+    // root the binary runs as nobody (`unprivileged`), who can reach the
+    // directory (the temporary directory is made traversable) but not write it.
     let ro = dir.path().join("ro");
     std::fs::create_dir(&ro).unwrap();
     use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
-    if euid() != 0 {
-        let err = fails(bin().arg("man").arg(&ro));
-        assert!(err.contains(&ro.display().to_string()), "{err}");
-        assert!(std::fs::read_dir(&ro).unwrap().next().is_none());
-    }
+    // `unprivileged` adds a --store, which `man` ignores.
+    let err = fails(unprivileged(dir.path(), euid() == 0).arg("man").arg(&ro));
+    assert!(err.contains(&ro.display().to_string()), "{err}");
+    assert!(err.contains("cannot write the man page"), "{err}");
+    assert!(std::fs::read_dir(&ro).unwrap().next().is_none());
 }
