@@ -142,3 +142,56 @@ fn an_empty_or_missing_cache_lists_nothing_and_other_files_are_left_alone() {
     // --dry-run belongs to --cleanup.
     fails(with_cache(&cache).args(["cache", "--dry-run"]));
 }
+
+/// A store given by a relative path is recorded by its absolute one, so that a
+/// cleanup run from another directory still finds it.
+#[test]
+fn a_relative_store_path_is_recorded_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let db = dir.path().join("app.db");
+    drop(create_db(&db, Journal::Rollback, 100, 3));
+    for args in [
+        &["--store", "rel", "init"][..],
+        &["--store", "rel", "backup", "app.db"],
+    ] {
+        ok(with_cache(&cache).current_dir(dir.path()).args(args));
+    }
+    let v = ok_json(with_cache(&cache).args(["cache", "--cleanup", "--json"]));
+    assert_eq!(v["removed"].as_array().unwrap().len(), 0, "{v}");
+    let kept = &v["kept"][0];
+    assert_eq!(kept["store"], dir.path().join("rel").display().to_string());
+    assert_eq!(kept["store_state"], "present");
+}
+
+/// Folders that do not say whose they are (made by an older pagesnap) are
+/// removed once unused for 30 days, and kept before.
+#[test]
+fn unrecorded_folders_are_removed_after_30_days_unused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let make = |hex: String, age_days: u64| {
+        let folder = cache.join(hex);
+        std::fs::create_dir_all(folder.join("heads")).unwrap();
+        std::fs::write(folder.join("heads/x"), b"hint").unwrap();
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(age_days * 86_400);
+        for p in [folder.join("heads/x"), folder.join("heads"), folder.clone()] {
+            std::fs::File::open(&p).unwrap().set_modified(t).unwrap();
+        }
+        folder
+    };
+    let old = make("a".repeat(64), 40);
+    let recent = make("b".repeat(64), 3);
+    let remote_old = make(format!("stores/{}", "c".repeat(32)), 31);
+    let v = ok_json(with_cache(&cache).args(["cache", "--json"]));
+    assert_eq!(folders(&v).len(), 3, "{v}");
+    // Oldest use first.
+    assert_eq!(folders(&v)[0]["path"], old.display().to_string());
+    assert_eq!(folders(&v)[0]["store_state"], "unrecorded");
+    assert_eq!(folders(&v)[0]["removable"], "unused");
+    let v = ok_json(with_cache(&cache).args(["cache", "--cleanup", "--json"]));
+    assert_eq!(v["removed"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["freed_bytes"], 8);
+    assert!(!old.exists() && !remote_old.exists());
+    assert!(recent.is_dir());
+}

@@ -352,4 +352,22 @@ mod tests {
         assert!(!c.dir().join(&ka).exists());
         assert!(c.dir().join(&kb).exists());
     }
+
+    /// The folder says whose cache it is once something is cached (for
+    /// `store::cache_dirs`), and not before.
+    #[test]
+    fn the_folder_records_its_store_when_first_used() {
+        let (_d, inner, c) = setup();
+        let marker = c.dir().join(crate::store::cache_dirs::MARKER);
+        let data = b"manifest bytes".to_vec();
+        let key = layout::snapshot(&Id::of_object(&data));
+        inner.put(&key, &data, PutMode::Overwrite).unwrap();
+        assert!(!marker.exists());
+        assert_eq!(c.get(&key).unwrap(), data);
+        let recorded = std::fs::read_to_string(&marker).unwrap();
+        assert_eq!(recorded, format!("{}\n", inner.location()));
+        // A listing's trim leaves it alone.
+        c.list(layout::SNAPSHOTS).unwrap();
+        assert!(marker.exists());
+    }
 }
