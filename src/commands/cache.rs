@@ -34,7 +34,7 @@ pub fn run(g: &Global, a: &CacheArgs) -> Result<ExitCode> {
             for f in &list {
                 println!("{}", folder_line(f));
             }
-            println!("{} folders, {}", list.len(), output::bytes(total));
+            println!("{}, {}", folders(list.len()), output::bytes(total));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -85,8 +85,8 @@ pub fn run(g: &Global, a: &CacheArgs) -> Result<ExitCode> {
             eprintln!("pagesnap: {e}");
         }
         println!(
-            "{verb} {} cache folders ({}), kept {}",
-            report.removed.len(),
+            "{verb} {} ({}), kept {}",
+            folders(report.removed.len()),
             output::bytes(report.freed_bytes()),
             report.kept.len()
         );
@@ -96,6 +96,10 @@ pub fn run(g: &Global, a: &CacheArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn folders(n: usize) -> String {
+    format!("{n} folder{}", if n == 1 { "" } else { "s" })
 }
 
 fn store_text(f: &CacheFolder) -> String {
