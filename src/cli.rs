@@ -84,6 +84,8 @@ Exit status: 0 restored; 3 (--salvage only) restored with lost pages, listed;
     Stats(StatsArgs),
     /// Simulate a workload and report what its snapshots cost in several store configurations.
     #[command(after_help = "Examples:
+  pagesnap bench                                   # quick: about a minute
+  pagesnap bench --full                            # docs/BENCHMARKS.md: 15-20 minutes
   pagesnap bench --workload oltp --size 64MiB --steps 144
   pagesnap bench --workload kv --size 16MiB --steps 24 --configs 1,4,1:3:nodict --json
   pagesnap bench --db app.db --sql changes.sql --steps 48 --plot cost.svg --verify
@@ -187,6 +189,29 @@ gets a new id (printed); its contents, time and restores are unchanged.
 Exit status: 0 done, 1 failed (an unknown snapshot: nothing was changed),
 2 for command-line syntax errors (e.g. --set with --add).")]
     Tag(TagArgs),
+    /// Print a shell completion script on stdout.
+    #[command(after_help = "Examples:
+  pagesnap completions bash > ~/.local/share/bash-completion/completions/pagesnap
+  pagesnap completions zsh > ~/.zfunc/_pagesnap      # a folder on $fpath
+  pagesnap completions fish > ~/.config/fish/completions/pagesnap.fish")]
+    Completions(CompletionsArgs),
+    /// Write man pages (pagesnap.1 and one per subcommand) into a directory.
+    #[command(after_help = "Examples:
+  pagesnap man /usr/local/share/man/man1
+  pagesnap man ./man && man ./man/pagesnap-backup.1")]
+    Man(ManArgs),
+    /// List this machine's cache folders, or remove those of stores that are gone.
+    #[command(after_help = "Examples:
+  pagesnap cache                 # each folder: size, store, last use
+  pagesnap cache --cleanup       # remove the caches of deleted stores
+  pagesnap cache --cleanup --dry-run --json
+
+The cache is $PAGESNAP_CACHE_DIR, else $XDG_CACHE_HOME/pagesnap, else ~/.cache/pagesnap.
+--cleanup removes the cache of a local store whose directory (or config) is gone or
+now holds another store, and any cache not used for 30 days (S3 stores' caches are
+only removed that way: telling whether a bucket still holds the store would need the
+network).")]
+    Cache(CacheArgs),
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +232,30 @@ pub struct TagArgs {
     /// Remove this tag (repeatable).
     #[arg(long, value_name = "TAG")]
     pub remove: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Directory to write the pages into (must exist).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    /// Remove the caches of stores that no longer exist and caches unused for 30 days.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// With --cleanup: say what would be removed, remove nothing.
+    #[arg(long, requires = "cleanup")]
+    pub dry_run: bool,
 }
 
 /// Log output of `pagesnap watch`.
@@ -572,12 +621,19 @@ pub struct BenchArgs {
     /// Built-in workload to simulate.
     #[arg(long, value_enum, default_value_t = BenchWorkload::Oltp)]
     pub workload: BenchWorkload,
-    /// Size of the initial database: bytes, or with a unit (4MiB, 256MiB, 1GiB, 500MB).
-    #[arg(long, default_value = "256MiB")]
-    pub size: String,
-    /// Number of steps; each is 10 minutes of work and then one snapshot (144 = a day).
-    #[arg(long, default_value_t = 144)]
-    pub steps: u32,
+    /// Size of the initial database: bytes, or with a unit (4MiB, 256MiB, 1GiB, 500MB)
+    /// [default: 32MiB; 256MiB with --full].
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Number of steps; each is 10 minutes of work and then one snapshot (144 = a day)
+    /// [default: 36; 144 with --full].
+    #[arg(long)]
+    pub steps: Option<u32>,
+    /// The full benchmark of docs/BENCHMARKS.md (a day of a 256 MiB database in 7
+    /// configurations: 15 to 20 minutes on 2 cores) instead of the quick defaults
+    /// (about a minute); --size, --steps and --configs still override it.
+    #[arg(long)]
+    pub full: bool,
     /// Seed of the workload's pseudo-random data (same seed, same databases).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -587,14 +643,10 @@ pub struct BenchArgs {
     /// ...executing this SQL script once per step.
     #[arg(long, value_name = "FILE", requires = "db")]
     pub sql: Option<std::path::PathBuf>,
-    /// Store configurations, comma-separated: CHUNK_PAGES[:ZSTD_LEVEL][:nodict].
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "1,2,4,16,1:1,1:9,1:3:nodict",
-        value_name = "LIST"
-    )]
-    pub configs: Vec<String>,
+    /// Store configurations, comma-separated: CHUNK_PAGES[:ZSTD_LEVEL][:nodict]
+    /// [default: 1,4,1:3:nodict; 1,2,4,16,1:1,1:9,1:3:nodict with --full].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub configs: Option<Vec<String>>,
     /// Time of the first snapshot (RFC 3339 or "YYYY-MM-DD HH:MM:SS", UTC).
     #[arg(long, default_value = "2026-01-01T00:00:00Z", value_name = "TIME")]
     pub time: String,

@@ -18,11 +18,24 @@ use std::process::ExitCode;
 /// Below this a database is a handful of pages and the workloads mean nothing.
 const MIN_SIZE: u64 = 256 << 10;
 
+/// Defaults (size, steps, configurations): quick ones that finish in about a
+/// minute on 2 cores, and `--full`'s, the day of docs/BENCHMARKS.md (15 to 20
+/// minutes there). The help texts in cli.rs name the same values.
+const QUICK: (&str, u32, &str) = ("32MiB", 36, "1,4,1:3:nodict");
+const FULL: (&str, u32, &str) = ("256MiB", 144, "1,2,4,16,1:1,1:9,1:3:nodict");
+
 pub fn run(g: &Global, a: &BenchArgs) -> Result<ExitCode> {
+    let defaults = if a.full { FULL } else { QUICK };
+    let size_arg = a.size.as_deref().unwrap_or(defaults.0);
+    let steps = a.steps.unwrap_or(defaults.1);
+    let config_list: Vec<String> = match &a.configs {
+        Some(c) => c.clone(),
+        None => defaults.2.split(',').map(str::to_string).collect(),
+    };
     // Every argument and input file is checked before any work starts.
-    let configs = parse_configs(&a.configs)?;
+    let configs = parse_configs(&config_list)?;
     let t0 = parse_time(&a.time)?;
-    if a.steps == 0 {
+    if steps == 0 {
         bail!("--steps must be at least 1");
     }
     let source = match (&a.db, &a.sql) {
@@ -39,11 +52,11 @@ pub fn run(g: &Global, a: &BenchArgs) -> Result<ExitCode> {
             }
         }
         _ => {
-            let size = parse_size(&a.size)?;
+            let size = parse_size(size_arg)?;
             if size < MIN_SIZE {
                 bail!(
                     "--size {}: too small, use at least {}",
-                    a.size,
+                    size_arg,
                     output::bytes(MIN_SIZE)
                 );
             }
@@ -74,7 +87,7 @@ pub fn run(g: &Global, a: &BenchArgs) -> Result<ExitCode> {
         seed: a.seed,
         configs,
         t0,
-        steps: a.steps,
+        steps,
         verify: a.verify,
     };
     // Progress lines on stderr, only for a person watching a terminal.

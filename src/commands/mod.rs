@@ -2,10 +2,13 @@
 
 mod backup;
 mod bench;
+mod cache;
+mod completions;
 mod copy;
 mod forget;
 mod gc;
 mod init;
+mod man;
 mod policy;
 mod prune;
 mod repair;
@@ -46,6 +49,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Watch(a) => watch::run(&cli.global, a),
         Command::Status(a) => watch::status::run(&cli.global, a),
         Command::Tag(a) => tag::run(&cli.global, a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
+        Command::Cache(a) => cache::run(&cli.global, a),
     }
 }
 

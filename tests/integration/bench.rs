@@ -6,7 +6,11 @@ use crate::util::*;
 use serde_json::Value;
 use std::path::Path;
 
-const DEFAULT_CONFIGS: [&str; 7] = [
+/// The quick defaults' configurations.
+const DEFAULT_CONFIGS: [&str; 3] = ["c1-z3", "c4-z3", "c1-z3-nodict"];
+
+/// `--full`'s: docs/BENCHMARKS.md.
+const FULL_CONFIGS: [&str; 7] = [
     "c1-z3",
     "c2-z3",
     "c4-z3",
@@ -17,10 +21,13 @@ const DEFAULT_CONFIGS: [&str; 7] = [
 ];
 
 /// `pagesnap bench ARGS`, with its temporary directory inside `tmp` so a test can
-/// check that nothing was left there.
+/// check that nothing was left there. The cache directory is `tmp` too: the
+/// stores' cache folders (head hints, index cache) must be gone with them.
 fn bench(tmp: &Path) -> assert_cmd::Command {
     let mut c = bin();
-    c.env("TMPDIR", tmp).arg("bench");
+    c.env("TMPDIR", tmp)
+        .env("PAGESNAP_CACHE_DIR", tmp)
+        .arg("bench");
     c
 }
 
@@ -125,7 +132,7 @@ fn builtin(workload: &str) {
     assert!((4.0 * 1048576.0..5.0 * 1048576.0).contains(&size), "{size}");
     assert_eq!(v["workload"]["page_size"], 4096);
     assert_eq!(check_report(&v, 6), DEFAULT_CONFIGS);
-    assert_eq!(v["verified_snapshots"], 7 * 7);
+    assert_eq!(v["verified_snapshots"], 3 * 7);
     assert_empty_dir(tmp.path());
 }
 
@@ -175,6 +182,21 @@ fn vacuum() {
         "VACUUM at step 24: {}",
         v["steps"][24]
     );
+    assert_empty_dir(tmp.path());
+}
+
+/// `--full` takes the configurations of docs/BENCHMARKS.md; `--size` and
+/// `--steps` still override its day of a 256 MiB database.
+#[test]
+fn full_uses_the_documented_configurations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v =
+        ok_json(bench(tmp.path()).args(["--full", "--size", "512KiB", "--steps", "1", "--json"]));
+    assert_eq!(check_report(&v, 1), FULL_CONFIGS);
+    assert_eq!(v["parameters"]["configs"], serde_json::json!(FULL_CONFIGS));
+    assert_eq!(v["parameters"]["size"], 512 * 1024);
+    assert_eq!(v["parameters"]["steps"], 1);
+    // And the stores' cache folders were removed with the stores.
     assert_empty_dir(tmp.path());
 }
 

@@ -6,6 +6,9 @@
 mod bad_source;
 mod bad_store;
 mod bench;
+mod cache;
+mod completions;
+mod contrib;
 mod copy;
 mod damage;
 mod gc_crash;

@@ -62,6 +62,9 @@ pub fn run(plan: &Plan, work: &Path, progress: &dyn Fn(std::fmt::Arguments)) -> 
         .iter()
         .map(|c| BenchStore::create(&work.join("stores").join(c.key()), *c))
         .collect::<Result<Vec<_>>>()?;
+    // The stores are throwaway: their cache folders (head hints, derived index)
+    // go with them, however the run ends.
+    let _caches = DropCaches(stores.iter().map(|s| s.store.config().store_id).collect());
     let mut baselines = Baselines::new(work.join("copy.db"))?;
 
     let steps = plan.steps;
@@ -141,4 +144,20 @@ pub fn run(plan: &Plan, work: &Path, progress: &dyn Fn(std::fmt::Arguments)) -> 
         step_wall,
         elapsed: started.elapsed(),
     })
+}
+
+/// Removes the machine's cache folders of the run's stores when dropped (best
+/// effort: a folder left behind is removed by the cache cleanup once its store is
+/// gone).
+struct DropCaches(Vec<pagesnap_core::Id>);
+
+impl Drop for DropCaches {
+    fn drop(&mut self) {
+        let Some(root) = pagesnap_core::cache_root() else {
+            return;
+        };
+        for id in &self.0 {
+            let _ = pagesnap_core::cache_dirs::remove_store_cache(&root, id);
+        }
+    }
 }

@@ -730,4 +730,62 @@ capture_timeout = "90s"
         assert!(parse_prune("0s").is_err());
         assert!(parse_prune("often").is_err());
     }
+
+    /// contrib/watch.toml, the example installed beside the systemd units, is
+    /// read by the real parser: a key or unit it gets wrong fails here.
+    #[test]
+    fn the_contrib_example_parses() {
+        let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/watch.toml"));
+        let c = parse(Path::new("/etc/pagesnap/watch.toml"), text).unwrap();
+        assert_eq!(c.store, Some(PathBuf::from("/var/backups/pagesnap")));
+        assert_eq!(
+            c.status_file,
+            Some(PathBuf::from("/var/lib/pagesnap/watch-status.json"))
+        );
+        assert_eq!(c.log_format, Some(LogFormat::Json));
+        assert_eq!(c.prune, PruneSchedule::Every(Duration::from_secs(86_400)));
+        assert_eq!(c.prune_when_unused, Some(0.25));
+        assert_eq!(c.on_failure_timeout, Duration::from_secs(30));
+        assert!(c
+            .on_failure
+            .as_deref()
+            .is_some_and(|h| h.contains("logger")));
+        let names: Vec<_> = c.databases.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["app", "jobs"]);
+        let (app, jobs) = (&c.databases[0], &c.databases[1]);
+        assert_eq!(app.path, PathBuf::from("/srv/app/app.db"));
+        // "10min" and "1min": minutes, not months.
+        assert_eq!(app.every, Duration::from_secs(600));
+        assert_eq!(jobs.every, Duration::from_secs(60));
+        assert_eq!(app.jitter, Duration::from_secs(30));
+        assert_eq!(jobs.jitter, Duration::from_secs(10));
+        assert_eq!(app.busy_timeout, Duration::from_secs(5));
+        assert_eq!(jobs.busy_timeout, Duration::from_secs(20));
+        assert_eq!(app.capture_timeout, Duration::from_secs(3600));
+        assert_eq!(app.tags, ["watch"]);
+        assert_eq!(app.integrity_check, IntegrityCheck::Quick);
+        assert_eq!(app.integrity_check_every, 6);
+        assert_eq!(jobs.integrity_check, IntegrityCheck::Off);
+        let days = |d: u32| Span {
+            days: d,
+            ..Span::default()
+        };
+        let p = app.policy.as_ref().unwrap();
+        assert_eq!(p.keep_within, Some(days(1)));
+        assert_eq!(p.keep_within_hourly, Some(days(2)));
+        assert_eq!(p.keep_within_daily, Some(days(30)));
+        assert_eq!(
+            p.keep_within_weekly,
+            Some(Span {
+                years: 1,
+                ..Span::default()
+            })
+        );
+        let p = jobs.policy.as_ref().unwrap();
+        assert_eq!(
+            (p.keep_last, p.keep_hourly, p.keep_daily),
+            (Some(60), Some(48), Some(14))
+        );
+        assert_eq!(p.keep_within, None);
+    }
 }

@@ -24,7 +24,7 @@ use crate::types::Id;
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -43,6 +43,9 @@ pub struct CachedBackend {
     inner: Arc<dyn Backend>,
     dir: PathBuf,
     hits: AtomicU64,
+    /// Whether this process has recorded the store in the folder yet (once:
+    /// see `store::cache_dirs`).
+    marked: AtomicBool,
 }
 
 impl CachedBackend {
@@ -52,6 +55,7 @@ impl CachedBackend {
             inner,
             dir: dir.into(),
             hits: AtomicU64::new(0),
+            marked: AtomicBool::new(false),
         }
     }
 
@@ -80,6 +84,7 @@ impl CachedBackend {
         let bytes = std::fs::read(&path).ok()?;
         if Id::of_object(&bytes) == id {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            self.mark();
             return Some(bytes);
         }
         // Torn or damaged local copy: drop it, the store has the object.
@@ -100,11 +105,20 @@ impl CachedBackend {
         if crate::create_private_dirs(dir).is_err() {
             return;
         }
+        self.mark();
         if let Ok(mut tmp) = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir) {
             use std::io::Write;
             if tmp.write_all(data).is_ok() {
                 let _ = tmp.persist(&path);
             }
+        }
+    }
+
+    /// Records the store's location and the time of use in the folder, once
+    /// per process (so cleanup knows whose cache it is and when it was used).
+    fn mark(&self) {
+        if !self.marked.swap(true, Ordering::Relaxed) {
+            crate::store::cache_dirs::mark(&self.dir, &self.inner.location());
         }
     }
 
@@ -337,5 +351,23 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert!(!c.dir().join(&ka).exists());
         assert!(c.dir().join(&kb).exists());
+    }
+
+    /// The folder says whose cache it is once something is cached (for
+    /// `store::cache_dirs`), and not before.
+    #[test]
+    fn the_folder_records_its_store_when_first_used() {
+        let (_d, inner, c) = setup();
+        let marker = c.dir().join(crate::store::cache_dirs::MARKER);
+        let data = b"manifest bytes".to_vec();
+        let key = layout::snapshot(&Id::of_object(&data));
+        inner.put(&key, &data, PutMode::Overwrite).unwrap();
+        assert!(!marker.exists());
+        assert_eq!(c.get(&key).unwrap(), data);
+        let recorded = std::fs::read_to_string(&marker).unwrap();
+        assert_eq!(recorded, format!("{}\n", inner.location()));
+        // A listing's trim leaves it alone.
+        c.list(layout::SNAPSHOTS).unwrap();
+        assert!(marker.exists());
     }
 }

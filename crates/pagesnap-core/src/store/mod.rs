@@ -13,8 +13,10 @@
 //!   `pack_sink.rs`, `pack_upload.rs`: writing packs of already compressed chunks,
 //!   and the upload thread every pack goes through.
 //! * `lock.rs`: store locks; `head_hint.rs`: this machine's hint of each database's
-//!   newest snapshot.
+//!   newest snapshot; `cache_dirs.rs`: this machine's cache folders, each marked
+//!   with its store, listed and cleaned up.
 
+pub mod cache_dirs;
 pub(crate) mod head_hint;
 mod index_objects;
 pub mod lock;
@@ -189,9 +191,20 @@ impl Store {
 
     /// This machine's local index cache of the store, unless turned off.
     pub(crate) fn index_cache(&self) -> Option<crate::index::cache::IndexCache> {
-        self.index_cache
+        let cache = self
+            .index_cache
             .then(|| crate::index::cache::IndexCache::for_store(&self.config.store_id))
-            .flatten()
+            .flatten();
+        if cache.is_some() {
+            self.mark_cache();
+        }
+        cache
+    }
+
+    /// Records in this machine's cache folder of the store which store it is and
+    /// that it is in use (see [`cache_dirs`]), before anything is cached there.
+    pub(crate) fn mark_cache(&self) {
+        cache_dirs::mark_store(&self.config.store_id, &self.backend.location());
     }
 
     pub(crate) fn progress(&self) -> Option<&crate::Progress> {

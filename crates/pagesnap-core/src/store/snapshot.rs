@@ -123,6 +123,7 @@ impl Store {
         self.backend
             .put(&layout::snapshot(&id), &encoded, PutMode::Overwrite)?;
         if newest {
+            self.mark_cache();
             head_hint::write(&self.config.store_id, &manifest.name, &id);
         }
         Ok((id, encoded.len() as u64))
