@@ -20,10 +20,10 @@ const MIN_SIZE: u64 = 256 << 10;
 
 pub fn run(g: &Global, a: &BenchArgs) -> Result<ExitCode> {
     // Every argument and input file is checked before any work starts.
-    let configs = parse_configs(&a.configs)?;
+    let configs = parse_configs(&a.configs).map_err(|e| usage!("{e:#}"))?;
     let t0 = parse_time(&a.time)?;
     if a.steps == 0 {
-        bail!("--steps must be at least 1");
+        return Err(usage!("--steps must be at least 1"));
     }
     let source = match (&a.db, &a.sql) {
         (Some(db), Some(sql)) => {
@@ -39,7 +39,7 @@ pub fn run(g: &Global, a: &BenchArgs) -> Result<ExitCode> {
             }
         }
         _ => {
-            let size = parse_size(&a.size)?;
+            let size = parse_size(&a.size).map_err(|e| usage!("{e:#}"))?;
             if size < MIN_SIZE {
                 bail!(
                     "--size {}: too small, use at least {}",

@@ -58,8 +58,8 @@ pub fn run(g: &Global, a: &SnapshotsArgs) -> Result<ExitCode> {
             String::new()
         };
         println!(
-            "{:<8}  {:<19}  {:<16}  {:>10}  {:>10}  {unique_head}TAGS",
-            "ID", "TIME (UTC)", "NAME", "PAGES", "SIZE"
+            "{:<8}  {:<23}  {:<16}  {:>10}  {:>10}  {unique_head}TAGS",
+            "ID", "TIME", "NAME", "PAGES", "SIZE"
         );
         for s in &snaps {
             let m = &s.manifest;
@@ -67,7 +67,7 @@ pub fn run(g: &Global, a: &SnapshotsArgs) -> Result<ExitCode> {
                 .map(|b| format!("{:>10}  ", output::bytes(b)))
                 .unwrap_or_default();
             println!(
-                "{:<8}  {:<19}  {:<16}  {:>10}  {:>10}  {unique_col}{}",
+                "{:<8}  {:<23}  {:<16}  {:>10}  {:>10}  {unique_col}{}",
                 s.id.short(),
                 output::time(&s.time()),
                 m.name,

@@ -8,6 +8,7 @@ mod bad_store;
 mod bench;
 mod copy;
 mod damage;
+mod exit_codes;
 mod gc_crash;
 mod reliability;
 mod restore_output;

@@ -58,7 +58,7 @@ pub fn spawn(
                     warn!(
                         event = "hook",
                         "on_failure command {cmd:?} killed after {}",
-                        humantime::format_duration(timeout)
+                        crate::timearg::format_duration(timeout)
                     );
                     return;
                 }

@@ -114,7 +114,7 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
                 "{} ({}, every {})",
                 d.cfg.name,
                 d.cfg.path.display(),
-                humantime::format_duration(d.cfg.every)
+                crate::timearg::format_duration(d.cfg.every)
             ))
             .collect::<Vec<_>>()
             .join(", ")
@@ -585,14 +585,14 @@ impl Watcher {
             Abandoned::Deadline => format!(
                 "{}: the run did not finish within its capture_timeout of {} (it was {}): abandoned, no snapshot was published",
                 r.path.display(),
-                humantime::format_duration(r.timeout),
+                crate::timearg::format_duration(r.timeout),
                 r.phase.describe()
             ),
             Abandoned::Stop => format!(
                 "{}: stopping: the run was still {} after stop_timeout ({}): abandoned, no snapshot was published",
                 r.path.display(),
                 r.phase.describe(),
-                humantime::format_duration(self.cfg.stop_timeout)
+                crate::timearg::format_duration(self.cfg.stop_timeout)
             ),
         };
         if let Some(i) = self.dbs.iter().position(|d| d.cfg.name == r.name) {

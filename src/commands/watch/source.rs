@@ -208,7 +208,7 @@ fn sql_error(path: &Path, busy_timeout: Duration, e: rusqlite::Error) -> anyhow:
             anyhow::Error::new(Busy(format!(
                 "{}: database is locked by another process (gave up after {}; raise busy_timeout)",
                 path.display(),
-                humantime::format_duration(busy_timeout)
+                crate::timearg::format_duration(busy_timeout)
             )))
         }
         Some(ErrorCode::NotADatabase) => anyhow!(

@@ -348,6 +348,8 @@ pub fn run(g: &Global, a: &StatusArgs) -> Result<ExitCode> {
         .collect();
     if g.json {
         let mut v = serde_json::to_value(&st)?;
+        // One time format in every JSON document (the status file's serde writes its own).
+        output::normalize_times(&mut v);
         v["watcher"] = serde_json::json!(watcher);
         v["status_file"] = serde_json::json!(path.display().to_string());
         v["overdue"] = late
@@ -382,7 +384,7 @@ pub fn overdue(d: &DbStatus, now: DateTime<Utc>) -> Option<String> {
             .to_std()
             .ok()
             .filter(|l| *l > margin)
-            .map(|l| humantime::format_duration(Duration::from_secs(l.as_secs())))
+            .map(|l| crate::timearg::format_duration(Duration::from_secs(l.as_secs())))
     };
     if let Some(t) = &d.stuck_since {
         return Some(format!(
@@ -458,7 +460,9 @@ fn print_human(st: &Status, watcher: &str, path: &Path, late: &[(&str, String)])
             "{}  {}  every {}",
             d.name,
             d.path,
-            humantime::format_duration(std::time::Duration::from_secs_f64(d.every_secs.max(0.0)))
+            crate::timearg::format_duration(std::time::Duration::from_secs_f64(
+                d.every_secs.max(0.0)
+            ))
         );
         match &d.last_snapshot {
             Some(s) => println!(
