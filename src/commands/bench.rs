@@ -41,11 +41,11 @@ pub fn run(g: &Global, a: &BenchArgs) -> Result<ExitCode> {
         _ => {
             let size = parse_size(&a.size).map_err(|e| usage!("{e:#}"))?;
             if size < MIN_SIZE {
-                bail!(
+                return Err(usage!(
                     "--size {}: too small, use at least {}",
                     a.size,
                     output::bytes(MIN_SIZE)
-                );
+                ));
             }
             Source::Workload {
                 kind: kind(a.workload),

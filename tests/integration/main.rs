@@ -10,6 +10,7 @@ mod copy;
 mod damage;
 mod exit_codes;
 mod gc_crash;
+mod json_shapes;
 mod reliability;
 mod restore_output;
 mod retention;
