@@ -148,8 +148,8 @@ object and the snapshots it affects), 1 the check could not run.")]
     /// Run as a daemon: snapshot databases on a schedule, apply retention, prune.
     #[command(after_help = "Examples:
   pagesnap watch --config /etc/pagesnap/watch.toml
-  pagesnap watch /srv/app.db /srv/jobs.db --every 10m --jitter 30s
-  pagesnap watch /srv/app.db --every 1m --on-failure 'mail -s \"pagesnap: $PAGESNAP_DB_NAME\" ops'
+  pagesnap watch /srv/app.db /srv/jobs.db --every 10min --jitter 30s
+  pagesnap watch /srv/app.db --every 1min --on-failure 'mail -s \"pagesnap: $PAGESNAP_DB_NAME\" ops'
 
 Runs until SIGINT or SIGTERM (a snapshot in progress gets stop_timeout, 60s by
 default, to finish; exit 0). A run not done after --capture-timeout is abandoned.
@@ -200,11 +200,11 @@ pub struct WatchArgs {
     /// TOML config file naming the databases and their schedules and policies.
     #[arg(long, value_name = "FILE", conflicts_with = "databases")]
     pub config: Option<PathBuf>,
-    /// Interval between snapshots, aligned to wall-clock multiples (e.g. 10m, 1h, 30s).
+    /// Interval between snapshots, aligned to wall-clock multiples (e.g. 10min, 1h, 30s).
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "10m",
+        default_value = "10min",
         conflicts_with = "config"
     )]
     pub every: String,
@@ -279,7 +279,8 @@ pub struct PolicyArgs {
     /// Keep the N newest snapshots (N or `unlimited`).
     #[arg(long, value_name = "N")]
     pub keep_last: Option<String>,
-    /// Keep every snapshot taken within DURATION before the newest (e.g. 36h, 7d, 1y6m).
+    /// Keep every snapshot taken within DURATION before the newest (e.g. 36h, 7d, 1y6mo;
+    /// `mo` is months, `min` minutes, a bare `m` is refused as ambiguous).
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
     /// Keep the newest snapshot of each of the last N minutes that have snapshots.
@@ -359,7 +360,7 @@ pub struct CopyArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// How long to wait for a running `prune` or `gc` (which locks a store) to finish.
-    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    #[arg(long, default_value = "10min", value_name = "DURATION")]
     pub lock_wait: String,
 }
 
@@ -425,11 +426,11 @@ pub struct BackupArgs {
     /// Time to record instead of now: RFC 3339 or "YYYY-MM-DD HH:MM:SS" (UTC).
     #[arg(long, value_name = "TIME")]
     pub time: Option<String>,
-    /// How long to wait for a lock held by another process (e.g. 5s, 500ms, 1m).
+    /// How long to wait for a lock held by another process (e.g. 5s, 500ms, 1min).
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub busy_timeout: String,
     /// How long to wait for a running `prune` or `gc` (which locks the store) to finish.
-    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    #[arg(long, default_value = "10min", value_name = "DURATION")]
     pub lock_wait: String,
 }
 
@@ -595,7 +596,7 @@ pub struct RepairIndexArgs {
     #[arg(long)]
     pub read_data: bool,
     /// How long to wait for other commands to release the store.
-    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    #[arg(long, value_name = "DURATION", default_value = "10min")]
     pub lock_wait: String,
 }
 

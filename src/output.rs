@@ -14,6 +14,15 @@ pub fn time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// The time of a log line (`watch`), written as every JSON time is.
+pub struct LogTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for LogTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        w.write_str(&time_json(&Utc::now()))
+    }
+}
+
 /// A retention policy in JSON: one member per rule that is set, named as the
 /// flag is (`keep_last`, `keep_within_daily`, `keep_tag`), counts as numbers
 /// (-1 for `unlimited`, as restic writes it), spans as their text (`30d`,

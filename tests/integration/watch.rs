@@ -418,12 +418,18 @@ fn config_errors_are_reported_with_their_line_before_anything_starts() {
         (
             "duration.toml",
             "status_file = \"s.json\"\n[[database]]\npath = \"app.db\"\nevery = \"ten minutes\"\n",
-            &["duration.toml:4: invalid duration \"ten minutes\""],
+            &["duration.toml:4: every: invalid duration \"ten minutes\""],
         ),
         (
             "global.toml",
             "jitter = \"1x\"\n[[database]]\npath = \"app.db\"\n",
-            &["global.toml:1: invalid duration \"1x\""],
+            &["global.toml:1: jitter: invalid duration \"1x\""],
+        ),
+        (
+            // Months to restic, minutes to `every`: refused, naming the key.
+            "ambiguous.toml",
+            "every = \"5m\"\n[[database]]\npath = \"app.db\"\nkeep_within = \"30m\"\n",
+            &["ambiguous.toml:4: keep_within: \"30m\" is ambiguous: write 30min for minutes or 30mo for months"],
         ),
         (
             "count.toml",
@@ -633,7 +639,7 @@ fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
         &log,
         &[
             "watch.toml: 2 databases, added b",
-            "watch.toml:1: invalid duration \\\"soon\\\"",
+            "watch.toml:1: every: invalid duration \\\"soon\\\"",
         ],
     );
     let st = status(&st_path);

@@ -693,7 +693,7 @@ capture_timeout = "90s"
         );
         let e = err("[[database]]\npath = \"a.db\"\njitter = \"10m\"\n");
         assert!(
-            e.starts_with("/etc/w.toml:1: database \"a\": jitter 10m"),
+            e.starts_with("/etc/w.toml:1: database \"a\": jitter 10min"),
             "{e}"
         );
         let e = err("[[database]]\nname = \"x\"\n");

@@ -151,6 +151,7 @@ fn init_logging(format: LogFormat) -> Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_timer(crate::output::LogTime)
         .with_max_level(tracing::Level::INFO);
     let r = match format {
         LogFormat::Human => builder

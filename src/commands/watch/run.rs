@@ -163,7 +163,7 @@ fn attempt(job: &Job, source: &mut Source) -> RunOutcome {
             info!(
                 event = "skip",
                 db = %name,
-                scheduled = %job.scheduled.to_rfc3339(),
+                scheduled = %crate::output::time_json(&job.scheduled),
                 "{name}: unchanged since the last snapshot, skipped"
             );
             return out;
@@ -225,7 +225,7 @@ fn attempt(job: &Job, source: &mut Source) -> RunOutcome {
         event = "snapshot",
         db = %name,
         id = %report.snapshot.short(),
-        scheduled = %job.scheduled.to_rfc3339(),
+        scheduled = %crate::output::time_json(&job.scheduled),
         reason,
         pages = report.page_count,
         bytes_added = report.bytes_added,

@@ -579,7 +579,7 @@ mod tests {
         d.next_run = Some(now - secs(601));
         assert!(overdue(&d, now)
             .unwrap()
-            .contains("has not started (10m 1s late)"));
+            .contains("has not started (10min 1s late)"));
         let mut d = db(1.0);
         d.next_run = Some(now - secs(59));
         assert_eq!(overdue(&d, now), None);
