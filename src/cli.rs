@@ -19,7 +19,12 @@ snapshot byte-exactly.",
   pagesnap --store /var/backups/ps restore --at '2026-01-01 00:10:00' -o /tmp/app.db
 
 The store is --store, else $PAGESNAP_STORE, else $XDG_DATA_HOME/pagesnap/store
-(~/.local/share/pagesnap/store)."
+(~/.local/share/pagesnap/store).
+
+Exit status: 0 done, 1 failed, 2 usage (syntax, or a value that cannot be used),
+3 damage (verify, repair, restore --salvage), 4 status: the watcher needs attention,
+10 the store does not exist, 11 the store is locked. With --json an error is one
+JSON line on stderr: {\"message_type\":\"exit_error\",\"code\":N,\"message\":\"…\"}."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -155,7 +160,8 @@ Runs until SIGINT or SIGTERM (a snapshot in progress gets stop_timeout, 60s by
 default, to finish; exit 0). A run not done after --capture-timeout is abandoned.
 SIGHUP reloads the config file. Logs go to stderr; `pagesnap status` shows the
 state. Exit status: 0 after a signal, 1 when the config or the store cannot be
-used (nothing is started), 2 for command-line syntax errors.")]
+used (nothing is started), 2 for command-line syntax errors and refused values,
+10 when the store does not exist.")]
     Watch(WatchArgs),
     /// Show what `pagesnap watch` did: per database the last snapshot, last error, next run.
     #[command(after_help = "Examples:

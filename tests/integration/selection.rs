@@ -196,7 +196,7 @@ fn at_before_every_snapshot_names_the_earliest() {
         &err,
         &[
             "no snapshot at or before",
-            "earliest is from 2026-01-01T00:10:00",
+            "earliest is from 2026-01-01T00:10:00Z",
         ],
     );
     assert_no_output(&out);
