@@ -6,7 +6,7 @@ use crate::util::*;
 use serde_json::{json, Value};
 
 /// Whether `s` is a JSON time as docs/JSON.md gives it.
-fn canonical_time(s: &str) -> bool {
+pub fn canonical_time(s: &str) -> bool {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     let base = b.len() >= 20
@@ -26,7 +26,7 @@ fn canonical_time(s: &str) -> bool {
 
 /// Every string in `v` that reads as a time is in the one format; returns how
 /// many there were.
-fn check_times(v: &Value, at: &str) -> usize {
+pub fn check_times(v: &Value, at: &str) -> usize {
     match v {
         Value::String(s) if chrono::DateTime::parse_from_rfc3339(s).is_ok() => {
             assert!(canonical_time(s), "{at}: {s:?} is not RFC 3339 UTC with Z");

@@ -917,7 +917,10 @@ fn status_reports_a_database_whose_run_is_overdue() {
     assert_eq!(code, Some(4), "{text}");
     assert_has(
         &text,
-        &["OVERDUE:        the run due at", "has not started (11m"],
+        &[
+            "OVERDUE:        the run due at",
+            " UTC has not started (11min",
+        ],
     );
     assert!(!text.contains("fresh: OVERDUE"));
     let (code, json) = status_cmd(&fx, &st_path, true);
@@ -925,6 +928,8 @@ fn status_reports_a_database_whose_run_is_overdue() {
     let v: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["overdue"][0]["name"], "late", "{v}");
     assert_eq!(v["overdue"].as_array().unwrap().len(), 1, "{v}");
+    // Its times are written as every JSON time is (docs/JSON.md#times).
+    assert_eq!(crate::json_shapes::check_times(&v, "status"), 2, "{v}");
 }
 
 #[test]
