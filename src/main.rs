@@ -98,6 +98,7 @@ fn clap_error(e: clap::Error) -> ExitCode {
 /// its own: a value the command line cannot use (2), a store that does not
 /// exist (10), a lock that could not be taken (11); else 1.
 fn exit_code(e: &anyhow::Error) -> u8 {
+    use pagesnap_core::backend::BackendError;
     use pagesnap_core::retention::PolicyError;
     use pagesnap_core::Error;
     for cause in e.chain() {
@@ -114,6 +115,22 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 | Error::BadSnapshotTime { .. },
             ) => return EXIT_USAGE,
             _ => {}
+        }
+        // An S3 store whose bucket does not exist does not exist either (the
+        // library's `Backend` variant is transparent: it may be either).
+        let backend = match cause.downcast_ref::<Error>() {
+            Some(Error::Backend(b)) => Some(b),
+            _ => cause.downcast_ref::<BackendError>(),
+        };
+        if let Some(BackendError::Io {
+            op: "check bucket",
+            source,
+            ..
+        }) = backend
+        {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                return EXIT_NO_STORE;
+            }
         }
     }
     EXIT_FAILED
@@ -152,4 +169,50 @@ pub(crate) fn message(e: &anyhow::Error) -> String {
         msg.push_str(&c);
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+    use pagesnap_core::backend::BackendError;
+    use pagesnap_core::{Error, LockConflict};
+
+    /// Each exit status is found through contexts, by the first cause that has one.
+    #[test]
+    fn exit_codes_come_from_the_cause() {
+        let code = |e: anyhow::Error| exit_code(&e.context("while doing this"));
+        assert_eq!(code(Error::StoreMissing("/s".into()).into()), EXIT_NO_STORE);
+        assert_eq!(code(Error::NotAStore("/s".into()).into()), EXIT_NO_STORE);
+        let locked = Error::Locked {
+            location: "/s".into(),
+            holder: "a shared lock of `backup`".into(),
+            conflict: LockConflict::Exclusive,
+        };
+        assert_eq!(code(locked.into()), EXIT_LOCKED);
+        let bucket = Error::Backend(BackendError::Io {
+            location: "s3://b/p".into(),
+            op: "check bucket",
+            key: "b".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no bucket"),
+        });
+        assert_eq!(code(bucket.into()), EXIT_NO_STORE);
+        let denied = Error::Backend(BackendError::Io {
+            location: "s3://b/p".into(),
+            op: "check bucket",
+            key: "b".into(),
+            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
+        });
+        assert_eq!(code(denied.into()), EXIT_FAILED);
+        let span = pagesnap_core::retention::parse_span("30m").unwrap_err();
+        assert_eq!(code(span.clone().into()), EXIT_USAGE);
+        assert_eq!(code(Error::BadPolicy(span).into()), EXIT_USAGE);
+        assert_eq!(code(Error::BadSnapshotId("x!".into()).into()), EXIT_USAGE);
+        assert_eq!(code(usage!("--max-unused {}", "lots")), EXIT_USAGE);
+        assert_eq!(
+            code(Error::UnknownSnapshot("ab".into()).into()),
+            EXIT_FAILED
+        );
+        assert_eq!(code(anyhow::anyhow!("failed")), EXIT_FAILED);
+    }
 }

@@ -85,7 +85,10 @@ pub fn fails(cmd: &mut Command) -> String {
 /// The exit status docs/CLI.md gives an error message: 10 when the store does
 /// not exist, 11 when it is locked, else 1.
 pub fn exit_code_of(msg: &str) -> i32 {
-    if msg.contains("store directory does not exist") || msg.contains("not a pagesnap store") {
+    if msg.contains("store directory does not exist")
+        || msg.contains("not a pagesnap store")
+        || msg.contains("the bucket does not exist")
+    {
         10
     } else if msg.contains("the store is locked by") {
         11
