@@ -174,7 +174,6 @@ pub(crate) fn message(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context;
     use pagesnap_core::backend::BackendError;
     use pagesnap_core::{Error, LockConflict};
 
