@@ -2,7 +2,7 @@
 //! several commands.
 
 use chrono::{DateTime, Utc};
-use pagesnap_core::retention::{Policy, UNLIMITED};
+use pagesnap_core::retention::{parse_count, parse_span, Policy, PolicyError, Span, UNLIMITED};
 use serde_json::{json, Map, Value};
 
 /// Sizes (`1536` → `1.5 KiB`) and JSON times (RFC 3339 in UTC with `Z`): the
@@ -66,6 +66,94 @@ pub fn policy_json(p: &Policy) -> Value {
     }
     o.insert("local_time".into(), json!(p.local_time));
     Value::Object(o)
+}
+
+/// The policy a text of flags gives (as [`Policy`]'s `Display` writes it, e.g.
+/// `--keep-last 3 --keep-tag 'a b'`); `None` for anything else. Spans written
+/// before `mo` existed (`6m`, months) are read with that meaning.
+pub fn policy_from_flags(s: &str) -> Option<Policy> {
+    let span = |v: &str| match parse_span(v) {
+        Ok(s) => Some(s),
+        Err(PolicyError::AmbiguousUnit { months, .. }) => parse_span(&months).ok(),
+        Err(_) => None,
+    };
+    let count = |v: &str| parse_count(v).ok();
+    let mut p = Policy::default();
+    let mut words = shell_words(s)?.into_iter();
+    while let Some(flag) = words.next() {
+        if flag == "--local-time" {
+            p.local_time = true;
+            continue;
+        }
+        let v = words.next()?;
+        let (c, w): (Option<&mut Option<u32>>, Option<&mut Option<Span>>) = match flag.as_str() {
+            "--keep-last" => (Some(&mut p.keep_last), None),
+            "--keep-minutely" => (Some(&mut p.keep_minutely), None),
+            "--keep-hourly" => (Some(&mut p.keep_hourly), None),
+            "--keep-daily" => (Some(&mut p.keep_daily), None),
+            "--keep-weekly" => (Some(&mut p.keep_weekly), None),
+            "--keep-monthly" => (Some(&mut p.keep_monthly), None),
+            "--keep-yearly" => (Some(&mut p.keep_yearly), None),
+            "--keep-within" => (None, Some(&mut p.keep_within)),
+            "--keep-within-minutely" => (None, Some(&mut p.keep_within_minutely)),
+            "--keep-within-hourly" => (None, Some(&mut p.keep_within_hourly)),
+            "--keep-within-daily" => (None, Some(&mut p.keep_within_daily)),
+            "--keep-within-weekly" => (None, Some(&mut p.keep_within_weekly)),
+            "--keep-within-monthly" => (None, Some(&mut p.keep_within_monthly)),
+            "--keep-within-yearly" => (None, Some(&mut p.keep_within_yearly)),
+            "--keep-tag" => {
+                p.keep_tags.push(v);
+                continue;
+            }
+            _ => return None,
+        };
+        match (c, w) {
+            (Some(c), _) => *c = Some(count(&v)?),
+            (_, Some(w)) => *w = Some(span(&v)?),
+            _ => return None,
+        }
+    }
+    Some(p)
+}
+
+/// Words as a POSIX shell splits them, for the quoting [`Policy`]'s `Display`
+/// uses (`'…'`, and `\'` between quoted parts); `None` on an open quote.
+fn shell_words(s: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' => words.extend(word.take()),
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        q => w.push(q),
+                    }
+                }
+            }
+            '\\' => word.get_or_insert_with(String::new).push(chars.next()?),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Some(words)
+}
+
+/// A watch status's `retention` text (`--keep-daily 7 (config)`: the policy
+/// and where it comes from) as `{"policy": {…}, "from": "config"}`; the text
+/// as it is when it is not one.
+pub fn retention_json(text: &str) -> Value {
+    let parsed = text
+        .strip_suffix(')')
+        .and_then(|t| t.rsplit_once(" ("))
+        .and_then(|(flags, from)| Some((policy_from_flags(flags)?, from)));
+    match parsed {
+        Some((p, from)) => json!({ "policy": policy_json(&p), "from": from }),
+        None => json!(text),
+    }
 }
 
 /// The members of `status --json` that hold times, as the status file's serde
@@ -145,6 +233,41 @@ mod tests {
                 "keep_tag": ["x"], "local_time": true,
             })
         );
+    }
+
+    #[test]
+    fn policies_read_back_from_their_flags() {
+        for p in [
+            Policy::default(),
+            Policy {
+                keep_last: Some(3),
+                keep_yearly: Some(UNLIMITED),
+                keep_within: parse_span("1y6mo").ok(),
+                keep_within_hourly: parse_span("90min").ok(),
+                keep_tags: vec!["a b".into(), "it's".into(), "x".into()],
+                local_time: true,
+                ..Policy::default()
+            },
+        ] {
+            assert_eq!(policy_from_flags(&p.to_string()), Some(p.clone()), "{p}");
+        }
+        // Written by an earlier pagesnap, where `m` was months.
+        let old = policy_from_flags("--keep-within 6m --keep-daily 7").unwrap();
+        assert_eq!(old.keep_within.unwrap().months, 6);
+        assert_eq!(old.keep_daily, Some(7));
+        for bad in [
+            "--keep-bogus 1",
+            "--keep-last",
+            "--keep-last x",
+            "--keep-tag 'open",
+        ] {
+            assert_eq!(policy_from_flags(bad), None, "{bad}");
+        }
+        assert_eq!(
+            retention_json("--keep-daily 7 --keep-within 6m (config)"),
+            json!({ "policy": { "keep_daily": 7, "keep_within": "6mo", "local_time": false }, "from": "config" })
+        );
+        assert_eq!(retention_json("something else"), json!("something else"));
     }
 
     #[test]

@@ -277,6 +277,12 @@ path = "gone.db"
     assert!(b["last_retention"]["removed"].as_u64().is_some());
     assert!(b["retention"].as_str().unwrap().contains("--keep-last 3"));
     assert!(!of("busy", "retention").is_empty());
+    // `status --json` gives the policy as an object, and where it comes from.
+    let (_, json) = status_cmd(&fx, &st_path, true);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let r = &db_status(&v, "busy")["retention"];
+    assert_eq!(r["from"], "config", "{r}");
+    assert_eq!(r["policy"]["keep_last"], 3, "{r}");
 
     // The missing database fails every run; the others went on.
     let g = db_status(&st, "gone");

@@ -350,6 +350,14 @@ pub fn run(g: &Global, a: &StatusArgs) -> Result<ExitCode> {
         let mut v = serde_json::to_value(&st)?;
         // One time format in every JSON document (the status file's serde writes its own).
         output::normalize_times(&mut v);
+        // A policy in JSON is an object (the status file keeps the flags' text).
+        if let Some(dbs) = v["databases"].as_array_mut() {
+            for d in dbs {
+                if let Some(r) = d["retention"].as_str().map(output::retention_json) {
+                    d["retention"] = r;
+                }
+            }
+        }
         v["watcher"] = serde_json::json!(watcher);
         v["status_file"] = serde_json::json!(path.display().to_string());
         v["overdue"] = late
