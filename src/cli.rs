@@ -19,7 +19,12 @@ snapshot byte-exactly.",
   pagesnap --store /var/backups/ps restore --at '2026-01-01 00:10:00' -o /tmp/app.db
 
 The store is --store, else $PAGESNAP_STORE, else $XDG_DATA_HOME/pagesnap/store
-(~/.local/share/pagesnap/store)."
+(~/.local/share/pagesnap/store).
+
+Exit status: 0 done, 1 failed, 2 usage (syntax, or a value that cannot be used),
+3 damage (verify, repair, restore --salvage), 4 status: the watcher needs attention,
+10 the store does not exist, 11 the store is locked. With --json an error is one
+JSON line on stderr: {\"message_type\":\"exit_error\",\"code\":N,\"message\":\"…\"}."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -150,8 +155,8 @@ object and the snapshots it affects), 1 the check could not run.")]
     /// Run as a daemon: snapshot databases on a schedule, apply retention, prune.
     #[command(after_help = "Examples:
   pagesnap watch --config /etc/pagesnap/watch.toml
-  pagesnap watch /srv/app.db /srv/jobs.db --every 10m --jitter 30s
-  pagesnap watch /srv/app.db --every 1m --on-failure 'mail -s \"pagesnap: $PAGESNAP_DB_NAME\" ops'
+  pagesnap watch /srv/app.db /srv/jobs.db --every 10min --jitter 30s
+  pagesnap watch /srv/app.db --every 1min --on-failure 'mail -s \"pagesnap: $PAGESNAP_DB_NAME\" ops'
   pagesnap watch --config /etc/pagesnap/watch.toml --check-config   # validate, print a summary
   pagesnap watch --config /etc/pagesnap/watch.toml --dry-run        # say what one round would do
   pagesnap watch --config /etc/pagesnap/watch.toml --once           # one round, for cron
@@ -160,8 +165,9 @@ Runs until SIGINT or SIGTERM (a snapshot in progress gets stop_timeout, 60s by
 default, to finish; exit 0). A run not done after --capture-timeout is abandoned.
 SIGHUP reloads the config file. Logs go to stderr; `pagesnap status` shows the
 state. Exit status: 0 after a signal, 1 when the config or the store cannot be
-used (nothing is started), 2 for command-line syntax errors. With --once: 0 when
-every run succeeded, 1 when one failed. With --check-config: 0 good, 2 bad.")]
+used (nothing is started), 2 for command-line syntax errors and refused values,
+10 when the store does not exist. With --once: 0 when every run succeeded, 1 when
+one failed. With --check-config: 0 good, 2 bad.")]
     Watch(WatchArgs),
     /// Show what `pagesnap watch` did: per database the last snapshot, last error, next run.
     #[command(after_help = "Examples:
@@ -289,11 +295,11 @@ pub struct WatchArgs {
     /// TOML config file naming the databases and their schedules and policies.
     #[arg(long, value_name = "FILE", conflicts_with = "databases")]
     pub config: Option<PathBuf>,
-    /// Interval between snapshots, aligned to wall-clock multiples (e.g. 10m, 1h, 30s).
+    /// Interval between snapshots, aligned to wall-clock multiples (e.g. 10min, 1h, 30s).
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "10m",
+        default_value = "10min",
         conflicts_with = "config"
     )]
     pub every: String,
@@ -390,7 +396,8 @@ pub struct PolicyArgs {
     /// Keep the N newest snapshots (N or `unlimited`).
     #[arg(long, value_name = "N")]
     pub keep_last: Option<String>,
-    /// Keep every snapshot taken within DURATION before the newest (e.g. 36h, 7d, 1y6m).
+    /// Keep every snapshot taken within DURATION before the newest (e.g. 36h, 7d, 1y6mo;
+    /// `mo` is months, `min` minutes, a bare `m` is refused as ambiguous).
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
     /// Keep the newest snapshot of each of the last N minutes that have snapshots.
@@ -470,7 +477,7 @@ pub struct CopyArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// How long to wait for a running `prune` or `gc` (which locks a store) to finish.
-    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    #[arg(long, default_value = "10min", value_name = "DURATION")]
     pub lock_wait: String,
 }
 
@@ -536,11 +543,11 @@ pub struct BackupArgs {
     /// Time to record instead of now: RFC 3339 or "YYYY-MM-DD HH:MM:SS" (UTC).
     #[arg(long, value_name = "TIME")]
     pub time: Option<String>,
-    /// How long to wait for a lock held by another process (e.g. 5s, 500ms, 1m).
+    /// How long to wait for a lock held by another process (e.g. 5s, 500ms, 1min).
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub busy_timeout: String,
     /// How long to wait for a running `prune` or `gc` (which locks the store) to finish.
-    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    #[arg(long, default_value = "10min", value_name = "DURATION")]
     pub lock_wait: String,
 }
 
@@ -719,7 +726,7 @@ pub struct RepairIndexArgs {
     #[arg(long)]
     pub read_data: bool,
     /// How long to wait for other commands to release the store.
-    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    #[arg(long, value_name = "DURATION", default_value = "10min")]
     pub lock_wait: String,
 }
 

@@ -45,14 +45,50 @@ fn parse_any_time(s: &str) -> Result<DateTime<Utc>> {
     .into())
 }
 
-/// Accepts durations such as `5s`, `500ms`, `2m`, `1h 30m`.
+/// Accepts durations of timeouts and intervals such as `5s`, `500ms`, `10min`,
+/// `1h 30min` (humantime's syntax). A bare `m` stays minutes, as it always was
+/// here: every watch config and script has `every = "10m"`, and a timeout has no
+/// reading in months. Months are refused in any spelling (`mo`, humantime's `M`
+/// and `month`): they have no fixed length, and `5M` next to `5m` is the
+/// ambiguity retention spans refuse `m` for.
 pub fn parse_duration(s: &str) -> Result<Duration> {
+    if let Some(unit) = units(s).find(|u| is_month(u)) {
+        return Err(UsageError(format!(
+            "invalid duration {s:?}: {unit:?} is months, which have no fixed length here; give days (30d) or hours"
+        ))
+        .into());
+    }
     humantime::parse_duration(s.trim()).map_err(|e| {
         UsageError(format!(
-            "invalid duration {s:?}: {e} (examples: 5s, 500ms, 2m)"
+            "invalid duration {s:?}: {e} (examples: 5s, 500ms, 10min, 1h 30min)"
         ))
         .into()
     })
+}
+
+/// The unit words of a duration (`1h 30min` → `h`, `min`).
+fn units(s: &str) -> impl Iterator<Item = &str> {
+    s.split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|u| !u.is_empty())
+}
+
+fn is_month(u: &str) -> bool {
+    matches!(u, "M" | "mo" | "month" | "months")
+}
+
+/// A duration as it is shown (logs, `status`, messages): humantime's words, with
+/// minutes as `min` so that no `m` is left to read as months (`1h 30min`,
+/// `10min`, `500ms`). [`parse_duration`] reads it back.
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d)
+        .to_string()
+        .split(' ')
+        .map(|w| match w.strip_suffix('m') {
+            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => format!("{n}min"),
+            _ => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -98,5 +134,34 @@ mod tests {
             parse_duration("1500ms").unwrap(),
             Duration::from_millis(1500)
         );
+    }
+
+    #[test]
+    fn minutes_are_min_or_m_and_months_are_refused() {
+        let m = |n: u64| Duration::from_secs(60 * n);
+        assert_eq!(parse_duration("10min").unwrap(), m(10));
+        // Compatibility: a bare `m` has always been minutes here.
+        assert_eq!(parse_duration("10m").unwrap(), m(10));
+        assert_eq!(parse_duration("1h 30min").unwrap(), m(90));
+        for s in ["1mo", "1M", "2months", "1month", "1d 1mo"] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{s}");
+            assert!(e.to_string().contains("is months"), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_are_shown_with_min_and_read_back() {
+        for (secs, shown) in [
+            (600, "10min"),
+            (5400, "1h 30min"),
+            (30, "30s"),
+            (86_400 + 60, "1day 1min"),
+        ] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(format_duration(d), shown);
+            assert_eq!(parse_duration(shown).unwrap(), d);
+        }
+        assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
     }
 }

@@ -33,10 +33,10 @@ pub fn run(g: &Global, a: &BenchArgs) -> Result<ExitCode> {
         None => defaults.2.split(',').map(str::to_string).collect(),
     };
     // Every argument and input file is checked before any work starts.
-    let configs = parse_configs(&config_list)?;
+    let configs = parse_configs(&config_list).map_err(|e| usage!("{e:#}"))?;
     let t0 = parse_time(&a.time)?;
     if steps == 0 {
-        bail!("--steps must be at least 1");
+        return Err(usage!("--steps must be at least 1"));
     }
     let source = match (&a.db, &a.sql) {
         (Some(db), Some(sql)) => {
@@ -52,13 +52,13 @@ pub fn run(g: &Global, a: &BenchArgs) -> Result<ExitCode> {
             }
         }
         _ => {
-            let size = parse_size(size_arg)?;
+            let size = parse_size(size_arg).map_err(|e| usage!("{e:#}"))?;
             if size < MIN_SIZE {
-                bail!(
+                return Err(usage!(
                     "--size {}: too small, use at least {}",
                     size_arg,
                     output::bytes(MIN_SIZE)
-                );
+                ));
             }
             Source::Workload {
                 kind: kind(a.workload),

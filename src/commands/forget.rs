@@ -13,18 +13,20 @@ use serde_json::{json, Value};
 use std::process::ExitCode;
 
 pub fn run(g: &Global, a: &ForgetArgs) -> Result<ExitCode> {
-    let store = open_store(g)?;
+    // The flags are checked before the store is opened: a bad value is a usage
+    // error (exit 2) whatever state the store is in.
     let flags = policy::from_args(&a.policy)?;
+    let store = open_store(g)?;
     let out = if a.snapshots.is_empty() {
         if a.allow_empty {
-            bail!(
+            return Err(usage!(
                 "--allow-empty goes with snapshot ids: a policy always keeps the newest snapshot"
-            );
+            ));
         }
         by_policy(&store, &a.policy, a.name.as_deref(), a.dry_run)?
     } else {
         if !flags.is_empty() {
-            bail!("give snapshot ids or --keep-* rules, not both");
+            return Err(usage!("give snapshot ids or --keep-* rules, not both"));
         }
         by_id(&store, &a.snapshots, a.dry_run, a.allow_empty)?
     };
@@ -58,7 +60,7 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<ExitCode> {
 
 /// What a forget decided and did.
 pub struct Outcome {
-    pub policy: Option<String>,
+    pub policy: Option<Policy>,
     pub decisions: Vec<Decision>,
     pub dry_run: bool,
 }
@@ -71,7 +73,7 @@ impl Outcome {
     pub fn json(&self) -> Value {
         json!({
             "dry_run": self.dry_run,
-            "policy": self.policy,
+            "policy": self.policy.as_ref().map(output::policy_json),
             "kept": self.decisions.len() - self.removed(),
             "removed": self.removed(),
             "snapshots": self.decisions.iter().map(|d| json!({
@@ -136,7 +138,7 @@ pub fn apply_policy(
         }
     }
     Ok(Outcome {
-        policy: Some(p.to_string()),
+        policy: Some(p.clone()),
         decisions,
         dry_run,
     })

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 pub fn run(g: &Global, a: &GcArgs) -> Result<ExitCode> {
     let max_unused = prune::parse_percent(&a.max_unused)?;
+    // Checked before the store is opened (exit 2 whatever state it is in).
+    super::policy::from_args(&a.policy)?;
     let (store, bar) = crate::progress::attach(open_store(g)?, g, "gc");
     // One exclusive lock across forget and prune: a gc that cannot prune (the
     // store is in use) fails before it forgets anything.

@@ -1,6 +1,6 @@
 use super::{print_json, store_path};
 use crate::cli::{Global, InitArgs};
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use pagesnap_core::{InitOptions, Store};
 use serde_json::json;
 use std::path::Path;
@@ -26,7 +26,7 @@ fn options(a: &InitArgs) -> Result<InitOptions> {
     let pack_target_size = a
         .pack_size
         .checked_mul(1 << 20)
-        .ok_or_else(|| anyhow!("--pack-size {} MiB is too large", a.pack_size))?;
+        .ok_or_else(|| usage!("--pack-size {} MiB is too large", a.pack_size))?;
     Ok(InitOptions {
         chunk_pages: a.chunk_pages,
         zstd_level: a.compression_level,

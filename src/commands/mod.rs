@@ -66,7 +66,7 @@ fn store_path_at(spec: Option<&Path>) -> Result<PathBuf> {
     let p = match spec {
         Some(p) => p.to_path_buf(),
         None => default_store_path()
-            .ok_or_else(|| anyhow!("no store given: pass --store DIR or set PAGESNAP_STORE"))?,
+            .ok_or_else(|| usage!("no store given: pass --store DIR or set PAGESNAP_STORE"))?,
     };
     let s = p.to_string_lossy();
     // Built without S3 an `s3://` URL would be taken for a folder named `s3:`.
@@ -76,14 +76,14 @@ fn store_path_at(spec: Option<&Path>) -> Result<PathBuf> {
         ));
     }
     if s.contains('\0') || s.contains('\n') || s.contains('\r') {
-        return Err(anyhow!(
+        return Err(usage!(
             "invalid store path {s:?}: contains a NUL or newline"
         ));
     }
     // A store path is often assembled by scripts (`/backups/$APP`); a `..` in it
     // is how such a path escapes where it was meant to be. Refuse rather than guess.
     if p.components().any(|c| c == std::path::Component::ParentDir) {
-        return Err(anyhow!(
+        return Err(usage!(
             "invalid store path {s:?}: contains a `..` component; give the path without `..` (an absolute path, say)"
         ));
     }

@@ -2,6 +2,7 @@
 
 use super::{open_store, print_json};
 use crate::cli::{Global, PolicyArgs, PolicyCommand};
+use crate::output;
 use anyhow::{bail, Result};
 use pagesnap_core::retention::{parse_count, parse_span, Policy};
 use pagesnap_core::Store;
@@ -32,7 +33,7 @@ pub fn from_args(a: &PolicyArgs) -> Result<Policy> {
     };
     p.validate()?;
     if p.is_empty() && a.local_time {
-        bail!("--local-time needs at least one --keep-* rule");
+        return Err(usage!("--local-time needs at least one --keep-* rule"));
     }
     Ok(p)
 }
@@ -54,16 +55,21 @@ pub fn effective(store: &Store, a: &PolicyArgs) -> Result<Policy> {
 }
 
 pub fn run(g: &Global, c: &PolicyCommand) -> Result<ExitCode> {
+    // The flags are checked before the store is opened (exit 2 whatever state
+    // the store is in).
+    if let PolicyCommand::Set(a) = c {
+        from_args(a)?;
+    }
     let store = open_store(g)?;
     match c {
         PolicyCommand::Set(a) => {
             let p = from_args(a)?;
             if p.is_empty() {
-                bail!("policy set needs at least one --keep-* rule (use `policy clear` to remove the policy)");
+                return Err(usage!("policy set needs at least one --keep-* rule (use `policy clear` to remove the policy)"));
             }
             store.save_policy(&p)?;
             if g.json {
-                print_json(&json!({ "policy": p.to_string(), "saved": true }))?;
+                print_json(&json!({ "policy": output::policy_json(&p), "saved": true }))?;
             } else {
                 println!("saved retention policy: {p}");
             }
@@ -71,7 +77,7 @@ pub fn run(g: &Global, c: &PolicyCommand) -> Result<ExitCode> {
         PolicyCommand::Show => {
             let p = store.saved_policy()?;
             if g.json {
-                print_json(&json!({ "policy": p.as_ref().map(|p| p.to_string()) }))?;
+                print_json(&json!({ "policy": p.as_ref().map(output::policy_json) }))?;
             } else {
                 match p {
                     Some(p) => println!("{p}"),

@@ -3,7 +3,7 @@
 use super::{open_store, print_json};
 use crate::cli::{Global, PruneArgs};
 use crate::output;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use pagesnap_core::{PruneOptions, PruneReport};
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -30,7 +30,9 @@ pub fn parse_percent(s: &str) -> Result<f64> {
     let t = s.trim().trim_end_matches('%');
     match t.parse::<f64>() {
         Ok(v) if (0.0..=100.0).contains(&v) => Ok(v / 100.0),
-        _ => bail!("invalid --max-unused {s:?}: give a percentage from 0 to 100, e.g. 10%"),
+        _ => Err(usage!(
+            "invalid --max-unused {s:?}: give a percentage from 0 to 100, e.g. 10%"
+        )),
     }
 }
 

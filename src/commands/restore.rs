@@ -2,7 +2,7 @@ use super::{open_store, print_json, EXIT_DAMAGE};
 use crate::cli::{Global, RestoreArgs};
 use crate::output;
 use crate::timearg::parse_time;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use pagesnap_core::types::to_hex;
 use pagesnap_core::{PageOwner, RestoreReport, SalvageReport, Snapshot, SnapshotSelector};
 use serde_json::json;
@@ -19,17 +19,23 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
         },
         Some(id) => {
             if at.is_some() {
-                bail!("--at picks the snapshot by time: give `latest` or no snapshot id with it");
+                return Err(usage!(
+                    "--at picks the snapshot by time: give `latest` or no snapshot id with it"
+                ));
             }
             SnapshotSelector::Id(id.to_string())
         }
     };
     let to_stdout = a.output == Path::new("-");
     if to_stdout && g.json {
-        bail!("--json cannot be combined with -o - (stdout carries the database image)");
+        return Err(usage!(
+            "--json cannot be combined with -o - (stdout carries the database image)"
+        ));
     }
     if to_stdout && a.salvage {
-        bail!("--salvage writes a file (it lists what it lost afterwards): give -o FILE, not -o -");
+        return Err(usage!(
+            "--salvage writes a file (it lists what it lost afterwards): give -o FILE, not -o -"
+        ));
     }
     let (store, bar) = crate::progress::attach(open_store(g)?, g, "restore");
     let snap = store.select_reporting(&selector, |d| {
@@ -64,18 +70,18 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
         print_json(&restored_json(a, &snap, &report))?;
     } else if !to_stdout {
         println!(
-            "restored snapshot {} of {} ({} bytes, blake3 {}) to {}",
+            "restored snapshot {} of {} ({}, blake3 {}) to {}",
             snap.id.short(),
             snap.manifest.name,
-            report.image_len,
+            output::bytes(report.image_len),
             &to_hex(&report.image_hash)[..16],
             a.output.display()
         );
     } else {
         eprintln!(
-            "restored snapshot {} ({} bytes) to stdout",
+            "restored snapshot {} ({}) to stdout",
             snap.id.short(),
-            report.image_len
+            output::bytes(report.image_len)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -137,10 +143,10 @@ fn salvaged(g: &Global, a: &RestoreArgs, snap: &Snapshot, r: &SalvageReport) -> 
         print_json(&v)?;
     } else if exact {
         println!(
-            "restored snapshot {} of {} ({} bytes, blake3 {}) to {}: nothing to salvage, every chunk was read",
+            "restored snapshot {} of {} ({}, blake3 {}) to {}: nothing to salvage, every chunk was read",
             snap.id.short(),
             snap.manifest.name,
-            r.restore.image_len,
+            output::bytes(r.restore.image_len),
             &to_hex(&r.restore.image_hash)[..16],
             a.output.display()
         );

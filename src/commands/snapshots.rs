@@ -57,8 +57,8 @@ pub fn run(g: &Global, a: &SnapshotsArgs) -> Result<ExitCode> {
             String::new()
         };
         println!(
-            "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {:>10}  {unique_head}TAGS",
-            "ID", "TIME (UTC)", "NAME", "HOST", "PAGES", "SIZE"
+            "{:<8}  {:<23}  {:<16}  {:<12}  {:>10}  {:>10}  {unique_head}TAGS",
+            "ID", "TIME", "NAME", "HOST", "PAGES", "SIZE"
         );
         for s in &snaps {
             let m = &s.manifest;
@@ -66,7 +66,7 @@ pub fn run(g: &Global, a: &SnapshotsArgs) -> Result<ExitCode> {
                 .map(|b| format!("{:>10}  ", output::bytes(b)))
                 .unwrap_or_default();
             println!(
-                "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {:>10}  {unique_col}{}",
+                "{:<8}  {:<23}  {:<16}  {:<12}  {:>10}  {:>10}  {unique_col}{}",
                 s.id.short(),
                 output::time(&s.time()),
                 m.name,

@@ -11,7 +11,10 @@ use std::process::ExitCode;
 
 pub fn run(g: &Global, a: &VerifyArgs) -> Result<ExitCode> {
     let read_data = match (&a.read_data_subset, a.read_data) {
-        (Some(s), _) => Some(DataSubset::parse(s)?),
+        // A value the command line cannot use: exit status 2.
+        (Some(s), _) => {
+            Some(DataSubset::parse(s).map_err(|e| usage!("--read-data-subset: {}", e))?)
+        }
         (None, true) => Some(DataSubset::All),
         (None, false) => None,
     };

@@ -158,7 +158,7 @@ fn invalid_init_parameters_create_nothing() {
         (vec!["init", "--compression-level", "40"], "zstd level 40"),
         (vec!["init", "--pack-size", "0"], "pack target size 0"),
     ] {
-        let err = fails(fx.cmd().args(&args));
+        let err = fails_usage(fx.cmd().args(&args));
         assert_has(&err, &["invalid store parameters", why]);
         // Only the parameter at fault is mentioned.
         if args[1] != "--chunk-pages" {
@@ -224,13 +224,13 @@ fn store_paths_with_parent_components_or_newlines_are_refused() {
     let newline = fx.path("store\nx");
     for (store, why) in [(&dotted, "`..`"), (&newline, "newline")] {
         for args in [&["snapshots"][..], &["verify"], &["init"]] {
-            let err = fails(ps(store).args(args));
+            let err = fails_usage(ps(store).args(args));
             assert_has(&err, &["invalid store path", why]);
         }
-        let err = fails(ps(store).arg("backup").arg(&db));
+        let err = fails_usage(ps(store).arg("backup").arg(&db));
         assert_has(&err, &["invalid store path"]);
         // The environment variable is checked the same way.
-        let err = fails(bin().env("PAGESNAP_STORE", store).arg("snapshots"));
+        let err = fails_usage(bin().env("PAGESNAP_STORE", store).arg("snapshots"));
         assert_has(&err, &["invalid store path", why]);
     }
     assert!(!newline.exists());
@@ -244,13 +244,13 @@ fn snapshot_selectors_with_paths_or_control_characters_are_refused() {
     fx.backup(&db, &[]);
     let out = fx.path("out.db");
     for sel in ["../snapshots", "..", "ab\ncd", "a/b"] {
-        let err = fails(fx.cmd().args(["restore", sel, "-o"]).arg(&out));
+        let err = fails_usage(fx.cmd().args(["restore", sel, "-o"]).arg(&out));
         assert_has(
             &err,
             &["invalid snapshot id", "not a hexadecimal snapshot id"],
         );
         assert_no_output(&out);
-        let err = fails(fx.cmd().args(["verify", sel]));
+        let err = fails_usage(fx.cmd().args(["verify", sel]));
         assert_has(&err, &["invalid snapshot id"]);
     }
 }

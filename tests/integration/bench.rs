@@ -381,14 +381,14 @@ fn bad_input_fails_and_leaves_nothing() {
     let err = fails(bench(tmp.path()).args(["--workload", "graph"]));
     assert_has(&err, &["invalid value", "graph"]);
     for size in ["12 parsecs", "MiB", "-1MiB"] {
-        let err = fails(bench(tmp.path()).arg(format!("--size={size}")));
+        let err = fails_usage(bench(tmp.path()).arg(format!("--size={size}")));
         assert_has(&err, &["invalid size", size]);
     }
-    let err = fails(bench(tmp.path()).args(["--size", "4KiB"]));
+    let err = fails_usage(bench(tmp.path()).args(["--size", "4KiB"]));
     assert_has(&err, &["too small"]);
-    let err = fails(bench(tmp.path()).args(["--configs", "1,3"]));
+    let err = fails_usage(bench(tmp.path()).args(["--configs", "1,3"]));
     assert_has(&err, &["\"3\"", "power of two"]);
-    let err = fails(bench(tmp.path()).args(["--steps", "0"]));
+    let err = fails_usage(bench(tmp.path()).args(["--steps", "0"]));
     assert_has(&err, &["--steps"]);
     let err = fails(bench(tmp.path()).arg("--db").arg(&db));
     assert_has(&err, &["--sql"]);

@@ -93,6 +93,15 @@ fn assert_failed(out: &Output) -> String {
         out.status,
         String::from_utf8_lossy(&out.stdout)
     );
+    // With --json the error is one JSON object: its message is the text's.
+    let stderr = if stderr.starts_with('{') {
+        let v: Value = serde_json::from_str(stderr.trim_end()).expect("one JSON object");
+        assert_eq!(v["message_type"], "exit_error", "{stderr}");
+        assert_eq!(v["code"], 1, "{stderr}");
+        format!("pagesnap: error: {}\n", v["message"].as_str().unwrap())
+    } else {
+        stderr
+    };
     assert!(stderr.starts_with("pagesnap: error: "), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_no_repeated_cause(&stderr);

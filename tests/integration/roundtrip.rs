@@ -302,8 +302,11 @@ fn tags_and_names_are_listed_in_json_and_text() {
         .lines()
         .find(|l| l.starts_with(b["short_id"].as_str().unwrap()))
         .unwrap_or_else(|| panic!("no line for the snapshot in:\n{text}"));
-    assert_has(line, &["2026-03-04 05:06:07", "app", "nightly,pre-upgrade"]);
-    assert_has(&text, &["ID", "TIME (UTC)", "2 snapshot(s)", "renamed"]);
+    assert_has(
+        line,
+        &["2026-03-04 05:06:07 UTC", "app", "nightly,pre-upgrade"],
+    );
+    assert_has(&text, &["ID", "TIME", "2 snapshot(s)", "renamed"]);
 
     // --name filters the listing.
     let only = ok_json(fx.cmd().args(["--json", "snapshots", "--name", "renamed"]));
@@ -339,8 +342,20 @@ fn restore_to_stdout_writes_the_exact_image() {
     assert!(!fx.path("-").exists());
 
     // --json would mix with the image on stdout: refused.
-    let err = fails(fx.cmd().args(["--json", "restore", "latest", "-o", "-"]));
-    assert_has(&err, &["--json cannot be combined with -o -"]);
+    // With --json the error is a JSON object on stderr; a usage error: exit 2.
+    let out = fx
+        .cmd()
+        .args(["--json", "restore", "latest", "-o", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["code"], 2);
+    assert_has(
+        err["message"].as_str().unwrap(),
+        &["--json cannot be combined with -o -"],
+    );
 }
 
 #[test]

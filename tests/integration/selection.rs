@@ -169,11 +169,11 @@ fn unknown_or_malformed_id_is_refused() {
     let err = fails(fx.cmd().args(["restore", &unknown, "-o"]).arg(&out));
     assert_has(&err, &["no snapshot matches", &unknown]);
     assert_no_output(&out);
-    let err = fails(fx.cmd().args(["restore", "xyz!", "-o"]).arg(&out));
+    let err = fails_usage(fx.cmd().args(["restore", "xyz!", "-o"]).arg(&out));
     assert_has(&err, &["\"xyz!\" is not a hexadecimal snapshot id"]);
     assert_no_output(&out);
     let long = format!("{id}0");
-    let err = fails(fx.cmd().args(["restore", &long, "-o"]).arg(&out));
+    let err = fails_usage(fx.cmd().args(["restore", &long, "-o"]).arg(&out));
     assert_has(&err, &["not a hexadecimal snapshot id"]);
     assert_no_output(&out);
     fx.assert_unchanged(&before);
@@ -196,7 +196,7 @@ fn at_before_every_snapshot_names_the_earliest() {
         &err,
         &[
             "no snapshot at or before",
-            "earliest is from 2026-01-01T00:10:00",
+            "earliest is from 2026-01-01T00:10:00Z",
         ],
     );
     assert_no_output(&out);
@@ -251,7 +251,7 @@ fn invalid_time_syntax_is_refused_before_anything_is_written() {
     // --at with an explicit id is contradictory.
     let id = before.snapshots[0]["id"].as_str().unwrap().to_string();
     let out = fx.path("out.db");
-    let err = fails(
+    let err = fails_usage(
         fx.cmd()
             .args(["restore", &id, "--at", &t(5), "-o"])
             .arg(&out),

@@ -63,11 +63,12 @@ pub fn fails(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    // README: errors are `pagesnap: error: …` with exit code 1, command-line
-    // syntax errors (clap) exit with 2.
+    // docs/CLI.md: errors are `pagesnap: error: …` with exit code 1, or 10 (no
+    // store) or 11 (locked); command-line syntax errors (clap) exit with 2, and
+    // refused values are checked with `fails_usage`.
     let code = out.status.code();
-    if stderr.starts_with("pagesnap: error: ") {
-        assert_eq!(code, Some(1), "{stderr}");
+    if let Some(msg) = stderr.strip_prefix("pagesnap: error: ") {
+        assert_eq!(code, Some(exit_code_of(msg)), "{stderr}");
     } else {
         assert!(stderr.starts_with("error: "), "unexpected stderr: {stderr}");
         assert_eq!(code, Some(2), "{stderr}");
@@ -79,6 +80,21 @@ pub fn fails(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     stderr
+}
+
+/// The exit status docs/CLI.md gives an error message: 10 when the store does
+/// not exist, 11 when it is locked, else 1.
+pub fn exit_code_of(msg: &str) -> i32 {
+    if msg.contains("store directory does not exist")
+        || msg.contains("not a pagesnap store")
+        || msg.contains("the bucket does not exist")
+    {
+        10
+    } else if msg.contains("the store is locked by") {
+        11
+    } else {
+        1
+    }
 }
 
 /// Runs `cmd`, asserts it refused a value given on the command line (a time, a

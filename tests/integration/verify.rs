@@ -171,7 +171,7 @@ fn a_healthy_store_passes_every_level_of_check() {
 fn bad_arguments_are_refused_before_reading_anything() {
     let (fx, _) = store_with_history();
     for bad in ["0%", "150%", "abc", "3/2", "0/4", "1/0"] {
-        let err = fails(fx.cmd().args(["verify", "--read-data-subset", bad]));
+        let err = fails_usage(fx.cmd().args(["verify", "--read-data-subset", bad]));
         assert_has(&err, &["data subset", bad]);
     }
     let err = fails(fx.cmd().args(["verify", "deadbeef"]));

@@ -277,6 +277,12 @@ path = "gone.db"
     assert!(b["last_retention"]["removed"].as_u64().is_some());
     assert!(b["retention"].as_str().unwrap().contains("--keep-last 3"));
     assert!(!of("busy", "retention").is_empty());
+    // `status --json` gives the policy as an object, and where it comes from.
+    let (_, json) = status_cmd(&fx, &st_path, true);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let r = &db_status(&v, "busy")["retention"];
+    assert_eq!(r["from"], "config", "{r}");
+    assert_eq!(r["policy"]["keep_last"], 3, "{r}");
 
     // The missing database fails every run; the others went on.
     let g = db_status(&st, "gone");
@@ -418,12 +424,18 @@ fn config_errors_are_reported_with_their_line_before_anything_starts() {
         (
             "duration.toml",
             "status_file = \"s.json\"\n[[database]]\npath = \"app.db\"\nevery = \"ten minutes\"\n",
-            &["duration.toml:4: invalid duration \"ten minutes\""],
+            &["duration.toml:4: every: invalid duration \"ten minutes\""],
         ),
         (
             "global.toml",
             "jitter = \"1x\"\n[[database]]\npath = \"app.db\"\n",
-            &["global.toml:1: invalid duration \"1x\""],
+            &["global.toml:1: jitter: invalid duration \"1x\""],
+        ),
+        (
+            // Months to restic, minutes to `every`: refused, naming the key.
+            "ambiguous.toml",
+            "every = \"5m\"\n[[database]]\npath = \"app.db\"\nkeep_within = \"30m\"\n",
+            &["ambiguous.toml:4: keep_within: \"30m\" is ambiguous: write 30min for minutes or 30mo for months"],
         ),
         (
             "count.toml",
@@ -633,7 +645,7 @@ fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
         &log,
         &[
             "watch.toml: 2 databases, added b",
-            "watch.toml:1: invalid duration \\\"soon\\\"",
+            "watch.toml:1: every: invalid duration \\\"soon\\\"",
         ],
     );
     let st = status(&st_path);
@@ -911,7 +923,10 @@ fn status_reports_a_database_whose_run_is_overdue() {
     assert_eq!(code, Some(4), "{text}");
     assert_has(
         &text,
-        &["OVERDUE:        the run due at", "has not started (11m"],
+        &[
+            "OVERDUE:        the run due at",
+            " UTC has not started (11min",
+        ],
     );
     assert!(!text.contains("fresh: OVERDUE"));
     let (code, json) = status_cmd(&fx, &st_path, true);
@@ -919,6 +934,8 @@ fn status_reports_a_database_whose_run_is_overdue() {
     let v: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["overdue"][0]["name"], "late", "{v}");
     assert_eq!(v["overdue"].as_array().unwrap().len(), 1, "{v}");
+    // Its times are written as every JSON time is (docs/JSON.md#times).
+    assert_eq!(crate::json_shapes::check_times(&v, "status"), 2, "{v}");
 }
 
 #[test]

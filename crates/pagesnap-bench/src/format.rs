@@ -18,9 +18,17 @@ pub fn bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
-/// RFC 3339 in UTC for JSON.
+/// RFC 3339 in UTC with `Z` for JSON: whole seconds (`2026-12-05T20:01:03Z`),
+/// or nanoseconds (9 digits) when the time has a fraction, so that a time read
+/// back (`restore --at`) selects exactly what it named.
 pub fn time_json(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    use chrono::Timelike;
+    let digits = if t.nanosecond() == 0 {
+        chrono::SecondsFormat::Secs
+    } else {
+        chrono::SecondsFormat::Nanos
+    };
+    t.to_rfc3339_opts(digits, true)
 }
 
 #[cfg(test)]

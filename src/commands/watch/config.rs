@@ -37,7 +37,7 @@ impl fmt::Display for PruneSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PruneSchedule::Never => f.write_str("never"),
-            PruneSchedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+            PruneSchedule::Every(d) => write!(f, "every {}", crate::timearg::format_duration(*d)),
         }
     }
 }
@@ -163,11 +163,13 @@ struct RawDatabase {
     local_time: Option<bool>,
 }
 
-/// A humantime duration written as a string (`"10m"`, `"1h 30m"`, `"500ms"`).
+/// A humantime duration written as a string (`"10min"`, `"1h 30min"`, `"500ms"`;
+/// a bare `m` is minutes, months are refused: see [`parse_duration`]).
 struct Dur(Duration);
 /// A retention count: a positive integer, `"unlimited"` or -1.
 struct Count(u32);
-/// A retention span (`"36h"`, `"7d"`, `"1y6m"`; `m` is months, `min` minutes).
+/// A retention span (`"36h"`, `"7d"`, `"1y6mo"`; `mo` months, `min` minutes, a
+/// bare `m` refused as ambiguous).
 struct SpanValue(Span);
 /// A percentage: `"10%"`, `10` or `2.5`.
 struct Percent(f64);
@@ -200,7 +202,7 @@ impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         from_str_value(
             d,
-            "a duration in a string, such as \"10m\" or \"30s\"",
+            "a duration in a string, such as \"10min\" or \"30s\"",
             |s| parse_duration(s).map(Dur).map_err(|e| e.to_string()),
         )
     }
@@ -210,7 +212,7 @@ impl<'de> Deserialize<'de> for SpanValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         from_str_value(
             d,
-            "a retention span in a string, such as \"36h\", \"7d\" or \"1y6m\"",
+            "a retention span in a string, such as \"36h\", \"7d\" or \"1y6mo\"",
             |s| parse_span(s).map(SpanValue).map_err(|e| e.to_string()),
         )
     }
@@ -286,6 +288,18 @@ impl<'de> Deserialize<'de> for Percent {
 // ---- loading -------------------------------------------------------------------
 
 /// 1-based line of byte offset `at` in `text`.
+/// The key of the `key = value` line holding byte `at` (`keep_within` in
+/// `keep_within = "30m"`), so that a refused value is named by its key; `None`
+/// when the line is not one (a table header).
+fn key_of_line(text: &str, at: usize) -> Option<&str> {
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    (!key.is_empty() && key.chars().all(bare)).then_some(key)
+}
+
 fn line_of(text: &str, at: usize) -> usize {
     let at = at.min(text.len());
     text.as_bytes()[..at]
@@ -311,7 +325,13 @@ pub fn parse(file: &Path, text: &str) -> Result<WatchConfig> {
     };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         // The message alone: toml's Display repeats the line with a caret drawing.
-        anyhow!("{}: {}", at(e.span()), e.message().trim_end())
+        let msg = e.message().trim_end();
+        // toml names an unknown key itself (`unknown field `evry``).
+        let key = match e.span().and_then(|r| key_of_line(text, r.start)) {
+            Some(k) if !msg.contains(&format!("`{k}`")) => format!("{k}: "),
+            _ => String::new(),
+        };
+        anyhow!("{}: {key}{msg}", at(e.span()))
     })?;
     // A config file given as a bare name is in the current directory: its
     // relative paths stay as they are.
@@ -514,14 +534,14 @@ fn check_timing(every: Duration, jitter: Duration) -> std::result::Result<(), St
     if every < MIN_EVERY {
         return Err(format!(
             "interval {} is too short: the shortest is 1s",
-            humantime::format_duration(every)
+            crate::timearg::format_duration(every)
         ));
     }
     if jitter >= every {
         return Err(format!(
             "jitter {} must be shorter than the interval {}",
-            humantime::format_duration(jitter),
-            humantime::format_duration(every)
+            crate::timearg::format_duration(jitter),
+            crate::timearg::format_duration(every)
         ));
     }
     Ok(())
@@ -657,7 +677,10 @@ capture_timeout = "90s"
         let e = err("every = \"10m\"\n\n[[database]]\npath = \"a.db\"\nevry = \"1m\"\n");
         assert!(e.starts_with("/etc/w.toml:5: unknown field `evry`"), "{e}");
         let e = err("[[database]]\npath = \"a.db\"\nevery = \"10 parsecs\"\n");
-        assert!(e.starts_with("/etc/w.toml:3: invalid duration"), "{e}");
+        assert!(
+            e.starts_with("/etc/w.toml:3: every: invalid duration"),
+            "{e}"
+        );
         let e = err("bogus = 1\n");
         assert!(e.starts_with("/etc/w.toml:1: unknown field `bogus`"), "{e}");
         let e = err("[[database]]\npath = \"a.db\"\nkeep_last = 0\n");
@@ -669,7 +692,7 @@ capture_timeout = "90s"
         );
         let e = err("prune = \"sometimes\"\n[[database]]\npath = \"a.db\"\n");
         assert!(
-            e.starts_with("/etc/w.toml:1: invalid prune schedule"),
+            e.starts_with("/etc/w.toml:1: prune: invalid prune schedule"),
             "{e}"
         );
         let e = err("[[database]]\npath = \"a.db\"\n\n[[database]]\npath = \"b/a.db\"\n");
@@ -679,7 +702,7 @@ capture_timeout = "90s"
         );
         let e = err("[[database]]\npath = \"a.db\"\njitter = \"10m\"\n");
         assert!(
-            e.starts_with("/etc/w.toml:1: database \"a\": jitter 10m"),
+            e.starts_with("/etc/w.toml:1: database \"a\": jitter 10min"),
             "{e}"
         );
         let e = err("[[database]]\nname = \"x\"\n");
@@ -695,6 +718,32 @@ capture_timeout = "90s"
         );
         let e = err("[[database\n");
         assert!(e.starts_with("/etc/w.toml:1: "), "{e}");
+    }
+
+    /// `m` in a retention span is refused (months to restic, minutes to the
+    /// durations beside it), naming the file, line and key; `mo` and `min` are
+    /// read as written.
+    #[test]
+    fn a_bare_m_in_keep_within_is_refused() {
+        let e = err("every = \"5m\"\n[[database]]\npath = \"a.db\"\nkeep_within = \"30m\"\n");
+        assert_eq!(
+            e,
+            "/etc/w.toml:4: keep_within: \"30m\" is ambiguous: write 30min for minutes or 30mo for months"
+        );
+        let e = err("[[database]]\npath = \"a.db\"\nkeep_within_daily = \"1y6m\"\n");
+        assert!(
+            e.starts_with("/etc/w.toml:3: keep_within_daily: \"1y6m\" is ambiguous"),
+            "{e}"
+        );
+        let c = parse(
+            Path::new("/etc/w.toml"),
+            "every = \"5min\"\n[[database]]\npath = \"a.db\"\nkeep_within = \"30mo\"\nkeep_within_hourly = \"30min\"\n",
+        )
+        .unwrap();
+        let p = c.databases[0].policy.as_ref().unwrap();
+        assert_eq!(p.keep_within.unwrap().months, 30);
+        assert_eq!(p.keep_within_hourly.unwrap().minutes, 30);
+        assert_eq!(c.databases[0].every, Duration::from_secs(300));
     }
 
     /// The README's example config (three databases) is valid.

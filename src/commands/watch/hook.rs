@@ -55,7 +55,7 @@ pub fn spawn(
                     warn!(
                         event = "hook",
                         "{which} command {cmd:?} killed after {}",
-                        humantime::format_duration(timeout)
+                        crate::timearg::format_duration(timeout)
                     );
                     return;
                 }

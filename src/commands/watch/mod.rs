@@ -129,7 +129,7 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
                 "{} ({}, every {})",
                 d.cfg.name,
                 d.cfg.path.display(),
-                humantime::format_duration(d.cfg.every)
+                crate::timearg::format_duration(d.cfg.every)
             ))
             .collect::<Vec<_>>()
             .join(", ")
@@ -183,6 +183,7 @@ fn init_logging(format: LogFormat) -> Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_timer(crate::output::LogTime)
         .with_max_level(tracing::Level::INFO);
     let r = match format {
         LogFormat::Human => builder
@@ -471,12 +472,12 @@ impl Watcher {
                 lib::AbandonReason::Deadline => format!(
                     "{}: the run did not finish within its capture_timeout of {} (it was {phase}): abandoned, no snapshot was published",
                     d.cfg.path.display(),
-                    humantime::format_duration(d.cfg.capture_timeout),
+                    crate::timearg::format_duration(d.cfg.capture_timeout),
                 ),
                 lib::AbandonReason::Stop => format!(
                     "{}: stopping: the run was still {phase} after stop_timeout ({}): abandoned, no snapshot was published",
                     d.cfg.path.display(),
-                    humantime::format_duration(self.cfg.stop_timeout)
+                    crate::timearg::format_duration(self.cfg.stop_timeout)
                 ),
             }),
             _ => None,

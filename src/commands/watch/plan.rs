@@ -116,7 +116,7 @@ pub fn dry_run(cfg: &WatchConfig, store: &Store, status_path: &Path) -> Result<E
             Ok(_) => out.push_str(&format!(
                 "{name}: would snapshot {} (a watcher's first run of a database always takes one), then every {}\n",
                 d.path.display(),
-                humantime::format_duration(d.every)
+                crate::timearg::format_duration(d.every)
             )),
             Err(e) => out.push_str(&format!(
                 "{name}: would fail: {}\n",
@@ -289,8 +289,8 @@ pub fn check_config(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
             "{}: {}, every {}, {retention}, capture_timeout {}{}\n",
             d.name,
             d.path.display(),
-            humantime::format_duration(d.every),
-            humantime::format_duration(d.capture_timeout),
+            crate::timearg::format_duration(d.every),
+            crate::timearg::format_duration(d.capture_timeout),
             if hooks.is_empty() {
                 String::new()
             } else {

@@ -76,7 +76,7 @@ pub fn outcome(f: &RunFinished) -> RunOutcome {
             info!(
                 event = "skip",
                 db = %name,
-                scheduled = %f.scheduled.to_rfc3339(),
+                scheduled = %crate::output::time_json(&f.scheduled),
                 "{name}: unchanged since the last snapshot, skipped"
             );
             return out;
@@ -113,7 +113,7 @@ pub fn outcome(f: &RunFinished) -> RunOutcome {
         event = "snapshot",
         db = %name,
         id = %s.id.short(),
-        scheduled = %f.scheduled.to_rfc3339(),
+        scheduled = %crate::output::time_json(&f.scheduled),
         reason,
         pages = s.pages,
         bytes_added = s.bytes_added,

@@ -368,6 +368,16 @@ pub fn run(g: &Global, a: &StatusArgs) -> Result<ExitCode> {
     };
     if g.json {
         let mut v = serde_json::to_value(&st)?;
+        // One time format in every JSON document (the status file's serde writes its own).
+        output::normalize_times(&mut v);
+        // A policy in JSON is an object (the status file keeps the flags' text).
+        if let Some(dbs) = v["databases"].as_array_mut() {
+            for d in dbs {
+                if let Some(r) = d["retention"].as_str().map(output::retention_json) {
+                    d["retention"] = r;
+                }
+            }
+        }
         v["watcher"] = serde_json::json!(watcher);
         v["status_file"] = serde_json::json!(path.display().to_string());
         v["overdue"] = late
@@ -456,7 +466,7 @@ pub fn overdue(d: &DbStatus, now: DateTime<Utc>) -> Option<String> {
             .to_std()
             .ok()
             .filter(|l| *l > margin)
-            .map(|l| humantime::format_duration(Duration::from_secs(l.as_secs())))
+            .map(|l| crate::timearg::format_duration(Duration::from_secs(l.as_secs())))
     };
     if let Some(t) = &d.stuck_since {
         return Some(format!(
@@ -533,7 +543,9 @@ fn print_human(st: &Status, watcher: &str, path: &Path, late: &[(&str, String)],
             "{}  {}  every {}",
             d.name,
             d.path,
-            humantime::format_duration(std::time::Duration::from_secs_f64(d.every_secs.max(0.0)))
+            crate::timearg::format_duration(std::time::Duration::from_secs_f64(
+                d.every_secs.max(0.0)
+            ))
         );
         match &d.last_snapshot {
             Some(s) => println!(
@@ -596,7 +608,7 @@ fn print_human(st: &Status, watcher: &str, path: &Path, late: &[(&str, String)],
             println!("  OVERDUE:        {why}");
         }
         for s in stale.iter().filter(|s| s.name == d.name) {
-            let age = humantime::format_duration(Duration::from_secs(s.age.as_secs()));
+            let age = crate::timearg::format_duration(Duration::from_secs(s.age.as_secs()));
             match &s.current_at {
                 Some(t) => println!(
                     "  STALE:          last snapshot or unchanged check {} ({age} ago): older than --max-age",
@@ -665,7 +677,7 @@ mod tests {
         d.next_run = Some(now - secs(601));
         assert!(overdue(&d, now)
             .unwrap()
-            .contains("has not started (10m 1s late)"));
+            .contains("has not started (10min 1s late)"));
         let mut d = db(1.0);
         d.next_run = Some(now - secs(59));
         assert_eq!(overdue(&d, now), None);

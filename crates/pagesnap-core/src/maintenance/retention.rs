@@ -47,7 +47,7 @@
 //! day. The boundary is exclusive, as in restic: with `--keep-within 36h` and the
 //! newest snapshot at 2024-03-03 12:00:00, a snapshot at 2024-03-02 00:00:00 is
 //! not kept by that rule, one at 00:00:01 is. Years and months are calendar
-//! months, clamped to the end of the month (31 March minus `1m` is 29 February
+//! months, clamped to the end of the month (31 March minus `1mo` is 29 February
 //! 2024; restic's Go arithmetic would overflow into 2 March, keeping less);
 //! days are calendar days (with `--local-time`, a day across a daylight-saving
 //! change is 23 or 25 hours); hours and minutes are exact.
@@ -66,9 +66,10 @@
 //! the command line refuses to forget with one.
 //!
 //! **Durations** ([`parse_span`]) are one or more numbers with units, each unit at
-//! most once: `y` years, `m` months, `w` weeks (7 days), `d` days, `h` hours,
-//! `min` minutes; e.g. `36h`, `7d`, `2w`, `1y6m`, `1d12h`, `90min`. As in restic,
-//! `m` is **months**: 90 minutes is `90min`, not `90m`.
+//! most once: `y` years, `mo` months, `w` weeks (7 days), `d` days, `h` hours,
+//! `min` minutes; e.g. `36h`, `7d`, `2w`, `1y6mo`, `1d12h`, `90min`. A bare `m`
+//! is refused ([`PolicyError::AmbiguousUnit`]): restic reads it as months, most
+//! duration syntaxes as minutes, and a policy is the wrong place to guess.
 //!
 //! # Example
 //!
@@ -111,8 +112,9 @@ mod tests;
 /// The count meaning "every bucket" (`unlimited`, or `-1` as in restic).
 pub const UNLIMITED: u32 = u32::MAX;
 
-/// A calendar-aware duration, as written `1y2m3d4h5min` (see [`parse_span`]).
-/// Weeks are stored as 7 days.
+/// A calendar-aware duration, as written `1y2mo3d4h5min` (see [`parse_span`]).
+/// Weeks are stored as 7 days. A saved policy holds these numbers, not the
+/// text, so policies saved when `m` was accepted for months keep their meaning.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Span {
     pub years: u32,
@@ -135,7 +137,7 @@ impl fmt::Display for Span {
         }
         for (n, unit) in [
             (self.years, "y"),
-            (self.months, "m"),
+            (self.months, "mo"),
             (self.days, "d"),
             (self.hours, "h"),
             (self.minutes, "min"),
@@ -380,8 +382,16 @@ fn shell_word(s: &str) -> String {
 /// Why a policy or one of its values is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("invalid duration {input:?}: {detail} (a duration is numbers with units: y = years, m = months, w = weeks, d = days, h = hours, min = minutes; e.g. 36h, 7d, 2w, 1y6m, 90min)")]
+    #[error("invalid duration {input:?}: {detail} (a duration is numbers with units: y = years, mo = months, w = weeks, d = days, h = hours, min = minutes; e.g. 36h, 7d, 2w, 1y6mo, 90min)")]
     Span { input: String, detail: String },
+    /// A bare `m`, which some tools read as minutes and others (restic) as
+    /// months; the two fields are the input with `min` and with `mo` instead.
+    #[error("{input:?} is ambiguous: write {minutes} for minutes or {months} for months")]
+    AmbiguousUnit {
+        input: String,
+        minutes: String,
+        months: String,
+    },
     #[error("invalid count {input:?}: {detail}")]
     Count { input: String, detail: String },
     #[error("{flag} 0 would keep nothing: give a count of at least 1 (or `unlimited`), or leave the option out")]
@@ -392,11 +402,11 @@ pub enum PolicyError {
     EmptyTag,
 }
 
-/// Parses a duration such as `36h`, `7d`, `2w`, `1y6m` or `1d12h30min`: one or
-/// more numbers, each followed by a unit — `y` years, `m` months, `w` weeks,
+/// Parses a duration such as `36h`, `7d`, `2w`, `1y6mo` or `1d12h30min`: one or
+/// more numbers, each followed by a unit — `y` years, `mo` months, `w` weeks,
 /// `d` days, `h` hours, `min` minutes — each unit at most once, in any order.
-/// Refuses empty, negative, zero, unknown units, bare numbers and values that do
-/// not fit in 32 bits.
+/// Refuses empty, negative, zero, unknown units, bare numbers, values that do
+/// not fit in 32 bits, and a bare `m` ([`PolicyError::AmbiguousUnit`]).
 pub fn parse_span(s: &str) -> Result<Span, PolicyError> {
     let err = |detail: String| PolicyError::Span {
         input: s.to_string(),
@@ -408,8 +418,10 @@ pub fn parse_span(s: &str) -> Result<Span, PolicyError> {
     if s.starts_with('-') {
         return Err(err("a duration cannot be negative".into()));
     }
-    let mut values: [Option<u32>; 6] = [None; 6]; // y m w d h min
+    let mut values: [Option<u32>; 6] = [None; 6]; // y mo w d h min
     let mut rest = s;
+    // Where a bare `m` unit ends, to spell the two readings in the refusal.
+    let mut bare_m: Option<usize> = None;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         let (num, after) = rest.split_at(digits);
@@ -433,7 +445,11 @@ pub fn parse_span(s: &str) -> Result<Span, PolicyError> {
         }
         let slot = match unit {
             "y" => 0,
-            "m" => 1,
+            "mo" => 1,
+            "m" => {
+                bare_m = Some(s.len() - after.len());
+                1
+            }
             "w" => 2,
             "d" => 3,
             "h" => 4,
@@ -453,6 +469,16 @@ pub fn parse_span(s: &str) -> Result<Span, PolicyError> {
             .map_err(|_| err(format!("{num}{unit} is too large")))?;
         values[slot] = Some(n);
         rest = after;
+    }
+    // Only a duration that is otherwise valid gets here, so the suggested
+    // spellings are themselves valid.
+    if let Some(end) = bare_m {
+        let (head, tail) = s.split_at(end);
+        return Err(PolicyError::AmbiguousUnit {
+            input: s.to_string(),
+            minutes: format!("{head}in{tail}"),
+            months: format!("{head}o{tail}"),
+        });
     }
     let v = |i: usize| values[i].unwrap_or(0);
     let days = v(2)

@@ -113,8 +113,12 @@ fn latest<'a>(
         .max_by_key(|s| (s.time(), s.id))
         .ok_or_else(|| Error::NoSnapshotAt {
             name: no_name(),
-            at: at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-            earliest: earliest.to_rfc3339(),
+            // RFC 3339 with `Z` (UTC) and every digit, so that the time can
+            // be given back as it is.
+            at: at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                .unwrap_or_default(),
+            earliest: earliest.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         })
 }
 

@@ -26,7 +26,7 @@ pub use watcher::{
 
 use std::time::Duration;
 
-/// A duration as people write it: `1h 30m`, `5s`, `250ms`.
+/// A duration as people write it, minutes as `min` (never the ambiguous `m`): `1h 30min`, `5s`, `250ms`.
 pub fn fmt_duration(d: Duration) -> String {
     let mut secs = d.as_secs();
     let ms = d.subsec_millis();
@@ -38,7 +38,7 @@ pub fn fmt_duration(d: Duration) -> String {
         };
     }
     let mut parts = Vec::new();
-    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("min", 60), ("s", 1)] {
         if secs >= size {
             parts.push(format!("{}{unit}", secs / size));
             secs %= size;
@@ -55,7 +55,7 @@ mod tests {
     #[test]
     fn durations_read_as_written() {
         use std::time::Duration;
-        assert_eq!(super::fmt_duration(Duration::from_secs(5400)), "1h 30m");
+        assert_eq!(super::fmt_duration(Duration::from_secs(5400)), "1h 30min");
         assert_eq!(super::fmt_duration(Duration::from_secs(5)), "5s");
         assert_eq!(super::fmt_duration(Duration::from_millis(1250)), "1s 250ms");
         assert_eq!(super::fmt_duration(Duration::ZERO), "0s");

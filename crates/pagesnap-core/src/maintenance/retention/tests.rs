@@ -375,9 +375,9 @@ const CASES: &[Case] = &[
             ("app", "2024-02-29 12:00:01", &[]),
             ("app", "2024-02-29 12:00:00", &[]),
         ],
-        "--keep-within 1m",
+        "--keep-within 1mo",
         &[0, 1],
-        &[(1, &["within 1m"])],
+        &[(1, &["within 1mo"])],
     ),
     case(
         "keep-within weeks are 7 days",
@@ -687,17 +687,17 @@ fn buckets_follow_the_zone() {
 #[test]
 fn within_days_are_calendar_days_in_the_zone() {
     let reference = t("2024-03-31 22:00:00"); // 1 April 01:00 at UTC+3
-    let span = parse_span("1m1d").unwrap();
+    let span = parse_span("1mo1d").unwrap();
     assert_eq!(cutoff(reference, &span, &Utc), t("2024-02-28 22:00:00"));
     let plus3 = FixedOffset::east_opt(3 * 3600).unwrap();
     // 1 April 01:00 - 1 month = 1 March 01:00, - 1 day = 29 February 01:00 (+3).
     assert_eq!(cutoff(reference, &span, &plus3), t("2024-02-28 22:00:00"));
-    let span = parse_span("1m").unwrap();
+    let span = parse_span("1mo").unwrap();
     assert_eq!(cutoff(reference, &span, &plus3), t("2024-02-29 22:00:00"));
     assert_eq!(cutoff(reference, &span, &Utc), t("2024-02-29 22:00:00"));
     // Month ends differ by zone: 30 March 22:00 UTC is 31 March 01:00 at +3.
     let reference2 = t("2024-03-30 22:00:00");
-    let span = parse_span("1m").unwrap();
+    let span = parse_span("1mo").unwrap();
     assert_eq!(cutoff(reference2, &span, &Utc), t("2024-02-29 22:00:00"));
     assert_eq!(cutoff(reference2, &span, &plus3), t("2024-02-28 22:00:00"));
     let span = parse_span("1d2h30min").unwrap();
@@ -723,17 +723,19 @@ fn spans_parse() {
         ("7d", span(0, 0, 7, 0, 0)),
         ("2w", span(0, 0, 14, 0, 0)),
         ("1w2d", span(0, 0, 9, 0, 0)),
-        ("1y6m", span(1, 6, 0, 0, 0)),
-        ("90m", span(0, 90, 0, 0, 0)),
+        ("1y6mo", span(1, 6, 0, 0, 0)),
+        ("90mo", span(0, 90, 0, 0, 0)),
         ("90min", span(0, 0, 0, 0, 90)),
         ("12h1d", span(0, 0, 1, 12, 0)),
-        ("1y2m3d4h5min", span(1, 2, 3, 4, 5)),
+        ("1y2mo3d4h5min", span(1, 2, 3, 4, 5)),
+        ("5min1mo", span(0, 1, 0, 0, 5)),
         ("007d", span(0, 0, 7, 0, 0)),
     ] {
         assert_eq!(parse_span(s), Ok(want), "{s}");
         assert_eq!(s.parse::<Span>(), Ok(want), "{s}");
     }
-    assert_eq!(span(1, 2, 3, 4, 5).to_string(), "1y2m3d4h5min");
+    assert_eq!(span(1, 2, 3, 4, 5).to_string(), "1y2mo3d4h5min");
+    assert_eq!(span(0, 30, 0, 0, 0).to_string(), "30mo");
     assert_eq!(parse_span("2w").unwrap().to_string(), "14d");
     assert_eq!(Span::default().to_string(), "0h");
 }
@@ -758,6 +760,12 @@ fn span_errors() {
         ("613566757w", "too many days"),
         ("0d", "a duration of zero keeps nothing"),
         ("0y0h", "a duration of zero keeps nothing"),
+        ("1mo1mo", "the unit mo is given twice"),
+        ("1mo1m", "the unit m is given twice"),
+        ("5mon", "unknown unit \"mon\""),
+        ("5months", "unknown unit \"months\""),
+        // An invalid duration is reported as such before `m` is questioned.
+        ("5m1x", "unknown unit \"x\""),
     ] {
         let e = parse_span(s).expect_err(s);
         assert_eq!(
@@ -774,10 +782,66 @@ fn span_errors() {
             "{msg}"
         );
         assert!(
-            msg.contains("y = years, m = months, w = weeks, d = days, h = hours, min = minutes"),
+            msg.contains("y = years, mo = months, w = weeks, d = days, h = hours, min = minutes"),
             "{msg}"
         );
     }
+}
+
+/// A bare `m` is minutes to most tools and months to restic: it is refused,
+/// and the message spells out both readings of the input.
+#[test]
+fn a_bare_m_is_refused_with_both_spellings() {
+    for (s, minutes, months) in [
+        ("30m", "30min", "30mo"),
+        ("1m", "1min", "1mo"),
+        ("1y6m", "1y6min", "1y6mo"),
+        ("6m1y", "6min1y", "6mo1y"),
+        ("1d12h30m", "1d12h30min", "1d12h30mo"),
+        ("0m", "0min", "0mo"),
+    ] {
+        let e = parse_span(s).expect_err(s);
+        assert_eq!(
+            e,
+            PolicyError::AmbiguousUnit {
+                input: s.into(),
+                minutes: minutes.into(),
+                months: months.into(),
+            },
+            "{s}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("{s:?} is ambiguous: write {minutes} for minutes or {months} for months")
+        );
+        // Both suggestions mean what they say (zero is refused as zero).
+        if s != "0m" {
+            assert!(parse_span(minutes).unwrap().minutes > 0, "{minutes}");
+            assert!(parse_span(months).unwrap().months > 0, "{months}");
+        }
+    }
+}
+
+/// Policies are saved as numbers (postcard), never as text: a policy saved with
+/// `--keep-within 6m` when `m` meant months still decodes as six months, and
+/// is shown as `6mo`.
+#[test]
+fn saved_spans_keep_their_meaning() {
+    let old = Policy {
+        keep_within: Some(Span {
+            months: 6,
+            ..Span::default()
+        }),
+        ..Policy::default()
+    };
+    // The body `policy set --keep-within 6m` saved before `mo` existed.
+    let saved: [u8; 21] = [
+        0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    assert_eq!(postcard::to_stdvec(&old).unwrap(), saved);
+    let back: Policy = postcard::from_bytes(&saved).unwrap();
+    assert_eq!(back, old);
+    assert_eq!(back.to_string(), "--keep-within 6mo");
 }
 
 #[test]
@@ -876,10 +940,10 @@ fn display_gives_the_flags_back() {
         policy("--keep-daily 7 --keep-last 3").to_string(),
         "--keep-last 3 --keep-daily 7"
     );
-    let all = "--keep-last unlimited --keep-within 1y6m --keep-minutely 60 --keep-hourly 24 \
+    let all = "--keep-last unlimited --keep-within 1y6mo --keep-minutely 60 --keep-hourly 24 \
                --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --keep-yearly unlimited \
                --keep-within-minutely 1h --keep-within-hourly 2d --keep-within-daily 14d \
-               --keep-within-weekly 3m --keep-within-monthly 2y --keep-within-yearly 10y \
+               --keep-within-weekly 3mo --keep-within-monthly 2y --keep-within-yearly 10y \
                --keep-tag nightly --keep-tag pre-upgrade --local-time";
     let p = policy(all);
     assert_eq!(
@@ -947,7 +1011,7 @@ fn reasons_display() {
 #[test]
 fn policy_round_trips_through_postcard() {
     let p = policy(
-        "--keep-last 3 --keep-within 1y2m3d4h5min --keep-weekly unlimited --keep-within-daily 2w --keep-tag a --local-time",
+        "--keep-last 3 --keep-within 1y2mo3d4h5min --keep-weekly unlimited --keep-within-daily 2w --keep-tag a --local-time",
     );
     let bytes = postcard::to_stdvec(&p).unwrap();
     assert_eq!(postcard::from_bytes::<Policy>(&bytes).unwrap(), p);
