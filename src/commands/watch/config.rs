@@ -6,6 +6,7 @@ use crate::cli::{IntegrityCheck, LogFormat, WatchArgs};
 use crate::timearg::parse_duration;
 use anyhow::{anyhow, bail, Context, Result};
 use pagesnap_core::retention::{parse_count, parse_span, Policy, Span};
+use pagesnap_core::watch::DatabaseOptions;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -25,20 +26,15 @@ pub const DEFAULT_CAPTURE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default time a stop waits for the runs in progress.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// When prune runs (besides `prune_when_unused`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PruneSchedule {
-    Never,
-    /// At most once per interval, after a successful snapshot.
-    Every(Duration),
-}
+pub use pagesnap_core::watch::{PruneSchedule, PruneSettings};
 
-impl fmt::Display for PruneSchedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PruneSchedule::Never => f.write_str("never"),
-            PruneSchedule::Every(d) => write!(f, "every {}", crate::timearg::format_duration(*d)),
-        }
+/// A prune schedule said for people (`every 1day`, `never`): the status file,
+/// the plan and `--check-config` print it with the CLI's duration format
+/// rather than the library's `Display` (`every 1d`), as they always have.
+pub fn prune_text(p: PruneSchedule) -> String {
+    match p {
+        PruneSchedule::Never => "never".into(),
+        PruneSchedule::Every(d) => format!("every {}", crate::timearg::format_duration(d)),
     }
 }
 
@@ -70,11 +66,8 @@ pub struct WatchConfig {
     pub on_failure_timeout: Duration,
     /// How long SIGINT/SIGTERM waits for the runs in progress before abandoning them.
     pub stop_timeout: Duration,
-    pub prune: PruneSchedule,
-    /// Prune's `--max-unused` (a fraction of 1).
-    pub prune_max_unused: f64,
-    /// Also prune when a dry run says prune would free at least this share of the store.
-    pub prune_when_unused: Option<f64>,
+    /// When and how the watcher prunes (`prune`, `prune_max_unused`, `prune_when_unused`).
+    pub prune: PruneSettings,
     /// Where integrity checks restore their temporary copies (default: $TMPDIR).
     pub check_dir: Option<PathBuf>,
     /// The hook for failures that concern no one database (prune).
@@ -82,21 +75,12 @@ pub struct WatchConfig {
     pub databases: Vec<DbConfig>,
 }
 
-/// One watched database.
+/// One watched database: the library's options (file, name, schedule, tags,
+/// timeouts, retention, image check), so that a per-database setting is
+/// declared once, and the hooks, which only the command runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DbConfig {
-    pub name: String,
-    pub path: PathBuf,
-    pub every: Duration,
-    pub jitter: Duration,
-    pub tags: Vec<String>,
-    pub busy_timeout: Duration,
-    /// A run not committed to publishing its snapshot by then is abandoned.
-    pub capture_timeout: Duration,
-    /// The config's retention policy; `None`: the store's saved policy, if any.
-    pub policy: Option<Policy>,
-    pub integrity_check: IntegrityCheck,
-    pub integrity_check_every: u32,
+    pub opts: DatabaseOptions,
     /// Command run on failure (`sh -c`); `None` or empty: none.
     pub on_failure: Option<String>,
     /// Command run after a run that took a snapshot and did not fail.
@@ -372,12 +356,14 @@ pub fn parse(file: &Path, text: &str) -> Result<WatchConfig> {
             .unwrap_or(Duration::from_secs(600)),
         on_failure_timeout,
         stop_timeout,
-        prune: raw
-            .prune
-            .map(|p| p.0)
-            .unwrap_or(PruneSchedule::Every(Duration::from_secs(86_400))),
-        prune_max_unused: raw.prune_max_unused.map(|p| p.0).unwrap_or(0.10),
-        prune_when_unused: raw.prune_when_unused.map(|p| p.0),
+        prune: PruneSettings {
+            schedule: raw
+                .prune
+                .map(|p| p.0)
+                .unwrap_or(PruneSchedule::Every(Duration::from_secs(86_400))),
+            max_unused: raw.prune_max_unused.map(|p| p.0).unwrap_or(0.10),
+            when_unused: raw.prune_when_unused.map(|p| p.0),
+        },
         check_dir: raw.check_dir.map(rel),
         on_failure: raw.on_failure.clone().filter(|c| !c.trim().is_empty()),
         databases: Vec::new(),
@@ -450,19 +436,22 @@ pub fn parse(file: &Path, text: &str) -> Result<WatchConfig> {
             bail!("{here}: database {name:?}: integrity_check_every must be at least 1");
         }
         cfg.databases.push(DbConfig {
-            name,
-            path,
-            every,
-            jitter,
-            tags,
-            busy_timeout: d.busy_timeout.map(|x| x.0).unwrap_or(busy_timeout),
-            capture_timeout,
-            policy: (!policy.is_empty()).then_some(policy),
-            integrity_check: d
-                .integrity_check
-                .or(raw.integrity_check)
-                .unwrap_or_default(),
-            integrity_check_every,
+            opts: DatabaseOptions {
+                name,
+                path,
+                every,
+                jitter,
+                tags,
+                busy_timeout: d.busy_timeout.map(|x| x.0).unwrap_or(busy_timeout),
+                capture_timeout,
+                policy: (!policy.is_empty()).then_some(policy),
+                image_check: d
+                    .integrity_check
+                    .or(raw.integrity_check)
+                    .unwrap_or_default()
+                    .into(),
+                image_check_every: integrity_check_every,
+            },
             on_failure: d
                 .on_failure
                 .or_else(|| raw.on_failure.clone())
@@ -491,24 +480,25 @@ pub fn from_args(a: &WatchArgs) -> Result<WatchConfig> {
     for path in &a.databases {
         let name = default_name(path)?;
         check_name(&name)?;
-        if let Some(other) = databases.iter().find(|d| d.name == name) {
+        if let Some(other) = databases.iter().find(|d| d.opts.name == name) {
             bail!(
                 "{} and {} would both be named {name:?}: use a config file (--config) to name them",
-                other.path.display(),
+                other.opts.path.display(),
                 path.display()
             );
         }
         databases.push(DbConfig {
-            name,
-            path: path.clone(),
-            every,
-            jitter,
-            tags: a.tags.clone(),
-            busy_timeout: Duration::from_secs(5),
-            capture_timeout,
-            policy: None,
-            integrity_check: a.integrity_check,
-            integrity_check_every: 1,
+            // The library's defaults: a 5 s busy timeout, no retention of
+            // its own, an image check (if any) after every snapshot.
+            opts: DatabaseOptions {
+                name,
+                every,
+                jitter,
+                tags: a.tags.clone(),
+                capture_timeout,
+                image_check: a.integrity_check.into(),
+                ..DatabaseOptions::new(path.clone())
+            },
             on_failure: a.on_failure.clone().filter(|c| !c.trim().is_empty()),
             on_success: a.on_success.clone().filter(|c| !c.trim().is_empty()),
         });
@@ -521,9 +511,11 @@ pub fn from_args(a: &WatchArgs) -> Result<WatchConfig> {
         lock_wait: Duration::from_secs(600),
         on_failure_timeout: Duration::from_secs(30),
         stop_timeout: DEFAULT_STOP_TIMEOUT,
-        prune,
-        prune_max_unused: 0.10,
-        prune_when_unused: None,
+        prune: PruneSettings {
+            schedule: prune,
+            max_unused: 0.10,
+            when_unused: None,
+        },
         check_dir: None,
         on_failure: a.on_failure.clone().filter(|c| !c.trim().is_empty()),
         databases,
@@ -581,6 +573,7 @@ fn check_label(what: &'static str, s: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pagesnap_core::watch::ImageCheck;
 
     fn err(text: &str) -> String {
         parse(Path::new("/etc/w.toml"), text)
@@ -643,33 +636,33 @@ capture_timeout = "90s"
         .unwrap();
         assert_eq!(c.store, Some(PathBuf::from("/etc/pagesnap/store")));
         assert_eq!(
-            c.prune,
+            c.prune.schedule,
             PruneSchedule::Every(Duration::from_secs(7 * 86_400))
         );
-        assert!((c.prune_max_unused - 0.05).abs() < 1e-9);
-        assert_eq!(c.prune_when_unused, Some(0.2));
+        assert!((c.prune.max_unused - 0.05).abs() < 1e-9);
+        assert_eq!(c.prune.when_unused, Some(0.2));
         let app = &c.databases[0];
-        assert_eq!(app.name, "app");
-        assert_eq!(app.every, Duration::from_secs(600));
-        assert_eq!(app.jitter, Duration::from_secs(30));
+        assert_eq!(app.opts.name, "app");
+        assert_eq!(app.opts.every, Duration::from_secs(600));
+        assert_eq!(app.opts.jitter, Duration::from_secs(30));
         assert_eq!(app.on_failure.as_deref(), Some("alert"));
-        assert_eq!(app.integrity_check, IntegrityCheck::Quick);
-        assert_eq!(app.integrity_check_every, 6);
-        assert_eq!(app.capture_timeout, DEFAULT_CAPTURE_TIMEOUT);
+        assert_eq!(app.opts.image_check, ImageCheck::Quick);
+        assert_eq!(app.opts.image_check_every, 6);
+        assert_eq!(app.opts.capture_timeout, DEFAULT_CAPTURE_TIMEOUT);
         assert_eq!(c.stop_timeout, DEFAULT_STOP_TIMEOUT);
-        let p = app.policy.as_ref().unwrap();
+        let p = app.opts.policy.as_ref().unwrap();
         assert_eq!(p.keep_last, Some(6));
         assert_eq!(p.keep_daily, Some(pagesnap_core::retention::UNLIMITED));
         let jobs = &c.databases[1];
-        assert_eq!(jobs.path, PathBuf::from("/etc/pagesnap/jobs.db"));
-        assert_eq!(jobs.every, Duration::from_secs(3600));
-        assert_eq!(jobs.capture_timeout, Duration::from_secs(90));
+        assert_eq!(jobs.opts.path, PathBuf::from("/etc/pagesnap/jobs.db"));
+        assert_eq!(jobs.opts.every, Duration::from_secs(3600));
+        assert_eq!(jobs.opts.capture_timeout, Duration::from_secs(90));
         assert_eq!(
             jobs.on_failure, None,
             "an empty hook disables the global one"
         );
-        assert_eq!(jobs.policy, None);
-        assert_eq!(jobs.integrity_check, IntegrityCheck::Off);
+        assert_eq!(jobs.opts.policy, None);
+        assert_eq!(jobs.opts.image_check, ImageCheck::Off);
     }
 
     #[test]
@@ -740,10 +733,10 @@ capture_timeout = "90s"
             "every = \"5min\"\n[[database]]\npath = \"a.db\"\nkeep_within = \"30mo\"\nkeep_within_hourly = \"30min\"\n",
         )
         .unwrap();
-        let p = c.databases[0].policy.as_ref().unwrap();
+        let p = c.databases[0].opts.policy.as_ref().unwrap();
         assert_eq!(p.keep_within.unwrap().months, 30);
         assert_eq!(p.keep_within_hourly.unwrap().minutes, 30);
-        assert_eq!(c.databases[0].every, Duration::from_secs(300));
+        assert_eq!(c.databases[0].opts.every, Duration::from_secs(300));
     }
 
     /// The README's example config (three databases) is valid.
@@ -756,13 +749,13 @@ capture_timeout = "90s"
         let start = rest.find("```toml\n").unwrap() + "```toml\n".len();
         let text = &rest[start..start + rest[start..].find("```").unwrap()];
         let c = parse(Path::new("/etc/pagesnap/watch.toml"), text).unwrap();
-        let names: Vec<_> = c.databases.iter().map(|d| d.name.as_str()).collect();
+        let names: Vec<_> = c.databases.iter().map(|d| d.opts.name.as_str()).collect();
         assert_eq!(names, ["shop", "jobs", "events"]);
-        let every: Vec<_> = c.databases.iter().map(|d| d.every.as_secs()).collect();
+        let every: Vec<_> = c.databases.iter().map(|d| d.opts.every.as_secs()).collect();
         assert_eq!(every, [600, 60, 3600]);
-        assert!(c.databases[0].policy.is_some() && c.databases[2].policy.is_none());
+        assert!(c.databases[0].opts.policy.is_some() && c.databases[2].opts.policy.is_none());
         assert_eq!(c.databases[2].on_failure, None);
-        assert_eq!(c.prune_when_unused, Some(0.25));
+        assert_eq!(c.prune.when_unused, Some(0.25));
     }
 
     #[test]
@@ -792,34 +785,37 @@ capture_timeout = "90s"
             Some(PathBuf::from("/var/lib/pagesnap/watch-status.json"))
         );
         assert_eq!(c.log_format, Some(LogFormat::Json));
-        assert_eq!(c.prune, PruneSchedule::Every(Duration::from_secs(86_400)));
-        assert_eq!(c.prune_when_unused, Some(0.25));
+        assert_eq!(
+            c.prune.schedule,
+            PruneSchedule::Every(Duration::from_secs(86_400))
+        );
+        assert_eq!(c.prune.when_unused, Some(0.25));
         assert_eq!(c.on_failure_timeout, Duration::from_secs(30));
         assert!(c
             .on_failure
             .as_deref()
             .is_some_and(|h| h.contains("logger")));
-        let names: Vec<_> = c.databases.iter().map(|d| d.name.as_str()).collect();
+        let names: Vec<_> = c.databases.iter().map(|d| d.opts.name.as_str()).collect();
         assert_eq!(names, ["app", "jobs"]);
         let (app, jobs) = (&c.databases[0], &c.databases[1]);
-        assert_eq!(app.path, PathBuf::from("/srv/app/app.db"));
+        assert_eq!(app.opts.path, PathBuf::from("/srv/app/app.db"));
         // "10min" and "1min": minutes, not months.
-        assert_eq!(app.every, Duration::from_secs(600));
-        assert_eq!(jobs.every, Duration::from_secs(60));
-        assert_eq!(app.jitter, Duration::from_secs(30));
-        assert_eq!(jobs.jitter, Duration::from_secs(10));
-        assert_eq!(app.busy_timeout, Duration::from_secs(5));
-        assert_eq!(jobs.busy_timeout, Duration::from_secs(20));
-        assert_eq!(app.capture_timeout, Duration::from_secs(3600));
-        assert_eq!(app.tags, ["watch"]);
-        assert_eq!(app.integrity_check, IntegrityCheck::Quick);
-        assert_eq!(app.integrity_check_every, 6);
-        assert_eq!(jobs.integrity_check, IntegrityCheck::Off);
+        assert_eq!(app.opts.every, Duration::from_secs(600));
+        assert_eq!(jobs.opts.every, Duration::from_secs(60));
+        assert_eq!(app.opts.jitter, Duration::from_secs(30));
+        assert_eq!(jobs.opts.jitter, Duration::from_secs(10));
+        assert_eq!(app.opts.busy_timeout, Duration::from_secs(5));
+        assert_eq!(jobs.opts.busy_timeout, Duration::from_secs(20));
+        assert_eq!(app.opts.capture_timeout, Duration::from_secs(3600));
+        assert_eq!(app.opts.tags, ["watch"]);
+        assert_eq!(app.opts.image_check, ImageCheck::Quick);
+        assert_eq!(app.opts.image_check_every, 6);
+        assert_eq!(jobs.opts.image_check, ImageCheck::Off);
         let days = |d: u32| Span {
             days: d,
             ..Span::default()
         };
-        let p = app.policy.as_ref().unwrap();
+        let p = app.opts.policy.as_ref().unwrap();
         assert_eq!(p.keep_within, Some(days(1)));
         assert_eq!(p.keep_within_hourly, Some(days(2)));
         assert_eq!(p.keep_within_daily, Some(days(30)));
@@ -830,7 +826,7 @@ capture_timeout = "90s"
                 ..Span::default()
             })
         );
-        let p = jobs.policy.as_ref().unwrap();
+        let p = jobs.opts.policy.as_ref().unwrap();
         assert_eq!(
             (p.keep_last, p.keep_hourly, p.keep_daily),
             (Some(60), Some(48), Some(14))

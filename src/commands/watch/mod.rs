@@ -41,11 +41,11 @@ use self::config::{DbConfig, WatchConfig};
 use self::signals::Signals;
 use self::status::{DbStatus, ErrorRecord, InProgress, Status, StatusLock};
 use super::open_store;
-use crate::cli::{Global, IntegrityCheck, LogFormat, WatchArgs};
+use crate::cli::{Global, LogFormat, WatchArgs};
 use crate::message;
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use pagesnap_core::watch::{self as lib, schedule};
+use pagesnap_core::watch::{self as lib, schedule, ImageCheck};
 use pagesnap_core::Store;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -110,7 +110,7 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
     );
     if let Some(s) = &metrics_server {
         for d in &w.dbs {
-            metrics.register(&d.cfg.name);
+            metrics.register(&d.cfg.opts.name);
         }
         w.metrics = Some(metrics);
         info!(event = "metrics", address = %s.addr(), "metrics on http://{}/metrics", s.addr());
@@ -127,9 +127,9 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
             .iter()
             .map(|d| format!(
                 "{} ({}, every {})",
-                d.cfg.name,
-                d.cfg.path.display(),
-                crate::timearg::format_duration(d.cfg.every)
+                d.cfg.opts.name,
+                d.cfg.opts.path.display(),
+                crate::timearg::format_duration(d.cfg.opts.every)
             ))
             .collect::<Vec<_>>()
             .join(", ")
@@ -141,7 +141,7 @@ pub fn run(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
         w.once = true;
         if let Some(h) = &w.handle {
             for d in &w.dbs {
-                h.run_now(&d.cfg.name)?;
+                h.run_now(&d.cfg.opts.name)?;
             }
         }
     }
@@ -207,51 +207,32 @@ struct Watched {
 
 impl Watched {
     fn new(cfg: DbConfig, previous: Option<DbStatus>, now: DateTime<Utc>) -> Watched {
-        let offset = schedule::jitter_offset(&cfg.name, cfg.jitter);
-        let next_run = schedule::next_run(now, cfg.every, offset);
+        let o = &cfg.opts;
+        let offset = schedule::jitter_offset(&o.name, o.jitter);
+        let next_run = schedule::next_run(now, o.every, offset);
         let mut st = previous.unwrap_or_default();
-        st.name = cfg.name.clone();
-        st.path = abs(&cfg.path);
-        st.every_secs = cfg.every.as_secs_f64();
+        st.name = o.name.clone();
+        st.path = abs(&o.path);
+        st.every_secs = o.every.as_secs_f64();
         st.jitter_offset_secs = offset.as_secs_f64();
-        st.capture_timeout_secs = cfg.capture_timeout.as_secs_f64();
+        st.capture_timeout_secs = o.capture_timeout.as_secs_f64();
         st.next_run = Some(next_run);
         st.running_since = None;
         st.deadline = None;
         st.stuck_since = None;
-        st.integrity_check = match cfg.integrity_check {
-            IntegrityCheck::Off => "off".into(),
+        st.integrity_check = match o.image_check {
+            ImageCheck::Off => "off".into(),
             mode => format!(
                 "{}, {}",
-                if mode == IntegrityCheck::Full {
-                    "full"
-                } else {
-                    "quick"
-                },
-                match cfg.integrity_check_every {
+                mode.as_str(),
+                match o.image_check_every {
                     1 => "every snapshot".to_string(),
                     n => format!("every {n} snapshots"),
                 }
             ),
         };
-        st.retention = cfg.policy.as_ref().map(|p| format!("{p} (config)"));
+        st.retention = o.policy.as_ref().map(|p| format!("{p} (config)"));
         Watched { cfg, st }
-    }
-}
-
-/// The library's settings of database `c`.
-fn db_options(c: &DbConfig) -> lib::DatabaseOptions {
-    lib::DatabaseOptions {
-        name: c.name.clone(),
-        path: c.path.clone(),
-        every: c.every,
-        jitter: c.jitter,
-        tags: c.tags.clone(),
-        busy_timeout: c.busy_timeout,
-        capture_timeout: c.capture_timeout,
-        policy: c.policy.clone(),
-        image_check: run::image_check(c.integrity_check),
-        image_check_every: c.integrity_check_every,
     }
 }
 
@@ -320,7 +301,7 @@ impl Watcher {
                 let prev = previous
                     .databases
                     .iter()
-                    .position(|p| p.name == d.name)
+                    .position(|p| p.name == d.opts.name)
                     .map(|i| previous.databases.swap_remove(i));
                 Watched::new(d.clone(), prev, now)
             })
@@ -370,10 +351,10 @@ impl Watcher {
     /// The library's options of this config (its databases included).
     fn lib_options(&self) -> lib::WatcherOptions {
         lib::WatcherOptions {
-            databases: self.cfg.databases.iter().map(db_options).collect(),
+            databases: self.cfg.databases.iter().map(|d| d.opts.clone()).collect(),
             lock_wait: self.cfg.lock_wait,
             check_dir: self.cfg.check_dir.clone(),
-            prune: self.prune_settings(),
+            prune: self.cfg.prune.clone(),
             max_parallel: 0,
             observers: Vec::new(),
             prune_last: self.status.prune.last.as_ref().and_then(|l| l.time),
@@ -409,7 +390,7 @@ impl Watcher {
             self.hooks.retain(|h| !h.is_finished());
             self.drain();
             let mut wake = None;
-            if self.once && self.dbs.iter().all(|d| self.ran.contains(&d.cfg.name)) {
+            if self.once && self.dbs.iter().all(|d| self.ran.contains(&d.cfg.opts.name)) {
                 if self.handle.as_ref().is_none_or(|h| h.is_idle()) {
                     self.drain();
                     return;
@@ -456,7 +437,7 @@ impl Watcher {
     /// Records what a run did, logs it, runs its hook and writes the status.
     fn record(&mut self, f: lib::RunFinished) {
         let stop_during = self.signals.stopping();
-        let Some(i) = self.dbs.iter().position(|d| d.cfg.name == f.name) else {
+        let Some(i) = self.dbs.iter().position(|d| d.cfg.opts.name == f.name) else {
             // Its database was removed by a reload meanwhile.
             if let Some(e) = f.outcome.error() {
                 error!(event = "failure", db = %f.name, what = "backup", "{}", run::render(e));
@@ -471,12 +452,12 @@ impl Watcher {
             lib::RunOutcome::Abandoned { why, phase, .. } => Some(match why {
                 lib::AbandonReason::Deadline => format!(
                     "{}: the run did not finish within its capture_timeout of {} (it was {phase}): abandoned, no snapshot was published",
-                    d.cfg.path.display(),
-                    crate::timearg::format_duration(d.cfg.capture_timeout),
+                    d.cfg.opts.path.display(),
+                    crate::timearg::format_duration(d.cfg.opts.capture_timeout),
                 ),
                 lib::AbandonReason::Stop => format!(
                     "{}: stopping: the run was still {phase} after stop_timeout ({}): abandoned, no snapshot was published",
-                    d.cfg.path.display(),
+                    d.cfg.opts.path.display(),
                     crate::timearg::format_duration(self.cfg.stop_timeout)
                 ),
             }),
@@ -500,7 +481,7 @@ impl Watcher {
         let d = &mut self.dbs[i];
         if let Some(m) = self.metrics.as_ref().filter(|_| !out.interrupted) {
             m.record_run(
-                &d.cfg.name,
+                &d.cfg.opts.name,
                 &metrics::RunRecord {
                     bytes_added: out.last_snapshot.as_ref().map(|s| s.bytes_added),
                     unchanged: out.skip.is_some(),
@@ -511,7 +492,7 @@ impl Watcher {
             );
         }
         if out.interrupted {
-            info!(event = "stop", db = %d.cfg.name, "stop requested while waiting for the store: no snapshot of {} taken", d.cfg.name);
+            info!(event = "stop", db = %d.cfg.opts.name, "stop requested while waiting for the store: no snapshot of {} taken", d.cfg.opts.name);
         } else {
             if let Some(s) = out.skip {
                 d.st.skips += 1;
@@ -543,11 +524,11 @@ impl Watcher {
                     });
                     error!(
                         event = "failure",
-                        db = %d.cfg.name,
+                        db = %d.cfg.opts.name,
                         what = *what,
                         consecutive_failures = d.st.consecutive_failures,
                         "{} failed ({what}): {message}",
-                        d.cfg.name
+                        d.cfg.opts.name
                     );
                     if let Some(cmd) = d.cfg.on_failure.clone().filter(|_| hook) {
                         let env = hook_env(
@@ -588,17 +569,17 @@ impl Watcher {
                 }
             }
             if stop_during && out.snapshot {
-                info!(event = "stop", db = %d.cfg.name, "stop requested during the run of {}: its snapshot was finished first", d.cfg.name);
+                info!(event = "stop", db = %d.cfg.opts.name, "stop requested during the run of {}: its snapshot was finished first", d.cfg.opts.name);
             }
         }
-        let missed = schedule::missed(f.scheduled, f.next_run, d.cfg.every);
+        let missed = schedule::missed(f.scheduled, f.next_run, d.cfg.opts.every);
         if missed > 0 {
             warn!(
                 event = "late",
-                db = %d.cfg.name,
+                db = %d.cfg.opts.name,
                 missed,
                 "the run of {} scheduled at {} ended at {}: {missed} scheduled run(s) skipped",
-                d.cfg.name,
+                d.cfg.opts.name,
                 f.scheduled.format("%H:%M:%S%.3f"),
                 f.ended.format("%H:%M:%S%.3f")
             );
@@ -615,11 +596,11 @@ impl Watcher {
             .iter()
             .map(|d| {
                 let mut st = d.st.clone();
-                if let Some(l) = live.iter().find(|l| l.name == d.cfg.name) {
+                if let Some(l) = live.iter().find(|l| l.name == d.cfg.opts.name) {
                     st.next_run = Some(l.next_run);
                     st.running_since = l.running_since;
                     st.deadline = l.running_since.map(|t| {
-                        chrono::TimeDelta::from_std(d.cfg.capture_timeout)
+                        chrono::TimeDelta::from_std(d.cfg.opts.capture_timeout)
                             .ok()
                             .and_then(|c| t.checked_add_signed(c))
                             .unwrap_or(DateTime::<Utc>::MAX_UTC)
@@ -690,8 +671,8 @@ fn hook_env(
     snapshot: Option<&status::SnapshotRecord>,
 ) -> Vec<(&'static str, String)> {
     vec![
-        ("PAGESNAP_DB_NAME", d.cfg.name.clone()),
-        ("PAGESNAP_DB_PATH", d.cfg.path.display().to_string()),
+        ("PAGESNAP_DB_NAME", d.cfg.opts.name.clone()),
+        ("PAGESNAP_DB_PATH", d.cfg.opts.path.display().to_string()),
         ("PAGESNAP_ERROR", error.to_string()),
         ("PAGESNAP_EVENT", event.to_string()),
         ("PAGESNAP_FAILURES", d.st.consecutive_failures.to_string()),

@@ -2,7 +2,7 @@
 //! lines logged at start and on reload, `watch --dry-run` (one round, said and
 //! not done) and `watch --check-config`.
 
-use super::config::{PruneSchedule, WatchConfig};
+use super::config::{prune_text, PruneSchedule, WatchConfig};
 use super::status::{self, Status};
 use super::{resolve_store, Watcher};
 use crate::cli::{Global, WatchArgs};
@@ -34,21 +34,18 @@ fn retention_of(
 
 /// When the schedule next lets prune run after one at `last`, said for people.
 fn prune_when(cfg: &WatchConfig, last: Option<DateTime<Utc>>) -> String {
-    let mut s = match cfg.prune {
+    let schedule = prune_text(cfg.prune.schedule);
+    let mut s = match cfg.prune.schedule {
         PruneSchedule::Never => "never on a schedule".to_string(),
-        PruneSchedule::Every(d) => {
-            let due = last.and_then(|l| chrono::TimeDelta::from_std(d).ok().map(|d| l + d));
-            match due {
-                Some(t) if t > Utc::now() => format!(
-                    "{}: next after the first snapshot from {}",
-                    cfg.prune,
-                    crate::output::time(&t)
-                ),
-                _ => format!("{}: due, runs after the first snapshot", cfg.prune),
-            }
-        }
+        PruneSchedule::Every(_) => match cfg.prune.next_due(last) {
+            Some(t) if t > Utc::now() => format!(
+                "{schedule}: next after the first snapshot from {}",
+                crate::output::time(&t)
+            ),
+            _ => format!("{schedule}: due, runs after the first snapshot"),
+        },
     };
-    if let Some(f) = cfg.prune_when_unused {
+    if let Some(f) = cfg.prune.when_unused {
         s.push_str(&format!(
             "; also when over {:.1}% of the store is unused",
             f * 100.0
@@ -62,8 +59,8 @@ impl Watcher {
     /// schedule (at start and after a reload).
     pub(super) fn log_plan(&self) {
         for d in &self.dbs {
-            let name = &d.cfg.name;
-            match retention_of(d.cfg.policy.as_ref(), &self.store) {
+            let name = &d.cfg.opts.name;
+            match retention_of(d.cfg.opts.policy.as_ref(), &self.store) {
                 Ok(Some((p, from))) => info!(
                     event = "plan",
                     db = %name,
@@ -92,8 +89,8 @@ impl Watcher {
         let last = self.status.prune.last.as_ref().and_then(|l| l.time);
         info!(
             event = "plan",
-            prune = %self.cfg.prune,
-            prune_when_unused_percent = self.cfg.prune_when_unused.map(|f| f * 100.0),
+            prune = %prune_text(self.cfg.prune.schedule),
+            prune_when_unused_percent = self.cfg.prune.when_unused.map(|f| f * 100.0),
             "prune: {}",
             prune_when(&self.cfg, last)
         );
@@ -110,13 +107,13 @@ pub fn dry_run(cfg: &WatchConfig, store: &Store, status_path: &Path) -> Result<E
         status_path.display()
     ));
     for d in &cfg.databases {
-        let name = &d.name;
-        let mut src = Source::new(&d.path);
-        match src.check(d.busy_timeout) {
+        let name = &d.opts.name;
+        let mut src = Source::new(&d.opts.path);
+        match src.check(d.opts.busy_timeout) {
             Ok(_) => out.push_str(&format!(
                 "{name}: would snapshot {} (a watcher's first run of a database always takes one), then every {}\n",
-                d.path.display(),
-                crate::timearg::format_duration(d.every)
+                d.opts.path.display(),
+                crate::timearg::format_duration(d.opts.every)
             )),
             Err(e) => out.push_str(&format!(
                 "{name}: would fail: {}\n",
@@ -125,10 +122,10 @@ pub fn dry_run(cfg: &WatchConfig, store: &Store, status_path: &Path) -> Result<E
         }
         let mine: Vec<_> = snaps
             .iter()
-            .filter(|s| s.manifest.name == d.name)
+            .filter(|s| s.manifest.name == d.opts.name)
             .cloned()
             .collect();
-        match retention_of(d.policy.as_ref(), store) {
+        match retention_of(d.opts.policy.as_ref(), store) {
             Ok(Some((p, from))) => {
                 let decisions = retention::apply(&p, &mine, Utc::now());
                 let gone: Vec<String> = decisions
@@ -161,15 +158,8 @@ pub fn dry_run(cfg: &WatchConfig, store: &Store, status_path: &Path) -> Result<E
         .ok()
         .flatten()
         .and_then(|s| s.prune.last.and_then(|l| l.time));
-    let settings = pagesnap_core::watch::PruneSettings {
-        schedule: match cfg.prune {
-            PruneSchedule::Never => pagesnap_core::watch::PruneSchedule::Never,
-            PruneSchedule::Every(d) => pagesnap_core::watch::PruneSchedule::Every(d),
-        },
-        max_unused: cfg.prune_max_unused,
-        when_unused: cfg.prune_when_unused,
-    };
-    let due = match cfg.prune {
+    let settings = &cfg.prune;
+    let due = match settings.schedule {
         PruneSchedule::Never => false,
         PruneSchedule::Every(d) => {
             last.is_none_or(|l| (Utc::now() - l).to_std().unwrap_or_default() >= d)
@@ -224,22 +214,22 @@ pub fn check_config(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
     .map_err(|e| bad(format!("{origin}: store: {}", message(&e))))?;
     let mut problems = Vec::new();
     for d in &cfg.databases {
-        match std::fs::metadata(&d.path) {
+        match std::fs::metadata(&d.opts.path) {
             Ok(m) if m.is_file() => {}
             Ok(_) => problems.push(format!(
                 "{origin}: database {:?}: path {}: not a file",
-                d.name,
-                d.path.display()
+                d.opts.name,
+                d.opts.path.display()
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => problems.push(format!(
                 "{origin}: database {:?}: path {}: no such file",
-                d.name,
-                d.path.display()
+                d.opts.name,
+                d.opts.path.display()
             )),
             Err(e) => problems.push(format!(
                 "{origin}: database {:?}: path {}: {e}",
-                d.name,
-                d.path.display()
+                d.opts.name,
+                d.opts.path.display()
             )),
         }
     }
@@ -270,10 +260,10 @@ pub fn check_config(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
         "{origin}: ok\nstore: {}\nstatus file: {}\nprune: {}\n",
         store_dir.display(),
         status_path.display(),
-        cfg.prune
+        prune_text(cfg.prune.schedule)
     );
     for d in &cfg.databases {
-        let retention = match retention_of(d.policy.as_ref(), &store) {
+        let retention = match retention_of(d.opts.policy.as_ref(), &store) {
             Ok(Some((p, from))) => format!("retention {p} ({from})"),
             Ok(None) => "no retention policy".into(),
             Err(e) => format!("retention unknown ({e})"),
@@ -287,10 +277,10 @@ pub fn check_config(g: &Global, a: &WatchArgs) -> Result<ExitCode> {
         .collect();
         out.push_str(&format!(
             "{}: {}, every {}, {retention}, capture_timeout {}{}\n",
-            d.name,
-            d.path.display(),
-            crate::timearg::format_duration(d.every),
-            crate::timearg::format_duration(d.capture_timeout),
+            d.opts.name,
+            d.opts.path.display(),
+            crate::timearg::format_duration(d.opts.every),
+            crate::timearg::format_duration(d.opts.capture_timeout),
             if hooks.is_empty() {
                 String::new()
             } else {

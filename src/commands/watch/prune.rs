@@ -3,26 +3,14 @@
 //! The library's watcher decides and runs it ([`PruneSettings`]); its log
 //! lines, the status file's record and the `on_failure` hook are here.
 
-use super::config::PruneSchedule;
+use super::config::prune_text;
 use super::status::{ErrorRecord, PruneRecord};
 use super::{hook, run, Watcher};
 use chrono::Utc;
-use pagesnap_core::watch::{PruneSchedule as CorePrune, PruneSettings, WatchEvent};
+use pagesnap_core::watch::WatchEvent;
 use tracing::{error, info, warn};
 
 impl Watcher {
-    /// The library's prune settings of this config.
-    pub(super) fn prune_settings(&self) -> PruneSettings {
-        PruneSettings {
-            schedule: match self.cfg.prune {
-                PruneSchedule::Never => CorePrune::Never,
-                PruneSchedule::Every(d) => CorePrune::Every(d),
-            },
-            max_unused: self.cfg.prune_max_unused,
-            when_unused: self.cfg.prune_when_unused,
-        }
-    }
-
     /// Logs and records what the library's watcher says of prune.
     pub(super) fn prune_event(&mut self, e: WatchEvent) {
         match e {
@@ -118,10 +106,10 @@ impl Watcher {
     }
 
     pub(super) fn refresh_prune_status(&mut self) {
-        let settings = self.prune_settings();
+        let settings = &self.cfg.prune;
         let p = &mut self.status.prune;
-        p.schedule = self.cfg.prune.to_string();
-        p.when_unused_percent = self.cfg.prune_when_unused.map(|f| f * 100.0);
+        p.schedule = prune_text(settings.schedule);
+        p.when_unused_percent = settings.when_unused.map(|f| f * 100.0);
         p.next_due = settings.next_due(p.last.as_ref().and_then(|l| l.time));
     }
 }

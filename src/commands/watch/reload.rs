@@ -92,7 +92,7 @@ impl Watcher {
         let mut old: Vec<Watched> = std::mem::take(&mut self.dbs);
         let mut added = Vec::new();
         for c in &new.databases {
-            match old.iter().position(|o| o.cfg.name == c.name) {
+            match old.iter().position(|o| o.cfg.opts.name == c.opts.name) {
                 Some(i) => {
                     let o = old.swap_remove(i);
                     let mut fresh = Watched::new(c.clone(), Some(o.st.clone()), now);
@@ -102,12 +102,12 @@ impl Watcher {
                     self.dbs.push(fresh);
                 }
                 None => {
-                    added.push(c.name.clone());
+                    added.push(c.opts.name.clone());
                     self.dbs.push(Watched::new(c.clone(), None, now));
                 }
             }
         }
-        let removed: Vec<String> = old.iter().map(|o| o.cfg.name.clone()).collect();
+        let removed: Vec<String> = old.iter().map(|o| o.cfg.opts.name.clone()).collect();
         let status_file = self.cfg.status_file.clone();
         let log_format = self.cfg.log_format;
         self.cfg = new;
@@ -124,7 +124,7 @@ impl Watcher {
                 h.remove(name)?;
             }
             for c in &self.cfg.databases {
-                h.configure(super::db_options(c))?;
+                h.configure(c.opts.clone())?;
             }
         }
         Ok(format!(

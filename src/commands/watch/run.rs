@@ -166,11 +166,14 @@ pub fn outcome(f: &RunFinished) -> RunOutcome {
     out
 }
 
-/// The library's name for an integrity check mode.
-pub fn image_check(c: IntegrityCheck) -> ImageCheck {
-    match c {
-        IntegrityCheck::Off => ImageCheck::Off,
-        IntegrityCheck::Quick => ImageCheck::Quick,
-        IntegrityCheck::Full => ImageCheck::Full,
+/// The command line's and config's integrity check (a clap/serde enum with
+/// `--help` text) is the library's image check.
+impl From<IntegrityCheck> for ImageCheck {
+    fn from(c: IntegrityCheck) -> ImageCheck {
+        match c {
+            IntegrityCheck::Off => ImageCheck::Off,
+            IntegrityCheck::Quick => ImageCheck::Quick,
+            IntegrityCheck::Full => ImageCheck::Full,
+        }
     }
 }

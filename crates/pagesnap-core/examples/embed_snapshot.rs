@@ -1,15 +1,19 @@
-//! An application that embeds pagesnap: it keeps writing to its database and
-//! snapshots it in-process every few seconds through its own connection.
+//! An application that embeds pagesnap's one-shot API: it keeps writing to its
+//! database and snapshots it in-process every few seconds through its own
+//! connection (`Store::backup_connection`), then restores the newest snapshot.
+//! For snapshots on a schedule without writing the loop, see `embed_watcher`.
 //!
 //! ```sh
-//! cargo run -p pagesnap-core --example embed -- /tmp/embed-demo 4
+//! cargo run -p pagesnap-core --example embed_snapshot -- /tmp/embed-demo 4
 //! ```
 //! Arguments: a working directory (database and store go there) and how many
 //! snapshots to take (default 3). It restores the newest snapshot at the end and
 //! checks it.
 
-use pagesnap_core::{BackupOptions, InitOptions, SnapshotSelector, Store};
-use rusqlite::Connection;
+mod common;
+
+use pagesnap_core::rusqlite::Connection;
+use pagesnap_core::{BackupOptions, SnapshotSelector};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -21,20 +25,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db_path = dir.join("app.db");
     let store_path = dir.join("store");
 
-    // The application's own connection, in WAL mode so snapshots never block it.
-    let app = Connection::open(&db_path)?;
-    app.execute_batch(
-        "PRAGMA journal_mode=WAL;
-         CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, at TEXT, payload TEXT);",
+    // The application's own connection (in WAL mode: snapshots never block it).
+    let app = common::app_database(
+        &db_path,
+        "CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, at TEXT, payload TEXT);",
     )?;
-
-    let store = match Store::open(&store_path) {
-        Ok(s) => s,
-        Err(pagesnap_core::Error::StoreMissing(_)) | Err(pagesnap_core::Error::NotAStore(_)) => {
-            Store::init(&store_path, &InitOptions::default())?
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let store = common::open_or_init_store(&store_path)?;
 
     let every = Duration::from_secs(2);
     for round in 0..rounds {

@@ -1,20 +1,22 @@
-//! An application that backs itself up: a small CMS with an SQLite database
-//! starts a pagesnap watcher (a snapshot every 10 minutes when the database
-//! changed), writes some rows, and stops the watcher cleanly on exit.
+//! An application that backs itself up with the library's watcher: a small CMS
+//! with an SQLite database starts a pagesnap watcher (a snapshot every 10
+//! minutes when the database changed), writes some rows, and stops the watcher
+//! cleanly on exit. For snapshots the application takes itself, see
+//! `embed_snapshot`.
 //!
 //! ```sh
-//! cargo run --example embed_watcher -- /tmp/cms            # snapshots every 10 minutes
-//! cargo run --example embed_watcher -- /tmp/cms 2s 5       # every 2 s, 5 rounds of writes
+//! cargo run -p pagesnap-core --example embed_watcher -- /tmp/cms       # every 10 minutes
+//! cargo run -p pagesnap-core --example embed_watcher -- /tmp/cms 2s 5  # every 2 s, 5 rounds
 //! ```
 //!
 //! docs/EMBEDDING.md explains each step.
 
 #![forbid(unsafe_code)]
 
+mod common;
+
 use pagesnap_core::retention::Policy;
-use pagesnap_core::rusqlite::Connection;
 use pagesnap_core::watch::{DatabaseOptions, RunOutcome, WatchEvent, Watcher, WatcherOptions};
-use pagesnap_core::{InitOptions, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,19 +33,12 @@ fn main() -> anyhow::Result<()> {
 
     // The application's own database.
     let db = dir.join("cms.db");
-    let conn = Connection::open(&db)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL;
-         CREATE TABLE IF NOT EXISTS pages(id INTEGER PRIMARY KEY, title TEXT, body TEXT);",
+    let conn = common::app_database(
+        &db,
+        "CREATE TABLE IF NOT EXISTS pages(id INTEGER PRIMARY KEY, title TEXT, body TEXT);",
     )?;
-
     // The store: created on first use, opened afterwards.
-    let store_dir = dir.join("backups");
-    let store = if store_dir.exists() {
-        Store::open(&store_dir)?
-    } else {
-        Store::init(&store_dir, &InitOptions::default())?
-    };
+    let store = common::open_or_init_store(&dir.join("backups"))?;
 
     // One database, snapshotted every `every` when it changed; the last 24
     // snapshots kept. Events are logged here; an application could count them
