@@ -32,3 +32,4 @@ mod unreadable;
 mod util;
 mod verify;
 mod watch;
+mod watch_util;

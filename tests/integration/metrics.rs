@@ -1,15 +1,15 @@
 //! `pagesnap watch --metrics-listen`: scraped over HTTP and parsed as the
 //! Prometheus text format, as a Prometheus server would.
 
-use crate::status::{wait_for, Daemon};
 use crate::util::*;
+use crate::watch_util::*;
 use chrono::Utc;
 use prometheus_parse::{Scrape, Value as PValue};
 use serde_json::Value;
 use std::time::Duration;
 
 /// The address the watcher logged it listens on (it was given port 0).
-fn metrics_addr(w: &Daemon) -> Option<String> {
+fn metrics_addr(w: &Watch) -> Option<String> {
     w.log_text()
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -43,7 +43,7 @@ fn watch_serves_prometheus_metrics_of_its_runs() {
     let fx = Fx::new();
     small_db(&fx, "app.db", 5);
     let before = Utc::now().timestamp() as f64;
-    let mut w = Daemon::start(
+    let mut w = Watch::start(
         &fx,
         &[
             "app.db",
@@ -56,6 +56,7 @@ fn watch_serves_prometheus_metrics_of_its_runs() {
             "--metrics-listen",
             "127.0.0.1:0",
         ],
+        &[],
     );
     let mut addr = None;
     wait_for(

@@ -1,94 +1,13 @@
 //! `pagesnap status`: `--max-age` on fabricated status files, and what it shows
-//! after a real watcher was stopped. Also the small watcher harness the
-//! metrics tests share.
+//! after a real watcher was stopped.
 
 use crate::util::*;
+use crate::watch_util::*;
 use chrono::{TimeDelta, Utc};
 use serde_json::{json, Value};
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-
-/// A running `pagesnap watch` (JSON logs in a file); killed when dropped.
-pub struct Daemon {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Daemon {
-    pub fn start(fx: &Fx, args: &[&str]) -> Daemon {
-        let log = fx.path("watch.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pagesnap"))
-            .env_remove("PAGESNAP_STORE")
-            .env_remove("NOTIFY_SOCKET")
-            .current_dir(fx.dir.path())
-            .arg("--store")
-            .arg(&fx.store)
-            .arg("watch")
-            .args(["--log-format", "json"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("start pagesnap watch");
-        Daemon { child, log }
-    }
-
-    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let started = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "pagesnap watch did not exit within {limit:?}; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `cond` every 20 ms until it holds (panics after `limit`).
-pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `pagesnap status ARGS... --status-file FILE`: exit code and stdout.
-fn status(fx: &Fx, st_path: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = fx
-        .cmd()
-        .arg("status")
-        .args(args)
-        .arg("--status-file")
-        .arg(st_path)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// A status file of a running watcher (this test holds its lock) started 3
 /// hours ago, with four databases: snapshotted 5 minutes ago; snapshotted 3
@@ -126,11 +45,11 @@ fn max_age_flags_a_database_not_current_for_longer() {
     let fx = Fx::new();
     let (st_path, _lock) = fabricate(&fx);
     // Without --max-age nothing is wrong: every last attempt succeeded, none is late.
-    let (code, text) = status(&fx, &st_path, &[]);
+    let (code, text) = status_cmd(&fx, &st_path, &[]);
     assert_eq!(code, Some(0), "{text}");
     assert!(!text.contains("STALE"), "{text}");
     // 2 hours: only `stuck`; `quiet` was found unchanged a minute ago.
-    let (code, text) = status(&fx, &st_path, &["--max-age", "2h"]);
+    let (code, text) = status_cmd(&fx, &st_path, &["--max-age", "2h"]);
     assert_eq!(code, Some(4), "{text}");
     assert_eq!(text.matches("STALE:").count(), 1, "{text}");
     let stuck_block = text.split("\nstuck").nth(1).unwrap_or_default();
@@ -140,7 +59,7 @@ fn max_age_flags_a_database_not_current_for_longer() {
     );
     assert!(stuck_block.contains("(3h ago)"), "{text}");
     // The same in JSON: the stale list names the database, when it was current, how long ago.
-    let (code, out) = status(&fx, &st_path, &["--json", "--max-age", "2h"]);
+    let (code, out) = status_cmd(&fx, &st_path, &["--json", "--max-age", "2h"]);
     assert_eq!(code, Some(4));
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["max_age_secs"], 7200.0, "{v}");
@@ -151,11 +70,11 @@ fn max_age_flags_a_database_not_current_for_longer() {
     assert!((10_790..10_900).contains(&age), "{age}");
     assert!(stale[0]["current_at"].is_string());
     // 4 hours: nothing is stale; 4 minutes: `fresh` is too (5 minutes old).
-    let (code, out) = status(&fx, &st_path, &["--json", "--max-age", "4h"]);
+    let (code, out) = status_cmd(&fx, &st_path, &["--json", "--max-age", "4h"]);
     assert_eq!(code, Some(0));
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["stale"], json!([]));
-    let (_, out) = status(&fx, &st_path, &["--json", "--max-age", "4min"]);
+    let (_, out) = status_cmd(&fx, &st_path, &["--json", "--max-age", "4min"]);
     let v: Value = serde_json::from_str(&out).unwrap();
     let names: Vec<&str> = v["stale"]
         .as_array()
@@ -182,10 +101,10 @@ fn max_age_measures_a_database_never_snapshotted_from_the_watchers_start() {
         std::fs::write(&st_path, st.to_string()).unwrap();
     };
     write(600);
-    let (code, _) = status(&fx, &st_path, &["--max-age", "30min"]);
+    let (code, _) = status_cmd(&fx, &st_path, &["--max-age", "30min"]);
     assert_eq!(code, Some(0), "started 10 minutes ago: not yet");
     write(3600);
-    let (code, text) = status(&fx, &st_path, &["--max-age", "30min"]);
+    let (code, text) = status_cmd(&fx, &st_path, &["--max-age", "30min"]);
     assert_eq!(code, Some(4));
     assert_has(
         &text,
@@ -210,7 +129,7 @@ fn a_stopped_watcher_shows_no_next_run() {
     let fx = Fx::new();
     small_db(&fx, "app.db", 3);
     let st_path = fx.path("st.json");
-    let mut w = Daemon::start(
+    let mut w = Watch::start(
         &fx,
         &[
             "app.db",
@@ -221,20 +140,21 @@ fn a_stopped_watcher_shows_no_next_run() {
             "--status-file",
             "st.json",
         ],
+        &[],
     );
     wait_for(Duration::from_secs(30), "a snapshot in the status", || {
-        let (_, out) = status(&fx, &st_path, &["--json"]);
+        let (_, out) = status_cmd(&fx, &st_path, &["--json"]);
         serde_json::from_str::<Value>(&out)
             .is_ok_and(|v| v["databases"][0]["snapshots"].as_u64() >= Some(1))
     });
-    let (code, text) = status(&fx, &st_path, &[]);
+    let (code, text) = status_cmd(&fx, &st_path, &[]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("next run:       20"), "{text}");
     assert_eq!(w.terminate(Duration::from_secs(30)).code(), Some(0));
     // The file keeps its last schedule, but `status` shows none.
     let raw: Value = serde_json::from_slice(&std::fs::read(&st_path).unwrap()).unwrap();
     assert_eq!(raw["state"], "stopped");
-    let (code, text) = status(&fx, &st_path, &[]);
+    let (code, text) = status_cmd(&fx, &st_path, &[]);
     assert_eq!(code, Some(4), "{text}");
     assert_has(
         &text,
@@ -245,7 +165,7 @@ fn a_stopped_watcher_shows_no_next_run() {
     );
     assert!(!text.contains("next run:       20"), "{text}");
     assert!(!text.contains(", next after"), "{text}");
-    let (code, json) = status(&fx, &st_path, &["--json"]);
+    let (code, json) = status_cmd(&fx, &st_path, &["--json"]);
     assert_eq!(code, Some(4));
     let v: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["watcher"], "stopped");

@@ -3,87 +3,15 @@
 //! then stops on SIGTERM (or SIGHUP reloads it).
 
 use crate::util::*;
+use crate::watch_util::*;
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use rustix::process::Signal;
 use serde_json::Value;
 use std::fs::File;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// A running `pagesnap watch`, its stderr (JSON logs) in a file. Killed when dropped.
-struct Watch {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Watch {
-    fn start(fx: &Fx, args: &[&str], envs: &[(&str, &Path)]) -> Watch {
-        let log = fx.path("watch.log");
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pagesnap"));
-        c.env_remove("PAGESNAP_STORE")
-            .env_remove("NOTIFY_SOCKET")
-            .current_dir(fx.dir.path())
-            .arg("--store")
-            .arg(&fx.store)
-            .arg("watch")
-            .args(["--log-format", "json"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap());
-        for (k, v) in envs {
-            c.env(k, v);
-        }
-        Watch {
-            child: c.spawn().expect("start pagesnap watch"),
-            log,
-        }
-    }
-
-    fn signal(&self, sig: Signal) {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, sig).unwrap_or_else(|e| panic!("kill {sig:?}: {e}"));
-    }
-
-    /// Waits for the watcher to exit (at most `limit`).
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "pagesnap watch did not exit within {limit:?}; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The JSON log events (one object per line).
-    fn events(&self) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .filter(|l| l.starts_with('{'))
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?}: {e}")))
-            .collect()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The status file, once it exists.
 fn status(path: &Path) -> Value {
@@ -98,15 +26,6 @@ fn db_status<'a>(st: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|d| d["name"] == name)
         .unwrap_or_else(|| panic!("no database {name} in {st}"))
-}
-
-/// Polls `cond` every 10 ms until it holds (panics after `limit`).
-fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn snapshot_count(st: &Value, name: &str) -> u64 {
@@ -203,8 +122,7 @@ path = "gone.db"
     assert_eq!(lock_state, 2, "locked.db was locked and released");
     drop(writer);
     std::thread::sleep(Duration::from_millis(4000));
-    w.signal(Signal::TERM);
-    let code = w.wait(Duration::from_secs(30));
+    let code = w.terminate(Duration::from_secs(30));
     assert_eq!(code.code(), Some(0), "log:\n{}", w.log_text());
 
     let events = w.events();
@@ -278,7 +196,7 @@ path = "gone.db"
     assert!(b["retention"].as_str().unwrap().contains("--keep-last 3"));
     assert!(!of("busy", "retention").is_empty());
     // `status --json` gives the policy as an object, and where it comes from.
-    let (_, json) = status_cmd(&fx, &st_path, true);
+    let (_, json) = status_cmd(&fx, &st_path, &["--json"]);
     let v: Value = serde_json::from_str(&json).unwrap();
     let r = &db_status(&v, "busy")["retention"];
     assert_eq!(r["from"], "config", "{r}");
@@ -364,8 +282,7 @@ fn sigterm_during_a_snapshot_finishes_it_and_leaves_the_store_valid() {
     wait_for(Duration::from_secs(20), "the snapshot to start", || {
         st_path.exists() && status(&st_path)["in_progress"]["name"] == "big"
     });
-    w.signal(Signal::TERM);
-    let code = w.wait(Duration::from_secs(60));
+    let code = w.terminate(Duration::from_secs(60));
     assert_eq!(code.code(), Some(0), "log:\n{}", w.log_text());
     assert!(
         w.log_text()
@@ -397,8 +314,7 @@ fn sigterm_during_a_snapshot_finishes_it_and_leaves_the_store_valid() {
     std::thread::sleep(Duration::from_millis(100));
     w.signal(Signal::TERM);
     std::thread::sleep(Duration::from_millis(50));
-    w.signal(Signal::TERM);
-    let code = w.wait(Duration::from_secs(10));
+    let code = w.terminate(Duration::from_secs(10));
     assert_eq!(code.code(), Some(1), "log:\n{}", w.log_text());
     assert_eq!(fx.snapshots().len(), 1, "no partial snapshot was published");
     let v = ok_json(fx.cmd().args(["--json", "verify"]));
@@ -638,8 +554,7 @@ fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
     wait_for(Duration::from_secs(20), "b to keep running", || {
         db_status(&status(&st_path), "b")["skips"].as_u64().unwrap() > skips
     });
-    w.signal(Signal::TERM);
-    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+    assert_eq!(w.terminate(Duration::from_secs(30)).code(), Some(0));
     let log = w.log_text();
     assert_has(
         &log,
@@ -672,24 +587,6 @@ fn help_has_examples() {
         assert!(examples.contains(&format!("pagesnap {sub}")), "{text}");
         assert!(examples.contains("Exit status"), "{text}");
     }
-}
-
-/// `pagesnap status --status-file FILE [--json]`: exit code and output.
-fn status_cmd(fx: &Fx, st_path: &Path, json: bool) -> (Option<i32>, String) {
-    let mut c = fx.cmd();
-    if json {
-        c.arg("--json");
-    }
-    let out = c
-        .arg("status")
-        .arg("--status-file")
-        .arg(st_path)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 /// stuck.db under an exclusive lock of this test, which the watcher waits on
@@ -788,13 +685,13 @@ capture_timeout = "2s"
     }
 
     // `status` says so: exit 4, the stuck database named.
-    let (code, text) = status_cmd(&fx, &st_path, false);
+    let (code, text) = status_cmd(&fx, &st_path, &[]);
     assert_eq!(code, Some(4), "{text}");
     assert_has(
         &text,
         &["stuck  ", "OVERDUE:        stuck: the run started at"],
     );
-    let (code, json) = status_cmd(&fx, &st_path, true);
+    let (code, json) = status_cmd(&fx, &st_path, &["--json"]);
     assert_eq!(code, Some(4));
     let v: Value = serde_json::from_str(&json).unwrap();
     let overdue = v["overdue"].as_array().unwrap();
@@ -819,11 +716,10 @@ capture_timeout = "2s"
         .count() as u64;
     assert_eq!(in_store, s["snapshots"].as_u64().unwrap(), "{s}");
     wait_for(Duration::from_secs(10), "status to exit 0", || {
-        status_cmd(&fx, &st_path, false).0 == Some(0)
+        status_cmd(&fx, &st_path, &[]).0 == Some(0)
     });
 
-    w.signal(Signal::TERM);
-    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+    assert_eq!(w.terminate(Duration::from_secs(30)).code(), Some(0));
     assert_store_clean(&fx);
 }
 
@@ -865,12 +761,11 @@ path = "stuck.db"
     // The run's deadline (the default capture_timeout) is an hour away.
     let s = db_status(&status(&st_path), "stuck").clone();
     assert_eq!(s["capture_timeout_secs"], 3600.0, "{s}");
-    let (code, _) = status_cmd(&fx, &st_path, false);
+    let (code, _) = status_cmd(&fx, &st_path, &[]);
     assert_eq!(code, Some(0), "a run under way before its deadline is fine");
 
     let stopped = Instant::now();
-    w.signal(Signal::TERM);
-    let code = w.wait(Duration::from_secs(20));
+    let code = w.terminate(Duration::from_secs(20));
     let took = stopped.elapsed();
     assert_eq!(code.code(), Some(0), "log:\n{}", w.log_text());
     assert!(
@@ -912,14 +807,14 @@ fn status_reports_a_database_whose_run_is_overdue() {
         std::fs::write(&st_path, st.to_string()).unwrap();
     };
     write(at(-300));
-    let (code, text) = status_cmd(&fx, &st_path, false);
+    let (code, text) = status_cmd(&fx, &st_path, &[]);
     assert_eq!(
         code,
         Some(0),
         "5 minutes late, every 10 minutes: not overdue yet\n{text}"
     );
     write(at(-700));
-    let (code, text) = status_cmd(&fx, &st_path, false);
+    let (code, text) = status_cmd(&fx, &st_path, &[]);
     assert_eq!(code, Some(4), "{text}");
     assert_has(
         &text,
@@ -929,7 +824,7 @@ fn status_reports_a_database_whose_run_is_overdue() {
         ],
     );
     assert!(!text.contains("fresh: OVERDUE"));
-    let (code, json) = status_cmd(&fx, &st_path, true);
+    let (code, json) = status_cmd(&fx, &st_path, &["--json"]);
     assert_eq!(code, Some(4));
     let v: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["overdue"][0]["name"], "late", "{v}");
@@ -951,8 +846,7 @@ fn a_hot_journal_is_explained_in_the_status() {
     wait_for(Duration::from_secs(20), "hot's failure", || {
         st_path.exists() && db_status(&status(&st_path), "hot")["failures"].as_u64() >= Some(1)
     });
-    w.signal(Signal::TERM);
-    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+    assert_eq!(w.terminate(Duration::from_secs(30)).code(), Some(0));
     let h = db_status(&status(&st_path), "hot").clone();
     assert_has(
         h["last_error"]["message"].as_str().unwrap(),
@@ -970,6 +864,15 @@ fn watch_cmd(fx: &Fx, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run pagesnap watch")
+}
+
+/// [`watch_cmd`] that must exit 0 (its stderr shown if not): stdout and stderr.
+#[track_caller]
+fn watch_ok(fx: &Fx, args: &[&str]) -> (String, String) {
+    let out = watch_cmd(fx, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
 }
 
 /// `KEY=value` lines (as `env` prints them) of a file a hook wrote.
@@ -1057,13 +960,7 @@ fn once_runs_every_database_once_then_exits_with_their_result() {
     )
     .unwrap();
     let started = Instant::now();
-    let out = watch_cmd(&fx, &["--config", "watch.toml", "--once"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    watch_ok(&fx, &["--config", "watch.toml", "--once"]);
     // Not an hour: the round runs at once and the watcher exits after it.
     assert!(started.elapsed() < Duration::from_secs(60));
     let st = status(&fx.path("st.json"));
@@ -1074,8 +971,7 @@ fn once_runs_every_database_once_then_exits_with_their_result() {
     // A second round takes a snapshot of each again (a new watcher's first run
     // always does), and only of the changed one in the same process.
     mutate(&Connection::open(&a).unwrap(), 1);
-    let out = watch_cmd(&fx, &["--config", "watch.toml", "--once"]);
-    assert_eq!(out.status.code(), Some(0));
+    watch_ok(&fx, &["--config", "watch.toml", "--once"]);
     assert_eq!(snapshot_count(&status(&fx.path("st.json")), "a"), 2);
     // With the databases on the command line, too; a missing one fails the round.
     let out = watch_cmd(
@@ -1104,14 +1000,7 @@ fn dry_run_says_what_a_round_would_do_and_changes_nothing() {
     )
     .unwrap();
     let before = fx.state();
-    let out = watch_cmd(&fx, &["--config", "watch.toml", "--dry-run"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, _) = watch_ok(&fx, &["--config", "watch.toml", "--dry-run"]);
     assert_has(
         &stdout,
         &[
@@ -1126,13 +1015,8 @@ fn dry_run_says_what_a_round_would_do_and_changes_nothing() {
     assert!(!fx.path("st.json").exists(), "no status file written");
     // A database that cannot be read is said to fail.
     std::fs::remove_file(&a).unwrap();
-    let out = watch_cmd(&fx, &["--config", "watch.toml", "--dry-run"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("a: would fail: "),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (stdout, _) = watch_ok(&fx, &["--config", "watch.toml", "--dry-run"]);
+    assert!(stdout.contains("a: would fail: "), "{stdout}");
     fx.assert_unchanged(&before);
 }
 
@@ -1147,20 +1031,13 @@ fn check_config_validates_the_config_and_its_paths_and_prints_a_summary() {
          [[database]]\npath = \"a.db\"\nkeep_daily = 7\non_success = \"true\"\n",
     )
     .unwrap();
-    let out = watch_cmd(&fx, &["--config", "watch.toml", "--check-config"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, _) = watch_ok(&fx, &["--config", "watch.toml", "--check-config"]);
     assert_has(
         &stdout,
         &[
             "watch.toml: ok",
             "prune: every 7days",
-            "a: a.db, every 10m, retention --keep-daily 7 (config), capture_timeout 1h, hooks: on_success",
+            "a: a.db, every 10min, retention --keep-daily 7 (config), capture_timeout 1h, hooks: on_success",
         ],
     );
     assert!(!fx.path("st.json").exists(), "nothing written");
@@ -1212,12 +1089,11 @@ fn start_logs_per_database_the_retention_it_will_apply_and_the_prune_schedule() 
     .unwrap();
     // b has no policy of its own: the store's saved one applies.
     ok(fx.cmd().args(["policy", "set", "--keep-hourly", "5"]));
-    let out = watch_cmd(
+    let (_, stderr) = watch_ok(
         &fx,
         &["--config", "watch.toml", "--once", "--log-format", "json"],
     );
-    assert_eq!(out.status.code(), Some(0));
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+    let events: Vec<Value> = stderr
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap())
@@ -1304,6 +1180,5 @@ fn a_reload_logs_the_retention_and_prune_schedule_it_will_apply() {
     assert_eq!(after[2]["retention"], "--keep-last 2");
     assert_eq!(after[2]["retention_source"], "config");
     assert_eq!(after[3]["prune"], "every 7days");
-    w.signal(Signal::TERM);
-    assert_eq!(w.wait(Duration::from_secs(30)).code(), Some(0));
+    assert_eq!(w.terminate(Duration::from_secs(30)).code(), Some(0));
 }

@@ -55,66 +55,39 @@ mod tests {
     const TEN_MIN: Duration = Duration::from_secs(600);
 
     #[test]
-    fn runs_fall_on_multiples_of_the_interval() {
-        let z = Duration::ZERO;
-        assert_eq!(
-            next_run(t("2026-03-01T12:03:27Z"), TEN_MIN, z),
-            t("2026-03-01T12:10:00Z")
-        );
-        // Exactly on a slot: the next one (a run at 12:10 schedules 12:20).
-        assert_eq!(
-            next_run(t("2026-03-01T12:10:00Z"), TEN_MIN, z),
-            t("2026-03-01T12:20:00Z")
-        );
-        assert_eq!(
-            next_run(t("2026-03-01T12:09:59.999Z"), TEN_MIN, z),
-            t("2026-03-01T12:10:00Z")
-        );
-        assert_eq!(
-            next_run(t("2026-03-01T23:55:00Z"), TEN_MIN, z),
-            t("2026-03-02T00:00:00Z")
-        );
-        let hour = Duration::from_secs(3600);
-        assert_eq!(
-            next_run(t("2026-03-01T12:03:27Z"), hour, z),
-            t("2026-03-01T13:00:00Z")
-        );
-        let day = Duration::from_secs(86_400);
-        assert_eq!(
-            next_run(t("2026-03-01T12:03:27Z"), day, z),
-            t("2026-03-02T00:00:00Z")
-        );
-        let sec = Duration::from_secs(1);
-        assert_eq!(
-            next_run(t("2026-03-01T12:03:27.250Z"), sec, z),
-            t("2026-03-01T12:03:28Z")
-        );
+    fn runs_fall_on_multiples_of_the_interval_shifted_by_the_offset() {
+        // (now, interval in s, offset in s, the next run)
+        let cases = [
+            ("2026-03-01T12:03:27Z", 600, 0, "2026-03-01T12:10:00Z"),
+            // Exactly on a slot: the next one (a run at 12:10 schedules 12:20).
+            ("2026-03-01T12:10:00Z", 600, 0, "2026-03-01T12:20:00Z"),
+            ("2026-03-01T12:09:59.999Z", 600, 0, "2026-03-01T12:10:00Z"),
+            ("2026-03-01T23:55:00Z", 600, 0, "2026-03-02T00:00:00Z"),
+            ("2026-03-01T12:03:27Z", 3600, 0, "2026-03-01T13:00:00Z"),
+            ("2026-03-01T12:03:27Z", 86_400, 0, "2026-03-02T00:00:00Z"),
+            ("2026-03-01T12:03:27.250Z", 1, 0, "2026-03-01T12:03:28Z"),
+            // An offset shifts every run.
+            ("2026-03-01T12:03:27Z", 600, 30, "2026-03-01T12:10:30Z"),
+            ("2026-03-01T12:10:10Z", 600, 30, "2026-03-01T12:10:30Z"),
+            ("2026-03-01T12:10:30Z", 600, 30, "2026-03-01T12:20:30Z"),
+            ("2026-03-01T12:00:29Z", 600, 30, "2026-03-01T12:00:30Z"),
+        ];
+        for (now, every, offset, want) in cases {
+            assert_eq!(
+                next_run(
+                    t(now),
+                    Duration::from_secs(every),
+                    Duration::from_secs(offset)
+                ),
+                t(want),
+                "from {now}, every {every}s, offset {offset}s"
+            );
+        }
         // 7 minutes does not divide an hour: multiples since the epoch.
         let seven = Duration::from_secs(420);
-        let n = next_run(t("2026-03-01T12:00:00Z"), seven, z);
+        let n = next_run(t("2026-03-01T12:00:00Z"), seven, Duration::ZERO);
         assert_eq!(n.timestamp() % 420, 0);
         assert!(n > t("2026-03-01T12:00:00Z") && n <= t("2026-03-01T12:07:00Z"));
-    }
-
-    #[test]
-    fn an_offset_shifts_every_run() {
-        let off = Duration::from_secs(30);
-        assert_eq!(
-            next_run(t("2026-03-01T12:03:27Z"), TEN_MIN, off),
-            t("2026-03-01T12:10:30Z")
-        );
-        assert_eq!(
-            next_run(t("2026-03-01T12:10:10Z"), TEN_MIN, off),
-            t("2026-03-01T12:10:30Z")
-        );
-        assert_eq!(
-            next_run(t("2026-03-01T12:10:30Z"), TEN_MIN, off),
-            t("2026-03-01T12:20:30Z")
-        );
-        assert_eq!(
-            next_run(t("2026-03-01T12:00:29Z"), TEN_MIN, off),
-            t("2026-03-01T12:00:30Z")
-        );
     }
 
     #[test]
