@@ -6,7 +6,10 @@
 //! Every object is written by one PUT, which S3 makes visible whole or not at all,
 //! so the backend needs no temporary objects. `PutMode::Create` is a conditional
 //! PUT (`If-None-Match: *`). The [`Backend`] trait is synchronous: each call runs
-//! its request on a current-thread tokio runtime owned by the backend.
+//! its request on a current-thread tokio runtime owned by the backend, so it must
+//! not be called from inside another runtime's async task (it would block that
+//! runtime's thread, and `block_on` inside a runtime panics): from async code,
+//! call the store in `tokio::task::spawn_blocking` (docs/EMBEDDING.md).
 
 use super::{Backend, BackendError, ObjectInfo, PutMode, RequestCounts, Result};
 use bytes::Bytes;
