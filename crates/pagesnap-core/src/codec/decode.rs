@@ -3,10 +3,10 @@
 //! the per-thread decoders that decode on every core (restore's pool, copy's
 //! thread-local ones).
 
-use super::ChunkError;
+use super::{BaseFault, ChunkError};
 use crate::backend::Backend;
 use crate::format::dict::DictBody;
-use crate::format::pack::{self, Codec, PackEntry, MAX_CHUNK_LEN};
+use crate::format::pack::{self, Codec, DeltaHeader, PackEntry, MAX_CHUNK_LEN, ZSTD_DICT_MAGIC};
 use crate::format::FormatError;
 use crate::types::{Id, IdMap};
 use crate::{layout, Error, Result};
@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use zstd::bulk::Decompressor;
+use zstd::zstd_safe;
 
 thread_local! {
     /// This thread's own [`Decoder`] (see [`decode_checked_on_thread`]).
@@ -66,10 +67,28 @@ pub(crate) fn load_dict(backend: &dyn Backend, id: &Id) -> Result<DictBody> {
     DictBody::decode(&bytes).map_err(format)
 }
 
-/// Decompression contexts: one without a dictionary, one per dictionary loaded.
+/// The base a stored chunk needs (a delta's header, after the format's checks of
+/// its blob), or `None` for a chunk that needs none: what a reader looks up
+/// before it can decode a delta.
+#[cfg_attr(not(test), allow(dead_code))] // no reader follows chains yet (#27)
+pub(crate) fn base_of(e: &PackEntry, stored: &[u8]) -> Result<Option<DeltaHeader>, ChunkError> {
+    match e.codec {
+        Codec::ZstdDelta => pack::split_delta(e, stored)
+            .map(|(h, _)| Some(h))
+            .map_err(ChunkError::Decode),
+        _ => Ok(None),
+    }
+}
+
+/// Decompression contexts: one without a dictionary, one per dictionary loaded,
+/// one for deltas (whose base is given per call).
 pub(crate) struct Decoder {
     plain: Decompressor<'static>,
     with_dict: HashMap<Id, Decompressor<'static>>,
+    /// Deltas: `ZSTD_decompress_usingDict` with the base as raw content (the
+    /// base never starts with the dictionary magic), borrowed for one call, so
+    /// one context serves every base.
+    delta: zstd_safe::DCtx<'static>,
 }
 
 impl Decoder {
@@ -77,7 +96,47 @@ impl Decoder {
         Ok(Decoder {
             plain: Decompressor::new().map_err(|e| Error::Internal(format!("zstd: {e}")))?,
             with_dict: HashMap::new(),
+            delta: zstd_safe::DCtx::try_create()
+                .ok_or_else(|| Error::Internal("zstd: cannot create a context".into()))?,
         })
+    }
+
+    /// Decodes delta `e` into `out` (its raw length) against `base`, the base's
+    /// raw bytes; returns the bytes written.
+    fn decode_delta_into(
+        &mut self,
+        e: &PackEntry,
+        stored: &[u8],
+        base: Option<&[u8]>,
+        out: &mut [u8],
+    ) -> Result<usize, ChunkError> {
+        let (h, frame) = pack::split_delta(e, stored).map_err(ChunkError::Decode)?;
+        let fault = |fault| ChunkError::Base {
+            base: h.base,
+            fault,
+        };
+        let base = base.ok_or(fault(BaseFault::Missing))?;
+        if base.len() != h.base_len as usize {
+            return Err(fault(BaseFault::Length {
+                expected: h.base_len,
+                found: base.len(),
+            }));
+        }
+        if base.starts_with(&ZSTD_DICT_MAGIC) {
+            // zstd would read it as a trained dictionary: no encoder makes such a delta.
+            return Err(ChunkError::Decode(FormatError::Invalid(format!(
+                "chunk {} is a delta against {}, which begins with zstd's dictionary magic",
+                e.id.short(),
+                h.base.short()
+            ))));
+        }
+        self.delta
+            .decompress_using_dict(out, frame, base)
+            .map_err(|code| {
+                ChunkError::Decode(FormatError::Decompress(std::io::Error::other(
+                    zstd_safe::get_error_name(code),
+                )))
+            })
     }
 
     /// Makes dictionary `id` (whose bytes are `dict`) available without a store read.
@@ -114,18 +173,53 @@ impl Decoder {
                     "the chunk needs a dictionary its pack does not name",
                 ))),
             },
+            // Decoded with its base (`decode_delta_into`), never through a context.
+            Codec::ZstdDelta => Err(FormatError::Decompress(std::io::Error::other(
+                "the chunk needs its base chunk",
+            ))),
         }
     }
 
     /// Decodes one blob of a pack whose dictionary is `dict` (already ensured) and
     /// checks the chunk against the id its entry names.
+    /// A delta fails with [`ChunkError::Base`]: it needs
+    /// [`Decoder::decode_checked_with_base`].
     pub(crate) fn decode_checked(
         &mut self,
         e: &PackEntry,
         stored: &[u8],
         dict: Option<&Id>,
     ) -> Result<Vec<u8>, ChunkError> {
-        let raw = self.decode(e, stored, dict).map_err(ChunkError::Decode)?;
+        self.decode_checked_with_base(e, stored, dict, None)
+    }
+
+    /// [`Decoder::decode_checked`] for any codec: `base` is the raw bytes of the
+    /// base chunk a delta names ([`base_of`]; ignored for other codecs). The
+    /// caller vouches that they are that chunk's (decoded checked, or held since
+    /// they were); a wrong base of the right length decodes to bytes that fail
+    /// the id check, or not at all, so a wrong chunk is never returned.
+    pub(crate) fn decode_checked_with_base(
+        &mut self,
+        e: &PackEntry,
+        stored: &[u8],
+        dict: Option<&Id>,
+        base: Option<&[u8]>,
+    ) -> Result<Vec<u8>, ChunkError> {
+        let raw = match e.codec {
+            Codec::ZstdDelta => {
+                if e.raw_len > MAX_CHUNK_LEN {
+                    return Err(ChunkError::Decode(FormatError::TooLarge {
+                        what: "chunk length",
+                        value: e.raw_len as u64,
+                        limit: MAX_CHUNK_LEN as u64,
+                    }));
+                }
+                let mut raw = vec![0u8; e.raw_len as usize];
+                self.decode_into_with_base(e, stored, dict, base, &mut raw)?;
+                raw
+            }
+            _ => self.decode(e, stored, dict).map_err(ChunkError::Decode)?,
+        };
         check_id(e, &raw)?;
         Ok(raw)
     }
@@ -165,6 +259,19 @@ impl Decoder {
         dict: Option<&Id>,
         out: &mut [u8],
     ) -> Result<(), ChunkError> {
+        self.decode_into_with_base(e, stored, dict, None, out)
+    }
+
+    /// [`Decoder::decode_into`] for any codec, `base` as in
+    /// [`Decoder::decode_checked_with_base`].
+    pub(crate) fn decode_into_with_base(
+        &mut self,
+        e: &PackEntry,
+        stored: &[u8],
+        dict: Option<&Id>,
+        base: Option<&[u8]>,
+        out: &mut [u8],
+    ) -> Result<(), ChunkError> {
         if stored.len() != e.stored_len as usize {
             return Err(ChunkError::Decode(FormatError::Truncated {
                 needed: e.stored_len as u64,
@@ -177,6 +284,16 @@ impl Decoder {
                 e.raw_len,
                 out.len()
             ))));
+        }
+        if e.codec == Codec::ZstdDelta {
+            let n = self.decode_delta_into(e, stored, base, out)?;
+            return match n == out.len() {
+                true => Ok(()),
+                false => Err(ChunkError::Decode(FormatError::Invalid(format!(
+                    "chunk decoded to {n} bytes, expected {}",
+                    out.len()
+                )))),
+            };
         }
         let n = match self.context(e.codec, dict).map_err(ChunkError::Decode)? {
             None if stored.len() == out.len() => {
@@ -205,7 +322,19 @@ impl Decoder {
         dict: Option<&Id>,
         out: &mut [u8],
     ) -> Result<(), ChunkError> {
-        self.decode_into(e, stored, dict, out)?;
+        self.decode_into_checked_with_base(e, stored, dict, None, out)
+    }
+
+    /// [`Decoder::decode_into_with_base`], then the chunk checked against its id.
+    pub(crate) fn decode_into_checked_with_base(
+        &mut self,
+        e: &PackEntry,
+        stored: &[u8],
+        dict: Option<&Id>,
+        base: Option<&[u8]>,
+        out: &mut [u8],
+    ) -> Result<(), ChunkError> {
+        self.decode_into_with_base(e, stored, dict, base, out)?;
         check_id(e, out)
     }
 }

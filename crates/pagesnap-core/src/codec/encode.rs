@@ -1,14 +1,16 @@
 //! Encoding chunks: compressing one chunk plain or with a dictionary into the
-//! caller's buffer, keeping the smallest of the forms tried (or the raw bytes).
+//! caller's buffer, keeping the smallest of the forms tried (or the raw bytes);
+//! or as a delta against a base chunk the caller picked (format version 2).
 //!
 //! Which forms to try is the caller's: the chunk writer's `PlainTrial` decides
 //! from how the forms compared on the backup's earlier chunks, and its training
 //! decides which dictionary a backup uses. Those are a backup's policy, shared by
 //! its threads; this file is what one chunk's stored form is.
 
-use crate::format::pack::Codec;
-use crate::types::Id;
+use crate::format::pack::{Codec, DeltaHeader, DELTA_HEADER_LEN, MAX_CHUNK_LEN, ZSTD_DICT_MAGIC};
+use crate::types::{ChunkId, Id};
 use crate::{Error, Result};
+use zstd::zstd_safe;
 
 /// Bytes of a buffer that holds any chunk of `chunk_len` bytes encoded: zstd's
 /// worst case for the chunk, which also holds the raw bytes.
@@ -44,6 +46,14 @@ pub(crate) struct Encoder {
     plain: zstd::bulk::Compressor<'static>,
     /// The plain frame, while it is compared with the dictionary's.
     scratch: Vec<u8>,
+    /// Deltas: `ZSTD_compress_usingDict` with the base as raw content, borrowed
+    /// for one call (so one context serves every base), at `level`.
+    delta: zstd_safe::CCtx<'static>,
+    level: i32,
+    /// A delta's frame, then (in [`Encoder::encode_smallest`]) its whole blob,
+    /// while it is compared with the other forms.
+    delta_frame: Vec<u8>,
+    delta_blob: Vec<u8>,
 }
 
 fn zstd_err(e: std::io::Error) -> Error {
@@ -73,6 +83,11 @@ impl Encoder {
             with_dict,
             plain: zstd::bulk::Compressor::new(plain_level).map_err(zstd_err)?,
             scratch: Vec::new(),
+            delta: zstd_safe::CCtx::try_create()
+                .ok_or_else(|| Error::Internal("zstd: cannot create a context".into()))?,
+            level: plain_level,
+            delta_frame: Vec::new(),
+            delta_blob: Vec::new(),
         })
     }
 
@@ -124,5 +139,89 @@ impl Encoder {
             }
         };
         Ok(Stored { len, codec, both })
+    }
+
+    /// Encodes chunk `data` (whose id is `id`) as a delta against the chunk
+    /// `base_id`, whose raw bytes are `base`, into `out` (at least [`slot_len`]
+    /// bytes): the [`DeltaHeader`], then a zstd frame made with `base` as prefix.
+    ///
+    /// `None` when no delta is to be had: the base is the chunk itself (the
+    /// decoder refuses that), longer than a chunk, or begins with zstd's
+    /// dictionary magic (zstd would read it as a trained dictionary), or the
+    /// delta is no smaller than the raw chunk. Whether it beats the plain and
+    /// dictionary frames is [`Encoder::encode_smallest`]'s question; the chain
+    /// depth is the caller's (the index records it).
+    #[cfg_attr(not(test), allow(dead_code))] // no backup writes deltas yet (#27)
+    pub(crate) fn encode_delta(
+        &mut self,
+        data: &[u8],
+        id: &ChunkId,
+        base_id: &ChunkId,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> Result<Option<Stored>> {
+        if base_id == id
+            || base.len() > MAX_CHUNK_LEN as usize
+            || base.starts_with(&ZSTD_DICT_MAGIC)
+        {
+            return Ok(None);
+        }
+        self.delta_frame.clear();
+        self.delta_frame.reserve(slot_len(data.len()));
+        self.delta
+            .compress_using_dict(&mut self.delta_frame, data, base, self.level)
+            .map_err(|code| {
+                Error::Internal(format!("zstd delta: {}", zstd_safe::get_error_name(code)))
+            })?;
+        let len = DELTA_HEADER_LEN + self.delta_frame.len();
+        if len >= data.len() {
+            return Ok(None);
+        }
+        let header = DeltaHeader {
+            base: *base_id,
+            base_len: base.len() as u32,
+        };
+        out[..DELTA_HEADER_LEN].copy_from_slice(&header.encode());
+        out[DELTA_HEADER_LEN..len].copy_from_slice(&self.delta_frame);
+        Ok(Some(Stored {
+            len,
+            codec: Codec::ZstdDelta,
+            both: None,
+        }))
+    }
+
+    /// [`Encoder::encode`], then, with a base (`delta`: its id and raw bytes),
+    /// [`Encoder::encode_delta`]; keeps whichever is smallest, so a delta is stored
+    /// only where it saves bytes. `both` is the plain and dictionary frames'
+    /// comparison whichever wins (what a backup's trial learns from).
+    #[cfg_attr(not(test), allow(dead_code))] // no backup writes deltas yet (#27)
+    pub(crate) fn encode_smallest(
+        &mut self,
+        data: &[u8],
+        id: &ChunkId,
+        out: &mut [u8],
+        attempt: Attempt,
+        delta: Option<(&ChunkId, &[u8])>,
+    ) -> Result<Stored> {
+        let best = self.encode(data, out, attempt)?;
+        let Some((base_id, base)) = delta else {
+            return Ok(best);
+        };
+        let mut blob = std::mem::take(&mut self.delta_blob);
+        blob.resize(slot_len(data.len()), 0);
+        let d = self.encode_delta(data, id, base_id, base, &mut blob);
+        let won = match d {
+            Ok(Some(d)) if d.len < best.len => {
+                out[..d.len].copy_from_slice(&blob[..d.len]);
+                Ok(Stored {
+                    both: best.both,
+                    ..d
+                })
+            }
+            Ok(_) => Ok(best),
+            Err(e) => Err(e),
+        };
+        self.delta_blob = blob;
+        won
     }
 }

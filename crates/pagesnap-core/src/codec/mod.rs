@@ -3,7 +3,9 @@
 //!
 //! A chunk is stored in a pack as a blob whose pack entry names its codec
 //! ([`Codec`](crate::format::pack::Codec), `format/pack.rs`; FORMAT.md "Packs"):
-//! the raw bytes, a zstd frame, or a zstd frame made with the pack's dictionary. Everything that turns stored
+//! the raw bytes, a zstd frame, a zstd frame made with the pack's dictionary, or
+//! (format version 2) a delta: a zstd frame made with a base chunk's raw bytes as
+//! its prefix, after the base's id and length. Everything that turns stored
 //! bytes back into a chunk goes through [`Decoder`] (restore's rebuild and
 //! salvage, verify's data pass, copy, prune's rewrite, repair, the chunk writer's
 //! read-back), and everything that stores a chunk goes through [`Encoder`] (the
@@ -21,7 +23,14 @@
 //! * `decode.rs`: [`Decoder`] (decompression contexts, one per dictionary), the
 //!   per-thread decoders of restore and copy, and loading dictionaries.
 //! * `encode.rs`: [`Encoder`]: compressing one chunk, plain or with a dictionary,
-//!   keeping the smallest of the forms tried. Which forms a backup tries (its
+//!   keeping the smallest of the forms tried; or as a delta against a base
+//!   ([`Encoder::encode_delta`], [`Encoder::encode_smallest`]).
+//!
+//! A delta decodes only with its base's raw bytes, which the caller finds (the
+//! blob names the base: [`base_of`]) and hands to the `*_with_base` decoders;
+//! without them, or with a base of the wrong length, decoding fails with
+//! [`ChunkError::Base`] naming the base. Which base a backup picks, and how a
+//! reader follows a chain, are the callers' (docs/DELTAS.md). Which forms a backup tries (its
 //!   `PlainTrial`) and training a dictionary are the backup's policy and stay in
 //!   `backup/chunk_writer.rs`.
 //!
@@ -31,11 +40,24 @@
 mod decode;
 mod encode;
 
+// `base_of` and the delta encoders and decoders have no caller before a backup
+// writes deltas (#27, docs/DELTAS.md); their tests are below.
+#[allow(unused_imports)]
+pub(crate) use decode::base_of;
 pub(crate) use decode::{decode_checked_on_thread, load_dict, Decoder, DecoderPool};
 pub(crate) use encode::{slot_len, Attempt, Encoder};
 
 use crate::format::FormatError;
 use crate::types::ChunkId;
+
+/// What is wrong with the base a delta was handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BaseFault {
+    /// None was given (the caller could not find or decode it).
+    Missing,
+    /// One of `found` bytes, where the delta was made against `expected`.
+    Length { expected: u32, found: usize },
+}
 
 /// Why a stored chunk could not be given back.
 #[derive(Debug)]
@@ -44,6 +66,9 @@ pub(crate) enum ChunkError {
     Decode(FormatError),
     /// They decode, but to bytes whose id is `actual`, not the entry's.
     Mismatch { actual: ChunkId },
+    /// A delta whose base chunk `base` is missing or unusable: the base is what
+    /// is damaged (or lost), and every chunk made against it with it.
+    Base { base: ChunkId, fault: BaseFault },
 }
 
 impl std::fmt::Display for ChunkError {
@@ -53,6 +78,18 @@ impl std::fmt::Display for ChunkError {
         match self {
             ChunkError::Decode(e) => e.fmt(f),
             ChunkError::Mismatch { .. } => f.write_str("content does not match its id"),
+            ChunkError::Base {
+                base,
+                fault: BaseFault::Missing,
+            } => write!(f, "its base chunk {} is missing or damaged", base.short()),
+            ChunkError::Base {
+                base,
+                fault: BaseFault::Length { expected, found },
+            } => write!(
+                f,
+                "its base chunk {} is {found} bytes long, the delta needs {expected}",
+                base.short()
+            ),
         }
     }
 }
@@ -60,6 +97,7 @@ impl std::fmt::Display for ChunkError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::pack::{Codec, PackEntry};
     use crate::types::Id;
     use proptest::prelude::*;
 
@@ -90,7 +128,7 @@ mod tests {
             let out = enc.encode(&data, &mut slot, attempt).expect("encodes");
             prop_assert!(out.len <= data.len());
             let id = Id::of_chunk(&data);
-            let entry = crate::format::pack::PackEntry {
+            let entry = PackEntry {
                 id,
                 offset: 32,
                 stored_len: out.len as u32,
@@ -105,7 +143,7 @@ mod tests {
             let mut into = vec![0u8; data.len()];
             dec.decode_into_checked(&entry, stored, d, &mut into).expect("decodes into");
             prop_assert_eq!(&into, &data);
-            let wrong = crate::format::pack::PackEntry { id: Id([1; 32]), ..entry };
+            let wrong = PackEntry { id: Id([1; 32]), ..entry };
             match dec.decode_checked(&wrong, stored, d) {
                 Err(ChunkError::Mismatch { actual }) => prop_assert_eq!(actual, id),
                 other => prop_assert!(false, "{:?}", other.map(|v| v.len())),
@@ -115,5 +153,198 @@ mod tests {
                 prop_assert!(matches!(dec.decode_checked(&entry, short, d), Err(ChunkError::Decode(_))));
             }
         }
+
+        /// Whatever the chunk and its base (a few bytes changed, other lengths,
+        /// unrelated bytes), a delta the encoder makes decodes back to the chunk
+        /// with its base, checked, both ways; without the base, or with one of
+        /// another length, it fails naming the base; with a damaged base of the
+        /// right length it fails or still gives the chunk, never other bytes;
+        /// cut short, it does not decode. And `encode_smallest` never stores
+        /// more than the plain forms.
+        #[test]
+        fn deltas_decode_checked_with_their_base(
+            data in proptest::collection::vec(prop_oneof![Just(0u8), Just(7u8), any::<u8>()], 1..6000),
+            similar in any::<bool>(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..12),
+            other in proptest::collection::vec(any::<u8>(), 0..6000),
+            cut in 0usize..64,
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let base = match similar {
+                true => {
+                    let mut b = data.clone();
+                    for (at, v) in &edits {
+                        let i = at.index(b.len());
+                        b[i] = *v;
+                    }
+                    b.truncate(b.len().saturating_sub(cut));
+                    b
+                }
+                false => other,
+            };
+            let id = Id::of_chunk(&data);
+            let base_id = Id::of_chunk(&base);
+            let mut enc = Encoder::new(3, None).expect("encoder");
+            let mut slot = vec![0x55; slot_len(data.len())];
+            let mut plain_slot = slot.clone();
+            let plain = enc.encode(&data, &mut plain_slot, Attempt::Plain).expect("plain");
+            let best = enc
+                .encode_smallest(&data, &id, &mut slot, Attempt::Plain, Some((&base_id, &base)))
+                .expect("encodes");
+            prop_assert!(best.len <= plain.len);
+            let Some(out) = enc.encode_delta(&data, &id, &base_id, &base, &mut slot).expect("delta") else {
+                // No delta smaller than the raw chunk (or the base is the chunk).
+                prop_assert!(base_id == id || best.codec != Codec::ZstdDelta);
+                return Ok(());
+            };
+            prop_assert_eq!(out.codec, Codec::ZstdDelta);
+            prop_assert!(out.len < data.len());
+            let entry = PackEntry { id, offset: 32, stored_len: out.len as u32, raw_len: data.len() as u32, codec: out.codec };
+            let stored = &slot[..out.len];
+            let header = base_of(&entry, stored).expect("a delta header").expect("a delta");
+            prop_assert_eq!(header.base, base_id);
+            prop_assert_eq!(header.base_len as usize, base.len());
+            let mut dec = Decoder::new().expect("decoder");
+            prop_assert_eq!(&dec.decode_checked_with_base(&entry, stored, None, Some(&base)).expect("decodes"), &data);
+            let mut into = vec![0u8; data.len()];
+            dec.decode_into_checked_with_base(&entry, stored, None, Some(&base), &mut into).expect("decodes into");
+            prop_assert_eq!(&into, &data);
+            // No base: the base is named.
+            match dec.decode_checked(&entry, stored, None) {
+                Err(ChunkError::Base { base, fault: BaseFault::Missing }) => prop_assert_eq!(base, base_id),
+                other => prop_assert!(false, "{:?}", other.map(|v| v.len())),
+            }
+            // A base of another length is refused before zstd sees it.
+            let mut longer = base.clone();
+            longer.push(1);
+            match dec.decode_checked_with_base(&entry, stored, None, Some(&longer)) {
+                Err(ChunkError::Base { base: named, fault: BaseFault::Length { expected, found } }) => {
+                    prop_assert_eq!(named, base_id);
+                    prop_assert_eq!((expected as usize, found), (base.len(), longer.len()));
+                }
+                other => prop_assert!(false, "{:?}", other.map(|v| v.len())),
+            }
+            // A damaged base of the right length: never other bytes.
+            if !base.is_empty() {
+                let mut damaged = base.clone();
+                let i = flip.index(damaged.len());
+                damaged[i] ^= 0x5a;
+                match dec.decode_checked_with_base(&entry, stored, None, Some(&damaged)) {
+                    Ok(v) => prop_assert_eq!(&v, &data),
+                    Err(ChunkError::Mismatch { .. } | ChunkError::Decode(_)) => {}
+                    Err(e) => prop_assert!(false, "{e}"),
+                }
+            }
+            // Cut short, as the entry says or as the blob is.
+            let short = &stored[..out.len - 1];
+            prop_assert!(matches!(
+                dec.decode_checked_with_base(&entry, short, None, Some(&base)),
+                Err(ChunkError::Decode(_))
+            ));
+            let short_entry = PackEntry { stored_len: out.len as u32 - 1, ..entry };
+            match dec.decode_checked_with_base(&short_entry, short, None, Some(&base)) {
+                Err(ChunkError::Decode(_) | ChunkError::Mismatch { .. }) => {}
+                other => prop_assert!(false, "a truncated delta decoded: {:?}", other.map(|v| v.len())),
+            }
+        }
+    }
+
+    /// Pages of rows with a few changed: what deltas are for. A delta of a page
+    /// that differs from its base by a few bytes costs a small part of the
+    /// page compressed alone (the issue measured 6–26% on whole workloads).
+    #[test]
+    fn a_delta_of_a_slightly_changed_page_is_much_smaller_than_plain() {
+        // Rows of text with pseudo-random numbers: compressible, but not to nothing.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut base = Vec::new();
+        while base.len() < 4096 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            base.extend_from_slice(format!("row {:>6} name-{:016x};", x % 1_000_000, x).as_bytes());
+        }
+        base.truncate(4096);
+        let mut page = base.clone();
+        for at in [100, 101, 2000, 2001, 2002, 4000] {
+            page[at] ^= 0x21;
+        }
+        let (id, base_id) = (Id::of_chunk(&page), Id::of_chunk(&base));
+        let mut enc = Encoder::new(3, None).expect("encoder");
+        let mut slot = vec![0; slot_len(page.len())];
+        let plain = enc.encode(&page, &mut slot, Attempt::Plain).expect("plain");
+        let delta = enc
+            .encode_delta(&page, &id, &base_id, &base, &mut slot)
+            .expect("delta")
+            .expect("a delta smaller than the page");
+        assert!(
+            delta.len * 4 < plain.len,
+            "delta {} bytes, plain {} bytes",
+            delta.len,
+            plain.len
+        );
+        let best = enc
+            .encode_smallest(
+                &page,
+                &id,
+                &mut slot,
+                Attempt::Plain,
+                Some((&base_id, &base)),
+            )
+            .expect("smallest");
+        assert_eq!((best.codec, best.len), (Codec::ZstdDelta, delta.len));
+        let entry = PackEntry {
+            id,
+            offset: 32,
+            stored_len: delta.len as u32,
+            raw_len: 4096,
+            codec: Codec::ZstdDelta,
+        };
+        let mut dec = Decoder::new().expect("decoder");
+        let raw = dec
+            .decode_checked_with_base(&entry, &slot[..delta.len], None, Some(&base))
+            .expect("decodes");
+        assert!(raw == page);
+    }
+
+    /// The encoder makes no delta the decoder would refuse: against the chunk
+    /// itself, or against a base zstd would read as a trained dictionary.
+    #[test]
+    fn no_delta_against_itself_or_a_dictionary_lookalike() {
+        let page = vec![9u8; 4096];
+        let id = Id::of_chunk(&page);
+        let mut enc = Encoder::new(3, None).expect("encoder");
+        let mut slot = vec![0; slot_len(page.len())];
+        assert!(enc
+            .encode_delta(&page, &id, &id, &page, &mut slot)
+            .expect("ok")
+            .is_none());
+        let mut magic = page.clone();
+        magic[..4].copy_from_slice(&crate::format::pack::ZSTD_DICT_MAGIC);
+        let magic_id = Id::of_chunk(&magic);
+        assert!(enc
+            .encode_delta(&page, &id, &magic_id, &magic, &mut slot)
+            .expect("ok")
+            .is_none());
+        // And a blob naming such a base is refused, not handed to zstd as a dictionary.
+        let other = vec![8u8; 4096];
+        let other_id = Id::of_chunk(&other);
+        let made = enc
+            .encode_delta(&page, &id, &other_id, &other, &mut slot)
+            .expect("ok")
+            .expect("delta");
+        let entry = PackEntry {
+            id,
+            offset: 32,
+            stored_len: made.len as u32,
+            raw_len: 4096,
+            codec: Codec::ZstdDelta,
+        };
+        let mut dec = Decoder::new().expect("decoder");
+        let mut lookalike = other.clone();
+        lookalike[..4].copy_from_slice(&crate::format::pack::ZSTD_DICT_MAGIC);
+        assert!(matches!(
+            dec.decode_checked_with_base(&entry, &slot[..made.len], None, Some(&lookalike)),
+            Err(ChunkError::Decode(_))
+        ));
     }
 }

@@ -14,7 +14,8 @@
 //! ```
 
 use super::{
-    check_version, checksum32, checksum64, FormatError, LeReader, Result, FORMAT_VERSION, MAGIC,
+    check_version_up_to, checksum32, checksum64, FormatError, LeReader, Result,
+    DELTA_FORMAT_VERSION, FORMAT_VERSION, MAGIC,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -60,6 +61,15 @@ impl Kind {
         }
     }
 
+    /// The newest format version of this kind: index objects have a version 2
+    /// (with a base table), every other kind only version 1.
+    pub fn newest_version(self) -> u16 {
+        match self {
+            Kind::Index => DELTA_FORMAT_VERSION,
+            _ => FORMAT_VERSION,
+        }
+    }
+
     /// Decode limit for the raw body. A page map of a 64 TiB database of 4 KiB
     /// pages would need ~560 MB; anything beyond these limits is damage or hostile.
     pub fn max_body(self) -> u32 {
@@ -81,6 +91,12 @@ impl Kind {
 /// megabytes; no intermediate copies). Index bodies are mostly random chunk ids, so
 /// compressing them is not even tried.
 pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
+    encode_as(kind, FORMAT_VERSION, value)
+}
+
+/// [`encode`] with format `version` in the header (the caller's body is that
+/// version's; index objects of version 2).
+pub fn encode_as<T: Serialize>(kind: Kind, version: u16, value: &T) -> Vec<u8> {
     // postcard into a Vec cannot fail for the plain data types stored here.
     let mut out =
         postcard::to_extend(value, vec![0u8; HEADER_LEN]).unwrap_or_else(|_| vec![0u8; HEADER_LEN]);
@@ -97,7 +113,14 @@ pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
     }
     let body_len = out.len() - HEADER_LEN;
     let body_sum = checksum64(&out[HEADER_LEN..]);
-    let h = header(kind, flags, body_len as u32, raw_len as u32, body_sum);
+    let h = header(
+        kind,
+        version,
+        flags,
+        body_len as u32,
+        raw_len as u32,
+        body_sum,
+    );
     out[..HEADER_LEN].copy_from_slice(&h);
     out
 }
@@ -110,6 +133,7 @@ pub(crate) fn encode_compressed<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> 
     let body = zstd::bulk::compress(&raw, 3).expect("compressible");
     let h = header(
         kind,
+        FORMAT_VERSION,
         FLAG_ZSTD,
         body.len() as u32,
         raw.len() as u32,
@@ -118,11 +142,18 @@ pub(crate) fn encode_compressed<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> 
     [&h[..], &body].concat()
 }
 
-fn header(kind: Kind, flags: u16, body_len: u32, raw_len: u32, body_sum: u64) -> [u8; HEADER_LEN] {
+fn header(
+    kind: Kind,
+    version: u16,
+    flags: u16,
+    body_len: u32,
+    raw_len: u32,
+    body_sum: u64,
+) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..4].copy_from_slice(&MAGIC);
     h[4..8].copy_from_slice(&kind.tag());
-    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..10].copy_from_slice(&version.to_le_bytes());
     h[10..12].copy_from_slice(&flags.to_le_bytes());
     h[12..16].copy_from_slice(&body_len.to_le_bytes());
     h[16..20].copy_from_slice(&raw_len.to_le_bytes());
@@ -150,6 +181,11 @@ pub struct Streamed {
 /// Plans the envelope of `kind` around `value`'s postcard body, stored
 /// uncompressed; bytes identical to [`encode`]'s for kinds it does not compress.
 pub fn plan_streamed<T: Serialize>(kind: Kind, value: &T) -> Result<Streamed> {
+    plan_streamed_as(kind, FORMAT_VERSION, value)
+}
+
+/// [`plan_streamed`] with format `version` in the header.
+pub fn plan_streamed_as<T: Serialize>(kind: Kind, version: u16, value: &T) -> Result<Streamed> {
     let mut body = blake3::Hasher::new();
     // Hashing cannot fail: an error here is postcard's.
     let encode_err = |e: std::io::Error| FormatError::Invalid(e.to_string());
@@ -166,6 +202,7 @@ pub fn plan_streamed<T: Serialize>(kind: Kind, value: &T) -> Result<Streamed> {
     sum.copy_from_slice(&body.finalize().as_bytes()[..8]);
     let h = header(
         kind,
+        version,
         0,
         body_len as u32,
         body_len as u32,
@@ -266,7 +303,19 @@ pub fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Result<T> {
 
 /// Checks magic, version, header and body checksums and limits; returns the raw body
 /// (borrowed when it is stored uncompressed: index bodies run to tens of MB).
+/// Version 1 only: a caller that reads a newer version's body says so with
+/// [`open_versioned`], so no version-2 body is ever read as a version-1 one.
 pub fn open(kind: Kind, bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
+    open_up_to(kind, bytes, FORMAT_VERSION).map(|(_, body)| body)
+}
+
+/// [`open`] for every version of `kind` this build reads
+/// ([`Kind::newest_version`]); returns the object's version with its body.
+pub fn open_versioned(kind: Kind, bytes: &[u8]) -> Result<(u16, std::borrow::Cow<'_, [u8]>)> {
+    open_up_to(kind, bytes, kind.newest_version())
+}
+
+fn open_up_to(kind: Kind, bytes: &[u8], newest: u16) -> Result<(u16, std::borrow::Cow<'_, [u8]>)> {
     let mut r = LeReader::new(bytes);
     let magic: [u8; 4] = r.array()?;
     let tag: [u8; 4] = r.array()?;
@@ -284,7 +333,7 @@ pub fn open(kind: Kind, bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
     if checksum32(&bytes[..28]) != header_sum {
         return Err(FormatError::HeaderChecksum);
     }
-    check_version(version)?;
+    check_version_up_to(version, newest)?;
     if flags & !FLAG_ZSTD != 0 {
         return Err(FormatError::Invalid(format!("unknown flags {flags:#x}")));
     }
@@ -314,14 +363,14 @@ pub fn open(kind: Kind, bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
                 raw.len()
             )));
         }
-        Ok(std::borrow::Cow::Owned(raw))
+        Ok((version, std::borrow::Cow::Owned(raw)))
     } else {
         if stored_len != raw_len {
             return Err(FormatError::Invalid(
                 "stored and raw lengths differ on an uncompressed body".into(),
             ));
         }
-        Ok(std::borrow::Cow::Borrowed(body))
+        Ok((version, std::borrow::Cow::Borrowed(body)))
     }
 }
 

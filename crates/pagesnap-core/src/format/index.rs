@@ -5,11 +5,17 @@
 //! ordinal), so the 32-byte chunk id is written once in the store. Offsets are
 //! written as the gap after the previous entry in the same pack (zero for chunks
 //! written back to back), which keeps an entry at about 38 bytes.
+//!
+//! An object of format version 2 may hold delta entries (codec 3); its body then
+//! carries a base table before the entries: for each delta entry, in entry order,
+//! its base chunk's id and its chain depth ([`DeltaBase`]), so that restore and
+//! prune can plan chains without reading blobs. Version 1 bodies are read and
+//! written exactly as before.
 
 use super::envelope::{self, Kind};
 use super::pack::{check_entry, Codec, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN, MAX_PACK_LEN};
-use super::wire::{take_id, take_varint_u32, take_varint_u64};
-use super::{FormatError, Result};
+use super::wire::{take_id, take_seq, take_varint_u32, take_varint_u64};
+use super::{check_version_up_to, FormatError, Result, DELTA_FORMAT_VERSION, FORMAT_VERSION};
 use crate::types::{ChunkId, Id};
 use serde::{Deserialize, Serialize};
 
@@ -30,11 +36,50 @@ pub struct IndexEntry {
     pub entry: PackEntry,
 }
 
+/// Longest chain of deltas behind a chunk: a delta's depth is 1 against a chunk
+/// that is not a delta, its base's depth + 1 otherwise, and never more than this.
+/// It bounds the work of reading any chunk (at most this many deltas decoded
+/// after one plain chunk) against how often a changing page must be stored whole;
+/// FORMAT.md, "Format version 2: deltas", says why 8.
+pub const MAX_DELTA_DEPTH: u8 = 8;
+
+/// The base of one delta entry (codec 3) of a version-2 index object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeltaBase {
+    /// The entry's position in [`IndexBody::entries`] (not on the wire: the
+    /// base table lists the delta entries' bases in entry order).
+    pub ordinal: u64,
+    /// The chunk whose raw bytes the delta was made against (its blob names it
+    /// too: the index is what plans without reading blobs).
+    pub base: ChunkId,
+    /// 1..=[`MAX_DELTA_DEPTH`].
+    pub depth: u8,
+}
+
+/// The checks of one base-table row against its entry (decode and encode alike).
+fn check_base(id: &ChunkId, base: &ChunkId, depth: u8) -> Result<()> {
+    if depth == 0 || depth > MAX_DELTA_DEPTH {
+        return Err(FormatError::Invalid(format!(
+            "delta chunk {} has depth {depth}, outside 1..={MAX_DELTA_DEPTH}",
+            id.short()
+        )));
+    }
+    if base == id {
+        return Err(FormatError::Invalid(format!(
+            "chunk {} is a delta against itself",
+            id.short()
+        )));
+    }
+    Ok(())
+}
+
 /// A decoded index object. `entries` order is the ordinal order page maps use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexBody {
     pub packs: Vec<PackRef>,
     pub entries: Vec<IndexEntry>,
+    /// One row per delta entry, in entry order (empty in a version-1 object).
+    pub deltas: Vec<DeltaBase>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -49,22 +94,54 @@ struct WireEntry {
 }
 
 // The wire body is postcard of the struct `{ packs: Vec<PackRef>, entries:
-// Vec<WireEntry> }`: written by `Wire` below, read entry by entry by `decode_each`.
+// Vec<WireEntry> }` in version 1, and `{ packs: Vec<PackRef>, bases: Vec<([u8;
+// 32], u8)>, entries: Vec<WireEntry> }` in version 2 (the base table first, so a
+// reader streaming the entries knows each delta's base when it meets it):
+// written by `Wire` below, read entry by entry by `decode_each`.
 
-/// Serialises an [`IndexBody`] as the wire body, computing gaps on the fly, so a
-/// large index is not copied into a second representation first.
-struct Wire<'a>(&'a IndexBody);
+/// Serialises an [`IndexBody`] as the wire body of `version`, computing gaps on
+/// the fly, so a large index is not copied into a second representation first.
+struct Wire<'a> {
+    body: &'a IndexBody,
+    version: u16,
+}
 
 struct WireEntries<'a>(&'a IndexBody);
+
+struct WireBases<'a>(&'a [DeltaBase]);
 
 impl Serialize for Wire<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("WireBody", 2)?;
-        st.serialize_field("packs", &self.0.packs)?;
-        st.serialize_field("entries", &WireEntries(self.0))?;
+        let v2 = self.version >= DELTA_FORMAT_VERSION;
+        let mut st = s.serialize_struct("WireBody", if v2 { 3 } else { 2 })?;
+        st.serialize_field("packs", &self.body.packs)?;
+        if v2 {
+            st.serialize_field("bases", &WireBases(&self.body.deltas))?;
+        }
+        st.serialize_field("entries", &WireEntries(self.body))?;
         st.end()
     }
+}
+
+impl Serialize for WireBases<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for d in self.0 {
+            seq.serialize_element(&(d.base, d.depth))?;
+        }
+        seq.end()
+    }
+}
+
+/// One row of a version-2 base table: 32 bytes of id, one byte of depth.
+fn take_base(b: &[u8]) -> super::wire::Taken<'_, (ChunkId, u8)> {
+    let (id, b) = take_id(b)?;
+    let (depth, b) = b
+        .split_first()
+        .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+    Ok(((id, *depth), b))
 }
 
 impl Serialize for WireEntries<'_> {
@@ -112,6 +189,7 @@ fn take_entry(b: &[u8]) -> std::result::Result<(WireEntry, &[u8]), postcard::Err
         0 => Codec::Raw,
         1 => Codec::Zstd,
         2 => Codec::ZstdDict,
+        3 => Codec::ZstdDelta,
         _ => return Err(postcard::Error::DeserializeBadEnum),
     };
     let entry = WireEntry {
@@ -127,21 +205,103 @@ fn take_entry(b: &[u8]) -> std::result::Result<(WireEntry, &[u8]), postcard::Err
 }
 
 impl IndexBody {
+    /// The version-1 object (a body without deltas; one with deltas needs
+    /// [`IndexBody::encode_as`], and its entries of codec 3 would make this
+    /// object one every decoder refuses).
     pub fn encode(&self) -> Vec<u8> {
-        envelope::encode(Kind::Index, &Wire(self))
+        envelope::encode(
+            Kind::Index,
+            &Wire {
+                body: self,
+                version: FORMAT_VERSION,
+            },
+        )
+    }
+
+    /// The object of format `version` (1, or 2 with the base table), after the
+    /// checks its decoder makes of delta entries ([`IndexBody::check_deltas`]).
+    pub fn encode_as(&self, version: u16) -> Result<Vec<u8>> {
+        self.check_deltas(version)?;
+        Ok(envelope::encode_as(
+            Kind::Index,
+            version,
+            &Wire {
+                body: self,
+                version,
+            },
+        ))
+    }
+
+    /// The lowest format version that can hold this body: 2 with a delta entry.
+    pub fn needed_version(&self) -> u16 {
+        match self.deltas.is_empty() && self.entries.iter().all(|e| e.entry.codec.since() == 1) {
+            true => FORMAT_VERSION,
+            false => DELTA_FORMAT_VERSION,
+        }
+    }
+
+    /// Whether the base table fits the entries for an object of `version`: none
+    /// in version 1; in version 2 one row per codec-3 entry, in entry order, with
+    /// a depth in 1..=[`MAX_DELTA_DEPTH`] and a base other than the chunk itself.
+    pub fn check_deltas(&self, version: u16) -> Result<()> {
+        check_version_up_to(version, DELTA_FORMAT_VERSION)?;
+        let mut rows = self.deltas.iter();
+        for (i, e) in self.entries.iter().enumerate() {
+            e.entry.codec.check_in(version)?;
+            if e.entry.codec != Codec::ZstdDelta {
+                continue;
+            }
+            let row = rows
+                .next()
+                .filter(|d| d.ordinal == i as u64)
+                .ok_or_else(|| {
+                    FormatError::Invalid(format!(
+                        "delta chunk {} (entry {i}) has no row in the base table",
+                        e.entry.id.short()
+                    ))
+                })?;
+            check_base(&e.entry.id, &row.base, row.depth)?;
+        }
+        match rows.next() {
+            Some(d) => Err(FormatError::Invalid(format!(
+                "the base table has a row for entry {}, which is not a delta",
+                d.ordinal
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The object with its body compressed, as older builds could write it.
     #[cfg(test)]
     pub(crate) fn encode_compressed(&self) -> Vec<u8> {
-        envelope::encode_compressed(Kind::Index, &Wire(self))
+        envelope::encode_compressed(
+            Kind::Index,
+            &Wire {
+                body: self,
+                version: FORMAT_VERSION,
+            },
+        )
     }
 
-    /// Its envelope, planned without being built in memory (see
+    /// Its version-1 envelope, planned without being built in memory (see
     /// [`envelope::Streamed`]); [`IndexBody::write_streamed`] writes it. The bytes
-    /// are [`IndexBody::encode`]'s.
+    /// are [`IndexBody::encode`]'s. Refuses a body with deltas.
     pub fn plan_streamed(&self) -> Result<envelope::Streamed> {
-        envelope::plan_streamed(Kind::Index, &Wire(self))
+        self.plan_streamed_as(FORMAT_VERSION)
+    }
+
+    /// [`IndexBody::plan_streamed`] for an object of format `version`; the bytes
+    /// are [`IndexBody::encode_as`]'s.
+    pub fn plan_streamed_as(&self, version: u16) -> Result<envelope::Streamed> {
+        self.check_deltas(version)?;
+        envelope::plan_streamed_as(
+            Kind::Index,
+            version,
+            &Wire {
+                body: self,
+                version,
+            },
+        )
     }
 
     /// Writes the object `plan` (from [`IndexBody::plan_streamed`]) describes.
@@ -150,35 +310,76 @@ impl IndexBody {
         plan: &envelope::Streamed,
         w: &mut dyn std::io::Write,
     ) -> std::io::Result<()> {
-        envelope::write_streamed(plan, &Wire(self), w)
+        // The plan's header says which version's body it planned.
+        let version = u16::from_le_bytes([plan.header[8], plan.header[9]]);
+        envelope::write_streamed(
+            plan,
+            &Wire {
+                body: self,
+                version,
+            },
+            w,
+        )
     }
 
-    /// Decodes and bounds every entry against its pack's length.
+    /// Decodes and bounds every entry against its pack's length (either version).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let mut entries = Vec::new();
-        let packs = Self::decode_each(bytes, |_, e| entries.push(e))?;
-        Ok(IndexBody { packs, entries })
+        let mut deltas = Vec::new();
+        let packs = Self::decode_each_with_bases(bytes, |_, e, d| {
+            entries.push(e);
+            deltas.extend(d);
+        })?;
+        Ok(IndexBody {
+            packs,
+            entries,
+            deltas,
+        })
+    }
+
+    /// [`IndexBody::decode_each`] handing each delta entry its row of the base
+    /// table too.
+    pub fn decode_each_with_bases(
+        bytes: &[u8],
+        mut each: impl FnMut(&[PackRef], IndexEntry, Option<DeltaBase>),
+    ) -> Result<Vec<PackRef>> {
+        let (version, raw) = envelope::open_versioned(Kind::Index, bytes)?;
+        Self::decode_body_each_as(version, &raw, |packs, e, d, _| each(packs, e, d))
     }
 
     /// Decodes like [`IndexBody::decode`], handing each entry to `each` (with the
     /// object's packs) instead of collecting them: a store's first index object has
     /// an entry per page of the database, and collecting them (twice, wire form and
     /// decoded) tripled the memory a backup needed to load the index.
+    ///
+    /// Either version; a version-2 object's base table is checked but not handed
+    /// on ([`IndexBody::decode_each_with_bases`] does).
     pub fn decode_each(
         bytes: &[u8],
         mut each: impl FnMut(&[PackRef], IndexEntry),
     ) -> Result<Vec<PackRef>> {
-        let raw = envelope::open(Kind::Index, bytes)?;
-        Self::decode_body_each(&raw, |packs, e, _| each(packs, e))
+        Self::decode_each_with_bases(bytes, |packs, e, _| each(packs, e))
     }
 
-    /// Decodes an index object's body (what [`envelope::open`] returns), handing
-    /// each entry to `each` with the offset of its chunk id in `body`, so that a
-    /// reader that keeps the body need not copy the ids.
+    /// Decodes a version-1 index object's body (what [`envelope::open`] returns),
+    /// handing each entry to `each` with the offset of its chunk id in `body`, so
+    /// that a reader that keeps the body need not copy the ids.
     pub fn decode_body_each(
         body: &[u8],
         mut each: impl FnMut(&[PackRef], IndexEntry, usize),
     ) -> Result<Vec<PackRef>> {
+        Self::decode_body_each_as(FORMAT_VERSION, body, |packs, e, _, at| each(packs, e, at))
+    }
+
+    /// [`IndexBody::decode_body_each`] for a body of format `version` (what
+    /// [`envelope::open_versioned`] returns), handing each delta entry its row of
+    /// the base table.
+    pub fn decode_body_each_as(
+        version: u16,
+        body: &[u8],
+        mut each: impl FnMut(&[PackRef], IndexEntry, Option<DeltaBase>, usize),
+    ) -> Result<Vec<PackRef>> {
+        check_version_up_to(version, DELTA_FORMAT_VERSION)?;
         let (packs, mut rest): (Vec<PackRef>, &[u8]) = postcard::take_from_bytes(body)?;
         for p in &packs {
             if p.len > MAX_PACK_LEN || p.len < (HEADER_LEN + FOOTER_LEN) as u64 {
@@ -189,16 +390,43 @@ impl IndexBody {
                 )));
             }
         }
+        // Version 2: the base table (33 bytes a row, bounded by the bytes left
+        // before anything is allocated), rows checked as their entries come.
+        let mut bases = Vec::new();
+        if version >= DELTA_FORMAT_VERSION {
+            let (rows, after) = take_seq(rest, 33, take_base)?;
+            bases = rows;
+            rest = after;
+        }
+        let mut rows = bases.into_iter();
         // The entry sequence: its length (a varint, as postcard writes sequences),
         // then the entries; each is decoded and checked before the next is read.
         let (count, after): (usize, &[u8]) = postcard::take_from_bytes(rest)?;
         rest = after;
         let mut prev_end = vec![HEADER_LEN as i64; packs.len()];
-        for _ in 0..count {
+        for ordinal in 0..count as u64 {
             // An entry starts with its chunk id.
             let id_at = body.len() - rest.len();
             let (w, after) = take_entry(rest)?;
             rest = after;
+            w.codec.check_in(version)?;
+            let delta = match w.codec {
+                Codec::ZstdDelta => {
+                    let (base, depth) = rows.next().ok_or_else(|| {
+                        FormatError::Invalid(format!(
+                            "delta chunk {} has no row in the base table",
+                            w.id.short()
+                        ))
+                    })?;
+                    check_base(&w.id, &base, depth)?;
+                    Some(DeltaBase {
+                        ordinal,
+                        base,
+                        depth,
+                    })
+                }
+                _ => None,
+            };
             let p = w.pack as usize;
             let pack = packs.get(p).ok_or_else(|| {
                 FormatError::Invalid(format!("entry names pack #{p} of {}", packs.len()))
@@ -234,8 +462,14 @@ impl IndexBody {
                     pack: w.pack,
                     entry,
                 },
+                delta,
                 id_at,
             );
+        }
+        if rows.next().is_some() {
+            return Err(FormatError::Invalid(
+                "the base table has more rows than the object has delta entries".into(),
+            ));
         }
         Ok(packs)
     }
@@ -270,6 +504,7 @@ mod tests {
                 dict: None,
             }],
             entries,
+            deltas: Vec::new(),
         }
     }
 

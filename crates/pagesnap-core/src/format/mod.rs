@@ -16,8 +16,15 @@ pub mod pack;
 pub mod pagemap;
 mod wire;
 
-/// The store format version this build writes and the newest it reads.
+/// The store format version this build writes by default: every object of a
+/// version-1 store, byte for byte as before deltas existed.
 pub const FORMAT_VERSION: u16 = 1;
+
+/// Format version 2: packs that hold delta chunks ([`pack::Codec::ZstdDelta`])
+/// and index objects with a base table ([`index::DeltaBase`]). Only those two
+/// kinds have a version 2; it is written only when a caller asks for it, and this
+/// build reads both versions of both (FORMAT.md, "Format version 2: deltas").
+pub const DELTA_FORMAT_VERSION: u16 = 2;
 
 /// Leading bytes of every pagesnap object.
 pub const MAGIC: [u8; 4] = *b"PSNP";
@@ -113,12 +120,13 @@ impl<'a> LeReader<'a> {
     }
 }
 
-/// Checks the format version field of a decoded header.
-pub(crate) fn check_version(found: u16) -> Result<()> {
-    if found == 0 || found > FORMAT_VERSION {
+/// Checks the format version field of a decoded header of an object whose
+/// newest version is `newest`.
+pub(crate) fn check_version_up_to(found: u16, newest: u16) -> Result<()> {
+    if found == 0 || found > newest {
         return Err(FormatError::UnsupportedVersion {
             found,
-            supported: FORMAT_VERSION,
+            supported: newest,
         });
     }
     Ok(())

@@ -10,7 +10,8 @@
 //! trailer: one 48-byte entry per chunk
 //!   0 32  chunk id          32  4  offset of the blob from the pack start (u32 LE)
 //!  36  4  stored length     40  4  raw length
-//!  44  1  codec (0 raw, 1 zstd, 2 zstd with the pack's dictionary)   45 3 reserved (0)
+//!  44  1  codec (0 raw, 1 zstd, 2 zstd with the pack's dictionary,
+//!           3 zstd delta: format version 2 only)                  45 3 reserved (0)
 //! footer (32 bytes)
 //!   0  4  entry count        4  4  trailer length (= 48 × count)
 //!   8  8  trailer checksum: blake3(trailer)[..8]
@@ -20,9 +21,15 @@
 //! ```
 //! The trailer makes every pack self-describing, so the index can always be
 //! rebuilt from the packs alone. The pack's object name is the blake3 of its bytes.
+//!
+//! A pack of format version 2 ([`DELTA_FORMAT_VERSION`], in header and footer)
+//! may also hold delta blobs (codec 3): the base chunk's id and raw length, then
+//! a zstd frame made with the base's raw bytes as its prefix ([`DeltaHeader`];
+//! FORMAT.md, "Format version 2: deltas"). The layout around them is unchanged.
 
 use super::{
-    check_version, checksum32, checksum64, FormatError, LeReader, Result, FORMAT_VERSION, MAGIC,
+    check_version_up_to, checksum32, checksum64, FormatError, LeReader, Result,
+    DELTA_FORMAT_VERSION, FORMAT_VERSION, MAGIC,
 };
 use crate::types::{ChunkId, Id};
 use serde::{Deserialize, Serialize};
@@ -45,17 +52,122 @@ pub enum Codec {
     Zstd = 1,
     /// zstd with the dictionary named in the pack header (and the index).
     ZstdDict = 2,
+    /// A delta: [`DeltaHeader`] (the base chunk), then a zstd frame made with the
+    /// base's raw bytes as prefix. Format version 2 only.
+    ZstdDelta = 3,
 }
 
 impl Codec {
+    /// Any codec this build knows; whether the object's version allows it is
+    /// [`Codec::check_in`]'s question.
     pub fn from_u8(v: u8) -> Result<Codec> {
         match v {
             0 => Ok(Codec::Raw),
             1 => Ok(Codec::Zstd),
             2 => Ok(Codec::ZstdDict),
+            3 => Ok(Codec::ZstdDelta),
             other => Err(FormatError::Invalid(format!("unknown codec {other}"))),
         }
     }
+
+    /// The format version that introduced this codec.
+    pub fn since(self) -> u16 {
+        match self {
+            Codec::Raw | Codec::Zstd | Codec::ZstdDict => FORMAT_VERSION,
+            Codec::ZstdDelta => DELTA_FORMAT_VERSION,
+        }
+    }
+
+    /// Refuses a codec newer than the object (`version`) it is found in: a
+    /// version-1 pack or index object never holds a delta.
+    pub fn check_in(self, version: u16) -> Result<()> {
+        if self.since() > version {
+            return Err(FormatError::Invalid(format!(
+                "codec {} needs format version {}, found in a version-{version} object",
+                self as u8,
+                self.since()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes before the zstd frame of a delta blob: the base chunk's id (32) and its
+/// raw length (u32 LE).
+pub const DELTA_HEADER_LEN: usize = 36;
+
+/// The first 4 bytes of a zstd dictionary (`ZSTD_MAGIC_DICTIONARY`, LE). zstd
+/// reads a "dictionary" starting with them as a trained one, not raw content, so
+/// no base may start with them (the encoder makes no delta against such a base
+/// and the decoder refuses one): a delta's base is always raw content.
+pub const ZSTD_DICT_MAGIC: [u8; 4] = [0x37, 0xa4, 0x30, 0xec];
+
+/// What a delta blob says of its base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeltaHeader {
+    /// The base chunk, whose raw bytes are the frame's prefix.
+    pub base: ChunkId,
+    /// Its raw length, so that a base of the wrong length is refused before
+    /// zstd sees it.
+    pub base_len: u32,
+}
+
+impl DeltaHeader {
+    pub fn encode(&self) -> [u8; DELTA_HEADER_LEN] {
+        let mut h = [0u8; DELTA_HEADER_LEN];
+        h[..32].copy_from_slice(&self.base.0);
+        h[32..].copy_from_slice(&self.base_len.to_le_bytes());
+        h
+    }
+}
+
+/// Splits the stored bytes of delta entry `e` into its header and zstd frame,
+/// with the format's checks: the blob is the entry's length and longer than the
+/// header, the base is not the chunk itself and is no longer than a chunk.
+pub fn split_delta<'a>(e: &PackEntry, stored: &'a [u8]) -> Result<(DeltaHeader, &'a [u8])> {
+    if e.codec != Codec::ZstdDelta {
+        return Err(FormatError::Invalid(format!(
+            "chunk {} is not a delta",
+            e.id.short()
+        )));
+    }
+    if stored.len() != e.stored_len as usize {
+        return Err(FormatError::Truncated {
+            needed: e.stored_len as u64,
+            have: stored.len() as u64,
+        });
+    }
+    let mut r = LeReader::new(stored);
+    let base = Id(r.array()?);
+    let base_len = r.u32()?;
+    let frame = &stored[DELTA_HEADER_LEN.min(stored.len())..];
+    check_delta(e.id, base, base_len, frame.len())?;
+    Ok((DeltaHeader { base, base_len }, frame))
+}
+
+/// The rules of a delta blob that do not need its base (shared by the decoder and
+/// [`PackBuilder::try_push`]).
+fn check_delta(id: ChunkId, base: ChunkId, base_len: u32, frame_len: usize) -> Result<()> {
+    if base == id {
+        return Err(FormatError::Invalid(format!(
+            "chunk {} is a delta against itself",
+            id.short()
+        )));
+    }
+    if base_len > MAX_CHUNK_LEN {
+        return Err(FormatError::TooLarge {
+            what: "base chunk length",
+            value: base_len as u64,
+            limit: MAX_CHUNK_LEN as u64,
+        });
+    }
+    if frame_len == 0 {
+        return Err(FormatError::Invalid(format!(
+            "delta chunk {} has no frame after its base",
+            id.short()
+        )));
+    }
+    Ok(())
 }
 
 /// Where a chunk lives inside a pack.
@@ -72,6 +184,8 @@ pub struct PackEntry {
 pub struct PackBuilder {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+    /// Written in header and footer: [`FORMAT_VERSION`] unless asked for more.
+    version: u16,
 }
 
 impl Default for PackBuilder {
@@ -94,11 +208,22 @@ impl PackBuilder {
 
     /// A builder writing into `buf` (emptied first): lets a writer reuse the
     /// allocation of a pack already stored.
-    pub fn with_buffer(mut buf: Vec<u8>, dict: Option<Id>) -> Self {
+    pub fn with_buffer(buf: Vec<u8>, dict: Option<Id>) -> Self {
+        Self::build(buf, dict, FORMAT_VERSION)
+    }
+
+    /// [`PackBuilder::with_buffer`] for a pack of format `version` (1 or 2; a
+    /// version-2 pack may hold delta blobs, pushed with [`PackBuilder::try_push`]).
+    pub fn with_version(buf: Vec<u8>, dict: Option<Id>, version: u16) -> Result<Self> {
+        check_version_up_to(version, DELTA_FORMAT_VERSION)?;
+        Ok(Self::build(buf, dict, version))
+    }
+
+    fn build(mut buf: Vec<u8>, dict: Option<Id>, version: u16) -> Self {
         buf.clear();
         buf.extend_from_slice(&MAGIC);
         buf.extend_from_slice(&TAG);
-        buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        buf.extend_from_slice(&version.to_le_bytes());
         let flags: u16 = if dict.is_some() { 1 } else { 0 };
         buf.extend_from_slice(&flags.to_le_bytes());
         buf.extend_from_slice(&dict.map(|d| d.0).unwrap_or_default()[..16]);
@@ -107,10 +232,52 @@ impl PackBuilder {
         PackBuilder {
             buf,
             entries: Vec::new(),
+            version,
         }
     }
 
-    /// Appends one stored blob; returns its entry.
+    /// The format version this pack is written as.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// [`PackBuilder::push`] after the checks a decoder makes of one blob (its
+    /// codec allowed in this pack's version, lengths within limits, a raw blob as
+    /// long as its chunk, a delta blob's header), so that nothing the decoder would
+    /// refuse is written. The way to push a delta blob.
+    pub fn try_push(
+        &mut self,
+        id: ChunkId,
+        stored: &[u8],
+        raw_len: u32,
+        codec: Codec,
+    ) -> Result<PackEntry> {
+        codec.check_in(self.version)?;
+        let e = PackEntry {
+            id,
+            offset: self.buf.len() as u32,
+            stored_len: stored.len() as u32,
+            raw_len,
+            codec,
+        };
+        let end = self.buf.len() as u64 + stored.len() as u64;
+        if end > MAX_PACK_LEN {
+            return Err(FormatError::TooLarge {
+                what: "pack length",
+                value: end,
+                limit: MAX_PACK_LEN,
+            });
+        }
+        check_entry(&e, end)?;
+        if codec == Codec::ZstdDelta {
+            split_delta(&e, stored)?;
+        }
+        Ok(self.push(id, stored, raw_len, codec))
+    }
+
+    /// Appends one stored blob; returns its entry. The caller vouches for it: a
+    /// chunk the encoder made, or a blob copied from a decoded pack of the same
+    /// version ([`PackBuilder::try_push`] checks).
     pub fn push(&mut self, id: ChunkId, stored: &[u8], raw_len: u32, codec: Codec) -> PackEntry {
         let entry = PackEntry {
             id,
@@ -160,7 +327,7 @@ impl PackBuilder {
         self.buf
             .extend_from_slice(&((self.entries.len() * ENTRY_LEN) as u32).to_le_bytes());
         self.buf.extend_from_slice(&trailer_sum.to_le_bytes());
-        self.buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        self.buf.extend_from_slice(&self.version.to_le_bytes());
         self.buf.extend_from_slice(&[0u8; 2]);
         let fc = checksum32(&self.buf[footer_start..footer_start + 20]);
         self.buf.extend_from_slice(&fc.to_le_bytes());
@@ -173,6 +340,11 @@ impl PackBuilder {
 /// Checks a pack header (the first [`HEADER_LEN`] bytes); returns the first 16
 /// bytes of its dictionary's id, if it has one.
 pub fn check_header(bytes: &[u8]) -> Result<Option<[u8; 16]>> {
+    check_header_version(bytes).map(|(_, dict)| dict)
+}
+
+/// [`check_header`], with the pack's format version.
+pub fn check_header_version(bytes: &[u8]) -> Result<(u16, Option<[u8; 16]>)> {
     let mut r = LeReader::new(bytes);
     let magic: [u8; 4] = r.array()?;
     let tag: [u8; 4] = r.array()?;
@@ -186,10 +358,10 @@ pub fn check_header(bytes: &[u8]) -> Result<Option<[u8; 16]>> {
     if checksum32(&bytes[..28]) != hc {
         return Err(FormatError::HeaderChecksum);
     }
-    check_version(version)?;
+    check_version_up_to(version, DELTA_FORMAT_VERSION)?;
     match flags {
-        0 => Ok(None),
-        1 => Ok(Some(dict)),
+        0 => Ok((version, None)),
+        1 => Ok((version, Some(dict))),
         other => Err(FormatError::Invalid(format!(
             "unknown pack flags {other:#x}"
         ))),
@@ -202,6 +374,8 @@ pub struct Footer {
     pub count: u32,
     pub trailer_len: u32,
     trailer_sum: u64,
+    /// The pack's format version: which codecs its trailer may name.
+    pub version: u16,
 }
 
 /// Decodes the last [`FOOTER_LEN`] bytes of a pack of `pack_len` bytes.
@@ -222,7 +396,7 @@ pub fn decode_footer(footer: &[u8], pack_len: u64) -> Result<Footer> {
     if checksum32(&footer[..20]) != fc {
         return Err(FormatError::HeaderChecksum);
     }
-    check_version(version)?;
+    check_version_up_to(version, DELTA_FORMAT_VERSION)?;
     if count as u64 * ENTRY_LEN as u64 != trailer_len as u64 {
         return Err(FormatError::Invalid(format!(
             "pack footer: {count} entries do not fill a trailer of {trailer_len} bytes"
@@ -239,6 +413,7 @@ pub fn decode_footer(footer: &[u8], pack_len: u64) -> Result<Footer> {
         count,
         trailer_len,
         trailer_sum,
+        version,
     })
 }
 
@@ -269,6 +444,7 @@ pub fn decode_trailer(trailer: &[u8], footer: &Footer, pack_len: u64) -> Result<
         let stored_len = r.u32()?;
         let raw_len = r.u32()?;
         let codec = Codec::from_u8(r.u8()?)?;
+        codec.check_in(footer.version)?;
         r.bytes(3)?;
         let e = PackEntry {
             id,
@@ -308,6 +484,13 @@ pub fn check_entry(e: &PackEntry, blobs_end: u64) -> Result<()> {
             e.raw_len
         )));
     }
+    if e.codec == Codec::ZstdDelta && e.stored_len as usize <= DELTA_HEADER_LEN {
+        return Err(FormatError::Invalid(format!(
+            "delta chunk {} of {} stored bytes has no room for its base and frame",
+            e.id.short(),
+            e.stored_len
+        )));
+    }
     Ok(())
 }
 
@@ -320,8 +503,14 @@ pub fn decode_pack(bytes: &[u8]) -> Result<Vec<PackEntry>> {
             have: len,
         });
     }
-    let dict = check_header(&bytes[..HEADER_LEN])?;
+    let (version, dict) = check_header_version(&bytes[..HEADER_LEN])?;
     let footer = decode_footer(&bytes[bytes.len() - FOOTER_LEN..], len)?;
+    if version != footer.version {
+        return Err(FormatError::Invalid(format!(
+            "pack header says format version {version}, its footer {}",
+            footer.version
+        )));
+    }
     let t_end = bytes.len() - FOOTER_LEN;
     let t_start = t_end - footer.trailer_len as usize;
     let entries = decode_trailer(&bytes[t_start..t_end], &footer, len)?;
@@ -329,6 +518,13 @@ pub fn decode_pack(bytes: &[u8]) -> Result<Vec<PackEntry>> {
         return Err(FormatError::Invalid(
             "a chunk needs a dictionary the pack does not name".into(),
         ));
+    }
+    for e in entries.iter().filter(|e| e.codec == Codec::ZstdDelta) {
+        // Inside the blob area: `decode_trailer` checked every entry.
+        split_delta(
+            e,
+            &bytes[e.offset as usize..(e.offset + e.stored_len) as usize],
+        )?;
     }
     Ok(entries)
 }
@@ -367,10 +563,12 @@ pub fn decode_blob_with(
     Ok(raw)
 }
 
-/// [`decode_blob_with`] for packs without a dictionary.
+/// [`decode_blob_with`] for packs without a dictionary, and chunks that are not
+/// deltas.
 pub fn decode_blob(e: &PackEntry, stored: &[u8]) -> Result<Vec<u8>> {
     decode_blob_with(e, stored, |codec, s, cap| match codec {
         Codec::Zstd => zstd::bulk::decompress(s, cap),
+        Codec::ZstdDelta => Err(std::io::Error::other("this chunk needs its base chunk")),
         _ => Err(std::io::Error::other(
             "this chunk needs its pack's dictionary",
         )),
@@ -433,6 +631,113 @@ mod tests {
         let footer = decode_footer(&bytes[len - FOOTER_LEN..], len as u64).unwrap();
         let trailer = &bytes[len - FOOTER_LEN - footer.trailer_len as usize..len - FOOTER_LEN];
         assert!(decode_trailer(trailer, &footer, 10).is_err());
+    }
+
+    /// A delta blob: its header, then some bytes standing for the frame (the
+    /// format checks the header, the codec decodes the frame).
+    fn delta_blob(base: Id, base_len: u32, frame: &[u8]) -> Vec<u8> {
+        let mut b = DeltaHeader { base, base_len }.encode().to_vec();
+        b.extend_from_slice(frame);
+        b
+    }
+
+    fn v2_pack(blobs: &[(Id, Vec<u8>, u32, Codec)]) -> Result<(Vec<u8>, Vec<PackEntry>)> {
+        let mut b = PackBuilder::with_version(Vec::new(), None, DELTA_FORMAT_VERSION)?;
+        for (id, stored, raw_len, codec) in blobs {
+            b.try_push(*id, stored, *raw_len, *codec)?;
+        }
+        let (_, bytes, entries) = b.finish();
+        Ok((bytes, entries))
+    }
+
+    /// Version 2 packs hold deltas and say so in header and footer; their
+    /// entries and delta headers decode as written. A version-1 builder refuses
+    /// a delta, and the packs it writes are version 1, byte for byte as before.
+    #[test]
+    fn version_2_packs_hold_deltas() {
+        let base = Id([7; 32]);
+        let blob = delta_blob(base, 4096, b"frame");
+        let (bytes, entries) = v2_pack(&[
+            (Id([1; 32]), blob.clone(), 4096, Codec::ZstdDelta),
+            (Id([2; 32]), vec![3; 9], 9, Codec::Raw),
+        ])
+        .unwrap();
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
+        let f = bytes.len() - FOOTER_LEN;
+        assert_eq!(u16::from_le_bytes([bytes[f + 16], bytes[f + 17]]), 2);
+        assert_eq!(decode_pack(&bytes).unwrap(), entries);
+        let e = entries[0];
+        let (h, frame) =
+            split_delta(&e, &bytes[e.offset as usize..][..e.stored_len as usize]).unwrap();
+        assert_eq!((h.base, h.base_len, frame), (base, 4096, &b"frame"[..]));
+
+        let mut v1 = PackBuilder::new();
+        assert!(v1
+            .try_push(Id([1; 32]), &blob, 4096, Codec::ZstdDelta)
+            .is_err());
+        assert!(v1.is_empty(), "a refused blob is not pushed");
+        v1.try_push(Id([2; 32]), &[3; 9], 9, Codec::Raw).unwrap();
+        let (_, v1_bytes, _) = v1.finish();
+        let mut old = PackBuilder::new();
+        old.push(Id([2; 32]), &[3; 9], 9, Codec::Raw);
+        assert!(v1_bytes == old.finish().1);
+        assert_eq!(u16::from_le_bytes([v1_bytes[8], v1_bytes[9]]), 1);
+        assert!(PackBuilder::with_version(Vec::new(), None, 3).is_err());
+    }
+
+    /// What a decoder refuses, the builder refuses: a delta against itself, one
+    /// without a frame, one whose base is longer than a chunk. And a pack that
+    /// gets past the builder anyway (`push`) is refused on decode.
+    #[test]
+    fn bad_deltas_are_refused_on_write_and_on_read() {
+        let id = Id([1; 32]);
+        let bad = [
+            delta_blob(id, 10, b"frame"),
+            delta_blob(Id([2; 32]), 10, b""),
+            delta_blob(Id([2; 32]), MAX_CHUNK_LEN + 1, b"frame"),
+            vec![0; 20],
+        ];
+        for blob in &bad {
+            assert!(v2_pack(&[(id, blob.clone(), 10, Codec::ZstdDelta)]).is_err());
+            let mut b = PackBuilder::with_version(Vec::new(), None, 2).unwrap();
+            b.push(id, blob, 10, Codec::ZstdDelta);
+            assert!(decode_pack(&b.finish().1).is_err());
+        }
+    }
+
+    /// A version-1 pack naming codec 3 (checksums right) is refused, and so is
+    /// a pack whose header and footer disagree on the version.
+    #[test]
+    fn codec_3_in_a_version_1_pack_is_refused() {
+        let blob = delta_blob(Id([7; 32]), 100, b"frame");
+        let (bytes, entries) = v2_pack(&[(Id([1; 32]), blob, 100, Codec::ZstdDelta)]).unwrap();
+        let f = bytes.len() - FOOTER_LEN;
+        let mut as_v1 = bytes.clone();
+        as_v1[8..10].copy_from_slice(&1u16.to_le_bytes());
+        as_v1[f + 16..f + 18].copy_from_slice(&1u16.to_le_bytes());
+        let as_v1 = crate::format::fuzz::seal_pack(&as_v1);
+        let err = decode_pack(&as_v1).unwrap_err();
+        assert!(err.to_string().contains("codec 3"), "{err}");
+        let mut mixed = bytes.clone();
+        mixed[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let mixed = crate::format::fuzz::seal_pack(&mixed);
+        assert!(decode_pack(&mixed).is_err());
+        // A version this build does not know yet.
+        let mut v3 = bytes.clone();
+        v3[8..10].copy_from_slice(&3u16.to_le_bytes());
+        v3[f + 16..f + 18].copy_from_slice(&3u16.to_le_bytes());
+        let err = decode_pack(&crate::format::fuzz::seal_pack(&v3)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::UnsupportedVersion {
+                    found: 3,
+                    supported: 2
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(decode_pack(&bytes).unwrap(), entries);
     }
 
     #[test]

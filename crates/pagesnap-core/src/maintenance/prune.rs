@@ -589,6 +589,8 @@ impl Store {
                             "content does not match its id; prune stops before deleting anything"
                                 .into()
                         }
+                        // No store holds deltas yet (#27): prune will carry them as they are.
+                        base @ ChunkError::Base { .. } => base.to_string(),
                     };
                     return Err(Error::ChunkDamaged {
                         snapshot: None,
@@ -613,6 +615,9 @@ impl Store {
             let body = IndexBody {
                 packs: new_packs,
                 entries: new_entries,
+                // No deltas yet (#27): a delta entry here would make
+                // `put_index` refuse the body rather than drop its base.
+                deltas: Vec::new(),
             };
             let (id, len) = crate::store::put_index(backend, &body)?;
             new_index = Some(layout::index(&id));

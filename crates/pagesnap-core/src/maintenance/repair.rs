@@ -435,6 +435,8 @@ impl Store {
         let mut index = IndexBody {
             packs: copied.packs,
             entries: copied.entries,
+            // No deltas yet (#27): `put_index` refuses delta entries without rows.
+            deltas: Vec::new(),
         };
         let first = index.packs.len() as u32;
         index.packs.extend(body.packs);
@@ -725,6 +727,8 @@ fn check_pack(
                 Ok(_) => Ok(probe.id),
                 Err(ChunkError::Mismatch { actual }) => Ok(actual),
                 Err(ChunkError::Decode(e)) => Err(format!("cannot be decoded: {e}")),
+                // A delta, before repair follows chains (#27).
+                Err(e @ ChunkError::Base { .. }) => Err(format!("cannot be decoded: {e}")),
             }
         });
         match decoded {

@@ -266,6 +266,8 @@ impl Store {
             let body = IndexBody {
                 packs: new.packs,
                 entries,
+                // Backups write no deltas yet (#27).
+                deltas: Vec::new(),
             };
             let (id, len) = put_index(self.backend.as_ref(), &body)?;
             *metadata_bytes += len;

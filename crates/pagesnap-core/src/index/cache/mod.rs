@@ -681,6 +681,7 @@ mod tests {
                     },
                 })
                 .collect(),
+            deltas: Vec::new(),
         }
     }
 

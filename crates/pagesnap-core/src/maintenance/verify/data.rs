@@ -337,6 +337,11 @@ fn read_pack(
                     .push((*id, "content does not match its id (damaged)".into()));
                 continue;
             }
+            // A delta, before verify follows chains (#27).
+            Err(e @ ChunkError::Base { .. }) => {
+                r.bad_chunks.push((*id, format!("cannot be decoded: {e}")));
+                continue;
+            }
         };
         for &off in offsets.get(id).map(Vec::as_slice).unwrap_or(&[]) {
             r.cvs.push(((*id, off), block_cv(off, &raw)));
