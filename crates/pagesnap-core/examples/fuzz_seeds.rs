@@ -14,9 +14,11 @@
 
 use pagesnap_core::format::envelope::{self, Kind};
 use pagesnap_core::format::fuzz::{cache_hostile, cache_seeds, seal_envelope, seal_pack};
-use pagesnap_core::format::index::{IndexBody, IndexEntry, PackRef};
+use pagesnap_core::format::index::{DeltaBase, IndexBody, IndexEntry, PackRef};
 use pagesnap_core::format::manifest::Manifest;
-use pagesnap_core::format::pack::{Codec, PackBuilder, PackEntry, FOOTER_LEN, HEADER_LEN};
+use pagesnap_core::format::pack::{
+    Codec, DeltaHeader, PackBuilder, PackEntry, FOOTER_LEN, HEADER_LEN,
+};
 use pagesnap_core::format::pagemap::{Change, MapRef, PageMap};
 use pagesnap_core::Id;
 use std::fs;
@@ -114,8 +116,10 @@ fn synthetic(seeds: &Path) -> Res {
             .into_iter()
             .map(|entry| IndexEntry { pack: 0, entry })
             .collect(),
+        deltas: Vec::new(),
     };
     write(seeds, "index", "synthetic-three-codecs", &index.encode())?;
+    synthetic_delta(seeds)?;
     // A pack of one byte: its length is a one-byte varint a single mutation can
     // shrink below a trailer's worth (how the 64..80-byte underflow is reached).
     let mut b = PackBuilder::with_capacity(128, None);
@@ -128,6 +132,7 @@ fn synthetic(seeds: &Path) -> Res {
             dict: None,
         }],
         entries: vec![IndexEntry { pack: 0, entry }],
+        deltas: Vec::new(),
     };
     write(seeds, "index", "synthetic-one-byte", &tiny.encode())?;
 
@@ -152,6 +157,83 @@ fn synthetic(seeds: &Path) -> Res {
     };
     write(seeds, "pagemap", "synthetic-delta", &map.encode())?;
     write(seeds, "envelope", "synthetic-delta-pagemap", &map.encode())?;
+    Ok(())
+}
+
+/// A format-version-2 pack holding a page and a delta of a changed copy of it
+/// against the page (a zstd frame with the page as raw-content dictionary, as
+/// the codec makes it), and its version-2 index object with the base table.
+fn delta_pack() -> Res<(Vec<u8>, IndexBody)> {
+    let page: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    let mut changed = page.clone();
+    changed[100] ^= 1;
+    let (page_id, changed_id) = (Id::of_chunk(&page), Id::of_chunk(&changed));
+    let mut b = PackBuilder::with_version(Vec::new(), None, 2)?;
+    let z = zstd::bulk::compress(&page, 3)?;
+    b.try_push(page_id, &z, page.len() as u32, Codec::Zstd)?;
+    let frame = zstd::bulk::Compressor::with_dictionary(3, &page)?.compress(&changed)?;
+    let mut blob = DeltaHeader {
+        base: page_id,
+        base_len: page.len() as u32,
+    }
+    .encode()
+    .to_vec();
+    blob.extend_from_slice(&frame);
+    b.try_push(changed_id, &blob, changed.len() as u32, Codec::ZstdDelta)?;
+    let (id, bytes, entries) = b.finish();
+    let index = IndexBody {
+        packs: vec![PackRef {
+            id,
+            len: bytes.len() as u64,
+            dict: None,
+        }],
+        entries: entries
+            .into_iter()
+            .map(|entry| IndexEntry { pack: 0, entry })
+            .collect(),
+        deltas: vec![DeltaBase {
+            ordinal: 1,
+            base: page_id,
+            depth: 1,
+        }],
+    };
+    Ok((bytes, index))
+}
+
+fn synthetic_delta(seeds: &Path) -> Res {
+    let (pack, index) = delta_pack()?;
+    write(seeds, "pack", "synthetic-v2-delta", &pack)?;
+    write(seeds, "index", "synthetic-v2-delta", &index.encode_as(2)?)?;
+    Ok(())
+}
+
+/// Format version 2 objects that must be refused though their checksums are
+/// right: a delta in a version-1 pack, a base table row of depth 9 (above
+/// `MAX_DELTA_DEPTH`), and a version-2 index object read as version 1.
+fn hostile_deltas(dir: &Path) -> Res {
+    let (pack, index) = delta_pack()?;
+    let mut v1 = pack.clone();
+    let f = v1.len() - FOOTER_LEN;
+    v1[8..10].copy_from_slice(&1u16.to_le_bytes());
+    v1[f + 16..f + 18].copy_from_slice(&1u16.to_le_bytes());
+    write(dir, "pack", "hostile-delta-in-version-1", &seal_pack(&v1))?;
+    let bytes = index.encode_as(2)?;
+    // The depth is the last byte of the one base-table row: find the row by its id.
+    let base = index.deltas[0].base.0;
+    let at = bytes
+        .windows(32)
+        .position(|w| w == base)
+        .ok_or("no base row")?
+        + 32;
+    let mut deep = bytes.clone();
+    deep[at] = 9;
+    write(dir, "index", "hostile-delta-depth-9", &seal_envelope(&deep))?;
+    write(
+        dir,
+        "index",
+        "hostile-delta-index-as-version-1",
+        &patch(&bytes, 8, &1u16.to_le_bytes()),
+    )?;
     Ok(())
 }
 
@@ -237,8 +319,10 @@ fn hostile_inputs(dir: &Path) -> Res {
             dict: None,
         }],
         entries: vec![IndexEntry { pack: 0, entry }],
+        deltas: Vec::new(),
     };
     write(dir, "index", "hostile-pack-too-short", &index.encode())?;
+    hostile_deltas(dir)?;
 
     // A footer whose count × 48 overflows u32 to the real trailer length, and an
     // entry whose blob runs into the trailer.

@@ -70,3 +70,57 @@ fn restores_byte_exactly(version: &str, image_checks: bool) -> anyhow::Result<()
     assert_eq!(report.images_checked, 3);
     Ok(())
 }
+
+/// Format version 2 (deltas) leaves version 1 as it was: every pack and index
+/// object of the version-1 fixtures decodes as version 1 and is written again,
+/// by this build's version-1 writers, byte for byte.
+#[test]
+fn format_v1_objects_are_written_again_byte_for_byte() -> anyhow::Result<()> {
+    use pagesnap_core::format::index::IndexBody;
+    use pagesnap_core::format::pack::{self, PackBuilder};
+    let (mut packs, mut indexes) = (0, 0);
+    for version in ["v1", "v1-image-check"] {
+        let store = fixture(version).join("store");
+        for dir in std::fs::read_dir(store.join("packs"))? {
+            for file in std::fs::read_dir(dir?.path())? {
+                let bytes = std::fs::read(file?.path())?;
+                let (v, dict) = pack::check_header_version(&bytes)?;
+                assert_eq!(v, 1);
+                let mut b = PackBuilder::with_buffer(
+                    Vec::new(),
+                    dict.map(|d| {
+                        let mut id = [0u8; 32];
+                        id[..16].copy_from_slice(&d);
+                        pagesnap_core::Id(id)
+                    }),
+                );
+                for e in pack::decode_pack(&bytes)? {
+                    let blob = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+                    b.try_push(e.id, blob, e.raw_len, e.codec)?;
+                }
+                assert!(
+                    b.finish().1 == bytes,
+                    "a {version} pack written again differs"
+                );
+                packs += 1;
+            }
+        }
+        for file in std::fs::read_dir(store.join("index"))? {
+            let bytes = std::fs::read(file?.path())?;
+            let body = IndexBody::decode(&bytes)?;
+            assert!(body.deltas.is_empty());
+            assert_eq!(body.needed_version(), 1);
+            assert!(
+                body.encode() == bytes,
+                "a {version} index object written again differs"
+            );
+            assert!(body.encode_as(1)? == bytes);
+            indexes += 1;
+        }
+    }
+    assert!(
+        packs >= 2 && indexes >= 2,
+        "{packs} packs, {indexes} index objects"
+    );
+    Ok(())
+}
