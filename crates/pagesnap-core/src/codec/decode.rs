@@ -182,6 +182,7 @@ impl Decoder {
 
     /// Decodes one blob of a pack whose dictionary is `dict` (already ensured) and
     /// checks the chunk against the id its entry names.
+    ///
     /// A delta fails with [`ChunkError::Base`]: it needs
     /// [`Decoder::decode_checked_with_base`].
     pub(crate) fn decode_checked(

@@ -269,8 +269,18 @@ impl PackBuilder {
             });
         }
         check_entry(&e, end)?;
-        if codec == Codec::ZstdDelta {
-            split_delta(&e, stored)?;
+        match codec {
+            Codec::ZstdDelta => {
+                split_delta(&e, stored)?;
+            }
+            // Header flags, bit 0: the pack has a dictionary.
+            Codec::ZstdDict if self.buf[10] & 1 == 0 => {
+                return Err(FormatError::Invalid(format!(
+                    "chunk {} needs a dictionary the pack does not name",
+                    id.short()
+                )))
+            }
+            _ => {}
         }
         Ok(self.push(id, stored, raw_len, codec))
     }
@@ -683,6 +693,15 @@ mod tests {
         assert!(v1_bytes == old.finish().1);
         assert_eq!(u16::from_le_bytes([v1_bytes[8], v1_bytes[9]]), 1);
         assert!(PackBuilder::with_version(Vec::new(), None, 3).is_err());
+        // A dictionary's frame only in a pack that names a dictionary.
+        let mut no_dict = PackBuilder::new();
+        assert!(no_dict
+            .try_push(Id([3; 32]), b"frame", 99, Codec::ZstdDict)
+            .is_err());
+        let mut with_dict = PackBuilder::with_capacity(64, Some(Id([4; 32])));
+        with_dict
+            .try_push(Id([3; 32]), b"frame", 99, Codec::ZstdDict)
+            .unwrap();
     }
 
     /// What a decoder refuses, the builder refuses: a delta against itself, one
