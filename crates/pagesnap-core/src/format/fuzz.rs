@@ -227,9 +227,10 @@ pub fn dict(data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// [`envelope::open`] for every kind; `Ok` when one opens it (bodies are postcard,
-/// with no encoder of raw bytes to round-trip through). Otherwise the error of the
-/// kind the tag names (or of `config`, for an unknown tag).
+/// [`envelope::open_versioned`] for every kind (every version it reads); `Ok`
+/// when one opens it (bodies are postcard, with no encoder of raw bytes to
+/// round-trip through). Otherwise the error of the kind the tag names (or of
+/// `config`, for an unknown tag).
 pub fn envelope(data: &[u8]) -> Result<()> {
     const KINDS: [Kind; 7] = [
         Kind::Config,
@@ -242,8 +243,8 @@ pub fn envelope(data: &[u8]) -> Result<()> {
     ];
     let mut verdict = Ok(());
     for kind in KINDS {
-        match envelope::open(kind, data) {
-            Ok(raw) => {
+        match envelope::open_versioned(kind, data) {
+            Ok((_, raw)) => {
                 assert!(raw.len() <= kind.max_body() as usize, "{kind:?} body");
                 return Ok(());
             }
