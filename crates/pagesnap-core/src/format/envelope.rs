@@ -424,6 +424,46 @@ mod tests {
         assert!(err.to_string().contains("version 7"), "{err}");
     }
 
+    /// Version 2 exists for index objects only: every other kind refuses it,
+    /// an index object opens as version 2 only through `open_versioned`, and
+    /// no kind takes version 3.
+    #[test]
+    fn version_2_is_read_for_index_objects_only() {
+        const KINDS: [Kind; 7] = [
+            Kind::Config,
+            Kind::Manifest,
+            Kind::PageMap,
+            Kind::Index,
+            Kind::Dict,
+            Kind::Lock,
+            Kind::Policy,
+        ];
+        for kind in KINDS {
+            let v2 = encode_as(kind, 2, &vec![1u8; 40]);
+            let opened = open_versioned(kind, &v2).map(|(v, body)| (v, body.len()));
+            match kind {
+                Kind::Index => assert_eq!(opened.unwrap(), (2, 41)),
+                _ => assert!(
+                    matches!(
+                        opened,
+                        Err(FormatError::UnsupportedVersion {
+                            found: 2,
+                            supported: 1
+                        })
+                    ),
+                    "{kind:?}"
+                ),
+            }
+            assert!(
+                open(kind, &v2).is_err(),
+                "{kind:?}: a version-2 body read as version 1"
+            );
+            let v1 = encode(kind, &vec![1u8; 40]);
+            assert_eq!(open_versioned(kind, &v1).unwrap().0, 1);
+            assert!(open_versioned(kind, &encode_as(kind, 3, &0u8)).is_err());
+        }
+    }
+
     #[test]
     fn oversized_body_is_rejected_before_allocation() {
         let mut enc = encode(Kind::Config, &1u32);
