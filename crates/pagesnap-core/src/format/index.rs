@@ -234,10 +234,11 @@ impl IndexBody {
 
     /// The lowest format version that can hold this body: 2 with a delta entry.
     pub fn needed_version(&self) -> u16 {
-        match self.deltas.is_empty() && self.entries.iter().all(|e| e.entry.codec.since() == 1) {
-            true => FORMAT_VERSION,
-            false => DELTA_FORMAT_VERSION,
-        }
+        let deltas = self.entries.iter().map(|e| e.entry.codec.since());
+        deltas
+            .chain(self.deltas.iter().map(|_| DELTA_FORMAT_VERSION))
+            .max()
+            .unwrap_or(FORMAT_VERSION)
     }
 
     /// Whether the base table fits the entries for an object of `version`: none
