@@ -528,6 +528,10 @@ pub struct InitArgs {
     /// compression nearly as good as compressing the whole file).
     #[arg(long)]
     pub no_dictionary: bool,
+    /// Store changed pages as deltas against their previous version (much smaller
+    /// snapshots of update-heavy databases; needs a pagesnap with deltas to read).
+    #[arg(long)]
+    pub deltas: bool,
 }
 
 #[derive(Args, Debug)]

@@ -32,6 +32,7 @@ fn options(a: &InitArgs) -> Result<InitOptions> {
         zstd_level: a.compression_level,
         pack_target_size,
         dictionary: !a.no_dictionary,
+        deltas: a.deltas,
     })
 }
 
@@ -41,11 +42,16 @@ fn report(g: &Global, path: &Path, store: &Store) -> Result<ExitCode> {
         print_json(&json!({
             "store": path,
             "store_id": c.store_id.to_hex(),
-            "format_version": pagesnap_core::format::FORMAT_VERSION,
+            "format_version": if c.deltas {
+                pagesnap_core::format::DELTA_FORMAT_VERSION
+            } else {
+                pagesnap_core::format::FORMAT_VERSION
+            },
             "chunk_pages": c.chunk_pages,
             "compression_level": c.zstd_level,
             "pack_target_size": c.pack_target_size,
             "dictionary": c.dictionary,
+            "deltas": c.deltas,
         }))?;
     } else {
         println!(

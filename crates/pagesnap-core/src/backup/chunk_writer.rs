@@ -16,10 +16,12 @@ use crate::backend::{Backend, PutMode};
 use crate::codec::{Attempt, Decoder, Encoder};
 use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
+use crate::format::index::MAX_DELTA_DEPTH;
 use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::index::cache::ChunkLookup;
 use crate::index::id_table::IdTable;
+use crate::store::bases::Bases;
 use crate::store::pack_upload::Uploader;
 use crate::store::NewChunks;
 use crate::types::{is_all_zero, ChunkId, ChunkRef, Id, IdMap};
@@ -49,6 +51,9 @@ pub struct WriteStats {
     pub pack_bytes: u64,
     /// Bytes of the dictionary this backup trained and wrote (0 if none).
     pub dict_bytes: u64,
+    /// New chunks stored as deltas against their parent's chunk, and their bytes.
+    pub delta_chunks: u64,
+    pub delta_stored_bytes: u64,
 }
 
 /// How a backup compresses its new chunks.
@@ -79,6 +84,8 @@ pub(crate) enum Encoded {
         raw_len: u32,
         stored_len: u32,
         codec: Codec,
+        /// A delta's base and depth.
+        delta: Option<(ChunkId, u8)>,
     },
     /// New, not compressed yet: a training sample (no dictionary chosen yet),
     /// its `len` raw bytes in the slot.
@@ -119,6 +126,12 @@ pub(crate) struct ChunkWriter {
     /// The packs this backup wrote.
     packs: Vec<PackRef>,
     stats: WriteStats,
+    /// Deltas (a store with deltas and a parent): the parent's chunk at each
+    /// position is a new chunk's base candidate, read through `bases`.
+    parent: Option<Vec<ChunkRef>>,
+    bases: Option<Bases>,
+    /// The base and depth of every delta this backup stored.
+    delta_rows: IdMap<(ChunkId, u8)>,
 }
 
 impl ChunkWriter {
@@ -158,7 +171,34 @@ impl ChunkWriter {
             table: IdTable::default(),
             packs: Vec::new(),
             stats: WriteStats::default(),
+            parent: None,
+            bases: None,
+            delta_rows: IdMap::default(),
         })
+    }
+
+    /// Encodes new chunks as deltas against `parent`'s chunk at the same
+    /// position where that is smallest (a store with deltas). Bases are read
+    /// from the store and kept decoded in an LRU of at most `cache_bytes`.
+    pub(crate) fn use_deltas(&mut self, parent: Vec<ChunkRef>, cache_bytes: usize) -> Result<()> {
+        self.bases = Some(Bases::new(self.backend.clone(), cache_bytes)?);
+        self.parent = Some(parent);
+        Ok(())
+    }
+
+    /// The base (id, raw bytes, depth) a new chunk `id` at position `pos` may be
+    /// a delta against: the parent's chunk there, if it is stored, readable, and
+    /// below the depth bound. A backup never fails for want of a base: `None`.
+    fn base_for(&self, pos: u64, id: &ChunkId) -> Option<(ChunkId, Arc<Vec<u8>>, u8)> {
+        let bases = self.bases.as_ref()?;
+        let ChunkRef::Stored(base) = *self.parent.as_ref()?.get(pos as usize)? else {
+            return None;
+        };
+        if base == *id {
+            return None;
+        }
+        let (raw, depth) = bases.raw(&base, &|c| self.index.locate(c)).ok()?;
+        (depth < MAX_DELTA_DEPTH).then_some((base, raw, depth))
     }
 
     /// Prepares for about `n` new chunks (a first backup: the database's size in
@@ -191,10 +231,12 @@ impl ChunkWriter {
     /// (each of zstd's worst-case capacity for the chunk) was allocated on a
     /// worker thread and freed on the accepting one, two allocations per new
     /// chunk of a first backup; slots cost a little less time and memory.
+    /// `first` is the position (in chunks) of the block's first chunk in the image.
     pub(crate) fn encode_block(
         &self,
         data: &[u8],
         chunk_len: usize,
+        first: u64,
         out: &mut Vec<u8>,
     ) -> Result<Vec<Encoded>> {
         let slot = slot_len(chunk_len);
@@ -203,12 +245,13 @@ impl ChunkWriter {
         out.resize(data.len().div_ceil(chunk_len) * slot, 0);
         out.par_chunks_mut(slot)
             .zip(data.par_chunks(chunk_len))
-            .map(|(slot, chunk)| self.encode_into(chunk, slot))
+            .enumerate()
+            .map(|(i, (slot, chunk))| self.encode_into(chunk, slot, first + i as u64))
             .collect()
     }
 
-    /// One chunk of [`ChunkWriter::encode_block`].
-    fn encode_into(&self, data: &[u8], slot: &mut [u8]) -> Result<Encoded> {
+    /// One chunk of [`ChunkWriter::encode_block`], at position `pos`.
+    fn encode_into(&self, data: &[u8], slot: &mut [u8], pos: u64) -> Result<Encoded> {
         if is_all_zero(data) {
             return Ok(Encoded::Zero);
         }
@@ -216,19 +259,29 @@ impl ChunkWriter {
         if self.index.contains(&id) {
             return Ok(Encoded::Known(id));
         }
-        if self.samples.is_some() {
+        // A chunk with a base is encoded now even while samples are collected
+        // (a delta beats the dictionary frame: DELTAS.md); the others wait.
+        let base = self.base_for(pos, &id);
+        if self.samples.is_some() && base.is_none() {
             slot[..data.len()].copy_from_slice(data);
             return Ok(Encoded::Raw {
                 id,
                 len: data.len() as u32,
             });
         }
-        let (stored_len, codec) = self.with_ctx(|ctx| compress(ctx, data, slot, &self.trial))?;
+        let delta = base.as_ref().map(|(b, raw, _)| (&id, b, raw.as_slice()));
+        let (stored_len, codec) =
+            self.with_ctx(|ctx| compress(ctx, data, slot, &self.trial, delta))?;
+        let delta = match (codec, base) {
+            (Codec::ZstdDelta, Some((b, _, depth))) => Some((b, depth + 1)),
+            _ => None,
+        };
         Ok(Encoded::New {
             id,
             raw_len: data.len() as u32,
             stored_len: stored_len as u32,
             codec,
+            delta,
         })
     }
 
@@ -241,7 +294,7 @@ impl ChunkWriter {
     /// [`ChunkWriter::compress`], recording what it tried in `trial`.
     fn compress_with(&self, data: &[u8], trial: &PlainTrial) -> Result<(Vec<u8>, Codec)> {
         let mut out = vec![0; slot_len(data.len())];
-        let (len, codec) = self.with_ctx(|ctx| compress(ctx, data, &mut out, trial))?;
+        let (len, codec) = self.with_ctx(|ctx| compress(ctx, data, &mut out, trial, None))?;
         out.truncate(len);
         Ok((out, codec))
     }
@@ -291,11 +344,17 @@ impl ChunkWriter {
                 raw_len,
                 stored_len,
                 codec,
+                delta,
             } => {
                 let stored = slot
                     .get(..stored_len as usize)
                     .ok_or_else(|| Error::Internal("encoded chunk longer than its slot".into()))?;
                 self.push(id, stored, raw_len, codec)?;
+                if let Some(row) = delta {
+                    self.delta_rows.insert(id, row);
+                    self.stats.delta_chunks += 1;
+                    self.stats.delta_stored_bytes += stored_len as u64;
+                }
                 return Ok(ChunkRef::Stored(id));
             }
             Encoded::Raw { id, len } => {
@@ -331,7 +390,16 @@ impl ChunkWriter {
             self.flush()?;
         }
         let data_len = raw_len as usize;
-        let entry = self.current.push(id, stored, raw_len, codec);
+        let entry = if codec == Codec::ZstdDelta {
+            // The pack becomes version 2 at its first delta (plain blobs are
+            // the same in both versions).
+            self.current.allow_deltas();
+            self.current
+                .try_push(id, stored, raw_len, codec)
+                .map_err(|e| Error::Internal(format!("delta blob of {}: {e}", id.short())))?
+        } else {
+            self.current.push(id, stored, raw_len, codec)
+        };
         let pos = self.new.len() as u32;
         let new = &self.new;
         if self
@@ -361,6 +429,11 @@ impl ChunkWriter {
         let Some(samples) = self.samples.take() else {
             return Ok(());
         };
+        // Chunks stored while samples were collected (deltas) go in a pack of
+        // their own, written before the dictionary is chosen: it has none.
+        if !self.current.is_empty() {
+            self.flush()?;
+        }
         // The dictionary's bytes, if training gave one: until its object is named
         // (its body records how well the samples compressed with it), contexts are
         // keyed by the hash of its bytes.
@@ -430,9 +503,17 @@ impl ChunkWriter {
         let (pack_id, dict, entry): (Id, Option<Id>, PackEntry) = match self.find(id).copied() {
             Some(e) if e.pack as usize == self.packs.len() => {
                 let dict = self.dict;
-                return self
-                    .decoders
-                    .decode_checked(&e.entry, self.current.blob(&e.entry), dict.as_ref())
+                let stored = self.current.blob(&e.entry);
+                let base = self.base_of(&e.entry, stored);
+                return base
+                    .and_then(|base| {
+                        self.decoders.decode_checked_with_base(
+                            &e.entry,
+                            stored,
+                            dict.as_ref(),
+                            base.as_deref().map(|b| b.as_slice()),
+                        )
+                    })
                     .map_err(|source| {
                         damaged("the pack being written".into(), source.to_string())
                     });
@@ -466,9 +547,32 @@ impl ChunkWriter {
         }
         // Checked against the id asked for (the entry's is that id).
         let entry = PackEntry { id: *id, ..entry };
-        self.decoders
-            .decode_checked(&entry, &stored, dict.as_ref())
-            .map_err(|source| damaged(key, source.to_string()))
+        let base = self.base_of(&entry, &stored);
+        base.and_then(|base| {
+            self.decoders.decode_checked_with_base(
+                &entry,
+                &stored,
+                dict.as_ref(),
+                base.as_deref().map(|b| b.as_slice()),
+            )
+        })
+        .map_err(|source| damaged(key, source.to_string()))
+    }
+
+    /// The base bytes a stored chunk needs to be read back (a delta's; `None`
+    /// for any other chunk).
+    fn base_of(
+        &self,
+        e: &PackEntry,
+        stored: &[u8],
+    ) -> std::result::Result<Option<Arc<Vec<u8>>>, crate::codec::ChunkError> {
+        match &self.bases {
+            Some(b) if e.codec == Codec::ZstdDelta => {
+                b.base_for(e, stored, &|c| self.index.locate(c))
+            }
+            // A delta without a base reader fails as the decoder says (Base).
+            _ => Ok(None),
+        }
     }
 
     /// Writes the current pack and starts the next.
@@ -529,6 +633,7 @@ impl ChunkWriter {
                 packs: self.packs,
                 entries: self.new,
                 dict: self.dict,
+                bases: self.delta_rows,
             },
             self.stats,
             self.index,
@@ -541,11 +646,15 @@ impl ChunkWriter {
 /// frame, the plain frame and the raw bytes ([`Encoder::encode`]); which frames
 /// are made is the backup's `trial`, which records how they compared. Returns the
 /// stored length and codec.
+///
+/// With `delta` (the chunk's id, its base's id and raw bytes), a delta against
+/// the base is made too and kept when it is smallest ([`Encoder::encode_smallest`]).
 fn compress(
     enc: &mut Encoder,
     data: &[u8],
     out: &mut [u8],
     trial: &PlainTrial,
+    delta: Option<(&ChunkId, &ChunkId, &[u8])>,
 ) -> Result<(usize, Codec)> {
     // A dictionary trained on some pages can make others compress worse (its
     // entropy tables replace ones fitted to the page): keep whichever is smaller,
@@ -557,7 +666,12 @@ fn compress(
     } else {
         Attempt::Dict
     };
-    let stored = enc.encode(data, out, attempt)?;
+    let stored = match delta {
+        Some((id, base_id, base)) => {
+            enc.encode_smallest(data, id, out, attempt, Some((base_id, base)))?
+        }
+        None => enc.encode(data, out, attempt)?,
+    };
     if let Some((d, p)) = stored.both {
         trial.record(d, p);
     }
@@ -660,16 +774,22 @@ mod tests {
         // A chunk like the dictionary: its frame wins.
         let data = page(9);
         let mut slot = vec![0xAA; slot_len(data.len())];
-        let (len, codec) =
-            compress(&mut ctx(Some(&dict), 3, 3), &data, &mut slot, &trial).expect("compresses");
+        let (len, codec) = compress(&mut ctx(Some(&dict), 3, 3), &data, &mut slot, &trial, None)
+            .expect("compresses");
         assert_eq!(codec, Codec::ZstdDict);
         assert_eq!(decoded(&slot, len, codec, &dict, data.len()), data);
         // Unlike the dictionary and compressed much better without it (a far
         // higher plain level): the plain frame, copied over the dictionary's.
         let data: Vec<u8> = b"pagesnap ".iter().cycle().take(4096).copied().collect();
         let mut slot = vec![0xAA; slot_len(data.len())];
-        let (len, codec) =
-            compress(&mut ctx(Some(&dict), -50, 19), &data, &mut slot, &trial).expect("compresses");
+        let (len, codec) = compress(
+            &mut ctx(Some(&dict), -50, 19),
+            &data,
+            &mut slot,
+            &trial,
+            None,
+        )
+        .expect("compresses");
         assert_eq!(codec, Codec::Zstd);
         assert_eq!(decoded(&slot, len, codec, &dict, data.len()), data);
         // Incompressible: the raw bytes.
@@ -677,7 +797,7 @@ mod tests {
         blake3::Hasher::new().finalize_xof().fill(&mut data);
         let mut slot = vec![0xAA; slot_len(data.len())];
         let (len, codec) =
-            compress(&mut ctx(None, 3, 3), &data, &mut slot, &trial).expect("compresses");
+            compress(&mut ctx(None, 3, 3), &data, &mut slot, &trial, None).expect("compresses");
         assert_eq!((len, codec), (data.len(), Codec::Raw));
         assert_eq!(&slot[..len], &data[..]);
     }
@@ -721,7 +841,8 @@ mod tests {
             h.update(&n.to_le_bytes());
             h.finalize_xof().fill(&mut data[..2048]);
             let mut slot = vec![0xAA; slot_len(data.len())];
-            let (len, codec) = compress(&mut c, &data, &mut slot, &trial).expect("compresses");
+            let (len, codec) =
+                compress(&mut c, &data, &mut slot, &trial, None).expect("compresses");
             assert_eq!(
                 decoded(&slot, len, codec, &dict, data.len()),
                 data,
@@ -743,7 +864,7 @@ mod tests {
         for _ in 0..PlainTrial::SAMPLE + 8 {
             let data = page(9);
             let mut slot = vec![0xAA; slot_len(data.len())];
-            let (_, codec) = compress(&mut c, &data, &mut slot, &trial).expect("compresses");
+            let (_, codec) = compress(&mut c, &data, &mut slot, &trial, None).expect("compresses");
             assert_eq!(codec, Codec::ZstdDict);
         }
         assert!(trial.dict_pays());
@@ -767,6 +888,7 @@ mod tests {
             pack_target_size: 1 << 20,
             created_unix: 1_700_000_000,
             dictionary: true,
+            deltas: false,
         };
         let index = ChunkLookup::Whole(Box::<ChunkIndex>::default());
         let mut w = ChunkWriter::new(backend, index, &config, DictPlan::Train)?;
@@ -794,7 +916,7 @@ mod tests {
         for b in 0..(samples + 1024) / 16 {
             let data: Vec<u8> = (b * 16..b * 16 + 16).flat_map(chunk).collect();
             let mut out = Vec::new();
-            let encoded = w.encode_block(&data, 4096, &mut out)?;
+            let encoded = w.encode_block(&data, 4096, 0, &mut out)?;
             for (e, slot) in encoded.into_iter().zip(out.chunks(slot_len(4096))) {
                 if let Encoded::New { codec, .. } = &e {
                     codecs.push(*codec);
@@ -834,7 +956,7 @@ mod tests {
             let dict = page(7);
             let mut ctx = ctx(with_dict.then_some(&dict[..]), levels.0, levels.1);
             let mut slot = vec![0x55; slot_len(data.len())];
-            let (len, codec) = compress(&mut ctx, &data, &mut slot, &PlainTrial::default())
+            let (len, codec) = compress(&mut ctx, &data, &mut slot, &PlainTrial::default(), None)
                 .expect("compresses");
             prop_assert!(len <= data.len());
             prop_assert!(with_dict || codec != Codec::ZstdDict);

@@ -337,7 +337,10 @@ impl Store {
             return None;
         }
         parent_chain.extend(chain.iter().map(|(mid, m)| (*mid, m.seq)));
-        let base = MapBase::new(p.manifest.map, &list, chain[0].1.seq + 1, reference?);
+        let mut base = MapBase::new(p.manifest.map, &list, chain[0].1.seq + 1, reference?);
+        if self.config().deltas {
+            base.parent_chunks = Some(list.clone());
+        }
         Some((base, list))
     }
 

@@ -223,10 +223,15 @@ impl Store {
         let mut bi = self.backup_index(parent.as_ref(), turn)?;
         let index = std::mem::replace(&mut bi.lookup, ChunkLookup::Whole(Box::default()));
         let (index_chunks, index_load) = (index.entries(), bi.load);
-        let base = bi.base.take();
+        let mut base = bi.base.take();
         let mut warnings = std::mem::take(&mut bi.warnings);
         let (plan, used_ratio) = self.dict_plan(parent.as_ref());
         let mut writer = ChunkWriter::new(self.backend().clone(), index, self.config(), plan)?;
+        // Deltas against the parent's chunks (a store with deltas; DELTAS.md).
+        // The bases are read from the store's packs: a local store's slice.
+        if let Some(parent_chunks) = base.as_mut().and_then(|b| b.parent_chunks.take()) {
+            writer.use_deltas(parent_chunks, crate::store::bases::DEFAULT_CACHE_BYTES)?;
+        }
         if index_chunks == 0 {
             // Every chunk of a first backup is new: size the writer's map once.
             let pages: i64 = conn

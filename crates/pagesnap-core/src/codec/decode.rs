@@ -252,19 +252,8 @@ impl Decoder {
     /// Decodes one blob straight into `out`, which must be exactly the entry's raw
     /// length (the caller's slot in the image), with the same checks as
     /// [`Decoder::decode_checked`] but the id's: restore's hot path, which checks
-    /// the whole image instead.
-    pub(crate) fn decode_into(
-        &mut self,
-        e: &PackEntry,
-        stored: &[u8],
-        dict: Option<&Id>,
-        out: &mut [u8],
-    ) -> Result<(), ChunkError> {
-        self.decode_into_with_base(e, stored, dict, None, out)
-    }
-
-    /// [`Decoder::decode_into`] for any codec, `base` as in
-    /// [`Decoder::decode_checked_with_base`].
+    /// the whole image instead. `base` as in [`Decoder::decode_checked_with_base`]
+    /// (ignored for codecs other than deltas).
     pub(crate) fn decode_into_with_base(
         &mut self,
         e: &PackEntry,
@@ -315,7 +304,9 @@ impl Decoder {
         Ok(())
     }
 
-    /// [`Decoder::decode_into`], then the chunk checked against its id.
+    /// [`Decoder::decode_into_with_base`] without a base, then the chunk checked
+    /// against its id.
+    #[cfg(test)]
     pub(crate) fn decode_into_checked(
         &mut self,
         e: &PackEntry,

@@ -15,7 +15,7 @@
 //! A chunk's id is the blake3 of its raw bytes, so a decoded chunk is checked
 //! against the id its entry names: [`Decoder::decode_checked`] does both and says
 //! which failed ([`ChunkError`]), so no caller compares ids itself. The one
-//! unchecked decode is [`Decoder::decode_into`], for restore's hot path: a
+//! unchecked decode is [`Decoder::decode_into_with_base`], for restore's hot path: a
 //! restore checks the whole image against the manifest's image check instead of
 //! hashing every chunk again (restore/rebuild.rs), and names a damaged chunk with
 //! [`Decoder::decode_into_checked`] only when that check fails.

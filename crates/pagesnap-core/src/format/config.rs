@@ -1,7 +1,7 @@
 //! The store's `config` object: the parameters fixed at `init`.
 
 use super::envelope::{self, Kind};
-use super::{FormatError, Result};
+use super::{FormatError, Result, DELTA_FORMAT_VERSION, FORMAT_VERSION};
 use crate::types::Id;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,30 @@ pub struct StoreConfig {
     pub created_unix: i64,
     /// Compress chunks with zstd dictionaries trained on each database's pages.
     pub dictionary: bool,
+    /// Store changed chunks as deltas against their previous version (format
+    /// version 2). Not in a version-1 config body: false when read from one.
+    pub deltas: bool,
+}
+
+/// The version-1 body: the fields every config has. A store without deltas keeps
+/// writing exactly this, so older builds still open it.
+#[derive(Serialize, Deserialize)]
+struct ConfigV1 {
+    store_id: Id,
+    chunk_pages: u32,
+    zstd_level: i32,
+    pack_target_size: u32,
+    created_unix: i64,
+    dictionary: bool,
+}
+
+/// The version-2 body: version 1's fields, then `deltas`. A new version rather
+/// than a trailing field older builds would ignore: a build without deltas must
+/// refuse the whole store up front instead of failing at its first delta.
+#[derive(Serialize, Deserialize)]
+struct ConfigV2 {
+    v1: ConfigV1,
+    deltas: bool,
 }
 
 impl StoreConfig {
@@ -47,12 +71,47 @@ impl StoreConfig {
         Ok(())
     }
 
+    fn v1(&self) -> ConfigV1 {
+        ConfigV1 {
+            store_id: self.store_id,
+            chunk_pages: self.chunk_pages,
+            zstd_level: self.zstd_level,
+            pack_target_size: self.pack_target_size,
+            created_unix: self.created_unix,
+            dictionary: self.dictionary,
+        }
+    }
+
+    /// Version 1 (byte for byte as before deltas) unless the store has deltas.
     pub fn encode(&self) -> Vec<u8> {
-        envelope::encode(Kind::Config, self)
+        if self.deltas {
+            let body = ConfigV2 {
+                v1: self.v1(),
+                deltas: true,
+            };
+            envelope::encode_as(Kind::Config, DELTA_FORMAT_VERSION, &body)
+        } else {
+            envelope::encode(Kind::Config, &self.v1())
+        }
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let c: StoreConfig = envelope::decode(Kind::Config, bytes)?;
+        let (version, raw) = envelope::open_versioned(Kind::Config, bytes)?;
+        let (v1, deltas) = if version == FORMAT_VERSION {
+            (postcard::from_bytes::<ConfigV1>(&raw)?, false)
+        } else {
+            let v2: ConfigV2 = postcard::from_bytes(&raw)?;
+            (v2.v1, v2.deltas)
+        };
+        let c = StoreConfig {
+            store_id: v1.store_id,
+            chunk_pages: v1.chunk_pages,
+            zstd_level: v1.zstd_level,
+            pack_target_size: v1.pack_target_size,
+            created_unix: v1.created_unix,
+            dictionary: v1.dictionary,
+            deltas,
+        };
         c.validate()?;
         Ok(c)
     }
@@ -72,6 +131,7 @@ mod tests {
             pack_target_size in (64u32 * 1024)..=(1 << 30),
             created_unix in any::<i64>(),
             dictionary in any::<bool>(),
+            deltas in any::<bool>(),
         ) {
             let c = StoreConfig {
                 store_id: Id(id),
@@ -80,6 +140,7 @@ mod tests {
                 pack_target_size,
                 created_unix,
                 dictionary,
+                deltas,
             };
             prop_assert_eq!(StoreConfig::decode(&c.encode()).unwrap(), c);
         }
@@ -93,12 +154,32 @@ mod tests {
             pack_target_size: 16 << 20,
             created_unix: 1_700_000_000,
             dictionary: true,
+            deltas: false,
         }
     }
 
     #[test]
     fn round_trips() {
         assert_eq!(StoreConfig::decode(&sample().encode()).unwrap(), sample());
+    }
+
+    #[test]
+    fn a_store_without_deltas_writes_version_1_and_one_with_deltas_version_2() {
+        let plain = sample().encode();
+        assert_eq!(u16::from_le_bytes([plain[8], plain[9]]), 1);
+        // The version-1 body is exactly the pre-deltas struct: older builds read it.
+        let old: ConfigV1 = envelope::decode(Kind::Config, &plain).unwrap();
+        assert_eq!(old.chunk_pages, 4);
+        let mut d = sample();
+        d.deltas = true;
+        let bytes = d.encode();
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
+        // A version-1 reader refuses it with "upgrade pagesnap".
+        assert!(matches!(
+            envelope::decode::<ConfigV1>(Kind::Config, &bytes),
+            Err(FormatError::UnsupportedVersion { .. })
+        ));
+        assert_eq!(StoreConfig::decode(&bytes).unwrap(), d);
     }
 
     #[test]

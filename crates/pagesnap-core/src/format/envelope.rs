@@ -62,10 +62,11 @@ impl Kind {
     }
 
     /// The newest format version of this kind: index objects have a version 2
-    /// (with a base table), every other kind only version 1.
+    /// (with a base table), the config a version 2 (with `deltas`), every other
+    /// kind only version 1.
     pub fn newest_version(self) -> u16 {
         match self {
-            Kind::Index => DELTA_FORMAT_VERSION,
+            Kind::Index | Kind::Config => DELTA_FORMAT_VERSION,
             _ => FORMAT_VERSION,
         }
     }
@@ -424,11 +425,11 @@ mod tests {
         assert!(err.to_string().contains("version 7"), "{err}");
     }
 
-    /// Version 2 exists for index objects only: every other kind refuses it,
-    /// an index object opens as version 2 only through `open_versioned`, and
-    /// no kind takes version 3.
+    /// Version 2 exists for index objects and the config only: every other
+    /// kind refuses it, they open as version 2 only through `open_versioned`,
+    /// and no kind takes version 3.
     #[test]
-    fn version_2_is_read_for_index_objects_only() {
+    fn version_2_is_read_for_index_objects_and_config_only() {
         const KINDS: [Kind; 7] = [
             Kind::Config,
             Kind::Manifest,
@@ -442,7 +443,7 @@ mod tests {
             let v2 = encode_as(kind, 2, &vec![1u8; 40]);
             let opened = open_versioned(kind, &v2).map(|(v, body)| (v, body.len()));
             match kind {
-                Kind::Index => assert_eq!(opened.unwrap(), (2, 41)),
+                Kind::Index | Kind::Config => assert_eq!(opened.unwrap(), (2, 41)),
                 _ => assert!(
                     matches!(
                         opened,

@@ -241,6 +241,20 @@ impl PackBuilder {
         self.version
     }
 
+    /// Makes this pack a version-2 one (header now, footer when finished), so it
+    /// may take delta blobs: a backup learns it needs one only at its first
+    /// delta, after plain chunks were pushed (their blobs are the same in both
+    /// versions).
+    pub fn allow_deltas(&mut self) {
+        if self.version >= DELTA_FORMAT_VERSION {
+            return;
+        }
+        self.version = DELTA_FORMAT_VERSION;
+        self.buf[8..10].copy_from_slice(&DELTA_FORMAT_VERSION.to_le_bytes());
+        let hc = checksum32(&self.buf[..28]);
+        self.buf[28..32].copy_from_slice(&hc.to_le_bytes());
+    }
+
     /// [`PackBuilder::push`] after the checks a decoder makes of one blob (its
     /// codec allowed in this pack's version, lengths within limits, a raw blob as
     /// long as its chunk, a delta blob's header), so that nothing the decoder would

@@ -158,6 +158,12 @@ struct Copier<'a> {
 /// Copies the snapshots `opts` selects from `from` to `to`.
 pub fn copy(from: &Store, to: &Store, opts: &CopyOptions) -> Result<CopyReport> {
     let started = Instant::now();
+    // Copying decodes each chunk alone: a delta needs its chain.
+    if from.config().deltas {
+        return Err(Error::DeltasUnsupported {
+            operation: "copying snapshots",
+        });
+    }
     let (src_pages, dst_pages) = (from.config().chunk_pages, to.config().chunk_pages);
     if src_pages != dst_pages {
         return Err(Error::ChunkSizeMismatch {
@@ -381,6 +387,7 @@ impl Copier<'_> {
             packs: out.packs,
             entries: out.entries,
             dict: None,
+            bases: Default::default(),
         };
         let mut metadata = 0u64;
         let written = to

@@ -326,6 +326,11 @@ impl Store {
         if !opts.dry_run && !opts.assume_forgotten.is_empty() {
             return Err(Error::Internal("assume_forgotten is for dry runs".into()));
         }
+        if self.config().deltas {
+            return Err(Error::DeltasUnsupported {
+                operation: "pruning",
+            });
+        }
         let lock = self.lock(!opts.dry_run, "prune", Duration::ZERO)?;
         self.prune_locked(opts, &lock)
     }
@@ -334,6 +339,12 @@ impl Store {
     /// `opts.dry_run`).
     pub fn prune_locked(&self, opts: &PruneOptions, lock: &LockGuard) -> Result<PruneReport> {
         let started = Instant::now();
+        // Liveness does not count a delta's bases yet: pruning could delete one.
+        if self.config().deltas {
+            return Err(Error::DeltasUnsupported {
+                operation: "pruning",
+            });
+        }
         if !(0.0..=1.0).contains(&opts.max_unused) {
             return Err(Error::Internal("max_unused is not between 0 and 1".into()));
         }

@@ -247,6 +247,13 @@ impl Store {
         lock_wait: Duration,
     ) -> Result<RepairIndexReport> {
         let dry_run = opts.dry_run;
+        // Rebuilt index objects would lack the base tables (and reading data
+        // would take every delta for damage).
+        if self.config().deltas {
+            return Err(Error::DeltasUnsupported {
+                operation: "rebuilding the index",
+            });
+        }
         let _lock = self.lock(true, "repair index", lock_wait)?;
         let backend = self.backend();
         let mut report = RepairIndexReport {

@@ -61,6 +61,7 @@ impl Store {
         if let reader::Resolved::Whole(w) = &resolved {
             w.check_located(snap)?;
         }
+        let chains = resolved.chains(self)?;
         let image_hash = rebuild::write_located(
             backend,
             resolved.packs(),
@@ -69,6 +70,7 @@ impl Store {
             out,
             self.progress(),
             false,
+            chains.as_ref(),
         )?;
         Ok(RestoreReport {
             snapshot: snap.id,
@@ -99,6 +101,7 @@ impl Store {
                     durable,
                     self.progress(),
                     rebuild::SalvageLog::default(),
+                    None,
                 )
             }
             reader::Resolved::Whole(w) => w,
@@ -130,6 +133,7 @@ impl Store {
             durable,
             self.progress(),
             log,
+            w.chains(self)?.as_ref(),
         )
     }
 

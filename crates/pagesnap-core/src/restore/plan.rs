@@ -268,11 +268,13 @@ impl Store {
         let (named, decoded) = rayon::join(
             || Id::of_object(&bytes) == *id,
             || -> Option<Decoded> {
-                let body = envelope::open(Kind::Index, &bytes).ok()?;
+                // Either version: a version-2 object's base table is checked
+                // and skipped (a store with deltas does not plan this way yet).
+                let (version, body) = envelope::open_versioned(Kind::Index, &bytes).ok()?;
                 // Sized once: an entry takes about 38 bytes (grown by doubling,
                 // the table was copied and fresh pages faulted in several times).
                 let mut entries = Vec::with_capacity(body.len() / 36);
-                let packs = IndexBody::decode_body_each(&body, |_, e, at| {
+                let packs = IndexBody::decode_body_each_as(version, &body, |_, e, _, at| {
                     entries.push(Entry {
                         id_at: at as u32,
                         pack: e.pack,

@@ -20,6 +20,7 @@ use super::plan::RestorePlan;
 use super::rebuild::{fetch_error, group_runs, Listed, Position, Positions, MAX_RUN};
 use crate::codec::Decoder;
 use crate::index::chunk_index::{ChunkIndex, Location, PackTable};
+use crate::store::bases::{locate_in, Bases, Chains, DEFAULT_CACHE_BYTES};
 use crate::store::{Snapshot, Store};
 use crate::types::ChunkRef;
 use crate::{layout, Error, Result};
@@ -43,6 +44,14 @@ pub(crate) struct Whole {
 }
 
 impl Whole {
+    /// A reader of delta bases through this index, in a store with deltas.
+    pub(crate) fn chains(&self, store: &Store) -> Result<Option<Chains<'_>>> {
+        match store.config().deltas {
+            true => Ok(Some(Chains::new(store.backend().clone(), &self.index)?)),
+            false => Ok(None),
+        }
+    }
+
     /// The error of the first stored chunk nothing locates, if any.
     pub(crate) fn check_located(&self, snap: &Snapshot) -> Result<()> {
         for (c, loc) in self.chunks.iter().zip(&self.locs) {
@@ -86,14 +95,30 @@ impl Resolved {
             Resolved::Whole(w) => w,
         }
     }
+
+    /// A reader of delta bases through the whole index (a store with deltas
+    /// always resolves the long way, see [`resolve`]); `None` on the short way.
+    pub(crate) fn chains(&self, store: &Store) -> Result<Option<Chains<'_>>> {
+        match self {
+            Resolved::Whole(w) => w.chains(store),
+            Resolved::Plan(_) => Ok(None),
+        }
+    }
 }
 
 /// Resolves the positions of `snap`: the short way if it can answer, else the
 /// whole index (see `plan.rs`). Errors are a page map that is missing or damaged,
 /// or an index that cannot be read.
+///
+/// A store with deltas always takes the long way: a delta's base may be any
+/// stored chunk, which only the whole index locates (the short way knows the
+/// snapshot's own chunks). Planning chains from the base tables is next
+/// (DELTAS.md).
 pub(crate) fn resolve(store: &Store, snap: &Snapshot) -> Result<Resolved> {
-    if let Some(plan) = store.restore_plan(snap)? {
-        return Ok(Resolved::Plan(plan));
+    if !store.config().deltas {
+        if let Some(plan) = store.restore_plan(snap)? {
+            return Ok(Resolved::Plan(plan));
+        }
     }
     let index = store.load_index()?;
     let chunks = store.chunk_list_with(&index, snap)?;
@@ -112,6 +137,8 @@ pub(crate) struct SnapshotReader<'s> {
     resolved: Resolved,
     /// Decompression contexts, with the dictionaries loaded so far.
     decoder: Mutex<Decoder>,
+    /// Bases of delta chunks (a store with deltas: resolved the long way).
+    bases: Option<Bases>,
 }
 
 impl<'s> SnapshotReader<'s> {
@@ -122,6 +149,14 @@ impl<'s> SnapshotReader<'s> {
             snap: snap.clone(),
             resolved: resolve(store, snap)?,
             decoder: Mutex::new(Decoder::new()?),
+            bases: match store.config().deltas {
+                // Smaller than a restore's: a reader serves a few pages at a time.
+                true => Some(Bases::new(
+                    store.backend().clone(),
+                    DEFAULT_CACHE_BYTES / 8,
+                )?),
+                false => None,
+            },
         })
     }
 
@@ -254,11 +289,19 @@ impl<'s> SnapshotReader<'s> {
                         loc.entry.raw_len
                     )));
                 }
+                let entry = loc.pack_entry(*id);
+                let base = match (&self.bases, &self.resolved) {
+                    (Some(b), Resolved::Whole(w)) => b
+                        .base_for(&entry, stored, &|c| locate_in(&w.index, c))
+                        .map_err(|e| damaged(e.to_string()))?,
+                    _ => None,
+                };
                 decoder
-                    .decode_into_checked(
-                        &loc.pack_entry(*id),
+                    .decode_into_checked_with_base(
+                        &entry,
                         stored,
                         dict.as_ref(),
+                        base.as_deref().map(|b| b.as_slice()),
                         &mut out[at..at + slot_len],
                     )
                     .map_err(|e| damaged(e.to_string()))?;

@@ -25,8 +25,9 @@ use crate::backend::{Backend, BackendError};
 use crate::codec::{self, DecoderPool};
 use crate::digest::image_check::{self, Digest};
 use crate::digest::tree_hash::{block_cv, root_from_blocks};
-use crate::format::pack::PackEntry;
+use crate::format::pack::{Codec, PackEntry};
 use crate::index::chunk_index::{ChunkIndex, Location, PackTable};
+use crate::store::bases::Chains;
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, IdMap};
 use crate::{layout, Error, Result};
@@ -151,6 +152,8 @@ struct Image<'a> {
     /// salvaging).
     positions: &'a dyn Positions,
     pool: &'a DecoderPool,
+    /// Bases of delta chunks (a store with deltas), read through the whole index.
+    chains: Option<&'a Chains<'a>>,
     /// A salvage restore: chunks that cannot be read are written as zeros and
     /// recorded here instead of failing the restore.
     salvage: Option<&'a SalvageLog>,
@@ -257,6 +260,7 @@ impl Buffers {
 /// where `index` has it; returns its blake3 hash (the manifest's) after checking
 /// the image: against its image check, or with `blake3` (and for manifests without
 /// a check) against its blake3 hash too.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_image(
     backend: &dyn Backend,
     index: &ChunkIndex,
@@ -265,6 +269,7 @@ pub(crate) fn write_image(
     out: Sink<'_>,
     progress: Option<&crate::Progress>,
     blake3: bool,
+    chains: Option<&Chains<'_>>,
 ) -> Result<[u8; 32]> {
     // Located once, all together: three lookups per chunk were 14 % of a restore.
     let locs = index.locate_all(chunks);
@@ -286,10 +291,12 @@ pub(crate) fn write_image(
         out,
         progress,
         blake3,
+        chains,
     )
 }
 
 /// [`write_image`] with every stored chunk already located (in one of `packs`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_located(
     backend: &dyn Backend,
     packs: &PackTable,
@@ -298,6 +305,7 @@ pub(crate) fn write_located(
     out: Sink<'_>,
     progress: Option<&crate::Progress>,
     blake3: bool,
+    chains: Option<&Chains<'_>>,
 ) -> Result<[u8; 32]> {
     let m = &snap.manifest;
     let pool = DecoderPool::new(load_dicts(backend, packs, snap, positions, None)?);
@@ -307,6 +315,7 @@ pub(crate) fn write_located(
         snap,
         positions,
         pool: &pool,
+        chains,
         salvage: None,
     };
     let sums = Sums {
@@ -362,6 +371,7 @@ pub(crate) fn write_salvaged(
     durable: bool,
     progress: Option<&crate::Progress>,
     mut log: SalvageLog,
+    chains: Option<&Chains<'_>>,
 ) -> Result<Salvaged> {
     let m = &snap.manifest;
     let dicts = load_dicts(backend, packs, snap, positions, Some(&mut log.dicts))?;
@@ -372,6 +382,7 @@ pub(crate) fn write_salvaged(
         snap,
         positions,
         pool: &pool,
+        chains,
         salvage: Some(&log),
     };
     let sums = Sums {
@@ -732,6 +743,7 @@ fn build_window(
         snap,
         pool,
         salvage,
+        chains,
         ..
     } = image;
     let m = &snap.manifest;
@@ -780,11 +792,20 @@ fn build_window(
             )));
         }
         let dict = packs.dict(run.pack);
+        // A delta's base first, decoded (checked) through its own chain; without
+        // a reader of bases, the decoder names the base it lacks.
+        let base = match (chains, entry.codec) {
+            (Some(c), Codec::ZstdDelta) => c
+                .base_for(&entry, stored)
+                .map_err(|e| damaged(e.to_string()))?,
+            _ => None,
+        };
+        let base = base.as_deref().map(|b| b.as_slice());
         // Unchecked on the first pass: the image check covers every byte.
         pool.with(|d| {
             match check_ids {
-                true => d.decode_into_checked(&entry, stored, dict.as_ref(), slot),
-                false => d.decode_into(&entry, stored, dict.as_ref(), slot),
+                true => d.decode_into_checked_with_base(&entry, stored, dict.as_ref(), base, slot),
+                false => d.decode_into_with_base(&entry, stored, dict.as_ref(), base, slot),
             }
             .map_err(|e| damaged(e.to_string()))
         })

@@ -64,10 +64,15 @@ impl Store {
 /// [`crate::format::envelope::Streamed`]): into a local store it is written as it
 /// is encoded, never held whole in memory.
 pub(crate) fn put_index(backend: &dyn Backend, body: &IndexBody) -> Result<(Id, u64)> {
-    let plan = body.plan_streamed().map_err(|source| Error::Format {
-        object: format!("{}/{}", backend.location(), layout::INDEX),
-        source,
-    })?;
+    // Version 1 unless the body holds a delta (a store without deltas stays
+    // byte for byte a version-1 store); a delta without its base-table row is
+    // refused by the version-2 checks.
+    let plan = body
+        .plan_streamed_as(body.needed_version())
+        .map_err(|source| Error::Format {
+            object: format!("{}/{}", backend.location(), layout::INDEX),
+            source,
+        })?;
     let id = Id(plan.hash);
     backend.put_streamed(
         &layout::index(&id),

@@ -11,7 +11,7 @@ use crate::format::pagemap::{
 use crate::format::FormatError;
 use crate::index::chunk_index::ChunkIndex;
 use crate::index::id_table::IdTable;
-use crate::types::{ChunkId, ChunkRef, Id};
+use crate::types::{ChunkId, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
 
 /// What a backup (or a copied snapshot) continues from: its parent's map and list,
@@ -23,6 +23,9 @@ pub(crate) struct MapBase {
     parent_list: [u8; 32],
     seq: u64,
     reference: (Id, Vec<ChunkRef>),
+    /// The parent's chunk list itself, kept only in a store with deltas: a new
+    /// chunk's base is the parent's chunk at its position.
+    pub(crate) parent_chunks: Option<Vec<ChunkRef>>,
 }
 
 impl MapBase {
@@ -39,6 +42,7 @@ impl MapBase {
             parent_list: list_hash(parent_list),
             seq,
             reference,
+            parent_chunks: None,
         }
     }
 }
@@ -66,6 +70,8 @@ pub(crate) struct NewChunks {
     pub entries: Vec<IndexEntry>,
     /// The dictionary the packs use.
     pub dict: Option<Id>,
+    /// The base and depth of each entry stored as a delta (format version 2).
+    pub bases: IdMap<(ChunkId, u8)>,
 }
 
 impl Store {
@@ -197,7 +203,11 @@ impl Store {
             Error::Internal("skip-delta reference not in the parent's chain".into())
         })?;
         chain_seqs.extend(chain.iter().map(|(mid, m)| (*mid, m.seq)));
-        Ok(MapBase::new(p.manifest.map, &parent_list, seq, reference))
+        let mut base = MapBase::new(p.manifest.map, &parent_list, seq, reference);
+        if self.config().deltas {
+            base.parent_chunks = Some(parent_list);
+        }
+        Ok(base)
     }
 
     /// Writes this backup's index object (if it stored chunks) and page map (unless
@@ -263,11 +273,27 @@ impl Store {
         let index_object = if entries.is_empty() {
             None
         } else {
+            // The base table, in the entries' final order (a version-2 object
+            // when it has a row; put_index picks the version).
+            let deltas = entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.entry.codec == crate::format::pack::Codec::ZstdDelta)
+                .map(|(i, e)| {
+                    let (base, depth) = new.bases.get(&e.entry.id).copied().ok_or_else(|| {
+                        Error::Internal(format!("delta {} without its base", e.entry.id.short()))
+                    })?;
+                    Ok(crate::format::index::DeltaBase {
+                        ordinal: i as u64,
+                        base,
+                        depth,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
             let body = IndexBody {
                 packs: new.packs,
                 entries,
-                // Backups write no deltas yet (#27).
-                deltas: Vec::new(),
+                deltas,
             };
             let (id, len) = put_index(self.backend.as_ref(), &body)?;
             *metadata_bytes += len;

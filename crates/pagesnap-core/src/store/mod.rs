@@ -16,6 +16,7 @@
 //!   newest snapshot; `cache_dirs.rs`: this machine's cache folders, each marked
 //!   with its store, listed and cleaned up.
 
+pub(crate) mod bases;
 pub mod cache_dirs;
 pub(crate) mod head_hint;
 mod index_objects;
@@ -53,6 +54,9 @@ pub struct InitOptions {
     pub pack_target_size: u32,
     /// Compress with zstd dictionaries trained on each database's own pages.
     pub dictionary: bool,
+    /// Store changed chunks as deltas against their previous version (a
+    /// format-version-2 store; older builds refuse it). Off by default.
+    pub deltas: bool,
 }
 
 impl Default for InitOptions {
@@ -62,6 +66,7 @@ impl Default for InitOptions {
             zstd_level: 3,
             pack_target_size: 16 << 20,
             dictionary: true,
+            deltas: false,
         }
     }
 }
@@ -90,6 +95,7 @@ impl Store {
             pack_target_size: opts.pack_target_size,
             created_unix: Utc::now().timestamp(),
             dictionary: opts.dictionary,
+            deltas: opts.deltas,
         };
         // validate() says which parameter is wrong and what is allowed.
         config.validate().map_err(Error::BadStoreParameters)?;

@@ -13,6 +13,7 @@ mod common;
 mod abandon;
 mod concurrent_writer;
 mod copy;
+mod deltas;
 mod dictionary;
 mod fixtures;
 // `cargo test` builds it: the crate is its own dev-dependency with `fuzzing`.

@@ -294,7 +294,8 @@ fn process(
                     .map(|((b, data), out)| {
                         let cv = block_cv(b * block_len, data);
                         let check = image_check::block_digest(data, chunk_len as usize);
-                        let chunks = w.encode_block(data, chunk_len as usize, out)?;
+                        let first = b * block_len / chunk_len;
+                        let chunks = w.encode_block(data, chunk_len as usize, first, out)?;
                         Ok((*b, cv, check, chunks))
                     })
                     .collect::<Result<_>>()?;

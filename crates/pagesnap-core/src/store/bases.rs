@@ -1,0 +1,238 @@
+//! Raw bytes of stored chunks by id, following delta chains (format version 2):
+//! what a backup encodes a delta against, and what restore decodes one with.
+//!
+//! A chunk is located with the caller's index (a closure: the backup's
+//! `ChunkLookup`, restore's whole `ChunkIndex`), its blob read with one ranged
+//! read of its pack, and, for a delta, its base fetched the same way first
+//! (the blob names it), down to a chunk that is not a delta. Every link is
+//! decoded checked against its id, so a wrong or damaged base is an error, never
+//! wrong bytes. Decoded chunks are kept in a small LRU by id (bounded in bytes):
+//! the positions a database changes again and again share their chain's links.
+//!
+//! One lock serializes the work (reads and decodes of bases); only delta chunks
+//! come here, and a first slice favours simple over parallel (DELTAS.md).
+
+use crate::backend::Backend;
+use crate::codec::{base_of, BaseFault, ChunkError, Decoder};
+use crate::format::index::MAX_DELTA_DEPTH;
+use crate::format::pack::PackEntry;
+use crate::index::cache::Placed;
+use crate::index::chunk_index::ChunkIndex;
+use crate::layout;
+use crate::types::{ChunkId, Id, IdMap};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Default bound of the decoded chunks kept: a chain of 9 4 KiB pages is 36 KiB,
+/// so this holds the chains of ~1,800 positions.
+pub(crate) const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// A decoded chunk and its depth (0 for a chunk that is not a delta).
+pub(crate) type Raw = (Arc<Vec<u8>>, u8);
+
+struct Inner {
+    decoder: Decoder,
+    /// id → (bytes, depth, last use).
+    cached: IdMap<(Raw, u64)>,
+    /// last use → id (the oldest first).
+    order: BTreeMap<u64, ChunkId>,
+    bytes: usize,
+    tick: u64,
+}
+
+/// See the module comment.
+pub(crate) struct Bases {
+    backend: Arc<dyn Backend>,
+    limit: usize,
+    inner: Mutex<Inner>,
+}
+
+impl Bases {
+    pub(crate) fn new(backend: Arc<dyn Backend>, limit: usize) -> crate::Result<Bases> {
+        Ok(Bases {
+            backend,
+            limit,
+            inner: Mutex::new(Inner {
+                decoder: Decoder::new()?,
+                cached: IdMap::default(),
+                order: BTreeMap::new(),
+                bytes: 0,
+                tick: 0,
+            }),
+        })
+    }
+
+    /// The raw bytes of chunk `id` and its depth; `locate` finds a chunk's pack,
+    /// that pack's dictionary and its entry. Fails with the error of the first
+    /// link that cannot be read or decoded (a missing link is
+    /// [`ChunkError::Base`] naming it), or when the chain is deeper than
+    /// [`MAX_DELTA_DEPTH`] (damage: no writer makes one).
+    pub(crate) fn raw(
+        &self,
+        id: &ChunkId,
+        locate: &dyn Fn(&ChunkId) -> Option<Placed>,
+    ) -> Result<Raw, ChunkError> {
+        let mut inner = self.inner.lock().map_err(|_| ChunkError::Base {
+            base: *id,
+            fault: BaseFault::Missing,
+        })?;
+        // Down the chain to a cached link or one that is not a delta.
+        let mut links: Vec<(PackEntry, Vec<u8>, Option<Id>)> = Vec::new();
+        let mut below: Option<Raw> = None;
+        let mut cur = *id;
+        loop {
+            if let Some(hit) = inner.get(&cur) {
+                below = Some(hit);
+                break;
+            }
+            if links.len() > MAX_DELTA_DEPTH as usize {
+                return Err(ChunkError::Decode(crate::format::FormatError::Invalid(
+                    format!(
+                        "chunk {} has a chain of deltas deeper than {MAX_DELTA_DEPTH}",
+                        id.short()
+                    ),
+                )));
+            }
+            let missing = ChunkError::Base {
+                base: cur,
+                fault: BaseFault::Missing,
+            };
+            let Some((pack, dict, entry)) = locate(&cur) else {
+                return Err(missing);
+            };
+            let start = entry.offset as u64;
+            let Ok(stored) = self
+                .backend
+                .get_range(&layout::pack(&pack), start..start + entry.stored_len as u64)
+            else {
+                return Err(missing);
+            };
+            if let Some(d) = &dict {
+                if inner.decoder.ensure_dict(self.backend.as_ref(), d).is_err() {
+                    return Err(missing);
+                }
+            }
+            let entry = PackEntry { id: cur, ..entry };
+            let next = base_of(&entry, &stored)?.map(|h| h.base);
+            links.push((entry, stored, dict));
+            match next {
+                Some(b) => cur = b,
+                None => break,
+            }
+        }
+        // Up again, each link decoded against the one below it.
+        let mut out = below;
+        while let Some((entry, stored, dict)) = links.pop() {
+            let base = out.as_ref().map(|(b, _)| b.as_slice());
+            let raw =
+                inner
+                    .decoder
+                    .decode_checked_with_base(&entry, &stored, dict.as_ref(), base)?;
+            let depth = match &out {
+                Some((_, d)) if entry.codec == crate::format::pack::Codec::ZstdDelta => d + 1,
+                _ => 0,
+            };
+            if depth > MAX_DELTA_DEPTH {
+                return Err(ChunkError::Decode(crate::format::FormatError::Invalid(
+                    format!(
+                        "chunk {} is at depth {depth}, beyond {MAX_DELTA_DEPTH}",
+                        entry.id.short()
+                    ),
+                )));
+            }
+            let r: Raw = (Arc::new(raw), depth);
+            inner.put(entry.id, r.clone(), self.limit);
+            out = Some(r);
+        }
+        out.ok_or(ChunkError::Base {
+            base: *id,
+            fault: BaseFault::Missing,
+        })
+    }
+
+    /// The base bytes delta `e` (whose blob is `stored`) needs, or the
+    /// [`ChunkError::Base`] naming that base when they cannot be had.
+    pub(crate) fn base_for(
+        &self,
+        e: &PackEntry,
+        stored: &[u8],
+        locate: &dyn Fn(&ChunkId) -> Option<Placed>,
+    ) -> Result<Option<Arc<Vec<u8>>>, ChunkError> {
+        let Some(h) = base_of(e, stored)? else {
+            return Ok(None);
+        };
+        self.raw(&h.base, locate)
+            .map(|(b, _)| Some(b))
+            .map_err(|_| ChunkError::Base {
+                base: h.base,
+                fault: BaseFault::Missing,
+            })
+    }
+}
+
+impl Inner {
+    fn get(&mut self, id: &ChunkId) -> Option<Raw> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (raw, used) = self.cached.get_mut(id)?;
+        self.order.remove(used);
+        *used = tick;
+        self.order.insert(tick, *id);
+        Some(raw.clone())
+    }
+
+    fn put(&mut self, id: ChunkId, raw: Raw, limit: usize) {
+        if self.cached.contains_key(&id) {
+            return;
+        }
+        self.tick += 1;
+        self.bytes += raw.0.len();
+        self.order.insert(self.tick, id);
+        self.cached.insert(id, (raw, self.tick));
+        while self.bytes > limit {
+            let Some((_, old)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some(((b, _), _)) = self.cached.remove(&old) {
+                self.bytes -= b.len();
+            }
+        }
+    }
+}
+
+/// Where the whole index has chunk `id`, as a [`Bases`] reader wants it.
+pub(crate) fn locate_in(index: &ChunkIndex, id: &ChunkId) -> Option<Placed> {
+    index.get(id).map(|loc| {
+        (
+            index.pack_id(loc.pack),
+            index.pack_dict(loc.pack),
+            loc.pack_entry(*id),
+        )
+    })
+}
+
+/// A [`Bases`] reader over the whole index: what restore, salvage and the page
+/// reader decode deltas with.
+pub(crate) struct Chains<'a> {
+    bases: Bases,
+    index: &'a ChunkIndex,
+}
+
+impl<'a> Chains<'a> {
+    pub(crate) fn new(backend: Arc<dyn Backend>, index: &'a ChunkIndex) -> crate::Result<Self> {
+        Ok(Chains {
+            bases: Bases::new(backend, DEFAULT_CACHE_BYTES)?,
+            index,
+        })
+    }
+
+    /// See [`Bases::base_for`].
+    pub(crate) fn base_for(
+        &self,
+        e: &PackEntry,
+        stored: &[u8],
+    ) -> Result<Option<Arc<Vec<u8>>>, ChunkError> {
+        self.bases
+            .base_for(e, stored, &|c| locate_in(self.index, c))
+    }
+}

@@ -1,0 +1,323 @@
+//! Deltas (issue #27, docs/DELTAS.md): a store made with `deltas` stores a changed
+//! chunk as a delta against the chunk at its position in the parent snapshot when
+//! that is smallest. Every snapshot restores byte for byte (restore, salvage),
+//! chains stay within `MAX_DELTA_DEPTH`, an update-heavy sequence costs far less
+//! than in a store without deltas, and what does not follow chains yet refuses
+//! such a store cleanly.
+
+use crate::common::Rng;
+use crate::common::*;
+use pagesnap_core::format::index::{IndexBody, MAX_DELTA_DEPTH};
+use pagesnap_core::format::pack::Codec;
+use pagesnap_core::{
+    BackupReport, CopyOptions, DataSubset, Error, InitOptions, PruneOptions, Store, VerifyOptions,
+};
+use proptest::prelude::*;
+use rusqlite::{params, Connection};
+use std::path::Path;
+
+fn store(dir: &Path, name: &str, deltas: bool) -> Store {
+    Store::init(
+        dir.join(name),
+        &InitOptions {
+            deltas,
+            ..InitOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A table of small rows, many to a page: an update rewrites a few bytes of a page.
+fn accounts(db: &Path, rows: i64) -> Connection {
+    let conn = create_db(db, Journal::Wal, 4096);
+    conn.execute_batch(
+        "CREATE TABLE acct(id INTEGER PRIMARY KEY, owner TEXT NOT NULL, balance INTEGER NOT NULL);",
+    )
+    .unwrap();
+    let mut rng = Rng(7);
+    let tx = conn.unchecked_transaction().unwrap();
+    for id in 1..=rows {
+        tx.execute(
+            "INSERT INTO acct VALUES (?1, ?2, ?3)",
+            params![id, rng.text(60), rng.below(1_000_000) as i64],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    conn
+}
+
+/// Changes the balance of `n` rows picked by `rng`, and always row 1 (so one page
+/// changes at every step and its chain reaches the depth bound).
+fn update_some(conn: &Connection, rng: &mut Rng, rows: i64, n: usize) {
+    let tx = conn.unchecked_transaction().unwrap();
+    tx.execute("UPDATE acct SET balance = balance + 1 WHERE id = 1", [])
+        .unwrap();
+    for _ in 0..n {
+        let id = 1 + rng.below(rows as u64) as i64;
+        tx.execute(
+            "UPDATE acct SET balance = ?2 WHERE id = ?1",
+            params![id, rng.below(1_000_000) as i64],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// Every index object of the store at `dir`, decoded.
+fn index_objects(dir: &Path) -> Vec<IndexBody> {
+    std::fs::read_dir(dir.join("index"))
+        .unwrap()
+        .map(|e| IndexBody::decode(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect()
+}
+
+/// (delta entries, deepest chain) over every index object.
+fn delta_census(dir: &Path) -> (usize, u8) {
+    let mut n = 0;
+    let mut deepest = 0;
+    for body in index_objects(dir) {
+        let deltas = body
+            .entries
+            .iter()
+            .filter(|e| e.entry.codec == Codec::ZstdDelta)
+            .count();
+        assert_eq!(deltas, body.deltas.len(), "one base-table row per delta");
+        n += deltas;
+        deepest = body.deltas.iter().map(|d| d.depth).fold(deepest, u8::max);
+    }
+    (n, deepest)
+}
+
+#[test]
+fn update_heavy_sequence_restores_exactly_in_far_fewer_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let rows = 20_000;
+    let conn = accounts(&db, rows);
+    let with = store(dir.path(), "with", true);
+    let without = store(dir.path(), "without", false);
+    assert!(with.config().deltas && !without.config().deltas);
+
+    let mut rng = Rng(99);
+    let mut taken: Vec<(BackupReport, Hash)> = Vec::new();
+    let (mut later_with, mut later_without) = (0u64, 0u64);
+    for step in 0..20 {
+        if step > 0 {
+            update_some(&conn, &mut rng, rows, 40);
+        }
+        let a = backup(&with, &db);
+        let b = backup(&without, &db);
+        assert_eq!(a.image_hash, b.image_hash);
+        if step > 0 {
+            later_with += a.stats.pack_bytes;
+            later_without += b.stats.pack_bytes;
+            assert!(a.stats.delta_chunks > 0, "step {step} stored no delta");
+        }
+        assert_eq!(b.stats.delta_chunks, 0);
+        taken.push((a, reference_hash(&db, dir.path())));
+    }
+    let ratio = later_with as f64 / later_without as f64;
+    eprintln!("deltas: {later_with} bytes, without: {later_without} bytes, ratio {ratio:.3}");
+    assert!(
+        ratio < 0.5,
+        "deltas stored {later_with} bytes, plain {later_without} (ratio {ratio:.3})"
+    );
+
+    // Chains are recorded and bounded; the page changed at every step reached
+    // the bound, then started again from a plain chunk.
+    let (n, deepest) = delta_census(&dir.path().join("with"));
+    assert!(n > 0);
+    assert_eq!(deepest, MAX_DELTA_DEPTH);
+    assert_eq!(delta_census(&dir.path().join("without")), (0, 0));
+
+    // A store without deltas is a version-1 store: every pack and index object.
+    for folder in ["index", "packs"] {
+        for p in walk(&dir.path().join("without").join(folder)) {
+            let bytes = std::fs::read(&p).unwrap();
+            assert_eq!(
+                u16::from_le_bytes([bytes[8], bytes[9]]),
+                1,
+                "{}",
+                p.display()
+            );
+        }
+    }
+
+    // Every snapshot restores byte for byte, by path, by writer and by salvage,
+    // after the backups' processes are gone (a fresh open).
+    let with = Store::open(dir.path().join("with")).unwrap();
+    for (report, reference) in &taken {
+        let snap = snapshot_of(&with, report);
+        restore_and_check(&with, &snap, reference, dir.path());
+        assert_eq!(hex(&restore_hash_via_writer(&with, &snap)), hex(reference));
+        let out = dir.path().join(format!("salvaged-{}.db", unique()));
+        let s = with.salvage_to_path(&snap, &out, false, false).unwrap();
+        assert!(
+            s.lost.is_empty() && s.image_matches,
+            "salvage lost {:?}",
+            s.lost
+        );
+        assert_eq!(hex(&hash_file(&out)), hex(reference));
+    }
+}
+
+fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn what_does_not_follow_chains_refuses_a_store_with_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let conn = accounts(&db, 3000);
+    let with = store(dir.path(), "with", true);
+    backup(&with, &db);
+    update_some(&conn, &mut Rng(1), 3000, 10);
+    let second = backup(&with, &db);
+    assert!(second.stats.delta_chunks > 0);
+    let before = walk(&dir.path().join("with")).len();
+
+    let refused = |r: Result<(), Error>, what: &str| match r {
+        Err(Error::DeltasUnsupported { operation }) => {
+            assert!(!operation.is_empty());
+            let msg = Error::DeltasUnsupported { operation }.to_string();
+            assert!(msg.contains("delta"), "{what}: {msg}");
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    refused(with.prune(&PruneOptions::default()).map(|_| ()), "prune");
+    refused(
+        with.prune(&PruneOptions {
+            dry_run: true,
+            ..PruneOptions::default()
+        })
+        .map(|_| ()),
+        "prune dry run",
+    );
+    refused(
+        with.verify(&VerifyOptions {
+            read_data: Some(DataSubset::All),
+            ..VerifyOptions::default()
+        })
+        .map(|_| ()),
+        "verify reading data",
+    );
+    refused(
+        with.repair_index(false, std::time::Duration::ZERO)
+            .map(|_| ()),
+        "repair index",
+    );
+    let plain = store(dir.path(), "plain", false);
+    refused(
+        pagesnap_core::copy::copy(&with, &plain, &CopyOptions::default()).map(|_| ()),
+        "copy",
+    );
+    // Nothing was written to the store by any of them.
+    assert_eq!(walk(&dir.path().join("with")).len(), before);
+    // A structural verify (no data read) still runs and finds nothing wrong.
+    let report = with.verify(&VerifyOptions::default()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// A store made without deltas keeps its version-1 config; one made with them
+/// reopens with the flag.
+#[test]
+fn the_flag_is_kept_in_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path(), "with", true);
+    store(dir.path(), "without", false);
+    assert!(
+        Store::open(dir.path().join("with"))
+            .unwrap()
+            .config()
+            .deltas
+    );
+    assert!(
+        !Store::open(dir.path().join("without"))
+            .unwrap()
+            .config()
+            .deltas
+    );
+    let config = std::fs::read(dir.path().join("without/config")).unwrap();
+    assert_eq!(u16::from_le_bytes([config[8], config[9]]), 1);
+    let config = std::fs::read(dir.path().join("with/config")).unwrap();
+    assert_eq!(u16::from_le_bytes([config[8], config[9]]), 2);
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Update { n: u8 },
+    Insert { n: u8 },
+    Delete { n: u8 },
+    Vacuum,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u8..60).prop_map(|n| Op::Update { n }),
+        2 => (1u8..60).prop_map(|n| Op::Insert { n }),
+        1 => (1u8..60).prop_map(|n| Op::Delete { n }),
+        1 => Just(Op::Vacuum),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PAGESNAP_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(4)
+    ))]
+
+    /// Random sequences of changes, a backup after each: every snapshot of a
+    /// store with deltas restores byte for byte, and chains stay in bounds.
+    #[test]
+    fn random_change_sequences_restore_exactly(
+        seed in any::<u64>(),
+        ops in proptest::collection::vec(op(), 1..14),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("bank.db");
+        let conn = accounts(&db, 2000);
+        let with = store(dir.path(), "with", true);
+        let mut rng = Rng(seed);
+        let mut taken = vec![(backup(&with, &db), reference_hash(&db, dir.path()))];
+        for op in &ops {
+            match *op {
+                Op::Update { n } => update_some(&conn, &mut rng, 2000, n as usize),
+                Op::Insert { n } => {
+                    for _ in 0..n {
+                        conn.execute(
+                            "INSERT INTO acct(owner, balance) VALUES (?1, 0)",
+                            params![rng.text(80)],
+                        )
+                        .unwrap();
+                    }
+                }
+                Op::Delete { n } => {
+                    let from = rng.below(2000) as i64;
+                    conn.execute(
+                        "DELETE FROM acct WHERE id >= ?1 AND id < ?2",
+                        params![from, from + n as i64],
+                    )
+                    .unwrap();
+                }
+                Op::Vacuum => conn.execute_batch("VACUUM").unwrap(),
+            }
+            taken.push((backup(&with, &db), reference_hash(&db, dir.path())));
+        }
+        let (_, deepest) = delta_census(&dir.path().join("with"));
+        prop_assert!(deepest <= MAX_DELTA_DEPTH);
+        for (report, reference) in &taken {
+            let snap = snapshot_of(&with, report);
+            restore_and_check(&with, &snap, reference, dir.path());
+        }
+    }
+}
