@@ -11,6 +11,7 @@ mod completions;
 mod contrib;
 mod copy;
 mod damage;
+mod deltas;
 mod exit_codes;
 mod gc_crash;
 mod json_shapes;

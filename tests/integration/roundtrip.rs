@@ -109,6 +109,7 @@ fn json_outputs_carry_the_documented_fields() {
             "compression_level",
             "pack_target_size",
             "dictionary",
+            "deltas",
         ],
     );
     assert_eq!(init["store"], Value::String(fx.store.display().to_string()));
@@ -118,6 +119,7 @@ fn json_outputs_carry_the_documented_fields() {
     assert_eq!(init["compression_level"], 3);
     assert_eq!(init["pack_target_size"], 16 << 20);
     assert_eq!(init["dictionary"], true);
+    assert_eq!(init["deltas"], false);
 
     let db = fx.path("app.db");
     drop(create_db(&db, Journal::Wal, 2000, 2));

@@ -228,9 +228,15 @@ impl Store {
         let (plan, used_ratio) = self.dict_plan(parent.as_ref());
         let mut writer = ChunkWriter::new(self.backend().clone(), index, self.config(), plan)?;
         // Deltas against the parent's chunks (a store with deltas; DELTAS.md).
-        // The bases are read from the store's packs: a local store's slice.
-        if let Some(parent_chunks) = base.as_mut().and_then(|b| b.parent_chunks.take()) {
-            writer.use_deltas(parent_chunks, crate::store::bases::DEFAULT_CACHE_BYTES)?;
+        // Their bases are read from the store's packs, one ranged read each: on
+        // a store that pays per request (S3) that would break the backup's
+        // request budget, so there new chunks are stored plain until a local
+        // cache of bases exists (DELTAS.md, "Where the base's raw bytes come from").
+        let parent_chunks = base.as_mut().and_then(|b| b.parent_chunks.take());
+        if let Some(parent_chunks) = parent_chunks {
+            if self.backend().requests().is_none() {
+                writer.use_deltas(parent_chunks, crate::store::bases::DEFAULT_CACHE_BYTES)?;
+            }
         }
         if index_chunks == 0 {
             // Every chunk of a first backup is new: size the writer's map once.
