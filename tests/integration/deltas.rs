@@ -1,11 +1,12 @@
 //! `init --deltas`: a store that stores changed pages as deltas against their
-//! previous version (docs/DELTAS.md). Snapshots restore byte for byte; what does
-//! not follow delta chains yet refuses the store and leaves it unchanged.
+//! previous version (docs/DELTAS.md). Snapshots restore byte for byte, before and
+//! after forget + prune; what does not follow delta chains yet refuses the store
+//! and leaves it unchanged.
 
 use crate::util::*;
 
 #[test]
-fn a_store_with_deltas_restores_every_snapshot_and_refuses_prune() {
+fn a_store_with_deltas_restores_every_snapshot_before_and_after_prune() {
     let fx = Fx::uninit();
     let init = ok_json(fx.cmd().args(["--json", "init", "--deltas"]));
     assert_eq!(init["deltas"], true, "{init}");
@@ -30,9 +31,20 @@ fn a_store_with_deltas_restores_every_snapshot_and_refuses_prune() {
         assert_eq!(integrity(&out), "ok");
     }
 
+    // Forget the first two (the roots of the chains) and prune: the others
+    // still restore, their bases kept.
+    ok(fx
+        .cmd()
+        .args(["forget", copies[0].0.as_str(), copies[1].0.as_str()]));
+    ok(fx.cmd().args(["prune", "--max-unused", "0%"]));
+    for (id, reference) in &copies[2..] {
+        let out = fx.path(&format!("after-prune-{id}.db"));
+        fx.restore(&[id.as_str()], &out);
+        assert_eq!(&hash_file(&out), reference);
+        assert_eq!(integrity(&out), "ok");
+    }
+
     let before = fx.state();
-    let err = fails(fx.cmd().arg("prune"));
-    assert_has(&err, &["pruning does not follow delta chains yet"]);
     let err = fails(fx.cmd().args(["verify", "--read-data"]));
     assert_has(
         &err,

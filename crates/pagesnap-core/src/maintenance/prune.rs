@@ -3,10 +3,12 @@
 //! Prune reads manifests, page maps and index objects (never chunk data, except the
 //! chunks of packs it rewrites) and decides, under an exclusive lock:
 //!
-//! * **live chunks**: every chunk a remaining snapshot's chunk list contains;
+//! * **live chunks**: every chunk a remaining snapshot's chunk list contains, and
+//!   the bases of live deltas, transitively (from the index objects' base tables);
 //! * **packs**: deleted when they hold no live chunk (or no index names them: the
 //!   leftovers of a killed backup), rewritten when more than `max_unused` of their
-//!   blob bytes are dead (live chunks are copied, checked, into new packs), kept
+//!   blob bytes are dead (live chunks are copied, checked, into new packs; a delta
+//!   as it is, checked with its base, its base-table row carried over), kept
 //!   otherwise;
 //! * **index objects**: kept when a live page map names their entries (they are the
 //!   naming lists of `At`/`New` references) or when they give the location of a live
@@ -22,9 +24,11 @@ use super::retention::Policy;
 use crate::backend::{BackendError, PutMode};
 use crate::codec::{ChunkError, Decoder};
 use crate::format::envelope::{self, Kind};
-use crate::format::index::{IndexBody, IndexEntry, PackRef};
-use crate::format::pack::{FOOTER_LEN, HEADER_LEN};
+use crate::format::index::{DeltaBase, IndexBody, IndexEntry, PackRef};
+use crate::format::pack::{Codec, FOOTER_LEN, HEADER_LEN};
 use crate::format::pagemap::PageMap;
+use crate::index::cache::Placed;
+use crate::store::bases::Bases;
 use crate::store::lock::LockGuard;
 use crate::store::pack_sink::PackSink;
 use crate::store::{Snapshot, Store};
@@ -86,6 +90,10 @@ pub struct PruneReport {
 /// Everything prune decided, before it acts.
 struct Plan {
     report: PruneReport,
+    /// Deltas: where every chunk is (bases of moved deltas are read from there).
+    placed: HashMap<ChunkId, Placed>,
+    /// Deltas: the base-table row (base, depth) of each live delta chosen.
+    rows: HashMap<ChunkId, (ChunkId, u8)>,
     /// Packs to read live chunks from: pack → (dict, chosen entries in it).
     rewrite: BTreeMap<Id, (Option<Id>, Vec<IndexEntry>)>,
     delete_packs: Vec<Id>,
@@ -326,11 +334,6 @@ impl Store {
         if !opts.dry_run && !opts.assume_forgotten.is_empty() {
             return Err(Error::Internal("assume_forgotten is for dry runs".into()));
         }
-        if self.config().deltas {
-            return Err(Error::DeltasUnsupported {
-                operation: "pruning",
-            });
-        }
         let lock = self.lock(!opts.dry_run, "prune", Duration::ZERO)?;
         self.prune_locked(opts, &lock)
     }
@@ -339,12 +342,6 @@ impl Store {
     /// `opts.dry_run`).
     pub fn prune_locked(&self, opts: &PruneOptions, lock: &LockGuard) -> Result<PruneReport> {
         let started = Instant::now();
-        // Liveness does not count a delta's bases yet: pruning could delete one.
-        if self.config().deltas {
-            return Err(Error::DeltasUnsupported {
-                operation: "pruning",
-            });
-        }
         if !(0.0..=1.0).contains(&opts.max_unused) {
             return Err(Error::Internal("max_unused is not between 0 and 1".into()));
         }
@@ -394,6 +391,25 @@ impl Store {
                 }
             }
         }
+        // A live delta keeps its base alive, and that base its own (from the
+        // index objects' base tables; any stored copy's base counts, which can
+        // only keep more). Chains are at most MAX_DELTA_DEPTH long.
+        let mut base_of: HashMap<ChunkId, ChunkId> = HashMap::new();
+        for (_, body) in &cat.index {
+            for d in &body.deltas {
+                if let Some(e) = body.entries.get(d.ordinal as usize) {
+                    base_of.entry(e.entry.id).or_insert(d.base);
+                }
+            }
+        }
+        let mut todo: Vec<ChunkId> = live.iter().copied().collect();
+        while let Some(c) = todo.pop() {
+            if let Some(b) = base_of.get(&c) {
+                if live.insert(*b) {
+                    todo.push(*b);
+                }
+            }
+        }
         let mut named: HashSet<Id> = HashSet::new();
         for m in cat.maps.values() {
             named.extend(m.new_list);
@@ -412,14 +428,32 @@ impl Store {
         r.packs_before = packs.len() as u64;
         r.bytes_before = cat.sizes.values().sum();
         let mut chosen: HashMap<ChunkId, (Id, PackRef, IndexEntry)> = HashMap::new();
+        // Deltas: every chunk's location (bases are decoded to check a moved
+        // delta) and the base-table row of each chosen delta (its new index
+        // object's row).
+        let mut placed: HashMap<ChunkId, Placed> = HashMap::new();
+        let mut rows: HashMap<ChunkId, (ChunkId, u8)> = HashMap::new();
         // Per pack: blob bytes (distinct entries) and live bytes.
         let mut blob: HashMap<Id, (u64, HashSet<u32>)> = HashMap::new();
         let mut pack_dict: HashMap<Id, Option<Id>> = HashMap::new();
         for (iid, body) in &cat.index {
-            for e in &body.entries {
+            let body_rows: HashMap<u64, (ChunkId, u8)> = body
+                .deltas
+                .iter()
+                .map(|d| (d.ordinal, (d.base, d.depth)))
+                .collect();
+            for (i, e) in body.entries.iter().enumerate() {
                 let p = body.packs[e.pack as usize];
                 if packs.get(&p.id) != Some(&p.len) {
                     continue;
+                }
+                if self.config().deltas {
+                    placed.entry(e.entry.id).or_insert((p.id, p.dict, e.entry));
+                    if live.contains(&e.entry.id) && !chosen.contains_key(&e.entry.id) {
+                        if let Some(row) = body_rows.get(&(i as u64)) {
+                            rows.insert(e.entry.id, *row);
+                        }
+                    }
                 }
                 pack_dict.insert(p.id, p.dict);
                 let b = blob.entry(p.id).or_default();
@@ -535,6 +569,8 @@ impl Store {
         r.bytes_freed = freed.saturating_sub(written);
         Ok(Plan {
             report: r,
+            placed,
+            rows,
             rewrite,
             delete_packs,
             delete_index,
@@ -553,6 +589,11 @@ impl Store {
         // 1. Copy live chunks of rewritten packs into new packs (one dictionary per pack),
         //    checking each against its id on the way.
         let mut decoders = Decoder::new()?;
+        let bases = Bases::new(
+            self.backend().clone(),
+            crate::store::bases::DEFAULT_CACHE_BYTES,
+        )?;
+        let locate = |c: &ChunkId| plan.placed.get(c).copied();
         let mut by_dict: BTreeMap<Option<Id>, Vec<(Id, IndexEntry)>> = BTreeMap::new();
         for (pack, (dict, entries)) in &plan.rewrite {
             by_dict
@@ -593,15 +634,28 @@ impl Store {
                     object: layout::pack(&src),
                     detail: "the pack is shorter than its index says".into(),
                 })?;
-                if let Err(err) = decoders.decode_checked(&e.entry, stored, dict.as_ref()) {
+                // A delta is checked with its base, decoded through its chain.
+                let checked = match e.entry.codec {
+                    Codec::ZstdDelta => bases.base_for(&e.entry, stored, &locate).and_then(|b| {
+                        decoders.decode_checked_with_base(
+                            &e.entry,
+                            stored,
+                            dict.as_ref(),
+                            b.as_deref().map(|b| b.as_slice()),
+                        )
+                    }),
+                    _ => decoders.decode_checked(&e.entry, stored, dict.as_ref()),
+                };
+                if let Err(err) = checked {
                     let detail = match err {
                         ChunkError::Decode(err) => err.to_string(),
                         ChunkError::Mismatch { .. } => {
                             "content does not match its id; prune stops before deleting anything"
                                 .into()
                         }
-                        // No store holds deltas yet (#27): prune will carry them as they are.
-                        base @ ChunkError::Base { .. } => base.to_string(),
+                        base @ ChunkError::Base { .. } => {
+                            format!("{base}; prune stops before deleting anything")
+                        }
                     };
                     return Err(Error::ChunkDamaged {
                         snapshot: None,
@@ -623,12 +677,25 @@ impl Store {
         let mut new_index = None;
         let new_pack_ids: Vec<Id> = new_packs.iter().map(|p| p.id).collect();
         if !new_entries.is_empty() {
+            // The moved deltas' rows, as their old index objects had them (a
+            // delta without its row makes `put_index` refuse the body).
+            let deltas = new_entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.entry.codec == Codec::ZstdDelta)
+                .filter_map(|(i, e)| {
+                    let (base, depth) = *plan.rows.get(&e.entry.id)?;
+                    Some(DeltaBase {
+                        ordinal: i as u64,
+                        base,
+                        depth,
+                    })
+                })
+                .collect();
             let body = IndexBody {
                 packs: new_packs,
                 entries: new_entries,
-                // No deltas yet (#27): a delta entry here would make
-                // `put_index` refuse the body rather than drop its base.
-                deltas: Vec::new(),
+                deltas,
             };
             let (id, len) = crate::store::put_index(backend, &body)?;
             new_index = Some(layout::index(&id));

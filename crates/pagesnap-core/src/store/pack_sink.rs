@@ -68,7 +68,17 @@ impl PackSink {
         if !b.is_empty() && b.len() + stored.len() > self.target {
             self.write(pos)?;
         }
-        self.open[pos].1.push(id, stored, raw_len, codec);
+        if codec == Codec::ZstdDelta {
+            // A delta blob copied as it is: its pack becomes version 2, and the
+            // blob passes the decoder's checks before it is written.
+            let b = &mut self.open[pos].1;
+            b.allow_deltas();
+            b.try_push(id, stored, raw_len, codec).map_err(|e| {
+                crate::Error::Internal(format!("delta blob of {}: {e}", id.short()))
+            })?;
+        } else {
+            self.open[pos].1.push(id, stored, raw_len, codec);
+        }
         Ok(())
     }
 

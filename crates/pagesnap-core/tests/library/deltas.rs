@@ -195,15 +195,6 @@ fn what_does_not_follow_chains_refuses_a_store_with_deltas() {
         }
         other => panic!("{what}: {other:?}"),
     };
-    refused(with.prune(&PruneOptions::default()).map(|_| ()), "prune");
-    refused(
-        with.prune(&PruneOptions {
-            dry_run: true,
-            ..PruneOptions::default()
-        })
-        .map(|_| ()),
-        "prune dry run",
-    );
     refused(
         with.verify(&VerifyOptions {
             read_data: Some(DataSubset::All),
@@ -227,6 +218,77 @@ fn what_does_not_follow_chains_refuses_a_store_with_deltas() {
     // A structural verify (no data read) still runs and finds nothing wrong.
     let report = with.verify(&VerifyOptions::default()).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Forgetting snapshots and pruning (every pack with a dead byte rewritten)
+/// keeps every base a remaining delta needs: all remaining snapshots restore
+/// byte for byte, and later backups go on making deltas against them.
+#[test]
+fn forget_and_prune_keep_the_bases_remaining_snapshots_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let rows = 4000;
+    let conn = accounts(&db, rows);
+    // Small packs, so that prune has packs to delete, rewrite and keep.
+    let with = Store::init(
+        dir.path().join("with"),
+        &InitOptions {
+            deltas: true,
+            pack_target_size: 64 << 10,
+            ..InitOptions::default()
+        },
+    )
+    .unwrap();
+    let mut rng = Rng(5);
+    let mut taken = Vec::new();
+    for step in 0..14 {
+        if step > 0 {
+            update_some(&conn, &mut rng, rows, 30);
+        }
+        let r = backup(&with, &db);
+        taken.push((r, reference_hash(&db, dir.path())));
+    }
+    // Forget most snapshots, the first (whose chunks are the roots of the
+    // chains) among them; keep a few, the newest too.
+    let keep = [4usize, 9, 13];
+    let forget: Vec<_> = (0..taken.len())
+        .filter(|i| !keep.contains(i))
+        .map(|i| taken[i].0.snapshot)
+        .collect();
+    with.forget_snapshots(&forget, false).unwrap();
+    let report = with
+        .prune(&PruneOptions {
+            max_unused: 0.0,
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert!(
+        report.packs_deleted + report.packs_rewritten > 0,
+        "{report:?}"
+    );
+    let with = Store::open(dir.path().join("with")).unwrap();
+    for &i in &keep {
+        let snap = snapshot_of(&with, &taken[i].0);
+        restore_and_check(&with, &snap, &taken[i].1, dir.path());
+    }
+    // Index objects still account for every delta with its row.
+    delta_census(&dir.path().join("with"));
+    // Later backups make deltas against what prune kept, and restore.
+    update_some(&conn, &mut rng, rows, 30);
+    let after = backup(&with, &db);
+    assert!(after.stats.delta_chunks > 0);
+    let snap = snapshot_of(&with, &after);
+    restore_and_check(&with, &snap, &reference_hash(&db, dir.path()), dir.path());
+    // A second prune (nothing forgotten) changes nothing that matters.
+    with.prune(&PruneOptions {
+        max_unused: 0.0,
+        ..PruneOptions::default()
+    })
+    .unwrap();
+    for &i in &keep {
+        let snap = snapshot_of(&with, &taken[i].0);
+        restore_and_check(&with, &snap, &taken[i].1, dir.path());
+    }
 }
 
 /// A store made without deltas keeps its version-1 config; one made with them
