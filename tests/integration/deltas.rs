@@ -1,7 +1,7 @@
 //! `init --deltas`: a store that stores changed pages as deltas against their
 //! previous version (docs/DELTAS.md). Snapshots restore byte for byte, before and
-//! after forget + prune; what does not follow delta chains yet refuses the store
-//! and leaves it unchanged.
+//! after forget + prune, and `verify --read-data` decodes every chain; `copy`,
+//! which does not follow chains yet, refuses the store and changes nothing.
 
 use crate::util::*;
 
@@ -44,15 +44,20 @@ fn a_store_with_deltas_restores_every_snapshot_before_and_after_prune() {
         assert_eq!(integrity(&out), "ok");
     }
 
-    let before = fx.state();
-    let err = fails(fx.cmd().args(["verify", "--read-data"]));
+    // verify --read-data decodes every chain.
+    ok(fx.cmd().args(["verify", "--read-data"]));
+
+    // copy does not follow chains yet: refused, neither store changed.
+    let dst = fx.path("dst");
+    ok(ps(&dst).arg("init"));
+    let (before, dst_before) = (fx.state(), tree(&dst));
+    let err = fails(fx.cmd().arg("copy").arg("--to").arg(&dst));
     assert_has(
         &err,
-        &["checking chunk data does not follow delta chains yet"],
+        &["copying snapshots does not follow delta chains yet"],
     );
     fx.assert_unchanged(&before);
-    // Checking structure alone still works.
-    ok(fx.cmd().arg("verify"));
+    assert_eq!(tree(&dst), dst_before);
 }
 
 #[test]

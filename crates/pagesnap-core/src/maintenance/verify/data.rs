@@ -6,7 +6,9 @@ use crate::backend::BackendError;
 use crate::codec::{ChunkError, Decoder};
 use crate::digest::image_check::{self, Digest};
 use crate::digest::tree_hash::{block_cv, root_from_blocks};
-use crate::index::chunk_index::Location;
+use crate::format::pack::Codec;
+use crate::index::chunk_index::{ChunkIndex, Location};
+use crate::store::bases::{locate_in, Bases, Chains, DEFAULT_CACHE_BYTES};
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
 use crate::{layout, restore, Error, Result, Store};
@@ -66,11 +68,19 @@ impl Verifier<'_> {
         packs.sort_by_key(|(id, _)| *id);
         let index = &self.index;
         let store = self.store;
+        // A store with deltas: each delta is checked with its base, decoded
+        // through its chain (a damaged base fails every delta made against it,
+        // each naming it).
+        let bases = match store.config().deltas {
+            true => Bases::new(store.backend().clone(), DEFAULT_CACHE_BYTES).ok(),
+            false => None,
+        };
+        let chains = bases.as_ref().map(|b| (b, index));
         let results: Vec<(Id, PackResult)> = packs
             .par_iter()
             .map(|(pack, items)| {
                 let dict = items.first().and_then(|(_, l)| index.pack_dict(l.pack));
-                (*pack, read_pack(store, pack, dict, items, offsets))
+                (*pack, read_pack(store, pack, dict, items, offsets, chains))
             })
             .collect();
         let mut out = DataRead {
@@ -171,6 +181,10 @@ impl Verifier<'_> {
     /// one-chunk images): reassemble the image into a hasher, as a restore would.
     pub(super) fn check_image_by_reading(&mut self, s: &Snapshot, list: &[ChunkRef]) -> bool {
         let mut sink = std::io::sink();
+        let chains = match self.store.config().deltas {
+            true => Chains::new(self.store.backend().clone(), &self.index).ok(),
+            false => None,
+        };
         match restore::write_image(
             self.store.backend().as_ref(),
             &self.index,
@@ -179,8 +193,7 @@ impl Verifier<'_> {
             restore::Sink::Stream(&mut sink),
             None,
             true,
-            // A store with deltas is not read by this verify (DELTAS.md).
-            None,
+            chains.as_ref(),
         ) {
             Ok(_) => {}
             Err(Error::ImageMismatch {
@@ -280,6 +293,7 @@ fn read_pack(
     dict: Option<Id>,
     items: &[(ChunkId, Location)],
     offsets: &HashMap<ChunkId, Vec<u64>>,
+    chains: Option<(&Bases, &ChunkIndex)>,
 ) -> PackResult {
     let mut r = PackResult::default();
     let key = layout::pack(pack);
@@ -328,7 +342,22 @@ fn read_pack(
                 .push((*id, "its location lies outside the pack".into()));
             continue;
         };
-        let raw = match decoders.decode_checked(&loc.pack_entry(*id), stored, dict.as_ref()) {
+        let entry = loc.pack_entry(*id);
+        let base = match (chains, entry.codec) {
+            (Some((b, index)), Codec::ZstdDelta) => {
+                b.base_for(&entry, stored, &|c| locate_in(index, c))
+            }
+            _ => Ok(None),
+        };
+        let decoded = base.and_then(|base| {
+            decoders.decode_checked_with_base(
+                &entry,
+                stored,
+                dict.as_ref(),
+                base.as_deref().map(|b| b.as_slice()),
+            )
+        });
+        let raw = match decoded {
             Ok(raw) => raw,
             Err(ChunkError::Decode(e)) => {
                 r.bad_chunks.push((*id, format!("cannot be decoded: {e}")));
@@ -339,7 +368,7 @@ fn read_pack(
                     .push((*id, "content does not match its id (damaged)".into()));
                 continue;
             }
-            // A delta, before verify follows chains (#27).
+            // A delta whose base cannot be had: the base is what is damaged.
             Err(e @ ChunkError::Base { .. }) => {
                 r.bad_chunks.push((*id, format!("cannot be decoded: {e}")));
                 continue;

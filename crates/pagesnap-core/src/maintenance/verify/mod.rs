@@ -272,12 +272,6 @@ impl Store {
     /// directory is full, a snapshot named does not exist); damage is in the report.
     pub fn verify(&self, opts: &VerifyOptions) -> Result<VerifyReport> {
         let started = Instant::now();
-        // Reading data decodes chunks one by one: a delta would look damaged.
-        if opts.read_data.is_some() && self.config().deltas {
-            return Err(Error::DeltasUnsupported {
-                operation: "checking chunk data",
-            });
-        }
         let _lock = self.read_lock("verify")?;
         let mut report = VerifyReport::default();
         let mut v = Verifier {
