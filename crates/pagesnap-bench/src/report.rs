@@ -304,6 +304,7 @@ pub fn json(r: &Results) -> Value {
                 "chunk_pages": c.config.chunk_pages,
                 "zstd_level": c.config.zstd_level,
                 "dictionary": c.config.dictionary,
+                "deltas": c.config.deltas,
                 "stored_bytes": st.total(),
                 "stored": {
                     "packs": st.packs, "index": st.index, "maps": st.maps,

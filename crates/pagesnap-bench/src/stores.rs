@@ -12,28 +12,40 @@ pub struct Config {
     pub chunk_pages: u32,
     pub zstd_level: i32,
     pub dictionary: bool,
+    /// A store made with deltas (`init --deltas`).
+    pub deltas: bool,
 }
 
 impl Config {
-    /// Short name, also the store's directory: `c1-z3`, `c1-z3-nodict`.
+    /// Short name, also the store's directory: `c1-z3`, `c1-z3-nodict`,
+    /// `c1-z3-deltas`, `c1-z3-deltas-nodict`.
     pub fn key(&self) -> String {
         let dict = if self.dictionary { "" } else { "-nodict" };
-        format!("c{}-z{}{dict}", self.chunk_pages, self.zstd_level)
+        let deltas = if self.deltas { "-deltas" } else { "" };
+        format!("c{}-z{}{deltas}{dict}", self.chunk_pages, self.zstd_level)
     }
 
     pub fn label(&self) -> String {
         let dict = if self.dictionary { "" } else { " no dict" };
-        format!("chunk {} zstd {}{dict}", self.chunk_pages, self.zstd_level)
+        let deltas = if self.deltas { " deltas" } else { "" };
+        format!(
+            "chunk {} zstd {}{deltas}{dict}",
+            self.chunk_pages, self.zstd_level
+        )
     }
 }
 
-/// Parses `--configs`: entries `CHUNK_PAGES[:ZSTD_LEVEL][:nodict]` (level 3 and
-/// dictionaries on, the store's defaults, unless given).
+/// Parses `--configs`: entries `CHUNK_PAGES[:ZSTD_LEVEL][:nodict][:deltas]` (level
+/// 3, dictionaries on and deltas off, the store's defaults, unless given).
 pub fn parse_configs(items: &[String]) -> Result<Vec<Config>> {
     let mut out: Vec<Config> = Vec::new();
     for item in items {
         let bad = |why: &str| anyhow!("invalid --configs entry {item:?}: {why}");
         let mut parts: Vec<&str> = item.trim().split(':').map(str::trim).collect();
+        let deltas = parts.last() == Some(&"deltas");
+        if deltas {
+            parts.pop();
+        }
         let dictionary = match parts.last() {
             Some(&"nodict") => {
                 parts.pop();
@@ -70,6 +82,7 @@ pub fn parse_configs(items: &[String]) -> Result<Vec<Config>> {
             chunk_pages,
             zstd_level,
             dictionary,
+            deltas,
         };
         if !out.contains(&c) {
             out.push(c);
@@ -132,6 +145,7 @@ impl BenchStore {
                 chunk_pages: config.chunk_pages,
                 zstd_level: config.zstd_level,
                 dictionary: config.dictionary,
+                deltas: config.deltas,
                 ..InitOptions::default()
             },
         )?;
@@ -239,6 +253,8 @@ mod tests {
             "1:3:nodict",
             "1:nodict",
             "2:dict",
+            "1:deltas",
+            "1:3:nodict:deltas",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -246,10 +262,31 @@ mod tests {
         let keys: Vec<String> = parse_configs(&v).unwrap().iter().map(Config::key).collect();
         assert_eq!(
             keys,
-            ["c1-z3", "c4-z3", "c1-z9", "c16-z3", "c1-z3-nodict", "c2-z3"]
+            [
+                "c1-z3",
+                "c4-z3",
+                "c1-z9",
+                "c16-z3",
+                "c1-z3-nodict",
+                "c2-z3",
+                "c1-z3-deltas",
+                "c1-z3-deltas-nodict"
+            ]
         );
         for bad in [
-            "3", "0", "512", "x", "1:0", "1:23", "1:x", "", "1:3:4", "1:dict:3", "nodict",
+            "3",
+            "0",
+            "512",
+            "x",
+            "1:0",
+            "1:23",
+            "1:x",
+            "",
+            "1:3:4",
+            "1:dict:3",
+            "nodict",
+            "deltas",
+            "1:deltas:nodict",
         ] {
             assert!(parse_configs(&[bad.to_string()]).is_err(), "{bad}");
         }
