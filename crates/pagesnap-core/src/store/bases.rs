@@ -9,8 +9,10 @@
 //! wrong bytes. Decoded chunks are kept in a small LRU by id (bounded in bytes):
 //! the positions a database changes again and again share their chain's links.
 //!
-//! One lock serializes the work (reads and decodes of bases); only delta chunks
-//! come here, and a first slice favours simple over parallel (DELTAS.md).
+//! The LRU is locked only to look up and insert; reads and decodes run on the
+//! caller's thread with a decoder of its own, so chains of different positions
+//! are followed in parallel (two threads may decode the same base at once: the
+//! second insert is dropped).
 
 use crate::backend::Backend;
 use crate::codec::{base_of, BaseFault, ChunkError, Decoder};
@@ -31,7 +33,6 @@ pub(crate) const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 pub(crate) type Raw = (Arc<Vec<u8>>, u8);
 
 struct Inner {
-    decoder: Decoder,
     /// id → (bytes, depth, last use).
     cached: IdMap<(Raw, u64)>,
     /// last use → id (the oldest first).
@@ -44,22 +45,58 @@ struct Inner {
 pub(crate) struct Bases {
     backend: Arc<dyn Backend>,
     limit: usize,
+    /// The decoded chunks; locked only to look up and insert, never across a
+    /// read or a decode, so that threads decoding chains do not wait on each other.
     inner: Mutex<Inner>,
+    /// One decoder per worker thread (rayon's index; the last slot for any
+    /// other thread), built on first use, with the dictionaries it met.
+    decoders: Vec<Mutex<Option<Decoder>>>,
 }
 
 impl Bases {
     pub(crate) fn new(backend: Arc<dyn Backend>, limit: usize) -> crate::Result<Bases> {
+        let slots = rayon::current_num_threads() + 1;
         Ok(Bases {
             backend,
             limit,
             inner: Mutex::new(Inner {
-                decoder: Decoder::new()?,
                 cached: IdMap::default(),
                 order: BTreeMap::new(),
                 bytes: 0,
                 tick: 0,
             }),
+            decoders: (0..slots).map(|_| Mutex::new(None)).collect(),
         })
+    }
+
+    fn cached(&self, id: &ChunkId) -> Option<Raw> {
+        self.inner.lock().ok()?.get(id)
+    }
+
+    fn keep(&self, id: ChunkId, raw: Raw) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.put(id, raw, self.limit);
+        }
+    }
+
+    /// Runs `f` with this thread's decoder.
+    fn with_decoder<T>(
+        &self,
+        id: &ChunkId,
+        f: impl FnOnce(&mut Decoder) -> Result<T, ChunkError>,
+    ) -> Result<T, ChunkError> {
+        let missing = || ChunkError::Base {
+            base: *id,
+            fault: BaseFault::Missing,
+        };
+        let mut slot = self.decoders[crate::thread_slot(self.decoders.len())]
+            .lock()
+            .map_err(|_| missing())?;
+        let d = match &mut *slot {
+            Some(d) => d,
+            empty => empty.insert(Decoder::new().map_err(|_| missing())?),
+        };
+        f(d)
     }
 
     /// The raw bytes of chunk `id` and its depth; `locate` finds a chunk's pack,
@@ -72,16 +109,12 @@ impl Bases {
         id: &ChunkId,
         locate: &dyn Fn(&ChunkId) -> Option<Placed>,
     ) -> Result<Raw, ChunkError> {
-        let mut inner = self.inner.lock().map_err(|_| ChunkError::Base {
-            base: *id,
-            fault: BaseFault::Missing,
-        })?;
         // Down the chain to a cached link or one that is not a delta.
         let mut links: Vec<(PackEntry, Vec<u8>, Option<Id>)> = Vec::new();
         let mut below: Option<Raw> = None;
         let mut cur = *id;
         loop {
-            if let Some(hit) = inner.get(&cur) {
+            if let Some(hit) = self.cached(&cur) {
                 below = Some(hit);
                 break;
             }
@@ -107,11 +140,6 @@ impl Bases {
             else {
                 return Err(missing);
             };
-            if let Some(d) = &dict {
-                if inner.decoder.ensure_dict(self.backend.as_ref(), d).is_err() {
-                    return Err(missing);
-                }
-            }
             let entry = PackEntry { id: cur, ..entry };
             let next = base_of(&entry, &stored)?.map(|h| h.base);
             links.push((entry, stored, dict));
@@ -124,10 +152,16 @@ impl Bases {
         let mut out = below;
         while let Some((entry, stored, dict)) = links.pop() {
             let base = out.as_ref().map(|(b, _)| b.as_slice());
-            let raw =
-                inner
-                    .decoder
-                    .decode_checked_with_base(&entry, &stored, dict.as_ref(), base)?;
+            let raw = self.with_decoder(&entry.id, |d| {
+                if let Some(dict) = &dict {
+                    d.ensure_dict(self.backend.as_ref(), dict)
+                        .map_err(|_| ChunkError::Base {
+                            base: entry.id,
+                            fault: BaseFault::Missing,
+                        })?;
+                }
+                d.decode_checked_with_base(&entry, &stored, dict.as_ref(), base)
+            })?;
             let depth = match &out {
                 Some((_, d)) if entry.codec == crate::format::pack::Codec::ZstdDelta => d + 1,
                 _ => 0,
@@ -141,7 +175,7 @@ impl Bases {
                 )));
             }
             let r: Raw = (Arc::new(raw), depth);
-            inner.put(entry.id, r.clone(), self.limit);
+            self.keep(entry.id, r.clone());
             out = Some(r);
         }
         out.ok_or(ChunkError::Base {
@@ -234,5 +268,41 @@ impl<'a> Chains<'a> {
     ) -> Result<Option<Arc<Vec<u8>>>, ChunkError> {
         self.bases
             .base_for(e, stored, &|c| locate_in(self.index, c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The LRU keeps at most its bound in bytes, evicting the least recently
+    /// used first (a lookup counts as a use).
+    #[test]
+    fn the_cache_is_bounded_and_evicts_the_least_recently_used() {
+        let mut inner = Inner {
+            cached: IdMap::default(),
+            order: BTreeMap::new(),
+            bytes: 0,
+            tick: 0,
+        };
+        let id = |n: u8| Id([n; 32]);
+        let raw = |n: u8| -> Raw { (Arc::new(vec![n; 100]), 0) };
+        for n in 0..3 {
+            inner.put(id(n), raw(n), 300);
+        }
+        assert!(inner.get(&id(0)).is_some()); // 0 is now the most recent
+        inner.put(id(3), raw(3), 300);
+        assert!(inner.bytes <= 300);
+        assert!(
+            inner.get(&id(1)).is_none(),
+            "the least recently used goes first"
+        );
+        for n in [0, 2, 3] {
+            assert_eq!(inner.get(&id(n)).map(|r| r.0[0]), Some(n));
+        }
+        // A chunk larger than the bound is not kept, and keeps nothing else out
+        // for long: the cache stays within its bound.
+        inner.put(id(9), (Arc::new(vec![9; 1000]), 0), 300);
+        assert!(inner.bytes <= 300);
     }
 }
