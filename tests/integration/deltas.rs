@@ -1,7 +1,8 @@
 //! `init --deltas`: a store that stores changed pages as deltas against their
 //! previous version (docs/DELTAS.md). Snapshots restore byte for byte, before and
-//! after forget + prune, and `verify --read-data` decodes every chain; `copy`,
-//! which does not follow chains yet, refuses the store and changes nothing.
+//! after forget + prune, `verify --read-data` decodes every chain, `copy` stores
+//! whole chunks; `repair index`, which does not follow chains yet, refuses the
+//! store and changes nothing.
 
 use crate::util::*;
 
@@ -47,17 +48,22 @@ fn a_store_with_deltas_restores_every_snapshot_before_and_after_prune() {
     // verify --read-data decodes every chain.
     ok(fx.cmd().args(["verify", "--read-data"]));
 
-    // copy does not follow chains yet: refused, neither store changed.
+    // copy stores whole chunks; the copies restore in a store without deltas.
     let dst = fx.path("dst");
     ok(ps(&dst).arg("init"));
-    let (before, dst_before) = (fx.state(), tree(&dst));
-    let err = fails(fx.cmd().arg("copy").arg("--to").arg(&dst));
+    ok(fx.cmd().arg("copy").arg("--to").arg(&dst));
+    let out = fx.path("from-copy.db");
+    ok(ps(&dst).arg("restore").arg("latest").arg("-o").arg(&out));
+    assert_eq!(&hash_file(&out), &copies.last().unwrap().1);
+
+    // repair index does not follow chains yet: refused, the store unchanged.
+    let before = fx.state();
+    let err = fails(fx.cmd().args(["repair", "index"]));
     assert_has(
         &err,
-        &["copying snapshots does not follow delta chains yet"],
+        &["rebuilding the index does not follow delta chains yet"],
     );
     fx.assert_unchanged(&before);
-    assert_eq!(tree(&dst), dst_before);
 }
 
 #[test]

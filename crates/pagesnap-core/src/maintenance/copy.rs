@@ -25,7 +25,9 @@
 use crate::codec;
 use crate::format::dict::DictBody;
 use crate::format::manifest::Manifest;
+use crate::format::pack::Codec;
 use crate::index::chunk_index::{ChunkIndex, Location};
+use crate::store::bases::{locate_in, Bases, DEFAULT_CACHE_BYTES};
 use crate::store::pack_sink::PackSink;
 use crate::store::select;
 use crate::store::NewChunks;
@@ -34,6 +36,7 @@ use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
 use crate::{layout, Error, Result, Store};
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -138,11 +141,18 @@ enum Failure {
     Destination(Error),
 }
 
+/// A chunk's stored bytes as they go to the destination, and their codec: the
+/// source's blob as it is, or (a delta) the chunk compressed again whole.
+type Blob<'b> = (Cow<'b, [u8]>, Codec);
+
 /// What stays loaded from one snapshot to the next.
 struct Copier<'a> {
     from: &'a Store,
     to: &'a Store,
     src_index: Option<ChunkIndex>,
+    /// A source with deltas: a delta is decoded through its chain and copied
+    /// as a whole chunk (the destination may lack its bases, or deltas).
+    bases: Option<Bases>,
     /// Dictionaries known to be in the destination, with their bytes (for
     /// decoding the chunks that use them).
     dicts: IdMap<Vec<u8>>,
@@ -158,12 +168,6 @@ struct Copier<'a> {
 /// Copies the snapshots `opts` selects from `from` to `to`.
 pub fn copy(from: &Store, to: &Store, opts: &CopyOptions) -> Result<CopyReport> {
     let started = Instant::now();
-    // Copying decodes each chunk alone: a delta needs its chain.
-    if from.config().deltas {
-        return Err(Error::DeltasUnsupported {
-            operation: "copying snapshots",
-        });
-    }
     let (src_pages, dst_pages) = (from.config().chunk_pages, to.config().chunk_pages);
     if src_pages != dst_pages {
         return Err(Error::ChunkSizeMismatch {
@@ -209,6 +213,10 @@ pub fn copy(from: &Store, to: &Store, opts: &CopyOptions) -> Result<CopyReport> 
         from,
         to,
         src_index: None,
+        bases: match from.config().deltas {
+            true => Some(Bases::new(from.backend().clone(), DEFAULT_CACHE_BYTES)?),
+            false => None,
+        },
         dicts: IdMap::default(),
         dest_index: to.load_index()?,
         dest_snaps: to.snapshots()?,
@@ -370,10 +378,10 @@ impl Copier<'_> {
             };
             let fetched = fetched.map_err(Failure::Source)?;
             for (run, bytes) in batch.iter().zip(&fetched) {
-                let blobs = self.decode_run(snap.id, run, bytes)?;
-                for ((id, loc), stored) in run.items.iter().zip(blobs) {
+                let blobs = self.decode_run(src_index, snap.id, run, bytes)?;
+                for ((id, loc), (stored, codec)) in run.items.iter().zip(blobs) {
                     let entry = loc.pack_entry(*id);
-                    sink.push(run.dict, *id, stored, entry.raw_len, entry.codec)
+                    sink.push(run.dict, *id, &stored, entry.raw_len, codec)
                         .map_err(Failure::Destination)?;
                     moved += entry.stored_len as u64;
                 }
@@ -426,12 +434,16 @@ impl Copier<'_> {
     /// The stored blobs of `run`'s chunks, sliced out of the run's `bytes`, each
     /// decoded and checked against its id first (on every core): a copy must never
     /// spread damage.
+    ///
+    /// A delta (a source with deltas) comes back decoded through its chain and
+    /// compressed again on its own, with the codec to store it as.
     fn decode_run<'b>(
         &self,
+        src_index: &ChunkIndex,
         snap: SnapshotId,
         run: &Run,
         bytes: &'b [u8],
-    ) -> Result<Vec<&'b [u8]>, Failure> {
+    ) -> Result<Vec<Blob<'b>>, Failure> {
         let damaged = |id: ChunkId, detail: String| {
             Failure::Source(Error::ChunkDamaged {
                 snapshot: Some(snap),
@@ -461,17 +473,37 @@ impl Copier<'_> {
             None => None,
         };
         // Decoded and checked on every core, each with its own contexts.
-        let failed = run.items.par_iter().zip(&blobs).enumerate().find_map_first(
-            |(k, ((id, loc), stored))| {
-                codec::decode_checked_on_thread(&loc.pack_entry(*id), stored, dict)
-                    .err()
-                    .map(|why| (k, why.to_string()))
-            },
-        );
-        match failed {
-            Some((k, why)) => Err(damaged(run.items[k].0, why)),
-            None => Ok(blobs),
+        let level = self.to.config().zstd_level;
+        let checked: Vec<Result<Blob<'b>, String>> = run
+            .items
+            .par_iter()
+            .zip(&blobs)
+            .map(|((id, loc), stored)| {
+                let entry = loc.pack_entry(*id);
+                match (&self.bases, entry.codec) {
+                    (Some(bases), Codec::ZstdDelta) => {
+                        let (raw, _) = bases
+                            .raw(id, &|c| locate_in(src_index, c))
+                            .map_err(|why| why.to_string())?;
+                        Ok(match zstd::bulk::compress(&raw, level) {
+                            Ok(z) if z.len() < raw.len() => (Cow::Owned(z), Codec::Zstd),
+                            _ => (Cow::Owned(raw.to_vec()), Codec::Raw),
+                        })
+                    }
+                    _ => codec::decode_checked_on_thread(&entry, stored, dict)
+                        .map(|_| (Cow::Borrowed(*stored), entry.codec))
+                        .map_err(|why| why.to_string()),
+                }
+            })
+            .collect();
+        let mut out = Vec::with_capacity(checked.len());
+        for (k, r) in checked.into_iter().enumerate() {
+            match r {
+                Ok(blob) => out.push(blob),
+                Err(why) => return Err(damaged(run.items[k].0, why)),
+            }
         }
+        Ok(out)
     }
 
     /// Makes dictionary `d` present in the destination (copied from the source,

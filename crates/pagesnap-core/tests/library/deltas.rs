@@ -181,7 +181,7 @@ fn walk(p: &Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn repair_index_and_copy_refuse_a_store_with_deltas() {
+fn repair_index_refuses_a_store_with_deltas() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bank.db");
     let conn = accounts(&db, 3000);
@@ -205,13 +205,50 @@ fn repair_index_and_copy_refuse_a_store_with_deltas() {
             .map(|_| ()),
         "repair index",
     );
-    let plain = store(dir.path(), "plain", false);
-    refused(
-        pagesnap_core::copy::copy(&with, &plain, &CopyOptions::default()).map(|_| ()),
-        "copy",
-    );
-    // Nothing was written to the store by any of them.
+    // Nothing was written to the store.
     assert_eq!(walk(&dir.path().join("with")).len(), before);
+}
+
+/// `copy` from a store with deltas decodes each delta through its chain and
+/// stores it whole: the copies restore byte for byte in a store without deltas
+/// (which stays a version-1 store) and in one with them.
+#[test]
+fn copy_from_a_store_with_deltas_stores_whole_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let conn = accounts(&db, 3000);
+    let with = store(dir.path(), "with", true);
+    let mut rng = Rng(8);
+    let mut taken = Vec::new();
+    for step in 0..5 {
+        if step > 0 {
+            update_some(&conn, &mut rng, 3000, 20);
+        }
+        taken.push((backup(&with, &db), reference_hash(&db, dir.path())));
+    }
+    assert!(taken.iter().any(|(r, _)| r.stats.delta_chunks > 0));
+    for (name, deltas) in [("plain", false), ("other", true)] {
+        let dst = store(dir.path(), name, deltas);
+        let report = pagesnap_core::copy::copy(&with, &dst, &CopyOptions::default()).unwrap();
+        assert_eq!(report.copied(), taken.len(), "{name}");
+        assert_eq!(delta_census(&dir.path().join(name)).0, 0, "{name}");
+        for s in dst.snapshots().unwrap() {
+            let (_, reference) = taken
+                .iter()
+                .find(|(r, _)| r.image_hash == s.manifest.image_hash)
+                .unwrap();
+            restore_and_check(&dst, &s, reference, dir.path());
+        }
+    }
+    for p in walk(&dir.path().join("plain/packs")) {
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(
+            u16::from_le_bytes([bytes[8], bytes[9]]),
+            1,
+            "{}",
+            p.display()
+        );
+    }
 }
 
 /// `verify --read-data` decodes every delta through its chain: a sound store
