@@ -235,7 +235,7 @@ impl Store {
         let parent_chunks = base.as_mut().and_then(|b| b.parent_chunks.take());
         if let Some(parent_chunks) = parent_chunks {
             if self.backend().requests().is_none() {
-                writer.use_deltas(parent_chunks, crate::store::bases::DEFAULT_CACHE_BYTES)?;
+                writer.use_deltas(parent_chunks, crate::store::bases::BACKUP_CACHE_BYTES)?;
             }
         }
         if index_chunks == 0 {

@@ -25,9 +25,14 @@ use crate::types::{ChunkId, Id, IdMap};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-/// Default bound of the decoded chunks kept: a chain of 9 4 KiB pages is 36 KiB,
-/// so this holds the chains of ~1,800 positions.
-pub(crate) const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+/// Default bound of the decoded chunks kept (restore, verify, copy, prune): a
+/// chain of 9 4 KiB pages is 36 KiB, so this holds the chains of ~450
+/// positions. The links of one position's chain are rarely another's, so more
+/// would cost memory for few hits.
+pub(crate) const DEFAULT_CACHE_BYTES: usize = 16 << 20;
+
+/// A backup's bound: it reads each changed position's base once.
+pub(crate) const BACKUP_CACHE_BYTES: usize = 8 << 20;
 
 /// A decoded chunk and its depth (0 for a chunk that is not a delta).
 pub(crate) type Raw = (Arc<Vec<u8>>, u8);

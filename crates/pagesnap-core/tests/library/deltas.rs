@@ -427,16 +427,26 @@ proptest! {
     ))]
 
     /// Random sequences of changes, a backup after each: every snapshot of a
-    /// store with deltas restores byte for byte, and chains stay in bounds.
+    /// store with deltas (chunks of 1 or 4 pages) restores byte for byte, and
+    /// chains stay in bounds.
     #[test]
     fn random_change_sequences_restore_exactly(
         seed in any::<u64>(),
+        chunk_pages in prop_oneof![Just(1u32), Just(4u32)],
         ops in proptest::collection::vec(op(), 1..14),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("bank.db");
         let conn = accounts(&db, 2000);
-        let with = store(dir.path(), "with", true);
+        let with = Store::init(
+            dir.path().join("with"),
+            &InitOptions {
+                deltas: true,
+                chunk_pages,
+                ..InitOptions::default()
+            },
+        )
+        .unwrap();
         let mut rng = Rng(seed);
         let mut taken = vec![(backup(&with, &db), reference_hash(&db, dir.path()))];
         for op in &ops {
