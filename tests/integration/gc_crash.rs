@@ -121,8 +121,35 @@ fn forget_half(fx: &Fx) {
 
 #[test]
 fn prune_killed_after_every_write_or_delete_recovers() {
-    let fx = Fx::new();
+    prune_crash_loop(Fx::new(), false);
+}
+
+/// The same in a store with deltas (`init --deltas`): prune keeps the bases of
+/// live deltas and moves delta blobs as they are, and no kill loses any.
+#[test]
+fn prune_killed_after_every_write_or_delete_recovers_with_deltas() {
+    prune_crash_loop(deltas_store(), true);
+}
+
+/// Whether the store holds an index object of version 2 (one with deltas).
+fn has_deltas(fx: &Fx) -> bool {
+    tree(&fx.store.join("index")).keys().any(|k| {
+        let bytes = std::fs::read(fx.store.join("index").join(k)).unwrap();
+        u16::from_le_bytes([bytes[8], bytes[9]]) == 2
+    })
+}
+
+/// A directory with a store made with `init --deltas`.
+fn deltas_store() -> Fx {
+    let fx = Fx::uninit();
+    let v = ok_json(fx.cmd().args(["--json", "init", "--deltas"]));
+    assert_eq!(v["deltas"], true, "{v}");
+    fx
+}
+
+fn prune_crash_loop(fx: Fx, deltas: bool) {
     drop(base_store(&fx, 12, 600));
+    assert_eq!(has_deltas(&fx), deltas);
     forget_half(&fx);
     assert_eq!(fx.snapshots().len(), 6);
     // Rewrite partly dead packs too, so that prune writes as well as deletes.
@@ -186,8 +213,19 @@ fn forget_killed_after_every_delete_recovers() {
 
 #[test]
 fn backup_killed_after_every_write_recovers() {
-    let fx = Fx::new();
+    backup_crash_loop(Fx::new(), false);
+}
+
+/// The same in a store with deltas: a killed backup leaves no delta whose base
+/// or base-table row is missing.
+#[test]
+fn backup_killed_after_every_write_recovers_with_deltas() {
+    backup_crash_loop(deltas_store(), true);
+}
+
+fn backup_crash_loop(fx: Fx, deltas: bool) {
     let conn = base_store(&fx, 4, 400);
+    assert_eq!(has_deltas(&fx), deltas);
     // The next version of the database (a bigger change than `mutate`).
     for r in 0..4 {
         mutate(&conn, 1000 + r);
