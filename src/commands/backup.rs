@@ -50,6 +50,8 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
             "new_base": r.new_base,
             "delta_entries": r.delta_len,
             "dict_bytes": r.stats.dict_bytes,
+            "delta_chunks": r.stats.delta_chunks,
+            "delta_chunk_bytes": r.stats.delta_stored_bytes,
             "index_chunks": r.index_chunks,
             "index_load_secs": r.index_load.as_secs_f64(),
             "index_cached": r.index_cached,

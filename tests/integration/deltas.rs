@@ -21,6 +21,13 @@ fn a_store_with_deltas_restores_every_snapshot_before_and_after_prune() {
             mutate(&conn, round);
         }
         let b = fx.backup(&db, &[]);
+        // Later backups store changed pages as deltas, and say so.
+        assert_eq!(b["delta_chunks"].as_u64().unwrap() > 0, round > 0, "{b}");
+        assert_eq!(
+            b["delta_chunk_bytes"].as_u64().unwrap() > 0,
+            round > 0,
+            "{b}"
+        );
         let reference = reference_copy(&db, &fx.path(&format!("ref{round}.db")));
         assert_eq!(b["image_hash"], reference.as_str(), "{b}");
         copies.push((b["id"].as_str().unwrap().to_string(), reference));

@@ -146,6 +146,8 @@ fn json_outputs_carry_the_documented_fields() {
             "new_base",
             "delta_entries",
             "dict_bytes",
+            "delta_chunks",
+            "delta_chunk_bytes",
             "index_chunks",
             "index_load_secs",
             "index_cached",
