@@ -481,3 +481,75 @@ proptest! {
         }
     }
 }
+
+/// A local store that says it pays per request, as S3 does.
+struct PerRequest(pagesnap_core::backend::LocalBackend);
+
+impl pagesnap_core::backend::Backend for PerRequest {
+    fn location(&self) -> String {
+        self.0.location()
+    }
+    fn put(
+        &self,
+        key: &str,
+        data: &[u8],
+        mode: pagesnap_core::backend::PutMode,
+    ) -> pagesnap_core::backend::Result<()> {
+        self.0.put(key, data, mode)
+    }
+    fn get(&self, key: &str) -> pagesnap_core::backend::Result<Vec<u8>> {
+        self.0.get(key)
+    }
+    fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> pagesnap_core::backend::Result<Vec<u8>> {
+        self.0.get_range(key, range)
+    }
+    fn size(&self, key: &str) -> pagesnap_core::backend::Result<Option<u64>> {
+        self.0.size(key)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> pagesnap_core::backend::Result<Vec<pagesnap_core::backend::ObjectInfo>> {
+        self.0.list(prefix)
+    }
+    fn delete(&self, key: &str) -> pagesnap_core::backend::Result<()> {
+        self.0.delete(key)
+    }
+    fn requests(&self) -> Option<pagesnap_core::backend::RequestCounts> {
+        Some(Default::default())
+    }
+}
+
+/// On a store that pays per request (S3), reading each base would cost a
+/// request: backups store changed chunks whole there (DELTAS.md), and restore.
+#[test]
+fn a_store_that_pays_per_request_stores_chunks_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let conn = accounts(&db, 3000);
+    store(dir.path(), "remote", true);
+    let backend = PerRequest(pagesnap_core::backend::LocalBackend::new(
+        dir.path().join("remote"),
+    ));
+    let remote = Store::open_backend(std::sync::Arc::new(backend)).unwrap();
+    assert!(remote.config().deltas);
+    let mut rng = Rng(4);
+    let mut taken = Vec::new();
+    for step in 0..4 {
+        if step > 0 {
+            update_some(&conn, &mut rng, 3000, 20);
+        }
+        let r = backup(&remote, &db);
+        assert_eq!(r.stats.delta_chunks, 0);
+        taken.push((r, reference_hash(&db, dir.path())));
+    }
+    assert_eq!(delta_census(&dir.path().join("remote")).0, 0);
+    for (r, reference) in &taken {
+        let snap = snapshot_of(&remote, r);
+        restore_and_check(&remote, &snap, reference, dir.path());
+    }
+}
