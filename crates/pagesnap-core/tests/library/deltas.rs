@@ -525,7 +525,8 @@ impl pagesnap_core::backend::Backend for PerRequest {
 }
 
 /// On a store that pays per request (S3), reading each base would cost a
-/// request: backups store changed chunks whole there (DELTAS.md), and restore.
+/// request: backups store changed chunks whole there (DELTAS.md), and restore;
+/// later local backups of the same store make deltas against those chunks.
 #[test]
 fn a_store_that_pays_per_request_stores_chunks_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -551,5 +552,18 @@ fn a_store_that_pays_per_request_stores_chunks_whole() {
     for (r, reference) in &taken {
         let snap = snapshot_of(&remote, r);
         restore_and_check(&remote, &snap, reference, dir.path());
+    }
+    // The same store opened locally goes on with deltas against the chunks
+    // stored whole: a mixed store, every snapshot of which restores.
+    let local = Store::open(dir.path().join("remote")).unwrap();
+    for _ in 0..3 {
+        update_some(&conn, &mut rng, 3000, 20);
+        let r = backup(&local, &db);
+        assert!(r.stats.delta_chunks > 0);
+        taken.push((r, reference_hash(&db, dir.path())));
+    }
+    for (r, reference) in &taken {
+        let snap = snapshot_of(&local, r);
+        restore_and_check(&local, &snap, reference, dir.path());
     }
 }
