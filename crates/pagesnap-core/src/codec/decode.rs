@@ -70,7 +70,6 @@ pub(crate) fn load_dict(backend: &dyn Backend, id: &Id) -> Result<DictBody> {
 /// The base a stored chunk needs (a delta's header, after the format's checks of
 /// its blob), or `None` for a chunk that needs none: what a reader looks up
 /// before it can decode a delta.
-#[cfg_attr(not(test), allow(dead_code))] // no reader follows chains yet (#27)
 pub(crate) fn base_of(e: &PackEntry, stored: &[u8]) -> Result<Option<DeltaHeader>, ChunkError> {
     match e.codec {
         Codec::ZstdDelta => pack::split_delta(e, stored)

@@ -151,7 +151,6 @@ impl Encoder {
     /// delta is no smaller than the raw chunk. Whether it beats the plain and
     /// dictionary frames is [`Encoder::encode_smallest`]'s question; the chain
     /// depth is the caller's (the index records it).
-    #[cfg_attr(not(test), allow(dead_code))] // no backup writes deltas yet (#27)
     pub(crate) fn encode_delta(
         &mut self,
         data: &[u8],
@@ -194,7 +193,6 @@ impl Encoder {
     /// [`Encoder::encode_delta`]; keeps whichever is smallest, so a delta is stored
     /// only where it saves bytes. `both` is the plain and dictionary frames'
     /// comparison whichever wins (what a backup's trial learns from).
-    #[cfg_attr(not(test), allow(dead_code))] // no backup writes deltas yet (#27)
     pub(crate) fn encode_smallest(
         &mut self,
         data: &[u8],

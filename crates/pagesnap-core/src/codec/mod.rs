@@ -40,9 +40,6 @@
 mod decode;
 mod encode;
 
-// `base_of` and the delta encoders and decoders have no caller before a backup
-// writes deltas (#27, docs/DELTAS.md); their tests are below.
-#[allow(unused_imports)]
 pub(crate) use decode::base_of;
 pub(crate) use decode::{decode_checked_on_thread, load_dict, Decoder, DecoderPool};
 pub(crate) use encode::{slot_len, Attempt, Encoder};

@@ -442,7 +442,8 @@ impl Store {
         let mut index = IndexBody {
             packs: copied.packs,
             entries: copied.entries,
-            // No deltas yet (#27): `put_index` refuses delta entries without rows.
+            // A store with deltas is refused up front (`put_index` would refuse
+            // delta entries without their rows anyway).
             deltas: Vec::new(),
         };
         let first = index.packs.len() as u32;
