@@ -253,7 +253,8 @@ fn copy_from_a_store_with_deltas_stores_whole_chunks() {
 
 /// `verify --read-data` decodes every delta through its chain: a sound store
 /// has no problem; damage to the chunks the first backup stored (the roots of
-/// the chains) is reported, and the deltas made against them name their base.
+/// the chains) is reported, and the deltas made against them name their base
+/// (in verify's problems and in a salvage restore's lost chunks).
 #[test]
 fn verify_reading_data_follows_chains_and_names_a_damaged_base() {
     let dir = tempfile::tempdir().unwrap();
@@ -305,6 +306,24 @@ fn verify_reading_data_follows_chains_and_names_a_damaged_base() {
             .any(|p| p.detail.contains("base chunk")),
         "{:#?}",
         report.problems
+    );
+    // A salvage restore of the newest snapshot writes zeros where a chunk or
+    // its base is damaged, and names the base for the deltas.
+    let newest = with
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .max_by_key(|s| s.time())
+        .unwrap();
+    let out = dir.path().join("salvaged.db");
+    let s = with.salvage_to_path(&newest, &out, false, false).unwrap();
+    assert!(!s.lost.is_empty() && !s.image_matches);
+    assert!(
+        s.lost
+            .iter()
+            .any(|l| format!("{l:?}").contains("base chunk")),
+        "{:#?}",
+        s.lost
     );
 }
 
