@@ -32,9 +32,11 @@
 
 use super::verify::{DataSubset, VerifyOptions};
 use crate::backend::{BackendError, PutMode};
-use crate::codec::{ChunkError, Decoder};
-use crate::format::index::{IndexBody, IndexEntry, PackRef};
+use crate::codec::{self, ChunkError, Decoder};
+use crate::format::index::{DeltaBase, IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{self, Codec, PackEntry};
+use crate::index::cache::Placed;
+use crate::store::bases::{Bases, DEFAULT_CACHE_BYTES};
 use crate::store::pack_sink::PackSink;
 use crate::store::packs::read_trailer;
 use crate::types::{ChunkId, Id, IdMap, IdSet, SnapshotId};
@@ -171,6 +173,19 @@ fn add_located(located: &mut HashSet<Id>, body: &IndexBody, sizes: &IdMap<u64>, 
     }
 }
 
+/// Adds where `body` places its chunks (in packs present with their length),
+/// keeping a location already known.
+fn add_placed(placed: &mut IdMap<Placed>, body: &IndexBody, sizes: &IdMap<u64>) {
+    for e in &body.entries {
+        let Some(p) = body.packs.get(e.pack as usize) else {
+            continue;
+        };
+        if sizes.get(&p.id) == Some(&p.len) {
+            placed.entry(e.entry.id).or_insert((p.id, p.dict, e.entry));
+        }
+    }
+}
+
 /// Adds the entries of `body` to the lists of the packs they are in (those
 /// present with their length).
 fn add_listed(listed: &mut IdMap<Listed>, body: &IndexBody, sizes: &IdMap<u64>) {
@@ -247,11 +262,12 @@ impl Store {
         lock_wait: Duration,
     ) -> Result<RepairIndexReport> {
         let dry_run = opts.dry_run;
-        // Rebuilt index objects would lack the base tables (and reading data
-        // would take every delta for damage).
-        if self.config().deltas {
+        // Reading data checks each chunk alone: a delta would look damaged.
+        // (Without it, the base tables of re-indexed deltas are rebuilt below.)
+        let deltas = self.config().deltas;
+        if deltas && opts.read_data {
             return Err(Error::DeltasUnsupported {
-                operation: "rebuilding the index",
+                operation: "checking chunk data while rebuilding the index",
             });
         }
         let _lock = self.lock(true, "repair index", lock_wait)?;
@@ -272,6 +288,9 @@ impl Store {
         let mut readable: Vec<(String, Id)> = Vec::new();
         let mut damaged: Vec<(String, Vec<u8>)> = Vec::new();
         let mut listed: IdMap<Listed> = IdMap::default();
+        // A store with deltas: where every located chunk is (bases are read
+        // through it to rebuild the base tables of re-indexed deltas).
+        let mut placed: IdMap<Placed> = IdMap::default();
         for obj in backend.list(layout::INDEX)? {
             let Some(id) = layout::id_of(&obj.key) else {
                 continue;
@@ -288,6 +307,9 @@ impl Store {
             match body {
                 Ok(body) => {
                     add_located(&mut located, &body, &sizes, &IdSet::default());
+                    if deltas {
+                        add_placed(&mut placed, &body, &sizes);
+                    }
                     if opts.read_data {
                         add_listed(&mut listed, &body, &sizes);
                     }
@@ -421,6 +443,56 @@ impl Store {
                 });
             }
         }
+        // Re-indexed deltas: base from the blob, depth from the chain decoded
+        // (checked) through the located chunks and the re-indexed ones. A delta
+        // whose chain cannot be read is not indexed, and said so: like a chunk
+        // of an unreadable pack, the next backup stores its page again.
+        let mut rows: IdMap<(ChunkId, u8)> = IdMap::default();
+        if deltas
+            && body
+                .entries
+                .iter()
+                .any(|e| e.entry.codec == Codec::ZstdDelta)
+        {
+            add_placed(&mut placed, &body, &sizes);
+            let bases = Bases::new(backend.clone(), DEFAULT_CACHE_BYTES)?;
+            let locate = |c: &ChunkId| placed.get(c).copied();
+            let mut unreadable = IdSet::default();
+            for e in &body.entries {
+                if e.entry.codec != Codec::ZstdDelta {
+                    continue;
+                }
+                let p = &body.packs[e.pack as usize];
+                let key = layout::pack(&p.id);
+                let start = e.entry.offset as u64;
+                let found = backend
+                    .get_range(&key, start..start + e.entry.stored_len as u64)
+                    .map_err(|err| err.to_string())
+                    .and_then(|stored| {
+                        codec::base_of(&e.entry, &stored).map_err(|err| err.to_string())
+                    })
+                    .and_then(|h| {
+                        let h = h.ok_or_else(|| "not a delta".to_string())?;
+                        let (_, depth) = bases
+                            .raw(&e.entry.id, &locate)
+                            .map_err(|err| err.to_string())?;
+                        Ok((h.base, depth))
+                    });
+                match found {
+                    Ok(row) => {
+                        rows.insert(e.entry.id, row);
+                    }
+                    Err(why) => {
+                        unreadable.insert(e.entry.id);
+                        report.unchecked.push((
+                            format!("{key} chunk {}", e.entry.id.to_hex()),
+                            format!("a delta whose chain cannot be read ({why}); not indexed"),
+                        ));
+                    }
+                }
+            }
+            body.entries.retain(|e| !unreadable.contains(&e.entry.id));
+        }
         // A damaged chunk is lost unless another pack holds it (located, copied
         // or re-indexed).
         for p in &mut report.damaged_packs {
@@ -454,6 +526,20 @@ impl Store {
                 pack: e.pack + first,
                 ..e
             }));
+        // The base table of the re-indexed deltas, in entry order.
+        index.deltas = index
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let (base, depth) = *rows.get(&e.entry.id)?;
+                Some(DeltaBase {
+                    ordinal: i as u64,
+                    base,
+                    depth,
+                })
+            })
+            .collect();
         if !index.entries.is_empty() {
             let (id, _) = crate::store::put_index(backend.as_ref(), &index)?;
             report.new_index = Some(id);
@@ -474,9 +560,15 @@ impl Store {
         }
         // Only after the replacement is durable: keep a whole copy of the bytes
         // found wrong, then take the object out of use.
+        // Never the object just written: an index object rebuilt to exactly the
+        // damaged one's sound content (its base table too) has its name, and
+        // writing it replaced the damaged bytes.
+        let new_key = report.new_index.as_ref().map(layout::index);
         for (key, bytes) in &damaged {
             backend.put(&format!("{DAMAGED}{key}"), bytes, PutMode::Overwrite)?;
-            backend.delete(key)?;
+            if new_key.as_ref() != Some(key) {
+                backend.delete(key)?;
+            }
         }
         Ok(report)
     }

@@ -180,33 +180,107 @@ fn walk(p: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `repair index` on a store with deltas: a damaged index object is
+/// quarantined and its chunks re-indexed from the packs, each delta with its
+/// base-table row rebuilt (base from the blob, depth from its chain); the other
+/// snapshots restore, and later backups make deltas against the re-indexed
+/// chunks. Reading data while rebuilding is refused (it checks chunks alone).
 #[test]
-fn repair_index_refuses_a_store_with_deltas() {
+fn repair_index_rebuilds_the_base_tables_of_deltas() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bank.db");
     let conn = accounts(&db, 3000);
     let with = store(dir.path(), "with", true);
-    backup(&with, &db);
-    update_some(&conn, &mut Rng(1), 3000, 10);
-    let second = backup(&with, &db);
-    assert!(second.stats.delta_chunks > 0);
-    let before = walk(&dir.path().join("with")).len();
-
-    let refused = |r: Result<(), Error>, what: &str| match r {
-        Err(Error::DeltasUnsupported { operation }) => {
-            assert!(!operation.is_empty());
-            let msg = Error::DeltasUnsupported { operation }.to_string();
-            assert!(msg.contains("delta"), "{what}: {msg}");
+    let mut rng = Rng(6);
+    let mut taken = Vec::new();
+    for step in 0..5 {
+        if step > 0 {
+            update_some(&conn, &mut rng, 3000, 20);
         }
-        other => panic!("{what}: {other:?}"),
-    };
-    refused(
-        with.repair_index(false, std::time::Duration::ZERO)
-            .map(|_| ()),
-        "repair index",
-    );
-    // Nothing was written to the store.
+        taken.push((backup(&with, &db), reference_hash(&db, dir.path())));
+        // Index objects of one backup apart in time (found newest below).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before = walk(&dir.path().join("with")).len();
+    match with.repair_index_with(
+        &pagesnap_core::repair::RepairIndexOptions {
+            dry_run: false,
+            read_data: true,
+        },
+        std::time::Duration::ZERO,
+    ) {
+        Err(Error::DeltasUnsupported { operation }) => assert!(operation.contains("chunk data")),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(walk(&dir.path().join("with")).len(), before);
+
+    // Damage the newest index object (the last backup's, with its deltas).
+    let newest = walk(&dir.path().join("with/index"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x40;
+    std::fs::write(&newest, bytes).unwrap();
+
+    let report = with.repair_index(false, std::time::Duration::ZERO).unwrap();
+    assert_eq!(report.quarantined.len(), 1, "{report:?}");
+    // The damaged bytes are kept whole under damaged/.
+    assert!(dir
+        .path()
+        .join("with/damaged")
+        .join(&report.quarantined[0])
+        .is_file());
+    assert!(report.chunks_reindexed > 0, "{report:?}");
+    assert!(report.unchecked.is_empty(), "{report:?}");
+    let rebuilt = report.new_index.expect("a new index object");
+    let bytes = std::fs::read(
+        dir.path()
+            .join("with")
+            .join(pagesnap_core::layout::index(&rebuilt)),
+    )
+    .unwrap();
+    assert_eq!(
+        u16::from_le_bytes([bytes[8], bytes[9]]),
+        2,
+        "deltas re-indexed with rows"
+    );
+    let body = IndexBody::decode(&bytes).unwrap();
+    assert!(!body.deltas.is_empty());
+    delta_census(&dir.path().join("with"));
+
+    // The snapshots that do not name the damaged object restore.
+    let with = Store::open(dir.path().join("with")).unwrap();
+    for (r, reference) in &taken[..taken.len() - 1] {
+        let snap = snapshot_of(&with, r);
+        restore_and_check(&with, &snap, reference, dir.path());
+    }
+    // A later backup makes deltas against what was re-indexed, and restores.
+    update_some(&conn, &mut rng, 3000, 20);
+    let after = backup(&with, &db);
+    assert!(after.stats.delta_chunks > 0);
+    let snap = snapshot_of(&with, &after);
+    restore_and_check(&with, &snap, &reference_hash(&db, dir.path()), dir.path());
+    let read_data = VerifyOptions {
+        read_data: Some(DataSubset::All),
+        ..VerifyOptions::default()
+    };
+    // Only the snapshot that named the damaged object is broken.
+    let report = with.verify(&read_data).unwrap();
+    let broken: std::collections::BTreeSet<_> = report
+        .problems
+        .iter()
+        .flat_map(|p| p.snapshots.iter().copied())
+        .collect();
+    assert!(
+        broken
+            .iter()
+            .all(|s| *s == taken.last().unwrap().0.snapshot),
+        "{:#?}",
+        report.problems
+    );
 }
 
 /// `copy` from a store with deltas decodes each delta through its chain and
