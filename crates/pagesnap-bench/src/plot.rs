@@ -3,6 +3,7 @@
 //! a page-level store, and on a linear axis every configuration would be one line
 //! along the bottom.
 
+use super::delta::CHAINS;
 use super::report::Results;
 use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
@@ -21,11 +22,13 @@ pub fn write_svg(r: &Results, path: &Path) -> Result<()> {
         .collect();
     series.push(("full copies".into(), r.cumulative(|o| o.full_bytes)));
     series.push(("ideal bound".into(), r.cumulative(|o| o.ideal_bytes)));
-    // One chain bound of the delta bound (#27): the middle one, to keep the legend short.
-    series.push((
-        "delta bound (K = 8)".into(),
-        r.cumulative(|o| o.delta.bytes[1]),
-    ));
+    // One chain bound of the delta bound (#27), to keep the legend short.
+    if let Some(k) = CHAINS.iter().position(|&c| c == Some(8)) {
+        series.push((
+            "delta bound (K = 8)".into(),
+            r.cumulative(|o| o.delta.bytes[k]),
+        ));
+    }
 
     let svg = render(r, &series).map_err(|e| anyhow!("drawing the plot: {e}"))?;
     std::fs::write(path, svg).with_context(|| format!("{}: cannot write the plot", path.display()))
