@@ -122,7 +122,15 @@ fn index(g: &Global, a: &RepairIndexArgs) -> Result<ExitCode> {
                 println!("  chunk {}: {}; {fate}", d.chunk.to_hex(), d.problem);
             }
         }
+        // Rebuilt from its packs, a damaged index object can come back whole
+        // under its own name.
+        let rebuilt = r.new_index.as_ref().map(pagesnap_core::layout::index);
+        let whole_again = |k: &String| rebuilt.as_ref() == Some(k);
         for k in &r.quarantined {
+            if whole_again(k) {
+                println!("damaged index object {k}: copied it to damaged/{k}; rebuilt from its packs, it is whole again");
+                continue;
+            }
             let to = if r.dry_run { "would move" } else { "moved" };
             println!("damaged index object {k}: {to} it to damaged/{k}");
         }
@@ -135,7 +143,7 @@ fn index(g: &Global, a: &RepairIndexArgs) -> Result<ExitCode> {
         for (k, e) in &r.unchecked_packs {
             println!("not checked: {k}: {e}");
         }
-        if !r.quarantined.is_empty() {
+        if r.quarantined.iter().any(|k| !whole_again(k)) {
             println!("snapshots whose page maps named them cannot be restored: see `pagesnap repair snapshots`");
         }
         if r.chunks_lost() > 0 {

@@ -3,7 +3,7 @@
 //! replay of a user's SQL, and bad input leaving nothing behind.
 
 use crate::util::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::Path;
 
 /// The quick defaults' configurations.
@@ -109,6 +109,35 @@ fn check_report(v: &Value, steps: usize) -> Vec<String> {
     let last = &series[steps];
     assert_eq!(num(&last["ideal_cumulative"]), ideal);
     assert_eq!(num(&last["full_cumulative"]), full);
+    // The delta bound (#27): per chain bound, never above the ideal bound (it may
+    // only replace a page's charge by a smaller delta), the sum of its per-step
+    // charges, the first snapshot charged as the ideal bound charges it.
+    let chains = &v["baselines"]["delta"]["chains"];
+    for (key, max) in [
+        ("k4", json!(4)),
+        ("k8", json!(8)),
+        ("k16", json!(16)),
+        ("unbounded", Value::Null),
+    ] {
+        let c = &chains[key];
+        assert_eq!(c["max_chain"], max, "{c}");
+        let total = num(&c["stored_bytes"]);
+        assert!(total > 0.0 && total <= ideal, "{key}: {total} vs {ideal}");
+        let r = num(&c["ratio_to_ideal"]);
+        assert!((r - total / ideal).abs() < 1e-9, "{c}");
+        assert_eq!(
+            v["steps"][0]["delta_bytes"][key], v["steps"][0]["ideal_bytes"],
+            "{key}"
+        );
+        assert!(num(&c["keyframes"]) >= 1.0, "{c}");
+        let steps_sum: f64 = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| num(&s["delta_bytes"][key]))
+            .sum();
+        assert_eq!(steps_sum, total, "{key}");
+    }
     for (c, name) in v["configs"].as_array().unwrap().iter().zip(&names) {
         assert_eq!(last["configs"][name]["stored_bytes"], c["stored_bytes"]);
     }
@@ -264,6 +293,9 @@ fn table_plot_and_keep() {
             "chunk 4 zstd 6",
             "full copies",
             "ideal page-level bound",
+            "delta bound",
+            "K = 16:",
+            "unbounded:",
             "chunk 1 zstd 3 no dict",
         ],
     );
@@ -275,7 +307,13 @@ fn table_plot_and_keep() {
     );
     assert_has(
         &plot,
-        &["chunk 4 zstd 6", "full copies", "ideal bound", "</svg>"],
+        &[
+            "chunk 4 zstd 6",
+            "full copies",
+            "ideal bound",
+            "delta bound (K = 8)",
+            "</svg>",
+        ],
     );
     // --keep: the final database and a usable store per configuration.
     assert_eq!(integrity(&kept.join("bench.db")), "ok");

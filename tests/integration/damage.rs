@@ -511,3 +511,43 @@ fn repair_index_read_data_lets_a_backup_heal_a_damaged_chunk() {
     assert_eq!(r["damaged_packs"], Value::Array(vec![]), "{r}");
     drop(conn);
 }
+
+/// A backup that wrote one pack has an index object that its pack's trailer
+/// rebuilds byte for byte, hence under the same name. `repair index` must keep
+/// the rebuilt object (it used to write it over the damaged bytes, then delete
+/// it as the damaged object, leaving the snapshot unrestorable).
+#[test]
+fn repair_index_keeps_an_index_object_rebuilt_under_its_own_name() {
+    let (fx, b, image) = one_snapshot();
+    let index_dir = fx.store.join("index");
+    let files: Vec<_> = std::fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let path = &files[0];
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let sound = std::fs::read(path).unwrap();
+    let mut bytes = sound.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(path, &bytes).unwrap();
+
+    let out = String::from_utf8(ok(fx.cmd().args(["repair", "index"]))).unwrap();
+    assert_has(
+        &out,
+        &[&format!("copied it to damaged/index/{name}"), "whole again"],
+    );
+    assert!(!out.contains("cannot be restored"), "{out}");
+    // The damaged bytes are kept whole; the sound object is back under its name.
+    assert_eq!(
+        std::fs::read(fx.store.join("damaged/index").join(&name)).unwrap(),
+        bytes
+    );
+    assert_eq!(std::fs::read(path).unwrap(), sound);
+    let restored = fx.path("r.db");
+    fx.restore(&[b["id"].as_str().unwrap()], &restored);
+    assert_eq!(std::fs::read(&restored).unwrap(), image);
+    assert_eq!(integrity(&restored), "ok");
+    ok(fx.cmd().args(["verify", "--read-data"]));
+}

@@ -6,12 +6,15 @@
 //!   content was never seen before in this run, each compressed alone (all-zero
 //!   pages cost nothing, and a page zstd cannot shrink costs its raw size: a store
 //!   keeps such chunks raw). A page-level store can do no better without
-//!   cross-page compression, and it still has metadata to write on top.
+//!   cross-page compression, and it still has metadata to write on top;
+//! * **delta** ([`crate::delta`]): the same, but a changed page may be charged as a
+//!   zstd delta against the previous version at its position, under chain bounds.
 //!
 //! The image comes from SQLite's backup API through a fresh read-only connection:
 //! the same bytes `pagesnap backup` captures, so its hash is what every restore of
 //! that step must reproduce.
 
+use crate::delta::{DeltaBound, DeltaStep};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::HashSet;
@@ -34,6 +37,8 @@ pub struct Observation {
     pub full_bytes: u64,
     /// Sum of the zstd -3 sizes of the new pages.
     pub ideal_bytes: u64,
+    /// The delta bound of this image, per chain bound of [`CHAINS`](crate::delta::CHAINS).
+    pub delta: DeltaStep,
 }
 
 pub struct Baselines {
@@ -41,6 +46,7 @@ pub struct Baselines {
     seen: HashSet<[u8; 32]>,
     previous: Vec<[u8; 32]>,
     compressor: zstd::bulk::Compressor<'static>,
+    delta: DeltaBound,
 }
 
 impl Baselines {
@@ -51,12 +57,18 @@ impl Baselines {
             seen: HashSet::new(),
             previous: Vec::new(),
             compressor: zstd::bulk::Compressor::new(3)?,
+            delta: DeltaBound::new()?,
         })
     }
 
     /// Copies `db` and accounts its image.
     pub fn observe(&mut self, db: &Path) -> Result<Observation> {
         let image = self.copy_image(db)?;
+        self.account(image)
+    }
+
+    /// Accounts one image (a database file's bytes, its page size in its header).
+    pub(crate) fn account(&mut self, image: Vec<u8>) -> Result<Observation> {
         let page_size = match u16::from_be_bytes([image[16], image[17]]) {
             1 => 65536,
             n => n as u32,
@@ -79,16 +91,20 @@ impl Baselines {
             let z = self.compressor.compress(page)?.len();
             ideal_bytes += z.min(page.len()) as u64;
         }
-        self.previous = hashes;
+        self.previous = hashes.clone();
+        let (pages, image_len) = (image.len() as u64 / page_size as u64, image.len() as u64);
+        let image_hash = *blake3::hash(&image).as_bytes();
+        let delta = self.delta.observe(image, hashes, page_size as usize)?;
         Ok(Observation {
             page_size,
-            pages: image.len() as u64 / page_size as u64,
-            image_len: image.len() as u64,
-            image_hash: *blake3::hash(&image).as_bytes(),
+            pages,
+            image_len,
+            image_hash,
             pages_changed,
             new_pages,
             full_bytes: full.0,
             ideal_bytes,
+            delta,
         })
     }
 
@@ -142,5 +158,36 @@ impl Write for CountingWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_bound_is_never_above_the_ideal_bound() {
+        let mut rng = crate::Rng::new(5);
+        // Four pages of 4 KiB, the page size in the header as SQLite writes it.
+        let mut image = rng.text(4000).into_bytes();
+        image.truncate(4 * 4096);
+        image.resize(4 * 4096, 7);
+        image[16..18].copy_from_slice(&4096u16.to_be_bytes());
+        let mut b = Baselines::new(PathBuf::from("unused")).unwrap();
+        let first = b.account(image.clone()).unwrap();
+        assert_eq!(first.delta.bytes, [first.ideal_bytes; 4]);
+        // A few bytes of pages 1 and 3 change: the ideal bound charges both pages
+        // whole, the delta bound a few bytes each.
+        image[4096 + 100] ^= 0x55;
+        image[3 * 4096 + 7] ^= 0x55;
+        let next = b.account(image).unwrap();
+        assert_eq!((next.pages_changed, next.new_pages), (2, 2));
+        for bytes in next.delta.bytes {
+            assert!(
+                bytes * 4 < next.ideal_bytes,
+                "{bytes} vs {}",
+                next.ideal_bytes
+            );
+        }
     }
 }

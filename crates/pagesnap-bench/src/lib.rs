@@ -3,7 +3,7 @@
 //!
 //! * [`workload`] builds the database and applies one 10-minute slice of work per step;
 //! * [`baseline`] copies each step's image through the backup API and accounts the
-//!   full-copy and ideal page-level baselines on it;
+//!   full-copy and ideal page-level baselines on it, and [`delta`] the delta bound;
 //! * [`stores`] holds the temporary stores, one per configuration;
 //! * [`run()`] drives them step by step and collects [`report::Results`];
 //! * [`report`] and [`plot`] turn the collected numbers into a table, JSON and SVG;
@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod baseline;
+pub mod delta;
 pub mod format;
 pub mod plot;
 pub mod report;

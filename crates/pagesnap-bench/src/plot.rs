@@ -1,8 +1,9 @@
 //! `--plot FILE.svg`: cumulative stored bytes per step for every configuration and
-//! both baselines. The y axis is logarithmic: full copies grow ~100× faster than
+//! the baselines. The y axis is logarithmic: full copies grow ~100× faster than
 //! a page-level store, and on a linear axis every configuration would be one line
 //! along the bottom.
 
+use super::delta::CHAINS;
 use super::report::Results;
 use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
@@ -21,6 +22,13 @@ pub fn write_svg(r: &Results, path: &Path) -> Result<()> {
         .collect();
     series.push(("full copies".into(), r.cumulative(|o| o.full_bytes)));
     series.push(("ideal bound".into(), r.cumulative(|o| o.ideal_bytes)));
+    // One chain bound of the delta bound (#27), to keep the legend short.
+    if let Some(k) = CHAINS.iter().position(|&c| c == Some(8)) {
+        series.push((
+            "delta bound (K = 8)".into(),
+            r.cumulative(|o| o.delta.bytes[k]),
+        ));
+    }
 
     let svg = render(r, &series).map_err(|e| anyhow!("drawing the plot: {e}"))?;
     std::fs::write(path, svg).with_context(|| format!("{}: cannot write the plot", path.display()))
@@ -58,13 +66,15 @@ fn render(
             .draw()?;
         let configs = r.configs.len();
         for (i, (name, ys)) in series.iter().enumerate() {
-            // The two baselines (last) in black and grey, the configurations in colour.
+            // The baselines (last) in black, grey and pale blue, the configurations in colour.
             let color = if i < configs {
                 Palette99::pick(i).to_rgba()
             } else if i == configs {
                 BLACK.to_rgba()
-            } else {
+            } else if i == configs + 1 {
                 RGBColor(150, 150, 150).to_rgba()
+            } else {
+                RGBColor(120, 160, 200).to_rgba()
             };
             chart
                 .draw_series(LineSeries::new(

@@ -1,6 +1,7 @@
 //! What a run measured, as a table for people and as one JSON document.
 
 use super::baseline::Observation;
+use super::delta::{chain_key, CHAINS};
 use super::stores::{step_time, Config, Record, Stored};
 use crate::format;
 use chrono::{DateTime, Utc};
@@ -81,6 +82,27 @@ impl Results {
 
     pub fn ideal_total(&self) -> u64 {
         self.observations.iter().map(|o| o.ideal_bytes).sum()
+    }
+
+    /// The delta bound under the chain bound `CHAINS[k]`.
+    pub fn delta_total(&self, k: usize) -> u64 {
+        self.observations.iter().map(|o| o.delta.bytes[k]).sum()
+    }
+
+    fn delta_per_snapshot(&self, k: usize) -> f64 {
+        mean(
+            incremental(&self.observations)
+                .iter()
+                .map(|o| o.delta.bytes[k]),
+        )
+    }
+
+    fn ideal_per_snapshot(&self) -> f64 {
+        mean(
+            incremental(&self.observations)
+                .iter()
+                .map(|o| o.ideal_bytes),
+        )
     }
 
     /// Pages changed per step (steps only: snapshot 0 has no predecessor).
@@ -205,8 +227,28 @@ pub fn table(r: &Results) -> String {
         s,
         "ideal page-level bound (zstd -3 of each page never seen before): {} ({} per snapshot)",
         format::bytes(ideal),
-        format::bytes(mean(incremental(&r.observations).iter().map(|o| o.ideal_bytes)) as u64)
+        format::bytes(r.ideal_per_snapshot() as u64)
     );
+    let _ = writeln!(
+        s,
+        "delta bound (each new page zstd -3 alone or against its previous version at its \
+         position, at most K deltas to decode; × ideal, whole run and per snapshot):"
+    );
+    for (k, chain) in CHAINS.iter().enumerate() {
+        let total = r.delta_total(k);
+        let _ = writeln!(
+            s,
+            "  {:<13} {} ({:.3}× ideal), {} per snapshot ({:.3}× ideal)",
+            match chain {
+                Some(n) => format!("K = {n}:"),
+                None => "unbounded:".into(),
+            },
+            format::bytes(total),
+            ratio(total, ideal),
+            format::bytes(r.delta_per_snapshot(k) as u64),
+            r.delta_per_snapshot(k) / r.ideal_per_snapshot()
+        );
+    }
     let _ = writeln!(
         s,
         "bytes/snapshot and metadata/snapshot: means over the snapshots after the first; \
@@ -269,6 +311,9 @@ pub fn json(r: &Results) -> Value {
                 "ideal_bytes": o.ideal_bytes,
                 "full_cumulative": full_cum[i],
                 "ideal_cumulative": ideal_cum[i],
+                "delta_bytes": CHAINS.iter().enumerate()
+                    .map(|(k, &c)| (chain_key(c), json!(o.delta.bytes[k])))
+                    .collect::<serde_json::Map<String, Value>>(),
                 "wall_secs": r.step_wall[i].as_secs_f64(),
                 "configs": configs,
             })
@@ -327,7 +372,26 @@ pub fn json(r: &Results) -> Value {
             "ideal": {
                 "description": "sum of zstd -3 sizes of each page never seen before, compressed alone",
                 "stored_bytes": ideal,
-                "bytes_per_snapshot": mean(incremental(&r.observations).iter().map(|o| o.ideal_bytes)),
+                "bytes_per_snapshot": r.ideal_per_snapshot(),
+            },
+            "delta": {
+                "description": "each new page zstd -3 alone or with its previous version at \
+                    its position as prefix, whichever is smaller; a keyframe (alone) when \
+                    the base is already max_chain deltas deep",
+                "chunk_pages": 1,
+                "chains": CHAINS.iter().enumerate().map(|(k, &c)| {
+                    let total = r.delta_total(k);
+                    (chain_key(c), json!({
+                        "max_chain": c,
+                        "stored_bytes": total,
+                        "ratio_to_ideal": ratio(total, ideal),
+                        "bytes_per_snapshot": r.delta_per_snapshot(k),
+                        "ratio_to_ideal_per_snapshot":
+                            r.delta_per_snapshot(k) / r.ideal_per_snapshot(),
+                        "keyframes": r.observations.iter()
+                            .map(|o| o.delta.keyframes[k]).sum::<u64>(),
+                    }))
+                }).collect::<serde_json::Map<String, Value>>(),
             },
         },
         "notes": [BOUND_NOTE],

@@ -540,6 +540,12 @@ impl Store {
                 })
             })
             .collect();
+        // A whole copy of each damaged index object's bytes first: the rebuilt
+        // object may have its name (a backup's one-pack index rebuilt from that
+        // pack's trailer is the same object) and writing it replaces them.
+        for (key, bytes) in &damaged {
+            backend.put(&format!("{DAMAGED}{key}"), bytes, PutMode::Overwrite)?;
+        }
         if !index.entries.is_empty() {
             let (id, _) = crate::store::put_index(backend.as_ref(), &index)?;
             report.new_index = Some(id);
@@ -558,14 +564,12 @@ impl Store {
             }
             backend.delete(&layout::pack(&r.pack))?;
         }
-        // Only after the replacement is durable: keep a whole copy of the bytes
-        // found wrong, then take the object out of use.
-        // Never the object just written: an index object rebuilt to exactly the
-        // damaged one's sound content (its base table too) has its name, and
-        // writing it replaced the damaged bytes.
+        // Only after the replacement is durable (and the bytes found wrong are
+        // under damaged/): take the damaged objects out of use. Never the object
+        // just written: rebuilt under the damaged one's name, it holds that
+        // name's sound content now.
         let new_key = report.new_index.as_ref().map(layout::index);
-        for (key, bytes) in &damaged {
-            backend.put(&format!("{DAMAGED}{key}"), bytes, PutMode::Overwrite)?;
+        for (key, _) in &damaged {
             if new_key.as_ref() != Some(key) {
                 backend.delete(key)?;
             }
