@@ -575,6 +575,93 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PAGESNAP_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(4)
+    ))]
+
+    /// Backups of random updates, with forgets of random subsets of the
+    /// snapshots (the newest and the roots of chains among them) each followed
+    /// by a prune that rewrites every pack with a dead byte: no chain a kept
+    /// snapshot needs is ever broken. Every kept snapshot restores byte for byte
+    /// after every prune, and later backups go on making deltas.
+    #[test]
+    fn random_forgets_and_prunes_never_break_a_chain(
+        seed in any::<u64>(),
+        events in proptest::collection::vec((1u8..40, any::<bool>(), any::<u32>()), 3..12),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("bank.db");
+        let rows = 3000;
+        let conn = accounts(&db, rows);
+        let path = dir.path().join("with");
+        Store::init(
+            &path,
+            &InitOptions {
+                deltas: true,
+                pack_target_size: 64 << 10,
+                ..InitOptions::default()
+            },
+        )
+        .unwrap();
+        let mut rng = Rng(seed);
+        // The kept snapshots: (report, reference hash of the image).
+        let mut kept = Vec::new();
+        let mut deltas_made = 0;
+        for (k, &(n, forget, mask)) in events.iter().enumerate() {
+            let with = Store::open(&path).unwrap();
+            if k > 0 {
+                update_some(&conn, &mut rng, rows, n as usize);
+            }
+            let r = backup(&with, &db);
+            deltas_made += r.stats.delta_chunks;
+            kept.push((r, reference_hash(&db, dir.path())));
+            if !forget {
+                continue;
+            }
+            // Forget the snapshots whose bit is set (at least one is kept).
+            let (gone, stay): (Vec<_>, Vec<_>) = kept
+                .drain(..)
+                .enumerate()
+                .partition(|(i, _)| mask >> (i % 32) & 1 == 1);
+            let mut stay: Vec<_> = stay.into_iter().map(|(_, t)| t).collect();
+            let mut gone: Vec<_> = gone.into_iter().map(|(_, t)| t).collect();
+            if stay.is_empty() {
+                stay.push(gone.remove(0));
+            }
+            let ids: Vec<_> = gone.iter().map(|(r, _)| r.snapshot).collect();
+            if !ids.is_empty() {
+                with.forget_snapshots(&ids, false).unwrap();
+            }
+            with.prune(&PruneOptions {
+                max_unused: 0.0,
+                ..PruneOptions::default()
+            })
+            .unwrap();
+            kept = stay;
+            let with = Store::open(&path).unwrap();
+            for (report, reference) in &kept {
+                let snap = snapshot_of(&with, report);
+                restore_and_check(&with, &snap, reference, dir.path());
+            }
+        }
+        prop_assert!(deltas_made > 0, "no backup made a delta");
+        let (_, deepest) = delta_census(&path);
+        prop_assert!(deepest <= MAX_DELTA_DEPTH);
+        let with = Store::open(&path).unwrap();
+        let read_data = VerifyOptions {
+            read_data: Some(DataSubset::All),
+            ..VerifyOptions::default()
+        };
+        let report = with.verify(&read_data).unwrap();
+        prop_assert!(report.problems.is_empty(), "{:?}", report.problems);
+        for (report, reference) in &kept {
+            let snap = snapshot_of(&with, report);
+            restore_and_check(&with, &snap, reference, dir.path());
+        }
+    }
+}
+
 /// A local store that says it pays per request, as S3 does.
 struct PerRequest(pagesnap_core::backend::LocalBackend);
 
