@@ -62,9 +62,6 @@ fn hint(e: &Error) -> Option<String> {
         Error::ChunkSizeMismatch { from_pages, .. } => {
             format!("; create the destination with `pagesnap init --chunk-pages {from_pages}`")
         }
-        Error::DeltasUnsupported { .. } => {
-            " (`pagesnap verify --read-data` checks every chunk of it, and `pagesnap repair index` without --read-data rebuilds its index)".into()
-        }
         _ => return None,
     })
 }
@@ -112,13 +109,6 @@ mod tests {
         assert_eq!(
             render(&unusable),
             "maps/ab: names chunks through index/cd, but it is missing from the store; the snapshots using this map cannot be restored (see `pagesnap verify` and `pagesnap repair`)"
-        );
-        let deltas = Error::DeltasUnsupported {
-            operation: "checking chunk data while rebuilding the index",
-        };
-        assert_eq!(
-            render(&deltas),
-            "checking chunk data while rebuilding the index does not follow delta chains yet, and this store stores changed pages as deltas; its snapshots still back up and restore (`pagesnap verify --read-data` checks every chunk of it, and `pagesnap repair index` without --read-data rebuilds its index)"
         );
         let in_store = Error::InStore {
             store: "/from".into(),

@@ -1,8 +1,9 @@
 //! `init --deltas`: a store that stores changed pages as deltas against their
 //! previous version (docs/DELTAS.md). Snapshots restore byte for byte, before and
 //! after forget + prune, `verify --read-data` decodes every chain, `copy` stores
-//! whole chunks; `repair index --read-data`, which does not follow chains yet,
-//! refuses the store and changes nothing.
+//! whole chunks; `repair index --read-data` checks every chain, changes nothing
+//! in a sound store, and drops a damaged base with the deltas made against it,
+//! naming them.
 
 use crate::util::*;
 
@@ -63,16 +64,41 @@ fn a_store_with_deltas_restores_every_snapshot_before_and_after_prune() {
     ok(ps(&dst).arg("restore").arg("latest").arg("-o").arg(&out));
     assert_eq!(&hash_file(&out), &copies.last().unwrap().1);
 
-    // repair index works (nothing to do here); reading data while rebuilding
-    // checks chunks alone, so it is refused and the store left unchanged.
+    // repair index, reading data or not, finds nothing to do in a sound store.
     ok(fx.cmd().args(["repair", "index"]));
     let before = fx.state();
-    let err = fails(fx.cmd().args(["repair", "index", "--read-data"]));
-    assert_has(
-        &err,
-        &["checking chunk data while rebuilding the index does not follow delta chains yet"],
-    );
+    ok(fx.cmd().args(["repair", "index", "--read-data"]));
     fx.assert_unchanged(&before);
+
+    // A damaged first pack (the roots of the chains): its damaged chunks and
+    // every delta made against them are dropped, each delta naming its base;
+    // damage remains (exit 3) until a backup stores those pages again.
+    let mut packs: Vec<_> = files_under(&fx.store.join("packs"))
+        .into_iter()
+        .map(|p| (std::fs::metadata(&p).unwrap().modified().unwrap(), p))
+        .collect();
+    packs.sort();
+    let first = packs[0].1.clone();
+    let mut bytes = std::fs::read(&first).unwrap();
+    for at in (200..bytes.len() / 2).step_by(997) {
+        bytes[at] ^= 0x21;
+    }
+    std::fs::write(&first, bytes).unwrap();
+    let o = fx
+        .cmd()
+        .args(["repair", "index", "--read-data"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert_has(
+        &out,
+        &["its base chunk", "is missing or damaged", "damaged/packs/"],
+    );
+    ok(fx.cmd().arg("backup").arg(&db));
+    let out = fx.path("healed.db");
+    ok(fx.cmd().arg("restore").arg("latest").arg("-o").arg(&out));
+    assert_eq!(&hash_file(&out), &copies.last().unwrap().1);
 }
 
 #[test]

@@ -276,3 +276,66 @@ fn ok_json_code(cmd: &mut assert_cmd::Command, code: i32) -> Value {
     assert_eq!(got, code, "{out}{err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
+
+/// A store with deltas whose chains' roots (the first backup's pack) cannot be
+/// read: the deltas in the readable packs made against them are "could not
+/// check", never damage; repair forgets and moves nothing, restore says it
+/// could not read, and once the pack is readable everything restores.
+#[test]
+fn an_unreadable_base_is_not_damage_for_the_deltas_made_against_it() {
+    let fx = Fx::uninit();
+    ok(fx.cmd().args(["init", "--deltas"]));
+    let db = fx.path("app.db");
+    let conn = create_db(&db, Journal::Rollback, 1500, 41);
+    let mut snaps = Vec::new();
+    let mut refs = Vec::new();
+    let mut deltas = 0;
+    for round in 0..4 {
+        if round > 0 {
+            mutate(&conn, round);
+        }
+        let s = fx.backup(&db, &[]);
+        deltas += s["delta_chunks"].as_u64().unwrap();
+        snaps.push(s);
+        refs.push(reference_copy(&db, &fx.path(&format!("ref{round}.db"))));
+    }
+    assert!(deltas > 0, "later backups store deltas");
+    let pack = oldest_in(&fx.store, "packs");
+    let before = tree(&fx.store);
+    let u = Unreadable::make(&fx, &pack);
+
+    let (code, out, err) = run(u.cmd(&fx).args(["verify", "--read-data"]));
+    assert_eq!(code, 1, "{out}{err}");
+    // The deltas in readable packs: each says its base could not be read.
+    assert_has(
+        &out,
+        &["could not check", "its base chunk", "could not be read"],
+    );
+    assert!(!out.contains("damaged:"), "{out}");
+    let (code, out, err) =
+        run(u
+            .cmd(&fx)
+            .args(["repair", "snapshots", "--read-data", "--forget-broken"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert_has(&out, &["no broken snapshots"]);
+    let v = ok_json_code(
+        u.cmd(&fx)
+            .args(["--json", "repair", "index", "--read-data"]),
+        1,
+    );
+    assert_eq!(v["damaged_packs"], Value::Array(vec![]), "{v:#}");
+    let out_db = fx.path("work.db");
+    let (code, _, err) = run(u.cmd(&fx).args(["restore", "latest", "-o"]).arg(&out_db));
+    assert_eq!(code, 1, "{err}");
+    assert_has(&err, &["Permission denied"]);
+    assert!(!err.contains("damaged"), "{err}");
+
+    u.restore();
+    assert!(!fx.store.join("damaged").exists());
+    let now = tree(&fx.store);
+    for (path, hash) in &before {
+        assert_eq!(now.get(path), Some(hash), "{} changed", path.display());
+    }
+    ok(fx.cmd().args(["verify", "--read-data"]));
+    assert_all_restore(&fx, &snaps, &refs);
+}

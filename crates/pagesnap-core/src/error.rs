@@ -69,11 +69,6 @@ pub enum Error {
     /// source says which one and what is allowed.
     #[error("invalid store parameters: {0}")]
     BadStoreParameters(#[source] format::FormatError),
-    /// An operation that does not follow delta chains yet, on a store that
-    /// stores deltas: refused before it reads or writes anything, rather than
-    /// taking a delta for damage or deleting a base a delta needs (DELTAS.md).
-    #[error("{operation} does not follow delta chains yet, and this store stores changed pages as deltas; its snapshots still back up and restore")]
-    DeltasUnsupported { operation: &'static str },
     #[error("invalid retention policy: {0}")]
     BadPolicy(#[from] retention::PolicyError),
     #[error("snapshot id {prefix:?} is ambiguous: it matches {}", candidates.join(", "))]

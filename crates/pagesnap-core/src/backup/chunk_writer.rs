@@ -515,7 +515,7 @@ impl ChunkWriter {
                         )
                     })
                     .map_err(|source| {
-                        damaged("the pack being written".into(), source.to_string())
+                        source.or_damaged(|detail| damaged("the pack being written".into(), detail))
                     });
             }
             Some(e) => {
@@ -556,7 +556,7 @@ impl ChunkWriter {
                 base.as_deref().map(|b| b.as_slice()),
             )
         })
-        .map_err(|source| damaged(key, source.to_string()))
+        .map_err(|source| source.or_damaged(|detail| damaged(key, detail)))
     }
 
     /// The base bytes a stored chunk needs to be read back (a delta's; `None`

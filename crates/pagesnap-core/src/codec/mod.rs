@@ -66,6 +66,24 @@ pub(crate) enum ChunkError {
     /// A delta whose base chunk `base` is missing or unusable: the base is what
     /// is damaged (or lost), and every chunk made against it with it.
     Base { base: ChunkId, fault: BaseFault },
+    /// A link of a delta's chain could not be read (an I/O, permission or
+    /// network error): not damage, nothing is decided on its account.
+    Unreadable {
+        base: ChunkId,
+        source: crate::backend::BackendError,
+    },
+}
+
+impl ChunkError {
+    /// The store's error for it: an unreadable base is the read error it was
+    /// (not damage: exit 1, nothing quarantined); anything else is what
+    /// `damaged` makes of this error's text.
+    pub(crate) fn or_damaged(self, damaged: impl FnOnce(String) -> crate::Error) -> crate::Error {
+        match self {
+            ChunkError::Unreadable { source, .. } => crate::Error::Backend(source),
+            other => damaged(other.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Display for ChunkError {
@@ -79,6 +97,13 @@ impl std::fmt::Display for ChunkError {
                 base,
                 fault: BaseFault::Missing,
             } => write!(f, "its base chunk {} is missing or damaged", base.short()),
+            ChunkError::Unreadable { base, source } => {
+                write!(
+                    f,
+                    "its base chunk {} could not be read: {source}",
+                    base.short()
+                )
+            }
             ChunkError::Base {
                 base,
                 fault: BaseFault::Length { expected, found },

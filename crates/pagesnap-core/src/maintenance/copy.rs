@@ -474,7 +474,7 @@ impl Copier<'_> {
         };
         // Decoded and checked on every core, each with its own contexts.
         let level = self.to.config().zstd_level;
-        let checked: Vec<Result<Blob<'b>, String>> = run
+        let checked: Vec<Result<Blob<'b>, codec::ChunkError>> = run
             .items
             .par_iter()
             .zip(&blobs)
@@ -482,17 +482,14 @@ impl Copier<'_> {
                 let entry = loc.pack_entry(*id);
                 match (&self.bases, entry.codec) {
                     (Some(bases), Codec::ZstdDelta) => {
-                        let (raw, _) = bases
-                            .raw(id, &|c| locate_in(src_index, c))
-                            .map_err(|why| why.to_string())?;
+                        let (raw, _) = bases.raw(id, &|c| locate_in(src_index, c))?;
                         Ok(match zstd::bulk::compress(&raw, level) {
                             Ok(z) if z.len() < raw.len() => (Cow::Owned(z), Codec::Zstd),
                             _ => (Cow::Owned(raw.to_vec()), Codec::Raw),
                         })
                     }
                     _ => codec::decode_checked_on_thread(&entry, stored, dict)
-                        .map(|_| (Cow::Borrowed(*stored), entry.codec))
-                        .map_err(|why| why.to_string()),
+                        .map(|_| (Cow::Borrowed(*stored), entry.codec)),
                 }
             })
             .collect();
@@ -500,7 +497,11 @@ impl Copier<'_> {
         for (k, r) in checked.into_iter().enumerate() {
             match r {
                 Ok(blob) => out.push(blob),
-                Err(why) => return Err(damaged(run.items[k].0, why)),
+                // A base that could not be read is the read error it was.
+                Err(codec::ChunkError::Unreadable { source, .. }) => {
+                    return Err(Failure::Source(Error::Backend(source)))
+                }
+                Err(why) => return Err(damaged(run.items[k].0, why.to_string())),
             }
         }
         Ok(out)

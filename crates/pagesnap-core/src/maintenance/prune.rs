@@ -656,6 +656,10 @@ impl Store {
                         base @ ChunkError::Base { .. } => {
                             format!("{base}; prune stops before deleting anything")
                         }
+                        // Not damage: the read error, and nothing deleted.
+                        ChunkError::Unreadable { source, .. } => {
+                            return Err(Error::Backend(source))
+                        }
                     };
                     return Err(Error::ChunkDamaged {
                         snapshot: None,

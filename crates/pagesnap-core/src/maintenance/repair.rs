@@ -262,14 +262,10 @@ impl Store {
         lock_wait: Duration,
     ) -> Result<RepairIndexReport> {
         let dry_run = opts.dry_run;
-        // Reading data checks each chunk alone: a delta would look damaged.
-        // (Without it, the base tables of re-indexed deltas are rebuilt below.)
+        // A store with deltas: reading data checks each delta with its base,
+        // decoded through its chain; the base tables of re-indexed and copied
+        // deltas are rebuilt below.
         let deltas = self.config().deltas;
-        if deltas && opts.read_data {
-            return Err(Error::DeltasUnsupported {
-                operation: "checking chunk data while rebuilding the index",
-            });
-        }
         let _lock = self.lock(true, "repair index", lock_wait)?;
         let backend = self.backend();
         let mut report = RepairIndexReport {
@@ -329,10 +325,30 @@ impl Store {
             }
         }
 
+        // Deltas are checked with their bases, located where the index objects
+        // and, for chunks no index object locates, the packs' own trailers put
+        // them (a base in a pack whose index object is lost is not lost).
+        let bases = match deltas {
+            true => Some(Bases::new(backend.clone(), DEFAULT_CACHE_BYTES)?),
+            false => None,
+        };
+        if deltas && opts.read_data {
+            for (pack_id, &len) in &sizes {
+                let Ok((prefix, entries)) = read_trailer(self, &layout::pack(pack_id), len) else {
+                    continue; // check_pack reports it
+                };
+                let dict = prefix.and_then(|p| dicts.get(&p).copied());
+                for e in entries {
+                    placed.entry(e.id).or_insert((*pack_id, dict, e));
+                }
+            }
+        }
+        let chains = bases.as_ref().map(|b| (b, &placed));
+
         // With `read_data`: every pack read whole, every chunk checked.
         let mut rewrite: Vec<Rewrite> = Vec::new();
         if opts.read_data {
-            let checked = self.check_packs(&sizes, &listed, &dicts, &mut report);
+            let checked = self.check_packs(&sizes, &listed, &dicts, chains, &mut report);
             drop(listed);
             for (pack, check) in checked {
                 let key = layout::pack(&pack);
@@ -448,14 +464,12 @@ impl Store {
         // whose chain cannot be read is not indexed, and said so: like a chunk
         // of an unreadable pack, the next backup stores its page again.
         let mut rows: IdMap<(ChunkId, u8)> = IdMap::default();
-        if deltas
-            && body
-                .entries
+        if let Some(bases) = bases.as_ref().filter(|_| {
+            body.entries
                 .iter()
                 .any(|e| e.entry.codec == Codec::ZstdDelta)
-        {
+        }) {
             add_placed(&mut placed, &body, &sizes);
-            let bases = Bases::new(backend.clone(), DEFAULT_CACHE_BYTES)?;
             let locate = |c: &ChunkId| placed.get(c).copied();
             let mut unreadable = IdSet::default();
             for e in &body.entries {
@@ -508,14 +522,16 @@ impl Store {
         }
         // Damaged packs: a copy of each, whole, under damaged/, then their sound
         // chunks into new packs; the index object then locates those.
-        let copied = self.copy_sound_chunks(&rewrite)?;
+        let chains = bases.as_ref().map(|b| (b, &placed));
+        let (copied, copied_rows) = self.copy_sound_chunks(&rewrite, chains)?;
+        rows.extend(copied_rows);
         report.packs_written = copied.packs.len() as u64;
         let written: IdSet = copied.packs.iter().map(|p| p.id).collect();
         let mut index = IndexBody {
             packs: copied.packs,
             entries: copied.entries,
-            // A store with deltas is refused up front (`put_index` would refuse
-            // delta entries without their rows anyway).
+            // Filled below from `rows` (`put_index` refuses a delta entry
+            // without its row).
             deltas: Vec::new(),
         };
         let first = index.packs.len() as u32;
@@ -584,6 +600,7 @@ impl Store {
         sizes: &IdMap<u64>,
         listed: &IdMap<Listed>,
         dicts: &HashMap<[u8; 16], Id>,
+        chains: Option<Chains<'_>>,
         report: &mut RepairIndexReport,
     ) -> Vec<(Id, PackCheck)> {
         let mut packs: Vec<(Id, u64)> = sizes.iter().map(|(id, len)| (*id, *len)).collect();
@@ -593,7 +610,8 @@ impl Store {
             .par_iter()
             .map(|(id, len)| {
                 let (dict, entries) = listed.get(id).unwrap_or(&none);
-                let (check, chunks, bytes) = check_pack(self, id, *len, *dict, entries, dicts);
+                let (check, chunks, bytes) =
+                    check_pack(self, id, *len, *dict, entries, dicts, chains);
                 (*id, check, chunks, bytes)
             })
             .collect();
@@ -615,10 +633,14 @@ impl Store {
     /// chunks in the same order as a damaged pack's original is that original,
     /// byte for byte, under the same name (a pack damaged only in its trailer
     /// comes back whole), and replaces it.
+    ///
+    /// A delta is checked with its base (through its chain) and its base-table
+    /// row (base, depth) returned for the new index object.
     fn copy_sound_chunks(
         &self,
         rewrite: &[Rewrite],
-    ) -> Result<crate::store::pack_sink::SinkOutput> {
+        chains: Option<Chains<'_>>,
+    ) -> Result<(crate::store::pack_sink::SinkOutput, IdMap<(ChunkId, u8)>)> {
         let backend = self.backend();
         let same = |key: &str, bytes: &[u8], r: &Rewrite| -> Result<()> {
             if *blake3::hash(bytes).as_bytes() != r.digest {
@@ -645,6 +667,7 @@ impl Store {
         }
         let mut sink = PackSink::new(backend.clone(), self.config().pack_target_size as usize);
         let mut decoders = Decoder::new()?;
+        let mut rows = IdMap::default();
         for r in rewrite {
             let key = layout::pack(&r.pack);
             // From the copy: the name may hold a rewritten pack by now.
@@ -654,19 +677,36 @@ impl Store {
                 decoders.ensure_dict(backend.as_ref(), d)?;
             }
             for e in &r.copy {
-                let sound = blob(&bytes, e)
-                    .ok()
-                    .filter(|stored| decoders.decode_checked(e, stored, r.dict.as_ref()).is_ok());
-                let Some(stored) = sound else {
-                    return Err(Error::Internal(format!(
+                let changed = || {
+                    Error::Internal(format!(
                         "chunk {} of {key} checked sound, then not; nothing was deleted",
                         e.id.to_hex()
-                    )));
+                    ))
                 };
+                let stored = blob(&bytes, e).map_err(|_| changed())?;
+                let row = match (chains, e.codec) {
+                    (Some(c), Codec::ZstdDelta) => {
+                        let (base, raw, depth) = base_of_delta(c, e, stored)
+                            .map_err(|err| err.or_damaged(|_| changed()))?;
+                        decoders
+                            .decode_checked_with_base(e, stored, r.dict.as_ref(), Some(&raw))
+                            .map_err(|_| changed())?;
+                        Some((base, depth + 1))
+                    }
+                    _ => {
+                        decoders
+                            .decode_checked(e, stored, r.dict.as_ref())
+                            .map_err(|_| changed())?;
+                        None
+                    }
+                };
+                if let Some(row) = row {
+                    rows.insert(e.id, row);
+                }
                 sink.push(r.dict, e.id, stored, e.raw_len, e.codec)?;
             }
         }
-        sink.finish()
+        Ok((sink.finish()?, rows))
     }
 
     /// Index object `id` (at `key`), read, checked against its name and decoded.
@@ -740,6 +780,7 @@ fn check_pack(
     dict: Option<Id>,
     listed: &[PackEntry],
     dicts: &HashMap<[u8; 16], Id>,
+    chains: Option<Chains<'_>>,
 ) -> (PackCheck, u64, u64) {
     let key = layout::pack(id);
     let bytes = match store.backend().get(&key) {
@@ -826,15 +867,37 @@ fn check_pack(
         };
         // Checked against the blob's first id; on a mismatch, the id it decoded
         // to may be another of its entries'.
+        // A delta is decoded with its base, through its chain: a delta whose
+        // base is damaged or lost is as lost as a damaged chunk (named with its
+        // base), and a base that could not be read leaves the pack unchecked.
+        let mut unreadable = None;
         let decoded = blob(&bytes, &probe).and_then(|stored| {
-            match decoders.decode_checked(&probe, stored, dict.as_ref()) {
+            let base = match (chains, codec) {
+                (Some(c), Codec::ZstdDelta) => base_of_delta(c, &probe, stored).map(|b| Some(b.1)),
+                _ => Ok(None),
+            };
+            let checked = base.and_then(|base| {
+                decoders.decode_checked_with_base(
+                    &probe,
+                    stored,
+                    dict.as_ref(),
+                    base.as_deref().map(|b| b.as_slice()),
+                )
+            });
+            match checked {
                 Ok(_) => Ok(probe.id),
                 Err(ChunkError::Mismatch { actual }) => Ok(actual),
                 Err(ChunkError::Decode(e)) => Err(format!("cannot be decoded: {e}")),
-                // A delta, before repair follows chains (#27).
                 Err(e @ ChunkError::Base { .. }) => Err(format!("cannot be decoded: {e}")),
+                Err(e @ ChunkError::Unreadable { .. }) => {
+                    unreadable = Some(format!("chunk {}: {e}", probe.id.to_hex()));
+                    Err(String::new())
+                }
             }
         });
+        if let Some(why) = unreadable {
+            return (PackCheck::Unchecked(why), checked, read);
+        }
         match decoded {
             Ok(actual) => {
                 if ids.contains(&actual) {
@@ -867,6 +930,33 @@ fn check_pack(
         digest: *blake3::hash(&bytes).as_bytes(),
     };
     (check, checked, read)
+}
+
+/// A reader of bases and where every chunk is (the index objects' locations,
+/// then the packs' own trailers'): how repair follows a delta's chain.
+type Chains<'a> = (&'a Bases, &'a IdMap<Placed>);
+
+/// The base delta `e` (stored as `stored`) names, its raw bytes decoded
+/// (checked) through its chain, and its depth.
+fn base_of_delta(
+    (bases, placed): Chains<'_>,
+    e: &PackEntry,
+    stored: &[u8],
+) -> std::result::Result<(ChunkId, std::sync::Arc<Vec<u8>>, u8), ChunkError> {
+    let h = codec::base_of(e, stored)?.ok_or_else(|| {
+        ChunkError::Decode(crate::format::FormatError::Invalid(
+            "a delta entry whose blob is not a delta".into(),
+        ))
+    })?;
+    let locate = |c: &ChunkId| placed.get(c).copied();
+    match bases.raw(&h.base, &locate) {
+        Ok((raw, depth)) => Ok((h.base, raw, depth)),
+        Err(e @ ChunkError::Unreadable { .. }) => Err(e),
+        Err(_) => Err(ChunkError::Base {
+            base: h.base,
+            fault: codec::BaseFault::Missing,
+        }),
+    }
 }
 
 /// The stored bytes of entry `e` in a pack held whole.

@@ -293,7 +293,7 @@ impl<'s> SnapshotReader<'s> {
                 let base = match (&self.bases, &self.resolved) {
                     (Some(b), Resolved::Whole(w)) => b
                         .base_for(&entry, stored, &|c| locate_in(&w.index, c))
-                        .map_err(|e| damaged(e.to_string()))?,
+                        .map_err(|e| e.or_damaged(damaged))?,
                     _ => None,
                 };
                 decoder
@@ -304,7 +304,7 @@ impl<'s> SnapshotReader<'s> {
                         base.as_deref().map(|b| b.as_slice()),
                         &mut out[at..at + slot_len],
                     )
-                    .map_err(|e| damaged(e.to_string()))?;
+                    .map_err(|e| e.or_damaged(damaged))?;
             }
         }
         Ok(out)

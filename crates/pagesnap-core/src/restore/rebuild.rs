@@ -797,7 +797,7 @@ fn build_window(
         let base = match (chains, entry.codec) {
             (Some(c), Codec::ZstdDelta) => c
                 .base_for(&entry, stored)
-                .map_err(|e| damaged(e.to_string()))?,
+                .map_err(|e| e.or_damaged(damaged))?,
             _ => None,
         };
         let base = base.as_deref().map(|b| b.as_slice());
@@ -807,7 +807,7 @@ fn build_window(
                 true => d.decode_into_checked_with_base(&entry, stored, dict.as_ref(), base, slot),
                 false => d.decode_into_with_base(&entry, stored, dict.as_ref(), base, slot),
             }
-            .map_err(|e| damaged(e.to_string()))
+            .map_err(|e| e.or_damaged(damaged))
         })
     };
     // Salvaging: a chunk found damaged is written as zeros and recorded.

@@ -139,11 +139,15 @@ impl Bases {
                 return Err(missing);
             };
             let start = entry.offset as u64;
-            let Ok(stored) = self
+            let stored = match self
                 .backend
                 .get_range(&layout::pack(&pack), start..start + entry.stored_len as u64)
-            else {
-                return Err(missing);
+            {
+                Ok(stored) => stored,
+                // Gone or shorter than its entry says: damage (the link is lost).
+                Err(e) if e.is_damage() => return Err(missing),
+                // Could not be read: not damage, said as it is.
+                Err(source) => return Err(ChunkError::Unreadable { base: cur, source }),
             };
             let entry = PackEntry { id: cur, ..entry };
             let next = base_of(&entry, &stored)?.map(|h| h.base);
@@ -160,9 +164,17 @@ impl Bases {
             let raw = self.with_decoder(&entry.id, |d| {
                 if let Some(dict) = &dict {
                     d.ensure_dict(self.backend.as_ref(), dict)
-                        .map_err(|_| ChunkError::Base {
-                            base: entry.id,
-                            fault: BaseFault::Missing,
+                        .map_err(|e| match e {
+                            crate::Error::Backend(source) if !source.is_damage() => {
+                                ChunkError::Unreadable {
+                                    base: entry.id,
+                                    source,
+                                }
+                            }
+                            _ => ChunkError::Base {
+                                base: entry.id,
+                                fault: BaseFault::Missing,
+                            },
                         })?;
                 }
                 d.decode_checked_with_base(&entry, &stored, dict.as_ref(), base)
@@ -202,9 +214,13 @@ impl Bases {
         };
         self.raw(&h.base, locate)
             .map(|(b, _)| Some(b))
-            .map_err(|_| ChunkError::Base {
-                base: h.base,
-                fault: BaseFault::Missing,
+            .map_err(|e| match e {
+                // A link that could not be read stays a read error.
+                e @ ChunkError::Unreadable { .. } => e,
+                _ => ChunkError::Base {
+                    base: h.base,
+                    fault: BaseFault::Missing,
+                },
             })
     }
 }

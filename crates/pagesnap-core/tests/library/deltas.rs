@@ -10,7 +10,7 @@ use crate::common::*;
 use pagesnap_core::format::index::{IndexBody, MAX_DELTA_DEPTH};
 use pagesnap_core::format::pack::Codec;
 use pagesnap_core::{
-    BackupReport, CopyOptions, DataSubset, Error, InitOptions, PruneOptions, Store, VerifyOptions,
+    BackupReport, CopyOptions, DataSubset, InitOptions, PruneOptions, Store, VerifyOptions,
 };
 use proptest::prelude::*;
 use rusqlite::{params, Connection};
@@ -184,7 +184,7 @@ fn walk(p: &Path) -> Vec<std::path::PathBuf> {
 /// quarantined and its chunks re-indexed from the packs, each delta with its
 /// base-table row rebuilt (base from the blob, depth from its chain); the other
 /// snapshots restore, and later backups make deltas against the re-indexed
-/// chunks. Reading data while rebuilding is refused (it checks chunks alone).
+/// chunks.
 #[test]
 fn repair_index_rebuilds_the_base_tables_of_deltas() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,19 +201,6 @@ fn repair_index_rebuilds_the_base_tables_of_deltas() {
         // Index objects of one backup apart in time (found newest below).
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let before = walk(&dir.path().join("with")).len();
-    match with.repair_index_with(
-        &pagesnap_core::repair::RepairIndexOptions {
-            dry_run: false,
-            read_data: true,
-        },
-        std::time::Duration::ZERO,
-    ) {
-        Err(Error::DeltasUnsupported { operation }) => assert!(operation.contains("chunk data")),
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(walk(&dir.path().join("with")).len(), before);
-
     // Damage the newest index object (the last backup's, with its deltas).
     let newest = walk(&dir.path().join("with/index"))
         .into_iter()
@@ -278,6 +265,121 @@ fn repair_index_rebuilds_the_base_tables_of_deltas() {
         broken
             .iter()
             .all(|s| *s == taken.last().unwrap().0.snapshot),
+        "{:#?}",
+        report.problems
+    );
+}
+
+/// `repair index --read-data` on a store with deltas: a damaged delta that is
+/// the base of later deltas is found, and so are its dependants (each named
+/// with its base): every pack holding one is kept whole under `damaged/` and
+/// rewritten with its sound chunks (deltas with their base-table rows). The
+/// lost chunks are then located nowhere, so the next backup stores the pages
+/// again and the newest snapshot before the repair restores byte for byte.
+#[test]
+fn repair_index_reading_data_drops_a_damaged_base_and_its_dependants() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let conn = accounts(&db, 3000);
+    let path = dir.path().join("with");
+    let with = store(dir.path(), "with", true);
+    let mut rng = Rng(8);
+    let mut taken = Vec::new();
+    for step in 0..6 {
+        if step > 0 {
+            update_some(&conn, &mut rng, 3000, 20);
+        }
+        taken.push((backup(&with, &db), reference_hash(&db, dir.path())));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The index objects in the order the backups wrote them.
+    let mut objects = walk(&path.join("index"));
+    objects.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    let bodies: Vec<IndexBody> = objects
+        .iter()
+        .map(|p| IndexBody::decode(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    // A delta of the second backup that the third one's deltas are made against.
+    let later_bases: std::collections::HashSet<_> =
+        bodies[2].deltas.iter().map(|d| d.base).collect();
+    let victim = bodies[1]
+        .entries
+        .iter()
+        .find(|e| e.entry.codec == Codec::ZstdDelta && later_bases.contains(&e.entry.id))
+        .expect("a delta that is a base");
+    let pack = bodies[1].packs[victim.pack as usize].id;
+    let pack_path = path.join(pagesnap_core::layout::pack(&pack));
+    let mut bytes = std::fs::read(&pack_path).unwrap();
+    let last = (victim.entry.offset + victim.entry.stored_len - 2) as usize;
+    bytes[last] ^= 0x5a;
+    std::fs::write(&pack_path, bytes).unwrap();
+
+    let report = with
+        .repair_index_with(
+            &pagesnap_core::repair::RepairIndexOptions {
+                dry_run: false,
+                read_data: true,
+            },
+            std::time::Duration::ZERO,
+        )
+        .unwrap();
+    assert!(
+        report.read_errors.is_empty() && report.unchecked_packs.is_empty(),
+        "{report:#?}"
+    );
+    let dropped: Vec<_> = report
+        .damaged_packs
+        .iter()
+        .flat_map(|p| &p.dropped)
+        .collect();
+    assert!(
+        dropped.iter().any(|d| d.chunk == victim.entry.id),
+        "{report:#?}"
+    );
+    // Its dependants are dropped too, each naming the damaged base.
+    let short = victim.entry.id.short();
+    let dependants: Vec<_> = dropped
+        .iter()
+        .filter(|d| d.problem.contains(&format!("base chunk {short}")))
+        .collect();
+    assert!(!dependants.is_empty(), "{report:#?}");
+    assert!(
+        report.damaged_packs.len() >= 2,
+        "the dependants' packs too: {report:#?}"
+    );
+    for p in &report.damaged_packs {
+        assert!(
+            path.join(&p.moved_to).is_file(),
+            "{} kept whole",
+            p.moved_to
+        );
+        assert!(!path.join(&p.key).exists() || p.whole_again);
+    }
+    // Every delta the new index object locates has its row, within bounds.
+    let (_, deepest) = delta_census(&path);
+    assert!(deepest <= MAX_DELTA_DEPTH);
+
+    // The next backup stores the lost pages again: the newest snapshot before
+    // the repair (same database) restores, and so does the new one.
+    let with = Store::open(&path).unwrap();
+    let again = backup(&with, &db);
+    let (last_report, last_ref) = taken.last().unwrap();
+    for (r, reference) in [(last_report, last_ref), (&again, last_ref)] {
+        let snap = snapshot_of(&with, r);
+        restore_and_check(&with, &snap, reference, dir.path());
+    }
+    // What stays broken is only what the database no longer holds, and
+    // verify reading data names it as damage, nothing unreadable.
+    let report = with
+        .verify(&VerifyOptions {
+            read_data: Some(DataSubset::All),
+            ..VerifyOptions::default()
+        })
+        .unwrap();
+    assert!(!report.broken.contains(&last_report.snapshot));
+    assert!(!report.broken.contains(&again.snapshot));
+    assert!(
+        report.unreadable().next().is_none(),
         "{:#?}",
         report.problems
     );

@@ -27,7 +27,8 @@ struct PackResult {
     unread: bool,
     /// Its dictionary could not be loaded: its chunks were not decoded.
     dict_problem: Option<Error>,
-    bad_chunks: Vec<(ChunkId, String)>,
+    /// Its chunks found damaged, or (`Unreadable`) whose base could not be read.
+    bad_chunks: Vec<(ChunkId, ProblemKind, String)>,
     cvs: Vec<((ChunkId, u64), ChainingValue)>,
     digests: Vec<(ChunkId, Digest)>,
     chunks_read: u64,
@@ -121,10 +122,10 @@ impl Verifier<'_> {
                     out.bad_chunks.insert(*chunk, i);
                 }
             }
-            for (chunk, why) in r.bad_chunks {
-                let i = self
-                    .problems
-                    .add(format!("{key} chunk {}", chunk.to_hex()), why);
+            for (chunk, kind, why) in r.bad_chunks {
+                let i =
+                    self.problems
+                        .add_kind(format!("{key} chunk {}", chunk.to_hex()), kind, why);
                 out.bad_chunks.insert(chunk, i);
             }
             out.cvs.extend(r.cvs);
@@ -338,8 +339,11 @@ fn read_pack(
             .checked_add(loc.entry.stored_len as usize)
             .and_then(|end| bytes.get(start..end))
         else {
-            r.bad_chunks
-                .push((*id, "its location lies outside the pack".into()));
+            r.bad_chunks.push((
+                *id,
+                ProblemKind::Damage,
+                "its location lies outside the pack".into(),
+            ));
             continue;
         };
         let entry = loc.pack_entry(*id);
@@ -360,17 +364,25 @@ fn read_pack(
         let raw = match decoded {
             Ok(raw) => raw,
             Err(ChunkError::Decode(e)) => {
-                r.bad_chunks.push((*id, format!("cannot be decoded: {e}")));
+                let why = format!("cannot be decoded: {e}");
+                r.bad_chunks.push((*id, ProblemKind::Damage, why));
                 continue;
             }
             Err(ChunkError::Mismatch { .. }) => {
-                r.bad_chunks
-                    .push((*id, "content does not match its id (damaged)".into()));
+                let why = "content does not match its id (damaged)".to_string();
+                r.bad_chunks.push((*id, ProblemKind::Damage, why));
                 continue;
             }
             // A delta whose base cannot be had: the base is what is damaged.
             Err(e @ ChunkError::Base { .. }) => {
-                r.bad_chunks.push((*id, format!("cannot be decoded: {e}")));
+                let why = format!("cannot be decoded: {e}");
+                r.bad_chunks.push((*id, ProblemKind::Damage, why));
+                continue;
+            }
+            // A link of its chain could not be read: not checked, not damage.
+            Err(e @ ChunkError::Unreadable { .. }) => {
+                let why = format!("not checked: {e}");
+                r.bad_chunks.push((*id, ProblemKind::Unreadable, why));
                 continue;
             }
         };
