@@ -655,7 +655,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE", requires = "db")]
     pub sql: Option<std::path::PathBuf>,
     /// Store configurations, comma-separated: CHUNK_PAGES[:ZSTD_LEVEL][:nodict]
-    /// [default: 1,4,1:3:nodict; 1,2,4,16,1:1,1:9,1:3:nodict with --full].
+    /// [default: 1,4,1:3:nodict,1:deltas; 1,2,4,16,1:1,1:9,1:3:nodict,1:deltas with --full].
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub configs: Option<Vec<String>>,
     /// Time of the first snapshot (RFC 3339 or "YYYY-MM-DD HH:MM:SS", UTC).

@@ -21,8 +21,8 @@ const MIN_SIZE: u64 = 256 << 10;
 /// Defaults (size, steps, configurations): quick ones that finish in about a
 /// minute on 2 cores, and `--full`'s, the day of docs/BENCHMARKS.md (15 to 20
 /// minutes there). The help texts in cli.rs name the same values.
-const QUICK: (&str, u32, &str) = ("32MiB", 36, "1,4,1:3:nodict");
-const FULL: (&str, u32, &str) = ("256MiB", 144, "1,2,4,16,1:1,1:9,1:3:nodict");
+const QUICK: (&str, u32, &str) = ("32MiB", 36, "1,4,1:3:nodict,1:deltas");
+const FULL: (&str, u32, &str) = ("256MiB", 144, "1,2,4,16,1:1,1:9,1:3:nodict,1:deltas");
 
 pub fn run(g: &Global, a: &BenchArgs) -> Result<ExitCode> {
     let defaults = if a.full { FULL } else { QUICK };

@@ -7,10 +7,10 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 /// The quick defaults' configurations.
-const DEFAULT_CONFIGS: [&str; 3] = ["c1-z3", "c4-z3", "c1-z3-nodict"];
+const DEFAULT_CONFIGS: [&str; 4] = ["c1-z3", "c4-z3", "c1-z3-nodict", "c1-z3-deltas"];
 
 /// `--full`'s: docs/BENCHMARKS.md.
-const FULL_CONFIGS: [&str; 7] = [
+const FULL_CONFIGS: [&str; 8] = [
     "c1-z3",
     "c2-z3",
     "c4-z3",
@@ -18,6 +18,7 @@ const FULL_CONFIGS: [&str; 7] = [
     "c1-z1",
     "c1-z9",
     "c1-z3-nodict",
+    "c1-z3-deltas",
 ];
 
 /// `pagesnap bench ARGS`, with its temporary directory inside `tmp` so a test can
@@ -85,11 +86,19 @@ fn check_report(v: &Value, steps: usize) -> Vec<String> {
             "ratio_to_full",
             "ratio_to_ideal",
             "bytes_per_snapshot",
+            "ratio_to_ideal_per_snapshot",
             "median_backup_secs",
         ] {
             let x = num(&c[k]);
             assert!(x.is_finite() && x > 0.0, "{k} = {x} in {c}");
         }
+        // Per snapshot after the first, against the ideal bound's.
+        let per =
+            num(&c["bytes_per_snapshot"]) / num(&v["baselines"]["ideal"]["bytes_per_snapshot"]);
+        assert!(
+            (num(&c["ratio_to_ideal_per_snapshot"]) - per).abs() < 1e-9,
+            "{c}"
+        );
         let key = c["name"].as_str().unwrap();
         assert_eq!(c["dictionary"], !key.ends_with("-nodict"), "{c}");
         let parts = &c["stored"];
@@ -162,7 +171,7 @@ fn builtin(workload: &str) {
     assert!((4.0 * 1048576.0..5.0 * 1048576.0).contains(&size), "{size}");
     assert_eq!(v["workload"]["page_size"], 4096);
     assert_eq!(check_report(&v, 6), DEFAULT_CONFIGS);
-    assert_eq!(v["verified_snapshots"], 3 * 7);
+    assert_eq!(v["verified_snapshots"], 4 * 7);
     assert_empty_dir(tmp.path());
 }
 
@@ -289,6 +298,7 @@ fn table_plot_and_keep() {
             "workload oltp",
             "pages changed per step",
             "× ideal",
+            "× ideal/snap",
             "chunk 1 zstd 3",
             "chunk 4 zstd 6",
             "full copies",

@@ -175,10 +175,14 @@ pub fn table(r: &Results) -> String {
         "× full",
         "× ideal",
         "bytes/snapshot",
+        "× ideal/snap",
         "metadata/snapshot",
         "median backup",
     ];
-    let mut rows: Vec<[String; 7]> = Vec::new();
+    // Per snapshot after the first: what a store adds every 10 minutes, against
+    // the ideal bound's; deltas (`1:deltas`) are meant to go far below 1.
+    let ideal_snap = r.ideal_per_snapshot();
+    let mut rows: Vec<[String; 8]> = Vec::new();
     for c in &r.configs {
         let stored = c.stored.total();
         rows.push([
@@ -187,6 +191,7 @@ pub fn table(r: &Results) -> String {
             format!("{:.4}", ratio(stored, full)),
             format!("{:.3}", ratio(stored, ideal)),
             format::bytes(c.bytes_per_snapshot() as u64),
+            format!("{:.3}", c.bytes_per_snapshot() / ideal_snap),
             format::bytes(c.metadata_per_snapshot() as u64),
             format!("{:.0} ms", c.median_backup().as_secs_f64() * 1000.0),
         ]);
@@ -358,6 +363,7 @@ pub fn json(r: &Results) -> Value {
                 "ratio_to_full": ratio(st.total(), full),
                 "ratio_to_ideal": ratio(st.total(), ideal),
                 "bytes_per_snapshot": c.bytes_per_snapshot(),
+                "ratio_to_ideal_per_snapshot": c.bytes_per_snapshot() / r.ideal_per_snapshot(),
                 "metadata_per_snapshot": c.metadata_per_snapshot(),
                 "median_backup_secs": c.median_backup().as_secs_f64(),
                 "new_bases": c.records.iter().filter(|x| x.new_base).count(),

@@ -62,12 +62,12 @@ pub fn parse_configs(items: &[String]) -> Result<Vec<Config>> {
             [p, l] => (p, l),
             _ => {
                 return Err(bad(
-                    "use CHUNK_PAGES[:ZSTD_LEVEL][:nodict], such as 4, 1:9 or 1:3:nodict",
+                    "use CHUNK_PAGES[:ZSTD_LEVEL][:nodict][:deltas], such as 4, 1:9, 1:3:nodict or 1:deltas",
                 ))
             }
         };
         let chunk_pages: u32 = pages.parse().map_err(|_| {
-            bad("use CHUNK_PAGES[:ZSTD_LEVEL][:nodict], such as 4, 1:9 or 1:3:nodict")
+            bad("use CHUNK_PAGES[:ZSTD_LEVEL][:nodict][:deltas], such as 4, 1:9, 1:3:nodict or 1:deltas")
         })?;
         if !chunk_pages.is_power_of_two() || chunk_pages > 256 {
             return Err(bad("chunk pages must be a power of two from 1 to 256"));
