@@ -24,7 +24,7 @@ use super::retention::Policy;
 use crate::backend::{BackendError, PutMode};
 use crate::codec::{ChunkError, Decoder};
 use crate::format::envelope::{self, Kind};
-use crate::format::index::{DeltaBase, IndexBody, IndexEntry, PackRef};
+use crate::format::index::{DeltaBase, IndexBody, IndexEntry, PackRef, MAX_DELTA_DEPTH};
 use crate::format::pack::{Codec, FOOTER_LEN, HEADER_LEN};
 use crate::format::pagemap::PageMap;
 use crate::index::cache::Placed;
@@ -291,19 +291,38 @@ impl Store {
         Ok(())
     }
 
-    /// Bytes of stored chunks that only this snapshot references: about what
-    /// forgetting it (and pruning) would free.
+    /// Bytes of stored chunks that only this snapshot needs: about what
+    /// forgetting it (and pruning) would free. In a store with deltas a
+    /// snapshot needs the bases of its deltas too (down their chains), so a
+    /// base another snapshot's delta is made against is not counted as free.
     pub fn exclusive_bytes(&self) -> Result<HashMap<SnapshotId, u64>> {
         let cat = self.catalog()?;
+        let mut base_of: HashMap<ChunkId, ChunkId> = HashMap::new();
+        for (_, body) in &cat.index {
+            for d in &body.deltas {
+                if let Some(e) = body.entries.get(d.ordinal as usize) {
+                    base_of.entry(e.entry.id).or_insert(d.base);
+                }
+            }
+        }
         let mut resolver = Resolver::new(&cat.maps, &cat.lists);
         let mut users: HashMap<ChunkId, (u32, SnapshotId)> = HashMap::new();
         for s in &cat.snapshots {
             let mut seen = HashSet::new();
             for c in resolver.resolve(&s.manifest.map)? {
-                if let ChunkRef::Stored(id) = c {
-                    if seen.insert(id) {
-                        let e = users.entry(id).or_insert((0, s.id));
-                        e.0 += 1;
+                let ChunkRef::Stored(mut id) = c else {
+                    continue;
+                };
+                // The chunk, then its chain's bases (bounded: a damaged base
+                // table cannot make this loop forever).
+                for _ in 0..=MAX_DELTA_DEPTH {
+                    if !seen.insert(id) {
+                        break;
+                    }
+                    users.entry(id).or_insert((0, s.id)).0 += 1;
+                    match base_of.get(&id) {
+                        Some(b) => id = *b,
+                        None => break,
                     }
                 }
             }

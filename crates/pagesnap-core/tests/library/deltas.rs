@@ -574,6 +574,31 @@ fn forget_and_prune_keep_the_bases_remaining_snapshots_need() {
     }
 }
 
+/// What forgetting a snapshot would free (`forget --dry-run`) counts the bases
+/// other snapshots' deltas need as needed, not as free: after one step whose
+/// changed pages all became deltas against the first snapshot's chunks,
+/// forgetting the first frees nothing (without deltas, its old pages).
+#[test]
+fn exclusive_bytes_count_bases_as_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let conn = accounts(&db, 3000);
+    let with = store(dir.path(), "with", true);
+    let without = store(dir.path(), "without", false);
+    let first = (backup(&with, &db), backup(&without, &db));
+    let mut rng = Rng(4);
+    update_some(&conn, &mut rng, 3000, 20);
+    let second = backup(&with, &db);
+    backup(&without, &db);
+    assert_eq!(
+        second.stats.delta_chunks, second.stats.new_chunks,
+        "{:?}",
+        second.stats
+    );
+    assert_eq!(with.exclusive_bytes().unwrap()[&first.0.snapshot], 0);
+    assert!(without.exclusive_bytes().unwrap()[&first.1.snapshot] > 0);
+}
+
 /// A store made without deltas keeps its version-1 config; one made with them
 /// reopens with the flag.
 #[test]
