@@ -2,7 +2,10 @@
 //!
 //! ```sh
 //! cargo run -p pagesnap-core --example make_fixture -- tests/fixtures/v1
+//! cargo run -p pagesnap-core --example make_fixture -- tests/fixtures/v2 --deltas
 //! ```
+//! With `--deltas` the store is made with deltas (format version 2) and three
+//! more backups change the same rows again, so that chains of deltas are stored.
 //! Run once per released format version; a committed fixture is never rewritten.
 //! Prints the lines of `expected.txt`.
 
@@ -11,13 +14,20 @@ use rusqlite::Connection;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = PathBuf::from(std::env::args().nth(1).ok_or("usage: make_fixture DIR")?);
+    let usage = "usage: make_fixture DIR [--deltas]";
+    let dir = PathBuf::from(std::env::args().nth(1).ok_or(usage)?);
+    let deltas = match std::env::args().nth(2).as_deref() {
+        None => false,
+        Some("--deltas") => true,
+        Some(_) => return Err(usage.into()),
+    };
     let work = tempfile::tempdir()?;
     let db = work.path().join("notes.db");
     let store = Store::init(
         dir.join("store"),
         &InitOptions {
             pack_target_size: 1 << 20,
+            deltas,
             ..InitOptions::default()
         },
     )?;
@@ -40,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             [format!("note {i} {}", body.join(" "))],
         )?;
     }
-    let steps = [
+    let mut steps = vec![
         ("2026-01-01T00:00:00Z", ""),
         (
             "2026-01-01T00:10:00Z",
@@ -48,6 +58,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         ("2026-01-01T00:20:00Z", "UPDATE notes SET body = 'third' WHERE id = 3;"),
     ];
+    if deltas {
+        steps.extend([
+            (
+                "2026-01-01T00:30:00Z",
+                "UPDATE notes SET body = body || ' again' WHERE id % 17 = 0;",
+            ),
+            (
+                "2026-01-01T00:40:00Z",
+                "UPDATE notes SET body = 'fifth' WHERE id % 50 = 3;",
+            ),
+            (
+                "2026-01-01T00:50:00Z",
+                "UPDATE notes SET body = body || ' sixth' WHERE id % 17 = 0;",
+            ),
+        ]);
+    }
     println!("# snapshot id                                                    time                  blake3 of the restored image");
     for (time, sql) in steps {
         conn.execute_batch(sql)?;
