@@ -147,6 +147,14 @@ object and the snapshots it affects), 1 the check could not run.")]
     /// Repair a damaged store: rebuild the index from the packs, forget broken snapshots.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Upgrade a store: turn on deltas (changed pages stored against their previous version).
+    #[command(after_help = "Examples:
+  pagesnap upgrade --deltas    # from the next backup on; chunks already stored stay as they are
+
+The store's config is rewritten (format version 2) under the exclusive lock: pagesnap builds
+without deltas no longer open the store afterwards, so upgrade every machine that uses it
+(a watcher, a restore host) first. Running it again changes nothing.")]
+    Upgrade(UpgradeArgs),
     /// Remove stale locks (left by killed processes).
     #[command(after_help = "Examples:
   pagesnap unlock          # stale locks only
@@ -504,6 +512,16 @@ pub struct GcArgs {
     /// Rewrite packs in which more than this share of bytes is unused.
     #[arg(long, default_value = "10%", value_name = "PERCENT")]
     pub max_unused: String,
+}
+
+#[derive(Args, Debug)]
+pub struct UpgradeArgs {
+    /// Store changed pages as deltas against their previous version from the next backup on.
+    #[arg(long, required = true)]
+    pub deltas: bool,
+    /// How long to wait for other commands to release the store.
+    #[arg(long, default_value = "10min", value_name = "DURATION")]
+    pub lock_wait: String,
 }
 
 #[derive(Args, Debug)]

@@ -17,6 +17,7 @@ mod snapshots;
 mod stats;
 mod tag;
 mod unlock;
+mod upgrade;
 mod verify;
 mod watch;
 
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => verify::run(&cli.global, a),
         Command::Repair(c) => repair::run(&cli.global, c),
         Command::Unlock(a) => unlock::run(&cli.global, a),
+        Command::Upgrade(a) => upgrade::run(&cli.global, a),
         Command::Watch(a) => watch::run(&cli.global, a),
         Command::Status(a) => watch::status::run(&cli.global, a),
         Command::Tag(a) => tag::run(&cli.global, a),

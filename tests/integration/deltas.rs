@@ -110,3 +110,42 @@ fn init_without_deltas_makes_a_version_1_store() {
     let config = std::fs::read(fx.store.join("config")).unwrap();
     assert_eq!(u16::from_le_bytes([config[8], config[9]]), 1);
 }
+
+/// `upgrade --deltas` turns deltas on in a store made without them: the next
+/// backups store deltas, every snapshot from before and after restores, and
+/// running it again changes nothing. Without `--deltas` it is a usage error.
+#[test]
+fn upgrade_turns_deltas_on_in_an_existing_store() {
+    let fx = Fx::new();
+    let db = fx.path("app.db");
+    let conn = create_db(&db, Journal::Wal, 3000, 9);
+    let mut copies = Vec::new();
+    let first = fx.backup(&db, &[]);
+    copies.push((
+        first["id"].as_str().unwrap().to_string(),
+        reference_copy(&db, &fx.path("ref0.db")),
+    ));
+    let err = fails(fx.cmd().arg("upgrade"));
+    assert_has(&err, &["--deltas"]);
+    let v = ok_json(fx.cmd().args(["--json", "upgrade", "--deltas"]));
+    assert_eq!(
+        v,
+        serde_json::json!({"deltas": true, "changed": true, "format_version": 2})
+    );
+    let text = String::from_utf8(ok(fx.cmd().args(["upgrade", "--deltas"]))).unwrap();
+    assert_has(&text, &["already on", "nothing changed"]);
+    for round in 1..3u64 {
+        mutate(&conn, round);
+        let b = fx.backup(&db, &[]);
+        assert!(b["delta_chunks"].as_u64().unwrap() > 0, "{b}");
+        let reference = reference_copy(&db, &fx.path(&format!("ref{round}.db")));
+        copies.push((b["id"].as_str().unwrap().to_string(), reference));
+    }
+    for (id, reference) in &copies {
+        let out = fx.path(&format!("restored-{id}.db"));
+        fx.restore(&[id.as_str()], &out);
+        assert_eq!(&hash_file(&out), reference);
+        assert_eq!(integrity(&out), "ok");
+    }
+    ok(fx.cmd().args(["verify", "--read-data"]));
+}

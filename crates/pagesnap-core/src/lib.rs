@@ -69,7 +69,9 @@ pub use maintenance::copy::{CopyOptions, CopyOutcome, CopyReport};
 pub use maintenance::repair::{BrokenSnapshot, RepairIndexReport, RepairSnapshotsReport};
 pub use maintenance::retag::{Retagged, TagEdit};
 pub use maintenance::verify::{DataSubset, Problem, ProblemKind, VerifyOptions, VerifyReport};
-pub use maintenance::{copy, repair, retag, retention, stats, verify, PruneOptions, PruneReport};
+pub use maintenance::{
+    copy, repair, retag, retention, stats, verify, PruneOptions, PruneReport, UpgradeReport,
+};
 pub use progress::Progress;
 pub use restore::salvage::{self, LostChunk, LostPage, PageOwner, SalvageReport};
 pub use restore::RestoreReport;

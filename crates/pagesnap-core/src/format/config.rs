@@ -82,6 +82,14 @@ impl StoreConfig {
         }
     }
 
+    /// The format version its encoding carries: 1 unless the store has deltas.
+    pub fn version(&self) -> u16 {
+        match self.deltas {
+            true => DELTA_FORMAT_VERSION,
+            false => FORMAT_VERSION,
+        }
+    }
+
     /// Version 1 (byte for byte as before deltas) unless the store has deltas.
     pub fn encode(&self) -> Vec<u8> {
         if self.deltas {

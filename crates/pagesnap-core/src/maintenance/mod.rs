@@ -10,6 +10,7 @@
 //! * `repair.rs`: `repair index` and `repair snapshots`.
 //! * `copy.rs`: copying snapshots to another store; `stats.rs`: what a store holds.
 //! * `retag.rs`: changing a snapshot's tags (a new manifest replaces the old one).
+//! * `upgrade.rs`: turning deltas on in an existing store (its config replaced).
 
 pub mod copy;
 mod prune;
@@ -17,6 +18,8 @@ pub mod repair;
 pub mod retag;
 pub mod retention;
 pub mod stats;
+mod upgrade;
 pub mod verify;
 
 pub use prune::{PruneOptions, PruneReport};
+pub use upgrade::UpgradeReport;

@@ -599,6 +599,60 @@ fn exclusive_bytes_count_bases_as_needed() {
     assert!(without.exclusive_bytes().unwrap()[&first.1.snapshot] > 0);
 }
 
+/// `enable_deltas` on a store made without them (the mixed store): its config
+/// becomes version 2, the chunks already stored stay as they are, later
+/// backups make deltas against them, and every snapshot, old and new,
+/// restores byte for byte; a second call changes nothing.
+#[test]
+fn a_store_upgraded_to_deltas_restores_old_and_new_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let conn = accounts(&db, 3000);
+    let old = store(dir.path(), "s", false);
+    let mut rng = Rng(11);
+    let mut taken = Vec::new();
+    for step in 0..3 {
+        if step > 0 {
+            update_some(&conn, &mut rng, 3000, 20);
+        }
+        let r = backup(&old, &db);
+        assert_eq!(r.stats.delta_chunks, 0);
+        taken.push((r, reference_hash(&db, dir.path())));
+    }
+    let packs_before = walk(&dir.path().join("s/packs"));
+    let r = old.enable_deltas(std::time::Duration::ZERO).unwrap();
+    assert!(r.changed && r.format_version == 2, "{r:?}");
+    let config = std::fs::read(dir.path().join("s/config")).unwrap();
+    assert_eq!(u16::from_le_bytes([config[8], config[9]]), 2);
+    let upgraded = Store::open(dir.path().join("s")).unwrap();
+    assert!(upgraded.config().deltas);
+    assert_eq!(upgraded.config().store_id, old.config().store_id);
+    // Old chunks untouched.
+    for p in &packs_before {
+        assert!(p.is_file(), "{} still there", p.display());
+    }
+    for _ in 0..3 {
+        update_some(&conn, &mut rng, 3000, 20);
+        let r = backup(&upgraded, &db);
+        assert!(r.stats.delta_chunks > 0, "{:?}", r.stats);
+        taken.push((r, reference_hash(&db, dir.path())));
+    }
+    for (r, reference) in &taken {
+        let snap = snapshot_of(&upgraded, r);
+        restore_and_check(&upgraded, &snap, reference, dir.path());
+    }
+    let report = upgraded
+        .verify(&VerifyOptions {
+            read_data: Some(DataSubset::All),
+            ..VerifyOptions::default()
+        })
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let again = upgraded.enable_deltas(std::time::Duration::ZERO).unwrap();
+    assert!(!again.changed && again.format_version == 2, "{again:?}");
+    assert_eq!(std::fs::read(dir.path().join("s/config")).unwrap(), config);
+}
+
 /// A store made without deltas keeps its version-1 config; one made with them
 /// reopens with the flag.
 #[test]
