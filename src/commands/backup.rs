@@ -14,6 +14,12 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
     let time = a.time.as_deref().map(parse_time).transpose()?;
     let busy_timeout = parse_duration(&a.busy_timeout)?;
     let lock_wait = parse_duration(&a.lock_wait)?;
+    let base_cache = match &a.base_cache {
+        Some(s) => Some(pagesnap_core::base_cache::parse_size(s).ok_or_else(|| {
+            anyhow::anyhow!("--base-cache {s:?}: not a size (e.g. 64MiB, 512KiB, 0)")
+        })?),
+        None => None,
+    };
     let (store, bar) = crate::progress::attach(open_store(g)?, g, "backup");
     let opts = BackupOptions {
         name: a.name.clone(),
@@ -21,6 +27,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
         time,
         busy_timeout,
         lock_wait,
+        base_cache,
     };
     let r = store
         .backup_path(&a.database, &opts)

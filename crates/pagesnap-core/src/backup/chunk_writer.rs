@@ -21,6 +21,7 @@ use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::index::cache::ChunkLookup;
 use crate::index::id_table::IdTable;
+use crate::store::base_cache::BaseCache;
 use crate::store::bases::Bases;
 use crate::store::pack_upload::Uploader;
 use crate::store::NewChunks;
@@ -132,6 +133,9 @@ pub(crate) struct ChunkWriter {
     bases: Option<Bases>,
     /// The base and depth of every delta this backup stored.
     delta_rows: IdMap<(ChunkId, u8)>,
+    /// A store that pays per request: bases come from this machine's base
+    /// cache only, and new chunks are offered to it (store/base_cache.rs).
+    base_cache: Option<Arc<BaseCache>>,
 }
 
 impl ChunkWriter {
@@ -174,6 +178,7 @@ impl ChunkWriter {
             parent: None,
             bases: None,
             delta_rows: IdMap::default(),
+            base_cache: None,
         })
     }
 
@@ -183,6 +188,23 @@ impl ChunkWriter {
     pub(crate) fn use_deltas(&mut self, parent: Vec<ChunkRef>, cache_bytes: usize) -> Result<()> {
         self.bases = Some(Bases::new(self.backend.clone(), cache_bytes)?);
         self.parent = Some(parent);
+        Ok(())
+    }
+
+    /// [`ChunkWriter::use_deltas`] for a store that pays per request: base
+    /// candidates are looked up in `cache` only (a miss stores the chunk
+    /// plain, never a request), and every new chunk is offered to it, a first
+    /// backup's (no `parent`) too. (`bases` still serves the rare read-back of
+    /// a delta this backup stored.)
+    pub(crate) fn use_cached_deltas(
+        &mut self,
+        parent: Option<Vec<ChunkRef>>,
+        cache: Arc<BaseCache>,
+    ) -> Result<()> {
+        if let Some(parent) = parent {
+            self.use_deltas(parent, crate::store::bases::BACKUP_CACHE_BYTES)?;
+        }
+        self.base_cache = Some(cache);
         Ok(())
     }
 
@@ -197,7 +219,10 @@ impl ChunkWriter {
         if base == *id {
             return None;
         }
-        let (raw, depth) = bases.raw(&base, &|c| self.index.locate(c)).ok()?;
+        let (raw, depth) = match &self.base_cache {
+            Some(cache) => crate::store::base_cache::checked(cache, &base, &self.index)?,
+            None => bases.raw(&base, &|c| self.index.locate(c)).ok()?,
+        };
         (depth < MAX_DELTA_DEPTH).then_some((base, raw, depth))
     }
 
@@ -258,6 +283,9 @@ impl ChunkWriter {
         let id = Id::of_chunk(data);
         if self.index.contains(&id) {
             return Ok(Encoded::Known(id));
+        }
+        if let Some(cache) = &self.base_cache {
+            cache.offer(&id, data);
         }
         // A chunk with a base is encoded now even while samples are collected
         // (a delta beats the dictionary frame: DELTAS.md); the others wait.
