@@ -371,6 +371,30 @@ mod tests {
         }
     }
 
+    /// Every single-byte flip and every truncation of a sound file: never
+    /// other bytes or another depth than those written.
+    #[test]
+    fn no_flip_or_truncation_yields_other_bytes_or_depth() {
+        let a = chunk(3);
+        let ia = Id::of_chunk(&a);
+        let c = BaseCache::at(PathBuf::new(), 1 << 20);
+        c.offer(&ia, &a);
+        let (raw_len, frame) = c.pending.lock().unwrap().chunks[&ia].clone();
+        let mut good = header(2, raw_len).to_vec();
+        good.extend_from_slice(&frame);
+        assert_eq!(decode(&good, &ia), Some((a.clone(), 2)));
+        for i in 0..good.len() {
+            let mut b = good.clone();
+            b[i] ^= 1 << (i % 8);
+            if let Some((raw, depth)) = decode(&b, &ia) {
+                assert_eq!((&raw[..], depth), (&a[..], 2), "flip at {i}");
+            }
+        }
+        for n in 0..good.len() {
+            assert_eq!(decode(&good[..n], &ia), None, "cut at {n}");
+        }
+    }
+
     #[test]
     fn the_bound_is_kept_oldest_evicted_first() {
         let dir = tempfile::tempdir().unwrap();
