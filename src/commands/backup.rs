@@ -59,6 +59,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
             "dict_bytes": r.stats.dict_bytes,
             "delta_chunks": r.stats.delta_chunks,
             "delta_chunk_bytes": r.stats.delta_stored_bytes,
+            "delta_whole_bytes": r.stats.delta_whole_bytes,
             "index_chunks": r.index_chunks,
             "index_load_secs": r.index_load.as_secs_f64(),
             "index_cached": r.index_cached,

@@ -55,6 +55,9 @@ pub struct WriteStats {
     /// New chunks stored as deltas against their parent's chunk, and their bytes.
     pub delta_chunks: u64,
     pub delta_stored_bytes: u64,
+    /// What those chunks would have taken stored alone: the delta saved
+    /// `delta_whole_bytes - delta_stored_bytes`.
+    pub delta_whole_bytes: u64,
 }
 
 /// How a backup compresses its new chunks.
@@ -85,8 +88,8 @@ pub(crate) enum Encoded {
         raw_len: u32,
         stored_len: u32,
         codec: Codec,
-        /// A delta's base and depth.
-        delta: Option<(ChunkId, u8)>,
+        /// A delta's base, depth and whole length (`DeltaBase::whole_len`).
+        delta: Option<(ChunkId, u8, u32)>,
     },
     /// New, not compressed yet: a training sample (no dictionary chosen yet),
     /// its `len` raw bytes in the slot.
@@ -131,8 +134,8 @@ pub(crate) struct ChunkWriter {
     /// position is a new chunk's base candidate, read through `bases`.
     parent: Option<Vec<ChunkRef>>,
     bases: Option<Bases>,
-    /// The base and depth of every delta this backup stored.
-    delta_rows: IdMap<(ChunkId, u8)>,
+    /// The base, depth and whole length of every delta this backup stored.
+    delta_rows: IdMap<(ChunkId, u8, u32)>,
     /// A store that pays per request: bases come from this machine's base
     /// cache only, and new chunks are offered to it (store/base_cache.rs).
     base_cache: Option<Arc<BaseCache>>,
@@ -298,10 +301,10 @@ impl ChunkWriter {
             });
         }
         let delta = base.as_ref().map(|(b, raw, _)| (&id, b, raw.as_slice()));
-        let (stored_len, codec) =
-            self.with_ctx(|ctx| compress(ctx, data, slot, &self.trial, delta))?;
+        let stored = self.with_ctx(|ctx| compress_measured(ctx, data, slot, &self.trial, delta))?;
+        let (stored_len, codec) = (stored.len, stored.codec);
         let delta = match (codec, base) {
-            (Codec::ZstdDelta, Some((b, _, depth))) => Some((b, depth + 1)),
+            (Codec::ZstdDelta, Some((b, _, depth))) => Some((b, depth + 1, stored.whole as u32)),
             _ => None,
         };
         Ok(Encoded::New {
@@ -382,6 +385,7 @@ impl ChunkWriter {
                     self.delta_rows.insert(id, row);
                     self.stats.delta_chunks += 1;
                     self.stats.delta_stored_bytes += stored_len as u64;
+                    self.stats.delta_whole_bytes += row.2 as u64;
                 }
                 return Ok(ChunkRef::Stored(id));
             }
@@ -684,6 +688,18 @@ fn compress(
     trial: &PlainTrial,
     delta: Option<(&ChunkId, &ChunkId, &[u8])>,
 ) -> Result<(usize, Codec)> {
+    compress_measured(enc, data, out, trial, delta).map(|s| (s.len, s.codec))
+}
+
+/// [`compress`], returning also what the chunk takes stored alone
+/// ([`crate::codec::Stored`]'s `whole`: what a delta saved is measured there).
+fn compress_measured(
+    enc: &mut Encoder,
+    data: &[u8],
+    out: &mut [u8],
+    trial: &PlainTrial,
+    delta: Option<(&ChunkId, &ChunkId, &[u8])>,
+) -> Result<crate::codec::Stored> {
     // A dictionary trained on some pages can make others compress worse (its
     // entropy tables replace ones fitted to the page): keep whichever is smaller,
     // as long as trying pays (compressing twice doubles the cost of a backup).
@@ -703,7 +719,7 @@ fn compress(
     if let Some((d, p)) = stored.both {
         trial.record(d, p);
     }
-    Ok((stored.len, stored.codec))
+    Ok(stored)
 }
 
 /// How the dictionary and the plain frame compare in this backup. The first

@@ -18,5 +18,6 @@ pub mod retag;
 pub mod retention;
 pub mod stats;
 pub mod verify;
+mod whole_len;
 
 pub use prune::{PruneOptions, PruneReport};

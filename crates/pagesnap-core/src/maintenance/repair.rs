@@ -444,10 +444,12 @@ impl Store {
             }
         }
         // Re-indexed deltas: base from the blob, depth from the chain decoded
-        // (checked) through the located chunks and the re-indexed ones. A delta
+        // (checked) through the located chunks and the re-indexed ones, whole
+        // length measured again from the decoded bytes (whole_len.rs). A delta
         // whose chain cannot be read is not indexed, and said so: like a chunk
         // of an unreadable pack, the next backup stores its page again.
-        let mut rows: IdMap<(ChunkId, u8)> = IdMap::default();
+        let mut rows: IdMap<(ChunkId, u8, u32)> = IdMap::default();
+        let mut whole = super::whole_len::WholeLen::new(backend.clone(), self.config().zstd_level);
         if deltas
             && body
                 .entries
@@ -473,10 +475,10 @@ impl Store {
                     })
                     .and_then(|h| {
                         let h = h.ok_or_else(|| "not a delta".to_string())?;
-                        let (_, depth) = bases
+                        let (raw, depth) = bases
                             .raw(&e.entry.id, &locate)
                             .map_err(|err| err.to_string())?;
-                        Ok((h.base, depth))
+                        Ok((h.base, depth, whole.of(p.dict, &raw)))
                     });
                 match found {
                     Ok(row) => {
@@ -532,11 +534,12 @@ impl Store {
             .iter()
             .enumerate()
             .filter_map(|(i, e)| {
-                let (base, depth) = *rows.get(&e.entry.id)?;
+                let (base, depth, whole_len) = *rows.get(&e.entry.id)?;
                 Some(DeltaBase {
                     ordinal: i as u64,
                     base,
                     depth,
+                    whole_len,
                 })
             })
             .collect();
