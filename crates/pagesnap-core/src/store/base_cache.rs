@@ -27,13 +27,15 @@
 use crate::format::index::MAX_DELTA_DEPTH;
 use crate::format::pack::MAX_CHUNK_LEN;
 use crate::types::{ChunkId, Id, IdMap};
+use rayon::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-/// The default bound of a store's base cache: 64 MiB holds the last versions of
-/// ~16,000 changed 4 KiB pages at level-1 compression's usual 2:1 to 4:1.
+/// The default bound of a store's base cache, in disk bytes: 64 MiB holds the
+/// last versions of ~16,000 changed pages (a file each, counted as at least one
+/// 4 KiB block).
 pub const DEFAULT_BASE_CACHE_BYTES: u64 = 64 << 20;
 
 /// The environment variable that bounds the base cache when the backup's options
@@ -46,6 +48,19 @@ const HEADER: usize = 20;
 /// zstd level of the cached frames: the cache is rewritten by every backup and
 /// read only for changed positions, so speed matters more than bytes.
 const LEVEL: i32 = 1;
+/// A file counts at least this (a filesystem block) against the bound: the
+/// files are small (a 4 KiB page compresses to 1–2 KiB), and the bound is on
+/// the disk they take, not on their lengths.
+const BLOCK: u64 = 4096;
+
+/// What a file of `len` bytes (`blocks`: 512-byte blocks allocated, if known)
+/// counts against the bound.
+fn disk_bytes(len: u64, blocks: u64) -> u64 {
+    len.div_ceil(BLOCK)
+        .max(1)
+        .saturating_mul(BLOCK)
+        .max(blocks.saturating_mul(512))
+}
 
 /// Parses a size: a byte count or a number with a binary (`KiB`, `MiB`, `GiB`,
 /// or `k`, `m`, `g`) suffix, case-insensitive.
@@ -78,7 +93,7 @@ pub(crate) fn configured_limit(explicit: Option<u64>) -> u64 {
 
 #[derive(Default)]
 struct Pending {
-    /// Bytes of the files the offered chunks will take.
+    /// Disk bytes the offered chunks' files will take ([`disk_bytes`]).
     bytes: u64,
     /// id → (raw length, zstd frame), as offered.
     chunks: IdMap<(u32, Vec<u8>)>,
@@ -143,7 +158,7 @@ impl BaseCache {
         if self
             .pending
             .lock()
-            .map_or(true, |p| p.bytes + HEADER as u64 > self.limit)
+            .map_or(true, |p| p.bytes + BLOCK > self.limit)
         {
             return;
         }
@@ -159,7 +174,7 @@ impl BaseCache {
         let Ok(mut p) = self.pending.lock() else {
             return;
         };
-        let len = (HEADER + frame.len()) as u64;
+        let len = disk_bytes((HEADER + frame.len()) as u64, 0);
         if p.bytes + len > self.limit || p.chunks.contains_key(id) {
             return;
         }
@@ -196,23 +211,25 @@ impl BaseCache {
         if settled.is_empty() || crate::create_private_dirs(&self.dir).is_err() {
             return;
         }
-        for (id, (raw_len, frame, depth)) in &settled {
+        // Files are independent: written on every core (a first backup offers
+        // thousands).
+        let write = |(id, (raw_len, frame, depth)): (&ChunkId, &(u32, Vec<u8>, u8))| {
             if *depth > MAX_DELTA_DEPTH {
-                continue;
+                return Some(());
             }
-            let Ok(mut tmp) = tempfile::Builder::new()
+            let mut tmp = tempfile::Builder::new()
                 .prefix(".tmp-")
                 .tempfile_in(&self.dir)
-            else {
-                return;
-            };
-            let ok = tmp.write_all(&header(*depth, *raw_len)).is_ok()
-                && tmp.write_all(frame).is_ok()
-                && tmp.persist(self.path(id)).is_ok();
-            if !ok {
-                return;
-            }
-        }
+                .ok()?;
+            tmp.write_all(&header(*depth, *raw_len)).ok()?;
+            tmp.write_all(frame).ok()?;
+            tmp.persist(self.path(id)).ok().map(|_| ())
+        };
+        let items: Vec<_> = settled.iter().collect();
+        // The first failure (a full disk) stops the rest.
+        let _ = items
+            .into_par_iter()
+            .try_for_each(|item| write(item).ok_or(()));
         evict(&self.dir, self.limit);
     }
 }
@@ -264,8 +281,9 @@ fn decode(bytes: &[u8], id: &ChunkId) -> Option<(Vec<u8>, u8)> {
 }
 
 /// Removes the oldest files of `dir` (by modification time) until the rest
-/// total at most `limit` bytes.
+/// take at most `limit` bytes of disk ([`disk_bytes`]).
 fn evict(dir: &Path, limit: u64) {
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -273,7 +291,11 @@ fn evict(dir: &Path, limit: u64) {
         .flatten()
         .filter_map(|e| {
             let m = e.metadata().ok().filter(|m| m.is_file())?;
-            Some((m.modified().ok()?, m.len(), e.path()))
+            Some((
+                m.modified().ok()?,
+                disk_bytes(m.len(), m.blocks()),
+                e.path(),
+            ))
         })
         .collect();
     let mut total: u64 = files.iter().map(|f| f.1).sum();
@@ -288,14 +310,15 @@ fn evict(dir: &Path, limit: u64) {
     }
 }
 
-/// Bytes of the files in a base cache folder (for tests and reports).
+/// Disk bytes of the files in a base cache folder, as the bound counts them.
 #[cfg(test)]
 fn folder_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     std::fs::read_dir(dir)
         .map(|es| {
             es.flatten()
                 .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
+                .map(|m| disk_bytes(m.len(), m.blocks()))
                 .sum()
         })
         .unwrap_or(0)
