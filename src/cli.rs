@@ -571,6 +571,11 @@ pub struct BackupArgs {
     /// How long to wait for a running `prune` or `gc` (which locks the store) to finish.
     #[arg(long, default_value = "10min", value_name = "DURATION")]
     pub lock_wait: String,
+    /// Bound of this machine's base cache (S3 stores with deltas: the bases of
+    /// deltas come from it, never from the store), e.g. 64MiB; 0 turns it off.
+    /// Default: $PAGESNAP_BASE_CACHE, else 64MiB.
+    #[arg(long, value_name = "SIZE")]
+    pub base_cache: Option<String>,
 }
 
 #[derive(Args, Debug)]

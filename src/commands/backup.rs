@@ -14,6 +14,12 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
     let time = a.time.as_deref().map(parse_time).transpose()?;
     let busy_timeout = parse_duration(&a.busy_timeout)?;
     let lock_wait = parse_duration(&a.lock_wait)?;
+    let base_cache = match &a.base_cache {
+        Some(s) => Some(pagesnap_core::base_cache::parse_size(s).ok_or_else(|| {
+            anyhow::anyhow!("--base-cache {s:?}: not a size (e.g. 64MiB, 512KiB, 0)")
+        })?),
+        None => None,
+    };
     let (store, bar) = crate::progress::attach(open_store(g)?, g, "backup");
     let opts = BackupOptions {
         name: a.name.clone(),
@@ -21,6 +27,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
         time,
         busy_timeout,
         lock_wait,
+        base_cache,
     };
     let r = store
         .backup_path(&a.database, &opts)
@@ -52,6 +59,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
             "dict_bytes": r.stats.dict_bytes,
             "delta_chunks": r.stats.delta_chunks,
             "delta_chunk_bytes": r.stats.delta_stored_bytes,
+            "delta_whole_bytes": r.stats.delta_whole_bytes,
             "index_chunks": r.index_chunks,
             "index_load_secs": r.index_load.as_secs_f64(),
             "index_cached": r.index_cached,

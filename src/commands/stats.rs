@@ -39,6 +39,13 @@ fn to_json(st: &StoreStats) -> serde_json::Value {
         "unique_raw_bytes": st.unique_raw_bytes,
         "unique_compressed_bytes": st.unique_stored_bytes,
         "zero_chunk_refs": st.zero_chunk_refs,
+        "deltas": {
+            "chunks": st.deltas.chunks,
+            "stored_bytes": st.deltas.stored_bytes,
+            "whole_bytes": st.deltas.whole_bytes,
+            "saved_bytes": st.deltas.saved_bytes,
+            "unmeasured_chunks": st.deltas.unmeasured_chunks,
+        },
         "stored_bytes": {
             "total": s.total(), "packs": s.packs, "index": s.index,
             "manifests": s.manifests, "maps": s.maps, "other": s.other,
@@ -81,6 +88,26 @@ fn print_human(st: &StoreStats) {
         b(st.unique_raw_bytes),
         b(st.unique_stored_bytes)
     );
+    let d = &st.deltas;
+    if d.chunks > 0 {
+        // What deltas saved, against the same chunks stored alone.
+        let unmeasured = if d.unmeasured_chunks > 0 {
+            format!(
+                "; {} not measured, counted as saving nothing",
+                d.unmeasured_chunks
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "delta chunks:       {} ({} stored, {} whole: {} saved, {:.0}%{unmeasured})",
+            d.chunks,
+            b(d.stored_bytes),
+            b(d.whole_bytes),
+            b(d.saved_bytes),
+            100.0 * d.saved_bytes as f64 / d.whole_bytes.max(1) as f64
+        );
+    }
     println!(
         "stored bytes:       {} = packs {} + index {} + manifests {} + page maps {} + other {}",
         b(s.total()),

@@ -149,3 +149,81 @@ fn upgrade_turns_deltas_on_in_an_existing_store() {
     }
     ok(fx.cmd().args(["verify", "--read-data"]));
 }
+
+/// `stats` counts the deltas the snapshots hold and what they saved: the sums of
+/// what each backup reported, with saved = whole − stored; a store without
+/// deltas shows none.
+#[test]
+fn stats_show_the_deltas_and_what_they_saved() {
+    let fx = Fx::uninit();
+    ok(fx.cmd().args(["init", "--deltas"]));
+    let db = fx.path("app.db");
+    let conn = create_db(&db, Journal::Wal, 3000, 5);
+    let (mut chunks, mut stored, mut whole) = (0, 0, 0);
+    for round in 0..4u64 {
+        if round > 0 {
+            mutate(&conn, round);
+        }
+        let b = fx.backup(&db, &[]);
+        let n = |k: &str| b[k].as_u64().unwrap_or_else(|| panic!("no {k} in {b}"));
+        chunks += n("delta_chunks");
+        stored += n("delta_chunk_bytes");
+        whole += n("delta_whole_bytes");
+        assert!(n("delta_whole_bytes") >= n("delta_chunk_bytes"), "{b}");
+    }
+    assert!(chunks > 0 && whole > stored, "{chunks} {stored} {whole}");
+    let st = ok_json(fx.cmd().args(["--json", "stats"]));
+    let d = &st["deltas"];
+    let n = |k: &str| {
+        d[k].as_u64()
+            .unwrap_or_else(|| panic!("no deltas.{k} in {st}"))
+    };
+    assert_eq!(
+        (n("chunks"), n("stored_bytes"), n("whole_bytes")),
+        (chunks, stored, whole),
+        "{st}"
+    );
+    assert_eq!(n("saved_bytes"), whole - stored, "{st}");
+    assert_eq!(n("unmeasured_chunks"), 0, "{st}");
+    assert!(n("stored_bytes") <= st["unique_compressed_bytes"].as_u64().unwrap());
+    let text = String::from_utf8(ok(fx.cmd().arg("stats"))).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("delta chunks:"))
+        .unwrap_or_else(|| panic!("no delta line in:\n{text}"));
+    assert!(
+        line.contains(&format!("delta chunks:       {chunks} (")),
+        "{line}"
+    );
+    assert!(line.contains("saved") && line.contains('%'), "{line}");
+
+    // A store without deltas: zeros, and no line.
+    let plain = Fx::uninit();
+    ok(plain.cmd().arg("init"));
+    plain.backup(&db, &[]);
+    let st = ok_json(plain.cmd().args(["--json", "stats"]));
+    assert_eq!(st["deltas"]["chunks"], 0, "{st}");
+    let text = String::from_utf8(ok(plain.cmd().arg("stats"))).unwrap();
+    assert!(!text.contains("delta chunks"), "{text}");
+}
+
+/// `backup --base-cache` takes a size; anything else is refused before the
+/// store is touched, naming the flag.
+#[test]
+fn backup_refuses_a_base_cache_that_is_not_a_size() {
+    let fx = Fx::uninit();
+    ok(fx.cmd().args(["init", "--deltas"]));
+    let db = fx.path("app.db");
+    let _conn = create_db(&db, Journal::Wal, 300, 5);
+    let before = fx.state();
+    let err = fails(
+        fx.cmd()
+            .arg("backup")
+            .arg(&db)
+            .args(["--base-cache", "lots"]),
+    );
+    assert_has(&err, &["--base-cache", "lots"]);
+    fx.assert_unchanged(&before);
+    let b = fx.backup(&db, &["--base-cache", "1MiB"]);
+    assert!(b["new_chunks"].as_u64().unwrap() > 0, "{b}");
+}

@@ -148,6 +148,7 @@ fn json_outputs_carry_the_documented_fields() {
             "dict_bytes",
             "delta_chunks",
             "delta_chunk_bytes",
+            "delta_whole_bytes",
             "index_chunks",
             "index_load_secs",
             "index_cached",

@@ -913,3 +913,60 @@ fn s3_copy_local_to_garage_and_restore() {
     assert_eq!(Value::String(hash_file(&out)), b3["image_hash"]);
     drop(conn);
 }
+
+/// A store made with `--deltas` on S3: the bases of its deltas come from this
+/// machine's base cache, so an incremental backup stores deltas and still
+/// costs no more requests than the budget (no pack is read); every snapshot
+/// restores byte for byte. With `--base-cache 0` the chunks are stored whole.
+#[test]
+fn s3_deltas_from_the_base_cache_within_the_request_budget() {
+    let Some(g) = garage() else { return };
+    let url = g.url("deltas-budget");
+    let dir = tempfile::tempdir().unwrap();
+    ok(g.ps(&url).args(["init", "--deltas"]));
+    let db = dir.path().join("app.db");
+    let conn = create_db(&db, Journal::Wal, 4000, 11);
+    let mut copies = Vec::new();
+    for round in 0..4u32 {
+        if round > 0 {
+            mutate(&conn, round as u64);
+        }
+        let b = ok_json(
+            g.ps(&url)
+                .args(["--json", "backup"])
+                .arg(&db)
+                .args(["--time", &t(10 * round)]),
+        );
+        if round > 0 {
+            let (meta, _, _, _) = requests(&b);
+            assert!(meta <= 10, "backup {round} sent {meta} requests: {b}");
+            assert!(b["delta_chunks"].as_u64().unwrap() > 0, "{b}");
+        }
+        let reference = reference_copy(&db, &dir.path().join(format!("ref{round}.db")));
+        copies.push((b["id"].as_str().unwrap().to_string(), reference));
+    }
+    let bases: Vec<_> = walk(g.cache.path())
+        .into_iter()
+        .filter(|p| p.parent().is_some_and(|d| d.ends_with("bases")))
+        .collect();
+    assert!(
+        !bases.is_empty(),
+        "no base cache under {:?}",
+        g.cache.path()
+    );
+    for (id, reference) in &copies {
+        let out = dir.path().join(format!("restored-{id}.db"));
+        ok(g.ps(&url).arg("restore").arg(id).arg("-o").arg(&out));
+        assert_eq!(&hash_file(&out), reference);
+        assert_eq!(integrity(&out), "ok");
+    }
+    mutate(&conn, 9);
+    let b = ok_json(
+        g.ps(&url)
+            .args(["--json", "backup", "--base-cache", "0"])
+            .arg(&db)
+            .args(["--time", &t(100)]),
+    );
+    assert_eq!(b["delta_chunks"], 0, "{b}");
+    ok(g.ps(&url).args(["verify", "--read-data"]));
+}

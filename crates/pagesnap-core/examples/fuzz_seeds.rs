@@ -180,6 +180,8 @@ fn delta_pack() -> Res<(Vec<u8>, IndexBody)> {
     .to_vec();
     blob.extend_from_slice(&frame);
     b.try_push(changed_id, &blob, changed.len() as u32, Codec::ZstdDelta)?;
+    // What the changed page would take stored alone (the base table's whole length).
+    let entries_whole_len = zstd::bulk::compress(&changed, 3)?.len() as u32;
     let (id, bytes, entries) = b.finish();
     let index = IndexBody {
         packs: vec![PackRef {
@@ -195,6 +197,7 @@ fn delta_pack() -> Res<(Vec<u8>, IndexBody)> {
             ordinal: 1,
             base: page_id,
             depth: 1,
+            whole_len: entries_whole_len,
         }],
     };
     Ok((bytes, index))
@@ -218,7 +221,8 @@ fn hostile_deltas(dir: &Path) -> Res {
     v1[f + 16..f + 18].copy_from_slice(&1u16.to_le_bytes());
     write(dir, "pack", "hostile-delta-in-version-1", &seal_pack(&v1))?;
     let bytes = index.encode_as(2)?;
-    // The depth is the last byte of the one base-table row: find the row by its id.
+    // The depth follows the base id in the one base-table row, then the whole
+    // length (a varint): find the row by its id.
     let base = index.deltas[0].base.0;
     let at = bytes
         .windows(32)
@@ -228,6 +232,19 @@ fn hostile_deltas(dir: &Path) -> Res {
     let mut deep = bytes.clone();
     deep[at] = 9;
     write(dir, "index", "hostile-delta-depth-9", &seal_envelope(&deep))?;
+    // A whole length above the chunk's raw length (4096): 16383, the largest
+    // two-byte varint, in place of the real one (two bytes too).
+    if bytes[at + 1] & 0x80 == 0 || bytes[at + 2] & 0x80 != 0 {
+        return Err("the whole length is not a two-byte varint".into());
+    }
+    let mut long = bytes.clone();
+    long[at + 1..at + 3].copy_from_slice(&[0xff, 0x7f]);
+    write(
+        dir,
+        "index",
+        "hostile-delta-whole-too-long",
+        &seal_envelope(&long),
+    )?;
     write(
         dir,
         "index",

@@ -75,6 +75,7 @@ pub use maintenance::{
 pub use progress::Progress;
 pub use restore::salvage::{self, LostChunk, LostPage, PageOwner, SalvageReport};
 pub use restore::RestoreReport;
+pub use store::base_cache;
 pub use store::cache_dirs;
 pub use store::select::SnapshotSelector;
 pub use store::{default_store_path, lock, select, DamagedSnapshot, InitOptions, Snapshot, Store};

@@ -21,6 +21,7 @@ use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::index::cache::ChunkLookup;
 use crate::index::id_table::IdTable;
+use crate::store::base_cache::BaseCache;
 use crate::store::bases::Bases;
 use crate::store::pack_upload::Uploader;
 use crate::store::NewChunks;
@@ -54,6 +55,9 @@ pub struct WriteStats {
     /// New chunks stored as deltas against their parent's chunk, and their bytes.
     pub delta_chunks: u64,
     pub delta_stored_bytes: u64,
+    /// What those chunks would have taken stored alone: the delta saved
+    /// `delta_whole_bytes - delta_stored_bytes`.
+    pub delta_whole_bytes: u64,
 }
 
 /// How a backup compresses its new chunks.
@@ -84,8 +88,8 @@ pub(crate) enum Encoded {
         raw_len: u32,
         stored_len: u32,
         codec: Codec,
-        /// A delta's base and depth.
-        delta: Option<(ChunkId, u8)>,
+        /// A delta's base, depth and whole length (`DeltaBase::whole_len`).
+        delta: Option<(ChunkId, u8, u32)>,
     },
     /// New, not compressed yet: a training sample (no dictionary chosen yet),
     /// its `len` raw bytes in the slot.
@@ -130,8 +134,11 @@ pub(crate) struct ChunkWriter {
     /// position is a new chunk's base candidate, read through `bases`.
     parent: Option<Vec<ChunkRef>>,
     bases: Option<Bases>,
-    /// The base and depth of every delta this backup stored.
-    delta_rows: IdMap<(ChunkId, u8)>,
+    /// The base, depth and whole length of every delta this backup stored.
+    delta_rows: IdMap<(ChunkId, u8, u32)>,
+    /// A store that pays per request: bases come from this machine's base
+    /// cache only, and new chunks are offered to it (store/base_cache.rs).
+    base_cache: Option<Arc<BaseCache>>,
 }
 
 impl ChunkWriter {
@@ -174,6 +181,7 @@ impl ChunkWriter {
             parent: None,
             bases: None,
             delta_rows: IdMap::default(),
+            base_cache: None,
         })
     }
 
@@ -183,6 +191,23 @@ impl ChunkWriter {
     pub(crate) fn use_deltas(&mut self, parent: Vec<ChunkRef>, cache_bytes: usize) -> Result<()> {
         self.bases = Some(Bases::new(self.backend.clone(), cache_bytes)?);
         self.parent = Some(parent);
+        Ok(())
+    }
+
+    /// [`ChunkWriter::use_deltas`] for a store that pays per request: base
+    /// candidates are looked up in `cache` only (a miss stores the chunk
+    /// plain, never a request), and every new chunk is offered to it, a first
+    /// backup's (no `parent`) too. (`bases` still serves the rare read-back of
+    /// a delta this backup stored.)
+    pub(crate) fn use_cached_deltas(
+        &mut self,
+        parent: Option<Vec<ChunkRef>>,
+        cache: Arc<BaseCache>,
+    ) -> Result<()> {
+        if let Some(parent) = parent {
+            self.use_deltas(parent, crate::store::bases::BACKUP_CACHE_BYTES)?;
+        }
+        self.base_cache = Some(cache);
         Ok(())
     }
 
@@ -197,7 +222,10 @@ impl ChunkWriter {
         if base == *id {
             return None;
         }
-        let (raw, depth) = bases.raw(&base, &|c| self.index.locate(c)).ok()?;
+        let (raw, depth) = match &self.base_cache {
+            Some(cache) => crate::store::base_cache::checked(cache, &base, &self.index)?,
+            None => bases.raw(&base, &|c| self.index.locate(c)).ok()?,
+        };
         (depth < MAX_DELTA_DEPTH).then_some((base, raw, depth))
     }
 
@@ -259,6 +287,9 @@ impl ChunkWriter {
         if self.index.contains(&id) {
             return Ok(Encoded::Known(id));
         }
+        if let Some(cache) = &self.base_cache {
+            cache.offer(&id, data);
+        }
         // A chunk with a base is encoded now even while samples are collected
         // (a delta beats the dictionary frame: DELTAS.md); the others wait.
         let base = self.base_for(pos, &id);
@@ -270,10 +301,10 @@ impl ChunkWriter {
             });
         }
         let delta = base.as_ref().map(|(b, raw, _)| (&id, b, raw.as_slice()));
-        let (stored_len, codec) =
-            self.with_ctx(|ctx| compress(ctx, data, slot, &self.trial, delta))?;
+        let stored = self.with_ctx(|ctx| compress_measured(ctx, data, slot, &self.trial, delta))?;
+        let (stored_len, codec) = (stored.len, stored.codec);
         let delta = match (codec, base) {
-            (Codec::ZstdDelta, Some((b, _, depth))) => Some((b, depth + 1)),
+            (Codec::ZstdDelta, Some((b, _, depth))) => Some((b, depth + 1, stored.whole as u32)),
             _ => None,
         };
         Ok(Encoded::New {
@@ -354,6 +385,7 @@ impl ChunkWriter {
                     self.delta_rows.insert(id, row);
                     self.stats.delta_chunks += 1;
                     self.stats.delta_stored_bytes += stored_len as u64;
+                    self.stats.delta_whole_bytes += row.2 as u64;
                 }
                 return Ok(ChunkRef::Stored(id));
             }
@@ -656,6 +688,18 @@ fn compress(
     trial: &PlainTrial,
     delta: Option<(&ChunkId, &ChunkId, &[u8])>,
 ) -> Result<(usize, Codec)> {
+    compress_measured(enc, data, out, trial, delta).map(|s| (s.len, s.codec))
+}
+
+/// [`compress`], returning also what the chunk takes stored alone
+/// ([`crate::codec::Stored`]'s `whole`: what a delta saved is measured there).
+fn compress_measured(
+    enc: &mut Encoder,
+    data: &[u8],
+    out: &mut [u8],
+    trial: &PlainTrial,
+    delta: Option<(&ChunkId, &ChunkId, &[u8])>,
+) -> Result<crate::codec::Stored> {
     // A dictionary trained on some pages can make others compress worse (its
     // entropy tables replace ones fitted to the page): keep whichever is smaller,
     // as long as trying pays (compressing twice doubles the cost of a backup).
@@ -675,7 +719,7 @@ fn compress(
     if let Some((d, p)) = stored.both {
         trial.record(d, p);
     }
-    Ok((stored.len, stored.codec))
+    Ok(stored)
 }
 
 /// How the dictionary and the plain frame compare in this backup. The first

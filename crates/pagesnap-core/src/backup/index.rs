@@ -202,7 +202,7 @@ impl Store {
         let (map_base, parent_list, placed) = match parent {
             None => (None, Vec::new(), Default::default()),
             Some(p) => match (
-                self.resolve_from_cache(cache, p, &mut parent_chain),
+                self.resolve_from_cache(cache, p, sizes, &mut parent_chain),
                 cache.placed(&p.manifest.map),
             ) {
                 (Some((b, list)), Some(placed)) => (Some(b), list, placed),
@@ -294,17 +294,32 @@ impl Store {
     }
 
     /// The parent's map base and chunk list from this machine's resolved maps, or
-    /// `None` if one is missing or does not fit (then it is forgotten).
+    /// `None` if one is missing or does not fit (then it is forgotten), or if a
+    /// map of the chain names an index object the store does not list (`sizes`).
     fn resolve_from_cache(
         &self,
         cache: &IndexCache,
         p: &Snapshot,
+        sizes: &IdMap<u64>,
         parent_chain: &mut Vec<(Id, u64)>,
     ) -> Option<(MapBase, Vec<ChunkRef>)> {
         let chain = self.map_chain(&p.manifest.map).ok()?;
         // Every file is there (checked first: a missing one costs no reading), then
         // each is read as it is applied, root first, into one list.
         if chain.iter().any(|(mid, _)| !cache.has_resolved(mid)) {
+            return None;
+        }
+        // A parent whose chain names an index object that is gone (`repair
+        // index` quarantined it and rebuilt its entries under another name) is
+        // broken: a map made against it would be too. The long way finds out
+        // and records a full page map instead.
+        let gone = |m: &PageMap| {
+            m.lists
+                .iter()
+                .chain(m.new_list.iter())
+                .any(|l| !sizes.contains_key(l))
+        };
+        if chain.iter().any(|(_, m)| gone(m)) {
             return None;
         }
         let want = reference_seq(chain[0].1.seq + 1);

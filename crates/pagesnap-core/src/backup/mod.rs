@@ -47,6 +47,11 @@ pub struct BackupOptions {
     pub busy_timeout: Duration,
     /// How long to wait for a running `prune` (which locks the store) to finish.
     pub lock_wait: Duration,
+    /// Bound in bytes of this machine's base cache, used by a store with deltas
+    /// that pays per request (S3; store/base_cache.rs); `Some(0)` turns it off
+    /// (new chunks are then stored plain there). `None`: `$PAGESNAP_BASE_CACHE`,
+    /// else 64 MiB.
+    pub base_cache: Option<u64>,
 }
 
 impl Default for BackupOptions {
@@ -57,6 +62,7 @@ impl Default for BackupOptions {
             time: None,
             busy_timeout: Duration::from_secs(5),
             lock_wait: Duration::from_secs(600),
+            base_cache: None,
         }
     }
 }
@@ -230,12 +236,21 @@ impl Store {
         // Deltas against the parent's chunks (a store with deltas; DELTAS.md).
         // Their bases are read from the store's packs, one ranged read each: on
         // a store that pays per request (S3) that would break the backup's
-        // request budget, so there new chunks are stored plain until a local
-        // cache of bases exists (DELTAS.md, "Where the base's raw bytes come from").
+        // request budget, so there they come from this machine's base cache
+        // only, which every such backup fills (store/base_cache.rs); a miss, or
+        // no cache, stores the chunk plain.
         let parent_chunks = base.as_mut().and_then(|b| b.parent_chunks.take());
-        if let Some(parent_chunks) = parent_chunks {
-            if self.backend().requests().is_none() {
+        let mut base_cache = None;
+        if self.backend().requests().is_none() {
+            if let Some(parent_chunks) = parent_chunks {
                 writer.use_deltas(parent_chunks, crate::store::bases::BACKUP_CACHE_BYTES)?;
+            }
+        } else if self.config().deltas {
+            let limit = crate::store::base_cache::configured_limit(opts.base_cache);
+            if let Some(cache) = self.base_cache(limit) {
+                let cache = std::sync::Arc::new(cache);
+                writer.use_cached_deltas(parent_chunks, cache.clone())?;
+                base_cache = Some(cache);
             }
         }
         if index_chunks == 0 {
@@ -275,6 +290,12 @@ impl Store {
             _ => false,
         };
         bytes_added += stats.dict_bytes;
+        if let Some(cache) = &base_cache {
+            cache.settle(new.entries.iter().map(|e| {
+                let depth = new.bases.get(&e.entry.id).map_or(0, |row| row.1);
+                (e.entry.id, depth)
+            }));
+        }
         let written = self.put_map(
             |id| index.name_of(id),
             base,
@@ -308,6 +329,9 @@ impl Store {
         let (id, manifest_len) = self.publish(&manifest, true)?;
         metadata_bytes += manifest_len;
         bytes_added += metadata_bytes;
+        if let Some(cache) = &base_cache {
+            cache.commit();
+        }
         warnings.extend(self.index_upkeep(
             &bi,
             &written,

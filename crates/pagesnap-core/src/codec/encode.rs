@@ -37,6 +37,11 @@ pub(crate) struct Stored {
     pub codec: Codec,
     /// With both frames made: their lengths (dictionary, plain).
     pub both: Option<(usize, usize)>,
+    /// What the chunk takes stored alone, not as a delta: `len`, unless a delta
+    /// won in [`Encoder::encode_smallest`] (then the form it beat: what the delta
+    /// saved is `whole - len`). For [`Encoder::encode_delta`] alone, the raw
+    /// length (no other form was made).
+    pub whole: usize,
 }
 
 /// One thread's zstd contexts, for the dictionary `dict` (if any).
@@ -138,7 +143,12 @@ impl Encoder {
                 (data.len(), Codec::Raw)
             }
         };
-        Ok(Stored { len, codec, both })
+        Ok(Stored {
+            len,
+            codec,
+            both,
+            whole: len,
+        })
     }
 
     /// Encodes chunk `data` (whose id is `id`) as a delta against the chunk
@@ -186,6 +196,7 @@ impl Encoder {
             len,
             codec: Codec::ZstdDelta,
             both: None,
+            whole: data.len(),
         }))
     }
 
@@ -213,6 +224,7 @@ impl Encoder {
                 out[..d.len].copy_from_slice(&blob[..d.len]);
                 Ok(Stored {
                     both: best.both,
+                    whole: best.len,
                     ..d
                 })
             }

@@ -42,7 +42,7 @@ mod encode;
 
 pub(crate) use decode::base_of;
 pub(crate) use decode::{decode_checked_on_thread, load_dict, Decoder, DecoderPool};
-pub(crate) use encode::{slot_len, Attempt, Encoder};
+pub(crate) use encode::{slot_len, Attempt, Encoder, Stored};
 
 use crate::format::FormatError;
 use crate::types::ChunkId;
@@ -373,6 +373,7 @@ mod tests {
                 ordinal: 1,
                 base: base_id,
                 depth: 1,
+                whole_len: 0,
             }],
         };
         let index = IndexBody::decode(&index.encode_as(2).expect("index")).expect("decodes");

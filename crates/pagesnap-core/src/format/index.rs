@@ -54,10 +54,21 @@ pub struct DeltaBase {
     pub base: ChunkId,
     /// 1..=[`MAX_DELTA_DEPTH`].
     pub depth: u8,
+    /// The bytes the chunk would take stored alone (its smallest form that is
+    /// not a delta, at most its raw length), measured when the delta was made:
+    /// what the delta saved is this minus its stored length (`stats`). 0 when
+    /// unknown (a row `repair index` rebuilt from a blob).
+    pub whole_len: u32,
 }
 
 /// The checks of one base-table row against its entry (decode and encode alike).
-fn check_base(id: &ChunkId, base: &ChunkId, depth: u8) -> Result<()> {
+fn check_base(id: &ChunkId, raw_len: u32, base: &ChunkId, depth: u8, whole_len: u32) -> Result<()> {
+    if whole_len > raw_len {
+        return Err(FormatError::Invalid(format!(
+            "delta chunk {} would take {whole_len} bytes whole, more than its {raw_len} raw bytes",
+            id.short(),
+        )));
+    }
     if depth == 0 || depth > MAX_DELTA_DEPTH {
         return Err(FormatError::Invalid(format!(
             "delta chunk {} has depth {depth}, outside 1..={MAX_DELTA_DEPTH}",
@@ -129,19 +140,21 @@ impl Serialize for WireBases<'_> {
         use serde::ser::SerializeSeq;
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for d in self.0 {
-            seq.serialize_element(&(d.base, d.depth))?;
+            seq.serialize_element(&(d.base, d.depth, d.whole_len))?;
         }
         seq.end()
     }
 }
 
-/// One row of a version-2 base table: 32 bytes of id, one byte of depth.
-fn take_base(b: &[u8]) -> super::wire::Taken<'_, (ChunkId, u8)> {
+/// One row of a version-2 base table: 32 bytes of id, one byte of depth, the
+/// whole length (a varint).
+fn take_base(b: &[u8]) -> super::wire::Taken<'_, (ChunkId, u8, u32)> {
     let (id, b) = take_id(b)?;
     let (depth, b) = b
         .split_first()
         .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
-    Ok(((id, *depth), b))
+    let (whole_len, b) = take_varint_u32(b)?;
+    Ok(((id, *depth, whole_len), b))
 }
 
 impl Serialize for WireEntries<'_> {
@@ -261,7 +274,13 @@ impl IndexBody {
                         e.entry.id.short()
                     ))
                 })?;
-            check_base(&e.entry.id, &row.base, row.depth)?;
+            check_base(
+                &e.entry.id,
+                e.entry.raw_len,
+                &row.base,
+                row.depth,
+                row.whole_len,
+            )?;
         }
         match rows.next() {
             Some(d) => Err(FormatError::Invalid(format!(
@@ -391,11 +410,12 @@ impl IndexBody {
                 )));
             }
         }
-        // Version 2: the base table (33 bytes a row, bounded by the bytes left
-        // before anything is allocated), rows checked as their entries come.
+        // Version 2: the base table (34 bytes a row at least, bounded by the
+        // bytes left before anything is allocated), rows checked as their
+        // entries come.
         let mut bases = Vec::new();
         if version >= DELTA_FORMAT_VERSION {
-            let (rows, after) = take_seq(rest, 33, take_base)?;
+            let (rows, after) = take_seq(rest, 34, take_base)?;
             bases = rows;
             rest = after;
         }
@@ -413,17 +433,18 @@ impl IndexBody {
             w.codec.check_in(version)?;
             let delta = match w.codec {
                 Codec::ZstdDelta => {
-                    let (base, depth) = rows.next().ok_or_else(|| {
+                    let (base, depth, whole_len) = rows.next().ok_or_else(|| {
                         FormatError::Invalid(format!(
                             "delta chunk {} has no row in the base table",
                             w.id.short()
                         ))
                     })?;
-                    check_base(&w.id, &base, depth)?;
+                    check_base(&w.id, w.raw_len, &base, depth, whole_len)?;
                     Some(DeltaBase {
                         ordinal,
                         base,
                         depth,
+                        whole_len,
                     })
                 }
                 _ => None,
@@ -683,6 +704,8 @@ mod tests {
                 ordinal: i as u64,
                 base: Id([i as u8 ^ 0xff; 32]),
                 depth,
+                // 0 (unknown) up to the raw length, varints of 1 to 2 bytes.
+                whole_len: (i as u32 * 1531) % 4097,
             });
         }
         body
@@ -727,7 +750,8 @@ mod tests {
     }
 
     /// What the decoder refuses in a base table (depth 0 or above the bound, a
-    /// delta against itself, a delta without a row, a row without a delta),
+    /// delta against itself, a delta without a row, a row without a delta, a
+    /// whole length above the raw length),
     /// `encode_as` refuses too; forced onto the wire anyway, decode refuses it.
     #[test]
     fn bad_base_tables_are_refused_on_write_and_on_read() {
@@ -753,11 +777,16 @@ mod tests {
             ordinal: 0,
             base: Id([1; 32]),
             depth: 1,
+            whole_len: 0,
         });
         bad.push(extra);
         let mut misplaced = good.clone();
         misplaced.deltas[0].ordinal = 0;
         bad.push(misplaced);
+        // Whole, it would take more than its raw bytes: impossible.
+        let mut too_long = good.clone();
+        too_long.deltas[1].whole_len = 4097;
+        bad.push(too_long);
         for (i, b) in bad.iter().enumerate() {
             assert!(b.encode_as(2).is_err(), "case {i} encoded");
             assert!(b.plan_streamed_as(2).is_err(), "case {i} planned");

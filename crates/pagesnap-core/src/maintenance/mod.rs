@@ -20,6 +20,7 @@ pub mod retention;
 pub mod stats;
 mod upgrade;
 pub mod verify;
+mod whole_len;
 
 pub use prune::{PruneOptions, PruneReport};
 pub use upgrade::UpgradeReport;

@@ -92,8 +92,9 @@ struct Plan {
     report: PruneReport,
     /// Deltas: where every chunk is (bases of moved deltas are read from there).
     placed: HashMap<ChunkId, Placed>,
-    /// Deltas: the base-table row (base, depth) of each live delta chosen.
-    rows: HashMap<ChunkId, (ChunkId, u8)>,
+    /// Deltas: the base-table row of each live delta chosen (its ordinal is
+    /// the old object's).
+    rows: HashMap<ChunkId, DeltaBase>,
     /// Packs to read live chunks from: pack → (dict, chosen entries in it).
     rewrite: BTreeMap<Id, (Option<Id>, Vec<IndexEntry>)>,
     delete_packs: Vec<Id>,
@@ -451,16 +452,13 @@ impl Store {
         // delta) and the base-table row of each chosen delta (its new index
         // object's row).
         let mut placed: HashMap<ChunkId, Placed> = HashMap::new();
-        let mut rows: HashMap<ChunkId, (ChunkId, u8)> = HashMap::new();
+        let mut rows: HashMap<ChunkId, DeltaBase> = HashMap::new();
         // Per pack: blob bytes (distinct entries) and live bytes.
         let mut blob: HashMap<Id, (u64, HashSet<u32>)> = HashMap::new();
         let mut pack_dict: HashMap<Id, Option<Id>> = HashMap::new();
         for (iid, body) in &cat.index {
-            let body_rows: HashMap<u64, (ChunkId, u8)> = body
-                .deltas
-                .iter()
-                .map(|d| (d.ordinal, (d.base, d.depth)))
-                .collect();
+            let body_rows: HashMap<u64, DeltaBase> =
+                body.deltas.iter().map(|d| (d.ordinal, *d)).collect();
             for (i, e) in body.entries.iter().enumerate() {
                 let p = body.packs[e.pack as usize];
                 if packs.get(&p.id) != Some(&p.len) {
@@ -707,11 +705,10 @@ impl Store {
                 .enumerate()
                 .filter(|(_, e)| e.entry.codec == Codec::ZstdDelta)
                 .filter_map(|(i, e)| {
-                    let (base, depth) = *plan.rows.get(&e.entry.id)?;
+                    let row = plan.rows.get(&e.entry.id)?;
                     Some(DeltaBase {
                         ordinal: i as u64,
-                        base,
-                        depth,
+                        ..*row
                     })
                 })
                 .collect();

@@ -208,6 +208,9 @@ fn add_listed(listed: &mut IdMap<Listed>, body: &IndexBody, sizes: &IdMap<u64>) 
     }
 }
 
+/// Base-table rows by delta: (base, depth, whole length).
+type Rows = IdMap<(ChunkId, u8, u32)>;
+
 /// A damaged pack to rewrite.
 struct Rewrite {
     pack: Id,
@@ -460,10 +463,12 @@ impl Store {
             }
         }
         // Re-indexed deltas: base from the blob, depth from the chain decoded
-        // (checked) through the located chunks and the re-indexed ones. A delta
+        // (checked) through the located chunks and the re-indexed ones, whole
+        // length measured again from the decoded bytes (whole_len.rs). A delta
         // whose chain cannot be read is not indexed, and said so: like a chunk
         // of an unreadable pack, the next backup stores its page again.
-        let mut rows: IdMap<(ChunkId, u8)> = IdMap::default();
+        let mut rows: Rows = IdMap::default();
+        let mut whole = super::whole_len::WholeLen::new(backend.clone(), self.config().zstd_level);
         if let Some(bases) = bases.as_ref().filter(|_| {
             body.entries
                 .iter()
@@ -487,10 +492,10 @@ impl Store {
                     })
                     .and_then(|h| {
                         let h = h.ok_or_else(|| "not a delta".to_string())?;
-                        let (_, depth) = bases
+                        let (raw, depth) = bases
                             .raw(&e.entry.id, &locate)
                             .map_err(|err| err.to_string())?;
-                        Ok((h.base, depth))
+                        Ok((h.base, depth, whole.of(p.dict, &raw)))
                     });
                 match found {
                     Ok(row) => {
@@ -548,11 +553,12 @@ impl Store {
             .iter()
             .enumerate()
             .filter_map(|(i, e)| {
-                let (base, depth) = *rows.get(&e.entry.id)?;
+                let (base, depth, whole_len) = *rows.get(&e.entry.id)?;
                 Some(DeltaBase {
                     ordinal: i as u64,
                     base,
                     depth,
+                    whole_len,
                 })
             })
             .collect();
@@ -640,7 +646,7 @@ impl Store {
         &self,
         rewrite: &[Rewrite],
         chains: Option<Chains<'_>>,
-    ) -> Result<(crate::store::pack_sink::SinkOutput, IdMap<(ChunkId, u8)>)> {
+    ) -> Result<(crate::store::pack_sink::SinkOutput, Rows)> {
         let backend = self.backend();
         let same = |key: &str, bytes: &[u8], r: &Rewrite| -> Result<()> {
             if *blake3::hash(bytes).as_bytes() != r.digest {
@@ -668,6 +674,7 @@ impl Store {
         let mut sink = PackSink::new(backend.clone(), self.config().pack_target_size as usize);
         let mut decoders = Decoder::new()?;
         let mut rows = IdMap::default();
+        let mut whole = super::whole_len::WholeLen::new(backend.clone(), self.config().zstd_level);
         for r in rewrite {
             let key = layout::pack(&r.pack);
             // From the copy: the name may hold a rewritten pack by now.
@@ -688,10 +695,10 @@ impl Store {
                     (Some(c), Codec::ZstdDelta) => {
                         let (base, raw, depth) = base_of_delta(c, e, stored)
                             .map_err(|err| err.or_damaged(|_| changed()))?;
-                        decoders
+                        let chunk = decoders
                             .decode_checked_with_base(e, stored, r.dict.as_ref(), Some(&raw))
                             .map_err(|_| changed())?;
-                        Some((base, depth + 1))
+                        Some((base, depth + 1, whole.of(r.dict, &chunk)))
                     }
                     _ => {
                         decoders

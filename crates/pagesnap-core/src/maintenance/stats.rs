@@ -3,8 +3,10 @@
 //!
 //! Reads manifests, page maps and the index; never chunk data.
 
+use crate::format::index::IndexBody;
+use crate::format::pack::Codec;
 use crate::store::{Snapshot, Store};
-use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
+use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
 use crate::{layout, Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -81,6 +83,41 @@ impl Summary {
     }
 }
 
+/// Of the distinct chunks the selected snapshots reference, those stored as
+/// deltas (format version 2), and what that saved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeltaStats {
+    pub chunks: u64,
+    /// Their bytes in packs (also in [`StoreStats::unique_stored_bytes`]).
+    pub stored_bytes: u64,
+    /// What they would take stored alone, as measured when each delta was
+    /// made (the base table's whole length). A delta whose whole length is
+    /// unknown (its row rebuilt by `repair index`) counts its stored bytes here:
+    /// it is taken to have saved nothing.
+    pub whole_bytes: u64,
+    /// `whole_bytes - stored_bytes`.
+    pub saved_bytes: u64,
+    /// Deltas whose whole length is unknown.
+    pub unmeasured_chunks: u64,
+}
+
+impl DeltaStats {
+    /// Counts one delta of `stored` bytes whose whole length is `whole` (0:
+    /// unknown).
+    fn add(&mut self, stored: u64, whole: u64) {
+        self.chunks += 1;
+        self.stored_bytes += stored;
+        if whole == 0 {
+            self.unmeasured_chunks += 1;
+        }
+        // A whole form never smaller than the delta (a writer keeps a delta
+        // only when it is smaller); a row that says otherwise saved nothing.
+        let whole = whole.max(stored);
+        self.whole_bytes += whole;
+        self.saved_bytes += whole - stored;
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreStats {
     pub snapshots: u64,
@@ -93,6 +130,8 @@ pub struct StoreStats {
     pub unique_stored_bytes: u64,
     /// References to all-zero chunks (never stored).
     pub zero_chunk_refs: u64,
+    /// Of the unique chunks, those stored as deltas (none in a store without).
+    pub deltas: DeltaStats,
     /// The whole store, whatever the selection.
     pub stored: StoredBytes,
     /// logical ÷ unique raw: how much deduplication saves.
@@ -134,6 +173,7 @@ impl Store {
         }
 
         let index = self.load_index()?;
+        let whole_lens = self.delta_whole_lens()?;
         // Index bytes are shared out per chunk entry they describe.
         let index_per_chunk = ratio(stored.index, index.entries() as u64);
 
@@ -150,6 +190,7 @@ impl Store {
         let (mut unique_raw, mut unique_stored, mut zero_refs, mut logical) =
             (0u64, 0u64, 0u64, 0u64);
         let mut cumulative_stored = 0u64;
+        let mut deltas = DeltaStats::default();
         for s in &snaps {
             let m = &s.manifest;
             let chunks = self.resolve_cached(&index, &m.map, &mut resolved)?;
@@ -167,6 +208,10 @@ impl Store {
                             new_bytes += loc.entry.stored_len as u64;
                             unique_raw += loc.entry.raw_len as u64;
                             unique_stored += loc.entry.stored_len as u64;
+                            if loc.entry.codec == Codec::ZstdDelta {
+                                let whole = whole_lens.get(&id).copied().unwrap_or(0);
+                                deltas.add(loc.entry.stored_len as u64, whole as u64);
+                            }
                         }
                     }
                 }
@@ -218,6 +263,7 @@ impl Store {
             unique_raw_bytes: unique_raw,
             unique_stored_bytes: unique_stored,
             zero_chunk_refs: zero_refs,
+            deltas,
             stored,
             dedup_ratio: ratio(logical, unique_raw),
             compression_ratio: ratio(unique_raw, unique_stored),
@@ -229,6 +275,32 @@ impl Store {
 }
 
 impl Store {
+    /// The whole length of every delta in the base tables of the store's index
+    /// objects (a store with deltas; empty otherwise). An object that cannot be
+    /// read was already marked damaged by the index load: its rows are skipped.
+    fn delta_whole_lens(&self) -> Result<IdMap<u32>> {
+        let mut out = IdMap::default();
+        if !self.config().deltas {
+            return Ok(out);
+        }
+        for o in self.backend().list(layout::INDEX)? {
+            let Some(id) = layout::id_of(&o.key) else {
+                continue;
+            };
+            let Ok(bytes) = self.get_verified(&o.key, &id) else {
+                continue;
+            };
+            let _ = IndexBody::decode_each_with_bases(&bytes, |_, e, row| {
+                if let Some(row) = row {
+                    // Any copy's measure will do; a known one beats an unknown.
+                    let w = out.entry(e.entry.id).or_insert(0);
+                    *w = (*w).max(row.whole_len);
+                }
+            });
+        }
+        Ok(out)
+    }
+
     /// The chunk list of map `id`, resolving only the maps of its chain that are not
     /// in `cache` (which keeps at most a few dozen lists).
     fn resolve_cached(

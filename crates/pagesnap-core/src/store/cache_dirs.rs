@@ -2,8 +2,10 @@
 //!
 //! The cache directory ([`crate::cache_root`]) holds two kinds of folder:
 //!
-//! * `<store id>/` (64 hex digits): head hints (`heads/`, see `head_hint.rs`) and
-//!   the derived index (`index/`, see `index/cache/`) of any store, local or remote;
+//! * `<store id>/` (64 hex digits): head hints (`heads/`, see `head_hint.rs`),
+//!   the derived index (`index/`, see `index/cache/`) of any store, local or
+//!   remote, and the base cache (`bases/`, see `base_cache.rs`) of a remote store
+//!   with deltas;
 //! * `stores/<blake3(url and endpoint)>/` (32 hex digits): a remote store's
 //!   metadata (`backend/cache.rs`).
 //!
@@ -430,6 +432,9 @@ mod tests {
         mark(&store_dir, "/nowhere/at/all");
         std::fs::create_dir_all(store_dir.join("heads")).unwrap();
         std::fs::write(store_dir.join("heads/x"), b"0123").unwrap();
+        // The base cache is part of the store's folder: counted, and removed with it.
+        std::fs::create_dir_all(store_dir.join("bases")).unwrap();
+        std::fs::write(store_dir.join("bases").join("ab".repeat(32)), b"56").unwrap();
         let remote = root.path().join(REMOTE).join("ab".repeat(16));
         mark(&remote, "s3://bucket/prefix");
         // Not ours: left alone whatever its age.
@@ -439,7 +444,7 @@ mod tests {
         let local = list.iter().find(|f| f.kind == CacheKind::Store).unwrap();
         assert_eq!(local.store.as_deref(), Some("/nowhere/at/all"));
         assert_eq!(local.state, StoreState::Missing);
-        assert_eq!(local.bytes, 4 + "/nowhere/at/all\n".len() as u64);
+        assert_eq!(local.bytes, 4 + 2 + "/nowhere/at/all\n".len() as u64);
         let r = list
             .iter()
             .find(|f| f.kind == CacheKind::RemoteMetadata)

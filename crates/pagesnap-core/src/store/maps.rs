@@ -70,8 +70,9 @@ pub(crate) struct NewChunks {
     pub entries: Vec<IndexEntry>,
     /// The dictionary the packs use.
     pub dict: Option<Id>,
-    /// The base and depth of each entry stored as a delta (format version 2).
-    pub bases: IdMap<(ChunkId, u8)>,
+    /// The base, depth and whole length (`DeltaBase::whole_len`) of each entry
+    /// stored as a delta (format version 2).
+    pub bases: IdMap<(ChunkId, u8, u32)>,
 }
 
 impl Store {
@@ -280,13 +281,18 @@ impl Store {
                 .enumerate()
                 .filter(|(_, e)| e.entry.codec == crate::format::pack::Codec::ZstdDelta)
                 .map(|(i, e)| {
-                    let (base, depth) = new.bases.get(&e.entry.id).copied().ok_or_else(|| {
-                        Error::Internal(format!("delta {} without its base", e.entry.id.short()))
-                    })?;
+                    let (base, depth, whole_len) =
+                        new.bases.get(&e.entry.id).copied().ok_or_else(|| {
+                            Error::Internal(format!(
+                                "delta {} without its base",
+                                e.entry.id.short()
+                            ))
+                        })?;
                     Ok(crate::format::index::DeltaBase {
                         ordinal: i as u64,
                         base,
                         depth,
+                        whole_len,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

@@ -16,6 +16,7 @@
 //!   newest snapshot; `cache_dirs.rs`: this machine's cache folders, each marked
 //!   with its store, listed and cleaned up.
 
+pub mod base_cache;
 pub(crate) mod bases;
 pub mod cache_dirs;
 pub(crate) mod head_hint;
@@ -189,7 +190,8 @@ impl Store {
     }
 
     /// Backups read every index object (the long way) instead of this machine's
-    /// local index cache, and leave the cache as it is. Changes no result.
+    /// local index cache, and leave the cache as it is; nor do they use the base
+    /// cache (store/base_cache.rs). Changes no result.
     pub fn without_index_cache(mut self) -> Self {
         self.index_cache = false;
         self
@@ -200,6 +202,20 @@ impl Store {
         let cache = self
             .index_cache
             .then(|| crate::index::cache::IndexCache::for_store(&self.config.store_id))
+            .flatten();
+        if cache.is_some() {
+            self.mark_cache();
+        }
+        cache
+    }
+
+    /// This machine's base cache of the store, bounded to `limit` bytes (0: none),
+    /// unless local caches are turned off ([`Store::without_index_cache`]: the
+    /// backup then stores its new chunks plain on a store that pays per request).
+    pub(crate) fn base_cache(&self, limit: u64) -> Option<base_cache::BaseCache> {
+        let cache = self
+            .index_cache
+            .then(|| base_cache::BaseCache::for_store(&self.config.store_id, limit))
             .flatten();
         if cache.is_some() {
             self.mark_cache();

@@ -206,6 +206,8 @@ pub fn run_once(
         time: None,
         busy_timeout: spec.busy_timeout,
         lock_wait: spec.lock_wait,
+        // The base cache's bound: `$PAGESNAP_BASE_CACHE`, else the default.
+        base_cache: None,
     };
     let report = match source.snapshot(store, &opts, ctl.abandon) {
         Ok(r) => r,

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use rusqlite::{params, Connection};
 use std::path::Path;
 
-fn store(dir: &Path, name: &str, deltas: bool) -> Store {
+pub(crate) fn store(dir: &Path, name: &str, deltas: bool) -> Store {
     Store::init(
         dir.join(name),
         &InitOptions {
@@ -28,7 +28,7 @@ fn store(dir: &Path, name: &str, deltas: bool) -> Store {
 }
 
 /// A table of small rows, many to a page: an update rewrites a few bytes of a page.
-fn accounts(db: &Path, rows: i64) -> Connection {
+pub(crate) fn accounts(db: &Path, rows: i64) -> Connection {
     let conn = create_db(db, Journal::Wal, 4096);
     conn.execute_batch(
         "CREATE TABLE acct(id INTEGER PRIMARY KEY, owner TEXT NOT NULL, balance INTEGER NOT NULL);",
@@ -49,7 +49,7 @@ fn accounts(db: &Path, rows: i64) -> Connection {
 
 /// Changes the balance of `n` rows picked by `rng`, and always row 1 (so one page
 /// changes at every step and its chain reaches the depth bound).
-fn update_some(conn: &Connection, rng: &mut Rng, rows: i64, n: usize) {
+pub(crate) fn update_some(conn: &Connection, rng: &mut Rng, rows: i64, n: usize) {
     let tx = conn.unchecked_transaction().unwrap();
     tx.execute("UPDATE acct SET balance = balance + 1 WHERE id = 1", [])
         .unwrap();
@@ -73,7 +73,7 @@ fn index_objects(dir: &Path) -> Vec<IndexBody> {
 }
 
 /// (delta entries, deepest chain) over every index object.
-fn delta_census(dir: &Path) -> (usize, u8) {
+pub(crate) fn delta_census(dir: &Path) -> (usize, u8) {
     let mut n = 0;
     let mut deepest = 0;
     for body in index_objects(dir) {
@@ -201,6 +201,12 @@ fn repair_index_rebuilds_the_base_tables_of_deltas() {
         // Index objects of one backup apart in time (found newest below).
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // What the deltas saved, as `stats` adds it up from the base tables.
+    let saved = with.stats(None).unwrap().deltas;
+    assert!(saved.chunks > 0 && saved.saved_bytes > 0, "{saved:?}");
+    assert_eq!(saved.saved_bytes, saved.whole_bytes - saved.stored_bytes);
+    assert_eq!(saved.unmeasured_chunks, 0);
+
     // Damage the newest index object (the last backup's, with its deltas).
     let newest = walk(&dir.path().join("with/index"))
         .into_iter()
@@ -238,8 +244,15 @@ fn repair_index_rebuilds_the_base_tables_of_deltas() {
     assert!(!body.deltas.is_empty());
     delta_census(&dir.path().join("with"));
 
-    // The snapshots that do not name the damaged object restore.
+    // The rebuilt rows measure the whole lengths again (whole_len.rs): the
+    // same as the backup's, so the same object under the same name.
     let with = Store::open(dir.path().join("with")).unwrap();
+    assert_eq!(with.stats(None).unwrap().deltas, saved);
+    assert_eq!(
+        report.quarantined[0],
+        pagesnap_core::layout::index(&rebuilt)
+    );
+    // The snapshots that do not name the damaged object restore.
     for (r, reference) in &taken[..taken.len() - 1] {
         let snap = snapshot_of(&with, r);
         restore_and_check(&with, &snap, reference, dir.path());
@@ -383,6 +396,66 @@ fn repair_index_reading_data_drops_a_damaged_base_and_its_dependants() {
         "{:#?}",
         report.problems
     );
+}
+
+/// An index object replaced by one of the same entries under another name (as
+/// `repair index` does when its rebuilt object is not byte for byte the damaged
+/// one): the last snapshot's map names an object that is gone. The next backup
+/// must not build its map on that parent through this machine's index cache
+/// (the short way): it takes the long way, records a full page map, and
+/// restores; the one after it has deltas again.
+#[test]
+fn a_backup_after_its_parents_index_object_is_gone_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let conn = accounts(&db, 3000);
+    let with = store(dir.path(), "with", true);
+    let mut rng = Rng(8);
+    for step in 0..4 {
+        if step > 0 {
+            update_some(&conn, &mut rng, 3000, 20);
+        }
+        let r = backup(&with, &db);
+        if step > 1 {
+            assert!(r.index_cached, "step {step} took the long way");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The newest index object (with deltas), under another name: a row's
+    // whole length changed, the entries the same.
+    let newest = walk(&dir.path().join("with/index"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    let mut body = IndexBody::decode(&std::fs::read(&newest).unwrap()).unwrap();
+    assert!(!body.deltas.is_empty());
+    body.deltas[0].whole_len = 0;
+    let bytes = body.encode_as(2).unwrap();
+    let renamed = pagesnap_core::Id::of_object(&bytes);
+    std::fs::write(
+        dir.path()
+            .join("with")
+            .join(pagesnap_core::layout::index(&renamed)),
+        &bytes,
+    )
+    .unwrap();
+    std::fs::remove_file(&newest).unwrap();
+
+    update_some(&conn, &mut rng, 3000, 20);
+    let r = backup(&with, &db);
+    assert!(!r.index_cached, "the short way built on a broken parent");
+    assert!(
+        r.warnings.iter().any(|w| w.contains("full page map")),
+        "{:?}",
+        r.warnings
+    );
+    let snap = snapshot_of(&with, &r);
+    restore_and_check(&with, &snap, &reference_hash(&db, dir.path()), dir.path());
+    update_some(&conn, &mut rng, 3000, 20);
+    let r = backup(&with, &db);
+    assert!(r.stats.delta_chunks > 0);
+    let snap = snapshot_of(&with, &r);
+    restore_and_check(&with, &snap, &reference_hash(&db, dir.path()), dir.path());
 }
 
 /// `copy` from a store with deltas decodes each delta through its chain and
@@ -843,69 +916,30 @@ proptest! {
     }
 }
 
-/// A local store that says it pays per request, as S3 does.
-struct PerRequest(pagesnap_core::backend::LocalBackend);
-
-impl pagesnap_core::backend::Backend for PerRequest {
-    fn location(&self) -> String {
-        self.0.location()
-    }
-    fn put(
-        &self,
-        key: &str,
-        data: &[u8],
-        mode: pagesnap_core::backend::PutMode,
-    ) -> pagesnap_core::backend::Result<()> {
-        self.0.put(key, data, mode)
-    }
-    fn get(&self, key: &str) -> pagesnap_core::backend::Result<Vec<u8>> {
-        self.0.get(key)
-    }
-    fn get_range(
-        &self,
-        key: &str,
-        range: std::ops::Range<u64>,
-    ) -> pagesnap_core::backend::Result<Vec<u8>> {
-        self.0.get_range(key, range)
-    }
-    fn size(&self, key: &str) -> pagesnap_core::backend::Result<Option<u64>> {
-        self.0.size(key)
-    }
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> pagesnap_core::backend::Result<Vec<pagesnap_core::backend::ObjectInfo>> {
-        self.0.list(prefix)
-    }
-    fn delete(&self, key: &str) -> pagesnap_core::backend::Result<()> {
-        self.0.delete(key)
-    }
-    fn requests(&self) -> Option<pagesnap_core::backend::RequestCounts> {
-        Some(Default::default())
-    }
-}
-
-/// On a store that pays per request (S3), reading each base would cost a
-/// request: backups store changed chunks whole there (DELTAS.md), and restore;
-/// later local backups of the same store make deltas against those chunks.
+/// On a store that pays per request (S3) with the base cache turned off
+/// (`base_cache: Some(0)`), backups store changed chunks whole: a base from
+/// the store would cost a request (the cache: tests/library/base_cache.rs). Later
+/// local backups of the same store make deltas against those chunks.
 #[test]
-fn a_store_that_pays_per_request_stores_chunks_whole() {
+fn a_store_that_pays_per_request_without_a_base_cache_stores_chunks_whole() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bank.db");
     let conn = accounts(&db, 3000);
     store(dir.path(), "remote", true);
-    let backend = PerRequest(pagesnap_core::backend::LocalBackend::new(
-        dir.path().join("remote"),
-    ));
+    let (backend, _) = crate::base_cache::Counting::new(dir.path().join("remote"));
     let remote = Store::open_backend(std::sync::Arc::new(backend)).unwrap();
     assert!(remote.config().deltas);
+    let opts = pagesnap_core::BackupOptions {
+        base_cache: Some(0),
+        ..Default::default()
+    };
     let mut rng = Rng(4);
     let mut taken = Vec::new();
     for step in 0..4 {
         if step > 0 {
             update_some(&conn, &mut rng, 3000, 20);
         }
-        let r = backup(&remote, &db);
+        let r = remote.backup_path(&db, &opts).unwrap();
         assert_eq!(r.stats.delta_chunks, 0);
         taken.push((r, reference_hash(&db, dir.path())));
     }

@@ -11,6 +11,7 @@
 mod common;
 
 mod abandon;
+mod base_cache;
 mod concurrent_writer;
 mod copy;
 mod deltas;
