@@ -20,7 +20,44 @@ fn format_v1_store_with_image_checks_restores_byte_exactly() -> anyhow::Result<(
     restores_byte_exactly("v1-image-check", true)
 }
 
+/// The first store with deltas: every snapshot restores through its chains.
+#[test]
+fn format_v2_store_with_deltas_restores_byte_exactly() -> anyhow::Result<()> {
+    use pagesnap_core::format::index::IndexBody;
+    use pagesnap_core::format::pack::Codec;
+    restores_byte_exactly_n("v2", true, 6)?;
+    let store = fixture("v2").join("store");
+    assert!(Store::open(&store)?.config().deltas);
+    // It holds deltas, in version-2 index objects with their rows, chained.
+    let (mut deltas, mut deepest) = (0, 0);
+    for file in std::fs::read_dir(store.join("index"))? {
+        let bytes = std::fs::read(file?.path())?;
+        let body = IndexBody::decode(&bytes)?;
+        let n = body
+            .entries
+            .iter()
+            .filter(|e| e.entry.codec == Codec::ZstdDelta)
+            .count();
+        assert_eq!(n, body.deltas.len());
+        assert_eq!(
+            u16::from_le_bytes([bytes[8], bytes[9]]),
+            body.needed_version()
+        );
+        deltas += n;
+        deepest = body.deltas.iter().map(|d| d.depth).fold(deepest, u8::max);
+    }
+    assert!(
+        deltas > 0 && deepest >= 3,
+        "{deltas} deltas, deepest {deepest}"
+    );
+    Ok(())
+}
+
 fn restores_byte_exactly(version: &str, image_checks: bool) -> anyhow::Result<()> {
+    restores_byte_exactly_n(version, image_checks, 3)
+}
+
+fn restores_byte_exactly_n(version: &str, image_checks: bool, n: usize) -> anyhow::Result<()> {
     let dir = fixture(version);
     let store = Store::open(dir.join("store"))?;
     let expected = std::fs::read_to_string(dir.join("expected.txt"))?;
@@ -29,7 +66,7 @@ fn restores_byte_exactly(version: &str, image_checks: bool) -> anyhow::Result<()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), n);
     assert_eq!(store.snapshots()?.len(), rows.len());
     // The fixture covers dictionary-compressed chunks.
     assert_eq!(std::fs::read_dir(dir.join("store/dicts"))?.count(), 1);
@@ -67,7 +104,7 @@ fn restores_byte_exactly(version: &str, image_checks: bool) -> anyhow::Result<()
         ..Default::default()
     })?;
     assert!(report.healthy(), "{:?}", report.problems);
-    assert_eq!(report.images_checked, 3);
+    assert_eq!(report.images_checked, n as u64);
     Ok(())
 }
 
