@@ -16,6 +16,7 @@
 mod abandon;
 pub mod capture;
 pub(crate) mod chunk_writer;
+pub mod sketch;
 mod index;
 #[cfg(test)]
 mod scale_tests;
