@@ -347,6 +347,9 @@ pub fn json(r: &Results) -> Value {
                 "delta_bytes": CHAINS.iter().enumerate()
                     .map(|(k, &c)| (chain_key(c), json!(o.delta.bytes[k])))
                     .collect::<serde_json::Map<String, Value>>(),
+                "content_found_delta_bytes": CHAINS.iter().enumerate()
+                    .map(|(k, &c)| (chain_key(c), json!(o.delta.found_bytes[k])))
+                    .collect::<serde_json::Map<String, Value>>(),
                 "wall_secs": r.step_wall[i].as_secs_f64(),
                 "configs": configs,
             })

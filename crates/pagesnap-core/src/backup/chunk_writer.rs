@@ -16,11 +16,13 @@ use crate::backend::{Backend, PutMode};
 use crate::codec::{Attempt, Decoder, Encoder};
 use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
-use crate::format::index::MAX_DELTA_DEPTH;
 use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::index::cache::ChunkLookup;
 use crate::index::id_table::IdTable;
+use super::base_choice;
+use super::sketch::features::Features;
+use super::sketch::Sketcher;
 use crate::store::bases::Bases;
 use crate::store::pack_upload::Uploader;
 use crate::store::NewChunks;
@@ -132,6 +134,9 @@ pub(crate) struct ChunkWriter {
     bases: Option<Bases>,
     /// The base and depth of every delta this backup stored.
     delta_rows: IdMap<(ChunkId, u8)>,
+    /// Content-found bases and the new snapshot's sketch (a store with deltas
+    /// that does not pay per request: backup/sketch/).
+    sketch: Option<Sketcher>,
 }
 
 impl ChunkWriter {
@@ -174,6 +179,7 @@ impl ChunkWriter {
             parent: None,
             bases: None,
             delta_rows: IdMap::default(),
+            sketch: None,
         })
     }
 
@@ -186,19 +192,16 @@ impl ChunkWriter {
         Ok(())
     }
 
-    /// The base (id, raw bytes, depth) a new chunk `id` at position `pos` may be
-    /// a delta against: the parent's chunk there, if it is stored, readable, and
-    /// below the depth bound. A backup never fails for want of a base: `None`.
-    fn base_for(&self, pos: u64, id: &ChunkId) -> Option<(ChunkId, Arc<Vec<u8>>, u8)> {
-        let bases = self.bases.as_ref()?;
-        let ChunkRef::Stored(base) = *self.parent.as_ref()?.get(pos as usize)? else {
-            return None;
-        };
-        if base == *id {
-            return None;
-        }
-        let (raw, depth) = bases.raw(&base, &|c| self.index.locate(c)).ok()?;
-        (depth < MAX_DELTA_DEPTH).then_some((base, raw, depth))
+    /// Finds bases by content too (`parent`: the parent's sketch, if sound) and
+    /// keeps the features that the new snapshot's sketch needs.
+    pub(crate) fn use_sketch(&mut self, parent: Option<Vec<Features>>) {
+        self.sketch = Some(Sketcher::new(parent));
+    }
+
+    /// The new snapshot's sketch (with sketches on), given its chunks.
+    pub(crate) fn take_sketch(&mut self, chunks: &[ChunkRef]) -> Option<Vec<Features>> {
+        let sketch = self.sketch.take()?;
+        Some(sketch.finish(chunks, self.parent.as_deref()))
     }
 
     /// Prepares for about `n` new chunks (a first backup: the database's size in
@@ -256,24 +259,42 @@ impl ChunkWriter {
             return Ok(Encoded::Zero);
         }
         let id = Id::of_chunk(data);
+        let parent = self.parent.as_deref();
+        let features = self
+            .sketch
+            .as_ref()
+            .filter(|s| s.wants(parent.and_then(|p| p.get(pos as usize)), &id))
+            .map(|s| s.compute(pos, &id, data));
         if self.index.contains(&id) {
             return Ok(Encoded::Known(id));
         }
         // A chunk with a base is encoded now even while samples are collected
         // (a delta beats the dictionary frame: DELTAS.md); the others wait.
-        let base = self.base_for(pos, &id);
-        if self.samples.is_some() && base.is_none() {
+        let bases = match (parent, &self.bases) {
+            (Some(parent), Some(bases)) => base_choice::candidates(
+                parent,
+                bases,
+                &self.index,
+                self.sketch.as_ref(),
+                features.as_ref(),
+                pos,
+                &id,
+            ),
+            _ => Vec::new(),
+        };
+        if self.samples.is_some() && bases.is_empty() {
             slot[..data.len()].copy_from_slice(data);
             return Ok(Encoded::Raw {
                 id,
                 len: data.len() as u32,
             });
         }
-        let delta = base.as_ref().map(|(b, raw, _)| (&id, b, raw.as_slice()));
-        let (stored_len, codec) =
-            self.with_ctx(|ctx| compress(ctx, data, slot, &self.trial, delta))?;
-        let delta = match (codec, base) {
-            (Codec::ZstdDelta, Some((b, _, depth))) => Some((b, depth + 1)),
+        let candidates: Vec<(&ChunkId, &[u8])> =
+            bases.iter().map(|(b, raw, _)| (b, raw.as_slice())).collect();
+        let (stored_len, codec, won) =
+            self.with_ctx(|ctx| compress(ctx, data, slot, &self.trial, &id, &candidates))?;
+        let delta = match (codec, won.and_then(|i| bases.get(i))) {
+            (Codec::ZstdDelta, Some((b, _, depth))) => Some((*b, depth + 1)),
             _ => None,
         };
         Ok(Encoded::New {
@@ -294,7 +315,10 @@ impl ChunkWriter {
     /// [`ChunkWriter::compress`], recording what it tried in `trial`.
     fn compress_with(&self, data: &[u8], trial: &PlainTrial) -> Result<(Vec<u8>, Codec)> {
         let mut out = vec![0; slot_len(data.len())];
-        let (len, codec) = self.with_ctx(|ctx| compress(ctx, data, &mut out, trial, None))?;
+        // Without bases the chunk's id is not used: not hashed again.
+        let no_id = Id([0; 32]);
+        let (len, codec, _) =
+            self.with_ctx(|ctx| compress(ctx, data, &mut out, trial, &no_id, &[]))?;
         out.truncate(len);
         Ok((out, codec))
     }
@@ -647,15 +671,17 @@ impl ChunkWriter {
 /// are made is the backup's `trial`, which records how they compared. Returns the
 /// stored length and codec.
 ///
-/// With `delta` (the chunk's id, its base's id and raw bytes), a delta against
-/// the base is made too and kept when it is smallest ([`Encoder::encode_smallest`]).
+/// With `bases` (candidate bases' ids and raw bytes; `id` the chunk's), a delta
+/// against each is made too and the smallest kept ([`Encoder::encode_smallest_of`]);
+/// the third value says which base it is against.
 fn compress(
     enc: &mut Encoder,
     data: &[u8],
     out: &mut [u8],
     trial: &PlainTrial,
-    delta: Option<(&ChunkId, &ChunkId, &[u8])>,
-) -> Result<(usize, Codec)> {
+    id: &ChunkId,
+    bases: &[(&ChunkId, &[u8])],
+) -> Result<(usize, Codec, Option<usize>)> {
     // A dictionary trained on some pages can make others compress worse (its
     // entropy tables replace ones fitted to the page): keep whichever is smaller,
     // as long as trying pays (compressing twice doubles the cost of a backup).
@@ -666,16 +692,11 @@ fn compress(
     } else {
         Attempt::Dict
     };
-    let stored = match delta {
-        Some((id, base_id, base)) => {
-            enc.encode_smallest(data, id, out, attempt, Some((base_id, base)))?
-        }
-        None => enc.encode(data, out, attempt)?,
-    };
+    let (stored, won) = enc.encode_smallest_of(data, id, out, attempt, bases)?;
     if let Some((d, p)) = stored.both {
         trial.record(d, p);
     }
-    Ok((stored.len, stored.codec))
+    Ok((stored.len, stored.codec, won))
 }
 
 /// How the dictionary and the plain frame compare in this backup. The first

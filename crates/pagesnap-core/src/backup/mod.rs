@@ -14,6 +14,7 @@
 //! * `abandon.rs`: abandoning a backup from another thread (`pagesnap watch`).
 
 mod abandon;
+mod base_choice;
 pub mod capture;
 pub(crate) mod chunk_writer;
 pub mod sketch;
@@ -239,6 +240,15 @@ impl Store {
                 writer.use_deltas(parent_chunks, crate::store::bases::BACKUP_CACHE_BYTES)?;
             }
         }
+        // Content-found bases (DELTAS.md): the parent's sketch, if this machine
+        // holds a sound one; where deltas are made at all.
+        let sketches = self.config().deltas && self.backend().requests().is_none();
+        if sketches {
+            let store_id = &self.config().store_id;
+            writer.use_sketch(parent.as_ref().and_then(|p| {
+                sketch::file::read(store_id, &name, &p.id, p.manifest.chunk_count as usize)
+            }));
+        }
         if index_chunks == 0 {
             // Every chunk of a first backup is new: size the writer's map once.
             let pages: i64 = conn
@@ -247,7 +257,7 @@ impl Store {
             let chunks = pages.max(0) as u64 / self.config().chunk_pages as u64;
             writer.expect_new(chunks.min(1 << 28) as usize);
         }
-        let cap = capture::capture(
+        let mut cap = capture::capture(
             conn,
             path,
             opts.busy_timeout,
@@ -256,6 +266,7 @@ impl Store {
             self.progress(),
             abandon,
         )?;
+        let sketch = cap.writer.take_sketch(&cap.chunks);
         let (new, stats, index) = cap.writer.finish()?;
         // The last moment to abandon: so far only packs (and a dictionary) were
         // written, which nothing names; from here on the index, the page map and
@@ -307,6 +318,9 @@ impl Store {
             image_check: Some(cap.image_check),
         };
         let (id, manifest_len) = self.publish(&manifest, true)?;
+        if let Some(features) = sketch {
+            sketch::file::write(&self.config().store_id, &name, &id, &features);
+        }
         metadata_bytes += manifest_len;
         bytes_added += metadata_bytes;
         warnings.extend(self.index_upkeep(

@@ -193,6 +193,7 @@ impl Encoder {
     /// [`Encoder::encode_delta`]; keeps whichever is smallest, so a delta is stored
     /// only where it saves bytes. `both` is the plain and dictionary frames'
     /// comparison whichever wins (what a backup's trial learns from).
+    #[cfg(test)]
     pub(crate) fn encode_smallest(
         &mut self,
         data: &[u8],
@@ -201,25 +202,47 @@ impl Encoder {
         attempt: Attempt,
         delta: Option<(&ChunkId, &[u8])>,
     ) -> Result<Stored> {
-        let best = self.encode(data, out, attempt)?;
-        let Some((base_id, base)) = delta else {
-            return Ok(best);
+        let bases: &[(&ChunkId, &[u8])] = match &delta {
+            Some(b) => std::slice::from_ref(b),
+            None => &[],
         };
+        Ok(self.encode_smallest_of(data, id, out, attempt, bases)?.0)
+    }
+
+    /// [`Encoder::encode_smallest`] with several candidate bases (a backup's
+    /// same-position and content-found ones): a delta against each, keeping the
+    /// smallest of all forms. Also returns which base the kept delta is against.
+    pub(crate) fn encode_smallest_of(
+        &mut self,
+        data: &[u8],
+        id: &ChunkId,
+        out: &mut [u8],
+        attempt: Attempt,
+        bases: &[(&ChunkId, &[u8])],
+    ) -> Result<(Stored, Option<usize>)> {
+        let mut best = self.encode(data, out, attempt)?;
+        let mut won = None;
+        if bases.is_empty() {
+            return Ok((best, won));
+        }
+        let both = best.both;
         let mut blob = std::mem::take(&mut self.delta_blob);
         blob.resize(slot_len(data.len()), 0);
-        let d = self.encode_delta(data, id, base_id, base, &mut blob);
-        let won = match d {
-            Ok(Some(d)) if d.len < best.len => {
-                out[..d.len].copy_from_slice(&blob[..d.len]);
-                Ok(Stored {
-                    both: best.both,
-                    ..d
-                })
+        for (i, &(base_id, base)) in bases.iter().enumerate() {
+            match self.encode_delta(data, id, base_id, base, &mut blob) {
+                Ok(Some(d)) if d.len < best.len => {
+                    out[..d.len].copy_from_slice(&blob[..d.len]);
+                    best = Stored { both, ..d };
+                    won = Some(i);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.delta_blob = blob;
+                    return Err(e);
+                }
             }
-            Ok(_) => Ok(best),
-            Err(e) => Err(e),
-        };
+        }
         self.delta_blob = blob;
-        won
+        Ok((best, won))
     }
 }
