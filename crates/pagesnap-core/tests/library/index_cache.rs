@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 /// One cache directory for the whole test binary: the variable is process-wide,
 /// so it is set once, and the other tests of the binary may find it set (stores
 /// have their own ids under it).
-fn cache_dir() -> &'static Path {
+pub(crate) fn cache_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@ mod common;
 
 mod abandon;
 mod concurrent_writer;
+mod content_bases;
 mod copy;
 mod deltas;
 mod dictionary;
