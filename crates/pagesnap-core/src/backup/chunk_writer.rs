@@ -292,7 +292,7 @@ impl ChunkWriter {
         let candidates: Vec<(&ChunkId, &[u8])> =
             bases.iter().map(|(b, raw, _)| (b, raw.as_slice())).collect();
         let (stored_len, codec, won) =
-            self.with_ctx(|ctx| compress(ctx, data, slot, &self.trial, &id, &candidates))?;
+            self.with_ctx(|ctx| compress_among(ctx, data, slot, &self.trial, &id, &candidates))?;
         let delta = match (codec, won.and_then(|i| bases.get(i))) {
             (Codec::ZstdDelta, Some((b, _, depth))) => Some((*b, depth + 1)),
             _ => None,
@@ -318,7 +318,7 @@ impl ChunkWriter {
         // Without bases the chunk's id is not used: not hashed again.
         let no_id = Id([0; 32]);
         let (len, codec, _) =
-            self.with_ctx(|ctx| compress(ctx, data, &mut out, trial, &no_id, &[]))?;
+            self.with_ctx(|ctx| compress_among(ctx, data, &mut out, trial, &no_id, &[]))?;
         out.truncate(len);
         Ok((out, codec))
     }
@@ -674,7 +674,7 @@ impl ChunkWriter {
 /// With `bases` (candidate bases' ids and raw bytes; `id` the chunk's), a delta
 /// against each is made too and the smallest kept ([`Encoder::encode_smallest_of`]);
 /// the third value says which base it is against.
-fn compress(
+fn compress_among(
     enc: &mut Encoder,
     data: &[u8],
     out: &mut [u8],
@@ -697,6 +697,24 @@ fn compress(
         trial.record(d, p);
     }
     Ok((stored.len, stored.codec, won))
+}
+
+/// [`compress_among`] with at most one base, as the tests call it.
+#[cfg(test)]
+fn compress(
+    enc: &mut Encoder,
+    data: &[u8],
+    out: &mut [u8],
+    trial: &PlainTrial,
+    delta: Option<(&ChunkId, &ChunkId, &[u8])>,
+) -> Result<(usize, Codec)> {
+    let no_id = Id([0; 32]);
+    let (id, bases) = match delta {
+        Some((id, base_id, base)) => (id, vec![(base_id, base)]),
+        None => (&no_id, Vec::new()),
+    };
+    let (len, codec, _) = compress_among(enc, data, out, trial, id, &bases)?;
+    Ok((len, codec))
 }
 
 /// How the dictionary and the plain frame compare in this backup. The first

@@ -161,11 +161,13 @@ fn vacuum_moved_rows_find_their_bases_by_content() {
 /// A sketch file with its rows reversed and its checksum made right again: a
 /// sound file whose features belong to other positions.
 fn lying(sketch: &[u8]) -> Vec<u8> {
+    // FORMAT.md: a 56-byte header (features per chunk at 12..16), rows of
+    // 4-byte features, a 32-byte checksum.
     const HEADER: usize = 56;
-    const ROW: usize = 16;
+    let row = u32::from_le_bytes(sketch[12..16].try_into().unwrap()) as usize * 4;
     let body_end = sketch.len() - 32;
-    let rows: Vec<&[u8]> = sketch[HEADER..body_end].chunks(ROW).collect();
-    assert!(rows.len() > 10 && rows.iter().all(|r| r.len() == ROW));
+    let rows: Vec<&[u8]> = sketch[HEADER..body_end].chunks(row).collect();
+    assert!(rows.len() > 10 && rows.iter().all(|r| r.len() == row));
     let mut out = sketch[..HEADER].to_vec();
     for r in rows.iter().rev() {
         out.extend_from_slice(r);

@@ -14,7 +14,7 @@
 //! each, and a group of several would rarely match whole.
 
 /// Features per chunk.
-pub const FEATURES: usize = 4;
+pub const FEATURES: usize = 8;
 
 /// The features of a chunk; 0 is "none" (a chunk with nothing sampled, e.g. all
 /// zeros), never a feature.
@@ -45,6 +45,10 @@ const TRANSFORMS: [(u64, u64); FEATURES] = [
     (0xc2b2_ae3d_27d4_eb4f, 0x1656_67b1_9e37_79f9),
     (0xd6e8_feb8_6659_fd93, 0x27d4_eb2f_1656_67c5),
     (0xff51_afd7_ed55_8ccd, 0xc4ce_b9fe_1a85_ec53),
+    (0xa076_1d64_78bd_642f, 0xe703_7ed1_a0b4_28db),
+    (0x8ebc_6af0_9c88_c6e3, 0x5899_65cc_7537_4cc3),
+    (0x1d8e_4e27_c47d_124f, 0xbf58_476d_1ce4_e5b9),
+    (0x94d0_49bb_1331_11eb, 0x2545_f491_4f6c_dd1d),
 ];
 
 /// Window of the rolling hash: the hash shifts 2 bits per byte, so its top bits

@@ -130,9 +130,9 @@ mod tests {
     #[test]
     fn round_trip_and_anything_wrong_is_no_sketch() {
         let snap = Id([7; 32]);
-        let rows: Vec<Features> = (0..5u32).map(|i| [i, i + 1, 0, 9]).collect();
+        let rows: Vec<Features> = (0..5u32).map(|i| [i; FEATURES]).collect();
         let bytes = encode(&snap, &rows);
-        assert_eq!(bytes.len(), HEADER_LEN + 5 * 16 + TRAILER_LEN);
+        assert_eq!(bytes.len(), HEADER_LEN + 5 * FEATURES * 4 + TRAILER_LEN);
         assert_eq!(decode(&bytes, &snap, 5), Some(rows));
         assert_eq!(decode(&bytes, &Id([8; 32]), 5), None, "another snapshot's");
         assert_eq!(decode(&bytes, &snap, 6), None, "another chunk count");

@@ -35,7 +35,7 @@ impl FeatureIndex {
     /// Up to `N` positions other than `skip` sharing features with `f`, most
     /// shared first (ties: nearest to `skip`, where the same rows likely were).
     pub fn best<const N: usize>(&self, f: &Features, skip: u64) -> [Option<u32>; N] {
-        let mut votes: [(u32, u32); 8] = [(0, 0); 8];
+        let mut votes: [(u32, u32); 16] = [(0, 0); 16];
         let mut n = 0;
         for &x in f.iter().filter(|&&x| x != 0) {
             let from = self.entries.partition_point(|&(y, _)| y < x);
@@ -70,23 +70,26 @@ impl FeatureIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::sketch::features::FEATURES;
+
+    /// Features from a few values (the rest none).
+    fn f(xs: &[u32]) -> Features {
+        let mut f = [0; FEATURES];
+        f[..xs.len()].copy_from_slice(xs);
+        f
+    }
 
     #[test]
     fn most_shared_first_and_common_features_ignored() {
-        let per = [
-            [1, 2, 3, 4],
-            [1, 2, 9, 9],
-            [5, 6, 7, 8],
-            [0, 0, 0, 0],
-        ];
+        let per = [f(&f(&[1, 2, 3, 4])), f(&f(&[1, 2, 9, 9])), f(&f(&[5, 6, 7, 8])), f(&[])];
         let idx = FeatureIndex::new(&per);
-        assert_eq!(idx.best::<2>(&[1, 2, 3, 10], 9), [Some(0), Some(1)]);
-        assert_eq!(idx.best::<2>(&[1, 2, 3, 10], 0), [Some(1), None]);
-        assert_eq!(idx.best::<1>(&[11, 12, 13, 14], 0), [None]);
+        assert_eq!(idx.best::<2>(&f(&[1, 2, 3, 10]), 9), [Some(0), Some(1)]);
+        assert_eq!(idx.best::<2>(&f(&[1, 2, 3, 10]), 0), [Some(1), None]);
+        assert_eq!(idx.best::<1>(&f(&[11, 12, 13, 14]), 0), [None]);
         // Feature 1 at more than MAX_SHARED positions votes for none of them.
-        let per: Vec<Features> = (0..6).map(|i| [1, 100 + i, 0, 0]).collect();
+        let per: Vec<Features> = (0..6).map(|i| f(&[1, 100 + i])).collect();
         let idx = FeatureIndex::new(&per);
-        assert_eq!(idx.best::<1>(&[1, 0, 0, 0], 99), [None]);
-        assert_eq!(idx.best::<1>(&[1, 103, 0, 0], 99), [Some(3)]);
+        assert_eq!(idx.best::<1>(&f(&[1, 0, 0, 0]), 99), [None]);
+        assert_eq!(idx.best::<1>(&f(&[1, 103, 0, 0]), 99), [Some(3)]);
     }
 }
