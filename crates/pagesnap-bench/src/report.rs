@@ -91,7 +91,10 @@ impl Results {
 
     /// The delta bound with content-found bases, under `CHAINS[k]`.
     pub fn found_total(&self, k: usize) -> u64 {
-        self.observations.iter().map(|o| o.delta.found_bytes[k]).sum()
+        self.observations
+            .iter()
+            .map(|o| o.delta.found_bytes[k])
+            .sum()
     }
 
     fn found_per_snapshot(&self, k: usize) -> f64 {

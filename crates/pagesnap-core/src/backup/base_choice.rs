@@ -3,8 +3,9 @@
 //! parent's chunk that shares the most resemblance features with it (a
 //! content-found base, from the parent's sketch: after a VACUUM, rows move to
 //! other page numbers and the same position holds other rows). At most these
-//! two are tried, to bound a backup's work; `Encoder::encode_smallest_of` keeps
-//! the smallest form.
+//! two are tried, to bound a backup's work, and the second only when the first
+//! did not already give a small delta (`chunk_writer.rs`, `GOOD_ENOUGH`); the
+//! smallest form is kept.
 
 use super::sketch::features::Features;
 use super::sketch::Sketcher;
@@ -17,34 +18,48 @@ use std::sync::Arc;
 /// A candidate base: its id, raw bytes and depth.
 pub(crate) type Base = (ChunkId, Arc<Vec<u8>>, u8);
 
-/// The base candidates of new chunk `id` at position `pos` (`features`: its
-/// features, when computed): each stored, readable, not `id` itself, below the
-/// depth bound, and not tried twice. A backup never fails for want of a base:
-/// one that cannot be read is left out.
-pub(crate) fn candidates(
-    parent: &[ChunkRef],
-    bases: &Bases,
-    index: &ChunkLookup,
-    sketch: Option<&Sketcher>,
-    features: Option<&Features>,
-    pos: u64,
-    id: &ChunkId,
-) -> Vec<Base> {
-    let read = |base: ChunkId| -> Option<Base> {
-        let (raw, depth) = bases.raw(&base, &|c| index.locate(c)).ok()?;
+/// What a new chunk's bases are chosen from.
+pub(crate) struct Choice<'a> {
+    pub parent: &'a [ChunkRef],
+    pub bases: &'a Bases,
+    pub index: &'a ChunkLookup,
+    pub sketch: Option<&'a Sketcher>,
+    /// The new chunk's features, when computed.
+    pub features: Option<&'a Features>,
+    pub pos: u64,
+    pub id: &'a ChunkId,
+}
+
+impl Choice<'_> {
+    /// A base that is stored, readable, not the chunk itself and below the
+    /// depth bound. A backup never fails for want of a base: one that cannot be
+    /// read is left out.
+    fn read(&self, base: ChunkId) -> Option<Base> {
+        let (raw, depth) = self.bases.raw(&base, &|c| self.index.locate(c)).ok()?;
         (depth < MAX_DELTA_DEPTH).then_some((base, raw, depth))
-    };
-    let stored = |p: u64| match parent.get(p as usize) {
-        Some(ChunkRef::Stored(c)) if c != id => Some(*c),
-        _ => None,
-    };
-    let same = stored(pos);
-    let mut out: Vec<Base> = same.and_then(read).into_iter().collect();
-    let found = sketch
-        .zip(features)
-        .and_then(|(s, f)| s.found(f, pos))
-        .and_then(stored)
-        .filter(|c| Some(*c) != same);
-    out.extend(found.and_then(read));
-    out
+    }
+
+    fn stored(&self, p: u64) -> Option<ChunkId> {
+        match self.parent.get(p as usize) {
+            Some(ChunkRef::Stored(c)) if c != self.id => Some(*c),
+            _ => None,
+        }
+    }
+
+    /// The parent's chunk at the same position.
+    pub(crate) fn same(&self) -> Option<Base> {
+        self.stored(self.pos).and_then(|c| self.read(c))
+    }
+
+    /// The parent's chunk sharing the most features with the new one, unless
+    /// it is the same-position one.
+    pub(crate) fn found(&self) -> Option<Base> {
+        let same = self.stored(self.pos);
+        self.sketch
+            .zip(self.features)
+            .and_then(|(s, f)| s.found(f, self.pos))
+            .and_then(|p| self.stored(p))
+            .filter(|c| Some(*c) != same)
+            .and_then(|c| self.read(c))
+    }
 }

@@ -12,6 +12,9 @@
 //! with its own zstd contexts; [`ChunkWriter::accept`] (dedup within the backup,
 //! pack assembly, writes) takes `&mut self` and runs on one.
 
+use super::base_choice::{self, Base};
+use super::sketch::features::Features;
+use super::sketch::Sketcher;
 use crate::backend::{Backend, PutMode};
 use crate::codec::{Attempt, Decoder, Encoder};
 use crate::format::config::StoreConfig;
@@ -20,9 +23,6 @@ use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::index::cache::ChunkLookup;
 use crate::index::id_table::IdTable;
-use super::base_choice;
-use super::sketch::features::Features;
-use super::sketch::Sketcher;
 use crate::store::bases::Bases;
 use crate::store::pack_upload::Uploader;
 use crate::store::NewChunks;
@@ -270,33 +270,39 @@ impl ChunkWriter {
         }
         // A chunk with a base is encoded now even while samples are collected
         // (a delta beats the dictionary frame: DELTAS.md); the others wait.
-        let bases = match (parent, &self.bases) {
-            (Some(parent), Some(bases)) => base_choice::candidates(
+        let choice = match (parent, &self.bases) {
+            (Some(parent), Some(bases)) => Some(base_choice::Choice {
                 parent,
                 bases,
-                &self.index,
-                self.sketch.as_ref(),
-                features.as_ref(),
+                index: &self.index,
+                sketch: self.sketch.as_ref(),
+                features: features.as_ref(),
                 pos,
-                &id,
-            ),
-            _ => Vec::new(),
-        };
-        if self.samples.is_some() && bases.is_empty() {
-            slot[..data.len()].copy_from_slice(data);
-            return Ok(Encoded::Raw {
-                id,
-                len: data.len() as u32,
-            });
-        }
-        let candidates: Vec<(&ChunkId, &[u8])> =
-            bases.iter().map(|(b, raw, _)| (b, raw.as_slice())).collect();
-        let (stored_len, codec, won) =
-            self.with_ctx(|ctx| compress_among(ctx, data, slot, &self.trial, &id, &candidates))?;
-        let delta = match (codec, won.and_then(|i| bases.get(i))) {
-            (Codec::ZstdDelta, Some((b, _, depth))) => Some((*b, depth + 1)),
+                id: &id,
+            }),
             _ => None,
         };
+        let same = choice.as_ref().and_then(|c| c.same());
+        // The content-found base is looked up only when needed (base_choice.rs).
+        let mut found = None;
+        if self.samples.is_some() && same.is_none() {
+            found = choice.as_ref().and_then(|c| c.found());
+            if found.is_none() {
+                slot[..data.len()].copy_from_slice(data);
+                return Ok(Encoded::Raw {
+                    id,
+                    len: data.len() as u32,
+                });
+            }
+        }
+        let mut more = || {
+            found
+                .take()
+                .or_else(|| choice.as_ref().and_then(|c| c.found()))
+        };
+        let (stored_len, codec, delta) = self.with_ctx(|ctx| {
+            compress_among(ctx, data, slot, &self.trial, &id, same.as_ref(), &mut more)
+        })?;
         Ok(Encoded::New {
             id,
             raw_len: data.len() as u32,
@@ -317,8 +323,9 @@ impl ChunkWriter {
         let mut out = vec![0; slot_len(data.len())];
         // Without bases the chunk's id is not used: not hashed again.
         let no_id = Id([0; 32]);
-        let (len, codec, _) =
-            self.with_ctx(|ctx| compress_among(ctx, data, &mut out, trial, &no_id, &[]))?;
+        let (len, codec, _) = self.with_ctx(|ctx| {
+            compress_among(ctx, data, &mut out, trial, &no_id, None, &mut || None)
+        })?;
         out.truncate(len);
         Ok((out, codec))
     }
@@ -671,17 +678,20 @@ impl ChunkWriter {
 /// are made is the backup's `trial`, which records how they compared. Returns the
 /// stored length and codec.
 ///
-/// With `bases` (candidate bases' ids and raw bytes; `id` the chunk's), a delta
-/// against each is made too and the smallest kept ([`Encoder::encode_smallest_of`]);
-/// the third value says which base it is against.
+/// With `same` (the same-position base; `id` the chunk's), a delta against it
+/// is made too and kept when smallest ([`Encoder::encode_smallest_of`]); unless
+/// that delta is already [`GOOD_ENOUGH`], `more` is asked for a second base
+/// (the content-found one, read only then) and its delta kept if smaller still.
+/// The third value is the kept delta's base and depth.
 fn compress_among(
     enc: &mut Encoder,
     data: &[u8],
     out: &mut [u8],
     trial: &PlainTrial,
     id: &ChunkId,
-    bases: &[(&ChunkId, &[u8])],
-) -> Result<(usize, Codec, Option<usize>)> {
+    same: Option<&Base>,
+    more: &mut dyn FnMut() -> Option<Base>,
+) -> Result<(usize, Codec, Option<(ChunkId, u8)>)> {
     // A dictionary trained on some pages can make others compress worse (its
     // entropy tables replace ones fitted to the page): keep whichever is smaller,
     // as long as trying pays (compressing twice doubles the cost of a backup).
@@ -692,12 +702,33 @@ fn compress_among(
     } else {
         Attempt::Dict
     };
-    let (stored, won) = enc.encode_smallest_of(data, id, out, attempt, bases)?;
+    let first: Vec<(&ChunkId, &[u8])> = same
+        .map(|(b, raw, _)| (b, raw.as_slice()))
+        .into_iter()
+        .collect();
+    let (mut stored, won) = enc.encode_smallest_of(data, id, out, attempt, &first)?;
     if let Some((d, p)) = stored.both {
         trial.record(d, p);
     }
-    Ok((stored.len, stored.codec, won))
+    let mut base = won.and(same).map(|(b, _, depth)| (*b, *depth));
+    let good = base.is_some() && stored.len * GOOD_ENOUGH <= data.len();
+    if !good {
+        if let Some((b, raw, depth)) = more() {
+            if enc.improve_with_delta(data, id, out, &mut stored, &b, &raw)? {
+                base = Some((b, depth));
+            }
+        }
+    }
+    Ok((
+        stored.len,
+        stored.codec,
+        base.map(|(b, depth)| (b, depth + 1)),
+    ))
 }
+
+/// A delta this many times smaller than its chunk is kept without looking for
+/// a second base: reading and trying one would cost more than it could save.
+const GOOD_ENOUGH: usize = 8;
 
 /// [`compress_among`] with at most one base, as the tests call it.
 #[cfg(test)]
@@ -709,11 +740,11 @@ fn compress(
     delta: Option<(&ChunkId, &ChunkId, &[u8])>,
 ) -> Result<(usize, Codec)> {
     let no_id = Id([0; 32]);
-    let (id, bases) = match delta {
-        Some((id, base_id, base)) => (id, vec![(base_id, base)]),
-        None => (&no_id, Vec::new()),
+    let (id, same) = match delta {
+        Some((id, base_id, base)) => (id, Some((*base_id, Arc::new(base.to_vec()), 0))),
+        None => (&no_id, None),
     };
-    let (len, codec, _) = compress_among(enc, data, out, trial, id, &bases)?;
+    let (len, codec, _) = compress_among(enc, data, out, trial, id, same.as_ref(), &mut || None)?;
     Ok((len, codec))
 }
 

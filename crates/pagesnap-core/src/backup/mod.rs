@@ -17,10 +17,10 @@ mod abandon;
 mod base_choice;
 pub mod capture;
 pub(crate) mod chunk_writer;
-pub mod sketch;
 mod index;
 #[cfg(test)]
 mod scale_tests;
+pub mod sketch;
 
 pub use abandon::Abandon;
 pub use chunk_writer::WriteStats;

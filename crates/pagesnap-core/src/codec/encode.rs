@@ -222,27 +222,40 @@ impl Encoder {
     ) -> Result<(Stored, Option<usize>)> {
         let mut best = self.encode(data, out, attempt)?;
         let mut won = None;
-        if bases.is_empty() {
-            return Ok((best, won));
-        }
-        let both = best.both;
-        let mut blob = std::mem::take(&mut self.delta_blob);
-        blob.resize(slot_len(data.len()), 0);
         for (i, &(base_id, base)) in bases.iter().enumerate() {
-            match self.encode_delta(data, id, base_id, base, &mut blob) {
-                Ok(Some(d)) if d.len < best.len => {
-                    out[..d.len].copy_from_slice(&blob[..d.len]);
-                    best = Stored { both, ..d };
-                    won = Some(i);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.delta_blob = blob;
-                    return Err(e);
-                }
+            if self.improve_with_delta(data, id, out, &mut best, base_id, base)? {
+                won = Some(i);
             }
         }
-        self.delta_blob = blob;
         Ok((best, won))
+    }
+
+    /// Makes a delta of `data` against `base` and keeps it in `out` (and `best`)
+    /// if it is smaller than `best`, the form `out` holds now. Whether it did.
+    pub(crate) fn improve_with_delta(
+        &mut self,
+        data: &[u8],
+        id: &ChunkId,
+        out: &mut [u8],
+        best: &mut Stored,
+        base_id: &ChunkId,
+        base: &[u8],
+    ) -> Result<bool> {
+        let mut blob = std::mem::take(&mut self.delta_blob);
+        blob.resize(slot_len(data.len()), 0);
+        let won = match self.encode_delta(data, id, base_id, base, &mut blob) {
+            Ok(Some(d)) if d.len < best.len => {
+                out[..d.len].copy_from_slice(&blob[..d.len]);
+                *best = Stored {
+                    both: best.both,
+                    ..d
+                };
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) => Err(e),
+        };
+        self.delta_blob = blob;
+        won
     }
 }

@@ -94,7 +94,8 @@ fn vacuum_moved_rows_find_their_bases_by_content() {
     both();
     // Every 9th row deleted, then VACUUM: the rows after the first hole move
     // towards the start, a little more on each page.
-    conn.execute("DELETE FROM item WHERE id % 9 = 4", []).unwrap();
+    conn.execute("DELETE FROM item WHERE id % 9 = 4", [])
+        .unwrap();
     conn.execute_batch("VACUUM").unwrap();
     let (a, b) = both();
     eprintln!(
@@ -102,7 +103,12 @@ fn vacuum_moved_rows_find_their_bases_by_content() {
         a.stats.pack_bytes, a.stats.delta_chunks, b.stats.pack_bytes, b.stats.delta_chunks
     );
     assert!(a.stats.new_chunks > 100, "{:?}", a.stats);
-    assert!(a.stats.delta_chunks > b.stats.delta_chunks * 2, "{:?} vs {:?}", a.stats, b.stats);
+    assert!(
+        a.stats.delta_chunks > b.stats.delta_chunks * 2,
+        "{:?} vs {:?}",
+        a.stats,
+        b.stats
+    );
     assert!(
         a.stats.pack_bytes * 2 < b.stats.pack_bytes,
         "{:?} vs {:?}",
@@ -121,11 +127,8 @@ fn vacuum_moved_rows_find_their_bases_by_content() {
     let mut after = Vec::new();
     for harm in 0..3 {
         touch(&conn, &mut rng, rows);
-        conn.execute(
-            "DELETE FROM item WHERE id % 50 = ?1",
-            params![harm as i64],
-        )
-        .unwrap();
+        conn.execute("DELETE FROM item WHERE id % 50 = ?1", params![harm as i64])
+            .unwrap();
         conn.execute_batch("VACUUM").unwrap();
         let current = std::fs::read(&path).unwrap();
         let harmed = match harm {
@@ -142,7 +145,10 @@ fn vacuum_moved_rows_find_their_bases_by_content() {
         let r = backup(&found, &db);
         after.push((r.clone(), reference_hash(&db, dir.path())));
         let rewritten = std::fs::read(&path).unwrap();
-        assert_ne!(rewritten, harmed, "harm {harm}: the sketch was not rewritten");
+        assert_ne!(
+            rewritten, harmed,
+            "harm {harm}: the sketch was not rewritten"
+        );
         // The new snapshot's sketch (its id at bytes 16..48, FORMAT.md).
         assert_eq!(&rewritten[16..48], &r.snapshot.0[..], "harm {harm}");
     }

@@ -81,7 +81,12 @@ mod tests {
 
     #[test]
     fn most_shared_first_and_common_features_ignored() {
-        let per = [f(&f(&[1, 2, 3, 4])), f(&f(&[1, 2, 9, 9])), f(&f(&[5, 6, 7, 8])), f(&[])];
+        let per = [
+            f(&f(&[1, 2, 3, 4])),
+            f(&f(&[1, 2, 9, 9])),
+            f(&f(&[5, 6, 7, 8])),
+            f(&[]),
+        ];
         let idx = FeatureIndex::new(&per);
         assert_eq!(idx.best::<2>(&f(&[1, 2, 3, 10]), 9), [Some(0), Some(1)]);
         assert_eq!(idx.best::<2>(&f(&[1, 2, 3, 10]), 0), [Some(1), None]);
