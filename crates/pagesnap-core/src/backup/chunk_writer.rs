@@ -691,7 +691,7 @@ fn compress_among(
     id: &ChunkId,
     same: Option<&Base>,
     more: &mut dyn FnMut() -> Option<Base>,
-) -> Result<(usize, Codec, Option<(ChunkId, u8)>)> {
+) -> Result<(usize, Codec, Option<DeltaRow>)> {
     // A dictionary trained on some pages can make others compress worse (its
     // entropy tables replace ones fitted to the page): keep whichever is smaller,
     // as long as trying pays (compressing twice doubles the cost of a backup).
@@ -725,6 +725,9 @@ fn compress_among(
         base.map(|(b, depth)| (b, depth + 1)),
     ))
 }
+
+/// A delta's base and depth.
+type DeltaRow = (ChunkId, u8);
 
 /// A delta this many times smaller than its chunk is kept without looking for
 /// a second base: reading and trying one would cost more than it could save.

@@ -117,7 +117,6 @@ fn vacuum_moved_rows_find_their_bases_by_content() {
     );
     touch(&conn, &mut rng, rows);
     both();
-    drop(both);
 
     // A damaged sketch, a stale one (an older snapshot's) and one that lies
     // (sound, but each position given another's features): each backup still
