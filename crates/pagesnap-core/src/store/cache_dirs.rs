@@ -2,8 +2,9 @@
 //!
 //! The cache directory ([`crate::cache_root`]) holds two kinds of folder:
 //!
-//! * `<store id>/` (64 hex digits): head hints (`heads/`, see `head_hint.rs`) and
-//!   the derived index (`index/`, see `index/cache/`) of any store, local or remote;
+//! * `<store id>/` (64 hex digits): head hints (`heads/`, see `head_hint.rs`),
+//!   the derived index (`index/`, see `index/cache/`) of any store, local or
+//!   remote, and a local store's sketches (`sketches/`, see `backup/sketch/`);
 //! * `stores/<blake3(url and endpoint)>/` (32 hex digits): a remote store's
 //!   metadata (`backend/cache.rs`).
 //!
