@@ -14,6 +14,8 @@
 //! So the bound is never above the ideal page-level bound.
 
 use anyhow::{anyhow, Result};
+use pagesnap_core::sketch::features::{features, Features};
+use pagesnap_core::sketch::lookup::FeatureIndex;
 use std::collections::HashMap;
 
 /// The chain bounds simulated: at most this many deltas to decode any page
@@ -32,12 +34,24 @@ pub fn chain_key(chain: Option<u32>) -> String {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeltaStep {
     pub bytes: [u64; CHAINS.len()],
+    /// The same with content-found bases too: a changed page's base is the
+    /// smallest delta of its previous version at its position and of the
+    /// [`FOUND`] pages of the previous image sharing the most resemblance
+    /// features with it (`pagesnap_core::sketch`), what a backup can find.
+    pub found_bytes: [u64; CHAINS.len()],
     /// New contents stored whole: new positions, keyframes forced by the chain
     /// bound, and pages that a delta does not shrink further.
     pub keyframes: [u64; CHAINS.len()],
 }
 
+/// Content-found candidates tried per changed page, besides its position's.
+pub const FOUND: usize = 1;
+
 pub struct DeltaBound {
+    /// [`DeltaBound::depths`] of the content-found variant, and the previous
+    /// image's features.
+    found_depths: HashMap<[u8; 32], [u32; CHAINS.len()]>,
+    previous_features: FeatureIndex,
     /// Chain depth (deltas to decode) of every non-zero content stored so far, per
     /// chain bound; a content is stored once, at the depth it got first.
     depths: HashMap<[u8; 32], [u32; CHAINS.len()]>,
@@ -51,6 +65,8 @@ pub struct DeltaBound {
 impl DeltaBound {
     pub fn new() -> Result<DeltaBound> {
         Ok(DeltaBound {
+            found_depths: HashMap::new(),
+            previous_features: FeatureIndex::default(),
             depths: HashMap::new(),
             previous: Vec::new(),
             previous_hashes: Vec::new(),
@@ -75,6 +91,7 @@ impl DeltaBound {
             .set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(3))
             .map_err(zstd_error)?;
         self.buf = Vec::with_capacity(zstd::zstd_safe::compress_bound(page_size));
+        let feats: Vec<Features> = image.chunks(page_size).map(features).collect();
         for (i, (page, h)) in image.chunks(page_size).zip(&hashes).enumerate() {
             let base = self.previous.get(i * page_size..i * page_size + page.len());
             if base == Some(page) || self.depths.contains_key(h) || page.iter().all(|&b| b == 0) {
@@ -106,9 +123,78 @@ impl DeltaBound {
             self.depths.insert(*h, depth);
         }
         drop(patch);
+        self.found(&mut step, &image, &hashes, &feats, page_size)?;
+        self.previous_features = FeatureIndex::new(&feats);
         self.previous = image;
         self.previous_hashes = hashes;
         Ok(step)
+    }
+}
+
+impl DeltaBound {
+    /// The content-found variant's charges for `image` (its `found_bytes`).
+    fn found(
+        &mut self,
+        step: &mut DeltaStep,
+        image: &[u8],
+        hashes: &[[u8; 32]],
+        feats: &[Features],
+        page_size: usize,
+    ) -> Result<()> {
+        let mut patch = zstd::zstd_safe::CCtx::create();
+        patch
+            .set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(3))
+            .map_err(zstd_error)?;
+        let previous = &self.previous;
+        for (i, (page, h)) in image.chunks(page_size).zip(hashes).enumerate() {
+            let same = previous.get(i * page_size..i * page_size + page.len());
+            if same == Some(page)
+                || self.found_depths.contains_key(h)
+                || page.iter().all(|&b| b == 0)
+            {
+                continue;
+            }
+            let alone = (self.alone.compress(page)?.len()).min(page.len()) as u64;
+            let mut candidates: Vec<usize> = Vec::new();
+            if same.is_some() {
+                candidates.push(i);
+            }
+            candidates.extend(
+                self.previous_features
+                    .best::<FOUND>(&feats[i], i as u64)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p as usize),
+            );
+            // (delta bytes, base depth) per candidate.
+            let mut tried = Vec::new();
+            for c in candidates {
+                let Some(base) = previous.get(c * page_size..(c + 1) * page_size) else {
+                    continue;
+                };
+                patch.ref_prefix(base).map_err(zstd_error)?;
+                self.buf.clear();
+                patch.compress2(&mut self.buf, page).map_err(zstd_error)?;
+                let depth = self.found_depths.get(&self.previous_hashes[c]);
+                tried.push((self.buf.len() as u64, depth.copied().unwrap_or_default()));
+            }
+            let mut depth = [0; CHAINS.len()];
+            for (k, chain) in CHAINS.iter().enumerate() {
+                let best = tried
+                    .iter()
+                    .filter(|(_, d)| chain.is_none_or(|max| d[k] < max))
+                    .min_by_key(|(len, _)| *len);
+                match best {
+                    Some(&(len, d)) if len < alone => {
+                        step.found_bytes[k] += len;
+                        depth[k] = d[k] + 1;
+                    }
+                    _ => step.found_bytes[k] += alone,
+                }
+            }
+            self.found_depths.insert(*h, depth);
+        }
+        Ok(())
     }
 }
 
@@ -197,5 +283,27 @@ mod tests {
         image.extend_from_slice(&first);
         let s = d.observe(image.clone(), hashes(&image), PAGE).unwrap();
         assert_eq!(s, DeltaStep::default());
+    }
+
+    #[test]
+    fn content_found_bases_follow_pages_that_moved() {
+        let mut rng = Rng::new(5);
+        let (a, b) = (rng.bytes(PAGE), rng.bytes(PAGE));
+        let mut d = DeltaBound::new().unwrap();
+        let first = [a.clone(), b.clone()].concat();
+        d.observe(first.clone(), hashes(&first), PAGE).unwrap();
+        // Swapped (as a VACUUM moves rows), each with a few bytes edited: the
+        // same position holds the other page, useless as a base; by content
+        // each finds its previous version.
+        let edit = |mut p: Vec<u8>, at: usize| {
+            p[at] ^= 0x5a;
+            p
+        };
+        let next = [edit(b, 10), edit(a, 20)].concat();
+        let s = d.observe(next.clone(), hashes(&next), PAGE).unwrap();
+        assert_eq!(s.bytes, [2 * PAGE as u64; 4]);
+        for k in 0..4 {
+            assert!(s.found_bytes[k] < PAGE as u64 / 8, "{:?}", s.found_bytes);
+        }
     }
 }

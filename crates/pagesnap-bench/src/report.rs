@@ -89,6 +89,22 @@ impl Results {
         self.observations.iter().map(|o| o.delta.bytes[k]).sum()
     }
 
+    /// The delta bound with content-found bases, under `CHAINS[k]`.
+    pub fn found_total(&self, k: usize) -> u64 {
+        self.observations
+            .iter()
+            .map(|o| o.delta.found_bytes[k])
+            .sum()
+    }
+
+    fn found_per_snapshot(&self, k: usize) -> f64 {
+        mean(
+            incremental(&self.observations)
+                .iter()
+                .map(|o| o.delta.found_bytes[k]),
+        )
+    }
+
     fn delta_per_snapshot(&self, k: usize) -> f64 {
         mean(
             incremental(&self.observations)
@@ -256,6 +272,26 @@ pub fn table(r: &Results) -> String {
     }
     let _ = writeln!(
         s,
+        "delta bound with content-found bases (the best of the position's previous \
+         version and the previous image's page sharing most resemblance features):"
+    );
+    for (k, chain) in CHAINS.iter().enumerate() {
+        let total = r.found_total(k);
+        let _ = writeln!(
+            s,
+            "  {:<13} {} ({:.3}× ideal), {} per snapshot ({:.3}× ideal)",
+            match chain {
+                Some(n) => format!("K = {n}:"),
+                None => "unbounded:".into(),
+            },
+            format::bytes(total),
+            ratio(total, ideal),
+            format::bytes(r.found_per_snapshot(k) as u64),
+            r.found_per_snapshot(k) / r.ideal_per_snapshot()
+        );
+    }
+    let _ = writeln!(
+        s,
         "bytes/snapshot and metadata/snapshot: means over the snapshots after the first; \
          median backup: over all snapshots"
     );
@@ -318,6 +354,9 @@ pub fn json(r: &Results) -> Value {
                 "ideal_cumulative": ideal_cum[i],
                 "delta_bytes": CHAINS.iter().enumerate()
                     .map(|(k, &c)| (chain_key(c), json!(o.delta.bytes[k])))
+                    .collect::<serde_json::Map<String, Value>>(),
+                "content_found_delta_bytes": CHAINS.iter().enumerate()
+                    .map(|(k, &c)| (chain_key(c), json!(o.delta.found_bytes[k])))
                     .collect::<serde_json::Map<String, Value>>(),
                 "wall_secs": r.step_wall[i].as_secs_f64(),
                 "configs": configs,
@@ -396,6 +435,13 @@ pub fn json(r: &Results) -> Value {
                             r.delta_per_snapshot(k) / r.ideal_per_snapshot(),
                         "keyframes": r.observations.iter()
                             .map(|o| o.delta.keyframes[k]).sum::<u64>(),
+                        "content_found": {
+                            "stored_bytes": r.found_total(k),
+                            "ratio_to_ideal": ratio(r.found_total(k), ideal),
+                            "bytes_per_snapshot": r.found_per_snapshot(k),
+                            "ratio_to_ideal_per_snapshot":
+                                r.found_per_snapshot(k) / r.ideal_per_snapshot(),
+                        },
                     }))
                 }).collect::<serde_json::Map<String, Value>>(),
             },

@@ -62,6 +62,7 @@ pub mod watch;
 /// it rather than a `rusqlite` of your own, whose version could differ.
 pub use rusqlite;
 
+pub use backup::sketch;
 pub use backup::{capture, check_label, Abandon, BackupOptions, BackupReport, WriteStats};
 pub use digest::image_check;
 pub use error::{Error, LockConflict, Result};

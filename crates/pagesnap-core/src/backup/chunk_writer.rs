@@ -12,11 +12,13 @@
 //! with its own zstd contexts; [`ChunkWriter::accept`] (dedup within the backup,
 //! pack assembly, writes) takes `&mut self` and runs on one.
 
+use super::base_choice::{self, Base};
+use super::sketch::features::Features;
+use super::sketch::Sketcher;
 use crate::backend::{Backend, PutMode};
 use crate::codec::{Attempt, Decoder, Encoder};
 use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
-use crate::format::index::MAX_DELTA_DEPTH;
 use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::index::cache::ChunkLookup;
@@ -139,6 +141,9 @@ pub(crate) struct ChunkWriter {
     /// A store that pays per request: bases come from this machine's base
     /// cache only, and new chunks are offered to it (store/base_cache.rs).
     base_cache: Option<Arc<BaseCache>>,
+    /// Content-found bases and the new snapshot's sketch (a store with deltas
+    /// that does not pay per request: backup/sketch/).
+    sketch: Option<Sketcher>,
 }
 
 impl ChunkWriter {
@@ -182,6 +187,7 @@ impl ChunkWriter {
             bases: None,
             delta_rows: IdMap::default(),
             base_cache: None,
+            sketch: None,
         })
     }
 
@@ -211,22 +217,16 @@ impl ChunkWriter {
         Ok(())
     }
 
-    /// The base (id, raw bytes, depth) a new chunk `id` at position `pos` may be
-    /// a delta against: the parent's chunk there, if it is stored, readable, and
-    /// below the depth bound. A backup never fails for want of a base: `None`.
-    fn base_for(&self, pos: u64, id: &ChunkId) -> Option<(ChunkId, Arc<Vec<u8>>, u8)> {
-        let bases = self.bases.as_ref()?;
-        let ChunkRef::Stored(base) = *self.parent.as_ref()?.get(pos as usize)? else {
-            return None;
-        };
-        if base == *id {
-            return None;
-        }
-        let (raw, depth) = match &self.base_cache {
-            Some(cache) => crate::store::base_cache::checked(cache, &base, &self.index)?,
-            None => bases.raw(&base, &|c| self.index.locate(c)).ok()?,
-        };
-        (depth < MAX_DELTA_DEPTH).then_some((base, raw, depth))
+    /// Finds bases by content too (`parent`: the parent's sketch, if sound) and
+    /// keeps the features that the new snapshot's sketch needs.
+    pub(crate) fn use_sketch(&mut self, parent: Option<Vec<Features>>) {
+        self.sketch = Some(Sketcher::new(parent));
+    }
+
+    /// The new snapshot's sketch (with sketches on), given its chunks.
+    pub(crate) fn take_sketch(&mut self, chunks: &[ChunkRef]) -> Option<Vec<Features>> {
+        let sketch = self.sketch.take()?;
+        Some(sketch.finish(chunks, self.parent.as_deref()))
     }
 
     /// Prepares for about `n` new chunks (a first backup: the database's size in
@@ -284,6 +284,12 @@ impl ChunkWriter {
             return Ok(Encoded::Zero);
         }
         let id = Id::of_chunk(data);
+        let parent = self.parent.as_deref();
+        let features = self
+            .sketch
+            .as_ref()
+            .filter(|s| s.wants(parent.and_then(|p| p.get(pos as usize)), &id))
+            .map(|s| s.compute(pos, &id, data));
         if self.index.contains(&id) {
             return Ok(Encoded::Known(id));
         }
@@ -292,21 +298,40 @@ impl ChunkWriter {
         }
         // A chunk with a base is encoded now even while samples are collected
         // (a delta beats the dictionary frame: DELTAS.md); the others wait.
-        let base = self.base_for(pos, &id);
-        if self.samples.is_some() && base.is_none() {
-            slot[..data.len()].copy_from_slice(data);
-            return Ok(Encoded::Raw {
-                id,
-                len: data.len() as u32,
-            });
-        }
-        let delta = base.as_ref().map(|(b, raw, _)| (&id, b, raw.as_slice()));
-        let stored = self.with_ctx(|ctx| compress_measured(ctx, data, slot, &self.trial, delta))?;
-        let (stored_len, codec) = (stored.len, stored.codec);
-        let delta = match (codec, base) {
-            (Codec::ZstdDelta, Some((b, _, depth))) => Some((b, depth + 1, stored.whole as u32)),
+        let choice = match (parent, &self.bases) {
+            (Some(parent), Some(bases)) => Some(base_choice::Choice {
+                parent,
+                bases,
+                index: &self.index,
+                cache: self.base_cache.as_deref(),
+                sketch: self.sketch.as_ref(),
+                features: features.as_ref(),
+                pos,
+                id: &id,
+            }),
             _ => None,
         };
+        let same = choice.as_ref().and_then(|c| c.same());
+        // The content-found base is looked up only when needed (base_choice.rs).
+        let mut found = None;
+        if self.samples.is_some() && same.is_none() {
+            found = choice.as_ref().and_then(|c| c.found());
+            if found.is_none() {
+                slot[..data.len()].copy_from_slice(data);
+                return Ok(Encoded::Raw {
+                    id,
+                    len: data.len() as u32,
+                });
+            }
+        }
+        let mut more = || {
+            found
+                .take()
+                .or_else(|| choice.as_ref().and_then(|c| c.found()))
+        };
+        let (stored_len, codec, delta) = self.with_ctx(|ctx| {
+            compress_among(ctx, data, slot, &self.trial, &id, same.as_ref(), &mut more)
+        })?;
         Ok(Encoded::New {
             id,
             raw_len: data.len() as u32,
@@ -325,7 +350,11 @@ impl ChunkWriter {
     /// [`ChunkWriter::compress`], recording what it tried in `trial`.
     fn compress_with(&self, data: &[u8], trial: &PlainTrial) -> Result<(Vec<u8>, Codec)> {
         let mut out = vec![0; slot_len(data.len())];
-        let (len, codec) = self.with_ctx(|ctx| compress(ctx, data, &mut out, trial, None))?;
+        // Without bases the chunk's id is not used: not hashed again.
+        let no_id = Id([0; 32]);
+        let (len, codec, _) = self.with_ctx(|ctx| {
+            compress_among(ctx, data, &mut out, trial, &no_id, None, &mut || None)
+        })?;
         out.truncate(len);
         Ok((out, codec))
     }
@@ -679,27 +708,20 @@ impl ChunkWriter {
 /// are made is the backup's `trial`, which records how they compared. Returns the
 /// stored length and codec.
 ///
-/// With `delta` (the chunk's id, its base's id and raw bytes), a delta against
-/// the base is made too and kept when it is smallest ([`Encoder::encode_smallest`]).
-fn compress(
+/// With `same` (the same-position base; `id` the chunk's), a delta against it
+/// is made too and kept when smallest ([`Encoder::encode_smallest_of`]); unless
+/// that delta is already [`GOOD_ENOUGH`], `more` is asked for a second base
+/// (the content-found one, read only then) and its delta kept if smaller still.
+/// The third value is the kept delta's base and depth.
+fn compress_among(
     enc: &mut Encoder,
     data: &[u8],
     out: &mut [u8],
     trial: &PlainTrial,
-    delta: Option<(&ChunkId, &ChunkId, &[u8])>,
-) -> Result<(usize, Codec)> {
-    compress_measured(enc, data, out, trial, delta).map(|s| (s.len, s.codec))
-}
-
-/// [`compress`], returning also what the chunk takes stored alone
-/// ([`crate::codec::Stored`]'s `whole`: what a delta saved is measured there).
-fn compress_measured(
-    enc: &mut Encoder,
-    data: &[u8],
-    out: &mut [u8],
-    trial: &PlainTrial,
-    delta: Option<(&ChunkId, &ChunkId, &[u8])>,
-) -> Result<crate::codec::Stored> {
+    id: &ChunkId,
+    same: Option<&Base>,
+    more: &mut dyn FnMut() -> Option<Base>,
+) -> Result<(usize, Codec, Option<DeltaRow>)> {
     // A dictionary trained on some pages can make others compress worse (its
     // entropy tables replace ones fitted to the page): keep whichever is smaller,
     // as long as trying pays (compressing twice doubles the cost of a backup).
@@ -710,16 +732,53 @@ fn compress_measured(
     } else {
         Attempt::Dict
     };
-    let stored = match delta {
-        Some((id, base_id, base)) => {
-            enc.encode_smallest(data, id, out, attempt, Some((base_id, base)))?
-        }
-        None => enc.encode(data, out, attempt)?,
-    };
+    let first: Vec<(&ChunkId, &[u8])> = same
+        .map(|(b, raw, _)| (b, raw.as_slice()))
+        .into_iter()
+        .collect();
+    let (mut stored, won) = enc.encode_smallest_of(data, id, out, attempt, &first)?;
     if let Some((d, p)) = stored.both {
         trial.record(d, p);
     }
-    Ok(stored)
+    let mut base = won.and(same).map(|(b, _, depth)| (*b, *depth));
+    let good = base.is_some() && stored.len * GOOD_ENOUGH <= data.len();
+    if !good {
+        if let Some((b, raw, depth)) = more() {
+            if enc.improve_with_delta(data, id, out, &mut stored, &b, &raw)? {
+                base = Some((b, depth));
+            }
+        }
+    }
+    Ok((
+        stored.len,
+        stored.codec,
+        base.map(|(b, depth)| (b, depth + 1, stored.whole as u32)),
+    ))
+}
+
+/// A delta's base, depth and whole length (what it would take stored alone).
+type DeltaRow = (ChunkId, u8, u32);
+
+/// A delta this many times smaller than its chunk is kept without looking for
+/// a second base: reading and trying one would cost more than it could save.
+const GOOD_ENOUGH: usize = 8;
+
+/// [`compress_among`] with at most one base, as the tests call it.
+#[cfg(test)]
+fn compress(
+    enc: &mut Encoder,
+    data: &[u8],
+    out: &mut [u8],
+    trial: &PlainTrial,
+    delta: Option<(&ChunkId, &ChunkId, &[u8])>,
+) -> Result<(usize, Codec)> {
+    let no_id = Id([0; 32]);
+    let (id, same) = match delta {
+        Some((id, base_id, base)) => (id, Some((*base_id, Arc::new(base.to_vec()), 0))),
+        None => (&no_id, None),
+    };
+    let (len, codec, _) = compress_among(enc, data, out, trial, id, same.as_ref(), &mut || None)?;
+    Ok((len, codec))
 }
 
 /// How the dictionary and the plain frame compare in this backup. The first

@@ -14,11 +14,13 @@
 //! * `abandon.rs`: abandoning a backup from another thread (`pagesnap watch`).
 
 mod abandon;
+mod base_choice;
 pub mod capture;
 pub(crate) mod chunk_writer;
 mod index;
 #[cfg(test)]
 mod scale_tests;
+pub mod sketch;
 
 pub use abandon::Abandon;
 pub use chunk_writer::WriteStats;
@@ -253,6 +255,15 @@ impl Store {
                 base_cache = Some(cache);
             }
         }
+        // Content-found bases (DELTAS.md): the parent's sketch, if this machine
+        // holds a sound one; where deltas are made at all.
+        let sketches = self.config().deltas && self.backend().requests().is_none();
+        if sketches {
+            let store_id = &self.config().store_id;
+            writer.use_sketch(parent.as_ref().and_then(|p| {
+                sketch::file::read(store_id, &name, &p.id, p.manifest.chunk_count as usize)
+            }));
+        }
         if index_chunks == 0 {
             // Every chunk of a first backup is new: size the writer's map once.
             let pages: i64 = conn
@@ -261,7 +272,7 @@ impl Store {
             let chunks = pages.max(0) as u64 / self.config().chunk_pages as u64;
             writer.expect_new(chunks.min(1 << 28) as usize);
         }
-        let cap = capture::capture(
+        let mut cap = capture::capture(
             conn,
             path,
             opts.busy_timeout,
@@ -270,6 +281,7 @@ impl Store {
             self.progress(),
             abandon,
         )?;
+        let sketch = cap.writer.take_sketch(&cap.chunks);
         let (new, stats, index) = cap.writer.finish()?;
         // The last moment to abandon: so far only packs (and a dictionary) were
         // written, which nothing names; from here on the index, the page map and
@@ -327,6 +339,9 @@ impl Store {
             image_check: Some(cap.image_check),
         };
         let (id, manifest_len) = self.publish(&manifest, true)?;
+        if let Some(features) = sketch {
+            sketch::file::write(&self.config().store_id, &name, &id, &features);
+        }
         metadata_bytes += manifest_len;
         bytes_added += metadata_bytes;
         if let Some(cache) = &base_cache {

@@ -204,6 +204,7 @@ impl Encoder {
     /// [`Encoder::encode_delta`]; keeps whichever is smallest, so a delta is stored
     /// only where it saves bytes. `both` is the plain and dictionary frames'
     /// comparison whichever wins (what a backup's trial learns from).
+    #[cfg(test)]
     pub(crate) fn encode_smallest(
         &mut self,
         data: &[u8],
@@ -212,23 +213,60 @@ impl Encoder {
         attempt: Attempt,
         delta: Option<(&ChunkId, &[u8])>,
     ) -> Result<Stored> {
-        let best = self.encode(data, out, attempt)?;
-        let Some((base_id, base)) = delta else {
-            return Ok(best);
+        let bases: &[(&ChunkId, &[u8])] = match &delta {
+            Some(b) => std::slice::from_ref(b),
+            None => &[],
         };
+        Ok(self.encode_smallest_of(data, id, out, attempt, bases)?.0)
+    }
+
+    /// [`Encoder::encode_smallest`] with several candidate bases (a backup's
+    /// same-position and content-found ones): a delta against each, keeping the
+    /// smallest of all forms. Also returns which base the kept delta is against.
+    pub(crate) fn encode_smallest_of(
+        &mut self,
+        data: &[u8],
+        id: &ChunkId,
+        out: &mut [u8],
+        attempt: Attempt,
+        bases: &[(&ChunkId, &[u8])],
+    ) -> Result<(Stored, Option<usize>)> {
+        let mut best = self.encode(data, out, attempt)?;
+        let mut won = None;
+        for (i, &(base_id, base)) in bases.iter().enumerate() {
+            if self.improve_with_delta(data, id, out, &mut best, base_id, base)? {
+                won = Some(i);
+            }
+        }
+        Ok((best, won))
+    }
+
+    /// Makes a delta of `data` against `base` and keeps it in `out` (and `best`)
+    /// if it is smaller than `best`, the form `out` holds now. Whether it did.
+    pub(crate) fn improve_with_delta(
+        &mut self,
+        data: &[u8],
+        id: &ChunkId,
+        out: &mut [u8],
+        best: &mut Stored,
+        base_id: &ChunkId,
+        base: &[u8],
+    ) -> Result<bool> {
         let mut blob = std::mem::take(&mut self.delta_blob);
         blob.resize(slot_len(data.len()), 0);
-        let d = self.encode_delta(data, id, base_id, base, &mut blob);
-        let won = match d {
+        let won = match self.encode_delta(data, id, base_id, base, &mut blob) {
             Ok(Some(d)) if d.len < best.len => {
                 out[..d.len].copy_from_slice(&blob[..d.len]);
-                Ok(Stored {
+                // What it takes whole is the best non-delta form's, even when
+                // an earlier delta (another base) was the best so far.
+                *best = Stored {
                     both: best.both,
-                    whole: best.len,
+                    whole: best.whole,
                     ..d
-                })
+                };
+                Ok(true)
             }
-            Ok(_) => Ok(best),
+            Ok(_) => Ok(false),
             Err(e) => Err(e),
         };
         self.delta_blob = blob;

@@ -42,7 +42,7 @@ mod encode;
 
 pub(crate) use decode::base_of;
 pub(crate) use decode::{decode_checked_on_thread, load_dict, Decoder, DecoderPool};
-pub(crate) use encode::{slot_len, Attempt, Encoder, Stored};
+pub(crate) use encode::{slot_len, Attempt, Encoder};
 
 use crate::format::FormatError;
 use crate::types::ChunkId;

@@ -4,8 +4,9 @@
 //!
 //! * `<store id>/` (64 hex digits): head hints (`heads/`, see `head_hint.rs`),
 //!   the derived index (`index/`, see `index/cache/`) of any store, local or
-//!   remote, and the base cache (`bases/`, see `base_cache.rs`) of a remote store
-//!   with deltas;
+//!   remote, the base cache (`bases/`, see `base_cache.rs`) of a remote store
+//!   with deltas, and a local store's sketches (`sketches/`, see
+//!   `backup/sketch/`);
 //! * `stores/<blake3(url and endpoint)>/` (32 hex digits): a remote store's
 //!   metadata (`backend/cache.rs`).
 //!

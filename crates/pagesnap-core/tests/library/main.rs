@@ -13,6 +13,7 @@ mod common;
 mod abandon;
 mod base_cache;
 mod concurrent_writer;
+mod content_bases;
 mod copy;
 mod deltas;
 mod dictionary;

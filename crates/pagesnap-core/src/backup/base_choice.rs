@@ -1,0 +1,72 @@
+//! Which stored chunks a new chunk may be a delta against (DELTAS.md, "Backup:
+//! picking the base"): the parent's chunk at the same position, and the
+//! parent's chunk that shares the most resemblance features with it (a
+//! content-found base, from the parent's sketch: after a VACUUM, rows move to
+//! other page numbers and the same position holds other rows). At most these
+//! two are tried, to bound a backup's work, and the second only when the first
+//! did not already give a small delta (`chunk_writer.rs`, `GOOD_ENOUGH`); the
+//! smallest form is kept.
+
+use super::sketch::features::Features;
+use super::sketch::Sketcher;
+use crate::format::index::MAX_DELTA_DEPTH;
+use crate::index::cache::ChunkLookup;
+use crate::store::base_cache::BaseCache;
+use crate::store::bases::Bases;
+use crate::types::{ChunkId, ChunkRef};
+use std::sync::Arc;
+
+/// A candidate base: its id, raw bytes and depth.
+pub(crate) type Base = (ChunkId, Arc<Vec<u8>>, u8);
+
+/// What a new chunk's bases are chosen from.
+pub(crate) struct Choice<'a> {
+    pub parent: &'a [ChunkRef],
+    pub bases: &'a Bases,
+    pub index: &'a ChunkLookup,
+    /// A store that pays per request: bases from this machine's base cache
+    /// only (store/base_cache.rs), never a request.
+    pub cache: Option<&'a BaseCache>,
+    pub sketch: Option<&'a Sketcher>,
+    /// The new chunk's features, when computed.
+    pub features: Option<&'a Features>,
+    pub pos: u64,
+    pub id: &'a ChunkId,
+}
+
+impl Choice<'_> {
+    /// A base that is stored, readable, not the chunk itself and below the
+    /// depth bound. A backup never fails for want of a base: one that cannot be
+    /// read is left out.
+    fn read(&self, base: ChunkId) -> Option<Base> {
+        let (raw, depth) = match self.cache {
+            Some(cache) => crate::store::base_cache::checked(cache, &base, self.index)?,
+            None => self.bases.raw(&base, &|c| self.index.locate(c)).ok()?,
+        };
+        (depth < MAX_DELTA_DEPTH).then_some((base, raw, depth))
+    }
+
+    fn stored(&self, p: u64) -> Option<ChunkId> {
+        match self.parent.get(p as usize) {
+            Some(ChunkRef::Stored(c)) if c != self.id => Some(*c),
+            _ => None,
+        }
+    }
+
+    /// The parent's chunk at the same position.
+    pub(crate) fn same(&self) -> Option<Base> {
+        self.stored(self.pos).and_then(|c| self.read(c))
+    }
+
+    /// The parent's chunk sharing the most features with the new one, unless
+    /// it is the same-position one.
+    pub(crate) fn found(&self) -> Option<Base> {
+        let same = self.stored(self.pos);
+        self.sketch
+            .zip(self.features)
+            .and_then(|(s, f)| s.found(f, self.pos))
+            .and_then(|p| self.stored(p))
+            .filter(|c| Some(*c) != same)
+            .and_then(|c| self.read(c))
+    }
+}

@@ -1,0 +1,92 @@
+//! Content-found delta bases (DELTAS.md, "Content-found bases"): each chunk's
+//! resemblance features (`features.rs`), the lookup of a new chunk's likely
+//! bases among the parent snapshot's chunks (`lookup.rs`), and the local file
+//! that carries the parent's features from one backup to the next (`file.rs`).
+//!
+//! [`Sketcher`] is one backup's part: it answers "which parent chunk looks like
+//! this new one" from the parent's sketch, and collects the features of the
+//! chunks that changed so the new snapshot's sketch can be written without
+//! computing features for the unchanged ones.
+
+pub mod features;
+pub(crate) mod file;
+pub mod lookup;
+
+use crate::types::{ChunkId, ChunkRef};
+use features::Features;
+use lookup::FeatureIndex;
+use std::sync::{Mutex, OnceLock};
+
+pub(crate) struct Sketcher {
+    /// The parent's features per position (from a sound sketch file); `None`:
+    /// no usable sketch, so this backup computes every chunk's features to write
+    /// a whole one.
+    parent: Option<Vec<Features>>,
+    /// Built from `parent` on first use (a backup with no new chunk needs none).
+    index: OnceLock<FeatureIndex>,
+    /// Features computed in this backup: position, the chunk they are of.
+    computed: Mutex<Vec<(u64, ChunkId, Features)>>,
+}
+
+impl Sketcher {
+    pub(crate) fn new(parent: Option<Vec<Features>>) -> Sketcher {
+        Sketcher {
+            parent,
+            index: OnceLock::new(),
+            computed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether the chunk `id` at `pos` needs its features computed: it is not
+    /// the parent's chunk there (`parent_chunk`), or there is no parent sketch.
+    pub(crate) fn wants(&self, parent_chunk: Option<&ChunkRef>, id: &ChunkId) -> bool {
+        self.parent.is_none() || parent_chunk != Some(&ChunkRef::Stored(*id))
+    }
+
+    /// Computes and records the features of chunk `id` at `pos`.
+    pub(crate) fn compute(&self, pos: u64, id: &ChunkId, data: &[u8]) -> Features {
+        let f = features::features(data);
+        if let Ok(mut c) = self.computed.lock() {
+            c.push((pos, *id, f));
+        }
+        f
+    }
+
+    /// The parent position (other than `pos`) whose chunk shares the most
+    /// features with `f`, if any.
+    pub(crate) fn found(&self, f: &Features, pos: u64) -> Option<u64> {
+        let parent = self.parent.as_ref()?;
+        let index = self.index.get_or_init(|| FeatureIndex::new(parent));
+        let [best] = index.best::<1>(f, pos);
+        best.map(u64::from)
+    }
+
+    /// The new snapshot's sketch, given its chunks: features computed in this
+    /// backup where they are of the chunk the snapshot holds there, the
+    /// parent's where its chunk is unchanged, else none (zeros, or a chunk
+    /// whose features are unknown).
+    pub(crate) fn finish(
+        self,
+        chunks: &[ChunkRef],
+        parent_chunks: Option<&[ChunkRef]>,
+    ) -> Vec<Features> {
+        let mut out = vec![[0; features::FEATURES]; chunks.len()];
+        if let (Some(parent), Some(parent_chunks)) = (&self.parent, parent_chunks) {
+            for (pos, c) in chunks.iter().enumerate() {
+                if matches!(c, ChunkRef::Stored(_)) && parent_chunks.get(pos) == Some(c) {
+                    out[pos] = parent.get(pos).copied().unwrap_or_default();
+                }
+            }
+        }
+        let computed = match self.computed.into_inner() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        for (pos, id, f) in computed {
+            if chunks.get(pos as usize) == Some(&ChunkRef::Stored(id)) {
+                out[pos as usize] = f;
+            }
+        }
+        out
+    }
+}
