@@ -29,15 +29,17 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 command -v /usr/bin/time >/dev/null || { echo "deltas.sh: GNU time is required (apt install time)" >&2; exit 1; }
 (cd "$ROOT" && cargo build --release --quiet --bin pagesnap && cargo build --release --quiet -p pagesnap-bench --example oltpsteps)
-PS="$ROOT/target/release/pagesnap"
-STEPPER="$ROOT/target/release/examples/oltpsteps"
-mkdir -p "$WORK"
+mkdir -p "$WORK/bin"
+# Copies: a build during the run (another checkout's, or this one's) changes nothing.
+cp "$ROOT/target/release/pagesnap" "$ROOT/target/release/examples/oltpsteps" "$WORK/bin/"
+PS="$WORK/bin/pagesnap"
+STEPPER="$WORK/bin/oltpsteps"
 cd "$WORK"
 # The stores' cache folders (derived index, head hints) live in the workdir.
 export PAGESNAP_CACHE_DIR="$WORK/cache"
 echo "# workdir $WORK; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')" >&2
 
-rm -rf db.db db.db-wal db.db-shm plain deltas cache ./*.log
+rm -rf db.db db.db-wal db.db-shm plain deltas cache ./*.backups ./*.nofsync ./*.durable ./*.secs ./*.kb   # a reused workdir
 "$PS" --store plain init >/dev/null
 "$PS" --store deltas init --deltas >/dev/null
 

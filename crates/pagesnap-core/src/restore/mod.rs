@@ -16,7 +16,7 @@
 //! * `salvage.rs`: `restore --salvage` and which tables the lost pages belonged to.
 
 mod output;
-mod plan;
+pub(crate) mod plan;
 mod reader;
 mod rebuild;
 pub mod salvage;
@@ -90,18 +90,20 @@ impl Store {
     ) -> Result<rebuild::Salvaged> {
         let _lock = self.read_lock("restore")?;
         let backend = self.backend().as_ref();
-        let w = match reader::resolve(self, snap)? {
+        let resolved = reader::resolve(self, snap)?;
+        let chains = resolved.chains(self)?;
+        let w = match &resolved {
             reader::Resolved::Plan(plan) => {
                 return rebuild::write_salvaged(
                     backend,
                     &plan.packs,
                     snap,
-                    &plan,
+                    plan,
                     file,
                     durable,
                     self.progress(),
                     rebuild::SalvageLog::default(),
-                    None,
+                    chains.as_ref(),
                 )
             }
             reader::Resolved::Whole(w) => w,
@@ -128,12 +130,12 @@ impl Store {
             backend,
             index.packs(),
             snap,
-            &w,
+            w,
             file,
             durable,
             self.progress(),
             log,
-            w.chains(self)?.as_ref(),
+            chains.as_ref(),
         )
     }
 
