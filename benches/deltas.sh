@@ -3,6 +3,7 @@
 #
 #   benches/deltas.sh [SIZE_MIB] [STEPS] [RUNS] [WORKDIR]   (defaults: 1024 144 7 a temp dir)
 #   benches/deltas.sh 64 20 5                               (a quick check of the script: ~1 min)
+#   REUSE=1 benches/deltas.sh 1024 144 7 WORKDIR            (the restores only, on WORKDIR's stores)
 #
 # Builds the release binary and the `oltp` database of `pagesnap bench` (orders,
 # items, customers; updates skewed to a hot set; WAL mode, 4 KiB pages) of
@@ -39,7 +40,13 @@ cd "$WORK"
 export PAGESNAP_CACHE_DIR="$WORK/cache"
 echo "# workdir $WORK; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')" >&2
 
-rm -rf db.db db.db-wal db.db-shm plain deltas cache ./*.backups ./*.nofsync ./*.durable ./*.secs ./*.kb   # a reused workdir
+rm -f ./*.nofsync ./*.durable ./*.bk.secs ./*.kb ./*.nofsync.secs ./*.durable.secs   # a reused workdir
+if [ "${REUSE:-0}" = 1 ] && [ -s deltas.backups ] && [ -s plain.backups ]; then
+    # REUSE=1: the stores and backup times of an earlier run in WORKDIR (to
+    # measure restores of another build on the same stores).
+    echo "# reusing the stores and backup times in $WORK" >&2
+else
+rm -rf db.db db.db-wal db.db-shm plain deltas cache ./*.backups
 "$PS" --store plain init >/dev/null
 "$PS" --store deltas init --deltas >/dev/null
 
@@ -57,7 +64,9 @@ HOOK
 export PS STEPS
 started=$(date +%s)
 "$STEPPER" db.db "$SIZE" "$STEPS" sh hook.sh
-steps_secs=$(( $(date +%s) - started ))
+echo $(( $(date +%s) - started )) >steps.secs
+fi
+steps_secs=$(cat steps.secs)
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 # spread FILE_A FILE_B: the per-pair ratios a/b: "median (min–max)".

@@ -102,7 +102,7 @@ impl Resolved {
         match self {
             Resolved::Whole(w) => w.chains(store),
             Resolved::Plan(p) if p.bases.is_empty() => Ok(None),
-            Resolved::Plan(p) => Ok(Some(Chains::planned(store.backend().clone(), &p.bases)?)),
+            Resolved::Plan(p) => Ok(Some(Chains::planned(store.backend().clone(), p)?)),
         }
     }
 

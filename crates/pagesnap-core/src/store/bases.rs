@@ -255,7 +255,7 @@ enum Locate<'a> {
     /// The whole index (the long way).
     Index(&'a ChunkIndex),
     /// The restore plan's bases, found through the index objects the maps name.
-    Plan(&'a crate::restore::plan::BaseMap),
+    Plan(&'a crate::restore::plan::RestorePlan),
 }
 
 /// A [`Bases`] reader over the whole index or a restore plan's bases: what
@@ -276,11 +276,11 @@ impl<'a> Chains<'a> {
     /// A reader of the bases a restore plan located.
     pub(crate) fn planned(
         backend: Arc<dyn Backend>,
-        bases: &'a crate::restore::plan::BaseMap,
+        plan: &'a crate::restore::plan::RestorePlan,
     ) -> crate::Result<Self> {
         Ok(Chains {
             bases: Bases::new(backend, DEFAULT_CACHE_BYTES)?,
-            locate: Locate::Plan(bases),
+            locate: Locate::Plan(plan),
         })
     }
 
@@ -292,9 +292,7 @@ impl<'a> Chains<'a> {
     ) -> Result<Option<Arc<Vec<u8>>>, ChunkError> {
         match self.locate {
             Locate::Index(index) => self.bases.base_for(e, stored, &|c| locate_in(index, c)),
-            Locate::Plan(bases) => self
-                .bases
-                .base_for(e, stored, &|c| bases.get(c).map(|(p, _)| *p)),
+            Locate::Plan(plan) => self.bases.base_for(e, stored, &|c| plan.locate_base(c)),
         }
     }
 }
