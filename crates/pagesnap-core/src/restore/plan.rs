@@ -33,7 +33,7 @@ use crate::format::pack::Codec;
 use crate::index::cache::Placed;
 use crate::index::chunk_index::{Location, PackTable, Slot};
 use crate::store::Snapshot;
-use crate::types::{ChunkId, Id, IdMap, IdSet};
+use crate::types::{ChunkId, Id, IdMap};
 use crate::{layout, Result, Store};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -241,13 +241,17 @@ impl RestorePlan {
     /// entries (in a present pack). A base not found is left out: a chain
     /// through it sends the restore the long way.
     fn find_bases(&self) -> IdMap<(u32, u32)> {
-        let wanted: IdSet = self
-            .read
-            .iter()
-            .flat_map(|r| r.bases.iter().map(|(_, b)| *b))
-            .collect();
-        if wanted.is_empty() {
-            return IdMap::default();
+        // The map is made with every base named, not yet found, then filled:
+        // one table of ids, no separate set of the wanted ones.
+        const UNFOUND: (u32, u32) = (u32::MAX, u32::MAX);
+        let mut bases: IdMap<(u32, u32)> = IdMap::default();
+        for r in &self.read {
+            for (_, b) in &r.bases {
+                bases.insert(*b, UNFOUND);
+            }
+        }
+        if bases.is_empty() {
+            return bases;
         }
         let found: Vec<Vec<(ChunkId, u32)>> = self
             .read
@@ -256,7 +260,7 @@ impl RestorePlan {
             .map(|(read, numbers)| {
                 let mut out = Vec::new();
                 for (k, e) in read.entries.iter().enumerate() {
-                    let Some(id) = read.id(e).filter(|id| wanted.contains(id)) else {
+                    let Some(id) = read.id(e).filter(|id| bases.contains_key(id)) else {
                         continue;
                     };
                     // In a pack that is present, and for a delta with its row
@@ -270,16 +274,16 @@ impl RestorePlan {
                 out
             })
             .collect();
-        drop(wanted);
-        let mut bases = IdMap::default();
-        bases.reserve(found.iter().map(Vec::len).sum());
         for (n, found) in found.into_iter().enumerate() {
             for (id, ordinal) in found {
                 // Any located copy serves: the reader follows the blob's own
                 // base and checks every link it decodes.
-                bases.entry(id).or_insert((n as u32, ordinal));
+                if let Some(v) = bases.get_mut(&id).filter(|v| **v == UNFOUND) {
+                    *v = (n as u32, ordinal);
+                }
             }
         }
+        bases.retain(|_, v| *v != UNFOUND);
         bases
     }
 }
