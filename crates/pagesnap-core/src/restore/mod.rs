@@ -16,7 +16,7 @@
 //! * `salvage.rs`: `restore --salvage` and which tables the lost pages belonged to.
 
 mod output;
-pub(crate) mod plan;
+mod plan;
 mod reader;
 mod rebuild;
 pub mod salvage;
@@ -90,20 +90,18 @@ impl Store {
     ) -> Result<rebuild::Salvaged> {
         let _lock = self.read_lock("restore")?;
         let backend = self.backend().as_ref();
-        let resolved = reader::resolve(self, snap)?;
-        let chains = resolved.chains(self)?;
-        let w = match &resolved {
+        let w = match reader::resolve(self, snap)? {
             reader::Resolved::Plan(plan) => {
                 return rebuild::write_salvaged(
                     backend,
                     &plan.packs,
                     snap,
-                    plan,
+                    &plan,
                     file,
                     durable,
                     self.progress(),
                     rebuild::SalvageLog::default(),
-                    chains.as_ref(),
+                    None,
                 )
             }
             reader::Resolved::Whole(w) => w,
@@ -130,12 +128,12 @@ impl Store {
             backend,
             index.packs(),
             snap,
-            w,
+            &w,
             file,
             durable,
             self.progress(),
             log,
-            chains.as_ref(),
+            w.chains(self)?.as_ref(),
         )
     }
 

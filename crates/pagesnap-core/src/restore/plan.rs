@@ -13,13 +13,6 @@
 //! another pack, which only the whole index finds). The long way also names what
 //! is wrong when nothing can be done.
 //!
-//! In a store with deltas the plan also locates each delta's chain: the index
-//! objects' base tables name every delta's base, and a base is looked for among
-//! the entries of the objects the maps name (a base is the chunk its position
-//! held before, usually stored by a backup whose object the maps still name).
-//! Only when a link of a chain the snapshot needs is not found there does the
-//! restore take the long way, whose whole index locates any stored chunk.
-//!
 //! The plan answers each position from what it read (see [`Positions`]): the
 //! position's name, and the entry of the index object it names, whose chunk id is
 //! read from the object's bytes where it lies. Nothing per position is copied
@@ -27,10 +20,7 @@
 
 use super::rebuild::{Position, Positions};
 use crate::format::envelope::{self, Kind};
-use crate::format::index::MAX_DELTA_DEPTH;
 use crate::format::index::{IndexBody, PackRef};
-use crate::format::pack::Codec;
-use crate::index::cache::Placed;
 use crate::index::chunk_index::{Location, PackTable, Slot};
 use crate::store::Snapshot;
 use crate::types::{ChunkId, Id, IdMap};
@@ -49,13 +39,6 @@ pub(crate) struct RestorePlan {
     /// Per index object, its packs' numbers in `packs`; `None` for a pack that
     /// is missing or not of its recorded length.
     pack_numbers: Vec<Vec<Option<u32>>>,
-    /// Where the bases of the deltas in the objects read are (store with
-    /// deltas): each base's entry, as (index object, ordinal), the entry's own
-    /// base table row saying what it is a delta of. Empty when no object read
-    /// has a base table. 8 bytes a base beside its id: a 1 GiB database after a
-    /// day of 10-minute steps has half a million bases in its tables (with the
-    /// place copied out, 180 bytes each, the map was 300 MB).
-    pub bases: IdMap<(u32, u32)>,
 }
 
 /// One index object's entries in ordinal order, with its bytes (where the chunk
@@ -63,9 +46,6 @@ pub(crate) struct RestorePlan {
 struct Entries {
     packs: Vec<PackRef>,
     entries: Vec<Entry>,
-    /// The base table (version 2): (ordinal, base) of each delta entry, in
-    /// ordinal order.
-    bases: Vec<(u32, ChunkId)>,
     body: Body,
 }
 
@@ -83,12 +63,7 @@ struct Entry {
 
 /// An index object decoded: its packs, its entries, and its body if it was
 /// stored compressed.
-type Decoded = (
-    Vec<PackRef>,
-    Vec<Entry>,
-    Vec<(u32, ChunkId)>,
-    Option<Vec<u8>>,
-);
+type Decoded = (Vec<PackRef>, Vec<Entry>, Option<Vec<u8>>);
 
 /// An index object's body, as read.
 enum Body {
@@ -119,15 +94,6 @@ impl Entries {
     fn id(&self, e: &Entry) -> Option<ChunkId> {
         let at = e.id_at as usize;
         Some(Id(self.body.bytes().get(at..at + 32)?.try_into().ok()?))
-    }
-
-    /// The base of delta entry `ordinal`, from the base table.
-    fn base(&self, ordinal: u32) -> Option<ChunkId> {
-        let k = self
-            .bases
-            .binary_search_by_key(&ordinal, |(o, _)| *o)
-            .ok()?;
-        Some(self.bases[k].1)
     }
 }
 
@@ -175,116 +141,6 @@ impl RestorePlan {
             self.named(i),
             Some(Named::Zero | Named::Entry { pack: Some(_), .. })
         )
-    }
-
-    /// Whether position `i`'s chunk, if a delta, has its whole chain located
-    /// in [`RestorePlan::bases`] (at most [`MAX_DELTA_DEPTH`] links; a longer
-    /// chain is damage the long way reports).
-    fn chain_located(&self, i: usize) -> bool {
-        let Some(Named::Entry {
-            read,
-            entry,
-            ordinal,
-            ..
-        }) = self.named(i)
-        else {
-            return true;
-        };
-        if entry.slot.codec != Codec::ZstdDelta {
-            return true;
-        }
-        let mut next = read.base(ordinal);
-        for _ in 0..MAX_DELTA_DEPTH {
-            let Some(base) = next else {
-                return false;
-            };
-            let Some(&(n, ordinal)) = self.bases.get(&base) else {
-                return false;
-            };
-            let Some(read) = self.read.get(n as usize) else {
-                return false;
-            };
-            match read.entries.get(ordinal as usize) {
-                Some(e) if e.slot.codec == Codec::ZstdDelta => next = read.base(ordinal),
-                Some(_) => return true,
-                None => return false,
-            }
-        }
-        false
-    }
-
-    /// Where base chunk `id` is, for a reader of delta chains.
-    pub(crate) fn locate_base(&self, id: &ChunkId) -> Option<Placed> {
-        let &(n, ordinal) = self.bases.get(id)?;
-        let read = self.read.get(n as usize)?;
-        let e = read.entries.get(ordinal as usize)?;
-        let pack = self
-            .pack_numbers
-            .get(n as usize)?
-            .get(e.pack as usize)
-            .copied()
-            .flatten()?;
-        let loc = Location {
-            pack,
-            entry: e.slot,
-            list: n,
-            ordinal,
-        };
-        Some((
-            self.packs.id(pack),
-            self.packs.dict(pack),
-            loc.pack_entry(*id),
-        ))
-    }
-
-    /// The places of every base the objects read name, found among their
-    /// entries (in a present pack). A base not found is left out: a chain
-    /// through it sends the restore the long way.
-    fn find_bases(&self) -> IdMap<(u32, u32)> {
-        // The map is made with every base named, not yet found, then filled:
-        // one table of ids, no separate set of the wanted ones.
-        const UNFOUND: (u32, u32) = (u32::MAX, u32::MAX);
-        let mut bases: IdMap<(u32, u32)> = IdMap::default();
-        for r in &self.read {
-            for (_, b) in &r.bases {
-                bases.insert(*b, UNFOUND);
-            }
-        }
-        if bases.is_empty() {
-            return bases;
-        }
-        let found: Vec<Vec<(ChunkId, u32)>> = self
-            .read
-            .par_iter()
-            .zip(&self.pack_numbers)
-            .map(|(read, numbers)| {
-                let mut out = Vec::new();
-                for (k, e) in read.entries.iter().enumerate() {
-                    let Some(id) = read.id(e).filter(|id| bases.contains_key(id)) else {
-                        continue;
-                    };
-                    // In a pack that is present, and for a delta with its row
-                    // (the decoder refuses one without): else not a base to follow.
-                    let present = numbers.get(e.pack as usize).copied().flatten().is_some();
-                    let row = e.slot.codec != Codec::ZstdDelta || read.base(k as u32).is_some();
-                    if present && row {
-                        out.push((id, k as u32));
-                    }
-                }
-                out
-            })
-            .collect();
-        for (n, found) in found.into_iter().enumerate() {
-            for (id, ordinal) in found {
-                // Any located copy serves: the reader follows the blob's own
-                // base and checks every link it decodes.
-                if let Some(v) = bases.get_mut(&id).filter(|v| **v == UNFOUND) {
-                    *v = (n as u32, ordinal);
-                }
-            }
-        }
-        bases.retain(|_, v| *v != UNFOUND);
-        bases
     }
 }
 
@@ -387,20 +243,17 @@ impl Store {
             })
             .collect();
         self.check_chunk_count(snap, names.len())?;
-        let mut plan = RestorePlan {
+        let plan = RestorePlan {
             packs,
             names,
             read,
             pack_numbers,
-            bases: IdMap::default(),
         };
-        plan.bases = plan.find_bases();
-        // Every position answered, every stored chunk located, and every
-        // delta's chain; otherwise the long way (for an entry the object lacks,
-        // it names the map; for a base, it finds it in any index object).
+        // Every position answered and every stored chunk located; otherwise the
+        // long way (for an entry the object lacks, it names the map).
         let located = (0..plan.names.len())
             .into_par_iter()
-            .all(|i| plan.locates(i) && plan.chain_located(i));
+            .all(|i| plan.locates(i));
         Ok(located.then_some(plan))
     }
 
@@ -415,17 +268,13 @@ impl Store {
         let (named, decoded) = rayon::join(
             || Id::of_object(&bytes) == *id,
             || -> Option<Decoded> {
-                // Either version: a version-2 object's base table is kept, the
-                // deltas' bases by ordinal.
+                // Either version: a version-2 object's base table is checked
+                // and skipped (a store with deltas does not plan this way yet).
                 let (version, body) = envelope::open_versioned(Kind::Index, &bytes).ok()?;
                 // Sized once: an entry takes about 38 bytes (grown by doubling,
                 // the table was copied and fresh pages faulted in several times).
                 let mut entries = Vec::with_capacity(body.len() / 36);
-                let mut bases = Vec::new();
-                let packs = IndexBody::decode_body_each_as(version, &body, |_, e, d, at| {
-                    if let Some(d) = d {
-                        bases.push((entries.len() as u32, d.base));
-                    }
+                let packs = IndexBody::decode_body_each_as(version, &body, |_, e, _, at| {
                     entries.push(Entry {
                         id_at: at as u32,
                         pack: e.pack,
@@ -437,10 +286,10 @@ impl Store {
                     Cow::Owned(body) => Some(body),
                     Cow::Borrowed(_) => None,
                 };
-                Some((packs, entries, bases, decompressed))
+                Some((packs, entries, decompressed))
             },
         );
-        let (packs, entries, bases, decompressed) = decoded.filter(|_| named)?;
+        let (packs, entries, decompressed) = decoded.filter(|_| named)?;
         let body = match decompressed {
             Some(body) => Body::Decompressed(body),
             None => Body::Stored(bytes),
@@ -448,7 +297,6 @@ impl Store {
         Some(Entries {
             packs,
             entries,
-            bases,
             body,
         })
     }
@@ -457,9 +305,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::IndexBody;
-    use super::Named;
     use crate::backend::PutMode;
-    use crate::format::pack::Codec;
     use crate::index::chunk_index::Slot;
     use crate::restore::rebuild::{Position, Positions};
     use crate::types::ChunkRef;
@@ -598,161 +444,6 @@ mod tests {
             .restore_to_writer(newest, &mut std::io::sink())
             .expect_err("cannot restore");
         assert!(err.to_string().contains("index/"), "{err}");
-        Ok(())
-    }
-
-    /// A store with deltas: a table whose rows are rewritten a few at a time,
-    /// one backup per statement (each statement changes a leaf page or two and
-    /// the header page, which become deltas against their previous version).
-    fn store_with_deltas(
-        updates: &[&str],
-    ) -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf, Store)> {
-        let dir = tempfile::tempdir()?;
-        let db = dir.path().join("app.db");
-        let store = Store::init(
-            dir.path().join("store"),
-            &InitOptions {
-                deltas: true,
-                dictionary: false,
-                ..InitOptions::default()
-            },
-        )?;
-        let conn = rusqlite::Connection::open(&db)?;
-        conn.execute_batch(
-            "PRAGMA page_size=4096; CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT);
-             INSERT INTO t(v) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
-                 SELECT printf('row %d of a table whose pages change a little', i) FROM n;",
-        )?;
-        store.backup_path(&db, &BackupOptions::default())?;
-        for sql in updates {
-            conn.execute_batch(sql)?;
-            store.backup_path(&db, &BackupOptions::default())?;
-        }
-        Ok((dir, db, store))
-    }
-
-    /// In a store with deltas the short way answers: every delta's chain is
-    /// located through the base tables of the objects the maps name, the
-    /// positions are the whole index's, and every snapshot restores byte for
-    /// byte from the plan (chains decoded through the plan's bases).
-    #[test]
-    fn a_store_with_deltas_restores_the_short_way() -> anyhow::Result<()> {
-        // One row changed at every step (its page, and the header page, are
-        // chains), and one row of a page of its own per step: no later step
-        // changes that page, so the maps keep naming every step's index object.
-        let updates: Vec<String> = (0..12)
-            .map(|s| {
-                format!(
-                    "UPDATE t SET v = v || '{s}' WHERE k = 1 OR k = {}",
-                    150 + s * 150
-                )
-            })
-            .collect();
-        let updates: Vec<&str> = updates.iter().map(String::as_str).collect();
-        let (_dir, _db, store) = store_with_deltas(&updates)?;
-        let index = store.load_index()?;
-        let snaps = store.snapshots()?;
-        let newest = snaps.last().expect("snapshots");
-        let plan = store.restore_plan(newest)?.expect("the short way answers");
-        assert!(!plan.bases.is_empty(), "the plan located bases");
-        let listed = store.chunk_list_with(&index, newest)?;
-        let mut deltas = 0;
-        for (i, c) in listed.iter().enumerate() {
-            assert!(plan.chain_located(i), "position {i}");
-            match (c, plan.at(i)) {
-                (ChunkRef::Zero, Some(Position::Zero)) => {}
-                (ChunkRef::Stored(id), Some(Position::Stored(got, l))) => {
-                    assert_eq!(got, *id, "position {i}");
-                    deltas += usize::from(l.entry.codec == Codec::ZstdDelta);
-                }
-                other => panic!("position {i}: plan and index disagree: {other:?}"),
-            }
-        }
-        assert!(deltas > 0, "the newest snapshot holds deltas");
-        // Each located base is where the whole index has that chunk.
-        for id in plan.bases.keys() {
-            let (pack, _, e) = plan.locate_base(id).expect("located");
-            let whole = index.get(id).expect("indexed");
-            assert_eq!(pack, index.pack_id(whole.pack));
-            assert_eq!(e.offset, whole.entry.offset);
-        }
-        for snap in &snaps {
-            let resolved = crate::restore::reader::resolve(&store, snap)?;
-            assert!(
-                matches!(resolved, crate::restore::reader::Resolved::Plan(_)),
-                "snapshot {} resolved the short way",
-                snap.id
-            );
-            let mut image = Vec::new();
-            let report = store.restore_to_writer(snap, &mut image)?;
-            assert_eq!(*blake3::hash(&image).as_bytes(), snap.manifest.image_hash);
-            assert_eq!(report.image_hash, snap.manifest.image_hash);
-        }
-        // A base the plan did not locate: the chain check says so (and the
-        // restore then goes the long way).
-        let mut plan = plan;
-        let i = (0..listed.len())
-            .find(|&i| matches!(plan.at(i), Some(Position::Stored(_, l)) if l.entry.codec == Codec::ZstdDelta))
-            .expect("a delta position");
-        let Some(Named::Entry { read, ordinal, .. }) = plan.named(i) else {
-            panic!("position {i} is stored");
-        };
-        let base = read.base(ordinal).expect("a delta has a base");
-        plan.bases.remove(&base);
-        assert!(!plan.chain_located(i));
-        Ok(())
-    }
-
-    /// A delta whose base is held only by an index object the snapshot's maps
-    /// no longer name: the plan cannot locate the chain, the restore takes the
-    /// long way and restores byte for byte. With that object gone too, the
-    /// restore fails naming the missing base.
-    #[test]
-    fn a_base_the_maps_do_not_name_sends_the_restore_the_long_way() -> anyhow::Result<()> {
-        // The same row twice: the second backup's page is a delta against the
-        // first's, which no later snapshot references (nor anything else of
-        // that backup's index object but the header page, changed again too).
-        let (_dir, _db, store) = store_with_deltas(&[
-            "UPDATE t SET v = v || 'a' WHERE k = 1000",
-            "UPDATE t SET v = v || 'b' WHERE k = 1000",
-        ])?;
-        let snaps = store.snapshots()?;
-        let newest = snaps.last().expect("snapshots");
-        assert!(store.restore_plan(newest)?.is_none(), "the long way");
-        let mut image = Vec::new();
-        store.restore_to_writer(newest, &mut image)?;
-        assert_eq!(*blake3::hash(&image).as_bytes(), newest.manifest.image_hash);
-        // The index object of the middle backup holds only bases now: without
-        // it, nothing locates them, and the error names a base.
-        let middle = &snaps[1];
-        let named: Vec<_> = store
-            .map_chain_heads(&newest.manifest.map)?
-            .into_iter()
-            .flat_map(|(_, h)| {
-                h.map
-                    .lists
-                    .iter()
-                    .chain(h.map.new_list.iter())
-                    .copied()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let middle_lists: Vec<_> = store
-            .map_chain_heads(&middle.manifest.map)?
-            .into_iter()
-            .filter_map(|(_, h)| h.map.new_list)
-            .filter(|l| !named.contains(l))
-            .collect();
-        assert_eq!(
-            middle_lists.len(),
-            1,
-            "the middle backup's object is not named"
-        );
-        store.backend().delete(&layout::index(&middle_lists[0]))?;
-        let err = store
-            .restore_to_writer(newest, &mut std::io::sink())
-            .expect_err("a base is missing");
-        assert!(err.to_string().contains("base"), "{err}");
         Ok(())
     }
 }

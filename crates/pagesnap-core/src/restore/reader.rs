@@ -96,21 +96,12 @@ impl Resolved {
         }
     }
 
-    /// A reader of delta bases: through the whole index, or the bases the
-    /// plan located; `None` where there are no deltas.
+    /// A reader of delta bases through the whole index (a store with deltas
+    /// always resolves the long way, see [`resolve`]); `None` on the short way.
     pub(crate) fn chains(&self, store: &Store) -> Result<Option<Chains<'_>>> {
         match self {
             Resolved::Whole(w) => w.chains(store),
-            Resolved::Plan(p) if p.bases.is_empty() => Ok(None),
-            Resolved::Plan(p) => Ok(Some(Chains::planned(store.backend().clone(), p)?)),
-        }
-    }
-
-    /// Where base chunk `id` is, for a reader of delta chains.
-    fn locate_base(&self, id: &crate::types::ChunkId) -> Option<crate::index::cache::Placed> {
-        match self {
-            Resolved::Whole(w) => locate_in(&w.index, id),
-            Resolved::Plan(p) => p.locate_base(id),
+            Resolved::Plan(_) => Ok(None),
         }
     }
 }
@@ -119,13 +110,15 @@ impl Resolved {
 /// whole index (see `plan.rs`). Errors are a page map that is missing or damaged,
 /// or an index that cannot be read.
 ///
-/// In a store with deltas the short way also locates every delta's chain
-/// through the base tables of the objects it read; a base it does not find
-/// (stored by a backup whose object the maps no longer name) sends it the long
-/// way, as a missing pack does.
+/// A store with deltas always takes the long way: a delta's base may be any
+/// stored chunk, which only the whole index locates (the short way knows the
+/// snapshot's own chunks). Planning chains from the base tables is next
+/// (DELTAS.md).
 pub(crate) fn resolve(store: &Store, snap: &Snapshot) -> Result<Resolved> {
-    if let Some(plan) = store.restore_plan(snap)? {
-        return Ok(Resolved::Plan(plan));
+    if !store.config().deltas {
+        if let Some(plan) = store.restore_plan(snap)? {
+            return Ok(Resolved::Plan(plan));
+        }
     }
     let index = store.load_index()?;
     let chunks = store.chunk_list_with(&index, snap)?;
@@ -144,7 +137,7 @@ pub(crate) struct SnapshotReader<'s> {
     resolved: Resolved,
     /// Decompression contexts, with the dictionaries loaded so far.
     decoder: Mutex<Decoder>,
-    /// Bases of delta chunks (a store with deltas).
+    /// Bases of delta chunks (a store with deltas: resolved the long way).
     bases: Option<Bases>,
 }
 
@@ -297,11 +290,11 @@ impl<'s> SnapshotReader<'s> {
                     )));
                 }
                 let entry = loc.pack_entry(*id);
-                let base = match &self.bases {
-                    Some(b) => b
-                        .base_for(&entry, stored, &|c| self.resolved.locate_base(c))
+                let base = match (&self.bases, &self.resolved) {
+                    (Some(b), Resolved::Whole(w)) => b
+                        .base_for(&entry, stored, &|c| locate_in(&w.index, c))
                         .map_err(|e| damaged(e.to_string()))?,
-                    None => None,
+                    _ => None,
                 };
                 decoder
                     .decode_into_checked_with_base(

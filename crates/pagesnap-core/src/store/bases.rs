@@ -250,37 +250,18 @@ pub(crate) fn locate_in(index: &ChunkIndex, id: &ChunkId) -> Option<Placed> {
     })
 }
 
-/// Where a [`Chains`] reader finds bases.
-enum Locate<'a> {
-    /// The whole index (the long way).
-    Index(&'a ChunkIndex),
-    /// The restore plan's bases, found through the index objects the maps name.
-    Plan(&'a crate::restore::plan::RestorePlan),
-}
-
-/// A [`Bases`] reader over the whole index or a restore plan's bases: what
-/// restore, salvage and the page reader decode deltas with.
+/// A [`Bases`] reader over the whole index: what restore, salvage and the page
+/// reader decode deltas with.
 pub(crate) struct Chains<'a> {
     bases: Bases,
-    locate: Locate<'a>,
+    index: &'a ChunkIndex,
 }
 
 impl<'a> Chains<'a> {
     pub(crate) fn new(backend: Arc<dyn Backend>, index: &'a ChunkIndex) -> crate::Result<Self> {
         Ok(Chains {
             bases: Bases::new(backend, DEFAULT_CACHE_BYTES)?,
-            locate: Locate::Index(index),
-        })
-    }
-
-    /// A reader of the bases a restore plan located.
-    pub(crate) fn planned(
-        backend: Arc<dyn Backend>,
-        plan: &'a crate::restore::plan::RestorePlan,
-    ) -> crate::Result<Self> {
-        Ok(Chains {
-            bases: Bases::new(backend, DEFAULT_CACHE_BYTES)?,
-            locate: Locate::Plan(plan),
+            index,
         })
     }
 
@@ -290,10 +271,8 @@ impl<'a> Chains<'a> {
         e: &PackEntry,
         stored: &[u8],
     ) -> Result<Option<Arc<Vec<u8>>>, ChunkError> {
-        match self.locate {
-            Locate::Index(index) => self.bases.base_for(e, stored, &|c| locate_in(index, c)),
-            Locate::Plan(plan) => self.bases.base_for(e, stored, &|c| plan.locate_base(c)),
-        }
+        self.bases
+            .base_for(e, stored, &|c| locate_in(self.index, c))
     }
 }
 
