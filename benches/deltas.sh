@@ -2,7 +2,7 @@
 # Deltas against no deltas, same build, one run (issue #27's speed targets).
 #
 #   benches/deltas.sh [SIZE_MIB] [STEPS] [RUNS] [WORKDIR]   (defaults: 1024 144 7 a temp dir)
-#   benches/deltas.sh 64 20 5                               (a quick check of the script: ~1 min)
+#   benches/deltas.sh 64 20 5                               (a quick check of the script)
 #   REUSE=1 benches/deltas.sh 1024 144 7 WORKDIR            (the restores only, on WORKDIR's stores)
 #
 # Builds the release binary and the `oltp` database of `pagesnap bench` (orders,
@@ -16,9 +16,10 @@
 # Prints the medians, the ratio deltas/plain of the medians and the spread of the
 # per-pair ratios (min–max), peak RSS, and the bytes each store holds.
 #
-# The default run (1 GiB, 144 steps, 7 restore pairs) takes about 15 minutes on
-# the 2-core machine: ~2 minutes to build the database, ~3 s per step (the step's
-# work and two backups), ~40 s of restores.
+# The default run (1 GiB, 144 steps, 7 restore pairs) took 18 minutes on the
+# 2-core machine shared with other builds (load 5-8): ~4 minutes to build the
+# database, ~4.5 s per step (the step's work and two backups), ~3 minutes of
+# restores. The quick check (64 MiB, 20 steps, 5 pairs) takes about a minute.
 # Needs GNU time (apt install time).
 set -euo pipefail
 
