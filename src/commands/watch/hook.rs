@@ -8,6 +8,47 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+/// What a hook is told: the variables of `on_failure` and `on_success`, one
+/// list for both (and for prune's `on_failure`); docs/WATCH.md lists them.
+pub struct HookEnv<'a> {
+    /// The database's name and path; empty for prune.
+    pub name: &'a str,
+    pub path: &'a str,
+    pub event: &'a str,
+    /// The message, as logged; empty after a success.
+    pub error: &'a str,
+    /// Failed runs in a row (0 after a success).
+    pub failures: u64,
+    pub store: &'a str,
+    /// The snapshot taken (id, bytes added), if any.
+    pub snapshot: Option<(&'a str, u64)>,
+}
+
+impl HookEnv<'_> {
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PAGESNAP_DB_NAME", self.name.to_string()),
+            ("PAGESNAP_DB_PATH", self.path.to_string()),
+            ("PAGESNAP_ERROR", self.error.to_string()),
+            ("PAGESNAP_EVENT", self.event.to_string()),
+            ("PAGESNAP_FAILURES", self.failures.to_string()),
+            ("PAGESNAP_STORE", self.store.to_string()),
+            (
+                "PAGESNAP_SNAPSHOT",
+                self.snapshot
+                    .map(|(id, _)| id.to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "PAGESNAP_BYTES_ADDED",
+                self.snapshot
+                    .map(|(_, b)| b.to_string())
+                    .unwrap_or_default(),
+            ),
+        ]
+    }
+}
+
 /// Runs `sh -c cmd` with `env` added, in its own process group, in a thread:
 /// the watcher does not wait for it. After `timeout` the whole group is killed.
 /// Its output goes to the watcher's stderr; its failure is logged, never fatal.

@@ -661,8 +661,7 @@ impl Watcher {
     }
 }
 
-/// The environment of a database's `on_failure` and `on_success` hooks (the
-/// same variables for both; docs/WATCH.md lists them).
+/// The environment of a database's `on_failure` and `on_success` hooks.
 fn hook_env(
     d: &Watched,
     store_dir: &Path,
@@ -670,24 +669,16 @@ fn hook_env(
     error: &str,
     snapshot: Option<&status::SnapshotRecord>,
 ) -> Vec<(&'static str, String)> {
-    vec![
-        ("PAGESNAP_DB_NAME", d.cfg.opts.name.clone()),
-        ("PAGESNAP_DB_PATH", d.cfg.opts.path.display().to_string()),
-        ("PAGESNAP_ERROR", error.to_string()),
-        ("PAGESNAP_EVENT", event.to_string()),
-        ("PAGESNAP_FAILURES", d.st.consecutive_failures.to_string()),
-        ("PAGESNAP_STORE", store_dir.display().to_string()),
-        (
-            "PAGESNAP_SNAPSHOT",
-            snapshot.map(|s| s.id.clone()).unwrap_or_default(),
-        ),
-        (
-            "PAGESNAP_BYTES_ADDED",
-            snapshot
-                .map(|s| s.bytes_added.to_string())
-                .unwrap_or_default(),
-        ),
-    ]
+    hook::HookEnv {
+        name: &d.cfg.opts.name,
+        path: &d.cfg.opts.path.display().to_string(),
+        event,
+        error,
+        failures: d.st.consecutive_failures,
+        store: &store_dir.display().to_string(),
+        snapshot: snapshot.map(|s| (s.id.as_str(), s.bytes_added)),
+    }
+    .vars()
 }
 
 /// `p` made absolute (for the status file, read from anywhere).

@@ -82,16 +82,16 @@ impl Watcher {
                     message: msg.clone(),
                 });
                 if let Some(cmd) = self.cfg.on_failure.clone() {
-                    let env = vec![
-                        ("PAGESNAP_DB_NAME", String::new()),
-                        ("PAGESNAP_DB_PATH", String::new()),
-                        ("PAGESNAP_ERROR", msg),
-                        ("PAGESNAP_EVENT", "prune".to_string()),
-                        ("PAGESNAP_FAILURES", "1".to_string()),
-                        ("PAGESNAP_STORE", self.store_dir.display().to_string()),
-                        ("PAGESNAP_SNAPSHOT", String::new()),
-                        ("PAGESNAP_BYTES_ADDED", String::new()),
-                    ];
+                    let env = hook::HookEnv {
+                        name: "",
+                        path: "",
+                        event: "prune",
+                        error: &msg,
+                        failures: 1,
+                        store: &self.store_dir.display().to_string(),
+                        snapshot: None,
+                    }
+                    .vars();
                     if let Some(h) =
                         hook::spawn("on_failure", &cmd, self.cfg.on_failure_timeout, env)
                     {

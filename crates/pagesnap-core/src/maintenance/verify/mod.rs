@@ -485,9 +485,17 @@ fn restore_targets<'s>(selected: &'s [Snapshot], opts: &VerifyOptions) -> Vec<&'
 fn detail(e: &Error) -> String {
     match e {
         Error::Format { source, .. } => source.to_string(),
-        Error::IndexUnusable { index, why, .. } => format!(
-            "names chunks through {index}, but {why}; the snapshots using this map cannot be restored"
-        ),
+        // Its message without the map's name, which is the problem's object.
+        Error::IndexUnusable { map, .. } => {
+            let msg = e.to_string();
+            match msg
+                .strip_prefix(map.as_str())
+                .and_then(|m| m.strip_prefix(": "))
+            {
+                Some(rest) => rest.to_string(),
+                None => msg,
+            }
+        }
         e => e.to_string(),
     }
 }
