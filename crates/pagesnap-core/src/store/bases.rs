@@ -1,10 +1,12 @@
 //! Raw bytes of stored chunks by id, following delta chains (format version 2):
 //! what a backup encodes a delta against, and what restore decodes one with.
 //!
-//! A chunk is located with the caller's index (a closure: the backup's
+//! A chunk is located with the caller's index (a [`Locate`]: the backup's
 //! `ChunkLookup`, restore's whole `ChunkIndex`), its blob read with one ranged
 //! read of its pack, and, for a delta, its base fetched the same way first
-//! (the blob names it), down to a chunk that is not a delta. Every link is
+//! (the blob names it by the first 8 bytes of its id, resolved among the
+//! located chunks; several sharing them are each tried), down to a chunk that
+//! is not a delta. Every link is
 //! decoded checked against its id, so a wrong or damaged base is an error, never
 //! wrong bytes. Decoded chunks are kept in a small LRU by id (bounded in bytes):
 //! the positions a database changes again and again share their chain's links.
@@ -17,12 +19,13 @@
 use crate::backend::Backend;
 use crate::codec::{base_of, BaseFault, ChunkError, Decoder};
 use crate::format::index::MAX_DELTA_DEPTH;
-use crate::format::pack::PackEntry;
-use crate::index::cache::Placed;
+use crate::format::pack::{BasePrefix, PackEntry};
+use crate::index::cache::{ChunkLookup, Placed};
 use crate::index::chunk_index::ChunkIndex;
 use crate::layout;
 use crate::types::{ChunkId, Id, IdMap};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 /// Default bound of the decoded chunks kept (restore, verify, copy, prune): a
@@ -91,7 +94,7 @@ impl Bases {
         f: impl FnOnce(&mut Decoder) -> Result<T, ChunkError>,
     ) -> Result<T, ChunkError> {
         let missing = || ChunkError::Base {
-            base: *id,
+            base: BasePrefix::of(id),
             fault: BaseFault::Missing,
         };
         let mut slot = self.decoders[crate::thread_slot(self.decoders.len())]
@@ -105,15 +108,19 @@ impl Bases {
     }
 
     /// The raw bytes of chunk `id` and its depth; `locate` finds a chunk's pack,
-    /// that pack's dictionary and its entry. Fails with the error of the first
-    /// link that cannot be read or decoded (a missing link is
-    /// [`ChunkError::Base`] naming it), or when the chain is deeper than
-    /// [`MAX_DELTA_DEPTH`] (damage: no writer makes one).
-    pub(crate) fn raw(
-        &self,
-        id: &ChunkId,
-        locate: &dyn Fn(&ChunkId) -> Option<Placed>,
-    ) -> Result<Raw, ChunkError> {
+    /// that pack's dictionary and its entry, and the chunks a delta's base
+    /// prefix may name. Fails with the error of the first link that cannot be
+    /// read or decoded (a missing link is [`ChunkError::Base`] naming it), or
+    /// when the chain is deeper than [`MAX_DELTA_DEPTH`] (damage: no writer
+    /// makes one).
+    pub(crate) fn raw(&self, id: &ChunkId, locate: &dyn Locate) -> Result<Raw, ChunkError> {
+        self.raw_within(id, locate, MAX_DELTA_DEPTH as usize + 1)
+    }
+
+    /// [`Bases::raw`] reading at most `budget` blobs down the chain (links of a
+    /// chain resumed below a prefix shared by several chunks count against
+    /// the same bound, so no store makes a reader follow more).
+    fn raw_within(&self, id: &ChunkId, locate: &dyn Locate, budget: usize) -> Result<Raw, ChunkError> {
         // Down the chain to a cached link or one that is not a delta.
         let mut links: Vec<(PackEntry, Vec<u8>, Option<Id>)> = Vec::new();
         let mut below: Option<Raw> = None;
@@ -123,7 +130,7 @@ impl Bases {
                 below = Some(hit);
                 break;
             }
-            if links.len() > MAX_DELTA_DEPTH as usize {
+            if links.len() >= budget {
                 return Err(ChunkError::Decode(crate::format::FormatError::Invalid(
                     format!(
                         "chunk {} has a chain of deltas deeper than {MAX_DELTA_DEPTH}",
@@ -132,10 +139,10 @@ impl Bases {
                 )));
             }
             let missing = ChunkError::Base {
-                base: cur,
+                base: BasePrefix::of(&cur),
                 fault: BaseFault::Missing,
             };
-            let Some((pack, dict, entry)) = locate(&cur) else {
+            let Some((pack, dict, entry)) = locate.locate(&cur) else {
                 return Err(missing);
             };
             let start = entry.offset as u64;
@@ -147,14 +154,33 @@ impl Bases {
                 // Gone or shorter than its entry says: damage (the link is lost).
                 Err(e) if e.is_damage() => return Err(missing),
                 // Could not be read: not damage, said as it is.
-                Err(source) => return Err(ChunkError::Unreadable { base: cur, source }),
+                Err(source) => {
+                    return Err(ChunkError::Unreadable {
+                        base: BasePrefix::of(&cur),
+                        source,
+                    })
+                }
             };
             let entry = PackEntry { id: cur, ..entry };
-            let next = base_of(&entry, &stored)?.map(|h| h.base);
+            let next = base_of(&entry, &stored)?;
             links.push((entry, stored, dict));
-            match next {
-                Some(b) => cur = b,
-                None => break,
+            let Some(h) = next else {
+                break;
+            };
+            match locate.sharing(&h.base).as_slice() {
+                [] => {
+                    return Err(ChunkError::Base {
+                        base: h.base,
+                        fault: BaseFault::Missing,
+                    })
+                }
+                [one] => cur = *one,
+                several => {
+                    let (e, stored, _) = &links[links.len() - 1];
+                    let rest = budget - links.len();
+                    below = Some(self.first_base(e, stored, several, locate, rest)?.1);
+                    break;
+                }
             }
         }
         // Up again, each link decoded against the one below it.
@@ -167,12 +193,12 @@ impl Bases {
                         .map_err(|e| match e {
                             crate::Error::Backend(source) if !source.is_damage() => {
                                 ChunkError::Unreadable {
-                                    base: entry.id,
+                                    base: BasePrefix::of(&entry.id),
                                     source,
                                 }
                             }
                             _ => ChunkError::Base {
-                                base: entry.id,
+                                base: BasePrefix::of(&entry.id),
                                 fault: BaseFault::Missing,
                             },
                         })?;
@@ -196,8 +222,78 @@ impl Bases {
             out = Some(r);
         }
         out.ok_or(ChunkError::Base {
-            base: *id,
+            base: BasePrefix::of(id),
             fault: BaseFault::Missing,
+        })
+    }
+
+    /// Of the chunks `candidates` that share the base prefix of delta `e`
+    /// (stored as `stored`), the first the delta decodes against to its own id
+    /// (blake3-checked), with its raw bytes: only the true base can. A read
+    /// error wins over damage, so that nothing is decided on its account.
+    fn first_base(
+        &self,
+        e: &PackEntry,
+        stored: &[u8],
+        candidates: &[ChunkId],
+        locate: &dyn Locate,
+        budget: usize,
+    ) -> Result<(ChunkId, Raw), ChunkError> {
+        let mut failed: Option<ChunkError> = None;
+        for c in candidates {
+            let tried = self.raw_within(c, locate, budget).and_then(|raw| {
+                self.with_decoder(&e.id, |d| {
+                    d.decode_checked_with_base(e, stored, None, Some(&raw.0))
+                })
+                .map(|_| raw)
+            });
+            match tried {
+                Ok(raw) => return Ok((*c, raw)),
+                Err(err) => {
+                    if !matches!(failed, Some(ChunkError::Unreadable { .. })) {
+                        failed = Some(err);
+                    }
+                }
+            }
+        }
+        Err(failed.unwrap_or(ChunkError::Base {
+            base: BasePrefix::of(&e.id),
+            fault: BaseFault::Missing,
+        }))
+    }
+
+    /// The base delta `e` (whose blob is `stored`) is made against: its full id,
+    /// resolved from the blob's prefix among the chunks `locate` knows, and its
+    /// raw bytes and depth; `None` for a chunk that is not a delta. With one
+    /// chunk of that prefix (all but always) it is the base, and the caller's
+    /// checked decode of `e` proves it; with several, the one `e` decodes
+    /// against, checked. Fails with the [`ChunkError::Base`] naming the base
+    /// when it cannot be had (a read error stays one).
+    pub(crate) fn base_chunk(
+        &self,
+        e: &PackEntry,
+        stored: &[u8],
+        locate: &dyn Locate,
+    ) -> Result<Option<(ChunkId, Raw)>, ChunkError> {
+        let Some(h) = base_of(e, stored)? else {
+            return Ok(None);
+        };
+        let budget = MAX_DELTA_DEPTH as usize;
+        let found = match locate.sharing(&h.base).as_slice() {
+            [] => Err(ChunkError::Base {
+                base: h.base,
+                fault: BaseFault::Missing,
+            }),
+            [one] => self.raw_within(one, locate, budget).map(|r| (*one, r)),
+            several => self.first_base(e, stored, several, locate, budget),
+        };
+        found.map(Some).map_err(|e| match e {
+            // A link that could not be read stays a read error.
+            e @ ChunkError::Unreadable { .. } => e,
+            _ => ChunkError::Base {
+                base: h.base,
+                fault: BaseFault::Missing,
+            },
         })
     }
 
@@ -207,21 +303,66 @@ impl Bases {
         &self,
         e: &PackEntry,
         stored: &[u8],
-        locate: &dyn Fn(&ChunkId) -> Option<Placed>,
+        locate: &dyn Locate,
     ) -> Result<Option<Arc<Vec<u8>>>, ChunkError> {
-        let Some(h) = base_of(e, stored)? else {
-            return Ok(None);
-        };
-        self.raw(&h.base, locate)
-            .map(|(b, _)| Some(b))
-            .map_err(|e| match e {
-                // A link that could not be read stays a read error.
-                e @ ChunkError::Unreadable { .. } => e,
-                _ => ChunkError::Base {
-                    base: h.base,
-                    fault: BaseFault::Missing,
-                },
-            })
+        Ok(self.base_chunk(e, stored, locate)?.map(|(_, (b, _))| b))
+    }
+}
+
+/// How a [`Bases`] reader finds chunks: by id, and by the 8-byte prefix a
+/// delta blob names its base with (FORMAT.md, "Format version 2: deltas").
+pub(crate) trait Locate {
+    /// Where chunk `id` is, if located.
+    fn locate(&self, id: &ChunkId) -> Option<Placed>;
+    /// The located chunks whose id begins with `prefix`: one but by a 2^-64
+    /// accident (or a hostile store), which costs a retry, never wrong bytes.
+    fn sharing(&self, prefix: &BasePrefix) -> Vec<ChunkId>;
+}
+
+impl Locate for ChunkIndex {
+    fn locate(&self, id: &ChunkId) -> Option<Placed> {
+        locate_in(self, id)
+    }
+    fn sharing(&self, prefix: &BasePrefix) -> Vec<ChunkId> {
+        ChunkIndex::sharing(self, prefix.key())
+    }
+}
+
+impl Locate for ChunkLookup {
+    fn locate(&self, id: &ChunkId) -> Option<Placed> {
+        ChunkLookup::locate(self, id)
+    }
+    fn sharing(&self, prefix: &BasePrefix) -> Vec<ChunkId> {
+        ChunkLookup::sharing(self, prefix.key())
+    }
+}
+
+/// A [`Locate`] over a map of placements (repair's, prune's): the ids sorted
+/// once, so that a prefix is a binary search, not a scan.
+pub(crate) struct InMap<'a, S> {
+    map: &'a HashMap<ChunkId, Placed, S>,
+    sorted: Vec<ChunkId>,
+}
+
+impl<'a, S: BuildHasher> InMap<'a, S> {
+    pub(crate) fn new(map: &'a HashMap<ChunkId, Placed, S>) -> Self {
+        let mut sorted: Vec<ChunkId> = map.keys().copied().collect();
+        sorted.sort_unstable();
+        InMap { map, sorted }
+    }
+}
+
+impl<S: BuildHasher> Locate for InMap<'_, S> {
+    fn locate(&self, id: &ChunkId) -> Option<Placed> {
+        self.map.get(id).copied()
+    }
+    fn sharing(&self, prefix: &BasePrefix) -> Vec<ChunkId> {
+        let first = self.sorted.partition_point(|c| c.0[..8] < prefix.0[..]);
+        self.sorted[first..]
+            .iter()
+            .take_while(|c| prefix.matches(c))
+            .copied()
+            .collect()
     }
 }
 
@@ -287,8 +428,7 @@ impl<'a> Chains<'a> {
         e: &PackEntry,
         stored: &[u8],
     ) -> Result<Option<Arc<Vec<u8>>>, ChunkError> {
-        self.bases
-            .base_for(e, stored, &|c| locate_in(self.index, c))
+        self.bases.base_for(e, stored, self.index)
     }
 }
 
