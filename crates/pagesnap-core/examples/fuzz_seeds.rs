@@ -257,9 +257,18 @@ fn hostile_deltas(dir: &Path) -> Res {
     let id = Id::of_chunk(b"hostile delta");
     let other = BasePrefix::of(&Id::of_chunk(b"its base")).0;
     let cases: [(&str, Vec<u8>); 3] = [
-        ("hostile-delta-base-len-not-minimal", [&other[..], &[0x80, 0x80, 0x00], b"frame"].concat()),
-        ("hostile-delta-base-len-5-bytes", [&other[..], &[0xff, 0xff, 0xff, 0xff, 0x0f], b"frame"].concat()),
-        ("hostile-delta-against-own-prefix", [&BasePrefix::of(&id).0[..], &[0x10], b"frame"].concat()),
+        (
+            "hostile-delta-base-len-not-minimal",
+            [&other[..], &[0x80, 0x80, 0x00], b"frame"].concat(),
+        ),
+        (
+            "hostile-delta-base-len-5-bytes",
+            [&other[..], &[0xff, 0xff, 0xff, 0xff, 0x0f], b"frame"].concat(),
+        ),
+        (
+            "hostile-delta-against-own-prefix",
+            [&BasePrefix::of(&id).0[..], &[0x10], b"frame"].concat(),
+        ),
     ];
     for (name, blob) in cases {
         let mut b = PackBuilder::with_version(Vec::new(), None, 2)?;

@@ -946,7 +946,10 @@ fn check_pack(
 
 /// A reader of bases and where every chunk is (the index objects' locations,
 /// then the packs' own trailers'): how repair follows a delta's chain.
-type Chains<'a> = (&'a Bases, &'a InMap<'a, BuildHasherDefault<crate::types::IdHasher>>);
+type Chains<'a> = (
+    &'a Bases,
+    &'a InMap<'a, BuildHasherDefault<crate::types::IdHasher>>,
+);
 
 /// The base delta `e` (stored as `stored`) names, its raw bytes decoded
 /// (checked) through its chain, and its depth.

@@ -120,7 +120,12 @@ impl Bases {
     /// [`Bases::raw`] reading at most `budget` blobs down the chain (links of a
     /// chain resumed below a prefix shared by several chunks count against
     /// the same bound, so no store makes a reader follow more).
-    fn raw_within(&self, id: &ChunkId, locate: &dyn Locate, budget: usize) -> Result<Raw, ChunkError> {
+    fn raw_within(
+        &self,
+        id: &ChunkId,
+        locate: &dyn Locate,
+        budget: usize,
+    ) -> Result<Raw, ChunkError> {
         // Down the chain to a cached link or one that is not a delta.
         let mut links: Vec<(PackEntry, Vec<u8>, Option<Id>)> = Vec::new();
         let mut below: Option<Raw> = None;
@@ -435,6 +440,102 @@ impl<'a> Chains<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Located chunks in one stored pack, with `sharing` made to answer a
+    /// base prefix with `decoys` too, as if they shared it (a collision no
+    /// one can make on purpose with real blake3 ids).
+    struct Colliding {
+        placed: IdMap<Placed>,
+        decoys: Vec<ChunkId>,
+    }
+
+    impl Locate for Colliding {
+        fn locate(&self, id: &ChunkId) -> Option<Placed> {
+            self.placed.get(id).copied()
+        }
+        fn sharing(&self, prefix: &BasePrefix) -> Vec<ChunkId> {
+            let mut ids = self.decoys.clone();
+            ids.extend(self.placed.keys().filter(|c| prefix.matches(c)));
+            ids
+        }
+    }
+
+    /// A delta whose base prefix several located chunks answer to decodes
+    /// against the one it was made with (tried after the others, which fail
+    /// its id check), and `base_chunk` names that one in full; when no
+    /// candidate is the base, it fails, never giving other bytes.
+    #[test]
+    fn a_shared_base_prefix_costs_a_retry_never_wrong_bytes() {
+        use crate::backend::{LocalBackend, PutMode};
+        use crate::codec::{slot_len, Attempt, Encoder};
+        use crate::format::pack::{Codec, PackBuilder};
+        let page = |seed: u8| -> Vec<u8> {
+            (0..4096u32)
+                .map(|i| if i % 5 == 0 { seed } else { (i / 9) as u8 })
+                .collect()
+        };
+        let (base, decoy) = (page(1), page(2));
+        let mut next = base.clone();
+        next[77] ^= 0x40;
+        let ids = [&base, &decoy, &next].map(|b| Id::of_chunk(b));
+        let mut enc = Encoder::new(3, None).unwrap();
+        let mut pack = PackBuilder::with_version(Vec::new(), None, 2).unwrap();
+        let mut slot = vec![0; slot_len(4096)];
+        for (id, raw) in [(ids[0], &base), (ids[1], &decoy)] {
+            let s = enc.encode(raw, &mut slot, Attempt::Plain).unwrap();
+            pack.try_push(id, &slot[..s.len], 4096, s.codec).unwrap();
+        }
+        let d = enc
+            .encode_delta(&next, &ids[2], &ids[0], &base, &mut slot)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.codec, Codec::ZstdDelta);
+        pack.try_push(ids[2], &slot[..d.len], 4096, d.codec)
+            .unwrap();
+        let (pack_id, bytes, entries) = pack.finish();
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        backend
+            .put(&layout::pack(&pack_id), &bytes, PutMode::Overwrite)
+            .unwrap();
+        let placed: IdMap<Placed> = entries
+            .iter()
+            .map(|e| (e.id, (pack_id, None, *e)))
+            .collect();
+        let delta = entries[2];
+        let stored = &bytes[delta.offset as usize..][..delta.stored_len as usize];
+
+        // The decoy first: tried, refused by the id check, then the base.
+        let colliding = Colliding {
+            placed: placed.clone(),
+            decoys: vec![ids[1]],
+        };
+        let bases = Bases::new(backend.clone(), DEFAULT_CACHE_BYTES).unwrap();
+        let (raw, depth) = bases.raw(&ids[2], &colliding).unwrap();
+        assert!(raw.as_slice() == next.as_slice());
+        assert_eq!(depth, 1);
+        let fresh = Bases::new(backend.clone(), DEFAULT_CACHE_BYTES).unwrap();
+        let (named, (b, _)) = fresh
+            .base_chunk(&delta, stored, &colliding)
+            .unwrap()
+            .unwrap();
+        assert_eq!(named, ids[0]);
+        assert!(b.as_slice() == base.as_slice());
+
+        // Only decoys answer the prefix: an error, never the decoy's bytes.
+        let mut without = placed.clone();
+        without.remove(&ids[0]);
+        let decoys_only = Colliding {
+            placed: without,
+            decoys: vec![ids[1], ids[1]],
+        };
+        let fresh = Bases::new(backend, DEFAULT_CACHE_BYTES).unwrap();
+        assert!(fresh.raw(&ids[2], &decoys_only).is_err());
+        assert!(matches!(
+            fresh.base_chunk(&delta, stored, &decoys_only),
+            Err(ChunkError::Base { base, .. }) if base == BasePrefix::of(&ids[0])
+        ));
+    }
 
     /// The LRU keeps at most its bound in bytes, evicting the least recently
     /// used first (a lookup counts as a use).

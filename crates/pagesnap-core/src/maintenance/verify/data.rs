@@ -348,9 +348,7 @@ fn read_pack(
         };
         let entry = loc.pack_entry(*id);
         let base = match (chains, entry.codec) {
-            (Some((b, index)), Codec::ZstdDelta) => {
-                b.base_for(&entry, stored, index)
-            }
+            (Some((b, index)), Codec::ZstdDelta) => b.base_for(&entry, stored, index),
             _ => Ok(None),
         };
         let decoded = base.and_then(|base| {
