@@ -27,7 +27,9 @@
 //!   ([`Encoder::encode_delta`], [`Encoder::encode_smallest`]).
 //!
 //! A delta decodes only with its base's raw bytes, which the caller finds (the
-//! blob names the base: [`base_of`]) and hands to the `*_with_base` decoders;
+//! blob names the base by the first 8 bytes of its id: [`base_of`]; a reader
+//! resolves them among the chunks it knows, `store/bases.rs`) and hands to the
+//! `*_with_base` decoders;
 //! without them, or with a base of the wrong length, decoding fails with
 //! [`ChunkError::Base`] naming the base. Which base a backup picks, and how a
 //! reader follows a chain, are the callers' (docs/DELTAS.md). Which forms a backup tries (its
