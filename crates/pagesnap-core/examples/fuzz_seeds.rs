@@ -17,7 +17,7 @@ use pagesnap_core::format::fuzz::{cache_hostile, cache_seeds, seal_envelope, sea
 use pagesnap_core::format::index::{DeltaBase, IndexBody, IndexEntry, PackRef};
 use pagesnap_core::format::manifest::Manifest;
 use pagesnap_core::format::pack::{
-    Codec, DeltaHeader, PackBuilder, PackEntry, FOOTER_LEN, HEADER_LEN,
+    BasePrefix, Codec, DeltaHeader, PackBuilder, PackEntry, FOOTER_LEN, HEADER_LEN,
 };
 use pagesnap_core::format::pagemap::{Change, MapRef, PageMap};
 use pagesnap_core::Id;
@@ -173,11 +173,10 @@ fn delta_pack() -> Res<(Vec<u8>, IndexBody)> {
     b.try_push(page_id, &z, page.len() as u32, Codec::Zstd)?;
     let frame = zstd::bulk::Compressor::with_dictionary(3, &page)?.compress(&changed)?;
     let mut blob = DeltaHeader {
-        base: page_id,
+        base: BasePrefix::of(&page_id),
         base_len: page.len() as u32,
     }
-    .encode()
-    .to_vec();
+    .encode();
     blob.extend_from_slice(&frame);
     b.try_push(changed_id, &blob, changed.len() as u32, Codec::ZstdDelta)?;
     // What the changed page would take stored alone (the base table's whole length).
@@ -212,7 +211,8 @@ fn synthetic_delta(seeds: &Path) -> Res {
 
 /// Format version 2 objects that must be refused though their checksums are
 /// right: a delta in a version-1 pack, a base table row of depth 9 (above
-/// `MAX_DELTA_DEPTH`), and a version-2 index object read as version 1.
+/// `MAX_DELTA_DEPTH`), a version-2 index object read as version 1, and delta
+/// blobs with a bad base length or naming their own prefix.
 fn hostile_deltas(dir: &Path) -> Res {
     let (pack, index) = delta_pack()?;
     let mut v1 = pack.clone();
@@ -251,6 +251,30 @@ fn hostile_deltas(dir: &Path) -> Res {
         "hostile-delta-index-as-version-1",
         &patch(&bytes, 8, &1u16.to_le_bytes()),
     )?;
+    // Delta blobs the format refuses though the pack is sound around them: a
+    // base length that is not a minimal varint, one longer than 4 bytes, and a
+    // base prefix that is the chunk's own.
+    let id = Id::of_chunk(b"hostile delta");
+    let other = BasePrefix::of(&Id::of_chunk(b"its base")).0;
+    let cases: [(&str, Vec<u8>); 3] = [
+        (
+            "hostile-delta-base-len-not-minimal",
+            [&other[..], &[0x80, 0x80, 0x00], b"frame"].concat(),
+        ),
+        (
+            "hostile-delta-base-len-5-bytes",
+            [&other[..], &[0xff, 0xff, 0xff, 0xff, 0x0f], b"frame"].concat(),
+        ),
+        (
+            "hostile-delta-against-own-prefix",
+            [&BasePrefix::of(&id).0[..], &[0x10], b"frame"].concat(),
+        ),
+    ];
+    for (name, blob) in cases {
+        let mut b = PackBuilder::with_version(Vec::new(), None, 2)?;
+        b.push(id, &blob, 16, Codec::ZstdDelta);
+        write(dir, "pack", name, &b.finish().1)?;
+    }
     Ok(())
 }
 

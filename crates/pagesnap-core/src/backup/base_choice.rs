@@ -41,7 +41,7 @@ impl Choice<'_> {
     fn read(&self, base: ChunkId) -> Option<Base> {
         let (raw, depth) = match self.cache {
             Some(cache) => crate::store::base_cache::checked(cache, &base, self.index)?,
-            None => self.bases.raw(&base, &|c| self.index.locate(c)).ok()?,
+            None => self.bases.raw(&base, self.index).ok()?,
         };
         (depth < MAX_DELTA_DEPTH).then_some((base, raw, depth))
     }

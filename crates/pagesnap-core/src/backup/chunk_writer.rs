@@ -628,9 +628,7 @@ impl ChunkWriter {
         stored: &[u8],
     ) -> std::result::Result<Option<Arc<Vec<u8>>>, crate::codec::ChunkError> {
         match &self.bases {
-            Some(b) if e.codec == Codec::ZstdDelta => {
-                b.base_for(e, stored, &|c| self.index.locate(c))
-            }
+            Some(b) if e.codec == Codec::ZstdDelta => b.base_for(e, stored, &self.index),
             // A delta without a base reader fails as the decoder says (Base).
             _ => Ok(None),
         }

@@ -114,6 +114,9 @@ impl Decoder {
             base: h.base,
             fault,
         };
+        // The caller found the base by the blob's prefix (or the index's full
+        // id); a base of the right length but the wrong content decodes to
+        // bytes the id check refuses, so the prefix is never trusted alone.
         let base = base.ok_or(fault(BaseFault::Missing))?;
         if base.len() != h.base_len as usize {
             return Err(fault(BaseFault::Length {

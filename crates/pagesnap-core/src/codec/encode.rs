@@ -7,7 +7,7 @@
 //! decides which dictionary a backup uses. Those are a backup's policy, shared by
 //! its threads; this file is what one chunk's stored form is.
 
-use crate::format::pack::{Codec, DeltaHeader, DELTA_HEADER_LEN, MAX_CHUNK_LEN, ZSTD_DICT_MAGIC};
+use crate::format::pack::{BasePrefix, Codec, DeltaHeader, MAX_CHUNK_LEN, ZSTD_DICT_MAGIC};
 use crate::types::{ChunkId, Id};
 use crate::{Error, Result};
 use zstd::zstd_safe;
@@ -169,7 +169,9 @@ impl Encoder {
         base: &[u8],
         out: &mut [u8],
     ) -> Result<Option<Stored>> {
-        if base_id == id
+        // A base sharing the chunk's own prefix reads as a delta against
+        // itself (the decoder refuses it): a 2^-64 accident, stored plain.
+        if BasePrefix::of(base_id) == BasePrefix::of(id)
             || base.len() > MAX_CHUNK_LEN as usize
             || base.starts_with(&ZSTD_DICT_MAGIC)
         {
@@ -182,16 +184,17 @@ impl Encoder {
             .map_err(|code| {
                 Error::Internal(format!("zstd delta: {}", zstd_safe::get_error_name(code)))
             })?;
-        let len = DELTA_HEADER_LEN + self.delta_frame.len();
+        let header = DeltaHeader {
+            base: BasePrefix::of(base_id),
+            base_len: base.len() as u32,
+        }
+        .encode();
+        let len = header.len() + self.delta_frame.len();
         if len >= data.len() {
             return Ok(None);
         }
-        let header = DeltaHeader {
-            base: *base_id,
-            base_len: base.len() as u32,
-        };
-        out[..DELTA_HEADER_LEN].copy_from_slice(&header.encode());
-        out[DELTA_HEADER_LEN..len].copy_from_slice(&self.delta_frame);
+        out[..header.len()].copy_from_slice(&header);
+        out[header.len()..len].copy_from_slice(&self.delta_frame);
         Ok(Some(Stored {
             len,
             codec: Codec::ZstdDelta,

@@ -27,7 +27,9 @@
 //!   ([`Encoder::encode_delta`], [`Encoder::encode_smallest`]).
 //!
 //! A delta decodes only with its base's raw bytes, which the caller finds (the
-//! blob names the base: [`base_of`]) and hands to the `*_with_base` decoders;
+//! blob names the base by the first 8 bytes of its id: [`base_of`]; a reader
+//! resolves them among the chunks it knows, `store/bases.rs`) and hands to the
+//! `*_with_base` decoders;
 //! without them, or with a base of the wrong length, decoding fails with
 //! [`ChunkError::Base`] naming the base. Which base a backup picks, and how a
 //! reader follows a chain, are the callers' (docs/DELTAS.md). Which forms a backup tries (its
@@ -44,6 +46,7 @@ pub(crate) use decode::base_of;
 pub(crate) use decode::{decode_checked_on_thread, load_dict, Decoder, DecoderPool};
 pub(crate) use encode::{slot_len, Attempt, Encoder};
 
+use crate::format::pack::BasePrefix;
 use crate::format::FormatError;
 use crate::types::ChunkId;
 
@@ -63,13 +66,14 @@ pub(crate) enum ChunkError {
     Decode(FormatError),
     /// They decode, but to bytes whose id is `actual`, not the entry's.
     Mismatch { actual: ChunkId },
-    /// A delta whose base chunk `base` is missing or unusable: the base is what
-    /// is damaged (or lost), and every chunk made against it with it.
-    Base { base: ChunkId, fault: BaseFault },
+    /// A delta whose base chunk `base` (by the prefix its blob names it with)
+    /// is missing or unusable: the base is what is damaged (or lost), and every
+    /// chunk made against it with it.
+    Base { base: BasePrefix, fault: BaseFault },
     /// A link of a delta's chain could not be read (an I/O, permission or
     /// network error): not damage, nothing is decided on its account.
     Unreadable {
-        base: ChunkId,
+        base: BasePrefix,
         source: crate::backend::BackendError,
     },
 }
@@ -216,7 +220,7 @@ mod tests {
             prop_assert!(best.len <= plain.len);
             let Some(out) = enc.encode_delta(&data, &id, &base_id, &base, &mut slot).expect("delta") else {
                 // No delta smaller than the raw chunk (or the base is the chunk).
-                prop_assert!(base_id == id || best.codec != Codec::ZstdDelta);
+                prop_assert!(BasePrefix::of(&base_id) == BasePrefix::of(&id) || best.codec != Codec::ZstdDelta);
                 return Ok(());
             };
             prop_assert_eq!(out.codec, Codec::ZstdDelta);
@@ -224,8 +228,15 @@ mod tests {
             let entry = PackEntry { id, offset: 32, stored_len: out.len as u32, raw_len: data.len() as u32, codec: out.codec };
             let stored = &slot[..out.len];
             let header = base_of(&entry, stored).expect("a delta header").expect("a delta");
-            prop_assert_eq!(header.base, base_id);
+            prop_assert_eq!(header.base, BasePrefix::of(&base_id));
             prop_assert_eq!(header.base_len as usize, base.len());
+            // The blob: 8 bytes of the base's id, its length as a minimal
+            // varint, then a zstd frame without a checksum (the chunk's blake3
+            // id checks what it decodes to).
+            let varint = match base.len() { 0..=127 => 1, 128..=16383 => 2, _ => 3 };
+            let frame = &stored[8 + varint..];
+            prop_assert_eq!(&frame[..4], &[0x28, 0xb5, 0x2f, 0xfd][..]);
+            prop_assert_eq!(frame[4] & 0x04, 0, "frame checksum flag set");
             let mut dec = Decoder::new().expect("decoder");
             prop_assert_eq!(&dec.decode_checked_with_base(&entry, stored, None, Some(&base)).expect("decodes"), &data);
             let mut into = vec![0u8; data.len()];
@@ -233,7 +244,7 @@ mod tests {
             prop_assert_eq!(&into, &data);
             // No base: the base is named.
             match dec.decode_checked(&entry, stored, None) {
-                Err(ChunkError::Base { base, fault: BaseFault::Missing }) => prop_assert_eq!(base, base_id),
+                Err(ChunkError::Base { base, fault: BaseFault::Missing }) => prop_assert_eq!(base, BasePrefix::of(&base_id)),
                 other => prop_assert!(false, "{:?}", other.map(|v| v.len())),
             }
             // A base of another length is refused before zstd sees it.
@@ -241,7 +252,7 @@ mod tests {
             longer.push(1);
             match dec.decode_checked_with_base(&entry, stored, None, Some(&longer)) {
                 Err(ChunkError::Base { base: named, fault: BaseFault::Length { expected, found } }) => {
-                    prop_assert_eq!(named, base_id);
+                    prop_assert_eq!(named, BasePrefix::of(&base_id));
                     prop_assert_eq!((expected as usize, found), (base.len(), longer.len()));
                 }
                 other => prop_assert!(false, "{:?}", other.map(|v| v.len())),
@@ -385,7 +396,7 @@ mod tests {
             base_of(&named, blob(&named))
                 .expect("header")
                 .map(|h| h.base),
-            Some(row.base)
+            Some(BasePrefix::of(&row.base))
         );
         let base_entry = index
             .entries

@@ -500,7 +500,7 @@ impl IndexBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::pack::{PackBuilder, DELTA_HEADER_LEN};
+    use crate::format::pack::{PackBuilder, DELTA_HEADER_MIN};
     use proptest::prelude::*;
 
     fn body_of(sizes: &[usize], shuffle: u64) -> IndexBody {
@@ -692,7 +692,7 @@ mod tests {
     /// its blob long enough for a delta header) against another chunk, at the
     /// depth it picks.
     fn with_deltas(sizes: &[usize], picks: &[(bool, u8)]) -> IndexBody {
-        let sizes: Vec<usize> = sizes.iter().map(|s| s + DELTA_HEADER_LEN).collect();
+        let sizes: Vec<usize> = sizes.iter().map(|s| s + DELTA_HEADER_MIN).collect();
         let mut body = body_of(&sizes, 0);
         for (i, e) in body.entries.iter_mut().enumerate() {
             let Some(&(true, depth)) = picks.get(i) else {

@@ -23,7 +23,8 @@
 //! rebuilt from the packs alone. The pack's object name is the blake3 of its bytes.
 //!
 //! A pack of format version 2 ([`DELTA_FORMAT_VERSION`], in header and footer)
-//! may also hold delta blobs (codec 3): the base chunk's id and raw length, then
+//! may also hold delta blobs (codec 3): the first 8 bytes of the base chunk's
+//! id and its raw length (a varint), then
 //! a zstd frame made with the base's raw bytes as its prefix ([`DeltaHeader`];
 //! FORMAT.md, "Format version 2: deltas"). The layout around them is unchanged.
 
@@ -92,9 +93,42 @@ impl Codec {
     }
 }
 
-/// Bytes before the zstd frame of a delta blob: the base chunk's id (32) and its
-/// raw length (u32 LE).
-pub const DELTA_HEADER_LEN: usize = 36;
+/// Bytes of a base chunk's id a delta blob keeps: enough that two located
+/// chunks share them only by a 2^-64 accident, which costs a reader a second
+/// try, never wrong bytes (FORMAT.md, "Format version 2: deltas").
+pub const BASE_PREFIX_LEN: usize = 8;
+
+/// The shortest delta header: the base prefix and a one-byte length.
+pub const DELTA_HEADER_MIN: usize = BASE_PREFIX_LEN + 1;
+
+/// The first [`BASE_PREFIX_LEN`] bytes of a base chunk's id: how a delta blob
+/// names its base. The index's base table names it in full; a reader with only
+/// the blob resolves the prefix among the chunks it can locate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BasePrefix(pub [u8; BASE_PREFIX_LEN]);
+
+impl BasePrefix {
+    pub fn of(id: &ChunkId) -> BasePrefix {
+        let mut p = [0u8; BASE_PREFIX_LEN];
+        p.copy_from_slice(&id.0[..BASE_PREFIX_LEN]);
+        BasePrefix(p)
+    }
+
+    /// Whether chunk `id` begins with this prefix.
+    pub fn matches(&self, id: &ChunkId) -> bool {
+        id.0[..BASE_PREFIX_LEN] == self.0
+    }
+
+    /// The prefix as a big-endian number: the key sorted indexes search by.
+    pub fn key(&self) -> u64 {
+        u64::from_be_bytes(self.0)
+    }
+
+    /// As [`Id::short`] shows an id: the first 4 bytes in hex.
+    pub fn short(&self) -> String {
+        self.0[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
 
 /// The first 4 bytes of a zstd dictionary (`ZSTD_MAGIC_DICTIONARY`, LE). zstd
 /// reads a "dictionary" starting with them as a trained one, not raw content, so
@@ -105,25 +139,57 @@ pub const ZSTD_DICT_MAGIC: [u8; 4] = [0x37, 0xa4, 0x30, 0xec];
 /// What a delta blob says of its base.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeltaHeader {
-    /// The base chunk, whose raw bytes are the frame's prefix.
-    pub base: ChunkId,
+    /// The base chunk, whose raw bytes are the frame's prefix, by the first
+    /// bytes of its id.
+    pub base: BasePrefix,
     /// Its raw length, so that a base of the wrong length is refused before
     /// zstd sees it.
     pub base_len: u32,
 }
 
 impl DeltaHeader {
-    pub fn encode(&self) -> [u8; DELTA_HEADER_LEN] {
-        let mut h = [0u8; DELTA_HEADER_LEN];
-        h[..32].copy_from_slice(&self.base.0);
-        h[32..].copy_from_slice(&self.base_len.to_le_bytes());
-        h
+    /// The header's bytes: the prefix, then the length as a LEB128 varint
+    /// (2 bytes for a 4 KiB page, at most 4 for a chunk).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut h = Vec::with_capacity(DELTA_HEADER_MIN + 3);
+        h.extend_from_slice(&self.base.0);
+        let mut v = self.base_len;
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                h.push(byte);
+                return h;
+            }
+            h.push(byte | 0x80);
+        }
     }
+}
+
+/// A base length: a minimal LEB128 varint of at most 4 bytes (a chunk is at
+/// most 16 MiB, 25 bits), and the bytes it took.
+fn base_len_varint(b: &[u8]) -> Result<(u32, usize)> {
+    let mut v = 0u32;
+    for (i, &byte) in b.iter().enumerate().take(4) {
+        v |= u32::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if byte == 0 && i > 0 {
+                return Err(FormatError::Invalid(
+                    "a delta's base length is not minimally encoded".into(),
+                ));
+            }
+            return Ok((v, i + 1));
+        }
+    }
+    Err(FormatError::Invalid(
+        "a delta's base length is longer than 4 bytes or cut short".into(),
+    ))
 }
 
 /// Splits the stored bytes of delta entry `e` into its header and zstd frame,
 /// with the format's checks: the blob is the entry's length and longer than the
-/// header, the base is not the chunk itself and is no longer than a chunk.
+/// header, the base prefix is not the chunk's own, its length is a minimal
+/// varint and no longer than a chunk.
 pub fn split_delta<'a>(e: &PackEntry, stored: &'a [u8]) -> Result<(DeltaHeader, &'a [u8])> {
     if e.codec != Codec::ZstdDelta {
         return Err(FormatError::Invalid(format!(
@@ -131,24 +197,24 @@ pub fn split_delta<'a>(e: &PackEntry, stored: &'a [u8]) -> Result<(DeltaHeader, 
             e.id.short()
         )));
     }
-    if stored.len() != e.stored_len as usize {
+    if stored.len() != e.stored_len as usize || stored.len() < DELTA_HEADER_MIN {
         return Err(FormatError::Truncated {
-            needed: e.stored_len as u64,
+            needed: (e.stored_len as u64).max(DELTA_HEADER_MIN as u64),
             have: stored.len() as u64,
         });
     }
-    let mut r = LeReader::new(stored);
-    let base = Id(r.array()?);
-    let base_len = r.u32()?;
-    let frame = &stored[DELTA_HEADER_LEN.min(stored.len())..];
+    let base = BasePrefix(LeReader::new(stored).array()?);
+    let (base_len, n) = base_len_varint(&stored[BASE_PREFIX_LEN..])?;
+    let frame = &stored[BASE_PREFIX_LEN + n..];
     check_delta(e.id, base, base_len, frame.len())?;
     Ok((DeltaHeader { base, base_len }, frame))
 }
 
 /// The rules of a delta blob that do not need its base (shared by the decoder and
-/// [`PackBuilder::try_push`]).
-fn check_delta(id: ChunkId, base: ChunkId, base_len: u32, frame_len: usize) -> Result<()> {
-    if base == id {
+/// [`PackBuilder::try_push`]). A base sharing the chunk's own prefix is refused
+/// as a delta against itself (the encoder never makes one: see `encode_delta`).
+fn check_delta(id: ChunkId, base: BasePrefix, base_len: u32, frame_len: usize) -> Result<()> {
+    if base.matches(&id) {
         return Err(FormatError::Invalid(format!(
             "chunk {} is a delta against itself",
             id.short()
@@ -508,7 +574,7 @@ pub fn check_entry(e: &PackEntry, blobs_end: u64) -> Result<()> {
             e.raw_len
         )));
     }
-    if e.codec == Codec::ZstdDelta && e.stored_len as usize <= DELTA_HEADER_LEN {
+    if e.codec == Codec::ZstdDelta && e.stored_len as usize <= DELTA_HEADER_MIN {
         return Err(FormatError::Invalid(format!(
             "delta chunk {} of {} stored bytes has no room for its base and frame",
             e.id.short(),
@@ -660,7 +726,11 @@ mod tests {
     /// A delta blob: its header, then some bytes standing for the frame (the
     /// format checks the header, the codec decodes the frame).
     fn delta_blob(base: Id, base_len: u32, frame: &[u8]) -> Vec<u8> {
-        let mut b = DeltaHeader { base, base_len }.encode().to_vec();
+        let mut b = DeltaHeader {
+            base: BasePrefix::of(&base),
+            base_len,
+        }
+        .encode();
         b.extend_from_slice(frame);
         b
     }
@@ -672,6 +742,57 @@ mod tests {
         }
         let (_, bytes, entries) = b.finish();
         Ok((bytes, entries))
+    }
+
+    /// A delta header is 8 bytes of the base's id and its length as a minimal
+    /// varint: every length up to a chunk's comes back, in 1 to 4 bytes; a
+    /// length not minimally encoded, longer than 4 bytes or cut short, and a
+    /// blob shorter than the shortest header, are refused.
+    #[test]
+    fn delta_headers_round_trip_and_bad_lengths_are_refused() {
+        let (base, id) = (Id([7; 32]), Id([1; 32]));
+        let entry = |blob: &[u8]| PackEntry {
+            id,
+            offset: 32,
+            stored_len: blob.len() as u32,
+            raw_len: 10,
+            codec: Codec::ZstdDelta,
+        };
+        for (len, n) in [
+            (0u32, 1usize),
+            (127, 1),
+            (128, 2),
+            (4096, 2),
+            (16383, 2),
+            (16384, 3),
+            (MAX_CHUNK_LEN, 4),
+        ] {
+            let blob = delta_blob(base, len, b"f");
+            assert_eq!(blob.len(), BASE_PREFIX_LEN + n + 1, "length {len}");
+            let (h, frame) = split_delta(&entry(&blob), &blob).unwrap();
+            assert_eq!(
+                (h.base, h.base_len, frame),
+                (BasePrefix::of(&base), len, &b"f"[..])
+            );
+        }
+        let prefix = BasePrefix::of(&base).0;
+        for bad in [
+            &[0x80u8, 0x00][..],
+            &[0x80, 0x80, 0x80, 0x80],
+            &[0xff, 0xff, 0xff, 0xff, 0x0f],
+        ] {
+            let blob = [&prefix[..], bad, b"frame"].concat();
+            assert!(split_delta(&entry(&blob), &blob).is_err(), "{bad:?}");
+        }
+        // Cut inside the length, and shorter than the shortest header.
+        let blob = [&prefix[..], &[0x80]].concat();
+        assert!(split_delta(&entry(&blob), &blob).is_err());
+        assert!(split_delta(&entry(&prefix), &prefix).is_err());
+        let e = PackEntry {
+            stored_len: DELTA_HEADER_MIN as u32,
+            ..entry(&[])
+        };
+        assert!(check_entry(&e, 1 << 20).is_err());
     }
 
     /// Version 2 packs hold deltas and say so in header and footer; their
@@ -693,7 +814,12 @@ mod tests {
         let e = entries[0];
         let (h, frame) =
             split_delta(&e, &bytes[e.offset as usize..][..e.stored_len as usize]).unwrap();
-        assert_eq!((h.base, h.base_len, frame), (base, 4096, &b"frame"[..]));
+        assert_eq!(
+            (h.base, h.base_len, frame),
+            (BasePrefix::of(&base), 4096, &b"frame"[..])
+        );
+        // 8 bytes of the base's id, 2 of its length (4096 as a varint), the frame.
+        assert_eq!(e.stored_len as usize, 8 + 2 + 5);
 
         let mut v1 = PackBuilder::new();
         assert!(v1
@@ -728,7 +854,10 @@ mod tests {
             delta_blob(id, 10, b"frame"),
             delta_blob(Id([2; 32]), 10, b""),
             delta_blob(Id([2; 32]), MAX_CHUNK_LEN + 1, b"frame"),
-            vec![0; 20],
+            // No room for a frame after the shortest header.
+            vec![0; DELTA_HEADER_MIN],
+            // A base length that is not a minimal varint.
+            [&[2u8; BASE_PREFIX_LEN][..], &[0x80, 0x00], b"frame"].concat(),
         ];
         for blob in &bad {
             assert!(v2_pack(&[(id, blob.clone(), 10, Codec::ZstdDelta)]).is_err());

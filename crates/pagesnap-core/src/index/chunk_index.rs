@@ -295,21 +295,28 @@ impl ChunkIndex {
     }
 
     fn find(&self, id: &ChunkId) -> Option<&Location> {
+        self.run(prefix(id))
+            .find(|&i| self.chunks[i].0 == *id)
+            .map(|i| &self.chunks[i].1)
+    }
+
+    /// The positions in `chunks` of the ids whose first 8 bytes are `key`
+    /// (big-endian): empty, or one but by a 2^-64 accident.
+    fn run(&self, key: u64) -> std::ops::Range<usize> {
         debug_assert!(
             self.sealed || self.chunks.is_empty(),
             "lookup in an unsealed index"
         );
         let p = &self.prefixes;
         if p.is_empty() {
-            return None;
+            return 0..0;
         }
         // Interpolation search on the prefixes: ids are uniform, so each probe lands
         // near the target and a lookup takes a few probes, not log2(n).
-        let key = prefix(id);
         let (mut lo, mut hi) = (0usize, p.len() - 1);
         let at = loop {
             if key < p[lo] || key > p[hi] {
-                return None;
+                return 0..0;
             }
             let span = (p[hi] - p[lo]) as u128;
             let pos = ((key - p[lo]) as u128 * (hi - lo) as u128)
@@ -318,11 +325,11 @@ impl ChunkIndex {
             match p[pos].cmp(&key) {
                 std::cmp::Ordering::Equal => break pos,
                 std::cmp::Ordering::Less => lo = pos + 1,
-                std::cmp::Ordering::Greater if pos == 0 => return None,
+                std::cmp::Ordering::Greater if pos == 0 => return 0..0,
                 std::cmp::Ordering::Greater => hi = pos - 1,
             }
             if lo > hi {
-                return None;
+                return 0..0;
             }
         };
         // Ids sharing these 8 bytes (vanishingly rare) sit next to each other.
@@ -330,10 +337,17 @@ impl ChunkIndex {
         while first > 0 && p[first - 1] == key {
             first -= 1;
         }
-        (first..p.len())
-            .take_while(|&i| p[i] == key)
-            .find(|&i| self.chunks[i].0 == *id)
-            .map(|i| &self.chunks[i].1)
+        let mut end = at + 1;
+        while end < p.len() && p[end] == key {
+            end += 1;
+        }
+        first..end
+    }
+
+    /// The located chunks whose first 8 bytes, big-endian, are `key`: how a
+    /// delta blob's base prefix is resolved (store/bases.rs).
+    pub fn sharing(&self, key: u64) -> Vec<ChunkId> {
+        self.run(key).map(|i| self.chunks[i].0).collect()
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<&Location> {
@@ -507,6 +521,33 @@ mod tests {
             assert!(!index.contains(&Id([0; 32])));
             assert!(!index.contains(&Id([0xff; 32])));
         }
+    }
+
+    /// `sharing` gives every located chunk whose id begins with a prefix, and
+    /// only those: what a delta blob's 8-byte base prefix resolves to.
+    #[test]
+    fn sharing_finds_every_chunk_of_a_prefix() {
+        let a = Id::of_object(b"a");
+        let mut twin = a.0;
+        twin[31] ^= 1;
+        let b = Id(twin);
+        let c = Id::of_object(b"c");
+        let mut index = ChunkIndex::default();
+        for (i, id) in [a, b, c].into_iter().enumerate() {
+            index.chunks.push((id, loc(i as u32)));
+        }
+        for i in 0..1000u32 {
+            index.chunks.push((Id::of_object(&i.to_le_bytes()), loc(i)));
+        }
+        index.seal();
+        let mut got = index.sharing(prefix(&a));
+        got.sort();
+        let mut want = vec![a, b];
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(index.sharing(prefix(&c)), vec![c]);
+        assert!(index.sharing(prefix(&Id::of_object(b"absent"))).is_empty());
+        assert!(ChunkIndex::default().sharing(prefix(&a)).is_empty());
     }
 
     proptest::proptest! {

@@ -27,7 +27,7 @@ use crate::format::dict::DictBody;
 use crate::format::manifest::Manifest;
 use crate::format::pack::Codec;
 use crate::index::chunk_index::{ChunkIndex, Location};
-use crate::store::bases::{locate_in, Bases, DEFAULT_CACHE_BYTES};
+use crate::store::bases::{Bases, DEFAULT_CACHE_BYTES};
 use crate::store::pack_sink::PackSink;
 use crate::store::select;
 use crate::store::NewChunks;
@@ -482,7 +482,7 @@ impl Copier<'_> {
                 let entry = loc.pack_entry(*id);
                 match (&self.bases, entry.codec) {
                     (Some(bases), Codec::ZstdDelta) => {
-                        let (raw, _) = bases.raw(id, &|c| locate_in(src_index, c))?;
+                        let (raw, _) = bases.raw(id, src_index)?;
                         Ok(match zstd::bulk::compress(&raw, level) {
                             Ok(z) if z.len() < raw.len() => (Cow::Owned(z), Codec::Zstd),
                             _ => (Cow::Owned(raw.to_vec()), Codec::Raw),

@@ -610,7 +610,7 @@ impl Store {
             self.backend().clone(),
             crate::store::bases::DEFAULT_CACHE_BYTES,
         )?;
-        let locate = |c: &ChunkId| plan.placed.get(c).copied();
+        let locate = crate::store::bases::InMap::new(&plan.placed);
         let mut by_dict: BTreeMap<Option<Id>, Vec<(Id, IndexEntry)>> = BTreeMap::new();
         for (pack, (dict, entries)) in &plan.rewrite {
             by_dict

@@ -32,17 +32,18 @@
 
 use super::verify::{DataSubset, VerifyOptions};
 use crate::backend::{BackendError, PutMode};
-use crate::codec::{self, ChunkError, Decoder};
+use crate::codec::{ChunkError, Decoder};
 use crate::format::index::{DeltaBase, IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{self, Codec, PackEntry};
 use crate::index::cache::Placed;
-use crate::store::bases::{Bases, DEFAULT_CACHE_BYTES};
+use crate::store::bases::{Bases, InMap, DEFAULT_CACHE_BYTES};
 use crate::store::pack_sink::PackSink;
 use crate::store::packs::read_trailer;
 use crate::types::{ChunkId, Id, IdMap, IdSet, SnapshotId};
 use crate::{layout, Error, Result, Store};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::time::Duration;
 
 /// Prefix under which repair keeps the objects it takes out of use.
@@ -346,7 +347,8 @@ impl Store {
                 }
             }
         }
-        let chains = bases.as_ref().map(|b| (b, &placed));
+        let in_map = InMap::new(&placed);
+        let chains = bases.as_ref().map(|b| (b, &in_map));
 
         // With `read_data`: every pack read whole, every chunk checked.
         let mut rewrite: Vec<Rewrite> = Vec::new();
@@ -475,7 +477,7 @@ impl Store {
                 .any(|e| e.entry.codec == Codec::ZstdDelta)
         }) {
             add_placed(&mut placed, &body, &sizes);
-            let locate = |c: &ChunkId| placed.get(c).copied();
+            let locate = InMap::new(&placed);
             let mut unreadable = IdSet::default();
             for e in &body.entries {
                 if e.entry.codec != Codec::ZstdDelta {
@@ -488,14 +490,16 @@ impl Store {
                     .get_range(&key, start..start + e.entry.stored_len as u64)
                     .map_err(|err| err.to_string())
                     .and_then(|stored| {
-                        codec::base_of(&e.entry, &stored).map_err(|err| err.to_string())
-                    })
-                    .and_then(|h| {
-                        let h = h.ok_or_else(|| "not a delta".to_string())?;
+                        // The blob names its base by a prefix: the full id is
+                        // the located chunk the delta decodes against, checked.
+                        let (base, _) = bases
+                            .base_chunk(&e.entry, &stored, &locate)
+                            .map_err(|err| err.to_string())?
+                            .ok_or_else(|| "not a delta".to_string())?;
                         let (raw, depth) = bases
                             .raw(&e.entry.id, &locate)
                             .map_err(|err| err.to_string())?;
-                        Ok((h.base, depth, whole.of(p.dict, &raw)))
+                        Ok((base, depth, whole.of(p.dict, &raw)))
                     });
                 match found {
                     Ok(row) => {
@@ -527,7 +531,8 @@ impl Store {
         }
         // Damaged packs: a copy of each, whole, under damaged/, then their sound
         // chunks into new packs; the index object then locates those.
-        let chains = bases.as_ref().map(|b| (b, &placed));
+        let in_map = InMap::new(&placed);
+        let chains = bases.as_ref().map(|b| (b, &in_map));
         let (copied, copied_rows) = self.copy_sound_chunks(&rewrite, chains)?;
         rows.extend(copied_rows);
         report.packs_written = copied.packs.len() as u64;
@@ -941,7 +946,10 @@ fn check_pack(
 
 /// A reader of bases and where every chunk is (the index objects' locations,
 /// then the packs' own trailers'): how repair follows a delta's chain.
-type Chains<'a> = (&'a Bases, &'a IdMap<Placed>);
+type Chains<'a> = (
+    &'a Bases,
+    &'a InMap<'a, BuildHasherDefault<crate::types::IdHasher>>,
+);
 
 /// The base delta `e` (stored as `stored`) names, its raw bytes decoded
 /// (checked) through its chain, and its depth.
@@ -950,20 +958,12 @@ fn base_of_delta(
     e: &PackEntry,
     stored: &[u8],
 ) -> std::result::Result<(ChunkId, std::sync::Arc<Vec<u8>>, u8), ChunkError> {
-    let h = codec::base_of(e, stored)?.ok_or_else(|| {
+    let (base, (raw, depth)) = bases.base_chunk(e, stored, placed)?.ok_or_else(|| {
         ChunkError::Decode(crate::format::FormatError::Invalid(
             "a delta entry whose blob is not a delta".into(),
         ))
     })?;
-    let locate = |c: &ChunkId| placed.get(c).copied();
-    match bases.raw(&h.base, &locate) {
-        Ok((raw, depth)) => Ok((h.base, raw, depth)),
-        Err(e @ ChunkError::Unreadable { .. }) => Err(e),
-        Err(_) => Err(ChunkError::Base {
-            base: h.base,
-            fault: codec::BaseFault::Missing,
-        }),
-    }
+    Ok((base, raw, depth))
 }
 
 /// The stored bytes of entry `e` in a pack held whole.

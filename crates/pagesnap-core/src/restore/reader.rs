@@ -20,7 +20,7 @@ use super::plan::RestorePlan;
 use super::rebuild::{fetch_error, group_runs, Listed, Position, Positions, MAX_RUN};
 use crate::codec::Decoder;
 use crate::index::chunk_index::{ChunkIndex, Location, PackTable};
-use crate::store::bases::{locate_in, Bases, Chains, DEFAULT_CACHE_BYTES};
+use crate::store::bases::{Bases, Chains, DEFAULT_CACHE_BYTES};
 use crate::store::{Snapshot, Store};
 use crate::types::ChunkRef;
 use crate::{layout, Error, Result};
@@ -292,7 +292,7 @@ impl<'s> SnapshotReader<'s> {
                 let entry = loc.pack_entry(*id);
                 let base = match (&self.bases, &self.resolved) {
                     (Some(b), Resolved::Whole(w)) => b
-                        .base_for(&entry, stored, &|c| locate_in(&w.index, c))
+                        .base_for(&entry, stored, &w.index)
                         .map_err(|e| e.or_damaged(damaged))?,
                     _ => None,
                 };

@@ -1,10 +1,12 @@
 //! Raw bytes of stored chunks by id, following delta chains (format version 2):
 //! what a backup encodes a delta against, and what restore decodes one with.
 //!
-//! A chunk is located with the caller's index (a closure: the backup's
+//! A chunk is located with the caller's index (a [`Locate`]: the backup's
 //! `ChunkLookup`, restore's whole `ChunkIndex`), its blob read with one ranged
 //! read of its pack, and, for a delta, its base fetched the same way first
-//! (the blob names it), down to a chunk that is not a delta. Every link is
+//! (the blob names it by the first 8 bytes of its id, resolved among the
+//! located chunks; several sharing them are each tried), down to a chunk that
+//! is not a delta. Every link is
 //! decoded checked against its id, so a wrong or damaged base is an error, never
 //! wrong bytes. Decoded chunks are kept in a small LRU by id (bounded in bytes):
 //! the positions a database changes again and again share their chain's links.
@@ -17,12 +19,13 @@
 use crate::backend::Backend;
 use crate::codec::{base_of, BaseFault, ChunkError, Decoder};
 use crate::format::index::MAX_DELTA_DEPTH;
-use crate::format::pack::PackEntry;
-use crate::index::cache::Placed;
+use crate::format::pack::{BasePrefix, PackEntry};
+use crate::index::cache::{ChunkLookup, Placed};
 use crate::index::chunk_index::ChunkIndex;
 use crate::layout;
 use crate::types::{ChunkId, Id, IdMap};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 /// Default bound of the decoded chunks kept (restore, verify, copy, prune): a
@@ -91,7 +94,7 @@ impl Bases {
         f: impl FnOnce(&mut Decoder) -> Result<T, ChunkError>,
     ) -> Result<T, ChunkError> {
         let missing = || ChunkError::Base {
-            base: *id,
+            base: BasePrefix::of(id),
             fault: BaseFault::Missing,
         };
         let mut slot = self.decoders[crate::thread_slot(self.decoders.len())]
@@ -105,14 +108,23 @@ impl Bases {
     }
 
     /// The raw bytes of chunk `id` and its depth; `locate` finds a chunk's pack,
-    /// that pack's dictionary and its entry. Fails with the error of the first
-    /// link that cannot be read or decoded (a missing link is
-    /// [`ChunkError::Base`] naming it), or when the chain is deeper than
-    /// [`MAX_DELTA_DEPTH`] (damage: no writer makes one).
-    pub(crate) fn raw(
+    /// that pack's dictionary and its entry, and the chunks a delta's base
+    /// prefix may name. Fails with the error of the first link that cannot be
+    /// read or decoded (a missing link is [`ChunkError::Base`] naming it), or
+    /// when the chain is deeper than [`MAX_DELTA_DEPTH`] (damage: no writer
+    /// makes one).
+    pub(crate) fn raw(&self, id: &ChunkId, locate: &dyn Locate) -> Result<Raw, ChunkError> {
+        self.raw_within(id, locate, MAX_DELTA_DEPTH as usize + 1)
+    }
+
+    /// [`Bases::raw`] reading at most `budget` blobs down the chain (links of a
+    /// chain resumed below a prefix shared by several chunks count against
+    /// the same bound, so no store makes a reader follow more).
+    fn raw_within(
         &self,
         id: &ChunkId,
-        locate: &dyn Fn(&ChunkId) -> Option<Placed>,
+        locate: &dyn Locate,
+        budget: usize,
     ) -> Result<Raw, ChunkError> {
         // Down the chain to a cached link or one that is not a delta.
         let mut links: Vec<(PackEntry, Vec<u8>, Option<Id>)> = Vec::new();
@@ -123,7 +135,7 @@ impl Bases {
                 below = Some(hit);
                 break;
             }
-            if links.len() > MAX_DELTA_DEPTH as usize {
+            if links.len() >= budget {
                 return Err(ChunkError::Decode(crate::format::FormatError::Invalid(
                     format!(
                         "chunk {} has a chain of deltas deeper than {MAX_DELTA_DEPTH}",
@@ -132,10 +144,10 @@ impl Bases {
                 )));
             }
             let missing = ChunkError::Base {
-                base: cur,
+                base: BasePrefix::of(&cur),
                 fault: BaseFault::Missing,
             };
-            let Some((pack, dict, entry)) = locate(&cur) else {
+            let Some((pack, dict, entry)) = locate.locate(&cur) else {
                 return Err(missing);
             };
             let start = entry.offset as u64;
@@ -147,14 +159,33 @@ impl Bases {
                 // Gone or shorter than its entry says: damage (the link is lost).
                 Err(e) if e.is_damage() => return Err(missing),
                 // Could not be read: not damage, said as it is.
-                Err(source) => return Err(ChunkError::Unreadable { base: cur, source }),
+                Err(source) => {
+                    return Err(ChunkError::Unreadable {
+                        base: BasePrefix::of(&cur),
+                        source,
+                    })
+                }
             };
             let entry = PackEntry { id: cur, ..entry };
-            let next = base_of(&entry, &stored)?.map(|h| h.base);
+            let next = base_of(&entry, &stored)?;
             links.push((entry, stored, dict));
-            match next {
-                Some(b) => cur = b,
-                None => break,
+            let Some(h) = next else {
+                break;
+            };
+            match locate.sharing(&h.base).as_slice() {
+                [] => {
+                    return Err(ChunkError::Base {
+                        base: h.base,
+                        fault: BaseFault::Missing,
+                    })
+                }
+                [one] => cur = *one,
+                several => {
+                    let (e, stored, _) = &links[links.len() - 1];
+                    let rest = budget - links.len();
+                    below = Some(self.first_base(e, stored, several, locate, rest)?.1);
+                    break;
+                }
             }
         }
         // Up again, each link decoded against the one below it.
@@ -167,12 +198,12 @@ impl Bases {
                         .map_err(|e| match e {
                             crate::Error::Backend(source) if !source.is_damage() => {
                                 ChunkError::Unreadable {
-                                    base: entry.id,
+                                    base: BasePrefix::of(&entry.id),
                                     source,
                                 }
                             }
                             _ => ChunkError::Base {
-                                base: entry.id,
+                                base: BasePrefix::of(&entry.id),
                                 fault: BaseFault::Missing,
                             },
                         })?;
@@ -196,8 +227,78 @@ impl Bases {
             out = Some(r);
         }
         out.ok_or(ChunkError::Base {
-            base: *id,
+            base: BasePrefix::of(id),
             fault: BaseFault::Missing,
+        })
+    }
+
+    /// Of the chunks `candidates` that share the base prefix of delta `e`
+    /// (stored as `stored`), the first the delta decodes against to its own id
+    /// (blake3-checked), with its raw bytes: only the true base can. A read
+    /// error wins over damage, so that nothing is decided on its account.
+    fn first_base(
+        &self,
+        e: &PackEntry,
+        stored: &[u8],
+        candidates: &[ChunkId],
+        locate: &dyn Locate,
+        budget: usize,
+    ) -> Result<(ChunkId, Raw), ChunkError> {
+        let mut failed: Option<ChunkError> = None;
+        for c in candidates {
+            let tried = self.raw_within(c, locate, budget).and_then(|raw| {
+                self.with_decoder(&e.id, |d| {
+                    d.decode_checked_with_base(e, stored, None, Some(&raw.0))
+                })
+                .map(|_| raw)
+            });
+            match tried {
+                Ok(raw) => return Ok((*c, raw)),
+                Err(err) => {
+                    if !matches!(failed, Some(ChunkError::Unreadable { .. })) {
+                        failed = Some(err);
+                    }
+                }
+            }
+        }
+        Err(failed.unwrap_or(ChunkError::Base {
+            base: BasePrefix::of(&e.id),
+            fault: BaseFault::Missing,
+        }))
+    }
+
+    /// The base delta `e` (whose blob is `stored`) is made against: its full id,
+    /// resolved from the blob's prefix among the chunks `locate` knows, and its
+    /// raw bytes and depth; `None` for a chunk that is not a delta. With one
+    /// chunk of that prefix (all but always) it is the base, and the caller's
+    /// checked decode of `e` proves it; with several, the one `e` decodes
+    /// against, checked. Fails with the [`ChunkError::Base`] naming the base
+    /// when it cannot be had (a read error stays one).
+    pub(crate) fn base_chunk(
+        &self,
+        e: &PackEntry,
+        stored: &[u8],
+        locate: &dyn Locate,
+    ) -> Result<Option<(ChunkId, Raw)>, ChunkError> {
+        let Some(h) = base_of(e, stored)? else {
+            return Ok(None);
+        };
+        let budget = MAX_DELTA_DEPTH as usize;
+        let found = match locate.sharing(&h.base).as_slice() {
+            [] => Err(ChunkError::Base {
+                base: h.base,
+                fault: BaseFault::Missing,
+            }),
+            [one] => self.raw_within(one, locate, budget).map(|r| (*one, r)),
+            several => self.first_base(e, stored, several, locate, budget),
+        };
+        found.map(Some).map_err(|e| match e {
+            // A link that could not be read stays a read error.
+            e @ ChunkError::Unreadable { .. } => e,
+            _ => ChunkError::Base {
+                base: h.base,
+                fault: BaseFault::Missing,
+            },
         })
     }
 
@@ -207,21 +308,66 @@ impl Bases {
         &self,
         e: &PackEntry,
         stored: &[u8],
-        locate: &dyn Fn(&ChunkId) -> Option<Placed>,
+        locate: &dyn Locate,
     ) -> Result<Option<Arc<Vec<u8>>>, ChunkError> {
-        let Some(h) = base_of(e, stored)? else {
-            return Ok(None);
-        };
-        self.raw(&h.base, locate)
-            .map(|(b, _)| Some(b))
-            .map_err(|e| match e {
-                // A link that could not be read stays a read error.
-                e @ ChunkError::Unreadable { .. } => e,
-                _ => ChunkError::Base {
-                    base: h.base,
-                    fault: BaseFault::Missing,
-                },
-            })
+        Ok(self.base_chunk(e, stored, locate)?.map(|(_, (b, _))| b))
+    }
+}
+
+/// How a [`Bases`] reader finds chunks: by id, and by the 8-byte prefix a
+/// delta blob names its base with (FORMAT.md, "Format version 2: deltas").
+pub(crate) trait Locate {
+    /// Where chunk `id` is, if located.
+    fn locate(&self, id: &ChunkId) -> Option<Placed>;
+    /// The located chunks whose id begins with `prefix`: one but by a 2^-64
+    /// accident (or a hostile store), which costs a retry, never wrong bytes.
+    fn sharing(&self, prefix: &BasePrefix) -> Vec<ChunkId>;
+}
+
+impl Locate for ChunkIndex {
+    fn locate(&self, id: &ChunkId) -> Option<Placed> {
+        locate_in(self, id)
+    }
+    fn sharing(&self, prefix: &BasePrefix) -> Vec<ChunkId> {
+        ChunkIndex::sharing(self, prefix.key())
+    }
+}
+
+impl Locate for ChunkLookup {
+    fn locate(&self, id: &ChunkId) -> Option<Placed> {
+        ChunkLookup::locate(self, id)
+    }
+    fn sharing(&self, prefix: &BasePrefix) -> Vec<ChunkId> {
+        ChunkLookup::sharing(self, prefix.key())
+    }
+}
+
+/// A [`Locate`] over a map of placements (repair's, prune's): the ids sorted
+/// once, so that a prefix is a binary search, not a scan.
+pub(crate) struct InMap<'a, S> {
+    map: &'a HashMap<ChunkId, Placed, S>,
+    sorted: Vec<ChunkId>,
+}
+
+impl<'a, S: BuildHasher> InMap<'a, S> {
+    pub(crate) fn new(map: &'a HashMap<ChunkId, Placed, S>) -> Self {
+        let mut sorted: Vec<ChunkId> = map.keys().copied().collect();
+        sorted.sort_unstable();
+        InMap { map, sorted }
+    }
+}
+
+impl<S: BuildHasher> Locate for InMap<'_, S> {
+    fn locate(&self, id: &ChunkId) -> Option<Placed> {
+        self.map.get(id).copied()
+    }
+    fn sharing(&self, prefix: &BasePrefix) -> Vec<ChunkId> {
+        let first = self.sorted.partition_point(|c| c.0[..8] < prefix.0[..]);
+        self.sorted[first..]
+            .iter()
+            .take_while(|c| prefix.matches(c))
+            .copied()
+            .collect()
     }
 }
 
@@ -287,14 +433,109 @@ impl<'a> Chains<'a> {
         e: &PackEntry,
         stored: &[u8],
     ) -> Result<Option<Arc<Vec<u8>>>, ChunkError> {
-        self.bases
-            .base_for(e, stored, &|c| locate_in(self.index, c))
+        self.bases.base_for(e, stored, self.index)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Located chunks in one stored pack, with `sharing` made to answer a
+    /// base prefix with `decoys` too, as if they shared it (a collision no
+    /// one can make on purpose with real blake3 ids).
+    struct Colliding {
+        placed: IdMap<Placed>,
+        decoys: Vec<ChunkId>,
+    }
+
+    impl Locate for Colliding {
+        fn locate(&self, id: &ChunkId) -> Option<Placed> {
+            self.placed.get(id).copied()
+        }
+        fn sharing(&self, prefix: &BasePrefix) -> Vec<ChunkId> {
+            let mut ids = self.decoys.clone();
+            ids.extend(self.placed.keys().filter(|c| prefix.matches(c)));
+            ids
+        }
+    }
+
+    /// A delta whose base prefix several located chunks answer to decodes
+    /// against the one it was made with (tried after the others, which fail
+    /// its id check), and `base_chunk` names that one in full; when no
+    /// candidate is the base, it fails, never giving other bytes.
+    #[test]
+    fn a_shared_base_prefix_costs_a_retry_never_wrong_bytes() {
+        use crate::backend::{LocalBackend, PutMode};
+        use crate::codec::{slot_len, Attempt, Encoder};
+        use crate::format::pack::{Codec, PackBuilder};
+        let page = |seed: u8| -> Vec<u8> {
+            (0..4096u32)
+                .map(|i| if i % 5 == 0 { seed } else { (i / 9) as u8 })
+                .collect()
+        };
+        let (base, decoy) = (page(1), page(2));
+        let mut next = base.clone();
+        next[77] ^= 0x40;
+        let ids = [&base, &decoy, &next].map(|b| Id::of_chunk(b));
+        let mut enc = Encoder::new(3, None).unwrap();
+        let mut pack = PackBuilder::with_version(Vec::new(), None, 2).unwrap();
+        let mut slot = vec![0; slot_len(4096)];
+        for (id, raw) in [(ids[0], &base), (ids[1], &decoy)] {
+            let s = enc.encode(raw, &mut slot, Attempt::Plain).unwrap();
+            pack.try_push(id, &slot[..s.len], 4096, s.codec).unwrap();
+        }
+        let d = enc
+            .encode_delta(&next, &ids[2], &ids[0], &base, &mut slot)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.codec, Codec::ZstdDelta);
+        pack.try_push(ids[2], &slot[..d.len], 4096, d.codec)
+            .unwrap();
+        let (pack_id, bytes, entries) = pack.finish();
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        backend
+            .put(&layout::pack(&pack_id), &bytes, PutMode::Overwrite)
+            .unwrap();
+        let placed: IdMap<Placed> = entries
+            .iter()
+            .map(|e| (e.id, (pack_id, None, *e)))
+            .collect();
+        let delta = entries[2];
+        let stored = &bytes[delta.offset as usize..][..delta.stored_len as usize];
+
+        // The decoy first: tried, refused by the id check, then the base.
+        let colliding = Colliding {
+            placed: placed.clone(),
+            decoys: vec![ids[1]],
+        };
+        let bases = Bases::new(backend.clone(), DEFAULT_CACHE_BYTES).unwrap();
+        let (raw, depth) = bases.raw(&ids[2], &colliding).unwrap();
+        assert!(raw.as_slice() == next.as_slice());
+        assert_eq!(depth, 1);
+        let fresh = Bases::new(backend.clone(), DEFAULT_CACHE_BYTES).unwrap();
+        let (named, (b, _)) = fresh
+            .base_chunk(&delta, stored, &colliding)
+            .unwrap()
+            .unwrap();
+        assert_eq!(named, ids[0]);
+        assert!(b.as_slice() == base.as_slice());
+
+        // Only decoys answer the prefix: an error, never the decoy's bytes.
+        let mut without = placed.clone();
+        without.remove(&ids[0]);
+        let decoys_only = Colliding {
+            placed: without,
+            decoys: vec![ids[1], ids[1]],
+        };
+        let fresh = Bases::new(backend, DEFAULT_CACHE_BYTES).unwrap();
+        assert!(fresh.raw(&ids[2], &decoys_only).is_err());
+        assert!(matches!(
+            fresh.base_chunk(&delta, stored, &decoys_only),
+            Err(ChunkError::Base { base, .. }) if base == BasePrefix::of(&ids[0])
+        ));
+    }
 
     /// The LRU keeps at most its bound in bytes, evicting the least recently
     /// used first (a lookup counts as a use).

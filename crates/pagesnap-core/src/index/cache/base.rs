@@ -376,6 +376,28 @@ impl Base {
             .copied())
     }
 
+    /// The kept entries whose id's first 8 bytes, big-endian, are `key` (a
+    /// delta blob's base prefix), one per chunk.
+    pub fn find_prefix(&self, key: u64) -> Result<Vec<Entry>, CacheError> {
+        let blocks = &self.meta.blocks;
+        let hi = blocks.partition_point(|b| b.0 <= key);
+        if hi == 0 {
+            return Ok(Vec::new());
+        }
+        let lo = blocks.partition_point(|b| b.0 < key).saturating_sub(1);
+        let mut buf = Vec::new();
+        let mut found = Vec::with_capacity(BLOCK_ENTRIES * (hi - lo));
+        for b in lo..hi {
+            self.read_block(b, &mut buf, &mut found)?;
+        }
+        let mut out: Vec<Entry> = found
+            .into_iter()
+            .filter(|e| prefix(&e.id) == key && self.kept(e))
+            .collect();
+        out.dedup_by_key(|e| e.id);
+        Ok(out)
+    }
+
     /// Every entry in id order, block by block (each checked).
     pub fn iter(&self) -> impl Iterator<Item = Result<Entry, CacheError>> + '_ {
         let mut buf = Vec::new();

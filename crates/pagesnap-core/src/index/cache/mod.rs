@@ -457,6 +457,15 @@ impl ChunkLookup {
         }
     }
 
+    /// The located chunks whose ids begin with `key` (8 bytes, big-endian):
+    /// how a delta blob's base prefix is resolved (store/bases.rs).
+    pub(crate) fn sharing(&self, key: u64) -> Vec<ChunkId> {
+        match self {
+            ChunkLookup::Whole(index) => index.sharing(key),
+            ChunkLookup::Layered(l) => l.sharing(key),
+        }
+    }
+
     pub(crate) fn name_of(&self, id: &ChunkId) -> Option<(Id, u64)> {
         match self {
             ChunkLookup::Whole(index) => index.name_of(id),
@@ -613,6 +622,29 @@ impl Layered {
 
     fn contains(&self, id: &ChunkId) -> bool {
         self.in_parent(id) || self.delta.contains(id) || self.in_base(id).is_some()
+    }
+
+    /// The chunks of the delta and the file whose ids begin with `key` (8
+    /// bytes, big-endian). A failed read of the file is handled as
+    /// [`Layered::in_base`] handles one: what the file held is then not known.
+    fn sharing(&self, key: u64) -> Vec<ChunkId> {
+        let mut ids = self.delta.sharing(key);
+        match self.base.find_prefix(key) {
+            Ok(entries) => {
+                let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+                for e in entries {
+                    found.entry(e.id).or_insert(e);
+                    ids.push(e.id);
+                }
+            }
+            Err(e) => {
+                self.cache.drop_base();
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     fn locate(&self, id: &ChunkId) -> Option<Placed> {

@@ -8,7 +8,7 @@ use crate::digest::image_check::{self, Digest};
 use crate::digest::tree_hash::{block_cv, root_from_blocks};
 use crate::format::pack::Codec;
 use crate::index::chunk_index::{ChunkIndex, Location};
-use crate::store::bases::{locate_in, Bases, Chains, DEFAULT_CACHE_BYTES};
+use crate::store::bases::{Bases, Chains, DEFAULT_CACHE_BYTES};
 use crate::store::Snapshot;
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
 use crate::{layout, restore, Error, Result, Store};
@@ -348,9 +348,7 @@ fn read_pack(
         };
         let entry = loc.pack_entry(*id);
         let base = match (chains, entry.codec) {
-            (Some((b, index)), Codec::ZstdDelta) => {
-                b.base_for(&entry, stored, &|c| locate_in(index, c))
-            }
+            (Some((b, index)), Codec::ZstdDelta) => b.base_for(&entry, stored, index),
             _ => Ok(None),
         };
         let decoded = base.and_then(|base| {
