@@ -764,6 +764,25 @@ fn build_window(
             }
         }
     }
+    // The first pass of a restore reads the bases of all the window's deltas
+    // together and decodes them unchecked (restore/links.rs says why that is
+    // safe); the second pass, which names a damaged chunk, and a salvage, which
+    // names each lost one, follow each chain with every link checked.
+    let window_bases = match chains {
+        Some(c) if !check_ids && salvage.is_none() => {
+            let deltas = at.iter().flatten().filter_map(|&(r, k)| {
+                let (_, id, loc) = &runs[r].items[k];
+                if loc.entry.codec != Codec::ZstdDelta {
+                    return None;
+                }
+                let off = (loc.entry.offset as u64 - runs[r].start) as usize;
+                let stored = fetched[r].get(off..off + loc.entry.stored_len as usize)?;
+                Some((loc.pack_entry(*id), stored))
+            });
+            Some(super::links::window_bases(c, deltas, pass.reads)?)
+        }
+        _ => None,
+    };
     let decode = |slot: &mut [u8], place: &Option<(usize, usize)>| -> Result<()> {
         let Some((r, k)) = *place else {
             slot.fill(0);
@@ -794,13 +813,19 @@ fn build_window(
         let dict = packs.dict(run.pack);
         // A delta's base first, decoded (checked) through its own chain; without
         // a reader of bases, the decoder names the base it lacks.
-        let base = match (chains, entry.codec) {
-            (Some(c), Codec::ZstdDelta) => c
+        let followed;
+        let base = match (&window_bases, chains, entry.codec) {
+            (Some(w), _, Codec::ZstdDelta) => w
                 .base_for(&entry, stored)
                 .map_err(|e| e.or_damaged(damaged))?,
+            (None, Some(c), Codec::ZstdDelta) => {
+                followed = c
+                    .base_for(&entry, stored)
+                    .map_err(|e| e.or_damaged(damaged))?;
+                followed.as_deref().map(|b| b.as_slice())
+            }
             _ => None,
         };
-        let base = base.as_deref().map(|b| b.as_slice());
         // Unchecked on the first pass: the image check covers every byte.
         pool.with(|d| {
             match check_ids {
