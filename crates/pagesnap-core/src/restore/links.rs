@@ -242,3 +242,206 @@ pub(super) fn window_bases<'b>(
     }
     Ok(WindowBases { decoded })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{Backend, BackendError, LocalBackend, ObjectInfo, PutMode};
+    use crate::{BackupOptions, Error, InitOptions, Store};
+    use std::collections::BTreeSet;
+    use std::ops::Range;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+
+    /// A local store that counts its ranged reads and fails those of one key
+    /// (an I/O error: a read that could not be done, not damage).
+    struct Watched {
+        local: LocalBackend,
+        reads: AtomicUsize,
+        fail: Option<String>,
+    }
+
+    impl Backend for Watched {
+        fn location(&self) -> String {
+            self.local.location()
+        }
+        fn put(&self, key: &str, data: &[u8], mode: PutMode) -> crate::backend::Result<()> {
+            self.local.put(key, data, mode)
+        }
+        fn get(&self, key: &str) -> crate::backend::Result<Vec<u8>> {
+            self.local.get(key)
+        }
+        fn get_range(&self, key: &str, range: Range<u64>) -> crate::backend::Result<Vec<u8>> {
+            self.reads.fetch_add(1, Relaxed);
+            if self.fail.as_deref() == Some(key) {
+                return Err(BackendError::Io {
+                    location: self.location(),
+                    op: "get",
+                    key: key.to_string(),
+                    source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+                });
+            }
+            self.local.get_range(key, range)
+        }
+        fn size(&self, key: &str) -> crate::backend::Result<Option<u64>> {
+            self.local.size(key)
+        }
+        fn list(&self, prefix: &str) -> crate::backend::Result<Vec<ObjectInfo>> {
+            self.local.list(prefix)
+        }
+        fn delete(&self, key: &str) -> crate::backend::Result<()> {
+            self.local.delete(key)
+        }
+    }
+
+    fn watched(dir: &Path, fail: Option<String>) -> (Store, Arc<Watched>) {
+        let b = Arc::new(Watched {
+            local: LocalBackend::new(dir),
+            reads: AtomicUsize::new(0),
+            fail,
+        });
+        (Store::open_backend(b.clone()).unwrap(), b)
+    }
+
+    fn packs(store: &Store) -> BTreeSet<String> {
+        let list = store.backend().list("packs/").unwrap();
+        list.into_iter().map(|o| o.key).collect()
+    }
+
+    /// A store with deltas of a database (two restore windows) whose same rows
+    /// change at every backup, so the newest snapshot's changed pages are
+    /// chains through every backup's pack; returns the store's folder and
+    /// the pack of the third backup (which holds links only).
+    fn chained(dir: &Path) -> (std::path::PathBuf, String) {
+        let db = dir.join("app.db");
+        let at = dir.join("store");
+        let store = Store::init(
+            &at,
+            &InitOptions {
+                deltas: true,
+                ..InitOptions::default()
+            },
+        )
+        .unwrap();
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "PRAGMA page_size=4096; CREATE TABLE t(k INTEGER PRIMARY KEY, n INTEGER, v BLOB);
+             INSERT INTO t(n, v) WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 30000)
+               SELECT 1000, randomblob(100) || zeroblob(100) FROM c;",
+        )
+        .unwrap();
+        let mut third = None;
+        for step in 0..6 {
+            if step > 0 {
+                // Same-length values: the same pages change, a few bytes each.
+                conn.execute("UPDATE t SET n = n + 1 WHERE k % 13 = 0", [])
+                    .unwrap();
+            }
+            let before = packs(&store);
+            let r = store.backup_path(&db, &BackupOptions::default()).unwrap();
+            if step > 0 {
+                assert!(r.stats.delta_chunks > 0, "step {step} stored no delta");
+            }
+            if step == 2 {
+                let new: Vec<String> = packs(&store).difference(&before).cloned().collect();
+                assert_eq!(new.len(), 1, "{new:?}");
+                third = new.into_iter().next();
+            }
+        }
+        (at, third.unwrap())
+    }
+
+    fn newest(store: &Store) -> crate::store::Snapshot {
+        let mut snaps = store.snapshots().unwrap();
+        snaps.sort_by_key(|s| s.time());
+        snaps.pop().unwrap()
+    }
+
+    /// The newest snapshot restores byte for byte (and sound) with the
+    /// window's links read grouped by pack: in far fewer reads than following
+    /// each chain link by link does (the salvage path, which checks every link).
+    #[test]
+    fn a_windows_links_are_read_by_pack_and_restore_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (at, _) = chained(dir.path());
+        let (store, b) = watched(&at, None);
+        let snap = newest(&store);
+        assert!(snap.manifest.image_len > 4 << 20, "more than one window");
+        let out = dir.path().join("out.db");
+        let report = store.restore_to_path(&snap, &out, false).unwrap();
+        assert_eq!(report.image_hash, snap.manifest.image_hash);
+        let restored = std::fs::read(&out).unwrap();
+        assert_eq!(
+            blake3::hash(&restored).as_bytes(),
+            &snap.manifest.image_hash
+        );
+        let check: String = rusqlite::Connection::open(&out)
+            .unwrap()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let grouped = b.reads.swap(0, Relaxed);
+
+        let (store, b) = watched(&at, None);
+        let salvaged = dir.path().join("salvaged.db");
+        let s = store
+            .salvage_to_path(&newest(&store), &salvaged, false, false)
+            .unwrap();
+        assert!(s.lost.is_empty() && s.image_matches);
+        assert!(std::fs::read(&salvaged).unwrap() == restored);
+        let linked = b.reads.load(Relaxed);
+        assert!(
+            grouped * 4 < linked,
+            "{grouped} reads grouped, {linked} link by link"
+        );
+    }
+
+    /// A damaged pack that holds only links (no position of the newest
+    /// snapshot is in it) fails the restore as damage naming a chunk and its
+    /// base, and leaves no output.
+    #[test]
+    fn a_damaged_link_fails_the_restore_naming_the_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (at, third) = chained(dir.path());
+        let path = at.join(&third);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let count = u32::from_le_bytes(
+            bytes[bytes.len() - 32..bytes.len() - 28]
+                .try_into()
+                .unwrap(),
+        );
+        let blobs_end = bytes.len() - 32 - 48 * count as usize;
+        for i in (100..blobs_end).step_by(97) {
+            bytes[i] ^= 0x55;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let (store, _) = watched(&at, None);
+        let out = dir.path().join("out.db");
+        let err = store
+            .restore_to_path(&newest(&store), &out, false)
+            .expect_err("a link is damaged");
+        match &err {
+            Error::ChunkDamaged { detail, .. } => {
+                assert!(detail.contains("base chunk"), "{err}")
+            }
+            other => panic!("not damage: {other}"),
+        }
+        assert!(!out.exists());
+    }
+
+    /// A pack of links only that cannot be read (an I/O error) fails the
+    /// restore as that read error, never as damage, and leaves no output.
+    #[test]
+    fn an_unreadable_link_is_a_read_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (at, third) = chained(dir.path());
+        let (store, _) = watched(&at, Some(third.clone()));
+        let out = dir.path().join("out.db");
+        let err = store
+            .restore_to_path(&newest(&store), &out, false)
+            .expect_err("a link cannot be read");
+        assert!(matches!(err, Error::Backend(_)), "{err}");
+        assert!(err.to_string().contains(&third), "{err}");
+        assert!(!out.exists());
+    }
+}
