@@ -18,7 +18,9 @@
 //! the manifest's image check (XXH3-128 over chunk digests, [`crate::digest::image_check`]),
 //! or for manifests written before it the image's blake3 hash, which cost a third
 //! of a restore's CPU. When the check fails, a second pass checks each chunk
-//! against its id to name the damaged one (and its pack) in the error.
+//! against its id to name the damaged one (and its pack) in the error. In a
+//! store with deltas the first pass decodes the links of a window's chains
+//! unchecked too (restore/links.rs); the second pass checks every link.
 
 use super::links::{window_bases, WindowBases};
 use super::output::{output_err, write_behind, Sink, Writes, WRITE_PIECE};

@@ -9,6 +9,9 @@
 //! wrong bytes. Decoded chunks are kept in a small LRU by id (bounded in bytes):
 //! the positions a database changes again and again share their chain's links.
 //!
+//! (A restore's first pass reads a window's chains itself, grouped by pack,
+//! without this cache: restore/links.rs.)
+//!
 //! The LRU is locked only to look up and insert; reads and decodes run on the
 //! caller's thread with a decoder of its own, so chains of different positions
 //! are followed in parallel (two threads may decode the same base at once: the
