@@ -257,11 +257,14 @@ mod tests {
     use std::sync::Arc;
 
     /// A local store that counts its ranged reads and fails those of one key
-    /// (an I/O error: a read that could not be done, not damage).
+    /// (an I/O error: a read that could not be done, not damage); with
+    /// `parallel` over 1 it says it serves reads in parallel, as S3 does, and
+    /// the restore takes its remote path.
     struct Watched {
         local: LocalBackend,
         reads: AtomicUsize,
         fail: Option<String>,
+        parallel: usize,
     }
 
     impl Backend for Watched {
@@ -295,13 +298,21 @@ mod tests {
         fn delete(&self, key: &str) -> crate::backend::Result<()> {
             self.local.delete(key)
         }
+        fn parallel_reads(&self) -> usize {
+            self.parallel
+        }
     }
 
     fn watched(dir: &Path, fail: Option<String>) -> (Store, Arc<Watched>) {
+        watched_with(dir, fail, 1)
+    }
+
+    fn watched_with(dir: &Path, fail: Option<String>, parallel: usize) -> (Store, Arc<Watched>) {
         let b = Arc::new(Watched {
             local: LocalBackend::new(dir),
             reads: AtomicUsize::new(0),
             fail,
+            parallel,
         });
         (Store::open_backend(b.clone()).unwrap(), b)
     }
@@ -362,7 +373,8 @@ mod tests {
 
     /// The newest snapshot restores byte for byte (and sound) with the
     /// window's links read grouped by pack: in far fewer reads than following
-    /// each chain link by link does (the salvage path, which checks every link).
+    /// each chain link by link does (the salvage path, which checks every link),
+    /// from a local store and through the remote path alike.
     #[test]
     fn a_windows_links_are_read_by_pack_and_restore_exactly() {
         let dir = tempfile::tempdir().unwrap();
@@ -393,6 +405,14 @@ mod tests {
         assert!(s.lost.is_empty() && s.image_matches);
         assert!(std::fs::read(&salvaged).unwrap() == restored);
         let linked = b.reads.load(Relaxed);
+        // The remote path (a batch's links read on threads of their own)
+        // restores the same bytes.
+        let (store, _) = watched_with(&at, None, 8);
+        let remote = dir.path().join("remote.db");
+        store
+            .restore_to_path(&newest(&store), &remote, false)
+            .unwrap();
+        assert!(std::fs::read(&remote).unwrap() == restored);
         assert!(
             grouped * 4 < linked,
             "{grouped} reads grouped, {linked} link by link"
