@@ -15,6 +15,7 @@
 //!   file renamed into place.
 //! * `salvage.rs`: `restore --salvage` and which tables the lost pages belonged to.
 
+mod links;
 mod output;
 mod plan;
 mod reader;

@@ -18,8 +18,11 @@
 //! the manifest's image check (XXH3-128 over chunk digests, [`crate::digest::image_check`]),
 //! or for manifests written before it the image's blake3 hash, which cost a third
 //! of a restore's CPU. When the check fails, a second pass checks each chunk
-//! against its id to name the damaged one (and its pack) in the error.
+//! against its id to name the damaged one (and its pack) in the error. In a
+//! store with deltas the first pass decodes the links of a window's chains
+//! unchecked too (restore/links.rs); the second pass checks every link.
 
+use super::links::{window_bases, WindowBases};
 use super::output::{output_err, write_behind, Sink, Writes, WRITE_PIECE};
 use crate::backend::{Backend, BackendError};
 use crate::codec::{self, DecoderPool};
@@ -622,10 +625,12 @@ fn load_dicts(
     Ok(out)
 }
 
-/// A window's reads, done: each run and its bytes.
+/// A window's reads, done: each run and its bytes, and on a restore's first
+/// pass the decoded bases of its deltas.
 struct Fetched {
     runs: Vec<Run>,
     bytes: Vec<Vec<u8>>,
+    bases: Option<WindowBases>,
 }
 
 /// Plans the reads of positions `range` and does them, on every core.
@@ -675,7 +680,29 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
     } else {
         runs.par_iter().map(read).collect::<Result<_>>()?
     };
-    Ok(Fetched { runs, bytes })
+    // The first pass of a restore reads the bases of all the batch's deltas
+    // together and decodes them unchecked (restore/links.rs says why that is
+    // safe), here beside the previous batch's decode rather than in it: the
+    // cores share the two halves. The second pass, which names a damaged chunk,
+    // and a salvage, which names each lost one, follow each chain with every
+    // link checked.
+    let bases = match pass.image.chains {
+        Some(c) if !pass.check_ids && pass.image.salvage.is_none() => {
+            let deltas = runs.iter().zip(&bytes).flat_map(|(run, bytes)| {
+                run.items.iter().filter_map(move |(_, id, loc)| {
+                    if loc.entry.codec != Codec::ZstdDelta {
+                        return None;
+                    }
+                    let off = (loc.entry.offset as u64 - run.start) as usize;
+                    let stored = bytes.get(off..off + loc.entry.stored_len as usize)?;
+                    Some((loc.pack_entry(*id), stored))
+                })
+            });
+            Some(window_bases(c, deltas, pass.reads)?)
+        }
+        _ => None,
+    };
+    Ok(Fetched { runs, bytes, bases })
 }
 
 /// `read` of every run, at most `reads` at once, each on a thread of its own (they
@@ -753,6 +780,7 @@ fn build_window(
     let Fetched {
         runs,
         bytes: fetched,
+        bases: fetched_bases,
     } = fetched;
     // Where each stored position's bytes are: (run, item). The reads may cover
     // more windows than this one.
@@ -794,13 +822,19 @@ fn build_window(
         let dict = packs.dict(run.pack);
         // A delta's base first, decoded (checked) through its own chain; without
         // a reader of bases, the decoder names the base it lacks.
-        let base = match (chains, entry.codec) {
-            (Some(c), Codec::ZstdDelta) => c
+        let followed;
+        let base = match (&fetched_bases, chains, entry.codec) {
+            (Some(w), _, Codec::ZstdDelta) => w
                 .base_for(&entry, stored)
                 .map_err(|e| e.or_damaged(damaged))?,
+            (None, Some(c), Codec::ZstdDelta) => {
+                followed = c
+                    .base_for(&entry, stored)
+                    .map_err(|e| e.or_damaged(damaged))?;
+                followed.as_deref().map(|b| b.as_slice())
+            }
             _ => None,
         };
-        let base = base.as_deref().map(|b| b.as_slice());
         // Unchecked on the first pass: the image check covers every byte.
         pool.with(|d| {
             match check_ids {

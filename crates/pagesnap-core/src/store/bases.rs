@@ -11,6 +11,9 @@
 //! wrong bytes. Decoded chunks are kept in a small LRU by id (bounded in bytes):
 //! the positions a database changes again and again share their chain's links.
 //!
+//! (A restore's first pass reads a window's chains itself, grouped by pack,
+//! without this cache: restore/links.rs.)
+//!
 //! The LRU is locked only to look up and insert; reads and decodes run on the
 //! caller's thread with a decoder of its own, so chains of different positions
 //! are followed in parallel (two threads may decode the same base at once: the
@@ -88,7 +91,7 @@ impl Bases {
     }
 
     /// Runs `f` with this thread's decoder.
-    fn with_decoder<T>(
+    pub(crate) fn with_decoder<T>(
         &self,
         id: &ChunkId,
         f: impl FnOnce(&mut Decoder) -> Result<T, ChunkError>,
@@ -424,6 +427,40 @@ impl<'a> Chains<'a> {
         Ok(Chains {
             bases: Bases::new(backend, DEFAULT_CACHE_BYTES)?,
             index,
+        })
+    }
+
+    /// The index chains are located in.
+    pub(crate) fn index(&self) -> &'a ChunkIndex {
+        self.index
+    }
+
+    /// The store chains are read from.
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        self.bases.backend.as_ref()
+    }
+
+    /// Runs `f` with this thread's decoder, dictionary `dict` loaded into it
+    /// (a failure to load it is said as [`Bases::raw`] says it, of `id`).
+    pub(crate) fn with_decoder<T>(
+        &self,
+        id: &ChunkId,
+        dict: Option<&Id>,
+        f: impl FnOnce(&mut Decoder) -> Result<T, ChunkError>,
+    ) -> Result<T, ChunkError> {
+        self.bases.with_decoder(id, |d| {
+            if let Some(dict) = dict {
+                d.ensure_dict(self.backend(), dict).map_err(|e| match e {
+                    crate::Error::Backend(source) if !source.is_damage() => {
+                        ChunkError::Unreadable { base: *id, source }
+                    }
+                    _ => ChunkError::Base {
+                        base: *id,
+                        fault: BaseFault::Missing,
+                    },
+                })?;
+            }
+            f(d)
         })
     }
 
