@@ -26,11 +26,12 @@
 use super::rebuild::{fetch_parallel, group_runs, Run, MAX_RUN};
 use crate::codec::{base_of, BaseFault, ChunkError};
 use crate::format::index::MAX_DELTA_DEPTH;
-use crate::format::pack::{PackEntry, MAX_CHUNK_LEN};
+use crate::format::pack::{BasePrefix, PackEntry, MAX_CHUNK_LEN};
 use crate::store::bases::Chains;
 use crate::types::{ChunkId, Id, IdMap, IdSet};
 use crate::{layout, Error, Result};
 use rayon::prelude::*;
+use std::collections::HashMap;
 
 /// One link read: its entry, its pack's dictionary, where its blob is in the
 /// level reads, and the base it names (none for a chunk that is not a delta).
@@ -46,6 +47,9 @@ struct Link {
 /// had (missing, damaged, or its chain too deep).
 pub(super) struct WindowBases {
     decoded: IdMap<Vec<u8>>,
+    /// The window's deltas' bases by the prefix their blobs name them with
+    /// (each resolved to the one located chunk that has it).
+    by_prefix: HashMap<u64, ChunkId>,
 }
 
 impl WindowBases {
@@ -59,7 +63,11 @@ impl WindowBases {
         let Some(h) = base_of(e, stored)? else {
             return Ok(None);
         };
-        match self.decoded.get(&h.base) {
+        match self
+            .by_prefix
+            .get(&h.base.key())
+            .and_then(|id| self.decoded.get(id))
+        {
             Some(b) => Ok(Some(b)),
             None => Err(ChunkError::Base {
                 base: h.base,
@@ -81,13 +89,27 @@ pub(super) fn window_bases<'b>(
 ) -> Result<WindowBases> {
     let index = chains.index();
     let backend = chains.backend();
+    // A blob names its base by an 8-byte prefix: the one located chunk that
+    // has it. None located, or several (a 2^-64 accident or a hostile store):
+    // left out here, and the position is followed the checked way
+    // (`Chains::base_for` tries each candidate against the delta's id).
+    let resolve = |p: &BasePrefix| -> Option<ChunkId> {
+        match index.sharing(p.key()).as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    };
     let mut seen = IdSet::default();
     let mut frontier: Vec<ChunkId> = Vec::new();
+    let mut by_prefix: HashMap<u64, ChunkId> = HashMap::new();
     for (e, stored) in deltas {
         // A blob whose header does not parse fails on its own decode.
         if let Ok(Some(h)) = base_of(&e, stored) {
-            if seen.insert(h.base) {
-                frontier.push(h.base);
+            if let Some(b) = resolve(&h.base) {
+                by_prefix.insert(h.base.key(), b);
+                if seen.insert(b) {
+                    frontier.push(b);
+                }
             }
         }
     }
@@ -132,7 +154,15 @@ pub(super) fn window_bases<'b>(
                 let Ok(base) = base_of(&entry, stored) else {
                     continue;
                 };
-                let base = base.map(|h| h.base);
+                // A delta whose base prefix does not resolve is left out (its
+                // chain is broken here; the checked way follows it).
+                let base = match base {
+                    None => None,
+                    Some(h) => match resolve(&h.base) {
+                        Some(b) => Some(b),
+                        None => continue,
+                    },
+                };
                 if let Some(b) = base {
                     if seen.insert(b) {
                         frontier.push(b);
@@ -201,7 +231,7 @@ pub(super) fn window_bases<'b>(
             .par_iter()
             .map(|id| {
                 let lost = || ChunkError::Base {
-                    base: *id,
+                    base: BasePrefix::of(id),
                     fault: BaseFault::Missing,
                 };
                 let r = (|| {
@@ -243,7 +273,7 @@ pub(super) fn window_bases<'b>(
             }
         }
     }
-    Ok(WindowBases { decoded })
+    Ok(WindowBases { decoded, by_prefix })
 }
 
 #[cfg(test)]

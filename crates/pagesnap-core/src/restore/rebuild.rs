@@ -824,7 +824,19 @@ fn build_window(
         // a reader of bases, the decoder names the base it lacks.
         let followed;
         let base = match (&fetched_bases, chains, entry.codec) {
-            (Some(w), _, Codec::ZstdDelta) => w
+            // The window's links; one it left out (lost, or a base prefix it
+            // could not resolve alone) is followed the checked way below.
+            (Some(w), Some(c), Codec::ZstdDelta) => match w.base_for(&entry, stored) {
+                Ok(b) => b,
+                Err(crate::codec::ChunkError::Base { .. }) => {
+                    followed = c
+                        .base_for(&entry, stored)
+                        .map_err(|e| e.or_damaged(damaged))?;
+                    followed.as_deref().map(|b| b.as_slice())
+                }
+                Err(e) => return Err(e.or_damaged(damaged)),
+            },
+            (Some(w), None, Codec::ZstdDelta) => w
                 .base_for(&entry, stored)
                 .map_err(|e| e.or_damaged(damaged))?,
             (None, Some(c), Codec::ZstdDelta) => {

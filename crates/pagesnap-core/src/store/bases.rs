@@ -452,10 +452,13 @@ impl<'a> Chains<'a> {
             if let Some(dict) = dict {
                 d.ensure_dict(self.backend(), dict).map_err(|e| match e {
                     crate::Error::Backend(source) if !source.is_damage() => {
-                        ChunkError::Unreadable { base: *id, source }
+                        ChunkError::Unreadable {
+                            base: BasePrefix::of(id),
+                            source,
+                        }
                     }
                     _ => ChunkError::Base {
-                        base: *id,
+                        base: BasePrefix::of(id),
                         fault: BaseFault::Missing,
                     },
                 })?;
