@@ -250,45 +250,42 @@ pub fn table(r: &Results) -> String {
         format::bytes(ideal),
         format::bytes(r.ideal_per_snapshot() as u64)
     );
-    let _ = writeln!(
-        s,
-        "delta bound (each new page zstd -3 alone or against its previous version at its \
-         position, at most K deltas to decode; × ideal, whole run and per snapshot):"
-    );
-    for (k, chain) in CHAINS.iter().enumerate() {
-        let total = r.delta_total(k);
-        let _ = writeln!(
-            s,
-            "  {:<13} {} ({:.3}× ideal), {} per snapshot ({:.3}× ideal)",
-            match chain {
-                Some(n) => format!("K = {n}:"),
-                None => "unbounded:".into(),
-            },
-            format::bytes(total),
-            ratio(total, ideal),
-            format::bytes(r.delta_per_snapshot(k) as u64),
-            r.delta_per_snapshot(k) / r.ideal_per_snapshot()
-        );
-    }
-    let _ = writeln!(
-        s,
-        "delta bound with content-found bases (the best of the position's previous \
-         version and the previous image's page sharing most resemblance features):"
-    );
-    for (k, chain) in CHAINS.iter().enumerate() {
-        let total = r.found_total(k);
-        let _ = writeln!(
-            s,
-            "  {:<13} {} ({:.3}× ideal), {} per snapshot ({:.3}× ideal)",
-            match chain {
-                Some(n) => format!("K = {n}:"),
-                None => "unbounded:".into(),
-            },
-            format::bytes(total),
-            ratio(total, ideal),
-            format::bytes(r.found_per_snapshot(k) as u64),
-            r.found_per_snapshot(k) / r.ideal_per_snapshot()
-        );
+    // The two delta bounds, each per chain bound K: same-position bases, and
+    // the best of that and a content-found base.
+    type Total = fn(&Results, usize) -> u64;
+    type PerSnapshot = fn(&Results, usize) -> f64;
+    let bounds: [(&str, Total, PerSnapshot); 2] = [
+        (
+            "delta bound (each new page zstd -3 alone or against its previous version at its \
+             position, at most K deltas to decode; × ideal, whole run and per snapshot):",
+            Results::delta_total,
+            Results::delta_per_snapshot,
+        ),
+        (
+            "delta bound with content-found bases (the best of the position's previous \
+             version and the previous image's page sharing most resemblance features):",
+            Results::found_total,
+            Results::found_per_snapshot,
+        ),
+    ];
+    for (title, total_of, per_snapshot_of) in bounds {
+        let _ = writeln!(s, "{title}");
+        for (k, chain) in CHAINS.iter().enumerate() {
+            let total = total_of(r, k);
+            let per_snapshot = per_snapshot_of(r, k);
+            let _ = writeln!(
+                s,
+                "  {:<13} {} ({:.3}× ideal), {} per snapshot ({:.3}× ideal)",
+                match chain {
+                    Some(n) => format!("K = {n}:"),
+                    None => "unbounded:".into(),
+                },
+                format::bytes(total),
+                ratio(total, ideal),
+                format::bytes(per_snapshot as u64),
+                per_snapshot / r.ideal_per_snapshot()
+            );
+        }
     }
     let _ = writeln!(
         s,
