@@ -7,6 +7,17 @@
 
 use crate::util::*;
 
+/// Restores each (snapshot id, reference hash) of `copies` to `<what>-<id>.db`:
+/// byte for byte the reference, and `PRAGMA integrity_check` ok.
+fn restore_each(fx: &Fx, copies: &[(String, String)], what: &str) {
+    for (id, reference) in copies {
+        let out = fx.path(&format!("{what}-{id}.db"));
+        fx.restore(&[id.as_str()], &out);
+        assert_eq!(&hash_file(&out), reference);
+        assert_eq!(integrity(&out), "ok");
+    }
+}
+
 #[test]
 fn a_store_with_deltas_restores_every_snapshot_before_and_after_prune() {
     let fx = Fx::uninit();
@@ -33,12 +44,7 @@ fn a_store_with_deltas_restores_every_snapshot_before_and_after_prune() {
         assert_eq!(b["image_hash"], reference.as_str(), "{b}");
         copies.push((b["id"].as_str().unwrap().to_string(), reference));
     }
-    for (id, reference) in &copies {
-        let out = fx.path(&format!("restored-{id}.db"));
-        fx.restore(&[id.as_str()], &out);
-        assert_eq!(&hash_file(&out), reference);
-        assert_eq!(integrity(&out), "ok");
-    }
+    restore_each(&fx, &copies, "restored");
 
     // Forget the first two (the roots of the chains) and prune: the others
     // still restore, their bases kept.
@@ -46,12 +52,7 @@ fn a_store_with_deltas_restores_every_snapshot_before_and_after_prune() {
         .cmd()
         .args(["forget", copies[0].0.as_str(), copies[1].0.as_str()]));
     ok(fx.cmd().args(["prune", "--max-unused", "0%"]));
-    for (id, reference) in &copies[2..] {
-        let out = fx.path(&format!("after-prune-{id}.db"));
-        fx.restore(&[id.as_str()], &out);
-        assert_eq!(&hash_file(&out), reference);
-        assert_eq!(integrity(&out), "ok");
-    }
+    restore_each(&fx, &copies[2..], "after-prune");
 
     // verify --read-data decodes every chain.
     ok(fx.cmd().args(["verify", "--read-data"]));
@@ -141,12 +142,7 @@ fn upgrade_turns_deltas_on_in_an_existing_store() {
         let reference = reference_copy(&db, &fx.path(&format!("ref{round}.db")));
         copies.push((b["id"].as_str().unwrap().to_string(), reference));
     }
-    for (id, reference) in &copies {
-        let out = fx.path(&format!("restored-{id}.db"));
-        fx.restore(&[id.as_str()], &out);
-        assert_eq!(&hash_file(&out), reference);
-        assert_eq!(integrity(&out), "ok");
-    }
+    restore_each(&fx, &copies, "restored");
     ok(fx.cmd().args(["verify", "--read-data"]));
 }
 

@@ -232,17 +232,8 @@ pub fn dict(data: &[u8]) -> Result<()> {
 /// round-trip through). Otherwise the error of the kind the tag names (or of
 /// `config`, for an unknown tag).
 pub fn envelope(data: &[u8]) -> Result<()> {
-    const KINDS: [Kind; 7] = [
-        Kind::Config,
-        Kind::Manifest,
-        Kind::PageMap,
-        Kind::Index,
-        Kind::Dict,
-        Kind::Lock,
-        Kind::Policy,
-    ];
     let mut verdict = Ok(());
-    for kind in KINDS {
+    for kind in Kind::ALL {
         match envelope::open_versioned(kind, data) {
             Ok((_, raw)) => {
                 assert!(raw.len() <= kind.max_body() as usize, "{kind:?} body");
