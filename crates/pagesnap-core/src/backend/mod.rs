@@ -187,6 +187,16 @@ pub trait Backend: Send + Sync {
         *buf = self.get_range(key, range)?;
         Ok(())
     }
+    /// Reads several ranges of one object, each as `get_range` would: a
+    /// local store opens the file once for all of them (a restore of a store
+    /// with deltas reads thousands of scattered chain links, and an `open` per
+    /// read cost as much as the reads).
+    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        ranges
+            .iter()
+            .map(|r| self.get_range(key, r.clone()))
+            .collect()
+    }
     /// Size of an object, or `None` if it does not exist.
     fn size(&self, key: &str) -> Result<Option<u64>>;
     /// All objects whose key starts with `prefix` (a folder such as `snapshots/`).

@@ -17,7 +17,7 @@
 #![cfg_attr(not(test), allow(dead_code))]
 
 use super::plan::RestorePlan;
-use super::rebuild::{fetch_error, group_runs, Listed, Position, Positions, MAX_RUN};
+use super::rebuild::{fetch_error, group_runs, Listed, Position, Positions, MAX_GAP, MAX_RUN};
 use crate::codec::Decoder;
 use crate::index::chunk_index::{ChunkIndex, Location, PackTable};
 use crate::store::bases::{Bases, Chains, DEFAULT_CACHE_BYTES};
@@ -243,7 +243,7 @@ impl<'s> SnapshotReader<'s> {
             }
         }
         // By pack and offset, neighbours read together, as a restore reads them.
-        let runs = group_runs(items, MAX_RUN);
+        let runs = group_runs(items, MAX_RUN, MAX_GAP);
         let backend = self.store.backend().as_ref();
         let mut decoder = self
             .decoder

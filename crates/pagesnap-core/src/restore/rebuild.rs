@@ -54,7 +54,7 @@ const REMOTE_MAX_RUN: u64 = 2 << 20;
 const REMOTE_WINDOWS: usize = 6;
 /// Chunks of one pack at most this far apart are fetched in one read: reading the
 /// bytes between them costs less than another request (a syscall, or an S3 GET).
-const MAX_GAP: u64 = 64 << 10;
+pub(super) const MAX_GAP: u64 = 64 << 10;
 /// Image bytes rebuilt at once (rounded to whole blocks).
 const WINDOW: u64 = 4 << 20;
 /// Windows decoded ahead of the writer.
@@ -960,13 +960,17 @@ fn plan_reads(image: &Image<'_>, range: std::ops::Range<usize>, max_run: u64) ->
             }
         }
     }
-    Ok(group_runs(items, max_run))
+    Ok(group_runs(items, max_run, MAX_GAP))
 }
 
 /// Stored chunks (position, id, location) grouped into reads: by pack, sorted by
 /// offset, neighbours at most [`MAX_GAP`] apart and at most `max_run` long read
 /// together.
-pub(super) fn group_runs(mut items: Vec<(usize, ChunkId, Location)>, max_run: u64) -> Vec<Run> {
+pub(super) fn group_runs(
+    mut items: Vec<(usize, ChunkId, Location)>,
+    max_run: u64,
+    max_gap: u64,
+) -> Vec<Run> {
     items.sort_unstable_by_key(|(_, _, loc)| (loc.pack, loc.entry.offset));
     let mut runs: Vec<Run> = Vec::new();
     for (i, id, loc) in items {
@@ -976,7 +980,7 @@ pub(super) fn group_runs(mut items: Vec<(usize, ChunkId, Location)>, max_run: u6
             // Sorted by offset, so `start` is at or past the run's start.
             Some(run)
                 if run.pack == loc.pack
-                    && start <= run.end + MAX_GAP
+                    && start <= run.end + max_gap
                     && end.max(run.end) - run.start <= max_run =>
             {
                 run.end = run.end.max(end);
