@@ -28,9 +28,9 @@ fi
 declare -A max_len=(
     [config]=4096 [manifest]=4096 [dict]=32768
     [pagemap]=65536 [index]=65536 [envelope]=65536 [pack]=65536
-    [cache-chunks]=32768 [cache-map]=8192 [cache-placed]=8192
+    [cache-chunks]=32768 [cache-map]=8192 [cache-placed]=8192 [base-cache]=8192
 )
-targets=(config manifest pagemap index dict envelope pack cache-chunks cache-map cache-placed)
+targets=(config manifest pagemap index dict envelope pack cache-chunks cache-map cache-placed base-cache)
 
 cargo +nightly fuzz build -a --fuzz-dir fuzz
 

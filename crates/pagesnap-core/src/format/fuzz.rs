@@ -22,6 +22,7 @@ use super::pack::{self, Codec, PackBuilder, PackEntry, FOOTER_LEN, HEADER_LEN};
 use super::pagemap::PageMap;
 use super::{checksum32, checksum64, Result};
 use crate::index::cache::fuzz as cache;
+use crate::store::base_cache;
 use crate::types::{ChunkRef, Id};
 
 /// One fuzz target: a decoder, or a group of decoders of one object.
@@ -40,10 +41,12 @@ pub enum Target {
     CacheMap,
     /// A placement of the local cache.
     CachePlaced,
+    /// A file of the local base cache (`store/base_cache.rs`).
+    BaseCache,
 }
 
 impl Target {
-    pub const ALL: [Target; 10] = [
+    pub const ALL: [Target; 11] = [
         Target::Config,
         Target::Manifest,
         Target::PageMap,
@@ -54,6 +57,7 @@ impl Target {
         Target::CacheChunks,
         Target::CacheMap,
         Target::CachePlaced,
+        Target::BaseCache,
     ];
 
     /// The name of its fuzz target, seed folder and regression folder.
@@ -69,6 +73,7 @@ impl Target {
             Target::CacheChunks => "cache-chunks",
             Target::CacheMap => "cache-map",
             Target::CachePlaced => "cache-placed",
+            Target::BaseCache => "base-cache",
         }
     }
 
@@ -85,6 +90,7 @@ impl Target {
             Target::CacheChunks => cache::chunks(data),
             Target::CacheMap => cache::resolved_map(data),
             Target::CachePlaced => cache::placement(data),
+            Target::BaseCache => base_cache::fuzz(data),
         }
     }
 
@@ -94,6 +100,7 @@ impl Target {
             Target::Pack => seal_pack(data),
             Target::CacheChunks => cache::seal_chunks(data),
             Target::CacheMap | Target::CachePlaced => cache::seal_trailing_hash(data),
+            Target::BaseCache => base_cache::seal(data),
             _ => seal_envelope(data),
         }
     }
@@ -110,13 +117,19 @@ impl Target {
 /// name, bytes); written by the `fuzz_seeds` example. The store's seeds are
 /// copies of the fixture stores' objects.
 pub fn cache_seeds() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
-    cache::seeds()
+    let mut all = cache::seeds()?;
+    let (seeds, _) = base_cache::fuzz_files();
+    all.extend(seeds.into_iter().map(|(n, b)| ("base-cache", n, b)));
+    Ok(all)
 }
 
 /// Damaged local cache files with right checksums, which must be rejected, as
 /// (target name, file name, bytes); written by the `fuzz_seeds` example.
 pub fn cache_hostile() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
-    cache::hostile()
+    let mut all = cache::hostile()?;
+    let (_, hostile) = base_cache::fuzz_files();
+    all.extend(hostile.into_iter().map(|(n, b)| ("base-cache", n, b)));
+    Ok(all)
 }
 
 /// Copies `data` and recomputes the envelope's body checksum (when its stored length

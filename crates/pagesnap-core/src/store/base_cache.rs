@@ -263,21 +263,87 @@ fn header(depth: u8, raw_len: u32) -> [u8; HEADER] {
 
 /// A file's raw bytes and depth, if every check passes (module comment).
 fn decode(bytes: &[u8], id: &ChunkId) -> Option<(Vec<u8>, u8)> {
-    let h = bytes.get(..HEADER)?;
+    let (raw, depth) = parse(bytes).ok()?;
+    (Id::of_chunk(&raw) == *id).then_some((raw, depth))
+}
+
+/// A file's raw bytes and depth, every check but the one against its name
+/// passed; else what is wrong.
+fn parse(bytes: &[u8]) -> Result<(Vec<u8>, u8), &'static str> {
+    let h = bytes.get(..HEADER).ok_or("shorter than a header")?;
     let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-    if &h[..8] != MAGIC
-        || u16::from_le_bytes([h[8], h[9]]) != VERSION
-        || h[11] != 0
-        || u32_at(16) != crate::format::checksum32(&h[..16])
-    {
-        return None;
+    if &h[..8] != MAGIC || u16::from_le_bytes([h[8], h[9]]) != VERSION || h[11] != 0 {
+        return Err("not a base cache file of this version");
+    }
+    if u32_at(16) != crate::format::checksum32(&h[..16]) {
+        return Err("header checksum");
     }
     let (depth, raw_len) = (h[10], u32_at(12));
-    if depth > MAX_DELTA_DEPTH || raw_len == 0 || raw_len > MAX_CHUNK_LEN {
-        return None;
+    if depth > MAX_DELTA_DEPTH {
+        return Err("depth beyond the chain bound");
     }
-    let raw = zstd::bulk::decompress(&bytes[HEADER..], raw_len as usize).ok()?;
-    (raw.len() == raw_len as usize && Id::of_chunk(&raw) == *id).then_some((raw, depth))
+    if raw_len == 0 || raw_len > MAX_CHUNK_LEN {
+        return Err("raw length out of bounds");
+    }
+    // At most `raw_len` bytes are ever allocated, whatever the frame says.
+    let raw = zstd::bulk::decompress(&bytes[HEADER..], raw_len as usize)
+        .map_err(|_| "frame does not decode within the raw length")?;
+    if raw.len() != raw_len as usize {
+        return Err("frame shorter than the raw length");
+    }
+    Ok((raw, depth))
+}
+
+/// Fuzz entry point (`format::fuzz::Target::BaseCache`): [`parse`] of `data`
+/// (its name, a chunk id, cannot be fuzzed along: a mutated frame would never
+/// hash to it); a file that parses is written again as the cache writes it
+/// and must parse to the same bytes and depth.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz(data: &[u8]) -> crate::format::Result<()> {
+    use crate::format::FormatError;
+    let (raw, depth) =
+        parse(data).map_err(|e| FormatError::Invalid(format!("base cache file: {e}")))?;
+    let mut again = header(depth, raw.len() as u32).to_vec();
+    let frame =
+        zstd::bulk::compress(&raw, LEVEL).map_err(|e| FormatError::Invalid(e.to_string()))?;
+    again.extend_from_slice(&frame);
+    assert_eq!(parse(&again), Ok((raw, depth)), "base cache round trip");
+    Ok(())
+}
+
+/// `data` with its header checksum made right (inputs shorter than a header
+/// are left alone).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn seal(data: &[u8]) -> Vec<u8> {
+    let mut out = data.to_vec();
+    if out.len() >= HEADER {
+        let sum = crate::format::checksum32(&out[..16]);
+        out[16..20].copy_from_slice(&sum.to_le_bytes());
+    }
+    out
+}
+
+/// Valid files (a page stored whole, one at depth 3) and hostile ones with
+/// right checksums, each refused for one reason, as (name, bytes).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_files() -> (Vec<(&'static str, Vec<u8>)>, Vec<(&'static str, Vec<u8>)>) {
+    let page: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = |depth: u8, raw_len: u32, raw: &[u8]| {
+        let mut f = header(depth, raw_len).to_vec();
+        f.extend_from_slice(&zstd::bulk::compress(raw, LEVEL).unwrap_or_default());
+        f
+    };
+    let seeds = vec![
+        ("synthetic-whole", file(0, 4096, &page)),
+        ("synthetic-depth-3", file(3, 4096, &page)),
+    ];
+    let hostile = vec![
+        ("hostile-depth-9", file(MAX_DELTA_DEPTH + 1, 4096, &page)),
+        ("hostile-raw-length-short", file(0, 4000, &page)),
+        ("hostile-raw-length-long", file(0, 5000, &page)),
+        ("hostile-raw-length-huge", file(0, MAX_CHUNK_LEN + 1, &page)),
+    ];
+    (seeds, hostile)
 }
 
 /// Removes the oldest files of `dir` (by modification time) until the rest
@@ -396,6 +462,26 @@ mod tests {
 
     /// Every single-byte flip and every truncation of a sound file: never
     /// other bytes or another depth than those written.
+    /// The fuzz target's seeds parse; each hostile file (right checksum) is
+    /// refused for the one thing it breaks.
+    #[test]
+    fn hostile_files_are_refused_for_what_they_break() {
+        let (seeds, hostile) = fuzz_files();
+        for (name, bytes) in seeds {
+            assert!(fuzz(&bytes).is_ok(), "{name}");
+        }
+        for (name, bytes) in hostile {
+            let err = fuzz(&bytes).unwrap_err().to_string();
+            let why = match name {
+                "hostile-depth-9" => "depth beyond the chain bound",
+                "hostile-raw-length-short" => "does not decode within the raw length",
+                "hostile-raw-length-long" => "shorter than the raw length",
+                _ => "raw length out of bounds",
+            };
+            assert!(err.contains(why), "{name}: {err}");
+        }
+    }
+
     #[test]
     fn no_flip_or_truncation_yields_other_bytes_or_depth() {
         let a = chunk(3);
