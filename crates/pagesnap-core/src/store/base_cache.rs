@@ -323,10 +323,14 @@ pub(crate) fn seal(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A file of the fuzz target's seeds or hostile inputs: (name, bytes).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) type NamedFile = (&'static str, Vec<u8>);
+
 /// Valid files (a page stored whole, one at depth 3) and hostile ones with
 /// right checksums, each refused for one reason, as (name, bytes).
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn fuzz_files() -> (Vec<(&'static str, Vec<u8>)>, Vec<(&'static str, Vec<u8>)>) {
+pub(crate) fn fuzz_files() -> (Vec<NamedFile>, Vec<NamedFile>) {
     let page: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
     let file = |depth: u8, raw_len: u32, raw: &[u8]| {
         let mut f = header(depth, raw_len).to_vec();
