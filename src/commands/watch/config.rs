@@ -72,6 +72,9 @@ pub struct WatchConfig {
     pub check_dir: Option<PathBuf>,
     /// The hook for failures that concern no one database (prune).
     pub on_failure: Option<String>,
+    /// The bound of the store's base cache (`base_cache`); `None`:
+    /// `$PAGESNAP_BASE_CACHE`, else 64 MiB.
+    pub base_cache: Option<u64>,
     pub databases: Vec<DbConfig>,
 }
 
@@ -111,6 +114,7 @@ struct RawConfig {
     integrity_check: Option<IntegrityCheck>,
     integrity_check_every: Option<u32>,
     check_dir: Option<PathBuf>,
+    base_cache: Option<ByteSize>,
     #[serde(default)]
     database: Vec<Spanned<RawDatabase>>,
 }
@@ -158,6 +162,9 @@ struct SpanValue(Span);
 /// A percentage: `"10%"`, `10` or `2.5`.
 struct Percent(f64);
 struct Prune(PruneSchedule);
+/// A size in bytes, in a string: `"64MiB"`, `"512k"`, `"0"` (as
+/// `backup --base-cache` takes it).
+struct ByteSize(u64);
 
 /// A string-valued setting parsed by `parse`, whose error becomes the TOML error
 /// (and so gets the value's line).
@@ -199,6 +206,16 @@ impl<'de> Deserialize<'de> for SpanValue {
             "a retention span in a string, such as \"36h\", \"7d\" or \"1y6mo\"",
             |s| parse_span(s).map(SpanValue).map_err(|e| e.to_string()),
         )
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        from_str_value(d, "a size in a string, such as \"64MiB\" or \"0\"", |s| {
+            pagesnap_core::base_cache::parse_size(s)
+                .map(ByteSize)
+                .ok_or_else(|| format!("{s:?} is not a size (e.g. \"64MiB\", \"512KiB\", \"0\")"))
+        })
     }
 }
 
@@ -366,6 +383,7 @@ pub fn parse(file: &Path, text: &str) -> Result<WatchConfig> {
         },
         check_dir: raw.check_dir.map(rel),
         on_failure: raw.on_failure.clone().filter(|c| !c.trim().is_empty()),
+        base_cache: raw.base_cache.map(|b| b.0),
         databases: Vec::new(),
     };
     let global_every = (every, jitter);
@@ -518,6 +536,7 @@ pub fn from_args(a: &WatchArgs) -> Result<WatchConfig> {
         },
         check_dir: None,
         on_failure: a.on_failure.clone().filter(|c| !c.trim().is_empty()),
+        base_cache: None,
         databases,
     })
 }
@@ -615,6 +634,7 @@ on_failure = "alert"
 prune = "weekly"
 prune_max_unused = "5%"
 prune_when_unused = 20
+base_cache = "16MiB"
 
 [[database]]
 path = "/srv/app.db"
@@ -641,6 +661,7 @@ capture_timeout = "90s"
         );
         assert!((c.prune.max_unused - 0.05).abs() < 1e-9);
         assert_eq!(c.prune.when_unused, Some(0.2));
+        assert_eq!(c.base_cache, Some(16 << 20));
         let app = &c.databases[0];
         assert_eq!(app.opts.name, "app");
         assert_eq!(app.opts.every, Duration::from_secs(600));
@@ -672,6 +693,11 @@ capture_timeout = "90s"
         let e = err("[[database]]\npath = \"a.db\"\nevery = \"10 parsecs\"\n");
         assert!(
             e.starts_with("/etc/w.toml:3: every: invalid duration"),
+            "{e}"
+        );
+        let e = err("base_cache = \"lots\"\n[[database]]\npath = \"a.db\"\n");
+        assert!(
+            e.starts_with("/etc/w.toml:1: base_cache: \"lots\" is not a size"),
             "{e}"
         );
         let e = err("bogus = 1\n");

@@ -354,6 +354,7 @@ impl Watcher {
             databases: self.cfg.databases.iter().map(|d| d.opts.clone()).collect(),
             lock_wait: self.cfg.lock_wait,
             check_dir: self.cfg.check_dir.clone(),
+            base_cache: self.cfg.base_cache,
             prune: self.cfg.prune.clone(),
             max_parallel: 0,
             observers: Vec::new(),

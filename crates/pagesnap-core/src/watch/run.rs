@@ -55,6 +55,8 @@ pub struct RunSpec<'a> {
     pub check_dir: Option<&'a Path>,
     /// Snapshots since the last image check, before this run.
     pub since_check: u32,
+    /// The base cache's bound (`BackupOptions::base_cache`).
+    pub base_cache: Option<u64>,
 }
 
 /// How a run is controlled from outside its thread.
@@ -206,8 +208,7 @@ pub fn run_once(
         time: None,
         busy_timeout: spec.busy_timeout,
         lock_wait: spec.lock_wait,
-        // The base cache's bound: `$PAGESNAP_BASE_CACHE`, else the default.
-        base_cache: None,
+        base_cache: spec.base_cache,
     };
     let report = match source.snapshot(store, &opts, ctl.abandon) {
         Ok(r) => r,

@@ -137,6 +137,9 @@ pub struct WatcherOptions {
     pub lock_wait: Duration,
     /// Where image checks restore their temporary copies (default: `$TMPDIR`).
     pub check_dir: Option<PathBuf>,
+    /// The bound of a store's base cache in bytes (store/base_cache.rs; a
+    /// store with deltas on S3); `None`: `$PAGESNAP_BASE_CACHE`, else 64 MiB.
+    pub base_cache: Option<u64>,
     pub prune: PruneSettings,
     /// Runs under way at once, at most (0: the machine's cores, at least 2).
     pub max_parallel: usize,
@@ -152,6 +155,7 @@ impl Default for WatcherOptions {
             databases: Vec::new(),
             lock_wait: Duration::from_secs(600),
             check_dir: None,
+            base_cache: None,
             prune: PruneSettings::default(),
             max_parallel: 0,
             observers: Vec::new(),
@@ -184,6 +188,7 @@ impl std::fmt::Debug for WatcherOptions {
             .field("databases", &self.databases)
             .field("lock_wait", &self.lock_wait)
             .field("check_dir", &self.check_dir)
+            .field("base_cache", &self.base_cache)
             .field("prune", &self.prune)
             .field("max_parallel", &self.max_parallel)
             .field("observers", &self.observers.len())
@@ -444,6 +449,7 @@ struct Shared {
 struct Common {
     lock_wait: Duration,
     check_dir: Option<PathBuf>,
+    base_cache: Option<u64>,
     prune: PruneSettings,
     lanes: usize,
 }
@@ -514,6 +520,7 @@ impl Watcher {
                 common: Common {
                     lock_wait: opts.lock_wait,
                     check_dir: opts.check_dir,
+                    base_cache: opts.base_cache,
                     prune: opts.prune,
                     lanes: lanes(opts.max_parallel),
                 },
@@ -598,7 +605,7 @@ impl WatcherHandle {
         self.shared.lock().prune.clone()
     }
 
-    /// Applies `opts`' lock wait, check folder, prune settings and parallelism
+    /// Applies `opts`' lock wait, check folder, base cache bound, prune settings and parallelism
     /// from the next run (or prune) on; its databases and observers are ignored
     /// (see [`WatcherHandle::configure`]).
     pub fn set_options(&self, opts: &WatcherOptions) {
@@ -606,6 +613,7 @@ impl WatcherHandle {
         st.common = Common {
             lock_wait: opts.lock_wait,
             check_dir: opts.check_dir.clone(),
+            base_cache: opts.base_cache,
             prune: opts.prune.clone(),
             lanes: lanes(opts.max_parallel),
         };
@@ -890,6 +898,7 @@ fn start_due(sh: &Arc<Shared>, st: &mut State, events: &mut Vec<WatchEvent>) {
         let opts = d.opts.clone();
         let since_check = d.since_check;
         let (lock_wait, check_dir) = (st.common.lock_wait, st.common.check_dir.clone());
+        let base_cache = st.common.base_cache;
         let d = &mut st.dbs[i];
         let (sh2, ab, ph) = (Arc::clone(sh), Arc::clone(&abandon), Arc::clone(&phase));
         let spawned = std::thread::Builder::new()
@@ -905,6 +914,7 @@ fn start_due(sh: &Arc<Shared>, st: &mut State, events: &mut Vec<WatchEvent>) {
                     image_check_every: opts.image_check_every,
                     check_dir: check_dir.as_deref(),
                     since_check,
+                    base_cache,
                 };
                 let ctl = RunControl {
                     abandon: &ab,

@@ -251,3 +251,72 @@ fn the_base_cache_keeps_its_bound() {
         restore_and_check(&store, &snap, reference, dir.path());
     }
 }
+
+/// A watcher's `base_cache` bound reaches its runs' backups: with 32 KiB the
+/// cache stays within it (the default, 64 MiB, would hold every page of this
+/// database), and every snapshot restores exactly.
+#[test]
+fn a_watchers_base_cache_bound_reaches_its_backups() {
+    use pagesnap_core::watch::{
+        DatabaseOptions, PruneSchedule, PruneSettings, RunOutcome, WatchEvent, Watcher,
+        WatcherOptions,
+    };
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let conn = accounts(&db, 3000);
+    let (store, _) = remote(dir.path());
+    let store = Arc::new(store);
+    let bound = 32 << 10;
+    let events: Arc<Mutex<Vec<WatchEvent>>> = Arc::default();
+    let seen = Arc::clone(&events);
+    let opts = WatcherOptions {
+        base_cache: Some(bound),
+        ..WatcherOptions::default()
+    }
+    // An hour: only run_now starts runs here.
+    .database(DatabaseOptions::new(&db).every(Duration::from_secs(3600)))
+    .prune(PruneSettings {
+        schedule: PruneSchedule::Never,
+        ..PruneSettings::default()
+    })
+    .on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    let h = Watcher::start(Arc::clone(&store), opts).unwrap();
+    let mut rng = Rng(11);
+    let mut references = Vec::new();
+    for step in 1..=3 {
+        if step > 1 {
+            update_some(&conn, &mut rng, 3000, 30);
+        }
+        references.push(reference_hash(&db, dir.path()));
+        h.run_now("bank").unwrap();
+        let started = Instant::now();
+        let outcome = loop {
+            let done: Vec<RunOutcome> = events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|e| match e {
+                    WatchEvent::RunFinished(f) => Some(f.outcome.clone()),
+                    _ => None,
+                })
+                .collect();
+            if done.len() == step {
+                break done[step - 1].clone();
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "run {step}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(matches!(outcome, RunOutcome::Snapshot(_)), "{outcome:?}");
+        let held = disk(&bases_dir(&store));
+        assert!(held > 0 && held <= bound, "run {step}: {held} bytes cached");
+    }
+    h.stop(Duration::from_secs(30));
+    let mut snaps = store.snapshots().unwrap();
+    snaps.sort_by_key(|s| s.time());
+    assert_eq!(snaps.len(), references.len());
+    for (snap, reference) in snaps.iter().zip(&references) {
+        restore_and_check(&store, snap, reference, dir.path());
+    }
+}
