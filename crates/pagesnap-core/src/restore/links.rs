@@ -13,7 +13,7 @@
 //! bottom-up on every core and dropped with the window (a batch of windows
 //! from a remote store). Rebuild does this while the previous window is
 //! decoded (`fetch_window`). docs/BENCHMARKS.md, "The window's links read
-//! together", has what each step saved.
+//! together, and the chain bound", has what each step saved.
 //!
 //! Links are decoded unchecked. Only a restore's first pass uses this, and it
 //! checks the whole image against the manifest's image check (or its blake3
