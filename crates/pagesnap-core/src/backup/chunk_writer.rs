@@ -795,9 +795,10 @@ fn compress_among(
 const LARGE_DELTA: usize = 16;
 
 /// The zstd level a large delta is made again at: `vacuum` stores 0.347× the
-/// ideal bound per snapshot instead of 0.367× (docs/PERFORMANCE.md, which
-/// also has the levels and thresholds measured).
-const LARGE_DELTA_LEVEL: i32 = 19;
+/// ideal bound per snapshot instead of 0.367×, its VACUUM step's backup taking
+/// 1.25× the time (level 19 stored as much for 10×: docs/PERFORMANCE.md has
+/// the levels and thresholds measured).
+const LARGE_DELTA_LEVEL: i32 = 15;
 
 /// A delta's base, depth and whole length (what it would take stored alone).
 type DeltaRow = (ChunkId, u8, u32);
