@@ -736,8 +736,9 @@ impl ChunkWriter {
 /// With `same` (the same-position base; `id` the chunk's), a delta against it
 /// is made too and kept when smallest ([`Encoder::encode_smallest_of`]); unless
 /// that delta is already [`GOOD_ENOUGH`], `more` is asked for a second base
-/// (the content-found one, read only then) and its delta kept if smaller still.
-/// The third value is the kept delta's base and depth.
+/// (the content-found one, read only then) and its delta kept if smaller still;
+/// a kept delta still over 1/[`LARGE_DELTA`] of the chunk is made again at
+/// [`LARGE_DELTA_LEVEL`]. The third value is the kept delta's base and depth.
 fn compress_among(
     enc: &mut Encoder,
     data: &[u8],
