@@ -28,8 +28,6 @@ pub(crate) struct Choice<'a> {
     /// only (store/base_cache.rs), never a request.
     pub cache: Option<&'a BaseCache>,
     pub sketch: Option<&'a Sketcher>,
-    /// The new chunk's features, when computed.
-    pub features: Option<&'a Features>,
     pub pos: u64,
     pub id: &'a ChunkId,
 }
@@ -58,13 +56,12 @@ impl Choice<'_> {
         self.stored(self.pos).and_then(|c| self.read(c))
     }
 
-    /// The parent's chunk sharing the most features with the new one, unless
-    /// it is the same-position one.
-    pub(crate) fn found(&self) -> Option<Base> {
+    /// The parent's chunk sharing the most features with the new one (whose
+    /// features are `f`), unless it is the same-position one.
+    pub(crate) fn found(&self, f: &Features) -> Option<Base> {
         let same = self.stored(self.pos);
         self.sketch
-            .zip(self.features)
-            .and_then(|(s, f)| s.found(f, self.pos))
+            .and_then(|s| s.found(f, self.pos))
             .and_then(|p| self.stored(p))
             .filter(|c| Some(*c) != same)
             .and_then(|c| self.read(c))

@@ -285,12 +285,23 @@ impl ChunkWriter {
         }
         let id = Id::of_chunk(data);
         let parent = self.parent.as_deref();
-        let features = self
+        let sketch = self
             .sketch
             .as_ref()
-            .filter(|s| s.wants(parent.and_then(|p| p.get(pos as usize)), &id))
+            .filter(|s| s.wants(parent.and_then(|p| p.get(pos as usize)), &id));
+        // A changed chunk's features are what its content-found base is looked
+        // up by, and what the next backup's sketch holds. With the parent's
+        // sketch and a base to try, they are computed only when that lookup is
+        // made (the same-position delta is poor); else now (every chunk of a
+        // sketch made afresh).
+        let lazy = sketch.filter(|s| s.has_parent() && parent.is_some() && self.bases.is_some());
+        let eager = sketch
+            .filter(|_| lazy.is_none())
             .map(|s| s.compute(pos, &id, data));
         if self.index.contains(&id) {
+            if let Some(s) = lazy {
+                s.compute(pos, &id, data);
+            }
             return Ok(Encoded::Known(id));
         }
         if let Some(cache) = &self.base_cache {
@@ -305,17 +316,29 @@ impl ChunkWriter {
                 index: &self.index,
                 cache: self.base_cache.as_deref(),
                 sketch: self.sketch.as_ref(),
-                features: features.as_ref(),
                 pos,
                 id: &id,
             }),
             _ => None,
         };
+        let features = std::cell::Cell::new(eager);
+        let found_by = |c: &base_choice::Choice| {
+            let f = match (features.get(), lazy) {
+                (Some(f), _) => f,
+                (None, Some(s)) => {
+                    let f = s.compute(pos, &id, data);
+                    features.set(Some(f));
+                    f
+                }
+                (None, None) => return None,
+            };
+            c.found(&f)
+        };
         let same = choice.as_ref().and_then(|c| c.same());
         // The content-found base is looked up only when needed (base_choice.rs).
         let mut found = None;
         if self.samples.is_some() && same.is_none() {
-            found = choice.as_ref().and_then(|c| c.found());
+            found = choice.as_ref().and_then(found_by);
             if found.is_none() {
                 slot[..data.len()].copy_from_slice(data);
                 return Ok(Encoded::Raw {
@@ -324,14 +347,18 @@ impl ChunkWriter {
                 });
             }
         }
-        let mut more = || {
-            found
-                .take()
-                .or_else(|| choice.as_ref().and_then(|c| c.found()))
-        };
+        let mut more = || found.take().or_else(|| choice.as_ref().and_then(found_by));
         let (stored_len, codec, delta) = self.with_ctx(|ctx| {
             compress_among(ctx, data, slot, &self.trial, &id, same.as_ref(), &mut more)
         })?;
+        // Never looked up: the delta against the same position was small, so
+        // the chunk holds mostly its base's content, and the next sketch takes
+        // the base's features for it (Sketcher::inherit says how far that goes).
+        if features.get().is_none() {
+            if let Some(s) = lazy {
+                s.inherit(pos, &id);
+            }
+        }
         Ok(Encoded::New {
             id,
             raw_len: data.len() as u32,
@@ -709,8 +736,9 @@ impl ChunkWriter {
 /// With `same` (the same-position base; `id` the chunk's), a delta against it
 /// is made too and kept when smallest ([`Encoder::encode_smallest_of`]); unless
 /// that delta is already [`GOOD_ENOUGH`], `more` is asked for a second base
-/// (the content-found one, read only then) and its delta kept if smaller still.
-/// The third value is the kept delta's base and depth.
+/// (the content-found one, read only then) and its delta kept if smaller still;
+/// a kept delta still over 1/[`LARGE_DELTA`] of the chunk is made again at
+/// [`LARGE_DELTA_LEVEL`]. The third value is the kept delta's base and depth.
 fn compress_among(
     enc: &mut Encoder,
     data: &[u8],
@@ -738,21 +766,40 @@ fn compress_among(
     if let Some((d, p)) = stored.both {
         trial.record(d, p);
     }
-    let mut base = won.and(same).map(|(b, _, depth)| (*b, *depth));
-    let good = base.is_some() && stored.len * GOOD_ENOUGH <= data.len();
-    if !good {
-        if let Some((b, raw, depth)) = more() {
-            if enc.improve_with_delta(data, id, out, &mut stored, &b, &raw)? {
-                base = Some((b, depth));
+    let mut base: Option<Base> = won.and(same).cloned();
+    if base.is_none() || stored.len * GOOD_ENOUGH > data.len() {
+        if let Some(found) = more() {
+            if enc.improve_with_delta(data, id, out, &mut stored, &found.0, &found.1)? {
+                base = Some(found);
             }
         }
+    }
+    // A delta still over 1/LARGE_DELTA of its chunk is made again against the
+    // same base at a level that looks harder for matches: only these chunks
+    // pay for it (a VACUUM's refilled pages, mostly), and the decoder reads the
+    // frame as any other.
+    if let Some((b, raw, _)) = base
+        .as_ref()
+        .filter(|_| stored.len * LARGE_DELTA > data.len())
+    {
+        enc.improve_with_delta_at(data, id, out, &mut stored, b, raw, LARGE_DELTA_LEVEL)?;
     }
     Ok((
         stored.len,
         stored.codec,
-        base.map(|(b, depth)| (b, depth + 1, stored.whole as u32)),
+        base.map(|(b, _, depth)| (b, depth + 1, stored.whole as u32)),
     ))
 }
+
+/// A delta over 1/this of its chunk is made again at [`LARGE_DELTA_LEVEL`]
+/// ([`compress_among`]).
+const LARGE_DELTA: usize = 16;
+
+/// The zstd level a large delta is made again at: `vacuum` stores 0.347× the
+/// ideal bound per snapshot instead of 0.367×, its VACUUM step's backup taking
+/// 1.25× the time (level 19 stored as much for 10×: docs/PERFORMANCE.md has
+/// the levels and thresholds measured).
+const LARGE_DELTA_LEVEL: i32 = 15;
 
 /// A delta's base, depth and whole length (what it would take stored alone).
 type DeltaRow = (ChunkId, u8, u32);

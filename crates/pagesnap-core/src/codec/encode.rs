@@ -161,6 +161,7 @@ impl Encoder {
     /// delta is no smaller than the raw chunk. Whether it beats the plain and
     /// dictionary frames is [`Encoder::encode_smallest`]'s question; the chain
     /// depth is the caller's (the index records it).
+    #[cfg(test)]
     pub(crate) fn encode_delta(
         &mut self,
         data: &[u8],
@@ -168,6 +169,21 @@ impl Encoder {
         base_id: &ChunkId,
         base: &[u8],
         out: &mut [u8],
+    ) -> Result<Option<Stored>> {
+        self.encode_delta_at(data, id, base_id, base, out, self.level)
+    }
+
+    /// [`Encoder::encode_delta`] at zstd `level` (any level makes a frame the
+    /// decoder reads as it reads the others: only how hard the encoder looks
+    /// for matches changes).
+    fn encode_delta_at(
+        &mut self,
+        data: &[u8],
+        id: &ChunkId,
+        base_id: &ChunkId,
+        base: &[u8],
+        out: &mut [u8],
+        level: i32,
     ) -> Result<Option<Stored>> {
         // A base sharing the chunk's own prefix reads as a delta against
         // itself (the decoder refuses it): a 2^-64 accident, stored plain.
@@ -180,7 +196,7 @@ impl Encoder {
         self.delta_frame.clear();
         self.delta_frame.reserve(slot_len(data.len()));
         self.delta
-            .compress_using_dict(&mut self.delta_frame, data, base, self.level)
+            .compress_using_dict(&mut self.delta_frame, data, base, level)
             .map_err(|code| {
                 Error::Internal(format!("zstd delta: {}", zstd_safe::get_error_name(code)))
             })?;
@@ -255,9 +271,24 @@ impl Encoder {
         base_id: &ChunkId,
         base: &[u8],
     ) -> Result<bool> {
+        self.improve_with_delta_at(data, id, out, best, base_id, base, self.level)
+    }
+
+    /// [`Encoder::improve_with_delta`] with the delta made at zstd `level`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn improve_with_delta_at(
+        &mut self,
+        data: &[u8],
+        id: &ChunkId,
+        out: &mut [u8],
+        best: &mut Stored,
+        base_id: &ChunkId,
+        base: &[u8],
+        level: i32,
+    ) -> Result<bool> {
         let mut blob = std::mem::take(&mut self.delta_blob);
         blob.resize(slot_len(data.len()), 0);
-        let won = match self.encode_delta(data, id, base_id, base, &mut blob) {
+        let won = match self.encode_delta_at(data, id, base_id, base, &mut blob, level) {
             Ok(Some(d)) if d.len < best.len => {
                 out[..d.len].copy_from_slice(&blob[..d.len]);
                 // What it takes whole is the best non-delta form's, even when

@@ -337,6 +337,40 @@ mod tests {
             .decode_checked_with_base(&entry, &slot[..delta.len], None, Some(&base))
             .expect("decodes");
         assert!(raw == page);
+
+        // Made again at the backup's level for large deltas (and the highest):
+        // no larger, and the decoder, unchanged, reads it checked against the
+        // chunk's id; a wrong base fails the check.
+        for level in [15, 19, 22] {
+            let mut again = vec![0; slot_len(page.len())];
+            let mut best = plain;
+            assert!(enc
+                .improve_with_delta_at(&page, &id, &mut again, &mut best, &base_id, &base, level)
+                .expect("delta"));
+            assert_eq!(best.codec, Codec::ZstdDelta);
+            assert!(
+                best.len <= delta.len,
+                "level {level}: {} > {}",
+                best.len,
+                delta.len
+            );
+            let frame = &again[8 + 2..best.len];
+            assert_eq!(&frame[..4], &[0x28, 0xb5, 0x2f, 0xfd][..]);
+            assert_eq!(frame[4] & 0x04, 0, "frame checksum flag set");
+            let entry = PackEntry {
+                stored_len: best.len as u32,
+                ..entry
+            };
+            let raw = dec
+                .decode_checked_with_base(&entry, &again[..best.len], None, Some(&base))
+                .expect("decodes");
+            assert!(raw == page);
+            let mut other = base.clone();
+            other[7] ^= 1;
+            assert!(dec
+                .decode_checked_with_base(&entry, &again[..best.len], None, Some(&other))
+                .is_err());
+        }
     }
 
     /// End to end through the format: a page and a delta of its next version go

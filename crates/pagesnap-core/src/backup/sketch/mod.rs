@@ -43,6 +43,31 @@ impl Sketcher {
         self.parent.is_none() || parent_chunk != Some(&ChunkRef::Stored(*id))
     }
 
+    /// Whether the parent's sketch is at hand (else every chunk's features are
+    /// computed, for a whole new sketch).
+    pub(crate) fn has_parent(&self) -> bool {
+        self.parent.is_some()
+    }
+
+    /// Records for chunk `id` at `pos` the features of the parent's chunk there,
+    /// without computing its own: the backup calls it for a chunk stored as a
+    /// small delta (under 1/8 of it) against that chunk, whose content it
+    /// mostly holds, so it shares most of its features. How far this drifts: a
+    /// position's features stay those of the last version whose own were
+    /// computed, at most 8 versions back (each inheriting version is a delta
+    /// one deeper than the one before; a chain ends at depth 8, and the next
+    /// version, with no same-position base, has its own computed), each a
+    /// small delta of the one before. A feature gone stale only picks a poorer base
+    /// (every decode is checked against the chunk id), never wrong bytes.
+    pub(crate) fn inherit(&self, pos: u64, id: &ChunkId) {
+        let Some(f) = self.parent.as_ref().and_then(|p| p.get(pos as usize)) else {
+            return;
+        };
+        if let Ok(mut c) = self.computed.lock() {
+            c.push((pos, *id, *f));
+        }
+    }
+
     /// Computes and records the features of chunk `id` at `pos`.
     pub(crate) fn compute(&self, pos: u64, id: &ChunkId, data: &[u8]) -> Features {
         let f = features::features(data);
