@@ -68,6 +68,25 @@ fn touch(conn: &Connection, rng: &mut Rng, rows: i64) {
     }
 }
 
+/// Backs `db` up into `found` (which keeps its sketches) and `blind` (which
+/// loses them first, so it only ever has same-position bases), checks both
+/// took the same image, and records the first with the database's reference
+/// hash in `taken`.
+fn backup_both(
+    found: &Store,
+    blind: &Store,
+    db: &Path,
+    dir: &Path,
+    taken: &mut Vec<(BackupReport, Hash)>,
+) -> (BackupReport, BackupReport) {
+    let _ = std::fs::remove_dir_all(sketches(blind));
+    let a = backup(found, db);
+    let b = backup(blind, db);
+    assert_eq!(a.image_hash, b.image_hash);
+    taken.push((a.clone(), reference_hash(db, dir)));
+    (a, b)
+}
+
 #[test]
 fn vacuum_moved_rows_find_their_bases_by_content() {
     cache_dir();
@@ -81,14 +100,7 @@ fn vacuum_moved_rows_find_their_bases_by_content() {
     let blind = store(dir.path(), "blind");
     let mut rng = Rng(5);
     let mut taken: Vec<(BackupReport, Hash)> = Vec::new();
-    let mut both = || -> (BackupReport, BackupReport) {
-        let _ = std::fs::remove_dir_all(sketches(&blind));
-        let a = backup(&found, &db);
-        let b = backup(&blind, &db);
-        assert_eq!(a.image_hash, b.image_hash);
-        taken.push((a.clone(), reference_hash(&db, dir.path())));
-        (a, b)
-    };
+    let mut both = || backup_both(&found, &blind, &db, dir.path(), &mut taken);
     both();
     touch(&conn, &mut rng, rows);
     both();
@@ -184,13 +196,7 @@ fn inherited_features_still_find_bases_after_vacuum() {
     let blind = store(dir.path(), "blind");
     let mut rng = Rng(9);
     let mut taken: Vec<(BackupReport, Hash)> = Vec::new();
-    let mut both = || -> (BackupReport, BackupReport) {
-        let _ = std::fs::remove_dir_all(sketches(&blind));
-        let a = backup(&found, &db);
-        let b = backup(&blind, &db);
-        taken.push((a.clone(), reference_hash(&db, dir.path())));
-        (a, b)
-    };
+    let mut both = || backup_both(&found, &blind, &db, dir.path(), &mut taken);
     both();
     let first = std::fs::read(sketch_file(&found)).unwrap();
     // A few rows updated: every changed page a small delta of its previous
