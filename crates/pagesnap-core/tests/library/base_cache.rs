@@ -169,10 +169,7 @@ fn deltas_from_the_base_cache_within_the_request_budget() {
     let (deltas, deepest) = delta_census(&dir.path().join("remote"));
     assert!(deltas > 0);
     assert_eq!(deepest, MAX_DELTA_DEPTH);
-    for (r, reference) in &taken {
-        let snap = snapshot_of(&store, r);
-        restore_and_check(&store, &snap, reference, dir.path());
-    }
+    restore_each(&store, &taken, dir.path());
 }
 
 #[test]
@@ -215,10 +212,7 @@ fn a_damaged_base_cache_is_ignored_and_the_backups_stay_exact() {
     let r = backup(&store, &db);
     assert!(r.stats.delta_chunks > 0);
     taken.push((r, reference_hash(&db, dir.path())));
-    for (r, reference) in &taken {
-        let snap = snapshot_of(&store, r);
-        restore_and_check(&store, &snap, reference, dir.path());
-    }
+    restore_each(&store, &taken, dir.path());
 }
 
 #[test]
@@ -246,10 +240,7 @@ fn the_base_cache_keeps_its_bound() {
         );
         taken.push((r, reference_hash(&db, dir.path())));
     }
-    for (r, reference) in &taken {
-        let snap = snapshot_of(&store, r);
-        restore_and_check(&store, &snap, reference, dir.path());
-    }
+    restore_each(&store, &taken, dir.path());
 }
 
 /// A watcher's `base_cache` bound reaches its runs' backups: with 32 KiB the

@@ -119,10 +119,7 @@ fn vacuum_and_compare(conn: &Connection, both: &mut dyn FnMut() -> (BackupReport
 /// byte for byte.
 fn restore_all(dir: &Path, taken: &[(BackupReport, Hash)]) {
     let found = Store::open(dir.join("found")).unwrap();
-    for (report, reference) in taken {
-        let snap = snapshot_of(&found, report);
-        restore_and_check(&found, &snap, reference, dir);
-    }
+    restore_each(&found, taken, dir);
 }
 
 #[test]

@@ -710,10 +710,7 @@ fn a_store_upgraded_to_deltas_restores_old_and_new_snapshots() {
         assert!(r.stats.delta_chunks > 0, "{:?}", r.stats);
         taken.push((r, reference_hash(&db, dir.path())));
     }
-    for (r, reference) in &taken {
-        let snap = snapshot_of(&upgraded, r);
-        restore_and_check(&upgraded, &snap, reference, dir.path());
-    }
+    restore_each(&upgraded, &taken, dir.path());
     let report = upgraded
         .verify(&VerifyOptions {
             read_data: Some(DataSubset::All),
@@ -822,10 +819,7 @@ proptest! {
         }
         let (_, deepest) = delta_census(&dir.path().join("with"));
         prop_assert!(deepest <= MAX_DELTA_DEPTH);
-        for (report, reference) in &taken {
-            let snap = snapshot_of(&with, report);
-            restore_and_check(&with, &snap, reference, dir.path());
-        }
+        restore_each(&with, &taken, dir.path());
     }
 }
 
@@ -944,10 +938,7 @@ fn a_store_that_pays_per_request_without_a_base_cache_stores_chunks_whole() {
         taken.push((r, reference_hash(&db, dir.path())));
     }
     assert_eq!(delta_census(&dir.path().join("remote")).0, 0);
-    for (r, reference) in &taken {
-        let snap = snapshot_of(&remote, r);
-        restore_and_check(&remote, &snap, reference, dir.path());
-    }
+    restore_each(&remote, &taken, dir.path());
     // The same store opened locally goes on with deltas against the chunks
     // stored whole: a mixed store, every snapshot of which restores.
     let local = Store::open(dir.path().join("remote")).unwrap();
@@ -957,8 +948,5 @@ fn a_store_that_pays_per_request_without_a_base_cache_stores_chunks_whole() {
         assert!(r.stats.delta_chunks > 0);
         taken.push((r, reference_hash(&db, dir.path())));
     }
-    for (r, reference) in &taken {
-        let snap = snapshot_of(&local, r);
-        restore_and_check(&local, &snap, reference, dir.path());
-    }
+    restore_each(&local, &taken, dir.path());
 }

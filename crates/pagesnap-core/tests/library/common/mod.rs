@@ -133,6 +133,15 @@ pub fn backup(store: &Store, db: &Path) -> BackupReport {
 }
 
 /// The snapshot a report names, looked up through the public selector.
+/// Every snapshot of `taken` (a backup's report and the database's reference
+/// hash then) restores from `store` byte for byte and sound ([`restore_and_check`]).
+pub fn restore_each(store: &Store, taken: &[(BackupReport, Hash)], dir: &Path) {
+    for (report, reference) in taken {
+        let snap = snapshot_of(store, report);
+        restore_and_check(store, &snap, reference, dir);
+    }
+}
+
 pub fn snapshot_of(store: &Store, report: &BackupReport) -> Snapshot {
     let snap = store
         .select(&SnapshotSelector::Id(report.snapshot.to_hex()))
