@@ -65,6 +65,18 @@ impl Unreadable {
         unprivileged(&fx.store, self.as_root)
     }
 
+    /// A restore of the newest snapshot, as the unprivileged user, says the
+    /// object could not be read (exit 1, no output file) and never calls
+    /// anything damaged.
+    fn restore_fails_unread(&self, fx: &Fx) {
+        let out_db = fx.path("work.db");
+        let (code, _, err) = run(self.cmd(fx).args(["restore", "latest", "-o"]).arg(&out_db));
+        assert_eq!(code, 1, "{err}");
+        assert_has(&err, &["Permission denied"]);
+        assert!(!err.contains("damaged"), "{err}");
+        assert!(!out_db.exists(), "{err}");
+    }
+
     fn restore(self) {
         std::fs::set_permissions(&self.object, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
@@ -203,12 +215,7 @@ fn an_unreadable_pack_is_not_checked_and_not_damage() {
     };
     assert_eq!((named("read_errors"), named("unchecked")), (1, 0), "{v:#}");
     assert_eq!(v["damaged_packs"], Value::Array(vec![]), "{v:#}");
-    // A restore that cannot read a pack says so, and is not told it is damaged.
-    let out_db = fx.path("work.db");
-    let (code, _, err) = run(u.cmd(&fx).args(["restore", "latest", "-o"]).arg(&out_db));
-    assert_eq!(code, 1, "{err}");
-    assert_has(&err, &["Permission denied"]);
-    assert!(!err.contains("is damaged"), "{err}");
+    u.restore_fails_unread(&fx);
 
     u.restore();
     assert!(!fx.store.join("damaged").exists());
@@ -324,11 +331,7 @@ fn an_unreadable_base_is_not_damage_for_the_deltas_made_against_it() {
         1,
     );
     assert_eq!(v["damaged_packs"], Value::Array(vec![]), "{v:#}");
-    let out_db = fx.path("work.db");
-    let (code, _, err) = run(u.cmd(&fx).args(["restore", "latest", "-o"]).arg(&out_db));
-    assert_eq!(code, 1, "{err}");
-    assert_has(&err, &["Permission denied"]);
-    assert!(!err.contains("damaged"), "{err}");
+    u.restore_fails_unread(&fx);
 
     u.restore();
     assert!(!fx.store.join("damaged").exists());
