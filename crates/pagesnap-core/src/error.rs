@@ -157,6 +157,20 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The store is encrypted and was opened without a way to ask for its
+    /// passphrase.
+    #[error("{0}: the store is encrypted; its passphrase is needed")]
+    Encrypted(String),
+    /// No key file of the store opens with the passphrase given.
+    #[error("{0}: wrong passphrase (no key of this store opens with it)")]
+    WrongPassphrase(String),
+    /// The passphrase could not be had (its file, its command, the terminal).
+    #[error("cannot read the passphrase: {0}")]
+    Passphrase(String),
+    /// A key operation refused (the last read key, an unknown key, a
+    /// write-only key asked to read).
+    #[error("{location}: {detail}")]
+    KeyRefused { location: String, detail: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

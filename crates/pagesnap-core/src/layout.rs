@@ -8,6 +8,8 @@
 //! index/<id>                  which chunks each pack holds
 //! packs/<id[0..2]>/<id>       packs of compressed chunks (fan-out keeps folders small)
 //! dicts/<id>                  zstd dictionaries chunks are compressed with
+//! keys/<id>                   an encrypted store's key files (crypto/key_file.rs)
+//! damaged/<key>               whole copies of objects found damaged (repair)
 //! ```
 
 use crate::types::Id;
@@ -18,6 +20,12 @@ pub const MAPS: &str = "maps/";
 pub const INDEX: &str = "index/";
 pub const PACKS: &str = "packs/";
 pub const DICTS: &str = "dicts/";
+pub const KEYS: &str = "keys/";
+pub const DAMAGED: &str = "damaged/";
+
+pub fn key_file(id: &Id) -> String {
+    format!("{KEYS}{}", id.to_hex())
+}
 
 pub fn snapshot(id: &Id) -> String {
     format!("{SNAPSHOTS}{}", id.to_hex())

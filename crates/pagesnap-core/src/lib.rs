@@ -46,6 +46,7 @@
 pub mod backend;
 mod backup;
 mod codec;
+pub mod crypto;
 mod digest;
 mod error;
 pub mod format;
@@ -78,6 +79,7 @@ pub use restore::salvage::{self, LostChunk, LostPage, PageOwner, SalvageReport};
 pub use restore::RestoreReport;
 pub use store::base_cache;
 pub use store::cache_dirs;
+pub use store::keys::{self as store_keys, AskPassphrase, KeyInfo, Passphrase};
 pub use store::select::SnapshotSelector;
 pub use store::{default_store_path, lock, select, DamagedSnapshot, InitOptions, Snapshot, Store};
 pub use types::{ChunkId, ChunkRef, Id, SnapshotId};

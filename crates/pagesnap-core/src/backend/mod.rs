@@ -58,6 +58,14 @@ pub enum BackendError {
         start: u64,
         end: u64,
     },
+    /// An object of an encrypted store that could not be sealed or opened.
+    #[error("{location}: object {key}: {source}")]
+    Sealed {
+        location: String,
+        key: String,
+        #[source]
+        source: crate::crypto::CryptoError,
+    },
 }
 
 impl BackendError {
@@ -66,10 +74,12 @@ impl BackendError {
     /// error is not damage: it says nothing about the bytes, and the next try may
     /// read them whole, so nothing is ever deleted on its account.
     pub fn is_damage(&self) -> bool {
-        matches!(
-            self,
-            BackendError::NotFound { .. } | BackendError::Range { .. }
-        )
+        match self {
+            BackendError::NotFound { .. } | BackendError::Range { .. } => true,
+            // Read and found wrong: it does not authenticate.
+            BackendError::Sealed { source, .. } => source.is_damage(),
+            _ => false,
+        }
     }
 
     /// True when the underlying error is a full disk (ENOSPC / quota).

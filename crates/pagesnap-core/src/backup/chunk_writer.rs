@@ -1037,6 +1037,7 @@ mod tests {
             created_unix: 1_700_000_000,
             dictionary: true,
             deltas: false,
+            encrypted: false,
         };
         let index = ChunkLookup::Whole(Box::<ChunkIndex>::default());
         let mut w = ChunkWriter::new(backend, index, &config, DictPlan::Train)?;

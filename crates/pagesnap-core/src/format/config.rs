@@ -1,7 +1,7 @@
 //! The store's `config` object: the parameters fixed at `init`.
 
 use super::envelope::{self, Kind};
-use super::{FormatError, Result, DELTA_FORMAT_VERSION, FORMAT_VERSION};
+use super::{FormatError, Result, DELTA_FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION, FORMAT_VERSION};
 use crate::types::Id;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,48 @@ pub struct StoreConfig {
     /// Store changed chunks as deltas against their previous version (format
     /// version 2). Not in a version-1 config body: false when read from one.
     pub deltas: bool,
+    /// Every object but `config` and the key files is sealed (format version 3:
+    /// the store's `config` holds this config sealed, as a version-1 or -2
+    /// object, behind its clear store id).
+    pub encrypted: bool,
+}
+
+/// What a `config` object holds: a plain store's parameters, or an encrypted
+/// store's id and its sealed parameters (which need a key to read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigObject {
+    Plain(StoreConfig),
+    Sealed { store_id: Id, sealed: Vec<u8> },
+}
+
+/// The version-3 body: only what finding a key needs is in the clear.
+#[derive(Serialize, Deserialize)]
+struct ConfigV3 {
+    store_id: Id,
+    sealed: Vec<u8>,
+}
+
+impl ConfigObject {
+    pub fn decode(bytes: &[u8]) -> Result<ConfigObject> {
+        let (version, raw) = envelope::open_versioned(Kind::Config, bytes)?;
+        if version == ENCRYPTED_FORMAT_VERSION {
+            let v3: ConfigV3 = postcard::from_bytes(&raw)?;
+            return Ok(ConfigObject::Sealed {
+                store_id: v3.store_id,
+                sealed: v3.sealed,
+            });
+        }
+        StoreConfig::decode(bytes).map(ConfigObject::Plain)
+    }
+
+    /// The version-3 `config` of store `store_id` whose config, sealed, is `sealed`.
+    pub fn encode_sealed(store_id: &Id, sealed: Vec<u8>) -> Vec<u8> {
+        let body = ConfigV3 {
+            store_id: *store_id,
+            sealed,
+        };
+        envelope::encode_as(Kind::Config, ENCRYPTED_FORMAT_VERSION, &body)
+    }
 }
 
 /// The version-1 body: the fields every config has. A store without deltas keeps
@@ -90,7 +132,9 @@ impl StoreConfig {
         }
     }
 
-    /// Version 1 (byte for byte as before deltas) unless the store has deltas.
+    /// Version 1 (byte for byte as before deltas) unless the store has deltas
+    /// (`encrypted` is not in it: an encrypted store's `config` holds this
+    /// sealed, [`ConfigObject::encode_sealed`]).
     pub fn encode(&self) -> Vec<u8> {
         if self.deltas {
             let body = ConfigV2 {
@@ -103,8 +147,15 @@ impl StoreConfig {
         }
     }
 
+    /// A plain store's config (or an encrypted one's, once opened: `encrypted`
+    /// is then for the caller to set).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let (version, raw) = envelope::open_versioned(Kind::Config, bytes)?;
+        if version == ENCRYPTED_FORMAT_VERSION {
+            return Err(FormatError::Invalid(
+                "an encrypted store's config where a plain one was expected".into(),
+            ));
+        }
         let (v1, deltas) = if version == FORMAT_VERSION {
             (postcard::from_bytes::<ConfigV1>(&raw)?, false)
         } else {
@@ -119,6 +170,7 @@ impl StoreConfig {
             created_unix: v1.created_unix,
             dictionary: v1.dictionary,
             deltas,
+            encrypted: false,
         };
         c.validate()?;
         Ok(c)
@@ -149,6 +201,7 @@ mod tests {
                 created_unix,
                 dictionary,
                 deltas,
+                encrypted: false,
             };
             prop_assert_eq!(StoreConfig::decode(&c.encode()).unwrap(), c);
         }
@@ -163,6 +216,7 @@ mod tests {
             created_unix: 1_700_000_000,
             dictionary: true,
             deltas: false,
+            encrypted: false,
         }
     }
 

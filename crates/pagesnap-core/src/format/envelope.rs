@@ -15,7 +15,7 @@
 
 use super::{
     check_version_up_to, checksum32, checksum64, FormatError, LeReader, Result,
-    DELTA_FORMAT_VERSION, FORMAT_VERSION, MAGIC,
+    DELTA_FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION, FORMAT_VERSION, MAGIC,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -74,11 +74,12 @@ impl Kind {
     }
 
     /// The newest format version of this kind: index objects have a version 2
-    /// (with a base table), the config a version 2 (with `deltas`), every other
-    /// kind only version 1.
+    /// (with a base table), the config a version 2 (with `deltas`) and a
+    /// version 3 (encrypted), every other kind only version 1.
     pub fn newest_version(self) -> u16 {
         match self {
-            Kind::Index | Kind::Config => DELTA_FORMAT_VERSION,
+            Kind::Config => ENCRYPTED_FORMAT_VERSION,
+            Kind::Index => DELTA_FORMAT_VERSION,
             _ => FORMAT_VERSION,
         }
     }

@@ -26,6 +26,12 @@ pub const FORMAT_VERSION: u16 = 1;
 /// build reads both versions of both (FORMAT.md, "Format version 2: deltas").
 pub const DELTA_FORMAT_VERSION: u16 = 2;
 
+/// Format version 3: an encrypted store. Only the `config` object has a
+/// version 3 (its clear part: the store id and the sealed rest); every other
+/// object of such a store is sealed whole (crypto/seal.rs), inside which it is
+/// a version-1 or -2 object as in a plain store (FORMAT.md, "Format version 3").
+pub const ENCRYPTED_FORMAT_VERSION: u16 = 3;
+
 /// Leading bytes of every pagesnap object.
 pub const MAGIC: [u8; 4] = *b"PSNP";
 

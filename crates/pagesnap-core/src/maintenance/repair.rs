@@ -47,7 +47,7 @@ use std::hash::BuildHasherDefault;
 use std::time::Duration;
 
 /// Prefix under which repair keeps the objects it takes out of use.
-pub const DAMAGED: &str = "damaged/";
+pub const DAMAGED: &str = crate::layout::DAMAGED;
 
 /// How `repair index` runs.
 #[derive(Clone, Debug, Default)]

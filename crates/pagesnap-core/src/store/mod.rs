@@ -21,6 +21,7 @@ pub(crate) mod bases;
 pub mod cache_dirs;
 pub(crate) mod head_hint;
 mod index_objects;
+pub mod keys;
 pub mod lock;
 mod maps;
 pub(crate) mod pack_sink;
@@ -34,7 +35,7 @@ pub(crate) use maps::{check_lists_named, MapBase, NewChunks, WrittenMap};
 pub use snapshot::{DamagedSnapshot, Snapshot};
 
 use crate::backend::{Backend, BackendError, LocalBackend, PutMode};
-use crate::format::config::StoreConfig;
+use crate::format::config::{ConfigObject, StoreConfig};
 use crate::format::FormatError;
 use crate::types::Id;
 use crate::{layout, Error, Result};
@@ -79,6 +80,9 @@ pub struct Store {
     progress: Option<crate::Progress>,
     /// Whether backups may use this machine's local index cache (index/cache/).
     index_cache: bool,
+    /// An encrypted store's master secret, and the key file it was unlocked
+    /// with (`backend` seals and opens every object with it).
+    key: Option<keys::Unlocked>,
 }
 
 impl Store {
@@ -97,6 +101,7 @@ impl Store {
             created_unix: Utc::now().timestamp(),
             dictionary: opts.dictionary,
             deltas: opts.deltas,
+            encrypted: false,
         };
         // validate() says which parameter is wrong and what is allowed.
         config.validate().map_err(Error::BadStoreParameters)?;
@@ -112,6 +117,36 @@ impl Store {
             config,
             progress: None,
             index_cache: true,
+            key: None,
+        })
+    }
+
+    /// Creates an encrypted store on any backend: a new master secret, wrapped
+    /// by `passphrase` (Argon2id with `params`) in the store's first key file.
+    pub fn init_encrypted_backend(
+        backend: Arc<dyn Backend>,
+        opts: &InitOptions,
+        passphrase: &[u8],
+        params: crate::crypto::KdfParams,
+    ) -> Result<Store> {
+        let config = StoreConfig {
+            store_id: Id::of_object(&random_seed()),
+            chunk_pages: opts.chunk_pages,
+            zstd_level: opts.zstd_level,
+            pack_target_size: opts.pack_target_size,
+            created_unix: Utc::now().timestamp(),
+            dictionary: opts.dictionary,
+            deltas: opts.deltas,
+            encrypted: true,
+        };
+        config.validate().map_err(Error::BadStoreParameters)?;
+        let key = keys::create(&backend, &config, passphrase, params)?;
+        Ok(Store {
+            backend: key.sealed(backend),
+            config,
+            progress: None,
+            index_cache: true,
+            key: Some(key),
         })
     }
 
@@ -128,14 +163,31 @@ impl Store {
         Self::open_backend(Arc::new(LocalBackend::new(path)))
     }
 
-    /// Opens a store on any backend.
+    /// Opens a store on any backend. An encrypted store is refused
+    /// ([`Error::Encrypted`]): [`Store::open_backend_unlocking`] opens it.
     pub fn open_backend(backend: Arc<dyn Backend>) -> Result<Store> {
+        Self::open_backend_with(backend, None)
+    }
+
+    /// Opens a store on any backend; if it is encrypted, with the passphrase
+    /// `passphrase` gives (asked only then, once).
+    pub fn open_backend_unlocking(
+        backend: Arc<dyn Backend>,
+        passphrase: &keys::AskPassphrase<'_>,
+    ) -> Result<Store> {
+        Self::open_backend_with(backend, Some(passphrase))
+    }
+
+    fn open_backend_with(
+        backend: Arc<dyn Backend>,
+        passphrase: Option<&keys::AskPassphrase<'_>>,
+    ) -> Result<Store> {
         let bytes = match backend.get(layout::CONFIG) {
             Ok(b) => b,
             Err(BackendError::NotFound { location, .. }) => return Err(Error::NotAStore(location)),
             Err(e) => return Err(e.into()),
         };
-        let config = StoreConfig::decode(&bytes).map_err(|source| match source {
+        let object = ConfigObject::decode(&bytes).map_err(|source| match source {
             // Not damage: this build cannot read it, a newer one can.
             FormatError::UnsupportedVersion { found, supported } => Error::NewerStore {
                 object: format!("{}/{}", backend.location(), layout::CONFIG),
@@ -147,11 +199,23 @@ impl Store {
                 source,
             },
         })?;
+        let (backend, config, key) = match object {
+            ConfigObject::Plain(config) => (backend, config, None),
+            ConfigObject::Sealed { store_id, sealed } => {
+                let Some(ask) = passphrase else {
+                    return Err(Error::Encrypted(backend.location()));
+                };
+                let pass = ask().map_err(Error::Passphrase)?;
+                let (key, config) = keys::unlock(&backend, &store_id, &sealed, &pass)?;
+                (key.sealed(backend), config, Some(key))
+            }
+        };
         Ok(Store {
             backend,
             config,
             progress: None,
             index_cache: true,
+            key,
         })
     }
 

@@ -17,6 +17,7 @@ mod content_bases;
 mod copy;
 mod deltas;
 mod dictionary;
+mod encryption;
 mod fixtures;
 // `cargo test` builds it: the crate is its own dev-dependency with `fuzzing`.
 #[cfg(feature = "fuzzing")]
