@@ -57,7 +57,8 @@ pub enum Command {
     /// Create a new store.
     #[command(after_help = "Examples:
   pagesnap --store /var/backups/ps init
-  pagesnap --store /var/backups/ps init --chunk-pages 4 --compression-level 6")]
+  pagesnap --store /var/backups/ps init --chunk-pages 4 --compression-level 6
+  PAGESNAP_PASSWORD_FILE=/etc/pagesnap/pass pagesnap --store s3://bucket/ps init --encrypt")]
     Init(InitArgs),
     /// Take a snapshot of a database.
     #[command(after_help = "Examples:
@@ -133,6 +134,9 @@ Exit status: 0 every selected snapshot is in the destination, 1 otherwise.")]
     /// Save or show the store's retention policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Manage an encrypted store's keys: list, add (read or write-only), remove, passwd.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Check that the store is sound and its snapshots restore (exit 3 if damage is found).
     #[command(after_help = "Examples:
   pagesnap verify                          # structure: every object decodes, every chunk is located
@@ -550,6 +554,52 @@ pub struct InitArgs {
     /// snapshots of update-heavy databases; needs a pagesnap with deltas to read).
     #[arg(long)]
     pub deltas: bool,
+    /// Encrypt every object of the store (AES-256-GCM; docs/ENCRYPTION.md). The
+    /// passphrase comes from PAGESNAP_PASSWORD_FILE, PAGESNAP_PASSWORD_COMMAND,
+    /// PAGESNAP_PASSWORD or the terminal; losing it loses the store.
+    #[arg(long)]
+    pub encrypt: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// List the store's keys.
+    List,
+    /// Add a key (a new passphrase that opens the store).
+    #[command(after_help = "Examples:
+  pagesnap key add                                   # asks for the new passphrase twice
+  pagesnap key add --new-password-file /etc/pagesnap/backup-host.pass --write-only
+
+A write-only key takes snapshots (backup, watch) but cannot read their pages
+(restore, verify --read-data) nor delete anything (forget, prune, key remove).")]
+    Add(KeyAddArgs),
+    /// Remove a key (never the one in use, never the last that can read).
+    Remove(KeyRemoveArgs),
+    /// Change the passphrase of the key in use (a new key replaces it).
+    Passwd(KeyPasswdArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeyAddArgs {
+    /// Read the new passphrase from this file (its first line) instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+    /// The new key can back up but not read snapshots' pages or delete anything.
+    #[arg(long)]
+    pub write_only: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KeyRemoveArgs {
+    /// The key's id (or a unique prefix), as `pagesnap key list` shows it.
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct KeyPasswdArgs {
+    /// Read the new passphrase from this file (its first line) instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -50,6 +50,12 @@ pub(crate) fn render_any(e: &anyhow::Error) -> String {
 fn hint(e: &Error) -> Option<String> {
     Some(match e {
         Error::NotAStore(_) => "; create one with `pagesnap init`".into(),
+        Error::Encrypted(_) => format!(
+            ": set {}, {} or {}, or run on a terminal",
+            crate::passphrase::FILE_ENV,
+            crate::passphrase::COMMAND_ENV,
+            crate::passphrase::VALUE_ENV
+        ),
         Error::AmbiguousName { .. } => ": choose one with --name".into(),
         Error::OutputExists(_) => "; pass --force to overwrite it".into(),
         Error::WouldForgetAll { .. } => "; pass --allow-empty to really do that".into(),

@@ -14,6 +14,7 @@ mod cli;
 mod commands;
 mod hints;
 mod output;
+mod passphrase;
 mod progress;
 mod timearg;
 

@@ -1,10 +1,13 @@
 use super::{print_json, store_path};
 use crate::cli::{Global, InitArgs};
 use anyhow::Result;
+use pagesnap_core::backend::{Backend, LocalBackend};
+use pagesnap_core::crypto::KdfParams;
 use pagesnap_core::{InitOptions, Store};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode> {
     #[cfg(feature = "s3")]
@@ -13,13 +16,30 @@ pub fn run(g: &Global, a: &InitArgs) -> Result<ExitCode> {
         b.check_bucket()?;
         super::remember(b.clone());
         let path = std::path::PathBuf::from(b.url().to_string());
-        let store = Store::init_backend(b, &options(a)?)?;
+        let store = create(b, a)?;
         return report(g, &path, &store);
     }
     // (Built without S3, `store_path` refuses an `s3://` store.)
     let path = store_path(g)?;
-    let store = Store::init(&path, &options(a)?)?;
+    let store = match a.encrypt {
+        true => create(Arc::new(LocalBackend::new(&path)), a)?,
+        false => Store::init(&path, &options(a)?)?,
+    };
     report(g, &path, &store)
+}
+
+/// The store on `backend`, encrypted if asked (the passphrase read, and the
+/// key's Argon2id parameters tuned, before anything is written).
+fn create(backend: Arc<dyn Backend>, a: &InitArgs) -> Result<Store> {
+    let opts = options(a)?;
+    if !a.encrypt {
+        return Ok(Store::init_backend(backend, &opts)?);
+    }
+    let pass = crate::passphrase::new(None, true).map_err(pagesnap_core::Error::Passphrase)?;
+    let params = KdfParams::for_new_key()?;
+    Ok(Store::init_encrypted_backend(
+        backend, &opts, &pass, params,
+    )?)
 }
 
 fn options(a: &InitArgs) -> Result<InitOptions> {
@@ -42,25 +62,26 @@ fn report(g: &Global, path: &Path, store: &Store) -> Result<ExitCode> {
         print_json(&json!({
             "store": path,
             "store_id": c.store_id.to_hex(),
-            "format_version": if c.deltas {
-                pagesnap_core::format::DELTA_FORMAT_VERSION
-            } else {
-                pagesnap_core::format::FORMAT_VERSION
-            },
+            "format_version": c.version(),
             "chunk_pages": c.chunk_pages,
             "compression_level": c.zstd_level,
             "pack_target_size": c.pack_target_size,
             "dictionary": c.dictionary,
             "deltas": c.deltas,
+            "encrypted": c.encrypted,
         }))?;
     } else {
         println!(
-            "created pagesnap store {} at {} ({} page(s) per chunk, zstd level {})",
+            "created {}pagesnap store {} at {} ({} page(s) per chunk, zstd level {})",
+            if c.encrypted { "encrypted " } else { "" },
             c.store_id.short(),
             path.display(),
             c.chunk_pages,
             c.zstd_level
         );
+        if c.encrypted {
+            println!("keep the passphrase safe: without it the store cannot be read");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ mod copy;
 mod forget;
 mod gc;
 mod init;
+mod key;
 mod man;
 mod policy;
 mod prune;
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gc(a) => gc::run(&cli.global, a),
         Command::Copy(a) => copy::run(&cli.global, a),
         Command::Policy(c) => policy::run(&cli.global, c),
+        Command::Key(c) => key::run(&cli.global, c),
         Command::Verify(a) => verify::run(&cli.global, a),
         Command::Repair(c) => repair::run(&cli.global, c),
         Command::Unlock(a) => unlock::run(&cli.global, a),
@@ -144,7 +146,10 @@ pub fn open_store_at(spec: Option<&Path>, faults: bool, cache: bool) -> Result<S
             _ => s3.clone(),
         };
         remember(backend.clone());
-        return match Store::open_backend(backend) {
+        let location = backend.location();
+        return match Store::open_backend_unlocking(backend, &|| {
+            crate::passphrase::current(&location)
+        }) {
             Ok(store) => Ok(store),
             // No request is spent on checking the bucket up front (a backup's
             // requests are counted): only when opening fails is the bucket
@@ -160,11 +165,16 @@ pub fn open_store_at(spec: Option<&Path>, faults: bool, cache: bool) -> Result<S
     // (A path that is no directory is left to `Store::open`, which says what it is.)
     if faults && path.is_dir() {
         let local: Arc<dyn Backend> = Arc::new(LocalBackend::new(&path));
-        return Ok(Store::open_backend(
+        let location = local.location();
+        return Ok(Store::open_backend_unlocking(
             pagesnap_core::backend::wrap_for_tests(local),
+            &|| crate::passphrase::current(&location),
         )?);
     }
-    Ok(Store::open(path)?)
+    let location = path.display().to_string();
+    Ok(Store::open_unlocking(path, &|| {
+        crate::passphrase::current(&location)
+    })?)
 }
 
 /// The cache folder of an S3 store: per bucket, prefix and endpoint.

@@ -12,6 +12,7 @@ mod contrib;
 mod copy;
 mod damage;
 mod deltas;
+mod encryption;
 mod exit_codes;
 mod gc_crash;
 mod json_shapes;

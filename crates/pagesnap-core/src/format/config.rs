@@ -124,11 +124,13 @@ impl StoreConfig {
         }
     }
 
-    /// The format version its encoding carries: 1 unless the store has deltas.
+    /// The store's format version: 3 when encrypted, else the version its
+    /// encoding carries (1 unless the store has deltas).
     pub fn version(&self) -> u16 {
-        match self.deltas {
-            true => DELTA_FORMAT_VERSION,
-            false => FORMAT_VERSION,
+        match (self.encrypted, self.deltas) {
+            (true, _) => ENCRYPTED_FORMAT_VERSION,
+            (false, true) => DELTA_FORMAT_VERSION,
+            (false, false) => FORMAT_VERSION,
         }
     }
 

@@ -232,6 +232,7 @@ impl Store {
     /// does); everything they alone used is left for `prune`. Refuses to remove the
     /// last snapshot of a database unless `allow_empty`.
     pub fn forget_snapshots(&self, ids: &[SnapshotId], allow_empty: bool) -> Result<()> {
+        self.check_may_delete("forget snapshots")?;
         let lock = self.lock(false, "forget", Duration::from_secs(600))?;
         self.forget_snapshots_locked(ids, allow_empty, &lock)
     }
@@ -279,6 +280,7 @@ impl Store {
 
     /// Saves (replaces) the store's retention policy; an empty policy removes it.
     pub fn save_policy(&self, policy: &Policy) -> Result<()> {
+        self.check_may_delete("change the retention policy")?;
         policy.validate()?;
         if policy.is_empty() {
             self.backend().delete(POLICY)?;
@@ -361,6 +363,7 @@ impl Store {
     /// [`Store::prune`] under a lock the caller already holds (exclusive unless
     /// `opts.dry_run`).
     pub fn prune_locked(&self, opts: &PruneOptions, lock: &LockGuard) -> Result<PruneReport> {
+        self.check_may_delete("prune")?;
         let started = Instant::now();
         if !(0.0..=1.0).contains(&opts.max_unused) {
             return Err(Error::Internal("max_unused is not between 0 and 1".into()));

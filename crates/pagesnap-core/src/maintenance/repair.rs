@@ -251,6 +251,7 @@ impl Store {
     /// Rebuilds the index from the packs; see the module documentation. Holds the
     /// exclusive lock: no backup may write packs or index objects meanwhile.
     pub fn repair_index(&self, dry_run: bool, lock_wait: Duration) -> Result<RepairIndexReport> {
+        self.check_may_delete("repair the store")?;
         let opts = RepairIndexOptions {
             dry_run,
             read_data: false,
@@ -732,6 +733,7 @@ impl Store {
     /// data is checked too (see [`Store::verify`]). Snapshots that depend on an
     /// object that could not be read are not judged: see the report's `unchecked`.
     pub fn repair_snapshots(&self, forget: bool, read_data: bool) -> Result<RepairSnapshotsReport> {
+        self.check_may_delete("repair the store")?;
         let report = self.verify(&VerifyOptions {
             read_data: read_data.then_some(DataSubset::All),
             ..Default::default()

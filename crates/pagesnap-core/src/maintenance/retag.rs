@@ -86,6 +86,7 @@ impl Store {
     /// built before anything is written: an unknown id or a bad tag changes
     /// nothing. A snapshot whose tags do not change keeps its manifest and id.
     pub fn retag(&self, ids: &[SnapshotId], edit: &TagEdit) -> Result<Vec<Retagged>> {
+        self.check_may_delete("retag snapshots")?;
         edit.validate()?;
         let _lock = self.lock(false, "tag", Duration::from_secs(600))?;
         let mut plan: Vec<(Retagged, Option<Manifest>)> = Vec::new();

@@ -24,16 +24,13 @@ impl Store {
     /// Re-open the store to see the new config. `lock_wait` is how long to wait
     /// for running commands to release the store.
     pub fn enable_deltas(&self, lock_wait: Duration) -> Result<UpgradeReport> {
+        self.check_may_delete("upgrade the store")?;
         let _lock = self.lock(true, "upgrade", lock_wait)?;
         let backend = self.backend();
         // The config as it is now (another process may have upgraded it since
         // this handle opened the store).
         let object = || format!("{}/{}", backend.location(), layout::CONFIG);
-        let current =
-            StoreConfig::decode(&backend.get(layout::CONFIG)?).map_err(|source| Error::Format {
-                object: object(),
-                source,
-            })?;
+        let current = self.config_now()?;
         if current.deltas {
             return Ok(UpgradeReport {
                 changed: false,
@@ -45,19 +42,15 @@ impl Store {
             ..current
         };
         next.validate().map_err(Error::BadStoreParameters)?;
-        let bytes = next.encode();
+        let bytes = self.config_bytes(&next)?;
         // Validate before writing: what is put must decode to what was meant.
-        if StoreConfig::decode(&bytes).ok().as_ref() != Some(&next) {
+        if !next.encrypted && StoreConfig::decode(&bytes).ok().as_ref() != Some(&next) {
             return Err(Error::Internal(
                 "the upgraded config does not decode to itself".into(),
             ));
         }
         backend.put(layout::CONFIG, &bytes, PutMode::Overwrite)?;
-        let back =
-            StoreConfig::decode(&backend.get(layout::CONFIG)?).map_err(|source| Error::Format {
-                object: object(),
-                source,
-            })?;
+        let back = self.config_now()?;
         if back != next {
             return Err(Error::Internal(format!(
                 "{} does not read back as written",

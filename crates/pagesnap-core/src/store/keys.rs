@@ -217,6 +217,55 @@ pub(super) fn unlock(
 }
 
 impl Store {
+    /// The store's config as its `config` object holds it now (another
+    /// process may have changed it since this handle opened the store).
+    pub(crate) fn config_now(&self) -> Result<StoreConfig> {
+        let backend = self.backend.as_ref();
+        let object = format!("{}/{}", backend.location(), layout::CONFIG);
+        let fmt = |source| Error::Format {
+            object: object.clone(),
+            source,
+        };
+        match ConfigObject::decode(&backend.get(layout::CONFIG)?).map_err(fmt)? {
+            ConfigObject::Plain(c) => Ok(c),
+            ConfigObject::Sealed { store_id, sealed } => {
+                let k = self.unlocked()?;
+                let plain = seal::open(
+                    &k.master.seal_keys(),
+                    KeyKind::Metadata,
+                    layout::CONFIG,
+                    &sealed,
+                )
+                .map_err(crypto_err(backend, layout::CONFIG))?;
+                let mut c = StoreConfig::decode(&plain).map_err(fmt)?;
+                if c.store_id != store_id {
+                    return Err(fmt(crate::format::FormatError::Invalid(
+                        "the sealed config is another store's".into(),
+                    )));
+                }
+                c.encrypted = true;
+                Ok(c)
+            }
+        }
+    }
+
+    /// The bytes of a `config` object holding `config`: sealed behind its
+    /// clear store id for an encrypted store.
+    pub(crate) fn config_bytes(&self, config: &StoreConfig) -> Result<Vec<u8>> {
+        if !config.encrypted {
+            return Ok(config.encode());
+        }
+        let k = self.unlocked()?;
+        let sealed = seal::seal(
+            &k.master.seal_keys(),
+            KeyKind::Metadata,
+            layout::CONFIG,
+            &config.encode(),
+        )
+        .map_err(crypto_err(self.backend.as_ref(), layout::CONFIG))?;
+        Ok(ConfigObject::encode_sealed(&config.store_id, sealed))
+    }
+
     fn unlocked(&self) -> Result<&Unlocked> {
         self.key.as_ref().ok_or_else(|| Error::KeyRefused {
             location: self.location(),
@@ -234,6 +283,27 @@ impl Store {
             });
         }
         Ok(k)
+    }
+
+    /// Fails unless keys can be added, removed and changed with the key in
+    /// use (an encrypted store opened with a read key): for a caller to check
+    /// before it asks for a new passphrase.
+    pub fn can_manage_keys(&self) -> Result<()> {
+        self.read_key().map(drop)
+    }
+
+    /// Fails when the store was opened with a write-only key, which must not
+    /// delete or rewrite anything: forget, prune, retag, repair, upgrade,
+    /// policy changes (docs/ENCRYPTION.md). Bucket credentials that allow
+    /// deleting still do: that is for the bucket's policy to refuse.
+    pub(crate) fn check_may_delete(&self, what: &str) -> Result<()> {
+        match self.is_write_only() {
+            true => Err(Error::KeyRefused {
+                location: self.location(),
+                detail: format!("a write-only key cannot {what}: open the store with a read key"),
+            }),
+            false => Ok(()),
+        }
     }
 
     /// Whether the store was opened with a write-only key.

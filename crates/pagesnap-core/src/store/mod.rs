@@ -163,6 +163,19 @@ impl Store {
         Self::open_backend(Arc::new(LocalBackend::new(path)))
     }
 
+    /// [`Store::open`], unlocking an encrypted store with the passphrase
+    /// `passphrase` gives (asked only then, once).
+    pub fn open_unlocking(
+        path: impl AsRef<Path>,
+        passphrase: &keys::AskPassphrase<'_>,
+    ) -> Result<Store> {
+        let path = path.as_ref();
+        if !path.is_dir() {
+            return Self::open(path);
+        }
+        Self::open_backend_unlocking(Arc::new(LocalBackend::new(path)), passphrase)
+    }
+
     /// Opens a store on any backend. An encrypted store is refused
     /// ([`Error::Encrypted`]): [`Store::open_backend_unlocking`] opens it.
     pub fn open_backend(backend: Arc<dyn Backend>) -> Result<Store> {
