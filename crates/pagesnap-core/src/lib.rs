@@ -82,7 +82,7 @@ pub use store::cache_dirs;
 pub use store::keys::{self as store_keys, AskPassphrase, KeyInfo, Passphrase};
 pub use store::select::SnapshotSelector;
 pub use store::{default_store_path, lock, select, DamagedSnapshot, InitOptions, Snapshot, Store};
-pub use types::{ChunkId, ChunkRef, Id, SnapshotId};
+pub use types::{ChunkId, ChunkIds, ChunkRef, Id, SnapshotId};
 
 /// This machine's cache folder for pagesnap (hints and remote stores' metadata):
 /// `$PAGESNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/pagesnap`, else `~/.cache/pagesnap`.

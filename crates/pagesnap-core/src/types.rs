@@ -50,6 +50,42 @@ impl Hasher for IdHasher {
 pub type IdMap<V> = HashMap<Id, V, BuildHasherDefault<IdHasher>>;
 pub type IdSet = HashSet<Id, BuildHasherDefault<IdHasher>>;
 
+/// How a store names its chunks: blake3 of the chunk domain and the bytes
+/// ([`Id::of_chunk`], a plain store), or keyed blake3 under the store's id key
+/// (an encrypted store: equal pages dedup inside the store, and no one without
+/// the key can tell whether a known page is in it).
+#[derive(Clone, Default)]
+pub struct ChunkIds(Option<std::sync::Arc<zeroize::Zeroizing<[u8; 32]>>>);
+
+impl ChunkIds {
+    pub fn keyed(key: &[u8; 32]) -> ChunkIds {
+        ChunkIds(Some(std::sync::Arc::new(zeroize::Zeroizing::new(*key))))
+    }
+
+    pub fn is_keyed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The id of chunk `data`.
+    pub fn of(&self, data: &[u8]) -> ChunkId {
+        match &self.0 {
+            None => Id::of_chunk(data),
+            Some(key) => Id(*blake3::keyed_hash(key, data).as_bytes()),
+        }
+    }
+}
+
+impl std::fmt::Debug for ChunkIds {
+    // Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_keyed() {
+            "ChunkIds(keyed)"
+        } else {
+            "ChunkIds(plain)"
+        })
+    }
+}
+
 impl Id {
     /// Id of a store object: blake3 of its exact encoded bytes.
     pub fn of_object(bytes: &[u8]) -> Id {

@@ -27,7 +27,7 @@ use crate::store::base_cache::BaseCache;
 use crate::store::bases::Bases;
 use crate::store::pack_upload::Uploader;
 use crate::store::NewChunks;
-use crate::types::{is_all_zero, ChunkId, ChunkRef, Id, IdMap};
+use crate::types::{is_all_zero, ChunkId, ChunkIds, ChunkRef, Id, IdMap};
 use crate::{layout, Error, Result};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -102,6 +102,8 @@ pub(crate) enum Encoded {
 }
 
 pub(crate) struct ChunkWriter {
+    /// How the store names chunks (keyed in an encrypted store).
+    ids: ChunkIds,
     backend: Arc<dyn Backend>,
     index: ChunkLookup,
     level: i32,
@@ -152,8 +154,9 @@ impl ChunkWriter {
         index: ChunkLookup,
         config: &StoreConfig,
         plan: DictPlan,
+        ids: ChunkIds,
     ) -> Result<Self> {
-        let mut decoders = Decoder::new()?;
+        let mut decoders = Decoder::new(ids.clone())?;
         let (dict, dict_bytes, samples) = match plan {
             DictPlan::None => (None, None, None),
             DictPlan::Use(id, bytes) => {
@@ -165,6 +168,7 @@ impl ChunkWriter {
         let pack_target = config.pack_target_size as usize;
         let threads = rayon::current_num_threads() + 1;
         Ok(ChunkWriter {
+            ids,
             uploads: Uploader::new(backend.clone()),
             backend,
             index,
@@ -195,7 +199,11 @@ impl ChunkWriter {
     /// position where that is smallest (a store with deltas). Bases are read
     /// from the store and kept decoded in an LRU of at most `cache_bytes`.
     pub(crate) fn use_deltas(&mut self, parent: Vec<ChunkRef>, cache_bytes: usize) -> Result<()> {
-        self.bases = Some(Bases::new(self.backend.clone(), cache_bytes)?);
+        self.bases = Some(Bases::new(
+            self.backend.clone(),
+            cache_bytes,
+            self.ids.clone(),
+        )?);
         self.parent = Some(parent);
         Ok(())
     }
@@ -283,7 +291,7 @@ impl ChunkWriter {
         if is_all_zero(data) {
             return Ok(Encoded::Zero);
         }
-        let id = Id::of_chunk(data);
+        let id = self.ids.of(data);
         let parent = self.parent.as_deref();
         let sketch = self
             .sketch
@@ -1040,7 +1048,13 @@ mod tests {
             encrypted: false,
         };
         let index = ChunkLookup::Whole(Box::<ChunkIndex>::default());
-        let mut w = ChunkWriter::new(backend, index, &config, DictPlan::Train)?;
+        let mut w = ChunkWriter::new(
+            backend,
+            index,
+            &config,
+            DictPlan::Train,
+            ChunkIds::default(),
+        )?;
         // Pages of words from one vocabulary of 2,000, few repeated within a
         // page: what a dictionary is for.
         let word = |i: u32| -> Vec<u8> {

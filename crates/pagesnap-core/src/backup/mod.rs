@@ -234,7 +234,13 @@ impl Store {
         let mut base = bi.base.take();
         let mut warnings = std::mem::take(&mut bi.warnings);
         let (plan, used_ratio) = self.dict_plan(parent.as_ref());
-        let mut writer = ChunkWriter::new(self.backend().clone(), index, self.config(), plan)?;
+        let mut writer = ChunkWriter::new(
+            self.backend().clone(),
+            index,
+            self.config(),
+            plan,
+            self.chunk_ids(),
+        )?;
         // Deltas against the parent's chunks (a store with deltas; DELTAS.md).
         // Their bases are read from the store's packs, one ranged read each: on
         // a store that pays per request (S3) that would break the backup's

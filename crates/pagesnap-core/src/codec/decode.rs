@@ -8,7 +8,7 @@ use crate::backend::Backend;
 use crate::format::dict::DictBody;
 use crate::format::pack::{self, Codec, DeltaHeader, PackEntry, MAX_CHUNK_LEN, ZSTD_DICT_MAGIC};
 use crate::format::FormatError;
-use crate::types::{Id, IdMap};
+use crate::types::{ChunkIds, Id, IdMap};
 use crate::{layout, Error, Result};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,11 +24,12 @@ thread_local! {
 /// [`Decoder::decode_checked`] on this thread's own contexts, so that every core
 /// can decode (`copy`) without sharing a [`Decoder`]. `dict` is the pack's
 /// dictionary (id and bytes), if it has one; a thread keeps the context of the
-/// last dictionary it used.
+/// last dictionary it used. `ids`: how the store names its chunks.
 pub(crate) fn decode_checked_on_thread(
     e: &PackEntry,
     stored: &[u8],
     dict: Option<(&Id, &[u8])>,
+    ids: &ChunkIds,
 ) -> Result<Vec<u8>, ChunkError> {
     let context = |e: Error| {
         ChunkError::Decode(FormatError::Decompress(std::io::Error::other(
@@ -39,8 +40,9 @@ pub(crate) fn decode_checked_on_thread(
         let mut slot = cell.borrow_mut();
         let d = match &mut *slot {
             Some(d) => d,
-            empty => empty.insert(Decoder::new().map_err(context)?),
+            empty => empty.insert(Decoder::new(ids.clone()).map_err(context)?),
         };
+        d.ids = ids.clone();
         if let Some((id, bytes)) = dict {
             if !d.with_dict.contains_key(id) {
                 d.with_dict.clear();
@@ -88,11 +90,15 @@ pub(crate) struct Decoder {
     /// base never starts with the dictionary magic), borrowed for one call, so
     /// one context serves every base.
     delta: zstd_safe::DCtx<'static>,
+    /// How the store names chunks: what a checked decode compares with.
+    ids: ChunkIds,
 }
 
 impl Decoder {
-    pub(crate) fn new() -> Result<Self> {
+    /// A decoder of a store naming its chunks by `ids`.
+    pub(crate) fn new(ids: ChunkIds) -> Result<Self> {
         Ok(Decoder {
+            ids,
             plain: Decompressor::new().map_err(|e| Error::Internal(format!("zstd: {e}")))?,
             with_dict: HashMap::new(),
             delta: zstd_safe::DCtx::try_create()
@@ -223,7 +229,7 @@ impl Decoder {
             }
             _ => self.decode(e, stored, dict).map_err(ChunkError::Decode)?,
         };
-        check_id(e, &raw)?;
+        check_id(&self.ids, e, &raw)?;
         Ok(raw)
     }
 
@@ -329,13 +335,13 @@ impl Decoder {
         out: &mut [u8],
     ) -> Result<(), ChunkError> {
         self.decode_into_with_base(e, stored, dict, base, out)?;
-        check_id(e, out)
+        check_id(&self.ids, e, out)
     }
 }
 
 /// Whether `raw` is the chunk `e` names.
-fn check_id(e: &PackEntry, raw: &[u8]) -> Result<(), ChunkError> {
-    let actual = Id::of_chunk(raw);
+fn check_id(ids: &ChunkIds, e: &PackEntry, raw: &[u8]) -> Result<(), ChunkError> {
+    let actual = ids.of(raw);
     if actual != e.id {
         return Err(ChunkError::Mismatch { actual });
     }
@@ -349,12 +355,14 @@ fn check_id(e: &PackEntry, raw: &[u8]) -> Result<(), ChunkError> {
 pub(crate) struct DecoderPool {
     dicts: IdMap<Vec<u8>>,
     slots: Vec<Mutex<Option<Decoder>>>,
+    ids: ChunkIds,
 }
 
 impl DecoderPool {
-    pub(crate) fn new(dicts: IdMap<Vec<u8>>) -> Self {
+    pub(crate) fn new(dicts: IdMap<Vec<u8>>, ids: ChunkIds) -> Self {
         DecoderPool {
             dicts,
+            ids,
             slots: (0..rayon::current_num_threads() + 1)
                 .map(|_| Mutex::new(None))
                 .collect(),
@@ -367,7 +375,7 @@ impl DecoderPool {
             .lock()
             .map_err(|_| Error::Internal("decoder pool poisoned".into()))?;
         if guard.is_none() {
-            let mut d = Decoder::new()?;
+            let mut d = Decoder::new(self.ids.clone())?;
             for (id, bytes) in &self.dicts {
                 d.add_dict(*id, bytes)?;
             }

@@ -162,7 +162,7 @@ mod tests {
                 codec: out.codec,
             };
             let stored = &slot[..out.len];
-            let mut dec = Decoder::new().expect("decoder");
+            let mut dec = Decoder::new(crate::types::ChunkIds::default()).expect("decoder");
             dec.add_dict(dict_id, &dict_bytes).expect("dictionary");
             let d = Some(&dict_id);
             prop_assert_eq!(&dec.decode_checked(&entry, stored, d).expect("decodes"), &data);
@@ -237,7 +237,7 @@ mod tests {
             let frame = &stored[8 + varint..];
             prop_assert_eq!(&frame[..4], &[0x28, 0xb5, 0x2f, 0xfd][..]);
             prop_assert_eq!(frame[4] & 0x04, 0, "frame checksum flag set");
-            let mut dec = Decoder::new().expect("decoder");
+            let mut dec = Decoder::new(crate::types::ChunkIds::default()).expect("decoder");
             prop_assert_eq!(&dec.decode_checked_with_base(&entry, stored, None, Some(&base)).expect("decodes"), &data);
             let mut into = vec![0u8; data.len()];
             dec.decode_into_checked_with_base(&entry, stored, None, Some(&base), &mut into).expect("decodes into");
@@ -332,7 +332,7 @@ mod tests {
             raw_len: 4096,
             codec: Codec::ZstdDelta,
         };
-        let mut dec = Decoder::new().expect("decoder");
+        let mut dec = Decoder::new(crate::types::ChunkIds::default()).expect("decoder");
         let raw = dec
             .decode_checked_with_base(&entry, &slot[..delta.len], None, Some(&base))
             .expect("decodes");
@@ -423,7 +423,7 @@ mod tests {
         };
         let index = IndexBody::decode(&index.encode_as(2).expect("index")).expect("decodes");
         let blob = |e: &PackEntry| &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
-        let mut dec = Decoder::new().expect("decoder");
+        let mut dec = Decoder::new(crate::types::ChunkIds::default()).expect("decoder");
         let row = index.deltas[0];
         let named = index.entries[row.ordinal as usize].entry;
         assert_eq!(
@@ -480,7 +480,7 @@ mod tests {
             raw_len: 4096,
             codec: Codec::ZstdDelta,
         };
-        let mut dec = Decoder::new().expect("decoder");
+        let mut dec = Decoder::new(crate::types::ChunkIds::default()).expect("decoder");
         let mut lookalike = other.clone();
         lookalike[..4].copy_from_slice(&crate::format::pack::ZSTD_DICT_MAGIC);
         assert!(matches!(

@@ -608,10 +608,11 @@ impl Store {
         let mut written = 0u64;
         // 1. Copy live chunks of rewritten packs into new packs (one dictionary per pack),
         //    checking each against its id on the way.
-        let mut decoders = Decoder::new()?;
+        let mut decoders = Decoder::new(self.chunk_ids())?;
         let bases = Bases::new(
             self.backend().clone(),
             crate::store::bases::DEFAULT_CACHE_BYTES,
+            self.chunk_ids(),
         )?;
         let locate = crate::store::bases::InMap::new(&plan.placed);
         let mut by_dict: BTreeMap<Option<Id>, Vec<(Id, IndexEntry)>> = BTreeMap::new();

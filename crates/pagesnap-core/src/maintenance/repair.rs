@@ -334,7 +334,11 @@ impl Store {
         // and, for chunks no index object locates, the packs' own trailers put
         // them (a base in a pack whose index object is lost is not lost).
         let bases = match deltas {
-            true => Some(Bases::new(backend.clone(), DEFAULT_CACHE_BYTES)?),
+            true => Some(Bases::new(
+                backend.clone(),
+                DEFAULT_CACHE_BYTES,
+                self.chunk_ids(),
+            )?),
             false => None,
         };
         if deltas && opts.read_data {
@@ -678,7 +682,7 @@ impl Store {
             }
         }
         let mut sink = PackSink::new(backend.clone(), self.config().pack_target_size as usize);
-        let mut decoders = Decoder::new()?;
+        let mut decoders = Decoder::new(self.chunk_ids())?;
         let mut rows = IdMap::default();
         let mut whole = super::whole_len::WholeLen::new(backend.clone(), self.config().zstd_level);
         for r in rewrite {
@@ -823,7 +827,7 @@ fn check_pack(
     }
     // The dictionary: the index's, else the one the header names.
     let dict = dict.or_else(|| header_dict.and_then(|p| dicts.get(&p).copied()));
-    let mut decoders = match Decoder::new() {
+    let mut decoders = match Decoder::new(store.chunk_ids()) {
         Ok(d) => d,
         Err(e) => return (PackCheck::Unchecked(e.to_string()), 0, read),
     };

@@ -72,6 +72,7 @@ impl Store {
             self.progress(),
             false,
             chains.as_ref(),
+            &self.chunk_ids(),
         )?;
         Ok(RestoreReport {
             snapshot: snap.id,
@@ -103,6 +104,7 @@ impl Store {
                     self.progress(),
                     rebuild::SalvageLog::default(),
                     None,
+                    &self.chunk_ids(),
                 )
             }
             reader::Resolved::Whole(w) => w,
@@ -135,6 +137,7 @@ impl Store {
             self.progress(),
             log,
             w.chains(self)?.as_ref(),
+            &self.chunk_ids(),
         )
     }
 

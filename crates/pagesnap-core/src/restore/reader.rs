@@ -47,7 +47,11 @@ impl Whole {
     /// A reader of delta bases through this index, in a store with deltas.
     pub(crate) fn chains(&self, store: &Store) -> Result<Option<Chains<'_>>> {
         match store.config().deltas {
-            true => Ok(Some(Chains::new(store.backend().clone(), &self.index)?)),
+            true => Ok(Some(Chains::new(
+                store.backend().clone(),
+                &self.index,
+                store.chunk_ids(),
+            )?)),
             false => Ok(None),
         }
     }
@@ -148,12 +152,13 @@ impl<'s> SnapshotReader<'s> {
             store,
             snap: snap.clone(),
             resolved: resolve(store, snap)?,
-            decoder: Mutex::new(Decoder::new()?),
+            decoder: Mutex::new(Decoder::new(store.chunk_ids())?),
             bases: match store.config().deltas {
                 // Smaller than a restore's: a reader serves a few pages at a time.
                 true => Some(Bases::new(
                     store.backend().clone(),
                     DEFAULT_CACHE_BYTES / 8,
+                    store.chunk_ids(),
                 )?),
                 false => None,
             },

@@ -32,7 +32,7 @@ use crate::format::pack::{Codec, PackEntry};
 use crate::index::chunk_index::{ChunkIndex, Location, PackTable};
 use crate::store::bases::Chains;
 use crate::store::Snapshot;
-use crate::types::{ChunkId, ChunkRef, IdMap};
+use crate::types::{ChunkId, ChunkIds, ChunkRef, IdMap};
 use crate::{layout, Error, Result};
 use blake3::hazmat::ChainingValue;
 use rayon::prelude::*;
@@ -273,6 +273,7 @@ pub(crate) fn write_image(
     progress: Option<&crate::Progress>,
     blake3: bool,
     chains: Option<&Chains<'_>>,
+    ids: &ChunkIds,
 ) -> Result<[u8; 32]> {
     // Located once, all together: three lookups per chunk were 14 % of a restore.
     let locs = index.locate_all(chunks);
@@ -295,6 +296,7 @@ pub(crate) fn write_image(
         progress,
         blake3,
         chains,
+        ids,
     )
 }
 
@@ -309,9 +311,13 @@ pub(crate) fn write_located(
     progress: Option<&crate::Progress>,
     blake3: bool,
     chains: Option<&Chains<'_>>,
+    ids: &ChunkIds,
 ) -> Result<[u8; 32]> {
     let m = &snap.manifest;
-    let pool = DecoderPool::new(load_dicts(backend, packs, snap, positions, None)?);
+    let pool = DecoderPool::new(
+        load_dicts(backend, packs, snap, positions, None)?,
+        ids.clone(),
+    );
     let image = Image {
         backend,
         packs,
@@ -375,10 +381,11 @@ pub(crate) fn write_salvaged(
     progress: Option<&crate::Progress>,
     mut log: SalvageLog,
     chains: Option<&Chains<'_>>,
+    ids: &ChunkIds,
 ) -> Result<Salvaged> {
     let m = &snap.manifest;
     let dicts = load_dicts(backend, packs, snap, positions, Some(&mut log.dicts))?;
-    let pool = DecoderPool::new(dicts);
+    let pool = DecoderPool::new(dicts, ids.clone());
     let image = Image {
         backend,
         packs,

@@ -26,7 +26,7 @@
 
 use crate::format::index::MAX_DELTA_DEPTH;
 use crate::format::pack::MAX_CHUNK_LEN;
-use crate::types::{ChunkId, Id, IdMap};
+use crate::types::{ChunkId, ChunkIds, Id, IdMap};
 use rayon::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -105,6 +105,8 @@ struct Pending {
 pub(crate) struct BaseCache {
     dir: PathBuf,
     limit: u64,
+    /// How the store names chunks: a file is used only if its bytes have its name.
+    ids: ChunkIds,
     pending: Mutex<Pending>,
 }
 
@@ -116,15 +118,19 @@ thread_local! {
 impl BaseCache {
     /// The base cache of store `store`, bounded to `limit` bytes; `None` when
     /// `limit` is 0 or there is no cache directory.
-    pub(crate) fn for_store(store: &Id, limit: u64) -> Option<BaseCache> {
+    pub(crate) fn for_store(store: &Id, limit: u64, ids: ChunkIds) -> Option<BaseCache> {
         let dir = crate::cache_root()?.join(store.to_hex()).join("bases");
-        (limit > 0).then(|| BaseCache::at(dir, limit))
+        (limit > 0).then(|| BaseCache {
+            ids,
+            ..BaseCache::at(dir, limit)
+        })
     }
 
     pub(crate) fn at(dir: PathBuf, limit: u64) -> BaseCache {
         BaseCache {
             dir,
             limit,
+            ids: ChunkIds::default(),
             pending: Mutex::new(Pending::default()),
         }
     }
@@ -138,7 +144,7 @@ impl BaseCache {
     pub(crate) fn get(&self, id: &ChunkId) -> Option<(Arc<Vec<u8>>, u8)> {
         let path = self.path(id);
         let bytes = std::fs::read(&path).ok()?;
-        match decode(&bytes, id) {
+        match decode(&bytes, id, &self.ids) {
             Some((raw, depth)) => Some((Arc::new(raw), depth)),
             None => {
                 let _ = std::fs::remove_file(&path);
@@ -262,9 +268,9 @@ fn header(depth: u8, raw_len: u32) -> [u8; HEADER] {
 }
 
 /// A file's raw bytes and depth, if every check passes (module comment).
-fn decode(bytes: &[u8], id: &ChunkId) -> Option<(Vec<u8>, u8)> {
+fn decode(bytes: &[u8], id: &ChunkId, ids: &ChunkIds) -> Option<(Vec<u8>, u8)> {
     let (raw, depth) = parse(bytes).ok()?;
-    (Id::of_chunk(&raw) == *id).then_some((raw, depth))
+    (ids.of(&raw) == *id).then_some((raw, depth))
 }
 
 /// A file's raw bytes and depth, every check but the one against its name
@@ -495,16 +501,23 @@ mod tests {
         let (raw_len, frame) = c.pending.lock().unwrap().chunks[&ia].clone();
         let mut good = header(2, raw_len).to_vec();
         good.extend_from_slice(&frame);
-        assert_eq!(decode(&good, &ia), Some((a.clone(), 2)));
+        assert_eq!(
+            decode(&good, &ia, &ChunkIds::default()),
+            Some((a.clone(), 2))
+        );
         for i in 0..good.len() {
             let mut b = good.clone();
             b[i] ^= 1 << (i % 8);
-            if let Some((raw, depth)) = decode(&b, &ia) {
+            if let Some((raw, depth)) = decode(&b, &ia, &ChunkIds::default()) {
                 assert_eq!((&raw[..], depth), (&a[..], 2), "flip at {i}");
             }
         }
         for n in 0..good.len() {
-            assert_eq!(decode(&good[..n], &ia), None, "cut at {n}");
+            assert_eq!(
+                decode(&good[..n], &ia, &ChunkIds::default()),
+                None,
+                "cut at {n}"
+            );
         }
     }
 

@@ -26,7 +26,7 @@ use crate::format::pack::{BasePrefix, PackEntry};
 use crate::index::cache::{ChunkLookup, Placed};
 use crate::index::chunk_index::ChunkIndex;
 use crate::layout;
-use crate::types::{ChunkId, Id, IdMap};
+use crate::types::{ChunkId, ChunkIds, Id, IdMap};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
@@ -62,13 +62,20 @@ pub(crate) struct Bases {
     /// One decoder per worker thread (rayon's index; the last slot for any
     /// other thread), built on first use, with the dictionaries it met.
     decoders: Vec<Mutex<Option<Decoder>>>,
+    /// How the store names chunks (each link is checked against its id).
+    ids: ChunkIds,
 }
 
 impl Bases {
-    pub(crate) fn new(backend: Arc<dyn Backend>, limit: usize) -> crate::Result<Bases> {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        limit: usize,
+        ids: ChunkIds,
+    ) -> crate::Result<Bases> {
         let slots = rayon::current_num_threads() + 1;
         Ok(Bases {
             backend,
+            ids,
             limit,
             inner: Mutex::new(Inner {
                 cached: IdMap::default(),
@@ -105,7 +112,7 @@ impl Bases {
             .map_err(|_| missing())?;
         let d = match &mut *slot {
             Some(d) => d,
-            empty => empty.insert(Decoder::new().map_err(|_| missing())?),
+            empty => empty.insert(Decoder::new(self.ids.clone()).map_err(|_| missing())?),
         };
         f(d)
     }
@@ -423,9 +430,13 @@ pub(crate) struct Chains<'a> {
 }
 
 impl<'a> Chains<'a> {
-    pub(crate) fn new(backend: Arc<dyn Backend>, index: &'a ChunkIndex) -> crate::Result<Self> {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        index: &'a ChunkIndex,
+        ids: ChunkIds,
+    ) -> crate::Result<Self> {
         Ok(Chains {
-            bases: Bases::new(backend, DEFAULT_CACHE_BYTES)?,
+            bases: Bases::new(backend, DEFAULT_CACHE_BYTES, ids)?,
             index,
         })
     }
@@ -550,11 +561,11 @@ mod tests {
             placed: placed.clone(),
             decoys: vec![ids[1]],
         };
-        let bases = Bases::new(backend.clone(), DEFAULT_CACHE_BYTES).unwrap();
+        let bases = Bases::new(backend.clone(), DEFAULT_CACHE_BYTES, ChunkIds::default()).unwrap();
         let (raw, depth) = bases.raw(&ids[2], &colliding).unwrap();
         assert!(raw.as_slice() == next.as_slice());
         assert_eq!(depth, 1);
-        let fresh = Bases::new(backend.clone(), DEFAULT_CACHE_BYTES).unwrap();
+        let fresh = Bases::new(backend.clone(), DEFAULT_CACHE_BYTES, ChunkIds::default()).unwrap();
         let (named, (b, _)) = fresh
             .base_chunk(&delta, stored, &colliding)
             .unwrap()
@@ -569,7 +580,7 @@ mod tests {
             placed: without,
             decoys: vec![ids[1], ids[1]],
         };
-        let fresh = Bases::new(backend, DEFAULT_CACHE_BYTES).unwrap();
+        let fresh = Bases::new(backend, DEFAULT_CACHE_BYTES, ChunkIds::default()).unwrap();
         assert!(fresh.raw(&ids[2], &decoys_only).is_err());
         assert!(matches!(
             fresh.base_chunk(&delta, stored, &decoys_only),

@@ -31,6 +31,11 @@ pub(crate) struct Unlocked {
 }
 
 impl Unlocked {
+    /// Chunk ids keyed with this store's id key.
+    pub(crate) fn chunk_ids(&self) -> crate::types::ChunkIds {
+        crate::types::ChunkIds::keyed(self.master.id_key())
+    }
+
     /// `backend` sealing and opening every object with this secret.
     pub(crate) fn sealed(&self, backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
         Arc::new(SealedBackend::new(backend, self.master.seal_keys()))

@@ -37,7 +37,7 @@ pub use snapshot::{DamagedSnapshot, Snapshot};
 use crate::backend::{Backend, BackendError, LocalBackend, PutMode};
 use crate::format::config::{ConfigObject, StoreConfig};
 use crate::format::FormatError;
-use crate::types::Id;
+use crate::types::{ChunkIds, Id};
 use crate::{layout, Error, Result};
 use chrono::Utc;
 use lock::LockGuard;
@@ -292,7 +292,9 @@ impl Store {
     pub(crate) fn base_cache(&self, limit: u64) -> Option<base_cache::BaseCache> {
         let cache = self
             .index_cache
-            .then(|| base_cache::BaseCache::for_store(&self.config.store_id, limit))
+            .then(|| {
+                base_cache::BaseCache::for_store(&self.config.store_id, limit, self.chunk_ids())
+            })
             .flatten();
         if cache.is_some() {
             self.mark_cache();
@@ -308,6 +310,11 @@ impl Store {
 
     pub(crate) fn progress(&self) -> Option<&crate::Progress> {
         self.progress.as_ref()
+    }
+
+    /// How this store names its chunks (keyed for an encrypted store).
+    pub fn chunk_ids(&self) -> ChunkIds {
+        self.key.as_ref().map(|k| k.chunk_ids()).unwrap_or_default()
     }
 
     pub fn config(&self) -> &StoreConfig {

@@ -73,7 +73,12 @@ impl Verifier<'_> {
         // through its chain (a damaged base fails every delta made against it,
         // each naming it).
         let bases = match store.config().deltas {
-            true => Bases::new(store.backend().clone(), DEFAULT_CACHE_BYTES).ok(),
+            true => Bases::new(
+                store.backend().clone(),
+                DEFAULT_CACHE_BYTES,
+                store.chunk_ids(),
+            )
+            .ok(),
             false => None,
         };
         let chains = bases.as_ref().map(|b| (b, index));
@@ -183,7 +188,12 @@ impl Verifier<'_> {
     pub(super) fn check_image_by_reading(&mut self, s: &Snapshot, list: &[ChunkRef]) -> bool {
         let mut sink = std::io::sink();
         let chains = match self.store.config().deltas {
-            true => Chains::new(self.store.backend().clone(), &self.index).ok(),
+            true => Chains::new(
+                self.store.backend().clone(),
+                &self.index,
+                self.store.chunk_ids(),
+            )
+            .ok(),
             false => None,
         };
         match restore::write_image(
@@ -195,6 +205,7 @@ impl Verifier<'_> {
             None,
             true,
             chains.as_ref(),
+            &self.store.chunk_ids(),
         ) {
             Ok(_) => {}
             Err(Error::ImageMismatch {
@@ -318,7 +329,7 @@ fn read_pack(
         let detail = "content does not match its name (the pack is damaged)".into();
         r.pack_problem = Some((ProblemKind::Damage, detail));
     }
-    let mut decoders = match Decoder::new() {
+    let mut decoders = match Decoder::new(store.chunk_ids()) {
         Ok(d) => d,
         Err(e) => {
             r.pack_problem = Some((ProblemKind::Unreadable, e.to_string()));
