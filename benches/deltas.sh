@@ -21,12 +21,18 @@
 # database, ~4.5 s per step (the step's work and two backups), ~3 minutes of
 # restores. The quick check (64 MiB, 20 steps, 5 pairs) takes about a minute.
 # Needs GNU time (apt install time).
+#
+# The store under test is `init $B_INIT` named $B (defaults: `--deltas`, deltas;
+# benches/encryption.sh runs this script with `--encrypt`), against a plain `init`.
 set -euo pipefail
 
+B=${B:-deltas}
+B_INIT=${B_INIT:---deltas}
+TARGET=${TARGET:-1.2}
 SIZE=${1:-1024}
 STEPS=${2:-144}
 RUNS=${3:-7}
-WORK=${4:-$(mktemp -d /var/tmp/pagesnap-deltas.XXXXXX)}
+WORK=${4:-$(mktemp -d /var/tmp/pagesnap-$B.XXXXXX)}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 command -v /usr/bin/time >/dev/null || { echo "deltas.sh: GNU time is required (apt install time)" >&2; exit 1; }
@@ -42,14 +48,15 @@ export PAGESNAP_CACHE_DIR="$WORK/cache"
 echo "# workdir $WORK; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')" >&2
 
 rm -f ./*.nofsync ./*.durable ./*.bk.secs ./*.kb ./*.nofsync.secs ./*.durable.secs   # a reused workdir
-if [ "${REUSE:-0}" = 1 ] && [ -s deltas.backups ] && [ -s plain.backups ]; then
+if [ "${REUSE:-0}" = 1 ] && [ -s "$B.backups" ] && [ -s plain.backups ]; then
     # REUSE=1: the stores and backup times of an earlier run in WORKDIR (to
     # measure restores of another build on the same stores).
     echo "# reusing the stores and backup times in $WORK" >&2
 else
-rm -rf db.db db.db-wal db.db-shm plain deltas cache ./*.backups
+rm -rf db.db db.db-wal db.db-shm plain "$B" cache ./*.backups
 "$PS" --store plain init >/dev/null
-"$PS" --store deltas init --deltas >/dev/null
+# shellcheck disable=SC2086 # B_INIT is a list of flags
+"$PS" --store "$B" init $B_INIT >/dev/null
 
 # hook.sh: run by oltpsteps after the build (STEP=0) and after each step: both
 # backups, the order alternating; one line "STEP SECONDS PEAK_KB" per backup.
@@ -59,10 +66,10 @@ one() {
     /usr/bin/time -f "%e %M" -o .t "$PS" --store "$1" backup db.db >/dev/null 2>.err || { cat .err >&2; exit 1; }
     echo "$STEP $(cat .t)" >>"$1.backups"
 }
-if [ $((STEP % 2)) -eq 0 ]; then one plain; one deltas; else one deltas; one plain; fi
+if [ $((STEP % 2)) -eq 0 ]; then one plain; one "$B"; else one "$B"; one plain; fi
 [ $((STEP % 12)) -ne 0 ] || echo "# step $STEP of $STEPS" >&2
 HOOK
-export PS STEPS
+export PS STEPS B
 started=$(date +%s)
 "$STEPPER" db.db "$SIZE" "$STEPS" sh hook.sh
 echo $(( $(date +%s) - started )) >steps.secs
@@ -79,14 +86,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 mb() { awk '{printf "%d\n", $1 / 1024}' | sort -n | tail -1; }
 
 # The backups after the first (step 0 is the first backup of an empty store).
-for s in plain deltas; do
+for s in plain "$B"; do
     awk '$1 > 0 {print $2}' "$s.backups" >"$s.bk.secs"
     awk '$1 > 0 {print $3}' "$s.backups" >"$s.bk.kb"
 done
-bk_plain=$(median <plain.bk.secs); bk_deltas=$(median <deltas.bk.secs)
+bk_plain=$(median <plain.bk.secs); bk_deltas=$(median <"$B.bk.secs")
 
 # Restores of the newest snapshot, warm page cache (packs read once before).
-find plain deltas -type f -exec cat {} + >/dev/null
+find plain "$B" -type f -exec cat {} + >/dev/null
 rest() { # STORE MODE(nofsync|durable): appends "SECONDS PEAK_KB" to STORE.MODE
     local flag=""; [ "$2" = nofsync ] && flag="--no-fsync"
     rm -f out.db; sync
@@ -95,18 +102,18 @@ rest() { # STORE MODE(nofsync|durable): appends "SECONDS PEAK_KB" to STORE.MODE
 }
 for i in $(seq "$RUNS"); do
     if [ $((i % 2)) -eq 1 ]; then
-        rest plain nofsync; rest deltas nofsync; rest plain durable; rest deltas durable
+        rest plain nofsync; rest "$B" nofsync; rest plain durable; rest "$B" durable
     else
-        rest deltas nofsync; rest plain nofsync; rest deltas durable; rest plain durable
+        rest "$B" nofsync; rest plain nofsync; rest "$B" durable; rest plain durable
     fi
 done
 # Both stores restore the same image.
 rm -f out2.db
 "$PS" --store plain restore latest -o out.db --no-fsync --force >/dev/null
-"$PS" --store deltas restore latest -o out2.db --no-fsync >/dev/null
+"$PS" --store "$B" restore latest -o out2.db --no-fsync >/dev/null
 cmp out.db out2.db || { echo "deltas.sh: the stores restore different images" >&2; exit 1; }
 rm -f out.db out2.db
-for s in plain deltas; do for mode in nofsync durable; do
+for s in plain "$B"; do for mode in nofsync durable; do
     cut -d' ' -f1 "$s.$mode" >"$s.$mode.secs"; cut -d' ' -f2 "$s.$mode" >"$s.$mode.kb"
 done; done
 
@@ -114,17 +121,17 @@ bytes() { du -sb "$1" | cut -f1; }
 echo
 echo "Database: $(du -m db.db | cut -f1) MiB (oltp), $STEPS steps after the first backup, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(date -u '+%Y-%m-%d %H:%M UTC'); steps and backups took ${steps_secs} s"
 echo
-echo "| what | with deltas | without | ratio of medians | per-pair ratio: median (min–max) | target |"
+echo "| what | $B | plain | ratio of medians | per-pair ratio: median (min–max) | target |"
 echo "|---|---|---|---|---|---|"
-echo "| backup (median of $STEPS steps, s) | $bk_deltas | $bk_plain | $(ratio "$bk_deltas" "$bk_plain") | $(spread deltas.bk.secs plain.bk.secs) | ≤ 1.2 |"
+echo "| backup (median of $STEPS steps, s) | $bk_deltas | $bk_plain | $(ratio "$bk_deltas" "$bk_plain") | $(spread "$B.bk.secs" plain.bk.secs) | ≤ $TARGET |"
 for mode in nofsync durable; do
-    d=$(median <"deltas.$mode.secs"); p=$(median <"plain.$mode.secs")
+    d=$(median <"$B.$mode.secs"); p=$(median <"plain.$mode.secs")
     label="restore newest, --no-fsync"; [ "$mode" = durable ] && label="restore newest, the default (durable)"
-    echo "| $label (median of $RUNS, s) | $d | $p | $(ratio "$d" "$p") | $(spread "deltas.$mode.secs" "plain.$mode.secs") | ≤ 1.2 |"
+    echo "| $label (median of $RUNS, s) | $d | $p | $(ratio "$d" "$p") | $(spread "$B.$mode.secs" "plain.$mode.secs") | ≤ $TARGET |"
 done
-echo "| peak RSS, backup (max over the steps, MB) | $(mb <deltas.bk.kb) | $(mb <plain.bk.kb) | | | |"
-echo "| peak RSS, restore (max, MB) | $(cat deltas.nofsync.kb deltas.durable.kb | mb) | $(cat plain.nofsync.kb plain.durable.kb | mb) | | | |"
-echo "| stored bytes (the whole store) | $(bytes deltas) | $(bytes plain) | $(ratio "$(bytes deltas)" "$(bytes plain)") | | |"
+echo "| peak RSS, backup (max over the steps, MB) | $(mb <"$B.bk.kb") | $(mb <plain.bk.kb) | | | |"
+echo "| peak RSS, restore (max, MB) | $(cat "$B.nofsync.kb" "$B.durable.kb" | mb) | $(cat plain.nofsync.kb plain.durable.kb | mb) | | | |"
+echo "| stored bytes (the whole store) | $(bytes "$B") | $(bytes plain) | $(ratio "$(bytes "$B")" "$(bytes plain)") | | |"
 echo
-echo "Restores (s), in order: deltas --no-fsync $(paste -sd' ' deltas.nofsync.secs); plain --no-fsync $(paste -sd' ' plain.nofsync.secs); deltas durable $(paste -sd' ' deltas.durable.secs); plain durable $(paste -sd' ' plain.durable.secs)"
-echo "First backup (s): deltas $(awk '$1 == 0 {print $2}' deltas.backups), plain $(awk '$1 == 0 {print $2}' plain.backups)"
+echo "Restores (s), in order: $B --no-fsync $(paste -sd' ' "$B.nofsync.secs"); plain --no-fsync $(paste -sd' ' plain.nofsync.secs); $B durable $(paste -sd' ' "$B.durable.secs"); plain durable $(paste -sd' ' plain.durable.secs)"
+echo "First backup (s): $B $(awk '$1 == 0 {print $2}' "$B.backups"), plain $(awk '$1 == 0 {print $2}' plain.backups)"

@@ -110,8 +110,10 @@ fn json_outputs_carry_the_documented_fields() {
             "pack_target_size",
             "dictionary",
             "deltas",
+            "encrypted",
         ],
     );
+    assert_eq!(init["encrypted"], false);
     assert_eq!(init["store"], Value::String(fx.store.display().to_string()));
     assert_eq!(init["store_id"].as_str().unwrap().len(), 64);
     assert_eq!(init["format_version"], 1);

@@ -14,34 +14,47 @@ pub struct Config {
     pub dictionary: bool,
     /// A store made with deltas (`init --deltas`).
     pub deltas: bool,
+    /// An encrypted store (`init --encrypt`; its key's Argon2id parameters are
+    /// the cheapest: the bench measures snapshots, not unlocking).
+    pub encrypted: bool,
 }
 
 impl Config {
     /// Short name, also the store's directory: `c1-z3`, `c1-z3-nodict`,
-    /// `c1-z3-deltas`, `c1-z3-deltas-nodict`.
+    /// `c1-z3-deltas`, `c1-z3-deltas-nodict`, `c1-z3-enc`.
     pub fn key(&self) -> String {
         let dict = if self.dictionary { "" } else { "-nodict" };
         let deltas = if self.deltas { "-deltas" } else { "" };
-        format!("c{}-z{}{deltas}{dict}", self.chunk_pages, self.zstd_level)
+        let enc = if self.encrypted { "-enc" } else { "" };
+        format!(
+            "c{}-z{}{deltas}{dict}{enc}",
+            self.chunk_pages, self.zstd_level
+        )
     }
 
     pub fn label(&self) -> String {
         let dict = if self.dictionary { "" } else { " no dict" };
         let deltas = if self.deltas { " deltas" } else { "" };
+        let enc = if self.encrypted { " encrypted" } else { "" };
         format!(
-            "chunk {} zstd {}{deltas}{dict}",
+            "chunk {} zstd {}{deltas}{dict}{enc}",
             self.chunk_pages, self.zstd_level
         )
     }
 }
 
-/// Parses `--configs`: entries `CHUNK_PAGES[:ZSTD_LEVEL][:nodict][:deltas]` (level
-/// 3, dictionaries on and deltas off, the store's defaults, unless given).
+/// Parses `--configs`: entries `CHUNK_PAGES[:ZSTD_LEVEL][:nodict][:deltas][:enc]`
+/// (level 3, dictionaries on, deltas and encryption off, the store's defaults,
+/// unless given).
 pub fn parse_configs(items: &[String]) -> Result<Vec<Config>> {
     let mut out: Vec<Config> = Vec::new();
     for item in items {
         let bad = |why: &str| anyhow!("invalid --configs entry {item:?}: {why}");
         let mut parts: Vec<&str> = item.trim().split(':').map(str::trim).collect();
+        let encrypted = parts.last() == Some(&"enc");
+        if encrypted {
+            parts.pop();
+        }
         let deltas = parts.last() == Some(&"deltas");
         if deltas {
             parts.pop();
@@ -83,6 +96,7 @@ pub fn parse_configs(items: &[String]) -> Result<Vec<Config>> {
             zstd_level,
             dictionary,
             deltas,
+            encrypted,
         };
         if !out.contains(&c) {
             out.push(c);
@@ -139,16 +153,22 @@ pub fn step_time(t0: DateTime<Utc>, step: u32) -> DateTime<Utc> {
 
 impl BenchStore {
     pub fn create(dir: &Path, config: Config) -> Result<BenchStore> {
-        let store = Store::init(
-            dir,
-            &InitOptions {
-                chunk_pages: config.chunk_pages,
-                zstd_level: config.zstd_level,
-                dictionary: config.dictionary,
-                deltas: config.deltas,
-                ..InitOptions::default()
-            },
-        )?;
+        let opts = InitOptions {
+            chunk_pages: config.chunk_pages,
+            zstd_level: config.zstd_level,
+            dictionary: config.dictionary,
+            deltas: config.deltas,
+            ..InitOptions::default()
+        };
+        let store = match config.encrypted {
+            false => Store::init(dir, &opts)?,
+            true => Store::init_encrypted_backend(
+                std::sync::Arc::new(pagesnap_core::backend::LocalBackend::new(dir)),
+                &opts,
+                b"pagesnap bench",
+                pagesnap_core::crypto::KdfParams::INSECURE_FOR_TESTS,
+            )?,
+        };
         Ok(BenchStore {
             config,
             store,
@@ -182,10 +202,11 @@ impl BenchStore {
         Ok(self.records.last().expect("just pushed"))
     }
 
-    /// The store's size: the sum of the sizes of all its objects.
+    /// The store's size: the sum of the sizes of all its objects as stored
+    /// (sealed, for an encrypted store).
     pub fn stored(&self) -> Result<Stored> {
         let mut s = Stored::default();
-        for o in self.store.backend().list("")? {
+        for o in self.store.stored_backend().list("")? {
             let slot = match o.key.split('/').next() {
                 Some("packs") => &mut s.packs,
                 Some("index") => &mut s.index,

@@ -83,6 +83,9 @@ pub struct Store {
     /// An encrypted store's master secret, and the key file it was unlocked
     /// with (`backend` seals and opens every object with it).
     key: Option<keys::Unlocked>,
+    /// The backend objects are stored in: `backend` itself for a plain store,
+    /// the one below the sealing for an encrypted store.
+    stored: Arc<dyn Backend>,
 }
 
 impl Store {
@@ -113,6 +116,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         Ok(Store {
+            stored: backend.clone(),
             backend,
             config,
             progress: None,
@@ -142,7 +146,8 @@ impl Store {
         config.validate().map_err(Error::BadStoreParameters)?;
         let key = keys::create(&backend, &config, passphrase, params)?;
         Ok(Store {
-            backend: key.sealed(backend),
+            backend: key.sealed(backend.clone()),
+            stored: backend,
             config,
             progress: None,
             index_cache: true,
@@ -212,6 +217,7 @@ impl Store {
                 source,
             },
         })?;
+        let stored = backend.clone();
         let (backend, config, key) = match object {
             ConfigObject::Plain(config) => (backend, config, None),
             ConfigObject::Sealed { store_id, sealed } => {
@@ -225,6 +231,7 @@ impl Store {
         };
         Ok(Store {
             backend,
+            stored,
             config,
             progress: None,
             index_cache: true,
@@ -325,8 +332,16 @@ impl Store {
         self.backend.location()
     }
 
+    /// The backend every object is read and written through (an encrypted
+    /// store's seals and opens them: sizes are the plaintext's).
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// The backend the objects are stored in as they are (for a plain store,
+    /// [`Store::backend`]): what an encrypted store's objects take on disk.
+    pub fn stored_backend(&self) -> &Arc<dyn Backend> {
+        &self.stored
     }
 
     pub(crate) fn format_err(&self, key: &str) -> impl Fn(FormatError) -> Error + '_ {
