@@ -1,4 +1,5 @@
-//! Fuzzes `StoreConfig::decode` and its round trip.
+//! Fuzzes `ConfigObject::decode` (every version; a version-3 config's sealed part
+//! opened with fixed keys) and its round trip.
 //! Each input runs as given and with its checksums made right (see
 //! `pagesnap_core::format::fuzz`, shared with the regression test).
 #![no_main]

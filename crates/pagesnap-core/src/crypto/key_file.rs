@@ -153,29 +153,61 @@ impl KeyFile {
         while label.len() > MAX_LABEL {
             label.pop();
         }
-        let salt = *super::seal::random::<32>()?;
-        let nonce = *super::seal::random::<24>()?;
         let mut k = KeyFile {
             write_only: master.is_write_only(),
             params,
             created_unix,
             label,
-            salt,
-            nonce,
+            salt: *super::seal::random::<32>()?,
+            nonce: *super::seal::random::<24>()?,
             wrapped: Vec::new(),
         };
-        let kek = derive(passphrase, &salt, &params)?;
-        let secret = master.to_bytes();
-        k.wrapped = XChaCha20Poly1305::new(kek.as_ref().into())
+        k.wrap_secret(&master.to_bytes(), passphrase, store_id)?;
+        Ok(k)
+    }
+
+    /// Wraps `secret` into this file (its header already made), replacing
+    /// whatever it wrapped.
+    pub(super) fn wrap_secret(
+        &mut self,
+        secret: &[u8],
+        passphrase: &[u8],
+        store_id: &[u8; 32],
+    ) -> Result<(), CryptoError> {
+        let kek = derive(passphrase, &self.salt, &self.params)?;
+        self.wrapped = XChaCha20Poly1305::new(kek.as_ref().into())
             .encrypt(
-                XNonce::from_slice(&nonce),
+                XNonce::from_slice(&self.nonce),
                 Payload {
-                    msg: &secret,
-                    aad: &k.aad(store_id),
+                    msg: secret,
+                    aad: &self.aad(store_id),
                 },
             )
             .map_err(|_| CryptoError::Malformed("cannot wrap the key"))?;
-        Ok(k)
+        Ok(())
+    }
+
+    /// A key file wrapping nothing yet, its salt and nonce given: only for
+    /// the fuzz seeds, which must come out the same at every run, and for
+    /// hostile files whose secret disagrees with the header
+    /// ([`KeyFile::wrap_secret`] then wraps any bytes).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(super) fn unwrapped(
+        write_only: bool,
+        params: KdfParams,
+        label: &str,
+        salt: [u8; 32],
+        nonce: [u8; 24],
+    ) -> KeyFile {
+        KeyFile {
+            write_only,
+            params,
+            created_unix: 1_700_000_000,
+            label: label.to_string(),
+            salt,
+            nonce,
+            wrapped: Vec::new(),
+        }
     }
 
     /// The master secret, if `passphrase` is this key's; `Err(WrongPassphrase)`

@@ -5,7 +5,10 @@
 //! * `key_file.rs`: key files, the master secret wrapped by a passphrase.
 //! * `seal.rs`: the sealed form of an object (pure).
 //! * `sealed_backend.rs`: a backend sealing and opening every object.
+//! * `fuzz.rs`: the fuzz entry points of the decoders above (feature `fuzzing`).
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 pub mod key_file;
 pub mod seal;
 pub mod sealed_backend;

@@ -191,6 +191,25 @@ impl Sealer {
         name: &str,
         plain_len: u64,
     ) -> Result<Sealer, CryptoError> {
+        let ephemeral = match kind {
+            KeyKind::Metadata => Zeroizing::new([0; 32]),
+            KeyKind::Data => random::<32>()?,
+        };
+        let fresh = random::<32>()?;
+        Sealer::with_random(keys, kind, name, plain_len, &fresh, &ephemeral)
+    }
+
+    /// [`Sealer::new`] with its random bytes given: `fresh` is a metadata
+    /// object's salt or a data object's key, `ephemeral` a data object's
+    /// ephemeral X25519 secret (apart: the fuzz seeds are made repeatably).
+    fn with_random(
+        keys: &SealKeys,
+        kind: KeyKind,
+        name: &str,
+        plain_len: u64,
+        fresh: &[u8; 32],
+        ephemeral: &[u8; 32],
+    ) -> Result<Sealer, CryptoError> {
         if plain_len > MAX_PLAIN {
             return Err(CryptoError::TooLarge(plain_len));
         }
@@ -198,13 +217,12 @@ impl Sealer {
         let mut header = fixed.to_vec();
         let key = match kind {
             KeyKind::Metadata => {
-                let salt = random::<32>()?;
-                header.extend_from_slice(salt.as_ref());
-                metadata_key(&keys.metadata, salt.as_ref(), &fixed, name)
+                header.extend_from_slice(fresh);
+                metadata_key(&keys.metadata, fresh, &fixed, name)
             }
             KeyKind::Data => {
-                let key = random::<32>()?;
-                let eph = StaticSecret::from(*random::<32>()?);
+                let key = Zeroizing::new(*fresh);
+                let eph = StaticSecret::from(*ephemeral);
                 let eph_pub = PublicKey::from(&eph);
                 let shared = eph.diffie_hellman(&PublicKey::from(keys.data_public));
                 if !shared.was_contributory() {
@@ -257,7 +275,29 @@ pub fn seal(
     name: &str,
     plain: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let s = Sealer::new(keys, kind, name, plain.len() as u64)?;
+    seal_all(
+        &Sealer::new(keys, kind, name, plain.len() as u64)?,
+        kind,
+        plain,
+    )
+}
+
+/// [`seal`] with its random bytes given (see [`Sealer::with_random`]): only
+/// for the fuzz seeds, which must come out the same at every run.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn seal_repeatably(
+    keys: &SealKeys,
+    kind: KeyKind,
+    name: &str,
+    plain: &[u8],
+    random: (&[u8; 32], &[u8; 32]),
+) -> Result<Vec<u8>, CryptoError> {
+    let s = Sealer::with_random(keys, kind, name, plain.len() as u64, random.0, random.1)?;
+    seal_all(&s, kind, plain)
+}
+
+/// `plain` sealed by `s`: its header, then every segment and its tag.
+fn seal_all(s: &Sealer, kind: KeyKind, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let mut out = Vec::with_capacity(sealed_len(kind, plain.len() as u64) as usize);
     out.extend_from_slice(s.header());
     let mut n = 0u64;

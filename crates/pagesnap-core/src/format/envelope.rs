@@ -439,10 +439,10 @@ mod tests {
     }
 
     /// Version 2 exists for index objects and the config only: every other
-    /// kind refuses it, they open as version 2 only through `open_versioned`,
-    /// and no kind takes version 3.
+    /// kind refuses it, they open as version 2 only through `open_versioned`;
+    /// version 3 exists for the config only.
     #[test]
-    fn version_2_is_read_for_index_objects_and_config_only_and_3_for_config_only() {
+    fn version_2_is_read_for_index_objects_and_config_only() {
         for kind in Kind::ALL {
             let v2 = encode_as(kind, 2, &vec![1u8; 40]);
             let opened = open_versioned(kind, &v2).map(|(v, body)| (v, body.len()));
@@ -465,13 +465,9 @@ mod tests {
             );
             let v1 = encode(kind, &vec![1u8; 40]);
             assert_eq!(open_versioned(kind, &v1).unwrap().0, 1);
-            // Version 3 (an encrypted store) exists for the config only.
-            let v3 = encode_as(kind, 3, &0u8);
-            assert_eq!(
-                open_versioned(kind, &v3).is_ok(),
-                kind == Kind::Config,
-                "{kind:?}"
-            );
+            // Version 3 is an encrypted store's config, and nothing else's.
+            let v3 = open_versioned(kind, &encode_as(kind, 3, &0u8)).is_ok();
+            assert_eq!(v3, kind == Kind::Config, "{kind:?}: version 3");
             assert!(open_versioned(kind, &encode_as(kind, 4, &0u8)).is_err());
         }
     }
