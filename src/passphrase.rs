@@ -4,6 +4,10 @@
 //! Never a flag: a flag shows in `ps` and in shell history. Read once per
 //! process and kept zeroized: `watch` opens its store again for every run and
 //! must not run the command or prompt again.
+//!
+//! `copy`'s source store has its own: `PAGESNAP_FROM_PASSWORD_FILE`,
+//! `PAGESNAP_FROM_PASSWORD_COMMAND`, `PAGESNAP_FROM_PASSWORD` (as restic's
+//! `RESTIC_FROM_PASSWORD_*`), else the same sources as the destination's.
 
 use pagesnap_core::Passphrase;
 use std::path::Path;
@@ -13,7 +17,30 @@ pub const FILE_ENV: &str = "PAGESNAP_PASSWORD_FILE";
 pub const COMMAND_ENV: &str = "PAGESNAP_PASSWORD_COMMAND";
 pub const VALUE_ENV: &str = "PAGESNAP_PASSWORD";
 
+/// Which store a passphrase is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    /// The store of `--store` (and `copy`'s destination).
+    Main,
+    /// `copy`'s source.
+    From,
+}
+
+impl Which {
+    fn vars(self) -> [&'static str; 3] {
+        match self {
+            Which::Main => [FILE_ENV, COMMAND_ENV, VALUE_ENV],
+            Which::From => [
+                "PAGESNAP_FROM_PASSWORD_FILE",
+                "PAGESNAP_FROM_PASSWORD_COMMAND",
+                "PAGESNAP_FROM_PASSWORD",
+            ],
+        }
+    }
+}
+
 static READ: Mutex<Option<Passphrase>> = Mutex::new(None);
+static READ_FROM: Mutex<Option<Passphrase>> = Mutex::new(None);
 
 /// The first line of `bytes`, without its line ending (as restic reads
 /// password files: a trailing newline is never part of the passphrase).
@@ -32,20 +59,17 @@ fn from_file(path: &Path) -> Result<Passphrase, String> {
     Ok(first_line(&bytes))
 }
 
-fn from_command(cmd: &str) -> Result<Passphrase, String> {
+fn from_command(var: &str, cmd: &str) -> Result<Passphrase, String> {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| format!("{COMMAND_ENV}: cannot run it: {e}"))?;
+        .map_err(|e| format!("{var}: cannot run it: {e}"))?;
     let stdout = Passphrase::new(out.stdout);
     if !out.status.success() {
-        return Err(format!(
-            "{COMMAND_ENV}: the command failed ({})",
-            out.status
-        ));
+        return Err(format!("{var}: the command failed ({})", out.status));
     }
     Ok(first_line(&stdout))
 }
@@ -58,33 +82,64 @@ fn from_terminal(prompt: &str) -> Result<Passphrase, String> {
         })
 }
 
-/// The passphrase from the environment, if it gives one.
-fn from_env() -> Result<Option<Passphrase>, String> {
-    if let Some(f) = std::env::var_os(FILE_ENV).filter(|f| !f.is_empty()) {
+/// The passphrase the environment gives for `which` store, if it gives one.
+fn from_env_for(which: Which) -> Result<Option<Passphrase>, String> {
+    let [file, command, value] = which.vars();
+    if let Some(f) = std::env::var_os(file).filter(|f| !f.is_empty()) {
         return from_file(Path::new(&f)).map(Some);
     }
-    if let Ok(c) = std::env::var(COMMAND_ENV) {
+    if let Ok(c) = std::env::var(command) {
         if !c.is_empty() {
-            return from_command(&c).map(Some);
+            return from_command(command, &c).map(Some);
         }
     }
-    Ok(std::env::var(VALUE_ENV)
+    Ok(std::env::var(value)
         .ok()
         .filter(|v| !v.is_empty())
         .map(|v| Passphrase::new(v.into_bytes())))
 }
 
+fn from_env() -> Result<Option<Passphrase>, String> {
+    from_env_for(Which::Main)
+}
+
+fn lock(
+    m: &Mutex<Option<Passphrase>>,
+) -> Result<std::sync::MutexGuard<'_, Option<Passphrase>>, String> {
+    m.lock().map_err(|_| "passphrase lock poisoned".to_string())
+}
+
 /// The passphrase of the store at `location` (read once per process).
 pub fn current(location: &str) -> Result<Passphrase, String> {
-    let mut read = READ
-        .lock()
-        .map_err(|_| "passphrase lock poisoned".to_string())?;
+    let mut read = lock(&READ)?;
     if let Some(p) = &*read {
         return Ok(p.clone());
     }
     let p = match from_env()? {
         Some(p) => p,
         None => from_terminal(&format!("passphrase for {location}: "))?,
+    };
+    *read = Some(p.clone());
+    Ok(p)
+}
+
+/// The passphrase of `which` store, at `location` (read once per process).
+pub fn current_for(which: Which, location: &str) -> Result<Passphrase, String> {
+    if which == Which::Main {
+        return current(location);
+    }
+    let mut read = lock(&READ_FROM)?;
+    if let Some(p) = &*read {
+        return Ok(p.clone());
+    }
+    let p = match from_env_for(Which::From)? {
+        Some(p) => p,
+        // Nothing for the source alone: the destination's variables, else
+        // the terminal, asked for this store by name.
+        None => match from_env()? {
+            Some(p) => p,
+            None => from_terminal(&format!("passphrase for {location}: "))?,
+        },
     };
     *read = Some(p.clone());
     Ok(p)

@@ -1,7 +1,7 @@
 //! `pagesnap copy`: copy snapshots to another store (e.g. local → S3), storing only
 //! the chunks the destination lacks. Exit 1 when some snapshot could not be copied.
 
-use super::{open_store_at, print_json};
+use super::{open_store_at, open_store_for, print_json};
 use crate::cli::{CopyArgs, Global};
 use crate::output;
 use crate::timearg::parse_duration;
@@ -18,8 +18,13 @@ pub fn run(g: &Global, a: &CopyArgs) -> Result<ExitCode> {
     let from_spec = a.from.as_deref().or(g.store.as_deref());
     let to_spec = a.to.as_deref().or(g.store.as_deref());
     // Only the destination honours fault injection (crash tests of the copy).
-    let from = open_store_at(from_spec, false, !g.no_cache)
-        .context("cannot copy from the source store")?;
+    let from = open_store_for(
+        from_spec,
+        false,
+        !g.no_cache,
+        crate::passphrase::Which::From,
+    )
+    .context("cannot copy from the source store")?;
     let to = open_store_at(to_spec, true, !g.no_cache)
         .context("cannot copy to the destination store")?;
     let (to, bar) = crate::progress::attach(to, g, "copy");

@@ -136,6 +136,17 @@ pub fn open_store_uncached(g: &Global) -> Result<Store> {
 /// tests' `PAGESNAP_FAULT_AFTER` (copy passes it for its destination only); with
 /// `cache`, a remote store's metadata goes through the local cache.
 pub fn open_store_at(spec: Option<&Path>, faults: bool, cache: bool) -> Result<Store> {
+    open_store_for(spec, faults, cache, crate::passphrase::Which::Main)
+}
+
+/// [`open_store_at`], an encrypted store unlocked with `which` store's
+/// passphrase (`copy`'s source has its own variables).
+pub fn open_store_for(
+    spec: Option<&Path>,
+    faults: bool,
+    cache: bool,
+    which: crate::passphrase::Which,
+) -> Result<Store> {
     // Only remote stores have a metadata cache.
     #[cfg(not(feature = "s3"))]
     let _ = cache;
@@ -148,7 +159,7 @@ pub fn open_store_at(spec: Option<&Path>, faults: bool, cache: bool) -> Result<S
         remember(backend.clone());
         let location = backend.location();
         return match Store::open_backend_unlocking(backend, &|| {
-            crate::passphrase::current(&location)
+            crate::passphrase::current_for(which, &location)
         }) {
             Ok(store) => Ok(store),
             // No request is spent on checking the bucket up front (a backup's
@@ -168,12 +179,12 @@ pub fn open_store_at(spec: Option<&Path>, faults: bool, cache: bool) -> Result<S
         let location = local.location();
         return Ok(Store::open_backend_unlocking(
             pagesnap_core::backend::wrap_for_tests(local),
-            &|| crate::passphrase::current(&location),
+            &|| crate::passphrase::current_for(which, &location),
         )?);
     }
     let location = path.display().to_string();
     Ok(Store::open_unlocking(path, &|| {
-        crate::passphrase::current(&location)
+        crate::passphrase::current_for(which, &location)
     })?)
 }
 

@@ -244,3 +244,45 @@ fn keys_are_listed_added_removed_and_a_write_only_key_cannot_read_or_delete() {
     ok(enc(&fx, &third).arg("snapshots"));
     assert!(added["key"].is_string());
 }
+
+/// `copy` from an encrypted store (its passphrase in PAGESNAP_FROM_PASSWORD_FILE)
+/// to another (PAGESNAP_PASSWORD_FILE) and back to a plain store: every
+/// snapshot restores byte for byte at the end.
+#[test]
+fn copy_between_encrypted_and_plain_stores_with_their_own_passphrases() {
+    let fx = Fx::uninit();
+    let (pa, pb) = (fx.path("pa"), fx.path("pb"));
+    std::fs::write(&pa, "passphrase of a").unwrap();
+    std::fs::write(&pb, "passphrase of b").unwrap();
+    let (a, b, plain) = (fx.path("a"), fx.path("b"), fx.path("plain"));
+    let run = |store: &Path, pass: &Path| {
+        let mut c = ps(store);
+        c.env("PAGESNAP_PASSWORD_FILE", pass)
+            .env("PAGESNAP_TEST_CHEAP_KDF", "1");
+        c
+    };
+    ok(run(&a, &pa).args(["init", "--encrypt"]));
+    ok(run(&b, &pb).args(["init", "--encrypt"]));
+    ok(ps(&plain).arg("init"));
+    let db = marker_db(&fx);
+    let b1 = ok_json(run(&a, &pa).arg("--json").arg("backup").arg(&db));
+    let reference = reference_copy(&db, &fx.path("ref.db"));
+    // a → b: the source's passphrase from its own variable.
+    let copied = ok_json(
+        run(&a, &pb)
+            .env("PAGESNAP_FROM_PASSWORD_FILE", &pa)
+            .args(["--json", "copy", "--to"])
+            .arg(&b),
+    );
+    assert!(copied.to_string().contains("copied"), "{copied}");
+    // Without it the source is tried with the destination's passphrase.
+    let e = fails(run(&a, &pb).args(["copy", "--to"]).arg(&b));
+    assert!(e.contains("wrong passphrase"), "{e}");
+    // b → plain.
+    ok(run(&b, &pb).args(["copy", "--to"]).arg(&plain));
+    let out = fx.path("back.db");
+    ok(ps(&plain).args(["restore", "latest", "-o"]).arg(&out));
+    assert_eq!(hash_file(&out), reference);
+    assert_eq!(b1["image_hash"].as_str().unwrap().len(), 64);
+    all_bytes_free_of(&b, MARKER.as_bytes());
+}

@@ -163,6 +163,10 @@ struct Copier<'a> {
     /// database looks up only the positions that changed (a lookup per chunk was
     /// a quarter of a copy's time).
     last: HashMap<String, Vec<ChunkRef>>,
+    /// Stores that name chunks differently (either is encrypted: chunk ids are
+    /// keyed per store): each source chunk's destination id, learnt from its
+    /// bytes as it is read. `None` when both name chunks alike.
+    rename: Option<IdMap<ChunkId>>,
 }
 
 /// Copies the snapshots `opts` selects from `from` to `to`.
@@ -182,19 +186,6 @@ pub fn copy(from: &Store, to: &Store, opts: &CopyOptions) -> Result<CopyReport> 
             what: "copy",
             detail: format!(
                 "the source {} and the destination {} are the same store",
-                from.location(),
-                to.location()
-            ),
-        });
-    }
-    // Chunk ids are keyed per encrypted store: a copy into or out of one must
-    // name every chunk again (and rewrite the page maps), which is not built
-    // yet (docs/ENCRYPTION.md, "What is left").
-    if from.config().encrypted || to.config().encrypted {
-        return Err(Error::Invalid {
-            what: "copy",
-            detail: format!(
-                "copying to or from an encrypted store is not supported yet ({} → {}): chunk ids are keyed per store",
                 from.location(),
                 to.location()
             ),
@@ -238,6 +229,8 @@ pub fn copy(from: &Store, to: &Store, opts: &CopyOptions) -> Result<CopyReport> 
         dest_index: to.load_index()?,
         dest_snaps: to.snapshots()?,
         last: HashMap::new(),
+        // Plain stores share one naming; an encrypted store has its own key.
+        rename: (from.config().encrypted || to.config().encrypted).then(IdMap::default),
     };
     let mut report = CopyReport {
         from: from.location(),
@@ -344,8 +337,14 @@ impl Copier<'_> {
             None => None,
         };
         let copied = self.last.get(&snap.manifest.name).map(Vec::as_slice);
-        let groups = missing_chunks(src_index, &self.dest_index, snap, &list, copied)
-            .map_err(Failure::Source)?;
+        let known = |id: &ChunkId| match &self.rename {
+            // Read once already: its destination id is known, and the chunk
+            // is in the destination (or in this copy's packs).
+            Some(r) => r.contains_key(id),
+            None => self.dest_index.contains(id),
+        };
+        let groups =
+            missing_chunks(src_index, known, snap, &list, copied).map_err(Failure::Source)?;
         // Dictionaries first: nothing may name one the destination lacks.
         let needed: BTreeSet<Id> = groups
             .iter()
@@ -376,6 +375,7 @@ impl Copier<'_> {
             .sum();
         let mut moved = 0u64;
         let mut sink = PackSink::new(to.backend().clone(), to.config().pack_target_size as usize);
+        let mut pushed: HashSet<ChunkId> = HashSet::new();
         let runs = plan_runs(src_index, groups, &from.location());
         // Reads in batches: from a remote store several are in flight at once
         // (each waits a round trip); the batch's chunks are then checked on every
@@ -396,11 +396,24 @@ impl Copier<'_> {
             let fetched = fetched.map_err(Failure::Source)?;
             for (run, bytes) in batch.iter().zip(&fetched) {
                 let blobs = self.decode_run(src_index, snap.id, run, bytes)?;
-                for ((id, loc), (stored, codec)) in run.items.iter().zip(blobs) {
+                for ((id, loc), (stored, codec, renamed)) in run.items.iter().zip(blobs) {
                     let entry = loc.pack_entry(*id);
-                    sink.push(run.dict, *id, &stored, entry.raw_len, codec)
-                        .map_err(Failure::Destination)?;
                     moved += entry.stored_len as u64;
+                    let dest_id = match (&mut self.rename, renamed) {
+                        (Some(r), Some(new)) => {
+                            r.insert(*id, new);
+                            // Another source chunk had these bytes (a store
+                            // never holds two ids for one content, but two
+                            // namings may), or the destination has them.
+                            if self.dest_index.contains(&new) || !pushed.insert(new) {
+                                continue;
+                            }
+                            new
+                        }
+                        _ => *id,
+                    };
+                    sink.push(run.dict, dest_id, &stored, entry.raw_len, codec)
+                        .map_err(Failure::Destination)?;
                 }
                 crate::progress::report(to.progress(), moved, total);
             }
@@ -415,12 +428,31 @@ impl Copier<'_> {
             bases: Default::default(),
         };
         let mut metadata = 0u64;
+        // The snapshot's chunks as the destination names them.
+        let dest_list: Cow<'_, [ChunkRef]> = match &self.rename {
+            None => Cow::Borrowed(&list),
+            Some(r) => Cow::Owned(
+                list.iter()
+                    .map(|c| match c {
+                        ChunkRef::Stored(id) => {
+                            r.get(id).copied().map(ChunkRef::Stored).ok_or_else(|| {
+                                Failure::Source(Error::Internal(format!(
+                                    "chunk {} was not read",
+                                    id.short()
+                                )))
+                            })
+                        }
+                        other => Ok(*other),
+                    })
+                    .collect::<Result<Vec<_>, Failure>>()?,
+            ),
+        };
         let written = to
             .put_map(
                 |id| self.dest_index.name_of(id),
                 base,
                 new,
-                &list,
+                &dest_list,
                 &mut metadata,
             )
             .map_err(Failure::Destination)?;
@@ -460,7 +492,7 @@ impl Copier<'_> {
         snap: SnapshotId,
         run: &Run,
         bytes: &'b [u8],
-    ) -> Result<Vec<Blob<'b>>, Failure> {
+    ) -> Result<Vec<(Cow<'b, [u8]>, Codec, Option<ChunkId>)>, Failure> {
         let damaged = |id: ChunkId, detail: String| {
             Failure::Source(Error::ChunkDamaged {
                 snapshot: Some(snap),
@@ -490,9 +522,12 @@ impl Copier<'_> {
             }
             None => None,
         };
-        // Decoded and checked on every core, each with its own contexts.
+        // Decoded and checked on every core, each with its own contexts; named
+        // as the destination names chunks when the two differ.
         let level = self.to.config().zstd_level;
-        let checked: Vec<Result<Blob<'b>, codec::ChunkError>> = run
+        let dest_ids = self.rename.as_ref().map(|_| self.to.chunk_ids());
+        let rename = |raw: &[u8]| dest_ids.as_ref().map(|d| d.of(raw));
+        let checked: Vec<Result<(Blob<'b>, Option<ChunkId>), codec::ChunkError>> = run
             .items
             .par_iter()
             .zip(&blobs)
@@ -501,20 +536,21 @@ impl Copier<'_> {
                 match (&self.bases, entry.codec) {
                     (Some(bases), Codec::ZstdDelta) => {
                         let (raw, _) = bases.raw(id, src_index)?;
-                        Ok(match zstd::bulk::compress(&raw, level) {
+                        let blob = match zstd::bulk::compress(&raw, level) {
                             Ok(z) if z.len() < raw.len() => (Cow::Owned(z), Codec::Zstd),
                             _ => (Cow::Owned(raw.to_vec()), Codec::Raw),
-                        })
+                        };
+                        Ok((blob, rename(&raw)))
                     }
                     _ => codec::decode_checked_on_thread(&entry, stored, dict, &ids)
-                        .map(|_| (Cow::Borrowed(*stored), entry.codec)),
+                        .map(|raw| ((Cow::Borrowed(*stored), entry.codec), rename(&raw))),
                 }
             })
             .collect();
         let mut out = Vec::with_capacity(checked.len());
         for (k, r) in checked.into_iter().enumerate() {
             match r {
-                Ok(blob) => out.push(blob),
+                Ok(((blob, codec), renamed)) => out.push((blob, codec, renamed)),
                 // A base that could not be read is the read error it was.
                 Err(codec::ChunkError::Unreadable { source, .. }) => {
                     return Err(Failure::Source(Error::Backend(source)))
@@ -632,7 +668,7 @@ fn plan_runs(src: &ChunkIndex, groups: Vec<PackGroup>, location: &str) -> Vec<Ru
 /// locations, grouped by source pack in the order the list first uses each pack.
 fn missing_chunks(
     src: &ChunkIndex,
-    dest: &ChunkIndex,
+    known: impl Fn(&ChunkId) -> bool,
     snap: &Snapshot,
     list: &[ChunkRef],
     copied: Option<&[ChunkRef]>,
@@ -647,7 +683,7 @@ fn missing_chunks(
         if copied.get(i) == Some(c) {
             continue;
         }
-        if dest.contains(id) || !seen.insert(*id) {
+        if known(id) || !seen.insert(*id) {
             continue;
         }
         let loc = *src.get(id).ok_or_else(|| src.unlocated(snap.id, id))?;
