@@ -42,7 +42,8 @@ const STALE_TEMP: Duration = Duration::from_secs(3600);
 pub struct CachedBackend {
     inner: Arc<dyn Backend>,
     dir: PathBuf,
-    hits: AtomicU64,
+    /// Reads the cache answered, shared with the caches `wrap_below_cache` makes.
+    hits: Arc<AtomicU64>,
     /// Whether this process has recorded the store in the folder yet (once:
     /// see `store::cache_dirs`).
     marked: AtomicBool,
@@ -54,7 +55,7 @@ impl CachedBackend {
         CachedBackend {
             inner,
             dir: dir.into(),
-            hits: AtomicU64::new(0),
+            hits: Arc::new(AtomicU64::new(0)),
             marked: AtomicBool::new(false),
         }
     }
@@ -152,6 +153,18 @@ impl CachedBackend {
 }
 
 impl Backend for CachedBackend {
+    fn wrap_below_cache(
+        &self,
+        wrap: &dyn Fn(Arc<dyn Backend>) -> Arc<dyn Backend>,
+    ) -> Option<Arc<dyn Backend>> {
+        Some(Arc::new(CachedBackend {
+            inner: wrap(self.inner.clone()),
+            dir: self.dir.clone(),
+            hits: self.hits.clone(),
+            marked: AtomicBool::new(self.marked.load(Ordering::Relaxed)),
+        }))
+    }
+
     fn parallel_reads(&self) -> usize {
         self.inner.parallel_reads()
     }

@@ -223,6 +223,16 @@ pub trait Backend: Send + Sync {
     fn requests(&self) -> Option<RequestCounts> {
         None
     }
+    /// This backend with `wrap` put below the local cache it keeps, if it is
+    /// one ([`CachedBackend`]); `None` for any other. An encrypted store seals
+    /// its objects below the metadata cache: the cache's copies are checked
+    /// against their names, which are the blake3 of the plaintext.
+    fn wrap_below_cache(
+        &self,
+        _wrap: &dyn Fn(Arc<dyn Backend>) -> Arc<dyn Backend>,
+    ) -> Option<Arc<dyn Backend>> {
+        None
+    }
     /// How many reads are worth having in flight at once. A local directory
     /// answers 1: its reads are copies from the page cache, done on every core.
     /// A remote store answers more: each read waits a round trip on the network.

@@ -36,9 +36,15 @@ impl Unlocked {
         crate::types::ChunkIds::keyed(self.master.id_key())
     }
 
-    /// `backend` sealing and opening every object with this secret.
+    /// `backend` sealing and opening every object with this secret (below
+    /// its metadata cache, if it has one: see [`Backend::wrap_below_cache`]).
     pub(crate) fn sealed(&self, backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
-        Arc::new(SealedBackend::new(backend, self.master.seal_keys()))
+        let seal = |b: Arc<dyn Backend>| -> Arc<dyn Backend> {
+            Arc::new(SealedBackend::new(b, self.master.seal_keys()))
+        };
+        backend
+            .wrap_below_cache(&seal)
+            .unwrap_or_else(|| seal(backend))
     }
 }
 
@@ -160,36 +166,98 @@ fn key_files(backend: &dyn Backend) -> Result<Vec<(Id, std::result::Result<KeyFi
     Ok(out)
 }
 
+/// This machine's note of the key file that last opened store `store_id`
+/// (`<cache dir>/<store id>/key`): tried first, with one GET, instead of
+/// listing `keys/` (a request on S3, where a backup's budget is 10). Not a
+/// secret: a key file's name. A note that is wrong or gone costs the listing.
+fn hint_path(store_id: &Id) -> Option<std::path::PathBuf> {
+    Some(crate::cache_root()?.join(store_id.to_hex()).join("key"))
+}
+
+fn read_hint(store_id: &Id) -> Option<Id> {
+    let text = std::fs::read_to_string(hint_path(store_id)?).ok()?;
+    Id::from_hex(text.trim())
+}
+
+fn write_hint(store_id: &Id, key_file: &Id) {
+    let Some(path) = hint_path(store_id) else {
+        return;
+    };
+    if read_hint(store_id) == Some(*key_file) {
+        return;
+    }
+    // Best effort, written whole then renamed: a torn note is only a miss.
+    if let Some(dir) = path.parent() {
+        if crate::create_private_dirs(dir).is_ok() {
+            if let Ok(mut tmp) = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir) {
+                use std::io::Write;
+                if tmp.write_all(key_file.to_hex().as_bytes()).is_ok() {
+                    let _ = tmp.persist(&path);
+                }
+            }
+        }
+    }
+}
+
+/// The master secret from key file `id`, if it is there, sound, and opens
+/// with `passphrase` (the hint's fast path: any failure means "list them all").
+fn try_key(backend: &dyn Backend, store_id: &Id, id: &Id, passphrase: &[u8]) -> Option<MasterKey> {
+    let bytes = backend.get(&layout::key_file(id)).ok()?;
+    if Id::of_object(&bytes) != *id {
+        return None;
+    }
+    KeyFile::decode(&bytes)
+        .ok()?
+        .unwrap_with(passphrase, &store_id.0)
+        .ok()
+}
+
 /// The master secret and config of the encrypted store `store_id` (its
-/// sealed config `sealed`), from the first key file `passphrase` opens.
+/// sealed config `sealed`), from the key file this machine used last if it
+/// still opens, else the first key file `passphrase` opens.
 pub(super) fn unlock(
     backend: &Arc<dyn Backend>,
     store_id: &Id,
     sealed: &[u8],
     passphrase: &[u8],
 ) -> Result<(Unlocked, StoreConfig)> {
-    let files = key_files(backend.as_ref())?;
-    let mut unreadable: Option<Error> = None;
-    let mut found = None;
-    for (id, file) in files {
-        match file {
-            Ok(f) => match f.unwrap_with(passphrase, &store_id.0) {
-                Ok(m) => {
-                    found = Some((id, m));
-                    break;
+    let hinted = read_hint(store_id)
+        .and_then(|id| try_key(backend.as_ref(), store_id, &id, passphrase).map(|m| (id, m)));
+    let found = match hinted {
+        Some(found) => Some(found),
+        None => {
+            let mut unreadable: Option<Error> = None;
+            let mut found = None;
+            for (id, file) in key_files(backend.as_ref())? {
+                match file {
+                    Ok(f) => match f.unwrap_with(passphrase, &store_id.0) {
+                        Ok(m) => {
+                            found = Some((id, m));
+                            break;
+                        }
+                        Err(CryptoError::WrongPassphrase) => {}
+                        Err(e) => {
+                            unreadable =
+                                Some(crypto_err(backend.as_ref(), &layout::key_file(&id))(e))
+                        }
+                    },
+                    Err(e) => unreadable = unreadable.or(Some(e)),
                 }
-                Err(CryptoError::WrongPassphrase) => {}
-                Err(e) => {
-                    unreadable = Some(crypto_err(backend.as_ref(), &layout::key_file(&id))(e))
+            }
+            match found {
+                Some(f) => Some(f),
+                // A key that could not be read may be the one: say so rather
+                // than "wrong passphrase".
+                None => {
+                    return Err(
+                        unreadable.unwrap_or_else(|| Error::WrongPassphrase(backend.location()))
+                    )
                 }
-            },
-            Err(e) => unreadable = unreadable.or(Some(e)),
+            }
         }
-    }
+    };
     let Some((key_file, master)) = found else {
-        // A key that could not be read may be the one: say so rather than
-        // "wrong passphrase".
-        return Err(unreadable.unwrap_or_else(|| Error::WrongPassphrase(backend.location())));
+        return Err(Error::WrongPassphrase(backend.location()));
     };
     let plain = seal::open(
         &master.seal_keys(),
@@ -212,6 +280,7 @@ pub(super) fn unlock(
         });
     }
     config.encrypted = true;
+    write_hint(store_id, &key_file);
     Ok((
         Unlocked {
             master: Arc::new(master),
