@@ -178,6 +178,12 @@ impl BenchStore {
 
     /// Snapshots `db` at `time` and records what it cost.
     pub fn backup(&mut self, db: &Path, time: DateTime<Utc>) -> Result<&Record> {
+        // An encrypted store's report counts plaintext bytes: its records take
+        // what the backup added to the store as stored (sealed) instead.
+        let before = match self.config.encrypted {
+            true => Some(self.stored()?),
+            false => None,
+        };
         let r = self
             .store
             .backup_path(
@@ -189,10 +195,23 @@ impl BenchStore {
                 },
             )
             .with_context(|| format!("configuration {}", self.config.key()))?;
-        let stored = self.stored()?.total();
+        let after = self.stored()?;
+        let stored = after.total();
+        let (bytes_added, metadata_bytes) = match before {
+            Some(b) => {
+                let meta = |s: &Stored| s.index + s.maps + s.snapshots + s.other;
+                // As a backup reports them: everything added, and the
+                // metadata's share of it.
+                (
+                    after.total().saturating_sub(b.total()),
+                    meta(&after).saturating_sub(meta(&b)),
+                )
+            }
+            None => (r.bytes_added, r.metadata_bytes),
+        };
         self.records.push(Record {
-            bytes_added: r.bytes_added,
-            metadata_bytes: r.metadata_bytes,
+            bytes_added,
+            metadata_bytes,
             new_chunks: r.stats.new_chunks,
             new_base: r.new_base,
             duration: r.duration,
