@@ -3,34 +3,57 @@
 //! ```sh
 //! cargo run -p pagesnap-core --example make_fixture -- tests/fixtures/v1
 //! cargo run -p pagesnap-core --example make_fixture -- tests/fixtures/v2 --deltas
+//! cargo run -p pagesnap-core --example make_fixture -- tests/fixtures/v3-encrypted --encrypt
 //! ```
 //! With `--deltas` the store is made with deltas (format version 2) and three
 //! more backups change the same rows again, so that chains of deltas are stored.
+//! With `--encrypt` the store is encrypted (format version 3) with deltas, its
+//! passphrase [`FIXTURE_PASSPHRASE`] and the cheapest Argon2id parameters (the
+//! tests open it often), and a second, write-only key.
 //! Run once per released format version; a committed fixture is never rewritten.
 //! Prints the lines of `expected.txt`.
 
+use pagesnap_core::backend::LocalBackend;
 use pagesnap_core::{BackupOptions, InitOptions, Store};
 use rusqlite::Connection;
 use std::path::PathBuf;
 
+/// The encrypted fixture's passphrase (its write-only key's: the same with
+/// " (write-only)" after it).
+const FIXTURE_PASSPHRASE: &str = "pagesnap fixture v3";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let usage = "usage: make_fixture DIR [--deltas]";
+    let usage = "usage: make_fixture DIR [--deltas|--encrypt]";
     let dir = PathBuf::from(std::env::args().nth(1).ok_or(usage)?);
-    let deltas = match std::env::args().nth(2).as_deref() {
-        None => false,
-        Some("--deltas") => true,
+    let (deltas, encrypt) = match std::env::args().nth(2).as_deref() {
+        None => (false, false),
+        Some("--deltas") => (true, false),
+        Some("--encrypt") => (true, true),
         Some(_) => return Err(usage.into()),
     };
     let work = tempfile::tempdir()?;
     let db = work.path().join("notes.db");
-    let store = Store::init(
-        dir.join("store"),
-        &InitOptions {
-            pack_target_size: 1 << 20,
-            deltas,
-            ..InitOptions::default()
-        },
-    )?;
+    let opts = InitOptions {
+        pack_target_size: 1 << 20,
+        deltas,
+        ..InitOptions::default()
+    };
+    let store = match encrypt {
+        false => Store::init(dir.join("store"), &opts)?,
+        true => {
+            let backend = std::sync::Arc::new(LocalBackend::new(dir.join("store")));
+            let params = pagesnap_core::crypto::KdfParams::INSECURE_FOR_TESTS;
+            let s = Store::init_encrypted_backend(
+                backend,
+                &opts,
+                FIXTURE_PASSPHRASE.as_bytes(),
+                params,
+            )?;
+            let wo = format!("{FIXTURE_PASSPHRASE} (write-only)");
+            s.add_key(wo.as_bytes(), params, true)?;
+            s
+        }
+    };
     let conn = Connection::open(&db)?;
     conn.execute_batch(
         "PRAGMA page_size=1024;

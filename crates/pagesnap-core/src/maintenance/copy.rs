@@ -145,6 +145,10 @@ enum Failure {
 /// source's blob as it is, or (a delta) the chunk compressed again whole.
 type Blob<'b> = (Cow<'b, [u8]>, Codec);
 
+/// A blob, its codec, and the chunk's id in the destination when the two
+/// stores name chunks differently.
+type Renamed<'b> = (Cow<'b, [u8]>, Codec, Option<ChunkId>);
+
 /// What stays loaded from one snapshot to the next.
 struct Copier<'a> {
     from: &'a Store,
@@ -492,7 +496,7 @@ impl Copier<'_> {
         snap: SnapshotId,
         run: &Run,
         bytes: &'b [u8],
-    ) -> Result<Vec<(Cow<'b, [u8]>, Codec, Option<ChunkId>)>, Failure> {
+    ) -> Result<Vec<Renamed<'b>>, Failure> {
         let damaged = |id: ChunkId, detail: String| {
             Failure::Source(Error::ChunkDamaged {
                 snapshot: Some(snap),
