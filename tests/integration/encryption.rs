@@ -286,3 +286,54 @@ fn copy_between_encrypted_and_plain_stores_with_their_own_passphrases() {
     assert_eq!(b1["image_hash"].as_str().unwrap().len(), 64);
     all_bytes_free_of(&b, MARKER.as_bytes());
 }
+
+/// `watch` on an encrypted store reads the passphrase once, at start (its
+/// command runs once for a round of two databases and the prune), takes the
+/// snapshots, and no log line, status file or output holds the passphrase.
+#[test]
+fn watch_reads_the_passphrase_once_and_never_shows_it() {
+    let fx = Fx::uninit();
+    let pass = fx.path("pass");
+    std::fs::write(&pass, PASS).unwrap();
+    ok(enc(&fx, &pass).args(["init", "--encrypt"]));
+    let (a, b) = (fx.path("a.db"), fx.path("b.db"));
+    drop(create_db(&a, Journal::Wal, 500, 1));
+    drop(create_db(&b, Journal::Wal, 500, 2));
+    let calls = fx.path("calls");
+    std::fs::write(
+        fx.path("watch.toml"),
+        "status_file = \"st.json\"\nevery = \"1h\"\nprune = \"daily\"\n\
+         [[database]]\npath = \"a.db\"\nkeep_last = 5\n[[database]]\npath = \"b.db\"\nkeep_last = 5\n",
+    )
+    .unwrap();
+    let out = bare(&fx)
+        .current_dir(fx.dir.path())
+        .env_remove("NOTIFY_SOCKET")
+        .env(
+            "PAGESNAP_PASSWORD_COMMAND",
+            format!("echo x >> '{}'; printf '%s\\n' '{PASS}'", calls.display()),
+        )
+        .args([
+            "watch",
+            "--config",
+            "watch.toml",
+            "--once",
+            "--log-format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 1);
+    let snaps = ok_json(enc(&fx, &pass).args(["--json", "snapshots"]));
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+    let status = std::fs::read_to_string(fx.path("st.json")).unwrap();
+    for text in [
+        &stderr,
+        &String::from_utf8_lossy(&out.stdout).into_owned(),
+        &status,
+    ] {
+        assert!(!text.contains(PASS), "{text}");
+    }
+}
