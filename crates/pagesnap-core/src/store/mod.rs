@@ -96,18 +96,7 @@ impl Store {
 
     /// Creates a store on any backend.
     pub fn init_backend(backend: Arc<dyn Backend>, opts: &InitOptions) -> Result<Store> {
-        let config = StoreConfig {
-            store_id: Id::of_object(&random_seed()),
-            chunk_pages: opts.chunk_pages,
-            zstd_level: opts.zstd_level,
-            pack_target_size: opts.pack_target_size,
-            created_unix: Utc::now().timestamp(),
-            dictionary: opts.dictionary,
-            deltas: opts.deltas,
-            encrypted: false,
-        };
-        // validate() says which parameter is wrong and what is allowed.
-        config.validate().map_err(Error::BadStoreParameters)?;
+        let config = new_config(opts, false)?;
         match backend.put(layout::CONFIG, &config.encode(), PutMode::Create) {
             Ok(()) => {}
             Err(BackendError::AlreadyExists { location, .. }) => {
@@ -133,17 +122,7 @@ impl Store {
         passphrase: &[u8],
         params: crate::crypto::KdfParams,
     ) -> Result<Store> {
-        let config = StoreConfig {
-            store_id: Id::of_object(&random_seed()),
-            chunk_pages: opts.chunk_pages,
-            zstd_level: opts.zstd_level,
-            pack_target_size: opts.pack_target_size,
-            created_unix: Utc::now().timestamp(),
-            dictionary: opts.dictionary,
-            deltas: opts.deltas,
-            encrypted: true,
-        };
-        config.validate().map_err(Error::BadStoreParameters)?;
+        let config = new_config(opts, true)?;
         let key = keys::create(&backend, &config, passphrase, params)?;
         Ok(Store {
             backend: key.sealed(backend.clone()),
@@ -362,6 +341,23 @@ impl Store {
         }
         Ok(bytes)
     }
+}
+
+/// A new store's config: a fresh id, `opts`, checked (the error says which
+/// parameter is wrong and what is allowed).
+fn new_config(opts: &InitOptions, encrypted: bool) -> Result<StoreConfig> {
+    let config = StoreConfig {
+        store_id: Id::of_object(&random_seed()),
+        chunk_pages: opts.chunk_pages,
+        zstd_level: opts.zstd_level,
+        pack_target_size: opts.pack_target_size,
+        created_unix: Utc::now().timestamp(),
+        dictionary: opts.dictionary,
+        deltas: opts.deltas,
+        encrypted,
+    };
+    config.validate().map_err(Error::BadStoreParameters)?;
+    Ok(config)
 }
 
 fn random_seed() -> Vec<u8> {

@@ -52,6 +52,32 @@ fn notes_db(db: &Path) -> rusqlite::Connection {
     conn
 }
 
+/// Backs `db` up into `store` `steps` times, appending `suffix` to the notes
+/// with `id % modulus == step` before every backup but the first; each
+/// backup's report and the database's reference hash then.
+fn edit_and_backup(
+    store: &Store,
+    conn: &rusqlite::Connection,
+    db: &Path,
+    steps: i64,
+    suffix: &str,
+    modulus: i64,
+) -> Vec<(pagesnap_core::BackupReport, Hash)> {
+    let mut taken = Vec::new();
+    for step in 0..steps {
+        if step > 0 {
+            conn.execute(
+                "UPDATE notes SET body = body || ?1 WHERE id % ?2 = ?3",
+                params![suffix, modulus, step],
+            )
+            .unwrap();
+        }
+        let scratch = db.parent().unwrap_or(db);
+        taken.push((backup(store, db), reference_hash(db, scratch)));
+    }
+    taken
+}
+
 fn every_file(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -82,18 +108,7 @@ fn an_encrypted_store_round_trips_and_holds_no_plaintext() {
     assert!(store.config().encrypted);
     let db = dir.path().join("notes.db");
     let conn = notes_db(&db);
-    let mut taken = Vec::new();
-    for step in 0..4 {
-        if step > 0 {
-            conn.execute(
-                "UPDATE notes SET body = body || ' edited' WHERE id % 17 = ?1",
-                params![step],
-            )
-            .unwrap();
-        }
-        let report = backup(&store, &db);
-        taken.push((report, reference_hash(&db, dir.path())));
-    }
+    let taken = edit_and_backup(&store, &conn, &db, 4, " edited", 17);
     drop(store);
     let store = open(&store_dir);
     restore_each(&store, &taken, dir.path());
@@ -354,17 +369,7 @@ fn copy_re_keys_chunks_between_plain_and_encrypted_stores() {
     .unwrap();
     let db = dir.path().join("notes.db");
     let conn = notes_db(&db);
-    let mut taken = Vec::new();
-    for step in 0..3 {
-        if step > 0 {
-            conn.execute(
-                "UPDATE notes SET body = body || ' more' WHERE id % 11 = ?1",
-                params![step],
-            )
-            .unwrap();
-        }
-        taken.push((backup(&plain, &db), reference_hash(&db, dir.path())));
-    }
+    let taken = edit_and_backup(&plain, &conn, &db, 3, " more", 11);
     let a = init(&dir.path().join("a"), &InitOptions::default());
     let b = init(&dir.path().join("b"), &InitOptions::default());
     let back = Store::init(dir.path().join("back"), &InitOptions::default()).unwrap();
