@@ -516,6 +516,39 @@ impl ObjectKey {
     }
 }
 
+/// Opens what can be opened of sealed object `name` (`repair` salvaging a
+/// damaged pack): the plaintext, with zeros for every segment that does not
+/// authenticate or is cut off, and how many such segments there were. Fails
+/// only when the header itself does not authenticate (nothing can be opened).
+/// Zeros are never taken for data: the chunks they cover fail their id check.
+pub fn open_lossy(
+    keys: &SealKeys,
+    kind: KeyKind,
+    name: &str,
+    sealed: &[u8],
+) -> Result<(Vec<u8>, u64), CryptoError> {
+    let k = object_key(keys, kind, name, sealed)?;
+    let total = segments(k.plain_len);
+    let plain_len = usize::try_from(k.plain_len).map_err(|_| CryptoError::TooLarge(k.plain_len))?;
+    let mut out = vec![0u8; plain_len];
+    let mut failed = 0u64;
+    for n in 0..total {
+        let r = k.sealed_range(n..n + 1);
+        let opened = sealed
+            .get(r.start as usize..r.end as usize)
+            .ok_or(CryptoError::Truncated)
+            .and_then(|seg| k.open_segments(n, seg));
+        match opened {
+            Ok(plain) => {
+                let at = (n * SEGMENT) as usize;
+                out[at..at + plain.len()].copy_from_slice(&plain);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    Ok((out, failed))
+}
+
 /// Opens sealed object `name` whole.
 pub fn open(
     keys: &SealKeys,
@@ -621,6 +654,32 @@ pub(crate) mod tests {
         // The other kind's object is refused before any key is tried.
         let s = seal(&k, KeyKind::Metadata, "index/aa", &data).unwrap();
         assert!(open(&k, KeyKind::Data, "index/aa", &s).is_err());
+    }
+
+    /// A flipped byte costs its segment only: the others open, the damaged
+    /// one comes back as zeros, counted; a bad header opens nothing.
+    #[test]
+    fn a_lossy_open_salvages_every_segment_that_authenticates() {
+        let k = keys();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 200) as u8 + 1).collect();
+        for kind in KINDS {
+            let mut s = seal(&k, kind, "packs/ab/ab", &data).unwrap();
+            assert_eq!(
+                open_lossy(&k, kind, "packs/ab/ab", &s).unwrap(),
+                (data.clone(), 0)
+            );
+            let at = kind.header_len() + (SEGMENT + TAG_LEN) as usize + 10;
+            s[at] ^= 1;
+            let (got, failed) = open_lossy(&k, kind, "packs/ab/ab", &s).unwrap();
+            assert_eq!(failed, 1);
+            assert_eq!(got[..4096], data[..4096]);
+            assert!(got[4096..8192].iter().all(|&b| b == 0));
+            assert_eq!(got[8192..], data[8192..]);
+            let cut = &s[..s.len() - 5];
+            assert_eq!(open_lossy(&k, kind, "packs/ab/ab", cut).unwrap().1, 2);
+            s[0] ^= 1;
+            assert!(open_lossy(&k, kind, "packs/ab/ab", &s).is_err());
+        }
     }
 
     /// Two seals of the same bytes share nothing (fresh salt or key), and the

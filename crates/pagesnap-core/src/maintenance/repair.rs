@@ -678,11 +678,17 @@ impl Store {
         };
         for r in rewrite {
             let key = layout::pack(&r.pack);
-            let bytes = backend.get(&key)?;
+            let bytes = self.read_salvaging(&key)?;
             same(&key, &bytes, r)?;
+            // Kept whole as stored: an encrypted store's pack sealed as it was
+            // (and sealed again under damaged/), not its salvaged plaintext.
+            let whole = match self.config().encrypted {
+                true => self.read_stored(&key)?,
+                false => bytes,
+            };
             let kept = format!("{DAMAGED}{key}");
-            backend.put(&kept, &bytes, PutMode::Overwrite)?;
-            if backend.size(&kept)? != Some(bytes.len() as u64) {
+            backend.put(&kept, &whole, PutMode::Overwrite)?;
+            if backend.size(&kept)? != Some(whole.len() as u64) {
                 return Err(Error::Internal(format!(
                     "the copy of {key} in {kept} is not whole; nothing was deleted"
                 )));
@@ -695,7 +701,7 @@ impl Store {
         for r in rewrite {
             let key = layout::pack(&r.pack);
             // From the copy: the name may hold a rewritten pack by now.
-            let bytes = backend.get(&format!("{DAMAGED}{key}"))?;
+            let bytes = self.open_salvaging(&key, &backend.get(&format!("{DAMAGED}{key}"))?)?;
             same(&key, &bytes, r)?;
             if let Some(d) = &r.dict {
                 decoders.ensure_dict(backend.as_ref(), d)?;
@@ -808,7 +814,7 @@ fn check_pack(
     chains: Option<Chains<'_>>,
 ) -> (PackCheck, u64, u64) {
     let key = layout::pack(id);
-    let bytes = match store.backend().get(&key) {
+    let bytes = match store.read_salvaging(&key) {
         Ok(b) => b,
         Err(e) => return (PackCheck::ReadError(e.to_string()), 0, 0),
     };

@@ -359,6 +359,39 @@ impl Store {
         Ok(k)
     }
 
+    /// Object `key` as `repair` reads it to salvage what it can: whole, or for
+    /// an encrypted store's object that does not authenticate, opened segment
+    /// by segment with zeros where a segment fails (their chunks then fail
+    /// their checks as damaged bytes would).
+    pub(crate) fn read_salvaging(&self, key: &str) -> Result<Vec<u8>> {
+        match self.backend.get(key) {
+            Err(e @ BackendError::Sealed { .. }) if e.is_damage() => {
+                let raw = self.stored.get(key)?;
+                self.open_salvaging(key, &raw)
+                    .map_err(|_| Error::Backend(e))
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// `copy`, the stored bytes of an object of this store read elsewhere
+    /// (its whole copy under `damaged/`), opened as [`Store::read_salvaging`]
+    /// opens object `key`; a plain store's bytes are the object itself.
+    pub(crate) fn open_salvaging(&self, key: &str, copy: &[u8]) -> Result<Vec<u8>> {
+        let (Some(k), Some(kind)) = (&self.key, crate::crypto::sealed_backend::kind_of(key)) else {
+            return Ok(copy.to_vec());
+        };
+        seal::open_lossy(&k.master.seal_keys(), kind, key, copy)
+            .map(|(plain, _)| plain)
+            .map_err(crypto_err(self.backend.as_ref(), key))
+    }
+
+    /// Object `key` as stored (sealed, for an encrypted store): what `repair`
+    /// keeps whole under `damaged/` before it removes anything.
+    pub(crate) fn read_stored(&self, key: &str) -> Result<Vec<u8>> {
+        Ok(self.stored.get(key)?)
+    }
+
     /// Fails unless keys can be added, removed and changed with the key in
     /// use (an encrypted store opened with a read key): for a caller to check
     /// before it asks for a new passphrase.
