@@ -503,16 +503,57 @@ impl ObjectKey {
 
     /// Plaintext `range`, given the sealed bytes of [`ObjectKey::segments_of`] it.
     pub fn open_range(&self, range: &Range<u64>, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_range_owned(range, sealed.to_vec())
+    }
+
+    /// [`ObjectKey::open_range`] in the buffer the sealed bytes were read
+    /// into: each segment decrypted where it lies (many on every core), then
+    /// the wanted plaintext moved down over the tags. A restore reads its
+    /// packs through this: no second buffer, no zeroing, one move.
+    pub fn open_range_owned(
+        &self,
+        range: &Range<u64>,
+        mut sealed: Vec<u8>,
+    ) -> Result<Vec<u8>, CryptoError> {
         let segs = self.segments_of(range)?;
         let want = self.sealed_range(segs.clone());
         if sealed.len() as u64 != want.end - want.start {
             return Err(CryptoError::Truncated);
         }
-        let mut plain = self.open_segments(segs.start, sealed)?;
+        let total = segments(self.plain_len);
+        let cipher = Gcm::new(&self.key);
+        let stride = (SEGMENT + TAG_LEN) as usize;
+        // Segment `first + i` is at `i * stride`, all full but the object's last.
+        let open = |(i, piece): (usize, &mut [u8])| {
+            let n = segs.start + i as u64;
+            let len = piece.len() - TAG_LEN as usize;
+            let (ct, tag) = piece.split_at_mut(len);
+            cipher.open(nonce(n, n + 1 == total), &[], ct, tag)
+        };
+        if segs.end - segs.start >= 64 {
+            sealed
+                .par_chunks_mut(stride)
+                .enumerate()
+                .try_for_each(open)?;
+        } else {
+            sealed.chunks_mut(stride).enumerate().try_for_each(open)?;
+        }
+        // The wanted bytes, moved down over the tags and the part before them.
         let from = (range.start - segs.start * SEGMENT) as usize;
-        plain.truncate(from + (range.end - range.start) as usize);
-        plain.drain(..from);
-        Ok(plain)
+        let end = from + (range.end - range.start) as usize;
+        let mut w = 0usize;
+        for i in 0..(segs.end - segs.start) as usize {
+            let (at, plain_at) = (i * stride, i * SEGMENT as usize);
+            let len = (sealed.len() - at).min(stride) - TAG_LEN as usize;
+            let lo = from.saturating_sub(plain_at).min(len);
+            let hi = end.saturating_sub(plain_at).min(len);
+            if hi > lo {
+                sealed.copy_within(at + lo..at + hi, w);
+                w += hi - lo;
+            }
+        }
+        sealed.truncate(w);
+        Ok(sealed)
     }
 }
 

@@ -103,7 +103,7 @@ impl SealedBackend {
         ranges
             .iter()
             .zip(got)
-            .map(|(r, s)| k.open_range(r, &s).map_err(|e| self.err(key, e)))
+            .map(|(r, s)| k.open_range_owned(r, s).map_err(|e| self.err(key, e)))
             .collect()
     }
 
