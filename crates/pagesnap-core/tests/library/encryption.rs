@@ -78,6 +78,31 @@ fn edit_and_backup(
     taken
 }
 
+/// A temporary directory with an encrypted store in `store/` made with
+/// `opts`, and the notes database `notes.db` beside it.
+struct Setup {
+    dir: tempfile::TempDir,
+    store_dir: PathBuf,
+    store: Store,
+    db: PathBuf,
+    conn: rusqlite::Connection,
+}
+
+fn setup(opts: InitOptions) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = init(&store_dir, &opts);
+    let db = dir.path().join("notes.db");
+    let conn = notes_db(&db);
+    Setup {
+        dir,
+        store_dir,
+        store,
+        db,
+        conn,
+    }
+}
+
 fn every_file(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -96,18 +121,17 @@ fn every_file(dir: &Path) -> Vec<PathBuf> {
 /// is in any stored byte, nor the page size's header string.
 #[test]
 fn an_encrypted_store_round_trips_and_holds_no_plaintext() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
-    let store = init(
-        &store_dir,
-        &InitOptions {
-            deltas: true,
-            ..InitOptions::default()
-        },
-    );
+    let Setup {
+        dir,
+        store_dir,
+        store,
+        db,
+        conn,
+    } = setup(InitOptions {
+        deltas: true,
+        ..InitOptions::default()
+    });
     assert!(store.config().encrypted);
-    let db = dir.path().join("notes.db");
-    let conn = notes_db(&db);
     let taken = edit_and_backup(&store, &conn, &db, 4, " edited", 17);
     drop(store);
     let store = open(&store_dir);
@@ -319,17 +343,16 @@ fn chunk_ids_are_keyed_per_store_and_still_dedup() {
 /// snapshot byte for byte.
 #[test]
 fn a_write_only_key_backs_up_after_a_read_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
-    let store = init(
-        &store_dir,
-        &InitOptions {
-            deltas: true,
-            ..InitOptions::default()
-        },
-    );
-    let db = dir.path().join("notes.db");
-    let conn = notes_db(&db);
+    let Setup {
+        dir,
+        store_dir,
+        store,
+        db,
+        conn,
+    } = setup(InitOptions {
+        deltas: true,
+        ..InitOptions::default()
+    });
     let mut taken = vec![(backup(&store, &db), reference_hash(&db, dir.path()))];
     store
         .add_key(b"writer", KdfParams::INSECURE_FOR_TESTS, true)
@@ -414,11 +437,13 @@ fn copy_re_keys_chunks_between_plain_and_encrypted_stores() {
 /// restores again.
 #[test]
 fn repair_index_quarantines_an_index_object_that_does_not_authenticate() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
-    let store = init(&store_dir, &InitOptions::default());
-    let db = dir.path().join("notes.db");
-    let conn = notes_db(&db);
+    let Setup {
+        dir,
+        store_dir,
+        store,
+        db,
+        conn,
+    } = setup(InitOptions::default());
     let mut taken = vec![(backup(&store, &db), reference_hash(&db, dir.path()))];
     conn.execute("UPDATE notes SET body = 'changed' WHERE id % 7 = 0", [])
         .unwrap();
@@ -454,17 +479,16 @@ fn repair_index_quarantines_an_index_object_that_does_not_authenticate() {
 #[test]
 fn repair_salvages_the_sound_segments_of_a_pack_that_does_not_authenticate() {
     use pagesnap_core::repair::RepairIndexOptions;
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
-    let store = init(
-        &store_dir,
-        &InitOptions {
-            dictionary: false,
-            ..InitOptions::default()
-        },
-    );
-    let db = dir.path().join("notes.db");
-    let conn = notes_db(&db);
+    let Setup {
+        dir,
+        store_dir,
+        store,
+        db,
+        conn,
+    } = setup(InitOptions {
+        dictionary: false,
+        ..InitOptions::default()
+    });
     backup(&store, &db);
     drop(store);
     let packs = every_file(&store_dir.join("packs"));
