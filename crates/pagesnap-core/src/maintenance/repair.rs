@@ -683,7 +683,7 @@ impl Store {
             // Kept whole as stored: an encrypted store's pack sealed as it was
             // (and sealed again under damaged/), not its salvaged plaintext.
             let whole = match self.config().encrypted {
-                true => self.read_stored(&key)?,
+                true => self.stored_backend().get(&key)?,
                 false => bytes,
             };
             let kept = format!("{DAMAGED}{key}");

@@ -212,6 +212,58 @@ fn try_key(backend: &dyn Backend, store_id: &Id, id: &Id, passphrase: &[u8]) -> 
         .ok()
 }
 
+/// The master secret of the first key file `passphrase` opens, listing
+/// `keys/`; a key file that cannot be read is said rather than "wrong
+/// passphrase" when none opens (it may be the one).
+fn first_opening_key(
+    backend: &dyn Backend,
+    store_id: &Id,
+    passphrase: &[u8],
+) -> Result<(Id, MasterKey)> {
+    let mut unreadable: Option<Error> = None;
+    for (id, file) in key_files(backend)? {
+        match file {
+            Ok(f) => match f.unwrap_with(passphrase, &store_id.0) {
+                Ok(m) => return Ok((id, m)),
+                Err(CryptoError::WrongPassphrase) => {}
+                Err(e) => unreadable = Some(crypto_err(backend, &layout::key_file(&id))(e)),
+            },
+            Err(e) => unreadable = unreadable.or(Some(e)),
+        }
+    }
+    Err(unreadable.unwrap_or_else(|| Error::WrongPassphrase(backend.location())))
+}
+
+/// The config sealed in store `store_id`'s `config` object (`sealed`),
+/// opened with `master`, refused when it is another store's.
+fn open_sealed_config(
+    backend: &dyn Backend,
+    master: &MasterKey,
+    store_id: &Id,
+    sealed: &[u8],
+) -> Result<StoreConfig> {
+    let plain = seal::open(
+        &master.seal_keys(),
+        KeyKind::Metadata,
+        layout::CONFIG,
+        sealed,
+    )
+    .map_err(crypto_err(backend, layout::CONFIG))?;
+    let object = format!("{}/{}", backend.location(), layout::CONFIG);
+    let fmt = |source| Error::Format {
+        object: object.clone(),
+        source,
+    };
+    let mut config = StoreConfig::decode(&plain).map_err(fmt)?;
+    if config.store_id != *store_id {
+        return Err(fmt(crate::format::FormatError::Invalid(
+            "the sealed config is another store's".into(),
+        )));
+    }
+    config.encrypted = true;
+    Ok(config)
+}
+
 /// The master secret and config of the encrypted store `store_id` (its
 /// sealed config `sealed`), from the key file this machine used last if it
 /// still opens, else the first key file `passphrase` opens.
@@ -223,63 +275,11 @@ pub(super) fn unlock(
 ) -> Result<(Unlocked, StoreConfig)> {
     let hinted = read_hint(store_id)
         .and_then(|id| try_key(backend.as_ref(), store_id, &id, passphrase).map(|m| (id, m)));
-    let found = match hinted {
-        Some(found) => Some(found),
-        None => {
-            let mut unreadable: Option<Error> = None;
-            let mut found = None;
-            for (id, file) in key_files(backend.as_ref())? {
-                match file {
-                    Ok(f) => match f.unwrap_with(passphrase, &store_id.0) {
-                        Ok(m) => {
-                            found = Some((id, m));
-                            break;
-                        }
-                        Err(CryptoError::WrongPassphrase) => {}
-                        Err(e) => {
-                            unreadable =
-                                Some(crypto_err(backend.as_ref(), &layout::key_file(&id))(e))
-                        }
-                    },
-                    Err(e) => unreadable = unreadable.or(Some(e)),
-                }
-            }
-            match found {
-                Some(f) => Some(f),
-                // A key that could not be read may be the one: say so rather
-                // than "wrong passphrase".
-                None => {
-                    return Err(
-                        unreadable.unwrap_or_else(|| Error::WrongPassphrase(backend.location()))
-                    )
-                }
-            }
-        }
+    let (key_file, master) = match hinted {
+        Some(found) => found,
+        None => first_opening_key(backend.as_ref(), store_id, passphrase)?,
     };
-    let Some((key_file, master)) = found else {
-        return Err(Error::WrongPassphrase(backend.location()));
-    };
-    let plain = seal::open(
-        &master.seal_keys(),
-        KeyKind::Metadata,
-        layout::CONFIG,
-        sealed,
-    )
-    .map_err(crypto_err(backend.as_ref(), layout::CONFIG))?;
-    let object = format!("{}/{}", backend.location(), layout::CONFIG);
-    let mut config = StoreConfig::decode(&plain).map_err(|source| Error::Format {
-        object: object.clone(),
-        source,
-    })?;
-    if config.store_id != *store_id {
-        return Err(Error::Format {
-            object,
-            source: crate::format::FormatError::Invalid(
-                "the sealed config is another store's".into(),
-            ),
-        });
-    }
-    config.encrypted = true;
+    let config = open_sealed_config(backend.as_ref(), &master, store_id, sealed)?;
     write_hint(store_id, &key_file);
     Ok((
         Unlocked {
@@ -303,22 +303,7 @@ impl Store {
         match ConfigObject::decode(&backend.get(layout::CONFIG)?).map_err(fmt)? {
             ConfigObject::Plain(c) => Ok(c),
             ConfigObject::Sealed { store_id, sealed } => {
-                let k = self.unlocked()?;
-                let plain = seal::open(
-                    &k.master.seal_keys(),
-                    KeyKind::Metadata,
-                    layout::CONFIG,
-                    &sealed,
-                )
-                .map_err(crypto_err(backend, layout::CONFIG))?;
-                let mut c = StoreConfig::decode(&plain).map_err(fmt)?;
-                if c.store_id != store_id {
-                    return Err(fmt(crate::format::FormatError::Invalid(
-                        "the sealed config is another store's".into(),
-                    )));
-                }
-                c.encrypted = true;
-                Ok(c)
+                open_sealed_config(backend, &self.unlocked()?.master, &store_id, &sealed)
             }
         }
     }
@@ -384,12 +369,6 @@ impl Store {
         seal::open_lossy(&k.master.seal_keys(), kind, key, copy)
             .map(|(plain, _)| plain)
             .map_err(crypto_err(self.backend.as_ref(), key))
-    }
-
-    /// Object `key` as stored (sealed, for an encrypted store): what `repair`
-    /// keeps whole under `damaged/` before it removes anything.
-    pub(crate) fn read_stored(&self, key: &str) -> Result<Vec<u8>> {
-        Ok(self.stored.get(key)?)
     }
 
     /// Fails unless keys can be added, removed and changed with the key in

@@ -535,3 +535,32 @@ fn repair_salvages_the_sound_segments_of_a_pack_that_does_not_authenticate() {
         v.problems
     );
 }
+
+/// `upgrade --deltas` on an encrypted store re-seals its config: reopened, it
+/// is still encrypted, now with deltas, and its snapshot restores.
+#[test]
+fn upgrading_an_encrypted_store_keeps_it_encrypted() {
+    let Setup {
+        dir,
+        store_dir,
+        store,
+        db,
+        conn: _conn,
+    } = setup(InitOptions::default());
+    let taken = vec![(backup(&store, &db), reference_hash(&db, dir.path()))];
+    let r = store
+        .enable_deltas(std::time::Duration::from_secs(5))
+        .unwrap();
+    assert!(r.changed);
+    assert_eq!(r.format_version, 3);
+    let again = open(&store_dir);
+    assert!(again.config().encrypted && again.config().deltas);
+    assert!(matches!(Store::open(&store_dir), Err(Error::Encrypted(_))));
+    restore_each(&again, &taken, dir.path());
+    assert!(
+        !again
+            .enable_deltas(std::time::Duration::from_secs(5))
+            .unwrap()
+            .changed
+    );
+}
