@@ -40,7 +40,8 @@
 //! Public paths (`pagesnap_core::capture`, `::verify`, `::lock`, …) are re-exports
 //! below and do not follow the folders.
 
-// `unsafe` is allowed only in the capture VFS, which must call SQLite's C API.
+// `unsafe` is allowed only in the SQLite VFS modules (capture's, query's, and what
+// they share), which must call SQLite's C API.
 #![deny(unsafe_code)]
 
 pub mod backend;
@@ -54,7 +55,11 @@ mod index;
 pub mod layout;
 mod maintenance;
 pub mod progress;
+pub mod query;
 mod restore;
+// What the two VFS modules share; `unsafe` like them (a VFS is C callbacks).
+#[allow(unsafe_code)]
+mod sqlite_vfs;
 mod store;
 pub mod types;
 pub mod watch;

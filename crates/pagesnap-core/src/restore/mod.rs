@@ -23,6 +23,7 @@ mod rebuild;
 pub mod salvage;
 
 pub(crate) use output::Sink;
+pub(crate) use reader::SnapshotReader;
 pub(crate) use rebuild::{fetch_parallel, write_image};
 
 use crate::store::{Snapshot, Store};

@@ -12,9 +12,7 @@
 //!
 //! The caller holds the store's read lock ([`Store::read_lock`]) while it reads.
 //!
-//! Only the tests read through [`SnapshotReader`] yet: the read-only SQLite VFS
-//! will sit on it next (until then it is allowed to be unused).
-#![cfg_attr(not(test), allow(dead_code))]
+//! The snapshot VFS (query/) reads through [`SnapshotReader`].
 
 use super::plan::RestorePlan;
 use super::rebuild::{fetch_error, group_runs, Listed, Position, Positions, MAX_GAP, MAX_RUN};
@@ -135,8 +133,8 @@ pub(crate) fn resolve(store: &Store, snap: &Snapshot) -> Result<Resolved> {
 }
 
 /// Reads any pages of one snapshot, each chunk checked against its id.
-pub(crate) struct SnapshotReader<'s> {
-    store: &'s Store,
+pub(crate) struct SnapshotReader {
+    store: Store,
     snap: Snapshot,
     resolved: Resolved,
     /// Decompression contexts, with the dictionaries loaded so far.
@@ -145,11 +143,11 @@ pub(crate) struct SnapshotReader<'s> {
     bases: Option<Bases>,
 }
 
-impl<'s> SnapshotReader<'s> {
+impl SnapshotReader {
     /// Resolves `snap`'s positions (see [`resolve`]).
-    pub(crate) fn open(store: &'s Store, snap: &Snapshot) -> Result<Self> {
+    pub(crate) fn open(store: &Store, snap: &Snapshot) -> Result<Self> {
         Ok(SnapshotReader {
-            store,
+            store: store.clone(),
             snap: snap.clone(),
             resolved: resolve(store, snap)?,
             decoder: Mutex::new(Decoder::new(store.chunk_ids())?),
@@ -214,7 +212,7 @@ impl<'s> SnapshotReader<'s> {
     }
 
     /// The image bytes of positions `range` (within the image).
-    fn read_positions(&self, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
+    pub(crate) fn read_positions(&self, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
         let m = &self.snap.manifest;
         let positions = self.resolved.positions();
         let packs = self.resolved.packs();

@@ -74,6 +74,7 @@ impl Default for InitOptions {
 }
 
 /// A pagesnap store.
+#[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
     config: StoreConfig,
