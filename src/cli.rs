@@ -82,6 +82,42 @@ pub enum Command {
 Exit status: 0 restored; 3 (--salvage only) restored with lost pages, listed;
 1 failed (no output file is left).")]
     Restore(RestoreArgs),
+    /// Run SQL on a snapshot in place, without restoring it.
+    #[command(after_help = "Examples:
+  pagesnap sql latest 'SELECT count(*) FROM orders'
+  pagesnap sql --name app --at '2026-01-01 00:10:00' latest 'SELECT * FROM users WHERE id = 42'
+  pagesnap sql 1a2b3c4d --csv < report.sql > report.csv
+  pagesnap --json sql latest 'SELECT id, email FROM users LIMIT 10'
+
+The snapshot is opened read-only through pagesnap's SQLite VFS: pages are read from
+the store as SQLite asks for them (each checked against its id), so a lookup reads a
+few pages of a database of any size, on a local store as on S3. The snapshot used is
+named on stderr. SQL comes from the argument, else stdin; each statement's rows are
+printed. SQLite's errors are printed as it gives them (exit 1); a damaged chunk fails
+the query with an error naming it (never rows read from it).")]
+    Sql(SqlArgs),
+    /// List the tables and indexes of a snapshot: rows, pages and bytes.
+    #[command(after_help = "Examples:
+  pagesnap ls latest
+  pagesnap ls --name app --at '2026-01-01 00:10:00' latest --json
+
+Counts are exact (SQLite's dbstat, run on the snapshot in place): listing reads every
+page of the snapshot once, as a restore would, but writes nothing.")]
+    Ls(LsArgs),
+    /// What changed between two snapshots, per table and index; `--rows` lists the rows.
+    #[command(after_help = "Examples:
+  pagesnap diff 1a2b3c4d latest
+  pagesnap diff --name app 1a2b3c4d 5e6f7a8b --json
+  pagesnap diff 1a2b3c4d latest --rows orders
+
+Pages are compared through the snapshots' page maps (no page is read for that); which
+table or index owns a page is found from the b-trees' interior pages. CHANGED pages
+kept their owner and changed; ADDED pages are the object's in B and were not in A
+(new, or reused from the free list or another object); FREED pages were the object's
+in A and are not in B. STORED is what B's new chunks cost the store. --rows TABLE
+compares one table row by row (by rowid, or primary key of a WITHOUT ROWID table)
+with both snapshots attached in place.")]
+    Diff(DiffArgs),
     /// Show what the store holds and what snapshots cost.
     #[command(after_help = "Examples:
   pagesnap stats
@@ -646,6 +682,56 @@ pub struct SnapshotsArgs {
     /// Also show, per snapshot, the stored bytes only it holds (what forgetting it would free).
     #[arg(long)]
     pub unique_bytes: bool,
+}
+
+/// Which snapshot: an id, or `latest` with `--name` and `--at` (as `restore` has them).
+#[derive(Args, Debug)]
+pub struct SnapshotPick {
+    /// Database name, to choose among several databases in one store.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// With `latest`: the newest snapshot at or before this time (RFC 3339 or
+    /// "YYYY-MM-DD HH:MM:SS", UTC).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SqlArgs {
+    /// Snapshot id (or unique prefix), or `latest`.
+    pub snapshot: String,
+    /// The SQL to run (one or more statements); read from stdin when absent.
+    pub sql: Option<String>,
+    #[command(flatten)]
+    pub pick: SnapshotPick,
+    /// Rows as CSV (RFC 4180, a header line first; blobs as hex).
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// Memory for pages read from the store, besides SQLite's own page cache (e.g. 64MiB).
+    #[arg(long, value_name = "SIZE", default_value = "8MiB")]
+    pub cache: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id (or unique prefix), or `latest`.
+    pub snapshot: String,
+    #[command(flatten)]
+    pub pick: SnapshotPick,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older snapshot: id (or unique prefix), or `latest`.
+    pub a: String,
+    /// The newer snapshot: id (or unique prefix), or `latest`.
+    pub b: String,
+    #[command(flatten)]
+    pub pick: SnapshotPick,
+    /// List the rows of this table added, removed and changed (by rowid, or
+    /// primary key of a WITHOUT ROWID table).
+    #[arg(long, value_name = "TABLE")]
+    pub rows: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,8 @@
 mod backup;
 mod bench;
 mod cache;
+mod diff;
+mod ls;
 mod completions;
 mod copy;
 mod forget;
@@ -15,6 +17,7 @@ mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod sql;
 mod stats;
 mod tag;
 mod unlock;
@@ -38,6 +41,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backup(a) => backup::run(&cli.global, a),
         Command::Snapshots(a) => snapshots::run(&cli.global, a),
         Command::Restore(a) => restore::run(&cli.global, a),
+        Command::Sql(a) => sql::run(&cli.global, a),
+        Command::Ls(a) => ls::run(&cli.global, a),
+        Command::Diff(a) => diff::run(&cli.global, a),
         Command::Stats(a) => stats::run(&cli.global, a),
         Command::Bench(a) => bench::run(&cli.global, a),
         Command::Forget(a) => forget::run(&cli.global, a),
@@ -56,6 +62,56 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => man::run(a),
         Command::Cache(a) => cache::run(&cli.global, a),
+    }
+}
+
+/// The snapshot `snapshot` names (`None`: latest) with `--name` and `--at`: `--at`
+/// picks by time, so it goes with `latest` only.
+pub fn selector(
+    snapshot: Option<&str>,
+    name: Option<&str>,
+    at: Option<&str>,
+) -> Result<pagesnap_core::SnapshotSelector> {
+    use pagesnap_core::SnapshotSelector;
+    let at = at.map(crate::timearg::parse_time).transpose()?;
+    Ok(match snapshot {
+        None | Some("latest") => SnapshotSelector::Latest {
+            name: name.map(str::to_string),
+            at,
+        },
+        Some(id) => {
+            if at.is_some() {
+                return Err(usage!(
+                    "--at picks the snapshot by time: give `latest` or no snapshot id with it"
+                ));
+            }
+            SnapshotSelector::Id(id.to_string())
+        }
+    })
+}
+
+/// The snapshot `snapshot` (an id or `latest`) and `pick` name in `store`, warning
+/// of unreadable snapshots skipped on the way.
+pub fn pick_snapshot(
+    store: &Store,
+    snapshot: &str,
+    pick: &crate::cli::SnapshotPick,
+) -> Result<pagesnap_core::Snapshot> {
+    let sel = selector(Some(snapshot), pick.name.as_deref(), pick.at.as_deref())?;
+    Ok(store.select_reporting(&sel, |d| {
+        eprintln!(
+            "pagesnap: warning: skipping unreadable snapshot: {}",
+            d.error
+        );
+    })?)
+}
+
+/// A query error as the CLI reports it: the store's errors as themselves (so
+/// their hints and exit codes apply), SQLite's as its message.
+pub fn query_error(e: pagesnap_core::query::QueryError) -> anyhow::Error {
+    match e {
+        pagesnap_core::query::QueryError::Store(e) => e.into(),
+        e => e.into(),
     }
 }
 

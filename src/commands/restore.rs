@@ -1,31 +1,16 @@
 use super::{open_store, print_json, EXIT_DAMAGE};
 use crate::cli::{Global, RestoreArgs};
 use crate::output;
-use crate::timearg::parse_time;
 use anyhow::{anyhow, Result};
 use pagesnap_core::types::to_hex;
-use pagesnap_core::{PageOwner, RestoreReport, SalvageReport, Snapshot, SnapshotSelector};
+use pagesnap_core::{PageOwner, RestoreReport, SalvageReport, Snapshot};
 use serde_json::json;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(g: &Global, a: &RestoreArgs) -> Result<ExitCode> {
-    let at = a.at.as_deref().map(parse_time).transpose()?;
-    let selector = match a.snapshot.as_deref() {
-        None | Some("latest") => SnapshotSelector::Latest {
-            name: a.name.clone(),
-            at,
-        },
-        Some(id) => {
-            if at.is_some() {
-                return Err(usage!(
-                    "--at picks the snapshot by time: give `latest` or no snapshot id with it"
-                ));
-            }
-            SnapshotSelector::Id(id.to_string())
-        }
-    };
+    let selector = super::selector(a.snapshot.as_deref(), a.name.as_deref(), a.at.as_deref())?;
     let to_stdout = a.output == Path::new("-");
     if to_stdout && g.json {
         return Err(usage!(

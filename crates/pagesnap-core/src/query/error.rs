@@ -12,10 +12,10 @@ pub enum QueryError {
     Store(#[from] crate::Error),
     /// SQLite's own error on the snapshot (a mistake in the SQL, a write
     /// refused): its message as it gave it.
-    #[error("{source}")]
+    #[error("{}", sqlite_message(error))]
     Sql {
-        #[source]
-        source: rusqlite::Error,
+        // Not a `source`: the message is SQLite's whole story, said once.
+        error: rusqlite::Error,
     },
     /// The SQLite library refused to register the snapshot VFS (its code).
     #[error("SQLite refused the pagesnap-snapshot VFS (code {0})")]
@@ -30,5 +30,18 @@ impl QueryError {
     /// Whether this is damage in the store (see [`crate::Error::is_damage`]).
     pub fn is_damage(&self) -> bool {
         matches!(self, QueryError::Store(e) if e.is_damage())
+    }
+}
+
+/// SQLite's message of `e`, as SQLite gives it (rusqlite's display adds the
+/// statement and the code on more lines).
+fn sqlite_message(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqlInputError { msg, offset, .. } if *offset >= 0 => {
+            format!("{msg} (at byte {offset} of the SQL)")
+        }
+        rusqlite::Error::SqlInputError { msg, .. }
+        | rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        e => e.to_string(),
     }
 }

@@ -20,12 +20,12 @@ mod tables;
 #[allow(unsafe_code)]
 mod vfs;
 
-// pub use diff::{ObjectDiff, SnapshotDiff};
+pub use diff::{ObjectDiff, SnapshotDiff};
 pub use error::QueryError;
 pub use open::{explain, read_stats, QueryOptions};
 pub use pages::ReadStats;
-// pub use rows::{RowChange, RowDiff};
-// pub use tables::TableUsage;
+pub use rows::{RowChange, RowChangeKind, RowDiff};
+pub use tables::TableUsage;
 
 /// Results of the query wing.
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;

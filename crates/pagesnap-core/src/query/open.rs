@@ -39,19 +39,29 @@ impl Store {
 
     /// [`Store::open_snapshot`] with options.
     pub fn open_snapshot_with(&self, snap: &Snapshot, opts: &QueryOptions) -> Result<Connection> {
-        let name = self.register_image(snap, opts)?;
+        Ok(self.open_image(snap, opts)?.0)
+    }
+
+    /// [`Store::open_snapshot_with`], and the image it reads (to read pages
+    /// directly, as SQLite would, through the same cache).
+    pub(crate) fn open_image(
+        &self,
+        snap: &Snapshot,
+        opts: &QueryOptions,
+    ) -> Result<(Connection, Arc<CachedImage>)> {
+        let (name, image) = self.register_image(snap, opts)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(vfs::uri(&name), flags).map_err(|source| {
             // Not opened: the entry would never be closed.
             vfs::unregister(&name);
-            QueryError::Sql { source }
+            QueryError::Sql { error: source }
         })?;
         // A second guard: SQLite refuses every statement that would write.
         conn.pragma_update(None, "query_only", true)
-            .map_err(|source| QueryError::Sql { source })?;
-        Ok(conn)
+            .map_err(|source| QueryError::Sql { error: source })?;
+        Ok((conn, image))
     }
 
     /// Attaches `snap` to `conn` as database `schema` (read-only, in place),
@@ -63,7 +73,7 @@ impl Store {
         schema: &str,
         opts: &QueryOptions,
     ) -> Result<()> {
-        let name = self.register_image(snap, opts)?;
+        let (name, _) = self.register_image(snap, opts)?;
         conn.execute(
             "ATTACH DATABASE ?1 AS ?2",
             [vfs::uri(&name), schema.to_string()],
@@ -76,11 +86,16 @@ impl Store {
     }
 
     /// Resolves `snap` and files its image with the VFS, under the read lock.
-    fn register_image(&self, snap: &Snapshot, opts: &QueryOptions) -> Result<String> {
+    fn register_image(
+        &self,
+        snap: &Snapshot,
+        opts: &QueryOptions,
+    ) -> Result<(String, Arc<CachedImage>)> {
         let lock = self.read_lock("query")?;
         let reader = SnapshotReader::open(self, snap)?;
         let image = Arc::new(CachedImage::new(reader, opts.cache_bytes, lock));
-        vfs::register(image).map_err(QueryError::Vfs)
+        let name = vfs::register(image.clone()).map_err(QueryError::Vfs)?;
+        Ok((name, image))
     }
 }
 
@@ -102,7 +117,7 @@ pub fn explain(conn: &Connection, e: rusqlite::Error) -> QueryError {
         .iter()
         .find_map(|f| vfs::take_error(f))
         .map(QueryError::Store)
-        .unwrap_or(QueryError::Sql { source: e })
+        .unwrap_or(QueryError::Sql { error: e })
 }
 
 /// What reading `conn`'s snapshots in place has cost so far (all of them, the

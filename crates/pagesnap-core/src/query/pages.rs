@@ -88,6 +88,27 @@ impl CachedImage {
         }
     }
 
+    /// The reader under the cache (chunk positions, and what they hold).
+    pub(crate) fn reader(&self) -> &SnapshotReader {
+        &self.reader
+    }
+
+    /// Page `n` (numbered from 1, as SQLite does), through the cache.
+    pub(crate) fn page(&self, n: u64) -> Result<Vec<u8>> {
+        let ps = self.reader.snapshot().manifest.page_size as u64;
+        let mut buf = vec![0u8; ps as usize];
+        match n.checked_sub(1).map(|i| i * ps).filter(|&at| at + ps <= self.len) {
+            Some(at) => self.read_at(at, &mut buf)?,
+            None => {
+                return Err(crate::Error::Invalid {
+                    what: "page number",
+                    detail: format!("page {n} is not in the snapshot's {} bytes", self.len),
+                })
+            }
+        }
+        Ok(buf)
+    }
+
     /// Chunk `pos`, from the cache or read (with what follows it, in a scan).
     fn chunk(&self, pos: usize) -> Result<Arc<Vec<u8>>> {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);

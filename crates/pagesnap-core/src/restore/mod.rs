@@ -24,7 +24,7 @@ pub mod salvage;
 
 pub(crate) use output::Sink;
 pub(crate) use reader::SnapshotReader;
-pub(crate) use rebuild::{fetch_parallel, write_image};
+pub(crate) use rebuild::{fetch_parallel, write_image, Position};
 
 use crate::store::{Snapshot, Store};
 use crate::types::{ChunkRef, SnapshotId};

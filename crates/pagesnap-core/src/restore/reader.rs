@@ -168,9 +168,15 @@ impl SnapshotReader {
     }
 
     /// Pages of the snapshot's image.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests read through them
     pub(crate) fn page_count(&self) -> u64 {
         let m = &self.snap.manifest;
         m.image_len / m.page_size as u64
+    }
+
+    /// Chunk position `i`: zeros, or a stored chunk (and where it is).
+    pub(crate) fn position(&self, i: usize) -> Option<Position> {
+        self.resolved.positions().at(i)
     }
 
     /// Chunk positions of the image.
@@ -179,6 +185,7 @@ impl SnapshotReader {
     }
 
     /// Pages `first_page..first_page + count` of the image.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests read through them
     pub(crate) fn read_pages(&self, first_page: u64, count: u64) -> Result<Vec<u8>> {
         let m = &self.snap.manifest;
         let end_page = first_page
@@ -207,6 +214,7 @@ impl SnapshotReader {
     }
 
     /// The bytes of chunk position `pos` (zeros for a zero chunk; the last may be short).
+    #[cfg_attr(not(test), allow(dead_code))] // the tests read through them
     pub(crate) fn read_chunk(&self, pos: usize) -> Result<Vec<u8>> {
         self.read_positions(pos..pos + 1)
     }

@@ -26,6 +26,7 @@ mod index_cache;
 mod large;
 mod page_maps;
 mod proptest_sequences;
+mod query;
 mod retag;
 mod roundtrip;
 mod verify;
