@@ -16,22 +16,13 @@ pub fn run(g: &Global, a: &DiffArgs) -> Result<ExitCode> {
     let store = open_store(g)?;
     let sa = pick_snapshot(&store, &a.a, &a.pick)?;
     let sb = pick_snapshot(&store, &a.b, &a.pick)?;
-    if !g.json {
-        for (which, s) in [("A", &sa), ("B", &sb)] {
-            eprintln!(
-                "pagesnap: {which}: snapshot {} of {}, taken {}",
-                s.id.short(),
-                s.manifest.name,
-                output::time(&s.time())
-            );
-        }
-    }
     if let Some(table) = &a.rows {
         let d = store.diff_rows(&sa, &sb, table).map_err(query_error)?;
         match g.json {
             true => print_json(&rows_json(&sa, &sb, &d))?,
             false => print_rows(&d),
         }
+        said(g, &sa, &sb);
         return Ok(ExitCode::SUCCESS);
     }
     let d = store.diff_snapshots(&sa, &sb).map_err(query_error)?;
@@ -44,7 +35,23 @@ pub fn run(g: &Global, a: &DiffArgs) -> Result<ExitCode> {
         }
         false => print_pages(&d),
     }
+    said(g, &sa, &sb);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which snapshots were compared, on stderr (after the output: an error comes first).
+fn said(g: &Global, sa: &Snapshot, sb: &Snapshot) {
+    if g.json {
+        return;
+    }
+    for (which, s) in [("A", sa), ("B", sb)] {
+        eprintln!(
+            "pagesnap: {which}: snapshot {} of {}, taken {}",
+            s.id.short(),
+            s.manifest.name,
+            output::time(&s.time())
+        );
+    }
 }
 
 fn print_pages(d: &SnapshotDiff) {
@@ -54,8 +61,20 @@ fn print_pages(d: &SnapshotDiff) {
             d.page_size_a, d.page_size_b
         );
     }
-    let width = d.objects.iter().map(|o| o.name.len()).max().unwrap_or(4).max(4);
-    let twidth = d.objects.iter().map(|o| o.table.len()).max().unwrap_or(5).max(5);
+    let width = d
+        .objects
+        .iter()
+        .map(|o| o.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let twidth = d
+        .objects
+        .iter()
+        .map(|o| o.table.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     println!(
         "{:<width$}  {:<11}  {:<twidth$}  {:>9}  {:>9}  {:>9}  {:>10}",
         "NAME", "KIND", "TABLE", "CHANGED", "ADDED", "FREED", "STORED"
@@ -72,7 +91,8 @@ fn print_pages(d: &SnapshotDiff) {
             output::bytes(o.stored_bytes)
         );
     }
-    let sum = |f: fn(&pagesnap_core::query::ObjectDiff) -> u64| d.objects.iter().map(f).sum::<u64>();
+    let sum =
+        |f: fn(&pagesnap_core::query::ObjectDiff) -> u64| d.objects.iter().map(f).sum::<u64>();
     println!(
         "{} pages changed, {} added, {} freed ({} pages to {}); B's new chunks take {}",
         sum(|o| o.changed),
@@ -82,7 +102,10 @@ fn print_pages(d: &SnapshotDiff) {
         d.pages_b,
         output::bytes(d.stored_bytes)
     );
-    eprintln!("pagesnap: read {} page(s) to find their owners", d.pages_read);
+    eprintln!(
+        "pagesnap: read {} page(s) to find their owners",
+        d.pages_read
+    );
 }
 
 /// A key as text: `12`, `'abc'`, `x'00ff'`, several joined by `, `.
@@ -117,11 +140,9 @@ fn print_rows(d: &RowDiff) {
         match c.kind {
             RowChangeKind::Removed => println!("- {key} = {}", key_text(&c.key)),
             RowChangeKind::Added => println!("+ {key} = {}", key_text(&c.key)),
-            RowChangeKind::Changed => println!(
-                "~ {key} = {}  ({})",
-                key_text(&c.key),
-                c.columns.join(", ")
-            ),
+            RowChangeKind::Changed => {
+                println!("~ {key} = {}  ({})", key_text(&c.key), c.columns.join(", "))
+            }
         }
     }
     let n = |k| d.changes.iter().filter(|c| c.kind == k).count();
@@ -143,7 +164,11 @@ fn print_rows(d: &RowDiff) {
 
 fn rows_json(a: &Snapshot, b: &Snapshot, d: &RowDiff) -> serde_json::Value {
     let keys = |k| -> Vec<serde_json::Value> {
-        d.changes.iter().filter(|c| c.kind == k).map(|c| key_json(&c.key)).collect()
+        d.changes
+            .iter()
+            .filter(|c| c.kind == k)
+            .map(|c| key_json(&c.key))
+            .collect()
     };
     let changed: Vec<_> = d
         .changes

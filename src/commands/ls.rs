@@ -20,12 +20,6 @@ pub fn run(g: &Global, a: &LsArgs) -> Result<ExitCode> {
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
-        "pagesnap: snapshot {} of {}, taken {}",
-        snap.id.short(),
-        snap.manifest.name,
-        output::time(&snap.time())
-    );
     let width = list.iter().map(|u| u.name.len()).max().unwrap_or(4).max(4);
     let twidth = list.iter().map(|u| u.table.len()).max().unwrap_or(5).max(5);
     println!(
@@ -38,7 +32,11 @@ pub fn run(g: &Global, a: &LsArgs) -> Result<ExitCode> {
             u.name,
             u.kind,
             u.table,
-            if u.kind == "free" { String::new() } else { u.rows.to_string() },
+            if u.kind == "free" {
+                String::new()
+            } else {
+                u.rows.to_string()
+            },
             u.pages,
             output::bytes(u.bytes)
         );
@@ -48,6 +46,12 @@ pub fn run(g: &Global, a: &LsArgs) -> Result<ExitCode> {
         "{} object(s), {pages} pages, {}",
         list.iter().filter(|u| u.kind != "free").count(),
         output::bytes(snap.manifest.image_len)
+    );
+    eprintln!(
+        "pagesnap: snapshot {} of {}, taken {}",
+        snap.id.short(),
+        snap.manifest.name,
+        output::time(&snap.time())
     );
     Ok(ExitCode::SUCCESS)
 }

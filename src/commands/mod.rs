@@ -3,14 +3,14 @@
 mod backup;
 mod bench;
 mod cache;
-mod diff;
-mod ls;
 mod completions;
 mod copy;
+mod diff;
 mod forget;
 mod gc;
 mod init;
 mod key;
+mod ls;
 mod man;
 mod policy;
 mod prune;

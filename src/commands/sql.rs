@@ -5,8 +5,8 @@ use crate::cli::{Global, SqlArgs};
 use crate::output;
 use anyhow::{anyhow, Result};
 use pagesnap_core::query::{self, QueryOptions};
-use pagesnap_core::rusqlite::types::ValueRef;
 use pagesnap_core::rusqlite::fallible_iterator::FallibleIterator as _;
+use pagesnap_core::rusqlite::types::ValueRef;
 use pagesnap_core::rusqlite::{Batch, Connection};
 use pagesnap_core::types::to_hex;
 use serde_json::Value;
@@ -42,12 +42,6 @@ pub fn run(g: &Global, a: &SqlArgs) -> Result<ExitCode> {
     let conn = store
         .open_snapshot_with(&snap, &QueryOptions { cache_bytes })
         .map_err(query_error)?;
-    eprintln!(
-        "pagesnap: snapshot {} of {}, taken {}",
-        snap.id.short(),
-        snap.manifest.name,
-        output::time(&snap.time())
-    );
     let format = match (a.csv, g.json) {
         (true, _) => Format::Csv,
         (_, true) => Format::Json,
@@ -60,9 +54,13 @@ pub fn run(g: &Global, a: &SqlArgs) -> Result<ExitCode> {
         Failure::Io(e) => anyhow!("cannot write the rows: {e}"),
     })?;
     out.flush()?;
+    // After the rows: stderr then starts with the error, when there is one.
     let s = query::read_stats(&conn);
     eprintln!(
-        "pagesnap: read {} chunk(s), {}, from the store in {} read(s)",
+        "pagesnap: snapshot {} of {}, taken {}; read {} chunk(s), {}, from the store in {} read(s)",
+        snap.id.short(),
+        snap.manifest.name,
+        output::time(&snap.time()),
         s.chunks,
         output::bytes(s.bytes),
         s.reads
@@ -88,7 +86,12 @@ impl From<std::io::Error> for Failure {
 }
 
 /// Runs every statement of `sql`, printing the rows of those that give any.
-fn run_all(conn: &Connection, sql: &str, format: Format, out: &mut dyn Write) -> Result<(), Failure> {
+fn run_all(
+    conn: &Connection,
+    sql: &str,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     let mut batch = Batch::new(conn, sql);
     let mut first = true;
     while let Some(mut stmt) = batch.next()? {
@@ -131,7 +134,11 @@ fn run_all(conn: &Connection, sql: &str, format: Format, out: &mut dyn Write) ->
                     // Members in column order (a serde_json map would sort them).
                     let mut members = Vec::with_capacity(names.len());
                     for (i, name) in names.iter().enumerate() {
-                        members.push(format!("{}:{}", Value::from(name.as_str()), json_value(r.get_ref(i)?)));
+                        members.push(format!(
+                            "{}:{}",
+                            Value::from(name.as_str()),
+                            json_value(r.get_ref(i)?)
+                        ));
                     }
                     let sep = if n == 0 { "" } else { "," };
                     write!(out, "{sep}\n  {{{}}}", members.join(","))?;
@@ -152,7 +159,9 @@ fn table_cell(v: ValueRef<'_>) -> String {
         ValueRef::Integer(i) => i.to_string(),
         ValueRef::Real(f) => format!("{f:?}"),
         ValueRef::Text(t) => String::from_utf8_lossy(t).replace(['\n', '\r', '\t'], " "),
-        ValueRef::Blob(b) if b.len() > 32 => format!("x'{}…' ({} bytes)", to_hex(&b[..32]), b.len()),
+        ValueRef::Blob(b) if b.len() > 32 => {
+            format!("x'{}…' ({} bytes)", to_hex(&b[..32]), b.len())
+        }
         ValueRef::Blob(b) => format!("x'{}'", to_hex(b)),
     }
 }
@@ -215,12 +224,21 @@ fn write_table(out: &mut dyn Write, names: &[String], rows: &[Vec<String>]) -> s
     writeln!(
         out,
         "{}",
-        widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  ")
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("  ")
     )?;
     for r in rows {
         writeln!(out, "{}", line(r))?;
     }
-    writeln!(out, "({} row{})", rows.len(), if rows.len() == 1 { "" } else { "s" })
+    writeln!(
+        out,
+        "({} row{})",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    )
 }
 
 #[cfg(test)]

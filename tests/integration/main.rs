@@ -17,6 +17,7 @@ mod exit_codes;
 mod gc_crash;
 mod json_shapes;
 mod metrics;
+mod query;
 mod reliability;
 mod restore_output;
 mod retention;

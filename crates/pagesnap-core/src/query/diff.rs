@@ -72,7 +72,10 @@ impl Store {
         let side_b = Side::new(&ib);
         let changed = changed_pages(&side_a, &side_b)?;
         // The owners of both sides, at once (each reads its interior pages).
-        let (oa, ob) = rayon::join(|| side_a.owners(&ra, &changed), || side_b.owners(&rb, &changed));
+        let (oa, ob) = rayon::join(
+            || side_a.owners(&ra, &changed),
+            || side_b.owners(&rb, &changed),
+        );
         let (oa, ob) = (oa?, ob?);
         let mut tally = Tally::default();
         let pages = side_a.pages.max(side_b.pages);
@@ -80,7 +83,8 @@ impl Store {
         for p in 1..=pages {
             let owner_a = (p <= side_a.pages).then(|| name_of(&oa, &ra, p));
             let owner_b = (p <= side_b.pages).then(|| name_of(&ob, &rb, p));
-            let differs = !same_geometry || changed.contains(&p) || owner_a.is_none() || owner_b.is_none();
+            let differs =
+                !same_geometry || changed.contains(&p) || owner_a.is_none() || owner_b.is_none();
             match (owner_a, owner_b) {
                 (Some(x), Some(y)) if x == y => {
                     if differs {
@@ -100,9 +104,11 @@ impl Store {
             }
         }
         let stored_bytes = stored_cost(&side_a, &side_b, &ob, &rb, &mut tally)?;
-        let mut objects: Vec<ObjectDiff> = tally.0.into_values().filter(|o| {
-            o.changed + o.added + o.freed + o.stored_bytes > 0
-        }).collect();
+        let mut objects: Vec<ObjectDiff> = tally
+            .0
+            .into_values()
+            .filter(|o| o.changed + o.added + o.freed + o.stored_bytes > 0)
+            .collect();
         objects.sort_by(|x, y| {
             (y.changed + y.added + y.freed)
                 .cmp(&(x.changed + x.added + x.freed))
@@ -175,7 +181,9 @@ impl<'a> Side<'a> {
             let mut leaves: Vec<u64> = changed
                 .iter()
                 .copied()
-                .filter(|&p| p <= self.pages && (owners.owner[(p - 1) as usize] as usize) < roots.len())
+                .filter(|&p| {
+                    p <= self.pages && (owners.owner[(p - 1) as usize] as usize) < roots.len()
+                })
                 .collect();
             leaves.sort_unstable();
             btree::trace_overflow(&mut owners, &leaves, &mut read, ps)?;
@@ -268,7 +276,12 @@ fn name_of(owners: &PageOwners, roots: &[Root], page: u64) -> Owner {
         kind,
         table: String::new(),
     };
-    match owners.owner.get((page - 1) as usize).copied().unwrap_or(btree::UNKNOWN) {
+    match owners
+        .owner
+        .get((page - 1) as usize)
+        .copied()
+        .unwrap_or(btree::UNKNOWN)
+    {
         btree::FREE => fixed("(free pages)", "free"),
         btree::POINTER_MAP => fixed("(pointer maps)", "pointer-map"),
         btree::LOCK_BYTE => fixed("(lock-byte page)", "lock-byte"),

@@ -18,6 +18,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// The longest read-ahead: 1 MiB, a few thousand rows of a table.
 const MAX_WINDOW: u64 = 1 << 20;
+/// What the first read of the image's start takes: page 1 (the header and the
+/// schema's root), and the root pages of the tables and indexes created with
+/// the database, which are the next pages. On S3 one request instead of one
+/// per b-tree a query starts from.
+const START_WINDOW: u64 = 64 << 10;
 
 /// What reading a snapshot in place has cost so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,7 +102,11 @@ impl CachedImage {
     pub(crate) fn page(&self, n: u64) -> Result<Vec<u8>> {
         let ps = self.reader.snapshot().manifest.page_size as u64;
         let mut buf = vec![0u8; ps as usize];
-        match n.checked_sub(1).map(|i| i * ps).filter(|&at| at + ps <= self.len) {
+        match n
+            .checked_sub(1)
+            .map(|i| i * ps)
+            .filter(|&at| at + ps <= self.len)
+        {
             Some(at) => self.read_at(at, &mut buf)?,
             None => {
                 return Err(crate::Error::Invalid {
@@ -117,9 +126,10 @@ impl CachedImage {
             return Ok(c.clone());
         }
         // A miss where the last read ended continues a scan: read twice as far.
-        st.window = match st.next == pos {
-            true => (st.window * 2).clamp(self.chunk_len, self.max_window()),
-            false => self.chunk_len,
+        st.window = match (st.next == pos, pos) {
+            (true, _) => (st.window * 2).clamp(self.chunk_len, self.max_window()),
+            (false, 0) => START_WINDOW.clamp(self.chunk_len, self.max_window()),
+            (false, _) => self.chunk_len,
         };
         let wanted = (st.window / self.chunk_len).max(1) as usize;
         let mut end = pos + 1;

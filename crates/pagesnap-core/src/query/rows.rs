@@ -82,9 +82,8 @@ fn shape(conn: &Connection, schema: &str, table: &str) -> Result<Option<Shape>> 
         if kind != "table" {
             return Ok(None);
         }
-        let mut stmt = conn.prepare(
-            "SELECT name, pk FROM pragma_table_info(?2, ?1) ORDER BY cid",
-        )?;
+        let mut stmt =
+            conn.prepare("SELECT name, pk FROM pragma_table_info(?2, ?1) ORDER BY cid")?;
         let cols: Vec<(String, i64)> = stmt
             .query_map([schema, table], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
@@ -212,7 +211,9 @@ fn query_keys(
     let run = || -> rusqlite::Result<Vec<(Vec<Value>, Vec<bool>)>> {
         let mut stmt = conn.prepare(sql)?;
         let rows = stmt.query_map([], |r| {
-            let key = (0..n_keys).map(|i| r.get(i)).collect::<rusqlite::Result<_>>()?;
+            let key = (0..n_keys)
+                .map(|i| r.get(i))
+                .collect::<rusqlite::Result<_>>()?;
             let flags = (0..n_flags)
                 .map(|i| r.get::<_, bool>(n_keys + i))
                 .collect::<rusqlite::Result<_>>()?;

@@ -90,7 +90,12 @@ fn compare_all(store: &Store, dir: &Path, rng: &mut Rng, opts: &QueryOptions) {
         for sql in queries(rng) {
             let want = rows(&file, &sql).unwrap();
             let got = rows(&conn, &sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-            assert!(got == want, "{sql}: {} rows in place, {} restored", got.len(), want.len());
+            assert!(
+                got == want,
+                "{sql}: {} rows in place, {} restored",
+                got.len(),
+                want.len()
+            );
         }
         let stats = query::read_stats(&conn);
         assert!(stats.chunks > 0 && stats.reads > 0, "{stats:?}");
@@ -173,7 +178,10 @@ fn writes_are_refused() {
         .unwrap();
     assert_eq!(n, after);
     drop(conn);
-    assert_eq!(crate::common::objects_under(&dir.path().join("store"), ""), before);
+    assert_eq!(
+        crate::common::objects_under(&dir.path().join("store"), ""),
+        before
+    );
 }
 
 /// A bit flipped in a pack: the query that reads that chunk fails with an
@@ -256,12 +264,20 @@ fn tables_are_listed_with_rows_pages_and_bytes() {
     let restored = dir.path().join("r.db");
     store.restore_to_path(&snap, &restored, false).unwrap();
     let file = crate::common::open_ro(&restored);
-    let count = |sql: &str| -> u64 { file.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64 };
-    let by = |name: &str| list.iter().find(|u| u.name == name).unwrap_or_else(|| panic!("{name} in {list:?}"));
+    let count =
+        |sql: &str| -> u64 { file.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64 };
+    let by = |name: &str| {
+        list.iter()
+            .find(|u| u.name == name)
+            .unwrap_or_else(|| panic!("{name} in {list:?}"))
+    };
     assert_eq!(by("t").rows, count("SELECT count(*) FROM t"));
     assert_eq!(by("t").kind, "table");
     assert_eq!(by("t_tag").rows, count("SELECT count(*) FROM t"));
-    assert_eq!((by("t_tag").kind.as_str(), by("t_tag").table.as_str()), ("index", "t"));
+    assert_eq!(
+        (by("t_tag").kind.as_str(), by("t_tag").table.as_str()),
+        ("index", "t")
+    );
     assert_eq!(by("w").rows, count("SELECT count(*) FROM w"));
     assert_eq!(by("sqlite_schema").kind, "schema");
     let pages: u64 = list.iter().map(|u| u.pages).sum();
@@ -272,20 +288,22 @@ fn tables_are_listed_with_rows_pages_and_bytes() {
         assert_eq!(u.bytes, u.pages * 4096, "{u:?}");
         assert_eq!(
             u.pages,
-            count(&format!("SELECT count(*) FROM dbstat WHERE name = '{}'", u.name))
-                .max(if u.kind == "free" { u.pages } else { 0 }),
+            count(&format!(
+                "SELECT count(*) FROM dbstat WHERE name = '{}'",
+                u.name
+            ))
+            .max(if u.kind == "free" { u.pages } else { 0 }),
             "{u:?}"
         );
     }
-    assert!(list.windows(2).all(|w| w[0].bytes >= w[1].bytes || w[1].kind == "free"));
+    assert!(list
+        .windows(2)
+        .all(|w| w[0].bytes >= w[1].bytes || w[1].kind == "free"));
 }
 
 /// Every row of `table` in the database at `path`, by key (rowid, or the
 /// text key of `w`), with its values.
-fn rows_by_key(
-    path: &Path,
-    table: &str,
-) -> std::collections::BTreeMap<String, Vec<Value>> {
+fn rows_by_key(path: &Path, table: &str) -> std::collections::BTreeMap<String, Vec<Value>> {
     let conn = crate::common::open_ro(path);
     let sql = match table {
         "w" => "SELECT a, a, b FROM w",
@@ -323,7 +341,10 @@ fn row_diffs_equal_the_reference_on_restored_copies() {
         let snaps = store.snapshots().unwrap();
         for (i, j) in [(0, 1), (1, 2), (0, 2), (2, 0)] {
             let (a, b) = (&snaps[i], &snaps[j]);
-            let (ra, rb) = (dir.path().join(format!("a{i}.db")), dir.path().join(format!("b{j}.db")));
+            let (ra, rb) = (
+                dir.path().join(format!("a{i}.db")),
+                dir.path().join(format!("b{j}.db")),
+            );
             store.restore_to_path(a, &ra, true).unwrap();
             store.restore_to_path(b, &rb, true).unwrap();
             for (table, cols) in [("t", ["tag", "v"]), ("w", ["a", "b"])] {
@@ -368,5 +389,61 @@ fn row_diffs_equal_the_reference_on_restored_copies() {
         let err = store.diff_rows(&snaps[0], &snaps[1], "nosuch").unwrap_err();
         assert!(err.to_string().contains("nosuch"), "{err}");
     }
-    assert!(seen.iter().all(|&n| n > 0), "removed, added, changed: {seen:?}");
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "removed, added, changed: {seen:?}"
+    );
+}
+
+/// Every snapshot of every fixture store (each format version, the encrypted
+/// one unlocked with its passphrase) opens in place, and every table answers a
+/// full scan and `integrity_check` as its restored image does.
+#[test]
+fn fixture_stores_of_every_format_open_in_place() {
+    use pagesnap_core::Passphrase;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let mut opened = 0;
+    for version in ["v1", "v1-image-check", "v2", "v3-encrypted"] {
+        let dir = root.join(version).join("store");
+        let store = match version {
+            "v3-encrypted" => {
+                let backend = std::sync::Arc::new(pagesnap_core::backend::LocalBackend::new(&dir));
+                Store::open_backend_unlocking(backend, &|| {
+                    Ok(Passphrase::new("pagesnap fixture v3".into()))
+                })
+                .unwrap()
+            }
+            _ => Store::open(&dir).unwrap(),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        for snap in store.snapshots().unwrap() {
+            let restored = tmp.path().join(format!("{}.db", snap.id.short()));
+            store.restore_to_path(&snap, &restored, false).unwrap();
+            let file = crate::common::open_ro(&restored);
+            let conn = store.open_snapshot(&snap).unwrap();
+            let tables = rows(
+                &file,
+                "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name",
+            )
+            .unwrap();
+            assert!(!tables.is_empty(), "{version}");
+            for t in tables {
+                let Value::Text(t) = &t[0] else {
+                    panic!("{t:?}")
+                };
+                let sql = format!("SELECT * FROM \"{t}\"");
+                assert_eq!(
+                    rows(&conn, &sql).unwrap(),
+                    rows(&file, &sql).unwrap(),
+                    "{version} {t}"
+                );
+            }
+            assert_eq!(
+                rows(&conn, "PRAGMA integrity_check").unwrap(),
+                vec![vec![Value::Text("ok".into())]]
+            );
+            opened += 1;
+        }
+    }
+    assert!(opened >= 14, "{opened} snapshots opened");
 }
