@@ -10,7 +10,7 @@
 //! pages are traced from the changed leaves only, when a changed page is not
 //! reached otherwise.
 
-use super::btree::{self, PageOwners, Root};
+use super::btree::{self, PageOwners};
 use super::pages::CachedImage;
 use super::{explain, QueryOptions, Result};
 use crate::restore::Position;
@@ -91,8 +91,16 @@ impl Store {
                         tally.get(&y).changed += 1;
                     }
                 }
-                // Same bytes, one side not traced: nothing to tell.
-                (Some(x), Some(y)) if !differs && (x.kind == "unknown" || y.kind == "unknown") => {}
+                // One side not traced (an overflow page whose row's leaf did
+                // not change there): same bytes tell nothing; other bytes are
+                // the traced side's object changing (overflow pages are
+                // rewritten in place).
+                (Some(x), Some(y)) if x.kind == "unknown" || y.kind == "unknown" => {
+                    if differs {
+                        let known = if x.kind == "unknown" { y } else { x };
+                        tally.get(&known).changed += 1;
+                    }
+                }
                 (x, y) => {
                     if let Some(x) = x {
                         tally.get(&x).freed += 1;
@@ -173,7 +181,8 @@ impl<'a> Side<'a> {
     fn owners(&self, roots: &[Root], changed: &HashSet<u64>) -> Result<PageOwners> {
         let ps = self.page_size;
         let mut read = |n: u64| self.image.page(n);
-        let mut owners = btree::page_owners(&mut read, ps, self.pages, roots)?;
+        let numbers: Vec<u64> = roots.iter().map(|r| r.root).collect();
+        let mut owners = btree::page_owners(&mut read, ps, self.pages, &numbers)?;
         let untraced = changed
             .iter()
             .any(|&p| p <= self.pages && owners.owner[(p - 1) as usize] == btree::UNKNOWN);
@@ -186,15 +195,15 @@ impl<'a> Side<'a> {
                 })
                 .collect();
             leaves.sort_unstable();
-            btree::trace_overflow(&mut owners, &leaves, &mut read, ps)?;
+            btree::trace_overflow(&mut owners, &leaves, &mut read)?;
         }
         Ok(owners)
     }
 }
 
-/// The pages (numbered from 1) whose bytes differ between the sides, among
-/// those both have: from the chunk lists, reading only multi-page chunks that
-/// changed. Empty when the page sizes differ (every page counts then).
+/// The pages (numbered from 1) whose bytes differ between the sides: from the
+/// chunk lists, reading only multi-page chunks that changed, and every page
+/// only one side has. Empty when the page sizes differ (every page counts then).
 fn changed_pages(a: &Side<'_>, b: &Side<'_>) -> Result<HashSet<u64>> {
     let mut out = HashSet::new();
     if a.page_size != b.page_size {
@@ -222,6 +231,7 @@ fn changed_pages(a: &Side<'_>, b: &Side<'_>) -> Result<HashSet<u64>> {
             }
         }
     }
+    out.extend(common + 1..=a.pages.max(b.pages));
     Ok(out)
 }
 
@@ -308,6 +318,15 @@ impl Tally {
             ..ObjectDiff::default()
         })
     }
+}
+
+/// A b-tree of a snapshot, as `sqlite_schema` names it.
+struct Root {
+    name: String,
+    /// `table`, `index` or `schema`.
+    kind: &'static str,
+    table: String,
+    root: u64,
 }
 
 /// The b-trees of a snapshot: `sqlite_schema` (page 1) and what it lists.

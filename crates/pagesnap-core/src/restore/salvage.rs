@@ -216,7 +216,7 @@ pub(crate) fn page_owners(
     };
     let usable = (page_size as u64).saturating_sub(header.get(20).copied().unwrap_or(0) as u64);
     // Pages SQLite sets aside by number.
-    let lock_byte = (1u64 << 30) / page_size as u64 + 1;
+    let lock_byte = lock_byte_page(page_size);
     let autovacuum = be32(&header, 52).is_some_and(|v| v != 0);
     for &p in &wanted {
         if p == lock_byte && page_count >= lock_byte {
@@ -225,7 +225,11 @@ pub(crate) fn page_owners(
             out.insert(p, PageOwner::PointerMap);
         }
     }
-    for p in free_list(path, page_size, page_count, &header) {
+    // A trunk that cannot be read ends the walk (an empty page has no next trunk).
+    let mut read =
+        |p| Ok::<_, std::convert::Infallible>(read_page(path, page_size, p).unwrap_or_default());
+    let Ok(free) = free_list(&mut read, page_count, &header);
+    for p in free {
         if wanted.contains(&p) {
             out.entry(p).or_insert(PageOwner::FreeList);
         }
@@ -324,20 +328,24 @@ fn btree_owners(
 }
 
 /// The pages of the free list (trunk and leaf pages), followed from the header
-/// as far as the pages it goes through make sense.
-fn free_list(path: &Path, page_size: u32, page_count: u64, header: &[u8]) -> Vec<u64> {
+/// (page 1, `header`) as far as the pages it goes through make sense. `read`
+/// gives a page by number (from 1); a page too short to hold its pointers ends
+/// the walk there. Shared with `query/btree.rs`.
+pub(crate) fn free_list<E>(
+    read: &mut dyn FnMut(u64) -> std::result::Result<Vec<u8>, E>,
+    page_count: u64,
+    header: &[u8],
+) -> std::result::Result<Vec<u64>, E> {
     let mut out = Vec::new();
     let (Some(first), Some(count)) = (be32(header, 32), be32(header, 36)) else {
-        return out;
+        return Ok(out);
     };
     let in_file = |p: u64| p >= 2 && p <= page_count;
     let mut trunk = first as u64;
     let mut seen = HashSet::new();
     while in_file(trunk) && seen.insert(trunk) && (out.len() as u64) < count as u64 {
         out.push(trunk);
-        let Ok(page) = read_page(path, page_size, trunk) else {
-            break;
-        };
+        let page = read(trunk)?;
         let (Some(next), Some(leaves)) = (be32(&page, 0), be32(&page, 4)) else {
             break;
         };
@@ -350,12 +358,19 @@ fn free_list(path: &Path, page_size: u32, page_count: u64, header: &[u8]) -> Vec
         }
         trunk = next as u64;
     }
-    out
+    Ok(out)
+}
+
+/// The lock-byte page of a database of `page_size` bytes a page: the one holding
+/// byte offset 1 GiB (SQLite's `PENDING_BYTE_PAGE`), never used for data. It
+/// exists only in files at least that long.
+pub(crate) fn lock_byte_page(page_size: u32) -> u64 {
+    (1u64 << 30) / page_size.max(1) as u64 + 1
 }
 
 /// Whether page `p` is a pointer-map page of an auto-vacuum database whose pages
 /// have `usable` bytes (SQLite's `ptrmapPageno(p) == p`).
-fn is_pointer_map(p: u64, usable: u64, lock_byte: u64) -> bool {
+pub(crate) fn is_pointer_map(p: u64, usable: u64, lock_byte: u64) -> bool {
     if p < 2 {
         return false;
     }
