@@ -26,7 +26,6 @@ fn reference_rows(db: &std::path::Path, sql: &str) -> Vec<Value> {
     let mut stmt = conn.prepare(sql).unwrap();
     let names: Vec<String> = stmt
         .column_names()
-        .into_iter()
         .map(|s| s.to_string())
         .collect();
     let rows = stmt
