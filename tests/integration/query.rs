@@ -24,10 +24,7 @@ fn stdout_of(cmd: &mut assert_cmd::Command) -> String {
 fn reference_rows(db: &std::path::Path, sql: &str) -> Vec<Value> {
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut stmt = conn.prepare(sql).unwrap();
-    let names: Vec<String> = stmt
-        .column_names()
-        .map(|s| s.to_string())
-        .collect();
+    let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
     let rows = stmt
         .query_map([], |r| {
             let mut obj = serde_json::Map::new();

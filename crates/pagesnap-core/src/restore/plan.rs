@@ -187,10 +187,25 @@ impl Store {
     /// Errors are those the long way would report too: a page map that is missing
     /// or damaged.
     pub(crate) fn restore_plan(&self, snap: &Snapshot) -> Result<Option<RestorePlan>> {
+        self.restore_plan_with(snap, true)
+    }
+
+    /// [`Store::restore_plan`]; without `check_packs` every pack the index
+    /// objects list is taken to be there, as recorded, without listing the
+    /// packs (one request fewer on S3): the caller must take the long way when
+    /// a read finds a pack missing (the snapshot reader does).
+    pub(crate) fn restore_plan_with(
+        &self,
+        snap: &Snapshot,
+        check_packs: bool,
+    ) -> Result<Option<RestorePlan>> {
         // The maps (but for their changes) and the listing of packs, at once.
         let (chain, present) = rayon::join(
             || self.map_chain_heads(&snap.manifest.map),
-            || self.pack_sizes(),
+            || match check_packs {
+                true => self.pack_sizes().map(Some),
+                false => Ok(None),
+            },
         );
         let (chain, present) = (chain?, present?);
         // The index objects the chain names, each once, numbered.
@@ -238,7 +253,12 @@ impl Store {
             .map(|e| {
                 e.packs
                     .iter()
-                    .map(|p| (present.get(&p.id) == Some(&p.len)).then(|| packs.add(p)))
+                    .map(|p| {
+                        let there = present
+                            .as_ref()
+                            .is_none_or(|l| l.get(&p.id) == Some(&p.len));
+                        there.then(|| packs.add(p))
+                    })
                     .collect()
             })
             .collect();

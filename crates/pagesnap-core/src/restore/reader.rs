@@ -22,7 +22,7 @@ use crate::store::bases::{Bases, Chains, DEFAULT_CACHE_BYTES};
 use crate::store::{Snapshot, Store};
 use crate::types::ChunkRef;
 use crate::{layout, Error, Result};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError, RwLock};
 
 /// A snapshot's positions resolved: each one's chunk and where it is.
 pub(crate) enum Resolved {
@@ -117,11 +117,22 @@ impl Resolved {
 /// snapshot's own chunks). Planning chains from the base tables is next
 /// (DELTAS.md).
 pub(crate) fn resolve(store: &Store, snap: &Snapshot) -> Result<Resolved> {
+    resolve_with(store, snap, true)
+}
+
+/// [`resolve`]; without `check_packs` the short way does not list the packs
+/// (see [`Store::restore_plan_with`]).
+fn resolve_with(store: &Store, snap: &Snapshot, check_packs: bool) -> Result<Resolved> {
     if !store.config().deltas {
-        if let Some(plan) = store.restore_plan(snap)? {
+        if let Some(plan) = store.restore_plan_with(snap, check_packs)? {
             return Ok(Resolved::Plan(plan));
         }
     }
+    resolve_whole(store, snap)
+}
+
+/// The long way: the whole index.
+fn resolve_whole(store: &Store, snap: &Snapshot) -> Result<Resolved> {
     let index = store.load_index()?;
     let chunks = store.chunk_list_with(&index, snap)?;
     let locs = index.locate_all(&chunks);
@@ -133,10 +144,15 @@ pub(crate) fn resolve(store: &Store, snap: &Snapshot) -> Result<Resolved> {
 }
 
 /// Reads any pages of one snapshot, each chunk checked against its id.
+///
+/// It resolves the short way without listing the packs (a query's requests on
+/// S3 are few), so a pack that a prune has rewritten since is found missing
+/// only when read: the reader then takes the long way, which locates the
+/// chunks where they are now, and reads again.
 pub(crate) struct SnapshotReader {
     store: Store,
     snap: Snapshot,
-    resolved: Resolved,
+    resolved: RwLock<Resolved>,
     /// Decompression contexts, with the dictionaries loaded so far.
     decoder: Mutex<Decoder>,
     /// Bases of delta chunks (a store with deltas: resolved the long way).
@@ -149,7 +165,7 @@ impl SnapshotReader {
         Ok(SnapshotReader {
             store: store.clone(),
             snap: snap.clone(),
-            resolved: resolve(store, snap)?,
+            resolved: RwLock::new(resolve_with(store, snap, false)?),
             decoder: Mutex::new(Decoder::new(store.chunk_ids())?),
             bases: match store.config().deltas {
                 // Smaller than a restore's: a reader serves a few pages at a time.
@@ -176,12 +192,18 @@ impl SnapshotReader {
 
     /// Chunk position `i`: zeros, or a stored chunk (and where it is).
     pub(crate) fn position(&self, i: usize) -> Option<Position> {
-        self.resolved.positions().at(i)
+        self.resolved().positions().at(i)
     }
 
     /// Chunk positions of the image.
     pub(crate) fn chunk_count(&self) -> usize {
-        self.resolved.positions().len()
+        self.resolved().positions().len()
+    }
+
+    fn resolved(&self) -> std::sync::RwLockReadGuard<'_, Resolved> {
+        // Only ever replaced whole (by the long way): a poisoned lock holds a
+        // complete value.
+        self.resolved.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Pages `first_page..first_page + count` of the image.
@@ -221,9 +243,33 @@ impl SnapshotReader {
 
     /// The image bytes of positions `range` (within the image).
     pub(crate) fn read_positions(&self, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
+        // The guard is dropped at the end of the statement, before a write.
+        let (read, short_way) = {
+            let resolved = self.resolved();
+            let short_way = matches!(*resolved, Resolved::Plan(_));
+            (self.read_resolved(&resolved, range.clone()), short_way)
+        };
+        match read {
+            // A pack the short way took to be there is gone (rewritten by a
+            // prune since the maps were written): the long way finds where its
+            // chunks are now.
+            Err(Error::PackMissing { .. }) if short_way => {
+                let whole = resolve_whole(&self.store, &self.snap)?;
+                *self
+                    .resolved
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = whole;
+                let resolved = self.resolved();
+                self.read_resolved(&resolved, range)
+            }
+            r => r,
+        }
+    }
+
+    fn read_resolved(&self, resolved: &Resolved, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
         let m = &self.snap.manifest;
-        let positions = self.resolved.positions();
-        let packs = self.resolved.packs();
+        let positions = resolved.positions();
+        let packs = resolved.packs();
         if range.end > positions.len() {
             return Err(Error::Internal(format!(
                 "chunk position {} of {}",
@@ -242,7 +288,7 @@ impl SnapshotReader {
                 Some(Position::Zero) => {}
                 Some(Position::Stored(id, loc)) => items.push((i, id, loc)),
                 Some(Position::Unlocated(id)) => {
-                    return Err(match &self.resolved {
+                    return Err(match resolved {
                         Resolved::Whole(w) => w.index.unlocated(self.snap.id, &id),
                         Resolved::Plan(_) => Error::ChunkMissing {
                             snapshot: self.snap.id,
@@ -301,7 +347,7 @@ impl SnapshotReader {
                     )));
                 }
                 let entry = loc.pack_entry(*id);
-                let base = match (&self.bases, &self.resolved) {
+                let base = match (&self.bases, resolved) {
                     (Some(b), Resolved::Whole(w)) => b
                         .base_for(&entry, stored, &w.index)
                         .map_err(|e| e.or_damaged(damaged))?,
@@ -433,9 +479,9 @@ mod tests {
                 let reader = SnapshotReader::open(&store, &snap)?;
                 let ps = snap.manifest.page_size as usize;
                 assert_eq!(reader.page_count() as usize * ps, image.len());
-                assert!(matches!(reader.resolved, super::Resolved::Plan(_)));
+                assert!(matches!(*reader.resolved(), super::Resolved::Plan(_)));
                 assert_eq!(
-                    reader.resolved.packs().any_dict(),
+                    reader.resolved().packs().any_dict(),
                     dictionary,
                     "seed {seed}"
                 );
@@ -484,16 +530,16 @@ mod tests {
         store.restore_to_writer(&snap, &mut image)?;
         let reader = SnapshotReader::open(&store, &snap)?;
         assert_eq!(reader.snapshot().id, snap.id);
-        let positions = reader.resolved.positions();
+        let n = reader.chunk_count();
         // A bit flipped in a stored chunk's blob: it no longer decodes, or (kept
         // raw) no longer matches its id.
-        let (pos, id, loc) = (0..positions.len())
-            .find_map(|i| match positions.at(i) {
+        let (pos, id, loc) = (0..n)
+            .find_map(|i| match reader.position(i) {
                 Some(Position::Stored(id, loc)) => Some((i, id, loc)),
                 _ => None,
             })
             .expect("a stored chunk");
-        let key = layout::pack(&reader.resolved.packs().id(loc.pack));
+        let key = layout::pack(&reader.resolved().packs().id(loc.pack));
         let backend = store.backend();
         let mut pack = backend.get(&key)?;
         pack[loc.entry.offset as usize + loc.entry.stored_len as usize / 2] ^= 0x10;
@@ -506,7 +552,7 @@ mod tests {
         assert!(text.contains(&key), "{text}");
         // A page of another chunk (a zero one, or of another pack) still reads.
         let chunk_len = snap.manifest.chunk_len() as usize;
-        let other = (0..positions.len()).find(|&i| match positions.at(i) {
+        let other = (0..n).find(|&i| match reader.position(i) {
             Some(Position::Zero) => true,
             Some(Position::Stored(_, l)) => l.pack != loc.pack,
             _ => false,
@@ -516,6 +562,37 @@ mod tests {
             let end = (at + chunk_len).min(image.len());
             assert!(reader.read_chunk(i)? == image[at..end]);
         }
+        Ok(())
+    }
+
+    /// A prune that rewrites packs leaves the kept snapshots' page maps naming
+    /// their chunks through index objects whose packs are gone. The reader
+    /// (which does not list packs) finds that on its first read of such a
+    /// chunk, takes the long way, and reads every page right.
+    #[test]
+    fn a_pack_rewritten_by_prune_is_found_the_long_way() -> anyhow::Result<()> {
+        use crate::PruneOptions;
+        let (_dir, _gets, store) = random_store(41, 1, false)?;
+        let snaps = store.snapshots()?;
+        let keep = snaps.last().expect("snapshots").clone();
+        let forget: Vec<_> = snaps[..snaps.len() - 1].iter().map(|s| s.id).collect();
+        store.forget_snapshots(&forget, false)?;
+        let opts = PruneOptions {
+            max_unused: 0.0,
+            ..PruneOptions::default()
+        };
+        let report = store.prune(&opts)?;
+        assert!(report.packs_rewritten > 0, "{report:?}");
+        let mut image = Vec::new();
+        store.restore_to_writer(&keep, &mut image)?;
+        let reader = SnapshotReader::open(&store, &keep)?;
+        assert!(matches!(*reader.resolved(), super::Resolved::Plan(_)));
+        let ps = keep.manifest.page_size as usize;
+        for p in 0..reader.page_count() {
+            let at = p as usize * ps;
+            assert!(reader.read_pages(p, 1)? == image[at..at + ps], "page {p}");
+        }
+        assert!(matches!(*reader.resolved(), super::Resolved::Whole(_)));
         Ok(())
     }
 
