@@ -182,18 +182,19 @@ impl Positions for RestorePlan {
 const ZERO: u64 = u64::MAX;
 
 impl Store {
-    /// The plan of a restore of `snap`, or `None` when the whole index is needed
-    /// (see the module comment, and a map naming an entry its index object lacks).
-    /// Errors are those the long way would report too: a page map that is missing
-    /// or damaged.
+    /// The tests' shorthand for [`Store::restore_plan_with`], packs checked.
+    #[cfg(test)]
     pub(crate) fn restore_plan(&self, snap: &Snapshot) -> Result<Option<RestorePlan>> {
         self.restore_plan_with(snap, true)
     }
 
-    /// [`Store::restore_plan`]; without `check_packs` every pack the index
-    /// objects list is taken to be there, as recorded, without listing the
-    /// packs (one request fewer on S3): the caller must take the long way when
-    /// a read finds a pack missing (the snapshot reader does).
+    /// The plan of a restore of `snap`, or `None` when the whole index is needed
+    /// (see the module comment, and a map naming an entry its index object lacks).
+    /// Errors are those the long way would report too: a page map that is missing
+    /// or damaged. Without `check_packs` every pack the index objects list is
+    /// taken to be there, as recorded, without listing the packs (one request
+    /// fewer on S3): the caller must take the long way when a read finds a pack
+    /// missing (the snapshot reader does).
     pub(crate) fn restore_plan_with(
         &self,
         snap: &Snapshot,
