@@ -54,13 +54,23 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(vfs::uri(&name), flags).map_err(|source| {
-            // Not opened: the entry would never be closed.
+            // Not opened (opening reads the header): its read error first; the
+            // entry would never be closed.
+            let read = vfs::take_error(&name);
             vfs::unregister(&name);
-            QueryError::Sql { error: source }
+            match read {
+                Some(read) => QueryError::Store(read),
+                None => QueryError::Sql { error: source },
+            }
         })?;
         // A second guard: SQLite refuses every statement that would write.
+        // The first statement reads the schema: an image that cannot be read
+        // fails here, with the store's error.
         conn.pragma_update(None, "query_only", true)
-            .map_err(|source| QueryError::Sql { error: source })?;
+            .map_err(|e| match vfs::take_error(&name) {
+                Some(read) => QueryError::Store(read),
+                None => explain(&conn, e),
+            })?;
         Ok((conn, image))
     }
 
@@ -79,8 +89,13 @@ impl Store {
             [vfs::uri(&name), schema.to_string()],
         )
         .map_err(|source| {
+            // Not attached (or closed again by SQLite): its read error first.
+            let read = vfs::take_error(&name);
             vfs::unregister(&name);
-            explain(conn, source)
+            match read {
+                Some(read) => QueryError::Store(read),
+                None => explain(conn, source),
+            }
         })?;
         Ok(())
     }
@@ -99,14 +114,20 @@ impl Store {
     }
 }
 
-/// The file names of `conn`'s databases (main, temp and attached).
+/// The file names of `conn`'s databases: main's first (asked of SQLite
+/// directly: a statement would need the schema, which a failed read of main
+/// leaves unread), then the attached ones'.
 fn files(conn: &Connection) -> Vec<String> {
+    let mut out: Vec<String> = conn.path().map(str::to_string).into_iter().collect();
     let Ok(mut stmt) = conn.prepare("SELECT file FROM pragma_database_list") else {
-        return Vec::new();
+        return out;
     };
     let rows = stmt.query_map([], |r| r.get::<_, Option<String>>(0));
-    rows.map(|r| r.flatten().flatten().collect())
-        .unwrap_or_default()
+    out.extend(
+        rows.map(|r| r.flatten().flatten().collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
+    out
 }
 
 /// `e`, an SQLite error on `conn`, explained: when a snapshot's image failed to

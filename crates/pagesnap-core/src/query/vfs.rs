@@ -20,7 +20,7 @@
 use super::pages::ReadStats;
 use crate::sqlite_vfs;
 use rusqlite::ffi;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,14 +99,32 @@ pub(crate) fn uri(name: &str) -> String {
 /// The last read error of the image open under `name`, taken (`None`: no error,
 /// or no such image).
 pub(crate) fn take_error(name: &str) -> Option<crate::Error> {
-    let reg = registry().get(name).cloned()?;
-    let err = reg
-        .error
+    if let Some(reg) = registry().get(name).cloned() {
+        let err = reg
+            .error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        return err;
+    }
+    let mut closed = closed_errors();
+    let at = closed.iter().position(|(n, _)| n == name)?;
+    closed.remove(at).map(|(_, e)| e)
+}
+
+/// The errors of images SQLite closed after a failed read (it closes the file
+/// when the schema cannot be read, before the caller can ask why): the last
+/// few, for [`take_error`].
+fn closed_errors() -> MutexGuard<'static, VecDeque<(String, crate::Error)>> {
+    static CLOSED: OnceLock<Mutex<VecDeque<(String, crate::Error)>>> = OnceLock::new();
+    CLOSED
+        .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .take();
-    err
 }
+
+/// How many errors of closed images are kept.
+const CLOSED_ERRORS: usize = 16;
 
 /// What reading the image open under `name` has cost so far.
 pub(crate) fn stats(name: &str) -> Option<ReadStats> {
@@ -301,6 +319,19 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
         // lock, its cache) must not unwind into SQLite.
         sqlite_vfs::no_unwind((), move || {
             unregister(&state.name);
+            let error = state
+                .reg
+                .error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(e) = error {
+                let mut closed = closed_errors();
+                if closed.len() == CLOSED_ERRORS {
+                    closed.pop_front();
+                }
+                closed.push_back((state.name.clone(), e));
+            }
             drop(state);
         });
     }

@@ -15,7 +15,9 @@
 //! The snapshot VFS (query/) reads through [`SnapshotReader`].
 
 use super::plan::RestorePlan;
-use super::rebuild::{fetch_error, group_runs, Listed, Position, Positions, MAX_GAP, MAX_RUN};
+use super::rebuild::{
+    fetch_error, fetch_parallel, group_runs, Listed, Position, Positions, Run, MAX_GAP, MAX_RUN,
+};
 use crate::codec::Decoder;
 use crate::index::chunk_index::{ChunkIndex, Location, PackTable};
 use crate::store::bases::{Bases, Chains, DEFAULT_CACHE_BYTES};
@@ -142,6 +144,9 @@ fn resolve_whole(store: &Store, snap: &Snapshot) -> Result<Resolved> {
         locs,
     }))
 }
+
+/// Reads of packs one read of positions sends at once.
+const PARALLEL_READS: usize = 8;
 
 /// Reads any pages of one snapshot, each chunk checked against its id.
 ///
@@ -302,16 +307,26 @@ impl SnapshotReader {
         // By pack and offset, neighbours read together, as a restore reads them.
         let runs = group_runs(items, MAX_RUN, MAX_GAP);
         let backend = self.store.backend().as_ref();
+        let fetch = |run: &Run| {
+            let key = layout::pack(&packs.id(run.pack));
+            backend
+                .get_range(&key, run.start..run.end)
+                .map_err(|e| fetch_error(&self.snap, run.items[0].1, key, e))
+        };
+        // A read-ahead window spans several packs: their reads go out at once
+        // (on S3 each waits on the network), then are decoded in order.
+        let fetched: Vec<Vec<u8>> = match runs.as_slice() {
+            [] => Vec::new(),
+            [run] => vec![fetch(run)?],
+            many => fetch_parallel(many, many.len().min(PARALLEL_READS), fetch)?,
+        };
         let mut decoder = self
             .decoder
             .lock()
             .map_err(|_| Error::Internal("snapshot reader poisoned".into()))?;
-        for run in &runs {
+        for (run, bytes) in runs.iter().zip(fetched) {
             let key = layout::pack(&packs.id(run.pack));
             let first = run.items[0].1;
-            let bytes = backend
-                .get_range(&key, run.start..run.end)
-                .map_err(|e| fetch_error(&self.snap, first, key.clone(), e))?;
             let dict = packs.dict(run.pack);
             if let Some(d) = &dict {
                 decoder

@@ -614,3 +614,29 @@ fn page_diffs_equal_the_reference_on_restored_copies() {
         assert_eq!(untraced, 0, "seed {seed}");
     }
 }
+
+/// A write-only key opens the store but cannot read pages: opening a snapshot
+/// in place says so (the store's error, not SQLite's "disk I/O error").
+#[test]
+fn a_write_only_key_cannot_open_a_snapshot_in_place() {
+    use pagesnap_core::Passphrase;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let copy = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(root.join("v3-encrypted").join("store"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let backend = std::sync::Arc::new(pagesnap_core::backend::LocalBackend::new(&dir));
+    let store = Store::open_backend_unlocking(backend, &|| {
+        Ok(Passphrase::new("pagesnap fixture v3 (write-only)".into()))
+    })
+    .unwrap();
+    let snap = store.snapshots().unwrap().pop().unwrap();
+    let err = store.open_snapshot(&snap).unwrap_err();
+    assert!(matches!(err, QueryError::Store(_)), "{err:?}");
+    assert!(err.to_string().contains("write-only"), "{err}");
+}
