@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes every decoder of the store format for SECONDS each (default 60).
+# Fuzzes every decoder of the store format (and the b-tree walker of `diff`)
+# for SECONDS each (default 60).
 #
 #   scripts/fuzz.sh [SECONDS]
 #
@@ -29,10 +30,10 @@ declare -A max_len=(
     [config]=4096 [manifest]=4096 [dict]=32768
     [pagemap]=65536 [index]=65536 [envelope]=65536 [pack]=65536
     [cache-chunks]=32768 [cache-map]=8192 [cache-placed]=8192 [base-cache]=8192
-    [key-file]=4096 [sealed]=16384
+    [key-file]=4096 [sealed]=16384 [btree]=65536
 )
 targets=(config manifest pagemap index dict envelope pack cache-chunks cache-map cache-placed base-cache
-    key-file sealed)
+    key-file sealed btree)
 
 cargo +nightly fuzz build -a --fuzz-dir fuzz
 

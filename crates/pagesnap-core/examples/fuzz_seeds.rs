@@ -7,7 +7,8 @@
 //! Seeds are valid objects: copies of the format fixture stores `tests/fixtures/v1`
 //! and `tests/fixtures/v1-image-check` (read only; objects over 64 KiB are left out, the fuzzers cut inputs there) and
 //! a few small synthetic ones (the local cache's files and an encrypted store's
-//! key files and sealed objects are all synthetic). A fuzzer mutating real objects reaches the deep
+//! key files and sealed objects are all synthetic; the `btree` target's are SQLite
+//! images made with rusqlite). A fuzzer mutating real objects reaches the deep
 //! paths of each decoder much sooner than one starting from nothing. The hostile
 //! inputs carry right checksums, so they reach the check they target; the
 //! regression test asserts each one is rejected. Output is deterministic: rerunning
@@ -15,7 +16,8 @@
 
 use pagesnap_core::format::envelope::{self, Kind};
 use pagesnap_core::format::fuzz::{
-    cache_hostile, cache_seeds, crypto_hostile, crypto_seeds, seal_envelope, seal_pack,
+    btree_hostile, btree_seeds, cache_hostile, cache_seeds, crypto_hostile, crypto_seeds,
+    seal_envelope, seal_pack,
 };
 use pagesnap_core::format::index::{DeltaBase, IndexBody, IndexEntry, PackRef};
 use pagesnap_core::format::manifest::Manifest;
@@ -54,6 +56,14 @@ fn main() -> Res {
         write(&seeds, target, name, &bytes)?;
     }
     for (target, name, bytes) in crypto_hostile()? {
+        write(&hostile, target, name, &bytes)?;
+    }
+    // SQLite images for the b-tree walker of `diff` (not a store object):
+    // made with rusqlite, damaged by hand for the hostile ones.
+    for (target, name, bytes) in btree_seeds()? {
+        write(&seeds, target, name, &bytes)?;
+    }
+    for (target, name, bytes) in btree_hostile()? {
         write(&hostile, target, name, &bytes)?;
     }
     Ok(())

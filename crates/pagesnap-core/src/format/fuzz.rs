@@ -15,6 +15,10 @@
 //! files and sealed objects carry authentication tags instead, which cannot be
 //! recomputed: those targets take inputs as given (`crypto/fuzz.rs` says why
 //! that still reaches every check).
+//!
+//! One target is not of the store's format: `btree`, the walker `diff` runs on
+//! SQLite pages read from a snapshot (`query/btree.rs`, entry point in
+//! `query/fuzz.rs`). SQLite's pages carry no checksum; its inputs are taken as given.
 
 use super::config::{ConfigObject, StoreConfig};
 use super::dict::DictBody;
@@ -26,6 +30,7 @@ use super::pagemap::PageMap;
 use super::{checksum32, checksum64, Result};
 use crate::crypto::fuzz as crypto;
 use crate::index::cache::fuzz as cache;
+use crate::query::fuzz as query;
 use crate::store::base_cache;
 use crate::types::{ChunkRef, Id};
 
@@ -51,10 +56,12 @@ pub enum Target {
     KeyFile,
     /// A sealed object of an encrypted store, of either key kind (`crypto/seal.rs`).
     Sealed,
+    /// The b-tree page-owner walker of `diff` over an SQLite image (`query/btree.rs`).
+    Btree,
 }
 
 impl Target {
-    pub const ALL: [Target; 13] = [
+    pub const ALL: [Target; 14] = [
         Target::Config,
         Target::Manifest,
         Target::PageMap,
@@ -68,6 +75,7 @@ impl Target {
         Target::BaseCache,
         Target::KeyFile,
         Target::Sealed,
+        Target::Btree,
     ];
 
     /// The name of its fuzz target, seed folder and regression folder.
@@ -86,6 +94,7 @@ impl Target {
             Target::BaseCache => "base-cache",
             Target::KeyFile => "key-file",
             Target::Sealed => "sealed",
+            Target::Btree => "btree",
         }
     }
 
@@ -105,15 +114,16 @@ impl Target {
             Target::BaseCache => base_cache::fuzz(data),
             Target::KeyFile => crypto::key_file(data),
             Target::Sealed => crypto::sealed(data),
+            Target::Btree => query::btree(data),
         }
     }
 
     /// `data` with its checksums made right for this target's object (as it is
     /// for an object with authentication tags instead, which only sealing
-    /// again could make right).
+    /// again could make right, and for SQLite pages, which have no checksum).
     pub fn seal(self, data: &[u8]) -> Vec<u8> {
         match self {
-            Target::KeyFile | Target::Sealed => data.to_vec(),
+            Target::KeyFile | Target::Sealed | Target::Btree => data.to_vec(),
             Target::Pack => seal_pack(data),
             Target::CacheChunks => cache::seal_chunks(data),
             Target::CacheMap | Target::CachePlaced => cache::seal_trailing_hash(data),
@@ -125,7 +135,7 @@ impl Target {
     /// What a fuzz target runs: `data` as given, then sealed. Returns the result of
     /// the sealed one (equal to the first for inputs whose checksums are right).
     pub fn run(self, data: &[u8]) -> Result<()> {
-        if matches!(self, Target::KeyFile | Target::Sealed) {
+        if matches!(self, Target::KeyFile | Target::Sealed | Target::Btree) {
             return self.decode(data);
         }
         let _ = self.decode(data);
@@ -163,6 +173,21 @@ pub fn crypto_seeds() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
 /// name, file name, bytes); written by the `fuzz_seeds` example.
 pub fn crypto_hostile() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
     crypto::hostile()
+}
+
+/// SQLite database images made with rusqlite (a table and index with overflow
+/// rows and a free list, a deep b-tree, auto-vacuum ones), as inputs of the
+/// `btree` target, as (target name, file name, bytes); written by the
+/// `fuzz_seeds` example.
+pub fn btree_seeds() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
+    query::seeds()
+}
+
+/// Those images damaged so that pages are left without an owner (cycles, a
+/// looping overflow chain, a huge free list, a pointer out of the file), as
+/// (target name, file name, bytes); written by the `fuzz_seeds` example.
+pub fn btree_hostile() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
+    query::hostile()
 }
 
 /// Copies `data` and recomputes the envelope's body checksum (when its stored length

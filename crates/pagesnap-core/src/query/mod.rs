@@ -8,10 +8,14 @@
 //! * `diff.rs`: what changed between two snapshots, per table and index, from
 //!   their page maps; `btree.rs` finds which b-tree owns a page, reading only
 //!   interior pages; `rows.rs`: the rows of one table added, removed and changed.
+//! * `fuzz.rs`: the fuzz entry point of `btree.rs`, which reads SQLite's bytes
+//!   from a snapshot (feature `fuzzing`).
 
 mod btree;
 mod diff;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod open;
 mod pages;
 mod rows;
