@@ -12,7 +12,8 @@
 # times, interleaved, warm page cache:
 #
 #   restore     `restore latest --no-fsync` (the reference)
-#   lookup      `sql latest 'SELECT * FROM orders WHERE id = K'`, K random
+#   lookup      `sql latest 'SELECT * FROM orders WHERE id = K'`, K random (the
+#               snapshot's first two openings are timed apart, once, before)
 #   count       `sql latest 'SELECT count(*) FROM orders WHERE total >= 0'`
 #               (a scan of the whole orders table), against
 #   restore+count  the restore, then the same query on the restored file
@@ -69,7 +70,13 @@ secs() {
     t1=$(date +%s%N)
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'
 }
-rm -f ./*.secs
+rm -f ./*.secs ./*.chunks
+# A snapshot's first opening on a machine resolves it through the store and
+# marks it; the second also writes its position file (docs/FORMAT.md, "Local
+# position cache"); later ones read it. Both first ones, once, cold:
+rm -rf cache/*/positions
+secs "$PS" --store st sql latest "SELECT * FROM orders WHERE id = 1" >first.secs
+secs "$PS" --store st sql latest "SELECT * FROM orders WHERE id = 2" >second.secs
 COUNT_SQL='SELECT count(*) FROM orders WHERE total >= 0'
 for run in $(seq 1 "$RUNS"); do
     k=$(( (RANDOM * 32768 + RANDOM) % MAXID + 1 ))
@@ -77,10 +84,10 @@ for run in $(seq 1 "$RUNS"); do
     if [ $((run % 2)) -eq 1 ]; then
         secs "$PS" --store st restore latest -o r.db --force --no-fsync >>restore.secs
         secs "$PS" --store st sql latest "SELECT * FROM orders WHERE id = $k" >>lookup.secs
-        grep -o 'read [0-9]* chunk' .err | tr -dc '0-9\n' >>lookup.chunks
+        grep -o 'read [0-9]* chunk' .err | head -1 | tr -dc '0-9\n' >>lookup.chunks
     else
         secs "$PS" --store st sql latest "SELECT * FROM orders WHERE id = $k" >>lookup.secs
-        grep -o 'read [0-9]* chunk' .err | tr -dc '0-9\n' >>lookup.chunks
+        grep -o 'read [0-9]* chunk' .err | head -1 | tr -dc '0-9\n' >>lookup.chunks
         secs "$PS" --store st restore latest -o r.db --force --no-fsync >>restore.secs
     fi
     secs sh -c "\"$PS\" --store st restore latest -o r2.db --force --no-fsync && python3 -c 'import sqlite3; print(sqlite3.connect(\"r2.db\").execute(\"$COUNT_SQL\").fetchone())'" >>restorecount.secs
@@ -100,7 +107,9 @@ echo
 echo "| what | median (s) | per pair: median (min–max) | target |"
 echo "|---|---|---|---|"
 echo "| restore latest, --no-fsync (reference) | $(median <restore.secs) | | |"
-echo "| PK lookup in place | $(median <lookup.secs) | $(ratio lookup.secs restore.secs) × restore | ≤ 0.05 s and ≤ 0.02× |"
+echo "| PK lookup in place, first opening of the snapshot on the machine | $(cat first.secs) | | |"
+echo "| the same, second opening (writes the position file) | $(cat second.secs) | | |"
+echo "| PK lookup in place (later openings) | $(median <lookup.secs) | $(ratio lookup.secs restore.secs) × restore | ≤ 0.05 s and ≤ 0.02× |"
 echo "| count(*) scan in place | $(median <count.secs) | $(ratio count.secs restorecount.secs) × restore+count | < 1× |"
 echo "| restore + count(*) on the file | $(median <restorecount.secs) | | |"
 echo "| diff A B (two snapshots ~1% apart) | $(median <diff.secs) | | ≤ 1 s |"

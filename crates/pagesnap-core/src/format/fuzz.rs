@@ -31,6 +31,7 @@ use super::{checksum32, checksum64, Result};
 use crate::crypto::fuzz as crypto;
 use crate::index::cache::fuzz as cache;
 use crate::query::fuzz as query;
+use crate::restore::position_cache::fuzz as positions;
 use crate::store::base_cache;
 use crate::types::{ChunkRef, Id};
 
@@ -52,6 +53,8 @@ pub enum Target {
     CachePlaced,
     /// A file of the local base cache (`store/base_cache.rs`).
     BaseCache,
+    /// A position file of a snapshot opened in place (`restore/position_cache.rs`).
+    CachePositions,
     /// A key file of an encrypted store (`crypto/key_file.rs`).
     KeyFile,
     /// A sealed object of an encrypted store, of either key kind (`crypto/seal.rs`).
@@ -61,7 +64,7 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 14] = [
+    pub const ALL: [Target; 15] = [
         Target::Config,
         Target::Manifest,
         Target::PageMap,
@@ -73,6 +76,7 @@ impl Target {
         Target::CacheMap,
         Target::CachePlaced,
         Target::BaseCache,
+        Target::CachePositions,
         Target::KeyFile,
         Target::Sealed,
         Target::Btree,
@@ -92,6 +96,7 @@ impl Target {
             Target::CacheMap => "cache-map",
             Target::CachePlaced => "cache-placed",
             Target::BaseCache => "base-cache",
+            Target::CachePositions => "cache-positions",
             Target::KeyFile => "key-file",
             Target::Sealed => "sealed",
             Target::Btree => "btree",
@@ -112,6 +117,7 @@ impl Target {
             Target::CacheMap => cache::resolved_map(data),
             Target::CachePlaced => cache::placement(data),
             Target::BaseCache => base_cache::fuzz(data),
+            Target::CachePositions => positions::run(data),
             Target::KeyFile => crypto::key_file(data),
             Target::Sealed => crypto::sealed(data),
             Target::Btree => query::btree(data),
@@ -128,6 +134,7 @@ impl Target {
             Target::CacheChunks => cache::seal_chunks(data),
             Target::CacheMap | Target::CachePlaced => cache::seal_trailing_hash(data),
             Target::BaseCache => base_cache::seal(data),
+            Target::CachePositions => positions::seal(data),
             _ => seal_envelope(data),
         }
     }
@@ -150,6 +157,8 @@ pub fn cache_seeds() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
     let mut all = cache::seeds()?;
     let (seeds, _) = base_cache::fuzz_files();
     all.extend(seeds.into_iter().map(|(n, b)| ("base-cache", n, b)));
+    let (seeds, _) = positions::files();
+    all.extend(seeds.into_iter().map(|(n, b)| ("cache-positions", n, b)));
     Ok(all)
 }
 
@@ -159,6 +168,8 @@ pub fn cache_hostile() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
     let mut all = cache::hostile()?;
     let (_, hostile) = base_cache::fuzz_files();
     all.extend(hostile.into_iter().map(|(n, b)| ("base-cache", n, b)));
+    let (_, hostile) = positions::files();
+    all.extend(hostile.into_iter().map(|(n, b)| ("cache-positions", n, b)));
     Ok(all)
 }
 

@@ -164,7 +164,7 @@ impl<'a> Side<'a> {
 
     /// Chunk position `i`'s chunk: `None` for zeros.
     fn chunk(&self, i: usize) -> Result<Option<(ChunkId, u32)>> {
-        match self.image.reader().position(i) {
+        match self.image.reader().position(i)? {
             Some(Position::Zero) => Ok(None),
             Some(Position::Stored(id, loc)) => Ok(Some((id, loc.entry.stored_len))),
             Some(Position::Unlocated(id)) => Err(crate::Error::ChunkMissing {

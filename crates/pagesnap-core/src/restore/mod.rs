@@ -10,6 +10,8 @@
 //!   `resolve`, the one way a snapshot's positions are resolved (the plan, else the
 //!   whole index), which restore and salvage use; and `SnapshotReader`, pages
 //!   a..b of a snapshot at random, each chunk checked against its id.
+//! * `position_cache.rs`: this machine's resolved positions of a snapshot the
+//!   reader opens again (checksummed, never the truth), so queries skip resolving.
 //! * `rebuild.rs`: rebuilding the image window by window from its chunks, checking it.
 //! * `output.rs`: writing it to a stream or into a file at positions; the temporary
 //!   file renamed into place.
@@ -18,6 +20,7 @@
 mod links;
 mod output;
 mod plan;
+pub(crate) mod position_cache;
 mod reader;
 mod rebuild;
 pub mod salvage;
@@ -109,6 +112,12 @@ impl Store {
                 )
             }
             reader::Resolved::Whole(w) => w,
+            // `resolve` reads no position file (the snapshot reader's own).
+            reader::Resolved::Cached(_) => {
+                return Err(crate::Error::Internal(
+                    "a salvage resolved from a position file".into(),
+                ))
+            }
         };
         // Something is not located by the names the maps use: the whole index
         // finds what it can, and says why the rest is lost.

@@ -15,6 +15,7 @@
 //! The snapshot VFS (query/) reads through [`SnapshotReader`].
 
 use super::plan::RestorePlan;
+use super::position_cache::{self, PositionFile};
 use super::rebuild::{
     fetch_error, fetch_parallel, group_runs, Listed, Position, Positions, Run, MAX_GAP, MAX_RUN,
 };
@@ -33,6 +34,8 @@ pub(crate) enum Resolved {
     Plan(RestorePlan),
     /// The long way, when the short one cannot answer: the whole index.
     Whole(Whole),
+    /// The short way's answer kept on this machine (the snapshot reader only).
+    Cached(PositionFile),
 }
 
 /// Positions resolved through the whole index: the chunk list and each stored
@@ -90,6 +93,7 @@ impl Resolved {
         match self {
             Resolved::Plan(p) => &p.packs,
             Resolved::Whole(w) => w.index.packs(),
+            Resolved::Cached(f) => f.packs(),
         }
     }
 
@@ -97,6 +101,7 @@ impl Resolved {
         match self {
             Resolved::Plan(p) => p,
             Resolved::Whole(w) => w,
+            Resolved::Cached(f) => f,
         }
     }
 
@@ -105,7 +110,7 @@ impl Resolved {
     pub(crate) fn chains(&self, store: &Store) -> Result<Option<Chains<'_>>> {
         match self {
             Resolved::Whole(w) => w.chains(store),
-            Resolved::Plan(_) => Ok(None),
+            Resolved::Plan(_) | Resolved::Cached(_) => Ok(None),
         }
     }
 }
@@ -165,12 +170,41 @@ pub(crate) struct SnapshotReader {
 }
 
 impl SnapshotReader {
-    /// Resolves `snap`'s positions (see [`resolve`]).
+    /// Resolves `snap`'s positions: from this machine's position file when it
+    /// has a sound one, else the short way (without listing the packs), which
+    /// is then kept in such a file, else the long way (see [`resolve`]).
     pub(crate) fn open(store: &Store, snap: &Snapshot) -> Result<Self> {
+        let dir = store
+            .uses_local_cache()
+            .then(|| position_cache::folder(&store.config().store_id))
+            .flatten();
+        let dir = dir.filter(|_| !store.config().deltas);
+        let known = match &dir {
+            Some(d) => position_cache::lookup(d, &snap.id, snap.manifest.chunk_count),
+            None => position_cache::Lookup::Unknown,
+        };
+        let resolved = match known {
+            position_cache::Lookup::File(f) => Resolved::Cached(f),
+            known => {
+                let r = resolve_with(store, snap, false)?;
+                if let (Resolved::Plan(plan), Some(d)) = (&r, &dir) {
+                    // A snapshot opened again is likely to be opened more: its
+                    // file is written the second time, not for one-off queries.
+                    store.mark_cache();
+                    match known {
+                        position_cache::Lookup::Seen => {
+                            position_cache::write(d, &snap.id, plan, &plan.packs)
+                        }
+                        _ => position_cache::mark_seen(d, &snap.id, plan.len()),
+                    };
+                }
+                r
+            }
+        };
         Ok(SnapshotReader {
             store: store.clone(),
             snap: snap.clone(),
-            resolved: RwLock::new(resolve_with(store, snap, false)?),
+            resolved: RwLock::new(resolved),
             decoder: Mutex::new(Decoder::new(store.chunk_ids())?),
             bases: match store.config().deltas {
                 // Smaller than a restore's: a reader serves a few pages at a time.
@@ -196,8 +230,41 @@ impl SnapshotReader {
     }
 
     /// Chunk position `i`: zeros, or a stored chunk (and where it is).
-    pub(crate) fn position(&self, i: usize) -> Option<Position> {
-        self.resolved().positions().at(i)
+    pub(crate) fn position(&self, i: usize) -> Result<Option<Position>> {
+        let (got, cached) = {
+            let resolved = self.resolved();
+            (
+                resolved.positions().at(i),
+                matches!(*resolved, Resolved::Cached(_)),
+            )
+        };
+        match (got, cached) {
+            (None, true) => {
+                self.fall_back()?;
+                Ok(self.resolved().positions().at(i))
+            }
+            (got, _) => Ok(got),
+        }
+    }
+
+    /// Resolves again, one way further: from this machine's position file (one
+    /// that failed a check, or named a pack that is gone: it is deleted) to the
+    /// short way; from the short way (a pack a prune has rewritten since) to
+    /// the long way. `false` when the long way was already taken.
+    fn fall_back(&self) -> Result<bool> {
+        let next = match &*self.resolved() {
+            Resolved::Cached(f) => {
+                f.discard();
+                resolve_with(&self.store, &self.snap, false)?
+            }
+            Resolved::Plan(_) => resolve_whole(&self.store, &self.snap)?,
+            Resolved::Whole(_) => return Ok(false),
+        };
+        *self
+            .resolved
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = next;
+        Ok(true)
     }
 
     /// Chunk positions of the image.
@@ -248,26 +315,25 @@ impl SnapshotReader {
 
     /// The image bytes of positions `range` (within the image).
     pub(crate) fn read_positions(&self, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
-        // The guard is dropped at the end of the statement, before a write.
-        let (read, short_way) = {
-            let resolved = self.resolved();
-            let short_way = matches!(*resolved, Resolved::Plan(_));
-            (self.read_resolved(&resolved, range.clone()), short_way)
-        };
-        match read {
-            // A pack the short way took to be there is gone (rewritten by a
-            // prune since the maps were written): the long way finds where its
-            // chunks are now.
-            Err(Error::PackMissing { .. }) if short_way => {
-                let whole = resolve_whole(&self.store, &self.snap)?;
-                *self
-                    .resolved
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = whole;
+        loop {
+            // The guard is dropped at the end of the statement, before a write.
+            let (read, cached) = {
                 let resolved = self.resolved();
-                self.read_resolved(&resolved, range)
+                let cached = matches!(*resolved, Resolved::Cached(_));
+                (self.read_resolved(&resolved, range.clone()), cached)
+            };
+            match read {
+                // This machine's file may be what is wrong: the store decides.
+                // A pack the short way took to be there may be gone (rewritten
+                // by a prune since the maps were written): the long way finds
+                // where its chunks are now.
+                Err(e) if cached || matches!(e, Error::PackMissing { .. }) => {
+                    if !self.fall_back()? {
+                        return Err(e);
+                    }
+                }
+                r => return r,
             }
-            r => r,
         }
     }
 
@@ -295,7 +361,7 @@ impl SnapshotReader {
                 Some(Position::Unlocated(id)) => {
                     return Err(match resolved {
                         Resolved::Whole(w) => w.index.unlocated(self.snap.id, &id),
-                        Resolved::Plan(_) => Error::ChunkMissing {
+                        Resolved::Plan(_) | Resolved::Cached(_) => Error::ChunkMissing {
                             snapshot: self.snap.id,
                             chunk: id,
                         },
@@ -549,7 +615,7 @@ mod tests {
         // A bit flipped in a stored chunk's blob: it no longer decodes, or (kept
         // raw) no longer matches its id.
         let (pos, id, loc) = (0..n)
-            .find_map(|i| match reader.position(i) {
+            .find_map(|i| match reader.position(i).ok().flatten() {
                 Some(Position::Stored(id, loc)) => Some((i, id, loc)),
                 _ => None,
             })
@@ -567,7 +633,7 @@ mod tests {
         assert!(text.contains(&key), "{text}");
         // A page of another chunk (a zero one, or of another pack) still reads.
         let chunk_len = snap.manifest.chunk_len() as usize;
-        let other = (0..n).find(|&i| match reader.position(i) {
+        let other = (0..n).find(|&i| match reader.position(i).ok().flatten() {
             Some(Position::Zero) => true,
             Some(Position::Stored(_, l)) => l.pack != loc.pack,
             _ => false,
@@ -608,6 +674,71 @@ mod tests {
             assert!(reader.read_pages(p, 1)? == image[at..at + ps], "page {p}");
         }
         assert!(matches!(*reader.resolved(), super::Resolved::Whole(_)));
+        Ok(())
+    }
+
+    /// A snapshot opened a second time reads its positions from this machine's
+    /// position file; every page is still the restored image's. A file whose
+    /// bytes are damaged, or that names a pack a prune has since rewritten,
+    /// sends the reader back through the store (and is deleted), and every
+    /// page still reads right.
+    #[test]
+    fn a_snapshot_opened_again_reads_its_position_file() -> anyhow::Result<()> {
+        use crate::PruneOptions;
+        let (_dir, _gets, store) = random_store(53, 1, false)?;
+        let snaps = store.snapshots()?;
+        let keep = snaps.last().expect("snapshots").clone();
+        let mut image = Vec::new();
+        store.restore_to_writer(&keep, &mut image)?;
+        let ps = keep.manifest.page_size as usize;
+        let all_pages = |reader: &SnapshotReader| -> anyhow::Result<()> {
+            for p in 0..reader.page_count() {
+                let at = p as usize * ps;
+                anyhow::ensure!(reader.read_pages(p, 1)? == image[at..at + ps], "page {p}");
+            }
+            Ok(())
+        };
+        // Opened once: marked (an empty file); twice: written; then read.
+        let path = super::position_cache::folder(&store.config().store_id)
+            .expect("a cache folder")
+            .join(keep.id.to_hex());
+        for _ in 0..2 {
+            let r = SnapshotReader::open(&store, &keep)?;
+            assert!(matches!(*r.resolved(), super::Resolved::Plan(_)));
+        }
+        assert!(std::fs::metadata(&path)?.len() > 0);
+        let again = SnapshotReader::open(&store, &keep)?;
+        assert!(matches!(*again.resolved(), super::Resolved::Cached(_)));
+        all_pages(&again)?;
+        // A flipped byte in the records: read through the store, file deleted.
+        let mut bytes = std::fs::read(&path)?;
+        // (The records follow the 68-byte header.)
+        bytes[200] ^= 0x40;
+        std::fs::write(&path, &bytes)?;
+        let damaged = SnapshotReader::open(&store, &keep)?;
+        assert!(matches!(*damaged.resolved(), super::Resolved::Cached(_)));
+        all_pages(&damaged)?;
+        assert!(!matches!(*damaged.resolved(), super::Resolved::Cached(_)));
+        assert!(!path.exists(), "the damaged file is deleted");
+        // Written again, then a prune rewrites the packs it names.
+        drop(SnapshotReader::open(&store, &keep)?);
+        drop(SnapshotReader::open(&store, &keep)?);
+        assert!(std::fs::metadata(&path)?.len() > 0);
+        let forget: Vec<_> = snaps[..snaps.len() - 1].iter().map(|s| s.id).collect();
+        store.forget_snapshots(&forget, false)?;
+        let report = store.prune(&PruneOptions {
+            max_unused: 0.0,
+            ..PruneOptions::default()
+        })?;
+        assert!(report.packs_rewritten > 0, "{report:?}");
+        let stale = SnapshotReader::open(&store, &keep)?;
+        assert!(matches!(*stale.resolved(), super::Resolved::Cached(_)));
+        all_pages(&stale)?;
+        assert!(matches!(*stale.resolved(), super::Resolved::Whole(_)));
+        // Without the local cache, no file is read or written.
+        let plain = store.clone().without_index_cache();
+        let r = SnapshotReader::open(&plain, &keep)?;
+        assert!(!matches!(*r.resolved(), super::Resolved::Cached(_)));
         Ok(())
     }
 

@@ -289,6 +289,11 @@ impl Store {
         cache
     }
 
+    /// Whether this machine's caches may be used (not `--no-cache`).
+    pub(crate) fn uses_local_cache(&self) -> bool {
+        self.index_cache
+    }
+
     /// Records in this machine's cache folder of the store which store it is and
     /// that it is in use (see [`cache_dirs`]), before anything is cached there.
     pub(crate) fn mark_cache(&self) {
