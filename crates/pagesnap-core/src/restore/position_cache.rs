@@ -61,8 +61,8 @@ pub(crate) fn folder(store: &Id) -> Option<PathBuf> {
 
 /// What this machine knows of a snapshot's positions.
 pub(crate) enum Lookup {
-    /// Its file, sound.
-    File(PositionFile),
+    /// Its file, sound (boxed: the other answers carry nothing).
+    File(Box<PositionFile>),
     /// It was opened before, and has no file yet: an empty file marks that.
     Seen,
     Unknown,
@@ -79,7 +79,7 @@ pub(crate) fn lookup(dir: &Path, snap: &SnapshotId, count: u64) -> Lookup {
         return Lookup::Seen;
     }
     match PositionFile::read(file, path.clone(), snap, count) {
-        Some(f) => Lookup::File(f),
+        Some(f) => Lookup::File(Box::new(f)),
         None => {
             let _ = std::fs::remove_file(&path);
             Lookup::Unknown
@@ -90,7 +90,7 @@ pub(crate) fn lookup(dir: &Path, snap: &SnapshotId, count: u64) -> Lookup {
 /// Marks `snap` as opened once (an empty file), so that the next opening
 /// writes its positions; nothing for a snapshot too small to get a file.
 pub(crate) fn mark_seen(dir: &Path, snap: &SnapshotId, count: usize) -> Option<()> {
-    if count < MIN_POSITIONS {
+    if !worth_a_file(count) {
         return None;
     }
     crate::create_private_dirs(dir).ok()?;
@@ -105,7 +105,7 @@ impl PositionFile {
     #[cfg(test)]
     pub(crate) fn open(dir: &Path, snap: &SnapshotId, count: u64) -> Option<PositionFile> {
         match lookup(dir, snap, count) {
-            Lookup::File(f) => Some(f),
+            Lookup::File(f) => Some(*f),
             _ => None,
         }
     }
@@ -256,8 +256,14 @@ impl Positions for PositionFile {
 }
 
 /// Snapshots of fewer positions get no file: resolving them is quick anyway
-/// (64 MiB of 4 KiB chunks; every size in the unit tests).
-const MIN_POSITIONS: usize = if cfg!(test) { 0 } else { 1 << 14 };
+/// (64 MiB of 4 KiB chunks).
+const MIN_POSITIONS: usize = 1 << 14;
+
+/// Whether a snapshot of `count` positions gets a file (every size in the
+/// unit tests).
+fn worth_a_file(count: usize) -> bool {
+    cfg!(test) || count >= MIN_POSITIONS
+}
 
 /// Writes the positions of `snap` (all of them stored or zero, none unlocated)
 /// to `dir`, then removes all but the [`KEEP`] newest files there. Best effort:
@@ -269,7 +275,7 @@ pub(crate) fn write(
     positions: &dyn Positions,
     packs: &PackTable,
 ) -> Option<()> {
-    if positions.len() < MIN_POSITIONS {
+    if !worth_a_file(positions.len()) {
         return None;
     }
     write_file(dir, snap, positions, packs)
@@ -612,8 +618,11 @@ pub(crate) mod fuzz {
             .unwrap_or_default()
     }
 
-    /// (seeds, hostile inputs), as (name, bytes).
-    pub(crate) fn files() -> (Vec<(&'static str, Vec<u8>)>, Vec<(&'static str, Vec<u8>)>) {
+    /// Named files: (name, bytes).
+    type Named = Vec<(&'static str, Vec<u8>)>;
+
+    /// (seeds, hostile inputs).
+    pub(crate) fn files() -> (Named, Named) {
         let small = file(5);
         let seeds = vec![("positions-5", small.clone()), ("positions-200", file(200))];
         let record = |i: usize| HEAD + i * RECORD;

@@ -184,7 +184,7 @@ impl SnapshotReader {
             None => position_cache::Lookup::Unknown,
         };
         let resolved = match known {
-            position_cache::Lookup::File(f) => Resolved::Cached(f),
+            position_cache::Lookup::File(f) => Resolved::Cached(*f),
             known => {
                 let r = resolve_with(store, snap, false)?;
                 if let (Resolved::Plan(plan), Some(d)) = (&r, &dir) {
