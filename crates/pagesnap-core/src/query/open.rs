@@ -123,10 +123,13 @@ fn files(conn: &Connection) -> Vec<String> {
         return out;
     };
     let rows = stmt.query_map([], |r| r.get::<_, Option<String>>(0));
-    out.extend(
-        rows.map(|r| r.flatten().flatten().collect::<Vec<_>>())
-            .unwrap_or_default(),
-    );
+    let listed = rows.map(|r| r.flatten().flatten().collect::<Vec<_>>());
+    for f in listed.unwrap_or_default() {
+        // Main is listed again: counted once.
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
     out
 }
 

@@ -640,3 +640,24 @@ fn a_write_only_key_cannot_open_a_snapshot_in_place() {
     assert!(matches!(err, QueryError::Store(_)), "{err:?}");
     assert!(err.to_string().contains("write-only"), "{err}");
 }
+
+/// With a cache larger than the image, reading every page reads each chunk
+/// once, and the reported reads say so (not more: an image is counted once).
+#[test]
+fn read_stats_count_each_chunk_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, snap) = one_snapshot(dir.path());
+    let opts = QueryOptions {
+        cache_bytes: 64 << 20,
+    };
+    let conn = store.open_snapshot_with(&snap, &opts).unwrap();
+    rows(&conn, "SELECT * FROM t ORDER BY k").unwrap();
+    rows(&conn, "PRAGMA integrity_check").unwrap();
+    let stats = query::read_stats(&conn);
+    let n = snap.manifest.chunk_count;
+    assert!(
+        stats.chunks <= n && stats.chunks >= n / 2,
+        "{stats:?}, {n} chunks"
+    );
+    assert!(stats.reads < stats.chunks, "read-ahead: {stats:?}");
+}
