@@ -170,7 +170,7 @@ fn sql_errors_are_sqlites_and_writes_are_refused() {
 #[test]
 fn sql_on_a_damaged_chunk_names_it() {
     let (fx, _db, [_, b]) = two_snapshots();
-    for entry in walk(&fx.store.join("packs")) {
+    for entry in files_under(&fx.store.join("packs")) {
         let mut bytes = std::fs::read(&entry).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x20;
@@ -181,19 +181,6 @@ fn sql_on_a_damaged_chunk_names_it() {
             .args(["sql", "latest", "SELECT sum(length(body)) FROM items"]),
     );
     assert_has(&err, &["chunk", &b[..8]]);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// `ls --json` lists every table and index with exact rows, and pages that add

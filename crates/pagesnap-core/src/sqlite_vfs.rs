@@ -245,3 +245,115 @@ unsafe extern "C" fn x_current_time_int64(
         rc
     }
 }
+
+// ---------------------------------------------------------------------------
+// File methods both VFSs' files answer alike
+// ---------------------------------------------------------------------------
+
+/// Nothing to flush: a capture file's target and an image are not files.
+pub(crate) unsafe extern "C" fn x_sync(_file: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
+    ffi::SQLITE_OK
+}
+
+pub(crate) unsafe extern "C" fn x_unlock(_file: *mut ffi::sqlite3_file, _level: c_int) -> c_int {
+    ffi::SQLITE_OK
+}
+
+/// No other connection shares the file: nobody else holds a reserved lock.
+pub(crate) unsafe extern "C" fn x_check_reserved_lock(
+    _file: *mut ffi::sqlite3_file,
+    res_out: *mut c_int,
+) -> c_int {
+    if !res_out.is_null() {
+        // SAFETY: SQLite passes a valid, writable int for the result.
+        unsafe { *res_out = 0 };
+    }
+    ffi::SQLITE_OK
+}
+
+pub(crate) unsafe extern "C" fn x_file_control(
+    _file: *mut ffi::sqlite3_file,
+    _op: c_int,
+    _arg: *mut c_void,
+) -> c_int {
+    ffi::SQLITE_NOTFOUND
+}
+
+pub(crate) unsafe extern "C" fn x_sector_size(_file: *mut ffi::sqlite3_file) -> c_int {
+    4096
+}
+
+// ---------------------------------------------------------------------------
+// A file of ours in SQLite's allocation
+// ---------------------------------------------------------------------------
+
+/// SQLite's per-file allocation for a file one of our VFSs opens: the
+/// `sqlite3_file` base first (SQLite reads `pMethods` there), then a pointer
+/// to the Rust state `S`, owned by the file until xClose.
+#[repr(C)]
+pub(crate) struct OurFile<S> {
+    base: ffi::sqlite3_file,
+    state: *mut S,
+}
+
+/// What a VFS asks SQLite to allocate for one of its files (two pointers).
+pub(crate) fn file_size<S>() -> c_int {
+    // Two pointers: the cast cannot truncate.
+    std::mem::size_of::<OurFile<S>>() as c_int
+}
+
+/// Writes a file of ours with `state` into SQLite's buffer `file`.
+///
+/// # Safety
+/// `file` must be the buffer SQLite passed to xOpen, of the VFS's `szOsFile`
+/// bytes (at least [`file_size::<S>`]), and aligned for pointers, as SQLite's
+/// allocations are.
+pub(crate) unsafe fn install<S>(
+    file: *mut ffi::sqlite3_file,
+    methods: &'static ffi::sqlite3_io_methods,
+    state: S,
+) {
+    let state = Box::into_raw(Box::new(state));
+    // SAFETY: per the contract `file` has room for an OurFile<S> and is
+    // aligned for it; ptr::write does not drop the uninitialised contents.
+    // `methods` is 'static, so pMethods never dangles.
+    unsafe {
+        ptr::write(
+            file.cast::<OurFile<S>>(),
+            OurFile {
+                base: ffi::sqlite3_file { pMethods: methods },
+                state,
+            },
+        );
+    }
+}
+
+/// The state of a file of ours.
+///
+/// # Safety
+/// `file` must have been [`install`]ed with a state of type `S`; SQLite calls
+/// no method of a file concurrently with its xClose.
+pub(crate) unsafe fn state<'a, S>(file: *mut ffi::sqlite3_file) -> Option<&'a S> {
+    // SAFETY: per the contract `file` points to an OurFile<S>, whose `state`
+    // is null (after close) or the Box pointer install made, valid until
+    // `close`. The state is only used through `&`.
+    unsafe { (*file.cast::<OurFile<S>>()).state.as_ref() }
+}
+
+/// xClose of a file of ours: its state dropped (once; a panic in a Drop does
+/// not unwind into SQLite).
+///
+/// # Safety
+/// As for [`state`].
+pub(crate) unsafe fn close<S>(file: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: per the contract `file` points to an OurFile<S>. Swapping in
+    // null makes a repeated call harmless and hands us sole ownership.
+    let state = unsafe { ptr::replace(&mut (*file.cast::<OurFile<S>>()).state, ptr::null_mut()) };
+    if !state.is_null() {
+        // SAFETY: `state` came from Box::into_raw in `install` and, swapped
+        // out above, is turned back into a Box exactly once.
+        let state = unsafe { Box::from_raw(state) };
+        no_unwind((), move || drop(state));
+    }
+    ffi::SQLITE_OK
+}

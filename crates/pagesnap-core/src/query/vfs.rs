@@ -65,8 +65,7 @@ fn registry() -> MutexGuard<'static, HashMap<String, Registration>> {
 pub(crate) fn register(image: Arc<dyn Image>) -> Result<String, c_int> {
     static REGISTERED: OnceLock<c_int> = OnceLock::new();
     let rc = *REGISTERED.get_or_init(|| {
-        // Two pointers: the cast cannot truncate.
-        let size = std::mem::size_of::<SnapshotFile>() as c_int;
+        let size = sqlite_vfs::file_size::<FileState>();
         // SAFETY: the callbacks below follow SQLite's contracts (see each) and
         // this runs once (OnceLock); VFS_NAME is a 'static C string.
         unsafe { sqlite_vfs::register(VFS_NAME, size, x_open, x_delete, x_access) }
@@ -182,26 +181,14 @@ unsafe extern "C" fn x_open(
     }
     let state = sqlite_vfs::no_unwind(None, || {
         let reg = registry().get(&ours).cloned()?;
-        Some(Box::into_raw(Box::new(FileState { name: ours, reg })))
+        Some(FileState { name: ours, reg })
     });
     let Some(state) = state else {
         return ffi::SQLITE_CANTOPEN;
     };
-    // SAFETY: `file` has room for a SnapshotFile (szOsFile is at least its
-    // size) and SQLite's allocation is aligned for pointers, which is all
-    // SnapshotFile needs. ptr::write does not drop the previous contents.
-    // IO_METHODS is a 'static, so pMethods never dangles.
-    unsafe {
-        ptr::write(
-            file.cast::<SnapshotFile>(),
-            SnapshotFile {
-                base: ffi::sqlite3_file {
-                    pMethods: &IO_METHODS,
-                },
-                state,
-            },
-        );
-    }
+    // SAFETY: `file` is SQLite's xOpen buffer of szOsFile bytes, room for one
+    // of our files; IO_METHODS is a 'static.
+    unsafe { sqlite_vfs::install(file, &IO_METHODS, state) };
     if !out_flags.is_null() {
         // SAFETY: a non-null pOutFlags points to a writable int.
         unsafe { *out_flags = ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_MAIN_DB };
@@ -259,17 +246,30 @@ unsafe extern "C" fn x_access(
 // An image file
 // ---------------------------------------------------------------------------
 
-/// SQLite's per-file allocation: the sqlite3_file base first, then a pointer
-/// to the Rust state, owned by the file until xClose.
-#[repr(C)]
-struct SnapshotFile {
-    base: ffi::sqlite3_file,
-    state: *mut FileState,
-}
-
 struct FileState {
     name: String,
     reg: Registration,
+}
+
+/// The image an open file reads from, when the file goes: its registry entry
+/// goes too, and its last error is kept for [`take_error`].
+impl Drop for FileState {
+    fn drop(&mut self) {
+        unregister(&self.name);
+        let error = self
+            .reg
+            .error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(e) = error {
+            let mut closed = closed_errors();
+            if closed.len() == CLOSED_ERRORS {
+                closed.pop_front();
+            }
+            closed.push_back((self.name.clone(), e));
+        }
+    }
 }
 
 /// The Rust state of an open image file.
@@ -277,11 +277,8 @@ struct FileState {
 /// # Safety
 /// `file` must be a file [`x_open`] opened as an image and not yet closed.
 unsafe fn file_state<'a>(file: *mut ffi::sqlite3_file) -> Option<&'a FileState> {
-    // SAFETY: per the contract, `file` points to the SnapshotFile x_open wrote;
-    // `state` is null (after xClose) or a Box pointer valid until x_close, which
-    // SQLite never runs concurrently with another method of the same file.
-    // FileState is only used through `&`.
-    unsafe { (*file.cast::<SnapshotFile>()).state.as_ref() }
+    // SAFETY: per the contract, x_open installed it with a FileState.
+    unsafe { sqlite_vfs::state(file) }
 }
 
 static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -290,13 +287,13 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xRead: Some(x_read),
     xWrite: Some(x_write),
     xTruncate: Some(x_truncate),
-    xSync: Some(x_sync),
+    xSync: Some(sqlite_vfs::x_sync),
     xFileSize: Some(x_file_size),
     xLock: Some(x_lock),
-    xUnlock: Some(x_unlock),
-    xCheckReservedLock: Some(x_check_reserved_lock),
-    xFileControl: Some(x_file_control),
-    xSectorSize: Some(x_sector_size),
+    xUnlock: Some(sqlite_vfs::x_unlock),
+    xCheckReservedLock: Some(sqlite_vfs::x_check_reserved_lock),
+    xFileControl: Some(sqlite_vfs::x_file_control),
+    xSectorSize: Some(sqlite_vfs::x_sector_size),
     xDeviceCharacteristics: Some(x_device_characteristics),
     xShmMap: None,
     xShmLock: None,
@@ -307,35 +304,9 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 };
 
 unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: SQLite calls xClose once, on a file whose pMethods x_open set, so
-    // `file` points to our SnapshotFile. Swapping in null makes a repeated call
-    // harmless and hands us sole ownership of the Box.
-    let state = unsafe { ptr::replace(&mut (*file.cast::<SnapshotFile>()).state, ptr::null_mut()) };
-    if !state.is_null() {
-        // SAFETY: `state` came from Box::into_raw in x_open and, swapped out
-        // above, is turned back into a Box exactly once.
-        let state = unsafe { Box::from_raw(state) };
-        // The registry entry goes with the file; dropping the image (its store
-        // lock, its cache) must not unwind into SQLite.
-        sqlite_vfs::no_unwind((), move || {
-            unregister(&state.name);
-            let error = state
-                .reg
-                .error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            if let Some(e) = error {
-                let mut closed = closed_errors();
-                if closed.len() == CLOSED_ERRORS {
-                    closed.pop_front();
-                }
-                closed.push_back((state.name.clone(), e));
-            }
-            drop(state);
-        });
-    }
-    ffi::SQLITE_OK
+    // SAFETY: SQLite calls xClose once, on a file x_open installed with a
+    // FileState (whose Drop unregisters the image and keeps its error).
+    unsafe { sqlite_vfs::close::<FileState>(file) }
 }
 
 unsafe extern "C" fn x_read(
@@ -397,10 +368,6 @@ unsafe extern "C" fn x_truncate(_file: *mut ffi::sqlite3_file, _size: ffi::sqlit
     ffi::SQLITE_READONLY
 }
 
-unsafe extern "C" fn x_sync(_file: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
-    ffi::SQLITE_OK
-}
-
 unsafe extern "C" fn x_file_size(
     file: *mut ffi::sqlite3_file,
     size_out: *mut ffi::sqlite3_int64,
@@ -423,33 +390,6 @@ unsafe extern "C" fn x_lock(_file: *mut ffi::sqlite3_file, level: c_int) -> c_in
         true => ffi::SQLITE_READONLY,
         false => ffi::SQLITE_OK,
     }
-}
-
-unsafe extern "C" fn x_unlock(_file: *mut ffi::sqlite3_file, _level: c_int) -> c_int {
-    ffi::SQLITE_OK
-}
-
-unsafe extern "C" fn x_check_reserved_lock(
-    _file: *mut ffi::sqlite3_file,
-    res_out: *mut c_int,
-) -> c_int {
-    if !res_out.is_null() {
-        // SAFETY: SQLite passes a valid, writable int for the result.
-        unsafe { *res_out = 0 };
-    }
-    ffi::SQLITE_OK
-}
-
-unsafe extern "C" fn x_file_control(
-    _file: *mut ffi::sqlite3_file,
-    _op: c_int,
-    _arg: *mut c_void,
-) -> c_int {
-    ffi::SQLITE_NOTFOUND
-}
-
-unsafe extern "C" fn x_sector_size(_file: *mut ffi::sqlite3_file) -> c_int {
-    4096
 }
 
 unsafe extern "C" fn x_device_characteristics(_file: *mut ffi::sqlite3_file) -> c_int {

@@ -374,50 +374,8 @@ fn prune(dir: &Path) {
 
 #[cfg(test)]
 mod tests {
+    use super::fuzz::sample;
     use super::*;
-    use crate::index::chunk_index::Slot;
-
-    /// Positions of a few packs, zero chunks among them.
-    struct Fake(Vec<Position>);
-    impl Positions for Fake {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn at(&self, i: usize) -> Option<Position> {
-            self.0.get(i).copied()
-        }
-    }
-
-    fn fake(n: usize) -> (Fake, PackTable) {
-        let mut packs = PackTable::default();
-        for k in 0..3u8 {
-            packs.add(&PackRef {
-                id: Id([k + 1; 32]),
-                len: 1000 + k as u64,
-                dict: (k == 1).then_some(Id([9; 32])),
-            });
-        }
-        let list = (0..n)
-            .map(|i| match i % 7 {
-                3 => Position::Zero,
-                _ => Position::Stored(
-                    Id(blake3::hash(&i.to_le_bytes()).into()),
-                    Location {
-                        pack: (i % 3) as u32,
-                        entry: Slot {
-                            offset: i as u32 * 10,
-                            stored_len: 100 + i as u32,
-                            raw_len: 4096,
-                            codec: Codec::Zstd,
-                        },
-                        list: 0,
-                        ordinal: 0,
-                    },
-                ),
-            })
-            .collect();
-        (Fake(list), packs)
-    }
 
     fn same(a: Option<Position>, b: Option<Position>) -> bool {
         match (a, b) {
@@ -436,7 +394,7 @@ mod tests {
     fn round_trip_and_every_flip_is_caught() {
         let dir = tempfile::tempdir().unwrap();
         let snap = Id([7; 32]);
-        let (pos, packs) = fake(150);
+        let (pos, packs) = sample(150);
         write(dir.path(), &snap, &pos, &packs).unwrap();
         let f = PositionFile::open(dir.path(), &snap, 150).unwrap();
         assert_eq!(f.packs().count(), 3);
@@ -475,7 +433,7 @@ mod tests {
     #[test]
     fn only_the_newest_files_are_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let (pos, packs) = fake(10);
+        let (pos, packs) = sample(10);
         for k in 0..KEEP as u8 + 3 {
             write(dir.path(), &Id([k; 32]), &pos, &packs).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -565,17 +523,20 @@ pub(crate) mod fuzz {
         out
     }
 
-    /// A valid file of `n` positions over 3 packs (one with a dictionary).
-    fn file(n: usize) -> Vec<u8> {
-        struct List(Vec<Position>);
-        impl Positions for List {
-            fn len(&self) -> usize {
-                self.0.len()
-            }
-            fn at(&self, i: usize) -> Option<Position> {
-                self.0.get(i).copied()
-            }
+    /// Positions over 3 packs (one with a dictionary), every fifth a zero chunk.
+    pub(super) struct List(Vec<Position>);
+
+    impl Positions for List {
+        fn len(&self) -> usize {
+            self.0.len()
         }
+        fn at(&self, i: usize) -> Option<Position> {
+            self.0.get(i).copied()
+        }
+    }
+
+    /// `n` such positions, and their packs.
+    pub(super) fn sample(n: usize) -> (List, PackTable) {
         let mut packs = PackTable::default();
         for k in 0..3u8 {
             packs.add(&PackRef {
@@ -584,31 +545,35 @@ pub(crate) mod fuzz {
                 dict: (k == 1).then_some(Id([9; 32])),
             });
         }
-        let list = List(
-            (0..n)
-                .map(|i| match i % 5 {
-                    2 => Position::Zero,
-                    _ => Position::Stored(
-                        Id(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes()),
-                        Location {
-                            pack: (i % 3) as u32,
-                            entry: Slot {
-                                offset: 32 + i as u32 * 100,
-                                stored_len: 90,
-                                raw_len: 4096,
-                                codec: if i % 3 == 1 {
-                                    Codec::ZstdDict
-                                } else {
-                                    Codec::Zstd
-                                },
+        let list = (0..n)
+            .map(|i| match i % 5 {
+                2 => Position::Zero,
+                _ => Position::Stored(
+                    Id(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes()),
+                    Location {
+                        pack: (i % 3) as u32,
+                        entry: Slot {
+                            offset: 32 + i as u32 * 100,
+                            stored_len: 90,
+                            raw_len: 4096,
+                            codec: if i % 3 == 1 {
+                                Codec::ZstdDict
+                            } else {
+                                Codec::Zstd
                             },
-                            list: 0,
-                            ordinal: 0,
                         },
-                    ),
-                })
-                .collect(),
-        );
+                        list: 0,
+                        ordinal: 0,
+                    },
+                ),
+            })
+            .collect();
+        (List(list), packs)
+    }
+
+    /// A valid file of `n` positions.
+    fn file(n: usize) -> Vec<u8> {
+        let (list, packs) = sample(n);
         let dir = tempfile::tempdir().ok();
         dir.as_ref()
             .and_then(|d| {

@@ -45,8 +45,6 @@ pub type SharedTarget = Arc<Mutex<dyn CaptureTarget>>;
 
 /// Name under which the capture VFS is registered with SQLite.
 const VFS_NAME: &CStr = c"pagesnap-capture";
-/// Reported by `xSectorSize`.
-const SECTOR_SIZE: c_int = 4096;
 
 /// Where the file methods leave the last error a target returned.
 type ErrorSlot = Arc<Mutex<Option<io::Error>>>;
@@ -201,8 +199,7 @@ fn ensure_vfs_registered() -> Result<(), c_int> {
 }
 
 fn register_vfs() -> c_int {
-    // CaptureFile is two pointers; the cast cannot truncate.
-    let size = std::mem::size_of::<CaptureFile>() as c_int;
+    let size = sqlite_vfs::file_size::<FileState>();
     // SAFETY: the three callbacks have the signatures SQLite expects and
     // follow its contracts (see each); VFS_NAME is a 'static C string.
     unsafe { sqlite_vfs::register(VFS_NAME, size, x_open, x_delete, x_access) }
@@ -215,8 +212,8 @@ unsafe extern "C" fn x_open(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    // SAFETY: SQLite passes a writable buffer of szOsFile bytes (room for a
-    // CaptureFile, suitably aligned for pointers) and reads pMethods after a
+    // SAFETY: SQLite passes a writable buffer of szOsFile bytes (room for one
+    // of our files, suitably aligned for pointers) and reads pMethods after a
     // failed xOpen; a null pMethods tells it not to call xClose.
     unsafe { (*file).pMethods = ptr::null() };
     if flags & ffi::SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
@@ -230,29 +227,17 @@ unsafe extern "C" fn x_open(
     let state = sqlite_vfs::no_unwind(None, || {
         let name = name.to_str().ok()?;
         let registration = registry().get(name).cloned()?;
-        Some(Box::into_raw(Box::new(FileState {
+        Some(FileState {
             target: registration.target,
             error: registration.error,
-        })))
+        })
     });
     let Some(state) = state else {
         return ffi::SQLITE_CANTOPEN;
     };
-    // SAFETY: `file` has room for a CaptureFile (szOsFile) and SQLite's
-    // allocation is aligned for pointers, which is all CaptureFile needs.
-    // ptr::write does not drop the (uninitialised) previous contents.
-    // IO_METHODS is a 'static, so the pMethods pointer never dangles.
-    unsafe {
-        ptr::write(
-            file.cast::<CaptureFile>(),
-            CaptureFile {
-                base: ffi::sqlite3_file {
-                    pMethods: &IO_METHODS,
-                },
-                state,
-            },
-        );
-    }
+    // SAFETY: `file` is SQLite's xOpen buffer of szOsFile bytes, room for one
+    // of our files; IO_METHODS is a 'static.
+    unsafe { sqlite_vfs::install(file, &IO_METHODS, state) };
     if !out_flags.is_null() {
         // SAFETY: a non-null pOutFlags points to a writable int.
         unsafe { *out_flags = flags };
@@ -288,14 +273,6 @@ unsafe extern "C" fn x_access(
 // ---------------------------------------------------------------------------
 // The main database file
 // ---------------------------------------------------------------------------
-
-/// SQLite's per-file allocation (szOsFile bytes): the sqlite3_file base first,
-/// then a pointer to the Rust state, owned by the file until xClose.
-#[repr(C)]
-struct CaptureFile {
-    base: ffi::sqlite3_file,
-    state: *mut FileState,
-}
 
 struct FileState {
     target: SharedTarget,
@@ -370,12 +347,9 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 /// # Safety
 /// `file` must be a file opened successfully by [`x_open`] and not yet closed.
 unsafe fn file_state<'a>(file: *mut ffi::sqlite3_file) -> Option<&'a FileState> {
-    // SAFETY: per the contract, `file` points to the CaptureFile x_open wrote;
-    // `state` is either null (after xClose) or a Box pointer that stays valid
-    // until x_close, which SQLite never runs concurrently with, or before,
-    // another method of the same file. FileState is only used through `&`
-    // and synchronises its contents with mutexes.
-    unsafe { (*file.cast::<CaptureFile>()).state.as_ref() }
+    // SAFETY: per the contract, x_open installed it with a FileState; its
+    // contents are synchronised with mutexes.
+    unsafe { sqlite_vfs::state(file) }
 }
 
 static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -384,13 +358,13 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xRead: Some(x_read),
     xWrite: Some(x_write),
     xTruncate: Some(x_truncate),
-    xSync: Some(x_sync),
+    xSync: Some(sqlite_vfs::x_sync),
     xFileSize: Some(x_file_size),
     xLock: Some(x_lock),
-    xUnlock: Some(x_unlock),
-    xCheckReservedLock: Some(x_check_reserved_lock),
-    xFileControl: Some(x_file_control),
-    xSectorSize: Some(x_sector_size),
+    xUnlock: Some(sqlite_vfs::x_unlock),
+    xCheckReservedLock: Some(sqlite_vfs::x_check_reserved_lock),
+    xFileControl: Some(sqlite_vfs::x_file_control),
+    xSectorSize: Some(sqlite_vfs::x_sector_size),
     xDeviceCharacteristics: Some(x_device_characteristics),
     xShmMap: None,
     xShmLock: None,
@@ -401,19 +375,9 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 };
 
 unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: SQLite calls xClose once, on a file whose pMethods x_open set,
-    // so `file` points to our CaptureFile. Swapping in null makes a repeated
-    // call harmless and hands us sole ownership of the Box.
-    let state = unsafe { ptr::replace(&mut (*file.cast::<CaptureFile>()).state, ptr::null_mut()) };
-    if !state.is_null() {
-        // SAFETY: `state` came from Box::into_raw in x_open and, having been
-        // swapped out above, is turned back into a Box exactly once.
-        let state = unsafe { Box::from_raw(state) };
-        // Dropping may release the last reference to the target, whose Drop
-        // could panic; that must not unwind into SQLite.
-        sqlite_vfs::no_unwind((), move || drop(state));
-    }
-    ffi::SQLITE_OK
+    // SAFETY: SQLite calls xClose once, on a file x_open installed with a
+    // FileState. Dropping it may release the last reference to the target.
+    unsafe { sqlite_vfs::close::<FileState>(file) }
 }
 
 unsafe extern "C" fn x_read(
@@ -491,10 +455,6 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3
     })
 }
 
-unsafe extern "C" fn x_sync(_file: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
-    ffi::SQLITE_OK
-}
-
 unsafe extern "C" fn x_file_size(
     file: *mut ffi::sqlite3_file,
     size_out: *mut ffi::sqlite3_int64,
@@ -518,33 +478,6 @@ unsafe extern "C" fn x_file_size(
 unsafe extern "C" fn x_lock(_file: *mut ffi::sqlite3_file, _level: c_int) -> c_int {
     // The file belongs to exactly one connection: locks always succeed.
     ffi::SQLITE_OK
-}
-
-unsafe extern "C" fn x_unlock(_file: *mut ffi::sqlite3_file, _level: c_int) -> c_int {
-    ffi::SQLITE_OK
-}
-
-unsafe extern "C" fn x_check_reserved_lock(
-    _file: *mut ffi::sqlite3_file,
-    res_out: *mut c_int,
-) -> c_int {
-    if !res_out.is_null() {
-        // SAFETY: SQLite passes a valid, writable int for the result.
-        unsafe { *res_out = 0 };
-    }
-    ffi::SQLITE_OK
-}
-
-unsafe extern "C" fn x_file_control(
-    _file: *mut ffi::sqlite3_file,
-    _op: c_int,
-    _arg: *mut c_void,
-) -> c_int {
-    ffi::SQLITE_NOTFOUND
-}
-
-unsafe extern "C" fn x_sector_size(_file: *mut ffi::sqlite3_file) -> c_int {
-    SECTOR_SIZE
 }
 
 unsafe extern "C" fn x_device_characteristics(_file: *mut ffi::sqlite3_file) -> c_int {
