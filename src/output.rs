@@ -14,6 +14,16 @@ pub fn time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// Which snapshot a command used, for stderr: `snapshot 1a2b3c4d of app, taken …`.
+pub fn snapshot_used(s: &pagesnap_core::Snapshot) -> String {
+    format!(
+        "snapshot {} of {}, taken {}",
+        s.id.short(),
+        s.manifest.name,
+        time(&s.time())
+    )
+}
+
 /// The time of a log line (`watch`), written as every JSON time is.
 pub struct LogTime;
 

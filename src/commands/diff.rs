@@ -45,12 +45,7 @@ fn said(g: &Global, sa: &Snapshot, sb: &Snapshot) {
         return;
     }
     for (which, s) in [("A", sa), ("B", sb)] {
-        eprintln!(
-            "pagesnap: {which}: snapshot {} of {}, taken {}",
-            s.id.short(),
-            s.manifest.name,
-            output::time(&s.time())
-        );
+        eprintln!("pagesnap: {which}: {}", output::snapshot_used(s));
     }
 }
 

@@ -47,11 +47,6 @@ pub fn run(g: &Global, a: &LsArgs) -> Result<ExitCode> {
         list.iter().filter(|u| u.kind != "free").count(),
         output::bytes(snap.manifest.image_len)
     );
-    eprintln!(
-        "pagesnap: snapshot {} of {}, taken {}",
-        snap.id.short(),
-        snap.manifest.name,
-        output::time(&snap.time())
-    );
+    eprintln!("pagesnap: {}", output::snapshot_used(&snap));
     Ok(ExitCode::SUCCESS)
 }

@@ -57,10 +57,8 @@ pub fn run(g: &Global, a: &SqlArgs) -> Result<ExitCode> {
     // After the rows: stderr then starts with the error, when there is one.
     let s = query::read_stats(&conn);
     eprintln!(
-        "pagesnap: snapshot {} of {}, taken {}; read {} chunk(s), {}, from the store in {} read(s)",
-        snap.id.short(),
-        snap.manifest.name,
-        output::time(&snap.time()),
+        "pagesnap: {}; read {} chunk(s), {}, from the store in {} read(s)",
+        output::snapshot_used(&snap),
         s.chunks,
         output::bytes(s.bytes),
         s.reads

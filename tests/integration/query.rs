@@ -59,32 +59,20 @@ fn sql_answers_as_the_restored_snapshot() {
         (vec!["latest"], &b),
         (vec!["latest", "--at", "2026-01-01 00:05:00"], &a),
     ] {
-        let out = fx
-            .cmd()
-            .args(["--json", "sql"])
-            .args(&pick)
-            .arg(sql)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (stdout, stderr) = ok_output(fx.cmd().args(["--json", "sql"]).args(&pick).arg(sql));
+        let got: Value = serde_json::from_slice(&stdout).unwrap();
         let restored = fx.path(&format!("r-{id}.db"));
         fx.restore(&[id], &restored);
         assert_eq!(got, Value::Array(reference_rows(&restored, sql)));
         assert!(!got.as_array().unwrap().is_empty());
         // Members in the columns' order.
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = String::from_utf8_lossy(&stdout);
         let first = text.lines().nth(1).unwrap();
         let order: Vec<usize> = ["\"id\"", "\"name\"", "\"n\"", "\"data\""]
             .iter()
             .map(|k| first.find(k).unwrap())
             .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{first}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
         assert_has(&stderr, &[&id[..8], "taken 2026-01-01"]);
     }
 }

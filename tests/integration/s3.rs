@@ -1082,16 +1082,7 @@ fn s3_query_in_place_within_the_request_budget() {
     let file = rusqlite::Connection::open(&restored).unwrap();
     for id in [17, 9_000, 19_999] {
         let sql = format!("SELECT id, name, n FROM items WHERE id = {id}");
-        let out = g
-            .ps(&url)
-            .args(["sql", "latest", "--csv", &sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (stdout, stderr) = ok_output(g.ps(&url).args(["sql", "latest", "--csv", &sql]));
         let want: String = file
             .query_row(&sql, [], |r| {
                 Ok(format!(
@@ -1103,10 +1094,9 @@ fn s3_query_in_place_within_the_request_budget() {
             })
             .unwrap();
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&stdout),
             format!("id,name,n\n{want}\n")
         );
-        let stderr = String::from_utf8_lossy(&out.stderr);
         let n = requests_of_stderr(&stderr);
         assert!(n <= 10, "a lookup sent {n} requests: {stderr}");
     }

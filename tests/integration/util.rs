@@ -29,15 +29,20 @@ pub fn ps(store: &Path) -> Command {
 
 /// Runs `cmd`, asserts it succeeded, returns stdout.
 pub fn ok(cmd: &mut Command) -> Vec<u8> {
+    ok_output(cmd).0
+}
+
+/// Runs `cmd`, asserts it succeeded, returns its stdout and stderr.
+pub fn ok_output(cmd: &mut Command) -> (Vec<u8>, String) {
     let out = cmd.output().expect("run pagesnap");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "expected success, got {:?}\nstdout: {}\nstderr: {}",
+        "expected success, got {:?}\nstdout: {}\nstderr: {stderr}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
-    out.stdout
+    (out.stdout, stderr)
 }
 
 /// Runs `cmd`, asserts it succeeded and printed JSON, returns it.

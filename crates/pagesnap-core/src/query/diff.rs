@@ -81,14 +81,14 @@ impl Store {
         let pages = side_a.pages.max(side_b.pages);
         let same_geometry = side_a.page_size == side_b.page_size;
         for p in 1..=pages {
-            let owner_a = (p <= side_a.pages).then(|| name_of(&oa, &ra, p));
-            let owner_b = (p <= side_b.pages).then(|| name_of(&ob, &rb, p));
-            let differs =
-                !same_geometry || changed.contains(&p) || owner_a.is_none() || owner_b.is_none();
+            let owner_a = (p <= side_a.pages).then(|| ra.of(&oa, p));
+            let owner_b = (p <= side_b.pages).then(|| rb.of(&ob, p));
+            // `changed` holds every page only one side has.
+            let differs = !same_geometry || changed.contains(&p);
             match (owner_a, owner_b) {
                 (Some(x), Some(y)) if x == y => {
                     if differs {
-                        tally.get(&y).changed += 1;
+                        tally.get(y).changed += 1;
                     }
                 }
                 // One side not traced (an overflow page whose row's leaf did
@@ -98,15 +98,15 @@ impl Store {
                 (Some(x), Some(y)) if x.kind == "unknown" || y.kind == "unknown" => {
                     if differs {
                         let known = if x.kind == "unknown" { y } else { x };
-                        tally.get(&known).changed += 1;
+                        tally.get(known).changed += 1;
                     }
                 }
                 (x, y) => {
                     if let Some(x) = x {
-                        tally.get(&x).freed += 1;
+                        tally.get(x).freed += 1;
                     }
                     if let Some(y) = y {
-                        tally.get(&y).added += 1;
+                        tally.get(y).added += 1;
                     }
                 }
             }
@@ -152,7 +152,7 @@ impl<'a> Side<'a> {
         Side {
             image,
             page_size: m.page_size,
-            pages: m.image_len / m.page_size as u64,
+            pages: image.reader().page_count(),
             chunk_pages: m.chunk_len() / m.page_size as u64,
             read: Default::default(),
         }
@@ -178,21 +178,18 @@ impl<'a> Side<'a> {
 
     /// The owners of every page, and of the overflow pages of changed rows
     /// where a changed page is otherwise not reached.
-    fn owners(&self, roots: &[Root], changed: &HashSet<u64>) -> Result<PageOwners> {
+    fn owners(&self, roots: &Roots, changed: &HashSet<u64>) -> Result<PageOwners> {
         let ps = self.page_size;
         let mut read = |n: u64| self.image.page(n);
-        let numbers: Vec<u64> = roots.iter().map(|r| r.root).collect();
-        let mut owners = btree::page_owners(&mut read, ps, self.pages, &numbers)?;
+        let mut owners = btree::page_owners(&mut read, ps, self.pages, &roots.pages)?;
         let untraced = changed
             .iter()
-            .any(|&p| p <= self.pages && owners.owner[(p - 1) as usize] == btree::UNKNOWN);
+            .any(|&p| p <= self.pages && owners.of(p) == btree::UNKNOWN);
         if untraced {
             let mut leaves: Vec<u64> = changed
                 .iter()
                 .copied()
-                .filter(|&p| {
-                    p <= self.pages && (owners.owner[(p - 1) as usize] as usize) < roots.len()
-                })
+                .filter(|&p| p <= self.pages && (owners.of(p) as usize) < roots.pages.len())
                 .collect();
             leaves.sort_unstable();
             btree::trace_overflow(&mut owners, &leaves, &mut read)?;
@@ -241,7 +238,7 @@ fn stored_cost(
     a: &Side<'_>,
     b: &Side<'_>,
     owners: &PageOwners,
-    roots: &[Root],
+    roots: &Roots,
     tally: &mut Tally,
 ) -> Result<u64> {
     let count = |s: &Side<'_>| s.image.reader().chunk_count();
@@ -266,7 +263,7 @@ fn stored_cost(
         for (k, p) in (first..=last).enumerate() {
             // The remainder goes to the first pages, so the parts add up.
             let share = stored as u64 / n + u64::from((k as u64) < stored as u64 % n);
-            tally.get(&name_of(owners, roots, p)).stored_bytes += share;
+            tally.get(roots.of(owners, p)).stored_bytes += share;
         }
     }
     Ok(total)
@@ -280,29 +277,49 @@ struct Owner {
     table: String,
 }
 
-fn name_of(owners: &PageOwners, roots: &[Root], page: u64) -> Owner {
-    let fixed = |name: &str, kind| Owner {
-        name: name.into(),
-        kind,
-        table: String::new(),
-    };
-    match owners
-        .owner
-        .get((page - 1) as usize)
-        .copied()
-        .unwrap_or(btree::UNKNOWN)
-    {
-        btree::FREE => fixed("(free pages)", "free"),
-        btree::POINTER_MAP => fixed("(pointer maps)", "pointer-map"),
-        btree::LOCK_BYTE => fixed("(lock-byte page)", "lock-byte"),
-        n => match roots.get(n as usize) {
-            Some(r) => Owner {
-                name: r.name.clone(),
-                kind: r.kind,
-                table: r.table.clone(),
-            },
-            None => fixed("(not traced)", "unknown"),
-        },
+impl Owner {
+    fn fixed(name: &str, kind: &'static str) -> Owner {
+        Owner {
+            name: name.into(),
+            kind,
+            table: String::new(),
+        }
+    }
+}
+
+/// The owners a snapshot's pages can have: its b-trees (`sqlite_schema`, page
+/// 1, and what it lists), numbered as `btree` numbers them, then the pages no
+/// b-tree owns. Made once per snapshot, so that naming a page copies nothing.
+struct Roots {
+    /// Each b-tree's root page, in the order of `owners`.
+    pages: Vec<u64>,
+    /// The b-trees, then free, pointer-map, lock-byte and not traced.
+    owners: Vec<Owner>,
+}
+
+impl Roots {
+    fn new(trees: Vec<(Owner, u64)>) -> Roots {
+        let (mut owners, pages): (Vec<Owner>, Vec<u64>) = trees.into_iter().unzip();
+        owners.extend([
+            Owner::fixed("(free pages)", "free"),
+            Owner::fixed("(pointer maps)", "pointer-map"),
+            Owner::fixed("(lock-byte page)", "lock-byte"),
+            Owner::fixed("(not traced)", "unknown"),
+        ]);
+        Roots { pages, owners }
+    }
+
+    /// The owner of `page`.
+    fn of(&self, owners: &PageOwners, page: u64) -> &Owner {
+        let n = self.pages.len();
+        let at = match owners.of(page) {
+            btree::FREE => n,
+            btree::POINTER_MAP => n + 1,
+            btree::LOCK_BYTE => n + 2,
+            tree if (tree as usize) < n => tree as usize,
+            _ => n + 3,
+        };
+        &self.owners[at]
     }
 }
 
@@ -311,49 +328,45 @@ struct Tally(BTreeMap<Owner, ObjectDiff>);
 
 impl Tally {
     fn get(&mut self, o: &Owner) -> &mut ObjectDiff {
-        self.0.entry(o.clone()).or_insert_with(|| ObjectDiff {
-            name: o.name.clone(),
-            kind: o.kind.to_string(),
-            table: o.table.clone(),
-            ..ObjectDiff::default()
-        })
+        // The key is copied only the first time an owner is met.
+        if !self.0.contains_key(o) {
+            let first = ObjectDiff {
+                name: o.name.clone(),
+                kind: o.kind.to_string(),
+                table: o.table.clone(),
+                ..ObjectDiff::default()
+            };
+            self.0.insert(o.clone(), first);
+        }
+        self.0.get_mut(o).expect("inserted above if it was missing")
     }
 }
 
-/// A b-tree of a snapshot, as `sqlite_schema` names it.
-struct Root {
-    name: String,
-    /// `table`, `index` or `schema`.
-    kind: &'static str,
-    table: String,
-    root: u64,
-}
-
 /// The b-trees of a snapshot: `sqlite_schema` (page 1) and what it lists.
-fn roots(conn: &Connection) -> Result<Vec<Root>> {
-    let run = || -> rusqlite::Result<Vec<Root>> {
-        let mut out = vec![Root {
+fn roots(conn: &Connection) -> Result<Roots> {
+    let run = || -> rusqlite::Result<Vec<(Owner, u64)>> {
+        let schema = Owner {
             name: "sqlite_schema".into(),
             kind: "schema",
             table: "sqlite_schema".into(),
-            root: 1,
-        }];
+        };
+        let mut out = vec![(schema, 1)];
         let mut stmt = conn.prepare(
             "SELECT name, type, tbl_name, rootpage FROM sqlite_schema WHERE rootpage > 0 ORDER BY rootpage",
         )?;
         let rows = stmt.query_map([], |r| {
             let kind: String = r.get(1)?;
-            Ok(Root {
+            let owner = Owner {
                 name: r.get(0)?,
                 kind: if kind == "index" { "index" } else { "table" },
                 table: r.get(2)?,
-                root: r.get::<_, i64>(3)?.max(0) as u64,
-            })
+            };
+            Ok((owner, r.get::<_, i64>(3)?.max(0) as u64))
         })?;
         for r in rows {
             out.push(r?);
         }
         Ok(out)
     };
-    run().map_err(|e| explain(conn, e))
+    run().map(Roots::new).map_err(|e| explain(conn, e))
 }

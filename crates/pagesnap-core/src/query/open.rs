@@ -54,23 +54,17 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(vfs::uri(&name), flags).map_err(|source| {
-            // Not opened (opening reads the header): its read error first; the
-            // entry would never be closed.
-            let read = vfs::take_error(&name);
+            // Not opened (opening reads the header): the entry would never
+            // be closed.
+            let e = read_error_or(&name, || QueryError::Sql { error: source });
             vfs::unregister(&name);
-            match read {
-                Some(read) => QueryError::Store(read),
-                None => QueryError::Sql { error: source },
-            }
+            e
         })?;
         // A second guard: SQLite refuses every statement that would write.
         // The first statement reads the schema: an image that cannot be read
         // fails here, with the store's error.
         conn.pragma_update(None, "query_only", true)
-            .map_err(|e| match vfs::take_error(&name) {
-                Some(read) => QueryError::Store(read),
-                None => explain(&conn, e),
-            })?;
+            .map_err(|e| read_error_or(&name, || explain(&conn, e)))?;
         Ok((conn, image))
     }
 
@@ -89,13 +83,10 @@ impl Store {
             [vfs::uri(&name), schema.to_string()],
         )
         .map_err(|source| {
-            // Not attached (or closed again by SQLite): its read error first.
-            let read = vfs::take_error(&name);
+            // Not attached (or closed again by SQLite).
+            let e = read_error_or(&name, || explain(conn, source));
             vfs::unregister(&name);
-            match read {
-                Some(read) => QueryError::Store(read),
-                None => explain(conn, source),
-            }
+            e
         })?;
         Ok(())
     }
@@ -111,6 +102,16 @@ impl Store {
         let image = Arc::new(CachedImage::new(reader, opts.cache_bytes, lock));
         let name = vfs::register(image.clone()).map_err(QueryError::Vfs)?;
         Ok((name, image))
+    }
+}
+
+/// What failed while the image `name` was being opened or attached: its read
+/// error if it had one (SQLite may have closed the file since, and the
+/// connection cannot name it), else `other`.
+fn read_error_or(name: &str, other: impl FnOnce() -> QueryError) -> QueryError {
+    match vfs::take_error(name) {
+        Some(read) => QueryError::Store(read),
+        None => other(),
     }
 }
 

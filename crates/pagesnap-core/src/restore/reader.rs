@@ -174,11 +174,10 @@ impl SnapshotReader {
     /// has a sound one, else the short way (without listing the packs), which
     /// is then kept in such a file, else the long way (see [`resolve`]).
     pub(crate) fn open(store: &Store, snap: &Snapshot) -> Result<Self> {
-        let dir = store
-            .uses_local_cache()
+        // A store with deltas resolves the long way, which no file keeps.
+        let dir = (store.uses_local_cache() && !store.config().deltas)
             .then(|| position_cache::folder(&store.config().store_id))
             .flatten();
-        let dir = dir.filter(|_| !store.config().deltas);
         let known = match &dir {
             Some(d) => position_cache::lookup(d, &snap.id, snap.manifest.chunk_count),
             None => position_cache::Lookup::Unknown,
@@ -223,7 +222,6 @@ impl SnapshotReader {
     }
 
     /// Pages of the snapshot's image.
-    #[cfg_attr(not(test), allow(dead_code))] // the tests read through them
     pub(crate) fn page_count(&self) -> u64 {
         let m = &self.snap.manifest;
         m.image_len / m.page_size as u64
