@@ -662,6 +662,11 @@ pub struct BackupArgs {
     /// Default: $PAGESNAP_BASE_CACHE, else 64MiB.
     #[arg(long, value_name = "SIZE")]
     pub base_cache: Option<String>,
+    /// Hash every page with blake3 instead of taking the pages whose
+    /// fingerprints match the previous snapshot's as unchanged (slower; see
+    /// docs/SECURITY.md, "Fingerprints").
+    #[arg(long)]
+    pub paranoid: bool,
 }
 
 #[derive(Args, Debug)]

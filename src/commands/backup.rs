@@ -28,6 +28,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
         busy_timeout,
         lock_wait,
         base_cache,
+        paranoid: a.paranoid,
     };
     let r = store
         .backup_path(&a.database, &opts)
@@ -63,6 +64,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
             "index_chunks": r.index_chunks,
             "index_load_secs": r.index_load.as_secs_f64(),
             "index_cached": r.index_cached,
+            "parent_prints": r.parent_prints,
             "duration_secs": r.duration.as_secs_f64(),
         }))?;
     } else {

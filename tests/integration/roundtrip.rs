@@ -154,6 +154,7 @@ fn json_outputs_carry_the_documented_fields() {
             "index_chunks",
             "index_load_secs",
             "index_cached",
+            "parent_prints",
             "duration_secs",
         ],
     );
@@ -450,9 +451,10 @@ fn every_help_has_examples() {
     assert_has(&top, &["Examples", "PAGESNAP_STORE"]);
 }
 
-/// Backups use this machine's local index cache from the second on, and
-/// `--no-cache` makes one read every index object instead; either way the
-/// snapshots restore byte for byte, and the cache lives in `PAGESNAP_CACHE_DIR`.
+/// Backups use this machine's local index cache and fingerprints from the
+/// second on, and `--no-cache` makes one read every index object and hash every
+/// page instead, as `--paranoid` does for the pages; either way the snapshots
+/// restore byte for byte, and the cache lives in `PAGESNAP_CACHE_DIR`.
 #[test]
 fn backups_use_the_local_index_cache_unless_no_cache() {
     let fx = Fx::new();
@@ -469,24 +471,45 @@ fn backups_use_the_local_index_cache_unless_no_cache() {
                 .arg(&db),
         )
     };
-    assert_eq!(backup(&[])["index_cached"], false);
+    let first = backup(&[]);
+    assert_eq!(first["index_cached"], false);
+    assert_eq!(first["parent_prints"], false);
     mutate(&conn, 1);
     let second = backup(&[]);
     assert_eq!(second["index_cached"], true);
+    assert_eq!(second["parent_prints"], true);
     mutate(&conn, 2);
     let third = backup(&["--no-cache"]);
     assert_eq!(third["index_cached"], false);
+    assert_eq!(third["parent_prints"], false);
     // That backup left the cache alone, so this machine has no resolved map of
-    // the next one's parent: it takes the long way once, and writes them.
+    // the next one's parent, nor its prints: it takes the long way once, hashes
+    // every page, and writes them.
     mutate(&conn, 3);
-    assert_eq!(backup(&[])["index_cached"], false);
+    let fourth = backup(&[]);
+    assert_eq!(fourth["index_cached"], false);
+    assert_eq!(fourth["parent_prints"], false);
     mutate(&conn, 4);
     let fifth = backup(&[]);
     assert_eq!(fifth["index_cached"], true);
+    assert_eq!(fifth["parent_prints"], true);
     let reference = reference_copy(&db, &fx.path("ref.db"));
     let out = fx.path("out.db");
     fx.restore(&["latest"], &out);
     assert_restored(&out, &fifth["image_hash"], &reference);
+    // --paranoid hashes every page: the same snapshot content, not compared.
+    mutate(&conn, 5);
+    let paranoid = ok_json(
+        fx.cmd()
+            .env("PAGESNAP_CACHE_DIR", &cache)
+            .args(["--json", "backup", "--paranoid"])
+            .arg(&db),
+    );
+    assert_eq!(paranoid["parent_prints"], false);
+    let reference = reference_copy(&db, &fx.path("ref2.db"));
+    let out = fx.path("out2.db");
+    fx.restore(&["latest"], &out);
+    assert_restored(&out, &paranoid["image_hash"], &reference);
     // The cache is where the variable says, under the store's id (the one
     // folder there: 64 hex digits).
     let stores: Vec<std::path::PathBuf> = std::fs::read_dir(&cache)

@@ -75,6 +75,8 @@ pub struct WatchConfig {
     /// The bound of the store's base cache (`base_cache`); `None`:
     /// `$PAGESNAP_BASE_CACHE`, else 64 MiB.
     pub base_cache: Option<u64>,
+    /// Hash every page with blake3 (`paranoid`; `BackupOptions::paranoid`).
+    pub paranoid: bool,
     pub databases: Vec<DbConfig>,
 }
 
@@ -115,6 +117,8 @@ struct RawConfig {
     integrity_check_every: Option<u32>,
     check_dir: Option<PathBuf>,
     base_cache: Option<ByteSize>,
+    #[serde(default)]
+    paranoid: bool,
     #[serde(default)]
     database: Vec<Spanned<RawDatabase>>,
 }
@@ -384,6 +388,7 @@ pub fn parse(file: &Path, text: &str) -> Result<WatchConfig> {
         check_dir: raw.check_dir.map(rel),
         on_failure: raw.on_failure.clone().filter(|c| !c.trim().is_empty()),
         base_cache: raw.base_cache.map(|b| b.0),
+        paranoid: raw.paranoid,
         databases: Vec::new(),
     };
     let global_every = (every, jitter);
@@ -537,6 +542,7 @@ pub fn from_args(a: &WatchArgs) -> Result<WatchConfig> {
         check_dir: None,
         on_failure: a.on_failure.clone().filter(|c| !c.trim().is_empty()),
         base_cache: None,
+        paranoid: false,
         databases,
     })
 }
@@ -635,6 +641,7 @@ prune = "weekly"
 prune_max_unused = "5%"
 prune_when_unused = 20
 base_cache = "16MiB"
+paranoid = true
 
 [[database]]
 path = "/srv/app.db"
@@ -662,6 +669,7 @@ capture_timeout = "90s"
         assert!((c.prune.max_unused - 0.05).abs() < 1e-9);
         assert_eq!(c.prune.when_unused, Some(0.2));
         assert_eq!(c.base_cache, Some(16 << 20));
+        assert!(c.paranoid);
         let app = &c.databases[0];
         assert_eq!(app.opts.name, "app");
         assert_eq!(app.opts.every, Duration::from_secs(600));

@@ -355,6 +355,7 @@ impl Watcher {
             lock_wait: self.cfg.lock_wait,
             check_dir: self.cfg.check_dir.clone(),
             base_cache: self.cfg.base_cache,
+            paranoid: self.cfg.paranoid,
             prune: self.cfg.prune.clone(),
             max_parallel: 0,
             observers: Vec::new(),

@@ -136,7 +136,7 @@ pub(crate) struct ChunkWriter {
     stats: WriteStats,
     /// Deltas (a store with deltas and a parent): the parent's chunk at each
     /// position is a new chunk's base candidate, read through `bases`.
-    parent: Option<Vec<ChunkRef>>,
+    parent: Option<Arc<Vec<ChunkRef>>>,
     bases: Option<Bases>,
     /// The base, depth and whole length of every delta this backup stored.
     delta_rows: IdMap<(ChunkId, u8, u32)>,
@@ -198,7 +198,11 @@ impl ChunkWriter {
     /// Encodes new chunks as deltas against `parent`'s chunk at the same
     /// position where that is smallest (a store with deltas). Bases are read
     /// from the store and kept decoded in an LRU of at most `cache_bytes`.
-    pub(crate) fn use_deltas(&mut self, parent: Vec<ChunkRef>, cache_bytes: usize) -> Result<()> {
+    pub(crate) fn use_deltas(
+        &mut self,
+        parent: Arc<Vec<ChunkRef>>,
+        cache_bytes: usize,
+    ) -> Result<()> {
         self.bases = Some(Bases::new(
             self.backend.clone(),
             cache_bytes,
@@ -215,7 +219,7 @@ impl ChunkWriter {
     /// a delta this backup stored.)
     pub(crate) fn use_cached_deltas(
         &mut self,
-        parent: Option<Vec<ChunkRef>>,
+        parent: Option<Arc<Vec<ChunkRef>>>,
         cache: Arc<BaseCache>,
     ) -> Result<()> {
         if let Some(parent) = parent {
@@ -234,7 +238,7 @@ impl ChunkWriter {
     /// The new snapshot's sketch (with sketches on), given its chunks.
     pub(crate) fn take_sketch(&mut self, chunks: &[ChunkRef]) -> Option<Vec<Features>> {
         let sketch = self.sketch.take()?;
-        Some(sketch.finish(chunks, self.parent.as_deref()))
+        Some(sketch.finish(chunks, self.parent.as_ref().map(|p| p.as_slice())))
     }
 
     /// Prepares for about `n` new chunks (a first backup: the database's size in
@@ -257,6 +261,22 @@ impl ChunkWriter {
         let new = &self.new;
         let p = self.table.get(id, |p| new[p as usize].entry.id)?;
         new.get(p as usize)
+    }
+
+    /// The chunks of a block the capture found unchanged since the parent
+    /// (backup/prints/): the parent's chunks `refs` there, if each is still in
+    /// the store's index. `None` (hash the block as any other) when one is not,
+    /// or while a sketch is made afresh, which needs every chunk's features.
+    pub(crate) fn known(&self, refs: &[ChunkRef]) -> Option<Vec<Encoded>> {
+        if self.sketch.as_ref().is_some_and(|s| !s.has_parent()) {
+            return None;
+        }
+        refs.iter()
+            .map(|r| match r {
+                ChunkRef::Zero => Some(Encoded::Zero),
+                ChunkRef::Stored(id) => self.index.contains(id).then_some(Encoded::Known(*id)),
+            })
+            .collect()
     }
 
     /// The parallel half, for one block of `chunk_len`-byte chunks: names each

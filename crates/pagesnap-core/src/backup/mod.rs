@@ -9,6 +9,9 @@
 //! * `chunk_writer.rs`: names, dedups and compresses chunks into packs: which forms
 //!   to try and the dictionary's training are its policy; compressing one chunk is
 //!   the codec's `Encoder` (codec/, the chunk codec seam).
+//! * `prints/`: recognising the blocks that did not change since the parent
+//!   (fingerprints under this machine's secret), so that only changed blocks are
+//!   hashed with blake3.
 //! * `index.rs`: the index a backup dedups against (the local cache, or the whole
 //!   index) and the cache's upkeep after publishing.
 //! * `abandon.rs`: abandoning a backup from another thread (`pagesnap watch`).
@@ -18,6 +21,7 @@ mod base_choice;
 pub mod capture;
 pub(crate) mod chunk_writer;
 mod index;
+pub(crate) mod prints;
 #[cfg(test)]
 mod scale_tests;
 pub mod sketch;
@@ -54,6 +58,10 @@ pub struct BackupOptions {
     /// (new chunks are then stored plain there). `None`: `$PAGESNAP_BASE_CACHE`,
     /// else 64 MiB.
     pub base_cache: Option<u64>,
+    /// Hash every page with blake3, as if nothing were known of the parent,
+    /// instead of taking blocks whose fingerprints match the parent's as
+    /// unchanged (backup/prints/; docs/SECURITY.md, "Fingerprints").
+    pub paranoid: bool,
 }
 
 impl Default for BackupOptions {
@@ -65,6 +73,7 @@ impl Default for BackupOptions {
             busy_timeout: Duration::from_secs(5),
             lock_wait: Duration::from_secs(600),
             base_cache: None,
+            paranoid: false,
         }
     }
 }
@@ -98,6 +107,10 @@ pub struct BackupReport {
     /// Whether the index was this machine's derived copy (index/cache/), not
     /// every index object read into memory.
     pub index_cached: bool,
+    /// Whether the capture compared its blocks with the parent's fingerprints
+    /// (this machine's record of them was sound, and not `paranoid`); the
+    /// blocks found unchanged were not hashed with blake3.
+    pub parent_prints: bool,
     pub duration: Duration,
 }
 
@@ -247,7 +260,17 @@ impl Store {
         // request budget, so there they come from this machine's base cache
         // only, which every such backup fills (store/base_cache.rs); a miss, or
         // no cache, stores the chunk plain.
-        let parent_chunks = base.as_mut().and_then(|b| b.parent_chunks.take());
+        let parent_chunks = base
+            .as_mut()
+            .and_then(|b| b.parent_chunks.take())
+            .map(std::sync::Arc::new);
+        // The long way holds the whole index already: it does not also hold the
+        // parent's list to compare blocks with (the rare backup that takes it
+        // hashes every page; its peak of memory stays where it was).
+        let compare = parent_chunks.as_ref().filter(|_| bi.short);
+        let printing = self.printing(&name, parent.as_ref(), compare, opts);
+        let parent_prints = printing.as_ref().is_some_and(|p| p.parent.is_some());
+        let parent_chunks = parent_chunks.filter(|_| self.config().deltas);
         let mut base_cache = None;
         if self.backend().requests().is_none() {
             if let Some(parent_chunks) = parent_chunks {
@@ -284,10 +307,12 @@ impl Store {
             opts.busy_timeout,
             self.config().chunk_pages,
             writer,
+            printing,
             self.progress(),
             abandon,
         )?;
         let sketch = cap.writer.take_sketch(&cap.chunks);
+        let pending_prints = cap.prints.take();
         let (new, stats, index) = cap.writer.finish()?;
         // The last moment to abandon: so far only packs (and a dictionary) were
         // written, which nothing names; from here on the index, the page map and
@@ -348,6 +373,9 @@ impl Store {
         if let Some(features) = sketch {
             sketch::file::write(&self.config().store_id, &name, &id, &features);
         }
+        if let Some(p) = pending_prints {
+            p.finish(&id);
+        }
         metadata_bytes += manifest_len;
         bytes_added += metadata_bytes;
         if let Some(cache) = &base_cache {
@@ -378,8 +406,43 @@ impl Store {
             index_chunks,
             index_load,
             index_cached: bi.short,
+            parent_prints,
             duration: started.elapsed(),
         })
+    }
+
+    /// How the capture prints its chunks (backup/prints/): with this machine's
+    /// secret for the store, if it uses the local cache, comparing with the
+    /// parent's prints (its `chunks`) if this machine recorded sound ones and
+    /// the backup is not `paranoid`.
+    fn printing(
+        &self,
+        name: &str,
+        parent: Option<&Snapshot>,
+        chunks: Option<&std::sync::Arc<Vec<crate::types::ChunkRef>>>,
+        opts: &BackupOptions,
+    ) -> Option<prints::Printing> {
+        if !self.uses_local_cache() {
+            return None;
+        }
+        let store = &self.config().store_id;
+        let printer = prints::Printer::for_store(store)?;
+        let parent = match (opts.paranoid, parent, chunks) {
+            (false, Some(p), Some(chunks)) => {
+                let want = prints::file::Expected {
+                    snapshot: &p.id,
+                    secret_id: printer.id(),
+                    chunk_len: p.manifest.page_size.saturating_mul(p.manifest.chunk_pages),
+                    image_len: p.manifest.image_len,
+                };
+                let path = prints::file::path(store, name)?;
+                prints::file::Recorded::open(&path, &want).and_then(|found| {
+                    prints::Parent::new(found, chunks.clone(), p.manifest.image_len)
+                })
+            }
+            _ => None,
+        };
+        Some(prints::Printing::new(printer, parent, *store, name))
     }
 
     /// How a backup compresses: with its database's dictionary, by training one

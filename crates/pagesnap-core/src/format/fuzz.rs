@@ -28,6 +28,7 @@ use super::manifest::Manifest;
 use super::pack::{self, Codec, PackBuilder, PackEntry, FOOTER_LEN, HEADER_LEN};
 use super::pagemap::PageMap;
 use super::{checksum32, checksum64, Result};
+use crate::backup::prints::fuzz as prints;
 use crate::crypto::fuzz as crypto;
 use crate::index::cache::fuzz as cache;
 use crate::query::fuzz as query;
@@ -55,6 +56,8 @@ pub enum Target {
     BaseCache,
     /// A position file of a snapshot opened in place (`restore/position_cache.rs`).
     CachePositions,
+    /// A fingerprint file of a database's newest snapshot (`backup/prints/file.rs`).
+    CachePrints,
     /// A key file of an encrypted store (`crypto/key_file.rs`).
     KeyFile,
     /// A sealed object of an encrypted store, of either key kind (`crypto/seal.rs`).
@@ -64,7 +67,7 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 15] = [
+    pub const ALL: [Target; 16] = [
         Target::Config,
         Target::Manifest,
         Target::PageMap,
@@ -77,6 +80,7 @@ impl Target {
         Target::CachePlaced,
         Target::BaseCache,
         Target::CachePositions,
+        Target::CachePrints,
         Target::KeyFile,
         Target::Sealed,
         Target::Btree,
@@ -97,6 +101,7 @@ impl Target {
             Target::CachePlaced => "cache-placed",
             Target::BaseCache => "base-cache",
             Target::CachePositions => "cache-positions",
+            Target::CachePrints => "cache-prints",
             Target::KeyFile => "key-file",
             Target::Sealed => "sealed",
             Target::Btree => "btree",
@@ -118,6 +123,7 @@ impl Target {
             Target::CachePlaced => cache::placement(data),
             Target::BaseCache => base_cache::fuzz(data),
             Target::CachePositions => positions::run(data),
+            Target::CachePrints => prints::run(data),
             Target::KeyFile => crypto::key_file(data),
             Target::Sealed => crypto::sealed(data),
             Target::Btree => query::btree(data),
@@ -135,6 +141,7 @@ impl Target {
             Target::CacheMap | Target::CachePlaced => cache::seal_trailing_hash(data),
             Target::BaseCache => base_cache::seal(data),
             Target::CachePositions => positions::seal(data),
+            Target::CachePrints => prints::seal(data),
             _ => seal_envelope(data),
         }
     }
@@ -159,6 +166,8 @@ pub fn cache_seeds() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
     all.extend(seeds.into_iter().map(|(n, b)| ("base-cache", n, b)));
     let (seeds, _) = positions::files();
     all.extend(seeds.into_iter().map(|(n, b)| ("cache-positions", n, b)));
+    let (seeds, _) = prints::files();
+    all.extend(seeds.into_iter().map(|(n, b)| ("cache-prints", n, b)));
     Ok(all)
 }
 
@@ -170,6 +179,8 @@ pub fn cache_hostile() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
     all.extend(hostile.into_iter().map(|(n, b)| ("base-cache", n, b)));
     let (_, hostile) = positions::files();
     all.extend(hostile.into_iter().map(|(n, b)| ("cache-positions", n, b)));
+    let (_, hostile) = prints::files();
+    all.extend(hostile.into_iter().map(|(n, b)| ("cache-prints", n, b)));
     Ok(all)
 }
 

@@ -5,8 +5,10 @@
 //! * `<store id>/` (64 hex digits): head hints (`heads/`, see `head_hint.rs`),
 //!   the derived index (`index/`, see `index/cache/`) of any store, local or
 //!   remote, the base cache (`bases/`, see `base_cache.rs`) of a remote store
-//!   with deltas, and a local store's sketches (`sketches/`, see
-//!   `backup/sketch/`);
+//!   with deltas, a local store's sketches (`sketches/`, see
+//!   `backup/sketch/`), and the fingerprints of each database's newest
+//!   snapshot with this machine's secret for them (`prints/`, see
+//!   `backup/prints/`);
 //! * `stores/<blake3(url and endpoint)>/` (32 hex digits): a remote store's
 //!   metadata (`backend/cache.rs`).
 //!

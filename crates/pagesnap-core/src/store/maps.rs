@@ -205,9 +205,7 @@ impl Store {
         })?;
         chain_seqs.extend(chain.iter().map(|(mid, m)| (*mid, m.seq)));
         let mut base = MapBase::new(p.manifest.map, &parent_list, seq, reference);
-        if self.config().deltas {
-            base.parent_chunks = Some(parent_list);
-        }
+        base.parent_chunks = Some(parent_list);
         Ok(base)
     }
 

@@ -57,6 +57,8 @@ pub struct RunSpec<'a> {
     pub since_check: u32,
     /// The base cache's bound (`BackupOptions::base_cache`).
     pub base_cache: Option<u64>,
+    /// `BackupOptions::paranoid`.
+    pub paranoid: bool,
 }
 
 /// How a run is controlled from outside its thread.
@@ -209,6 +211,7 @@ pub fn run_once(
         busy_timeout: spec.busy_timeout,
         lock_wait: spec.lock_wait,
         base_cache: spec.base_cache,
+        paranoid: spec.paranoid,
     };
     let report = match source.snapshot(store, &opts, ctl.abandon) {
         Ok(r) => r,

@@ -140,6 +140,8 @@ pub struct WatcherOptions {
     /// The bound of a store's base cache in bytes (store/base_cache.rs; a
     /// store with deltas on S3); `None`: `$PAGESNAP_BASE_CACHE`, else 64 MiB.
     pub base_cache: Option<u64>,
+    /// Hash every page with blake3 (`BackupOptions::paranoid`).
+    pub paranoid: bool,
     pub prune: PruneSettings,
     /// Runs under way at once, at most (0: the machine's cores, at least 2).
     pub max_parallel: usize,
@@ -156,6 +158,7 @@ impl Default for WatcherOptions {
             lock_wait: Duration::from_secs(600),
             check_dir: None,
             base_cache: None,
+            paranoid: false,
             prune: PruneSettings::default(),
             max_parallel: 0,
             observers: Vec::new(),
@@ -189,6 +192,7 @@ impl std::fmt::Debug for WatcherOptions {
             .field("lock_wait", &self.lock_wait)
             .field("check_dir", &self.check_dir)
             .field("base_cache", &self.base_cache)
+            .field("paranoid", &self.paranoid)
             .field("prune", &self.prune)
             .field("max_parallel", &self.max_parallel)
             .field("observers", &self.observers.len())
@@ -450,6 +454,7 @@ struct Common {
     lock_wait: Duration,
     check_dir: Option<PathBuf>,
     base_cache: Option<u64>,
+    paranoid: bool,
     prune: PruneSettings,
     lanes: usize,
 }
@@ -521,6 +526,7 @@ impl Watcher {
                     lock_wait: opts.lock_wait,
                     check_dir: opts.check_dir,
                     base_cache: opts.base_cache,
+                    paranoid: opts.paranoid,
                     prune: opts.prune,
                     lanes: lanes(opts.max_parallel),
                 },
@@ -614,6 +620,7 @@ impl WatcherHandle {
             lock_wait: opts.lock_wait,
             check_dir: opts.check_dir.clone(),
             base_cache: opts.base_cache,
+            paranoid: opts.paranoid,
             prune: opts.prune.clone(),
             lanes: lanes(opts.max_parallel),
         };
@@ -898,7 +905,7 @@ fn start_due(sh: &Arc<Shared>, st: &mut State, events: &mut Vec<WatchEvent>) {
         let opts = d.opts.clone();
         let since_check = d.since_check;
         let (lock_wait, check_dir) = (st.common.lock_wait, st.common.check_dir.clone());
-        let base_cache = st.common.base_cache;
+        let (base_cache, paranoid) = (st.common.base_cache, st.common.paranoid);
         let d = &mut st.dbs[i];
         let (sh2, ab, ph) = (Arc::clone(sh), Arc::clone(&abandon), Arc::clone(&phase));
         let spawned = std::thread::Builder::new()
@@ -915,6 +922,7 @@ fn start_due(sh: &Arc<Shared>, st: &mut State, events: &mut Vec<WatchEvent>) {
                     check_dir: check_dir.as_deref(),
                     since_check,
                     base_cache,
+                    paranoid,
                 };
                 let ctl = RunControl {
                     abandon: &ab,

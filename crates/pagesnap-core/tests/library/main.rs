@@ -25,6 +25,7 @@ mod fuzz_regressions;
 mod index_cache;
 mod large;
 mod page_maps;
+mod prints;
 mod proptest_sequences;
 mod query;
 mod retag;

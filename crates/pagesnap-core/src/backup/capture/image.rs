@@ -11,6 +11,8 @@
 use super::pipeline::Pipeline;
 use super::vfs::CaptureTarget;
 use crate::backup::chunk_writer::ChunkWriter;
+use crate::backup::prints::file::Pending;
+use crate::backup::prints::Printing;
 use crate::digest::tree_hash::root_from_blocks;
 use crate::types::{ChunkId, ChunkRef};
 use crate::{Error, Result};
@@ -71,13 +73,27 @@ pub(crate) struct Captured {
     pub image_check: [u8; 16],
     pub image_len: u64,
     pub writer: ChunkWriter,
+    /// The record of the image's prints, when printing (backup/prints/), to
+    /// end with the snapshot id once published.
+    pub prints: Option<Pending>,
+}
+
+/// The capture's blocks are this long for chunks of `chunk_len` bytes.
+pub(crate) fn block_len(chunk_len: u64) -> u64 {
+    chunk_len.max(MIN_BLOCK)
 }
 
 impl CaptureImage {
-    pub(crate) fn new(writer: ChunkWriter, chunk_len: u64) -> Result<Self> {
-        let block_len = chunk_len.max(MIN_BLOCK);
+    /// A capture of about `expect_chunks` chunks of `chunk_len` bytes.
+    pub(crate) fn new(
+        writer: ChunkWriter,
+        chunk_len: u64,
+        printing: Option<Printing>,
+        expect_chunks: usize,
+    ) -> Result<Self> {
+        let block_len = block_len(chunk_len);
         Ok(CaptureImage {
-            pipeline: Pipeline::new(writer, block_len, chunk_len)?,
+            pipeline: Pipeline::new(writer, block_len, chunk_len, printing, expect_chunks)?,
             chunk_len,
             block_len,
             size: 0,
@@ -178,11 +194,17 @@ impl CaptureImage {
             let n = (data.len() - pos).min(block_len as usize - in_block);
             let p = self.partial_mut(b)?;
             // A sector the write covers only partly keeps its other bytes: zero
-            // them first if they are stale bytes of a recycled buffer.
+            // them first if they are stale bytes of a recycled buffer. (A whole
+            // page covers its sectors: zeroing them too cost a quarter of the
+            // bytes written, in memset.)
             let first_touched = in_block / SECTOR as usize;
             let last_touched = (in_block + n - 1) / SECTOR as usize;
-            p.clean_sector(first_touched);
-            p.clean_sector(last_touched);
+            if in_block % SECTOR as usize != 0 {
+                p.clean_sector(first_touched);
+            }
+            if (in_block + n) % SECTOR as usize != 0 {
+                p.clean_sector(last_touched);
+            }
             p.data[in_block..in_block + n].copy_from_slice(&data[pos..pos + n]);
             for s in first_touched..=last_touched {
                 p.clean[s] = true;
@@ -283,33 +305,28 @@ impl CaptureImage {
             }
             self.complete(b, data)?;
         }
-        let (mut writer, done) = self.pipeline.finish()?;
+        let (mut writer, done, recorder) = self.pipeline.finish()?;
         // The last pack is written and the pack buffers freed before the chunk list
         // is taken: at the end of a first backup they were its peak of memory.
         writer.close_packs()?;
+        let unprocessed = || Error::Internal("a captured block was not processed".into());
+        let cvs = done.cvs(blocks).ok_or_else(unprocessed)?;
         let image_hash = match single {
             Some(bytes) => blake3::hash(&bytes),
             None if size == 0 => blake3::hash(&[]),
-            None => {
-                let cvs = done
-                    .cvs(blocks)
-                    .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;
-                root_from_blocks(&cvs, block_len, size)
-            }
+            None => root_from_blocks(&cvs, block_len, size),
         };
-        let checks = done
-            .checks(blocks)
-            .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;
+        let checks = done.checks(blocks).ok_or_else(unprocessed)?;
         let image_check = crate::digest::image_check::image_check(size, self.chunk_len, &checks);
-        let chunks = done
-            .into_chunks(blocks)
-            .ok_or_else(|| Error::Internal("a captured block was not processed".into()))?;
+        let chunks = done.into_chunks(blocks).ok_or_else(unprocessed)?;
+        let prints = recorder.and_then(|r| r.seal(size));
         Ok(Captured {
             chunks,
             image_hash: *image_hash.as_bytes(),
             image_check,
             image_len: size,
             writer,
+            prints,
         })
     }
 

@@ -8,11 +8,14 @@
 
 mod image;
 mod pipeline;
+pub(crate) use image::block_len;
 // The one place with `unsafe`: a VFS is a table of C callbacks SQLite calls.
 #[allow(unsafe_code)]
 pub mod vfs;
 
 use crate::backup::chunk_writer::ChunkWriter;
+use crate::backup::prints::file::Pending;
+use crate::backup::prints::Printing;
 use crate::types::ChunkRef;
 use crate::{Error, Result};
 use image::CaptureImage;
@@ -25,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Pages copied per backup step: large enough to be cheap, small enough to report progress.
-const STEP_PAGES: i32 = 1024;
+const STEP_PAGES: i32 = 64;
 
 /// Why a source database could not be captured.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +195,7 @@ pub(crate) struct Capture {
     pub image_check: [u8; 16],
     pub image_len: u64,
     pub writer: ChunkWriter,
+    pub prints: Option<Pending>,
 }
 
 /// Ends the read transaction the capture opened, on every path out.
@@ -209,13 +213,16 @@ impl Drop for ReadTxn<'_> {
     }
 }
 
-/// Copies a consistent image of `src` (labelled `path` in messages) into `writer`.
+/// Copies a consistent image of `src` (labelled `path` in messages) into `writer`,
+/// printing its chunks with `printing` (backup/prints/) if given.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn capture(
     src: &Connection,
     path: &Path,
     busy_timeout: Duration,
     chunk_pages: u32,
     writer: ChunkWriter,
+    printing: Option<Printing>,
     progress: Option<&crate::Progress>,
     abandon: Option<&crate::Abandon>,
 ) -> Result<Capture> {
@@ -248,8 +255,20 @@ pub(crate) fn capture(
         .query_row("PRAGMA main.page_size", [], |r| r.get(0))
         .map_err(err)?;
     let chunk_len = page_size as u64 * chunk_pages as u64;
+    let mut printing = printing;
+    if let Some(p) = &mut printing {
+        p.begin(chunk_len);
+    }
 
-    let image = Arc::new(Mutex::new(CaptureImage::new(writer, chunk_len)?));
+    // The size at the start of the copy (it may still change: SQLite's backup
+    // API restarts after a write through another connection); tables are sized
+    // for it, and grow if needed.
+    let pages: i64 = src
+        .query_row("PRAGMA main.page_count", [], |r| r.get(0))
+        .map_err(err)?;
+    let expect = (pages.max(0) as u64).div_ceil(chunk_pages.max(1) as u64);
+    let image = CaptureImage::new(writer, chunk_len, printing, expect.min(1 << 30) as usize)?;
+    let image = Arc::new(Mutex::new(image));
     let step_result = copy(
         src,
         path,
@@ -284,6 +303,7 @@ pub(crate) fn capture(
         image_check: captured.image_check,
         image_len: captured.image_len,
         writer: captured.writer,
+        prints: captured.prints,
     })
 }
 
@@ -304,7 +324,7 @@ fn copy(
     // source's page size first so the cache stays ~1 MiB even for 64 KiB pages.
     dest.conn()
         .execute_batch(&format!(
-            "PRAGMA page_size={page_size}; PRAGMA cache_size=-1024;"
+            "PRAGMA page_size={page_size}; PRAGMA cache_size=-256;"
         ))
         .map_err(internal)?;
     {

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! SQLite thread ──batches (bounded channel)──▶ processing thread
-//!   backup API, VFS writes,                     par: block CV and check, chunk ids, index
-//!   block assembly                                   lookup, zstd (new chunks only)
+//!   backup API, VFS writes,                     par: prints and check; for a changed
+//!   block assembly                                   block CV, chunk ids, index lookup,
+//!                                                    zstd (new chunks only)
 //!                                               seq: dedup, packs, writes
 //! ```
 //!
@@ -15,6 +16,8 @@
 //! rewriting or re-reading a page) first waits for the pipeline to drain.
 
 use crate::backup::chunk_writer::{slot_len, ChunkWriter, Encoded};
+use crate::backup::prints::file::Recorder;
+use crate::backup::prints::{Print, Printing};
 use crate::digest::image_check::{self, Digest};
 use crate::digest::tree_hash::block_cv;
 use crate::types::{ChunkId, ChunkRef};
@@ -51,11 +54,17 @@ pub(crate) struct DoneBlocks {
 }
 
 impl DoneBlocks {
-    fn new(per_block: usize) -> Self {
-        DoneBlocks {
+    /// Sized for `chunks` chunks (the source's size when the capture began): a
+    /// table grown by doubling held twice what it needed at its last step.
+    fn new(per_block: usize, chunks: usize) -> Self {
+        let blocks = chunks.div_ceil(per_block.max(1));
+        let mut d = DoneBlocks {
             per_block,
             ..Default::default()
-        }
+        };
+        d.blocks.reserve_exact(blocks);
+        d.chunks.reserve_exact(blocks * per_block);
+        d
     }
 
     fn insert(&mut self, b: u64, d: BlockDone) -> Result<()> {
@@ -132,6 +141,9 @@ impl DoneBlocks {
 }
 
 type DoneMap = Arc<Mutex<DoneBlocks>>;
+/// What the processing thread ends with: the writer, and the record of the
+/// image's prints (when printing, and it could be written).
+type Processed = (ChunkWriter, Option<Recorder>);
 /// Block buffers handed back after processing, for reuse (not zeroed).
 type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
 /// Buffers kept for reuse at most.
@@ -147,7 +159,7 @@ enum Msg {
 
 pub(crate) struct Pipeline {
     tx: Option<SyncSender<Msg>>,
-    thread: Option<JoinHandle<Result<ChunkWriter>>>,
+    thread: Option<JoinHandle<Result<Processed>>>,
     done: DoneMap,
     pool: Pool,
     batch: Vec<(u64, Vec<u8>)>,
@@ -155,15 +167,23 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    pub(crate) fn new(writer: ChunkWriter, block_len: u64, chunk_len: u64) -> Result<Self> {
+    pub(crate) fn new(
+        writer: ChunkWriter,
+        block_len: u64,
+        chunk_len: u64,
+        printing: Option<Printing>,
+        expect_chunks: usize,
+    ) -> Result<Self> {
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let per_block = (block_len / chunk_len).max(1) as usize;
-        let done: DoneMap = Arc::new(Mutex::new(DoneBlocks::new(per_block)));
+        let done = DoneBlocks::new(per_block, expect_chunks);
+        let done: DoneMap = Arc::new(Mutex::new(done));
         let pool: Pool = Arc::default();
         let (shared, returned) = (done.clone(), pool.clone());
+        let sizes = (block_len, chunk_len);
         let thread = std::thread::Builder::new()
             .name("pagesnap-chunks".into())
-            .spawn(move || process(writer, rx, shared, returned, block_len, chunk_len))
+            .spawn(move || process(writer, rx, shared, returned, sizes, printing))
             .map_err(|e| Error::Internal(format!("cannot start the chunk thread: {e}")))?;
         Ok(Pipeline {
             tx: Some(tx),
@@ -245,16 +265,17 @@ impl Pipeline {
             .map_err(|_| Error::Internal("capture block table poisoned".into()))
     }
 
-    /// Processes what is queued, stops the thread; returns the writer and every block.
-    pub(crate) fn finish(mut self) -> Result<(ChunkWriter, DoneBlocks)> {
+    /// Processes what is queued, stops the thread; returns the writer, every
+    /// block, and the record of their prints (if printing, and it could be written).
+    pub(crate) fn finish(mut self) -> Result<(ChunkWriter, DoneBlocks, Option<Recorder>)> {
         self.send_batch()?;
         self.tx = None;
-        let writer = match self.thread.take().map(JoinHandle::join) {
+        let (writer, recorder) = match self.thread.take().map(JoinHandle::join) {
             Some(Ok(r)) => r?,
             _ => return Err(Error::Internal("the chunk thread panicked".into())),
         };
         let done = std::mem::take(&mut *self.done()?);
-        Ok((writer, done))
+        Ok((writer, done, recorder))
     }
 }
 
@@ -269,15 +290,51 @@ impl Drop for Pipeline {
     }
 }
 
+/// What the parallel half made of one block: number, chaining value, image-check
+/// digest, chunks and prints.
+type BlockOut = (u64, ChainingValue, Digest, Vec<Encoded>, Vec<Print>);
+
+/// The parallel half for block `b`: its prints and image-check digest; then,
+/// unless the parent's block was the same, its chaining value and chunks (named,
+/// looked up and compressed into `out`).
+fn process_block(
+    w: &ChunkWriter,
+    printing: Option<&Printing>,
+    (block_len, chunk_len): (u64, u64),
+    b: u64,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<BlockOut> {
+    let prints: Vec<Print> = match printing {
+        Some(p) => data
+            .chunks(chunk_len as usize)
+            .map(|c| p.printer.print(c))
+            .collect(),
+        None => Vec::new(),
+    };
+    let check = image_check::block_digest(data, chunk_len as usize);
+    let parent = printing.and_then(|p| p.parent.as_ref());
+    if let Some((cv, refs)) = parent.and_then(|p| p.same_block(b, data.len(), &prints, &check)) {
+        if let Some(chunks) = w.known(refs) {
+            return Ok((b, cv, check, chunks, prints));
+        }
+    }
+    let cv = block_cv(b * block_len, data);
+    let first = b * block_len / chunk_len;
+    let chunks = w.encode_block(data, chunk_len as usize, first, out)?;
+    Ok((b, cv, check, chunks, prints))
+}
+
 /// The processing thread: each batch in parallel, then its chunks in order.
 fn process(
     mut writer: ChunkWriter,
     rx: Receiver<Msg>,
     done: DoneMap,
     pool: Pool,
-    block_len: u64,
-    chunk_len: u64,
-) -> Result<ChunkWriter> {
+    sizes: (u64, u64),
+    mut printing: Option<Printing>,
+) -> Result<Processed> {
+    let chunk_len = sizes.1;
     // Each block's compressed chunks, in slots of one buffer per block (see
     // `ChunkWriter::encode_block`), reused from batch to batch.
     let mut outs: Vec<Vec<u8>> = Vec::new();
@@ -288,31 +345,31 @@ fn process(
                 if outs.len() < blocks.len() {
                     outs.resize_with(blocks.len(), Vec::new);
                 }
-                let encoded: Vec<(u64, ChainingValue, Digest, Vec<Encoded>)> = blocks
+                let p = printing.as_ref();
+                let encoded: Vec<BlockOut> = blocks
                     .par_iter()
                     .zip(outs.par_iter_mut())
-                    .map(|((b, data), out)| {
-                        let cv = block_cv(b * block_len, data);
-                        let check = image_check::block_digest(data, chunk_len as usize);
-                        let first = b * block_len / chunk_len;
-                        let chunks = w.encode_block(data, chunk_len as usize, first, out)?;
-                        Ok((*b, cv, check, chunks))
-                    })
+                    .map(|((b, data), out)| process_block(w, p, sizes, *b, data, out))
                     .collect::<Result<_>>()?;
                 if let Ok(mut p) = pool.lock() {
                     let room = POOL_MAX.saturating_sub(p.len());
                     p.extend(blocks.into_iter().map(|(_, d)| d).take(room));
                 }
                 let slot = slot_len(chunk_len as usize);
-                for ((b, cv, check, chunks), out) in encoded.into_iter().zip(&outs) {
+                for ((b, cv, check, chunks, prints), out) in encoded.into_iter().zip(&outs) {
+                    // An unchanged block's chunks have no slots (nothing was encoded).
                     let chunks = chunks
                         .into_iter()
-                        .zip(out.chunks(slot))
-                        .map(|(e, s)| writer.accept(e, s))
+                        .enumerate()
+                        .map(|(i, e)| writer.accept(e, out.get(i * slot..).unwrap_or(&[])))
                         .collect::<Result<Vec<_>>>()?;
+                    if let Some(p) = &mut printing {
+                        p.record(b, &cv, &check, &prints);
+                    }
+                    let d = BlockDone { cv, check, chunks };
                     done.lock()
                         .map_err(|_| Error::Internal("capture block table poisoned".into()))?
-                        .insert(b, BlockDone { cv, check, chunks })?;
+                        .insert(b, d)?;
                 }
             }
             Msg::Read(ids, reply) => {
@@ -322,5 +379,5 @@ fn process(
             }
         }
     }
-    Ok(writer)
+    Ok((writer, printing.and_then(|mut p| p.take_recorder())))
 }

@@ -1,0 +1,221 @@
+//! prints: recognising the pages that did not change since the parent snapshot
+//! without hashing them with blake3 (issue #30; docs/PERFORMANCE.md, SECURITY.md).
+//!
+//! Each chunk of a snapshot gets a *print*, XXH3-128 under a secret of this
+//! machine (`secret.rs`), recorded with each 64 KiB block's blake3 chaining
+//! value and image-check digest in a local file (`file.rs`). The next backup of
+//! the database computes the prints of what it captures and, for a whole block
+//! whose prints and image-check digest both equal the parent's, takes the
+//! parent's chunks and chaining value instead of hashing the block with blake3
+//! twice (chunk ids and the image hash). Only changed blocks are hashed,
+//! compressed and looked up as before.
+//!
+//! Why this is safe: a block is taken as unchanged only if two independent
+//! 128-bit digests of each of its bytes match the parent's, one of them keyed
+//! with a secret no one else holds, so neither accident nor a page crafted by
+//! someone who can write to the database (but cannot read this machine's cache)
+//! makes a changed block look unchanged. Anything wrong with the file (missing,
+//! damaged, another snapshot's, another secret's, another store's) only costs
+//! this backup the full hashing. `--paranoid` hashes every page with blake3.
+
+pub(crate) mod file;
+mod secret;
+#[cfg(feature = "fuzzing")]
+pub(crate) use file::fuzz;
+
+use crate::digest::image_check::Digest;
+use crate::types::{ChunkRef, Id};
+use blake3::hazmat::ChainingValue;
+use file::{Recorded, Recorder};
+pub(crate) use secret::Printer;
+use std::sync::Arc;
+
+/// One chunk's print: XXH3-128 of its bytes under this machine's secret.
+pub(crate) type Print = [u8; 16];
+
+/// How a capture prints its chunks: the printer, the parent to compare with
+/// (none to hash every page), and where its own prints go.
+pub(crate) struct Printing {
+    pub printer: Printer,
+    pub parent: Option<Parent>,
+    /// The store and database whose file the capture writes.
+    record_as: (Id, String),
+    recorder: Option<Recorder>,
+}
+
+impl Printing {
+    pub(crate) fn new(printer: Printer, parent: Option<Parent>, store: Id, name: &str) -> Self {
+        Printing {
+            printer,
+            parent,
+            record_as: (store, name.to_string()),
+            recorder: None,
+        }
+    }
+
+    /// Readies a capture in chunks of `chunk_len` bytes: a parent of another
+    /// chunk length (the page size changed) has nothing to compare, and the
+    /// file this capture records is made.
+    pub(crate) fn begin(&mut self, chunk_len: u64) {
+        if self
+            .parent
+            .as_ref()
+            .is_some_and(|p| p.file.chunk_len() != chunk_len)
+        {
+            self.parent = None;
+        }
+        let (store, name) = &self.record_as;
+        self.recorder = Recorder::create(store, name, chunk_len, self.printer.id());
+    }
+
+    /// Records block `b`; a failure only stops recording (the next backup
+    /// then hashes every page).
+    pub(crate) fn record(&mut self, b: u64, cv: &ChainingValue, check: &Digest, prints: &[Print]) {
+        if let Some(r) = &self.recorder {
+            if r.put(b, cv, check, prints).is_err() {
+                self.recorder = None;
+            }
+        }
+    }
+
+    /// The file recorded so far, to seal once the image is complete.
+    pub(crate) fn take_recorder(&mut self) -> Option<Recorder> {
+        self.recorder.take()
+    }
+}
+
+/// The parent snapshot as the capture compares blocks with it: this machine's
+/// checked record of it, and its chunks.
+pub(crate) struct Parent {
+    file: Recorded,
+    chunks: Arc<Vec<ChunkRef>>,
+    image_len: u64,
+    block_len: u64,
+    per_block: usize,
+}
+
+impl Parent {
+    /// The parent of `image_len` bytes whose record is `file` and whose chunks
+    /// are `chunks`, if they describe the same chunks.
+    pub(crate) fn new(
+        file: Recorded,
+        chunks: Arc<Vec<ChunkRef>>,
+        image_len: u64,
+    ) -> Option<Parent> {
+        let chunk_len = file.chunk_len();
+        let block_len = crate::backup::capture::block_len(chunk_len);
+        let per_block = (block_len / chunk_len.max(1)).max(1) as usize;
+        let sound = chunk_len > 0
+            && block_len % chunk_len == 0
+            && file.chunks() == chunks.len() as u64
+            && image_len.div_ceil(chunk_len) == chunks.len() as u64;
+        sound.then_some(Parent {
+            file,
+            chunks,
+            image_len,
+            block_len,
+            per_block,
+        })
+    }
+
+    /// Block `b` of the parent, if it was whole there and its bytes are the ones
+    /// whose prints are `prints` and image-check digest `check` (a whole block
+    /// of `len` bytes now): its chaining value and chunks.
+    pub(crate) fn same_block(
+        &self,
+        b: u64,
+        len: usize,
+        prints: &[Print],
+        check: &Digest,
+    ) -> Option<(ChainingValue, &[ChunkRef])> {
+        let whole_there = (b + 1).checked_mul(self.block_len)? <= self.image_len;
+        if len as u64 != self.block_len || !whole_there || prints.len() != self.per_block {
+            return None;
+        }
+        let was = self.file.block(b)?;
+        let at = b as usize * self.per_block;
+        let chunks = self.chunks.get(at..at + self.per_block)?;
+        (was.check == *check && was.prints == prints).then_some((was.cv, chunks))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A parent of `image_len` bytes in 4 KiB chunks: block b's cv and check
+    /// are all b, chunk c's print all c; the record as a file in `dir`.
+    fn parent(dir: &std::path::Path, image_len: u64) -> Option<Parent> {
+        let chunks = image_len.div_ceil(4096) as usize;
+        let blocks = image_len.div_ceil(65536);
+        let snap = Id([1; 32]);
+        let rows: Vec<_> = (0..blocks)
+            .map(|b| {
+                let first = b as usize * 16;
+                let prints = (first..chunks.min(first + 16)).map(|c| [c as u8; 16]);
+                ([b as u8; 32], [b as u8; 16], prints.collect())
+            })
+            .collect();
+        let path = dir.join("f");
+        let bytes = file::encode(&snap, &[1; 16], 4096, image_len, &rows);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&bytes)
+            .unwrap();
+        let want = file::Expected {
+            snapshot: &snap,
+            secret_id: [1; 16],
+            chunk_len: 4096,
+            image_len,
+        };
+        let rec = Recorded::open(&path, &want)?;
+        let refs = (0..chunks)
+            .map(|c| ChunkRef::Stored(Id([c as u8; 32])))
+            .collect();
+        Parent::new(rec, Arc::new(refs), image_len)
+    }
+
+    #[test]
+    fn a_block_is_the_same_only_if_whole_and_every_print_and_the_check_match() {
+        let d = tempfile::tempdir().unwrap();
+        let p = parent(d.path(), 3 * 65536 + 4096).unwrap();
+        let prints = |b: u8| (0..16u8).map(|i| [b * 16 + i; 16]).collect::<Vec<_>>();
+        let (cv, chunks) = p.same_block(1, 65536, &prints(1), &[1; 16]).unwrap();
+        assert_eq!(cv, [1; 32]);
+        assert_eq!(chunks.len(), 16);
+        assert_eq!(chunks[0], ChunkRef::Stored(Id([16; 32])));
+        assert!(
+            p.same_block(1, 65536, &prints(1), &[2; 16]).is_none(),
+            "check"
+        );
+        let mut one_off = prints(1);
+        one_off[7][0] ^= 1;
+        assert!(
+            p.same_block(1, 65536, &one_off, &[1; 16]).is_none(),
+            "one print"
+        );
+        assert!(
+            p.same_block(2, 65536, &prints(1), &[2; 16]).is_none(),
+            "another block's"
+        );
+        assert!(
+            p.same_block(1, 4096, &prints(1)[..1], &[1; 16]).is_none(),
+            "cut short"
+        );
+        // The last block was partial in the parent, and there is none after it.
+        assert!(p.same_block(3, 65536, &prints(3), &[3; 16]).is_none());
+        assert!(p.same_block(4, 65536, &prints(4), &[4; 16]).is_none());
+    }
+
+    #[test]
+    fn a_record_that_does_not_describe_the_chunks_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = parent(d.path(), 65536).unwrap();
+        let short = Arc::new(p.chunks[..15].to_vec());
+        assert!(Parent::new(p.file, short, 65536).is_none());
+        let p = parent(d.path(), 65536).unwrap();
+        let chunks = p.chunks.clone();
+        assert!(Parent::new(p.file, chunks, 65536 + 4096).is_none());
+    }
+}
