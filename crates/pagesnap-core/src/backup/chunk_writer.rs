@@ -136,7 +136,7 @@ pub(crate) struct ChunkWriter {
     stats: WriteStats,
     /// Deltas (a store with deltas and a parent): the parent's chunk at each
     /// position is a new chunk's base candidate, read through `bases`.
-    parent: Option<Arc<Vec<ChunkRef>>>,
+    parent: Option<Vec<ChunkRef>>,
     bases: Option<Bases>,
     /// The base, depth and whole length of every delta this backup stored.
     delta_rows: IdMap<(ChunkId, u8, u32)>,
@@ -198,11 +198,7 @@ impl ChunkWriter {
     /// Encodes new chunks as deltas against `parent`'s chunk at the same
     /// position where that is smallest (a store with deltas). Bases are read
     /// from the store and kept decoded in an LRU of at most `cache_bytes`.
-    pub(crate) fn use_deltas(
-        &mut self,
-        parent: Arc<Vec<ChunkRef>>,
-        cache_bytes: usize,
-    ) -> Result<()> {
+    pub(crate) fn use_deltas(&mut self, parent: Vec<ChunkRef>, cache_bytes: usize) -> Result<()> {
         self.bases = Some(Bases::new(
             self.backend.clone(),
             cache_bytes,
@@ -219,7 +215,7 @@ impl ChunkWriter {
     /// a delta this backup stored.)
     pub(crate) fn use_cached_deltas(
         &mut self,
-        parent: Option<Arc<Vec<ChunkRef>>>,
+        parent: Option<Vec<ChunkRef>>,
         cache: Arc<BaseCache>,
     ) -> Result<()> {
         if let Some(parent) = parent {
@@ -238,7 +234,7 @@ impl ChunkWriter {
     /// The new snapshot's sketch (with sketches on), given its chunks.
     pub(crate) fn take_sketch(&mut self, chunks: &[ChunkRef]) -> Option<Vec<Features>> {
         let sketch = self.sketch.take()?;
-        Some(sketch.finish(chunks, self.parent.as_ref().map(|p| p.as_slice())))
+        Some(sketch.finish(chunks, self.parent.as_deref()))
     }
 
     /// Prepares for about `n` new chunks (a first backup: the database's size in
@@ -263,18 +259,20 @@ impl ChunkWriter {
         new.get(p as usize)
     }
 
-    /// The chunks of a block the capture found unchanged since the parent
-    /// (backup/prints/): the parent's chunks `refs` there, if each is still in
-    /// the store's index. `None` (hash the block as any other) when one is not,
-    /// or while a sketch is made afresh, which needs every chunk's features.
-    pub(crate) fn known(&self, refs: &[ChunkRef]) -> Option<Vec<Encoded>> {
+    /// The `n` chunks from position `first` of a block the capture found
+    /// unchanged since the parent (backup/prints/): the parent's chunks there,
+    /// if the index knows each (a zero chunk, or a stored one whose pack is
+    /// present). `None` (hash the block as any other) when one is not, on the
+    /// long way (which keeps no list of the parent's), or while a sketch is
+    /// made afresh, which needs every chunk's features.
+    pub(crate) fn known(&self, first: u64, n: usize) -> Option<Vec<Encoded>> {
         if self.sketch.as_ref().is_some_and(|s| !s.has_parent()) {
             return None;
         }
-        refs.iter()
-            .map(|r| match r {
+        (first..first + n as u64)
+            .map(|pos| match self.index.parent_at(pos)? {
                 ChunkRef::Zero => Some(Encoded::Zero),
-                ChunkRef::Stored(id) => self.index.contains(id).then_some(Encoded::Known(*id)),
+                ChunkRef::Stored(id) => Some(Encoded::Known(id)),
             })
             .collect()
     }

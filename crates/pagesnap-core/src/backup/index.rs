@@ -353,7 +353,9 @@ impl Store {
         }
         parent_chain.extend(chain.iter().map(|(mid, m)| (*mid, m.seq)));
         let mut base = MapBase::new(p.manifest.map, &list, chain[0].1.seq + 1, reference?);
-        base.parent_chunks = Some(list.clone());
+        if self.config().deltas {
+            base.parent_chunks = Some(list.clone());
+        }
         Some((base, list))
     }
 

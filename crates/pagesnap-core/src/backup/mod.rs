@@ -260,17 +260,12 @@ impl Store {
         // request budget, so there they come from this machine's base cache
         // only, which every such backup fills (store/base_cache.rs); a miss, or
         // no cache, stores the chunk plain.
-        let parent_chunks = base
-            .as_mut()
-            .and_then(|b| b.parent_chunks.take())
-            .map(std::sync::Arc::new);
-        // The long way holds the whole index already: it does not also hold the
-        // parent's list to compare blocks with (the rare backup that takes it
-        // hashes every page; its peak of memory stays where it was).
-        let compare = parent_chunks.as_ref().filter(|_| bi.short);
-        let printing = self.printing(&name, parent.as_ref(), compare, opts);
+        let parent_chunks = base.as_mut().and_then(|b| b.parent_chunks.take());
+        // Blocks are compared with the parent's on the short way: their chunks
+        // then come from the index's record of the parent's list (the long way
+        // keeps none).
+        let printing = self.printing(&name, parent.as_ref().filter(|_| bi.short), opts);
         let parent_prints = printing.as_ref().is_some_and(|p| p.parent.is_some());
-        let parent_chunks = parent_chunks.filter(|_| self.config().deltas);
         let mut base_cache = None;
         if self.backend().requests().is_none() {
             if let Some(parent_chunks) = parent_chunks {
@@ -413,13 +408,12 @@ impl Store {
 
     /// How the capture prints its chunks (backup/prints/): with this machine's
     /// secret for the store, if it uses the local cache, comparing with the
-    /// parent's prints (its `chunks`) if this machine recorded sound ones and
-    /// the backup is not `paranoid`.
+    /// parent's prints if this machine recorded sound ones and the backup is
+    /// not `paranoid`.
     fn printing(
         &self,
         name: &str,
         parent: Option<&Snapshot>,
-        chunks: Option<&std::sync::Arc<Vec<crate::types::ChunkRef>>>,
         opts: &BackupOptions,
     ) -> Option<prints::Printing> {
         if !self.uses_local_cache() {
@@ -427,8 +421,8 @@ impl Store {
         }
         let store = &self.config().store_id;
         let printer = prints::Printer::for_store(store)?;
-        let parent = match (opts.paranoid, parent, chunks) {
-            (false, Some(p), Some(chunks)) => {
+        let parent = match (opts.paranoid, parent) {
+            (false, Some(p)) => {
                 let want = prints::file::Expected {
                     snapshot: &p.id,
                     secret_id: printer.id(),
@@ -437,7 +431,7 @@ impl Store {
                 };
                 let path = prints::file::path(store, name)?;
                 prints::file::Recorded::open(&path, &want).and_then(|found| {
-                    prints::Parent::new(found, chunks.clone(), p.manifest.image_len)
+                    prints::Parent::new(found, p.manifest.image_len, p.manifest.chunk_count)
                 })
             }
             _ => None,

@@ -205,7 +205,9 @@ impl Store {
         })?;
         chain_seqs.extend(chain.iter().map(|(mid, m)| (*mid, m.seq)));
         let mut base = MapBase::new(p.manifest.map, &parent_list, seq, reference);
-        base.parent_chunks = Some(parent_list);
+        if self.config().deltas {
+            base.parent_chunks = Some(parent_list);
+        }
         Ok(base)
     }
 

@@ -314,13 +314,13 @@ fn process_block(
     };
     let check = image_check::block_digest(data, chunk_len as usize);
     let parent = printing.and_then(|p| p.parent.as_ref());
-    if let Some((cv, refs)) = parent.and_then(|p| p.same_block(b, data.len(), &prints, &check)) {
-        if let Some(chunks) = w.known(refs) {
+    let first = b * block_len / chunk_len;
+    if let Some(cv) = parent.and_then(|p| p.same_block(b, data.len(), &prints, &check)) {
+        if let Some(chunks) = w.known(first, prints.len()) {
             return Ok((b, cv, check, chunks, prints));
         }
     }
     let cv = block_cv(b * block_len, data);
-    let first = b * block_len / chunk_len;
     let chunks = w.encode_block(data, chunk_len as usize, first, out)?;
     Ok((b, cv, check, chunks, prints))
 }

@@ -24,11 +24,10 @@ mod secret;
 pub(crate) use file::fuzz;
 
 use crate::digest::image_check::Digest;
-use crate::types::{ChunkRef, Id};
+use crate::types::Id;
 use blake3::hazmat::ChainingValue;
 use file::{Recorded, Recorder};
 pub(crate) use secret::Printer;
-use std::sync::Arc;
 
 /// One chunk's print: XXH3-128 of its bytes under this machine's secret.
 pub(crate) type Print = [u8; 16];
@@ -85,33 +84,28 @@ impl Printing {
 }
 
 /// The parent snapshot as the capture compares blocks with it: this machine's
-/// checked record of it, and its chunks.
+/// checked record of it. (Its chunks, for a block found unchanged, come from
+/// the index: `ChunkLookup::parent_at`.)
 pub(crate) struct Parent {
     file: Recorded,
-    chunks: Arc<Vec<ChunkRef>>,
     image_len: u64,
     block_len: u64,
     per_block: usize,
 }
 
 impl Parent {
-    /// The parent of `image_len` bytes whose record is `file` and whose chunks
-    /// are `chunks`, if they describe the same chunks.
-    pub(crate) fn new(
-        file: Recorded,
-        chunks: Arc<Vec<ChunkRef>>,
-        image_len: u64,
-    ) -> Option<Parent> {
+    /// The parent of `image_len` bytes in `chunks` chunks whose record is
+    /// `file`, if the record describes as many.
+    pub(crate) fn new(file: Recorded, image_len: u64, chunks: u64) -> Option<Parent> {
         let chunk_len = file.chunk_len();
         let block_len = crate::backup::capture::block_len(chunk_len);
         let per_block = (block_len / chunk_len.max(1)).max(1) as usize;
         let sound = chunk_len > 0
             && block_len % chunk_len == 0
-            && file.chunks() == chunks.len() as u64
-            && image_len.div_ceil(chunk_len) == chunks.len() as u64;
+            && file.chunks() == chunks
+            && image_len.div_ceil(chunk_len) == chunks;
         sound.then_some(Parent {
             file,
-            chunks,
             image_len,
             block_len,
             per_block,
@@ -120,22 +114,20 @@ impl Parent {
 
     /// Block `b` of the parent, if it was whole there and its bytes are the ones
     /// whose prints are `prints` and image-check digest `check` (a whole block
-    /// of `len` bytes now): its chaining value and chunks.
+    /// of `len` bytes now): its chaining value.
     pub(crate) fn same_block(
         &self,
         b: u64,
         len: usize,
         prints: &[Print],
         check: &Digest,
-    ) -> Option<(ChainingValue, &[ChunkRef])> {
+    ) -> Option<ChainingValue> {
         let whole_there = (b + 1).checked_mul(self.block_len)? <= self.image_len;
         if len as u64 != self.block_len || !whole_there || prints.len() != self.per_block {
             return None;
         }
         let was = self.file.block(b)?;
-        let at = b as usize * self.per_block;
-        let chunks = self.chunks.get(at..at + self.per_block)?;
-        (was.check == *check && was.prints == prints).then_some((was.cv, chunks))
+        (was.check == *check && was.prints == prints).then_some(was.cv)
     }
 }
 
@@ -170,10 +162,7 @@ mod tests {
             image_len,
         };
         let rec = Recorded::open(&path, &want)?;
-        let refs = (0..chunks)
-            .map(|c| ChunkRef::Stored(Id([c as u8; 32])))
-            .collect();
-        Parent::new(rec, Arc::new(refs), image_len)
+        Parent::new(rec, image_len, chunks as u64)
     }
 
     #[test]
@@ -181,10 +170,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = parent(d.path(), 3 * 65536 + 4096).unwrap();
         let prints = |b: u8| (0..16u8).map(|i| [b * 16 + i; 16]).collect::<Vec<_>>();
-        let (cv, chunks) = p.same_block(1, 65536, &prints(1), &[1; 16]).unwrap();
+        let cv = p.same_block(1, 65536, &prints(1), &[1; 16]).unwrap();
         assert_eq!(cv, [1; 32]);
-        assert_eq!(chunks.len(), 16);
-        assert_eq!(chunks[0], ChunkRef::Stored(Id([16; 32])));
         assert!(
             p.same_block(1, 65536, &prints(1), &[2; 16]).is_none(),
             "check"
@@ -212,10 +199,11 @@ mod tests {
     fn a_record_that_does_not_describe_the_chunks_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let p = parent(d.path(), 65536).unwrap();
-        let short = Arc::new(p.chunks[..15].to_vec());
-        assert!(Parent::new(p.file, short, 65536).is_none());
+        assert!(Parent::new(p.file, 65536, 15).is_none(), "fewer chunks");
         let p = parent(d.path(), 65536).unwrap();
-        let chunks = p.chunks.clone();
-        assert!(Parent::new(p.file, chunks, 65536 + 4096).is_none());
+        assert!(
+            Parent::new(p.file, 65536 + 4096, 17).is_none(),
+            "a longer image"
+        );
     }
 }
