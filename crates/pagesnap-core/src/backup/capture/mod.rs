@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Pages copied per backup step: large enough to be cheap, small enough to report progress.
-const STEP_PAGES: i32 = 64;
+const STEP_PAGES: i32 = 1024;
 
 /// Why a source database could not be captured.
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +324,7 @@ fn copy(
     // source's page size first so the cache stays ~1 MiB even for 64 KiB pages.
     dest.conn()
         .execute_batch(&format!(
-            "PRAGMA page_size={page_size}; PRAGMA cache_size=-256;"
+            "PRAGMA page_size={page_size}; PRAGMA cache_size=-1024;"
         ))
         .map_err(internal)?;
     {
