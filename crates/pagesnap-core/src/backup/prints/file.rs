@@ -107,6 +107,18 @@ fn trailer(mut sum: blake3::Hasher, snapshot: &SnapshotId) -> [u8; TRAILER_LEN] 
     t
 }
 
+/// Reads the next `len` bytes of `file` into `sum`, 64 KiB at a time.
+fn hash_through(file: &mut File, mut len: u64, sum: &mut blake3::Hasher) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 << 10];
+    while len > 0 {
+        let n = len.min(buf.len() as u64) as usize;
+        file.read_exact(&mut buf[..n])?;
+        sum.update(&buf[..n]);
+        len -= n as u64;
+    }
+    Ok(())
+}
+
 /// What a file must say to be used: the snapshot it describes, the secret and
 /// the snapshot's chunk and image lengths.
 pub(crate) struct Expected<'a> {
@@ -159,14 +171,7 @@ impl Recorded {
         }
         let mut sum = blake3::Hasher::new();
         sum.update(&head);
-        let mut left = body_end - HEADER_LEN as u64;
-        let mut buf = vec![0u8; 64 << 10];
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            file.read_exact(&mut buf[..n]).ok()?;
-            sum.update(&buf[..n]);
-            left -= n as u64;
-        }
+        hash_through(&mut file, body_end - HEADER_LEN as u64, &mut sum).ok()?;
         let mut tail = [0u8; TRAILER_LEN];
         file.read_exact(&mut tail).ok()?;
         (tail == trailer(sum, want.snapshot)).then_some(Recorded {
@@ -268,14 +273,7 @@ impl Recorder {
         let mut sum = blake3::Hasher::new();
         let file = tmp.as_file_mut();
         file.seek(SeekFrom::Start(0)).ok()?;
-        let mut buf = vec![0u8; 64 << 10];
-        let mut left = end;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            file.read_exact(&mut buf[..n]).ok()?;
-            sum.update(&buf[..n]);
-            left -= n as u64;
-        }
+        hash_through(file, end, &mut sum).ok()?;
         Some(Pending { tmp, sum, path })
     }
 }
