@@ -199,10 +199,13 @@ fn backup_app_connection_outside_txn(journal: Journal) {
     let (db, app) = app_db(dir.path(), journal);
     let store = new_store(dir.path(), 1);
     assert!(app.is_autocommit());
+    app.execute_batch("PRAGMA cache_size = -4321").unwrap();
     let report = store
         .backup_connection(&app, &db, &BackupOptions::default())
         .unwrap();
     assert!(app.is_autocommit(), "capture left a transaction open");
+    // The capture shrinks the source's cache for the copy only.
+    assert_eq!(count(&app, "PRAGMA cache_size"), -4321);
     let expected = reference_hash(&db, dir.path());
     assert_eq!(hex(&report.image_hash), hex(&expected));
     restore_and_check(&store, &snapshot_of(&store, &report), &expected, dir.path());

@@ -213,6 +213,42 @@ impl Drop for ReadTxn<'_> {
     }
 }
 
+/// Pages of the source's cache during the copy. The backup API reads each page
+/// once: a small cache keeps the buffers SQLite reads into hot in the CPU's
+/// cache (SQLite's default, 2 MB, cycles through cold ones): −8% of a 1 GiB
+/// backup's CPU, −4% of its time (docs/PERFORMANCE.md).
+const SOURCE_CACHE_PAGES: i64 = 16;
+
+/// Sets the source connection's cache size for the copy and puts the caller's
+/// back afterwards (the connection may be an application's own).
+struct SourceCache<'c> {
+    conn: &'c Connection,
+    was: Option<i64>,
+}
+
+impl<'c> SourceCache<'c> {
+    fn shrink(conn: &'c Connection) -> Self {
+        let was = conn
+            .query_row("PRAGMA main.cache_size", [], |r| r.get::<_, i64>(0))
+            .ok();
+        // Only a hint: if it cannot be set, the copy runs with the caller's.
+        if was.is_some() {
+            let _ = conn.execute_batch(&format!("PRAGMA main.cache_size={SOURCE_CACHE_PAGES}"));
+        }
+        SourceCache { conn, was }
+    }
+}
+
+impl Drop for SourceCache<'_> {
+    fn drop(&mut self) {
+        if let Some(was) = self.was {
+            let _ = self
+                .conn
+                .execute_batch(&format!("PRAGMA main.cache_size={was}"));
+        }
+    }
+}
+
 /// Copies a consistent image of `src` (labelled `path` in messages) into `writer`,
 /// printing its chunks with `printing` (backup/prints/) if given.
 #[allow(clippy::too_many_arguments)]
@@ -245,6 +281,7 @@ pub(crate) fn capture(
         )));
     }
     let _txn = ReadTxn { conn: src, owned };
+    let _cache = SourceCache::shrink(src);
     retry_hot_journal(|| {
         src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
             r.get::<_, i64>(0)
