@@ -265,7 +265,6 @@ impl Store {
         // then come from the index's record of the parent's list (the long way
         // keeps none).
         let printing = self.printing(&name, parent.as_ref().filter(|_| bi.short), opts);
-        let parent_prints = printing.as_ref().is_some_and(|p| p.parent.is_some());
         let mut base_cache = None;
         if self.backend().requests().is_none() {
             if let Some(parent_chunks) = parent_chunks {
@@ -401,7 +400,7 @@ impl Store {
             index_chunks,
             index_load,
             index_cached: bi.short,
-            parent_prints,
+            parent_prints: cap.compared,
             duration: started.elapsed(),
         })
     }

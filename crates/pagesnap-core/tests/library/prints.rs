@@ -314,3 +314,23 @@ fn a_parent_forgotten_and_pruned_meanwhile_is_not_compared_with() {
         restore_hash_via_writer(&store, &s);
     }
 }
+
+#[test]
+fn a_parent_of_another_page_size_is_not_compared_with() {
+    cache_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path(), 4096);
+    let store = init(&dir.path().join("a"), 1, false);
+    backup_with(&store, &db, false);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("PRAGMA page_size = 1024; VACUUM;")
+        .unwrap();
+    drop(conn);
+    let r = backup_with(&store, &db, false);
+    assert_eq!(r.page_size, 1024);
+    assert!(!r.parent_prints, "the parent's chunks are 4 KiB");
+    restored_is_the_file(&store, &r, &db);
+    let again = backup_with(&store, &db, false);
+    assert!(again.parent_prints);
+    restored_is_the_file(&store, &again, &db);
+}

@@ -196,6 +196,8 @@ pub(crate) struct Capture {
     pub image_len: u64,
     pub writer: ChunkWriter,
     pub prints: Option<Pending>,
+    /// Whether blocks were compared with the parent's prints.
+    pub compared: bool,
 }
 
 /// Ends the read transaction the capture opened, on every path out.
@@ -296,6 +298,7 @@ pub(crate) fn capture(
     if let Some(p) = &mut printing {
         p.begin(chunk_len);
     }
+    let compared = printing.as_ref().is_some_and(|p| p.parent.is_some());
 
     // The size at the start of the copy (it may still change: SQLite's backup
     // API restarts after a write through another connection); tables are sized
@@ -341,6 +344,7 @@ pub(crate) fn capture(
         image_len: captured.image_len,
         writer: captured.writer,
         prints: captured.prints,
+        compared,
     })
 }
 
