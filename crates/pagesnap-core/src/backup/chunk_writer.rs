@@ -237,10 +237,15 @@ impl ChunkWriter {
         Some(sketch.finish(chunks, self.parent.as_deref()))
     }
 
-    /// Prepares for about `n` new chunks (a first backup: the database's size in
-    /// chunks). Sized once, the list and table of new chunks do not grow by
-    /// doubling, whose last step held the old and the new copy at once.
+    /// Prepares for about `n` new chunks (the database's size in chunks) when
+    /// the store holds none yet: every chunk of a first backup is new. Sized
+    /// once, the list and table of new chunks do not grow by doubling, whose
+    /// last step held the old and the new copy at once.
     pub(crate) fn expect_new(&mut self, n: usize) {
+        if self.index.entries() != 0 {
+            return;
+        }
+        let n = n.min(1 << 28);
         self.new.reserve(n);
         if self.table.len() == 0 {
             self.table = IdTable::with_capacity(n);

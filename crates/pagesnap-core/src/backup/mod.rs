@@ -287,14 +287,6 @@ impl Store {
                 sketch::file::read(store_id, &name, &p.id, p.manifest.chunk_count as usize)
             }));
         }
-        if index_chunks == 0 {
-            // Every chunk of a first backup is new: size the writer's map once.
-            let pages: i64 = conn
-                .query_row("PRAGMA page_count", [], |r| r.get(0))
-                .unwrap_or(0);
-            let chunks = pages.max(0) as u64 / self.config().chunk_pages as u64;
-            writer.expect_new(chunks.min(1 << 28) as usize);
-        }
         let mut cap = capture::capture(
             conn,
             path,
@@ -425,7 +417,7 @@ impl Store {
                 let want = prints::file::Expected {
                     snapshot: &p.id,
                     secret_id: printer.id(),
-                    chunk_len: p.manifest.page_size.saturating_mul(p.manifest.chunk_pages),
+                    chunk_len: u32::try_from(p.manifest.chunk_len()).ok()?,
                     image_len: p.manifest.image_len,
                 };
                 let path = prints::file::path(store, name)?;

@@ -147,6 +147,16 @@ fn database(dir: &Path, page_size: u32) -> PathBuf {
     db
 }
 
+/// A folder with a 4 KiB-page database and a store of one page per chunk,
+/// this binary's cache directory set.
+fn one_store() -> (tempfile::TempDir, PathBuf, Store) {
+    cache_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path(), 4096);
+    let store = init(&dir.path().join("a"), 1, false);
+    (dir, db, store)
+}
+
 fn run_changes(page_size: u32, chunk_pages: u32, deltas: bool, changes: &[Change]) {
     cache_dir();
     let dir = tempfile::tempdir().unwrap();
@@ -232,10 +242,7 @@ fn change_and_back_up(store: &Store, db: &Path, seed: u16) -> BackupReport {
 
 #[test]
 fn a_record_lost_stale_damaged_or_another_stores_only_costs_the_hashing() {
-    cache_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let db = database(dir.path(), 4096);
-    let store = init(&dir.path().join("a"), 1, false);
+    let (dir, db, store) = one_store();
     backup_with(&store, &db, false);
     assert!(change_and_back_up(&store, &db, 1).parent_prints);
     let file = prints_file(&store);
@@ -292,10 +299,7 @@ fn a_record_lost_stale_damaged_or_another_stores_only_costs_the_hashing() {
 
 #[test]
 fn a_parent_forgotten_and_pruned_meanwhile_is_not_compared_with() {
-    cache_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let db = database(dir.path(), 4096);
-    let store = init(&dir.path().join("a"), 1, false);
+    let (_dir, db, store) = one_store();
     let first = backup_with(&store, &db, false);
     let second = change_and_back_up(&store, &db, 1);
     assert!(second.parent_prints);
@@ -317,10 +321,7 @@ fn a_parent_forgotten_and_pruned_meanwhile_is_not_compared_with() {
 
 #[test]
 fn a_parent_of_another_page_size_is_not_compared_with() {
-    cache_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let db = database(dir.path(), 4096);
-    let store = init(&dir.path().join("a"), 1, false);
+    let (_dir, db, store) = one_store();
     backup_with(&store, &db, false);
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch("PRAGMA page_size = 1024; VACUUM;")

@@ -259,7 +259,7 @@ pub(crate) fn capture(
     path: &Path,
     busy_timeout: Duration,
     chunk_pages: u32,
-    writer: ChunkWriter,
+    mut writer: ChunkWriter,
     printing: Option<Printing>,
     progress: Option<&crate::Progress>,
     abandon: Option<&crate::Abandon>,
@@ -301,13 +301,15 @@ pub(crate) fn capture(
     let compared = printing.as_ref().is_some_and(|p| p.parent.is_some());
 
     // The size at the start of the copy (it may still change: SQLite's backup
-    // API restarts after a write through another connection); tables are sized
-    // for it, and grow if needed.
+    // API restarts after a write through another connection); tables, and a
+    // first backup's table of new chunks, are sized for it, and grow if needed.
     let pages: i64 = src
         .query_row("PRAGMA main.page_count", [], |r| r.get(0))
         .map_err(err)?;
     let expect = (pages.max(0) as u64).div_ceil(chunk_pages.max(1) as u64);
-    let image = CaptureImage::new(writer, chunk_len, printing, expect.min(1 << 30) as usize)?;
+    let expect = expect.min(1 << 30) as usize;
+    writer.expect_new(expect);
+    let image = CaptureImage::new(writer, chunk_len, printing, expect)?;
     let image = Arc::new(Mutex::new(image));
     let step_result = copy(
         src,

@@ -60,7 +60,7 @@ impl Shape {
         if chunk_len == 0 {
             return None;
         }
-        let per_block = (block_len(chunk_len as u64) / chunk_len as u64) as usize;
+        let per_block = crate::digest::image_check::chunks_per_block(chunk_len as u64);
         Some(Shape {
             chunk_len,
             per_block,
@@ -188,6 +188,11 @@ impl Recorded {
 
     pub(crate) fn chunks(&self) -> u64 {
         self.chunks
+    }
+
+    /// Chunks a block's record holds prints of.
+    pub(crate) fn per_block(&self) -> usize {
+        self.shape.per_block
     }
 
     /// Block `b`'s record (`None` beyond the last block, or if it cannot be read).

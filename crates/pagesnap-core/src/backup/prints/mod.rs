@@ -97,11 +97,10 @@ impl Parent {
     /// The parent of `image_len` bytes in `chunks` chunks whose record is
     /// `file`, if the record describes as many.
     pub(crate) fn new(file: Recorded, image_len: u64, chunks: u64) -> Option<Parent> {
-        let chunk_len = file.chunk_len();
+        let (chunk_len, per_block) = (file.chunk_len(), file.per_block());
         let block_len = crate::backup::capture::block_len(chunk_len);
-        let per_block = (block_len / chunk_len.max(1)).max(1) as usize;
-        let sound = chunk_len > 0
-            && block_len % chunk_len == 0
+        // The capture's blocks are whole records' worth of chunks.
+        let sound = block_len == chunk_len * per_block as u64
             && file.chunks() == chunks
             && image_len.div_ceil(chunk_len) == chunks;
         sound.then_some(Parent {
