@@ -65,6 +65,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
             "index_load_secs": r.index_load.as_secs_f64(),
             "index_cached": r.index_cached,
             "parent_prints": r.parent_prints,
+            "store_listed": r.store_listed,
             "duration_secs": r.duration.as_secs_f64(),
         }))?;
     } else {

@@ -155,6 +155,7 @@ fn json_outputs_carry_the_documented_fields() {
             "index_load_secs",
             "index_cached",
             "parent_prints",
+            "store_listed",
             "duration_secs",
         ],
     );
@@ -162,6 +163,9 @@ fn json_outputs_carry_the_documented_fields() {
     assert_eq!(b["index_chunks"], 0);
     assert_eq!(b["index_cached"], false);
     assert!(b["index_load_secs"].as_f64().unwrap() >= 0.0);
+    // A local store is listed by every backup (only stores that pay per
+    // request keep a record of the listing).
+    assert_eq!(b["store_listed"], true);
     let id = b["id"].as_str().unwrap();
     assert_eq!(id.len(), 64);
     assert!(id.bytes().all(|c| c.is_ascii_hexdigit()));

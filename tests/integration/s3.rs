@@ -360,9 +360,13 @@ fn s3_incremental_backup_request_budget_and_cache() {
         );
         let (meta, packs, _, cached) = requests(&b);
         // Users pay per request: beyond its packs, an incremental backup costs
-        // config, lock (put, list, delete), the pack and index listings, and its
-        // index object, page map and manifest. Everything else is in the cache.
-        assert!(meta <= 10, "backup {round} sent {meta} requests: {b}");
+        // config and the marker (gets), its lock (put, list, delete), and its
+        // index object, page map, manifest and a new marker (puts). Which packs
+        // and index objects exist comes from this machine's record of its last
+        // listing (the marker is unchanged): no listing but the locks'.
+        assert!(meta <= 9, "backup {round} sent {meta} requests: {b}");
+        assert_eq!(b["requests"][0]["list"], 1, "{b}");
+        assert_eq!(b["store_listed"], false, "{b}");
         assert!(packs >= 1, "{b}");
         assert!(
             cached >= 2,
@@ -436,6 +440,30 @@ fn s3_incremental_backup_request_budget_and_cache() {
     let again = dir.path().join("again.db");
     ok(g.ps(&url).args(["restore", "latest", "-o"]).arg(&again));
     assert_restored(&again, &last["image_hash"], &reference);
+
+    // A prune that deletes packs deletes the marker: the next backup lists
+    // the store in full, the one after is back to the record.
+    ok(g.ps(&url).args(["forget", "--keep-last", "1"]));
+    let p = ok_json(g.ps(&url).args(["--json", "prune", "--max-unused", "0%"]));
+    assert!(
+        p["packs_deleted"].as_u64().unwrap() + p["packs_rewritten"].as_u64().unwrap() > 0,
+        "{p}"
+    );
+    for (round, listed) in [(4, true), (5, false)] {
+        mutate(&conn, round);
+        let b = ok_json(
+            g.ps(&url)
+                .args(["--json", "backup"])
+                .arg(&db)
+                .args(["--time", &t(10 * round as u32)]),
+        );
+        assert_eq!(b["store_listed"], listed, "backup {round}: {b}");
+        last = b;
+    }
+    let newest = dir.path().join("newest.db");
+    let reference = reference_copy(&db, &dir.path().join("ref-newest.db"));
+    ok(g.ps(&url).args(["restore", "latest", "-o"]).arg(&newest));
+    assert_restored(&newest, &last["image_hash"], &reference);
     drop(conn);
 }
 

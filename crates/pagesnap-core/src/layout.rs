@@ -10,6 +10,7 @@
 //! dicts/<id>                  zstd dictionaries chunks are compressed with
 //! keys/<id>                   an encrypted store's key files (crypto/key_file.rs)
 //! damaged/<key>               whole copies of objects found damaged (repair)
+//! marker                      changed with every change of packs/ and index/ (store/listing.rs)
 //! ```
 
 use crate::types::Id;
@@ -22,6 +23,7 @@ pub const PACKS: &str = "packs/";
 pub const DICTS: &str = "dicts/";
 pub const KEYS: &str = "keys/";
 pub const DAMAGED: &str = "damaged/";
+pub const MARKER: &str = "marker";
 
 pub fn key_file(id: &Id) -> String {
     format!("{KEYS}{}", id.to_hex())

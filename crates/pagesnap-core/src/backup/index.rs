@@ -8,6 +8,7 @@ use crate::format::pagemap::{reference_seq, PageMap};
 use crate::index::cache::base::Base;
 use crate::index::cache::{resolved, ChunkLookup, IndexCache, Layered};
 use crate::index::chunk_index::ChunkIndex;
+use crate::store::listing::Listing;
 use crate::store::{MapBase, Snapshot, WrittenMap};
 use crate::types::{ChunkRef, Id, IdMap, IdSet};
 use crate::{layout, Result, Store};
@@ -38,13 +39,20 @@ pub(crate) struct BackupIndex {
     upkeep: Upkeep,
 }
 
+impl BackupIndex {
+    /// What the backup knew of index objects and packs.
+    pub(crate) fn listing(&self) -> &Listing {
+        &self.upkeep.listing
+    }
+}
+
 /// What to do once the snapshot is published.
 struct Upkeep {
     cache: Option<IndexCache>,
     /// Each index object's size, from the listing.
     sizes: IdMap<u64>,
-    /// Each pack's size, from the listing.
-    present: IdMap<u64>,
+    /// What the backup knew of index objects and packs (store/listing.rs).
+    listing: Listing,
     /// The long way: write the sorted chunk file from its index.
     rebuild: bool,
     /// The parent's chain (map id, sequence number), for forgetting resolved maps.
@@ -79,20 +87,22 @@ impl Declined {
 impl Store {
     /// The index of a backup whose parent is `parent`. `turn` (any number that
     /// changes from one backup to the next) picks which covered index objects
-    /// are checked again (see [`RECHECK`]).
-    pub(crate) fn backup_index(&self, parent: Option<&Snapshot>, turn: u64) -> Result<BackupIndex> {
+    /// are checked again (see [`RECHECK`]). `full_listing`: list the store's
+    /// index objects and packs whatever this machine's record of them says.
+    pub(crate) fn backup_index(
+        &self,
+        parent: Option<&Snapshot>,
+        turn: u64,
+        full_listing: bool,
+    ) -> Result<BackupIndex> {
         let started = Instant::now();
         let cache = self.index_cache();
-        let objects = self.backend().list(layout::INDEX)?;
-        let present = self.pack_sizes()?;
-        let sizes: IdMap<u64> = objects
-            .iter()
-            .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
-            .collect();
+        let mut listing = self.backup_listing(full_listing)?;
         let mut warnings = Vec::new();
         let mut rebuild = cache.is_some();
         if let Some(c) = &cache {
-            match self.short_way(c, parent, turn, &objects, &sizes, &present)? {
+            let sizes = sizes_of(&listing);
+            match self.short_way(c, parent, turn, &listing.index, &sizes, &listing.packs)? {
                 Ok((lookup, base, parent_chain)) => {
                     return Ok(BackupIndex {
                         lookup,
@@ -103,7 +113,7 @@ impl Store {
                         upkeep: Upkeep {
                             cache,
                             sizes,
-                            present,
+                            listing,
                             rebuild: false,
                             parent_chain,
                         },
@@ -115,8 +125,13 @@ impl Store {
                 }
             }
         }
-        // The long way.
-        let mut index = self.index_of(&objects, &present);
+        // The long way, always from a full listing: it is what finds out
+        // whatever the record could not tell (a parent of another machine's).
+        if listing.cached {
+            listing = self.full_listing(listing.marker)?;
+        }
+        let sizes = sizes_of(&listing);
+        let mut index = self.index_of(&listing.index, &listing.packs);
         index.seal();
         let mut parent_chain = Vec::new();
         let base = match parent {
@@ -157,7 +172,7 @@ impl Store {
             upkeep: Upkeep {
                 cache,
                 sizes,
-                present,
+                listing,
                 rebuild,
                 parent_chain,
             },
@@ -420,7 +435,7 @@ impl Store {
                 cache.write_base(index, own, &u.sizes).map(|_| ())
             }
             ChunkLookup::Layered(l) if warning.is_none() && merge_due(&l.delta, &l.base) => cache
-                .write_merged(&l.base, &l.delta, &u.sizes, &u.present)
+                .write_merged(&l.base, &l.delta, &u.sizes, &u.listing.packs)
                 .map(|_| ()),
             _ => {
                 rewrote = false;
@@ -441,6 +456,15 @@ impl Store {
         }
         warning
     }
+}
+
+/// Each index object's size by id.
+fn sizes_of(listing: &Listing) -> IdMap<u64> {
+    listing
+        .index
+        .iter()
+        .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
+        .collect()
 }
 
 /// Where each stored chunk of a new snapshot's list is: in this backup's own

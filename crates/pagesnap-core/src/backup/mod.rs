@@ -60,7 +60,9 @@ pub struct BackupOptions {
     pub base_cache: Option<u64>,
     /// Hash every page with blake3, as if nothing were known of the parent,
     /// instead of taking blocks whose fingerprints match the parent's as
-    /// unchanged (backup/prints/; docs/SECURITY.md, "Fingerprints").
+    /// unchanged (backup/prints/; docs/SECURITY.md, "Fingerprints"); and list
+    /// the store's index objects and packs in full instead of taking this
+    /// machine's record of them (store/listing.rs).
     pub paranoid: bool,
 }
 
@@ -111,6 +113,11 @@ pub struct BackupReport {
     /// (this machine's record of them was sound, and not `paranoid`); the
     /// blocks found unchanged were not hashed with blake3.
     pub parent_prints: bool,
+    /// Whether the backup listed the store's index objects and packs in full,
+    /// rather than taking this machine's record of them (store/listing.rs):
+    /// the record was missing, stale or under another marker value, or the
+    /// backup was `paranoid`.
+    pub store_listed: bool,
     pub duration: Duration,
 }
 
@@ -241,7 +248,7 @@ impl Store {
         // The index to deduplicate against, the short way when this machine's
         // derived copy of it can be trusted (backup/index.rs).
         let turn = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
-        let mut bi = self.backup_index(parent.as_ref(), turn)?;
+        let mut bi = self.backup_index(parent.as_ref(), turn, opts.paranoid)?;
         let index = std::mem::replace(&mut bi.lookup, ChunkLookup::Whole(Box::default()));
         let (index_chunks, index_load) = (index.entries(), bi.load);
         let mut base = bi.base.take();
@@ -374,6 +381,16 @@ impl Store {
             &cap.chunks,
             parent.as_ref().map(|p| p.manifest.map),
         ));
+        // The objects this backup added, for this machine's record of the
+        // listing and the store's marker (store/listing.rs).
+        let (added_index, added_packs): (Vec<_>, Vec<_>) = match &written.index {
+            Some((id, body)) => (
+                vec![(*id, written.index_len)],
+                body.packs.iter().map(|p| (p.id, p.len)).collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        warnings.extend(self.record_listing(bi.listing(), &added_index, &added_packs));
         Ok(BackupReport {
             snapshot: id,
             name,
@@ -393,6 +410,7 @@ impl Store {
             index_load,
             index_cached: bi.short,
             parent_prints: cap.compared,
+            store_listed: !bi.listing().cached,
             duration: started.elapsed(),
         })
     }

@@ -34,12 +34,13 @@ pub enum Kind {
     Dict,
     Lock,
     Policy,
+    Marker,
 }
 
 impl Kind {
     /// Every kind, in declaration order (the envelope fuzz target and the
     /// version tests go through all of them).
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Config,
         Kind::Manifest,
         Kind::PageMap,
@@ -47,6 +48,7 @@ impl Kind {
         Kind::Dict,
         Kind::Lock,
         Kind::Policy,
+        Kind::Marker,
     ];
 
     pub fn tag(self) -> [u8; 4] {
@@ -58,6 +60,7 @@ impl Kind {
             Kind::Dict => *b"DICT",
             Kind::Lock => *b"LOCK",
             Kind::Policy => *b"POLI",
+            Kind::Marker => *b"MARK",
         }
     }
 
@@ -70,6 +73,7 @@ impl Kind {
             Kind::Dict => "dictionary",
             Kind::Lock => "lock",
             Kind::Policy => "policy",
+            Kind::Marker => "marker",
         }
     }
 
@@ -95,6 +99,7 @@ impl Kind {
             Kind::Dict => 2 << 20,
             Kind::Lock => 64 * 1024,
             Kind::Policy => 64 * 1024,
+            Kind::Marker => 1024,
         }
     }
 }

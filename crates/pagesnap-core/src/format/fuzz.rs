@@ -34,6 +34,7 @@ use crate::index::cache::fuzz as cache;
 use crate::query::fuzz as query;
 use crate::restore::position_cache::fuzz as positions;
 use crate::store::base_cache;
+use crate::store::listing::fuzz as listing;
 use crate::types::{ChunkRef, Id};
 
 /// One fuzz target: a decoder, or a group of decoders of one object.
@@ -58,6 +59,8 @@ pub enum Target {
     CachePositions,
     /// A fingerprint file of a database's newest snapshot (`backup/prints/file.rs`).
     CachePrints,
+    /// This machine's record of the store's listing (`store/listing.rs`).
+    CacheListing,
     /// A key file of an encrypted store (`crypto/key_file.rs`).
     KeyFile,
     /// A sealed object of an encrypted store, of either key kind (`crypto/seal.rs`).
@@ -67,7 +70,7 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 16] = [
+    pub const ALL: [Target; 17] = [
         Target::Config,
         Target::Manifest,
         Target::PageMap,
@@ -81,6 +84,7 @@ impl Target {
         Target::BaseCache,
         Target::CachePositions,
         Target::CachePrints,
+        Target::CacheListing,
         Target::KeyFile,
         Target::Sealed,
         Target::Btree,
@@ -102,6 +106,7 @@ impl Target {
             Target::BaseCache => "base-cache",
             Target::CachePositions => "cache-positions",
             Target::CachePrints => "cache-prints",
+            Target::CacheListing => "cache-listing",
             Target::KeyFile => "key-file",
             Target::Sealed => "sealed",
             Target::Btree => "btree",
@@ -124,6 +129,7 @@ impl Target {
             Target::BaseCache => base_cache::fuzz(data),
             Target::CachePositions => positions::run(data),
             Target::CachePrints => prints::run(data),
+            Target::CacheListing => listing::run(data),
             Target::KeyFile => crypto::key_file(data),
             Target::Sealed => crypto::sealed(data),
             Target::Btree => query::btree(data),
@@ -142,6 +148,7 @@ impl Target {
             Target::BaseCache => base_cache::seal(data),
             Target::CachePositions => positions::seal(data),
             Target::CachePrints => prints::seal(data),
+            Target::CacheListing => listing::seal(data),
             _ => seal_envelope(data),
         }
     }
@@ -168,6 +175,8 @@ pub fn cache_seeds() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
     all.extend(seeds.into_iter().map(|(n, b)| ("cache-positions", n, b)));
     let (seeds, _) = prints::files();
     all.extend(seeds.into_iter().map(|(n, b)| ("cache-prints", n, b)));
+    let (seeds, _) = listing::files();
+    all.extend(seeds.into_iter().map(|(n, b)| ("cache-listing", n, b)));
     Ok(all)
 }
 
@@ -181,6 +190,8 @@ pub fn cache_hostile() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
     all.extend(hostile.into_iter().map(|(n, b)| ("cache-positions", n, b)));
     let (_, hostile) = prints::files();
     all.extend(hostile.into_iter().map(|(n, b)| ("cache-prints", n, b)));
+    let (_, hostile) = listing::files();
+    all.extend(hostile.into_iter().map(|(n, b)| ("cache-listing", n, b)));
     Ok(all)
 }
 

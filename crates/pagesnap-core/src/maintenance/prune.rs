@@ -734,6 +734,14 @@ impl Store {
             .map(layout::pack)
             .chain(new_index)
             .collect();
+        // Every machine's record of the listing is stale before a pack or an
+        // index object goes (store/listing.rs).
+        if !(plan.delete_packs.is_empty()
+            && plan.rewrite.is_empty()
+            && plan.delete_index.is_empty())
+        {
+            self.drop_marker()?;
+        }
         let mut deleted = 0u64;
         let sizes: HashMap<String, u64> = backend
             .list("")?

@@ -12,6 +12,8 @@
 //! * `packs.rs`: which packs are present; a pack's trailer read without its data.
 //!   `pack_sink.rs`, `pack_upload.rs`: writing packs of already compressed chunks,
 //!   and the upload thread every pack goes through.
+//! * `listing.rs`: what a backup knows of packs and index objects without
+//!   listing them (this machine's record, and the store's marker).
 //! * `lock.rs`: store locks; `head_hint.rs`: this machine's hint of each database's
 //!   newest snapshot; `cache_dirs.rs`: this machine's cache folders, each marked
 //!   with its store, listed and cleaned up.
@@ -22,6 +24,7 @@ pub mod cache_dirs;
 pub(crate) mod head_hint;
 mod index_objects;
 pub mod keys;
+pub(crate) mod listing;
 pub mod lock;
 mod maps;
 pub(crate) mod pack_sink;

@@ -24,6 +24,7 @@ mod fixtures;
 mod fuzz_regressions;
 mod index_cache;
 mod large;
+mod listing;
 mod page_maps;
 mod prints;
 mod proptest_sequences;

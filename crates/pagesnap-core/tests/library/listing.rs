@@ -1,0 +1,248 @@
+//! The store's marker and this machine's record of the store's listing
+//! (store/listing.rs, #30): in steady state a backup sends the same requests
+//! whatever the length of the history, and lists neither `packs/` nor
+//! `index/`. A prune, another machine's backup, a record lost, damaged or
+//! another store's, a damaged or missing marker and `paranoid` each make the
+//! next backup list in full; every snapshot restores byte for byte.
+
+use crate::base_cache::Counting;
+use crate::common::*;
+use crate::index_cache::cache_dir;
+use pagesnap_core::backend::{Backend, CachedBackend, PutMode, RequestCounts};
+use pagesnap_core::{BackupOptions, BackupReport, InitOptions, PruneOptions, Store, VerifyOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A store at `dir/remote` opened through a backend that pays per request,
+/// behind the metadata cache (as an S3 store is); a database of 300 pages.
+fn remote(dir: &Path) -> (Store, PathBuf) {
+    cache_dir();
+    Store::init(dir.join("remote"), &InitOptions::default()).unwrap();
+    let db = dir.join("app.db");
+    one_row_per_page(&db, 300);
+    (open_remote(dir, "metadata-cache"), db)
+}
+
+/// The store at `dir/remote` as [`remote`] opens it, with its metadata cache
+/// in `dir/cache`.
+fn open_remote(dir: &Path, cache: &str) -> Store {
+    let (counting, _) = Counting::new(dir.join("remote"));
+    let cached = CachedBackend::new(Arc::new(counting), dir.join(cache));
+    Store::open_backend(Arc::new(cached)).unwrap()
+}
+
+fn record(store: &Store) -> PathBuf {
+    cache_dir()
+        .join(store.config().store_id.to_hex())
+        .join("listing")
+}
+
+fn requests(store: &Store) -> RequestCounts {
+    store.backend().requests().unwrap()
+}
+
+/// Requests besides pack uploads and reads from the local cache.
+fn sent(after: &RequestCounts, before: &RequestCounts) -> [u64; 5] {
+    [
+        after.put - before.put,
+        after.get - before.get,
+        after.list - before.list,
+        after.head - before.head,
+        after.delete - before.delete,
+    ]
+}
+
+/// Rows `ids` of `db` set from `seed`, then a backup whose snapshot restores to
+/// the file; with the requests it sent.
+fn change_and_back_up(
+    store: &Store,
+    db: &Path,
+    seed: u64,
+    ids: std::ops::RangeInclusive<i64>,
+    paranoid: bool,
+) -> (BackupReport, [u64; 5]) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    set_rows(&conn, seed, ids);
+    drop(conn);
+    let before = requests(store);
+    let opts = BackupOptions {
+        paranoid,
+        ..BackupOptions::default()
+    };
+    let r = store.backup_path(db, &opts).unwrap();
+    let n = sent(&requests(store), &before);
+    let scratch = tempfile::tempdir().unwrap();
+    let reference = reference_hash(db, scratch.path());
+    restore_and_check(store, &snapshot_of(store, &r), &reference, scratch.path());
+    (r, n)
+}
+
+#[test]
+fn steady_state_requests_do_not_grow_with_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = remote(dir.path());
+    let (first, _) = change_and_back_up(&store, &db, 1, 1..=3, false);
+    assert!(first.store_listed, "a first backup lists");
+    let (second, _) = change_and_back_up(&store, &db, 2, 4..=6, false);
+    assert!(!second.store_listed, "the record of the first is trusted");
+    let (_, early) = change_and_back_up(&store, &db, 3, 7..=9, false);
+    // Forty more backups, each with its own pack and index object.
+    for i in 0..40 {
+        let at = 10 + 3 * i;
+        let (r, _) = change_and_back_up(&store, &db, 4 + i as u64, at..=at + 2, false);
+        assert!(!r.store_listed, "backup {i} listed the store");
+        assert_eq!(r.stats.packs_written, 1);
+    }
+    let (_, late) = change_and_back_up(&store, &db, 99, 200..=202, false);
+    assert_eq!(
+        early, late,
+        "requests (put, get, list, head, delete) of a backup"
+    );
+    assert_eq!(late[2], 1, "one listing, of the locks: {late:?}");
+    assert!(
+        store.verify(&VerifyOptions::default()).unwrap().healthy(),
+        "the store is sound"
+    );
+}
+
+#[test]
+fn a_prune_between_two_backups_is_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = remote(dir.path());
+    // The first content's chunks are in the first backup's pack only.
+    let (first, _) = change_and_back_up(&store, &db, 1, 1..=300, false);
+    let (second, _) = change_and_back_up(&store, &db, 2, 1..=300, false);
+    assert!(!second.store_listed);
+    // Forgotten and pruned: the pack with the first content is deleted.
+    store.forget_snapshots(&[first.snapshot], false).unwrap();
+    let pruned = store.prune(&PruneOptions::default()).unwrap();
+    assert!(
+        pruned.packs_deleted + pruned.packs_rewritten >= 1,
+        "{pruned:?}"
+    );
+    // The first content again: its chunks must be stored again, not taken
+    // from a record that still lists the deleted pack.
+    let (third, _) = change_and_back_up(&store, &db, 1, 1..=300, false);
+    assert!(third.store_listed, "the prune changed the marker");
+    assert!(third.stats.new_chunks >= 300, "{:?}", third.stats);
+    let (fourth, _) = change_and_back_up(&store, &db, 3, 1..=2, false);
+    assert!(!fourth.store_listed);
+    assert!(store.verify(&VerifyOptions::default()).unwrap().healthy());
+}
+
+#[test]
+fn another_machines_backup_is_seen_and_deduplicated_against() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = remote(dir.path());
+    change_and_back_up(&store, &db, 1, 1..=300, false);
+    // Another machine: the same store, without this machine's caches (it
+    // lists in full, and keeps no record), backs up another database holding
+    // pages this machine has not stored yet.
+    let other = open_remote(dir.path(), "other-cache").without_index_cache();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    set_rows(&conn, 7, 1..=100);
+    drop(conn);
+    let other_db = dir.path().join("other.db");
+    reference_copy(&db, &other_db);
+    let theirs = backup(&other, &other_db);
+    assert!(theirs.store_listed);
+    assert!(theirs.stats.new_chunks >= 100);
+    // This machine's next backup lists again, and stores none of them.
+    let before = requests(&store);
+    let r = backup(&store, &db);
+    assert!(sent(&requests(&store), &before)[2] > 1, "listed");
+    assert!(r.store_listed, "the other machine changed the marker");
+    assert!(r.stats.new_chunks <= 1, "{:?}", r.stats);
+    let (again, _) = change_and_back_up(&store, &db, 8, 1..=2, false);
+    assert!(!again.store_listed);
+}
+
+#[test]
+fn a_record_lost_damaged_or_another_stores_and_a_bad_marker_cost_one_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = remote(dir.path());
+    let mut seed = 0;
+    let mut step = |paranoid: bool| {
+        seed += 1;
+        let at = seed as i64 * 2;
+        change_and_back_up(&store, &db, seed, at..=at + 1, paranoid)
+            .0
+            .store_listed
+    };
+    assert!(step(false), "first");
+    assert!(!step(false));
+    let file = record(&store);
+
+    std::fs::remove_file(&file).unwrap();
+    assert!(step(false), "lost");
+    assert!(!step(false), "recorded again");
+
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    assert!(step(false), "damaged");
+    assert!(!step(false));
+
+    // A stale record: one under a marker the store no longer holds.
+    let stale = std::fs::read(&file).unwrap();
+    assert!(!step(false));
+    std::fs::write(&file, &stale).unwrap();
+    assert!(step(false), "stale");
+
+    // Another store's record, in this store's place.
+    let (other, other_db) = remote(&dir.path().join("b"));
+    backup(&other, &other_db);
+    std::fs::copy(record(&other), &file).unwrap();
+    assert!(step(false), "another store's");
+    assert!(!step(false));
+
+    // The marker damaged, then missing (a store of a pagesnap before markers).
+    let raw = pagesnap_core::backend::LocalBackend::new(dir.path().join("remote"));
+    raw.put("marker", b"not a marker", PutMode::Overwrite)
+        .unwrap();
+    assert!(step(false), "a damaged marker");
+    assert!(!step(false), "and a sound one written");
+    raw.delete("marker").unwrap();
+    assert!(step(false), "no marker");
+    assert!(!step(false));
+
+    // Paranoid lists, and records for the next backup.
+    assert!(step(true), "paranoid");
+    assert!(!step(false));
+}
+
+#[test]
+fn an_unchanged_backup_writes_no_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = remote(dir.path());
+    change_and_back_up(&store, &db, 1, 1..=3, false);
+    let marker = || std::fs::read(dir.path().join("remote/marker")).unwrap();
+    let was = marker();
+    let before = requests(&store);
+    let r = backup(&store, &db);
+    let n = sent(&requests(&store), &before);
+    assert_eq!(r.stats.packs_written, 0);
+    assert!(!r.store_listed);
+    // The lock and the manifest: nothing was added to packs/ or index/, so
+    // no machine's record is made stale.
+    assert_eq!(n[0], 2, "puts: {n:?}");
+    assert_eq!(marker(), was);
+}
+
+/// What the record cannot know: a pack deleted outside pagesnap. Until the
+/// daily full listing, a `paranoid` backup is what finds it (a local store
+/// lists on every backup: `damage::backup_after_a_lost_pack_stores_its_chunks_again`).
+#[test]
+fn a_pack_deleted_by_hand_is_found_by_a_paranoid_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = remote(dir.path());
+    change_and_back_up(&store, &db, 1, 1..=300, false);
+    let packs = dir.path().join("remote/packs");
+    for sub in std::fs::read_dir(&packs).unwrap() {
+        std::fs::remove_dir_all(sub.unwrap().path()).unwrap();
+    }
+    let (r, _) = change_and_back_up(&store, &db, 2, 1..=2, true);
+    assert!(r.store_listed);
+    assert!(r.stats.new_chunks >= 290, "stored again: {:?}", r.stats);
+}
