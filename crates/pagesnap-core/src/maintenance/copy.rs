@@ -264,6 +264,16 @@ pub fn copy(from: &Store, to: &Store, opts: &CopyOptions) -> Result<CopyReport> 
         };
         report.snapshots.push(done);
     }
+    // Other machines' records of the destination's listing lack what was
+    // copied: a new marker makes their next backups list it (store/listing.rs).
+    let uploaded = |s: &CopiedSnapshot| s.chunks_uploaded > 0;
+    if report.snapshots.iter().any(uploaded) {
+        if let Some(w) = to.note_added() {
+            if let Some(last) = report.snapshots.iter_mut().rev().find(|s| uploaded(s)) {
+                last.warnings.push(w);
+            }
+        }
+    }
     report.duration = started.elapsed();
     Ok(report)
 }

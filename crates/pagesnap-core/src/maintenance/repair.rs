@@ -541,10 +541,10 @@ impl Store {
             report.packs_written = rewrite.iter().any(|r| !r.copy.is_empty()) as u64;
             return Ok(report);
         }
-        // Packs and index objects are about to be deleted or replaced (an index
-        // object rebuilt under its own name): every machine's record of the
-        // listing is stale first (store/listing.rs).
-        if !(damaged.is_empty() && rewrite.is_empty()) {
+        // Packs and index objects are about to be deleted, replaced (an index
+        // object rebuilt under its own name) or added: every machine's record
+        // of the listing is stale first (store/listing.rs).
+        if !(damaged.is_empty() && rewrite.is_empty() && body.entries.is_empty()) {
             self.drop_marker()?;
         }
         // Damaged packs: a copy of each, whole, under damaged/, then their sound

@@ -261,6 +261,18 @@ impl Store {
         Ok(m)
     }
 
+    /// After objects were added other than by a backup (`copy` into this
+    /// store): a new marker, so that every machine's next backup lists them.
+    /// Returns a warning if it could not be written.
+    pub(crate) fn note_added(&self) -> Option<String> {
+        if !self.records_listing() {
+            return None;
+        }
+        self.change_marker().err().map(|e| {
+            format!("the store's marker could not be written ({e}); other machines' backups may not deduplicate against the copied chunks until they list the store in full")
+        })
+    }
+
     /// What a backup knows of the index objects and packs: this machine's
     /// record if it may be trusted (the module comment says when), else a full
     /// listing. `full`: list in full whatever the record says.
@@ -337,6 +349,10 @@ impl Store {
             },
         };
         let file = file?;
+        if listing.cached && !added {
+            // The record it came from, unchanged.
+            return None;
+        }
         let mut index: Vec<(Id, u64)> = listing
             .index
             .iter()

@@ -1,9 +1,10 @@
 //! The store's marker and this machine's record of the store's listing
 //! (store/listing.rs, #30): in steady state a backup sends the same requests
 //! whatever the length of the history, and lists neither `packs/` nor
-//! `index/`. A prune, another machine's backup, a record lost, damaged or
-//! another store's, a damaged or missing marker and `paranoid` each make the
-//! next backup list in full; every snapshot restores byte for byte.
+//! `index/`. A prune, `repair index`, a `copy` into the store, another
+//! machine's backup, a record lost, damaged or another store's, a damaged or
+//! missing marker and `paranoid` each make the next backup list in full;
+//! every snapshot restores byte for byte.
 
 use crate::base_cache::Counting;
 use crate::common::*;
@@ -245,4 +246,55 @@ fn a_pack_deleted_by_hand_is_found_by_a_paranoid_backup() {
     let (r, _) = change_and_back_up(&store, &db, 2, 1..=2, true);
     assert!(r.store_listed);
     assert!(r.stats.new_chunks >= 290, "stored again: {:?}", r.stats);
+}
+
+/// `copy` into the store adds packs and index objects: it writes a new
+/// marker, and this machine's next backup lists them (and deduplicates
+/// against the copied chunks).
+#[test]
+fn a_copy_into_the_store_is_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = remote(dir.path());
+    change_and_back_up(&store, &db, 1, 1..=3, false);
+    // Another store with pages this one has not seen, copied in.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    set_rows(&conn, 5, 1..=100);
+    drop(conn);
+    let local = Store::init(dir.path().join("local"), &InitOptions::default()).unwrap();
+    let other_db = dir.path().join("other.db");
+    reference_copy(&db, &other_db);
+    backup(&local, &other_db);
+    let copied =
+        pagesnap_core::copy::copy(&local, &store, &pagesnap_core::CopyOptions::default()).unwrap();
+    assert!(copied.snapshots.iter().all(|s| s.warnings.is_empty()));
+    let r = backup(&store, &db);
+    assert!(r.store_listed, "the copy changed the marker");
+    assert!(r.stats.new_chunks <= 1, "{:?}", r.stats);
+}
+
+/// `repair index` takes a damaged index object out of use (and rebuilds its
+/// entries): it deletes the marker first, and the next backup lists.
+#[test]
+fn a_repair_of_the_index_is_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = remote(dir.path());
+    change_and_back_up(&store, &db, 1, 1..=3, false);
+    change_and_back_up(&store, &db, 2, 4..=6, false);
+    let index = dir.path().join("remote/index");
+    let victim = std::fs::read_dir(&index)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&victim, b"damaged").unwrap();
+    // Repair reads the store itself, not this machine's cached copies.
+    let r = open_remote(dir.path(), "repair-cache")
+        .repair_index(false, std::time::Duration::ZERO)
+        .unwrap();
+    assert_eq!(r.quarantined.len(), 1, "{r:?}");
+    assert!(!dir.path().join("remote/marker").exists());
+    let (after, _) = change_and_back_up(&store, &db, 3, 7..=9, false);
+    assert!(after.store_listed, "the repair deleted the marker");
+    assert!(dir.path().join("remote/marker").exists(), "and a new one");
 }
