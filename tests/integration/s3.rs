@@ -349,15 +349,19 @@ fn s3_incremental_backup_request_budget_and_cache() {
     let db = dir.path().join("app.db");
     let conn = create_db(&db, Journal::Wal, 4000, 11);
     ok(g.ps(&url).arg("backup").arg(&db).args(["--time", &t(0)]));
-    let mut last = serde_json::Value::Null;
-    for round in 1..=3 {
+    // Rows changed for `round`, then a backup at minute 10·round.
+    let step = |round| {
         mutate(&conn, round);
-        let b = ok_json(
+        ok_json(
             g.ps(&url)
                 .args(["--json", "backup"])
                 .arg(&db)
                 .args(["--time", &t(10 * round as u32)]),
-        );
+        )
+    };
+    let mut last = serde_json::Value::Null;
+    for round in 1..=3 {
+        let b = step(round);
         let (meta, packs, _, cached) = requests(&b);
         // Users pay per request: beyond its packs, an incremental backup costs
         // config and the marker (gets), its lock (put, list, delete), and its
@@ -450,13 +454,7 @@ fn s3_incremental_backup_request_budget_and_cache() {
         "{p}"
     );
     for (round, listed) in [(4, true), (5, false)] {
-        mutate(&conn, round);
-        let b = ok_json(
-            g.ps(&url)
-                .args(["--json", "backup"])
-                .arg(&db)
-                .args(["--time", &t(10 * round as u32)]),
-        );
+        let b = step(round);
         assert_eq!(b["store_listed"], listed, "backup {round}: {b}");
         last = b;
     }

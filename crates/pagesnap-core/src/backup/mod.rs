@@ -115,8 +115,8 @@ pub struct BackupReport {
     pub parent_prints: bool,
     /// Whether the backup listed the store's index objects and packs in full,
     /// rather than taking this machine's record of them (store/listing.rs):
-    /// the record was missing, stale or under another marker value, or the
-    /// backup was `paranoid`.
+    /// always on a local store; on S3 when the record was missing, stale or
+    /// under another marker value, or the backup was `paranoid`.
     pub store_listed: bool,
     pub duration: Duration,
 }
