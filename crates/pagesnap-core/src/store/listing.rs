@@ -32,8 +32,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The store's marker: 16 random bytes, replaced by every change of the set
-/// of packs and index objects.
+/// The store's marker: 16 random bytes, written anew by a backup or a copy
+/// that added packs or index objects, deleted by prune and repair before
+/// they delete or replace any.
 pub(crate) type Marker = [u8; 16];
 
 /// How long a record is trusted at most, whatever the marker says.
