@@ -402,16 +402,8 @@ pub(crate) mod fuzz {
         Ok(())
     }
 
-    /// `data` with its checksum made right.
-    pub(crate) fn seal(data: &[u8]) -> Vec<u8> {
-        let mut out = data.to_vec();
-        if out.len() >= HEADER_LEN + TRAILER_LEN {
-            let end = out.len() - TRAILER_LEN;
-            let sum = blake3::hash(&out[..end]);
-            out[end..].copy_from_slice(sum.as_bytes());
-        }
-        out
-    }
+    /// `data` with its checksum (the trailing blake3) made right.
+    pub(crate) use crate::index::cache::fuzz::seal_trailing_hash as seal;
 
     type Named = Vec<(&'static str, Vec<u8>)>;
 
