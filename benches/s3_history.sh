@@ -19,19 +19,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 N="${1:-5000}"
 SIZE="${2:-4}"
 WORK="${3:-$(mktemp -d)}"
-mkdir -p "$WORK"
-ENVF="${GARAGE_ENV:-${TMPDIR:-/tmp}/pagesnap-garage/env}"
-[ -s "$ENVF" ] || "$ROOT/scripts/garage.sh"
-set -a; . "$ENVF"; set +a
-(cd "$ROOT" && cargo build --release --quiet --bin pagesnap --example makedb)
-PS="$ROOT/target/release/pagesnap"
-MK="$ROOT/target/release/examples/makedb"
-export PAGESNAP_CACHE_DIR="$WORK/cache"
-URL="s3://$PAGESNAP_TEST_BUCKET/history-$$-$(date +%s)"
-cd "$WORK"
+. "$ROOT/benches/s3_store.sh" history
 echo "# workdir $WORK; $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(cd "$ROOT" && git rev-parse --short HEAD); $URL" >&2
-"$MK" db.db "$SIZE" >/dev/null
-"$PS" --store "$URL" init >/dev/null
 summary() {
   python3 -c '
 import json, sys

@@ -8,18 +8,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SIZE="${1:-1024}"
 WORK="${2:-$(mktemp -d)}"
-mkdir -p "$WORK"
-ENVF="${GARAGE_ENV:-${TMPDIR:-/tmp}/pagesnap-garage/env}"
-[ -s "$ENVF" ] || "$ROOT/scripts/garage.sh"
-set -a; . "$ENVF"; set +a
-(cd "$ROOT" && cargo build --release --quiet --bin pagesnap --example makedb)
-PS="$ROOT/target/release/pagesnap"
-MK="$ROOT/target/release/examples/makedb"
-export PAGESNAP_CACHE_DIR="$WORK/cache"
-URL="s3://$PAGESNAP_TEST_BUCKET/requests-$$-$(date +%s)"
-cd "$WORK"
-"$MK" db.db "$SIZE" >/dev/null
-"$PS" --store "$URL" init >/dev/null
+. "$ROOT/benches/s3_store.sh" requests
 summary() {
   python3 -c '
 import json, sys
