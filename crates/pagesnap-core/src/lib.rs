@@ -110,6 +110,22 @@ pub(crate) fn create_private_dirs(dir: &std::path::Path) -> std::io::Result<()> 
         .create(dir)
 }
 
+/// Replaces the local cache file `path` with `bytes`, its folder made (owner-only)
+/// if missing: written to a temporary name and renamed, so that a reader sees the
+/// old file or the new one. Not fsynced: a cache file is checked or only a hint,
+/// and one torn by a crash costs time, never a result.
+pub(crate) fn replace_cache_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a cache file needs a folder"))?;
+    create_private_dirs(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// The slot of the calling thread among `slots` per-thread states: rayon's thread
 /// index, the last slot for any other thread (so `slots` is the pool size + 1).
 pub(crate) fn thread_slot(slots: usize) -> usize {

@@ -40,9 +40,10 @@ pub(crate) struct BackupIndex {
 }
 
 impl BackupIndex {
-    /// What the backup knew of index objects and packs.
-    pub(crate) fn listing(&self) -> &Listing {
-        &self.upkeep.listing
+    /// What the backup knew of index objects and packs, and each index
+    /// object's size by id (from that listing).
+    pub(crate) fn listing(&self) -> (&Listing, &IdMap<u64>) {
+        (&self.upkeep.listing, &self.upkeep.sizes)
     }
 }
 

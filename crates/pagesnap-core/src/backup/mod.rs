@@ -390,7 +390,8 @@ impl Store {
             ),
             None => (Vec::new(), Vec::new()),
         };
-        warnings.extend(self.record_listing(bi.listing(), &added_index, &added_packs));
+        let (listing, index_sizes) = bi.listing();
+        warnings.extend(self.record_listing(listing, index_sizes, &added_index, &added_packs));
         Ok(BackupReport {
             snapshot: id,
             name,
@@ -410,7 +411,7 @@ impl Store {
             index_load,
             index_cached: bi.short,
             parent_prints: cap.compared,
-            store_listed: !bi.listing().cached,
+            store_listed: !bi.listing().0.cached,
             duration: started.elapsed(),
         })
     }

@@ -6,9 +6,10 @@
 //!   the derived index (`index/`, see `index/cache/`) of any store, local or
 //!   remote, the base cache (`bases/`, see `base_cache.rs`) of a remote store
 //!   with deltas, a local store's sketches (`sketches/`, see
-//!   `backup/sketch/`), and the fingerprints of each database's newest
+//!   `backup/sketch/`), the fingerprints of each database's newest
 //!   snapshot with this machine's secret for them (`prints/`, see
-//!   `backup/prints/`);
+//!   `backup/prints/`), and an S3 store's record of its listing (`listing`,
+//!   see `store/listing.rs`);
 //! * `stores/<blake3(url and endpoint)>/` (32 hex digits): a remote store's
 //!   metadata (`backend/cache.rs`).
 //!
@@ -281,16 +282,7 @@ pub(crate) fn mark(dir: &Path, location: &str) {
         }
         return;
     }
-    if crate::create_private_dirs(dir).is_err() {
-        return;
-    }
-    // Temp file and rename: a reader sees the old location or the new one.
-    if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
-        use std::io::Write;
-        if tmp.write_all(line.as_bytes()).is_ok() {
-            let _ = tmp.persist(&path);
-        }
-    }
+    let _ = crate::replace_cache_file(&path, line.as_bytes());
 }
 
 /// The location to record for a store at `location` (a backend's location): an

@@ -32,17 +32,8 @@ pub(crate) fn read(store: &Id, name: &str) -> Option<SnapshotId> {
 
 /// Records `id` as the newest snapshot of `name` (best effort).
 pub(crate) fn write(store: &Id, name: &str, id: &SnapshotId) {
-    let Some(p) = path(store, name) else { return };
-    let Some(dir) = p.parent() else { return };
-    if crate::create_private_dirs(dir).is_err() {
-        return;
-    }
-    // Temp file and rename: a reader sees the old hint or the new one.
-    if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
-        use std::io::Write;
-        if tmp.write_all(id.to_hex().as_bytes()).is_ok() {
-            let _ = tmp.persist(&p);
-        }
+    if let Some(p) = path(store, name) {
+        let _ = crate::replace_cache_file(&p, id.to_hex().as_bytes());
     }
 }
 

@@ -323,10 +323,13 @@ impl Store {
     /// After a backup is published: a new marker if it added index objects or
     /// packs (`added`), so that other machines list again, then this machine's
     /// record of `listing` with them, under the marker the store now holds.
-    /// Best effort: a failure is a warning, and the next backup lists in full.
+    /// `index_sizes`: the listing's index objects by id, as the backup took
+    /// them from it. Best effort: a failure is a warning, and the next backup
+    /// lists in full.
     pub(crate) fn record_listing(
         &self,
         listing: &Listing,
+        index_sizes: &IdMap<u64>,
         added_index: &[(Id, u64)],
         added_packs: &[(Id, u64)],
     ) -> Option<String> {
@@ -354,10 +357,9 @@ impl Store {
             // The record it came from, unchanged.
             return None;
         }
-        let mut index: Vec<(Id, u64)> = listing
-            .index
+        let mut index: Vec<(Id, u64)> = index_sizes
             .iter()
-            .filter_map(|o| Some((layout::id_of(&o.key)?, o.size)))
+            .map(|(id, size)| (*id, *size))
             .chain(added_index.iter().copied())
             .collect();
         let mut packs: Vec<(Id, u64)> = listing
@@ -367,18 +369,8 @@ impl Store {
             .chain(added_packs.iter().copied())
             .collect();
         let bytes = encode(&marker, listing.listed_at, &mut index, &mut packs);
-        let write = || -> std::io::Result<()> {
-            let dir = file
-                .parent()
-                .ok_or_else(|| std::io::Error::other("no folder"))?;
-            crate::create_private_dirs(dir)?;
-            // Not fsynced: a torn file fails its checksum, and costs a listing.
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-            std::io::Write::write_all(&mut tmp, &bytes)?;
-            tmp.persist(&file).map_err(|e| e.error)?;
-            Ok(())
-        };
-        if let Err(e) = write() {
+        // A torn file fails its checksum, and costs a listing.
+        if let Err(e) = crate::replace_cache_file(&file, &bytes) {
             let _ = std::fs::remove_file(&file);
             return Some(format!(
                 "the local listing record {} could not be written: {e}",

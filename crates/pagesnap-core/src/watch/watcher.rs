@@ -140,7 +140,8 @@ pub struct WatcherOptions {
     /// The bound of a store's base cache in bytes (store/base_cache.rs; a
     /// store with deltas on S3); `None`: `$PAGESNAP_BASE_CACHE`, else 64 MiB.
     pub base_cache: Option<u64>,
-    /// Hash every page with blake3 (`BackupOptions::paranoid`).
+    /// Hash every page with blake3, and list an S3 store in full
+    /// (`BackupOptions::paranoid`).
     pub paranoid: bool,
     pub prune: PruneSettings,
     /// Runs under way at once, at most (0: the machine's cores, at least 2).

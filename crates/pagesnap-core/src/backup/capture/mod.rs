@@ -260,7 +260,7 @@ pub(crate) fn capture(
     busy_timeout: Duration,
     chunk_pages: u32,
     mut writer: ChunkWriter,
-    printing: Option<Printing>,
+    mut printing: Option<Printing>,
     progress: Option<&crate::Progress>,
     abandon: Option<&crate::Abandon>,
 ) -> Result<Capture> {
@@ -294,7 +294,6 @@ pub(crate) fn capture(
         .query_row("PRAGMA main.page_size", [], |r| r.get(0))
         .map_err(err)?;
     let chunk_len = page_size as u64 * chunk_pages as u64;
-    let mut printing = printing;
     if let Some(p) = &mut printing {
         p.begin(chunk_len);
     }

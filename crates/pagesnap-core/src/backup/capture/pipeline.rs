@@ -357,11 +357,15 @@ fn process(
                 }
                 let slot = slot_len(chunk_len as usize);
                 for ((b, cv, check, chunks, prints), out) in encoded.into_iter().zip(&outs) {
-                    // An unchanged block's chunks have no slots (nothing was encoded).
+                    // Each chunk's own slot; an unchanged block's chunks have
+                    // none (nothing was encoded: `out` is another block's).
                     let chunks = chunks
                         .into_iter()
                         .enumerate()
-                        .map(|(i, e)| writer.accept(e, out.get(i * slot..).unwrap_or(&[])))
+                        .map(|(i, e)| {
+                            let s = out.get(i * slot..(i + 1) * slot).unwrap_or(&[]);
+                            writer.accept(e, s)
+                        })
                         .collect::<Result<Vec<_>>>()?;
                     if let Some(p) = &mut printing {
                         p.record(b, &cv, &check, &prints);
