@@ -351,3 +351,90 @@ fn a_backup_or_prune_failing_at_any_write_loses_nothing() {
         assert!(ops < 40, "a prune and a backup take fewer writes");
     }
 }
+
+/// A store (paying per request) whose `marker` cannot be read: a permission
+/// or a network error, not damage.
+struct UnreadableMarker(Counting);
+
+impl Backend for UnreadableMarker {
+    fn location(&self) -> String {
+        self.0.location()
+    }
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> pagesnap_core::backend::Result<()> {
+        self.0.put(key, data, mode)
+    }
+    fn get(&self, key: &str) -> pagesnap_core::backend::Result<Vec<u8>> {
+        if key == "marker" {
+            return Err(pagesnap_core::backend::BackendError::Io {
+                location: self.location(),
+                op: "read",
+                key: key.to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            });
+        }
+        self.0.get(key)
+    }
+    fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> pagesnap_core::backend::Result<Vec<u8>> {
+        self.0.get_range(key, range)
+    }
+    fn size(&self, key: &str) -> pagesnap_core::backend::Result<Option<u64>> {
+        self.0.size(key)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> pagesnap_core::backend::Result<Vec<pagesnap_core::backend::ObjectInfo>> {
+        self.0.list(prefix)
+    }
+    fn delete(&self, key: &str) -> pagesnap_core::backend::Result<()> {
+        self.0.delete(key)
+    }
+    fn requests(&self) -> Option<RequestCounts> {
+        self.0.requests()
+    }
+}
+
+/// A marker that cannot be read stops the backup with the store's error,
+/// naming the object: nothing is published, the marker and this machine's
+/// record stay as they were, and the next backup that can read it trusts the
+/// record again.
+#[test]
+fn an_unreadable_marker_stops_the_backup_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = remote(dir.path());
+    change_and_back_up(&store, &db, 1, 1..=3, false);
+    let (counting, _) = Counting::new(dir.path().join("remote"));
+    let blocked = Store::open_backend(Arc::new(UnreadableMarker(counting))).unwrap();
+    let marker = || std::fs::read(dir.path().join("remote/marker")).unwrap();
+    let (was, record_was) = (marker(), std::fs::read(record(&store)).unwrap());
+    let snapshots = store.snapshots().unwrap().len();
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    set_rows(&conn, 2, 4..=6);
+    drop(conn);
+    let e = blocked
+        .backup_path(&db, &BackupOptions::default())
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("marker") && msg.contains("denied"), "{msg}");
+    assert!(
+        matches!(
+            e,
+            pagesnap_core::Error::Backend(pagesnap_core::backend::BackendError::Io { .. })
+        ),
+        "not damage: {e:?}"
+    );
+    assert_eq!(
+        store.snapshots().unwrap().len(),
+        snapshots,
+        "nothing published"
+    );
+    assert_eq!(marker(), was);
+    assert_eq!(std::fs::read(record(&store)).unwrap(), record_was);
+    let (r, _) = change_and_back_up(&store, &db, 3, 7..=9, false);
+    assert!(!r.store_listed, "the record is trusted again");
+}
