@@ -66,6 +66,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
             "index_cached": r.index_cached,
             "parent_prints": r.parent_prints,
             "store_listed": r.store_listed,
+            "read_directly": r.capture_fallback.is_none(),
             "duration_secs": r.duration.as_secs_f64(),
         }))?;
     } else {

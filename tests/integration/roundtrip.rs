@@ -156,6 +156,7 @@ fn json_outputs_carry_the_documented_fields() {
             "index_cached",
             "parent_prints",
             "store_listed",
+            "read_directly",
             "duration_secs",
         ],
     );

@@ -118,6 +118,10 @@ pub struct BackupReport {
     /// always on a local store; on S3 when the record was missing, stale or
     /// under another marker value, or the backup was `paranoid`.
     pub store_listed: bool,
+    /// Why the capture read the database through SQLite's backup API, or
+    /// `None` if it read the file (and WAL) directly under its read
+    /// transaction (backup/capture/direct.rs).
+    pub capture_fallback: Option<String>,
     pub duration: Duration,
 }
 
@@ -412,6 +416,7 @@ impl Store {
             index_cached: bi.short,
             parent_prints: cap.compared,
             store_listed: !bi.listing().0.cached,
+            capture_fallback: cap.fallback,
             duration: started.elapsed(),
         })
     }

@@ -184,6 +184,27 @@ impl CaptureImage {
         self.pipeline.submit(b, data)
     }
 
+    /// A buffer for `len` bytes of a direct read (a recycled one for a whole
+    /// block; its old bytes are to be overwritten).
+    pub(crate) fn buffer(&mut self, len: usize) -> Vec<u8> {
+        match len as u64 == self.block_len {
+            true => self.pipeline.recycled(len).unwrap_or_else(|| vec![0; len]),
+            false => vec![0; len],
+        }
+    }
+
+    /// Bytes of the image at `offset` from a direct read: a whole block not
+    /// seen before goes to the pipeline as it is, anything else is written.
+    pub(crate) fn put(&mut self, offset: u64, data: Vec<u8>) -> Result<()> {
+        let b = offset / self.block_len;
+        let whole = offset % self.block_len == 0 && data.len() as u64 == self.block_len;
+        if whole && !self.partial.contains_key(&b) && !self.sent.contains(&b) {
+            self.size = self.size.max(offset + data.len() as u64);
+            return self.complete(b, data);
+        }
+        self.write(offset, &data)
+    }
+
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         let block_len = self.block_len;
         let mut pos = 0usize;

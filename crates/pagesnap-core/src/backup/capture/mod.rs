@@ -1,13 +1,19 @@
-//! Capture: a consistent image of a live database through SQLite's online backup
-//! API, streamed page by page into the chunk writer.
+//! Capture: a consistent image of a live database, read straight from its file
+//! and WAL under a pinned read transaction (direct.rs) or, where that cannot be
+//! proven right, through SQLite's online backup API; streamed into the chunk writer.
 //!
 //! The source connection holds a read transaction for the whole copy. In WAL mode
 //! that never blocks the application's writers (they append to the WAL while the
 //! copy reads the snapshot it pinned). In rollback-journal mode a reader holds a
 //! SHARED lock, so writers wait (or get SQLITE_BUSY) until the copy ends.
 
+mod direct;
 mod image;
 mod pipeline;
+// Reads through the source connection's own VFS files (see its header).
+#[allow(unsafe_code)]
+mod source_files;
+mod wal;
 pub(crate) use image::block_len;
 // The one place with `unsafe`: a VFS is a table of C callbacks SQLite calls.
 #[allow(unsafe_code)]
@@ -198,6 +204,9 @@ pub(crate) struct Capture {
     pub prints: Option<Pending>,
     /// Whether blocks were compared with the parent's prints.
     pub compared: bool,
+    /// Why the image was read through the backup API, or `None` if it was
+    /// read directly from the file (and WAL).
+    pub fallback: Option<String>,
 }
 
 /// Ends the read transaction the capture opened, on every path out.
@@ -284,49 +293,96 @@ pub(crate) fn capture(
     }
     let _txn = ReadTxn { conn: src, owned };
     let _cache = SourceCache::shrink(src);
-    retry_hot_journal(|| {
-        src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-            r.get::<_, i64>(0)
-        })
-    })
-    .map_err(err)?;
-    let page_size: u32 = src
-        .query_row("PRAGMA main.page_size", [], |r| r.get(0))
-        .map_err(err)?;
+    let first_read = || {
+        retry_hot_journal(|| {
+            src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })?;
+        let size: u32 = src.query_row("PRAGMA main.page_size", [], |r| r.get(0))?;
+        let pages: i64 = src.query_row("PRAGMA main.page_count", [], |r| r.get(0))?;
+        Ok((size, pages.max(0) as u64))
+    };
+    let (mut page_size, _) = first_read().map_err(err)?;
+    // Only a transaction this capture started may be restarted to pin a WAL
+    // snapshot; inside a caller's own, the backup API reads what it sees.
+    let plan = match owned {
+        true => {
+            let restart = || {
+                src.execute_batch("ROLLBACK; BEGIN DEFERRED")?;
+                first_read()
+            };
+            direct::pin(src, page_size, restart).map_err(err)?
+        }
+        false => Err(direct::Fallback(
+            "the caller holds its own transaction".into(),
+        )),
+    };
+    if let Ok(plan) = &plan {
+        page_size = plan.page_size;
+    }
     let chunk_len = page_size as u64 * chunk_pages as u64;
     if let Some(p) = &mut printing {
         p.begin(chunk_len);
     }
     let compared = printing.as_ref().is_some_and(|p| p.parent.is_some());
 
-    // The size at the start of the copy (it may still change: SQLite's backup
-    // API restarts after a write through another connection); tables, and a
-    // first backup's table of new chunks, are sized for it, and grow if needed.
+    // The size at the start of the copy (through the backup API it may still
+    // change: it restarts after a write through another connection); tables,
+    // and a first backup's table of new chunks, are sized for it, and grow if needed.
     let pages: i64 = src
         .query_row("PRAGMA main.page_count", [], |r| r.get(0))
         .map_err(err)?;
     let expect = (pages.max(0) as u64).div_ceil(chunk_pages.max(1) as u64);
     let expect = expect.min(1 << 30) as usize;
     writer.expect_new(expect);
-    let image = CaptureImage::new(writer, chunk_len, printing, expect)?;
-    let image = Arc::new(Mutex::new(image));
-    let step_result = copy(
-        src,
-        path,
-        busy_timeout,
-        page_size,
-        image.clone(),
-        progress,
-        abandon,
-    );
-    let mut image = Arc::try_unwrap(image)
-        .map_err(|_| Error::Internal("capture target still referenced after the copy".into()))?
-        .into_inner()
-        .map_err(|_| Error::Internal("capture target lock poisoned".into()))?;
-    if let Err(e) = step_result {
-        // A store error seen by the target explains the failure better than SQLite's code.
-        return Err(image.take_error().unwrap_or(e));
-    }
+    let mut image = CaptureImage::new(writer, chunk_len, printing, expect)?;
+    let fallback = match plan {
+        Ok(plan) => {
+            let mut sink = DirectSink {
+                image: &mut image,
+                path,
+                progress,
+                abandon,
+                reported: 0,
+            };
+            let block = image::block_len(chunk_len);
+            if let Err(failed) = direct::copy(src, &plan, block, &mut sink)? {
+                let path = match failed.wal {
+                    true => wal_path(path),
+                    false => path.to_path_buf(),
+                };
+                return Err(Error::Capture(CaptureError::Inaccessible {
+                    path,
+                    source: failed.error,
+                }));
+            }
+            None
+        }
+        Err(direct::Fallback(why)) => {
+            let shared = Arc::new(Mutex::new(image));
+            let step_result = copy(
+                src,
+                path,
+                busy_timeout,
+                page_size,
+                shared.clone(),
+                progress,
+                abandon,
+            );
+            image = Arc::try_unwrap(shared)
+                .map_err(|_| {
+                    Error::Internal("capture target still referenced after the copy".into())
+                })?
+                .into_inner()
+                .map_err(|_| Error::Internal("capture target lock poisoned".into()))?;
+            if let Err(e) = step_result {
+                // A store error seen by the target explains the failure better than SQLite's code.
+                return Err(image.take_error().unwrap_or(e));
+            }
+            Some(why)
+        }
+    };
     if let Some(e) = image.take_error() {
         return Err(e);
     }
@@ -346,7 +402,50 @@ pub(crate) fn capture(
         writer: captured.writer,
         prints: captured.prints,
         compared,
+        fallback,
     })
+}
+
+/// `path` with `-wal` appended: the WAL SQLite keeps beside it.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Bytes between two progress reports of a direct read (as the backup API's steps).
+const DIRECT_REPORT_BYTES: u64 = 4 << 20;
+
+/// Feeds a direct read into the capture image.
+struct DirectSink<'a> {
+    image: &'a mut CaptureImage,
+    path: &'a Path,
+    progress: Option<&'a crate::Progress>,
+    abandon: Option<&'a crate::Abandon>,
+    reported: u64,
+}
+
+impl direct::BlockSink for DirectSink<'_> {
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        self.image.buffer(len)
+    }
+
+    fn put(&mut self, offset: u64, buf: Vec<u8>) -> Result<()> {
+        self.image.put(offset, buf)
+    }
+
+    fn between(&mut self, done: u64, total: u64) -> Result<()> {
+        if self.abandon.is_some_and(|a| a.is_abandoned()) {
+            return Err(Error::Capture(CaptureError::Abandoned(
+                self.path.to_path_buf(),
+            )));
+        }
+        if done == total || done >= self.reported + DIRECT_REPORT_BYTES {
+            self.reported = done;
+            crate::progress::report(self.progress, done, total);
+        }
+        Ok(())
+    }
 }
 
 /// Runs the backup API from `src` into a capture connection over `image`.

@@ -1,0 +1,399 @@
+//! Direct capture: the pinned snapshot read straight from the database file and
+//! its WAL, a block at a time, instead of page by page through the backup API.
+//!
+//! Why it is the same image (docs/DESIGN.md, "Capture"):
+//! - Rollback journal: the read transaction holds a SHARED lock, so no writer
+//!   can change the file until it ends; the image is the file's first
+//!   `page_count` pages.
+//! - WAL: the snapshot is the database file overlaid with the newest frame of
+//!   each page among the first `mxFrame` frames. While the transaction lasts, a
+//!   checkpoint never writes a frame past the snapshot into the file, and the
+//!   WAL is not restarted under it. Which `mxFrame` the snapshot has is learned
+//!   by reading the wal-index header, starting the transaction, and reading it
+//!   again: if no byte changed, no commit came between, so the snapshot is that
+//!   header. The frames are then checked against it (salts, the checksum chain
+//!   ending in the header's checksum) before one byte is used.
+//!
+//! Anything not proven (another VFS, a caller's own transaction, a read-only
+//! wal-index, a header that kept changing, a frame that does not check) falls
+//! back to the backup API, which is always right and only slower.
+
+use super::source_files::SourceFiles;
+use super::wal::{IndexState, WalPages};
+use rusqlite::Connection;
+use std::io;
+
+/// Times the read transaction is restarted to pin a WAL snapshot before the
+/// capture falls back (each try fails only if a commit lands within its
+/// microseconds).
+const PIN_TRIES: usize = 8;
+/// Frames read at once while checking the WAL.
+const WAL_READ_FRAMES: u32 = 64;
+/// SQLite never stores data in the page holding this byte offset (its locks
+/// live there); the backup API skips that page, so it is captured as zeros.
+const PENDING_BYTE: u64 = 0x4000_0000;
+
+/// A snapshot pinned for a direct read.
+pub(crate) struct Plan {
+    pub page_size: u32,
+    pub pages: u64,
+    /// Pages whose snapshot version lies in the WAL, and where.
+    wal: WalPages,
+}
+
+#[cfg(test)]
+impl Plan {
+    /// Pages read from the WAL rather than the database file.
+    pub(crate) fn wal_pages(&self) -> usize {
+        self.wal.len()
+    }
+}
+
+/// Why the capture goes through the backup API instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fallback(pub String);
+
+/// Pins `src`'s snapshot for a direct read, or says why it cannot be.
+///
+/// `src` must be inside a read transaction this capture started and may end:
+/// in WAL mode `restart` is called to end it and start it again (including
+/// its first read). `page_size` and `pages` are what the current transaction
+/// says; `query` returns them afresh after a restart.
+pub(crate) fn pin(
+    src: &Connection,
+    page_size: u32,
+    mut restart: impl FnMut() -> rusqlite::Result<(u32, u64)>,
+) -> rusqlite::Result<Result<Plan, Fallback>> {
+    let no = |why: &str| Ok(Err(Fallback(why.to_owned())));
+    let Some(files) = SourceFiles::of(src) else {
+        return no("the database is not on SQLite's default unix VFS");
+    };
+    let mode: String = src.query_row("PRAGMA main.journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        let pages: i64 = src.query_row("PRAGMA main.page_count", [], |r| r.get(0))?;
+        if pages <= 0 {
+            return no("the database is empty (the backup API gives it a first page)");
+        }
+        return Ok(Ok(Plan {
+            page_size,
+            pages: pages.max(0) as u64,
+            wal: WalPages::default(),
+        }));
+    }
+    for _ in 0..PIN_TRIES {
+        let Some(before) = files.wal().and_then(|w| w.index_header()) else {
+            return no("the WAL's index is not shared memory SQLite's readers trust");
+        };
+        let Some(before) = IndexState::parse(&before) else {
+            continue;
+        };
+        let (size, pages) = restart()?;
+        let Some(wal) = files.wal() else {
+            return no("the WAL is not open after the transaction restarted");
+        };
+        let Some(after) = wal.index_header().as_ref().and_then(IndexState::parse) else {
+            continue;
+        };
+        if !before.header.same(&after.header) {
+            continue;
+        }
+        let header = after.header;
+        if size != page_size && header.max_frame > 0 {
+            return no("the page size changed between two transactions");
+        }
+        if header.pages != 0 && header.pages as u64 != pages {
+            return no("the wal-index and the snapshot disagree on the page count");
+        }
+        if pages == 0 {
+            return no("the database is empty (the backup API gives it a first page)");
+        }
+        // Every frame already copied into the file: the file is the snapshot
+        // (the WAL may even be restarted under a reader of this kind).
+        if after.backfilled >= header.max_frame {
+            return Ok(Ok(Plan {
+                page_size: size,
+                pages,
+                wal: WalPages::default(),
+            }));
+        }
+        let built = WalPages::build(&header, size, WAL_READ_FRAMES, |at, buf| wal.read(at, buf));
+        return match built {
+            Ok(Ok(map)) => Ok(Ok(Plan {
+                page_size: size,
+                pages,
+                wal: map,
+            })),
+            Ok(Err(mismatch)) => no(&format!("the WAL does not check: {mismatch}")),
+            Err(e) => no(&format!("the WAL could not be read: {e}")),
+        };
+    }
+    no("the WAL kept changing while the snapshot was pinned")
+}
+
+/// Where the blocks of a direct read go.
+pub(crate) trait BlockSink {
+    /// A buffer of `len` bytes to read a block into (its contents are overwritten).
+    fn buffer(&mut self, len: usize) -> Vec<u8>;
+    /// The block at byte `offset` of the image, `buf` its bytes.
+    fn put(&mut self, offset: u64, buf: Vec<u8>) -> crate::Result<()>;
+    /// Called between blocks: an error stops the read (abandoned, progress).
+    fn between(&mut self, done: u64, total: u64) -> crate::Result<()>;
+}
+
+/// A source file that could not be read during a direct capture.
+#[derive(Debug)]
+pub(crate) struct ReadFailed {
+    /// Whether the WAL (not the database file) failed.
+    pub wal: bool,
+    pub error: io::Error,
+}
+
+/// Reads `plan`'s image from `src`'s files, `block_len` bytes at a time, into `sink`.
+pub(crate) fn copy(
+    src: &Connection,
+    plan: &Plan,
+    block_len: u64,
+    sink: &mut dyn BlockSink,
+) -> crate::Result<Result<(), ReadFailed>> {
+    let files = SourceFiles::of(src)
+        .ok_or_else(|| crate::Error::Internal("the pinned source lost its file".into()))?;
+    let wal = match plan.wal.len() {
+        0 => None,
+        _ => Some(
+            files
+                .wal()
+                .ok_or_else(|| crate::Error::Internal("the pinned source lost its WAL".into()))?,
+        ),
+    };
+    let page = plan.page_size as u64;
+    let total = plan.pages * page;
+    let mut offset = 0u64;
+    while offset < total {
+        sink.between(offset, total)?;
+        let len = (total - offset).min(block_len) as usize;
+        let mut buf = sink.buffer(len);
+        if let Err(error) = files.read_main(offset, &mut buf) {
+            return Ok(Err(ReadFailed { wal: false, error }));
+        }
+        let first = (offset / page + 1) as u32;
+        let last = ((offset + len as u64) / page) as u32;
+        if let Some(wal) = &wal {
+            for &(p, at) in plan.wal.in_range(first, last) {
+                let slot = ((p as u64 - 1) * page - offset) as usize;
+                if let Err(error) = wal.read(at, &mut buf[slot..slot + page as usize]) {
+                    return Ok(Err(ReadFailed { wal: true, error }));
+                }
+            }
+        }
+        if offset <= PENDING_BYTE && PENDING_BYTE < offset + len as u64 && PENDING_BYTE >= page {
+            let slot = ((PENDING_BYTE / page * page) - offset) as usize;
+            buf[slot..slot + page as usize].fill(0);
+        }
+        if offset == 0 {
+            stamp_like_the_backup_api(&mut buf, plan.pages);
+        }
+        sink.put(offset, buf)?;
+        offset += len as u64;
+    }
+    sink.between(total, total)?;
+    Ok(Ok(()))
+}
+
+/// Writes into page 1 (`header`, at least its first 100 bytes) the fields
+/// SQLite's backup API writes when its fresh destination commits, so that a
+/// direct image is byte for byte the image the backup API gives (and
+/// `sqlite3 .backup` writes): the page count (offset 28); the destination's
+/// schema cookie, 0 + 1 (offset 40); its file change counter, 0 + 1, and the
+/// same as "version valid for" (offsets 24 and 92); the SQLite version
+/// (offset 96). A test compares the two images whole, so a SQLite that
+/// stamps otherwise is caught.
+fn stamp_like_the_backup_api(header: &mut [u8], pages: u64) {
+    if header.len() < 100 {
+        return;
+    }
+    let mut put = |at: usize, v: u32| header[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    put(24, 1);
+    put(28, u32::try_from(pages).unwrap_or(u32::MAX));
+    put(40, 1);
+    put(92, 1);
+    put(96, rusqlite::version_number() as u32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::backup::Backup;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    struct VecSink(Vec<u8>);
+
+    impl BlockSink for VecSink {
+        fn buffer(&mut self, len: usize) -> Vec<u8> {
+            // Stale bytes, as a recycled buffer holds: the read must overwrite them.
+            vec![0xA5; len]
+        }
+        fn put(&mut self, offset: u64, buf: Vec<u8>) -> crate::Result<()> {
+            assert_eq!(offset, self.0.len() as u64, "blocks arrive in order");
+            self.0.extend_from_slice(&buf);
+            Ok(())
+        }
+        fn between(&mut self, _: u64, _: u64) -> crate::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn first_read(c: &Connection) -> rusqlite::Result<(u32, u64)> {
+        c.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        let size = c.query_row("PRAGMA main.page_size", [], |r| r.get(0))?;
+        let pages: i64 = c.query_row("PRAGMA main.page_count", [], |r| r.get(0))?;
+        Ok((size, pages as u64))
+    }
+
+    /// A direct read of `src`'s snapshot, and the backup API's copy of the
+    /// same snapshot (same transaction), or `None` if the direct read fell back.
+    fn both(src: &Connection, dir: &Path) -> Option<(Vec<u8>, Vec<u8>, usize)> {
+        src.execute_batch("BEGIN DEFERRED").unwrap();
+        let (size, _) = first_read(src).unwrap();
+        let restart = || {
+            src.execute_batch("ROLLBACK; BEGIN DEFERRED")?;
+            first_read(src)
+        };
+        let plan = match pin(src, size, restart).unwrap() {
+            Ok(plan) => plan,
+            Err(_) => {
+                src.execute_batch("ROLLBACK").unwrap();
+                return None;
+            }
+        };
+        let mut sink = VecSink(Vec::new());
+        copy(src, &plan, 65536, &mut sink).unwrap().unwrap();
+        let copy_path = dir.join("api.db");
+        let _ = std::fs::remove_file(&copy_path);
+        {
+            let mut dest = Connection::open(&copy_path).unwrap();
+            let b = Backup::new(src, &mut dest).unwrap();
+            b.run_to_completion(100_000, Duration::ZERO, None).unwrap();
+        }
+        src.execute_batch("ROLLBACK").unwrap();
+        Some((sink.0, std::fs::read(&copy_path).unwrap(), plan.wal_pages()))
+    }
+
+    /// The same image, and if not, where the first difference is.
+    fn same(direct: &[u8], api: &[u8]) -> Result<(), String> {
+        if direct.len() != api.len() {
+            return Err(format!(
+                "{} bytes, the backup API {}",
+                direct.len(),
+                api.len()
+            ));
+        }
+        match direct.iter().zip(api).position(|(a, b)| a != b) {
+            None => Ok(()),
+            Some(i) => Err(format!("byte {i} differs: {} vs {}", direct[i], api[i])),
+        }
+    }
+
+    #[test]
+    fn a_direct_read_is_the_backup_apis_image_in_both_journal_modes() {
+        for mode in ["DELETE", "WAL", "TRUNCATE"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.db");
+            let w = Connection::open(&path).unwrap();
+            w.execute_batch(&format!(
+                "PRAGMA page_size=1024; PRAGMA journal_mode={mode}; PRAGMA wal_autocheckpoint=0;
+                 CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+                 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300)
+                 INSERT INTO t SELECT x, randomblob(700) FROM c;
+                 PRAGMA wal_checkpoint(TRUNCATE);
+                 UPDATE t SET b = randomblob(650) WHERE id % 7 = 0;
+                 DELETE FROM t WHERE id > 250;"
+            ))
+            .unwrap();
+            let src = super::super::open_source(&path).unwrap();
+            let (direct, api, wal_pages) = both(&src, dir.path()).expect("pinned");
+            same(&direct, &api).unwrap_or_else(|e| panic!("{mode}: {e}"));
+            assert_eq!(wal_pages > 0, mode == "WAL", "{mode}: pages from the WAL");
+        }
+    }
+
+    #[test]
+    fn a_direct_read_under_writers_and_checkpoints_is_the_backup_apis_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy.db");
+        let setup = Connection::open(&path).unwrap();
+        setup
+            .execute_batch(
+                "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=50;
+                 CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+                 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400)
+                 INSERT INTO t SELECT x, randomblob(300) FROM c;",
+            )
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (stop, path) = (stop.clone(), path.clone());
+            std::thread::spawn(move || {
+                let w = Connection::open(&path).unwrap();
+                w.busy_timeout(Duration::from_secs(5)).unwrap();
+                w.execute_batch("PRAGMA wal_autocheckpoint=50").unwrap();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    w.execute(
+                        "UPDATE t SET b = randomblob(200 + abs(random()) % 300) WHERE id % 37 = ?1",
+                        [(i % 37) as i64],
+                    )
+                    .unwrap();
+                    if i % 11 == 0 {
+                        w.execute("INSERT INTO t(b) VALUES (randomblob(900))", [])
+                            .unwrap();
+                    }
+                    if i % 17 == 0 {
+                        w.execute("DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY random() LIMIT 3)", [])
+                            .unwrap();
+                    }
+                }
+                i
+            })
+        };
+        let checkpointer = {
+            let (stop, path) = (stop.clone(), path.clone());
+            std::thread::spawn(move || {
+                let c = Connection::open(&path).unwrap();
+                let modes = ["PASSIVE", "RESTART", "TRUNCATE", "FULL"];
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    // Busy is fine: a checkpoint blocked by the capture's reader.
+                    let _ = c.query_row(
+                        &format!("PRAGMA wal_checkpoint({})", modes[n % 4]),
+                        [],
+                        |_| Ok(()),
+                    );
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            })
+        };
+        let src = super::super::open_source(&path).unwrap();
+        let (mut pinned, mut with_wal) = (0, 0);
+        for round in 0..60 {
+            if let Some((direct, api, wal_pages)) = both(&src, dir.path()) {
+                same(&direct, &api).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                pinned += 1;
+                with_wal += (wal_pages > 0) as usize;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let commits = writer.join().unwrap();
+        checkpointer.join().unwrap();
+        assert!(commits > 60, "the writer kept writing ({commits} commits)");
+        assert!(pinned >= 50, "pinned {pinned} of 60");
+        assert!(
+            with_wal >= 10,
+            "{with_wal} captures read pages from the WAL"
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! The WAL of a pinned snapshot: which page's newest version lies in which frame.
+//!
+//! A direct capture (direct.rs) reads the database file itself and takes the
+//! pages the snapshot sees in the WAL from there. This module decodes the two
+//! structures that say which frames those are, both documented by SQLite
+//! (<https://www.sqlite.org/walformat.html>, <https://www.sqlite.org/fileformat2.html#walformat>):
+//!
+//! - the wal-index header (the first 136 bytes of the `-shm` file, native byte
+//!   order, two copies of the header and then the checkpoint information);
+//! - the WAL file: a 32-byte header, then frames of a 24-byte header and a page,
+//!   each with a running checksum seeded by the one before it.
+//!
+//! Nothing here is trusted: a header whose copies differ or whose checksum is
+//! wrong, a frame with other salts or a broken checksum chain, a chain that does
+//! not end in the checksum the snapshot's header recorded, all make the caller
+//! fall back to SQLite's backup API.
+
+use std::collections::HashMap;
+
+/// Bytes of the wal-index the capture reads: two header copies and `nBackfill`.
+pub(crate) const INDEX_HEADER_BYTES: usize = 2 * HEADER_COPY + 4;
+/// One copy of the wal-index header (`WalIndexHdr`).
+const HEADER_COPY: usize = 48;
+/// The WAL file's own header.
+pub(crate) const WAL_HEADER: u64 = 32;
+/// A frame's header, before its page.
+pub(crate) const FRAME_HEADER: u64 = 24;
+/// The WAL header's magic number; its low bit says the checksums are big-endian.
+const WAL_MAGIC: u32 = 0x377f_0682;
+/// The only WAL format version there is.
+const WAL_VERSION: u32 = 3_007_000;
+
+/// A snapshot's view of the WAL, from the wal-index header it was pinned at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexHeader {
+    /// The raw copy, compared whole to prove no commit came between two reads.
+    raw: [u8; HEADER_COPY],
+    /// Frames of the WAL the snapshot sees (1-based, the last committed one).
+    pub max_frame: u32,
+    /// The database's size in pages at that frame (0: the file's size).
+    pub pages: u32,
+    /// The page size the WAL was written with.
+    pub page_size: u32,
+    /// The checksum chain's value after frame `max_frame`.
+    frame_checksum: [u32; 2],
+    /// The WAL header's salts, as stored (big-endian bytes).
+    salt: [u8; 8],
+    big_endian_checksums: bool,
+}
+
+/// What one read of the wal-index says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexState {
+    pub header: IndexHeader,
+    /// Frames already copied into the database file (`nBackfill`).
+    pub backfilled: u32,
+}
+
+impl IndexState {
+    /// Decodes the first [`INDEX_HEADER_BYTES`] of the wal-index, or `None` if
+    /// the two copies differ (a writer was updating it), the header was never
+    /// initialised, or its checksum is wrong.
+    pub(crate) fn parse(bytes: &[u8; INDEX_HEADER_BYTES]) -> Option<IndexState> {
+        let (first, rest) = bytes.split_at(HEADER_COPY);
+        let (second, info) = rest.split_at(HEADER_COPY);
+        if first != second {
+            return None;
+        }
+        let ne = |at: usize| u32::from_ne_bytes(word(first, at));
+        let is_init = first[12];
+        if ne(0) != WAL_VERSION || is_init != 1 {
+            return None;
+        }
+        // The header's own checksum covers its first 40 bytes, in native order.
+        if checksum(&first[..40], [0, 0], cfg!(target_endian = "big")) != [ne(40), ne(44)] {
+            return None;
+        }
+        let size = u16::from_ne_bytes([first[14], first[15]]) as u32;
+        // 65536 does not fit in 16 bits: SQLite stores it as 1.
+        let page_size = match size {
+            1 => 65536,
+            s => s,
+        };
+        let mut raw = [0; HEADER_COPY];
+        raw.copy_from_slice(first);
+        let mut salt = [0; 8];
+        salt.copy_from_slice(&first[32..40]);
+        Some(IndexState {
+            header: IndexHeader {
+                raw,
+                max_frame: ne(16),
+                pages: ne(20),
+                page_size,
+                frame_checksum: [ne(24), ne(28)],
+                salt,
+                big_endian_checksums: first[13] != 0,
+            },
+            backfilled: u32::from_ne_bytes(word(info, 0)),
+        })
+    }
+}
+
+impl IndexHeader {
+    /// Whether `other` is exactly this header: no commit, checkpoint restart or
+    /// recovery came between the two reads.
+    pub(crate) fn same(&self, other: &IndexHeader) -> bool {
+        self.raw == other.raw
+    }
+}
+
+fn word(b: &[u8], at: usize) -> [u8; 4] {
+    [b[at], b[at + 1], b[at + 2], b[at + 3]]
+}
+
+/// SQLite's WAL checksum: over 32-bit words taken in pairs, in the given order.
+fn checksum(data: &[u8], seed: [u32; 2], big_endian: bool) -> [u32; 2] {
+    let [mut s0, mut s1] = seed;
+    for pair in data.chunks_exact(8) {
+        let (a, b) = (word(pair, 0), word(pair, 4));
+        let (x0, x1) = if big_endian {
+            (u32::from_be_bytes(a), u32::from_be_bytes(b))
+        } else {
+            (u32::from_le_bytes(a), u32::from_le_bytes(b))
+        };
+        s0 = s0.wrapping_add(x0).wrapping_add(s1);
+        s1 = s1.wrapping_add(x1).wrapping_add(s0);
+    }
+    [s0, s1]
+}
+
+/// Why a WAL could not be used for a snapshot (the capture then falls back).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum WalMismatch {
+    #[error("the WAL header is not a valid one")]
+    Header,
+    #[error("the WAL's page size {wal} is not the database's {db}")]
+    PageSize { wal: u32, db: u32 },
+    #[error("the WAL's salts are not the wal-index's")]
+    Salt,
+    #[error("frame {0} does not belong to the snapshot (salt, checksum or page number)")]
+    Frame(u32),
+    #[error("the frames' checksum chain does not end where the wal-index says")]
+    Chain,
+}
+
+/// Where the newest version of each page the snapshot sees in the WAL lies.
+#[derive(Debug, Default)]
+pub(crate) struct WalPages {
+    /// (page number, byte offset of the page in the WAL file), by page number.
+    pages: Vec<(u32, u64)>,
+}
+
+impl WalPages {
+    /// Reads frames 1..=`header.max_frame` of the WAL through `read` (which must
+    /// fill the buffer with the bytes at the offset, or fail), checks every
+    /// frame's salts and the checksum chain against `header`, and returns the
+    /// newest frame of each page.
+    ///
+    /// `read` is called with consecutive whole frames, `buf_frames` at a time.
+    pub(crate) fn build<E>(
+        header: &IndexHeader,
+        page_size: u32,
+        buf_frames: u32,
+        mut read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+    ) -> Result<Result<WalPages, WalMismatch>, E> {
+        if header.max_frame == 0 {
+            return Ok(Ok(WalPages::default()));
+        }
+        if header.page_size != page_size {
+            return Ok(Err(WalMismatch::PageSize {
+                wal: header.page_size,
+                db: page_size,
+            }));
+        }
+        let mut head = [0u8; WAL_HEADER as usize];
+        read(0, &mut head)?;
+        let be = |at: usize| u32::from_be_bytes(word(&head, at));
+        let magic = be(0);
+        if magic & !1 != WAL_MAGIC || be(4) != WAL_VERSION {
+            return Ok(Err(WalMismatch::Header));
+        }
+        let big_endian = magic & 1 == 1;
+        if big_endian != header.big_endian_checksums
+            || checksum(&head[..24], [0, 0], big_endian) != [be(24), be(28)]
+        {
+            return Ok(Err(WalMismatch::Header));
+        }
+        if be(8) != page_size {
+            return Ok(Err(WalMismatch::PageSize {
+                wal: be(8),
+                db: page_size,
+            }));
+        }
+        if head[16..24] != header.salt {
+            return Ok(Err(WalMismatch::Salt));
+        }
+        let frame_len = FRAME_HEADER + page_size as u64;
+        let mut sum = [be(24), be(28)];
+        let mut newest: HashMap<u32, u64> = HashMap::new();
+        let per_read = buf_frames.max(1);
+        let mut buf = vec![0u8; (frame_len * per_read.min(header.max_frame) as u64) as usize];
+        let mut frame = 1u32;
+        while frame <= header.max_frame {
+            let n = per_read.min(header.max_frame - frame + 1);
+            let start = WAL_HEADER + (frame - 1) as u64 * frame_len;
+            let bytes = &mut buf[..(n as u64 * frame_len) as usize];
+            read(start, bytes)?;
+            for (i, f) in bytes.chunks_exact(frame_len as usize).enumerate() {
+                let number = frame + i as u32;
+                let fbe = |at: usize| u32::from_be_bytes(word(f, at));
+                let page = fbe(0);
+                if page == 0 || f[8..16] != header.salt {
+                    return Ok(Err(WalMismatch::Frame(number)));
+                }
+                sum = checksum(&f[..8], sum, big_endian);
+                sum = checksum(&f[FRAME_HEADER as usize..], sum, big_endian);
+                if sum != [fbe(16), fbe(20)] {
+                    return Ok(Err(WalMismatch::Frame(number)));
+                }
+                let offset = start + i as u64 * frame_len + FRAME_HEADER;
+                newest.insert(page, offset);
+            }
+            frame += n;
+        }
+        if sum != header.frame_checksum {
+            return Ok(Err(WalMismatch::Chain));
+        }
+        let mut pages: Vec<(u32, u64)> = newest.into_iter().collect();
+        pages.sort_unstable();
+        Ok(Ok(WalPages { pages }))
+    }
+
+    /// The pages in the WAL whose numbers are in `first..=last`, in order.
+    pub(crate) fn in_range(&self, first: u32, last: u32) -> &[(u32, u64)] {
+        let from = self.pages.partition_point(|&(p, _)| p < first);
+        let to = self.pages.partition_point(|&(p, _)| p <= last);
+        &self.pages[from..to]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.pages.len()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    /// A WAL of `frames` (page, fill byte) with valid salts and checksums, and
+    /// the wal-index header that describes it.
+    pub(crate) fn make_wal(
+        page_size: u32,
+        frames: &[(u32, u8)],
+        big_endian: bool,
+    ) -> (Vec<u8>, [u8; INDEX_HEADER_BYTES]) {
+        let mut wal = Vec::new();
+        let magic = WAL_MAGIC | big_endian as u32;
+        for v in [magic, WAL_VERSION, page_size, 7, 0x1122_3344, 0x5566_7788] {
+            wal.extend_from_slice(&v.to_be_bytes());
+        }
+        let mut sum = checksum(&wal, [0, 0], big_endian);
+        wal.extend_from_slice(&sum[0].to_be_bytes());
+        wal.extend_from_slice(&sum[1].to_be_bytes());
+        for &(page, fill) in frames {
+            // Every frame commits (its own transaction), so a shorter WAL is a prefix.
+            let commit = 10u32;
+            let mut head = Vec::new();
+            head.extend_from_slice(&page.to_be_bytes());
+            head.extend_from_slice(&commit.to_be_bytes());
+            let data = vec![fill; page_size as usize];
+            sum = checksum(&head, sum, big_endian);
+            sum = checksum(&data, sum, big_endian);
+            wal.extend_from_slice(&head);
+            wal.extend_from_slice(&0x1122_3344u32.to_be_bytes());
+            wal.extend_from_slice(&0x5566_7788u32.to_be_bytes());
+            wal.extend_from_slice(&sum[0].to_be_bytes());
+            wal.extend_from_slice(&sum[1].to_be_bytes());
+            wal.extend_from_slice(&data);
+        }
+        let mut h = [0u8; HEADER_COPY];
+        h[0..4].copy_from_slice(&WAL_VERSION.to_ne_bytes());
+        h[8..12].copy_from_slice(&(frames.len() as u32).to_ne_bytes());
+        h[12] = 1;
+        h[13] = big_endian as u8;
+        let stored = if page_size == 65536 {
+            1
+        } else {
+            page_size as u16
+        };
+        h[14..16].copy_from_slice(&stored.to_ne_bytes());
+        h[16..20].copy_from_slice(&(frames.len() as u32).to_ne_bytes());
+        h[20..24].copy_from_slice(&10u32.to_ne_bytes());
+        h[24..28].copy_from_slice(&sum[0].to_ne_bytes());
+        h[28..32].copy_from_slice(&sum[1].to_ne_bytes());
+        h[32..40].copy_from_slice(&wal[16..24]);
+        let own = checksum(&h[..40], [0, 0], cfg!(target_endian = "big"));
+        h[40..44].copy_from_slice(&own[0].to_ne_bytes());
+        h[44..48].copy_from_slice(&own[1].to_ne_bytes());
+        let mut index = [0u8; INDEX_HEADER_BYTES];
+        index[..48].copy_from_slice(&h);
+        index[48..96].copy_from_slice(&h);
+        (wal, index)
+    }
+
+    fn build(
+        wal: &[u8],
+        index: &[u8; INDEX_HEADER_BYTES],
+        page_size: u32,
+    ) -> Result<WalPages, WalMismatch> {
+        let header = IndexState::parse(index).expect("valid index").header;
+        WalPages::build(&header, page_size, 3, |at, buf: &mut [u8]| {
+            let at = at as usize;
+            match wal.get(at..at + buf.len()) {
+                Some(b) => {
+                    buf.copy_from_slice(b);
+                    Ok(())
+                }
+                None => Err(()),
+            }
+        })
+        .expect("read in bounds")
+    }
+
+    #[test]
+    fn the_newest_frame_of_each_page_is_found() {
+        for big_endian in [false, true] {
+            let frames = [(3, 1), (1, 2), (3, 3), (9, 4), (1, 5), (2, 6), (3, 7)];
+            let (wal, index) = make_wal(512, &frames, big_endian);
+            let pages = build(&wal, &index, 512).unwrap();
+            let at = |frame: u64| WAL_HEADER + (frame - 1) * (FRAME_HEADER + 512) + FRAME_HEADER;
+            assert_eq!(
+                pages.in_range(1, 100),
+                &[(1, at(5)), (2, at(6)), (3, at(7)), (9, at(4))]
+            );
+            assert_eq!(pages.in_range(2, 3), &[(2, at(6)), (3, at(7))]);
+            assert_eq!(pages.in_range(4, 8), &[]);
+            assert_eq!(wal[at(7) as usize], 7, "the offset is the page's");
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_of_the_wal_or_its_index_is_refused() {
+        let (wal, index) = make_wal(512, &[(1, 1), (2, 2), (1, 3)], false);
+        for i in 0..wal.len() {
+            let mut bad = wal.clone();
+            bad[i] ^= 0x40;
+            assert!(build(&bad, &index, 512).is_err(), "WAL byte {i}");
+        }
+        for i in 0..2 * HEADER_COPY {
+            let mut one = index;
+            one[i] ^= 0x40;
+            assert!(IndexState::parse(&one).is_none(), "one copy, byte {i}");
+        }
+        for i in 0..HEADER_COPY {
+            let mut both = index;
+            both[i] ^= 0x40;
+            both[i + HEADER_COPY] ^= 0x40;
+            assert!(IndexState::parse(&both).is_none(), "both copies, byte {i}");
+        }
+    }
+
+    #[test]
+    fn an_index_of_fewer_frames_than_the_wal_holds_is_a_snapshot_of_its_past() {
+        let (longer, _) = make_wal(512, &[(1, 1), (2, 2), (1, 9)], false);
+        let (shorter, index) = make_wal(512, &[(1, 1), (2, 2)], false);
+        let pages = build(&longer, &index, 512).unwrap();
+        assert_eq!(pages.in_range(1, 1), &[(1, WAL_HEADER + FRAME_HEADER)]);
+        // An index of more frames than the file holds: the read fails.
+        let (_, index3) = make_wal(512, &[(1, 1), (2, 2), (1, 9)], false);
+        let header = IndexState::parse(&index3).unwrap().header;
+        let r = WalPages::build(&header, 512, 3, |at, buf: &mut [u8]| {
+            let at = at as usize;
+            let b = shorter.get(at..at + buf.len()).ok_or(())?;
+            buf.copy_from_slice(b);
+            Ok::<(), ()>(())
+        });
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn a_wal_of_another_page_size_or_salt_is_refused() {
+        let (wal, index) = make_wal(1024, &[(1, 1)], false);
+        assert_eq!(
+            build(&wal, &index, 512).unwrap_err(),
+            WalMismatch::PageSize { wal: 1024, db: 512 }
+        );
+        let (other, _) = make_wal(1024, &[(1, 1)], false);
+        let mut salted = other.clone();
+        salted[16] ^= 1;
+        // Re-seal the header so only the salt differs from the index's.
+        let sum = checksum(&salted[..24], [0, 0], false);
+        salted[24..28].copy_from_slice(&sum[0].to_be_bytes());
+        salted[28..32].copy_from_slice(&sum[1].to_be_bytes());
+        assert_eq!(build(&salted, &index, 1024).unwrap_err(), WalMismatch::Salt);
+        assert!(build(&wal, &index, 1024).is_ok());
+    }
+
+    #[test]
+    fn a_real_wal_index_and_wal_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("w.db");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+             CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(3000));
+             INSERT INTO t VALUES (randomblob(3000));",
+        )
+        .unwrap();
+        let shm = std::fs::read(dir.path().join("w.db-shm")).unwrap();
+        let wal = std::fs::read(dir.path().join("w.db-wal")).unwrap();
+        let mut index = [0u8; INDEX_HEADER_BYTES];
+        index.copy_from_slice(&shm[..INDEX_HEADER_BYTES]);
+        let state = IndexState::parse(&index).expect("SQLite's own index header");
+        assert_eq!(state.header.page_size, 4096);
+        assert_eq!(state.backfilled, 0);
+        let frames = (wal.len() as u64 - WAL_HEADER) / (FRAME_HEADER + 4096);
+        assert_eq!(state.header.max_frame as u64, frames);
+        let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        assert_eq!(state.header.pages as i64, pages);
+        let map = build(&wal, &index, 4096).unwrap();
+        assert_eq!(map.in_range(1, u32::MAX).len() as i64, pages);
+    }
+}
