@@ -50,6 +50,8 @@ fn page_sizes_and_chunk_sizes_round_trip() {
             let image = b["image_size"].as_u64().unwrap();
             let chunk_len = (page_size * chunk_pages) as u64;
             assert_eq!(b["page_size"], page_size, "{b}");
+            // Read from the file (and WAL), and still the reference's bytes.
+            assert_eq!(b["read_directly"], true, "{b}");
             assert_eq!(b["pages"], image / page_size as u64);
             assert_eq!(b["chunks"], image.div_ceil(chunk_len), "{b}");
             partial_chunk |= image % chunk_len != 0;
@@ -116,11 +118,14 @@ fn tiny_and_empty_databases_round_trip() {
     drop(c);
     let b = backup_and_check(&fx, &tiny, "tiny", &[]);
     assert_eq!(b["pages"], 2);
+    assert_eq!(b["read_directly"], true);
 
-    // A zero-length file is an empty database to SQLite.
+    // A zero-length file is an empty database to SQLite. The backup API gives
+    // it a first page, which a direct read would not: it goes that way.
     let empty = fx.path("empty.db");
     std::fs::write(&empty, b"").unwrap();
-    backup_and_check(&fx, &empty, "empty", &[]);
+    let b = backup_and_check(&fx, &empty, "empty", &[]);
+    assert_eq!(b["read_directly"], false);
     assert_eq!(
         std::fs::metadata(&empty).unwrap().len(),
         0,

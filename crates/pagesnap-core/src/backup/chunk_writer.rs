@@ -291,11 +291,15 @@ impl ChunkWriter {
     /// worker thread and freed on the accepting one, two allocations per new
     /// chunk of a first backup; slots cost a little less time and memory.
     /// `first` is the position (in chunks) of the block's first chunk in the image.
+    /// The chunks marked in `unchanged` (their prints equal the parent's at the
+    /// same position) take the parent's chunk without being hashed, where the
+    /// index has it ([`ChunkWriter::known`]).
     pub(crate) fn encode_block(
         &self,
         data: &[u8],
         chunk_len: usize,
         first: u64,
+        unchanged: Option<&[bool]>,
         out: &mut Vec<u8>,
     ) -> Result<Vec<Encoded>> {
         let slot = slot_len(chunk_len);
@@ -305,7 +309,18 @@ impl ChunkWriter {
         out.par_chunks_mut(slot)
             .zip(data.par_chunks(chunk_len))
             .enumerate()
-            .map(|(i, (slot, chunk))| self.encode_into(chunk, slot, first + i as u64))
+            .map(|(i, (slot, chunk))| {
+                let pos = first + i as u64;
+                let kept = unchanged
+                    .is_some_and(|u| u.get(i) == Some(&true))
+                    .then(|| self.known(pos, 1))
+                    .flatten()
+                    .and_then(|mut k| k.pop());
+                match kept {
+                    Some(k) => Ok(k),
+                    None => self.encode_into(chunk, slot, pos),
+                }
+            })
             .collect()
     }
 
@@ -1102,7 +1117,7 @@ mod tests {
         for b in 0..(samples + 1024) / 16 {
             let data: Vec<u8> = (b * 16..b * 16 + 16).flat_map(chunk).collect();
             let mut out = Vec::new();
-            let encoded = w.encode_block(&data, 4096, 0, &mut out)?;
+            let encoded = w.encode_block(&data, 4096, 0, None, &mut out)?;
             for (e, slot) in encoded.into_iter().zip(out.chunks(slot_len(4096))) {
                 if let Encoded::New { codec, .. } = &e {
                     codecs.push(*codec);

@@ -321,7 +321,9 @@ fn process_block(
         }
     }
     let cv = block_cv(b * block_len, data);
-    let chunks = w.encode_block(data, chunk_len as usize, first, out)?;
+    // A changed block: its chunks whose prints did not change keep their ids.
+    let same = parent.and_then(|p| p.same_chunks(b, data.len(), &prints));
+    let chunks = w.encode_block(data, chunk_len as usize, first, same.as_deref(), out)?;
     Ok((b, cv, check, chunks, prints))
 }
 

@@ -128,6 +128,20 @@ impl Parent {
         let was = self.file.block(b)?;
         (was.check == *check && was.prints == prints).then_some(was.cv)
     }
+
+    /// For a whole block `b` of `len` bytes that changed: which of its chunks
+    /// have the print the parent's chunk at the same position had. Those keep
+    /// the parent's ids; the block is still hashed whole for the image hash,
+    /// so a chunk taken wrongly would show as a snapshot that fails its check,
+    /// never as one that passes it.
+    pub(crate) fn same_chunks(&self, b: u64, len: usize, prints: &[Print]) -> Option<Vec<bool>> {
+        let whole_there = (b + 1).checked_mul(self.block_len)? <= self.image_len;
+        if len as u64 != self.block_len || !whole_there || prints.len() != self.per_block {
+            return None;
+        }
+        let was = self.file.block(b)?;
+        Some(was.prints.iter().zip(prints).map(|(a, b)| a == b).collect())
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +206,35 @@ mod tests {
         // The last block was partial in the parent, and there is none after it.
         assert!(p.same_block(3, 65536, &prints(3), &[3; 16]).is_none());
         assert!(p.same_block(4, 65536, &prints(4), &[4; 16]).is_none());
+    }
+
+    #[test]
+    fn a_changed_block_names_the_chunks_whose_prints_did_not_change() {
+        let d = tempfile::tempdir().unwrap();
+        let p = parent(d.path(), 3 * 65536 + 4096).unwrap();
+        let prints = |b: u8| (0..16u8).map(|i| [b * 16 + i; 16]).collect::<Vec<_>>();
+        let mut changed = prints(1);
+        changed[3][15] ^= 1;
+        changed[9] = prints(1)[10];
+        let same = p.same_chunks(1, 65536, &changed).unwrap();
+        let want: Vec<bool> = (0..16).map(|i| i != 3 && i != 9).collect();
+        assert_eq!(same, want);
+        // Another block's prints are not this one's, even if equal among themselves.
+        assert!(p
+            .same_chunks(2, 65536, &prints(1))
+            .unwrap()
+            .iter()
+            .all(|s| !s));
+        // Only whole blocks, whole in the parent too.
+        assert!(
+            p.same_chunks(1, 4096, &prints(1)[..1]).is_none(),
+            "cut short"
+        );
+        assert!(
+            p.same_chunks(3, 65536, &prints(3)).is_none(),
+            "partial there"
+        );
+        assert!(p.same_chunks(4, 65536, &prints(4)).is_none(), "beyond it");
     }
 
     #[test]
