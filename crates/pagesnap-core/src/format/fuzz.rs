@@ -16,9 +16,11 @@
 //! recomputed: those targets take inputs as given (`crypto/fuzz.rs` says why
 //! that still reaches every check).
 //!
-//! One target is not of the store's format: `btree`, the walker `diff` runs on
+//! Two targets are not of the store's format: `btree`, the walker `diff` runs on
 //! SQLite pages read from a snapshot (`query/btree.rs`, entry point in
-//! `query/fuzz.rs`). SQLite's pages carry no checksum; its inputs are taken as given.
+//! `query/fuzz.rs`; SQLite's pages carry no checksum, its inputs are taken as
+//! given), and `wal`, a source's wal-index header and WAL as a direct capture
+//! reads them (`backup/capture/wal.rs`).
 
 use super::config::{ConfigObject, StoreConfig};
 use super::dict::DictBody;
@@ -28,6 +30,7 @@ use super::manifest::Manifest;
 use super::pack::{self, Codec, PackBuilder, PackEntry, FOOTER_LEN, HEADER_LEN};
 use super::pagemap::PageMap;
 use super::{checksum32, checksum64, Result};
+use crate::backup::capture::wal_fuzz as wal;
 use crate::backup::prints::fuzz as prints;
 use crate::crypto::fuzz as crypto;
 use crate::index::cache::fuzz as cache;
@@ -67,10 +70,13 @@ pub enum Target {
     Sealed,
     /// The b-tree page-owner walker of `diff` over an SQLite image (`query/btree.rs`).
     Btree,
+    /// A source database's wal-index header and WAL, as a direct capture reads
+    /// them (`backup/capture/wal.rs`).
+    Wal,
 }
 
 impl Target {
-    pub const ALL: [Target; 17] = [
+    pub const ALL: [Target; 18] = [
         Target::Config,
         Target::Manifest,
         Target::PageMap,
@@ -88,6 +94,7 @@ impl Target {
         Target::KeyFile,
         Target::Sealed,
         Target::Btree,
+        Target::Wal,
     ];
 
     /// The name of its fuzz target, seed folder and regression folder.
@@ -110,6 +117,7 @@ impl Target {
             Target::KeyFile => "key-file",
             Target::Sealed => "sealed",
             Target::Btree => "btree",
+            Target::Wal => "wal",
         }
     }
 
@@ -133,6 +141,7 @@ impl Target {
             Target::KeyFile => crypto::key_file(data),
             Target::Sealed => crypto::sealed(data),
             Target::Btree => query::btree(data),
+            Target::Wal => wal::run(data),
         }
     }
 
@@ -149,6 +158,7 @@ impl Target {
             Target::CachePositions => positions::seal(data),
             Target::CachePrints => prints::seal(data),
             Target::CacheListing => listing::seal(data),
+            Target::Wal => wal::seal(data),
             _ => seal_envelope(data),
         }
     }
@@ -177,6 +187,8 @@ pub fn cache_seeds() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
     all.extend(seeds.into_iter().map(|(n, b)| ("cache-prints", n, b)));
     let (seeds, _) = listing::files();
     all.extend(seeds.into_iter().map(|(n, b)| ("cache-listing", n, b)));
+    let (seeds, _) = wal::files();
+    all.extend(seeds.into_iter().map(|(n, b)| ("wal", n, b)));
     Ok(all)
 }
 
@@ -192,6 +204,8 @@ pub fn cache_hostile() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
     all.extend(hostile.into_iter().map(|(n, b)| ("cache-prints", n, b)));
     let (_, hostile) = listing::files();
     all.extend(hostile.into_iter().map(|(n, b)| ("cache-listing", n, b)));
+    let (_, hostile) = wal::files();
+    all.extend(hostile.into_iter().map(|(n, b)| ("wal", n, b)));
     Ok(all)
 }
 

@@ -15,6 +15,8 @@ mod pipeline;
 mod source_files;
 mod wal;
 pub(crate) use image::block_len;
+#[cfg(feature = "fuzzing")]
+pub(crate) use wal::fuzz as wal_fuzz;
 // The one place with `unsafe`: a VFS is a table of C callbacks SQLite calls.
 #[allow(unsafe_code)]
 pub mod vfs;

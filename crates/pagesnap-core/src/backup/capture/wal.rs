@@ -81,6 +81,10 @@ impl IndexState {
             1 => 65536,
             s => s,
         };
+        // SQLite's page sizes: powers of two from 512 to 65536.
+        if !page_size.is_power_of_two() || !(512..=65536).contains(&page_size) {
+            return None;
+        }
         let mut raw = [0; HEADER_COPY];
         raw.copy_from_slice(first);
         let mut salt = [0; 8];
@@ -420,5 +424,192 @@ pub(crate) mod tests {
         assert_eq!(state.header.pages as i64, pages);
         let map = build(&wal, &index, 4096).unwrap();
         assert_eq!(map.in_range(1, u32::MAX).len() as i64, pages);
+    }
+}
+
+/// Entry points of the fuzz target `wal` (`format::fuzz`): the input is a
+/// wal-index's first [`INDEX_HEADER_BYTES`], then a WAL file.
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz {
+    use super::*;
+    use crate::format::{FormatError, Result};
+
+    fn refused(why: impl std::fmt::Display) -> FormatError {
+        FormatError::Invalid(why.to_string())
+    }
+
+    /// Decodes the index header and the WAL; what is accepted must point at
+    /// whole pages inside the WAL, one frame per page, in page order.
+    pub(crate) fn run(data: &[u8]) -> Result<()> {
+        let (index, wal) = split(data)?;
+        let state = IndexState::parse(&index).ok_or_else(|| refused("wal-index header"))?;
+        let size = state.header.page_size;
+        // A WAL never holds more frames than it has bytes for: a header that says
+        // otherwise is refused when the read comes up short.
+        let read = |at: u64, buf: &mut [u8]| -> Result<()> {
+            let end = at
+                .checked_add(buf.len() as u64)
+                .ok_or_else(|| refused("offset"))?;
+            let bytes = wal
+                .get(at as usize..end as usize)
+                .ok_or_else(|| refused("the WAL ends early"))?;
+            buf.copy_from_slice(bytes);
+            Ok(())
+        };
+        if state.header.max_frame as u64 > wal.len() as u64 / (FRAME_HEADER + size as u64).max(1) {
+            return Err(refused("more frames than the WAL holds"));
+        }
+        let pages = WalPages::build(&state.header, size, 4, read)?.map_err(refused)?;
+        let mut last = 0u32;
+        for &(page, at) in pages.in_range(0, u32::MAX) {
+            assert!(page > last, "pages in order, each once");
+            last = page;
+            assert!(
+                at + size as u64 <= wal.len() as u64,
+                "a page inside the WAL"
+            );
+            assert_eq!(
+                (at - WAL_HEADER) % (FRAME_HEADER + size as u64),
+                FRAME_HEADER
+            );
+        }
+        assert!(pages.len() <= state.header.max_frame as usize);
+        Ok(())
+    }
+
+    fn split(data: &[u8]) -> Result<([u8; INDEX_HEADER_BYTES], &[u8])> {
+        if data.len() < INDEX_HEADER_BYTES {
+            return Err(FormatError::Truncated {
+                needed: INDEX_HEADER_BYTES as u64,
+                have: data.len() as u64,
+            });
+        }
+        let (head, wal) = data.split_at(INDEX_HEADER_BYTES);
+        let mut index = [0u8; INDEX_HEADER_BYTES];
+        index.copy_from_slice(head);
+        Ok((index, wal))
+    }
+
+    /// `data` with every checksum and copy made right: the WAL header's, each
+    /// frame's (salts copied from the header, the chain recomputed over as many
+    /// whole frames as the index names and the WAL holds), the index's frame
+    /// checksum and salts, its own checksum, and its second copy.
+    pub(crate) fn seal(data: &[u8]) -> Vec<u8> {
+        let mut out = data.to_vec();
+        if out.len() < INDEX_HEADER_BYTES {
+            return out;
+        }
+        let (index, wal) = out.split_at_mut(INDEX_HEADER_BYTES);
+        let size = match u16::from_ne_bytes([index[14], index[15]]) as u32 {
+            1 => 65536,
+            s => s,
+        };
+        let big_endian = index[13] != 0;
+        if wal.len() >= WAL_HEADER as usize {
+            let sum = checksum(&wal[..24], [0, 0], big_endian);
+            wal[24..28].copy_from_slice(&sum[0].to_be_bytes());
+            wal[28..32].copy_from_slice(&sum[1].to_be_bytes());
+            let mut salt = [0u8; 8];
+            salt.copy_from_slice(&wal[16..24]);
+            index[32..40].copy_from_slice(&salt);
+            let frame_len = (FRAME_HEADER + size as u64) as usize;
+            let frames = u32::from_ne_bytes(word(index, 16)) as usize;
+            let mut chain = sum;
+            let mut at = WAL_HEADER as usize;
+            for _ in 0..frames {
+                let Some(f) = wal.get_mut(at..at + frame_len) else {
+                    break;
+                };
+                f[8..16].copy_from_slice(&salt);
+                chain = checksum(&f[..8], chain, big_endian);
+                chain = checksum(&f[FRAME_HEADER as usize..], chain, big_endian);
+                f[16..20].copy_from_slice(&chain[0].to_be_bytes());
+                f[20..24].copy_from_slice(&chain[1].to_be_bytes());
+                at += frame_len;
+            }
+            index[24..28].copy_from_slice(&chain[0].to_ne_bytes());
+            index[28..32].copy_from_slice(&chain[1].to_ne_bytes());
+        }
+        let own = checksum(&index[..40], [0, 0], cfg!(target_endian = "big"));
+        index[40..44].copy_from_slice(&own[0].to_ne_bytes());
+        index[44..48].copy_from_slice(&own[1].to_ne_bytes());
+        let (first, second) = index.split_at_mut(HEADER_COPY);
+        second[..HEADER_COPY].copy_from_slice(first);
+        out
+    }
+
+    type Named = Vec<(&'static str, Vec<u8>)>;
+
+    /// Seeds (sound index headers and WALs) and hostile ones (sealed, to be refused).
+    pub(crate) fn files() -> (Named, Named) {
+        let join = |(wal, index): (Vec<u8>, [u8; INDEX_HEADER_BYTES])| {
+            let mut b = index.to_vec();
+            b.extend_from_slice(&wal);
+            b
+        };
+        let seeds = vec![
+            (
+                "wal-512-le",
+                join(tests_wal(512, &[(1, 1), (2, 2), (1, 3)], false)),
+            ),
+            (
+                "wal-1024-be",
+                join(tests_wal(1024, &[(3, 9), (1, 8)], true)),
+            ),
+            ("wal-empty", join(tests_wal(512, &[], false))),
+        ];
+        let sound = join(tests_wal(512, &[(1, 1), (2, 2)], false));
+        let with = |at: usize, bytes: &[u8]| {
+            let mut b = sound.clone();
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            seal(&b)
+        };
+        let hostile = vec![
+            // Four billion frames in a WAL of two.
+            ("hostile-frames-huge", with(16, &u32::MAX.to_ne_bytes())),
+            // A frame of page 0.
+            (
+                "hostile-page-zero",
+                with(INDEX_HEADER_BYTES + 32, &0u32.to_be_bytes()),
+            ),
+            // The WAL of another page size than the index's.
+            (
+                "hostile-page-size",
+                with(INDEX_HEADER_BYTES + 8, &1024u32.to_be_bytes()),
+            ),
+        ];
+        (seeds, hostile)
+    }
+
+    /// A WAL and its index header (as the unit tests build them).
+    fn tests_wal(
+        page_size: u32,
+        frames: &[(u32, u8)],
+        big_endian: bool,
+    ) -> (Vec<u8>, [u8; INDEX_HEADER_BYTES]) {
+        let mut wal = Vec::new();
+        let magic = WAL_MAGIC | big_endian as u32;
+        for v in [magic, WAL_VERSION, page_size, 7, 0x1122_3344, 0x5566_7788] {
+            wal.extend_from_slice(&v.to_be_bytes());
+        }
+        wal.extend_from_slice(&[0; 8]);
+        for &(page, fill) in frames {
+            wal.extend_from_slice(&page.to_be_bytes());
+            wal.extend_from_slice(&10u32.to_be_bytes());
+            wal.extend_from_slice(&[0; 16]);
+            wal.extend_from_slice(&vec![fill; page_size as usize]);
+        }
+        let mut index = [0u8; INDEX_HEADER_BYTES];
+        index[0..4].copy_from_slice(&WAL_VERSION.to_ne_bytes());
+        index[12] = 1;
+        index[13] = big_endian as u8;
+        index[14..16].copy_from_slice(&(page_size as u16).to_ne_bytes());
+        index[16..20].copy_from_slice(&(frames.len() as u32).to_ne_bytes());
+        index[20..24].copy_from_slice(&10u32.to_ne_bytes());
+        let mut b = index.to_vec();
+        b.extend_from_slice(&wal);
+        let sealed = seal(&b);
+        index.copy_from_slice(&sealed[..INDEX_HEADER_BYTES]);
+        (sealed[INDEX_HEADER_BYTES..].to_vec(), index)
     }
 }
