@@ -57,8 +57,8 @@ pub(crate) struct Fallback(pub String);
 ///
 /// `src` must be inside a read transaction this capture started and may end:
 /// in WAL mode `restart` is called to end it and start it again (including
-/// its first read). `page_size` and `pages` are what the current transaction
-/// says; `query` returns them afresh after a restart.
+/// its first read), and returns the page size and page count the new
+/// transaction sees. `page_size` is what the current transaction says.
 pub(crate) fn pin(
     src: &Connection,
     page_size: u32,

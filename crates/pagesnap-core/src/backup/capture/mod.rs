@@ -10,14 +10,14 @@
 mod direct;
 mod image;
 mod pipeline;
-// Reads through the source connection's own VFS files (see its header).
+// `unsafe`: calls the VFS methods of the source connection's own files (see its header).
 #[allow(unsafe_code)]
 mod source_files;
 mod wal;
 pub(crate) use image::block_len;
 #[cfg(feature = "fuzzing")]
 pub(crate) use wal::fuzz as wal_fuzz;
-// The one place with `unsafe`: a VFS is a table of C callbacks SQLite calls.
+// `unsafe`: a VFS is a table of C callbacks SQLite calls.
 #[allow(unsafe_code)]
 pub mod vfs;
 

@@ -9,8 +9,9 @@
 //! connection runs with `journal_mode=OFF`, so no journal, WAL or temp file is
 //! needed.
 //!
-//! `unsafe` lives here, in the snapshot VFS (query/vfs.rs) and in what both
-//! share (sqlite_vfs.rs), and nowhere else. Every SQLite callback catches panics (no unwinding crosses the FFI boundary) and
+//! `unsafe` lives here, in the snapshot VFS (query/vfs.rs), in what both
+//! share (sqlite_vfs.rs) and in the direct capture's calls into the source's
+//! own files (source_files.rs), and nowhere else. Every SQLite callback catches panics (no unwinding crosses the FFI boundary) and
 //! maps a poisoned mutex to an I/O error code instead of panicking.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]

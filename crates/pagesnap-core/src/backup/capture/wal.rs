@@ -246,66 +246,67 @@ impl WalPages {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use rusqlite::Connection;
-
-    /// A WAL of `frames` (page, fill byte) with valid salts and checksums, and
-    /// the wal-index header that describes it.
-    pub(crate) fn make_wal(
-        page_size: u32,
-        frames: &[(u32, u8)],
-        big_endian: bool,
-    ) -> (Vec<u8>, [u8; INDEX_HEADER_BYTES]) {
-        let mut wal = Vec::new();
-        let magic = WAL_MAGIC | big_endian as u32;
-        for v in [magic, WAL_VERSION, page_size, 7, 0x1122_3344, 0x5566_7788] {
-            wal.extend_from_slice(&v.to_be_bytes());
-        }
-        let mut sum = checksum(&wal, [0, 0], big_endian);
+#[cfg(any(test, feature = "fuzzing"))]
+/// A WAL of `frames` (page, fill byte) with valid salts and checksums, and
+/// the wal-index header that describes it.
+pub(crate) fn make_wal(
+    page_size: u32,
+    frames: &[(u32, u8)],
+    big_endian: bool,
+) -> (Vec<u8>, [u8; INDEX_HEADER_BYTES]) {
+    let mut wal = Vec::new();
+    let magic = WAL_MAGIC | big_endian as u32;
+    for v in [magic, WAL_VERSION, page_size, 7, 0x1122_3344, 0x5566_7788] {
+        wal.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut sum = checksum(&wal, [0, 0], big_endian);
+    wal.extend_from_slice(&sum[0].to_be_bytes());
+    wal.extend_from_slice(&sum[1].to_be_bytes());
+    for &(page, fill) in frames {
+        // Every frame commits (its own transaction), so a shorter WAL is a prefix.
+        let commit = 10u32;
+        let mut head = Vec::new();
+        head.extend_from_slice(&page.to_be_bytes());
+        head.extend_from_slice(&commit.to_be_bytes());
+        let data = vec![fill; page_size as usize];
+        sum = checksum(&head, sum, big_endian);
+        sum = checksum(&data, sum, big_endian);
+        wal.extend_from_slice(&head);
+        wal.extend_from_slice(&0x1122_3344u32.to_be_bytes());
+        wal.extend_from_slice(&0x5566_7788u32.to_be_bytes());
         wal.extend_from_slice(&sum[0].to_be_bytes());
         wal.extend_from_slice(&sum[1].to_be_bytes());
-        for &(page, fill) in frames {
-            // Every frame commits (its own transaction), so a shorter WAL is a prefix.
-            let commit = 10u32;
-            let mut head = Vec::new();
-            head.extend_from_slice(&page.to_be_bytes());
-            head.extend_from_slice(&commit.to_be_bytes());
-            let data = vec![fill; page_size as usize];
-            sum = checksum(&head, sum, big_endian);
-            sum = checksum(&data, sum, big_endian);
-            wal.extend_from_slice(&head);
-            wal.extend_from_slice(&0x1122_3344u32.to_be_bytes());
-            wal.extend_from_slice(&0x5566_7788u32.to_be_bytes());
-            wal.extend_from_slice(&sum[0].to_be_bytes());
-            wal.extend_from_slice(&sum[1].to_be_bytes());
-            wal.extend_from_slice(&data);
-        }
-        let mut h = [0u8; HEADER_COPY];
-        h[0..4].copy_from_slice(&WAL_VERSION.to_ne_bytes());
-        h[8..12].copy_from_slice(&(frames.len() as u32).to_ne_bytes());
-        h[12] = 1;
-        h[13] = big_endian as u8;
-        let stored = if page_size == 65536 {
-            1
-        } else {
-            page_size as u16
-        };
-        h[14..16].copy_from_slice(&stored.to_ne_bytes());
-        h[16..20].copy_from_slice(&(frames.len() as u32).to_ne_bytes());
-        h[20..24].copy_from_slice(&10u32.to_ne_bytes());
-        h[24..28].copy_from_slice(&sum[0].to_ne_bytes());
-        h[28..32].copy_from_slice(&sum[1].to_ne_bytes());
-        h[32..40].copy_from_slice(&wal[16..24]);
-        let own = checksum(&h[..40], [0, 0], cfg!(target_endian = "big"));
-        h[40..44].copy_from_slice(&own[0].to_ne_bytes());
-        h[44..48].copy_from_slice(&own[1].to_ne_bytes());
-        let mut index = [0u8; INDEX_HEADER_BYTES];
-        index[..48].copy_from_slice(&h);
-        index[48..96].copy_from_slice(&h);
-        (wal, index)
+        wal.extend_from_slice(&data);
     }
+    let mut h = [0u8; HEADER_COPY];
+    h[0..4].copy_from_slice(&WAL_VERSION.to_ne_bytes());
+    h[8..12].copy_from_slice(&(frames.len() as u32).to_ne_bytes());
+    h[12] = 1;
+    h[13] = big_endian as u8;
+    let stored = if page_size == 65536 {
+        1
+    } else {
+        page_size as u16
+    };
+    h[14..16].copy_from_slice(&stored.to_ne_bytes());
+    h[16..20].copy_from_slice(&(frames.len() as u32).to_ne_bytes());
+    h[20..24].copy_from_slice(&10u32.to_ne_bytes());
+    h[24..28].copy_from_slice(&sum[0].to_ne_bytes());
+    h[28..32].copy_from_slice(&sum[1].to_ne_bytes());
+    h[32..40].copy_from_slice(&wal[16..24]);
+    let own = checksum(&h[..40], [0, 0], cfg!(target_endian = "big"));
+    h[40..44].copy_from_slice(&own[0].to_ne_bytes());
+    h[44..48].copy_from_slice(&own[1].to_ne_bytes());
+    let mut index = [0u8; INDEX_HEADER_BYTES];
+    index[..48].copy_from_slice(&h);
+    index[48..96].copy_from_slice(&h);
+    (wal, index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
 
     fn build(
         wal: &[u8],
@@ -550,15 +551,12 @@ pub(crate) mod fuzz {
         let seeds = vec![
             (
                 "wal-512-le",
-                join(tests_wal(512, &[(1, 1), (2, 2), (1, 3)], false)),
+                join(make_wal(512, &[(1, 1), (2, 2), (1, 3)], false)),
             ),
-            (
-                "wal-1024-be",
-                join(tests_wal(1024, &[(3, 9), (1, 8)], true)),
-            ),
-            ("wal-empty", join(tests_wal(512, &[], false))),
+            ("wal-1024-be", join(make_wal(1024, &[(3, 9), (1, 8)], true))),
+            ("wal-empty", join(make_wal(512, &[], false))),
         ];
-        let sound = join(tests_wal(512, &[(1, 1), (2, 2)], false));
+        let sound = join(make_wal(512, &[(1, 1), (2, 2)], false));
         let with = |at: usize, bytes: &[u8]| {
             let mut b = sound.clone();
             b[at..at + bytes.len()].copy_from_slice(bytes);
@@ -579,37 +577,5 @@ pub(crate) mod fuzz {
             ),
         ];
         (seeds, hostile)
-    }
-
-    /// A WAL and its index header (as the unit tests build them).
-    fn tests_wal(
-        page_size: u32,
-        frames: &[(u32, u8)],
-        big_endian: bool,
-    ) -> (Vec<u8>, [u8; INDEX_HEADER_BYTES]) {
-        let mut wal = Vec::new();
-        let magic = WAL_MAGIC | big_endian as u32;
-        for v in [magic, WAL_VERSION, page_size, 7, 0x1122_3344, 0x5566_7788] {
-            wal.extend_from_slice(&v.to_be_bytes());
-        }
-        wal.extend_from_slice(&[0; 8]);
-        for &(page, fill) in frames {
-            wal.extend_from_slice(&page.to_be_bytes());
-            wal.extend_from_slice(&10u32.to_be_bytes());
-            wal.extend_from_slice(&[0; 16]);
-            wal.extend_from_slice(&vec![fill; page_size as usize]);
-        }
-        let mut index = [0u8; INDEX_HEADER_BYTES];
-        index[0..4].copy_from_slice(&WAL_VERSION.to_ne_bytes());
-        index[12] = 1;
-        index[13] = big_endian as u8;
-        index[14..16].copy_from_slice(&(page_size as u16).to_ne_bytes());
-        index[16..20].copy_from_slice(&(frames.len() as u32).to_ne_bytes());
-        index[20..24].copy_from_slice(&10u32.to_ne_bytes());
-        let mut b = index.to_vec();
-        b.extend_from_slice(&wal);
-        let sealed = seal(&b);
-        index.copy_from_slice(&sealed[..INDEX_HEADER_BYTES]);
-        (sealed[INDEX_HEADER_BYTES..].to_vec(), index)
     }
 }
