@@ -271,15 +271,20 @@ impl ChunkWriter {
     /// long way (which keeps no list of the parent's), or while a sketch is
     /// made afresh, which needs every chunk's features.
     pub(crate) fn known(&self, first: u64, n: usize) -> Option<Vec<Encoded>> {
+        (first..first + n as u64)
+            .map(|pos| self.known_at(pos))
+            .collect()
+    }
+
+    /// [`ChunkWriter::known`] for the one chunk at position `pos`.
+    fn known_at(&self, pos: u64) -> Option<Encoded> {
         if self.sketch.as_ref().is_some_and(|s| !s.has_parent()) {
             return None;
         }
-        (first..first + n as u64)
-            .map(|pos| match self.index.parent_at(pos)? {
-                ChunkRef::Zero => Some(Encoded::Zero),
-                ChunkRef::Stored(id) => Some(Encoded::Known(id)),
-            })
-            .collect()
+        match self.index.parent_at(pos)? {
+            ChunkRef::Zero => Some(Encoded::Zero),
+            ChunkRef::Stored(id) => Some(Encoded::Known(id)),
+        }
     }
 
     /// The parallel half, for one block of `chunk_len`-byte chunks: names each
@@ -313,9 +318,8 @@ impl ChunkWriter {
                 let pos = first + i as u64;
                 let kept = unchanged
                     .is_some_and(|u| u.get(i) == Some(&true))
-                    .then(|| self.known(pos, 1))
-                    .flatten()
-                    .and_then(|mut k| k.pop());
+                    .then(|| self.known_at(pos))
+                    .flatten();
                 match kept {
                     Some(k) => Ok(k),
                     None => self.encode_into(chunk, slot, pos),

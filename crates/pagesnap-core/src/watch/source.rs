@@ -10,7 +10,7 @@
 
 use super::error::WatchError;
 use crate::capture::{
-    is_hot_journal, open_source, retry_hot_journal, source_metadata, CaptureError,
+    is_hot_journal, open_source, retry_hot_journal, source_metadata, wal_path, CaptureError,
 };
 use crate::{Abandon, BackupOptions, BackupReport, SnapshotId, Store};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -102,9 +102,7 @@ impl Source {
     fn stat(&self) -> Result<FileState> {
         // Refuses a FIFO or a device before anything opens it (that could block).
         let m = source_metadata(&self.path)?;
-        let mut wal = self.path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = std::fs::metadata(PathBuf::from(wal))
+        let wal = std::fs::metadata(wal_path(&self.path))
             .ok()
             .map(|w| (w.len(), mtime_ns(&w)));
         Ok(FileState {

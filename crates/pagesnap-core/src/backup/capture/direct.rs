@@ -58,10 +58,10 @@ pub(crate) struct Fallback(pub String);
 /// `src` must be inside a read transaction this capture started and may end:
 /// in WAL mode `restart` is called to end it and start it again (including
 /// its first read), and returns the page size and page count the new
-/// transaction sees. `page_size` is what the current transaction says.
+/// transaction sees. `(page_size, pages)` are what the current transaction says.
 pub(crate) fn pin(
     src: &Connection,
-    page_size: u32,
+    (page_size, pages): (u32, u64),
     mut restart: impl FnMut() -> rusqlite::Result<(u32, u64)>,
 ) -> rusqlite::Result<Result<Plan, Fallback>> {
     let no = |why: &str| Ok(Err(Fallback(why.to_owned())));
@@ -70,13 +70,12 @@ pub(crate) fn pin(
     };
     let mode: String = src.query_row("PRAGMA main.journal_mode", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        let pages: i64 = src.query_row("PRAGMA main.page_count", [], |r| r.get(0))?;
-        if pages <= 0 {
+        if pages == 0 {
             return no("the database is empty (the backup API gives it a first page)");
         }
         return Ok(Ok(Plan {
             page_size,
-            pages: pages.max(0) as u64,
+            pages,
             wal: WalPages::default(),
         }));
     }
@@ -256,12 +255,12 @@ mod tests {
     /// same snapshot (same transaction), or `None` if the direct read fell back.
     fn both(src: &Connection, dir: &Path) -> Option<(Vec<u8>, Vec<u8>, usize)> {
         src.execute_batch("BEGIN DEFERRED").unwrap();
-        let (size, _) = first_read(src).unwrap();
+        let read = first_read(src).unwrap();
         let restart = || {
             src.execute_batch("ROLLBACK; BEGIN DEFERRED")?;
             first_read(src)
         };
-        let plan = match pin(src, size, restart).unwrap() {
+        let plan = match pin(src, read, restart).unwrap() {
             Ok(plan) => plan,
             Err(_) => {
                 src.execute_batch("ROLLBACK").unwrap();

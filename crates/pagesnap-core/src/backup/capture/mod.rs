@@ -305,7 +305,7 @@ pub(crate) fn capture(
         let pages: i64 = src.query_row("PRAGMA main.page_count", [], |r| r.get(0))?;
         Ok((size, pages.max(0) as u64))
     };
-    let (mut page_size, _) = first_read().map_err(err)?;
+    let (mut page_size, mut pages) = first_read().map_err(err)?;
     // Only a transaction this capture started may be restarted to pin a WAL
     // snapshot; inside a caller's own, the backup API reads what it sees.
     let plan = match owned {
@@ -314,14 +314,14 @@ pub(crate) fn capture(
                 src.execute_batch("ROLLBACK; BEGIN DEFERRED")?;
                 first_read()
             };
-            direct::pin(src, page_size, restart).map_err(err)?
+            direct::pin(src, (page_size, pages), restart).map_err(err)?
         }
         false => Err(direct::Fallback(
             "the caller holds its own transaction".into(),
         )),
     };
     if let Ok(plan) = &plan {
-        page_size = plan.page_size;
+        (page_size, pages) = (plan.page_size, plan.pages);
     }
     let chunk_len = page_size as u64 * chunk_pages as u64;
     if let Some(p) = &mut printing {
@@ -332,10 +332,7 @@ pub(crate) fn capture(
     // The size at the start of the copy (through the backup API it may still
     // change: it restarts after a write through another connection); tables,
     // and a first backup's table of new chunks, are sized for it, and grow if needed.
-    let pages: i64 = src
-        .query_row("PRAGMA main.page_count", [], |r| r.get(0))
-        .map_err(err)?;
-    let expect = (pages.max(0) as u64).div_ceil(chunk_pages.max(1) as u64);
+    let expect = pages.div_ceil(chunk_pages.max(1) as u64);
     let expect = expect.min(1 << 30) as usize;
     writer.expect_new(expect);
     let mut image = CaptureImage::new(writer, chunk_len, printing, expect)?;
@@ -409,7 +406,7 @@ pub(crate) fn capture(
 }
 
 /// `path` with `-wal` appended: the WAL SQLite keeps beside it.
-fn wal_path(path: &Path) -> PathBuf {
+pub(crate) fn wal_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push("-wal");
     PathBuf::from(name)

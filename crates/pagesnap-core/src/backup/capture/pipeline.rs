@@ -17,7 +17,7 @@
 
 use crate::backup::chunk_writer::{slot_len, ChunkWriter, Encoded};
 use crate::backup::prints::file::Recorder;
-use crate::backup::prints::{Print, Printing};
+use crate::backup::prints::{Compared, Print, Printing};
 use crate::digest::image_check::{self, Digest};
 use crate::digest::tree_hash::block_cv;
 use crate::types::{ChunkId, ChunkRef};
@@ -315,14 +315,18 @@ fn process_block(
     let check = image_check::block_digest(data, chunk_len as usize);
     let parent = printing.and_then(|p| p.parent.as_ref());
     let first = b * block_len / chunk_len;
-    if let Some(cv) = parent.and_then(|p| p.same_block(b, data.len(), &prints, &check)) {
-        if let Some(chunks) = w.known(first, prints.len()) {
-            return Ok((b, cv, check, chunks, prints));
-        }
-    }
+    let compared = parent.and_then(|p| p.compare(b, data.len(), &prints, &check));
+    // A changed block's chunks whose prints did not change keep their ids.
+    let same = match compared {
+        Some(Compared::Same(cv)) => match w.known(first, prints.len()) {
+            Some(chunks) => return Ok((b, cv, check, chunks, prints)),
+            // Some position lacks the parent's chunk: each chunk on its own.
+            None => Some(vec![true; prints.len()]),
+        },
+        Some(Compared::Changed(same)) => Some(same),
+        None => None,
+    };
     let cv = block_cv(b * block_len, data);
-    // A changed block: its chunks whose prints did not change keep their ids.
-    let same = parent.and_then(|p| p.same_chunks(b, data.len(), &prints));
     let chunks = w.encode_block(data, chunk_len as usize, first, same.as_deref(), out)?;
     Ok((b, cv, check, chunks, prints))
 }

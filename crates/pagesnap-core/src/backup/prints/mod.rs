@@ -111,37 +111,54 @@ impl Parent {
         })
     }
 
-    /// Block `b` of the parent, if it was whole there and its bytes are the ones
-    /// whose prints are `prints` and image-check digest `check` (a whole block
-    /// of `len` bytes now): its chaining value.
-    pub(crate) fn same_block(
+    /// Block `b` now (a whole block of `len` bytes whose prints are `prints`
+    /// and image-check digest `check`) against the parent's, if it was whole
+    /// there too: the parent's record is read once for both answers.
+    pub(crate) fn compare(
+        &self,
+        b: u64,
+        len: usize,
+        prints: &[Print],
+        check: &Digest,
+    ) -> Option<Compared> {
+        let whole_there = (b + 1).checked_mul(self.block_len)? <= self.image_len;
+        if len as u64 != self.block_len || !whole_there || prints.len() != self.per_block {
+            return None;
+        }
+        let was = self.file.block(b)?;
+        Some(match was.check == *check && was.prints == prints {
+            true => Compared::Same(was.cv),
+            false => {
+                Compared::Changed(was.prints.iter().zip(prints).map(|(a, b)| a == b).collect())
+            }
+        })
+    }
+
+    /// The parent's chaining value of block `b`, if the block is the same.
+    #[cfg(test)]
+    fn same_block(
         &self,
         b: u64,
         len: usize,
         prints: &[Print],
         check: &Digest,
     ) -> Option<ChainingValue> {
-        let whole_there = (b + 1).checked_mul(self.block_len)? <= self.image_len;
-        if len as u64 != self.block_len || !whole_there || prints.len() != self.per_block {
-            return None;
+        match self.compare(b, len, prints, check)? {
+            Compared::Same(cv) => Some(cv),
+            Compared::Changed(_) => None,
         }
-        let was = self.file.block(b)?;
-        (was.check == *check && was.prints == prints).then_some(was.cv)
     }
+}
 
-    /// For a whole block `b` of `len` bytes that changed: which of its chunks
-    /// have the print the parent's chunk at the same position had. Those keep
-    /// the parent's ids; the block is still hashed whole for the image hash,
-    /// so a chunk taken wrongly would show as a snapshot that fails its check,
-    /// never as one that passes it.
-    pub(crate) fn same_chunks(&self, b: u64, len: usize, prints: &[Print]) -> Option<Vec<bool>> {
-        let whole_there = (b + 1).checked_mul(self.block_len)? <= self.image_len;
-        if len as u64 != self.block_len || !whole_there || prints.len() != self.per_block {
-            return None;
-        }
-        let was = self.file.block(b)?;
-        Some(was.prints.iter().zip(prints).map(|(a, b)| a == b).collect())
-    }
+/// How a block compares with the parent's.
+pub(crate) enum Compared {
+    /// Every print and the image-check digest are the parent's: its chaining value.
+    Same(ChainingValue),
+    /// It changed: which of its chunks have the print the parent's chunk at the
+    /// same position had. Those keep the parent's ids; the block is still
+    /// hashed whole for the image hash, so a chunk taken wrongly would show as
+    /// a snapshot that fails its check, never as one that passes it.
+    Changed(Vec<bool>),
 }
 
 #[cfg(test)]
@@ -213,28 +230,28 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = parent(d.path(), 3 * 65536 + 4096).unwrap();
         let prints = |b: u8| (0..16u8).map(|i| [b * 16 + i; 16]).collect::<Vec<_>>();
+        // A check digest no block of the parent has: every block compared changed.
+        let same_chunks =
+            |b: u64, len: usize, prints: &[Print]| match p.compare(b, len, prints, &[0xEE; 16]) {
+                None => None,
+                Some(Compared::Changed(same)) => Some(same),
+                Some(Compared::Same(_)) => panic!("block {b} compared the same"),
+            };
         let mut changed = prints(1);
         changed[3][15] ^= 1;
         changed[9] = prints(1)[10];
-        let same = p.same_chunks(1, 65536, &changed).unwrap();
+        let same = same_chunks(1, 65536, &changed).unwrap();
         let want: Vec<bool> = (0..16).map(|i| i != 3 && i != 9).collect();
         assert_eq!(same, want);
         // Another block's prints are not this one's, even if equal among themselves.
-        assert!(p
-            .same_chunks(2, 65536, &prints(1))
+        assert!(same_chunks(2, 65536, &prints(1))
             .unwrap()
             .iter()
             .all(|s| !s));
         // Only whole blocks, whole in the parent too.
-        assert!(
-            p.same_chunks(1, 4096, &prints(1)[..1]).is_none(),
-            "cut short"
-        );
-        assert!(
-            p.same_chunks(3, 65536, &prints(3)).is_none(),
-            "partial there"
-        );
-        assert!(p.same_chunks(4, 65536, &prints(4)).is_none(), "beyond it");
+        assert!(same_chunks(1, 4096, &prints(1)[..1]).is_none(), "cut short");
+        assert!(same_chunks(3, 65536, &prints(3)).is_none(), "partial there");
+        assert!(same_chunks(4, 65536, &prints(4)).is_none(), "beyond it");
     }
 
     #[test]
