@@ -9,7 +9,8 @@
 
 use crate::common::*;
 use crate::index_cache::cache_dir;
-use pagesnap_core::{BackupOptions, BackupReport, InitOptions, PruneOptions, Store};
+use pagesnap_core::capture::CaptureError;
+use pagesnap_core::{BackupOptions, BackupReport, Error, InitOptions, PruneOptions, Store};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -101,11 +102,20 @@ fn init(dir: &Path, chunk_pages: u32, deltas: bool) -> Store {
 }
 
 fn backup_with(store: &Store, db: &Path, paranoid: bool) -> BackupReport {
+    try_backup(store, db, paranoid).unwrap()
+}
+
+fn try_backup(store: &Store, db: &Path, paranoid: bool) -> pagesnap_core::Result<BackupReport> {
     let opts = BackupOptions {
         paranoid,
         ..BackupOptions::default()
     };
-    store.backup_path(db, &opts).unwrap()
+    store.backup_path(db, &opts)
+}
+
+/// Whether SQLite refused the file as corrupt when the capture opened it.
+fn refused(r: &pagesnap_core::Result<BackupReport>) -> bool {
+    matches!(r, Err(Error::Capture(CaptureError::Corrupt { .. })))
 }
 
 /// Restores `r`'s snapshot and checks it against the file `db` (pages from 2
@@ -166,10 +176,29 @@ fn run_changes(page_size: u32, chunk_pages: u32, deltas: bool, changes: &[Change
     let first = backup_with(&fast, &db, false);
     assert!(!first.parent_prints, "a first backup has no parent");
     for (i, c) in changes.iter().enumerate() {
-        let mut file = std::fs::read(&db).unwrap();
+        let before = std::fs::read(&db).unwrap();
+        let mut file = before.clone();
         apply(&mut file, page_size as usize, c, i as u64);
         std::fs::write(&db, &file).unwrap();
-        let r = backup_with(&fast, &db, false);
+        let count = || {
+            (
+                fast.snapshots().unwrap().len(),
+                slow.snapshots().unwrap().len(),
+            )
+        };
+        let published = count();
+        let r = try_backup(&fast, &db, false);
+        if refused(&r) {
+            // A cut below a page the schema names: SQLite refuses the file when
+            // the capture opens it. Hashing every page changes nothing to that,
+            // neither backup publishes anything, and the next change starts
+            // again from the file before this one.
+            assert!(refused(&try_backup(&slow, &db, true)), "step {i} ({c:?})");
+            assert_eq!(count(), published, "step {i}: nothing published");
+            std::fs::write(&db, &before).unwrap();
+            continue;
+        }
+        let r = r.unwrap();
         // A sketch made afresh needs every chunk: only a delta store's first
         // backup after its first does not compare (content_bases.rs).
         if !deltas || i > 0 {
