@@ -240,3 +240,45 @@ fn hot_journal_is_explained_and_left_alone() {
     let reference = reference_copy(&fx.path("live.db"), &fx.path("ref.db"));
     assert_eq!(b["image_hash"], serde_json::Value::String(reference));
 }
+
+/// A read that fails in the middle of a direct capture (an I/O error from the
+/// disk, made on purpose by the `testing` build), in the database file or in
+/// its WAL: the backup fails naming that file, publishes nothing, and the
+/// next backup is whole.
+#[test]
+fn a_read_error_during_a_direct_read_names_the_file_and_publishes_nothing() {
+    let fx = store_with_one_snapshot();
+    let db = fx.path("live.db");
+    let conn = create_db(&db, Journal::Wal, 3000, 83);
+    // Committed changes that only the WAL holds, while the writer stays.
+    conn.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
+    insert_rows(&conn, 200, &mut Rng(84));
+    let wal = fx.path("live.db-wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "changes are in the WAL"
+    );
+    for (fault, names) in [("db", &db), ("wal", &wal)] {
+        let before = fx.state();
+        let err = fails(
+            fx.cmd()
+                .env("PAGESNAP_FAULT_DIRECT_READ", fault)
+                .arg("backup")
+                .arg(&db),
+        );
+        // The file that failed, and the error, not SQLite's generic message.
+        assert_has(
+            &err,
+            &[&format!("{}: ", names.display()), "Input/output error"],
+        );
+        fx.assert_unchanged(&before);
+    }
+    let reference = reference_copy(&db, &fx.path("reference.db"));
+    let b = fx.backup(&db, &[]);
+    assert_eq!(b["read_directly"], true, "{b}");
+    let out = fx.path("restored.db");
+    fx.restore(&[b["id"].as_str().unwrap()], &out);
+    assert_eq!(hash_file(&out), reference);
+    assert_eq!(integrity(&out), "ok");
+    drop(conn);
+}

@@ -214,12 +214,23 @@ fn a_killed_restores_temporary_file_is_removed_by_the_next_restore() {
         name.starts_with(&format!(".pagesnap-restore-{}-", killed.id())),
         "the name carries the pid: {name}"
     );
+    // The file is made, then its blocks reserved: kill once both are done
+    // (the restore then waits for the lock), not in between.
+    let full = std::fs::metadata(&db).unwrap().len();
+    let made = std::time::Instant::now();
+    while std::fs::metadata(&stale).map_or(0, |m| m.len()) != full {
+        assert!(
+            made.elapsed() < std::time::Duration::from_secs(60),
+            "the temporary file never reached full size: its blocks were not reserved"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     killed.kill().unwrap(); // SIGKILL
     killed.wait().unwrap();
     assert!(stale.exists(), "a killed restore leaves its file");
     assert_eq!(
         std::fs::metadata(&stale).unwrap().len(),
-        std::fs::metadata(&db).unwrap().len(),
+        full,
         "full size: its blocks were reserved"
     );
 

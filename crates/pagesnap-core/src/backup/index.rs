@@ -209,36 +209,51 @@ impl Store {
             |l, n| sizes.get(l) == Some(&n),
             |p| present.get(&p.id) == Some(&p.len),
         );
-        if let Err(d) = self.check_base(&base, turn, sizes) {
-            return Ok(Err(d));
-        }
         // The parent's chain, resolved through this machine's resolved maps, and
         // where its chunks were.
-        let mut parent_chain = Vec::new();
-        let (map_base, parent_list, placed) = match parent {
-            None => (None, Vec::new(), Default::default()),
-            Some(p) => match (
-                self.resolve_from_cache(cache, p, sizes, &mut parent_chain),
-                cache.placed(&p.manifest.map),
-            ) {
-                (Some((b, list)), Some(placed)) => (Some(b), list, placed),
-                _ => return Ok(Err(Declined::keep())),
-            },
+        let resolve = || {
+            let mut parent_chain = Vec::new();
+            let found = match parent {
+                None => Some((None, Vec::new(), Default::default())),
+                Some(p) => match (
+                    self.resolve_from_cache(cache, p, sizes, &mut parent_chain),
+                    cache.placed(&p.manifest.map),
+                ) {
+                    (Some((b, list)), Some(placed)) => Some((Some(b), list, placed)),
+                    _ => None,
+                },
+            };
+            found.map(|(b, list, placed)| (b, list, placed, parent_chain))
         };
         // The index objects the file does not cover.
-        let covered: IdSet = base
-            .meta
-            .lists
-            .iter()
-            .chain(&base.meta.damaged)
-            .map(|(l, _)| *l)
-            .collect();
-        let newer: Vec<crate::backend::ObjectInfo> = objects
-            .iter()
-            .filter(|o| layout::id_of(&o.key).is_some_and(|id| !covered.contains(&id)))
-            .cloned()
-            .collect();
-        let mut delta = self.index_of(&newer, present);
+        let uncovered = || {
+            let covered: IdSet = base
+                .meta
+                .lists
+                .iter()
+                .chain(&base.meta.damaged)
+                .map(|(l, _)| *l)
+                .collect();
+            let newer: Vec<crate::backend::ObjectInfo> = objects
+                .iter()
+                .filter(|o| layout::id_of(&o.key).is_some_and(|id| !covered.contains(&id)))
+                .cloned()
+                .collect();
+            self.index_of(&newer, present)
+        };
+        // The three are independent reads (the check's index objects, the
+        // resolved maps, the uncovered index objects): done side by side, as
+        // they are most of the wait before the capture starts.
+        let (checked, (resolved, mut delta)) = rayon::join(
+            || self.check_base(&base, turn, sizes),
+            || rayon::join(resolve, uncovered),
+        );
+        if let Err(d) = checked {
+            return Ok(Err(d));
+        }
+        let Some((map_base, parent_list, placed, parent_chain)) = resolved else {
+            return Ok(Err(Declined::keep()));
+        };
         if delta.damaged_lists().next().is_some() {
             // Its chunks' names are unknown; the long way handles that.
             return Ok(Err(Declined::keep()));
@@ -483,21 +498,32 @@ fn placement(
         Some((_, body)) => (&body.entries[..], &body.packs[..]),
         None => (none, &[][..]),
     };
-    let mut number: std::collections::HashMap<(Id, u64), u32> = Default::default();
+    // Pack ids are unique, so a pack's number is found by its id; runs of
+    // chunks in one pack (most of a list) skip even that.
+    let mut number: IdMap<u32> = Default::default();
+    let mut last: Option<(Id, u32)> = None;
     let mut out = resolved::Placement::default();
-    for c in chunks {
+    out.at.reserve(chunks.len());
+    for (pos, c) in chunks.iter().enumerate() {
         let ChunkRef::Stored(id) = c else { continue };
         let pack = match written.index_table.get(id, |q| own[q as usize].entry.id) {
             Some(q) => {
                 let p = own_packs.get(own[q as usize].pack as usize)?;
                 (p.id, p.len)
             }
-            None => lookup.pack_of(id)?,
+            None => lookup.pack_at(pos as u64, id)?,
         };
-        let n = *number.entry(pack).or_insert_with(|| {
-            out.packs.push(pack);
-            out.packs.len() as u32 - 1
-        });
+        let n = match last {
+            Some((p, n)) if p == pack.0 => n,
+            _ => {
+                let n = *number.entry(pack.0).or_insert_with(|| {
+                    out.packs.push(pack);
+                    out.packs.len() as u32 - 1
+                });
+                last = Some((pack.0, n));
+                n
+            }
+        };
         out.at.push(n);
     }
     Some(out)

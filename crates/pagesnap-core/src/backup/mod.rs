@@ -367,24 +367,32 @@ impl Store {
             image_check: Some(cap.image_check),
         };
         let (id, manifest_len) = self.publish(&manifest, true)?;
-        if let Some(features) = sketch {
-            sketch::file::write(&self.config().store_id, &name, &id, &features);
-        }
-        if let Some(p) = pending_prints {
-            p.finish(&id);
-        }
         metadata_bytes += manifest_len;
         bytes_added += metadata_bytes;
-        if let Some(cache) = &base_cache {
-            cache.commit();
-        }
-        warnings.extend(self.index_upkeep(
-            &bi,
-            &written,
-            &index,
-            &cap.chunks,
-            parent.as_ref().map(|p| p.manifest.map),
-        ));
+        // This machine's records for the next backup, each on its own: the
+        // sketch and the fingerprints beside the index cache's upkeep (they
+        // share nothing, and the backup waits for them).
+        let records = || {
+            if let Some(features) = sketch {
+                sketch::file::write(&self.config().store_id, &name, &id, &features);
+            }
+            if let Some(p) = pending_prints {
+                p.finish(&id);
+            }
+            if let Some(cache) = &base_cache {
+                cache.commit();
+            }
+        };
+        let upkeep = || {
+            self.index_upkeep(
+                &bi,
+                &written,
+                &index,
+                &cap.chunks,
+                parent.as_ref().map(|p| p.manifest.map),
+            )
+        };
+        warnings.extend(rayon::join(records, upkeep).1);
         // The objects this backup added, for this machine's record of the
         // listing and the store's marker (store/listing.rs).
         let (added_index, added_packs): (Vec<_>, Vec<_>) = match &written.index {

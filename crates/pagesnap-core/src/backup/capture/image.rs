@@ -8,7 +8,7 @@
 //! stored chunks (last write wins), a truncate drops or reopens blocks, and pages
 //! that never arrive (the pending-byte page of databases over 1 GiB) read as zeros.
 
-use super::pipeline::Pipeline;
+use super::pipeline::{BlockRead, Pipeline};
 use super::vfs::CaptureTarget;
 use crate::backup::chunk_writer::ChunkWriter;
 use crate::backup::prints::file::Pending;
@@ -17,6 +17,7 @@ use crate::digest::tree_hash::root_from_blocks;
 use crate::types::{ChunkId, ChunkRef};
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 /// Writes are tracked in sectors of the smallest SQLite page size.
 const SECTOR: u64 = 512;
@@ -84,16 +85,20 @@ pub(crate) fn block_len(chunk_len: u64) -> u64 {
 }
 
 impl CaptureImage {
-    /// A capture of about `expect_chunks` chunks of `chunk_len` bytes.
+    /// A capture of about `expect_chunks` chunks of `chunk_len` bytes;
+    /// `direct`: a direct read, whose whole blocks the pipeline's workers
+    /// read themselves ([`CaptureImage::read_blocks`]).
     pub(crate) fn new(
         writer: ChunkWriter,
         chunk_len: u64,
         printing: Option<Printing>,
         expect_chunks: usize,
+        direct: bool,
     ) -> Result<Self> {
         let block_len = block_len(chunk_len);
+        let sizes = (block_len, chunk_len);
         Ok(CaptureImage {
-            pipeline: Pipeline::new(writer, block_len, chunk_len, printing, expect_chunks)?,
+            pipeline: Pipeline::new(writer, sizes, printing, expect_chunks, direct)?,
             chunk_len,
             block_len,
             size: 0,
@@ -191,6 +196,21 @@ impl CaptureImage {
             true => self.pipeline.recycled(len).unwrap_or_else(|| vec![0; len]),
             false => vec![0; len],
         }
+    }
+
+    /// The whole blocks `blocks` of a direct read, none seen before, each read
+    /// with `read` by the worker that processes it (see
+    /// [`Pipeline::read_blocks`]).
+    pub(crate) fn read_blocks(&mut self, blocks: Range<u64>, read: &BlockRead<'_>) -> Result<()> {
+        if blocks
+            .clone()
+            .any(|b| self.partial.contains_key(&b) || self.sent.contains(&b))
+        {
+            return Err(Error::Internal("a direct read came back to a block".into()));
+        }
+        self.size = self.size.max(blocks.end * self.block_len);
+        self.sent.extend(blocks.clone());
+        self.pipeline.read_blocks(blocks, read)
     }
 
     /// Bytes of the image at `offset` from a direct read: a whole block not

@@ -335,7 +335,7 @@ pub(crate) fn capture(
     let expect = pages.div_ceil(chunk_pages.max(1) as u64);
     let expect = expect.min(1 << 30) as usize;
     writer.expect_new(expect);
-    let mut image = CaptureImage::new(writer, chunk_len, printing, expect)?;
+    let mut image = CaptureImage::new(writer, chunk_len, printing, expect, plan.is_ok())?;
     let fallback = match plan {
         Ok(plan) => {
             let mut sink = DirectSink {
@@ -431,6 +431,29 @@ impl direct::BlockSink for DirectSink<'_> {
 
     fn put(&mut self, offset: u64, buf: Vec<u8>) -> Result<()> {
         self.image.put(offset, buf)
+    }
+
+    fn read_blocks(
+        &mut self,
+        blocks: std::ops::Range<u64>,
+        read: &direct::ReadBlock<'_>,
+    ) -> Result<std::result::Result<(), direct::ReadFailed>> {
+        // A failed read stops the batch as an error of the pipeline's; the
+        // failure itself (which file, what error) is kept to be reported.
+        let failed = Mutex::new(None);
+        let r = self.image.read_blocks(blocks, &|b, buf| {
+            read(b, buf).map_err(|f| {
+                let e = Error::Internal(format!("direct read failed: {}", f.error));
+                if let Ok(mut first) = failed.lock() {
+                    first.get_or_insert(f);
+                }
+                e
+            })
+        });
+        match failed.into_inner().ok().flatten() {
+            Some(f) => Ok(Err(f)),
+            None => r.map(Ok),
+        }
     }
 
     fn between(&mut self, done: u64, total: u64) -> Result<()> {

@@ -1,19 +1,30 @@
-//! The capture pipeline: complete blocks leave SQLite's thread in batches; a
-//! processing thread hashes and compresses each batch on every core (rayon), then
-//! records the chunks in order through the one chunk writer.
+//! The capture pipeline: blocks are hashed and compressed in batches on every
+//! core (rayon), then their chunks are recorded in order through the one chunk
+//! writer. Two ways in:
 //!
 //! ```text
-//! SQLite thread ──batches (bounded channel)──▶ processing thread
-//!   backup API, VFS writes,                     par: prints and check; for a changed
-//!   block assembly                                   block CV, chunk ids, index lookup,
-//!                                                    zstd (new chunks only)
-//!                                               seq: dedup, packs, writes
+//! backup API:  SQLite thread ──batches (bounded channel)──▶ processing thread
+//!                VFS writes,                                 par: as below
+//!                block assembly                              seq: dedup, packs, writes
+//!
+//! direct read: capture thread ── block numbers ──▶ par: each worker reads its
+//!                                                  block (pread, WAL frames) and
+//!                                                  processes it
+//!                                                  seq: dedup, packs, writes
+//!
+//! par: prints and check; for a changed block CV, chunk ids, index lookup,
+//!      zstd (new chunks only)
 //! ```
 //!
-//! The channel holds at most [`IN_FLIGHT`] batches of about [`BATCH_BYTES`], so
-//! memory stays bounded whatever the database size: when the store is slower than
-//! SQLite, SQLite waits. The rare read-back of a block already handed over (SQLite
-//! rewriting or re-reading a page) first waits for the pipeline to drain.
+//! The backup API's pages arrive on SQLite's thread; the channel holds at most
+//! [`IN_FLIGHT`] batches of about [`BATCH_BYTES`], so memory stays bounded
+//! whatever the database size: when the store is slower than SQLite, SQLite
+//! waits. The rare read-back of a block already handed over (SQLite rewriting
+//! or re-reading a page) first waits for the pipeline to drain.
+//!
+//! A direct read needs no such thread: the workers read the blocks they
+//! process ([`Pipeline::read_blocks`]), so reading runs on every core and a
+//! block stays in its core's cache from the read to the last hash.
 
 use crate::backup::chunk_writer::{slot_len, ChunkWriter, Encoded};
 use crate::backup::prints::file::Recorder;
@@ -24,6 +35,7 @@ use crate::types::{ChunkId, ChunkRef};
 use crate::{Error, Result};
 use blake3::hazmat::ChainingValue;
 use rayon::prelude::*;
+use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -158,36 +170,63 @@ enum Msg {
 }
 
 pub(crate) struct Pipeline {
-    tx: Option<SyncSender<Msg>>,
-    thread: Option<JoinHandle<Result<Processed>>>,
+    mode: Mode,
     done: DoneMap,
     pool: Pool,
     batch: Vec<(u64, Vec<u8>)>,
     batch_bytes: usize,
 }
 
+/// Where blocks are processed: on the processing thread, fed through the
+/// channel (the backup API's capture, whose pages come from SQLite's thread),
+/// or on the caller's thread (a direct capture, whose blocks the workers read
+/// themselves: [`Pipeline::read_blocks`]).
+enum Mode {
+    Thread {
+        tx: Option<SyncSender<Msg>>,
+        thread: Option<JoinHandle<Result<Processed>>>,
+    },
+    Inline(Option<Box<Processor>>),
+}
+
 impl Pipeline {
+    /// A pipeline for blocks of `block_len` bytes in chunks of `chunk_len`;
+    /// `inline`: processed on the caller's thread (see [`Mode`]).
     pub(crate) fn new(
         writer: ChunkWriter,
-        block_len: u64,
-        chunk_len: u64,
+        (block_len, chunk_len): (u64, u64),
         printing: Option<Printing>,
         expect_chunks: usize,
+        inline: bool,
     ) -> Result<Self> {
-        let (tx, rx) = sync_channel(IN_FLIGHT);
         let per_block = (block_len / chunk_len).max(1) as usize;
         let done = DoneBlocks::new(per_block, expect_chunks);
         let done: DoneMap = Arc::new(Mutex::new(done));
         let pool: Pool = Arc::default();
-        let (shared, returned) = (done.clone(), pool.clone());
-        let sizes = (block_len, chunk_len);
-        let thread = std::thread::Builder::new()
-            .name("pagesnap-chunks".into())
-            .spawn(move || process(writer, rx, shared, returned, sizes, printing))
-            .map_err(|e| Error::Internal(format!("cannot start the chunk thread: {e}")))?;
+        let processor = Processor {
+            writer,
+            printing,
+            done: done.clone(),
+            pool: pool.clone(),
+            sizes: (block_len, chunk_len),
+            outs: Vec::new(),
+        };
+        let mode = match inline {
+            true => Mode::Inline(Some(Box::new(processor))),
+            false => {
+                let (tx, rx) = sync_channel(IN_FLIGHT);
+                let thread = std::thread::Builder::new()
+                    .name("pagesnap-chunks".into())
+                    .spawn(move || process(processor, rx))
+                    .map_err(|e| Error::Internal(format!("cannot start the chunk thread: {e}")))?;
+                Mode::Thread {
+                    tx: Some(tx),
+                    thread: Some(thread),
+                }
+            }
+        };
         Ok(Pipeline {
-            tx: Some(tx),
-            thread: Some(thread),
+            mode,
             done,
             pool,
             batch: Vec::new(),
@@ -217,13 +256,16 @@ impl Pipeline {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        self.send(Msg::Blocks(batch))
+        match &mut self.mode {
+            Mode::Inline(p) => inline(p)?.blocks(batch),
+            Mode::Thread { .. } => self.send(Msg::Blocks(batch)),
+        }
     }
 
     fn send(&mut self, msg: Msg) -> Result<()> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(msg).is_ok(),
-            None => false,
+        let sent = match &self.mode {
+            Mode::Thread { tx: Some(tx), .. } => tx.send(msg).is_ok(),
+            _ => false,
         };
         if sent {
             Ok(())
@@ -234,17 +276,38 @@ impl Pipeline {
 
     /// The processing thread stopped early: its error.
     fn failure(&mut self) -> Error {
-        self.tx = None;
-        match self.thread.take().map(JoinHandle::join) {
+        let Mode::Thread { tx, thread } = &mut self.mode else {
+            return Error::Internal("the chunk pipeline is closed".into());
+        };
+        *tx = None;
+        match thread.take().map(JoinHandle::join) {
             Some(Ok(Err(e))) => e,
             Some(Err(_)) => Error::Internal("the chunk thread panicked".into()),
             _ => Error::Internal("the chunk thread stopped".into()),
         }
     }
 
+    /// Processes the whole blocks `blocks` (an inline pipeline only), each
+    /// read by the worker that processes it: `read(b, buf)` fills `buf` with
+    /// block `b`. The block stays in that core's cache from the read to the
+    /// last hash, and reading runs on every core.
+    pub(crate) fn read_blocks(&mut self, blocks: Range<u64>, read: &BlockRead<'_>) -> Result<()> {
+        self.send_batch()?;
+        match &mut self.mode {
+            Mode::Inline(p) => inline(p)?.read_blocks(blocks, read),
+            Mode::Thread { .. } => Err(Error::Internal(
+                "blocks read by the workers need an inline pipeline".into(),
+            )),
+        }
+    }
+
     /// Reads chunks back once everything queued before is processed.
     pub(crate) fn read(&mut self, ids: Vec<ChunkId>) -> Result<Vec<Vec<u8>>> {
         self.send_batch()?;
+        if let Mode::Inline(p) = &mut self.mode {
+            let w = &mut inline(p)?.writer;
+            return ids.iter().map(|id| w.read(id)).collect();
+        }
         let (reply, answer) = sync_channel(1);
         self.send(Msg::Read(ids, reply))?;
         match answer.recv() {
@@ -269,23 +332,39 @@ impl Pipeline {
     /// block, and the record of their prints (if printing, and it could be written).
     pub(crate) fn finish(mut self) -> Result<(ChunkWriter, DoneBlocks, Option<Recorder>)> {
         self.send_batch()?;
-        self.tx = None;
-        let (writer, recorder) = match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(r)) => r?,
-            _ => return Err(Error::Internal("the chunk thread panicked".into())),
+        let (writer, recorder) = match &mut self.mode {
+            Mode::Inline(p) => p
+                .take()
+                .ok_or_else(|| Error::Internal("the chunk pipeline is finished".into()))?
+                .finish(),
+            Mode::Thread { tx, thread } => {
+                *tx = None;
+                match thread.take().map(JoinHandle::join) {
+                    Some(Ok(r)) => r?,
+                    _ => return Err(Error::Internal("the chunk thread panicked".into())),
+                }
+            }
         };
         let done = std::mem::take(&mut *self.done()?);
         Ok((writer, done, recorder))
     }
 }
 
+/// The inline pipeline's processor, unless it was taken (finished).
+fn inline(p: &mut Option<Box<Processor>>) -> Result<&mut Processor> {
+    p.as_deref_mut()
+        .ok_or_else(|| Error::Internal("the chunk pipeline is finished".into()))
+}
+
 impl Drop for Pipeline {
     fn drop(&mut self) {
         // Close the channel and let the thread end (on an error path, its result
         // was already taken or no longer matters).
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Mode::Thread { tx, thread } = &mut self.mode {
+            *tx = None;
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -331,63 +410,118 @@ fn process_block(
     Ok((b, cv, check, chunks, prints))
 }
 
-/// The processing thread: each batch in parallel, then its chunks in order.
-fn process(
-    mut writer: ChunkWriter,
-    rx: Receiver<Msg>,
+/// How a worker reads a block: `read(b, buf)` fills `buf` (the block's
+/// length) with block `b` of the image.
+pub(crate) type BlockRead<'a> = dyn Fn(u64, &mut [u8]) -> Result<()> + Sync + 'a;
+
+/// What processes blocks: each batch in parallel (rayon), then its chunks in
+/// order through the one chunk writer.
+struct Processor {
+    writer: ChunkWriter,
+    printing: Option<Printing>,
     done: DoneMap,
     pool: Pool,
     sizes: (u64, u64),
-    mut printing: Option<Printing>,
-) -> Result<Processed> {
-    let chunk_len = sizes.1;
-    // Each block's compressed chunks, in slots of one buffer per block (see
-    // `ChunkWriter::encode_block`), reused from batch to batch.
-    let mut outs: Vec<Vec<u8>> = Vec::new();
+    /// Each block's compressed chunks, in slots of one buffer per block (see
+    /// `ChunkWriter::encode_block`), reused from batch to batch.
+    outs: Vec<Vec<u8>>,
+}
+
+impl Processor {
+    /// A batch of blocks already read (number, bytes).
+    fn blocks(&mut self, blocks: Vec<(u64, Vec<u8>)>) -> Result<()> {
+        if self.outs.len() < blocks.len() {
+            self.outs.resize_with(blocks.len(), Vec::new);
+        }
+        let (w, p, sizes) = (&self.writer, self.printing.as_ref(), self.sizes);
+        let encoded: Vec<BlockOut> = blocks
+            .par_iter()
+            .zip(self.outs.par_iter_mut())
+            .map(|((b, data), out)| process_block(w, p, sizes, *b, data, out))
+            .collect::<Result<_>>()?;
+        if let Ok(mut p) = self.pool.lock() {
+            let room = POOL_MAX.saturating_sub(p.len());
+            p.extend(blocks.into_iter().map(|(_, d)| d).take(room));
+        }
+        self.record(encoded)
+    }
+
+    /// A batch of whole blocks, each read by the worker that processes it
+    /// into that thread's own buffer.
+    fn read_blocks(&mut self, blocks: Range<u64>, read: &BlockRead<'_>) -> Result<()> {
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let n = (blocks.end - blocks.start) as usize;
+        if self.outs.len() < n {
+            self.outs.resize_with(n, Vec::new);
+        }
+        let (w, p, sizes) = (&self.writer, self.printing.as_ref(), self.sizes);
+        let block_len = sizes.0 as usize;
+        let first = blocks.start;
+        let encoded: Vec<BlockOut> = (0..n)
+            .into_par_iter()
+            .zip(self.outs.par_iter_mut())
+            .map(|(i, out)| {
+                let b = first + i as u64;
+                // Taken out of the thread's slot for the block's time, not
+                // borrowed: processing a block runs parallel loops of its own,
+                // and while this thread waits on one it may take up another
+                // block (of this batch, or of another backup in the process),
+                // which then finds the slot empty and uses a buffer of its own.
+                let mut buf = BUFFER.with(|slot| slot.take());
+                buf.resize(block_len, 0);
+                let r = read(b, &mut buf).and_then(|()| process_block(w, p, sizes, b, &buf, out));
+                BUFFER.with(|slot| slot.replace(buf));
+                r
+            })
+            .collect::<Result<_>>()?;
+        self.record(encoded)
+    }
+
+    /// Records a processed batch's chunks, in order.
+    fn record(&mut self, encoded: Vec<BlockOut>) -> Result<()> {
+        let slot = slot_len(self.sizes.1 as usize);
+        for ((b, cv, check, chunks, prints), out) in encoded.into_iter().zip(&self.outs) {
+            // Each chunk's own slot; an unchanged block's chunks have
+            // none (nothing was encoded: `out` is another block's).
+            let chunks = chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let s = out.get(i * slot..(i + 1) * slot).unwrap_or(&[]);
+                    self.writer.accept(e, s)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if let Some(p) = &mut self.printing {
+                p.record(b, &cv, &check, &prints);
+            }
+            let d = BlockDone { cv, check, chunks };
+            self.done
+                .lock()
+                .map_err(|_| Error::Internal("capture block table poisoned".into()))?
+                .insert(b, d)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Processed {
+        let recorder = self.printing.as_mut().and_then(|p| p.take_recorder());
+        (self.writer, recorder)
+    }
+}
+
+/// The processing thread: each batch as it comes.
+fn process(mut p: Processor, rx: Receiver<Msg>) -> Result<Processed> {
     for msg in rx {
         match msg {
-            Msg::Blocks(blocks) => {
-                let w = &writer;
-                if outs.len() < blocks.len() {
-                    outs.resize_with(blocks.len(), Vec::new);
-                }
-                let p = printing.as_ref();
-                let encoded: Vec<BlockOut> = blocks
-                    .par_iter()
-                    .zip(outs.par_iter_mut())
-                    .map(|((b, data), out)| process_block(w, p, sizes, *b, data, out))
-                    .collect::<Result<_>>()?;
-                if let Ok(mut p) = pool.lock() {
-                    let room = POOL_MAX.saturating_sub(p.len());
-                    p.extend(blocks.into_iter().map(|(_, d)| d).take(room));
-                }
-                let slot = slot_len(chunk_len as usize);
-                for ((b, cv, check, chunks, prints), out) in encoded.into_iter().zip(&outs) {
-                    // Each chunk's own slot; an unchanged block's chunks have
-                    // none (nothing was encoded: `out` is another block's).
-                    let chunks = chunks
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, e)| {
-                            let s = out.get(i * slot..(i + 1) * slot).unwrap_or(&[]);
-                            writer.accept(e, s)
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    if let Some(p) = &mut printing {
-                        p.record(b, &cv, &check, &prints);
-                    }
-                    let d = BlockDone { cv, check, chunks };
-                    done.lock()
-                        .map_err(|_| Error::Internal("capture block table poisoned".into()))?
-                        .insert(b, d)?;
-                }
-            }
+            Msg::Blocks(blocks) => p.blocks(blocks)?,
             Msg::Read(ids, reply) => {
-                let r = ids.iter().map(|id| writer.read(id)).collect();
+                let r = ids.iter().map(|id| p.writer.read(id)).collect();
                 // The capture thread may have given up waiting; nothing to do then.
                 let _ = reply.send(r);
             }
         }
     }
-    Ok((writer, printing.and_then(|mut p| p.take_recorder())))
+    Ok(p.finish())
 }

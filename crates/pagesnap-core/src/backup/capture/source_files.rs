@@ -70,10 +70,14 @@ impl<'c> SourceFiles<'c> {
         })
     }
 
-    /// Fills `buf` with the database file's bytes at `offset`; bytes past the
-    /// end of the file read as zeros (as SQLite reads them).
-    pub(crate) fn read_main(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        read(self.main, offset, buf, true)
+    /// The reads of the database file and of `wal` (if given), to share
+    /// between threads.
+    pub(crate) fn reads<'r>(&'r self, wal: Option<&'r WalFile<'r>>) -> Reads<'r> {
+        Reads {
+            main: self.main,
+            wal: wal.map(|w| w.file),
+            _files: PhantomData,
+        }
     }
 
     /// The WAL file, once the connection has it open (in WAL mode, inside a
@@ -145,6 +149,43 @@ impl WalFile<'_> {
     }
 }
 
+/// Reads of a connection's database file and WAL that several threads may
+/// make at once: a direct capture's workers each read the blocks they process.
+pub(crate) struct Reads<'r> {
+    main: *mut ffi::sqlite3_file,
+    wal: Option<*mut ffi::sqlite3_file>,
+    _files: PhantomData<&'r SourceFiles<'r>>,
+}
+
+// SAFETY: `Reads` only calls `xRead` of the unix VFS (checked in
+// `SourceFiles::of`), which is a `pread` on the file's descriptor into the
+// caller's buffer (or, when the connection maps the file, a `memcpy` from that
+// read-only mapping). It changes nothing in the file object but the
+// last-error code it records when a read fails: two failing reads may both
+// store that int, and nothing reads it back while the capture runs (the
+// capture reports the error `xRead` returned). Reads from several threads are
+// otherwise as safe as `pread` is. The connection itself is idle meanwhile:
+// `SourceFiles` borrows it, and a `Connection` is not `Sync`, so no other
+// thread can call into it.
+unsafe impl Sync for Reads<'_> {}
+
+impl Reads<'_> {
+    /// Fills `buf` with the database file's bytes at `offset`; bytes past the
+    /// end of the file read as zeros (as SQLite reads them).
+    pub(crate) fn main(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        read(self.main, offset, buf, true)
+    }
+
+    /// Fills `buf` with the WAL's bytes at `offset` (see [`WalFile::read`]);
+    /// an error without a WAL.
+    pub(crate) fn wal(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match self.wal {
+            Some(file) => read(file, offset, buf, false),
+            None => Err(io::Error::other("the snapshot's WAL is not open")),
+        }
+    }
+}
+
 /// The `sqlite3_file` a file control returns for "main", if it is open.
 fn file_pointer(db: *mut ffi::sqlite3, op: c_int) -> Option<*mut ffi::sqlite3_file> {
     let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
@@ -187,7 +228,8 @@ fn read(
             .map_err(|_| io::Error::other("offset beyond what SQLite can read"))?;
         // SAFETY: the destination is `n` writable bytes of `buf`; xRead writes
         // at most `n` bytes there and nothing else. The connection is idle
-        // (this thread owns it), so no other call uses the file meanwhile.
+        // (its thread is in the capture), so no other call uses the file
+        // meanwhile but other reads (see `Reads`).
         let rc = unsafe {
             x_read(
                 file,

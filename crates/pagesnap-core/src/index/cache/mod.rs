@@ -483,6 +483,16 @@ impl ChunkLookup {
         }
     }
 
+    /// The pack chunk `id` is in, and its length (for placements), asked
+    /// first of the parent's chunk at position `pos` (most of a list is the
+    /// parent's, in place: a look at one bit map, not a search).
+    pub(crate) fn pack_at(&self, pos: u64, id: &ChunkId) -> Option<(Id, u64)> {
+        match self {
+            ChunkLookup::Layered(l) => l.pack_at(pos, id).or_else(|| l.pack_of(id)),
+            ChunkLookup::Whole(_) => self.pack_of(id),
+        }
+    }
+
     /// The pack chunk `id` is in, and its length (for placements).
     pub(crate) fn pack_of(&self, id: &ChunkId) -> Option<(Id, u64)> {
         match self {
@@ -584,11 +594,18 @@ impl Positions {
         if self.zero.get(w)? & bit != 0 {
             return Some(ChunkRef::Zero);
         }
-        if self.kept[w] & bit == 0 {
+        self.kept_index(pos)
+            .and_then(|k| ids.get(k))
+            .map(|id| ChunkRef::Stored(*id))
+    }
+
+    /// Where in the kept chunks the one at `pos` is, if `pos` holds one.
+    fn kept_index(&self, pos: usize) -> Option<usize> {
+        let (w, bit) = (pos / 64, 1u64 << (pos % 64));
+        if self.kept.get(w)? & bit == 0 {
             return None;
         }
-        let before = self.rank[w] + (self.kept[w] & (bit - 1)).count_ones();
-        ids.get(before as usize).map(|id| ChunkRef::Stored(*id))
+        Some((self.rank[w] + (self.kept[w] & (bit - 1)).count_ones()) as usize)
     }
 }
 
@@ -648,6 +665,15 @@ impl Layered {
         self.parent_table
             .get(id, |p| self.parent[p as usize])
             .map(|p| p as usize)
+    }
+
+    /// The pack of the parent's chunk at `pos`, if that chunk is `id`.
+    fn pack_at(&self, pos: u64, id: &ChunkId) -> Option<(Id, u64)> {
+        let k = self.positions.kept_index(pos as usize)?;
+        match self.parent.get(k) {
+            Some(p) if p == id => Some(self.parent_packs[self.parent_at[k] as usize]),
+            _ => None,
+        }
     }
 
     fn pack_of(&self, id: &ChunkId) -> Option<(Id, u64)> {
