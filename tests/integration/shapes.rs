@@ -132,3 +132,22 @@ fn tiny_and_empty_databases_round_trip() {
         "source untouched"
     );
 }
+
+/// A WAL database that no connection has open (its application is stopped,
+/// or between runs): the backup's own connection recovers an index of the
+/// empty WAL, which has no page size. It is read directly, twice (the second
+/// time the WAL and its index are left from the first), and restores exactly.
+#[test]
+fn a_wal_database_no_one_has_open_is_read_directly() {
+    let fx = Fx::new();
+    let db = fx.path("idle.db");
+    drop(create_db(&db, Journal::Wal, 1200, 91));
+    assert!(
+        !fx.path("idle.db-wal").exists(),
+        "the last connection closed it"
+    );
+    for tag in ["idle-1", "idle-2"] {
+        let b = backup_and_check(&fx, &db, tag, &[]);
+        assert_eq!(b["read_directly"], true, "{b}");
+    }
+}

@@ -80,11 +80,15 @@ pub(crate) fn pin(
             wal: WalPages::default(),
         }));
     }
+    // Why the last try failed: a header that changed, or one that did not
+    // decode (two copies that differ, mid-update, or a header not of SQLite's).
+    let mut last = "the WAL kept changing while the snapshot was pinned";
     for _ in 0..PIN_TRIES {
         let Some(before) = files.wal().and_then(|w| w.index_header()) else {
             return no("the WAL's index is not shared memory SQLite's readers trust");
         };
         let Some(before) = IndexState::parse(&before) else {
+            last = "the wal-index header did not decode";
             continue;
         };
         let (size, pages) = restart()?;
@@ -92,9 +96,11 @@ pub(crate) fn pin(
             return no("the WAL is not open after the transaction restarted");
         };
         let Some(after) = wal.index_header().as_ref().and_then(IndexState::parse) else {
+            last = "the wal-index header did not decode";
             continue;
         };
         if !before.header.same(&after.header) {
+            last = "the WAL kept changing while the snapshot was pinned";
             continue;
         }
         let header = after.header;
@@ -127,7 +133,7 @@ pub(crate) fn pin(
             Err(e) => no(&format!("the WAL could not be read: {e}")),
         };
     }
-    no("the WAL kept changing while the snapshot was pinned")
+    no(last)
 }
 
 /// Where the blocks of a direct read go.

@@ -39,7 +39,8 @@ pub(crate) struct IndexHeader {
     pub max_frame: u32,
     /// The database's size in pages at that frame (0: the file's size).
     pub pages: u32,
-    /// The page size the WAL was written with.
+    /// The page size the WAL was written with; 0 when the WAL holds no frame
+    /// (SQLite's recovery of an empty WAL leaves it unset).
     pub page_size: u32,
     /// The checksum chain's value after frame `max_frame`.
     frame_checksum: [u32; 2],
@@ -81,8 +82,11 @@ impl IndexState {
             1 => 65536,
             s => s,
         };
-        // SQLite's page sizes: powers of two from 512 to 65536.
-        if !page_size.is_power_of_two() || !(512..=65536).contains(&page_size) {
+        // SQLite's page sizes: powers of two from 512 to 65536. An index
+        // recovered from an empty WAL (a database no connection had open) has
+        // none, and no frame to read with one.
+        let empty = page_size == 0 && ne(16) == 0;
+        if !empty && (!page_size.is_power_of_two() || !(512..=65536).contains(&page_size)) {
             return None;
         }
         let mut raw = [0; HEADER_COPY];
@@ -425,6 +429,41 @@ mod tests {
         assert_eq!(state.header.pages as i64, pages);
         let map = build(&wal, &index, 4096).unwrap();
         assert_eq!(map.in_range(1, u32::MAX).len() as i64, pages);
+    }
+
+    /// A WAL database no connection has open: the next connection's recovery
+    /// of its empty WAL writes an index without a page size, which decodes as
+    /// a snapshot of no frames. A page size of 0 with frames is refused.
+    #[test]
+    fn the_index_of_an_empty_wal_has_no_page_size_and_no_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("idle.db");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        drop(c);
+        assert!(!dir.path().join("idle.db-wal").exists(), "closed cleanly");
+        let c = Connection::open(&db).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        let shm = std::fs::read(dir.path().join("idle.db-shm")).unwrap();
+        let mut index = [0u8; INDEX_HEADER_BYTES];
+        index.copy_from_slice(&shm[..INDEX_HEADER_BYTES]);
+        let state = IndexState::parse(&index).expect("the recovered index");
+        assert_eq!((state.header.max_frame, state.header.page_size), (0, 0));
+        assert!(build(&[], &index, 4096).is_ok(), "no frame to read");
+
+        // The same header claiming a frame (copies and checksum made right).
+        let mut framed = index;
+        framed[16..20].copy_from_slice(&1u32.to_ne_bytes());
+        let sum = checksum(&framed[..40], [0, 0], cfg!(target_endian = "big"));
+        framed[40..44].copy_from_slice(&sum[0].to_ne_bytes());
+        framed[44..48].copy_from_slice(&sum[1].to_ne_bytes());
+        let (first, rest) = framed.split_at_mut(HEADER_COPY);
+        rest[..HEADER_COPY].copy_from_slice(first);
+        assert_eq!(IndexState::parse(&framed), None);
     }
 }
 
