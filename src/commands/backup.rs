@@ -67,6 +67,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
             "parent_prints": r.parent_prints,
             "store_listed": r.store_listed,
             "read_directly": r.capture_fallback.is_none(),
+            "capture_fallback": r.capture_fallback,
             "duration_secs": r.duration.as_secs_f64(),
         }))?;
     } else {

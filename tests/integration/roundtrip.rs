@@ -157,6 +157,7 @@ fn json_outputs_carry_the_documented_fields() {
             "parent_prints",
             "store_listed",
             "read_directly",
+            "capture_fallback",
             "duration_secs",
         ],
     );

@@ -126,6 +126,8 @@ fn tiny_and_empty_databases_round_trip() {
     std::fs::write(&empty, b"").unwrap();
     let b = backup_and_check(&fx, &empty, "empty", &[]);
     assert_eq!(b["read_directly"], false);
+    let why = b["capture_fallback"].as_str().unwrap_or_default();
+    assert!(why.contains("empty"), "{b}");
     assert_eq!(
         std::fs::metadata(&empty).unwrap().len(),
         0,
@@ -149,5 +151,6 @@ fn a_wal_database_no_one_has_open_is_read_directly() {
     for tag in ["idle-1", "idle-2"] {
         let b = backup_and_check(&fx, &db, tag, &[]);
         assert_eq!(b["read_directly"], true, "{b}");
+        assert_eq!(b["capture_fallback"], serde_json::Value::Null, "{b}");
     }
 }
