@@ -143,7 +143,8 @@ pub(crate) trait BlockSink {
     /// The block at byte `offset` of the image, `buf` its bytes.
     fn put(&mut self, offset: u64, buf: Vec<u8>) -> crate::Result<()>;
     /// The whole blocks `blocks`, each to be read with `read(b, buf)` (`buf`
-    /// a block long) by whichever thread processes it.
+    /// a block long) by whichever thread processes it. A read that fails
+    /// comes back as `Ok(Err(..))`, or as the sink's own error for it.
     fn read_blocks(
         &mut self,
         blocks: Range<u64>,

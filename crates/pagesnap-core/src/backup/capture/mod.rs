@@ -347,14 +347,7 @@ pub(crate) fn capture(
             };
             let block = image::block_len(chunk_len);
             if let Err(failed) = direct::copy(src, &plan, block, &mut sink)? {
-                let path = match failed.wal {
-                    true => wal_path(path),
-                    false => path.to_path_buf(),
-                };
-                return Err(Error::Capture(CaptureError::Inaccessible {
-                    path,
-                    source: failed.error,
-                }));
+                return Err(unreadable(path, failed));
             }
             None
         }
@@ -405,6 +398,19 @@ pub(crate) fn capture(
     })
 }
 
+/// The error of a direct read that failed: the database at `path`, or its
+/// WAL, could not be read.
+fn unreadable(path: &Path, failed: direct::ReadFailed) -> Error {
+    let path = match failed.wal {
+        true => wal_path(path),
+        false => path.to_path_buf(),
+    };
+    Error::Capture(CaptureError::Inaccessible {
+        path,
+        source: failed.error,
+    })
+}
+
 /// `path` with `-wal` appended: the WAL SQLite keeps beside it.
 pub(crate) fn wal_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -438,22 +444,10 @@ impl direct::BlockSink for DirectSink<'_> {
         blocks: std::ops::Range<u64>,
         read: &direct::ReadBlock<'_>,
     ) -> Result<std::result::Result<(), direct::ReadFailed>> {
-        // A failed read stops the batch as an error of the pipeline's; the
-        // failure itself (which file, what error) is kept to be reported.
-        let failed = Mutex::new(None);
-        let r = self.image.read_blocks(blocks, &|b, buf| {
-            read(b, buf).map_err(|f| {
-                let e = Error::Internal(format!("direct read failed: {}", f.error));
-                if let Ok(mut first) = failed.lock() {
-                    first.get_or_insert(f);
-                }
-                e
-            })
-        });
-        match failed.into_inner().ok().flatten() {
-            Some(f) => Ok(Err(f)),
-            None => r.map(Ok),
-        }
+        // A failed read stops the batch with the error the capture reports.
+        let path = self.path;
+        let read = |b, buf: &mut [u8]| read(b, buf).map_err(|f| unreadable(path, f));
+        self.image.read_blocks(blocks, &read).map(Ok)
     }
 
     fn between(&mut self, done: u64, total: u64) -> Result<()> {

@@ -305,8 +305,7 @@ impl Pipeline {
     pub(crate) fn read(&mut self, ids: Vec<ChunkId>) -> Result<Vec<Vec<u8>>> {
         self.send_batch()?;
         if let Mode::Inline(p) = &mut self.mode {
-            let w = &mut inline(p)?.writer;
-            return ids.iter().map(|id| w.read(id)).collect();
+            return inline(p)?.read_back(&ids);
         }
         let (reply, answer) = sync_channel(1);
         self.send(Msg::Read(ids, reply))?;
@@ -505,6 +504,11 @@ impl Processor {
         Ok(())
     }
 
+    /// The stored chunks `ids`, read back (after everything processed so far).
+    fn read_back(&mut self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>> {
+        ids.iter().map(|id| self.writer.read(id)).collect()
+    }
+
     fn finish(mut self) -> Processed {
         let recorder = self.printing.as_mut().and_then(|p| p.take_recorder());
         (self.writer, recorder)
@@ -517,7 +521,7 @@ fn process(mut p: Processor, rx: Receiver<Msg>) -> Result<Processed> {
         match msg {
             Msg::Blocks(blocks) => p.blocks(blocks)?,
             Msg::Read(ids, reply) => {
-                let r = ids.iter().map(|id| p.writer.read(id)).collect();
+                let r = p.read_back(&ids);
                 // The capture thread may have given up waiting; nothing to do then.
                 let _ = reply.send(r);
             }

@@ -488,19 +488,11 @@ impl ChunkLookup {
     /// parent's, in place: a look at one bit map, not a search).
     pub(crate) fn pack_at(&self, pos: u64, id: &ChunkId) -> Option<(Id, u64)> {
         match self {
-            ChunkLookup::Layered(l) => l.pack_at(pos, id).or_else(|| l.pack_of(id)),
-            ChunkLookup::Whole(_) => self.pack_of(id),
-        }
-    }
-
-    /// The pack chunk `id` is in, and its length (for placements).
-    pub(crate) fn pack_of(&self, id: &ChunkId) -> Option<(Id, u64)> {
-        match self {
             ChunkLookup::Whole(index) => {
                 let p = index.packs().pack_ref(index.get(id)?.pack);
                 Some((p.id, p.len))
             }
-            ChunkLookup::Layered(l) => l.pack_of(id),
+            ChunkLookup::Layered(l) => l.pack_at(pos, id).or_else(|| l.pack_of(id)),
         }
     }
 
