@@ -1,5 +1,6 @@
 //! Which stored chunks a new chunk may be a delta against (DELTAS.md, "Backup:
-//! picking the base"): the parent's chunk at the same position, and the
+//! picking the base"): the parent's chunk at the same position (on a local
+//! store the link of its chain that skip-delta bases name, skip.rs), and the
 //! parent's chunk that shares the most resemblance features with it (a
 //! content-found base, from the parent's sketch: after a VACUUM, rows move to
 //! other page numbers and the same position holds other rows). At most these
@@ -19,6 +20,19 @@ use std::sync::Arc;
 /// A candidate base: its id, raw bytes and depth.
 pub(crate) type Base = (ChunkId, Arc<Vec<u8>>, u8);
 
+/// Which same-position base is tried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Same {
+    /// The parent's chunk at the position, where no skip-delta plan is at
+    /// hand (S3, whose bases come from the base cache; no sketch of the
+    /// parent on this machine).
+    Chunk,
+    /// The link of the parent's chunk's chain at this depth (skip.rs).
+    Link(u8),
+    /// None: this version is stored whole (the skip-delta cycle's end).
+    Not,
+}
+
 /// What a new chunk's bases are chosen from.
 pub(crate) struct Choice<'a> {
     pub parent: &'a [ChunkRef],
@@ -28,6 +42,10 @@ pub(crate) struct Choice<'a> {
     /// only (store/base_cache.rs), never a request.
     pub cache: Option<&'a BaseCache>,
     pub sketch: Option<&'a Sketcher>,
+    pub same_base: Same,
+    /// Bases this deep or deeper are not taken: `MAX_DELTA_DEPTH`, or
+    /// `skip::MAX_DEPTH` with skip-delta bases.
+    pub max_depth: u8,
     pub pos: u64,
     pub id: &'a ChunkId,
 }
@@ -41,7 +59,7 @@ impl Choice<'_> {
             Some(cache) => crate::store::base_cache::checked(cache, &base, self.index)?,
             None => self.bases.raw(&base, self.index).ok()?,
         };
-        (depth < MAX_DELTA_DEPTH).then_some((base, raw, depth))
+        (depth < self.max_depth.min(MAX_DELTA_DEPTH)).then_some((base, raw, depth))
     }
 
     fn stored(&self, p: u64) -> Option<ChunkId> {
@@ -51,9 +69,19 @@ impl Choice<'_> {
         }
     }
 
-    /// The parent's chunk at the same position.
+    /// The parent's chunk at the same position, or the link of its chain
+    /// that [`Choice::same_base`] names.
     pub(crate) fn same(&self) -> Option<Base> {
-        self.stored(self.pos).and_then(|c| self.read(c))
+        let chunk = self.stored(self.pos)?;
+        match (self.same_base, self.cache) {
+            (Same::Not, _) => None,
+            (Same::Link(want), None) => {
+                let (base, (raw, depth)) = self.bases.raw_toward(&chunk, self.index, want).ok()?;
+                (base != *self.id && depth < self.max_depth.min(MAX_DELTA_DEPTH))
+                    .then_some((base, raw, depth))
+            }
+            _ => self.read(chunk),
+        }
     }
 
     /// The parent's chunk sharing the most features with the new one (whose

@@ -13,13 +13,14 @@
 //! pack assembly, writes) takes `&mut self` and runs on one.
 
 use super::base_choice::{self, Base};
-use super::sketch::features::Features;
+use super::sketch::file::Sketch;
 use super::sketch::Sketcher;
+use super::skip;
 use crate::backend::{Backend, PutMode};
 use crate::codec::{Attempt, Decoder, Encoder};
 use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
-use crate::format::index::{IndexEntry, PackRef};
+use crate::format::index::{IndexEntry, PackRef, MAX_DELTA_DEPTH};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::index::cache::ChunkLookup;
 use crate::index::id_table::IdTable;
@@ -227,12 +228,12 @@ impl ChunkWriter {
 
     /// Finds bases by content too (`parent`: the parent's sketch, if sound) and
     /// keeps the features that the new snapshot's sketch needs.
-    pub(crate) fn use_sketch(&mut self, parent: Option<Vec<Features>>) {
+    pub(crate) fn use_sketch(&mut self, parent: Option<Sketch>) {
         self.sketch = Some(Sketcher::new(parent));
     }
 
     /// The new snapshot's sketch (with sketches on), given its chunks.
-    pub(crate) fn take_sketch(&mut self, chunks: &[ChunkRef]) -> Option<Vec<Features>> {
+    pub(crate) fn take_sketch(&mut self, chunks: &[ChunkRef]) -> Option<Sketch> {
         let sketch = self.sketch.take()?;
         Some(sketch.finish(chunks, self.parent.as_deref()))
     }
@@ -357,6 +358,22 @@ impl ChunkWriter {
         if let Some(cache) = &self.base_cache {
             cache.offer(&id, data);
         }
+        // With the parent's sketch (a local store), skip-delta bases: the link
+        // of the parent's chain this version is planned against (skip.rs);
+        // without it (S3, bases from the base cache; no sketch on this
+        // machine yet), the parent's chunk itself.
+        let plan = self.sketch.as_ref().and_then(|s| s.plan(pos));
+        let (same_base, max_depth) = match plan {
+            None => (base_choice::Same::Chunk, MAX_DELTA_DEPTH),
+            Some(skip::Next::Whole) => (base_choice::Same::Not, skip::MAX_DEPTH),
+            Some(skip::Next::Link { depth, .. }) => {
+                (base_choice::Same::Link(depth), skip::MAX_DEPTH)
+            }
+        };
+        let planned = match plan {
+            Some(skip::Next::Link { planned, .. }) => planned,
+            _ => None,
+        };
         // A chunk with a base is encoded now even while samples are collected
         // (a delta beats the dictionary frame: DELTAS.md); the others wait.
         let choice = match (parent, &self.bases) {
@@ -366,6 +383,8 @@ impl ChunkWriter {
                 index: &self.index,
                 cache: self.base_cache.as_deref(),
                 sketch: self.sketch.as_ref(),
+                same_base,
+                max_depth,
                 pos,
                 id: &id,
             }),
@@ -390,6 +409,10 @@ impl ChunkWriter {
         if self.samples.is_some() && same.is_none() {
             found = choice.as_ref().and_then(found_by);
             if found.is_none() {
+                // A sample is stored whole (once the dictionary is chosen).
+                if let Some(s) = &self.sketch {
+                    s.record_version(pos, &id, 0);
+                }
                 slot[..data.len()].copy_from_slice(data);
                 return Ok(Encoded::Raw {
                     id,
@@ -401,6 +424,11 @@ impl ChunkWriter {
         let (stored_len, codec, delta) = self.with_ctx(|ctx| {
             compress_among(ctx, data, slot, &self.trial, &id, same.as_ref(), &mut more)
         })?;
+        if let Some(s) = &self.sketch {
+            let same_id = same.as_ref().map(|b| b.0);
+            let kept = delta.map(|(base, depth, _)| (depth, Some(base) == same_id));
+            s.record_version(pos, &id, skip::recorded(planned, kept));
+        }
         // Never looked up: the delta against the same position was small, so
         // the chunk holds mostly its base's content, and the next sketch takes
         // the base's features for it (Sketcher::inherit says how far that goes).
@@ -787,8 +815,8 @@ impl ChunkWriter {
 /// is made too and kept when smallest ([`Encoder::encode_smallest_of`]); unless
 /// that delta is already [`GOOD_ENOUGH`], `more` is asked for a second base
 /// (the content-found one, read only then) and its delta kept if smaller still;
-/// a kept delta still over 1/[`LARGE_DELTA`] of the chunk is made again at
-/// [`LARGE_DELTA_LEVEL`]. The third value is the kept delta's base and depth.
+/// a kept delta still over 1/[`LARGE_DELTA`] of the chunk (1/[`LARGE_SAME_DELTA`]
+/// against the same position) is made again at [`LARGE_DELTA_LEVEL`]. The third value is the kept delta's base and depth.
 fn compress_among(
     enc: &mut Encoder,
     data: &[u8],
@@ -824,14 +852,20 @@ fn compress_among(
             }
         }
     }
-    // A delta still over 1/LARGE_DELTA of its chunk is made again against the
-    // same base at a level that looks harder for matches: only these chunks
-    // pay for it (a VACUUM's refilled pages, mostly), and the decoder reads the
-    // frame as any other.
-    if let Some((b, raw, _)) = base
-        .as_ref()
-        .filter(|_| stored.len * LARGE_DELTA > data.len())
-    {
+    // A delta still over 1/LARGE_DELTA of its chunk (1/LARGE_SAME_DELTA
+    // against the same position) is made again against the same base at a
+    // level that looks harder for matches: only these chunks pay for it (a
+    // VACUUM's refilled pages, mostly), and the decoder reads the frame as any
+    // other. Skip-delta bases span several versions, so many same-position
+    // deltas are over 1/16: making those again took a fifth of a 1 GiB `oltp`
+    // backup's CPU for 0.3 % of `vacuum`'s bytes (PERFORMANCE.md).
+    let same_base = base.as_ref().map(|b| b.0) == same.map(|b| b.0);
+    let large = if same_base {
+        LARGE_SAME_DELTA
+    } else {
+        LARGE_DELTA
+    };
+    if let Some((b, raw, _)) = base.as_ref().filter(|_| stored.len * large > data.len()) {
         enc.improve_with_delta_at(data, id, out, &mut stored, b, raw, LARGE_DELTA_LEVEL)?;
     }
     Ok((
@@ -844,6 +878,9 @@ fn compress_among(
 /// A delta over 1/this of its chunk is made again at [`LARGE_DELTA_LEVEL`]
 /// ([`compress_among`]).
 const LARGE_DELTA: usize = 16;
+
+/// [`LARGE_DELTA`] for a delta against the same-position base.
+const LARGE_SAME_DELTA: usize = 8;
 
 /// The zstd level a large delta is made again at: `vacuum` stores 0.347× the
 /// ideal bound per snapshot instead of 0.367×, its VACUUM step's backup taking

@@ -8,7 +8,8 @@
 //!   crate's one `unsafe` module), streamed into the chunk writer.
 //! * `chunk_writer.rs`: names, dedups and compresses chunks into packs: which forms
 //!   to try and the dictionary's training are its policy; compressing one chunk is
-//!   the codec's `Encoder` (codec/, the chunk codec seam).
+//!   the codec's `Encoder` (codec/, the chunk codec seam). `base_choice.rs`,
+//!   `skip.rs` and `sketch/` say which stored chunks a delta is made against.
 //! * `prints/`: recognising the blocks that did not change since the parent
 //!   (fingerprints under this machine's secret), so that only changed blocks are
 //!   hashed with blake3.
@@ -25,6 +26,7 @@ pub(crate) mod prints;
 #[cfg(test)]
 mod scale_tests;
 pub mod sketch;
+pub(crate) mod skip;
 
 pub use abandon::Abandon;
 pub use chunk_writer::WriteStats;
@@ -373,8 +375,8 @@ impl Store {
         // sketch and the fingerprints beside the index cache's upkeep (they
         // share nothing, and the backup waits for them).
         let records = || {
-            if let Some(features) = sketch {
-                sketch::file::write(&self.config().store_id, &name, &id, &features);
+            if let Some(sketch) = sketch {
+                sketch::file::write(&self.config().store_id, &name, &id, &sketch);
             }
             if let Some(p) = pending_prints {
                 p.finish(&id);

@@ -416,8 +416,10 @@ mod tests {
 
     /// A store with deltas of a database (two restore windows) whose same rows
     /// change at every backup, so the newest snapshot's changed pages are
-    /// chains through every backup's pack; returns the store's folder and
-    /// the pack of the third backup (which holds links only).
+    /// chains through earlier backups' packs; returns the store's folder and
+    /// the pack of the fifth backup, which holds links only: with skip-delta
+    /// bases (backup/skip.rs) the sixth backup's versions (5) are deltas
+    /// against the fifth's (4), deltas against the first's (0).
     fn chained(dir: &Path) -> (std::path::PathBuf, String) {
         let db = dir.join("app.db");
         let at = dir.join("store");
@@ -436,7 +438,7 @@ mod tests {
                SELECT 1000, randomblob(100) || zeroblob(100) FROM c;",
         )
         .unwrap();
-        let mut third = None;
+        let mut fifth = None;
         for step in 0..6 {
             if step > 0 {
                 // Same-length values: the same pages change, a few bytes each.
@@ -448,13 +450,13 @@ mod tests {
             if step > 0 {
                 assert!(r.stats.delta_chunks > 0, "step {step} stored no delta");
             }
-            if step == 2 {
+            if step == 4 {
                 let new: Vec<String> = packs(&store).difference(&before).cloned().collect();
                 assert_eq!(new.len(), 1, "{new:?}");
-                third = new.into_iter().next();
+                fifth = new.into_iter().next();
             }
         }
-        (at, third.unwrap())
+        (at, fifth.unwrap())
     }
 
     fn newest(store: &Store) -> crate::store::Snapshot {
@@ -524,8 +526,8 @@ mod tests {
     #[test]
     fn a_damaged_link_fails_the_restore_naming_the_chunk() {
         let dir = tempfile::tempdir().unwrap();
-        let (at, third) = chained(dir.path());
-        let path = at.join(&third);
+        let (at, fifth) = chained(dir.path());
+        let path = at.join(&fifth);
         let mut bytes = std::fs::read(&path).unwrap();
         let count = u32::from_le_bytes(
             bytes[bytes.len() - 32..bytes.len() - 28]
@@ -556,14 +558,14 @@ mod tests {
     #[test]
     fn an_unreadable_link_is_a_read_error() {
         let dir = tempfile::tempdir().unwrap();
-        let (at, third) = chained(dir.path());
-        let (store, _) = watched(&at, Some(third.clone()));
+        let (at, fifth) = chained(dir.path());
+        let (store, _) = watched(&at, Some(fifth.clone()));
         let out = dir.path().join("out.db");
         let err = store
             .restore_to_path(&newest(&store), &out, false)
             .expect_err("a link cannot be read");
         assert!(matches!(err, Error::Backend(_)), "{err}");
-        assert!(err.to_string().contains(&third), "{err}");
+        assert!(err.to_string().contains(&fifth), "{err}");
         assert!(!out.exists());
     }
 }

@@ -127,6 +127,21 @@ impl Bases {
         self.raw_within(id, locate, MAX_DELTA_DEPTH as usize + 1)
     }
 
+    /// The link of chunk `id`'s chain at depth `want` (`id` itself when its
+    /// chain is not that deep), its raw bytes and depth: a skip-delta base
+    /// (backup/skip.rs). Reads the chain as [`Bases::raw`] does (down to its
+    /// bottom, or to a cached link no deeper than `want`). A walk that stops
+    /// above `want` (at a base prefix shared by several chunks, resolved by
+    /// decoding) returns the link it stopped at: deeper than asked, as sound.
+    pub(crate) fn raw_toward(
+        &self,
+        id: &ChunkId,
+        locate: &dyn Locate,
+        want: u8,
+    ) -> Result<(ChunkId, Raw), ChunkError> {
+        self.toward(id, locate, MAX_DELTA_DEPTH as usize + 1, want)
+    }
+
     /// [`Bases::raw`] reading at most `budget` blobs down the chain (links of a
     /// chain resumed below a prefix shared by several chunks count against
     /// the same bound, so no store makes a reader follow more).
@@ -136,13 +151,25 @@ impl Bases {
         locate: &dyn Locate,
         budget: usize,
     ) -> Result<Raw, ChunkError> {
-        // Down the chain to a cached link or one that is not a delta.
+        self.toward(id, locate, budget, u8::MAX).map(|(_, raw)| raw)
+    }
+
+    /// [`Bases::raw_toward`] within `budget` blobs.
+    fn toward(
+        &self,
+        id: &ChunkId,
+        locate: &dyn Locate,
+        budget: usize,
+        want: u8,
+    ) -> Result<(ChunkId, Raw), ChunkError> {
+        // Down the chain to a cached link (no deeper than `want`) or one that
+        // is not a delta.
         let mut links: Vec<(PackEntry, Vec<u8>, Option<Id>)> = Vec::new();
-        let mut below: Option<Raw> = None;
+        let mut below: Option<(ChunkId, Raw)> = None;
         let mut cur = *id;
         loop {
-            if let Some(hit) = self.cached(&cur) {
-                below = Some(hit);
+            if let Some(hit) = self.cached(&cur).filter(|(_, depth)| *depth <= want) {
+                below = Some((cur, hit));
                 break;
             }
             if links.len() >= budget {
@@ -193,15 +220,17 @@ impl Bases {
                 several => {
                     let (e, stored, _) = &links[links.len() - 1];
                     let rest = budget - links.len();
-                    below = Some(self.first_base(e, stored, several, locate, rest)?.1);
+                    below = Some(self.first_base(e, stored, several, locate, rest)?);
                     break;
                 }
             }
         }
-        // Up again, each link decoded against the one below it.
+        // Up again, each link decoded against the one below it; the first at
+        // or above `want` is the one asked for.
+        let mut chosen = below.clone().filter(|(_, (_, depth))| *depth >= want);
         let mut out = below;
-        while let Some((entry, stored, dict)) = links.pop() {
-            let base = out.as_ref().map(|(b, _)| b.as_slice());
+        while let Some((entry, stored, dict)) = links.pop().filter(|_| chosen.is_none()) {
+            let base = out.as_ref().map(|(_, (b, _))| b.as_slice());
             let raw = self.with_decoder(&entry.id, |d| {
                 if let Some(dict) = &dict {
                     d.ensure_dict(self.backend.as_ref(), dict)
@@ -221,7 +250,7 @@ impl Bases {
                 d.decode_checked_with_base(&entry, &stored, dict.as_ref(), base)
             })?;
             let depth = match &out {
-                Some((_, d)) if entry.codec == crate::format::pack::Codec::ZstdDelta => d + 1,
+                Some((_, (_, d))) if entry.codec == crate::format::pack::Codec::ZstdDelta => d + 1,
                 _ => 0,
             };
             if depth > MAX_DELTA_DEPTH {
@@ -234,9 +263,15 @@ impl Bases {
             }
             let r: Raw = (Arc::new(raw), depth);
             self.keep(entry.id, r.clone());
-            out = Some(r);
+            if depth >= want {
+                // The links above it are not needed: not decoded.
+                chosen = Some((entry.id, r));
+                break;
+            }
+            out = Some((entry.id, r));
         }
-        out.ok_or(ChunkError::Base {
+        // None at or above `want`: the chain is shallower, `id` itself.
+        chosen.or(out).ok_or(ChunkError::Base {
             base: BasePrefix::of(id),
             fault: BaseFault::Missing,
         })
@@ -586,6 +621,73 @@ mod tests {
             fresh.base_chunk(&delta, stored, &decoys_only),
             Err(ChunkError::Base { base, .. }) if base == BasePrefix::of(&ids[0])
         ));
+    }
+
+    /// `raw_toward` names the link of a chain at the depth asked, with its
+    /// bytes (the chunk itself when the chain is shallower), from a fresh
+    /// reader and from one whose cache holds every link (a cached link
+    /// deeper than asked does not end the walk).
+    #[test]
+    fn raw_toward_names_the_link_at_the_depth_asked() {
+        use crate::backend::{LocalBackend, PutMode};
+        use crate::codec::{slot_len, Attempt, Encoder};
+        use crate::format::pack::PackBuilder;
+        // Four versions of a page: v0 whole, each next a delta against the last.
+        let mut versions = vec![(0..4096u32).map(|i| (i / 7) as u8).collect::<Vec<u8>>()];
+        for k in 1..4 {
+            let mut v = versions[k - 1].clone();
+            v[100 * k] ^= 0x5a;
+            versions.push(v);
+        }
+        let ids: Vec<ChunkId> = versions.iter().map(|v| Id::of_chunk(v)).collect();
+        let mut enc = Encoder::new(3, None).unwrap();
+        let mut pack = PackBuilder::with_version(Vec::new(), None, 2).unwrap();
+        let mut slot = vec![0; slot_len(4096)];
+        let s = enc.encode(&versions[0], &mut slot, Attempt::Plain).unwrap();
+        pack.try_push(ids[0], &slot[..s.len], 4096, s.codec)
+            .unwrap();
+        for k in 1..4 {
+            let d = enc
+                .encode_delta(
+                    &versions[k],
+                    &ids[k],
+                    &ids[k - 1],
+                    &versions[k - 1],
+                    &mut slot,
+                )
+                .unwrap()
+                .unwrap();
+            pack.try_push(ids[k], &slot[..d.len], 4096, d.codec)
+                .unwrap();
+        }
+        let (pack_id, bytes, entries) = pack.finish();
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        backend
+            .put(&layout::pack(&pack_id), &bytes, PutMode::Overwrite)
+            .unwrap();
+        let locate = Colliding {
+            placed: entries
+                .iter()
+                .map(|e| (e.id, (pack_id, None, *e)))
+                .collect(),
+            decoys: Vec::new(),
+        };
+        let check = |bases: &Bases, want: u8, depth: u8| {
+            let (id, (raw, d)) = bases.raw_toward(&ids[3], &locate, want).unwrap();
+            assert_eq!((id, d), (ids[depth as usize], depth), "want {want}");
+            assert!(raw.as_slice() == versions[depth as usize].as_slice());
+        };
+        for (want, depth) in [(0, 0), (1, 1), (2, 2), (3, 3), (5, 3), (u8::MAX, 3)] {
+            let fresh =
+                Bases::new(backend.clone(), DEFAULT_CACHE_BYTES, ChunkIds::default()).unwrap();
+            check(&fresh, want, depth);
+        }
+        let warm = Bases::new(backend, DEFAULT_CACHE_BYTES, ChunkIds::default()).unwrap();
+        assert_eq!(warm.raw(&ids[3], &locate).unwrap().1, 3);
+        for (want, depth) in [(1, 1), (0, 0), (3, 3)] {
+            check(&warm, want, depth);
+        }
     }
 
     /// The LRU keeps at most its bound in bytes, evicting the least recently

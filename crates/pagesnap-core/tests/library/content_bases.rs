@@ -184,10 +184,13 @@ fn vacuum_moved_rows_find_their_bases_by_content() {
     assert_eq!(snaps.len(), 4);
 }
 
-/// The feature rows of a sketch file (FORMAT.md: a 56-byte header, the rows, a
+/// The feature rows of a sketch file (FORMAT.md: a 56-byte header whose
+/// last 8 bytes are the chunk count, the rows, a skip-delta state a chunk, a
 /// 32-byte checksum).
 fn feature_rows(sketch: &[u8]) -> &[u8] {
-    &sketch[56..sketch.len() - 32]
+    let row = u32::from_le_bytes(sketch[12..16].try_into().unwrap()) as usize * 4;
+    let count = u64::from_le_bytes(sketch[48..56].try_into().unwrap()) as usize;
+    &sketch[56..56 + count * row]
 }
 
 /// A backup computes features only for changed chunks whose same-position
@@ -235,20 +238,24 @@ fn inherited_features_still_find_bases_after_vacuum() {
     restore_all(dir.path(), &taken);
 }
 
-/// A sketch file with its rows reversed and its checksum made right again: a
-/// sound file whose features belong to other positions.
+/// A sketch file with its rows and states reversed and its checksum made
+/// right again: a sound file whose features and states belong to other
+/// positions.
 fn lying(sketch: &[u8]) -> Vec<u8> {
     // FORMAT.md: a 56-byte header (features per chunk at 12..16), rows of
-    // 4-byte features, a 32-byte checksum.
+    // 4-byte features, a state byte a chunk, a 32-byte checksum.
     const HEADER: usize = 56;
+    let rows_end = HEADER + feature_rows(sketch).len();
     let row = u32::from_le_bytes(sketch[12..16].try_into().unwrap()) as usize * 4;
     let body_end = sketch.len() - 32;
-    let rows: Vec<&[u8]> = sketch[HEADER..body_end].chunks(row).collect();
+    let rows: Vec<&[u8]> = sketch[HEADER..rows_end].chunks(row).collect();
     assert!(rows.len() > 10 && rows.iter().all(|r| r.len() == row));
+    assert_eq!(body_end - rows_end, rows.len(), "a state per chunk");
     let mut out = sketch[..HEADER].to_vec();
     for r in rows.iter().rev() {
         out.extend_from_slice(r);
     }
+    out.extend(sketch[rows_end..body_end].iter().rev());
     let sum = blake3::hash(&out);
     out.extend_from_slice(sum.as_bytes());
     out

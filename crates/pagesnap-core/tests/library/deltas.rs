@@ -129,11 +129,11 @@ fn update_heavy_sequence_restores_exactly_in_far_fewer_bytes() {
         "deltas stored {later_with} bytes, plain {later_without} (ratio {ratio:.3})"
     );
 
-    // Chains are recorded and bounded; the page changed at every step reached
-    // the bound, then started again from a plain chunk.
+    // Chains are recorded and bounded: the pages changed at every step are
+    // skip-delta chains (DELTAS.md), version 15's four links the deepest.
     let (n, deepest) = delta_census(&dir.path().join("with"));
     assert!(n > 0);
-    assert_eq!(deepest, MAX_DELTA_DEPTH);
+    assert_eq!(deepest, 4);
     assert_eq!(delta_census(&dir.path().join("without")), (0, 0));
 
     // A store without deltas is a version-1 store: every pack and index object.
@@ -164,6 +164,63 @@ fn update_heavy_sequence_restores_exactly_in_far_fewer_bytes() {
             s.lost
         );
         assert_eq!(hex(&hash_file(&out)), hex(reference));
+    }
+}
+
+/// A page changed at every backup gets skip-delta bases (backup/skip.rs):
+/// version v (the v-th backup since a whole copy) is a delta against version
+/// v with its lowest set bit cleared, so its chain is popcount(v) deltas deep,
+/// never over 5, and version 32 is not made against the chain. Every snapshot
+/// restores exactly.
+#[test]
+fn a_page_changed_at_every_backup_gets_skip_delta_bases() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let conn = accounts(&db, 2_000);
+    let with = store(dir.path(), "with", true);
+    let at = dir.path().join("with");
+    let names = |d: &Path| -> std::collections::BTreeSet<std::path::PathBuf> {
+        let index = d.join("index");
+        match index.is_dir() {
+            true => walk(&index).into_iter().collect(),
+            false => Default::default(),
+        }
+    };
+    let mut taken = Vec::new();
+    for step in 0..33u32 {
+        if step > 0 {
+            conn.execute("UPDATE acct SET balance = balance + 1 WHERE id = 1", [])
+                .unwrap();
+        }
+        let before = names(&at);
+        let report = backup(&with, &db);
+        let depths: Vec<u8> = names(&at)
+            .difference(&before)
+            .flat_map(|p| {
+                IndexBody::decode(&std::fs::read(p).unwrap())
+                    .unwrap()
+                    .deltas
+            })
+            .map(|d| d.depth)
+            .collect();
+        // The chunks that change (the row's page, page 1's change counter)
+        // are all at the version's depth.
+        match step {
+            0 => assert!(depths.is_empty()),
+            1..=31 => assert!(
+                !depths.is_empty() && depths.iter().all(|&d| d as u32 == step.count_ones()),
+                "step {step}: version {step} at depths {depths:?}"
+            ),
+            // Version 32 is not made against its chain: stored whole, or
+            // against a content-found base (another position's chunk) below
+            // the bound, which starts the next cycle.
+            _ => assert!(depths.iter().all(|&d| d <= 5), "step {step}: {depths:?}"),
+        }
+        taken.push((report, reference_hash(&db, dir.path())));
+    }
+    let with = Store::open(&at).unwrap();
+    for (report, reference) in &taken {
+        restore_and_check(&with, &snapshot_of(&with, report), reference, dir.path());
     }
 }
 
@@ -312,15 +369,16 @@ fn repair_index_reading_data_drops_a_damaged_base_and_its_dependants() {
         .iter()
         .map(|p| IndexBody::decode(&std::fs::read(p).unwrap()).unwrap())
         .collect();
-    // A delta of the second backup that the third one's deltas are made against.
+    // A delta of the third backup that the fourth one's deltas are made
+    // against (skip-delta bases: version 3 against version 2).
     let later_bases: std::collections::HashSet<_> =
-        bodies[2].deltas.iter().map(|d| d.base).collect();
-    let victim = bodies[1]
+        bodies[3].deltas.iter().map(|d| d.base).collect();
+    let victim = bodies[2]
         .entries
         .iter()
         .find(|e| e.entry.codec == Codec::ZstdDelta && later_bases.contains(&e.entry.id))
         .expect("a delta that is a base");
-    let pack = bodies[1].packs[victim.pack as usize].id;
+    let pack = bodies[2].packs[victim.pack as usize].id;
     let pack_path = path.join(pagesnap_core::layout::pack(&pack));
     let mut bytes = std::fs::read(&pack_path).unwrap();
     let last = (victim.entry.offset + victim.entry.stored_len - 2) as usize;

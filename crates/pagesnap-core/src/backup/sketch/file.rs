@@ -2,7 +2,9 @@
 //! chunk of a database's newest snapshot, so that the next backup finds
 //! content-found bases among its parent's chunks without reading the parent's
 //! image (DELTAS.md, "Content-found bases"; the format is in FORMAT.md, "Sketch
-//! file").
+//! file"), and, from version 2, of each chunk's skip-delta version
+//! (`backup/skip.rs`), which says which link of its chain the next version at
+//! that position is made against.
 //!
 //! A local cache, derived and never trusted: it lives at
 //! `<cache dir>/<store id>/sketches/<blake3(database name)>`, is written after a
@@ -18,7 +20,9 @@ use crate::types::{Id, SnapshotId};
 use std::path::PathBuf;
 
 const MAGIC: &[u8; 8] = b"PSNSKTCH";
-const VERSION: u32 = 1;
+/// Version 2 adds the skip-delta states after the features; version 1
+/// (features only) is still read, its states unknown.
+const VERSION: u32 = 2;
 /// Magic, version, features per chunk, snapshot id, chunk count.
 const HEADER_LEN: usize = 8 + 4 + 4 + 32 + 8;
 const TRAILER_LEN: usize = 32;
@@ -36,11 +40,26 @@ pub(crate) fn path(store: &Id, name: &str) -> Option<PathBuf> {
     )
 }
 
-/// The file's bytes.
-pub(crate) fn encode(snapshot: &SnapshotId, features: &[Features]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + features.len() * FEATURES * 4 + TRAILER_LEN);
+/// What a sketch file holds for each chunk of its snapshot: resemblance
+/// features, and skip-delta versions (as many).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Sketch {
+    pub features: Vec<Features>,
+    pub versions: Vec<u8>,
+}
+
+/// The file's bytes (version 2).
+pub(crate) fn encode(snapshot: &SnapshotId, sketch: &Sketch) -> Vec<u8> {
+    encode_as(VERSION, snapshot, sketch)
+}
+
+/// The file's bytes as `version` writes them (1: no versions).
+fn encode_as(version: u32, snapshot: &SnapshotId, sketch: &Sketch) -> Vec<u8> {
+    let features = &sketch.features;
+    let mut out =
+        Vec::with_capacity(HEADER_LEN + features.len() * (FEATURES * 4 + 1) + TRAILER_LEN);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(FEATURES as u32).to_le_bytes());
     out.extend_from_slice(&snapshot.0);
     out.extend_from_slice(&(features.len() as u64).to_le_bytes());
@@ -49,22 +68,26 @@ pub(crate) fn encode(snapshot: &SnapshotId, features: &[Features]) -> Vec<u8> {
             out.extend_from_slice(&x.to_le_bytes());
         }
     }
+    if version >= 2 {
+        out.extend_from_slice(&sketch.versions);
+    }
     let sum = blake3::hash(&out);
     out.extend_from_slice(sum.as_bytes());
     out
 }
 
-/// The features of each chunk of `snapshot`, if `bytes` is a sound sketch of it
-/// with `chunks` chunks.
-pub(crate) fn decode(bytes: &[u8], snapshot: &SnapshotId, chunks: usize) -> Option<Vec<Features>> {
+/// The features and versions of each chunk of `snapshot`, if `bytes` is a
+/// sound sketch of it with `chunks` chunks.
+pub(crate) fn decode(bytes: &[u8], snapshot: &SnapshotId, chunks: usize) -> Option<Sketch> {
     let body_end = bytes.len().checked_sub(TRAILER_LEN)?;
     let (body, sum) = bytes.split_at(body_end);
     if body.len() < HEADER_LEN || blake3::hash(body).as_bytes() != sum {
         return None;
     }
     let u32_at = |at: usize| Some(u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?));
+    let version = u32_at(8)?;
     if &body[..8] != MAGIC
-        || u32_at(8)? != VERSION
+        || !(1..=VERSION).contains(&version)
         || u32_at(12)? != FEATURES as u32
         || body[16..48] != snapshot.0
     {
@@ -74,38 +97,40 @@ pub(crate) fn decode(bytes: &[u8], snapshot: &SnapshotId, chunks: usize) -> Opti
     if count > MAX_CHUNKS || count != chunks as u64 {
         return None;
     }
-    let rows = &body[HEADER_LEN..];
-    if rows.len() as u64 != count * (FEATURES as u64 * 4) {
+    let row_bytes = count * (FEATURES as u64 * 4);
+    let version_bytes = if version >= 2 { count } else { 0 };
+    let rest = &body[HEADER_LEN..];
+    if rest.len() as u64 != row_bytes + version_bytes {
         return None;
     }
-    Some(
-        rows.chunks_exact(FEATURES * 4)
-            .map(|r| {
-                let mut f = [0u32; FEATURES];
-                for (x, b) in f.iter_mut().zip(r.chunks_exact(4)) {
-                    *x = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
-                f
-            })
-            .collect(),
-    )
+    let (rows, versions) = rest.split_at(row_bytes as usize);
+    let features = rows
+        .chunks_exact(FEATURES * 4)
+        .map(|r| {
+            let mut f = [0u32; FEATURES];
+            for (x, b) in f.iter_mut().zip(r.chunks_exact(4)) {
+                *x = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            f
+        })
+        .collect();
+    let versions = match version {
+        1 => vec![crate::backup::skip::UNKNOWN; count as usize],
+        _ => versions.to_vec(),
+    };
+    Some(Sketch { features, versions })
 }
 
 /// The sketch of `snapshot` (with `chunks` chunks) this machine holds for
 /// database `name`, if there is a sound one.
-pub(crate) fn read(
-    store: &Id,
-    name: &str,
-    snapshot: &SnapshotId,
-    chunks: usize,
-) -> Option<Vec<Features>> {
+pub(crate) fn read(store: &Id, name: &str, snapshot: &SnapshotId, chunks: usize) -> Option<Sketch> {
     let bytes = std::fs::read(path(store, name)?).ok()?;
     decode(&bytes, snapshot, chunks)
 }
 
 /// Records the sketch of `snapshot` for database `name` (best effort: a sketch
 /// that cannot be written only costs the next backup its content-found bases).
-pub(crate) fn write(store: &Id, name: &str, snapshot: &SnapshotId, features: &[Features]) {
+pub(crate) fn write(store: &Id, name: &str, snapshot: &SnapshotId, sketch: &Sketch) {
     let Some(p) = path(store, name) else { return };
     let Some(dir) = p.parent() else { return };
     if crate::create_private_dirs(dir).is_err() {
@@ -117,7 +142,7 @@ pub(crate) fn write(store: &Id, name: &str, snapshot: &SnapshotId, features: &[F
         return;
     };
     use std::io::Write;
-    let bytes = encode(snapshot, features);
+    let bytes = encode(snapshot, sketch);
     if tmp.write_all(&bytes).is_ok() && tmp.as_file().sync_all().is_ok() {
         let _ = tmp.persist(&p);
     }
@@ -130,10 +155,30 @@ mod tests {
     #[test]
     fn round_trip_and_anything_wrong_is_no_sketch() {
         let snap = Id([7; 32]);
-        let rows: Vec<Features> = (0..5u32).map(|i| [i; FEATURES]).collect();
+        let rows = Sketch {
+            features: (0..5u32).map(|i| [i; FEATURES]).collect(),
+            versions: vec![0, 1, 31, 4, 7],
+        };
         let bytes = encode(&snap, &rows);
-        assert_eq!(bytes.len(), HEADER_LEN + 5 * FEATURES * 4 + TRAILER_LEN);
-        assert_eq!(decode(&bytes, &snap, 5), Some(rows));
+        assert_eq!(
+            bytes.len(),
+            HEADER_LEN + 5 * (FEATURES * 4 + 1) + TRAILER_LEN
+        );
+        assert_eq!(decode(&bytes, &snap, 5).as_ref(), Some(&rows));
+        // Version 1 (features only) still reads, its versions unknown.
+        let v1 = encode_as(1, &snap, &rows);
+        assert_eq!(v1.len(), HEADER_LEN + 5 * FEATURES * 4 + TRAILER_LEN);
+        let old = decode(&v1, &snap, 5).unwrap();
+        let unknown = vec![crate::backup::skip::UNKNOWN; 5];
+        assert_eq!(
+            (old.features, old.versions),
+            (rows.features.clone(), unknown)
+        );
+        assert_eq!(
+            decode(&encode_as(3, &snap, &rows), &snap, 5),
+            None,
+            "a newer version"
+        );
         assert_eq!(decode(&bytes, &Id([8; 32]), 5), None, "another snapshot's");
         assert_eq!(decode(&bytes, &snap, 6), None, "another chunk count");
         for at in 0..bytes.len() {

@@ -6,14 +6,17 @@
 //! [`Sketcher`] is one backup's part: it answers "which parent chunk looks like
 //! this new one" from the parent's sketch, and collects the features of the
 //! chunks that changed so the new snapshot's sketch can be written without
-//! computing features for the unchanged ones.
+//! computing features for the unchanged ones. It also carries each position's
+//! skip-delta version (`backup/skip.rs`) from the parent's sketch to the new one.
 
 pub mod features;
 pub(crate) mod file;
 pub mod lookup;
 
+use super::skip;
 use crate::types::{ChunkId, ChunkRef};
 use features::Features;
+use file::Sketch;
 use lookup::FeatureIndex;
 use std::sync::{Mutex, OnceLock};
 
@@ -22,6 +25,10 @@ pub(crate) struct Sketcher {
     /// no usable sketch, so this backup computes every chunk's features to write
     /// a whole one.
     parent: Option<Vec<Features>>,
+    /// The parent's skip-delta states per position (empty without a sketch).
+    parent_versions: Vec<u8>,
+    /// States of the chunks this backup stored: position, chunk, state.
+    versions: Mutex<Vec<(u64, ChunkId, u8)>>,
     /// Built from `parent` on first use (a backup with no new chunk needs none).
     index: OnceLock<FeatureIndex>,
     /// Features computed in this backup: position, the chunk they are of.
@@ -29,11 +36,39 @@ pub(crate) struct Sketcher {
 }
 
 impl Sketcher {
-    pub(crate) fn new(parent: Option<Vec<Features>>) -> Sketcher {
+    pub(crate) fn new(parent: Option<Sketch>) -> Sketcher {
+        let (parent, parent_versions) = match parent {
+            Some(s) => (Some(s.features), s.versions),
+            None => (None, Vec::new()),
+        };
         Sketcher {
             parent,
+            parent_versions,
+            versions: Mutex::new(Vec::new()),
             index: OnceLock::new(),
             computed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Which link of the parent's chain at `pos` the new version there is made
+    /// against ([`skip::next`] of the parent's version there); `None` without
+    /// the parent's sketch (the parent's chunk itself, as a store without
+    /// sketches does: versions unknown everywhere would send every position
+    /// back to its chain's bottom).
+    pub(crate) fn plan(&self, pos: u64) -> Option<skip::Next> {
+        self.parent.as_ref()?;
+        Some(skip::next(
+            self.parent_versions
+                .get(pos as usize)
+                .copied()
+                .unwrap_or(skip::UNKNOWN),
+        ))
+    }
+
+    /// Records the skip-delta state of new chunk `id` at `pos`.
+    pub(crate) fn record_version(&self, pos: u64, id: &ChunkId, state: u8) {
+        if let Ok(mut v) = self.versions.lock() {
+            v.push((pos, *id, state));
         }
     }
 
@@ -59,6 +94,8 @@ impl Sketcher {
     /// version, with no same-position base, has its own computed), each a
     /// small delta of the one before. A feature gone stale only picks a poorer base
     /// (every decode is checked against the chunk id), never wrong bytes.
+    /// (With skip-delta bases a position's versions are at most
+    /// [`skip::CYCLE`] apart from one stored whole, which computes its own.)
     pub(crate) fn inherit(&self, pos: u64, id: &ChunkId) {
         let Some(f) = self.parent.as_ref().and_then(|p| p.get(pos as usize)) else {
             return;
@@ -90,17 +127,30 @@ impl Sketcher {
     /// backup where they are of the chunk the snapshot holds there, the
     /// parent's where its chunk is unchanged, else none (zeros, or a chunk
     /// whose features are unknown).
-    pub(crate) fn finish(
-        self,
-        chunks: &[ChunkRef],
-        parent_chunks: Option<&[ChunkRef]>,
-    ) -> Vec<Features> {
+    pub(crate) fn finish(self, chunks: &[ChunkRef], parent_chunks: Option<&[ChunkRef]>) -> Sketch {
         let mut out = vec![[0; features::FEATURES]; chunks.len()];
+        // A chunk neither unchanged nor stored by this backup (found by
+        // dedup) has a history this backup does not know.
+        let mut versions = vec![skip::UNKNOWN; chunks.len()];
         if let (Some(parent), Some(parent_chunks)) = (&self.parent, parent_chunks) {
             for (pos, c) in chunks.iter().enumerate() {
                 if matches!(c, ChunkRef::Stored(_)) && parent_chunks.get(pos) == Some(c) {
                     out[pos] = parent.get(pos).copied().unwrap_or_default();
+                    versions[pos] = self
+                        .parent_versions
+                        .get(pos)
+                        .copied()
+                        .unwrap_or(skip::UNKNOWN);
                 }
+            }
+        }
+        let recorded = match self.versions.into_inner() {
+            Ok(v) => v,
+            Err(p) => p.into_inner(),
+        };
+        for (pos, id, v) in recorded {
+            if chunks.get(pos as usize) == Some(&ChunkRef::Stored(id)) {
+                versions[pos as usize] = v;
             }
         }
         let computed = match self.computed.into_inner() {
@@ -112,6 +162,9 @@ impl Sketcher {
                 out[pos as usize] = f;
             }
         }
-        out
+        Sketch {
+            features: out,
+            versions,
+        }
     }
 }
