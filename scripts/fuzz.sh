@@ -31,10 +31,10 @@ declare -A max_len=(
     [pagemap]=65536 [index]=65536 [envelope]=65536 [pack]=65536
     [cache-chunks]=32768 [cache-map]=8192 [cache-placed]=8192 [base-cache]=8192
     [key-file]=4096 [sealed]=16384 [btree]=65536 [cache-positions]=32768
-    [cache-prints]=8192 [cache-listing]=8192 [wal]=16384
+    [cache-prints]=8192 [cache-sketch]=8192 [cache-listing]=8192 [wal]=16384
 )
 targets=(config manifest pagemap index dict envelope pack cache-chunks cache-map cache-placed base-cache
-    key-file sealed btree cache-positions cache-prints cache-listing wal)
+    key-file sealed btree cache-positions cache-prints cache-sketch cache-listing wal)
 
 cargo +nightly fuzz build -a --fuzz-dir fuzz
 

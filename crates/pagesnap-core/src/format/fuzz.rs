@@ -32,6 +32,7 @@ use super::pagemap::PageMap;
 use super::{checksum32, checksum64, Result};
 use crate::backup::capture::wal_fuzz as wal;
 use crate::backup::prints::fuzz as prints;
+use crate::backup::sketch::file::fuzz as sketch;
 use crate::crypto::fuzz as crypto;
 use crate::index::cache::fuzz as cache;
 use crate::query::fuzz as query;
@@ -62,6 +63,9 @@ pub enum Target {
     CachePositions,
     /// A fingerprint file of a database's newest snapshot (`backup/prints/file.rs`).
     CachePrints,
+    /// A sketch file of a database's newest snapshot: resemblance features and
+    /// skip-delta states (`backup/sketch/file.rs`).
+    CacheSketch,
     /// This machine's record of the store's listing (`store/listing.rs`).
     CacheListing,
     /// A key file of an encrypted store (`crypto/key_file.rs`).
@@ -76,7 +80,7 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 18] = [
+    pub const ALL: [Target; 19] = [
         Target::Config,
         Target::Manifest,
         Target::PageMap,
@@ -90,6 +94,7 @@ impl Target {
         Target::BaseCache,
         Target::CachePositions,
         Target::CachePrints,
+        Target::CacheSketch,
         Target::CacheListing,
         Target::KeyFile,
         Target::Sealed,
@@ -113,6 +118,7 @@ impl Target {
             Target::BaseCache => "base-cache",
             Target::CachePositions => "cache-positions",
             Target::CachePrints => "cache-prints",
+            Target::CacheSketch => "cache-sketch",
             Target::CacheListing => "cache-listing",
             Target::KeyFile => "key-file",
             Target::Sealed => "sealed",
@@ -137,6 +143,7 @@ impl Target {
             Target::BaseCache => base_cache::fuzz(data),
             Target::CachePositions => positions::run(data),
             Target::CachePrints => prints::run(data),
+            Target::CacheSketch => sketch::run(data),
             Target::CacheListing => listing::run(data),
             Target::KeyFile => crypto::key_file(data),
             Target::Sealed => crypto::sealed(data),
@@ -157,6 +164,7 @@ impl Target {
             Target::BaseCache => base_cache::seal(data),
             Target::CachePositions => positions::seal(data),
             Target::CachePrints => prints::seal(data),
+            Target::CacheSketch => sketch::seal(data),
             Target::CacheListing => listing::seal(data),
             Target::Wal => wal::seal(data),
             _ => seal_envelope(data),
@@ -185,6 +193,8 @@ pub fn cache_seeds() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
     all.extend(seeds.into_iter().map(|(n, b)| ("cache-positions", n, b)));
     let (seeds, _) = prints::files();
     all.extend(seeds.into_iter().map(|(n, b)| ("cache-prints", n, b)));
+    let (seeds, _) = sketch::files();
+    all.extend(seeds.into_iter().map(|(n, b)| ("cache-sketch", n, b)));
     let (seeds, _) = listing::files();
     all.extend(seeds.into_iter().map(|(n, b)| ("cache-listing", n, b)));
     let (seeds, _) = wal::files();
@@ -202,6 +212,8 @@ pub fn cache_hostile() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
     all.extend(hostile.into_iter().map(|(n, b)| ("cache-positions", n, b)));
     let (_, hostile) = prints::files();
     all.extend(hostile.into_iter().map(|(n, b)| ("cache-prints", n, b)));
+    let (_, hostile) = sketch::files();
+    all.extend(hostile.into_iter().map(|(n, b)| ("cache-sketch", n, b)));
     let (_, hostile) = listing::files();
     all.extend(hostile.into_iter().map(|(n, b)| ("cache-listing", n, b)));
     let (_, hostile) = wal::files();

@@ -148,6 +148,79 @@ pub(crate) fn write(store: &Id, name: &str, snapshot: &SnapshotId, sketch: &Sket
     }
 }
 
+/// The fuzz target `cache-sketch` (see `format::fuzz`).
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz {
+    use super::*;
+    use crate::format::{FormatError, Result};
+
+    fn invalid(why: &str) -> FormatError {
+        FormatError::Invalid(format!("sketch file: {why}"))
+    }
+
+    /// Decodes `data` as the sketch of what its own header names (snapshot and
+    /// chunk count), so that a sealed input passes the identity checks; a
+    /// decoded sketch has a row and a state for every chunk.
+    pub(crate) fn run(data: &[u8]) -> Result<()> {
+        if data.len() < HEADER_LEN + TRAILER_LEN {
+            return Err(invalid("too short"));
+        }
+        let mut snapshot = Id([0; 32]);
+        snapshot.0.copy_from_slice(&data[16..48]);
+        let mut count = [0u8; 8];
+        count.copy_from_slice(&data[48..56]);
+        // A count the file cannot hold is refused by `decode` before any
+        // allocation; `usize` holds every count up to MAX_CHUNKS.
+        let chunks = usize::try_from(u64::from_le_bytes(count).min(MAX_CHUNKS + 1))
+            .map_err(|_| invalid("chunk count"))?;
+        let s = decode(data, &snapshot, chunks).ok_or_else(|| invalid("refused"))?;
+        assert_eq!(s.features.len(), chunks);
+        assert_eq!(s.versions.len(), chunks);
+        Ok(())
+    }
+
+    /// `data` with its checksum made right (the trailing blake3).
+    pub(crate) use crate::index::cache::fuzz::seal_trailing_hash as seal;
+
+    /// Files by name.
+    type Named = Vec<(&'static str, Vec<u8>)>;
+
+    /// Seeds (sound files of both versions) and hostile files (sealed, to be
+    /// refused).
+    pub(crate) fn files() -> (Named, Named) {
+        let snap = Id([0x5c; 32]);
+        let sketch = |n: u32| Sketch {
+            features: (0..n)
+                .map(|i| [i.wrapping_mul(0x9e37_79b9); FEATURES])
+                .collect(),
+            versions: (0..n).map(|i| (i * 7) as u8).collect(),
+        };
+        let seeds = vec![
+            ("sketch-v2-40", encode(&snap, &sketch(40))),
+            ("sketch-v1-40", encode_as(1, &snap, &sketch(40))),
+            ("sketch-empty", encode(&snap, &sketch(0))),
+        ];
+        let lie = |at: usize, bytes: &[u8]| {
+            let mut b = encode(&snap, &sketch(40));
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            seal(&b)
+        };
+        let hostile = vec![
+            ("hostile-chunk-count-huge", lie(48, &u64::MAX.to_le_bytes())),
+            (
+                "hostile-chunk-count-one-more",
+                lie(48, &41u64.to_le_bytes()),
+            ),
+            ("hostile-version-3", lie(8, &3u32.to_le_bytes())),
+            ("hostile-version-0", lie(8, &0u32.to_le_bytes())),
+            ("hostile-features-per-chunk", lie(12, &9u32.to_le_bytes())),
+            // A version-1 header on a version-2 body: states left over.
+            ("hostile-v1-with-states", lie(8, &1u32.to_le_bytes())),
+        ];
+        (seeds, hostile)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
