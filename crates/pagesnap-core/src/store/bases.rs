@@ -546,13 +546,45 @@ mod tests {
         }
     }
 
+    /// A pack stored in a fresh local store.
+    struct Stored {
+        /// The store's folder, kept while the test runs.
+        _dir: tempfile::TempDir,
+        backend: Arc<dyn Backend>,
+        bytes: Vec<u8>,
+        entries: Vec<PackEntry>,
+        /// Where each chunk is.
+        placed: IdMap<Placed>,
+    }
+
+    /// `pack` finished and stored in a fresh local store.
+    fn stored(pack: crate::format::pack::PackBuilder) -> Stored {
+        use crate::backend::{LocalBackend, PutMode};
+        let (pack_id, bytes, entries) = pack.finish();
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        backend
+            .put(&layout::pack(&pack_id), &bytes, PutMode::Overwrite)
+            .unwrap();
+        let placed = entries
+            .iter()
+            .map(|e| (e.id, (pack_id, None, *e)))
+            .collect();
+        Stored {
+            _dir: dir,
+            backend,
+            bytes,
+            entries,
+            placed,
+        }
+    }
+
     /// A delta whose base prefix several located chunks answer to decodes
     /// against the one it was made with (tried after the others, which fail
     /// its id check), and `base_chunk` names that one in full; when no
     /// candidate is the base, it fails, never giving other bytes.
     #[test]
     fn a_shared_base_prefix_costs_a_retry_never_wrong_bytes() {
-        use crate::backend::{LocalBackend, PutMode};
         use crate::codec::{slot_len, Attempt, Encoder};
         use crate::format::pack::{Codec, PackBuilder};
         let page = |seed: u8| -> Vec<u8> {
@@ -578,16 +610,13 @@ mod tests {
         assert_eq!(d.codec, Codec::ZstdDelta);
         pack.try_push(ids[2], &slot[..d.len], 4096, d.codec)
             .unwrap();
-        let (pack_id, bytes, entries) = pack.finish();
-        let dir = tempfile::tempdir().unwrap();
-        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
-        backend
-            .put(&layout::pack(&pack_id), &bytes, PutMode::Overwrite)
-            .unwrap();
-        let placed: IdMap<Placed> = entries
-            .iter()
-            .map(|e| (e.id, (pack_id, None, *e)))
-            .collect();
+        let Stored {
+            _dir,
+            backend,
+            bytes,
+            entries,
+            placed,
+        } = stored(pack);
         let delta = entries[2];
         let stored = &bytes[delta.offset as usize..][..delta.stored_len as usize];
 
@@ -629,7 +658,6 @@ mod tests {
     /// deeper than asked does not end the walk).
     #[test]
     fn raw_toward_names_the_link_at_the_depth_asked() {
-        use crate::backend::{LocalBackend, PutMode};
         use crate::codec::{slot_len, Attempt, Encoder};
         use crate::format::pack::PackBuilder;
         // Four versions of a page: v0 whole, each next a delta against the last.
@@ -660,17 +688,14 @@ mod tests {
             pack.try_push(ids[k], &slot[..d.len], 4096, d.codec)
                 .unwrap();
         }
-        let (pack_id, bytes, entries) = pack.finish();
-        let dir = tempfile::tempdir().unwrap();
-        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
-        backend
-            .put(&layout::pack(&pack_id), &bytes, PutMode::Overwrite)
-            .unwrap();
+        let Stored {
+            _dir,
+            backend,
+            placed,
+            ..
+        } = stored(pack);
         let locate = Colliding {
-            placed: entries
-                .iter()
-                .map(|e| (e.id, (pack_id, None, *e)))
-                .collect(),
+            placed,
             decoys: Vec::new(),
         };
         let check = |bases: &Bases, want: u8, depth: u8| {
