@@ -51,10 +51,9 @@ impl Sketcher {
     }
 
     /// Which link of the parent's chain at `pos` the new version there is made
-    /// against ([`skip::next`] of the parent's version there); `None` without
-    /// the parent's sketch (the parent's chunk itself, as a store without
-    /// sketches does: versions unknown everywhere would send every position
-    /// back to its chain's bottom).
+    /// against ([`skip::next`] of the parent's state there); `None` without
+    /// the parent's sketch: the parent's chunk itself, chains up to the
+    /// format's bound, as a store without sketches does.
     pub(crate) fn plan(&self, pos: u64) -> Option<skip::Next> {
         self.parent.as_ref()?;
         Some(skip::next(
@@ -94,8 +93,8 @@ impl Sketcher {
     /// version, with no same-position base, has its own computed), each a
     /// small delta of the one before. A feature gone stale only picks a poorer base
     /// (every decode is checked against the chunk id), never wrong bytes.
-    /// (With skip-delta bases a position's versions are at most
-    /// [`skip::CYCLE`] apart from one stored whole, which computes its own.)
+    /// (With skip-delta bases a position's versions are at most 32 apart from
+    /// one not made against its chain, which computes its own.)
     pub(crate) fn inherit(&self, pos: u64, id: &ChunkId) {
         let Some(f) = self.parent.as_ref().and_then(|p| p.get(pos as usize)) else {
             return;
