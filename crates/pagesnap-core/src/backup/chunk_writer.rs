@@ -411,7 +411,7 @@ impl ChunkWriter {
             if found.is_none() {
                 // A sample is stored whole (once the dictionary is chosen).
                 if let Some(s) = &self.sketch {
-                    s.record_version(pos, &id, 0);
+                    s.record_state(pos, &id, 0);
                 }
                 slot[..data.len()].copy_from_slice(data);
                 return Ok(Encoded::Raw {
@@ -427,7 +427,7 @@ impl ChunkWriter {
         if let Some(s) = &self.sketch {
             let same_id = same.as_ref().map(|b| b.0);
             let kept = delta.map(|(base, depth, _)| (depth, Some(base) == same_id));
-            s.record_version(pos, &id, skip::recorded(planned, kept));
+            s.record_state(pos, &id, skip::recorded(planned, kept));
         }
         // Never looked up: the delta against the same position was small, so
         // the chunk holds mostly its base's content, and the next sketch takes

@@ -41,11 +41,11 @@ pub(crate) fn path(store: &Id, name: &str) -> Option<PathBuf> {
 }
 
 /// What a sketch file holds for each chunk of its snapshot: resemblance
-/// features, and skip-delta versions (as many).
+/// features, and skip-delta states (as many).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Sketch {
     pub features: Vec<Features>,
-    pub versions: Vec<u8>,
+    pub states: Vec<u8>,
 }
 
 /// The file's bytes (version 2).
@@ -53,7 +53,7 @@ pub(crate) fn encode(snapshot: &SnapshotId, sketch: &Sketch) -> Vec<u8> {
     encode_as(VERSION, snapshot, sketch)
 }
 
-/// The file's bytes as `version` writes them (1: no versions).
+/// The file's bytes as `version` writes them (1: no states).
 fn encode_as(version: u32, snapshot: &SnapshotId, sketch: &Sketch) -> Vec<u8> {
     let features = &sketch.features;
     let mut out =
@@ -69,14 +69,14 @@ fn encode_as(version: u32, snapshot: &SnapshotId, sketch: &Sketch) -> Vec<u8> {
         }
     }
     if version >= 2 {
-        out.extend_from_slice(&sketch.versions);
+        out.extend_from_slice(&sketch.states);
     }
     let sum = blake3::hash(&out);
     out.extend_from_slice(sum.as_bytes());
     out
 }
 
-/// The features and versions of each chunk of `snapshot`, if `bytes` is a
+/// The features and states of each chunk of `snapshot`, if `bytes` is a
 /// sound sketch of it with `chunks` chunks.
 pub(crate) fn decode(bytes: &[u8], snapshot: &SnapshotId, chunks: usize) -> Option<Sketch> {
     let body_end = bytes.len().checked_sub(TRAILER_LEN)?;
@@ -103,7 +103,7 @@ pub(crate) fn decode(bytes: &[u8], snapshot: &SnapshotId, chunks: usize) -> Opti
     if rest.len() as u64 != row_bytes + version_bytes {
         return None;
     }
-    let (rows, versions) = rest.split_at(row_bytes as usize);
+    let (rows, states) = rest.split_at(row_bytes as usize);
     let features = rows
         .chunks_exact(FEATURES * 4)
         .map(|r| {
@@ -114,11 +114,11 @@ pub(crate) fn decode(bytes: &[u8], snapshot: &SnapshotId, chunks: usize) -> Opti
             f
         })
         .collect();
-    let versions = match version {
+    let states = match version {
         1 => vec![crate::backup::skip::UNKNOWN; count as usize],
-        _ => versions.to_vec(),
+        _ => states.to_vec(),
     };
-    Some(Sketch { features, versions })
+    Some(Sketch { features, states })
 }
 
 /// The sketch of `snapshot` (with `chunks` chunks) this machine holds for
@@ -175,7 +175,7 @@ pub(crate) mod fuzz {
             .map_err(|_| invalid("chunk count"))?;
         let s = decode(data, &snapshot, chunks).ok_or_else(|| invalid("refused"))?;
         assert_eq!(s.features.len(), chunks);
-        assert_eq!(s.versions.len(), chunks);
+        assert_eq!(s.states.len(), chunks);
         Ok(())
     }
 
@@ -193,7 +193,7 @@ pub(crate) mod fuzz {
             features: (0..n)
                 .map(|i| [i.wrapping_mul(0x9e37_79b9); FEATURES])
                 .collect(),
-            versions: (0..n).map(|i| (i * 7) as u8).collect(),
+            states: (0..n).map(|i| (i * 7) as u8).collect(),
         };
         let seeds = vec![
             ("sketch-v2-40", encode(&snap, &sketch(40))),
@@ -230,7 +230,7 @@ mod tests {
         let snap = Id([7; 32]);
         let rows = Sketch {
             features: (0..5u32).map(|i| [i; FEATURES]).collect(),
-            versions: vec![0, 1, 31, 4, 7],
+            states: vec![0, 1, 31, 4, 7],
         };
         let bytes = encode(&snap, &rows);
         assert_eq!(
@@ -238,15 +238,12 @@ mod tests {
             HEADER_LEN + 5 * (FEATURES * 4 + 1) + TRAILER_LEN
         );
         assert_eq!(decode(&bytes, &snap, 5).as_ref(), Some(&rows));
-        // Version 1 (features only) still reads, its versions unknown.
+        // Version 1 (features only) still reads, its states unknown.
         let v1 = encode_as(1, &snap, &rows);
         assert_eq!(v1.len(), HEADER_LEN + 5 * FEATURES * 4 + TRAILER_LEN);
         let old = decode(&v1, &snap, 5).unwrap();
         let unknown = vec![crate::backup::skip::UNKNOWN; 5];
-        assert_eq!(
-            (old.features, old.versions),
-            (rows.features.clone(), unknown)
-        );
+        assert_eq!((old.features, old.states), (rows.features.clone(), unknown));
         assert_eq!(
             decode(&encode_as(3, &snap, &rows), &snap, 5),
             None,

@@ -7,7 +7,7 @@
 //! this new one" from the parent's sketch, and collects the features of the
 //! chunks that changed so the new snapshot's sketch can be written without
 //! computing features for the unchanged ones. It also carries each position's
-//! skip-delta version (`backup/skip.rs`) from the parent's sketch to the new one.
+//! skip-delta state (`backup/skip.rs`) from the parent's sketch to the new one.
 
 pub mod features;
 pub(crate) mod file;
@@ -26,9 +26,9 @@ pub(crate) struct Sketcher {
     /// a whole one.
     parent: Option<Vec<Features>>,
     /// The parent's skip-delta states per position (empty without a sketch).
-    parent_versions: Vec<u8>,
+    parent_states: Vec<u8>,
     /// States of the chunks this backup stored: position, chunk, state.
-    versions: Mutex<Vec<(u64, ChunkId, u8)>>,
+    states: Mutex<Vec<(u64, ChunkId, u8)>>,
     /// Built from `parent` on first use (a backup with no new chunk needs none).
     index: OnceLock<FeatureIndex>,
     /// Features computed in this backup: position, the chunk they are of.
@@ -37,14 +37,14 @@ pub(crate) struct Sketcher {
 
 impl Sketcher {
     pub(crate) fn new(parent: Option<Sketch>) -> Sketcher {
-        let (parent, parent_versions) = match parent {
-            Some(s) => (Some(s.features), s.versions),
+        let (parent, parent_states) = match parent {
+            Some(s) => (Some(s.features), s.states),
             None => (None, Vec::new()),
         };
         Sketcher {
             parent,
-            parent_versions,
-            versions: Mutex::new(Vec::new()),
+            parent_states,
+            states: Mutex::new(Vec::new()),
             index: OnceLock::new(),
             computed: Mutex::new(Vec::new()),
         }
@@ -57,7 +57,7 @@ impl Sketcher {
     pub(crate) fn plan(&self, pos: u64) -> Option<skip::Next> {
         self.parent.as_ref()?;
         Some(skip::next(
-            self.parent_versions
+            self.parent_states
                 .get(pos as usize)
                 .copied()
                 .unwrap_or(skip::UNKNOWN),
@@ -65,8 +65,8 @@ impl Sketcher {
     }
 
     /// Records the skip-delta state of new chunk `id` at `pos`.
-    pub(crate) fn record_version(&self, pos: u64, id: &ChunkId, state: u8) {
-        if let Ok(mut v) = self.versions.lock() {
+    pub(crate) fn record_state(&self, pos: u64, id: &ChunkId, state: u8) {
+        if let Ok(mut v) = self.states.lock() {
             v.push((pos, *id, state));
         }
     }
@@ -130,26 +130,26 @@ impl Sketcher {
         let mut out = vec![[0; features::FEATURES]; chunks.len()];
         // A chunk neither unchanged nor stored by this backup (found by
         // dedup) has a history this backup does not know.
-        let mut versions = vec![skip::UNKNOWN; chunks.len()];
+        let mut states = vec![skip::UNKNOWN; chunks.len()];
         if let (Some(parent), Some(parent_chunks)) = (&self.parent, parent_chunks) {
             for (pos, c) in chunks.iter().enumerate() {
                 if matches!(c, ChunkRef::Stored(_)) && parent_chunks.get(pos) == Some(c) {
                     out[pos] = parent.get(pos).copied().unwrap_or_default();
-                    versions[pos] = self
-                        .parent_versions
+                    states[pos] = self
+                        .parent_states
                         .get(pos)
                         .copied()
                         .unwrap_or(skip::UNKNOWN);
                 }
             }
         }
-        let recorded = match self.versions.into_inner() {
+        let recorded = match self.states.into_inner() {
             Ok(v) => v,
             Err(p) => p.into_inner(),
         };
         for (pos, id, v) in recorded {
             if chunks.get(pos as usize) == Some(&ChunkRef::Stored(id)) {
-                versions[pos as usize] = v;
+                states[pos as usize] = v;
             }
         }
         let computed = match self.computed.into_inner() {
@@ -163,7 +163,7 @@ impl Sketcher {
         }
         Sketch {
             features: out,
-            versions,
+            states,
         }
     }
 }
