@@ -10,6 +10,7 @@
 
 use super::sketch::features::Features;
 use super::sketch::Sketcher;
+use super::skip;
 use crate::format::index::MAX_DELTA_DEPTH;
 use crate::index::cache::ChunkLookup;
 use crate::store::base_cache::BaseCache;
@@ -43,9 +44,6 @@ pub(crate) struct Choice<'a> {
     pub cache: Option<&'a BaseCache>,
     pub sketch: Option<&'a Sketcher>,
     pub same_base: Same,
-    /// Bases this deep or deeper are not taken: `MAX_DELTA_DEPTH`, or
-    /// `skip::MAX_DEPTH` with skip-delta bases.
-    pub max_depth: u8,
     pub pos: u64,
     pub id: &'a ChunkId,
 }
@@ -59,7 +57,17 @@ impl Choice<'_> {
             Some(cache) => crate::store::base_cache::checked(cache, &base, self.index)?,
             None => self.bases.raw(&base, self.index).ok()?,
         };
-        (depth < self.max_depth.min(MAX_DELTA_DEPTH)).then_some((base, raw, depth))
+        self.within((base, raw, depth))
+    }
+
+    /// `base`, unless it is as deep as the bound or deeper: `MAX_DELTA_DEPTH`,
+    /// or `skip::MAX_DEPTH` with skip-delta bases (a plan for the position).
+    fn within(&self, base: Base) -> Option<Base> {
+        let bound = match self.same_base {
+            Same::Chunk => MAX_DELTA_DEPTH,
+            Same::Link(_) | Same::Not => skip::MAX_DEPTH,
+        };
+        (base.2 < bound).then_some(base)
     }
 
     fn stored(&self, p: u64) -> Option<ChunkId> {
@@ -77,8 +85,9 @@ impl Choice<'_> {
             (Same::Not, _) => None,
             (Same::Link(want), None) => {
                 let (base, (raw, depth)) = self.bases.raw_toward(&chunk, self.index, want).ok()?;
-                (base != *self.id && depth < self.max_depth.min(MAX_DELTA_DEPTH))
+                (base != *self.id)
                     .then_some((base, raw, depth))
+                    .and_then(|b| self.within(b))
             }
             _ => self.read(chunk),
         }

@@ -20,7 +20,7 @@ use crate::backend::{Backend, PutMode};
 use crate::codec::{Attempt, Decoder, Encoder};
 use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
-use crate::format::index::{IndexEntry, PackRef, MAX_DELTA_DEPTH};
+use crate::format::index::{IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackBuilder, PackEntry};
 use crate::index::cache::ChunkLookup;
 use crate::index::id_table::IdTable;
@@ -362,17 +362,10 @@ impl ChunkWriter {
         // of the parent's chain this version is planned against (skip.rs);
         // without it (S3, bases from the base cache; no sketch on this
         // machine yet), the parent's chunk itself.
-        let plan = self.sketch.as_ref().and_then(|s| s.plan(pos));
-        let (same_base, max_depth) = match plan {
-            None => (base_choice::Same::Chunk, MAX_DELTA_DEPTH),
-            Some(skip::Next::Whole) => (base_choice::Same::Not, skip::MAX_DEPTH),
-            Some(skip::Next::Link { depth, .. }) => {
-                (base_choice::Same::Link(depth), skip::MAX_DEPTH)
-            }
-        };
-        let planned = match plan {
-            Some(skip::Next::Link { planned, .. }) => planned,
-            _ => None,
+        let (same_base, planned) = match self.sketch.as_ref().and_then(|s| s.plan(pos)) {
+            None => (base_choice::Same::Chunk, None),
+            Some(skip::Next::Whole) => (base_choice::Same::Not, None),
+            Some(skip::Next::Link { depth, planned }) => (base_choice::Same::Link(depth), planned),
         };
         // A chunk with a base is encoded now even while samples are collected
         // (a delta beats the dictionary frame: DELTAS.md); the others wait.
@@ -384,7 +377,6 @@ impl ChunkWriter {
                 cache: self.base_cache.as_deref(),
                 sketch: self.sketch.as_ref(),
                 same_base,
-                max_depth,
                 pos,
                 id: &id,
             }),
