@@ -667,6 +667,11 @@ pub struct BackupArgs {
     /// docs/SECURITY.md, "Fingerprints").
     #[arg(long)]
     pub paranoid: bool,
+    /// Read every page of a WAL database, even where its WAL proves which
+    /// pages changed since the previous snapshot (see docs/DESIGN.md,
+    /// "WAL-guided capture"). A full read happens at least daily anyway.
+    #[arg(long)]
+    pub full_read: bool,
 }
 
 #[derive(Args, Debug)]

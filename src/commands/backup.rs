@@ -29,6 +29,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
         lock_wait,
         base_cache,
         paranoid: a.paranoid,
+        full_read: a.full_read,
     };
     let r = store
         .backup_path(&a.database, &opts)
@@ -68,6 +69,8 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<ExitCode> {
             "store_listed": r.store_listed,
             "read_directly": r.capture_fallback.is_none(),
             "capture_fallback": r.capture_fallback,
+            "wal_guided": r.unread_bytes.is_some(),
+            "unread_bytes": r.unread_bytes.unwrap_or(0),
             "duration_secs": r.duration.as_secs_f64(),
         }))?;
     } else {

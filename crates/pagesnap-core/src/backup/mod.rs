@@ -66,6 +66,9 @@ pub struct BackupOptions {
     /// the store's index objects and packs in full instead of taking this
     /// machine's record of them (store/listing.rs).
     pub paranoid: bool,
+    /// Read every page of a WAL database even where the WAL proves which
+    /// pages changed since the parent (capture/guide.rs). `paranoid` implies it.
+    pub full_read: bool,
 }
 
 impl Default for BackupOptions {
@@ -78,6 +81,7 @@ impl Default for BackupOptions {
             lock_wait: Duration::from_secs(600),
             base_cache: None,
             paranoid: false,
+            full_read: false,
         }
     }
 }
@@ -124,6 +128,10 @@ pub struct BackupReport {
     /// `None` if it read the file (and WAL) directly under its read
     /// transaction (backup/capture/direct.rs).
     pub capture_fallback: Option<String>,
+    /// Whether the capture followed the WAL from the parent's position
+    /// (capture/guide.rs), and how many bytes of the image it then took from
+    /// the parent without reading them; `None`: it read every page.
+    pub unread_bytes: Option<u64>,
     pub duration: Duration,
 }
 
@@ -307,6 +315,7 @@ impl Store {
             self.config().chunk_pages,
             writer,
             printing,
+            !opts.full_read,
             self.progress(),
             abandon,
         )?;
@@ -427,6 +436,7 @@ impl Store {
             parent_prints: cap.compared,
             store_listed: !bi.listing().0.cached,
             capture_fallback: cap.fallback,
+            unread_bytes: cap.unread_bytes,
             duration: started.elapsed(),
         })
     }

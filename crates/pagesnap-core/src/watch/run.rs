@@ -212,6 +212,8 @@ pub fn run_once(
         lock_wait: spec.lock_wait,
         base_cache: spec.base_cache,
         paranoid: spec.paranoid,
+        // Guided by the WAL where it proves what changed (capture/guide.rs).
+        full_read: false,
     };
     let report = match source.snapshot(store, &opts, ctl.abandon) {
         Ok(r) => r,

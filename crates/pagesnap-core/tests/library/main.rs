@@ -32,4 +32,5 @@ mod query;
 mod retag;
 mod roundtrip;
 mod verify;
+mod wal_guided;
 mod watcher;

@@ -18,8 +18,9 @@
 //! wal-index, a header that kept changing, a frame that does not check) falls
 //! back to the backup API, which is always right and only slower.
 
-use super::source_files::{Reads, SourceFiles};
-use super::wal::{IndexState, WalPages};
+use super::guide::{self, Guide};
+use super::source_files::{Reads, SourceFiles, WalFile};
+use super::wal::{IndexHeader, IndexState, WalPages, WalPosition};
 use rusqlite::Connection;
 use std::io;
 use std::ops::Range;
@@ -40,6 +41,11 @@ pub(crate) struct Plan {
     pub pages: u64,
     /// Pages whose snapshot version lies in the WAL, and where.
     wal: WalPages,
+    /// Where in the WAL the snapshot ends (a WAL database).
+    pub position: Option<WalPosition>,
+    /// The pages that changed since the parent's position, when the WAL
+    /// proves it (guide.rs): the other blocks need not be read.
+    pub guide: Option<Guide>,
 }
 
 #[cfg(test)]
@@ -60,9 +66,12 @@ pub(crate) struct Fallback(pub String);
 /// in WAL mode `restart` is called to end it and start it again (including
 /// its first read), and returns the page size and page count the new
 /// transaction sees. `(page_size, pages)` are what the current transaction says.
+/// `since`: the parent snapshot's WAL position, to learn which pages changed
+/// since it (guide.rs).
 pub(crate) fn pin(
     src: &Connection,
     (page_size, pages): (u32, u64),
+    since: Option<WalPosition>,
     mut restart: impl FnMut() -> rusqlite::Result<(u32, u64)>,
 ) -> rusqlite::Result<Result<Plan, Fallback>> {
     let no = |why: &str| Ok(Err(Fallback(why.to_owned())));
@@ -78,6 +87,8 @@ pub(crate) fn pin(
             page_size,
             pages,
             wal: WalPages::default(),
+            position: None,
+            guide: None,
         }));
     }
     // Why the last try failed: a header that changed, or one that did not
@@ -113,20 +124,30 @@ pub(crate) fn pin(
         if pages == 0 {
             return no("the database is empty (the backup API gives it a first page)");
         }
+        let remember = since.map(|s| s.max_frame);
         // Every frame already copied into the file: the file is the snapshot
-        // (the WAL may even be restarted under a reader of this kind).
+        // (the WAL may even be restarted under a reader of this kind: its
+        // frames are read only to learn which pages changed, and a WAL that
+        // no longer checks only means no guide).
         if after.backfilled >= header.max_frame {
+            let guide = since.and_then(|s| {
+                let map = build(&header, size, remember, &wal).ok()?.ok()?;
+                guide::changed_since(&s, &header, pages, &map, size)
+            });
             return Ok(Ok(Plan {
                 page_size: size,
                 pages,
                 wal: WalPages::default(),
+                position: Some(header.position()),
+                guide,
             }));
         }
-        let built = WalPages::build(&header, size, WAL_READ_FRAMES, |at, buf| wal.read(at, buf));
-        return match built {
+        return match build(&header, size, remember, &wal) {
             Ok(Ok(map)) => Ok(Ok(Plan {
                 page_size: size,
                 pages,
+                position: Some(header.position()),
+                guide: since.and_then(|s| guide::changed_since(&s, &header, pages, &map, size)),
                 wal: map,
             })),
             Ok(Err(mismatch)) => no(&format!("the WAL does not check: {mismatch}")),
@@ -134,6 +155,19 @@ pub(crate) fn pin(
         };
     }
     no(last)
+}
+
+/// The WAL's pages as `header` sees them, remembering the chain's value
+/// after frame `remember` (guide.rs).
+fn build(
+    header: &IndexHeader,
+    page_size: u32,
+    remember: Option<u32>,
+    wal: &WalFile<'_>,
+) -> io::Result<Result<WalPages, super::wal::WalMismatch>> {
+    WalPages::build(header, page_size, WAL_READ_FRAMES, remember, |at, buf| {
+        wal.read(at, buf)
+    })
 }
 
 /// Where the blocks of a direct read go.
@@ -145,10 +179,13 @@ pub(crate) trait BlockSink {
     /// The whole blocks `blocks`, each to be read with `read(b, buf)` (`buf`
     /// a block long) by whichever thread processes it. A read that fails
     /// comes back as `Ok(Err(..))`, or as the sink's own error for it.
+    /// A block for which `untouched(b)` holds is the parent's block (the WAL
+    /// proves it: guide.rs) and may be taken from the parent without a read.
     fn read_blocks(
         &mut self,
         blocks: Range<u64>,
         read: &ReadBlock<'_>,
+        untouched: &Untouched<'_>,
     ) -> crate::Result<Result<(), ReadFailed>>;
     /// Called between batches of blocks: an error stops the read (abandoned,
     /// progress).
@@ -157,6 +194,9 @@ pub(crate) trait BlockSink {
 
 /// How a sink reads one whole block: `read(b, buf)`.
 pub(crate) type ReadBlock<'a> = dyn Fn(u64, &mut [u8]) -> Result<(), ReadFailed> + Sync + 'a;
+
+/// Whether block `b` is the parent's, proven by the WAL (guide.rs).
+pub(crate) type Untouched<'a> = dyn Fn(u64) -> bool + Sync + 'a;
 
 /// Bytes of whole blocks handed to the sink at once. Its threads wait for
 /// each other at the end of a batch, and a changed block takes ~10 times as
@@ -200,11 +240,16 @@ pub(crate) fn copy(
     let total = plan.pages * plan.page_size as u64;
     let whole = total / block_len;
     let read = |b: u64, buf: &mut [u8]| reader.read(b * block_len, buf);
+    let untouched = |b: u64| {
+        plan.guide
+            .as_ref()
+            .is_some_and(|g| g.untouched(b, block_len))
+    };
     let mut b = 0;
     while b < whole {
         sink.between(b * block_len, total)?;
         let n = (whole - b).min((BATCH_BYTES / block_len).max(1));
-        if let Err(failed) = sink.read_blocks(b..b + n, &read)? {
+        if let Err(failed) = sink.read_blocks(b..b + n, &read, &untouched)? {
             return Ok(Err(failed));
         }
         b += n;
@@ -338,6 +383,7 @@ mod tests {
             &mut self,
             blocks: Range<u64>,
             read: &ReadBlock<'_>,
+            _untouched: &Untouched<'_>,
         ) -> crate::Result<Result<(), ReadFailed>> {
             // From the last block down, as threads may finish them.
             let mut read_back: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -379,7 +425,7 @@ mod tests {
             src.execute_batch("ROLLBACK; BEGIN DEFERRED")?;
             first_read(src)
         };
-        let plan = match pin(src, read, restart).unwrap() {
+        let plan = match pin(src, read, None, restart).unwrap() {
             Ok(plan) => plan,
             Err(_) => {
                 src.execute_batch("ROLLBACK").unwrap();

@@ -77,6 +77,8 @@ pub(crate) struct Captured {
     /// The record of the image's prints, when printing (backup/prints/), to
     /// end with the snapshot id once published.
     pub prints: Option<Pending>,
+    /// Blocks taken from the parent without being read (guide.rs).
+    pub unread: u64,
 }
 
 /// The capture's blocks are this long for chunks of `chunk_len` bytes.
@@ -201,7 +203,12 @@ impl CaptureImage {
     /// The whole blocks `blocks` of a direct read, none seen before, each read
     /// with `read` by the worker that processes it (see
     /// [`Pipeline::read_blocks`]).
-    pub(crate) fn read_blocks(&mut self, blocks: Range<u64>, read: &BlockRead<'_>) -> Result<()> {
+    pub(crate) fn read_blocks(
+        &mut self,
+        blocks: Range<u64>,
+        read: &BlockRead<'_>,
+        untouched: &super::direct::Untouched<'_>,
+    ) -> Result<()> {
         if blocks
             .clone()
             .any(|b| self.partial.contains_key(&b) || self.sent.contains(&b))
@@ -210,7 +217,7 @@ impl CaptureImage {
         }
         self.size = self.size.max(blocks.end * self.block_len);
         self.sent.extend(blocks.clone());
-        self.pipeline.read_blocks(blocks, read)
+        self.pipeline.read_blocks(blocks, read, untouched)
     }
 
     /// Bytes of the image at `offset` from a direct read: a whole block not
@@ -346,6 +353,7 @@ impl CaptureImage {
             }
             self.complete(b, data)?;
         }
+        let unread = self.pipeline.unread();
         let (mut writer, done, recorder) = self.pipeline.finish()?;
         // The last pack is written and the pack buffers freed before the chunk list
         // is taken: at the end of a first backup they were its peak of memory.
@@ -368,6 +376,7 @@ impl CaptureImage {
             image_len: size,
             writer,
             prints,
+            unread,
         })
     }
 

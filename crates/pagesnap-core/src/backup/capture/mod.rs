@@ -8,12 +8,13 @@
 //! SHARED lock, so writers wait (or get SQLITE_BUSY) until the copy ends.
 
 mod direct;
+pub(crate) mod guide;
 mod image;
 mod pipeline;
 // `unsafe`: calls the VFS methods of the source connection's own files (see its header).
 #[allow(unsafe_code)]
 mod source_files;
-mod wal;
+pub(crate) mod wal;
 pub(crate) use image::block_len;
 #[cfg(feature = "fuzzing")]
 pub(crate) use wal::fuzz as wal_fuzz;
@@ -209,6 +210,9 @@ pub(crate) struct Capture {
     /// Why the image was read through the backup API, or `None` if it was
     /// read directly from the file (and WAL).
     pub fallback: Option<String>,
+    /// Bytes of the image taken from the parent without being read, the WAL
+    /// proving them untouched (guide.rs); `None` if the capture was not guided.
+    pub unread_bytes: Option<u64>,
 }
 
 /// Ends the read transaction the capture opened, on every path out.
@@ -262,8 +266,18 @@ impl Drop for SourceCache<'_> {
     }
 }
 
+/// The database file's device and inode, which a WAL mark records
+/// (guide.rs): the file `src` has open, by its name.
+fn file_identity(src: &Connection) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(src.path().filter(|p| !p.is_empty())?).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
 /// Copies a consistent image of `src` (labelled `path` in messages) into `writer`,
-/// printing its chunks with `printing` (backup/prints/) if given.
+/// printing its chunks with `printing` (backup/prints/) if given. With
+/// `follow_wal`, a WAL database whose parent's record holds a WAL mark is read
+/// only where the WAL proves pages changed (guide.rs).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn capture(
     src: &Connection,
@@ -272,6 +286,7 @@ pub(crate) fn capture(
     chunk_pages: u32,
     mut writer: ChunkWriter,
     mut printing: Option<Printing>,
+    follow_wal: bool,
     progress: Option<&crate::Progress>,
     abandon: Option<&crate::Abandon>,
 ) -> Result<Capture> {
@@ -306,6 +321,16 @@ pub(crate) fn capture(
         Ok((size, pages.max(0) as u64))
     };
     let (mut page_size, mut pages) = first_read().map_err(err)?;
+    // The parent's WAL mark, if this capture may follow it (guide.rs).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let file = file_identity(src);
+    let parent_mark = printing
+        .as_ref()
+        .and_then(|p| p.parent.as_ref())
+        .and_then(|p| p.wal())
+        .filter(|m| follow_wal && file.is_some_and(|f| guide::may_follow(m, f, now)));
     // Only a transaction this capture started may be restarted to pin a WAL
     // snapshot; inside a caller's own, the backup API reads what it sees.
     let plan = match owned {
@@ -314,7 +339,8 @@ pub(crate) fn capture(
                 src.execute_batch("ROLLBACK; BEGIN DEFERRED")?;
                 first_read()
             };
-            direct::pin(src, (page_size, pages), restart).map_err(err)?
+            let since = parent_mark.map(|m| m.position);
+            direct::pin(src, (page_size, pages), since, restart).map_err(err)?
         }
         false => Err(direct::Fallback(
             "the caller holds its own transaction".into(),
@@ -324,8 +350,21 @@ pub(crate) fn capture(
         (page_size, pages) = (plan.page_size, plan.pages);
     }
     let chunk_len = page_size as u64 * chunk_pages as u64;
+    // This snapshot's WAL mark: a guided capture keeps the time of the full
+    // read it follows from, any other is one.
+    let guided = plan.as_ref().is_ok_and(|p| p.guide.is_some());
+    let mark = plan.as_ref().ok().and_then(|p| p.position).zip(file);
+    let mark = mark.map(|(position, file)| guide::WalMark {
+        position,
+        file,
+        full_read_at: match (guided, parent_mark) {
+            (true, Some(m)) => m.full_read_at,
+            _ => now,
+        },
+    });
     if let Some(p) = &mut printing {
         p.begin(chunk_len);
+        p.mark(mark);
     }
     let compared = printing.as_ref().is_some_and(|p| p.parent.is_some());
 
@@ -395,6 +434,7 @@ pub(crate) fn capture(
         prints: captured.prints,
         compared,
         fallback,
+        unread_bytes: guided.then_some(captured.unread * image::block_len(chunk_len)),
     })
 }
 
@@ -443,11 +483,12 @@ impl direct::BlockSink for DirectSink<'_> {
         &mut self,
         blocks: std::ops::Range<u64>,
         read: &direct::ReadBlock<'_>,
+        untouched: &direct::Untouched<'_>,
     ) -> Result<std::result::Result<(), direct::ReadFailed>> {
         // A failed read stops the batch with the error the capture reports.
         let path = self.path;
         let read = |b, buf: &mut [u8]| read(b, buf).map_err(|f| unreadable(path, f));
-        self.image.read_blocks(blocks, &read).map(Ok)
+        self.image.read_blocks(blocks, &read, untouched).map(Ok)
     }
 
     fn between(&mut self, done: u64, total: u64) -> Result<()> {

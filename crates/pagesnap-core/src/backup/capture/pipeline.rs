@@ -210,6 +210,7 @@ impl Pipeline {
             pool: pool.clone(),
             sizes: (block_len, chunk_len),
             outs: Vec::new(),
+            unread: 0,
         };
         let mode = match inline {
             true => Mode::Inline(Some(Box::new(processor))),
@@ -290,11 +291,18 @@ impl Pipeline {
     /// Processes the whole blocks `blocks` (an inline pipeline only), each
     /// read by the worker that processes it: `read(b, buf)` fills `buf` with
     /// block `b`. The block stays in that core's cache from the read to the
-    /// last hash, and reading runs on every core.
-    pub(crate) fn read_blocks(&mut self, blocks: Range<u64>, read: &BlockRead<'_>) -> Result<()> {
+    /// last hash, and reading runs on every core. A block for which
+    /// `untouched(b)` holds is taken from the parent's record without a read,
+    /// where it has one.
+    pub(crate) fn read_blocks(
+        &mut self,
+        blocks: Range<u64>,
+        read: &BlockRead<'_>,
+        untouched: &Untouched<'_>,
+    ) -> Result<()> {
         self.send_batch()?;
         match &mut self.mode {
-            Mode::Inline(p) => inline(p)?.read_blocks(blocks, read),
+            Mode::Inline(p) => inline(p)?.read_blocks(blocks, read, untouched),
             Mode::Thread { .. } => Err(Error::Internal(
                 "blocks read by the workers need an inline pipeline".into(),
             )),
@@ -325,6 +333,15 @@ impl Pipeline {
         self.done
             .lock()
             .map_err(|_| Error::Internal("capture block table poisoned".into()))
+    }
+
+    /// Blocks taken from the parent without being read (the WAL proved them
+    /// untouched: guide.rs).
+    pub(crate) fn unread(&self) -> u64 {
+        match &self.mode {
+            Mode::Inline(Some(p)) => p.unread,
+            _ => 0,
+        }
     }
 
     /// Processes what is queued, stops the thread; returns the writer, every
@@ -409,9 +426,27 @@ fn process_block(
     Ok((b, cv, check, chunks, prints))
 }
 
+/// Block `b` as the parent had it, taken without reading it (the WAL proves
+/// it untouched since: guide.rs): the parent's record of it (chaining value,
+/// image-check digest, prints) and its chunks, if the parent has both and
+/// the block was whole there.
+fn from_parent(
+    w: &ChunkWriter,
+    printing: Option<&Printing>,
+    (block_len, chunk_len): (u64, u64),
+    b: u64,
+) -> Option<BlockOut> {
+    let was = printing?.parent.as_ref()?.whole_block(b)?;
+    let per_block = (block_len / chunk_len) as usize;
+    let chunks = w.known(b * block_len / chunk_len, per_block)?;
+    Some((b, was.cv, was.check, chunks, was.prints))
+}
+
 /// How a worker reads a block: `read(b, buf)` fills `buf` (the block's
 /// length) with block `b` of the image.
 pub(crate) type BlockRead<'a> = dyn Fn(u64, &mut [u8]) -> Result<()> + Sync + 'a;
+
+pub(crate) use super::direct::Untouched;
 
 /// What processes blocks: each batch in parallel (rayon), then its chunks in
 /// order through the one chunk writer.
@@ -424,6 +459,8 @@ struct Processor {
     /// Each block's compressed chunks, in slots of one buffer per block (see
     /// `ChunkWriter::encode_block`), reused from batch to batch.
     outs: Vec<Vec<u8>>,
+    /// Blocks taken from the parent without being read.
+    unread: u64,
 }
 
 impl Processor {
@@ -446,8 +483,13 @@ impl Processor {
     }
 
     /// A batch of whole blocks, each read by the worker that processes it
-    /// into that thread's own buffer.
-    fn read_blocks(&mut self, blocks: Range<u64>, read: &BlockRead<'_>) -> Result<()> {
+    /// into that thread's own buffer, or taken from the parent if `untouched`.
+    fn read_blocks(
+        &mut self,
+        blocks: Range<u64>,
+        read: &BlockRead<'_>,
+        untouched: &Untouched<'_>,
+    ) -> Result<()> {
         thread_local! {
             static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -458,11 +500,18 @@ impl Processor {
         let (w, p, sizes) = (&self.writer, self.printing.as_ref(), self.sizes);
         let block_len = sizes.0 as usize;
         let first = blocks.start;
+        let unread = std::sync::atomic::AtomicU64::new(0);
         let encoded: Vec<BlockOut> = (0..n)
             .into_par_iter()
             .zip(self.outs.par_iter_mut())
             .map(|(i, out)| {
                 let b = first + i as u64;
+                if untouched(b) {
+                    if let Some(done) = from_parent(w, p, sizes, b) {
+                        unread.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(done);
+                    }
+                }
                 // Taken out of the thread's slot for the block's time, not
                 // borrowed: processing a block runs parallel loops of its own,
                 // and while this thread waits on one it may take up another
@@ -475,6 +524,7 @@ impl Processor {
                 r
             })
             .collect::<Result<_>>()?;
+        self.unread += unread.into_inner();
         self.record(encoded)
     }
 

@@ -114,6 +114,28 @@ impl IndexHeader {
     pub(crate) fn same(&self, other: &IndexHeader) -> bool {
         self.raw == other.raw
     }
+
+    /// Where in the WAL this snapshot ends: what the next capture checks the
+    /// WAL against to learn which pages changed since (guide.rs).
+    pub(crate) fn position(&self) -> WalPosition {
+        WalPosition {
+            salt: self.salt,
+            max_frame: self.max_frame,
+            checksum: self.frame_checksum,
+            big_endian: self.big_endian_checksums,
+        }
+    }
+}
+
+/// A point in one WAL's history: the WAL's salts (which a restart changes),
+/// a frame of it, and the checksum chain's value after that frame (which
+/// names every frame up to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WalPosition {
+    pub salt: [u8; 8],
+    pub max_frame: u32,
+    pub checksum: [u32; 2],
+    pub big_endian: bool,
 }
 
 fn word(b: &[u8], at: usize) -> [u8; 4] {
@@ -156,19 +178,28 @@ pub(crate) enum WalMismatch {
 pub(crate) struct WalPages {
     /// (page number, byte offset of the page in the WAL file), by page number.
     pages: Vec<(u32, u64)>,
+    /// Bytes of a frame (its header and page).
+    frame_len: u64,
+    /// The checksum chain's value after the frame `build` was asked to
+    /// remember (0: after the WAL's header), if the WAL reached it.
+    remembered: Option<[u32; 2]>,
+    /// The least database size (pages) a commit after that frame left.
+    least_size_after: Option<u32>,
 }
 
 impl WalPages {
     /// Reads frames 1..=`header.max_frame` of the WAL through `read` (which must
     /// fill the buffer with the bytes at the offset, or fail), checks every
     /// frame's salts and the checksum chain against `header`, and returns the
-    /// newest frame of each page.
+    /// newest frame of each page, and the chain's value after frame `remember`
+    /// ([`WalPages::remembered`]).
     ///
     /// `read` is called with consecutive whole frames, `buf_frames` at a time.
     pub(crate) fn build<E>(
         header: &IndexHeader,
         page_size: u32,
         buf_frames: u32,
+        remember: Option<u32>,
         mut read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
     ) -> Result<Result<WalPages, WalMismatch>, E> {
         if header.max_frame == 0 {
@@ -204,6 +235,8 @@ impl WalPages {
         }
         let frame_len = FRAME_HEADER + page_size as u64;
         let mut sum = [be(24), be(28)];
+        let mut remembered = (remember == Some(0)).then_some(sum);
+        let mut least_size_after: Option<u32> = None;
         let mut newest: HashMap<u32, u64> = HashMap::new();
         let per_read = buf_frames.max(1);
         let mut buf = vec![0u8; (frame_len * per_read.min(header.max_frame) as u64) as usize];
@@ -216,7 +249,7 @@ impl WalPages {
             for (i, f) in bytes.chunks_exact(frame_len as usize).enumerate() {
                 let number = frame + i as u32;
                 let fbe = |at: usize| u32::from_be_bytes(word(f, at));
-                let page = fbe(0);
+                let (page, size_after) = (fbe(0), fbe(4));
                 if page == 0 || f[8..16] != header.salt {
                     return Ok(Err(WalMismatch::Frame(number)));
                 }
@@ -227,6 +260,13 @@ impl WalPages {
                 }
                 let offset = start + i as u64 * frame_len + FRAME_HEADER;
                 newest.insert(page, offset);
+                if remember == Some(number) {
+                    remembered = Some(sum);
+                }
+                if size_after != 0 && remember.is_some_and(|r| number > r) {
+                    least_size_after =
+                        Some(least_size_after.map_or(size_after, |l| l.min(size_after)));
+                }
             }
             frame += n;
         }
@@ -235,7 +275,34 @@ impl WalPages {
         }
         let mut pages: Vec<(u32, u64)> = newest.into_iter().collect();
         pages.sort_unstable();
-        Ok(Ok(WalPages { pages }))
+        Ok(Ok(WalPages {
+            pages,
+            frame_len,
+            remembered,
+            least_size_after,
+        }))
+    }
+
+    /// The chain's value after the frame `build` was asked to remember.
+    pub(crate) fn remembered(&self) -> Option<[u32; 2]> {
+        self.remembered
+    }
+
+    /// The least database size, in pages, that a commit after the remembered
+    /// frame left (`None`: no commit after it).
+    pub(crate) fn least_size_after(&self) -> Option<u32> {
+        self.least_size_after
+    }
+
+    /// The pages whose newest frame comes after frame `frame`, in order: with
+    /// frames only appended since then, every page that changed.
+    pub(crate) fn pages_after(&self, frame: u32) -> Vec<u32> {
+        let first = WAL_HEADER + frame as u64 * self.frame_len + FRAME_HEADER;
+        self.pages
+            .iter()
+            .filter(|&&(_, at)| at >= first)
+            .map(|&(p, _)| p)
+            .collect()
     }
 
     /// The pages in the WAL whose numbers are in `first..=last`, in order.
@@ -258,6 +325,17 @@ pub(crate) fn make_wal(
     frames: &[(u32, u8)],
     big_endian: bool,
 ) -> (Vec<u8>, [u8; INDEX_HEADER_BYTES]) {
+    make_wal_of(page_size, frames, big_endian, 10)
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+/// [`make_wal`] of a database of `db_pages` pages (what every commit leaves).
+pub(crate) fn make_wal_of(
+    page_size: u32,
+    frames: &[(u32, u8)],
+    big_endian: bool,
+    db_pages: u32,
+) -> (Vec<u8>, [u8; INDEX_HEADER_BYTES]) {
     let mut wal = Vec::new();
     let magic = WAL_MAGIC | big_endian as u32;
     for v in [magic, WAL_VERSION, page_size, 7, 0x1122_3344, 0x5566_7788] {
@@ -268,7 +346,7 @@ pub(crate) fn make_wal(
     wal.extend_from_slice(&sum[1].to_be_bytes());
     for &(page, fill) in frames {
         // Every frame commits (its own transaction), so a shorter WAL is a prefix.
-        let commit = 10u32;
+        let commit = db_pages;
         let mut head = Vec::new();
         head.extend_from_slice(&page.to_be_bytes());
         head.extend_from_slice(&commit.to_be_bytes());
@@ -294,7 +372,7 @@ pub(crate) fn make_wal(
     };
     h[14..16].copy_from_slice(&stored.to_ne_bytes());
     h[16..20].copy_from_slice(&(frames.len() as u32).to_ne_bytes());
-    h[20..24].copy_from_slice(&10u32.to_ne_bytes());
+    h[20..24].copy_from_slice(&db_pages.to_ne_bytes());
     h[24..28].copy_from_slice(&sum[0].to_ne_bytes());
     h[28..32].copy_from_slice(&sum[1].to_ne_bytes());
     h[32..40].copy_from_slice(&wal[16..24]);
@@ -318,7 +396,7 @@ mod tests {
         page_size: u32,
     ) -> Result<WalPages, WalMismatch> {
         let header = IndexState::parse(index).expect("valid index").header;
-        WalPages::build(&header, page_size, 3, |at, buf: &mut [u8]| {
+        WalPages::build(&header, page_size, 3, None, |at, buf: &mut [u8]| {
             let at = at as usize;
             match wal.get(at..at + buf.len()) {
                 Some(b) => {
@@ -329,6 +407,43 @@ mod tests {
             }
         })
         .expect("read in bounds")
+    }
+
+    #[test]
+    fn the_pages_after_a_frame_and_the_chain_there_are_what_a_shorter_wal_ended_with() {
+        let frames = [(3, 1), (1, 2), (3, 3), (9, 4), (1, 5), (2, 6), (3, 7)];
+        let (wal, index) = make_wal(512, &frames, false);
+        let header = IndexState::parse(&index).unwrap().header;
+        let read = |at: u64, buf: &mut [u8]| -> Result<(), ()> {
+            buf.copy_from_slice(&wal[at as usize..at as usize + buf.len()]);
+            Ok(())
+        };
+        for k in 0..=frames.len() as u32 {
+            let pages = WalPages::build(&header, 512, 2, Some(k), read)
+                .unwrap()
+                .unwrap();
+            // The WAL of the first k frames alone: its index header holds the
+            // chain's value after frame k, and its salts.
+            let (_, shorter) = make_wal(512, &frames[..k as usize], false);
+            let then = IndexState::parse(&shorter).unwrap().header.position();
+            assert_eq!(pages.remembered(), Some(then.checksum), "after frame {k}");
+            assert_eq!(then.salt, header.position().salt);
+            let mut want: Vec<u32> = frames[k as usize..].iter().map(|f| f.0).collect();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(pages.pages_after(k), want, "after frame {k}");
+            // Every frame of make_wal's commits, leaving 10 pages.
+            let commits_after = (k as usize) < frames.len();
+            assert_eq!(pages.least_size_after(), commits_after.then_some(10));
+        }
+        let none = WalPages::build(&header, 512, 2, None, read)
+            .unwrap()
+            .unwrap();
+        assert_eq!(none.remembered(), None);
+        let past = WalPages::build(&header, 512, 2, Some(8), read)
+            .unwrap()
+            .unwrap();
+        assert_eq!(past.remembered(), None, "a frame the WAL does not reach");
     }
 
     #[test]
@@ -378,7 +493,7 @@ mod tests {
         // An index of more frames than the file holds: the read fails.
         let (_, index3) = make_wal(512, &[(1, 1), (2, 2), (1, 9)], false);
         let header = IndexState::parse(&index3).unwrap().header;
-        let r = WalPages::build(&header, 512, 3, |at, buf: &mut [u8]| {
+        let r = WalPages::build(&header, 512, 3, None, |at, buf: &mut [u8]| {
             let at = at as usize;
             let b = shorter.get(at..at + buf.len()).ok_or(())?;
             buf.copy_from_slice(b);
@@ -499,7 +614,7 @@ pub(crate) mod fuzz {
         if state.header.max_frame as u64 > wal.len() as u64 / (FRAME_HEADER + size as u64).max(1) {
             return Err(refused("more frames than the WAL holds"));
         }
-        let pages = WalPages::build(&state.header, size, 4, read)?.map_err(refused)?;
+        let pages = WalPages::build(&state.header, size, 4, None, read)?.map_err(refused)?;
         let mut last = 0u32;
         for &(page, at) in pages.in_range(0, u32::MAX) {
             assert!(page > last, "pages in order, each once");

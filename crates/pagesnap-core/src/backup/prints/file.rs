@@ -15,12 +15,16 @@
 //! block, so that the capture writes each block's record where it belongs as
 //! the block is processed ([`Recorder`]), in whatever order blocks come, and
 //! the next backup reads the record of the block it compares ([`Recorded`]),
-//! from the file it checked whole when it opened it. The snapshot id, which only
-//! publishing gives, and the checksum end the file after publishing
-//! ([`Pending::finish`]: fsync, rename).
+//! from the file it checked whole when it opened it. Version 2 adds, after the
+//! blocks, the snapshot's *WAL mark* (where in its WAL it was captured, for the
+//! next capture to learn which pages changed since: capture/guide.rs). The
+//! snapshot id, which only publishing gives, and the checksum end the file
+//! after publishing ([`Pending::finish`]: fsync, rename).
 
 use super::{secret, Print};
 use crate::backup::capture::block_len;
+use crate::backup::capture::guide::WalMark;
+use crate::backup::capture::wal::WalPosition;
 use crate::digest::image_check::Digest;
 use crate::types::{Id, SnapshotId};
 use blake3::hazmat::ChainingValue;
@@ -30,7 +34,10 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 const MAGIC: &[u8; 8] = b"PSNPRINT";
-const VERSION: u32 = 1;
+/// The version written; version 1 (no WAL mark) is still read.
+const VERSION: u32 = 2;
+/// A version-2 file's WAL mark, after the blocks ([`encode_mark`]).
+const MARK_LEN: usize = 48;
 /// Magic, version, chunk length, secret id, image length, chunk count, block count.
 const HEADER_LEN: usize = 8 + 4 + 4 + 16 + 8 + 8 + 8;
 /// A block's chaining value and image-check digest, before its prints.
@@ -74,11 +81,15 @@ impl Shape {
 }
 
 fn header(shape: Shape, secret_id: &[u8; 16], image_len: u64) -> [u8; HEADER_LEN] {
+    header_of(VERSION, shape, secret_id, image_len)
+}
+
+fn header_of(version: u32, shape: Shape, secret_id: &[u8; 16], image_len: u64) -> [u8; HEADER_LEN] {
     let chunks = image_len.div_ceil(shape.chunk_len as u64);
     let blocks = image_len.div_ceil(block_len(shape.chunk_len as u64));
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..16].copy_from_slice(&shape.chunk_len.to_le_bytes());
     h[16..32].copy_from_slice(secret_id);
     h[32..40].copy_from_slice(&image_len.to_le_bytes());
@@ -97,6 +108,58 @@ fn record(shape: Shape, cv: &ChainingValue, check: &Digest, prints: &[Print]) ->
         r[BLOCK_HEAD + i * PRINT_LEN..BLOCK_HEAD + (i + 1) * PRINT_LEN].copy_from_slice(p);
     }
     r
+}
+
+/// A WAL mark's bytes: salts, frame, chain (2 × u32), device, inode, time of
+/// the last full read, flags (1: a mark; 2: big-endian WAL checksums), three
+/// zero bytes. No mark: 48 zeros.
+fn encode_mark(mark: Option<&WalMark>) -> [u8; MARK_LEN] {
+    let mut m = [0u8; MARK_LEN];
+    let Some(mark) = mark else {
+        return m;
+    };
+    let p = &mark.position;
+    m[..8].copy_from_slice(&p.salt);
+    m[8..12].copy_from_slice(&p.max_frame.to_le_bytes());
+    m[12..16].copy_from_slice(&p.checksum[0].to_le_bytes());
+    m[16..20].copy_from_slice(&p.checksum[1].to_le_bytes());
+    m[20..28].copy_from_slice(&mark.file.0.to_le_bytes());
+    m[28..36].copy_from_slice(&mark.file.1.to_le_bytes());
+    m[36..44].copy_from_slice(&mark.full_read_at.to_le_bytes());
+    m[44] = 1 | (p.big_endian as u8) << 1;
+    m
+}
+
+/// [`encode_mark`]'s inverse: `Err` for bytes it never writes (unknown flags,
+/// padding, a missing mark's bytes not all zero).
+fn decode_mark(m: &[u8; MARK_LEN]) -> Result<Option<WalMark>, ()> {
+    if m[44] & !3 != 0 || m[45..] != [0; 3] {
+        return Err(());
+    }
+    if m[44] & 1 == 0 {
+        return match m.iter().all(|&b| b == 0) {
+            true => Ok(None),
+            false => Err(()),
+        };
+    }
+    let u32_at = |at: usize| u32::from_le_bytes([m[at], m[at + 1], m[at + 2], m[at + 3]]);
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&m[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let mut salt = [0u8; 8];
+    salt.copy_from_slice(&m[..8]);
+    Ok(Some(WalMark {
+        position: WalPosition {
+            salt,
+            max_frame: u32_at(8),
+            checksum: [u32_at(12), u32_at(16)],
+            big_endian: m[44] & 2 != 0,
+        },
+        file: (u64_at(20), u64_at(28)),
+        full_read_at: u64_at(36),
+    }))
 }
 
 fn trailer(mut sum: blake3::Hasher, snapshot: &SnapshotId) -> [u8; TRAILER_LEN] {
@@ -144,6 +207,7 @@ pub(crate) struct Recorded {
     shape: Shape,
     blocks: u64,
     chunks: u64,
+    wal: Option<WalMark>,
 }
 
 impl Recorded {
@@ -160,26 +224,44 @@ impl Recorded {
             u64::from_le_bytes(head[40..48].try_into().ok()?),
             u64::from_le_bytes(head[48..56].try_into().ok()?),
         );
-        if head != header(shape, &want.secret_id, want.image_len) || chunks > MAX_CHUNKS {
+        let version = [1, VERSION]
+            .into_iter()
+            .find(|&v| head == header_of(v, shape, &want.secret_id, want.image_len))?;
+        if chunks > MAX_CHUNKS {
             return None;
         }
         // The header is what the expected lengths make, so the counts are
         // bounded and the length exact before a byte more is read.
         let body_end = shape.at(blocks);
-        if file.metadata().ok()?.len() != body_end + TRAILER_LEN as u64 {
+        let mark_len = if version >= 2 { MARK_LEN as u64 } else { 0 };
+        if file.metadata().ok()?.len() != body_end + mark_len + TRAILER_LEN as u64 {
             return None;
         }
         let mut sum = blake3::Hasher::new();
         sum.update(&head);
         hash_through(&mut file, body_end - HEADER_LEN as u64, &mut sum).ok()?;
+        let mut mark = [0u8; MARK_LEN];
+        if version >= 2 {
+            file.read_exact(&mut mark).ok()?;
+            sum.update(&mark);
+        }
         let mut tail = [0u8; TRAILER_LEN];
         file.read_exact(&mut tail).ok()?;
-        (tail == trailer(sum, want.snapshot)).then_some(Recorded {
+        if tail != trailer(sum, want.snapshot) {
+            return None;
+        }
+        Some(Recorded {
             file,
             shape,
             blocks,
             chunks,
+            wal: decode_mark(&mark).ok()?,
         })
+    }
+
+    /// Where in its WAL the snapshot was captured, if this machine recorded it.
+    pub(crate) fn wal(&self) -> Option<WalMark> {
+        self.wal
     }
 
     pub(crate) fn chunk_len(&self) -> u64 {
@@ -224,6 +306,7 @@ pub(crate) struct Recorder {
     shape: Shape,
     secret_id: [u8; 16],
     path: PathBuf,
+    wal: Option<WalMark>,
 }
 
 impl Recorder {
@@ -244,7 +327,13 @@ impl Recorder {
             shape: Shape::of(u32::try_from(chunk_len).ok()?)?,
             secret_id,
             path,
+            wal: None,
         })
+    }
+
+    /// The snapshot's WAL mark, to record with its blocks.
+    pub(crate) fn mark(&mut self, wal: Option<WalMark>) {
+        self.wal = wal;
     }
 
     /// Records block `b` (again, if SQLite rewrote it).
@@ -268,13 +357,16 @@ impl Recorder {
             shape,
             secret_id,
             path,
+            wal,
         } = self;
         let blocks = image_len.div_ceil(block_len(shape.chunk_len as u64));
         let f = tmp.as_file();
         f.write_all_at(&header(shape, &secret_id, image_len), 0)
             .ok()?;
-        let end = shape.at(blocks);
-        f.set_len(end).ok()?;
+        let body_end = shape.at(blocks);
+        f.set_len(body_end).ok()?;
+        f.write_all_at(&encode_mark(wal.as_ref()), body_end).ok()?;
+        let end = body_end + MARK_LEN as u64;
         let mut sum = blake3::Hasher::new();
         let file = tmp.as_file_mut();
         file.seek(SeekFrom::Start(0)).ok()?;
@@ -312,10 +404,30 @@ pub(crate) fn encode(
     image_len: u64,
     blocks: &[(ChainingValue, Digest, Vec<Print>)],
 ) -> Vec<u8> {
+    encode_as(
+        VERSION, None, snapshot, secret_id, chunk_len, image_len, blocks,
+    )
+}
+
+/// [`encode`] in file version `version` (1 or 2), with the WAL mark `mark`
+/// (version 2).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn encode_as(
+    version: u32,
+    mark: Option<&WalMark>,
+    snapshot: &SnapshotId,
+    secret_id: &[u8; 16],
+    chunk_len: u32,
+    image_len: u64,
+    blocks: &[(ChainingValue, Digest, Vec<Print>)],
+) -> Vec<u8> {
     let shape = Shape::of(chunk_len).expect("a chunk length");
-    let mut out = header(shape, secret_id, image_len).to_vec();
+    let mut out = header_of(version, shape, secret_id, image_len).to_vec();
     for (cv, check, prints) in blocks {
         out.extend_from_slice(&record(shape, cv, check, prints));
+    }
+    if version >= 2 {
+        out.extend_from_slice(&encode_mark(mark));
     }
     let mut sum = blake3::Hasher::new();
     sum.update(&out);
@@ -387,11 +499,35 @@ pub(crate) mod fuzz {
                 .collect();
             encode(&snap, &[0x11; 16], chunk_len, image_len, &rows)
         };
+        let mark = WalMark {
+            position: WalPosition {
+                salt: [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88],
+                max_frame: 1234,
+                checksum: [0xabcd_ef01, 0x2345_6789],
+                big_endian: false,
+            },
+            file: (2049, 131_075),
+            full_read_at: 1_796_000_000,
+        };
+        let with = |version: u32, mark: Option<&WalMark>| {
+            let rows: Vec<_> = (0..3u8)
+                .map(|b| ([b; 32], [b ^ 0xff; 16], vec![[b; 16]; 16]))
+                .collect();
+            encode_as(version, mark, &snap, &[0x11; 16], 4096, 3 * 65536, &rows)
+        };
         let seeds = vec![
             ("prints-40-of-4k", file(40, 4096)),
             ("prints-3-of-64k", file(3, 65536)),
             ("prints-empty", file(0, 4096)),
+            ("prints-wal-mark", with(2, Some(&mark))),
+            ("prints-version-1", with(1, None)),
         ];
+        let mark_at = |i: usize, v: u8| {
+            let mut b = with(2, Some(&mark));
+            let at = b.len() - TRAILER_LEN - MARK_LEN + i;
+            b[at] = v;
+            seal(&b)
+        };
         let lie = |at: usize, value: u64| {
             let mut b = file(40, 4096);
             b[at..at + 8].copy_from_slice(&value.to_le_bytes());
@@ -402,6 +538,14 @@ pub(crate) mod fuzz {
             ("hostile-chunk-count-one-more", lie(40, 41)),
             ("hostile-block-count-huge", lie(48, 1 << 40)),
             ("hostile-block-count-short", lie(48, 2)),
+            ("hostile-mark-flags", mark_at(44, 0x05)),
+            ("hostile-mark-padding", mark_at(46, 1)),
+            ("hostile-mark-absent-but-salted", {
+                let mut b = with(2, None);
+                let at = b.len() - TRAILER_LEN - MARK_LEN;
+                b[at] = 1;
+                seal(&b)
+            }),
         ];
         (seeds, hostile)
     }
@@ -449,7 +593,10 @@ mod tests {
     fn round_trip_and_anything_else_is_no_prints() {
         let snap = Id([7; 32]);
         let bytes = encode(&snap, &SECRET, 4096, IMAGE, &rows());
-        assert_eq!(bytes.len(), HEADER_LEN + 3 * (48 + 16 * 16) + TRAILER_LEN);
+        assert_eq!(
+            bytes.len(),
+            HEADER_LEN + 3 * (48 + 16 * 16) + MARK_LEN + TRAILER_LEN
+        );
         let r = open(&bytes, &want(&snap)).unwrap();
         assert_eq!(r.chunks(), 33);
         for (b, (cv, check, prints)) in rows().iter().enumerate() {
@@ -491,6 +638,7 @@ mod tests {
             shape: Shape::of(4096).unwrap(),
             secret_id: SECRET,
             path: d.path().join("f"),
+            wal: None,
         };
         let rows = rows();
         // Out of order, a block written twice, one past the end (a truncation).
@@ -503,6 +651,89 @@ mod tests {
         rec.seal(IMAGE).unwrap().finish(&snap);
         let bytes = std::fs::read(d.path().join("f")).unwrap();
         assert_eq!(bytes, encode(&snap, &SECRET, 4096, IMAGE, &rows));
-        assert!(Recorded::open(&d.path().join("f"), &want(&snap)).is_some());
+        let r = Recorded::open(&d.path().join("f"), &want(&snap)).unwrap();
+        assert_eq!(r.wal(), None);
+    }
+
+    fn mark() -> WalMark {
+        WalMark {
+            position: WalPosition {
+                salt: [1, 2, 3, 4, 5, 6, 7, 8],
+                max_frame: 77,
+                checksum: [0xdead_beef, 9],
+                big_endian: true,
+            },
+            file: (64769, 1 << 40),
+            full_read_at: 1_780_000_000,
+        }
+    }
+
+    #[test]
+    fn a_wal_mark_round_trips_and_a_version_1_file_is_read_without_one() {
+        let snap = Id([7; 32]);
+        let m = mark();
+        let bytes = encode_as(2, Some(&m), &snap, &SECRET, 4096, IMAGE, &rows());
+        let r = open(&bytes, &want(&snap)).unwrap();
+        assert_eq!(r.wal(), Some(m));
+        let d = tempfile::tempdir().unwrap();
+        let mut rec = Recorder {
+            tmp: tempfile::NamedTempFile::new_in(d.path()).unwrap(),
+            shape: Shape::of(4096).unwrap(),
+            secret_id: SECRET,
+            path: d.path().join("f"),
+            wal: None,
+        };
+        rec.mark(Some(m));
+        for (b, (cv, check, prints)) in rows().iter().enumerate() {
+            rec.put(b as u64, cv, check, prints).unwrap();
+        }
+        rec.seal(IMAGE).unwrap().finish(&snap);
+        assert_eq!(std::fs::read(d.path().join("f")).unwrap(), bytes);
+        // Version 1, as the backups before WAL marks wrote it.
+        let v1 = encode_as(1, None, &snap, &SECRET, 4096, IMAGE, &rows());
+        assert_eq!(v1.len(), bytes.len() - MARK_LEN);
+        let r = open(&v1, &want(&snap)).unwrap();
+        assert_eq!(r.wal(), None);
+        assert_eq!(r.block(1).unwrap().cv, [1; 32]);
+        for i in 0..v1.len() {
+            let mut b = v1.clone();
+            b[i] ^= 0x10;
+            assert!(open(&b, &want(&snap)).is_none(), "v1 byte {i} flipped");
+        }
+        // A version this build does not know.
+        let mut v3 = bytes.clone();
+        v3[8] = 3;
+        assert!(open(&resealed(&v3), &want(&snap)).is_none());
+    }
+
+    #[test]
+    fn a_mark_of_bytes_never_written_is_refused_even_under_a_sound_checksum() {
+        let snap = Id([7; 32]);
+        let bytes = encode_as(2, Some(&mark()), &snap, &SECRET, 4096, IMAGE, &rows());
+        let at = bytes.len() - TRAILER_LEN - MARK_LEN;
+        assert!(open(&bytes, &want(&snap)).is_some());
+        for (i, v) in [(44, 4u8), (44, 0x81), (45, 1), (47, 1)] {
+            let mut b = bytes.clone();
+            b[at + i] = v;
+            assert!(
+                open(&resealed(&b), &want(&snap)).is_none(),
+                "byte {i} = {v}"
+            );
+        }
+        // No mark, yet a salt: refused.
+        let none = encode_as(2, None, &snap, &SECRET, 4096, IMAGE, &rows());
+        let mut b = none.clone();
+        b[at] = 1;
+        assert!(open(&resealed(&b), &want(&snap)).is_none());
+        assert_eq!(open(&none, &want(&snap)).unwrap().wal(), None);
+    }
+
+    /// `data` with its trailing checksum made right again.
+    fn resealed(data: &[u8]) -> Vec<u8> {
+        let mut out = data.to_vec();
+        let end = out.len() - 32;
+        let sum = blake3::hash(&out[..end]);
+        out[end..].copy_from_slice(sum.as_bytes());
+        out
     }
 }

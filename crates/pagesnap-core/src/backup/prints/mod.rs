@@ -67,6 +67,13 @@ impl Printing {
         self.recorder = Recorder::create(store, name, chunk_len, self.printer.id());
     }
 
+    /// Records where in its WAL the snapshot was captured (capture/guide.rs).
+    pub(crate) fn mark(&mut self, wal: Option<crate::backup::capture::guide::WalMark>) {
+        if let Some(r) = &mut self.recorder {
+            r.mark(wal);
+        }
+    }
+
     /// Records block `b`; a failure only stops recording (the next backup
     /// then hashes every page).
     pub(crate) fn record(&mut self, b: u64, cv: &ChainingValue, check: &Digest, prints: &[Print]) {
@@ -132,6 +139,18 @@ impl Parent {
                 Compared::Changed(was.prints.iter().zip(prints).map(|(a, b)| a == b).collect())
             }
         })
+    }
+
+    /// Where in its WAL the parent was captured, if this machine recorded it.
+    pub(crate) fn wal(&self) -> Option<crate::backup::capture::guide::WalMark> {
+        self.file.wal()
+    }
+
+    /// The parent's record of block `b`, if the block was whole there.
+    pub(crate) fn whole_block(&self, b: u64) -> Option<file::BlockRecord> {
+        let whole_there = (b + 1).checked_mul(self.block_len)? <= self.image_len;
+        let was = self.file.block(b).filter(|_| whole_there)?;
+        (was.prints.len() == self.per_block).then_some(was)
     }
 
     /// The parent's chaining value of block `b`, if the block is the same.

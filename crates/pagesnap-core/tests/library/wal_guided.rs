@@ -1,0 +1,392 @@
+//! WAL-guided capture (capture/guide.rs, #30 part 3): a backup of a WAL
+//! database whose parent's record holds its WAL position reads only the blocks
+//! with a page in the frames since, when the WAL proves it was only appended
+//! to. Property: whatever the application does between two backups (writes,
+//! deletes, VACUUM, checkpoints of every mode, its connection closed and the
+//! WAL deleted, autocheckpoints), the snapshot is the one a `--paranoid` backup
+//! of the same database takes in another store, and restores byte for byte
+//! and sound. A file replaced, a mark not followed (`full_read`), and what the
+//! guide trusts (a page written behind SQLite's back) are pinned down too.
+
+use crate::common::*;
+use crate::index_cache::cache_dir;
+use pagesnap_core::{BackupOptions, BackupReport, InitOptions, Store};
+use proptest::prelude::*;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+
+/// What the application does between two backups.
+#[derive(Clone, Debug)]
+enum Op {
+    /// Rewrites about one row in `every`.
+    Update {
+        every: u16,
+        seed: u64,
+    },
+    Insert {
+        rows: u16,
+        seed: u64,
+    },
+    /// Deletes about one row in `every`.
+    Delete {
+        every: u8,
+    },
+    Vacuum,
+    Checkpoint(&'static str),
+    /// Closes the application's connection (the last: SQLite checkpoints and
+    /// deletes the WAL) and opens it again.
+    Reopen,
+    /// The application's autocheckpoint threshold, in pages.
+    Autocheckpoint(u16),
+    Backup,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (2u16..600, any::<u64>()).prop_map(|(every, seed)| Op::Update { every, seed }),
+        2 => (1u16..300, any::<u64>()).prop_map(|(rows, seed)| Op::Insert { rows, seed }),
+        1 => (2u8..20).prop_map(|every| Op::Delete { every }),
+        1 => Just(Op::Vacuum),
+        2 => prop_oneof![Just("PASSIVE"), Just("FULL"), Just("RESTART"), Just("TRUNCATE")]
+            .prop_map(Op::Checkpoint),
+        1 => Just(Op::Reopen),
+        1 => prop_oneof![Just(0u16), Just(20), Just(1000)].prop_map(Op::Autocheckpoint),
+        6 => Just(Op::Backup),
+    ]
+}
+
+fn init(dir: &Path) -> Store {
+    Store::init(dir, &InitOptions::default()).unwrap()
+}
+
+fn back_up(store: &Store, db: &Path, paranoid: bool, full_read: bool) -> BackupReport {
+    let opts = BackupOptions {
+        paranoid,
+        full_read,
+        ..BackupOptions::default()
+    };
+    store.backup_path(db, &opts).unwrap()
+}
+
+/// The application's connection to a WAL database of 1 KiB pages (64 to a
+/// capture block), about 600 pages of rows.
+fn application(db: &Path) -> Connection {
+    let conn = create_db(db, Journal::Wal, 1024);
+    conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB NOT NULL);")
+        .unwrap();
+    insert(&conn, 1200, 1);
+    conn
+}
+
+fn open_application(db: &Path) -> Connection {
+    let conn = Connection::open(db).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn
+}
+
+fn insert(conn: &Connection, rows: u16, seed: u64) {
+    let mut rng = Rng(seed);
+    let tx = conn.unchecked_transaction().unwrap();
+    for _ in 0..rows {
+        let len = 100 + rng.below(600) as usize;
+        tx.execute("INSERT INTO t(b) VALUES (?1)", [rng.bytes(len, true)])
+            .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+fn apply(conn: &mut Connection, db: &Path, op: &Op) {
+    match *op {
+        Op::Update { every, seed } => {
+            conn.execute(
+                "UPDATE t SET b = randomblob(100 + abs(?1 + id) % 600) WHERE (id + ?1) % ?2 = 0",
+                rusqlite::params![(seed % 1000) as i64, every as i64],
+            )
+            .unwrap();
+        }
+        Op::Insert { rows, seed } => insert(conn, rows, seed),
+        Op::Delete { every } => {
+            conn.execute("DELETE FROM t WHERE id % ?1 = 1", [every as i64])
+                .unwrap();
+        }
+        Op::Vacuum => conn.execute_batch("VACUUM").unwrap(),
+        Op::Checkpoint(mode) => {
+            // Busy is fine: a checkpoint that could not finish.
+            let _ = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
+        }
+        Op::Reopen => {
+            // Closed first (the last connection: the WAL goes), then opened.
+            *conn = Connection::open_in_memory().unwrap();
+            *conn = open_application(db);
+        }
+        Op::Autocheckpoint(pages) => {
+            let _ = conn.query_row(
+                &format!("PRAGMA wal_autocheckpoint={pages}"),
+                [],
+                |_| Ok(()),
+            );
+        }
+        Op::Backup => {}
+    }
+}
+
+/// Runs `ops` against a live database, backing it up at each `Backup` into a
+/// store that follows the WAL and, with `--paranoid`, into another; returns
+/// how many backups were guided.
+fn run_ops(ops: &[Op]) -> usize {
+    cache_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let mut conn = application(&db);
+    let guided = init(&dir.path().join("guided"));
+    let reference = init(&dir.path().join("reference"));
+    back_up(&guided, &db, false, false);
+    let mut followed = 0;
+    let mut taken = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        apply(&mut conn, &db, op);
+        if !matches!(op, Op::Backup) {
+            continue;
+        }
+        let r = back_up(&guided, &db, false, false);
+        let want = back_up(&reference, &db, true, false);
+        assert_eq!(
+            want.unread_bytes, None,
+            "a paranoid backup reads every page"
+        );
+        assert_eq!(
+            hex(&r.image_hash),
+            hex(&want.image_hash),
+            "step {i} ({op:?}, after {:?}): the image every page read gives",
+            &ops[..i]
+        );
+        if let Some(unread) = r.unread_bytes {
+            assert!(unread < r.image_len, "block 0 is always read");
+            followed += (unread > 0) as usize;
+        }
+        taken.push(r);
+    }
+    // Every snapshot restores to its image, and the newest is a sound database.
+    for r in &taken {
+        let snap = snapshot_of(&guided, r);
+        assert_eq!(restore_hash_via_writer(&guided, &snap), r.image_hash);
+    }
+    if let Some(r) = taken.last() {
+        let snap = snapshot_of(&guided, r);
+        restore_and_check(&guided, &snap, &r.image_hash, dir.path());
+    }
+    followed
+}
+
+fn cases() -> u32 {
+    std::env::var("PAGESNAP_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_guided_backup_is_the_image_a_full_read_gives(ops in proptest::collection::vec(op(), 1..24)) {
+        run_ops(&ops);
+    }
+}
+
+#[test]
+fn small_writes_between_backups_are_read_and_nothing_else() {
+    let ops = [
+        Op::Update {
+            every: 400,
+            seed: 1,
+        },
+        Op::Backup,
+        Op::Update {
+            every: 400,
+            seed: 2,
+        },
+        Op::Backup,
+        Op::Insert { rows: 20, seed: 3 },
+        Op::Backup,
+        Op::Backup,
+        Op::Delete { every: 9 },
+        Op::Backup,
+    ];
+    // The application keeps its connection, its WAL is never restarted after
+    // the first write: the backups follow it (the first after the first may
+    // find it restarted by that write, after the autocheckpoint of the rows
+    // the database was made with).
+    assert!(run_ops(&ops) >= 3, "most backups were guided");
+}
+
+#[test]
+fn a_checkpoint_restart_or_a_closed_wal_breaks_the_guide_and_the_next_backup_reads_whole() {
+    cache_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let mut conn = application(&db);
+    let store = init(&dir.path().join("s"));
+    back_up(&store, &db, false, false);
+    apply(
+        &mut conn,
+        &db,
+        &Op::Update {
+            every: 400,
+            seed: 1,
+        },
+    );
+    back_up(&store, &db, false, false);
+    apply(
+        &mut conn,
+        &db,
+        &Op::Update {
+            every: 400,
+            seed: 2,
+        },
+    );
+    let r = back_up(&store, &db, false, false);
+    assert!(
+        r.unread_bytes.is_some_and(|u| u > 0),
+        "guided: {:?}",
+        r.unread_bytes
+    );
+    for breaks in [
+        Op::Checkpoint("RESTART"),
+        Op::Checkpoint("TRUNCATE"),
+        Op::Reopen,
+    ] {
+        apply(&mut conn, &db, &breaks);
+        apply(
+            &mut conn,
+            &db,
+            &Op::Update {
+                every: 400,
+                seed: 3,
+            },
+        );
+        let r = back_up(&store, &db, false, false);
+        assert_eq!(r.unread_bytes, None, "after {breaks:?}: read whole");
+        // The next one follows again.
+        apply(
+            &mut conn,
+            &db,
+            &Op::Update {
+                every: 400,
+                seed: 4,
+            },
+        );
+        let r = back_up(&store, &db, false, false);
+        assert!(r.unread_bytes.is_some(), "after {breaks:?}, then a write");
+    }
+    // Asked not to follow: read whole, and the next follows again.
+    apply(
+        &mut conn,
+        &db,
+        &Op::Update {
+            every: 400,
+            seed: 5,
+        },
+    );
+    assert_eq!(back_up(&store, &db, false, true).unread_bytes, None);
+    apply(
+        &mut conn,
+        &db,
+        &Op::Update {
+            every: 400,
+            seed: 6,
+        },
+    );
+    assert!(back_up(&store, &db, false, false).unread_bytes.is_some());
+}
+
+/// A copy of `db` (and its WAL) put in its place under a new inode: the same
+/// bytes, another file.
+fn replace_by_a_copy(db: &Path) {
+    let copy: PathBuf = db.with_extension("copy");
+    std::fs::copy(db, &copy).unwrap();
+    std::fs::rename(&copy, db).unwrap();
+}
+
+#[test]
+fn a_database_file_replaced_is_read_whole() {
+    cache_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let mut conn = application(&db);
+    let store = init(&dir.path().join("s"));
+    back_up(&store, &db, false, false);
+    apply(
+        &mut conn,
+        &db,
+        &Op::Update {
+            every: 400,
+            seed: 1,
+        },
+    );
+    back_up(&store, &db, false, false);
+    apply(
+        &mut conn,
+        &db,
+        &Op::Update {
+            every: 400,
+            seed: 2,
+        },
+    );
+    assert!(back_up(&store, &db, false, false).unread_bytes.is_some());
+    // Same WAL (its salts and frames), the database file another one.
+    replace_by_a_copy(&db);
+    let r = back_up(&store, &db, false, false);
+    assert_eq!(r.unread_bytes, None, "another inode: read whole");
+    drop(conn);
+}
+
+#[test]
+fn a_page_written_behind_sqlites_back_is_what_the_guide_trusts_and_a_full_read_sees() {
+    cache_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let conn = application(&db);
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    let store = init(&dir.path().join("s"));
+    // Writes to the first page of rows only (block 0, always read).
+    let write = |conn: &Connection| {
+        conn.execute("UPDATE t SET b = randomblob(300) WHERE id = 1", [])
+            .unwrap()
+    };
+    back_up(&store, &db, false, false);
+    write(&conn);
+    let before = back_up(&store, &db, false, false);
+    // A byte of page 300 (block 4, no frame since) changed in the file, not
+    // through SQLite: what a disk or another program could do.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&db)
+            .unwrap();
+        let at = 299 * 1024 + 500;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+    }
+    write(&conn);
+    let guided = back_up(&store, &db, false, false);
+    assert!(guided.unread_bytes.is_some_and(|u| u > 0));
+    let full = back_up(&store, &db, false, true);
+    assert_eq!(full.unread_bytes, None);
+    // No commit came between the two: only the byte written behind SQLite's
+    // back tells them apart. The guide took block 4 from the parent; the full
+    // read saw the file.
+    assert_ne!(hex(&guided.image_hash), hex(&full.image_hash));
+    assert_ne!(hex(&before.image_hash), hex(&guided.image_hash));
+    let mut image = Vec::new();
+    store
+        .restore_to_writer(&snapshot_of(&store, &full), &mut image)
+        .unwrap();
+    let file = std::fs::read(&db).unwrap();
+    assert_eq!(image[299 * 1024..300 * 1024], file[299 * 1024..300 * 1024]);
+}
