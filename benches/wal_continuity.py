@@ -2,9 +2,9 @@
 """How often an application's WAL stays continuous across a 10-minute backup
 interval under SQLite's default autocheckpoint (1,000 pages): the measurement
 behind #30 part 3 (WAL-guided capture; docs/PERFORMANCE.md, "WAL-guided
-capture (#30 part 3): measured, not built").
+capture (#30 part 3)").
 
-A backup could learn the pages changed since its parent from the WAL frames
+A backup learns the pages changed since its parent from the WAL frames
 appended since then only if the WAL was not restarted in between (same salts,
 frames only appended). This runs a ~17 MiB table updated by an application at
 several rates, in fast-forward (each "interval" is a number of transactions),

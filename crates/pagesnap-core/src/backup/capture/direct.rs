@@ -124,6 +124,11 @@ pub(crate) fn pin(
         if pages == 0 {
             return no("the database is empty (the backup API gives it a first page)");
         }
+        // A parent's position in another WAL (other salts), or past this
+        // one's end, cannot guide: not worth remembering, nor reading a WAL
+        // the file already holds for.
+        let now = header.position();
+        let since = since.filter(|s| s.salt == now.salt && s.max_frame <= now.max_frame);
         let remember = since.map(|s| s.max_frame);
         // Every frame already copied into the file: the file is the snapshot
         // (the WAL may even be restarted under a reader of this kind: its
