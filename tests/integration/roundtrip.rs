@@ -158,9 +158,14 @@ fn json_outputs_carry_the_documented_fields() {
             "store_listed",
             "read_directly",
             "capture_fallback",
+            "wal_guided",
+            "unread_bytes",
             "duration_secs",
         ],
     );
+    // A first backup has no parent to follow the WAL from.
+    assert_eq!(b["wal_guided"], false);
+    assert_eq!(b["unread_bytes"], 0);
     // The first backup loads an empty index, the whole of it (nothing is cached).
     assert_eq!(b["index_chunks"], 0);
     assert_eq!(b["index_cached"], false);

@@ -154,3 +154,42 @@ fn a_wal_database_no_one_has_open_is_read_directly() {
         assert_eq!(b["capture_fallback"], serde_json::Value::Null, "{b}");
     }
 }
+
+/// A WAL database its application keeps open, written a little between
+/// backups: the second backup on follows the WAL (`wal_guided`), reading only
+/// the blocks with a page written since; `--full-read` reads every page. Each
+/// restores to the backup API's copy of the same state.
+#[test]
+fn a_backup_follows_the_wal_of_a_database_kept_open_and_full_read_reads_whole() {
+    let fx = Fx::new();
+    let db = fx.path("live.db");
+    let app = create_db(&db, Journal::Wal, 3000, 17);
+    app.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    let write = |n: i64| {
+        app.execute(
+            "UPDATE items SET data = randomblob(40) WHERE id IN (?1, ?1 + 1500)",
+            [n],
+        )
+        .unwrap()
+    };
+    let mut guided = Vec::new();
+    for (i, args) in [&[][..], &[], &[], &["--full-read"], &[]]
+        .iter()
+        .enumerate()
+    {
+        write(i as i64 + 1);
+        let b = backup_and_check(&fx, &db, &format!("live-{i}"), args);
+        assert_eq!(b["read_directly"], true, "{b}");
+        let unread = b["unread_bytes"].as_u64().unwrap();
+        assert!(unread < b["image_size"].as_u64().unwrap());
+        if b["wal_guided"] == false {
+            assert_eq!(unread, 0, "{b}");
+        }
+        guided.push(b["wal_guided"] == true && unread > 0);
+    }
+    // The first has no parent; the next follow the WAL the first write
+    // began; `--full-read` does not, and the one after it follows again.
+    assert_eq!(guided, [false, true, true, false, true]);
+    drop(app);
+}
