@@ -221,88 +221,57 @@ fn small_writes_between_backups_are_read_and_nothing_else() {
     assert!(run_ops(&ops) >= 3, "most backups were guided");
 }
 
-#[test]
-fn a_checkpoint_restart_or_a_closed_wal_breaks_the_guide_and_the_next_backup_reads_whole() {
+/// A few rows rewritten (about one in 400), a handful of blocks.
+fn write(conn: &mut Connection, db: &Path, seed: u64) {
+    apply(conn, db, &Op::Update { every: 400, seed });
+}
+
+/// A live database in `dir` and a store whose last backup followed its WAL.
+fn followed(dir: &Path) -> (PathBuf, Connection, Store) {
     cache_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live.db");
+    let db = dir.join("live.db");
     let mut conn = application(&db);
-    let store = init(&dir.path().join("s"));
+    let store = init(&dir.join("s"));
     back_up(&store, &db, false, false);
-    apply(
-        &mut conn,
-        &db,
-        &Op::Update {
-            every: 400,
-            seed: 1,
-        },
-    );
+    write(&mut conn, &db, 1);
     back_up(&store, &db, false, false);
-    apply(
-        &mut conn,
-        &db,
-        &Op::Update {
-            every: 400,
-            seed: 2,
-        },
-    );
+    write(&mut conn, &db, 2);
     let r = back_up(&store, &db, false, false);
     assert!(
         r.unread_bytes.is_some_and(|u| u > 0),
         "guided: {:?}",
         r.unread_bytes
     );
+    (db, conn, store)
+}
+
+#[test]
+fn a_checkpoint_restart_or_a_closed_wal_breaks_the_guide_and_the_next_backup_reads_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, mut conn, store) = followed(dir.path());
     for breaks in [
         Op::Checkpoint("RESTART"),
         Op::Checkpoint("TRUNCATE"),
         Op::Reopen,
     ] {
         apply(&mut conn, &db, &breaks);
-        apply(
-            &mut conn,
-            &db,
-            &Op::Update {
-                every: 400,
-                seed: 3,
-            },
-        );
+        write(&mut conn, &db, 3);
         let r = back_up(&store, &db, false, false);
         assert_eq!(r.unread_bytes, None, "after {breaks:?}: read whole");
         // The next one follows again.
-        apply(
-            &mut conn,
-            &db,
-            &Op::Update {
-                every: 400,
-                seed: 4,
-            },
-        );
+        write(&mut conn, &db, 4);
         let r = back_up(&store, &db, false, false);
         assert!(r.unread_bytes.is_some(), "after {breaks:?}, then a write");
     }
     // Asked not to follow: read whole, and the next follows again.
-    apply(
-        &mut conn,
-        &db,
-        &Op::Update {
-            every: 400,
-            seed: 5,
-        },
-    );
+    write(&mut conn, &db, 5);
     assert_eq!(back_up(&store, &db, false, true).unread_bytes, None);
-    apply(
-        &mut conn,
-        &db,
-        &Op::Update {
-            every: 400,
-            seed: 6,
-        },
-    );
+    write(&mut conn, &db, 6);
     assert!(back_up(&store, &db, false, false).unread_bytes.is_some());
 }
 
-/// A copy of `db` (and its WAL) put in its place under a new inode: the same
-/// bytes, another file.
+/// A copy of `db` put in its place under a new inode: the same bytes,
+/// another file.
 fn replace_by_a_copy(db: &Path) {
     let copy: PathBuf = db.with_extension("copy");
     std::fs::copy(db, &copy).unwrap();
@@ -311,30 +280,8 @@ fn replace_by_a_copy(db: &Path) {
 
 #[test]
 fn a_database_file_replaced_is_read_whole() {
-    cache_dir();
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live.db");
-    let mut conn = application(&db);
-    let store = init(&dir.path().join("s"));
-    back_up(&store, &db, false, false);
-    apply(
-        &mut conn,
-        &db,
-        &Op::Update {
-            every: 400,
-            seed: 1,
-        },
-    );
-    back_up(&store, &db, false, false);
-    apply(
-        &mut conn,
-        &db,
-        &Op::Update {
-            every: 400,
-            seed: 2,
-        },
-    );
-    assert!(back_up(&store, &db, false, false).unread_bytes.is_some());
+    let (db, conn, store) = followed(dir.path());
     // Same WAL (its salts and frames), the database file another one.
     replace_by_a_copy(&db);
     let r = back_up(&store, &db, false, false);
@@ -352,12 +299,12 @@ fn a_page_written_behind_sqlites_back_is_what_the_guide_trusts_and_a_full_read_s
         .unwrap();
     let store = init(&dir.path().join("s"));
     // Writes to the first page of rows only (block 0, always read).
-    let write = |conn: &Connection| {
+    let write_first_rows = |conn: &Connection| {
         conn.execute("UPDATE t SET b = randomblob(300) WHERE id = 1", [])
             .unwrap()
     };
     back_up(&store, &db, false, false);
-    write(&conn);
+    write_first_rows(&conn);
     let before = back_up(&store, &db, false, false);
     // A byte of page 300 (block 4, no frame since) changed in the file, not
     // through SQLite: what a disk or another program could do.
@@ -373,7 +320,7 @@ fn a_page_written_behind_sqlites_back_is_what_the_guide_trusts_and_a_full_read_s
         f.read_exact_at(&mut b, at).unwrap();
         f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
     }
-    write(&conn);
+    write_first_rows(&conn);
     let guided = back_up(&store, &db, false, false);
     assert!(guided.unread_bytes.is_some_and(|u| u > 0));
     let full = back_up(&store, &db, false, true);
