@@ -153,10 +153,14 @@ impl Source {
         })
     }
 
-    /// Takes a snapshot through the open connection, inside a read transaction
-    /// that also reads `data_version`: what is recorded as "seen" is exactly what
-    /// was captured (the file state is taken before, so at worst a later run takes
-    /// one snapshot too many, never one too few).
+    /// Takes a snapshot through the open connection. `data_version` is read
+    /// first, then the capture opens its own read transaction: a commit between
+    /// the two is in the snapshot but not in what is recorded as "seen", so at
+    /// worst a later run takes one snapshot too many, never one too few (the
+    /// file state is taken before both, likewise). The capture must own its
+    /// transaction to read the file directly and follow the WAL
+    /// (backup/capture/direct.rs, guide.rs): inside a caller's, it goes
+    /// through SQLite's backup API.
     ///
     /// `abandon` lets the watcher abandon the snapshot until it commits (see
     /// [`Store::backup_connection_abandonable`]); it holds the store lock.
@@ -174,23 +178,6 @@ impl Source {
                 self.path.display()
             )));
         };
-        let err = |e| sql_error(&self.path, opts.busy_timeout, e);
-        conn.execute_batch("BEGIN DEFERRED").map_err(err)?;
-        struct Rollback<'c>(&'c Connection);
-        impl Drop for Rollback<'_> {
-            fn drop(&mut self) {
-                // Ends the read transaction; an error means it already ended.
-                let _ = self.0.execute_batch("ROLLBACK");
-            }
-        }
-        let _txn = Rollback(conn);
-        // Starts the read transaction: the capture and data_version see one state.
-        retry_hot_journal(|| {
-            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-        .map_err(err)?;
         let data_version = data_version(conn, &self.path, opts.busy_timeout)?;
         let report = store.backup_connection_abandonable(conn, &self.abs, opts, abandon)?;
         self.last = Some(Seen { data_version, file });

@@ -337,3 +337,43 @@ fn a_page_written_behind_sqlites_back_is_what_the_guide_trusts_and_a_full_read_s
     let file = std::fs::read(&db).unwrap();
     assert_eq!(image[299 * 1024..300 * 1024], file[299 * 1024..300 * 1024]);
 }
+
+/// `watch` takes its snapshots through its own connection to the database,
+/// kept open between runs: its capture owns its read transaction, so it reads
+/// the file directly and follows the WAL like `backup` (inside a transaction
+/// of the watcher's it went through SQLite's backup API, and never followed).
+/// What it records as seen is read before the capture: a commit racing the
+/// capture costs one snapshot too many, never one too few.
+#[test]
+fn a_watched_database_is_read_directly_and_followed() {
+    use pagesnap_core::watch::{Change, Source};
+    use pagesnap_core::Abandon;
+    cache_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let mut conn = application(&db);
+    let store = init(&dir.path().join("s"));
+    let reference = init(&dir.path().join("reference"));
+    let mut source = Source::new(&db);
+    let timeout = std::time::Duration::from_secs(5);
+    let opts = BackupOptions::default();
+    let mut followed = 0;
+    for i in 0..5u64 {
+        assert_ne!(source.check(timeout).unwrap(), Change::Unchanged, "run {i}");
+        let r = source.snapshot(&store, &opts, &Abandon::new()).unwrap();
+        assert_eq!(r.capture_fallback, None, "run {i}: read directly");
+        followed += r.unread_bytes.is_some_and(|u| u > 0) as usize;
+        let want = back_up(&reference, &db, true, false);
+        assert_eq!(hex(&r.image_hash), hex(&want.image_hash), "run {i}");
+        assert_eq!(
+            source.check(timeout).unwrap(),
+            Change::Unchanged,
+            "run {i}, after"
+        );
+        write(&mut conn, &db, 10 + i);
+    }
+    assert!(
+        followed >= 3,
+        "runs after the first two follow the WAL: {followed}"
+    );
+}
