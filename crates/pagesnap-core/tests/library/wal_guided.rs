@@ -377,3 +377,53 @@ fn a_watched_database_is_read_directly_and_followed() {
         "runs after the first two follow the WAL: {followed}"
     );
 }
+
+/// A WAL whose every frame is already in the database file is read only to
+/// guide, and only when it is shorter than the database: a WAL ten times the
+/// database's size is not read (every page is, which costs less).
+#[test]
+fn a_checkpointed_wal_guides_only_when_shorter_than_the_database() {
+    cache_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let mut conn = application(&db);
+    // The rows the database was made with leave the WAL (a restart on the
+    // next write); a few rows written after fill a WAL much shorter.
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    let store = init(&dir.path().join("s"));
+    write(&mut conn, &db, 1);
+    back_up(&store, &db, false, false);
+    write(&mut conn, &db, 2);
+    conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
+        .unwrap();
+    let r = back_up(&store, &db, false, false);
+    assert!(
+        r.unread_bytes.is_some_and(|u| u > 0),
+        "{:?}",
+        r.unread_bytes
+    );
+
+    let small = dir.path().join("small.db");
+    let app = create_db(&small, Journal::Wal, 1024);
+    app.execute_batch(
+        "PRAGMA wal_autocheckpoint=0;
+         CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+         INSERT INTO t VALUES (1, randomblob(100));",
+    )
+    .unwrap();
+    back_up(&store, &small, false, false);
+    for _ in 0..3 {
+        app.execute("UPDATE t SET b = randomblob(100) WHERE id = 1", [])
+            .unwrap();
+    }
+    back_up(&store, &small, false, false);
+    let pages = count(&app, "PRAGMA page_count") as usize;
+    for _ in 0..10 * pages {
+        app.execute("UPDATE t SET b = randomblob(100) WHERE id = 1", [])
+            .unwrap();
+    }
+    app.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").unwrap();
+    let r = back_up(&store, &small, false, false);
+    assert_eq!(r.unread_bytes, None, "a WAL longer than the database");
+}

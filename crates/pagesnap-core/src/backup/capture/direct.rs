@@ -20,7 +20,7 @@
 
 use super::guide::{self, Guide};
 use super::source_files::{Reads, SourceFiles, WalFile};
-use super::wal::{IndexHeader, IndexState, WalPages, WalPosition};
+use super::wal::{IndexHeader, IndexState, WalPages, WalPosition, FRAME_HEADER};
 use rusqlite::Connection;
 use std::io;
 use std::ops::Range;
@@ -133,8 +133,11 @@ pub(crate) fn pin(
         // Every frame already copied into the file: the file is the snapshot
         // (the WAL may even be restarted under a reader of this kind: its
         // frames are read only to learn which pages changed, and a WAL that
-        // no longer checks only means no guide).
+        // no longer checks only means no guide). A WAL longer than the
+        // database costs more to read than the database itself.
         if after.backfilled >= header.max_frame {
+            let wal_bytes = header.max_frame as u64 * (FRAME_HEADER + size as u64);
+            let since = since.filter(|_| wal_bytes <= pages * size as u64);
             let guide = since.and_then(|s| {
                 let map = build(&header, size, remember, &wal).ok()?.ok()?;
                 guide::changed_since(&s, &header, pages, &map, size)
