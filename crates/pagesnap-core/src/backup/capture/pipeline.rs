@@ -26,6 +26,7 @@
 //! process ([`Pipeline::read_blocks`]), so reading runs on every core and a
 //! block stays in its core's cache from the read to the last hash.
 
+use super::direct::Untouched;
 use crate::backup::chunk_writer::{slot_len, ChunkWriter, Encoded};
 use crate::backup::prints::file::Recorder;
 use crate::backup::prints::{Compared, Print, Printing};
@@ -445,8 +446,6 @@ fn from_parent(
 /// How a worker reads a block: `read(b, buf)` fills `buf` (the block's
 /// length) with block `b` of the image.
 pub(crate) type BlockRead<'a> = dyn Fn(u64, &mut [u8]) -> Result<()> + Sync + 'a;
-
-pub(crate) use super::direct::Untouched;
 
 /// What processes blocks: each batch in parallel (rayon), then its chunks in
 /// order through the one chunk writer.
