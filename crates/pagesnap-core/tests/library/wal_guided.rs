@@ -427,3 +427,88 @@ fn a_checkpointed_wal_guides_only_when_shorter_than_the_database() {
     let r = back_up(&store, &small, false, false);
     assert_eq!(r.unread_bytes, None, "a WAL longer than the database");
 }
+
+/// Guided backups taken while a writer commits without pause (and
+/// checkpoints now and then) are each one committed state: every transaction
+/// adds amounts to rows (the first tenth of the table: the blocks of the
+/// rest are left to the guide) and records the new total, and each restored
+/// snapshot's rows add up to the newest total it holds, and pass
+/// `integrity_check`.
+#[test]
+fn guided_backups_under_a_busy_writer_are_each_a_committed_state() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    cache_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("busy.db");
+    let setup = create_db(&db, Journal::Wal, 1024);
+    setup
+        .execute_batch(
+            "CREATE TABLE v(id INTEGER PRIMARY KEY, x INTEGER NOT NULL, pad BLOB NOT NULL);
+             CREATE TABLE sums(n INTEGER PRIMARY KEY, total INTEGER NOT NULL);
+             WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 3000)
+             INSERT INTO v SELECT i, 0, randomblob(200) FROM c;
+             INSERT INTO sums(total) VALUES (0);",
+        )
+        .unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, db) = (stop.clone(), db.clone());
+        std::thread::spawn(move || {
+            let w = open_application(&db);
+            // Checkpoints rare enough that most backups find the WAL they
+            // follow (each restarts it at the next commit).
+            w.execute_batch("PRAGMA wal_autocheckpoint=5000").unwrap();
+            let mut rng = Rng(3);
+            let mut commits = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let tx = w.unchecked_transaction().unwrap();
+                let mut moved = 0i64;
+                for _ in 0..1 + rng.below(4) {
+                    let d = rng.below(1000) as i64 + 1;
+                    tx.execute(
+                        "UPDATE v SET x = x + ?1 WHERE id = ?2",
+                        [d, 1 + rng.below(300) as i64],
+                    )
+                    .unwrap();
+                    moved += d;
+                }
+                tx.execute(
+                    "INSERT INTO sums(total) SELECT total + ?1 FROM sums ORDER BY n DESC LIMIT 1",
+                    [moved],
+                )
+                .unwrap();
+                tx.commit().unwrap();
+                commits += 1;
+                // A commit every ~half millisecond.
+                std::thread::sleep(std::time::Duration::from_micros(500));
+                if commits % 1500 == 0 {
+                    let _ = w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            }
+            commits
+        })
+    };
+    let store = init(&dir.path().join("s"));
+    let mut taken = Vec::new();
+    for _ in 0..16 {
+        taken.push(back_up(&store, &db, false, false));
+        std::thread::sleep(std::time::Duration::from_millis(15));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let commits = writer.join().unwrap();
+    assert!(commits > 50, "the writer kept committing: {commits}");
+    let guided = taken
+        .iter()
+        .filter(|r| r.unread_bytes.is_some_and(|u| u > 0))
+        .count();
+    let unread: Vec<_> = taken.iter().map(|r| r.unread_bytes).collect();
+    assert!(guided >= 3, "{guided} backups were guided: {unread:?}");
+    for (i, r) in taken.iter().enumerate() {
+        let out = restore_and_check(&store, &snapshot_of(&store, r), &r.image_hash, dir.path());
+        let c = open_ro(&out);
+        let sum = count(&c, "SELECT sum(x) FROM v");
+        let total = count(&c, "SELECT total FROM sums ORDER BY n DESC LIMIT 1");
+        assert_eq!(sum, total, "snapshot {i} (guided: {:?})", r.unread_bytes);
+    }
+    drop(setup);
+}
