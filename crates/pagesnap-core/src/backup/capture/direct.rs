@@ -127,8 +127,7 @@ pub(crate) fn pin(
         // A parent's position in another WAL (other salts), or past this
         // one's end, cannot guide: not worth remembering, nor reading a WAL
         // the file already holds for.
-        let now = header.position();
-        let since = since.filter(|s| s.salt == now.salt && s.max_frame <= now.max_frame);
+        let since = since.filter(|s| guide::may_have_grown_from(s, &header));
         let remember = since.map(|s| s.max_frame);
         // Every frame already copied into the file: the file is the snapshot
         // (the WAL may even be restarted under a reader of this kind: its

@@ -49,6 +49,18 @@ pub(crate) fn may_follow(mark: &WalMark, file: (u64, u64), now: u64) -> bool {
         && now - mark.full_read_at < FULL_READ_EVERY
 }
 
+/// Whether the WAL the snapshot's pinned `header` describes may be the one
+/// `since` was in, only grown (the same salts and byte order, a frame past
+/// its header and not past this WAL's end): what is checked before the WAL
+/// is read, and again by [`changed_since`].
+pub(crate) fn may_have_grown_from(since: &WalPosition, header: &IndexHeader) -> bool {
+    let now = header.position();
+    now.salt == since.salt
+        && now.big_endian == since.big_endian
+        && since.max_frame > 0
+        && since.max_frame <= now.max_frame
+}
+
 /// Which pages changed since `since`, given the snapshot's pinned `header`,
 /// its size in `pages`, and its WAL built remembering `since.max_frame`; or
 /// `None` if the WAL cannot be proven to be the one `since` was in, only grown.
@@ -59,12 +71,7 @@ pub(crate) fn changed_since(
     wal: &WalPages,
     page_size: u32,
 ) -> Option<Guide> {
-    let now = header.position();
-    let same_wal = now.salt == since.salt && now.big_endian == since.big_endian;
-    if !same_wal || since.max_frame == 0 || since.max_frame > now.max_frame {
-        return None;
-    }
-    if wal.remembered() != Some(since.checksum) {
+    if !may_have_grown_from(since, header) || wal.remembered() != Some(since.checksum) {
         return None;
     }
     // A commit that cut the database may have had the file truncated by a
