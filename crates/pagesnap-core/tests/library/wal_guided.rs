@@ -131,15 +131,21 @@ fn apply(conn: &mut Connection, db: &Path, op: &Op) {
     }
 }
 
+/// A live database in `dir` (its application's connection kept open) and a
+/// store, this binary's cache directory set.
+fn live(dir: &Path) -> (PathBuf, Connection, Store) {
+    cache_dir();
+    let db = dir.join("live.db");
+    let conn = application(&db);
+    (db, conn, init(&dir.join("s")))
+}
+
 /// Runs `ops` against a live database, backing it up at each `Backup` into a
 /// store that follows the WAL and, with `--paranoid`, into another; returns
 /// how many backups were guided.
 fn run_ops(ops: &[Op]) -> usize {
-    cache_dir();
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live.db");
-    let mut conn = application(&db);
-    let guided = init(&dir.path().join("guided"));
+    let (db, mut conn, guided) = live(dir.path());
     let reference = init(&dir.path().join("reference"));
     back_up(&guided, &db, false, false);
     let mut followed = 0;
@@ -228,10 +234,7 @@ fn write(conn: &mut Connection, db: &Path, seed: u64) {
 
 /// A live database in `dir` and a store whose last backup followed its WAL.
 fn followed(dir: &Path) -> (PathBuf, Connection, Store) {
-    cache_dir();
-    let db = dir.join("live.db");
-    let mut conn = application(&db);
-    let store = init(&dir.join("s"));
+    let (db, mut conn, store) = live(dir);
     back_up(&store, &db, false, false);
     write(&mut conn, &db, 1);
     back_up(&store, &db, false, false);
@@ -291,13 +294,10 @@ fn a_database_file_replaced_is_read_whole() {
 
 #[test]
 fn a_page_written_behind_sqlites_back_is_what_the_guide_trusts_and_a_full_read_sees() {
-    cache_dir();
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live.db");
-    let conn = application(&db);
+    let (db, conn, store) = live(dir.path());
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
         .unwrap();
-    let store = init(&dir.path().join("s"));
     // Writes to the first page of rows only (block 0, always read).
     let write_first_rows = |conn: &Connection| {
         conn.execute("UPDATE t SET b = randomblob(300) WHERE id = 1", [])
@@ -348,11 +348,8 @@ fn a_page_written_behind_sqlites_back_is_what_the_guide_trusts_and_a_full_read_s
 fn a_watched_database_is_read_directly_and_followed() {
     use pagesnap_core::watch::{Change, Source};
     use pagesnap_core::Abandon;
-    cache_dir();
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live.db");
-    let mut conn = application(&db);
-    let store = init(&dir.path().join("s"));
+    let (db, mut conn, store) = live(dir.path());
     let reference = init(&dir.path().join("reference"));
     let mut source = Source::new(&db);
     let timeout = std::time::Duration::from_secs(5);
@@ -383,15 +380,12 @@ fn a_watched_database_is_read_directly_and_followed() {
 /// database's size is not read (every page is, which costs less).
 #[test]
 fn a_checkpointed_wal_guides_only_when_shorter_than_the_database() {
-    cache_dir();
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live.db");
-    let mut conn = application(&db);
+    let (db, mut conn, store) = live(dir.path());
     // The rows the database was made with leave the WAL (a restart on the
     // next write); a few rows written after fill a WAL much shorter.
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
         .unwrap();
-    let store = init(&dir.path().join("s"));
     write(&mut conn, &db, 1);
     back_up(&store, &db, false, false);
     write(&mut conn, &db, 2);
