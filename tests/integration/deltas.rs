@@ -1,7 +1,8 @@
 //! `init --deltas`: a store that stores changed pages as deltas against their
 //! previous version (docs/DELTAS.md). Snapshots restore byte for byte, before and
-//! after forget + prune, `verify --read-data` decodes every chain, `copy` stores
-//! whole chunks; `repair index --read-data` checks every chain, changes nothing
+//! after forget + prune, `verify --read-data` decodes every chain, `copy` into
+//! a store without deltas stores whole chunks (into one with deltas it carries
+//! them: tests/library/deltas.rs, and on S3 tests/integration/s3.rs); `repair index --read-data` checks every chain, changes nothing
 //! in a sound store, and drops a damaged base with the deltas made against it,
 //! naming them.
 

@@ -997,6 +997,67 @@ fn s3_deltas_from_the_base_cache_within_the_request_budget() {
     ok(g.ps(&url).args(["verify", "--read-data"]));
 }
 
+/// `copy` from a local store with deltas into a store with deltas on S3
+/// carries the deltas as they are (their bases went with earlier snapshots):
+/// the bucket holds as many deltas as the source, every snapshot restores byte
+/// for byte from it, `verify --read-data` decodes every chain there, and a
+/// backup made on S3 afterwards continues from the copied history.
+#[test]
+fn s3_copy_carries_deltas_into_a_store_with_deltas() {
+    let Some(g) = garage() else { return };
+    let url = g.url("copy-deltas");
+    ok(g.ps(&url).args(["init", "--deltas"]));
+    let local = Fx::uninit();
+    ok(local.cmd().args(["init", "--deltas"]));
+    let db = local.path("app.db");
+    let conn = create_db(&db, Journal::Wal, 3000, 31);
+    let mut copies = Vec::new();
+    for round in 0..4u32 {
+        if round > 0 {
+            mutate(&conn, round as u64);
+        }
+        let b = local.backup(&db, &["--time", &t(10 * round)]);
+        let reference = reference_copy(&db, &local.path(&format!("ref{round}.db")));
+        copies.push((b["image_hash"].clone(), reference));
+    }
+    let deltas = |stats: &Value| stats["deltas"]["chunks"].as_u64().unwrap();
+    let source = ok_json(local.cmd().args(["--json", "stats"]));
+    assert!(deltas(&source) > 0, "{source}");
+
+    let r = ok_json(
+        g.ps(&url)
+            .args(["--json", "copy", "--from"])
+            .arg(&local.store),
+    );
+    assert_eq!(r["copied"], 4, "{r}");
+    let there = ok_json(g.ps(&url).args(["--json", "stats"]));
+    assert_eq!(deltas(&there), deltas(&source), "{there}");
+    let snaps = ok_json(g.ps(&url).args(["--json", "snapshots"]));
+    for s in snaps.as_array().unwrap() {
+        let (_, reference) = copies.iter().find(|(h, _)| *h == s["image_hash"]).unwrap();
+        let out = local.path(&format!("from-s3-{}.db", s["short_id"].as_str().unwrap()));
+        ok(g.ps(&url)
+            .args(["restore", s["id"].as_str().unwrap(), "-o"])
+            .arg(&out));
+        assert_eq!(&hash_file(&out), reference);
+        assert_eq!(integrity(&out), "ok");
+    }
+    ok(g.ps(&url).args(["verify", "--read-data"]));
+
+    mutate(&conn, 9);
+    let b = ok_json(
+        g.ps(&url)
+            .args(["--json", "backup"])
+            .arg(&db)
+            .args(["--time", &t(100)]),
+    );
+    let out = local.path("after.db");
+    ok(g.ps(&url).args(["restore", "latest", "-o"]).arg(&out));
+    assert_eq!(Value::String(hash_file(&out)), b["image_hash"]);
+    ok(g.ps(&url).args(["verify", "--read-data"]));
+    drop(conn);
+}
+
 /// An encrypted store on Garage (issue #28): backups with deltas stay within
 /// the request budget, every snapshot restores byte for byte, `verify
 /// --read-data` authenticates every object, and no object in the bucket holds

@@ -2,7 +2,7 @@
 //! is (only chunks in packs that exist), and the names page maps use for chunks
 //! (index object, ordinal → chunk id).
 
-use crate::format::index::{IndexBody, IndexEntry, PackRef};
+use crate::format::index::{DeltaBase, IndexBody, IndexEntry, PackRef};
 use crate::format::pack::{Codec, PackEntry};
 use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
 use rayon::prelude::*;
@@ -154,9 +154,24 @@ impl ChunkIndex {
         bytes: &[u8],
         present: impl Fn(&Id, u64) -> bool,
     ) -> Result<(), crate::format::FormatError> {
+        self.add_encoded_with_bases(list, bytes, present, |_, _| {})
+    }
+
+    /// [`ChunkIndex::add_encoded`] handing each delta entry's base-table row
+    /// to `row` too (whether or not its pack is present).
+    pub fn add_encoded_with_bases(
+        &mut self,
+        list: Id,
+        bytes: &[u8],
+        present: impl Fn(&Id, u64) -> bool,
+        mut row: impl FnMut(&ChunkId, &DeltaBase),
+    ) -> Result<(), crate::format::FormatError> {
         let mut adding: Option<Adding> = None;
-        IndexBody::decode_each(bytes, |packs, e| {
+        IndexBody::decode_each_with_bases(bytes, |packs, e, base| {
             let a = adding.get_or_insert_with(|| self.begin(list, packs, &present));
+            if let Some(b) = &base {
+                row(&e.entry.id, b);
+            }
             self.push(a, packs, &e);
         })
         .map(|packs| {

@@ -16,6 +16,8 @@
 //!   newest earlier snapshot of its database in the destination, as a backup's is.
 //! * Chunks are moved as stored (same codec, same dictionary; dictionaries are
 //!   copied first), read in runs of neighbouring blobs, one ranged read per run.
+//!   A delta goes as it is only where its base is already in the destination
+//!   ([`Copier::carry`]), with its base-table row; otherwise whole.
 //!   Every chunk copied is decoded and checked against its id on the way, so a copy
 //!   never spreads damage: a damaged source chunk fails that snapshot (nothing is
 //!   published for it) and the copy goes on with the others.
@@ -24,14 +26,15 @@
 
 use crate::codec;
 use crate::format::dict::DictBody;
+use crate::format::index::MAX_DELTA_DEPTH;
 use crate::format::manifest::Manifest;
-use crate::format::pack::Codec;
+use crate::format::pack::{Codec, PackEntry};
 use crate::index::chunk_index::{ChunkIndex, Location};
 use crate::store::bases::{Bases, DEFAULT_CACHE_BYTES};
 use crate::store::pack_sink::PackSink;
 use crate::store::select;
-use crate::store::NewChunks;
 use crate::store::Snapshot;
+use crate::store::{DeltaFacts, NewChunks};
 use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
 use crate::{layout, Error, Result, Store};
 use chrono::{DateTime, Utc};
@@ -141,22 +144,33 @@ enum Failure {
     Destination(Error),
 }
 
-/// A chunk's stored bytes as they go to the destination, and their codec: the
-/// source's blob as it is, or (a delta) the chunk compressed again whole.
-type Blob<'b> = (Cow<'b, [u8]>, Codec);
-
-/// A blob, its codec, and the chunk's id in the destination when the two
-/// stores name chunks differently.
-type Renamed<'b> = (Cow<'b, [u8]>, Codec, Option<ChunkId>);
+/// A chunk's stored bytes as they go to the destination: the source's blob as
+/// it is, or (a delta the destination cannot take as one) the chunk
+/// compressed again whole.
+struct Outgoing<'b> {
+    stored: Cow<'b, [u8]>,
+    codec: Codec,
+    /// Its id in the destination when the two stores name chunks differently.
+    renamed: Option<ChunkId>,
+    /// A delta copied as it is: its base, depth in the destination and whole
+    /// length (its base-table row there).
+    row: Option<(ChunkId, u8, u32)>,
+}
 
 /// What stays loaded from one snapshot to the next.
 struct Copier<'a> {
     from: &'a Store,
     to: &'a Store,
     src_index: Option<ChunkIndex>,
-    /// A source with deltas: a delta is decoded through its chain and copied
-    /// as a whole chunk (the destination may lack its bases, or deltas).
+    /// What the source's base tables say of its deltas (their whole lengths).
+    src_rows: IdMap<DeltaFacts>,
+    /// A source with deltas: each delta is decoded through its chain (checked),
+    /// then copied as it is or as a whole chunk ([`Copier::carry`]).
     bases: Option<Bases>,
+    /// Deltas are copied as deltas (both stores have them and name chunks
+    /// alike): the destination's depth of each of its deltas, kept up to date
+    /// as snapshots are copied. `None`: every delta is copied whole.
+    dest_depths: Option<IdMap<u8>>,
     /// Dictionaries known to be in the destination, with their bytes (for
     /// decoding the chunks that use them).
     dicts: IdMap<Vec<u8>>,
@@ -217,10 +231,22 @@ pub fn copy(from: &Store, to: &Store, opts: &CopyOptions) -> Result<CopyReport> 
         Vec::new()
     };
     let _dst_lock = to.lock(false, "copy", opts.lock_wait)?;
+    // Plain stores share one naming; an encrypted store has its own key.
+    let rename = (from.config().encrypted || to.config().encrypted).then(IdMap::default);
+    let carries = from.config().deltas && to.config().deltas && rename.is_none();
+    let (dest_index, dest_depths) = match carries {
+        true => {
+            let (index, rows) = to.load_index_with_rows()?;
+            let depths = rows.into_iter().map(|(id, f)| (id, f.depth)).collect();
+            (index, Some(depths))
+        }
+        false => (to.load_index()?, None),
+    };
     let mut c = Copier {
         from,
         to,
         src_index: None,
+        src_rows: IdMap::default(),
         bases: match from.config().deltas {
             true => Some(Bases::new(
                 from.backend().clone(),
@@ -229,12 +255,12 @@ pub fn copy(from: &Store, to: &Store, opts: &CopyOptions) -> Result<CopyReport> 
             )?),
             false => None,
         },
+        dest_depths,
         dicts: IdMap::default(),
-        dest_index: to.load_index()?,
+        dest_index,
         dest_snaps: to.snapshots()?,
         last: HashMap::new(),
-        // Plain stores share one naming; an encrypted store has its own key.
-        rename: (from.config().encrypted || to.config().encrypted).then(IdMap::default),
+        rename,
     };
     let mut report = CopyReport {
         from: from.location(),
@@ -302,7 +328,9 @@ impl Copier<'_> {
         done: &mut CopiedSnapshot,
     ) -> Result<SnapshotId, Failure> {
         if self.src_index.is_none() {
-            self.src_index = Some(self.from.load_index().map_err(Failure::Source)?);
+            let (index, rows) = self.from.load_index_with_rows().map_err(Failure::Source)?;
+            self.src_index = Some(index);
+            self.src_rows = rows;
         }
         let src_index = match self.src_index.take() {
             Some(i) => i,
@@ -390,6 +418,8 @@ impl Copier<'_> {
         let mut moved = 0u64;
         let mut sink = PackSink::new(to.backend().clone(), to.config().pack_target_size as usize);
         let mut pushed: HashSet<ChunkId> = HashSet::new();
+        // The base-table rows of the deltas copied as they are.
+        let mut rows: IdMap<(ChunkId, u8, u32)> = IdMap::default();
         let runs = plan_runs(src_index, groups, &from.location());
         // Reads in batches: from a remote store several are in flight at once
         // (each waits a round trip); the batch's chunks are then checked on every
@@ -410,10 +440,10 @@ impl Copier<'_> {
             let fetched = fetched.map_err(Failure::Source)?;
             for (run, bytes) in batch.iter().zip(&fetched) {
                 let blobs = self.decode_run(src_index, snap.id, run, bytes)?;
-                for ((id, loc), (stored, codec, renamed)) in run.items.iter().zip(blobs) {
+                for ((id, loc), out) in run.items.iter().zip(blobs) {
                     let entry = loc.pack_entry(*id);
                     moved += entry.stored_len as u64;
-                    let dest_id = match (&mut self.rename, renamed) {
+                    let dest_id = match (&mut self.rename, out.renamed) {
                         (Some(r), Some(new)) => {
                             r.insert(*id, new);
                             // Another source chunk had these bytes (a store
@@ -426,8 +456,11 @@ impl Copier<'_> {
                         }
                         _ => *id,
                     };
-                    sink.push(run.dict, dest_id, &stored, entry.raw_len, codec)
+                    sink.push(run.dict, dest_id, &out.stored, entry.raw_len, out.codec)
                         .map_err(Failure::Destination)?;
+                    if let Some(row) = out.row {
+                        rows.insert(dest_id, row);
+                    }
                 }
                 crate::progress::report(to.progress(), moved, total);
             }
@@ -439,7 +472,7 @@ impl Copier<'_> {
             packs: out.packs,
             entries: out.entries,
             dict: None,
-            bases: Default::default(),
+            bases: rows,
         };
         let mut metadata = 0u64;
         // The snapshot's chunks as the destination names them.
@@ -484,10 +517,19 @@ impl Copier<'_> {
             .publish(&manifest, newest)
             .map_err(Failure::Destination)?;
         done.bytes_uploaded += metadata + len;
-        // The next snapshot dedups against this one's chunks and names them.
+        // The next snapshot dedups against this one's chunks and names them,
+        // and its deltas may be made against them.
         if let Some((list_id, body)) = written.index {
             self.dest_index.add(list_id, &body, |_, _| true);
             self.dest_index.seal();
+            if let Some(depths) = &mut self.dest_depths {
+                for row in &body.deltas {
+                    if let Some(e) = body.entries.get(row.ordinal as usize) {
+                        let d = depths.entry(e.entry.id).or_default();
+                        *d = (*d).max(row.depth);
+                    }
+                }
+            }
         }
         self.dest_snaps.push(Snapshot { id, manifest });
         self.last.insert(snap.manifest.name.clone(), list);
@@ -498,15 +540,16 @@ impl Copier<'_> {
     /// decoded and checked against its id first (on every core): a copy must never
     /// spread damage.
     ///
-    /// A delta (a source with deltas) comes back decoded through its chain and
-    /// compressed again on its own, with the codec to store it as.
+    /// A delta (a source with deltas) is decoded through its chain, then comes
+    /// back as it is when the destination can take it ([`Copier::carry`]),
+    /// otherwise compressed again on its own, with the codec to store it as.
     fn decode_run<'b>(
         &self,
         src_index: &ChunkIndex,
         snap: SnapshotId,
         run: &Run,
         bytes: &'b [u8],
-    ) -> Result<Vec<Renamed<'b>>, Failure> {
+    ) -> Result<Vec<Outgoing<'b>>, Failure> {
         let damaged = |id: ChunkId, detail: String| {
             Failure::Source(Error::ChunkDamaged {
                 snapshot: Some(snap),
@@ -541,7 +584,7 @@ impl Copier<'_> {
         let level = self.to.config().zstd_level;
         let dest_ids = self.rename.as_ref().map(|_| self.to.chunk_ids());
         let rename = |raw: &[u8]| dest_ids.as_ref().map(|d| d.of(raw));
-        let checked: Vec<Result<(Blob<'b>, Option<ChunkId>), codec::ChunkError>> = run
+        let checked: Vec<Result<Outgoing<'b>, codec::ChunkError>> = run
             .items
             .par_iter()
             .zip(&blobs)
@@ -550,21 +593,40 @@ impl Copier<'_> {
                 match (&self.bases, entry.codec) {
                     (Some(bases), Codec::ZstdDelta) => {
                         let (raw, _) = bases.raw(id, src_index)?;
-                        let blob = match zstd::bulk::compress(&raw, level) {
+                        if let Some(row) = self.carry(&entry, stored, src_index)? {
+                            return Ok(Outgoing {
+                                stored: Cow::Borrowed(*stored),
+                                codec: Codec::ZstdDelta,
+                                renamed: None,
+                                row: Some(row),
+                            });
+                        }
+                        let (stored, codec) = match zstd::bulk::compress(&raw, level) {
                             Ok(z) if z.len() < raw.len() => (Cow::Owned(z), Codec::Zstd),
                             _ => (Cow::Owned(raw.to_vec()), Codec::Raw),
                         };
-                        Ok((blob, rename(&raw)))
+                        Ok(Outgoing {
+                            stored,
+                            codec,
+                            renamed: rename(&raw),
+                            row: None,
+                        })
                     }
-                    _ => codec::decode_checked_on_thread(&entry, stored, dict, &ids)
-                        .map(|raw| ((Cow::Borrowed(*stored), entry.codec), rename(&raw))),
+                    _ => codec::decode_checked_on_thread(&entry, stored, dict, &ids).map(|raw| {
+                        Outgoing {
+                            stored: Cow::Borrowed(*stored),
+                            codec: entry.codec,
+                            renamed: rename(&raw),
+                            row: None,
+                        }
+                    }),
                 }
             })
             .collect();
         let mut out = Vec::with_capacity(checked.len());
         for (k, r) in checked.into_iter().enumerate() {
             match r {
-                Ok(((blob, codec), renamed)) => out.push((blob, codec, renamed)),
+                Ok(o) => out.push(o),
                 // A base that could not be read is the read error it was.
                 Err(codec::ChunkError::Unreadable { source, .. }) => {
                     return Err(Failure::Source(Error::Backend(source)))
@@ -573,6 +635,39 @@ impl Copier<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// The destination's base-table row for delta `e` (whose blob is
+    /// `stored`, already decoded checked through its chain) if it can be
+    /// copied as it is: deltas are carried, its base is in the destination
+    /// (the blob names it by prefix; a prefix several source chunks share is
+    /// not followed here), and the chain there stays within
+    /// [`MAX_DELTA_DEPTH`]. `None`: it is copied whole.
+    fn carry(
+        &self,
+        e: &PackEntry,
+        stored: &[u8],
+        src_index: &ChunkIndex,
+    ) -> Result<Option<(ChunkId, u8, u32)>, codec::ChunkError> {
+        let Some(depths) = &self.dest_depths else {
+            return Ok(None);
+        };
+        let Some(h) = codec::base_of(e, stored)? else {
+            return Ok(None);
+        };
+        // One source chunk of that prefix: the base the checked decode used.
+        let [base] = src_index.sharing(h.base.key())[..] else {
+            return Ok(None);
+        };
+        if !self.dest_index.contains(&base) {
+            return Ok(None);
+        }
+        let depth = depths.get(&base).copied().unwrap_or(0) + 1;
+        if depth > MAX_DELTA_DEPTH {
+            return Ok(None);
+        }
+        let whole_len = self.src_rows.get(&e.id).map_or(0, |f| f.whole_len);
+        Ok(Some((base, depth, whole_len.min(e.raw_len))))
     }
 
     /// Makes dictionary `d` present in the destination (copied from the source,

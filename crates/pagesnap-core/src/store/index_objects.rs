@@ -3,9 +3,9 @@
 
 use super::Store;
 use crate::backend::{Backend, BackendError, ObjectInfo, PutMode};
-use crate::format::index::IndexBody;
+use crate::format::index::{DeltaBase, IndexBody};
 use crate::index::chunk_index::ChunkIndex;
-use crate::types::{Id, IdMap};
+use crate::types::{ChunkId, Id, IdMap};
 use crate::{layout, Error, Result};
 use rayon::prelude::*;
 
@@ -22,9 +22,36 @@ impl Store {
         Ok(index)
     }
 
+    /// [`Store::load_index`], and what the base tables say of each delta: its
+    /// deepest recorded depth and largest whole length (a chunk stored twice
+    /// has a row per copy; the deepest is what a reader may meet). Empty for a
+    /// store without deltas.
+    pub(crate) fn load_index_with_rows(&self) -> Result<(ChunkIndex, IdMap<DeltaFacts>)> {
+        let present = self.pack_sizes()?;
+        let objects = self.backend.list(layout::INDEX)?;
+        let mut rows: IdMap<DeltaFacts> = IdMap::default();
+        let mut index = self.index_with(&objects, &present, |id, b| {
+            let f = rows.entry(*id).or_default();
+            f.depth = f.depth.max(b.depth);
+            f.whole_len = f.whole_len.max(b.whole_len);
+        });
+        index.seal();
+        Ok((index, rows))
+    }
+
     /// The index objects `objects` read into an index (not sealed), locations only
     /// in the packs of `present` (by id, with their length).
     pub(crate) fn index_of(&self, objects: &[ObjectInfo], present: &IdMap<u64>) -> ChunkIndex {
+        self.index_with(objects, present, |_, _| {})
+    }
+
+    /// [`Store::index_of`] handing each delta's base-table row to `row`.
+    fn index_with(
+        &self,
+        objects: &[ObjectInfo],
+        present: &IdMap<u64>,
+        mut row: impl FnMut(&ChunkId, &DeltaBase),
+    ) -> ChunkIndex {
         let mut index = ChunkIndex::default();
         // Sized once from the objects' sizes (an entry takes about 38 bytes): growing
         // by doubling left the table up to half empty, the largest part of a backup's memory.
@@ -45,7 +72,12 @@ impl Store {
                 // backup) and the snapshots whose maps name them, never the whole store.
                 let added = bytes.and_then(|bytes| {
                     index
-                        .add_encoded(*id, &bytes, |pack, len| present.get(pack) == Some(&len))
+                        .add_encoded_with_bases(
+                            *id,
+                            &bytes,
+                            |pack, len| present.get(pack) == Some(&len),
+                            &mut row,
+                        )
                         .map_err(self.format_err(key))
                 });
                 match added {
@@ -58,6 +90,15 @@ impl Store {
         }
         index
     }
+}
+
+/// What a store's base tables say of one delta chunk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DeltaFacts {
+    /// Its depth (the deepest, when it is stored more than once).
+    pub depth: u8,
+    /// The bytes it would take stored alone (`DeltaBase::whole_len`; 0: unknown).
+    pub whole_len: u32,
 }
 
 /// Stores an index object; returns its id and length. Streamed (see

@@ -33,7 +33,7 @@ pub(crate) mod packs;
 pub mod select;
 mod snapshot;
 
-pub(crate) use index_objects::put_index;
+pub(crate) use index_objects::{put_index, DeltaFacts};
 pub(crate) use maps::{check_lists_named, MapBase, NewChunks, WrittenMap};
 pub use snapshot::{DamagedSnapshot, Snapshot};
 

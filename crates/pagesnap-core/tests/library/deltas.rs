@@ -516,37 +516,55 @@ fn a_backup_after_its_parents_index_object_is_gone_restores() {
     restore_and_check(&with, &snap, &reference_hash(&db, dir.path()), dir.path());
 }
 
-/// `copy` from a store with deltas decodes each delta through its chain and
-/// stores it whole: the copies restore byte for byte in a store without deltas
-/// (which stays a version-1 store) and in one with them.
-#[test]
-fn copy_from_a_store_with_deltas_stores_whole_chunks() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bank.db");
+/// Bytes in the packs of the store at `dir`.
+fn pack_bytes(dir: &Path) -> u64 {
+    walk(&dir.join("packs"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// Snapshots of the accounts table after `steps` rounds of updates, in a
+/// store with deltas at `dir/with`, each with the reference hash of its image.
+fn updated_store(dir: &Path, steps: usize) -> (Store, Vec<(BackupReport, Hash)>) {
+    let db = dir.join("bank.db");
     let conn = accounts(&db, 3000);
-    let with = store(dir.path(), "with", true);
+    let with = store(dir, "with", true);
     let mut rng = Rng(8);
     let mut taken = Vec::new();
-    for step in 0..5 {
+    for step in 0..steps {
         if step > 0 {
             update_some(&conn, &mut rng, 3000, 20);
         }
-        taken.push((backup(&with, &db), reference_hash(&db, dir.path())));
+        taken.push((backup(&with, &db), reference_hash(&db, dir)));
     }
     assert!(taken.iter().any(|(r, _)| r.stats.delta_chunks > 0));
-    for (name, deltas) in [("plain", false), ("other", true)] {
-        let dst = store(dir.path(), name, deltas);
-        let report = pagesnap_core::copy::copy(&with, &dst, &CopyOptions::default()).unwrap();
-        assert_eq!(report.copied(), taken.len(), "{name}");
-        assert_eq!(delta_census(&dir.path().join(name)).0, 0, "{name}");
-        for s in dst.snapshots().unwrap() {
-            let (_, reference) = taken
-                .iter()
-                .find(|(r, _)| r.image_hash == s.manifest.image_hash)
-                .unwrap();
-            restore_and_check(&dst, &s, reference, dir.path());
-        }
+    (with, taken)
+}
+
+/// Every snapshot of `dst` restores to the image of the backup it copies.
+fn restores_as_taken(dst: &Store, taken: &[(BackupReport, Hash)], dir: &Path) {
+    for s in dst.snapshots().unwrap() {
+        let (_, reference) = taken
+            .iter()
+            .find(|(r, _)| r.image_hash == s.manifest.image_hash)
+            .unwrap();
+        restore_and_check(dst, &s, reference, dir);
     }
+}
+
+/// `copy` into a store without deltas decodes each delta through its chain
+/// and stores it whole: the copies restore byte for byte, and the store stays
+/// a version-1 store.
+#[test]
+fn copy_into_a_store_without_deltas_stores_whole_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (with, taken) = updated_store(dir.path(), 5);
+    let dst = store(dir.path(), "plain", false);
+    let report = pagesnap_core::copy::copy(&with, &dst, &CopyOptions::default()).unwrap();
+    assert_eq!(report.copied(), taken.len());
+    assert_eq!(delta_census(&dir.path().join("plain")).0, 0);
+    restores_as_taken(&dst, &taken, dir.path());
     for p in walk(&dir.path().join("plain/packs")) {
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(
@@ -556,6 +574,69 @@ fn copy_from_a_store_with_deltas_stores_whole_chunks() {
             p.display()
         );
     }
+}
+
+/// `copy` into a store with deltas copies a delta as it is when its base is
+/// there: copying every snapshot keeps the source's saving (as many deltas,
+/// about as many pack bytes), the copies restore byte for byte and verify
+/// reading every chain, and `prune` there keeps the bases of the deltas its
+/// kept snapshots need. A delta whose base the destination lacks (only the
+/// newest snapshot copied) is stored whole.
+#[test]
+fn copy_into_a_store_with_deltas_carries_deltas_whose_base_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (with, taken) = updated_store(dir.path(), 8);
+    let (src_deltas, src_deepest) = delta_census(&dir.path().join("with"));
+
+    let dst = store(dir.path(), "other", true);
+    let report = pagesnap_core::copy::copy(&with, &dst, &CopyOptions::default()).unwrap();
+    assert_eq!(report.copied(), taken.len());
+    let (deltas, deepest) = delta_census(&dir.path().join("other"));
+    assert_eq!(deltas, src_deltas, "every delta is copied as one");
+    assert!(deepest <= src_deepest);
+    let (src_bytes, dst_bytes) = (
+        pack_bytes(&dir.path().join("with")),
+        pack_bytes(&dir.path().join("other")),
+    );
+    assert!(
+        dst_bytes * 100 <= src_bytes * 102,
+        "{dst_bytes} against {src_bytes}"
+    );
+    restores_as_taken(&dst, &taken, dir.path());
+    let read_data = VerifyOptions {
+        read_data: Some(DataSubset::All),
+        ..VerifyOptions::default()
+    };
+    let v = dst.verify(&read_data).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+
+    // Forgetting the older half and pruning keeps what the newer half needs.
+    let snaps = dst.snapshots().unwrap();
+    let mut by_time = snaps.clone();
+    by_time.sort_by_key(|s| s.time());
+    let old: Vec<_> = by_time[..4].iter().map(|s| s.id).collect();
+    dst.forget_snapshots(&old, false).unwrap();
+    let pruned = dst
+        .prune(&PruneOptions {
+            max_unused: 0.0,
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert!(pruned.packs_written > 0, "{pruned:?}");
+    restores_as_taken(&dst, &taken, dir.path());
+    let v = dst.verify(&read_data).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+
+    // Only the newest, into a fresh store: its deltas' bases are not there.
+    let fresh = store(dir.path(), "fresh", true);
+    let latest = CopyOptions {
+        snapshots: vec!["latest".into()],
+        ..CopyOptions::default()
+    };
+    let report = pagesnap_core::copy::copy(&with, &fresh, &latest).unwrap();
+    assert_eq!(report.copied(), 1);
+    assert_eq!(delta_census(&dir.path().join("fresh")).0, 0);
+    restores_as_taken(&fresh, &taken, dir.path());
 }
 
 /// `verify --read-data` decodes every delta through its chain: a sound store
