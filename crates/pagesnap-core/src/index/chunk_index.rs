@@ -134,8 +134,8 @@ pub struct ChunkIndex {
 impl ChunkIndex {
     /// Adds the index object `list`. Its names are always kept; its locations only
     /// for packs `present` accepts (a lost pack's chunks are then unknown, so a
-    /// backup stores them again). A chunk found in several packs keeps its first
-    /// location: any copy is as good as another.
+    /// backup stores them again). A chunk found in several packs keeps one
+    /// location when the index is sealed ([`copy_rank`]).
     pub fn add(&mut self, list: Id, body: &IndexBody, present: impl Fn(&Id, u64) -> bool) {
         self.chunks.reserve(body.entries.len());
         self.sealed = false;
@@ -278,18 +278,25 @@ impl ChunkIndex {
         self.chunks.iter().map(|(id, l)| (id, l))
     }
 
-    /// Ends loading: sorts the chunks by id, keeping the first location added for a
-    /// chunk found in several packs. Lookups need it; adding more unseals.
+    /// Ends loading: sorts the chunks by id, keeping one location for a chunk
+    /// found in several packs ([`copy_rank`], then the first added).
+    /// Lookups need it; adding more unseals.
     pub fn seal(&mut self) {
         if !self.sealed {
-            // The first-loaded copy of a chunk stored twice wins, as in load order.
-            // Compared by the ids' first 8 bytes first: ids are uniform, so these
-            // almost always decide, where comparing whole ids was a memcmp call per
-            // comparison (half of the sort's time).
+            // Of a chunk stored twice, a copy stored whole wins, then the
+            // first-loaded, as in load order. Compared by the ids' first 8 bytes
+            // first: ids are uniform, so these almost always decide, where
+            // comparing whole ids was a memcmp call per comparison (half of the
+            // sort's time).
             self.chunks.par_sort_unstable_by(|a, b| {
-                prefix(&a.0)
-                    .cmp(&prefix(&b.0))
-                    .then_with(|| (a.0, a.1.list, a.1.ordinal).cmp(&(b.0, b.1.list, b.1.ordinal)))
+                prefix(&a.0).cmp(&prefix(&b.0)).then_with(|| {
+                    (a.0, copy_rank(a.1.entry.codec), a.1.list, a.1.ordinal).cmp(&(
+                        b.0,
+                        copy_rank(b.1.entry.codec),
+                        b.1.list,
+                        b.1.ordinal,
+                    ))
+                })
             });
             // The other copies are kept aside (they are rare: chunks stored twice by
             // concurrent backups or a copy): the local index cache keeps every copy,
@@ -492,6 +499,17 @@ fn prefix(id: &ChunkId) -> u64 {
     u64::from_be_bytes(first)
 }
 
+/// How a copy of a chunk stored more than once ranks (the lowest is kept):
+/// one stored whole before a delta. Every reader then meets a chain no deeper
+/// than the one its writer recorded. A backup records a delta's depth from the
+/// copy of its base it read; if readers took a delta copy where that backup
+/// read a whole one (two machines writing to one store, one without the base
+/// in its base cache), the chain could pass the depth bound, and a restore
+/// would refuse it. `prune`, which keeps one copy, keeps this one.
+pub(crate) fn copy_rank(codec: Codec) -> u8 {
+    u8::from(codec == Codec::ZstdDelta)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +526,38 @@ mod tests {
             },
             list: 0,
             ordinal: n,
+        }
+    }
+
+    /// Of a chunk located twice, the copy stored whole is kept whichever was
+    /// added first; of two deltas, the first added; the others go aside.
+    #[test]
+    fn a_copy_stored_whole_is_kept_before_a_delta() {
+        let id = Id::of_object(b"twice");
+        let with = |n: u32, codec: Codec| Location {
+            entry: Slot {
+                codec,
+                ..loc(n).entry
+            },
+            ..loc(n)
+        };
+        let cases = [
+            ([Codec::ZstdDelta, Codec::Zstd], 1),
+            ([Codec::Zstd, Codec::ZstdDelta], 0),
+            ([Codec::ZstdDelta, Codec::Raw], 1),
+            ([Codec::ZstdDelta, Codec::ZstdDelta], 0),
+            ([Codec::ZstdDict, Codec::Zstd], 0),
+        ];
+        for (codecs, kept) in cases {
+            let mut index = ChunkIndex::default();
+            for (n, codec) in codecs.iter().enumerate() {
+                index.chunks.push((id, with(n as u32, *codec)));
+            }
+            index.seal();
+            let want = with(kept, codecs[kept as usize]);
+            assert_eq!(index.get(&id), Some(&want), "{codecs:?}");
+            assert_eq!(index.duplicates().len(), 1, "{codecs:?}");
+            assert_ne!(index.duplicates()[0].1, want, "{codecs:?}");
         }
     }
 

@@ -28,6 +28,7 @@ use crate::format::index::{DeltaBase, IndexBody, IndexEntry, PackRef, MAX_DELTA_
 use crate::format::pack::{Codec, FOOTER_LEN, HEADER_LEN};
 use crate::format::pagemap::PageMap;
 use crate::index::cache::Placed;
+use crate::index::chunk_index::copy_rank;
 use crate::store::bases::Bases;
 use crate::store::lock::LockGuard;
 use crate::store::pack_sink::PackSink;
@@ -440,8 +441,8 @@ impl Store {
         }
         r.live_chunks = live.len() as u64;
 
-        // Packs present, and one location for every live chunk (the first in key
-        // order, as the index loader picks).
+        // Packs present, and one location for every live chunk (the one the
+        // index loader picks).
         let packs: HashMap<Id, u64> = cat
             .sizes
             .iter()
@@ -467,12 +468,16 @@ impl Store {
                 if packs.get(&p.id) != Some(&p.len) {
                     continue;
                 }
+                // Of a chunk stored twice, the copy the index loader keeps
+                // (chunk_index::copy_rank: a whole one before a delta, then
+                // the first in key order).
+                let rank = copy_rank(e.entry.codec);
                 if self.config().deltas {
-                    placed.entry(e.entry.id).or_insert((p.id, p.dict, e.entry));
-                    if live.contains(&e.entry.id) && !chosen.contains_key(&e.entry.id) {
-                        if let Some(row) = body_rows.get(&(i as u64)) {
-                            rows.insert(e.entry.id, *row);
-                        }
+                    let better = placed
+                        .get(&e.entry.id)
+                        .is_none_or(|(_, _, kept)| copy_rank(kept.codec) > rank);
+                    if better {
+                        placed.insert(e.entry.id, (p.id, p.dict, e.entry));
                     }
                 }
                 pack_dict.insert(p.id, p.dict);
@@ -480,8 +485,15 @@ impl Store {
                 if b.1.insert(e.entry.offset) {
                     b.0 += e.entry.stored_len as u64;
                 }
-                if live.contains(&e.entry.id) && !chosen.contains_key(&e.entry.id) {
+                let better = chosen
+                    .get(&e.entry.id)
+                    .is_none_or(|(_, _, kept)| copy_rank(kept.entry.codec) > rank);
+                if live.contains(&e.entry.id) && better {
                     chosen.insert(e.entry.id, (*iid, p, *e));
+                    match body_rows.get(&(i as u64)) {
+                        Some(row) => rows.insert(e.entry.id, *row),
+                        None => rows.remove(&e.entry.id),
+                    };
                 }
             }
         }

@@ -639,6 +639,84 @@ fn copy_into_a_store_with_deltas_carries_deltas_whose_base_is_there() {
     restores_as_taken(&fresh, &taken, dir.path());
 }
 
+/// A chunk stored twice, once as a delta and once whole (two machines
+/// writing to one store, one of them without the base in its base cache):
+/// readers and `prune` take the whole copy, never the delta, whatever order
+/// the index objects load in, so a chain is never deeper than the one its
+/// writer recorded. Made here by putting a second store's packs and index
+/// object (one backup of the newest image: every chunk whole) into the store
+/// with deltas, as a concurrent writer would have.
+#[test]
+fn of_a_chunk_stored_twice_the_whole_copy_is_the_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (with, taken) = updated_store(dir.path(), 6);
+    let second = store(dir.path(), "second", true);
+    backup(&second, &dir.path().join("bank.db"));
+    let whole: std::collections::HashSet<_> = index_objects(&dir.path().join("second"))
+        .iter()
+        .flat_map(|b| b.entries.iter().map(|e| e.entry.id))
+        .collect();
+    let doubled: Vec<_> = index_objects(&dir.path().join("with"))
+        .iter()
+        .flat_map(|b| b.entries.clone())
+        .filter(|e| e.entry.codec == Codec::ZstdDelta && whole.contains(&e.entry.id))
+        .map(|e| e.entry.id)
+        .collect();
+    assert!(doubled.len() > 20, "{}", doubled.len());
+    let deltas_before = with.stats(None).unwrap().deltas.chunks;
+    for folder in ["packs", "index"] {
+        for f in walk(&dir.path().join("second").join(folder)) {
+            let rel = f.strip_prefix(dir.path().join("second")).unwrap();
+            let to = dir.path().join("with").join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&f, &to).unwrap();
+        }
+    }
+    // The index keeps the whole copies: those chunks no longer count as deltas.
+    let deltas_after = with.stats(None).unwrap().deltas.chunks;
+    assert_eq!(deltas_after, deltas_before - doubled.len() as u64);
+    restores_as_taken(&with, &taken, dir.path());
+
+    // Prune keeps one copy of each: the whole one.
+    with.prune(&PruneOptions {
+        max_unused: 0.0,
+        ..PruneOptions::default()
+    })
+    .unwrap();
+    // Index objects still name the dropped copies (page maps name chunks
+    // through them); only the copies in packs that exist count.
+    let with_dir = dir.path().join("with");
+    let left: Vec<_> = index_objects(&with_dir)
+        .iter()
+        .flat_map(|b| {
+            b.entries
+                .iter()
+                .filter(|e| {
+                    with_dir
+                        .join(pagesnap_core::layout::pack(&b.packs[e.pack as usize].id))
+                        .exists()
+                })
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .filter(|e| doubled.contains(&e.entry.id))
+        .collect();
+    assert!(!left.is_empty());
+    assert!(
+        left.iter().all(|e| e.entry.codec != Codec::ZstdDelta),
+        "a delta copy was kept: {:?}",
+        left.iter().find(|e| e.entry.codec == Codec::ZstdDelta)
+    );
+    assert_eq!(with.stats(None).unwrap().deltas.chunks, deltas_after);
+    restores_as_taken(&with, &taken, dir.path());
+    let read_data = VerifyOptions {
+        read_data: Some(DataSubset::All),
+        ..VerifyOptions::default()
+    };
+    let v = with.verify(&read_data).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+}
+
 /// `verify --read-data` decodes every delta through its chain: a sound store
 /// has no problem; damage to the chunks the first backup stored (the roots of
 /// the chains) is reported, and the deltas made against them name their base
