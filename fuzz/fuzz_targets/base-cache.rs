@@ -1,5 +1,5 @@
-//! Fuzzes the reader of this machine's base cache files (`store/base_cache.rs`) and the round trip.
-//! Each input runs as given and with its header checksum made right (see
+//! Fuzzes the reader of this machine's base cache segments (`store/base_cache.rs`) and the round trip.
+//! Each input runs as given and with its table checksum made right (see
 //! `pagesnap_core::format::fuzz`, shared with the regression test).
 #![no_main]
 

@@ -2,7 +2,7 @@
 //! pays per request, backups take their bases from this machine's cache, never
 //! from the store's packs, and stay within the request budget (≤ 10 requests
 //! besides pack uploads); every snapshot restores byte for byte; a damaged cache
-//! is ignored (its files removed, the chunks stored plain); the bound is kept.
+//! is ignored (its segments removed, the chunks stored plain); the bound is kept.
 
 use crate::common::*;
 use crate::deltas::{accounts, delta_census, store, update_some};
@@ -184,14 +184,22 @@ fn a_damaged_base_cache_is_ignored_and_the_backups_stay_exact() {
         taken.push((backup(&store, &db), reference_hash(&db, dir.path())));
         update_some(&conn, &mut rng, 3000, 20);
     }
-    // Every cached file damaged: a byte of its frame changed, or cut short.
+    // Every cached segment damaged: a byte of each of its frames changed
+    // (FORMAT.md, "Local base cache": a 20-byte header with the row count at
+    // 12, then 48-byte rows with the frame's offset at 32 and length at 36),
+    // or cut short.
     let damaged = files(&bases_dir(&store));
     assert!(!damaged.is_empty());
     for (i, (path, len)) in damaged.iter().enumerate() {
         let mut bytes = std::fs::read(path).unwrap();
         if i % 2 == 0 {
-            let at = bytes.len() - 3;
-            bytes[at] ^= 0x5a;
+            let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+            let count = word(&bytes, 12) as usize;
+            for r in 0..count {
+                let row = 20 + 48 * r;
+                let (offset, frame) = (word(&bytes, row + 32), word(&bytes, row + 36));
+                bytes[(offset + frame / 2) as usize] ^= 0x5a;
+            }
         } else {
             bytes.truncate(*len as usize / 2);
         }
