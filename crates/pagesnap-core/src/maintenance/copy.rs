@@ -17,7 +17,8 @@
 //! * Chunks are moved as stored (same codec, same dictionary; dictionaries are
 //!   copied first), read in runs of neighbouring blobs, one ranged read per run.
 //!   A delta goes as it is only where its base is already in the destination
-//!   ([`Copier::carry`]), with its base-table row; otherwise whole.
+//!   ([`Copier::carry`]), with its base-table row (its header naming the base
+//!   as the destination does); otherwise whole.
 //!   Every chunk copied is decoded and checked against its id on the way, so a copy
 //!   never spreads damage: a damaged source chunk fails that snapshot (nothing is
 //!   published for it) and the copy goes on with the others.
@@ -28,14 +29,14 @@ use crate::codec;
 use crate::format::dict::DictBody;
 use crate::format::index::MAX_DELTA_DEPTH;
 use crate::format::manifest::Manifest;
-use crate::format::pack::{Codec, PackEntry};
+use crate::format::pack::{split_delta, BasePrefix, Codec, DeltaHeader, PackEntry};
 use crate::index::chunk_index::{ChunkIndex, Location};
 use crate::store::bases::{Bases, DEFAULT_CACHE_BYTES};
 use crate::store::pack_sink::PackSink;
 use crate::store::select;
 use crate::store::Snapshot;
 use crate::store::{DeltaFacts, NewChunks};
-use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
+use crate::types::{ChunkId, ChunkIds, ChunkRef, Id, IdMap, SnapshotId};
 use crate::{layout, Error, Result, Store};
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
@@ -157,6 +158,17 @@ struct Outgoing<'b> {
     row: Option<(ChunkId, u8, u32)>,
 }
 
+/// What [`Copier::carry`] reads a delta's base with, and how the
+/// destination names chunks when it names them differently.
+struct Carry<'a> {
+    bases: &'a Bases,
+    src_index: &'a ChunkIndex,
+    /// The destination's naming, when it differs from the source's.
+    dest_ids: Option<&'a ChunkIds>,
+    /// The delta's own id there.
+    renamed: Option<ChunkId>,
+}
+
 /// What stays loaded from one snapshot to the next.
 struct Copier<'a> {
     from: &'a Store,
@@ -167,9 +179,9 @@ struct Copier<'a> {
     /// A source with deltas: each delta is decoded through its chain (checked),
     /// then copied as it is or as a whole chunk ([`Copier::carry`]).
     bases: Option<Bases>,
-    /// Deltas are copied as deltas (both stores have them and name chunks
-    /// alike): the destination's depth of each of its deltas, kept up to date
-    /// as snapshots are copied. `None`: every delta is copied whole.
+    /// Deltas are copied as deltas (both stores have them): the destination's
+    /// depth of each of its deltas, kept up to date as snapshots are copied.
+    /// `None`: every delta is copied whole.
     dest_depths: Option<IdMap<u8>>,
     /// Dictionaries known to be in the destination, with their bytes (for
     /// decoding the chunks that use them).
@@ -233,7 +245,7 @@ pub fn copy(from: &Store, to: &Store, opts: &CopyOptions) -> Result<CopyReport> 
     let _dst_lock = to.lock(false, "copy", opts.lock_wait)?;
     // Plain stores share one naming; an encrypted store has its own key.
     let rename = (from.config().encrypted || to.config().encrypted).then(IdMap::default);
-    let carries = from.config().deltas && to.config().deltas && rename.is_none();
+    let carries = from.config().deltas && to.config().deltas;
     let (dest_index, dest_depths) = match carries {
         true => {
             let (index, rows) = to.load_index_with_rows()?;
@@ -593,11 +605,18 @@ impl Copier<'_> {
                 match (&self.bases, entry.codec) {
                     (Some(bases), Codec::ZstdDelta) => {
                         let (raw, _) = bases.raw(id, src_index)?;
-                        if let Some(row) = self.carry(&entry, stored, src_index)? {
+                        let renamed = rename(&raw);
+                        let to = Carry {
+                            bases,
+                            src_index,
+                            dest_ids: dest_ids.as_ref(),
+                            renamed,
+                        };
+                        if let Some((stored, row)) = self.carry(&entry, stored, &to)? {
                             return Ok(Outgoing {
-                                stored: Cow::Borrowed(*stored),
+                                stored,
                                 codec: Codec::ZstdDelta,
-                                renamed: None,
+                                renamed,
                                 row: Some(row),
                             });
                         }
@@ -608,7 +627,7 @@ impl Copier<'_> {
                         Ok(Outgoing {
                             stored,
                             codec,
-                            renamed: rename(&raw),
+                            renamed,
                             row: None,
                         })
                     }
@@ -637,18 +656,20 @@ impl Copier<'_> {
         Ok(out)
     }
 
-    /// The destination's base-table row for delta `e` (whose blob is
-    /// `stored`, already decoded checked through its chain) if it can be
-    /// copied as it is: deltas are carried, its base is in the destination
-    /// (the blob names it by prefix; a prefix several source chunks share is
-    /// not followed here), and the chain there stays within
-    /// [`MAX_DELTA_DEPTH`]. `None`: it is copied whole.
-    fn carry(
+    /// Delta `e` (whose blob is `stored`, already decoded checked through its
+    /// chain) as the destination takes it, with its base-table row there, if
+    /// it can be copied as a delta: deltas are carried, its base is in the
+    /// destination (the blob names it by prefix; a prefix several source
+    /// chunks share is not followed here), and the chain there stays within
+    /// [`MAX_DELTA_DEPTH`]. Between stores that name chunks differently the
+    /// blob's header is written again naming the base as the destination does
+    /// (the frame depends only on the base's bytes). `None`: it is copied whole.
+    fn carry<'b>(
         &self,
         e: &PackEntry,
-        stored: &[u8],
-        src_index: &ChunkIndex,
-    ) -> Result<Option<(ChunkId, u8, u32)>, codec::ChunkError> {
+        stored: &'b [u8],
+        to: &Carry<'_>,
+    ) -> Result<Option<(Cow<'b, [u8]>, (ChunkId, u8, u32))>, codec::ChunkError> {
         let Some(depths) = &self.dest_depths else {
             return Ok(None);
         };
@@ -656,8 +677,30 @@ impl Copier<'_> {
             return Ok(None);
         };
         // One source chunk of that prefix: the base the checked decode used.
-        let [base] = src_index.sharing(h.base.key())[..] else {
+        let [base] = to.src_index.sharing(h.base.key())[..] else {
             return Ok(None);
+        };
+        let (base, blob) = match (to.dest_ids, to.renamed) {
+            (None, _) => (base, Cow::Borrowed(stored)),
+            (Some(ids), Some(renamed)) => {
+                // Decoded already, on the way to `e`: the cache has it.
+                let (raw, _) = to.bases.raw(&base, to.src_index)?;
+                let named = ids.of(&raw);
+                let prefix = BasePrefix::of(&named);
+                // A delta may not name its own prefix (a 2^-64 accident).
+                if prefix.matches(&renamed) {
+                    return Ok(None);
+                }
+                let (_, frame) = split_delta(e, stored).map_err(codec::ChunkError::Decode)?;
+                let mut blob = DeltaHeader {
+                    base: prefix,
+                    base_len: h.base_len,
+                }
+                .encode();
+                blob.extend_from_slice(frame);
+                (named, Cow::Owned(blob))
+            }
+            (Some(_), None) => return Ok(None),
         };
         if !self.dest_index.contains(&base) {
             return Ok(None);
@@ -667,7 +710,7 @@ impl Copier<'_> {
             return Ok(None);
         }
         let whole_len = self.src_rows.get(&e.id).map_or(0, |f| f.whole_len);
-        Ok(Some((base, depth, whole_len.min(e.raw_len))))
+        Ok(Some((blob, (base, depth, whole_len.min(e.raw_len)))))
     }
 
     /// Makes dictionary `d` present in the destination (copied from the source,

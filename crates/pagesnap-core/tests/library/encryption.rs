@@ -373,10 +373,12 @@ fn a_write_only_key_backs_up_after_a_read_key() {
 
 /// `copy` re-names every chunk when the two stores name chunks differently:
 /// plain → encrypted → another encrypted store (another key) → plain, with
-/// deltas in the first; every snapshot restores byte for byte from the last
-/// store, `verify --read-data` (which checks every chunk against its id)
-/// finds nothing, a second copy skips everything, and a later snapshot copies
-/// only its new chunks.
+/// deltas in the first three: the deltas go as deltas, their headers naming
+/// each base as the destination does (as many deltas in each store); every
+/// snapshot restores byte for byte from the last store, `verify --read-data`
+/// (which checks every chunk against its id) finds nothing, a second copy
+/// skips everything, and a later snapshot copies only its new chunks, its
+/// deltas as deltas against bases an earlier copy brought.
 #[test]
 fn copy_re_keys_chunks_between_plain_and_encrypted_stores() {
     use pagesnap_core::copy::copy;
@@ -393,8 +395,13 @@ fn copy_re_keys_chunks_between_plain_and_encrypted_stores() {
     let db = dir.path().join("notes.db");
     let conn = notes_db(&db);
     let taken = edit_and_backup(&plain, &conn, &db, 3, " more", 11);
-    let a = init(&dir.path().join("a"), &InitOptions::default());
-    let b = init(&dir.path().join("b"), &InitOptions::default());
+    let with_deltas = InitOptions {
+        deltas: true,
+        ..InitOptions::default()
+    };
+    let a = init(&dir.path().join("a"), &with_deltas);
+    let b = init(&dir.path().join("b"), &with_deltas);
+    let deltas = |s: &Store| s.stats(None).unwrap().deltas.chunks;
     let back = Store::init(dir.path().join("back"), &InitOptions::default()).unwrap();
     let opts = CopyOptions::default();
     for (from, to) in [(&plain, &a), (&a, &b), (&b, &back)] {
@@ -410,6 +417,10 @@ fn copy_re_keys_chunks_between_plain_and_encrypted_stores() {
             .unwrap();
         assert!(v.problems.is_empty(), "{}: {:?}", to.location(), v.problems);
     }
+    assert!(deltas(&plain) > 0);
+    assert_eq!(deltas(&a), deltas(&plain));
+    assert_eq!(deltas(&b), deltas(&plain));
+    assert_eq!(deltas(&back), 0);
     for s in [&a, &b, &back] {
         let snaps = s.snapshots().unwrap();
         for ((report, hash), snap) in taken.iter().zip(&snaps) {
@@ -429,6 +440,11 @@ fn copy_re_keys_chunks_between_plain_and_encrypted_stores() {
         r.chunks_uploaded(),
         r4.stats.new_chunks
     );
+    assert!(r4.stats.delta_chunks > 0);
+    assert_eq!(deltas(&a), deltas(&plain));
+    let snaps = a.snapshots().unwrap();
+    let newest = snaps.iter().max_by_key(|s| s.time()).unwrap();
+    restore_and_check(&a, newest, &reference_hash(&db, dir.path()), dir.path());
 }
 
 /// `repair index` on an encrypted store: an index object that does not
