@@ -155,8 +155,14 @@ struct Outgoing<'b> {
     renamed: Option<ChunkId>,
     /// A delta copied as it is: its base, depth in the destination and whole
     /// length (its base-table row there).
-    row: Option<(ChunkId, u8, u32)>,
+    row: Option<DeltaRow>,
 }
+
+/// A delta's base-table row in the destination: base, depth, whole length.
+type DeltaRow = (ChunkId, u8, u32);
+
+/// A delta copied as a delta: its blob as the destination stores it, and its row.
+type Carried<'b> = (Cow<'b, [u8]>, DeltaRow);
 
 /// What [`Copier::carry`] reads a delta's base with, and how the
 /// destination names chunks when it names them differently.
@@ -431,7 +437,7 @@ impl Copier<'_> {
         let mut sink = PackSink::new(to.backend().clone(), to.config().pack_target_size as usize);
         let mut pushed: HashSet<ChunkId> = HashSet::new();
         // The base-table rows of the deltas copied as they are.
-        let mut rows: IdMap<(ChunkId, u8, u32)> = IdMap::default();
+        let mut rows: IdMap<DeltaRow> = IdMap::default();
         let runs = plan_runs(src_index, groups, &from.location());
         // Reads in batches: from a remote store several are in flight at once
         // (each waits a round trip); the batch's chunks are then checked on every
@@ -669,7 +675,7 @@ impl Copier<'_> {
         e: &PackEntry,
         stored: &'b [u8],
         to: &Carry<'_>,
-    ) -> Result<Option<(Cow<'b, [u8]>, (ChunkId, u8, u32))>, codec::ChunkError> {
+    ) -> Result<Option<Carried<'b>>, codec::ChunkError> {
         let Some(depths) = &self.dest_depths else {
             return Ok(None);
         };
