@@ -516,6 +516,18 @@ fn a_backup_after_its_parents_index_object_is_gone_restores() {
     restore_and_check(&with, &snap, &reference_hash(&db, dir.path()), dir.path());
 }
 
+/// `verify --read-data` of `store`, which must find no problem.
+fn reads_clean(store: &Store) -> pagesnap_core::VerifyReport {
+    let report = store
+        .verify(&VerifyOptions {
+            read_data: Some(DataSubset::All),
+            ..VerifyOptions::default()
+        })
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    report
+}
+
 /// Bytes in the packs of the store at `dir`.
 fn pack_bytes(dir: &Path) -> u64 {
     walk(&dir.join("packs"))
@@ -603,12 +615,7 @@ fn copy_into_a_store_with_deltas_carries_deltas_whose_base_is_there() {
         "{dst_bytes} against {src_bytes}"
     );
     restores_as_taken(&dst, &taken, dir.path());
-    let read_data = VerifyOptions {
-        read_data: Some(DataSubset::All),
-        ..VerifyOptions::default()
-    };
-    let v = dst.verify(&read_data).unwrap();
-    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    reads_clean(&dst);
 
     // Forgetting the older half and pruning keeps what the newer half needs.
     let snaps = dst.snapshots().unwrap();
@@ -624,8 +631,7 @@ fn copy_into_a_store_with_deltas_carries_deltas_whose_base_is_there() {
         .unwrap();
     assert!(pruned.packs_written > 0, "{pruned:?}");
     restores_as_taken(&dst, &taken, dir.path());
-    let v = dst.verify(&read_data).unwrap();
-    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    reads_clean(&dst);
 
     // Only the newest, into a fresh store: its deltas' bases are not there.
     let fresh = store(dir.path(), "fresh", true);
@@ -709,12 +715,7 @@ fn of_a_chunk_stored_twice_the_whole_copy_is_the_one_kept() {
     );
     assert_eq!(with.stats(None).unwrap().deltas.chunks, deltas_after);
     restores_as_taken(&with, &taken, dir.path());
-    let read_data = VerifyOptions {
-        read_data: Some(DataSubset::All),
-        ..VerifyOptions::default()
-    };
-    let v = with.verify(&read_data).unwrap();
-    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    reads_clean(&with);
 }
 
 /// `verify --read-data` decodes every delta through its chain: a sound store
@@ -734,12 +735,7 @@ fn verify_reading_data_follows_chains_and_names_a_damaged_base() {
         }
         backup(&with, &db);
     }
-    let read_data = VerifyOptions {
-        read_data: Some(DataSubset::All),
-        ..VerifyOptions::default()
-    };
-    let report = with.verify(&read_data).unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let report = reads_clean(&with);
     assert!(report.chunks_read > 0);
 
     // The first backup's pack is the one of version 1 (later ones hold deltas):
@@ -763,6 +759,10 @@ fn verify_reading_data_follows_chains_and_names_a_damaged_base() {
         damaged += 1;
     }
     assert_eq!(damaged, 1);
+    let read_data = VerifyOptions {
+        read_data: Some(DataSubset::All),
+        ..VerifyOptions::default()
+    };
     let report = with.verify(&read_data).unwrap();
     assert!(!report.problems.is_empty());
     assert!(
@@ -928,13 +928,7 @@ fn a_store_upgraded_to_deltas_restores_old_and_new_snapshots() {
         taken.push((r, reference_hash(&db, dir.path())));
     }
     restore_each(&upgraded, &taken, dir.path());
-    let report = upgraded
-        .verify(&VerifyOptions {
-            read_data: Some(DataSubset::All),
-            ..VerifyOptions::default()
-        })
-        .unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    reads_clean(&upgraded);
     let again = upgraded.enable_deltas(std::time::Duration::ZERO).unwrap();
     assert!(!again.changed && again.format_version == 2, "{again:?}");
     assert_eq!(std::fs::read(dir.path().join("s/config")).unwrap(), config);
