@@ -66,7 +66,18 @@ fn assert_same_images(from: &Fx, to: &Fx) {
 
 /// A source store with snapshots of two databases: `app` (three, changing) and `jobs` (two).
 fn source_with_history() -> Fx {
-    let src = Fx::new();
+    history_in(Fx::new())
+}
+
+/// A directory with a store made with `init --deltas`.
+fn with_deltas() -> Fx {
+    let fx = Fx::uninit();
+    ok(fx.cmd().args(["init", "--deltas"]));
+    fx
+}
+
+/// Five snapshots of two databases that change between them, backed up into `src`.
+fn history_in(src: Fx) -> Fx {
     let app = src.path("app.db");
     let conn = create_db(&app, Journal::Wal, 1500, 1);
     let jobs = src.path("jobs.db");
@@ -237,8 +248,22 @@ fn copy_to_the_store_and_from_the_store_default_to_store() {
 
 #[test]
 fn interrupted_copy_resumes() {
-    let src = source_with_history();
-    let template = Fx::new();
+    interrupted_copy_resumes_from(source_with_history(), Fx::new());
+}
+
+/// The same between stores with deltas: the copy carries deltas, and a copy
+/// killed at any write never leaves one whose base or base-table row is
+/// missing (every published snapshot verifies reading every chain).
+#[test]
+fn interrupted_copy_resumes_with_deltas() {
+    let src = history_in(with_deltas());
+    let stats = ok_json(src.cmd().args(["--json", "stats"]));
+    assert!(stats["deltas"]["chunks"].as_u64().unwrap() > 0, "{stats}");
+    let template = with_deltas();
+    interrupted_copy_resumes_from(src, template);
+}
+
+fn interrupted_copy_resumes_from(src: Fx, template: Fx) {
     // Every object write of the copy is a place it can be killed (the fault
     // injection aborts the process like SIGKILL, on the destination only).
     let mut n = 1;
@@ -291,6 +316,10 @@ fn interrupted_copy_resumes() {
         assert_eq!(v["unindexed_packs"], 0, "at write {n}: {v}");
         if finished {
             assert!(n > 5, "a copy of 5 snapshots writes more than 5 objects");
+            // As many deltas as in the source: they were copied as deltas.
+            let deltas =
+                |fx: &Fx| ok_json(fx.cmd().args(["--json", "stats"]))["deltas"]["chunks"].clone();
+            assert_eq!(deltas(&dst), deltas(&src));
             break;
         }
         n += 1;

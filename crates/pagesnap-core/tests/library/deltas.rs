@@ -983,12 +983,15 @@ proptest! {
 
     /// Random sequences of changes, a backup after each: every snapshot of a
     /// store with deltas (chunks of 1 or 4 pages) restores byte for byte, and
-    /// chains stay in bounds.
+    /// chains stay in bounds. The snapshots from a random one on, copied into
+    /// another store with deltas (deltas whose base went along carried, the
+    /// others stored whole), restore byte for byte there too.
     #[test]
     fn random_change_sequences_restore_exactly(
         seed in any::<u64>(),
         chunk_pages in prop_oneof![Just(1u32), Just(4u32)],
         ops in proptest::collection::vec(op(), 1..14),
+        copy_from in any::<prop::sample::Index>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("bank.db");
@@ -1031,6 +1034,26 @@ proptest! {
         let (_, deepest) = delta_census(&dir.path().join("with"));
         prop_assert!(deepest <= MAX_DELTA_DEPTH);
         restore_each(&with, &taken, dir.path());
+
+        let copied = &taken[copy_from.index(taken.len())..];
+        let other = Store::init(
+            dir.path().join("other"),
+            &InitOptions {
+                deltas: true,
+                chunk_pages,
+                ..InitOptions::default()
+            },
+        )
+        .unwrap();
+        let opts = CopyOptions {
+            snapshots: copied.iter().map(|(r, _)| r.snapshot.to_string()).collect(),
+            ..CopyOptions::default()
+        };
+        let report = pagesnap_core::copy::copy(&with, &other, &opts).unwrap();
+        prop_assert_eq!(report.copied(), copied.len());
+        let (_, deepest) = delta_census(&dir.path().join("other"));
+        prop_assert!(deepest <= MAX_DELTA_DEPTH);
+        restores_as_taken(&other, copied, dir.path());
     }
 }
 
