@@ -41,40 +41,30 @@ rm -rf db.db db.db-wal db.db-shm st cache ./*.secs ./*.cpu ./*.kb
 # after each step: the three measurements, the order alternating.
 cat >hook.sh <<'HOOK'
 set -eu
-ms() { # NAME CMD...: wall seconds to the millisecond, CPU seconds and peak KB appended
-    name=$1; shift
-    t0=$(date +%s%N)
-    /usr/bin/time -f "%U %S %M" -o .t "$@" >/dev/null 2>.err || { cat .err >&2; exit 1; }
-    t1=$(date +%s%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }' >>"$name.secs"
-    awk '{ printf "%.2f\n", $1 + $2 }' .t >>"$name.cpu"
-    awk '{ print $3 }' .t >>"$name.kb"
-}
+. "$STATS"
 if [ "$STEP" -eq 0 ]; then
     "$PS" --store st backup db.db >/dev/null
     exit 0
 fi
 if [ $((STEP % 2)) -eq 0 ]; then
-    ms cat sh -c 'cat db.db $(ls db.db-wal 2>/dev/null) >/dev/null'
-    ms changed "$PS" --store st backup db.db
-    ms unchanged "$PS" --store st backup db.db
+    timed cat sh -c 'cat db.db $(ls db.db-wal 2>/dev/null) >/dev/null'
+    timed changed "$PS" --store st backup db.db
+    timed unchanged "$PS" --store st backup db.db
 else
-    ms changed "$PS" --store st backup db.db
-    ms cat sh -c 'cat db.db $(ls db.db-wal 2>/dev/null) >/dev/null'
-    ms unchanged "$PS" --store st backup db.db
+    timed changed "$PS" --store st backup db.db
+    timed cat sh -c 'cat db.db $(ls db.db-wal 2>/dev/null) >/dev/null'
+    timed unchanged "$PS" --store st backup db.db
 fi
 HOOK
-export PS
+export PS STATS="$ROOT/benches/stats.sh"
 "$WORK/bin/oltpsteps" db.db "$SIZE" "$STEPS" bash hook.sh
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-ratio() { paste "$1" "$2" | awk '{ if ($2 > 0) print $1/$2 }' | sort -n | awk '{a[NR]=$1} END {m = (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2; printf "%.1f (%.1f–%.1f)", m, a[1], a[NR]}'; }
-mb() { sort -n | tail -1 | awk '{ printf "%d", $1 / 1024 }'; }
+. "$ROOT/benches/stats.sh"
 echo
 echo "Database: $(du -m db.db | cut -f1) MiB (oltp), $STEPS steps, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo
 echo "| what | wall, median (s) | per pair / cat: median (min–max) | CPU, median (s) | peak RSS (MB) | target |"
 echo "|---|---|---|---|---|---|"
 echo "| \`cat\` the database and its WAL (reference) | $(median <cat.secs) | | $(median <cat.cpu) | | |"
-echo "| backup after a step's changes | $(median <changed.secs) | $(ratio changed.secs cat.secs) | $(median <changed.cpu) | $(mb <changed.kb) | ≤ 3× |"
-echo "| backup, unchanged | $(median <unchanged.secs) | $(ratio unchanged.secs cat.secs) | $(median <unchanged.cpu) | $(mb <unchanged.kb) | ≤ 2.5× |"
+echo "| backup after a step's changes | $(median <changed.secs) | $(pairs changed.secs cat.secs 1) | $(median <changed.cpu) | $(peak_mb <changed.kb) | ≤ 3× |"
+echo "| backup, unchanged | $(median <unchanged.secs) | $(pairs unchanged.secs cat.secs 1) | $(median <unchanged.cpu) | $(peak_mb <unchanged.kb) | ≤ 2.5× |"

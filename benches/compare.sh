@@ -47,8 +47,7 @@ echo "# workdir $WORK; $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')" >&2
 secs() { /usr/bin/time -f "%e" -o "$WORK/.t" "$@" >/dev/null 2>"$WORK/.err" || { cat "$WORK/.err" >&2; exit 1; }; cat "$WORK/.t"; }
 # rss CMD...: peak RSS in MB of one run.
 rss() { /usr/bin/time -f "%M" -o "$WORK/.t" "$@" >/dev/null 2>"$WORK/.err" || { cat "$WORK/.err" >&2; exit 1; }; echo $(( $(cat "$WORK/.t") / 1024 )); }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+. "$ROOT/benches/stats.sh"
 warm() { cat "$1" >/dev/null; }
 
 rm -f db.db db.db-wal db.db-shm   # a reused workdir: start from a new database
@@ -98,15 +97,15 @@ echo "Database: $(du -m db.db | cut -f1) MiB, $RUNS runs, medians (seconds), $(n
 echo
 echo "| what | pagesnap | reference | ratio | target |"
 echo "|---|---|---|---|---|"
-echo "| backup, 1% of pages changed | $pct | $ref (\`sqlite3 .backup\`) | $(ratio "$pct" "$ref") | ≤ 0.7 |"
-echo "| backup, unchanged | $unch | $ref (\`sqlite3 .backup\`) | $(ratio "$unch" "$ref") | ≤ 0.6 |"
-echo "| first backup, empty store | $first | $fref (\`.backup\` + \`zstd -3\`) | $(ratio "$first" "$fref") | ≤ 0.8 |"
-echo "| restore to a file, \`--no-fsync\` (through the page cache, as the reference) | $rest | $rref (\`zstd -d\`) | $(ratio "$rest" "$rref") | ≤ 1.0 |"
-echo "| restore to a file, the default (durable: writeback as it goes, fsync) | $srest | $sref (\`zstd -d\` + \`sync\`) | $(ratio "$srest" "$sref") | — |"
-echo "| the default (durable) against the non-durable reference | $srest | $rref (\`zstd -d\`) | $(ratio "$srest" "$rref") | — |"
+echo "| backup, 1% of pages changed | $pct | $ref (\`sqlite3 .backup\`) | $(quotient "$pct" "$ref") | ≤ 0.7 |"
+echo "| backup, unchanged | $unch | $ref (\`sqlite3 .backup\`) | $(quotient "$unch" "$ref") | ≤ 0.6 |"
+echo "| first backup, empty store | $first | $fref (\`.backup\` + \`zstd -3\`) | $(quotient "$first" "$fref") | ≤ 0.8 |"
+echo "| restore to a file, \`--no-fsync\` (through the page cache, as the reference) | $rest | $rref (\`zstd -d\`) | $(quotient "$rest" "$rref") | ≤ 1.0 |"
+echo "| restore to a file, the default (durable: writeback as it goes, fsync) | $srest | $sref (\`zstd -d\` + \`sync\`) | $(quotient "$srest" "$sref") | — |"
+echo "| the default (durable) against the non-durable reference | $srest | $rref (\`zstd -d\`) | $(quotient "$srest" "$rref") | — |"
 if [ -n "$B3" ]; then
     cref=$(m "${CREF[@]}")
-    echo "| restore to a file, \`--no-fsync\`, against a reference that also checks what it restored | $rest | $cref (\`zstd -d\` + \`b3sum\` of the output) | $(ratio "$rest" "$cref") | — |"
+    echo "| restore to a file, \`--no-fsync\`, against a reference that also checks what it restored | $rest | $cref (\`zstd -d\` + \`b3sum\` of the output) | $(quotient "$rest" "$cref") | — |"
 fi
 echo
 echo "Each run (s), in order: restore --no-fsync ${REST[*]}; zstd -d ${RREF[*]}; durable restore ${SREST[*]}; zstd -d + sync ${SREF[*]}${B3:+; zstd -d + b3sum ${CREF[*]}}"

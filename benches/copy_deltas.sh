@@ -32,13 +32,7 @@ cd "$WORK"
 export PAGESNAP_CACHE_DIR="$WORK/cache"
 echo "# workdir $WORK; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')" >&2
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-spread() {
-    paste "$1" "$2" | awk '{print ($2 > 0 ? $1 / $2 : 0)}' | sort -n |
-        awk '{a[NR]=$1} END {m = (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2; printf "%.2f (%.2f–%.2f)", m, a[1], a[NR]}'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
-bytes() { du -sb "$1" | cut -f1; }
+. "$ROOT/benches/stats.sh"
 
 # one DEST INIT_FLAGS: a fresh store, every snapshot copied into it; appends the seconds.
 one() {
@@ -65,5 +59,5 @@ echo "Source: $(bytes deltas/packs) pack bytes, $(ls deltas/snapshots | wc -l) s
 echo
 echo "| copy of every snapshot | into a store with deltas | into a plain store | ratio of medians | per-pair ratio: median (min–max) |"
 echo "|---|---|---|---|---|"
-echo "| time (median of $ROUNDS, s) | $d | $p | $(ratio "$d" "$p") | $(spread to-deltas.copy.secs to-plain.copy.secs) |"
-echo "| pack bytes written | $(bytes to-deltas/packs) | $(bytes to-plain/packs) | $(ratio "$(bytes to-deltas/packs)" "$(bytes to-plain/packs)") | |"
+echo "| time (median of $ROUNDS, s) | $d | $p | $(quotient "$d" "$p") | $(pairs to-deltas.copy.secs to-plain.copy.secs) |"
+echo "| pack bytes written | $(bytes to-deltas/packs) | $(bytes to-plain/packs) | $(quotient "$(bytes to-deltas/packs)" "$(bytes to-plain/packs)") | |"

@@ -76,14 +76,7 @@ echo $(( $(date +%s) - started )) >steps.secs
 fi
 steps_secs=$(cat steps.secs)
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-# spread FILE_A FILE_B: the per-pair ratios a/b: "median (min–max)".
-spread() {
-    paste "$1" "$2" | awk '{print ($2 > 0 ? $1 / $2 : 0)}' | sort -n |
-        awk '{a[NR]=$1} END {m = (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2; printf "%.2f (%.2f–%.2f)", m, a[1], a[NR]}'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
-mb() { awk '{printf "%d\n", $1 / 1024}' | sort -n | tail -1; }
+. "$ROOT/benches/stats.sh"
 
 # The backups after the first (step 0 is the first backup of an empty store).
 for s in plain "$B"; do
@@ -117,21 +110,20 @@ for s in plain "$B"; do for mode in nofsync durable; do
     cut -d' ' -f1 "$s.$mode" >"$s.$mode.secs"; cut -d' ' -f2 "$s.$mode" >"$s.$mode.kb"
 done; done
 
-bytes() { du -sb "$1" | cut -f1; }
 echo
 echo "Database: $(du -m db.db | cut -f1) MiB (oltp), $STEPS steps after the first backup, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(date -u '+%Y-%m-%d %H:%M UTC'); steps and backups took ${steps_secs} s"
 echo
 echo "| what | $B | plain | ratio of medians | per-pair ratio: median (min–max) | target |"
 echo "|---|---|---|---|---|---|"
-echo "| backup (median of $STEPS steps, s) | $bk_deltas | $bk_plain | $(ratio "$bk_deltas" "$bk_plain") | $(spread "$B.bk.secs" plain.bk.secs) | ≤ $TARGET |"
+echo "| backup (median of $STEPS steps, s) | $bk_deltas | $bk_plain | $(quotient "$bk_deltas" "$bk_plain") | $(pairs "$B.bk.secs" plain.bk.secs) | ≤ $TARGET |"
 for mode in nofsync durable; do
     d=$(median <"$B.$mode.secs"); p=$(median <"plain.$mode.secs")
     label="restore newest, --no-fsync"; [ "$mode" = durable ] && label="restore newest, the default (durable)"
-    echo "| $label (median of $RUNS, s) | $d | $p | $(ratio "$d" "$p") | $(spread "$B.$mode.secs" "plain.$mode.secs") | ≤ $TARGET |"
+    echo "| $label (median of $RUNS, s) | $d | $p | $(quotient "$d" "$p") | $(pairs "$B.$mode.secs" "plain.$mode.secs") | ≤ $TARGET |"
 done
-echo "| peak RSS, backup (max over the steps, MB) | $(mb <"$B.bk.kb") | $(mb <plain.bk.kb) | | | |"
-echo "| peak RSS, restore (max, MB) | $(cat "$B.nofsync.kb" "$B.durable.kb" | mb) | $(cat plain.nofsync.kb plain.durable.kb | mb) | | | |"
-echo "| stored bytes (the whole store) | $(bytes "$B") | $(bytes plain) | $(ratio "$(bytes "$B")" "$(bytes plain)") | | |"
+echo "| peak RSS, backup (max over the steps, MB) | $(peak_mb <"$B.bk.kb") | $(peak_mb <plain.bk.kb) | | | |"
+echo "| peak RSS, restore (max, MB) | $(cat "$B.nofsync.kb" "$B.durable.kb" | peak_mb) | $(cat plain.nofsync.kb plain.durable.kb | peak_mb) | | | |"
+echo "| stored bytes (the whole store) | $(bytes "$B") | $(bytes plain) | $(quotient "$(bytes "$B")" "$(bytes plain)") | | |"
 echo
 echo "Restores (s), in order: $B --no-fsync $(paste -sd' ' "$B.nofsync.secs"); plain --no-fsync $(paste -sd' ' plain.nofsync.secs); $B durable $(paste -sd' ' "$B.durable.secs"); plain durable $(paste -sd' ' plain.durable.secs)"
 echo "First backup (s): $B $(awk '$1 == 0 {print $2}' "$B.backups"), plain $(awk '$1 == 0 {print $2}' plain.backups)"

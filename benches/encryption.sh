@@ -19,7 +19,7 @@ export B=enc B_INIT=--encrypt TARGET=1.15
 export PAGESNAP_PASSWORD="pagesnap benchmark passphrase"
 "$HERE/deltas.sh" "${1:-1024}" "${2:-24}" "${3:-7}" "$WORK"
 cd "$WORK"
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+. "$HERE/stats.sh"
 rm -f enc.open plain.open
 for _ in $(seq "${3:-7}"); do
     /usr/bin/time -f "%e" -o .t bin/pagesnap --store plain snapshots >/dev/null; cat .t >>plain.open

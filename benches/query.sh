@@ -100,17 +100,16 @@ got=$("$PS" --store st sql latest --csv "$COUNT_SQL" 2>/dev/null | tail -1)
 want=$(python3 -c "import sqlite3; print(sqlite3.connect('r2.db').execute('$COUNT_SQL').fetchone()[0])")
 [ "$got" = "$want" ] || { echo "query.sh: count in place $got, on the restored file $want" >&2; exit 1; }
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+. "$ROOT/benches/stats.sh"
 # ratio FILE_A FILE_B: per-pair ratios a/b as "median (min–max)".
-ratio() { paste "$1" "$2" | awk '{ if ($2 > 0) print $1/$2 }' | sort -n | awk '{a[NR]=$1} END {m = (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2; printf "%.3f (%.3f–%.3f)\n", m, a[1], a[NR]}'; }
 echo
 echo "| what | median (s) | per pair: median (min–max) | target |"
 echo "|---|---|---|---|"
 echo "| restore latest, --no-fsync (reference) | $(median <restore.secs) | | |"
 echo "| PK lookup in place, first opening of the snapshot on the machine | $(cat first.secs) | | |"
 echo "| the same, second opening (writes the position file) | $(cat second.secs) | | |"
-echo "| PK lookup in place (later openings) | $(median <lookup.secs) | $(ratio lookup.secs restore.secs) × restore | ≤ 0.05 s and ≤ 0.02× |"
-echo "| count(*) scan in place | $(median <count.secs) | $(ratio count.secs restorecount.secs) × restore+count | < 1× |"
+echo "| PK lookup in place (later openings) | $(median <lookup.secs) | $(pairs lookup.secs restore.secs 3) × restore | ≤ 0.05 s and ≤ 0.02× |"
+echo "| count(*) scan in place | $(median <count.secs) | $(pairs count.secs restorecount.secs 3) × restore+count | < 1× |"
 echo "| restore + count(*) on the file | $(median <restorecount.secs) | | |"
 echo "| diff A B (two snapshots ~1% apart) | $(median <diff.secs) | | ≤ 1 s |"
 echo

@@ -46,13 +46,10 @@ else one without "$WITHOUT" "--base-cache 0"; one with "$WITH"; fi
 HOOK
 "$WORK/bin/oltpsteps" db.db "$SIZE" "$STEPS" sh hook.sh >/dev/null 2>&1
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+. "$ROOT/benches/stats.sh"
 after() { awk '$1 > 0 {print $2}' "$1"; }
 first() { awk '$1 == 0 {print $2}' "$1"; }
-spread() {
-    paste <(after "$1") <(after "$2") | awk '{print $1 / $2}' | sort -n |
-        awk '{a[NR]=$1} END {m = (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2; printf "%.2f (%.2f–%.2f)", m, a[1], a[NR]}'
-}
+spread() { pairs <(after "$1") <(after "$2"); }
 echo
 echo "Database: $(du -m db.db | cut -f1) MiB (oltp), $STEPS steps, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) at the end, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo

@@ -63,21 +63,13 @@ APP
 coproc APP { python3 app.py db.db; }
 write() { echo "w $TXNS" >&"${APP[1]}"; read -r _ <&"${APP[0]}"; }
 
-ms() { # NAME CMD...: wall seconds to the millisecond, CPU seconds and peak KB appended
-    name=$1; shift
-    t0=$(date +%s%N)
-    /usr/bin/time -f "%U %S %M" -o .t "$@" >.out 2>.err || { cat .err >&2; exit 1; }
-    t1=$(date +%s%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }' >>"$name.secs"
-    awk '{ printf "%.2f\n", $1 + $2 }' .t >>"$name.cpu"
-    awk '{ print $3 }' .t >>"$name.kb"
-}
+. "$ROOT/benches/stats.sh"
 guided() {
     write
-    ms guided "$PS" --json --store st backup db.db
+    timed guided "$PS" --json --store st backup db.db
     python3 -c 'import json,sys; j=json.load(open(".out")); print(j["unread_bytes"] / j["image_size"] if j["wal_guided"] else -1)' >>unread.txt
 }
-full() { write; ms full "$PS" --store st backup --full-read db.db; }
+full() { write; timed full "$PS" --store st backup --full-read db.db; }
 
 # The first backup, and one to start following from (the WAL the first
 # write made).
@@ -85,17 +77,14 @@ write; "$PS" --store st backup db.db >/dev/null
 write; "$PS" --store st backup db.db >/dev/null
 for r in $(seq 1 "$ROUNDS"); do
     if [ $((r % 2)) -eq 0 ]; then
-        ms cat sh -c 'cat db.db db.db-wal >/dev/null'; guided; full
+        timed cat sh -c 'cat db.db db.db-wal >/dev/null'; guided; full
     else
-        full; guided; ms cat sh -c 'cat db.db db.db-wal >/dev/null'
+        full; guided; timed cat sh -c 'cat db.db db.db-wal >/dev/null'
     fi
 done
 exec {APP[1]}>&-
 wait
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-ratio() { paste "$1" "$2" | awk '{ if ($2 > 0) print $1/$2 }' | sort -n | awk '{a[NR]=$1} END {m = (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2; printf "%.2f (%.2f–%.2f)", m, a[1], a[NR]}'; }
-mb() { sort -n | tail -1 | awk '{ printf "%d", $1 / 1024 }'; }
 guided_n=$(awk '$1 >= 0' unread.txt | wc -l)
 echo
 echo "Database: $(du -m db.db | cut -f1) MiB (oltp), $ROUNDS rounds of $TXNS one-order commits, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) at the end"
@@ -104,5 +93,5 @@ echo
 echo "| what | wall, median (s) | per pair / cat: median (min–max) | per pair / full read | CPU, median (s) | peak RSS (MB) |"
 echo "|---|---|---|---|---|---|"
 echo "| \`cat\` the database and its WAL (reference) | $(median <cat.secs) | | | $(median <cat.cpu) | |"
-echo "| backup, every page read (\`--full-read\`) | $(median <full.secs) | $(ratio full.secs cat.secs) | | $(median <full.cpu) | $(mb <full.kb) |"
-echo "| backup, WAL-guided | $(median <guided.secs) | $(ratio guided.secs cat.secs) | $(ratio guided.secs full.secs) | $(median <guided.cpu) | $(mb <guided.kb) |"
+echo "| backup, every page read (\`--full-read\`) | $(median <full.secs) | $(pairs full.secs cat.secs) | | $(median <full.cpu) | $(peak_mb <full.kb) |"
+echo "| backup, WAL-guided | $(median <guided.secs) | $(pairs guided.secs cat.secs) | $(pairs guided.secs full.secs) | $(median <guided.cpu) | $(peak_mb <guided.kb) |"
