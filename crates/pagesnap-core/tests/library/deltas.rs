@@ -996,15 +996,15 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("bank.db");
         let conn = accounts(&db, 2000);
-        let with = Store::init(
-            dir.path().join("with"),
-            &InitOptions {
+        let init = |name: &str| {
+            let opts = InitOptions {
                 deltas: true,
                 chunk_pages,
                 ..InitOptions::default()
-            },
-        )
-        .unwrap();
+            };
+            Store::init(dir.path().join(name), &opts).unwrap()
+        };
+        let with = init("with");
         let mut rng = Rng(seed);
         let mut taken = vec![(backup(&with, &db), reference_hash(&db, dir.path()))];
         for op in &ops {
@@ -1036,15 +1036,7 @@ proptest! {
         restore_each(&with, &taken, dir.path());
 
         let copied = &taken[copy_from.index(taken.len())..];
-        let other = Store::init(
-            dir.path().join("other"),
-            &InitOptions {
-                deltas: true,
-                chunk_pages,
-                ..InitOptions::default()
-            },
-        )
-        .unwrap();
+        let other = init("other");
         let opts = CopyOptions {
             snapshots: copied.iter().map(|(r, _)| r.snapshot.to_string()).collect(),
             ..CopyOptions::default()
