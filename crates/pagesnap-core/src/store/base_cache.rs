@@ -193,16 +193,18 @@ impl BaseCache {
                     continue;
                 };
                 match read_table(&file) {
-                    Some(rows) => {
+                    Ok(rows) => {
                         let seg = out.files.len() as u32;
                         for (id, row) in rows {
                             out.rows.entry(id).or_insert((seg, row));
                         }
                         out.files.push((path, file));
                     }
-                    None => {
+                    Err(Table::Damaged) => {
                         let _ = std::fs::remove_file(&path);
                     }
+                    // Not damage: not used, and kept.
+                    Err(Table::Unreadable) => {}
                 }
             }
             out
@@ -382,15 +384,29 @@ fn table_sum(head_and_table: &[u8]) -> u32 {
     crate::format::checksum32(&both)
 }
 
+/// Why a segment's table is not used.
+enum Table {
+    /// Read and found wrong (or shorter than it says): the segment is removed.
+    Damaged,
+    /// Could not be read (permission, I/O): the segment is kept.
+    Unreadable,
+}
+
 /// A segment's rows, if its header and table pass every check.
-fn read_table(file: &File) -> Option<Vec<(ChunkId, Row)>> {
-    let len = file.metadata().ok()?.len();
+fn read_table(file: &File) -> Result<Vec<(ChunkId, Row)>, Table> {
+    let read = |buf: &mut [u8]| {
+        file.read_exact_at(buf, 0).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Table::Damaged,
+            _ => Table::Unreadable,
+        })
+    };
+    let len = file.metadata().map_err(|_| Table::Unreadable)?.len();
     let mut head = [0u8; HEADER];
-    file.read_exact_at(&mut head, 0).ok()?;
-    let count = check_header(&head, len).ok()?;
+    read(&mut head)?;
+    let count = check_header(&head, len).map_err(|_| Table::Damaged)?;
     let mut table = vec![0u8; HEADER + ROW * count];
-    file.read_exact_at(&mut table, 0).ok()?;
-    parse_table(&table, len).ok()
+    read(&mut table)?;
+    parse_table(&table, len).map_err(|_| Table::Damaged)
 }
 
 /// The number of rows a segment of `len` bytes with header `head` has, if the
