@@ -144,8 +144,9 @@ pub(crate) struct ChunkWriter {
     /// A store that pays per request: bases come from this machine's base
     /// cache only, and new chunks are offered to it (store/base_cache.rs).
     base_cache: Option<Arc<BaseCache>>,
-    /// Content-found bases and the new snapshot's sketch (a store with deltas
-    /// that does not pay per request: backup/sketch/).
+    /// Content-found bases and the new snapshot's sketch (a store with
+    /// deltas: backup/sketch/; on S3 the bases it finds come from the base
+    /// cache, as every base there does).
     sketch: Option<Sketcher>,
 }
 
@@ -358,11 +359,16 @@ impl ChunkWriter {
         if let Some(cache) = &self.base_cache {
             cache.offer(&id, data);
         }
-        // With the parent's sketch (a local store), skip-delta bases: the link
-        // of the parent's chain this version is planned against (skip.rs);
-        // without it (S3, bases from the base cache; no sketch on this
-        // machine yet), the parent's chunk itself.
-        let (same_base, planned) = match self.sketch.as_ref().and_then(|s| s.plan(pos)) {
+        // With the parent's sketch on a local store, skip-delta bases: the
+        // link of the parent's chain this version is planned against
+        // (skip.rs); without it (no sketch on this machine yet), and on S3
+        // (bases from the base cache, which holds chunks, not chains), the
+        // parent's chunk itself.
+        let plan = match &self.base_cache {
+            Some(_) => None,
+            None => self.sketch.as_ref().and_then(|s| s.plan(pos)),
+        };
+        let (same_base, planned) = match plan {
             None => (base_choice::Same::Chunk, None),
             Some(skip::Next::Whole) => (base_choice::Same::Not, None),
             Some(skip::Next::Link { depth, planned }) => (base_choice::Same::Link(depth), planned),

@@ -300,8 +300,10 @@ impl Store {
             }
         }
         // Content-found bases (DELTAS.md): the parent's sketch, if this machine
-        // holds a sound one; where deltas are made at all.
-        let sketches = self.config().deltas && self.backend().requests().is_none();
+        // holds a sound one; where bases can be had at all (on S3, a base found
+        // by content comes from the base cache, as any base there).
+        let sketches =
+            self.config().deltas && (self.backend().requests().is_none() || base_cache.is_some());
         if sketches {
             let store_id = &self.config().store_id;
             writer.use_sketch(parent.as_ref().and_then(|p| {

@@ -23,7 +23,7 @@ fn store(dir: &Path, name: &str) -> Store {
 }
 
 /// The folder of `store`'s sketches on this machine.
-fn sketches(store: &Store) -> PathBuf {
+pub(crate) fn sketches(store: &Store) -> PathBuf {
     cache_dir()
         .join(store.config().store_id.to_hex())
         .join("sketches")
@@ -39,7 +39,7 @@ fn sketch_file(store: &Store) -> PathBuf {
     files.into_iter().next().unwrap()
 }
 
-fn shop(db: &Path, rows: i64) -> Connection {
+pub(crate) fn shop(db: &Path, rows: i64) -> Connection {
     let conn = create_db(db, Journal::Wal, 4096);
     conn.execute_batch(
         "CREATE TABLE item(id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL);",
@@ -58,7 +58,7 @@ fn shop(db: &Path, rows: i64) -> Connection {
     conn
 }
 
-fn touch(conn: &Connection, rng: &mut Rng, rows: i64) {
+pub(crate) fn touch(conn: &Connection, rng: &mut Rng, rows: i64) {
     for _ in 0..20 {
         conn.execute(
             "UPDATE item SET qty = ?2 WHERE id = ?1",
@@ -91,7 +91,10 @@ fn backup_both(
 /// towards the start, a little more on each page), backed up into both
 /// stores: the one with content-found bases stores more than twice the deltas
 /// in less than half the pack bytes.
-fn vacuum_and_compare(conn: &Connection, both: &mut dyn FnMut() -> (BackupReport, BackupReport)) {
+pub(crate) fn vacuum_and_compare(
+    conn: &Connection,
+    both: &mut dyn FnMut() -> (BackupReport, BackupReport),
+) {
     conn.execute("DELETE FROM item WHERE id % 9 = 4", [])
         .unwrap();
     conn.execute_batch("VACUUM").unwrap();
