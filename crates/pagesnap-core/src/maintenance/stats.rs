@@ -3,10 +3,9 @@
 //!
 //! Reads manifests, page maps and the index; never chunk data.
 
-use crate::format::index::IndexBody;
 use crate::format::pack::Codec;
 use crate::store::{Snapshot, Store};
-use crate::types::{ChunkId, ChunkRef, Id, IdMap, SnapshotId};
+use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
 use crate::{layout, Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -172,8 +171,9 @@ impl Store {
             object_size.insert(o.key, o.size);
         }
 
-        let index = self.load_index()?;
-        let whole_lens = self.delta_whole_lens()?;
+        // With each delta's whole length from the base tables, read in the
+        // same pass.
+        let (index, rows) = self.load_index_with_rows()?;
         // Index bytes are shared out per chunk entry they describe.
         let index_per_chunk = ratio(stored.index, index.entries() as u64);
 
@@ -209,7 +209,7 @@ impl Store {
                             unique_raw += loc.entry.raw_len as u64;
                             unique_stored += loc.entry.stored_len as u64;
                             if loc.entry.codec == Codec::ZstdDelta {
-                                let whole = whole_lens.get(&id).copied().unwrap_or(0);
+                                let whole = rows.get(&id).map_or(0, |f| f.whole_len);
                                 deltas.add(loc.entry.stored_len as u64, whole as u64);
                             }
                         }
@@ -275,32 +275,6 @@ impl Store {
 }
 
 impl Store {
-    /// The whole length of every delta in the base tables of the store's index
-    /// objects (a store with deltas; empty otherwise). An object that cannot be
-    /// read was already marked damaged by the index load: its rows are skipped.
-    fn delta_whole_lens(&self) -> Result<IdMap<u32>> {
-        let mut out = IdMap::default();
-        if !self.config().deltas {
-            return Ok(out);
-        }
-        for o in self.backend().list(layout::INDEX)? {
-            let Some(id) = layout::id_of(&o.key) else {
-                continue;
-            };
-            let Ok(bytes) = self.get_verified(&o.key, &id) else {
-                continue;
-            };
-            let _ = IndexBody::decode_each_with_bases(&bytes, |_, e, row| {
-                if let Some(row) = row {
-                    // Any copy's measure will do; a known one beats an unknown.
-                    let w = out.entry(e.entry.id).or_insert(0);
-                    *w = (*w).max(row.whole_len);
-                }
-            });
-        }
-        Ok(out)
-    }
-
     /// The chunk list of map `id`, resolving only the maps of its chain that are not
     /// in `cache` (which keeps at most a few dozen lists).
     fn resolve_cached(
