@@ -23,7 +23,7 @@ fn store(dir: &Path, name: &str) -> Store {
 }
 
 /// The folder of `store`'s sketches on this machine.
-pub(crate) fn sketches(store: &Store) -> PathBuf {
+fn sketches(store: &Store) -> PathBuf {
     cache_dir()
         .join(store.config().store_id.to_hex())
         .join("sketches")
@@ -58,7 +58,7 @@ pub(crate) fn shop(db: &Path, rows: i64) -> Connection {
     conn
 }
 
-pub(crate) fn touch(conn: &Connection, rng: &mut Rng, rows: i64) {
+fn touch(conn: &Connection, rng: &mut Rng, rows: i64) {
     for _ in 0..20 {
         conn.execute(
             "UPDATE item SET qty = ?2 WHERE id = ?1",
@@ -72,7 +72,7 @@ pub(crate) fn touch(conn: &Connection, rng: &mut Rng, rows: i64) {
 /// loses them first, so it only ever has same-position bases), checks both
 /// took the same image, and records the first with the database's reference
 /// hash in `taken`.
-fn backup_both(
+pub(crate) fn backup_both(
     found: &Store,
     blind: &Store,
     db: &Path,
@@ -91,10 +91,7 @@ fn backup_both(
 /// towards the start, a little more on each page), backed up into both
 /// stores: the one with content-found bases stores more than twice the deltas
 /// in less than half the pack bytes.
-pub(crate) fn vacuum_and_compare(
-    conn: &Connection,
-    both: &mut dyn FnMut() -> (BackupReport, BackupReport),
-) {
+fn vacuum_and_compare(conn: &Connection, both: &mut dyn FnMut() -> (BackupReport, BackupReport)) {
     conn.execute("DELETE FROM item WHERE id % 9 = 4", [])
         .unwrap();
     conn.execute_batch("VACUUM").unwrap();
@@ -118,6 +115,22 @@ pub(crate) fn vacuum_and_compare(
     );
 }
 
+/// Backups of both stores (`both`), a step of updates, again, the VACUUM of
+/// [`vacuum_and_compare`], updates, and a last backup.
+pub(crate) fn vacuum_between_touches(
+    conn: &Connection,
+    rng: &mut Rng,
+    rows: i64,
+    both: &mut dyn FnMut() -> (BackupReport, BackupReport),
+) {
+    both();
+    touch(conn, rng, rows);
+    both();
+    vacuum_and_compare(conn, both);
+    touch(conn, rng, rows);
+    both();
+}
+
 /// Each snapshot `taken` recorded restores from the store `found` (reopened)
 /// byte for byte.
 fn restore_all(dir: &Path, taken: &[(BackupReport, Hash)]) {
@@ -139,12 +152,7 @@ fn vacuum_moved_rows_find_their_bases_by_content() {
     let mut rng = Rng(5);
     let mut taken: Vec<(BackupReport, Hash)> = Vec::new();
     let mut both = || backup_both(&found, &blind, &db, dir.path(), &mut taken);
-    both();
-    touch(&conn, &mut rng, rows);
-    both();
-    vacuum_and_compare(&conn, &mut both);
-    touch(&conn, &mut rng, rows);
-    both();
+    vacuum_between_touches(&conn, &mut rng, rows, &mut both);
 
     // A damaged sketch, a stale one (an older snapshot's) and one that lies
     // (sound, but each position given another's features): each backup still
