@@ -3,7 +3,7 @@
 //! a crash leaves either the whole object or none (plus, at worst, a temporary
 //! file whose name starts with `.tmp-`, which `list` never reports).
 
-use super::{Backend, BackendError, ObjectInfo, PutMode, Result};
+use super::{Backend, BackendError, ObjectInfo, OpenObject, PutMode, Result};
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
@@ -148,8 +148,18 @@ impl LocalBackend {
 }
 
 impl LocalBackend {
-    /// Reads `range` of the open object `f` (named `key`) into `buf`.
-    fn read_range(&self, f: &File, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
+    /// Reads `range` of the open object `f` (named `key`) into `buf`. With
+    /// `shared`, `f` is a handle other threads read too ([`OpenObject`]):
+    /// positional reads only, since a seek would move the file offset they
+    /// share.
+    fn read_range(
+        &self,
+        f: &File,
+        key: &str,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+        shared: bool,
+    ) -> Result<()> {
         let out_of_range = |len: u64| BackendError::Range {
             location: self.location(),
             key: key.to_string(),
@@ -163,12 +173,29 @@ impl LocalBackend {
         }
         let want = usize::try_from(range.end - range.start)
             .map_err(|_| self.io("read", key, std::io::Error::other("range too large")))?;
-        let read = if buf.len() >= want {
+        let read = if buf.len() >= want || (shared && buf.capacity() >= want) {
             // A reused buffer: one `pread` into bytes an earlier read filled (a
             // restore makes thousands of these reads; a seek and `read_to_end`,
             // which grows its reads from 8 KiB, took five to eight system calls).
-            buf.truncate(want);
+            buf.resize(want, 0);
             f.read_exact_at(buf, range.start)
+        } else if shared {
+            // A buffer of exactly `want` bytes, read into without zeroing.
+            let mut fresh = Vec::with_capacity(want);
+            let read = loop {
+                if fresh.len() >= want {
+                    fresh.truncate(want);
+                    break Ok(());
+                }
+                let at = range.start + fresh.len() as u64;
+                match rustix::io::pread(f, rustix::buffer::spare_capacity(&mut fresh), at) {
+                    Ok(0) => break Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => break Err(std::io::Error::from(e)),
+                }
+            };
+            *buf = fresh;
+            read
         } else {
             // A buffer that must grow: read into its spare capacity, which
             // `read_to_end` fills without zeroing it first (zeroing fresh
@@ -276,7 +303,22 @@ impl Backend for LocalBackend {
 
     fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
         let f = File::open(self.path(key)?).map_err(|e| self.io("open", key, e))?;
-        self.read_range(&f, key, range, buf)
+        self.read_range(&f, key, range, buf, false)
+    }
+
+    fn open_for_reads(&self, key: &str) -> Result<Option<OpenObject>> {
+        let f = File::open(self.path(key)?).map_err(|e| self.io("open", key, e))?;
+        Ok(Some(OpenObject::new(f)))
+    }
+
+    fn read_open(
+        &self,
+        obj: &OpenObject,
+        key: &str,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.read_range(obj.file(), key, range, buf, true)
     }
 
     fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
@@ -285,7 +327,8 @@ impl Backend for LocalBackend {
             .iter()
             .map(|r| {
                 let mut buf = Vec::new();
-                self.read_range(&f, key, r.clone(), &mut buf).map(|()| buf)
+                self.read_range(&f, key, r.clone(), &mut buf, false)
+                    .map(|()| buf)
             })
             .collect()
     }

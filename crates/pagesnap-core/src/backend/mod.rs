@@ -6,6 +6,7 @@ mod cache;
 mod direct_write;
 #[cfg(any(test, feature = "testing"))]
 mod fault;
+mod held_open;
 mod local;
 #[cfg(feature = "s3")]
 mod s3;
@@ -15,6 +16,7 @@ pub use cache::CachedBackend;
 pub(crate) use fault::FailingReads;
 #[cfg(any(test, feature = "testing"))]
 pub use fault::{Fault, FaultyBackend};
+pub use held_open::{HeldOpen, OpenObject};
 pub use local::LocalBackend;
 #[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Settings, S3Url};
@@ -206,6 +208,24 @@ pub trait Backend: Send + Sync {
             .iter()
             .map(|r| self.get_range(key, r.clone()))
             .collect()
+    }
+    /// Object `key` opened for many [`Backend::read_open`] calls, or `None`
+    /// when each range is read as cheaply on its own: the default, for a
+    /// remote store and for a wrapper that changes or watches what it reads
+    /// (a read through it must stay its own). [`HeldOpen`] keeps them.
+    fn open_for_reads(&self, _key: &str) -> Result<Option<OpenObject>> {
+        Ok(None)
+    }
+    /// `range` of `obj` (object `key`, from [`Backend::open_for_reads`]) into
+    /// `buf`, as `get_range_into` reads it.
+    fn read_open(
+        &self,
+        _obj: &OpenObject,
+        key: &str,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.get_range_into(key, range, buf)
     }
     /// Size of an object, or `None` if it does not exist.
     fn size(&self, key: &str) -> Result<Option<u64>>;

@@ -372,6 +372,16 @@ impl ChunkIndex {
         self.run(key).map(|i| self.chunks[i].0).collect()
     }
 
+    /// The one located chunk whose first 8 bytes, big-endian, are `key`, and
+    /// where it is; `None` when there is none or several (a 2^-64 accident or
+    /// a hostile store). [`ChunkIndex::sharing`] then [`ChunkIndex::get`] in
+    /// one search and without a `Vec`: a restore resolves every link of its
+    /// chains this way.
+    pub fn unique(&self, key: u64) -> Option<(ChunkId, Location)> {
+        let r = self.run(key);
+        (r.len() == 1).then(|| self.chunks[r.start])
+    }
+
     pub fn get(&self, id: &ChunkId) -> Option<&Location> {
         self.find(id)
     }
@@ -613,6 +623,11 @@ mod tests {
         assert_eq!(index.sharing(prefix(&c)), vec![c]);
         assert!(index.sharing(prefix(&Id::of_object(b"absent"))).is_empty());
         assert!(ChunkIndex::default().sharing(prefix(&a)).is_empty());
+        // `unique`: the one chunk with its location, none for a shared or absent prefix.
+        assert_eq!(index.unique(prefix(&c)), Some((c, *index.get(&c).unwrap())));
+        assert_eq!(index.unique(prefix(&a)), None);
+        assert_eq!(index.unique(prefix(&Id::of_object(b"absent"))), None);
+        assert_eq!(ChunkIndex::default().unique(prefix(&a)), None);
     }
 
     proptest::proptest! {

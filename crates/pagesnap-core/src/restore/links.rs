@@ -8,7 +8,7 @@
 //! links of all the window's deltas are read level by level (a level's bases
 //! are known only from the blobs above them), each level grouped by pack and
 //! offset into runs ([`group_runs`]; on a local store across gaps of at most
-//! [`LOCAL_GAP`], each pack opened once a level: links are scattered, and the
+//! [`LOCAL_GAP`], each pack opened once for the restore: links are scattered, and the
 //! window's 64 KiB gaps read four times the links' bytes), then decoded
 //! bottom-up on every core and dropped with the window (a batch of windows
 //! from a remote store). Rebuild does this while the previous window is
@@ -26,14 +26,17 @@
 //! its id, and names the damaged chunk.
 
 use super::rebuild::{fetch_parallel, group_runs, Run, MAX_GAP, MAX_RUN};
+use crate::backend::HeldOpen;
 use crate::codec::{base_of, BaseFault, ChunkError};
 use crate::format::index::MAX_DELTA_DEPTH;
 use crate::format::pack::{BasePrefix, PackEntry, MAX_CHUNK_LEN};
+use crate::index::chunk_index::Location;
 use crate::store::bases::Chains;
-use crate::types::{ChunkId, Id, IdMap, IdSet};
+use crate::types::{ChunkId, Id, IdHasher, IdMap};
 use crate::{layout, Error, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
 /// Largest gap between two links of one pack read together from a local
 /// store: a `pread` costs about what copying this many bytes does (a restore
@@ -54,23 +57,30 @@ fn lost_if_damaged(
 }
 
 /// One link read: its entry, its pack's dictionary, where its blob is in the
-/// level reads, and the base it names (none for a chunk that is not a delta).
+/// level reads, and the base it names (its place among the window's links;
+/// none for a chunk that is not a delta).
 struct Link {
     entry: PackEntry,
     dict: Option<Id>,
     buf: usize,
     off: usize,
-    base: Option<ChunkId>,
+    base: Option<u32>,
 }
 
 /// The decoded bases of one window's deltas. A base missing here could not be
 /// had (missing, damaged, or its chain too deep).
 pub(super) struct WindowBases {
-    decoded: IdMap<Vec<u8>>,
+    /// Each link's bytes, by its place; kept only for the window's deltas'
+    /// own bases.
+    decoded: Vec<Option<Vec<u8>>>,
     /// The window's deltas' bases by the prefix their blobs name them with
-    /// (each resolved to the one located chunk that has it).
-    by_prefix: HashMap<u64, ChunkId>,
+    /// (each resolved to the one located chunk that has it), as places.
+    by_prefix: PrefixMap,
 }
+
+/// Base prefixes (the first 8 bytes of uniform ids) to places, the prefix its
+/// own hash as [`Id`]'s is.
+type PrefixMap = HashMap<u64, u32, BuildHasherDefault<IdHasher>>;
 
 impl WindowBases {
     /// The base bytes delta `e` (whose blob is `stored`) needs, or the
@@ -86,7 +96,7 @@ impl WindowBases {
         match self
             .by_prefix
             .get(&h.base.key())
-            .and_then(|id| self.decoded.get(id))
+            .and_then(|&i| self.decoded.get(i as usize)?.as_deref())
         {
             Some(b) => Ok(Some(b)),
             None => Err(ChunkError::Base {
@@ -97,44 +107,64 @@ impl WindowBases {
     }
 }
 
+/// A chain's links found so far, each given a place (its index here) the
+/// first time a blob names it: the level reads, the heights and the decodes
+/// then go by place, with no lookup by id (a hash probe per link and step was
+/// a tenth of a restore's extra CPU with deltas).
+#[derive(Default)]
+struct Places {
+    place: IdMap<u32>,
+    found: Vec<(ChunkId, Location)>,
+}
+
+impl Places {
+    /// `id`'s place, and whether it is new (to be read).
+    fn add(&mut self, id: ChunkId, loc: Location) -> (u32, bool) {
+        let next = self.found.len() as u32;
+        let p = *self.place.entry(id).or_insert(next);
+        if p == next {
+            self.found.push((id, loc));
+        }
+        (p, p == next)
+    }
+}
+
 /// Reads and decodes every link the deltas `deltas` (entry and blob) need, at
-/// most `reads` reads at once from a store that serves several (S3). A link
-/// that is missing or damaged is left out (the positions above it fail as
-/// damaged); one that cannot be read (an I/O error, not damage) fails the
-/// whole window with that error, as following it alone did.
+/// most `reads` reads at once from a store that serves several (S3), through
+/// `backend` (each pack opened once). A link that is missing or damaged is
+/// left out (the positions above it fail as damaged); one that cannot be read
+/// (an I/O error, not damage) fails the whole window with that error, as
+/// following it alone did.
 pub(super) fn window_bases<'b>(
     chains: &Chains<'_>,
+    backend: &HeldOpen<'_>,
     deltas: impl Iterator<Item = (PackEntry, &'b [u8])>,
     reads: usize,
 ) -> Result<WindowBases> {
     let index = chains.index();
-    let backend = chains.backend();
     // A blob names its base by an 8-byte prefix: the one located chunk that
-    // has it. None located, or several (a 2^-64 accident or a hostile store):
-    // left out here, and the position is followed the checked way
-    // (`Chains::base_for` tries each candidate against the delta's id).
-    let resolve = |p: &BasePrefix| -> Option<ChunkId> {
-        match index.sharing(p.key()).as_slice() {
-            [one] => Some(*one),
-            _ => None,
-        }
-    };
-    let mut seen = IdSet::default();
-    let mut frontier: Vec<ChunkId> = Vec::new();
-    let mut by_prefix: HashMap<u64, ChunkId> = HashMap::new();
+    // has it, found with where it is in one search. None located, or several
+    // (a 2^-64 accident or a hostile store): left out here, and the position
+    // is followed the checked way (`Chains::base_for` tries each candidate
+    // against the delta's id).
+    let resolve = |p: &BasePrefix| index.unique(p.key());
+    let mut places = Places::default();
+    let mut frontier: Vec<u32> = Vec::new();
+    let mut by_prefix = PrefixMap::default();
     for (e, stored) in deltas {
         // A blob whose header does not parse fails on its own decode.
         if let Ok(Some(h)) = base_of(&e, stored) {
-            if let Some(b) = resolve(&h.base) {
-                by_prefix.insert(h.base.key(), b);
-                if seen.insert(b) {
-                    frontier.push(b);
+            if let Some((b, loc)) = resolve(&h.base) {
+                let (p, new) = places.add(b, loc);
+                by_prefix.insert(h.base.key(), p);
+                if new {
+                    frontier.push(p);
                 }
             }
         }
     }
-    let direct: IdSet = frontier.iter().copied().collect();
-    let mut links: IdMap<Link> = IdMap::default();
+    let direct = frontier.len();
+    let mut links: Vec<Option<Link>> = Vec::new();
     let mut bufs: Vec<Vec<u8>> = Vec::new();
     // A chain has at most MAX_DELTA_DEPTH deltas above its bottom chunk; what
     // is still to read after that many levels is damage and left out.
@@ -142,11 +172,12 @@ pub(super) fn window_bases<'b>(
         if frontier.is_empty() {
             break;
         }
-        // A link nothing locates is left out (missing).
         let items = frontier
             .iter()
-            .enumerate()
-            .filter_map(|(i, id)| index.get(id).map(|l| (i, *id, *l)))
+            .map(|&p| {
+                let (id, loc) = places.found[p as usize];
+                (p as usize, id, loc)
+            })
             .collect();
         let got = if reads > 1 {
             // A store that serves reads in parallel (S3): each read is a
@@ -160,8 +191,8 @@ pub(super) fn window_bases<'b>(
             runs.into_iter().zip(got).collect::<Vec<_>>()
         } else {
             // A local store: links are scattered (one or two per position
-            // per pack), so gaps are read only when small, and each pack is
-            // opened once for all its runs of the level.
+            // per pack), so gaps are read only when small, and a pack's runs
+            // of the level are read together.
             let runs = group_runs(items, MAX_RUN, LOCAL_GAP);
             let mut by_pack: Vec<Vec<Run>> = Vec::new();
             for run in runs {
@@ -191,8 +222,9 @@ pub(super) fn window_bases<'b>(
             got.into_iter().flatten().collect()
         };
         frontier = Vec::new();
+        links.resize_with(places.found.len(), || None);
         for (run, bytes) in got {
-            for (_, id, loc) in &run.items {
+            for (p, id, loc) in &run.items {
                 let entry = loc.pack_entry(*id);
                 let off = (loc.entry.offset as u64 - run.start) as usize;
                 let Some(stored) = bytes.get(off..off + entry.stored_len as usize) else {
@@ -206,42 +238,45 @@ pub(super) fn window_bases<'b>(
                 let base = match base {
                     None => None,
                     Some(h) => match resolve(&h.base) {
-                        Some(b) => Some(b),
+                        Some((b, loc)) => {
+                            let (bp, new) = places.add(b, loc);
+                            if new {
+                                frontier.push(bp);
+                            }
+                            Some(bp)
+                        }
                         None => continue,
                     },
                 };
-                if let Some(b) = base {
-                    if seen.insert(b) {
-                        frontier.push(b);
-                    }
-                }
-                let dict = index.pack_dict(run.pack);
-                let buf = bufs.len();
-                links.insert(
-                    *id,
-                    Link {
-                        entry,
-                        dict,
-                        buf,
-                        off,
-                        base,
-                    },
-                );
+                links[*p] = Some(Link {
+                    entry,
+                    dict: index.pack_dict(run.pack),
+                    buf: bufs.len(),
+                    off,
+                    base,
+                });
             }
             bufs.push(bytes);
         }
     }
+    links.resize_with(places.found.len(), || None);
     // Each link's height above the bottom of its chain; none for a link whose
     // chain is broken, too deep or loops (damage).
-    let mut heights: IdMap<Option<u8>> = IdMap::default();
-    for id in links.keys() {
-        let (mut path, mut cur) = (Vec::new(), *id);
+    const UNKNOWN: u8 = u8::MAX;
+    const BROKEN: u8 = u8::MAX - 1;
+    let mut heights = vec![UNKNOWN; links.len()];
+    let mut path: Vec<usize> = Vec::new();
+    for first in 0..links.len() {
+        path.clear();
+        let mut cur = first;
         // The height of `path`'s last link once the walk stops.
         let mut next = loop {
-            if let Some(&h) = heights.get(&cur) {
-                break h.map(|h| h + 1);
+            match heights[cur] {
+                BROKEN => break None,
+                UNKNOWN => {}
+                h => break Some(h + 1),
             }
-            let Some(l) = links.get(&cur) else {
+            let Some(l) = &links[cur] else {
                 break None;
             };
             path.push(cur);
@@ -250,44 +285,45 @@ pub(super) fn window_bases<'b>(
             }
             match l.base {
                 None => break Some(0),
-                Some(b) => cur = b,
+                Some(b) => cur = b as usize,
             }
         };
-        for p in path.iter().rev() {
+        for &p in path.iter().rev() {
             let h = next.filter(|&h| h <= MAX_DELTA_DEPTH);
-            heights.insert(*p, h);
+            heights[p] = h.unwrap_or(BROKEN);
             next = h.map(|h| h + 1);
         }
     }
-    let mut levels: Vec<Vec<ChunkId>> = Vec::new();
-    for (id, h) in &heights {
-        if let Some(h) = *h {
+    let mut levels: Vec<Vec<u32>> = Vec::new();
+    for (p, &h) in heights.iter().enumerate() {
+        if h <= MAX_DELTA_DEPTH {
             let h = h as usize;
             if levels.len() <= h {
                 levels.resize_with(h + 1, Vec::new);
             }
-            levels[h].push(*id);
+            levels[h].push(p as u32);
         }
     }
     // Bottom-up: a link at height h is made against one at h - 1, decoded the
     // level before. Once a level is built, the one below it is needed only
-    // where a window's delta names it.
-    let mut decoded: IdMap<Vec<u8>> = IdMap::default();
+    // where a window's delta names it (the first `direct` places).
+    let mut decoded: Vec<Option<Vec<u8>>> = vec![None; links.len()];
     for (h, level) in levels.iter().enumerate() {
-        let done: Vec<(ChunkId, std::result::Result<Vec<u8>, ChunkError>)> = level
+        let done: Vec<(u32, std::result::Result<Vec<u8>, ChunkError>)> = level
             .par_iter()
-            .map(|id| {
+            .map(|&p| {
+                let id = &places.found[p as usize].0;
                 let lost = || ChunkError::Base {
                     base: BasePrefix::of(id),
                     fault: BaseFault::Missing,
                 };
                 let r = (|| {
-                    let l = links.get(id).ok_or_else(lost)?;
+                    let l = links[p as usize].as_ref().ok_or_else(lost)?;
                     let stored = bufs[l.buf]
                         .get(l.off..l.off + l.entry.stored_len as usize)
                         .ok_or_else(lost)?;
                     let base = match l.base {
-                        Some(b) => Some(decoded.get(&b).ok_or_else(lost)?.as_slice()),
+                        Some(b) => Some(decoded[b as usize].as_deref().ok_or_else(lost)?),
                         None => None,
                     };
                     if l.entry.raw_len > MAX_CHUNK_LEN {
@@ -299,23 +335,21 @@ pub(super) fn window_bases<'b>(
                     })?;
                     Ok(raw)
                 })();
-                (*id, r)
+                (p, r)
             })
             .collect();
-        for (id, r) in done {
+        for (p, r) in done {
             match r {
-                Ok(raw) => {
-                    decoded.insert(id, raw);
-                }
+                Ok(raw) => decoded[p as usize] = Some(raw),
                 Err(ChunkError::Unreadable { source, .. }) => return Err(Error::Backend(source)),
                 // Damaged: left out.
                 Err(_) => {}
             }
         }
         if let Some(below) = h.checked_sub(1).and_then(|b| levels.get(b)) {
-            for id in below {
-                if !direct.contains(id) {
-                    decoded.remove(id);
+            for &p in below {
+                if p as usize >= direct {
+                    decoded[p as usize] = None;
                 }
             }
         }

@@ -24,7 +24,7 @@
 
 use super::links::{window_bases, WindowBases};
 use super::output::{output_err, write_behind, Sink, Writes, WRITE_PIECE};
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, HeldOpen};
 use crate::codec::{self, DecoderPool};
 use crate::digest::image_check::{self, Digest};
 use crate::digest::tree_hash::{block_cv, root_from_blocks};
@@ -148,7 +148,8 @@ type Window = (Vec<u8>, Vec<BlockSums>);
 /// The image being restored and what it is rebuilt from.
 #[derive(Clone, Copy)]
 struct Image<'a> {
-    backend: &'a dyn Backend,
+    /// The store's backend, each pack opened once for the whole pass.
+    backend: &'a HeldOpen<'a>,
     packs: &'a PackTable,
     snap: &'a Snapshot,
     /// Each position's chunk and where it is (every stored chunk located, unless
@@ -318,8 +319,9 @@ pub(crate) fn write_located(
         load_dicts(backend, packs, snap, positions, None)?,
         ids.clone(),
     );
+    let held = HeldOpen::new(backend);
     let image = Image {
-        backend,
+        backend: &held,
         packs,
         snap,
         positions,
@@ -386,8 +388,9 @@ pub(crate) fn write_salvaged(
     let m = &snap.manifest;
     let dicts = load_dicts(backend, packs, snap, positions, Some(&mut log.dicts))?;
     let pool = DecoderPool::new(dicts, ids.clone());
+    let held = HeldOpen::new(backend);
     let image = Image {
-        backend,
+        backend: &held,
         packs,
         snap,
         positions,
@@ -448,7 +451,7 @@ fn rebuild(
                 Sink::At { file, .. } => Some(*file),
                 Sink::Stream(_) => None,
             },
-            reads: image.backend.parallel_reads(),
+            reads: image.backend.backend().parallel_reads(),
         };
         s.spawn(move || {
             let range_of = |w: usize| {
@@ -705,7 +708,7 @@ fn fetch_window(pass: Pass<'_>, range: std::ops::Range<usize>) -> Result<Fetched
                     Some((loc.pack_entry(*id), stored))
                 })
             });
-            Some(window_bases(c, deltas, pass.reads)?)
+            Some(window_bases(c, backend, deltas, pass.reads)?)
         }
         _ => None,
     };
