@@ -453,17 +453,22 @@ mod tests {
     }
 
     fn watched(dir: &Path, fail: Option<String>) -> (Store, Arc<Watched>) {
-        watched_with(dir, fail, 1)
+        watched_with(dir, fail, 1, false)
     }
 
-    fn watched_with(dir: &Path, fail: Option<String>, parallel: usize) -> (Store, Arc<Watched>) {
+    fn watched_with(
+        dir: &Path,
+        fail: Option<String>,
+        parallel: usize,
+        hold: bool,
+    ) -> (Store, Arc<Watched>) {
         let b = Arc::new(Watched {
             local: LocalBackend::new(dir),
             reads: AtomicUsize::new(0),
             opens: AtomicUsize::new(0),
             fail,
             parallel,
-            hold: false,
+            hold,
             held: AtomicUsize::new(0),
         });
         (Store::open_backend(b.clone()).unwrap(), b)
@@ -525,6 +530,21 @@ mod tests {
         snaps.pop().unwrap()
     }
 
+    /// Restores the newest snapshot (more than one window) to `out` and
+    /// checks it byte for byte against its hash.
+    fn restore_newest(store: &Store, out: &Path) {
+        let snap = newest(store);
+        assert!(snap.manifest.image_len > 4 << 20, "more than one window");
+        let _ = std::fs::remove_file(out);
+        let report = store.restore_to_path(&snap, out, false).unwrap();
+        assert_eq!(report.image_hash, snap.manifest.image_hash);
+        let restored = std::fs::read(out).unwrap();
+        assert_eq!(
+            blake3::hash(&restored).as_bytes(),
+            &snap.manifest.image_hash
+        );
+    }
+
     /// The newest snapshot restores byte for byte (and sound) with the
     /// window's links read grouped by pack (a pack's runs of a level read
     /// together on a local store): in far fewer reads than following
@@ -535,16 +555,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (at, _) = chained(dir.path());
         let (store, b) = watched(&at, None);
-        let snap = newest(&store);
-        assert!(snap.manifest.image_len > 4 << 20, "more than one window");
         let out = dir.path().join("out.db");
-        let report = store.restore_to_path(&snap, &out, false).unwrap();
-        assert_eq!(report.image_hash, snap.manifest.image_hash);
+        restore_newest(&store, &out);
         let restored = std::fs::read(&out).unwrap();
-        assert_eq!(
-            blake3::hash(&restored).as_bytes(),
-            &snap.manifest.image_hash
-        );
         let check: String = rusqlite::Connection::open(&out)
             .unwrap()
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -568,7 +581,7 @@ mod tests {
         let linked = b.reads.load(Relaxed);
         // The remote path (a batch's links read on threads of their own)
         // restores the same bytes.
-        let (store, _) = watched_with(&at, None, 8);
+        let (store, _) = watched_with(&at, None, 8, false);
         let remote = dir.path().join("remote.db");
         store
             .restore_to_path(&newest(&store), &remote, false)
@@ -590,26 +603,8 @@ mod tests {
         let (at, _) = chained(dir.path());
         let out = dir.path().join("out.db");
         let restore = |hold: bool| {
-            let b = Arc::new(Watched {
-                local: LocalBackend::new(&at),
-                reads: AtomicUsize::new(0),
-                opens: AtomicUsize::new(0),
-                fail: None,
-                parallel: 1,
-                hold,
-                held: AtomicUsize::new(0),
-            });
-            let store = Store::open_backend(b.clone()).unwrap();
-            let snap = newest(&store);
-            assert!(snap.manifest.image_len > 4 << 20, "more than one window");
-            let _ = std::fs::remove_file(&out);
-            let report = store.restore_to_path(&snap, &out, false).unwrap();
-            assert_eq!(report.image_hash, snap.manifest.image_hash);
-            let restored = std::fs::read(&out).unwrap();
-            assert_eq!(
-                blake3::hash(&restored).as_bytes(),
-                &snap.manifest.image_hash
-            );
+            let (store, b) = watched_with(&at, None, 1, hold);
+            restore_newest(&store, &out);
             (b, packs(&store).len())
         };
         let (held, pack_count) = restore(true);
