@@ -163,6 +163,77 @@ impl Backend for FailingReads {
     }
 }
 
+/// A local store that counts its ranged reads and the objects it opens for
+/// reads; with `hold` false it opens none ([`Backend::open_for_reads`] is
+/// `None`, as for S3), so every range goes through `get_range`.
+#[cfg(test)]
+pub(crate) struct CountingReads {
+    pub inner: super::LocalBackend,
+    pub hold: bool,
+    /// Ranges read, through `get_range` or an open object.
+    pub ranges: std::sync::atomic::AtomicUsize,
+    /// Objects opened for reads.
+    pub opens: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(test)]
+impl CountingReads {
+    pub(crate) fn new(root: &std::path::Path, hold: bool) -> Self {
+        CountingReads {
+            inner: super::LocalBackend::new(root),
+            hold,
+            ranges: Default::default(),
+            opens: Default::default(),
+        }
+    }
+    fn count(n: &std::sync::atomic::AtomicUsize) {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+impl Backend for CountingReads {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
+        self.inner.put(key, data, mode)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        Self::count(&self.ranges);
+        self.inner.get_range(key, range)
+    }
+    fn open_for_reads(&self, key: &str) -> Result<Option<super::OpenObject>> {
+        if !self.hold {
+            return Ok(None);
+        }
+        Self::count(&self.opens);
+        self.inner.open_for_reads(key)
+    }
+    fn read_open(
+        &self,
+        obj: &super::OpenObject,
+        key: &str,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        Self::count(&self.ranges);
+        self.inner.read_open(obj, key, range, buf)
+    }
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

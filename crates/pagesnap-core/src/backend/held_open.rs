@@ -3,11 +3,13 @@
 //! A restore of a store with deltas reads each window's chain links level by
 //! level, pack by pack: at 1 GiB after 144 steps that was 68,000 `open`s of
 //! 145 packs (26,000 without deltas), and holding them open made the restore
-//! 8 % faster (docs/PERFORMANCE.md, "Restoring a store with deltas"). Only
-//! for the length of one operation, under the store's read lock: no prune or
-//! repair can delete or replace a pack meanwhile, so a handle never outlives
-//! the object it was opened on, and a later operation sees the store as it is
-//! then (a file made unreadable since is refused, as any read would be).
+//! 8 % faster (docs/PERFORMANCE.md, "Restoring a store with deltas"); a
+//! backup with deltas opened a pack for every link of every base's chain.
+//! Only for the length of one operation, under a lock that keeps prune and
+//! repair out: no pack is deleted or replaced meanwhile, so a handle never
+//! outlives the object it was opened on, and a later operation sees the
+//! store as it is then (a file made unreadable since is refused, as any read
+//! would be).
 
 use super::{Backend, Result};
 use std::collections::HashMap;
@@ -35,28 +37,20 @@ impl OpenObject {
     }
 }
 
-/// Ranged reads of `backend` that open each object once: objects its backend
-/// opens for reads ([`Backend::open_for_reads`]) are kept open, the others are
-/// read as [`Backend::get_range_into`] reads them. Errors are the backend's own.
-pub struct HeldOpen<'a> {
-    backend: &'a dyn Backend,
+/// The objects one operation holds open, for ranged reads of whichever
+/// backend each call names: objects it opens for reads
+/// ([`Backend::open_for_reads`]) are kept open, the others are read as
+/// [`Backend::get_range_into`] reads them. Errors are the backend's own. Its
+/// owner keeps it only while no object can be deleted or replaced (under a
+/// lock that keeps prune and repair out).
+#[derive(Default)]
+pub struct OpenObjects {
     /// `None` for an object the backend reads range by range.
     open: Mutex<HashMap<String, Option<Arc<OpenObject>>>>,
 }
 
-impl<'a> HeldOpen<'a> {
-    pub fn new(backend: &'a dyn Backend) -> Self {
-        HeldOpen {
-            backend,
-            open: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn backend(&self) -> &'a dyn Backend {
-        self.backend
-    }
-
-    fn handle(&self, key: &str) -> Result<Option<Arc<OpenObject>>> {
+impl OpenObjects {
+    fn handle(&self, backend: &dyn Backend, key: &str) -> Result<Option<Arc<OpenObject>>> {
         // A poisoned lock only means another reader panicked: the map is whole.
         let held = |m: &HashMap<String, Option<Arc<OpenObject>>>| m.get(key).cloned();
         if let Some(h) = held(&self.open.lock().unwrap_or_else(|e| e.into_inner())) {
@@ -64,7 +58,7 @@ impl<'a> HeldOpen<'a> {
         }
         // Opened outside the lock: two readers may open one object at once,
         // and one of the handles is dropped.
-        let h = self.backend.open_for_reads(key)?.map(Arc::new);
+        let h = backend.open_for_reads(key)?.map(Arc::new);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.len() >= MAX_OPEN {
             open.clear();
@@ -74,34 +68,84 @@ impl<'a> HeldOpen<'a> {
     }
 
     /// `range` of object `key` into `buf`, as [`Backend::get_range_into`].
-    pub fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
-        match self.handle(key)? {
-            Some(obj) => self.backend.read_open(&obj, key, range, buf),
-            None => self.backend.get_range_into(key, range, buf),
+    pub fn get_range_into(
+        &self,
+        backend: &dyn Backend,
+        key: &str,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        match self.handle(backend, key)? {
+            Some(obj) => backend.read_open(&obj, key, range, buf),
+            None => backend.get_range_into(key, range, buf),
         }
     }
 
     /// `range` of object `key`, as [`Backend::get_range`].
-    pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+    pub fn get_range(
+        &self,
+        backend: &dyn Backend,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
-        self.get_range_into(key, range, &mut buf)?;
+        self.get_range_into(backend, key, range, &mut buf)?;
         Ok(buf)
     }
 
     /// Several ranges of object `key`, as [`Backend::get_ranges`].
-    pub fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
-        match self.handle(key)? {
+    pub fn get_ranges(
+        &self,
+        backend: &dyn Backend,
+        key: &str,
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Vec<u8>>> {
+        match self.handle(backend, key)? {
             Some(obj) => ranges
                 .iter()
                 .map(|r| {
                     let mut buf = Vec::new();
-                    self.backend
+                    backend
                         .read_open(&obj, key, r.clone(), &mut buf)
                         .map(|()| buf)
                 })
                 .collect(),
-            None => self.backend.get_ranges(key, ranges),
+            None => backend.get_ranges(key, ranges),
         }
+    }
+}
+
+/// [`OpenObjects`] of one backend: a restore's reads of its packs.
+pub struct HeldOpen<'a> {
+    backend: &'a dyn Backend,
+    open: OpenObjects,
+}
+
+impl<'a> HeldOpen<'a> {
+    pub fn new(backend: &'a dyn Backend) -> Self {
+        HeldOpen {
+            backend,
+            open: OpenObjects::default(),
+        }
+    }
+
+    pub fn backend(&self) -> &'a dyn Backend {
+        self.backend
+    }
+
+    /// See [`OpenObjects::get_range_into`].
+    pub fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
+        self.open.get_range_into(self.backend, key, range, buf)
+    }
+
+    /// See [`OpenObjects::get_range`].
+    pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        self.open.get_range(self.backend, key, range)
+    }
+
+    /// See [`OpenObjects::get_ranges`].
+    pub fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        self.open.get_ranges(self.backend, key, ranges)
     }
 }
 
@@ -178,49 +222,30 @@ mod tests {
     }
 
     /// A backend that does not open objects for reads (S3, a wrapper that
-    /// watches its reads) is read range by range, through its own methods.
+    /// watches its reads) is read range by range, through its own methods;
+    /// one that does is opened once for all of them.
     #[test]
     fn a_backend_without_open_objects_is_read_range_by_range() -> anyhow::Result<()> {
-        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-        struct Counting(LocalBackend, AtomicUsize);
-        impl Backend for Counting {
-            fn location(&self) -> String {
-                self.0.location()
-            }
-            fn put(&self, key: &str, data: &[u8], mode: PutMode) -> crate::backend::Result<()> {
-                self.0.put(key, data, mode)
-            }
-            fn get(&self, key: &str) -> crate::backend::Result<Vec<u8>> {
-                self.0.get(key)
-            }
-            fn get_range(
-                &self,
-                key: &str,
-                range: std::ops::Range<u64>,
-            ) -> crate::backend::Result<Vec<u8>> {
-                self.1.fetch_add(1, Relaxed);
-                self.0.get_range(key, range)
-            }
-            fn size(&self, key: &str) -> crate::backend::Result<Option<u64>> {
-                self.0.size(key)
-            }
-            fn list(
-                &self,
-                prefix: &str,
-            ) -> crate::backend::Result<Vec<crate::backend::ObjectInfo>> {
-                self.0.list(prefix)
-            }
-            fn delete(&self, key: &str) -> crate::backend::Result<()> {
-                self.0.delete(key)
-            }
-        }
+        use crate::backend::CountingReads;
+        use std::sync::atomic::Ordering::Relaxed;
         let dir = tempfile::tempdir()?;
-        let b = Counting(LocalBackend::new(dir.path()), AtomicUsize::new(0));
-        b.put("packs/ab/one", &object(100), PutMode::Overwrite)?;
-        let held = HeldOpen::new(&b);
-        assert_eq!(held.get_range("packs/ab/one", 3..9)?, object(100)[3..9]);
-        assert_eq!(held.get_ranges("packs/ab/one", &[0..2, 5..7])?.len(), 2);
-        assert_eq!(b.1.load(Relaxed), 3, "every range went through the backend");
+        for hold in [false, true] {
+            let b = CountingReads::new(dir.path(), hold);
+            b.put("packs/ab/one", &object(100), PutMode::Overwrite)?;
+            let held = HeldOpen::new(&b);
+            assert_eq!(held.get_range("packs/ab/one", 3..9)?, object(100)[3..9]);
+            let two = held.get_ranges("packs/ab/one", &[0..2, 5..7])?;
+            assert_eq!(
+                two,
+                [object(100)[0..2].to_vec(), object(100)[5..7].to_vec()]
+            );
+            assert_eq!(b.ranges.load(Relaxed), 3, "every range read");
+            assert_eq!(
+                b.opens.load(Relaxed),
+                usize::from(hold),
+                "opened once when held"
+            );
+        }
         Ok(())
     }
 }

@@ -13,10 +13,10 @@ mod s3;
 
 pub use cache::CachedBackend;
 #[cfg(test)]
-pub(crate) use fault::FailingReads;
+pub(crate) use fault::{CountingReads, FailingReads};
 #[cfg(any(test, feature = "testing"))]
 pub use fault::{Fault, FaultyBackend};
-pub use held_open::{HeldOpen, OpenObject};
+pub use held_open::{HeldOpen, OpenObject, OpenObjects};
 pub use local::LocalBackend;
 #[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Settings, S3Url};

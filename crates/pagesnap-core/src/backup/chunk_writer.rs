@@ -201,11 +201,10 @@ impl ChunkWriter {
     /// position where that is smallest (a store with deltas). Bases are read
     /// from the store and kept decoded in an LRU of at most `cache_bytes`.
     pub(crate) fn use_deltas(&mut self, parent: Vec<ChunkRef>, cache_bytes: usize) -> Result<()> {
-        self.bases = Some(Bases::new(
-            self.backend.clone(),
-            cache_bytes,
-            self.ids.clone(),
-        )?);
+        // A backup holds the shared lock, which keeps prune and repair out:
+        // the packs its bases' chains are read from stay open for it.
+        self.bases =
+            Some(Bases::new(self.backend.clone(), cache_bytes, self.ids.clone())?.holding_open());
         self.parent = Some(parent);
         Ok(())
     }

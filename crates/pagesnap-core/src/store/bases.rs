@@ -19,7 +19,7 @@
 //! are followed in parallel (two threads may decode the same base at once: the
 //! second insert is dropped).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, OpenObjects};
 use crate::codec::{base_of, BaseFault, ChunkError, Decoder};
 use crate::format::index::MAX_DELTA_DEPTH;
 use crate::format::pack::{BasePrefix, PackEntry};
@@ -64,6 +64,9 @@ pub(crate) struct Bases {
     decoders: Vec<Mutex<Option<Decoder>>>,
     /// How the store names chunks (each link is checked against its id).
     ids: ChunkIds,
+    /// Packs held open across links ([`Bases::holding_open`]), or none:
+    /// each link's read opens its pack.
+    open: Option<OpenObjects>,
 }
 
 impl Bases {
@@ -84,7 +87,16 @@ impl Bases {
                 tick: 0,
             }),
             decoders: (0..slots).map(|_| Mutex::new(None)).collect(),
+            open: None,
         })
+    }
+
+    /// These bases with every pack they read held open until they are dropped
+    /// ([`OpenObjects`]): for an owner under a lock that keeps prune and
+    /// repair out for as long (a backup), never a long-lived reader.
+    pub(crate) fn holding_open(mut self) -> Self {
+        self.open = Some(OpenObjects::default());
+        self
     }
 
     fn cached(&self, id: &ChunkId) -> Option<Raw> {
@@ -188,10 +200,12 @@ impl Bases {
                 return Err(missing);
             };
             let start = entry.offset as u64;
-            let stored = match self
-                .backend
-                .get_range(&layout::pack(&pack), start..start + entry.stored_len as u64)
-            {
+            let (key, range) = (layout::pack(&pack), start..start + entry.stored_len as u64);
+            let got = match &self.open {
+                Some(open) => open.get_range(self.backend.as_ref(), &key, range),
+                None => self.backend.get_range(&key, range),
+            };
+            let stored = match got {
                 Ok(stored) => stored,
                 // Gone or shorter than its entry says: damage (the link is lost).
                 Err(e) if e.is_damage() => return Err(missing),
@@ -712,6 +726,21 @@ mod tests {
         assert_eq!(warm.raw(&ids[3], &locate).unwrap().1, 3);
         for (want, depth) in [(1, 1), (0, 0), (3, 3)] {
             check(&warm, want, depth);
+        }
+        // Holding packs open (a backup's bases): the chain's four links are
+        // read through one open of their pack, and decode the same.
+        for hold in [false, true] {
+            use std::sync::atomic::Ordering::Relaxed;
+            let counting = Arc::new(crate::backend::CountingReads::new(_dir.path(), true));
+            let mut bases =
+                Bases::new(counting.clone(), DEFAULT_CACHE_BYTES, ChunkIds::default()).unwrap();
+            if hold {
+                bases = bases.holding_open();
+            }
+            let (raw, depth) = bases.raw(&ids[3], &locate).unwrap();
+            assert!((raw.as_slice(), depth) == (versions[3].as_slice(), 3));
+            assert_eq!(counting.ranges.load(Relaxed), 4);
+            assert_eq!(counting.opens.load(Relaxed), usize::from(hold));
         }
     }
 
