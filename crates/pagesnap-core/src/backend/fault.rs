@@ -112,19 +112,46 @@ impl Backend for FaultyBackend {
     }
 }
 
-/// A local directory whose reads of objects under `prefix` fail with an I/O
-/// error (a disk that cannot be read, a permission), for the tests of commands
-/// that must not take such a failure for damage.
+/// A local directory for the tests of reads. Reads of objects under `fail`
+/// fail with an I/O error (a disk that cannot be read, a permission), for the
+/// commands that must not take such a failure for damage; ranges read and
+/// objects opened for reads are counted. Without `hold` it opens no object
+/// for reads ([`Backend::open_for_reads`] is `None`, as for S3), so every
+/// range goes through `get_range`.
 #[cfg(test)]
-pub(crate) struct FailingReads {
+pub(crate) struct TestReads {
     pub inner: super::LocalBackend,
-    pub prefix: String,
+    pub fail: Option<String>,
+    pub hold: bool,
+    /// Ranges read, through `get_range` or an open object.
+    pub ranges: std::sync::atomic::AtomicUsize,
+    /// Objects opened for reads.
+    pub opens: std::sync::atomic::AtomicUsize,
 }
 
 #[cfg(test)]
-impl FailingReads {
+impl TestReads {
+    /// Reads of objects under `prefix` of the store at `root` fail.
+    pub(crate) fn failing(root: &std::path::Path, prefix: &str) -> Self {
+        TestReads {
+            fail: Some(prefix.to_string()),
+            ..Self::counting(root, false)
+        }
+    }
+
+    /// Reads of the store at `root` counted, objects held open with `hold`.
+    pub(crate) fn counting(root: &std::path::Path, hold: bool) -> Self {
+        TestReads {
+            inner: super::LocalBackend::new(root),
+            fail: None,
+            hold,
+            ranges: Default::default(),
+            opens: Default::default(),
+        }
+    }
+
     fn check(&self, key: &str) -> Result<()> {
-        if key.starts_with(&self.prefix) {
+        if self.fail.as_deref().is_some_and(|p| key.starts_with(p)) {
             return Err(BackendError::Io {
                 location: self.inner.location(),
                 op: "read",
@@ -134,65 +161,14 @@ impl FailingReads {
         }
         Ok(())
     }
-}
 
-#[cfg(test)]
-impl Backend for FailingReads {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
-        self.inner.put(key, data, mode)
-    }
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
-        self.check(key)?;
-        self.inner.get(key)
-    }
-    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
-        self.check(key)?;
-        self.inner.get_range(key, range)
-    }
-    fn size(&self, key: &str) -> Result<Option<u64>> {
-        self.inner.size(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        self.inner.delete(key)
-    }
-}
-
-/// A local store that counts its ranged reads and the objects it opens for
-/// reads; with `hold` false it opens none ([`Backend::open_for_reads`] is
-/// `None`, as for S3), so every range goes through `get_range`.
-#[cfg(test)]
-pub(crate) struct CountingReads {
-    pub inner: super::LocalBackend,
-    pub hold: bool,
-    /// Ranges read, through `get_range` or an open object.
-    pub ranges: std::sync::atomic::AtomicUsize,
-    /// Objects opened for reads.
-    pub opens: std::sync::atomic::AtomicUsize,
-}
-
-#[cfg(test)]
-impl CountingReads {
-    pub(crate) fn new(root: &std::path::Path, hold: bool) -> Self {
-        CountingReads {
-            inner: super::LocalBackend::new(root),
-            hold,
-            ranges: Default::default(),
-            opens: Default::default(),
-        }
-    }
     fn count(n: &std::sync::atomic::AtomicUsize) {
         n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
-impl Backend for CountingReads {
+impl Backend for TestReads {
     fn location(&self) -> String {
         self.inner.location()
     }
@@ -200,9 +176,11 @@ impl Backend for CountingReads {
         self.inner.put(key, data, mode)
     }
     fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.check(key)?;
         self.inner.get(key)
     }
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        self.check(key)?;
         Self::count(&self.ranges);
         self.inner.get_range(key, range)
     }
@@ -210,6 +188,7 @@ impl Backend for CountingReads {
         if !self.hold {
             return Ok(None);
         }
+        self.check(key)?;
         Self::count(&self.opens);
         self.inner.open_for_reads(key)
     }
@@ -220,6 +199,7 @@ impl Backend for CountingReads {
         range: Range<u64>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
+        self.check(key)?;
         Self::count(&self.ranges);
         self.inner.read_open(obj, key, range, buf)
     }

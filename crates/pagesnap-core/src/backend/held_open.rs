@@ -226,11 +226,11 @@ mod tests {
     /// one that does is opened once for all of them.
     #[test]
     fn a_backend_without_open_objects_is_read_range_by_range() -> anyhow::Result<()> {
-        use crate::backend::CountingReads;
+        use crate::backend::TestReads;
         use std::sync::atomic::Ordering::Relaxed;
         let dir = tempfile::tempdir()?;
         for hold in [false, true] {
-            let b = CountingReads::new(dir.path(), hold);
+            let b = TestReads::counting(dir.path(), hold);
             b.put("packs/ab/one", &object(100), PutMode::Overwrite)?;
             let held = HeldOpen::new(&b);
             assert_eq!(held.get_range("packs/ab/one", 3..9)?, object(100)[3..9]);

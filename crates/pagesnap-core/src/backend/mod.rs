@@ -13,7 +13,7 @@ mod s3;
 
 pub use cache::CachedBackend;
 #[cfg(test)]
-pub(crate) use fault::{CountingReads, FailingReads};
+pub(crate) use fault::TestReads;
 #[cfg(any(test, feature = "testing"))]
 pub use fault::{Fault, FaultyBackend};
 pub use held_open::{HeldOpen, OpenObject, OpenObjects};

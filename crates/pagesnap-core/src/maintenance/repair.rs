@@ -1003,7 +1003,7 @@ fn blob<'a>(bytes: &'a [u8], e: &PackEntry) -> std::result::Result<&'a [u8], Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Backend, FailingReads, LocalBackend};
+    use crate::backend::{Backend, TestReads};
     use crate::{BackupOptions, InitOptions};
     use std::path::Path;
     use std::sync::Arc;
@@ -1097,10 +1097,10 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let (store, images) = store(dir.path())?;
         let key = largest_pack(&store)?;
-        let failing = Store::open_backend(Arc::new(FailingReads {
-            inner: LocalBackend::new(dir.path().join("store")),
-            prefix: key.clone(),
-        }) as Arc<dyn Backend>)?;
+        let failing = Store::open_backend(Arc::new(TestReads::failing(
+            &dir.path().join("store"),
+            &key,
+        )) as Arc<dyn Backend>)?;
         let before = store.backend().list("")?;
         let r = failing.repair_index_with(
             &RepairIndexOptions {

@@ -409,7 +409,7 @@ pub(crate) fn immutable_uri(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Backend, FailingReads, LocalBackend};
+    use crate::backend::{Backend, TestReads};
     use crate::{BackupOptions, ChunkRef, InitOptions};
     use rusqlite::Connection;
     use std::sync::Arc;
@@ -503,10 +503,10 @@ mod tests {
     fn a_pack_that_cannot_be_read_fails_the_salvage() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let (_, snaps, _) = two_snapshots(dir.path())?;
-        let failing: Arc<dyn Backend> = Arc::new(FailingReads {
-            inner: LocalBackend::new(dir.path().join("store")),
-            prefix: crate::layout::PACKS.into(),
-        });
+        let failing: Arc<dyn Backend> = Arc::new(TestReads::failing(
+            &dir.path().join("store"),
+            crate::layout::PACKS,
+        ));
         let store = Store::open_backend(failing)?;
         let out = dir.path().join("salvaged.db");
         let err = store

@@ -731,7 +731,7 @@ mod tests {
         // read through one open of their pack, and decode the same.
         for hold in [false, true] {
             use std::sync::atomic::Ordering::Relaxed;
-            let counting = Arc::new(crate::backend::CountingReads::new(_dir.path(), true));
+            let counting = Arc::new(crate::backend::TestReads::counting(_dir.path(), true));
             let mut bases =
                 Bases::new(counting.clone(), DEFAULT_CACHE_BYTES, ChunkIds::default()).unwrap();
             if hold {
