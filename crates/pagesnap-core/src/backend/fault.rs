@@ -114,17 +114,21 @@ impl Backend for FaultyBackend {
 
 /// A local directory for the tests of reads. Reads of objects under `fail`
 /// fail with an I/O error (a disk that cannot be read, a permission), for the
-/// commands that must not take such a failure for damage; ranges read and
-/// objects opened for reads are counted. Without `hold` it opens no object
-/// for reads ([`Backend::open_for_reads`] is `None`, as for S3), so every
-/// range goes through `get_range`.
+/// commands that must not take such a failure for damage; ranges read, calls
+/// of `get_ranges` and objects opened for reads are counted. Without `hold`
+/// it opens no object for reads ([`Backend::open_for_reads`] is `None`, as
+/// for S3), so every range goes through `get_range`; with `parallel` over 1
+/// it says it serves reads in parallel, as S3 does.
 #[cfg(test)]
 pub(crate) struct TestReads {
     pub inner: super::LocalBackend,
     pub fail: Option<String>,
     pub hold: bool,
+    pub parallel: usize,
     /// Ranges read, through `get_range` or an open object.
     pub ranges: std::sync::atomic::AtomicUsize,
+    /// Calls of `get_ranges` (an open each on a local store).
+    pub batches: std::sync::atomic::AtomicUsize,
     /// Objects opened for reads.
     pub opens: std::sync::atomic::AtomicUsize,
 }
@@ -145,7 +149,9 @@ impl TestReads {
             inner: super::LocalBackend::new(root),
             fail: None,
             hold,
+            parallel: 1,
             ranges: Default::default(),
+            batches: Default::default(),
             opens: Default::default(),
         }
     }
@@ -183,6 +189,17 @@ impl Backend for TestReads {
         self.check(key)?;
         Self::count(&self.ranges);
         self.inner.get_range(key, range)
+    }
+    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        Self::count(&self.batches);
+        // Each range counted, and failed, as `get_range` does.
+        ranges
+            .iter()
+            .map(|r| self.get_range(key, r.clone()))
+            .collect()
+    }
+    fn parallel_reads(&self) -> usize {
+        self.parallel
     }
     fn open_for_reads(&self, key: &str) -> Result<Option<super::OpenObject>> {
         if !self.hold {

@@ -109,8 +109,8 @@ impl WindowBases {
 
 /// A chain's links found so far, each given a place (its index here) the
 /// first time a blob names it: the level reads, the heights and the decodes
-/// then go by place, with no lookup by id (a hash probe per link and step was
-/// a tenth of a restore's extra CPU with deltas).
+/// then go by place, with one lookup by id per link (when it is found)
+/// instead of one at every step.
 #[derive(Default)]
 struct Places {
     place: IdMap<u32>,
@@ -359,117 +359,30 @@ pub(super) fn window_bases<'b>(
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::{Backend, BackendError, LocalBackend, ObjectInfo, PutMode};
+    use crate::backend::TestReads;
     use crate::{BackupOptions, Error, InitOptions, Store};
     use std::collections::BTreeSet;
-    use std::ops::Range;
     use std::path::Path;
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::atomic::Ordering::Relaxed;
     use std::sync::Arc;
 
-    /// A local store that counts its ranged reads and fails those of one key
-    /// (an I/O error: a read that could not be done, not damage); with
-    /// `parallel` over 1 it says it serves reads in parallel, as S3 does, and
-    /// the restore takes its remote path.
-    struct Watched {
-        local: LocalBackend,
-        reads: AtomicUsize,
-        /// Calls of `get_ranges` (an open each on a local store).
-        opens: AtomicUsize,
-        fail: Option<String>,
-        parallel: usize,
-        /// Opens objects for reads ([`Backend::open_for_reads`]) as a local
-        /// store does, counted in `held`; reads through them count in `reads`.
-        hold: bool,
-        held: AtomicUsize,
-    }
-
-    impl Backend for Watched {
-        fn location(&self) -> String {
-            self.local.location()
-        }
-        fn put(&self, key: &str, data: &[u8], mode: PutMode) -> crate::backend::Result<()> {
-            self.local.put(key, data, mode)
-        }
-        fn get(&self, key: &str) -> crate::backend::Result<Vec<u8>> {
-            self.local.get(key)
-        }
-        fn get_range(&self, key: &str, range: Range<u64>) -> crate::backend::Result<Vec<u8>> {
-            self.reads.fetch_add(1, Relaxed);
-            if self.fail.as_deref() == Some(key) {
-                return Err(BackendError::Io {
-                    location: self.location(),
-                    op: "get",
-                    key: key.to_string(),
-                    source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-                });
-            }
-            self.local.get_range(key, range)
-        }
-        fn get_ranges(
-            &self,
-            key: &str,
-            ranges: &[Range<u64>],
-        ) -> crate::backend::Result<Vec<Vec<u8>>> {
-            self.opens.fetch_add(1, Relaxed);
-            // Each range counted, and failed, as `get_range` does.
-            ranges
-                .iter()
-                .map(|r| self.get_range(key, r.clone()))
-                .collect()
-        }
-        fn size(&self, key: &str) -> crate::backend::Result<Option<u64>> {
-            self.local.size(key)
-        }
-        fn list(&self, prefix: &str) -> crate::backend::Result<Vec<ObjectInfo>> {
-            self.local.list(prefix)
-        }
-        fn delete(&self, key: &str) -> crate::backend::Result<()> {
-            self.local.delete(key)
-        }
-        fn parallel_reads(&self) -> usize {
-            self.parallel
-        }
-        fn open_for_reads(
-            &self,
-            key: &str,
-        ) -> crate::backend::Result<Option<crate::backend::OpenObject>> {
-            if !self.hold {
-                return Ok(None);
-            }
-            self.held.fetch_add(1, Relaxed);
-            self.local.open_for_reads(key)
-        }
-        fn read_open(
-            &self,
-            obj: &crate::backend::OpenObject,
-            key: &str,
-            range: Range<u64>,
-            buf: &mut Vec<u8>,
-        ) -> crate::backend::Result<()> {
-            self.reads.fetch_add(1, Relaxed);
-            self.local.read_open(obj, key, range, buf)
-        }
-    }
-
-    fn watched(dir: &Path, fail: Option<String>) -> (Store, Arc<Watched>) {
+    fn watched(dir: &Path, fail: Option<String>) -> (Store, Arc<TestReads>) {
         watched_with(dir, fail, 1, false)
     }
 
+    /// A store whose reads are counted and fail under `fail`, serving
+    /// `parallel` reads at once (over 1: the restore's remote path), holding
+    /// packs open with `hold` ([`TestReads`]).
     fn watched_with(
         dir: &Path,
         fail: Option<String>,
         parallel: usize,
         hold: bool,
-    ) -> (Store, Arc<Watched>) {
-        let b = Arc::new(Watched {
-            local: LocalBackend::new(dir),
-            reads: AtomicUsize::new(0),
-            opens: AtomicUsize::new(0),
+    ) -> (Store, Arc<TestReads>) {
+        let b = Arc::new(TestReads {
             fail,
             parallel,
-            hold,
-            held: AtomicUsize::new(0),
+            ..TestReads::counting(dir, hold)
         });
         (Store::open_backend(b.clone()).unwrap(), b)
     }
@@ -563,8 +476,8 @@ mod tests {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(check, "ok");
-        let grouped = b.reads.swap(0, Relaxed);
-        let opens = b.opens.swap(0, Relaxed);
+        let grouped = b.ranges.swap(0, Relaxed);
+        let opens = b.batches.swap(0, Relaxed);
         // Locally, a level's links of one pack are read through one open.
         assert!(
             opens > 0 && opens < grouped,
@@ -578,7 +491,7 @@ mod tests {
             .unwrap();
         assert!(s.lost.is_empty() && s.image_matches);
         assert!(std::fs::read(&salvaged).unwrap() == restored);
-        let linked = b.reads.load(Relaxed);
+        let linked = b.ranges.load(Relaxed);
         // The remote path (a batch's links read on threads of their own)
         // restores the same bytes.
         let (store, _) = watched_with(&at, None, 8, false);
@@ -608,21 +521,21 @@ mod tests {
             (b, packs(&store).len())
         };
         let (held, pack_count) = restore(true);
-        let opened = held.held.load(Relaxed);
+        let opened = held.opens.load(Relaxed);
         assert!(
             opened > 0 && opened <= pack_count,
             "{opened} opens of {pack_count} packs"
         );
         assert_eq!(
-            held.opens.load(Relaxed),
+            held.batches.load(Relaxed),
             0,
             "no read opened a pack of its own"
         );
         let (each, _) = restore(false);
         assert!(
-            each.opens.load(Relaxed) > opened,
+            each.batches.load(Relaxed) > opened,
             "reading level by level opened packs {} times, held {opened}",
-            each.opens.load(Relaxed)
+            each.batches.load(Relaxed)
         );
     }
 
@@ -660,18 +573,21 @@ mod tests {
     }
 
     /// A pack of links only that cannot be read (an I/O error) fails the
-    /// restore as that read error, never as damage, and leaves no output.
+    /// restore as that read error, never as damage, and leaves no output,
+    /// whether its pack is read range by range or held open.
     #[test]
     fn an_unreadable_link_is_a_read_error() {
         let dir = tempfile::tempdir().unwrap();
         let (at, fifth) = chained(dir.path());
-        let (store, _) = watched(&at, Some(fifth.clone()));
-        let out = dir.path().join("out.db");
-        let err = store
-            .restore_to_path(&newest(&store), &out, false)
-            .expect_err("a link cannot be read");
-        assert!(matches!(err, Error::Backend(_)), "{err}");
-        assert!(err.to_string().contains(&fifth), "{err}");
-        assert!(!out.exists());
+        for hold in [false, true] {
+            let (store, _) = watched_with(&at, Some(fifth.clone()), 1, hold);
+            let out = dir.path().join("out.db");
+            let err = store
+                .restore_to_path(&newest(&store), &out, false)
+                .expect_err("a link cannot be read");
+            assert!(matches!(err, Error::Backend(_)), "{err}");
+            assert!(err.to_string().contains(&fifth), "{err}");
+            assert!(!out.exists());
+        }
     }
 }
