@@ -147,19 +147,21 @@ pub(super) fn window_bases<'b>(
     // (a 2^-64 accident or a hostile store): left out here, and the position
     // is followed the checked way (`Chains::base_for` tries each candidate
     // against the delta's id).
-    let resolve = |p: &BasePrefix| index.unique(p.key());
+    // The searches of a level go together (`ChunkIndex::unique_many`).
+    let resolve = |keys: &[u64]| index.unique_many(keys);
     let mut places = Places::default();
     let mut frontier: Vec<u32> = Vec::new();
     let mut by_prefix = PrefixMap::default();
-    for (e, stored) in deltas {
-        // A blob whose header does not parse fails on its own decode.
-        if let Ok(Some(h)) = base_of(&e, stored) {
-            if let Some((b, loc)) = resolve(&h.base) {
-                let (p, new) = places.add(b, loc);
-                by_prefix.insert(h.base.key(), p);
-                if new {
-                    frontier.push(p);
-                }
+    // A blob whose header does not parse fails on its own decode.
+    let keys: Vec<u64> = deltas
+        .filter_map(|(e, stored)| Some(base_of(&e, stored).ok()??.base.key()))
+        .collect();
+    for (key, found) in keys.iter().zip(resolve(&keys)) {
+        if let Some((b, loc)) = found {
+            let (p, new) = places.add(b, loc);
+            by_prefix.insert(*key, p);
+            if new {
+                frontier.push(p);
             }
         }
     }
@@ -223,6 +225,10 @@ pub(super) fn window_bases<'b>(
         };
         frontier = Vec::new();
         links.resize_with(places.found.len(), || None);
+        // The level's links whose blobs were read, each with the prefix of
+        // its base (none for a chunk that is not a delta); their bases are
+        // then searched together.
+        let mut read: Vec<(usize, Link, Option<u64>)> = Vec::new();
         for (run, bytes) in got {
             for (p, id, loc) in &run.items {
                 let entry = loc.pack_entry(*id);
@@ -233,30 +239,33 @@ pub(super) fn window_bases<'b>(
                 let Ok(base) = base_of(&entry, stored) else {
                     continue;
                 };
-                // A delta whose base prefix does not resolve is left out (its
-                // chain is broken here; the checked way follows it).
-                let base = match base {
-                    None => None,
-                    Some(h) => match resolve(&h.base) {
-                        Some((b, loc)) => {
-                            let (bp, new) = places.add(b, loc);
-                            if new {
-                                frontier.push(bp);
-                            }
-                            Some(bp)
-                        }
-                        None => continue,
-                    },
-                };
-                links[*p] = Some(Link {
+                let link = Link {
                     entry,
                     dict: index.pack_dict(run.pack),
                     buf: bufs.len(),
                     off,
-                    base,
-                });
+                    base: None,
+                };
+                read.push((*p, link, base.map(|h| h.base.key())));
             }
             bufs.push(bytes);
+        }
+        let keys: Vec<u64> = read.iter().filter_map(|(_, _, k)| *k).collect();
+        let mut found = resolve(&keys).into_iter();
+        for (p, mut link, key) in read {
+            if key.is_some() {
+                // A delta whose base prefix does not resolve is left out (its
+                // chain is broken here; the checked way follows it).
+                let Some((b, loc)) = found.next().flatten() else {
+                    continue;
+                };
+                let (bp, new) = places.add(b, loc);
+                if new {
+                    frontier.push(bp);
+                }
+                link.base = Some(bp);
+            }
+            links[p] = Some(link);
         }
     }
     links.resize_with(places.found.len(), || None);
