@@ -338,11 +338,9 @@ pub(super) fn window_bases<'b>(
                     if l.entry.raw_len > MAX_CHUNK_LEN {
                         return Err(lost());
                     }
-                    let mut raw = vec![0u8; l.entry.raw_len as usize];
                     chains.with_decoder(id, l.dict.as_ref(), |d| {
-                        d.decode_into_with_base(&l.entry, stored, l.dict.as_ref(), base, &mut raw)
-                    })?;
-                    Ok(raw)
+                        d.decode_with_base(&l.entry, stored, l.dict.as_ref(), base)
+                    })
                 })();
                 (p, r)
             })
