@@ -455,8 +455,8 @@ impl ChunkIndex {
     /// The one located chunk whose first 8 bytes, big-endian, are `key`, and
     /// where it is; `None` when there is none or several (a 2^-64 accident or
     /// a hostile store). [`ChunkIndex::sharing`] then [`ChunkIndex::get`] in
-    /// one search and without a `Vec`: a restore resolves every link of its
-    /// chains this way.
+    /// one search and without a `Vec`; a restore resolves the links of its
+    /// chains many at a time ([`ChunkIndex::unique_many`]).
     pub fn unique(&self, key: u64) -> Option<(ChunkId, Location)> {
         let r = self.run(key);
         (r.len() == 1).then(|| self.chunks[r.start])
