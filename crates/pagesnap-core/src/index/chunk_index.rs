@@ -862,6 +862,24 @@ mod tests {
         assert_eq!(ChunkIndex::default().unique(prefix(&a)), None);
     }
 
+    /// Id `n` of [`index_of_shared`]: every third id shares its first 8
+    /// bytes with its neighbours.
+    fn id(n: u32) -> Id {
+        let mut b = Id::of_object(&(n / 3 * 3).to_le_bytes()).0;
+        b[31] = n as u8;
+        Id(b)
+    }
+
+    /// A sealed index of the ids [`id`] gives for `stored`, located at `loc(n)`.
+    fn index_of_shared(stored: &[u32]) -> ChunkIndex {
+        let mut index = ChunkIndex::default();
+        for &n in stored {
+            index.chunks.push((id(n), loc(n)));
+        }
+        index.seal();
+        index
+    }
+
     proptest::proptest! {
         /// `locate_all` gives what `get` gives, chunk by chunk: present, absent,
         /// repeated, zero, and ids sharing a prefix with another.
@@ -870,17 +888,7 @@ mod tests {
             stored in proptest::collection::vec(0u32..400, 0..300),
             asked in proptest::collection::vec((0u32..500, 0u8..4), 0..600),
         ) {
-            let id = |n: u32| {
-                // Every third id shares its first 8 bytes with its neighbour.
-                let mut b = Id::of_object(&(n / 3 * 3).to_le_bytes()).0;
-                b[31] = n as u8;
-                Id(b)
-            };
-            let mut index = ChunkIndex::default();
-            for &n in &stored {
-                index.chunks.push((id(n), loc(n)));
-            }
-            index.seal();
+            let index = index_of_shared(&stored);
             let chunks: Vec<ChunkRef> = asked
                 .iter()
                 .map(|&(n, kind)| if kind == 0 { ChunkRef::Zero } else { ChunkRef::Stored(id(n)) })
@@ -905,17 +913,7 @@ mod tests {
             asked in proptest::collection::vec(0u32..500, 0..300),
             stray in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..20),
         ) {
-            let id = |n: u32| {
-                // Every third id shares its first 8 bytes with its neighbour.
-                let mut b = Id::of_object(&(n / 3 * 3).to_le_bytes()).0;
-                b[31] = n as u8;
-                Id(b)
-            };
-            let mut index = ChunkIndex::default();
-            for &n in &stored {
-                index.chunks.push((id(n), loc(n)));
-            }
-            index.seal();
+            let index = index_of_shared(&stored);
             let mut keys: Vec<u64> = asked.iter().map(|&n| prefix(&id(n))).collect();
             keys.extend(stray);
             keys.extend([0, u64::MAX]);
