@@ -233,27 +233,10 @@ impl Decoder {
         if e.codec != Codec::ZstdDelta {
             return self.decode(e, stored, dict).map_err(ChunkError::Decode);
         }
-        if stored.len() != e.stored_len as usize {
-            return Err(ChunkError::Decode(FormatError::Truncated {
-                needed: e.stored_len as u64,
-                have: stored.len() as u64,
-            }));
-        }
-        if e.raw_len > MAX_CHUNK_LEN {
-            return Err(ChunkError::Decode(FormatError::TooLarge {
-                what: "chunk length",
-                value: e.raw_len as u64,
-                limit: MAX_CHUNK_LEN as u64,
-            }));
-        }
+        pack::check_blob(e, stored).map_err(ChunkError::Decode)?;
         let mut raw = Vec::with_capacity(e.raw_len as usize);
-        let n = self.decode_delta_into(e, stored, base, &mut raw)?;
-        if n != e.raw_len as usize || raw.len() != n {
-            return Err(ChunkError::Decode(FormatError::Invalid(format!(
-                "chunk decoded to {n} bytes, expected {}",
-                e.raw_len
-            ))));
-        }
+        self.decode_delta_into(e, stored, base, &mut raw)?;
+        pack::check_decoded(e, &raw).map_err(ChunkError::Decode)?;
         Ok(raw)
     }
 

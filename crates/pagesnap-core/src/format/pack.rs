@@ -626,6 +626,18 @@ pub fn decode_blob_with(
     stored: &[u8],
     zstd: impl FnOnce(Codec, &[u8], usize) -> std::io::Result<Vec<u8>>,
 ) -> Result<Vec<u8>> {
+    check_blob(e, stored)?;
+    let raw = match e.codec {
+        Codec::Raw => stored.to_vec(),
+        c => zstd(c, stored, e.raw_len as usize).map_err(FormatError::Decompress)?,
+    };
+    check_decoded(e, &raw)?;
+    Ok(raw)
+}
+
+/// What a blob must be before it is decoded: as long as its entry says, and
+/// its raw length within [`MAX_CHUNK_LEN`] (the decoder's bound).
+pub fn check_blob(e: &PackEntry, stored: &[u8]) -> Result<()> {
     if stored.len() != e.stored_len as usize {
         return Err(FormatError::Truncated {
             needed: e.stored_len as u64,
@@ -639,10 +651,11 @@ pub fn decode_blob_with(
             limit: MAX_CHUNK_LEN as u64,
         });
     }
-    let raw = match e.codec {
-        Codec::Raw => stored.to_vec(),
-        c => zstd(c, stored, e.raw_len as usize).map_err(FormatError::Decompress)?,
-    };
+    Ok(())
+}
+
+/// A decoded blob must be its entry's raw length.
+pub fn check_decoded(e: &PackEntry, raw: &[u8]) -> Result<()> {
     if raw.len() != e.raw_len as usize {
         return Err(FormatError::Invalid(format!(
             "chunk decoded to {} bytes, expected {}",
@@ -650,7 +663,7 @@ pub fn decode_blob_with(
             e.raw_len
         )));
     }
-    Ok(raw)
+    Ok(())
 }
 
 /// [`decode_blob_with`] for packs without a dictionary, and chunks that are not

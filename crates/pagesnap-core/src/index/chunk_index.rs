@@ -415,35 +415,14 @@ impl ChunkIndex {
         }
         // Interpolation search on the prefixes: ids are uniform, so each probe lands
         // near the target and a lookup takes a few probes, not log2(n).
-        let (mut lo, mut hi) = (0usize, p.len() - 1);
-        let at = loop {
-            if key < p[lo] || key > p[hi] {
-                return 0..0;
+        let mut search = Search::Within(0, p.len() - 1);
+        loop {
+            match search {
+                Search::Within(lo, hi) => search = probe(p, key, lo, hi),
+                Search::At(at) => return around(p, at, key),
+                Search::Absent => return 0..0,
             }
-            let span = (p[hi] - p[lo]) as u128;
-            let pos = ((key - p[lo]) as u128 * (hi - lo) as u128)
-                .checked_div(span)
-                .map_or(lo, |d| lo + d as usize);
-            match p[pos].cmp(&key) {
-                std::cmp::Ordering::Equal => break pos,
-                std::cmp::Ordering::Less => lo = pos + 1,
-                std::cmp::Ordering::Greater if pos == 0 => return 0..0,
-                std::cmp::Ordering::Greater => hi = pos - 1,
-            }
-            if lo > hi {
-                return 0..0;
-            }
-        };
-        // Ids sharing these 8 bytes (vanishingly rare) sit next to each other.
-        let mut first = at;
-        while first > 0 && p[first - 1] == key {
-            first -= 1;
         }
-        let mut end = at + 1;
-        while end < p.len() && p[end] == key {
-            end += 1;
-        }
-        first..end
     }
 
     /// The located chunks whose first 8 bytes, big-endian, are `key`: how a
@@ -475,13 +454,6 @@ impl ChunkIndex {
             "lookup in an unsealed index"
         );
         let p = &self.prefixes;
-        // Per key: the range still searched, or where its prefix was found.
-        #[derive(Clone, Copy)]
-        enum Search {
-            Within(usize, usize),
-            At(usize),
-            Absent,
-        }
         let mut searches: Vec<Search> = match p.len() {
             0 => vec![Search::Absent; keys.len()],
             n => vec![Search::Within(0, n - 1); keys.len()],
@@ -490,25 +462,10 @@ impl ChunkIndex {
         while open > 0 {
             open = 0;
             for (s, &key) in searches.iter_mut().zip(keys) {
-                let Search::Within(lo, hi) = *s else {
-                    continue;
-                };
-                // One step of [`ChunkIndex::run`]'s interpolation search.
-                *s = if key < p[lo] || key > p[hi] {
-                    Search::Absent
-                } else {
-                    let span = (p[hi] - p[lo]) as u128;
-                    let pos = ((key - p[lo]) as u128 * (hi - lo) as u128)
-                        .checked_div(span)
-                        .map_or(lo, |d| lo + d as usize);
-                    match p[pos].cmp(&key) {
-                        std::cmp::Ordering::Equal => Search::At(pos),
-                        std::cmp::Ordering::Less if pos < hi => Search::Within(pos + 1, hi),
-                        std::cmp::Ordering::Greater if pos > lo => Search::Within(lo, pos - 1),
-                        _ => Search::Absent,
-                    }
-                };
-                open += matches!(s, Search::Within(..)) as usize;
+                if let Search::Within(lo, hi) = *s {
+                    *s = probe(p, key, lo, hi);
+                    open += matches!(s, Search::Within(..)) as usize;
+                }
             }
         }
         // The found entries' loads in flight together too, before they are read.
@@ -523,10 +480,9 @@ impl ChunkIndex {
             .iter()
             .zip(keys)
             .map(|(s, &key)| match *s {
-                // Ids sharing these 8 bytes (a 2^-64 accident) sit next to it.
                 Search::At(i) => {
-                    let alone = (i == 0 || p[i - 1] != key) && p.get(i + 1) != Some(&key);
-                    alone.then(|| self.chunks[i])
+                    let r = around(p, i, key);
+                    (r.len() == 1).then(|| self.chunks[r.start])
                 }
                 _ => None,
             })
@@ -651,6 +607,48 @@ impl ChunkIndex {
             },
         }
     }
+}
+
+/// Where an interpolation search of the sorted prefixes for one key stands:
+/// the range still searched, the position of a prefix equal to the key, or
+/// none there.
+#[derive(Clone, Copy)]
+enum Search {
+    Within(usize, usize),
+    At(usize),
+    Absent,
+}
+
+/// One probe of the interpolation search for `key` within `p[lo..=hi]`:
+/// ids are uniform, so the probe lands near the key.
+fn probe(p: &[u64], key: u64, lo: usize, hi: usize) -> Search {
+    if key < p[lo] || key > p[hi] {
+        return Search::Absent;
+    }
+    let span = (p[hi] - p[lo]) as u128;
+    let pos = ((key - p[lo]) as u128 * (hi - lo) as u128)
+        .checked_div(span)
+        .map_or(lo, |d| lo + d as usize);
+    match p[pos].cmp(&key) {
+        std::cmp::Ordering::Equal => Search::At(pos),
+        std::cmp::Ordering::Less if pos < hi => Search::Within(pos + 1, hi),
+        std::cmp::Ordering::Greater if pos > lo => Search::Within(lo, pos - 1),
+        _ => Search::Absent,
+    }
+}
+
+/// The positions of every prefix equal to `key`, found at `at`: ids sharing
+/// these 8 bytes (a 2^-64 accident) sit next to each other.
+fn around(p: &[u64], at: usize, key: u64) -> std::ops::Range<usize> {
+    let mut first = at;
+    while first > 0 && p[first - 1] == key {
+        first -= 1;
+    }
+    let mut end = at + 1;
+    while end < p.len() && p[end] == key {
+        end += 1;
+    }
+    first..end
 }
 
 /// The first 8 bytes of an id as a number ordered like the id itself.
