@@ -409,20 +409,7 @@ impl ChunkIndex {
             self.sealed || self.chunks.is_empty(),
             "lookup in an unsealed index"
         );
-        let p = &self.prefixes;
-        if p.is_empty() {
-            return 0..0;
-        }
-        // Interpolation search on the prefixes: ids are uniform, so each probe lands
-        // near the target and a lookup takes a few probes, not log2(n).
-        let mut search = Search::Within(0, p.len() - 1);
-        loop {
-            match search {
-                Search::Within(lo, hi) => search = probe(p, key, lo, hi),
-                Search::At(at) => return around(p, at, key),
-                Search::Absent => return 0..0,
-            }
-        }
+        run_of(&self.prefixes, key)
     }
 
     /// The located chunks whose first 8 bytes, big-endian, are `key`: how a
@@ -453,40 +440,14 @@ impl ChunkIndex {
             self.sealed || self.chunks.is_empty(),
             "lookup in an unsealed index"
         );
-        let p = &self.prefixes;
-        let mut searches: Vec<Search> = match p.len() {
-            0 => vec![Search::Absent; keys.len()],
-            n => vec![Search::Within(0, n - 1); keys.len()],
-        };
-        let mut open = keys.len();
-        while open > 0 {
-            open = 0;
-            for (s, &key) in searches.iter_mut().zip(keys) {
-                if let Search::Within(lo, hi) = *s {
-                    *s = probe(p, key, lo, hi);
-                    open += matches!(s, Search::Within(..)) as usize;
-                }
-            }
-        }
+        let found = unique_of_many(&self.prefixes, keys);
         // The found entries' loads in flight together too, before they are read.
         let mut touched = 0u32;
-        for s in &searches {
-            if let Search::At(i) = *s {
-                touched ^= self.chunks[i].1.entry.offset;
-            }
+        for &i in found.iter().flatten() {
+            touched ^= self.chunks[i].1.entry.offset;
         }
         std::hint::black_box(touched);
-        searches
-            .iter()
-            .zip(keys)
-            .map(|(s, &key)| match *s {
-                Search::At(i) => {
-                    let r = around(p, i, key);
-                    (r.len() == 1).then(|| self.chunks[r.start])
-                }
-                _ => None,
-            })
-            .collect()
+        found.iter().map(|f| f.map(|i| self.chunks[i])).collect()
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<&Location> {
@@ -619,6 +580,55 @@ enum Search {
     Absent,
 }
 
+/// The positions in `p` (sorted prefixes of ids, as [`prefix`] makes them) of
+/// the prefixes equal to `key`: empty, or one but by a 2^-64 accident.
+/// Interpolation search: ids are uniform, so each probe lands near the key and
+/// a lookup takes a few probes, not log2(n).
+pub(crate) fn run_of(p: &[u64], key: u64) -> std::ops::Range<usize> {
+    if p.is_empty() {
+        return 0..0;
+    }
+    let mut search = Search::Within(0, p.len() - 1);
+    loop {
+        match search {
+            Search::Within(lo, hi) => search = probe(p, key, lo, hi),
+            Search::At(at) => return around(p, at, key),
+            Search::Absent => return 0..0,
+        }
+    }
+}
+
+/// For each of `keys`, the position in `p` of the one prefix equal to it
+/// (`None`: none, or several), the searches advanced a probe at a time in
+/// step ([`ChunkIndex::unique_many`] says why).
+pub(crate) fn unique_of_many(p: &[u64], keys: &[u64]) -> Vec<Option<usize>> {
+    let mut searches: Vec<Search> = match p.len() {
+        0 => vec![Search::Absent; keys.len()],
+        n => vec![Search::Within(0, n - 1); keys.len()],
+    };
+    let mut open = keys.len();
+    while open > 0 {
+        open = 0;
+        for (s, &key) in searches.iter_mut().zip(keys) {
+            if let Search::Within(lo, hi) = *s {
+                *s = probe(p, key, lo, hi);
+                open += matches!(s, Search::Within(..)) as usize;
+            }
+        }
+    }
+    searches
+        .iter()
+        .zip(keys)
+        .map(|(s, &key)| match *s {
+            Search::At(i) => {
+                let r = around(p, i, key);
+                (r.len() == 1).then_some(r.start)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// One probe of the interpolation search for `key` within `p[lo..=hi]`:
 /// ids are uniform, so the probe lands near the key.
 fn probe(p: &[u64], key: u64, lo: usize, hi: usize) -> Search {
@@ -652,7 +662,7 @@ fn around(p: &[u64], at: usize, key: u64) -> std::ops::Range<usize> {
 }
 
 /// The first 8 bytes of an id as a number ordered like the id itself.
-fn prefix(id: &ChunkId) -> u64 {
+pub(crate) fn prefix(id: &ChunkId) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&id.0[..8]);
     u64::from_be_bytes(first)

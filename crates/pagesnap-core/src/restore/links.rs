@@ -186,7 +186,7 @@ pub(super) fn window_bases<'b>(
             // request, so nearby links are fetched together across gaps.
             let runs = group_runs(items, MAX_RUN, MAX_GAP);
             let read = |run: &Run| -> Result<Vec<u8>> {
-                let key = layout::pack(&index.pack_id(run.pack));
+                let key = layout::pack(&index.packs().id(run.pack));
                 lost_if_damaged(backend.get_range(&key, run.start..run.end))
             };
             let got = fetch_parallel(&runs, reads, read)?;
@@ -204,7 +204,7 @@ pub(super) fn window_bases<'b>(
                 }
             }
             let read = |runs: Vec<Run>| -> Result<Vec<(Run, Vec<u8>)>> {
-                let key = layout::pack(&index.pack_id(runs[0].pack));
+                let key = layout::pack(&index.packs().id(runs[0].pack));
                 let ranges: Vec<_> = runs.iter().map(|r| r.start..r.end).collect();
                 let got = match backend.get_ranges(&key, &ranges) {
                     Ok(b) => b,
@@ -241,7 +241,7 @@ pub(super) fn window_bases<'b>(
                 };
                 let link = Link {
                     entry,
-                    dict: index.pack_dict(run.pack),
+                    dict: index.packs().dict(run.pack),
                     buf: bufs.len(),
                     off,
                     base: None,

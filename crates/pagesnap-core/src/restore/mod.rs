@@ -5,7 +5,7 @@
 //! * `mod.rs`: the entry points (`restore_to_writer`, `restore_to_path(_with)`, the
 //!   salvage restore's reading) and `RestoreReport`.
 //! * `plan.rs`: what a restore reads, found the short way through the index objects
-//!   the snapshot's maps name.
+//!   the snapshot's maps name (with deltas, every index object: links' bases).
 //! * `reader.rs`: the snapshot reader, one of the two seams (DESIGN.md, "Modules"):
 //!   `resolve`, the one way a snapshot's positions are resolved (the plan, else the
 //!   whole index), which restore and salvage use; and `SnapshotReader`, pages
@@ -107,7 +107,7 @@ impl Store {
                     durable,
                     self.progress(),
                     rebuild::SalvageLog::default(),
-                    None,
+                    plan.chains(self)?.as_ref(),
                     &self.chunk_ids(),
                 )
             }

@@ -105,12 +105,14 @@ impl Resolved {
         }
     }
 
-    /// A reader of delta bases through the whole index (a store with deltas
-    /// always resolves the long way, see [`resolve`]); `None` on the short way.
+    /// A reader of delta bases, in a store with deltas: through the plan's
+    /// table of every located chunk, or the whole index. `None` for a store
+    /// without deltas, and from a position file (which only such a store keeps).
     pub(crate) fn chains(&self, store: &Store) -> Result<Option<Chains<'_>>> {
         match self {
             Resolved::Whole(w) => w.chains(store),
-            Resolved::Plan(_) | Resolved::Cached(_) => Ok(None),
+            Resolved::Plan(p) => p.chains(store),
+            Resolved::Cached(_) => Ok(None),
         }
     }
 }
@@ -119,18 +121,20 @@ impl Resolved {
 /// whole index (see `plan.rs`). Errors are a page map that is missing or damaged,
 /// or an index that cannot be read.
 ///
-/// A store with deltas always takes the long way: a delta's base may be any
-/// stored chunk, which only the whole index locates (the short way knows the
-/// snapshot's own chunks). Planning chains from the base tables is next
-/// (DELTAS.md).
+/// In a store with deltas the short way reads every index object, not only
+/// those the maps name: a delta's base may be any stored chunk. Its plan then
+/// locates bases in a table of their ids' prefixes ([`RestorePlan::chains`]),
+/// without building the whole index.
 pub(crate) fn resolve(store: &Store, snap: &Snapshot) -> Result<Resolved> {
     resolve_with(store, snap, true)
 }
 
 /// [`resolve`]; without `check_packs` the short way does not list the packs
-/// (see [`Store::restore_plan_with`]).
+/// (see [`Store::restore_plan_with`]). The snapshot reader resolves that way;
+/// in a store with deltas it takes the long way (its reads of bases go through
+/// the whole index).
 fn resolve_with(store: &Store, snap: &Snapshot, check_packs: bool) -> Result<Resolved> {
-    if !store.config().deltas {
+    if !store.config().deltas || check_packs {
         if let Some(plan) = store.restore_plan_with(snap, check_packs)? {
             return Ok(Resolved::Plan(plan));
         }

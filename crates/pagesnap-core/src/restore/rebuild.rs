@@ -156,7 +156,8 @@ struct Image<'a> {
     /// salvaging).
     positions: &'a dyn Positions,
     pool: &'a DecoderPool,
-    /// Bases of delta chunks (a store with deltas), read through the whole index.
+    /// Bases of delta chunks (a store with deltas), located through the plan's
+    /// table of every stored chunk, or the whole index.
     chains: Option<&'a Chains<'a>>,
     /// A salvage restore: chunks that cannot be read are written as zeros and
     /// recorded here instead of failing the restore.

@@ -2,7 +2,7 @@
 //! what a backup encodes a delta against, and what restore decodes one with.
 //!
 //! A chunk is located with the caller's index (a [`Locate`]: the backup's
-//! `ChunkLookup`, restore's whole `ChunkIndex`), its blob read with one ranged
+//! `ChunkLookup`, restore's plan or whole `ChunkIndex`), its blob read with one ranged
 //! read of its pack, and, for a delta, its base fetched the same way first
 //! (the blob names it by the first 8 bytes of its id, resolved among the
 //! located chunks; several sharing them are each tried), down to a chunk that
@@ -24,7 +24,7 @@ use crate::codec::{base_of, BaseFault, ChunkError, Decoder};
 use crate::format::index::MAX_DELTA_DEPTH;
 use crate::format::pack::{BasePrefix, PackEntry};
 use crate::index::cache::{ChunkLookup, Placed};
-use crate::index::chunk_index::ChunkIndex;
+use crate::index::chunk_index::{ChunkIndex, Location, PackTable};
 use crate::layout;
 use crate::types::{ChunkId, ChunkIds, Id, IdMap};
 use std::collections::{BTreeMap, HashMap};
@@ -471,17 +471,39 @@ pub(crate) fn locate_in(index: &ChunkIndex, id: &ChunkId) -> Option<Placed> {
     })
 }
 
-/// A [`Bases`] reader over the whole index: what restore, salvage and the page
-/// reader decode deltas with.
+/// Where a restore finds the links of its chains: every located chunk of the
+/// store, by id and by prefix. The whole [`ChunkIndex`] (verify, and a restore
+/// the long way), or a restore's plan, which sorts the prefixes of the index
+/// objects' entries without building the whole index (restore/plan.rs).
+pub(crate) trait BaseIndex: Locate + Sync {
+    /// Of each of `keys` (a base prefix as a big-endian number), the one
+    /// located chunk that has it and where it is; `None` when there is none
+    /// or several. Searched together ([`ChunkIndex::unique_many`]).
+    fn unique_many(&self, keys: &[u64]) -> Vec<Option<(ChunkId, Location)>>;
+    /// The packs the locations number.
+    fn packs(&self) -> &PackTable;
+}
+
+impl BaseIndex for ChunkIndex {
+    fn unique_many(&self, keys: &[u64]) -> Vec<Option<(ChunkId, Location)>> {
+        ChunkIndex::unique_many(self, keys)
+    }
+    fn packs(&self) -> &PackTable {
+        ChunkIndex::packs(self)
+    }
+}
+
+/// A [`Bases`] reader over every located chunk of the store (a
+/// [`BaseIndex`]): what restore, salvage and verify decode deltas with.
 pub(crate) struct Chains<'a> {
     bases: Bases,
-    index: &'a ChunkIndex,
+    index: &'a dyn BaseIndex,
 }
 
 impl<'a> Chains<'a> {
     pub(crate) fn new(
         backend: Arc<dyn Backend>,
-        index: &'a ChunkIndex,
+        index: &'a dyn BaseIndex,
         ids: ChunkIds,
     ) -> crate::Result<Self> {
         Ok(Chains {
@@ -490,8 +512,8 @@ impl<'a> Chains<'a> {
         })
     }
 
-    /// The index chains are located in.
-    pub(crate) fn index(&self) -> &'a ChunkIndex {
+    /// Where chains are located.
+    pub(crate) fn index(&self) -> &'a dyn BaseIndex {
         self.index
     }
 
