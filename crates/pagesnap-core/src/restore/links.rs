@@ -408,14 +408,7 @@ mod tests {
     fn chained(dir: &Path) -> (std::path::PathBuf, String) {
         let db = dir.join("app.db");
         let at = dir.join("store");
-        let store = Store::init(
-            &at,
-            &InitOptions {
-                deltas: true,
-                ..InitOptions::default()
-            },
-        )
-        .unwrap();
+        let store = Store::init(&at, &InitOptions::with_deltas()).unwrap();
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch(
             "PRAGMA page_size=4096; CREATE TABLE t(k INTEGER PRIMARY KEY, n INTEGER, v BLOB);

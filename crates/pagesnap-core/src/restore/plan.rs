@@ -569,11 +569,7 @@ mod tests {
     fn store_with_deltas() -> anyhow::Result<(tempfile::TempDir, Store)> {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("app.db");
-        let options = InitOptions {
-            deltas: true,
-            ..InitOptions::default()
-        };
-        let store = Store::init(dir.path().join("store"), &options)?;
+        let store = Store::init(dir.path().join("store"), &InitOptions::with_deltas())?;
         let conn = rusqlite::Connection::open(&db)?;
         conn.execute_batch(
             "PRAGMA page_size=4096; CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB);

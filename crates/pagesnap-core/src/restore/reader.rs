@@ -751,11 +751,7 @@ mod tests {
     fn pages_of_a_store_with_deltas_are_the_restored_images() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("app.db");
-        let options = InitOptions {
-            deltas: true,
-            ..InitOptions::default()
-        };
-        let store = Store::init(dir.path().join("store"), &options)?;
+        let store = Store::init(dir.path().join("store"), &InitOptions::with_deltas())?;
         let conn = rusqlite::Connection::open(&db)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT);

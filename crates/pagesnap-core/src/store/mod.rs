@@ -76,6 +76,17 @@ impl Default for InitOptions {
     }
 }
 
+#[cfg(test)]
+impl InitOptions {
+    /// The defaults with deltas (the unit tests' stores with deltas).
+    pub(crate) fn with_deltas() -> Self {
+        InitOptions {
+            deltas: true,
+            ..InitOptions::default()
+        }
+    }
+}
+
 /// A pagesnap store.
 #[derive(Clone)]
 pub struct Store {
