@@ -131,6 +131,9 @@ pub(crate) struct TestReads {
     pub batches: std::sync::atomic::AtomicUsize,
     /// Objects opened for reads.
     pub opens: std::sync::atomic::AtomicUsize,
+    /// Objects opened for one read (`get_range`) or one batch of reads
+    /// (`get_ranges`), as a local store opens them when they are not held.
+    pub one_off_opens: std::sync::atomic::AtomicUsize,
 }
 
 #[cfg(test)]
@@ -153,6 +156,7 @@ impl TestReads {
             ranges: Default::default(),
             batches: Default::default(),
             opens: Default::default(),
+            one_off_opens: Default::default(),
         }
     }
 
@@ -171,6 +175,13 @@ impl TestReads {
     fn count(n: &std::sync::atomic::AtomicUsize) {
         n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// One range read, counted, and failed under `fail`.
+    fn range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        self.check(key)?;
+        Self::count(&self.ranges);
+        self.inner.get_range(key, range)
+    }
 }
 
 #[cfg(test)]
@@ -186,17 +197,14 @@ impl Backend for TestReads {
         self.inner.get(key)
     }
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
-        self.check(key)?;
-        Self::count(&self.ranges);
-        self.inner.get_range(key, range)
+        Self::count(&self.one_off_opens);
+        self.range(key, range)
     }
     fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
         Self::count(&self.batches);
+        Self::count(&self.one_off_opens);
         // Each range counted, and failed, as `get_range` does.
-        ranges
-            .iter()
-            .map(|r| self.get_range(key, r.clone()))
-            .collect()
+        ranges.iter().map(|r| self.range(key, r.clone())).collect()
     }
     fn parallel_reads(&self) -> usize {
         self.parallel

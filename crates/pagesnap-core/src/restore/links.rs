@@ -507,9 +507,9 @@ mod tests {
     }
 
     /// A restore opens each pack once, for all its windows and chain levels,
-    /// where reading them one `get_ranges` at a time opened a pack again for
-    /// every window and level (a restore of 1 GiB with deltas: 68,650 opens
-    /// of 145 packs); the image is the same either way.
+    /// where reading without holding them opened a pack again for every
+    /// window's read and every level's `get_ranges` (a restore of 1 GiB with
+    /// deltas: 68,650 opens of 145 packs); the image is the same either way.
     #[test]
     fn a_restore_opens_each_pack_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -532,10 +532,12 @@ mod tests {
             "no read opened a pack of its own"
         );
         let (each, _) = restore(false);
+        // (The levels' `get_ranges` alone may be as many as the packs: two
+        // windows of two levels, and four packs.)
+        let again = each.one_off_opens.load(Relaxed);
         assert!(
-            each.batches.load(Relaxed) > opened,
-            "reading level by level opened packs {} times, held {opened}",
-            each.batches.load(Relaxed)
+            again > opened && each.batches.load(Relaxed) > 0,
+            "without holding, packs were opened {again} times, held {opened}"
         );
     }
 
