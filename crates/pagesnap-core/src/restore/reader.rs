@@ -130,16 +130,15 @@ pub(crate) fn resolve(store: &Store, snap: &Snapshot) -> Result<Resolved> {
 }
 
 /// [`resolve`]; without `check_packs` the short way does not list the packs
-/// (see [`Store::restore_plan_with`]). The snapshot reader resolves that way;
-/// in a store with deltas it takes the long way (its reads of bases go through
-/// the whole index).
+/// (see [`Store::restore_plan_with`]). A store with deltas always lists them:
+/// a base is read wherever the table of bases says, and a read of a pack
+/// gone since would be damage, not a reason to resolve again.
 fn resolve_with(store: &Store, snap: &Snapshot, check_packs: bool) -> Result<Resolved> {
-    if !store.config().deltas || check_packs {
-        if let Some(plan) = store.restore_plan_with(snap, check_packs)? {
-            return Ok(Resolved::Plan(plan));
-        }
+    let check_packs = check_packs || store.config().deltas;
+    match store.restore_plan_with(snap, check_packs)? {
+        Some(plan) => Ok(Resolved::Plan(plan)),
+        None => resolve_whole(store, snap),
     }
-    resolve_whole(store, snap)
 }
 
 /// The long way: the whole index.
@@ -162,14 +161,15 @@ const PARALLEL_READS: usize = 8;
 /// It resolves the short way without listing the packs (a query's requests on
 /// S3 are few), so a pack that a prune has rewritten since is found missing
 /// only when read: the reader then takes the long way, which locates the
-/// chunks where they are now, and reads again.
+/// chunks where they are now, and reads again. In a store with deltas it lists
+/// them (as the long way does), and reads bases through the plan's table.
 pub(crate) struct SnapshotReader {
     store: Store,
     snap: Snapshot,
     resolved: RwLock<Resolved>,
     /// Decompression contexts, with the dictionaries loaded so far.
     decoder: Mutex<Decoder>,
-    /// Bases of delta chunks (a store with deltas: resolved the long way).
+    /// Bases of delta chunks (a store with deltas).
     bases: Option<Bases>,
 }
 
@@ -178,7 +178,7 @@ impl SnapshotReader {
     /// has a sound one, else the short way (without listing the packs), which
     /// is then kept in such a file, else the long way (see [`resolve`]).
     pub(crate) fn open(store: &Store, snap: &Snapshot) -> Result<Self> {
-        // A store with deltas resolves the long way, which no file keeps.
+        // No file keeps a store with deltas' plan (its table of bases).
         let dir = (store.uses_local_cache() && !store.config().deltas)
             .then(|| position_cache::folder(&store.config().store_id))
             .flatten();
@@ -433,6 +433,9 @@ impl SnapshotReader {
                 let base = match (&self.bases, resolved) {
                     (Some(b), Resolved::Whole(w)) => b
                         .base_for(&entry, stored, &w.index)
+                        .map_err(|e| e.or_damaged(damaged))?,
+                    (Some(b), Resolved::Plan(p)) => b
+                        .base_for(&entry, stored, p)
                         .map_err(|e| e.or_damaged(damaged))?,
                     _ => None,
                 };
@@ -773,6 +776,8 @@ mod tests {
             let mut image = Vec::new();
             store.restore_to_writer(&snap, &mut image)?;
             let reader = SnapshotReader::open(&store, &snap)?;
+            // The short way, its bases found in the plan's table.
+            assert!(matches!(*reader.resolved(), super::Resolved::Plan(_)));
             let ps = snap.manifest.page_size as usize;
             for p in 0..reader.page_count() {
                 let at = p as usize * ps;
