@@ -107,7 +107,7 @@ impl Resolved {
 
     /// A reader of delta bases, in a store with deltas: through the plan's
     /// table of every located chunk, or the whole index. `None` for a store
-    /// without deltas, and from a position file (which only such a store keeps).
+    /// without deltas, and from a position file (kept only for those).
     pub(crate) fn chains(&self, store: &Store) -> Result<Option<Chains<'_>>> {
         match self {
             Resolved::Whole(w) => w.chains(store),
@@ -175,8 +175,9 @@ pub(crate) struct SnapshotReader {
 
 impl SnapshotReader {
     /// Resolves `snap`'s positions: from this machine's position file when it
-    /// has a sound one, else the short way (without listing the packs), which
-    /// is then kept in such a file, else the long way (see [`resolve`]).
+    /// has a sound one, else the short way (without listing the packs but in a
+    /// store with deltas), which is then kept in such a file, else the long
+    /// way (see [`resolve`]).
     pub(crate) fn open(store: &Store, snap: &Snapshot) -> Result<Self> {
         // No file keeps a store with deltas' plan (its table of bases).
         let dir = (store.uses_local_cache() && !store.config().deltas)
