@@ -127,18 +127,12 @@ fn synthetic(seeds: &Path) -> Res {
     let (_, empty, _) = PackBuilder::with_capacity(64, None).finish();
     write(seeds, "pack", "synthetic-empty", &empty)?;
 
-    let index = IndexBody {
-        packs: vec![PackRef {
-            id,
-            len: bytes.len() as u64,
-            dict: Some(dict),
-        }],
-        entries: entries
-            .into_iter()
-            .map(|entry| IndexEntry { pack: 0, entry })
-            .collect(),
-        deltas: Vec::new(),
+    let pack = PackRef {
+        id,
+        len: bytes.len() as u64,
+        dict: Some(dict),
     };
+    let index = IndexBody::of_one_pack(pack, entries);
     write(seeds, "index", "synthetic-three-codecs", &index.encode())?;
     synthetic_delta(seeds)?;
     // A pack of one byte: its length is a one-byte varint a single mutation can
@@ -203,22 +197,19 @@ fn delta_pack() -> Res<(Vec<u8>, IndexBody)> {
     // What the changed page would take stored alone (the base table's whole length).
     let entries_whole_len = zstd::bulk::compress(&changed, 3)?.len() as u32;
     let (id, bytes, entries) = b.finish();
+    let pack = PackRef {
+        id,
+        len: bytes.len() as u64,
+        dict: None,
+    };
     let index = IndexBody {
-        packs: vec![PackRef {
-            id,
-            len: bytes.len() as u64,
-            dict: None,
-        }],
-        entries: entries
-            .into_iter()
-            .map(|entry| IndexEntry { pack: 0, entry })
-            .collect(),
         deltas: vec![DeltaBase {
             ordinal: 1,
             base: page_id,
             depth: 1,
             whole_len: entries_whole_len,
         }],
+        ..IndexBody::of_one_pack(pack, entries)
     };
     Ok((bytes, index))
 }

@@ -218,6 +218,19 @@ fn take_entry(b: &[u8]) -> std::result::Result<(WireEntry, &[u8]), postcard::Err
 }
 
 impl IndexBody {
+    /// The index object of one pack's chunks, in the pack's order, without
+    /// deltas (what the tests and fuzz seeds build from a `PackBuilder`).
+    pub fn of_one_pack(pack: PackRef, entries: Vec<PackEntry>) -> Self {
+        IndexBody {
+            packs: vec![pack],
+            entries: entries
+                .into_iter()
+                .map(|entry| IndexEntry { pack: 0, entry })
+                .collect(),
+            deltas: Vec::new(),
+        }
+    }
+
     /// The version-1 object (a body without deltas; one with deltas needs
     /// [`IndexBody::encode_as`], and its entries of codec 3 would make this
     /// object one every decoder refuses).
@@ -510,24 +523,18 @@ mod tests {
             b.push(Id::of_chunk(&data), &data, *s as u32, Codec::Raw);
         }
         let (id, bytes, entries) = b.finish();
-        let mut entries: Vec<IndexEntry> = entries
-            .into_iter()
-            .map(|entry| IndexEntry { pack: 0, entry })
-            .collect();
+        let pack = PackRef {
+            id,
+            len: bytes.len() as u64,
+            dict: None,
+        };
+        let mut body = IndexBody::of_one_pack(pack, entries);
         // Index order need not be pack order.
-        if !entries.is_empty() {
-            let k = (shuffle % entries.len() as u64) as usize;
-            entries.rotate_left(k);
+        if !body.entries.is_empty() {
+            let k = (shuffle % body.entries.len() as u64) as usize;
+            body.entries.rotate_left(k);
         }
-        IndexBody {
-            packs: vec![PackRef {
-                id,
-                len: bytes.len() as u64,
-                dict: None,
-            }],
-            entries,
-            deltas: Vec::new(),
-        }
+        body
     }
 
     /// A write that fails while an index object streams (a full disk) comes back

@@ -713,18 +713,12 @@ mod tests {
             b.push(Id::of_chunk(&data), &data, data.len() as u32, Codec::Raw);
         }
         let (pack, bytes, entries) = b.finish();
-        let mut body = IndexBody {
-            packs: vec![PackRef {
-                id: pack,
-                len: bytes.len() as u64,
-                dict: None,
-            }],
-            entries: entries
-                .into_iter()
-                .map(|entry| IndexEntry { pack: 0, entry })
-                .collect(),
-            deltas: Vec::new(),
+        let pack = PackRef {
+            id: pack,
+            len: bytes.len() as u64,
+            dict: None,
         };
+        let mut body = IndexBody::of_one_pack(pack, entries);
         for i in [1usize, 4, 5, 11] {
             body.entries[i].entry.codec = Codec::ZstdDelta;
             body.entries[i].entry.raw_len = 4096;
