@@ -150,7 +150,12 @@ impl RestorePlan {
         if name == ZERO {
             return Some(Named::Zero);
         }
-        let (n, ordinal) = ((name >> 32) as u32, name as u32);
+        self.entry_at((name >> 32) as u32, name as u32)
+    }
+
+    /// Entry `ordinal` of index object `n`, with its pack's number; `None`
+    /// for an entry the object lacks.
+    fn entry_at(&self, n: u32, ordinal: u32) -> Option<Named<'_>> {
         let read = self.read.get(n as usize)?;
         let entry = read.entry(ordinal)?;
         let numbers = self.pack_numbers.get(n as usize)?;
@@ -161,6 +166,33 @@ impl RestorePlan {
             read,
             entry,
             pack,
+        })
+    }
+
+    /// Where `named` leads, as a position.
+    fn position(named: Named<'_>) -> Option<Position> {
+        let Named::Entry {
+            n,
+            ordinal,
+            read,
+            entry,
+            pack,
+        } = named
+        else {
+            return Some(Position::Zero);
+        };
+        let id = read.id(entry)?;
+        Some(match pack {
+            Some(pack) => Position::Stored(
+                id,
+                Location {
+                    pack,
+                    entry: entry.slot,
+                    list: n,
+                    ordinal,
+                },
+            ),
+            None => Position::Unlocated(id),
         })
     }
 
@@ -181,29 +213,7 @@ impl Positions for RestorePlan {
     }
 
     fn at(&self, i: usize) -> Option<Position> {
-        let Named::Entry {
-            n,
-            ordinal,
-            read,
-            entry,
-            pack,
-        } = self.named(i)?
-        else {
-            return Some(Position::Zero);
-        };
-        let id = read.id(entry)?;
-        Some(match pack {
-            Some(pack) => Position::Stored(
-                id,
-                Location {
-                    pack,
-                    entry: entry.slot,
-                    list: n,
-                    ordinal,
-                },
-            ),
-            None => Position::Unlocated(id),
-        })
+        Self::position(self.named(i)?)
     }
 }
 
@@ -211,19 +221,10 @@ impl RestorePlan {
     /// Entry `ordinal` of index object `n`, located: its chunk id and where it
     /// is; `None` for one it lacks, or whose pack is missing.
     fn located(&self, n: u32, ordinal: u32) -> Option<(ChunkId, Location)> {
-        let read = self.read.get(n as usize)?;
-        let entry = read.entry(ordinal)?;
-        let pack = (*self
-            .pack_numbers
-            .get(n as usize)?
-            .get(entry.pack as usize)?)?;
-        let loc = Location {
-            pack,
-            entry: entry.slot,
-            list: n,
-            ordinal,
-        };
-        Some((read.id(entry)?, loc))
+        match Self::position(self.entry_at(n, ordinal)?)? {
+            Position::Stored(id, loc) => Some((id, loc)),
+            Position::Zero | Position::Unlocated(_) => None,
+        }
     }
 
     /// Row `i` of the bases' table, located.
