@@ -45,6 +45,7 @@ fn to_json(st: &StoreStats) -> serde_json::Value {
             "whole_bytes": st.deltas.whole_bytes,
             "saved_bytes": st.deltas.saved_bytes,
             "unmeasured_chunks": st.deltas.unmeasured_chunks,
+            "estimated": st.deltas.estimated,
         },
         "stored_bytes": {
             "total": s.total(), "packs": s.packs, "index": s.index,
@@ -91,13 +92,12 @@ fn print_human(st: &StoreStats) {
     let d = &st.deltas;
     if d.chunks > 0 {
         // What deltas saved, against the same chunks stored alone.
-        let unmeasured = if d.unmeasured_chunks > 0 {
-            format!(
-                "; {} not measured, counted as saving nothing",
-                d.unmeasured_chunks
-            )
-        } else {
-            String::new()
+        let unmeasured = match (d.unmeasured_chunks, d.estimated) {
+            (0, _) => String::new(),
+            (n, true) => {
+                format!("; whole sizes of {n} small deltas estimated from a measured sample")
+            }
+            (n, false) => format!("; {n} not measured, counted as saving nothing"),
         };
         println!(
             "delta chunks:       {} ({} stored, {} whole: {} saved, {:.0}%{unmeasured})",

@@ -148,8 +148,8 @@ fn upgrade_turns_deltas_on_in_an_existing_store() {
 }
 
 /// `stats` counts the deltas the snapshots hold and what they saved: the sums of
-/// what each backup reported, with saved = whole − stored; a store without
-/// deltas shows none.
+/// what each backup reported (the whole sizes of small deltas estimated), with
+/// saved = whole − stored; a store without deltas shows none.
 #[test]
 fn stats_show_the_deltas_and_what_they_saved() {
     let fx = Fx::uninit();
@@ -175,13 +175,15 @@ fn stats_show_the_deltas_and_what_they_saved() {
         d[k].as_u64()
             .unwrap_or_else(|| panic!("no deltas.{k} in {st}"))
     };
-    assert_eq!(
-        (n("chunks"), n("stored_bytes"), n("whole_bytes")),
-        (chunks, stored, whole),
-        "{st}"
-    );
-    assert_eq!(n("saved_bytes"), whole - stored, "{st}");
-    assert_eq!(n("unmeasured_chunks"), 0, "{st}");
+    assert_eq!((n("chunks"), n("stored_bytes")), (chunks, stored), "{st}");
+    assert_eq!(n("saved_bytes"), n("whole_bytes") - stored, "{st}");
+    // Most deltas are small, their whole sizes estimated from the measured
+    // sample: over the whole store, as each backup did over its own deltas,
+    // so the two come out near, not equal.
+    assert!(n("unmeasured_chunks") > 0, "{st}");
+    assert_eq!(d["estimated"], true, "{st}");
+    let ratio = n("whole_bytes") as f64 / whole as f64;
+    assert!((0.8..1.25).contains(&ratio), "{ratio}: {st}");
     assert!(n("stored_bytes") <= st["unique_compressed_bytes"].as_u64().unwrap());
     let text = String::from_utf8(ok(fx.cmd().arg("stats"))).unwrap();
     let line = text

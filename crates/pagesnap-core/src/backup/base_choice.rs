@@ -5,7 +5,7 @@
 //! content-found base, from the parent's sketch: after a VACUUM, rows move to
 //! other page numbers and the same position holds other rows). At most these
 //! two are tried, to bound a backup's work, and the second only when the first
-//! did not already give a small delta (`chunk_writer.rs`, `GOOD_ENOUGH`); the
+//! did not already give a small delta (`codec/whole.rs`, `is_small`); the
 //! smallest form is kept.
 
 use super::sketch::features::Features;

@@ -17,7 +17,7 @@ use super::sketch::file::Sketch;
 use super::sketch::Sketcher;
 use super::skip;
 use crate::backend::{Backend, PutMode};
-use crate::codec::{Attempt, Decoder, Encoder};
+use crate::codec::{whole, Attempt, Decoder, Encoder};
 use crate::format::config::StoreConfig;
 use crate::format::dict::DictBody;
 use crate::format::index::{IndexEntry, PackRef};
@@ -59,7 +59,8 @@ pub struct WriteStats {
     pub delta_chunks: u64,
     pub delta_stored_bytes: u64,
     /// What those chunks would have taken stored alone: the delta saved
-    /// `delta_whole_bytes - delta_stored_bytes`.
+    /// `delta_whole_bytes - delta_stored_bytes`. Measured for most, estimated
+    /// for the small deltas outside the measured sample (codec/whole.rs).
     pub delta_whole_bytes: u64,
 }
 
@@ -141,6 +142,8 @@ pub(crate) struct ChunkWriter {
     bases: Option<Bases>,
     /// The base, depth and whole length of every delta this backup stored.
     delta_rows: IdMap<(ChunkId, u8, u32)>,
+    /// Those deltas and their whole lengths, added up (the report's).
+    wholes: whole::WholeTally,
     /// A store that pays per request: bases come from this machine's base
     /// cache only, and new chunks are offered to it (store/base_cache.rs).
     base_cache: Option<Arc<BaseCache>>,
@@ -192,6 +195,7 @@ impl ChunkWriter {
             parent: None,
             bases: None,
             delta_rows: IdMap::default(),
+            wholes: whole::WholeTally::default(),
             base_cache: None,
             sketch: None,
         })
@@ -203,8 +207,8 @@ impl ChunkWriter {
     pub(crate) fn use_deltas(&mut self, parent: Vec<ChunkRef>, cache_bytes: usize) -> Result<()> {
         // A backup holds the shared lock, which keeps prune and repair out:
         // the packs its bases' chains are read from stay open for it.
-        self.bases =
-            Some(Bases::new(self.backend.clone(), cache_bytes, self.ids.clone())?.holding_open());
+        let bases = Bases::new(self.backend.clone(), cache_bytes, self.ids.clone())?;
+        self.bases = Some(bases.holding_open().checking_only_the_top());
         self.parent = Some(parent);
         Ok(())
     }
@@ -514,9 +518,8 @@ impl ChunkWriter {
                 self.push(id, stored, raw_len, codec)?;
                 if let Some(row) = delta {
                     self.delta_rows.insert(id, row);
-                    self.stats.delta_chunks += 1;
-                    self.stats.delta_stored_bytes += stored_len as u64;
-                    self.stats.delta_whole_bytes += row.2 as u64;
+                    self.wholes
+                        .add(stored_len as u64, raw_len as u64, row.2 as u64);
                 }
                 return Ok(ChunkRef::Stored(id));
             }
@@ -796,7 +799,12 @@ impl ChunkWriter {
                 dict: self.dict,
                 bases: self.delta_rows,
             },
-            self.stats,
+            WriteStats {
+                delta_chunks: self.wholes.chunks,
+                delta_stored_bytes: self.wholes.stored_bytes,
+                delta_whole_bytes: self.wholes.whole_bytes(),
+                ..self.stats
+            },
             self.index,
         ))
     }
@@ -809,8 +817,9 @@ impl ChunkWriter {
 /// stored length and codec.
 ///
 /// With `same` (the same-position base; `id` the chunk's), a delta against it
-/// is made too and kept when smallest ([`Encoder::encode_smallest_of`]); unless
-/// that delta is already [`GOOD_ENOUGH`], `more` is asked for a second base
+/// is made first and kept when smallest ([`Encoder::encode_delta_first`]: a
+/// small one without making the other frames, codec/whole.rs); unless that
+/// delta is small, `more` is asked for a second base
 /// (the content-found one, read only then) and its delta kept if smaller still;
 /// a kept delta still over 1/[`LARGE_DELTA`] of the chunk (1/[`LARGE_SAME_DELTA`]
 /// against the same position) is made again at [`LARGE_DELTA_LEVEL`]. The third value is the kept delta's base and depth.
@@ -833,16 +842,17 @@ fn compress_among(
     } else {
         Attempt::Dict
     };
-    let first: Vec<(&ChunkId, &[u8])> = same
-        .map(|(b, raw, _)| (b, raw.as_slice()))
-        .into_iter()
-        .collect();
-    let (mut stored, won) = enc.encode_smallest_of(data, id, out, attempt, &first)?;
+    let (mut stored, won) = match same {
+        Some((b, raw, _)) => enc.encode_delta_first(data, id, out, attempt, b, raw)?,
+        None => (enc.encode(data, out, attempt)?, false),
+    };
     if let Some((d, p)) = stored.both {
         trial.record(d, p);
     }
-    let mut base: Option<Base> = won.and(same).cloned();
-    if base.is_none() || stored.len * GOOD_ENOUGH > data.len() {
+    let mut base: Option<Base> = same.filter(|_| won).cloned();
+    // A small delta is kept without looking for a second base: reading and
+    // trying one would cost more than it could save.
+    if base.is_none() || !whole::is_small(stored.len, data.len()) {
         if let Some(found) = more() {
             if enc.improve_with_delta(data, id, out, &mut stored, &found.0, &found.1)? {
                 base = Some(found);
@@ -865,10 +875,16 @@ fn compress_among(
     if let Some((b, raw, _)) = base.as_ref().filter(|_| stored.len * large > data.len()) {
         enc.improve_with_delta_at(data, id, out, &mut stored, b, raw, LARGE_DELTA_LEVEL)?;
     }
+    // The whole length only where measured by rule (codec/whole.rs), even
+    // if this chunk's was: `repair index` rebuilds the row the same.
+    let whole_len = match whole::measured(id, stored.len, data.len()) {
+        true => stored.whole as u32,
+        false => 0,
+    };
     Ok((
         stored.len,
         stored.codec,
-        base.map(|(b, _, depth)| (b, depth + 1, stored.whole as u32)),
+        base.map(|(b, _, depth)| (b, depth + 1, whole_len)),
     ))
 }
 
@@ -879,18 +895,15 @@ const LARGE_DELTA: usize = 16;
 /// [`LARGE_DELTA`] for a delta against the same-position base.
 const LARGE_SAME_DELTA: usize = 8;
 
-/// The zstd level a large delta is made again at: `vacuum` stores 0.347× the
+/// The zstd level a large delta is made again at: `vacuum` stores 0.3495× the
 /// ideal bound per snapshot instead of 0.367×, its VACUUM step's backup taking
-/// 1.25× the time (level 19 stored as much for 10×: docs/PERFORMANCE.md has
-/// the levels and thresholds measured).
-const LARGE_DELTA_LEVEL: i32 = 15;
+/// 1.25× the time (level 19 stored as much for 10×; level 15 0.3492× for 5 %
+/// more of a backup's CPU at 1 GiB: docs/PERFORMANCE.md has the levels and
+/// thresholds measured).
+const LARGE_DELTA_LEVEL: i32 = 14;
 
 /// A delta's base, depth and whole length (what it would take stored alone).
 type DeltaRow = (ChunkId, u8, u32);
-
-/// A delta this many times smaller than its chunk is kept without looking for
-/// a second base: reading and trying one would cost more than it could save.
-const GOOD_ENOUGH: usize = 8;
 
 /// [`compress_among`] with at most one base, as the tests call it.
 #[cfg(test)]
@@ -996,6 +1009,66 @@ mod tests {
         (0..4096u32)
             .map(|i| if i % 7 < 3 { seed } else { (i / 13) as u8 })
             .collect()
+    }
+
+    /// A small delta against the same position is kept without making the
+    /// whole frames (the trial records nothing; the row's whole length is 0),
+    /// unless the chunk's id is in the measured sample: then, as for a delta
+    /// over 1/8 of its chunk, the frames are made and the row holds what the
+    /// best of them takes.
+    #[test]
+    fn a_small_delta_is_kept_without_the_whole_frames_outside_the_sample() {
+        use crate::codec::whole;
+        let base = page(7);
+        let mut small = base.clone();
+        small[100..140].fill(0xAB);
+        let mut large = base.clone();
+        for (i, b) in large[1000..2000].iter_mut().enumerate() {
+            *b = blake3::hash(&(i as u32).to_le_bytes()).as_bytes()[0];
+        }
+        let (outside, inside) = (Id([1; 32]), Id([16; 32]));
+        assert!(!whole::in_sample(&outside) && whole::in_sample(&inside));
+        let same: Base = (Id([2; 32]), Arc::new(base.clone()), 0);
+        // With a dictionary: the trial compares both frames when they are made.
+        let dict = page(9);
+        let whole_of = |data: &[u8]| {
+            let mut slot = vec![0; slot_len(data.len())];
+            ctx(Some(&dict), 3, 3)
+                .encode(data, &mut slot, Attempt::Both)
+                .expect("compresses")
+                .len as u32
+        };
+        let run = |data: &[u8], id: &ChunkId| {
+            let trial = PlainTrial::default();
+            let mut slot = vec![0; slot_len(data.len())];
+            let (len, codec, row) = compress_among(
+                &mut ctx(Some(&dict), 3, 3),
+                data,
+                &mut slot,
+                &trial,
+                id,
+                Some(&same),
+                &mut || None,
+            )
+            .expect("compresses");
+            assert_eq!(codec, Codec::ZstdDelta);
+            let (b, depth, whole_len) = row.expect("a delta row");
+            assert_eq!((b, depth), (same.0, 1));
+            (
+                len,
+                whole_len,
+                trial.tried.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        };
+        let (len, whole_len, tried) = run(&small, &outside);
+        assert!(whole::is_small(len, small.len()), "{len}");
+        assert_eq!((whole_len, tried), (0, 0), "no whole frame made");
+        let (len_in, whole_len, tried) = run(&small, &inside);
+        assert_eq!(len_in, len, "the same delta");
+        assert_eq!((whole_len, tried), (whole_of(&small), 1), "measured");
+        let (len, whole_len, tried) = run(&large, &outside);
+        assert!(!whole::is_small(len, large.len()), "{len}");
+        assert_eq!((whole_len, tried), (whole_of(&large), 1), "measured");
     }
 
     /// Each of the three outcomes, with the bytes in the slot decoding to the chunk.

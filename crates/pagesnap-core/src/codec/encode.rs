@@ -7,6 +7,7 @@
 //! decides which dictionary a backup uses. Those are a backup's policy, shared by
 //! its threads; this file is what one chunk's stored form is.
 
+use super::whole;
 use crate::format::pack::{BasePrefix, Codec, DeltaHeader, MAX_CHUNK_LEN, ZSTD_DICT_MAGIC};
 use crate::types::{ChunkId, Id};
 use crate::{Error, Result};
@@ -232,32 +233,11 @@ impl Encoder {
         attempt: Attempt,
         delta: Option<(&ChunkId, &[u8])>,
     ) -> Result<Stored> {
-        let bases: &[(&ChunkId, &[u8])] = match &delta {
-            Some(b) => std::slice::from_ref(b),
-            None => &[],
-        };
-        Ok(self.encode_smallest_of(data, id, out, attempt, bases)?.0)
-    }
-
-    /// [`Encoder::encode_smallest`] with several candidate bases (a backup's
-    /// same-position and content-found ones): a delta against each, keeping the
-    /// smallest of all forms. Also returns which base the kept delta is against.
-    pub(crate) fn encode_smallest_of(
-        &mut self,
-        data: &[u8],
-        id: &ChunkId,
-        out: &mut [u8],
-        attempt: Attempt,
-        bases: &[(&ChunkId, &[u8])],
-    ) -> Result<(Stored, Option<usize>)> {
         let mut best = self.encode(data, out, attempt)?;
-        let mut won = None;
-        for (i, &(base_id, base)) in bases.iter().enumerate() {
-            if self.improve_with_delta(data, id, out, &mut best, base_id, base)? {
-                won = Some(i);
-            }
+        if let Some((base_id, base)) = delta {
+            self.improve_with_delta(data, id, out, &mut best, base_id, base)?;
         }
-        Ok((best, won))
+        Ok(best)
     }
 
     /// Makes a delta of `data` against `base` and keeps it in `out` (and `best`)
@@ -286,11 +266,57 @@ impl Encoder {
         base: &[u8],
         level: i32,
     ) -> Result<bool> {
+        let delta = self.delta_aside(data, id, base_id, base, level)?;
+        Ok(self.keep_aside(delta, out, best))
+    }
+
+    /// The chunk against one base, the delta made first: a small delta
+    /// ([`whole::is_small`]) is kept as it is, without making the whole forms
+    /// (it beats them by far: codec/whole.rs), unless the chunk is in the
+    /// sample whose whole length is measured ([`whole::in_sample`]); then, and
+    /// for a larger delta, as [`Encoder::encode_smallest`]. `whole` is 0 when
+    /// not measured. Whether the delta was kept.
+    pub(crate) fn encode_delta_first(
+        &mut self,
+        data: &[u8],
+        id: &ChunkId,
+        out: &mut [u8],
+        attempt: Attempt,
+        base_id: &ChunkId,
+        base: &[u8],
+    ) -> Result<(Stored, bool)> {
+        let delta = self.delta_aside(data, id, base_id, base, self.level)?;
+        if let Some(d) = delta.filter(|d| !whole::measured(id, d.len, data.len())) {
+            out[..d.len].copy_from_slice(&self.delta_blob[..d.len]);
+            return Ok((Stored { whole: 0, ..d }, true));
+        }
+        let mut best = self.encode(data, out, attempt)?;
+        let won = self.keep_aside(delta, out, &mut best);
+        Ok((best, won))
+    }
+
+    /// A delta at zstd `level`, made into `delta_blob` (not kept yet).
+    fn delta_aside(
+        &mut self,
+        data: &[u8],
+        id: &ChunkId,
+        base_id: &ChunkId,
+        base: &[u8],
+        level: i32,
+    ) -> Result<Option<Stored>> {
         let mut blob = std::mem::take(&mut self.delta_blob);
         blob.resize(slot_len(data.len()), 0);
-        let won = match self.encode_delta_at(data, id, base_id, base, &mut blob, level) {
-            Ok(Some(d)) if d.len < best.len => {
-                out[..d.len].copy_from_slice(&blob[..d.len]);
+        let made = self.encode_delta_at(data, id, base_id, base, &mut blob, level);
+        self.delta_blob = blob;
+        made
+    }
+
+    /// Keeps the delta [`Encoder::delta_aside`] made in `out` (and `best`) if
+    /// it is smaller than `best`, the form `out` holds now. Whether it did.
+    fn keep_aside(&mut self, delta: Option<Stored>, out: &mut [u8], best: &mut Stored) -> bool {
+        match delta {
+            Some(d) if d.len < best.len => {
+                out[..d.len].copy_from_slice(&self.delta_blob[..d.len]);
                 // What it takes whole is the best non-delta form's, even when
                 // an earlier delta (another base) was the best so far.
                 *best = Stored {
@@ -298,12 +324,9 @@ impl Encoder {
                     whole: best.whole,
                     ..d
                 };
-                Ok(true)
+                true
             }
-            Ok(_) => Ok(false),
-            Err(e) => Err(e),
-        };
-        self.delta_blob = blob;
-        won
+            _ => false,
+        }
     }
 }

@@ -25,6 +25,8 @@
 //! * `encode.rs`: [`Encoder`]: compressing one chunk, plain or with a dictionary,
 //!   keeping the smallest of the forms tried; or as a delta against a base
 //!   ([`Encoder::encode_delta`], [`Encoder::encode_smallest`]).
+//! * `whole.rs`: what a delta would take stored alone, measured for a sample
+//!   of the small deltas and estimated for the rest.
 //!
 //! A delta decodes only with its base's raw bytes, which the caller finds (the
 //! blob names the base by the first 8 bytes of its id: [`base_of`]; a reader
@@ -41,6 +43,7 @@
 
 mod decode;
 mod encode;
+pub(crate) mod whole;
 
 pub(crate) use decode::base_of;
 pub(crate) use decode::{decode_checked_on_thread, load_dict, Decoder, DecoderPool};

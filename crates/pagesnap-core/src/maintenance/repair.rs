@@ -511,7 +511,7 @@ impl Store {
                         let (raw, depth) = bases
                             .raw(&e.entry.id, &locate)
                             .map_err(|err| err.to_string())?;
-                        Ok((base, depth, whole.of(p.dict, &raw)))
+                        Ok((base, depth, whole.of(&e.entry, p.dict, &raw)))
                     });
                 match found {
                     Ok(row) => {
@@ -727,7 +727,7 @@ impl Store {
                         let chunk = decoders
                             .decode_checked_with_base(e, stored, r.dict.as_ref(), Some(&raw))
                             .map_err(|_| changed())?;
-                        Some((base, depth + 1, whole.of(r.dict, &chunk)))
+                        Some((base, depth + 1, whole.of(e, r.dict, &chunk)))
                     }
                     _ => {
                         decoders

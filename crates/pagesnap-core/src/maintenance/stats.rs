@@ -3,6 +3,7 @@
 //!
 //! Reads manifests, page maps and the index; never chunk data.
 
+use crate::codec::whole::WholeTally;
 use crate::format::pack::Codec;
 use crate::store::{Snapshot, Store};
 use crate::types::{ChunkId, ChunkRef, Id, SnapshotId};
@@ -89,31 +90,32 @@ pub struct DeltaStats {
     pub chunks: u64,
     /// Their bytes in packs (also in [`StoreStats::unique_stored_bytes`]).
     pub stored_bytes: u64,
-    /// What they would take stored alone, as measured when each delta was
-    /// made (the base table's whole length). A delta whose whole length is
-    /// unknown (its row rebuilt by `repair index`) counts its stored bytes here:
-    /// it is taken to have saved nothing.
+    /// What they would take stored alone: as measured when each delta was
+    /// made (the base table's whole length), and for the small deltas whose
+    /// length was not measured (all but a sample: codec/whole.rs) estimated
+    /// from the measured small ones. Without any measured small delta (rows
+    /// rebuilt by `repair index` without their dictionary) an unmeasured
+    /// delta counts its stored bytes here: it is taken to have saved nothing.
     pub whole_bytes: u64,
     /// `whole_bytes - stored_bytes`.
     pub saved_bytes: u64,
-    /// Deltas whose whole length is unknown.
+    /// Deltas whose whole length was not measured.
     pub unmeasured_chunks: u64,
+    /// Whether those were estimated (else counted as saving nothing).
+    pub estimated: bool,
 }
 
 impl DeltaStats {
-    /// Counts one delta of `stored` bytes whose whole length is `whole` (0:
-    /// unknown).
-    fn add(&mut self, stored: u64, whole: u64) {
-        self.chunks += 1;
-        self.stored_bytes += stored;
-        if whole == 0 {
-            self.unmeasured_chunks += 1;
+    /// What a tally of deltas adds up to.
+    pub(crate) fn of(t: &WholeTally) -> DeltaStats {
+        DeltaStats {
+            chunks: t.chunks,
+            stored_bytes: t.stored_bytes,
+            whole_bytes: t.whole_bytes(),
+            saved_bytes: t.saved_bytes(),
+            unmeasured_chunks: t.unmeasured_chunks,
+            estimated: t.estimated(),
         }
-        // A whole form never smaller than the delta (a writer keeps a delta
-        // only when it is smaller); a row that says otherwise saved nothing.
-        let whole = whole.max(stored);
-        self.whole_bytes += whole;
-        self.saved_bytes += whole - stored;
     }
 }
 
@@ -190,7 +192,7 @@ impl Store {
         let (mut unique_raw, mut unique_stored, mut zero_refs, mut logical) =
             (0u64, 0u64, 0u64, 0u64);
         let mut cumulative_stored = 0u64;
-        let mut deltas = DeltaStats::default();
+        let mut deltas = WholeTally::default();
         for s in &snaps {
             let m = &s.manifest;
             let chunks = self.resolve_cached(&index, &m.map, &mut resolved)?;
@@ -210,7 +212,8 @@ impl Store {
                             unique_stored += loc.entry.stored_len as u64;
                             if loc.entry.codec == Codec::ZstdDelta {
                                 let whole = rows.get(&id).map_or(0, |f| f.whole_len);
-                                deltas.add(loc.entry.stored_len as u64, whole as u64);
+                                let e = &loc.entry;
+                                deltas.add(e.stored_len as u64, e.raw_len as u64, whole as u64);
                             }
                         }
                     }
@@ -263,7 +266,7 @@ impl Store {
             unique_raw_bytes: unique_raw,
             unique_stored_bytes: unique_stored,
             zero_chunk_refs: zero_refs,
-            deltas,
+            deltas: DeltaStats::of(&deltas),
             stored,
             dedup_ratio: ratio(logical, unique_raw),
             compression_ratio: ratio(unique_raw, unique_stored),

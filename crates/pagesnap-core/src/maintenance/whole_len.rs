@@ -10,10 +10,12 @@
 //! repair.rs), unless that backup had stopped making one of the frames
 //! (chunk_writer.rs, `PlainTrial`): then this measure is the smaller, still
 //! what the chunk takes whole. 0 (unknown) when it cannot be measured (the
-//! dictionary cannot be read).
+//! dictionary cannot be read), and for the small deltas a backup does not
+//! measure either (codec/whole.rs).
 
 use crate::backend::Backend;
-use crate::codec::{self, slot_len, Attempt, Encoder};
+use crate::codec::{self, slot_len, whole, Attempt, Encoder};
+use crate::format::pack::PackEntry;
 use crate::types::Id;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,8 +39,13 @@ impl WholeLen {
         }
     }
 
-    /// The whole length of chunk `raw` stored in a pack with dictionary `dict`.
-    pub(crate) fn of(&mut self, dict: Option<Id>, raw: &[u8]) -> u32 {
+    /// The whole length of delta `e`, chunk `raw`, stored in a pack with
+    /// dictionary `dict`; 0 for a small delta outside the sample a backup
+    /// measures (codec/whole.rs), as the backup recorded it.
+    pub(crate) fn of(&mut self, e: &PackEntry, dict: Option<Id>, raw: &[u8]) -> u32 {
+        if !whole::measured(&e.id, e.stored_len as usize, e.raw_len as usize) {
+            return 0;
+        }
         let (backend, level) = (&self.backend, self.level);
         let enc = self.encoders.entry(dict).or_insert_with(|| {
             let bytes = match dict {

@@ -67,6 +67,9 @@ pub(crate) struct Bases {
     /// Packs held open across links ([`Bases::holding_open`]), or none:
     /// each link's read opens its pack.
     open: Option<OpenObjects>,
+    /// Only the link asked for is checked against its id, the links below it
+    /// decoded unchecked and not kept ([`Bases::checking_only_the_top`]).
+    top_only: bool,
 }
 
 impl Bases {
@@ -88,7 +91,19 @@ impl Bases {
             }),
             decoders: (0..slots).map(|_| Mutex::new(None)).collect(),
             open: None,
+            top_only: false,
         })
+    }
+
+    /// These bases checking only the link each read asks for: its id covers
+    /// the bytes it is used for, whatever the links below it decoded to (a
+    /// wrong link below either fails that check or did not reach those
+    /// bytes). For a backup, which takes a base only to make a delta against
+    /// and leaves out a base it cannot have: which link of a chain is
+    /// damaged is verify's to name. The links below are not kept (unchecked).
+    pub(crate) fn checking_only_the_top(mut self) -> Self {
+        self.top_only = true;
+        self
     }
 
     /// These bases with every pack they read held open until they are dropped
@@ -245,6 +260,13 @@ impl Bases {
         let mut out = below;
         while let Some((entry, stored, dict)) = links.pop().filter(|_| chosen.is_none()) {
             let base = out.as_ref().map(|(_, (b, _))| b.as_slice());
+            let depth = match &out {
+                Some((_, (_, d))) if entry.codec == crate::format::pack::Codec::ZstdDelta => d + 1,
+                _ => 0,
+            };
+            // The link returned: the one at or above `want`, or the top.
+            let last = depth >= want || links.is_empty();
+            let checked = last || !self.top_only;
             let raw = self.with_decoder(&entry.id, |d| {
                 if let Some(dict) = &dict {
                     d.ensure_dict(self.backend.as_ref(), dict)
@@ -261,12 +283,11 @@ impl Bases {
                             },
                         })?;
                 }
-                d.decode_checked_with_base(&entry, &stored, dict.as_ref(), base)
+                match checked {
+                    true => d.decode_checked_with_base(&entry, &stored, dict.as_ref(), base),
+                    false => d.decode_with_base(&entry, &stored, dict.as_ref(), base),
+                }
             })?;
-            let depth = match &out {
-                Some((_, (_, d))) if entry.codec == crate::format::pack::Codec::ZstdDelta => d + 1,
-                _ => 0,
-            };
             if depth > MAX_DELTA_DEPTH {
                 return Err(ChunkError::Decode(crate::format::FormatError::Invalid(
                     format!(
@@ -276,7 +297,9 @@ impl Bases {
                 )));
             }
             let r: Raw = (Arc::new(raw), depth);
-            self.keep(entry.id, r.clone());
+            if checked {
+                self.keep(entry.id, r.clone());
+            }
             if depth >= want {
                 // The links above it are not needed: not decoded.
                 chosen = Some((entry.id, r));

@@ -262,7 +262,9 @@ fn repair_index_rebuilds_the_base_tables_of_deltas() {
     let saved = with.stats(None).unwrap().deltas;
     assert!(saved.chunks > 0 && saved.saved_bytes > 0, "{saved:?}");
     assert_eq!(saved.saved_bytes, saved.whole_bytes - saved.stored_bytes);
-    assert_eq!(saved.unmeasured_chunks, 0);
+    // Small deltas outside the measured sample have no whole length: the
+    // rebuilt rows below must say 0 for the same ones.
+    assert!(saved.unmeasured_chunks > 0 && saved.estimated, "{saved:?}");
 
     // Damage the newest index object (the last backup's, with its deltas).
     let newest = walk(&dir.path().join("with/index"))

@@ -292,6 +292,19 @@ impl Base {
         buf: &mut Vec<u8>,
         out: &mut Vec<Entry>,
     ) -> Result<(), CacheError> {
+        self.read_block_where(b, buf, out, |_| true)
+    }
+
+    /// [`Base::read_block`], decoding only the entries whose id bytes pass
+    /// `want`: a lookup's, which needs one or two of the block's 64 (decoding
+    /// them all was most of a lookup's time; the checksum still covers the block).
+    fn read_block_where(
+        &self,
+        b: usize,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<Entry>,
+        want: impl Fn(&[u8]) -> bool,
+    ) -> Result<(), CacheError> {
         let start = b as u64 * BLOCK_ENTRIES as u64;
         let n = (self.count - start).min(BLOCK_ENTRIES as u64) as usize;
         buf.resize(n * ENTRY_LEN, 0);
@@ -301,7 +314,7 @@ impl Base {
         if checksum64(buf) != self.meta.blocks[b].1 {
             return Err(damaged(&self.path, format!("block {b} checksum mismatch")));
         }
-        for raw in buf.chunks_exact(ENTRY_LEN) {
+        for raw in buf.chunks_exact(ENTRY_LEN).filter(|raw| want(&raw[..32])) {
             let e = Entry::decode(raw)
                 .filter(|e| {
                     (e.list as usize) < self.meta.lists.len()
@@ -363,17 +376,12 @@ impl Base {
         }
         let lo = blocks.partition_point(|b| b.0 < key).saturating_sub(1);
         let mut buf = Vec::new();
-        let mut found = Vec::with_capacity(BLOCK_ENTRIES * (hi - lo));
+        let mut found = Vec::new();
         for b in lo..hi {
-            self.read_block(b, &mut buf, &mut found)?;
+            self.read_block_where(b, &mut buf, &mut found, |raw| raw == id.0)?;
         }
         // Every copy of the chunk (they sit together), the first one kept.
-        let first = found.partition_point(|e| e.id < *id);
-        Ok(found[first..]
-            .iter()
-            .take_while(|e| e.id == *id)
-            .find(|e| self.kept(e))
-            .copied())
+        Ok(found.into_iter().find(|e| self.kept(e)))
     }
 
     /// The kept entries whose id's first 8 bytes, big-endian, are `key` (a
@@ -386,14 +394,12 @@ impl Base {
         }
         let lo = blocks.partition_point(|b| b.0 < key).saturating_sub(1);
         let mut buf = Vec::new();
-        let mut found = Vec::with_capacity(BLOCK_ENTRIES * (hi - lo));
+        let mut found = Vec::new();
+        let key_bytes = key.to_be_bytes();
         for b in lo..hi {
-            self.read_block(b, &mut buf, &mut found)?;
+            self.read_block_where(b, &mut buf, &mut found, |raw| raw[..8] == key_bytes)?;
         }
-        let mut out: Vec<Entry> = found
-            .into_iter()
-            .filter(|e| prefix(&e.id) == key && self.kept(e))
-            .collect();
+        let mut out: Vec<Entry> = found.into_iter().filter(|e| self.kept(e)).collect();
         out.dedup_by_key(|e| e.id);
         Ok(out)
     }
