@@ -230,10 +230,11 @@ impl ChunkWriter {
         Ok(())
     }
 
-    /// Finds bases by content too (`parent`: the parent's sketch, if sound) and
-    /// keeps the features that the new snapshot's sketch needs.
-    pub(crate) fn use_sketch(&mut self, parent: Option<Sketch>) {
-        self.sketch = Some(Sketcher::new(parent));
+    /// Finds bases by content too (from the parent's sketch, if `sketcher`
+    /// has a sound one) and keeps the features that the new snapshot's sketch
+    /// needs.
+    pub(crate) fn use_sketch(&mut self, sketcher: Sketcher) {
+        self.sketch = Some(sketcher);
     }
 
     /// The new snapshot's sketch (with sketches on), given its chunks.

@@ -40,6 +40,7 @@ use capture::{open_source, CaptureError};
 use chrono::{DateTime, Utc};
 use chunk_writer::{ChunkWriter, DictPlan};
 use rusqlite::Connection;
+use sketch::Sketcher;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -259,6 +260,15 @@ impl Store {
                 .filter(same_db)
                 .max_by_key(|s| (s.time(), s.id)),
         };
+        // Content-found bases (DELTAS.md): the parent's sketch, if this machine
+        // holds a sound one, read before the index so that its lookup table is
+        // built on a thread of its own while the index loads (sketch/mod.rs).
+        let sketcher = self.config().deltas.then(|| {
+            let store_id = &self.config().store_id;
+            Sketcher::new(parent.as_ref().and_then(|p| {
+                sketch::file::read(store_id, &name, &p.id, p.manifest.chunk_count as usize)
+            }))
+        });
         // The index to deduplicate against, the short way when this machine's
         // derived copy of it can be trusted (backup/index.rs).
         let turn = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
@@ -299,16 +309,12 @@ impl Store {
                 base_cache = Some(cache);
             }
         }
-        // Content-found bases (DELTAS.md): the parent's sketch, if this machine
-        // holds a sound one; where bases can be had at all (on S3, a base found
-        // by content comes from the base cache, as any base there).
-        let sketches =
-            self.config().deltas && (self.backend().requests().is_none() || base_cache.is_some());
-        if sketches {
-            let store_id = &self.config().store_id;
-            writer.use_sketch(parent.as_ref().and_then(|p| {
-                sketch::file::read(store_id, &name, &p.id, p.manifest.chunk_count as usize)
-            }));
+        // Content-found bases where bases can be had at all (on S3, a base
+        // found by content comes from the base cache, as any base there).
+        if self.backend().requests().is_none() || base_cache.is_some() {
+            if let Some(s) = sketcher {
+                writer.use_sketch(s);
+            }
         }
         let mut cap = capture::capture(
             conn,

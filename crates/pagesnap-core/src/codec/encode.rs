@@ -41,7 +41,8 @@ pub(crate) struct Stored {
     /// What the chunk takes stored alone, not as a delta: `len`, unless a delta
     /// won in [`Encoder::encode_smallest`] (then the form it beat: what the delta
     /// saved is `whole - len`). For [`Encoder::encode_delta`] alone, the raw
-    /// length (no other form was made).
+    /// length (no other form was made); 0 for a small delta that
+    /// [`Encoder::encode_delta_first`] kept without making the other forms.
     pub whole: usize,
 }
 
