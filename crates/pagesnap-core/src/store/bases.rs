@@ -711,15 +711,11 @@ mod tests {
         ));
     }
 
-    /// `raw_toward` names the link of a chain at the depth asked, with its
-    /// bytes (the chunk itself when the chain is shallower), from a fresh
-    /// reader and from one whose cache holds every link (a cached link
-    /// deeper than asked does not end the walk).
-    #[test]
-    fn raw_toward_names_the_link_at_the_depth_asked() {
+    /// Four versions of a page stored in one pack: v0 whole, each next a
+    /// delta against the one before (a chain of depth 3), and their ids.
+    fn chain_of_four() -> (Vec<Vec<u8>>, Vec<ChunkId>, Stored) {
         use crate::codec::{slot_len, Attempt, Encoder};
         use crate::format::pack::PackBuilder;
-        // Four versions of a page: v0 whole, each next a delta against the last.
         let mut versions = vec![(0..4096u32).map(|i| (i / 7) as u8).collect::<Vec<u8>>()];
         for k in 1..4 {
             let mut v = versions[k - 1].clone();
@@ -747,12 +743,71 @@ mod tests {
             pack.try_push(ids[k], &slot[..d.len], 4096, d.codec)
                 .unwrap();
         }
+        (versions, ids, stored(pack))
+    }
+
+    /// Checking only the link returned (a backup's bases) answers as
+    /// checking every link, keeps only that link, and a damaged link below
+    /// it fails the read: never other bytes.
+    #[test]
+    fn checking_only_the_top_answers_the_same_and_never_wrong_bytes() {
+        use crate::backend::PutMode;
+        let (versions, ids, stored) = chain_of_four();
+        let locate = Colliding {
+            placed: stored.placed.clone(),
+            decoys: Vec::new(),
+        };
+        let top = || {
+            Bases::new(
+                stored.backend.clone(),
+                DEFAULT_CACHE_BYTES,
+                ChunkIds::default(),
+            )
+            .unwrap()
+            .checking_only_the_top()
+        };
+        for (want, depth) in [(0, 0), (1, 1), (2, 2), (3, 3), (u8::MAX, 3)] {
+            let bases = top();
+            let (id, (raw, d)) = bases.raw_toward(&ids[3], &locate, want).unwrap();
+            assert_eq!((id, d), (ids[depth as usize], depth), "want {want}");
+            assert!(raw.as_slice() == versions[depth as usize].as_slice());
+            // Only the link returned was checked, so only it is kept.
+            for (k, link) in ids.iter().enumerate() {
+                assert_eq!(bases.cached(link).is_some(), k == depth as usize, "{k}");
+            }
+        }
+        // Link 1 damaged in the middle of its frame: the read of the top fails.
+        let e = stored.entries[1];
+        let mut bytes = stored.bytes.clone();
+        bytes[(e.offset + e.stored_len / 2) as usize] ^= 0x10;
+        let (pack, _, _) = stored.placed[&ids[1]];
+        stored
+            .backend
+            .put(&layout::pack(&pack), &bytes, PutMode::Overwrite)
+            .unwrap();
+        // It decodes unchecked to other bytes, and so does the top: refused
+        // by the top's id check.
+        let r = top().raw(&ids[3], &locate);
+        assert!(
+            matches!(r, Err(ChunkError::Mismatch { .. })),
+            "{:?}",
+            r.err()
+        );
+    }
+
+    /// `raw_toward` names the link of a chain at the depth asked, with its
+    /// bytes (the chunk itself when the chain is shallower), from a fresh
+    /// reader and from one whose cache holds every link (a cached link
+    /// deeper than asked does not end the walk).
+    #[test]
+    fn raw_toward_names_the_link_at_the_depth_asked() {
+        let (versions, ids, stored) = chain_of_four();
         let Stored {
             _dir,
             backend,
             placed,
             ..
-        } = stored(pack);
+        } = stored;
         let locate = Colliding {
             placed,
             decoys: Vec::new(),
