@@ -124,7 +124,7 @@ impl DeltaBound {
         }
         drop(patch);
         self.found(&mut step, &image, &hashes, &feats, page_size)?;
-        self.previous_features = FeatureIndex::new(&feats);
+        self.previous_features = FeatureIndex::new(std::sync::Arc::new(feats));
         self.previous = image;
         self.previous_hashes = hashes;
         Ok(step)

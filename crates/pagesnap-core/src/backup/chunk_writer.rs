@@ -896,12 +896,12 @@ const LARGE_DELTA: usize = 16;
 /// [`LARGE_DELTA`] for a delta against the same-position base.
 const LARGE_SAME_DELTA: usize = 8;
 
-/// The zstd level a large delta is made again at: `vacuum` stores 0.3495× the
+/// The zstd level a large delta is made again at: `vacuum` stores 0.3498× the
 /// ideal bound per snapshot instead of 0.367×, its VACUUM step's backup taking
-/// 1.25× the time (level 19 stored as much for 10×; level 15 0.3492× for 5 %
-/// more of a backup's CPU at 1 GiB: docs/PERFORMANCE.md has the levels and
-/// thresholds measured).
-const LARGE_DELTA_LEVEL: i32 = 14;
+/// 1.25× the time (level 19 stored as much for 10×; level 14 0.3495× and
+/// level 15 0.3492×, each a few % more of a backup's CPU at 1 GiB; level 12
+/// 0.3516×: docs/PERFORMANCE.md has the levels and thresholds measured).
+const LARGE_DELTA_LEVEL: i32 = 13;
 
 /// A delta's base, depth and whole length (what it would take stored alone).
 type DeltaRow = (ChunkId, u8, u32);

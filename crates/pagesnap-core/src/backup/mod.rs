@@ -390,12 +390,14 @@ impl Store {
         metadata_bytes += manifest_len;
         bytes_added += metadata_bytes;
         // This machine's records for the next backup, each on its own: the
-        // sketch and the fingerprints beside the index cache's upkeep (they
-        // share nothing, and the backup waits for them).
-        let records = || {
+        // sketch (the largest write), and the fingerprints beside the index
+        // cache's upkeep (they share nothing, and the backup waits for them).
+        let write_sketch = || {
             if let Some(sketch) = sketch {
                 sketch::file::write(&self.config().store_id, &name, &id, &sketch);
             }
+        };
+        let records = || {
             if let Some(p) = pending_prints {
                 p.finish(&id);
             }
@@ -412,7 +414,8 @@ impl Store {
                 parent.as_ref().map(|p| p.manifest.map),
             )
         };
-        warnings.extend(rayon::join(records, upkeep).1);
+        let ((), (_, upkept)) = rayon::join(write_sketch, || rayon::join(records, upkeep));
+        warnings.extend(upkept);
         // The objects this backup added, for this machine's record of the
         // listing and the store's marker (store/listing.rs).
         let (added_index, added_packs): (Vec<_>, Vec<_>) = match &written.index {

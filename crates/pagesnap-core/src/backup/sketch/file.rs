@@ -17,7 +17,7 @@
 
 use super::features::{Features, FEATURES};
 use crate::types::{Id, SnapshotId};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 const MAGIC: &[u8; 8] = b"PSNSKTCH";
@@ -127,54 +127,89 @@ impl<W: Write> Write for Summed<'_, W> {
 
 /// The features and states of each chunk of `snapshot`, if `bytes` is a
 /// sound sketch of it with `chunks` chunks.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn decode(bytes: &[u8], snapshot: &SnapshotId, chunks: usize) -> Option<Sketch> {
-    let body_end = bytes.len().checked_sub(TRAILER_LEN)?;
-    let (body, sum) = bytes.split_at(body_end);
-    if body.len() < HEADER_LEN || blake3::hash(body).as_bytes() != sum {
+    decode_from(bytes, bytes.len() as u64, snapshot, chunks)
+}
+
+/// [`decode`] of the `len` bytes `r` reads, a block of rows at a time: a
+/// backup reads its parent's sketch (~9 MB at 1 GiB) into its rows without
+/// holding the file's bytes too (fresh memory is slow on the project's VMs:
+/// PERFORMANCE.md). The lengths the header claims must add up to `len`
+/// before anything is allocated for them.
+fn decode_from(mut r: impl Read, len: u64, snapshot: &SnapshotId, chunks: usize) -> Option<Sketch> {
+    let body_len = len.checked_sub(TRAILER_LEN as u64)?;
+    if body_len < HEADER_LEN as u64 {
         return None;
     }
-    let u32_at = |at: usize| Some(u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?));
-    let version = u32_at(8)?;
-    if &body[..8] != MAGIC
+    let mut sum = blake3::Hasher::new();
+    let mut header = [0u8; HEADER_LEN];
+    r.read_exact(&mut header).ok()?;
+    sum.update(&header);
+    let u32_at = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let version = u32_at(8);
+    if &header[..8] != MAGIC
         || !(1..=VERSION).contains(&version)
-        || u32_at(12)? != FEATURES as u32
-        || body[16..48] != snapshot.0
+        || u32_at(12) != FEATURES as u32
+        || header[16..48] != snapshot.0
     {
         return None;
     }
-    let count = u64::from_le_bytes(body[48..56].try_into().ok()?);
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&header[48..56]);
+    let count = u64::from_le_bytes(count);
     if count > MAX_CHUNKS || count != chunks as u64 {
         return None;
     }
     let row_bytes = count * (FEATURES as u64 * 4);
     let version_bytes = if version >= 2 { count } else { 0 };
-    let rest = &body[HEADER_LEN..];
-    if rest.len() as u64 != row_bytes + version_bytes {
+    if body_len - HEADER_LEN as u64 != row_bytes + version_bytes {
         return None;
     }
-    let (rows, states) = rest.split_at(row_bytes as usize);
-    let features = rows
-        .chunks_exact(FEATURES * 4)
-        .map(|r| {
+    let mut features = Vec::with_capacity(chunks);
+    let mut block = vec![0u8; ROWS_A_WRITE * FEATURES * 4];
+    let mut left = chunks;
+    while left > 0 {
+        let n = left.min(ROWS_A_WRITE);
+        let rows = &mut block[..n * FEATURES * 4];
+        r.read_exact(rows).ok()?;
+        sum.update(rows);
+        features.extend(rows.chunks_exact(FEATURES * 4).map(|r| {
             let mut f = [0u32; FEATURES];
             for (x, b) in f.iter_mut().zip(r.chunks_exact(4)) {
                 *x = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
             f
-        })
-        .collect();
+        }));
+        left -= n;
+    }
     let states = match version {
-        1 => vec![crate::backup::skip::UNKNOWN; count as usize],
-        _ => states.to_vec(),
+        1 => vec![crate::backup::skip::UNKNOWN; chunks],
+        _ => {
+            let mut states = vec![0u8; chunks];
+            r.read_exact(&mut states).ok()?;
+            sum.update(&states);
+            states
+        }
     };
-    Some(Sketch { features, states })
+    let mut trailer = [0u8; TRAILER_LEN];
+    r.read_exact(&mut trailer).ok()?;
+    (sum.finalize().as_bytes() == &trailer).then_some(Sketch { features, states })
 }
 
 /// The sketch of `snapshot` (with `chunks` chunks) this machine holds for
 /// database `name`, if there is a sound one.
 pub(crate) fn read(store: &Id, name: &str, snapshot: &SnapshotId, chunks: usize) -> Option<Sketch> {
-    let bytes = std::fs::read(path(store, name)?).ok()?;
-    decode(&bytes, snapshot, chunks)
+    let file = std::fs::File::open(path(store, name)?).ok()?;
+    let len = file.metadata().ok()?.len();
+    decode_from(
+        std::io::BufReader::with_capacity(1 << 16, file),
+        len,
+        snapshot,
+        chunks,
+    )
 }
 
 /// Records the sketch of `snapshot` for database `name` (best effort: a sketch

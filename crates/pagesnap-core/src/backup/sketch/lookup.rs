@@ -2,25 +2,33 @@
 //! ([`super::features`]): the positions that share the most features with it.
 
 use super::features::Features;
+use std::sync::Arc;
 
 /// A feature shared by more positions than this says little (a structure every
 /// page repeats): it casts no vote.
 const MAX_SHARED: usize = 4;
 
 /// Every position's features, bucketed by their top bits: a feature's
-/// positions are the entries of its bucket that hold it, in position order.
+/// positions are the entries of its bucket whose row holds it, in position
+/// order.
 ///
 /// Why buckets and not one sorted list: a backup builds this from its parent's
 /// sketch (8 features a chunk: 2 M entries for a 1 GiB database), and sorting
 /// them took a tenth of a second in every backup; features are hashes, evenly
 /// spread, so two linear passes (count, then place) put a few entries in each
 /// bucket, and a lookup scans one bucket. The answers are the sorted list's.
+/// An entry is the position alone, its feature read from the rows when a
+/// lookup scans it: half the table (8 MB less fresh memory at 1 GiB, whose
+/// page faults a backup waits for), for a few hundred lookups a backup.
 #[derive(Default)]
 pub struct FeatureIndex {
     /// Where each bucket's entries start in `entries` (one more than buckets).
     starts: Vec<u32>,
-    /// (feature, position), bucket after bucket, each in position order.
-    entries: Vec<(u32, u32)>,
+    /// Positions, bucket after bucket, each in position order (a position
+    /// twice in a row when two of its features share the bucket).
+    entries: Vec<u32>,
+    /// Each position's features.
+    rows: Arc<Vec<Features>>,
     /// Features are shifted right by this to give their bucket.
     shift: u32,
 }
@@ -28,7 +36,8 @@ pub struct FeatureIndex {
 impl FeatureIndex {
     /// From each position's features (position `i` of `per_position`; zeros are
     /// "none").
-    pub fn new(per_position: &[Features]) -> FeatureIndex {
+    pub fn new(rows: Arc<Vec<Features>>) -> FeatureIndex {
+        let per_position = rows.as_slice();
         let features = || {
             per_position
                 .iter()
@@ -51,15 +60,16 @@ impl FeatureIndex {
             starts[b] += starts[b - 1];
         }
         let mut next = starts.clone();
-        let mut entries = vec![(0u32, 0u32); n];
+        let mut entries = vec![0u32; n];
         for (x, pos) in features() {
             let b = (x >> shift) as usize;
-            entries[next[b] as usize] = (x, pos);
+            entries[next[b] as usize] = pos;
             next[b] += 1;
         }
         FeatureIndex {
             starts,
             entries,
+            rows,
             shift,
         }
     }
@@ -71,12 +81,19 @@ impl FeatureIndex {
             (Some(&from), Some(&to)) => &self.entries[from as usize..to as usize],
             _ => &[],
         };
-        // A position's features were placed one after the other, so the same
-        // feature twice at one position (two transforms agreeing) is adjacent.
+        // A position's features were placed one after the other, so its
+        // entries in a bucket (two of its features there) are adjacent: the
+        // row is read once.
         let mut last = None;
-        bucket
-            .iter()
-            .filter_map(move |&(y, pos)| (y == x && last.replace(pos) != Some(pos)).then_some(pos))
+        let rows = &self.rows;
+        bucket.iter().filter_map(move |&pos| {
+            if last.replace(pos) == Some(pos) {
+                return None;
+            }
+            rows.get(pos as usize)
+                .is_some_and(|r| r.contains(&x))
+                .then_some(pos)
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -136,13 +153,13 @@ mod tests {
             f(&f(&[5, 6, 7, 8])),
             f(&[]),
         ];
-        let idx = FeatureIndex::new(&per);
+        let idx = FeatureIndex::new(Arc::new(per.to_vec()));
         assert_eq!(idx.best::<2>(&f(&[1, 2, 3, 10]), 9), [Some(0), Some(1)]);
         assert_eq!(idx.best::<2>(&f(&[1, 2, 3, 10]), 0), [Some(1), None]);
         assert_eq!(idx.best::<1>(&f(&[11, 12, 13, 14]), 0), [None]);
         // Feature 1 at more than MAX_SHARED positions votes for none of them.
         let per: Vec<Features> = (0..6).map(|i| f(&[1, 100 + i])).collect();
-        let idx = FeatureIndex::new(&per);
+        let idx = FeatureIndex::new(Arc::new(per.to_vec()));
         assert_eq!(idx.best::<1>(&f(&[1, 0, 0, 0]), 99), [None]);
         assert_eq!(idx.best::<1>(&f(&[1, 103, 0, 0]), 99), [Some(3)]);
     }
@@ -191,7 +208,7 @@ mod tests {
             f in proptest::array::uniform8(proptest::prop_oneof![0u32..24, proptest::num::u32::ANY]),
             skip in 0u64..300,
         ) {
-            let idx = FeatureIndex::new(&per);
+            let idx = FeatureIndex::new(Arc::new(per.to_vec()));
             proptest::prop_assert_eq!(idx.best::<2>(&f, skip), best_sorted(&per, &f, skip));
             // A feature of a position, looked up: the same answer too.
             if let Some(p) = per.get(skip as usize / 2) {

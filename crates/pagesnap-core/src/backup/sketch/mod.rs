@@ -90,7 +90,7 @@ impl Sketcher {
         let pending = parent.clone().and_then(|p| {
             std::thread::Builder::new()
                 .name("sketch-lookup".into())
-                .spawn(move || FeatureIndex::new(&p))
+                .spawn(move || FeatureIndex::new(p))
                 .ok()
         });
         Sketcher {
@@ -174,7 +174,7 @@ impl Sketcher {
             let pending = self.pending.lock().ok().and_then(|mut p| p.take());
             pending
                 .and_then(|h| h.join().ok())
-                .unwrap_or_else(|| FeatureIndex::new(parent))
+                .unwrap_or_else(|| FeatureIndex::new(parent.clone()))
         });
         let [best] = index.best::<1>(f, pos);
         best.map(u64::from)
@@ -187,8 +187,9 @@ impl Sketcher {
     pub(crate) fn finish(self, chunks: &[ChunkRef], parent_chunks: Option<&[ChunkRef]>) -> Sketch {
         // The parent's rows are rewritten in place where they can be (most
         // positions keep theirs): a second table of ~8 MB at 1 GiB, fresh
-        // memory, cost the backup its page faults. The lookup table's build
-        // holds the rows until it ends.
+        // memory, cost the backup its page faults. The lookup table holds
+        // the rows (and its build, until it ends).
+        drop(self.index);
         if let Some(h) = self.pending.lock().ok().and_then(|mut p| p.take()) {
             let _ = h.join();
         }
