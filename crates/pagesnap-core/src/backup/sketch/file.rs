@@ -8,12 +8,13 @@
 //!
 //! A local cache, derived and never trusted: it lives at
 //! `<cache dir>/<store id>/sketches/<blake3(database name)>`, is written after a
-//! backup publishes (temporary file, rename; not fsynced: checked on read), and is used only if its
-//! magic, version, length and checksum are right and it names the snapshot the
-//! backup diffs against, with as many chunks. Anything else and the backup goes
-//! on without it (same-position bases only) and writes a new one. A wrong
-//! feature can only pick a poor base, never wrong bytes: every delta's decode is
-//! checked against its chunk id. Failing to write one is not an error.
+//! backup publishes (temporary file, rename; not fsynced: checked on read), and
+//! is used only if its magic, version, length and checksum are right and it
+//! names the snapshot the backup diffs against, with as many chunks. Anything
+//! else and the backup goes on without it (same-position bases only) and
+//! writes a new one. A wrong feature can only pick a poor base, never wrong
+//! bytes: every delta's decode is checked against its chunk id. Failing to
+//! write one is not an error.
 
 use super::features::{Features, FEATURES};
 use crate::types::{Id, SnapshotId};
@@ -89,8 +90,8 @@ fn write_as(
     header.extend_from_slice(&(features.len() as u64).to_le_bytes());
     w.write_all(&header)?;
     // Rows a block at a time: one checksum update and one write per block.
-    let mut block = Vec::with_capacity(ROWS_A_WRITE * FEATURES * 4);
-    for rows in features.chunks(ROWS_A_WRITE) {
+    let mut block = Vec::with_capacity(ROWS_A_BLOCK * FEATURES * 4);
+    for rows in features.chunks(ROWS_A_BLOCK) {
         block.clear();
         for x in rows.iter().flatten() {
             block.extend_from_slice(&x.to_le_bytes());
@@ -104,8 +105,9 @@ fn write_as(
     w.out.write_all(sum.as_bytes())
 }
 
-/// Rows encoded between two writes of [`write_as`] (64 KiB).
-const ROWS_A_WRITE: usize = 2048;
+/// Rows encoded ([`write_as`]) or decoded ([`decode_from`]) a block at a
+/// time (64 KiB).
+const ROWS_A_BLOCK: usize = 2048;
 
 /// A writer that hashes what it passes on (the file's trailer).
 struct Summed<'a, W: Write> {
@@ -169,10 +171,10 @@ fn decode_from(mut r: impl Read, len: u64, snapshot: &SnapshotId, chunks: usize)
         return None;
     }
     let mut features = Vec::with_capacity(chunks);
-    let mut block = vec![0u8; ROWS_A_WRITE * FEATURES * 4];
+    let mut block = vec![0u8; ROWS_A_BLOCK * FEATURES * 4];
     let mut left = chunks;
     while left > 0 {
-        let n = left.min(ROWS_A_WRITE);
+        let n = left.min(ROWS_A_BLOCK);
         let rows = &mut block[..n * FEATURES * 4];
         r.read_exact(rows).ok()?;
         sum.update(rows);
@@ -332,7 +334,7 @@ mod tests {
     fn a_sketch_streamed_in_blocks_and_short_writes_reads_back() {
         let snap = Id([9; 32]);
         // More rows than one write's block, the last block partial.
-        let n = ROWS_A_WRITE * 2 + 3;
+        let n = ROWS_A_BLOCK * 2 + 3;
         let rows = Sketch {
             features: (0..n as u32)
                 .map(|i| std::array::from_fn(|k| i.wrapping_mul(0x9e37_79b9) ^ k as u32))
@@ -349,7 +351,7 @@ mod tests {
         assert_eq!(decode(&dribble.0, &snap, n).as_ref(), Some(&rows));
         // The trailer covers every byte: one flipped row byte is no sketch.
         let mut b = dribble.0.clone();
-        b[HEADER_LEN + ROWS_A_WRITE * FEATURES * 4 + 1] ^= 1;
+        b[HEADER_LEN + ROWS_A_BLOCK * FEATURES * 4 + 1] ^= 1;
         assert_eq!(decode(&b, &snap, n), None);
     }
 
