@@ -822,8 +822,10 @@ impl ChunkWriter {
 /// small one without making the other frames, codec/whole.rs); unless that
 /// delta is small, `more` is asked for a second base
 /// (the content-found one, read only then) and its delta kept if smaller still;
-/// a kept delta still over 1/[`LARGE_DELTA`] of the chunk (1/[`LARGE_SAME_DELTA`]
-/// against the same position) is made again at [`LARGE_DELTA_LEVEL`]. The third value is the kept delta's base and depth.
+/// a kept delta still over 1/[`LARGE_DELTA`] of the chunk is made again at
+/// [`LARGE_DELTA_LEVEL`] (one over 1/[`LARGE_SAME_DELTA`] against the same
+/// position at [`LARGE_SAME_DELTA_LEVEL`]). The third value is the kept
+/// delta's base and depth.
 fn compress_among(
     enc: &mut Encoder,
     data: &[u8],
@@ -866,15 +868,15 @@ fn compress_among(
     // VACUUM's refilled pages, mostly), and the decoder reads the frame as any
     // other. Skip-delta bases span several versions, so many same-position
     // deltas are over 1/16: making those again took a fifth of a 1 GiB `oltp`
-    // backup's CPU for 0.3 % of `vacuum`'s bytes (PERFORMANCE.md).
+    // backup's CPU for 0.3 % of `vacuum`'s bytes (PERFORMANCE.md), so
+    // those over 1/8 are made again at a lower level than the others.
     let same_base = base.as_ref().map(|b| b.0) == same.map(|b| b.0);
-    let large = if same_base {
-        LARGE_SAME_DELTA
-    } else {
-        LARGE_DELTA
+    let (large, level) = match same_base {
+        true => (LARGE_SAME_DELTA, LARGE_SAME_DELTA_LEVEL),
+        false => (LARGE_DELTA, LARGE_DELTA_LEVEL),
     };
     if let Some((b, raw, _)) = base.as_ref().filter(|_| stored.len * large > data.len()) {
-        enc.improve_with_delta_at(data, id, out, &mut stored, b, raw, LARGE_DELTA_LEVEL)?;
+        enc.improve_with_delta_at(data, id, out, &mut stored, b, raw, level)?;
     }
     // The whole length only where measured by rule (codec/whole.rs), even
     // if this chunk's was: `repair index` rebuilds the row the same.
@@ -896,12 +898,20 @@ const LARGE_DELTA: usize = 16;
 /// [`LARGE_DELTA`] for a delta against the same-position base.
 const LARGE_SAME_DELTA: usize = 8;
 
-/// The zstd level a large delta is made again at: `vacuum` stores 0.3498× the
-/// ideal bound per snapshot instead of 0.367×, its VACUUM step's backup taking
-/// 1.25× the time (level 19 stored as much for 10×; level 14 0.3495× and
-/// level 15 0.3492×, each a few % more of a backup's CPU at 1 GiB; level 12
-/// 0.3516×: docs/PERFORMANCE.md has the levels and thresholds measured).
-const LARGE_DELTA_LEVEL: i32 = 13;
+/// The zstd level a large delta against a content-found base is made again
+/// at. These are a VACUUM's refilled pages, where looking harder pays:
+/// `vacuum` stores 0.3498× the ideal bound per snapshot instead of 0.367×
+/// made at the first level (level 19 stored as much for 10× the time).
+/// Other workloads make few such deltas, so this level costs them little
+/// (docs/PERFORMANCE.md has the levels and thresholds measured).
+const LARGE_DELTA_LEVEL: i32 = 15;
+
+/// The zstd level a large delta against the same-position base is made
+/// again at. These are most of a large `oltp` backup's large deltas (a
+/// skip-delta base spans several versions), and at level 13 making them again
+/// took 7 % of its CPU. Level 6 keeps most of their saving: with content-found
+/// ones at 15, `vacuum` stores as much as with both at 13.
+const LARGE_SAME_DELTA_LEVEL: i32 = 6;
 
 /// A delta's base, depth and whole length (what it would take stored alone).
 type DeltaRow = (ChunkId, u8, u32);
