@@ -18,7 +18,7 @@ const MAX_SHARED: usize = 4;
 /// spread, so two linear passes (count, then place) put a few entries in each
 /// bucket, and a lookup scans one bucket. The answers are the sorted list's.
 /// An entry is the position and the feature's low 16 bits (its tag), not the
-/// whole feature: 8 MB less fresh memory at 1 GiB, whose page faults a backup
+/// whole feature: 4 MB less fresh memory at 1 GiB, whose page faults a backup
 /// waits for. The bucket and the tag tell a feature whole from 2^16 buckets
 /// up; below, a lookup reads the row of an entry whose tag matches. (Entries
 /// of positions alone, every row read to tell, left a lookup a cache miss per
