@@ -32,8 +32,6 @@ pub struct FeatureIndex {
     entries: Vec<u32>,
     /// Each entry's feature's low 16 bits.
     tags: Vec<u16>,
-    /// The bucket and the tag are the whole feature: no row is read.
-    exact: bool,
     /// Each position's features.
     rows: Arc<Vec<Features>>,
     /// Features are shifted right by this to give their bucket.
@@ -79,10 +77,15 @@ impl FeatureIndex {
             starts,
             entries,
             tags,
-            exact: bits >= 16,
             rows,
             shift,
         }
+    }
+
+    /// Whether a bucket (the feature's top `32 - shift` bits) and a tag (its
+    /// low 16) are the whole feature: then no row is read.
+    fn exact(&self) -> bool {
+        self.shift <= 16
     }
 
     /// The positions holding feature `x`, in order, each once.
@@ -99,7 +102,7 @@ impl FeatureIndex {
         // entries in a bucket (two of its features there) are adjacent: it
         // is given once.
         let mut last = None;
-        let (rows, exact) = (&self.rows, self.exact);
+        let (rows, exact) = (&self.rows, self.exact());
         bucket
             .iter()
             .zip(tags)
@@ -195,7 +198,7 @@ mod tests {
         let (x, y) = (0x0001_0007, 0x0002_0007);
         let per = [f(&[x, 50]), f(&[y, 51]), f(&[y, 52]), f(&[x, 53])];
         let idx = FeatureIndex::new(Arc::new(per.to_vec()));
-        assert!(!idx.exact);
+        assert!(!idx.exact());
         assert_eq!(idx.best::<2>(&f(&[x]), 1), [Some(0), Some(3)]);
         assert_eq!(idx.best::<2>(&f(&[y, 51]), 9), [Some(1), Some(2)]);
     }
@@ -219,7 +222,7 @@ mod tests {
             .map(|_| std::array::from_fn(|_| next()))
             .collect();
         let idx = FeatureIndex::new(Arc::new(per.clone()));
-        assert!(idx.exact);
+        assert!(idx.exact());
         for i in 0..60u64 {
             let own = per[(i * 331) as usize % per.len()];
             let mixed: Features = std::array::from_fn(|k| match k % 2 {
